@@ -1,0 +1,16 @@
+//! The interoperability gateway as a library: the binary in `main.rs` only parses flags.
+
+pub mod backends;
+pub mod client;
+pub mod convert;
+pub mod error;
+pub mod pipeline;
+pub mod pki;
+pub mod policy;
+pub mod principal;
+pub mod server;
+pub mod services;
+pub mod store;
+pub mod streams;
+pub mod validate;
+pub mod world;

@@ -1,0 +1,178 @@
+//! `interop-gateway`: serve the gateway, or manage its development PKI.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use interop_gateway::{backends, pki, principal::Principal, server, store, world};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "interop-gateway",
+    version,
+    about = "The FBI/DHS interoperability gateway (synthetic emulation)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve gRPC over mutual TLS.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "INTEROP_LISTEN", default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        /// PKI directory (from `pki init`).
+        #[arg(long, env = "INTEROP_PKI")]
+        pki: PathBuf,
+        /// World directory (from `state-bureau-sim generate`).
+        #[arg(long, env = "INTEROP_WORLD")]
+        world: PathBuf,
+        /// Data directory for the durable store.
+        #[arg(long, env = "INTEROP_DATA")]
+        data: PathBuf,
+        /// Matcher shards per gallery.
+        #[arg(long, default_value_t = 4)]
+        shards: usize,
+        /// Submissions processed concurrently.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds in-flight calls may run after SIGINT/SIGTERM.
+        #[arg(long, default_value_t = 5)]
+        grace_secs: u64,
+    },
+    /// Development PKI.
+    Pki {
+        #[command(subcommand)]
+        cmd: PkiCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCmd {
+    /// Create a CA, a loopback server certificate and client certificates for every state
+    /// bureau, every field office and an admin.
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        /// Take the states and field offices from this world instead of the built-in lists.
+        #[arg(long)]
+        world: Option<PathBuf>,
+    },
+    /// Issue one more client certificate: writes PREFIX.pem and PREFIX-key.pem.
+    Issue {
+        /// PKI directory holding ca.pem and ca-key.pem.
+        #[arg(long)]
+        ca: PathBuf,
+        /// SPIFFE id, e.g. spiffe://interop.local/bureau/TX.
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Serve {
+            listen,
+            pki,
+            world,
+            data,
+            shards,
+            concurrency,
+            grace_secs,
+        } => {
+            let world_file: world::WorldFile = world::read_json(&world, world::WORLD_FILE)?;
+            let tls = server::server_tls(&pki::PkiDir(pki))?;
+            let store = store::open_embedded(&data).context("opening the data directory")?;
+            tracing::info!(world = %world.display(), "loading galleries");
+            let dir = world.clone();
+            let backends =
+                tokio::task::spawn_blocking(move || backends::InProcess::load(&dir, shards))
+                    .await??;
+            let gw = server::Gateway::start(
+                world_file,
+                store,
+                backends.ident.clone(),
+                backends.criminal.clone(),
+                Some(backends.ident.matcher()),
+                server::ServeOptions {
+                    concurrency,
+                    grace: Duration::from_secs(grace_secs),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            Arc::clone(&gw)
+                .serve(listener, tls, shutdown_signal())
+                .await
+        }
+        Cmd::Pki {
+            cmd: PkiCmd::Init { out, world },
+        } => {
+            let dir = match world {
+                Some(w) => {
+                    let wf: world::WorldFile = world::read_json(&w, world::WORLD_FILE)?;
+                    let states: Vec<String> = wf.states.iter().map(|s| s.code.clone()).collect();
+                    let offices: Vec<String> =
+                        wf.field_offices.iter().map(|o| o.code.clone()).collect();
+                    pki::init(
+                        &out,
+                        &pki::InitOptions {
+                            states: &states,
+                            offices: &offices,
+                        },
+                    )?
+                }
+                None => pki::init_default(&out)?,
+            };
+            println!(
+                "wrote a CA, a server certificate and client certificates to {}",
+                dir.0.display()
+            );
+            Ok(())
+        }
+        Cmd::Pki {
+            cmd: PkiCmd::Issue { ca, id, out },
+        } => {
+            let p = Principal::from_spiffe(&id).with_context(|| {
+                format!("--id {id:?} is not an interop identity (spiffe://interop.local/bureau/XX, /field-office/XXX or /admin)")
+            })?;
+            let files = pki::IdentityFiles {
+                cert: PathBuf::from(format!("{}.pem", out.display())),
+                key: PathBuf::from(format!("{}-key.pem", out.display())),
+            };
+            pki::issue_client(&pki::PkiDir(ca), &p, &files)?;
+            println!("wrote {} and {}", files.cert.display(), files.key.display());
+            Ok(())
+        }
+    }
+}

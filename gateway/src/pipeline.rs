@@ -1,0 +1,217 @@
+//! The pipeline that takes a durably received submission to completion:
+//! criminal-history check (always) and, when the jurisdiction is activated on the booking
+//! date, the IDENT search — concurrently — then status determination, then one atomic
+//! [`Store::complete`](crate::store::Store::complete) that appends the field-office
+//! notification and the bureau's responses.
+//!
+//! Exactly once in effect: completion is idempotent by `(bureau, TCN)`, so a submission
+//! processed again after a crash (recovery replays every unfinished one) appends nothing
+//! twice. A backend failure is retried with backoff, never turned into "no match" (a missed
+//! match reported as a no-hit would be a wrong answer to a field office).
+//!
+//! Bounded: jobs wait in a queue of [`QUEUE_DEPTH`]; at most `concurrency` are in flight.
+//! Submissions that find the queue full are refused before they are stored.
+
+use crate::backends::{CriminalHistory, IdentSearch};
+use crate::convert;
+use crate::error::GatewayError;
+use crate::policy::{self, PolicyBook};
+use crate::store::{Completion, DynStore, StreamKey, SubmissionKey};
+use crate::validate::ValidSubmission;
+use interop_proto::v1 as pb;
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::Instrument;
+
+pub const QUEUE_DEPTH: usize = 8192;
+
+/// One submission to process.
+pub struct Job {
+    pub key: SubmissionKey,
+    pub submission: pb::Submission,
+    pub valid: ValidSubmission,
+}
+
+/// What the pipeline works with.
+pub struct Core {
+    pub store: DynStore,
+    pub policy: Arc<PolicyBook>,
+    pub ident: Arc<dyn IdentSearch>,
+    pub criminal: Arc<dyn CriminalHistory>,
+}
+
+/// Counter names (also reported by `AdminService.GetCounters`).
+pub mod counters {
+    pub const COMPLETED: &str = "submissions_completed";
+    pub const CRIMINAL_HISTORY_HITS: &str = "criminal_history_hits";
+    pub const IDENT_SEARCHES: &str = "ident_searches";
+    pub const IDENT_HITS: &str = "ident_hits";
+    pub const NOT_ACTIVATED: &str = "not_activated_fbi_only";
+    pub const OFFICE_NOTIFICATIONS: &str = "field_office_notifications";
+    pub const IMMIGRATION_RESPONSES: &str = "immigration_responses_sent";
+    pub const WITHHELD: &str = "immigration_responses_withheld";
+    pub const DETAINERS: &str = "detainer_recommendations";
+}
+
+/// Starts `concurrency` workers; returns the queue to feed them.
+pub fn start(
+    core: Arc<Core>,
+    concurrency: usize,
+    shutdown: watch::Receiver<bool>,
+) -> mpsc::Sender<Job> {
+    let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    tokio::spawn(async move {
+        while let Some(job) = rx.recv().await {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let core = core.clone();
+            let shutdown = shutdown.clone();
+            let span =
+                tracing::info_span!("submission", bureau = %job.key.bureau, tcn = %job.key.tcn);
+            tokio::spawn(
+                async move {
+                    process(&core, job, shutdown).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+    });
+    tx
+}
+
+/// Processes a job until it completes, retrying failures. Returns early only at shutdown:
+/// the submission stays pending in the store and is resumed on the next start.
+async fn process(core: &Core, job: Job, shutdown: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match attempt(core, &job).await {
+            Ok(done) => {
+                tracing::debug!(appended = done, "completed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "processing failed; will retry");
+                if *shutdown.borrow() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn bureau_event(tcn: &str, body: pb::bureau_response::Body) -> Vec<u8> {
+    pb::BureauResponse {
+        cursor: 0, // assigned by the log; filled in on delivery
+        tcn: tcn.to_string(),
+        body: Some(body),
+    }
+    .encode_to_vec()
+}
+
+/// One attempt. Returns whether this attempt appended the results (false: already done).
+async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
+    let sub = &job.submission;
+    let routing = core
+        .policy
+        .route(&sub.jurisdiction_id, job.valid.booked_on)
+        .ok_or_else(|| GatewayError::Internal("jurisdiction vanished from the world".into()))?;
+    let prints = job.valid.prints.clone();
+
+    // Invariant 4: the IDENT search happens only when the jurisdiction is activated on the
+    // booking date; otherwise the prints never reach the matcher.
+    let criminal = core.criminal.check(prints.clone());
+    let ident = async {
+        if routing.searched {
+            core.ident.search(prints).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (criminal, ident) = tokio::join!(criminal, ident);
+    let record = criminal.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+    let ident = ident.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+
+    let mut completion = Completion::default();
+    let mut count = |name: &'static str| completion.counters.push((name, 1));
+    count(counters::COMPLETED);
+    if record.is_some() {
+        count(counters::CRIMINAL_HISTORY_HITS);
+    }
+    let bureau = StreamKey::Bureau(job.key.bureau.clone());
+
+    // The criminal-history response always goes back to the bureau.
+    let ch = convert::criminal_history_pb(&sub.tcn, record.as_ref());
+    let mut events = vec![(
+        bureau.clone(),
+        bureau_event(&sub.tcn, pb::bureau_response::Body::CriminalHistory(ch)),
+    )];
+
+    match ident {
+        None => count(counters::NOT_ACTIVATED),
+        Some(hit) => {
+            count(counters::IDENT_SEARCHES);
+            if hit.is_some() {
+                count(counters::IDENT_HITS);
+            }
+            let det = policy::determine(
+                hit.as_ref().map(|h| &h.record),
+                record.as_ref(),
+                &job.valid.charges,
+                sub.victim_or_witness,
+                job.valid.booked_on,
+            );
+            if det.recommendation != policy::Recommendation::None {
+                count(counters::DETAINERS);
+            }
+            let mut outcome = pb::IdentOutcome {
+                tcn: sub.tcn.clone(),
+                jurisdiction_id: sub.jurisdiction_id.clone(),
+                ori: sub.ori.clone(),
+                booked_at: sub.booked_at,
+                hit: hit.is_some(),
+                fin: hit
+                    .as_ref()
+                    .map(|h| h.record.fin.clone())
+                    .unwrap_or_default(),
+                score: hit.as_ref().map_or(0.0, |h| h.score),
+                fbi_number: record
+                    .as_ref()
+                    .map(|r| r.fbi_number.clone())
+                    .unwrap_or_default(),
+                determined_at: Some(convert::timestamp_ms(convert::now_ms())),
+                ..Default::default()
+            };
+            convert::apply_determination(&mut outcome, &det);
+            // Invariant 2: the field office covering the jurisdiction always gets the outcome.
+            count(counters::OFFICE_NOTIFICATIONS);
+            events.push((
+                StreamKey::Office(routing.field_office.clone()),
+                outcome.encode_to_vec(),
+            ));
+            // Invariant 3: the bureau gets it only where its jurisdiction receives results.
+            if routing.bureau_receives {
+                count(counters::IMMIGRATION_RESPONSES);
+                events.push((
+                    bureau,
+                    bureau_event(
+                        &sub.tcn,
+                        pb::bureau_response::Body::Immigration(pb::ImmigrationResponse {
+                            outcome: Some(outcome),
+                        }),
+                    ),
+                ));
+            } else {
+                count(counters::WITHHELD);
+            }
+        }
+    }
+    completion.events = events;
+    Ok(core.store.complete(job.key.clone(), completion).await?)
+}

@@ -1,0 +1,200 @@
+//! A development PKI for mutual TLS: one CA, a server certificate for loopback, and client
+//! certificates carrying SPIFFE identities (see [`crate::principal`]). Keys are generated at
+//! run time with rcgen and written with owner-only permissions; none is ever committed.
+//!
+//! Layout of a PKI directory:
+//! `ca.pem`, `ca-key.pem`, `server.pem`, `server-key.pem`, and `clients/<stem>.pem` +
+//! `clients/<stem>-key.pem` per identity (`bureau-TX`, `field-office-HOU`, `admin`).
+
+use crate::principal::Principal;
+use anyhow::{Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use std::path::{Path, PathBuf};
+
+/// States and territories that get a bureau certificate by default.
+pub const DEFAULT_STATES: &[&str] = &[
+    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN", "IA",
+    "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH", "NJ", "NM",
+    "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA",
+    "WV", "WI", "WY", "PR", "GU", "VI", "MP", "AS",
+];
+
+/// ICE ERO field offices that get a certificate by default.
+pub const DEFAULT_OFFICES: &[&str] = &[
+    "ATL", "BAL", "BOS", "BUF", "CHI", "DAL", "DEN", "DET", "ELP", "HOU", "LOS", "MIA", "NEW",
+    "NOL", "NYC", "PHI", "PHO", "SLC", "SNA", "SND", "SFR", "SEA", "SPM", "WAS",
+];
+
+/// Paths of one identity's certificate and key.
+#[derive(Clone, Debug)]
+pub struct IdentityFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Paths inside a PKI directory.
+#[derive(Clone, Debug)]
+pub struct PkiDir(pub PathBuf);
+
+impl PkiDir {
+    pub fn ca_cert(&self) -> PathBuf {
+        self.0.join("ca.pem")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.0.join("ca-key.pem")
+    }
+    pub fn server(&self) -> IdentityFiles {
+        IdentityFiles {
+            cert: self.0.join("server.pem"),
+            key: self.0.join("server-key.pem"),
+        }
+    }
+    pub fn client(&self, p: &Principal) -> IdentityFiles {
+        let stem = p.file_stem();
+        IdentityFiles {
+            cert: self.0.join("clients").join(format!("{stem}.pem")),
+            key: self.0.join("clients").join(format!("{stem}-key.pem")),
+        }
+    }
+}
+
+fn validity(params: &mut CertificateParams, days: i64) {
+    let now = chrono::Utc::now().date_naive();
+    let ymd = |d: chrono::NaiveDate| {
+        use chrono::Datelike;
+        rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8)
+    };
+    params.not_before = ymd(now - chrono::Days::new(1));
+    params.not_after = ymd(now + chrono::Days::new(days as u64));
+}
+
+fn write_secret(path: &Path, pem: &str) -> Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(pem.as_bytes())?;
+    Ok(())
+}
+
+fn write_pair(files: &IdentityFiles, cert_pem: &str, key: &KeyPair) -> Result<()> {
+    if let Some(dir) = files.cert.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&files.cert, cert_pem)
+        .with_context(|| format!("writing {}", files.cert.display()))?;
+    write_secret(&files.key, &key.serialize_pem())
+}
+
+/// Loads the CA from a PKI directory, as an issuer.
+fn load_issuer(dir: &PkiDir) -> Result<Issuer<'static, KeyPair>> {
+    let key_pem = std::fs::read_to_string(dir.ca_key())
+        .with_context(|| format!("reading {}", dir.ca_key().display()))?;
+    let cert_pem = std::fs::read_to_string(dir.ca_cert())
+        .with_context(|| format!("reading {}", dir.ca_cert().display()))?;
+    let key = KeyPair::from_pem(&key_pem).context("parsing the CA key")?;
+    Issuer::from_ca_cert_pem(&cert_pem, key).context("parsing the CA certificate")
+}
+
+/// Issues a client certificate for `principal`, signed by the CA in `ca_dir`, to the given
+/// files.
+pub fn issue_client(ca_dir: &PkiDir, principal: &Principal, out: &IdentityFiles) -> Result<()> {
+    let issuer = load_issuer(ca_dir)?;
+    let (pem, key) = client_cert(&issuer, principal)?;
+    write_pair(out, &pem, &key)
+}
+
+fn client_cert(issuer: &Issuer<'_, KeyPair>, principal: &Principal) -> Result<(String, KeyPair)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, principal.file_stem());
+    params.subject_alt_names = vec![SanType::URI(principal.spiffe_id().try_into()?)];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    validity(&mut params, 365);
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key))
+}
+
+/// What `pki init` issues client certificates for.
+pub struct InitOptions<'a> {
+    pub states: &'a [String],
+    pub offices: &'a [String],
+}
+
+/// Creates a CA, a loopback server certificate and client certificates for every given
+/// state bureau and field office plus one admin, in `out`.
+pub fn init(out: &Path, opts: &InitOptions<'_>) -> Result<PkiDir> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let dir = PkiDir(out.to_path_buf());
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "interop development CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    validity(&mut ca, 3650);
+    let ca_cert = ca.self_signed(&ca_key)?;
+    std::fs::write(dir.ca_cert(), ca_cert.pem())?;
+    write_secret(&dir.ca_key(), &ca_key.serialize_pem())?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let key = KeyPair::generate()?;
+    let mut server = CertificateParams::new(vec!["localhost".to_string()])?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "interop gateway");
+    server
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    server
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    validity(&mut server, 365);
+    let cert = server.signed_by(&key, &issuer)?;
+    write_pair(&dir.server(), &cert.pem(), &key)?;
+
+    let mut principals = vec![Principal::Admin];
+    principals.extend(
+        opts.states
+            .iter()
+            .map(|s| Principal::Bureau { state: s.clone() }),
+    );
+    principals.extend(
+        opts.offices
+            .iter()
+            .map(|o| Principal::FieldOffice { office: o.clone() }),
+    );
+    for p in &principals {
+        let (pem, key) = client_cert(&issuer, p)?;
+        write_pair(&dir.client(p), &pem, &key)?;
+    }
+    Ok(dir)
+}
+
+/// `init` with the default lists of states and field offices.
+pub fn init_default(out: &Path) -> Result<PkiDir> {
+    let states: Vec<String> = DEFAULT_STATES.iter().map(|s| s.to_string()).collect();
+    let offices: Vec<String> = DEFAULT_OFFICES.iter().map(|s| s.to_string()).collect();
+    init(
+        out,
+        &InitOptions {
+            states: &states,
+            offices: &offices,
+        },
+    )
+}

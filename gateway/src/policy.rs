@@ -1,0 +1,648 @@
+//! The program's rules: who is searched, who is told, and what a field office is advised.
+//!
+//! Two parts:
+//! - [`PolicyBook`]: each jurisdiction's interoperability policy as it stands now (from the
+//!   world, changed at run time by admins and persisted in the store). It answers the two
+//!   questions the pipeline asks: *is this booking searched in IDENT?* (activated on the
+//!   booking date — DESIGN.md §2: "Before activation: FBI check only") and *does the bureau
+//!   get the immigration response?* (the jurisdiction receives results, its state can receive
+//!   them electronically, and the state has not ended its agreement — "may choose not to
+//!   receive"; the field office gets every result regardless).
+//! - [`determine`]: status determination and priority after an IDENT search, per the civil
+//!   immigration enforcement priorities memo (Level 1/2/3, non-criminal priorities) and the
+//!   June 2011 minor-traffic-offender memo (detainer operative only on conviction).
+
+use crate::world::{
+    CriminalRecord, ImmigrationRecord, Jurisdiction, Offense, State, Status, WorldFile,
+};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+
+/// A jurisdiction's policy as it stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JurisdictionPolicy {
+    pub activated_on: Option<NaiveDate>,
+    pub receives_results: bool,
+}
+
+/// A state's policy as it stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatePolicy {
+    pub opted_out: bool,
+    pub can_receive_electronically: bool,
+}
+
+/// What the pipeline needs to know about one jurisdiction for one booking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routing {
+    pub jurisdiction: String,
+    pub state: String,
+    pub field_office: String,
+    /// IDENT is searched for this booking.
+    pub searched: bool,
+    /// The bureau receives the immigration response.
+    pub bureau_receives: bool,
+}
+
+/// Full view of a jurisdiction's policy, for admins.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyView {
+    pub jurisdiction: Jurisdiction,
+    pub policy: JurisdictionPolicy,
+    pub state: StatePolicy,
+}
+
+impl PolicyView {
+    pub fn effective_receives_results(&self) -> bool {
+        self.policy.receives_results
+            && self.state.can_receive_electronically
+            && !self.state.opted_out
+    }
+}
+
+/// The policy of every jurisdiction. Reads are far more frequent than changes; an RwLock
+/// keeps the per-submission lookup cheap.
+pub struct PolicyBook {
+    jurisdictions: BTreeMap<String, Jurisdiction>,
+    /// ORI → jurisdiction id.
+    agencies: HashMap<String, String>,
+    states: BTreeMap<String, State>,
+    current: RwLock<(
+        BTreeMap<String, JurisdictionPolicy>,
+        BTreeMap<String, StatePolicy>,
+    )>,
+}
+
+/// A policy change refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PolicyError {
+    #[error("jurisdiction_id: unknown jurisdiction {0:?}")]
+    UnknownJurisdiction(String),
+    #[error("state: unknown state {0:?}")]
+    UnknownState(String),
+}
+
+impl PolicyBook {
+    pub fn new(world: &WorldFile) -> Self {
+        let jurisdictions: BTreeMap<_, _> = world
+            .jurisdictions
+            .iter()
+            .map(|j| (j.id.clone(), j.clone()))
+            .collect();
+        let agencies = world
+            .jurisdictions
+            .iter()
+            .flat_map(|j| j.agencies.iter().map(|a| (a.clone(), j.id.clone())))
+            .collect();
+        let states: BTreeMap<_, _> = world
+            .states
+            .iter()
+            .map(|s| (s.code.clone(), s.clone()))
+            .collect();
+        let jp = world
+            .jurisdictions
+            .iter()
+            .map(|j| {
+                (
+                    j.id.clone(),
+                    JurisdictionPolicy {
+                        activated_on: j.activated_on,
+                        receives_results: j.receives_results,
+                    },
+                )
+            })
+            .collect();
+        let sp = world
+            .states
+            .iter()
+            .map(|s| {
+                (
+                    s.code.clone(),
+                    StatePolicy {
+                        opted_out: s.opted_out,
+                        can_receive_electronically: s.can_receive_electronically,
+                    },
+                )
+            })
+            .collect();
+        PolicyBook {
+            jurisdictions,
+            agencies,
+            states,
+            current: RwLock::new((jp, sp)),
+        }
+    }
+
+    pub fn jurisdiction(&self, id: &str) -> Option<&Jurisdiction> {
+        self.jurisdictions.get(id)
+    }
+
+    /// The jurisdiction an agency belongs to.
+    pub fn agency_jurisdiction(&self, ori: &str) -> Option<&str> {
+        self.agencies.get(ori).map(|s| s.as_str())
+    }
+
+    pub fn has_state(&self, code: &str) -> bool {
+        self.states.contains_key(code)
+    }
+
+    pub fn jurisdictions(&self) -> impl Iterator<Item = &Jurisdiction> {
+        self.jurisdictions.values()
+    }
+
+    pub fn view(&self, id: &str) -> Option<PolicyView> {
+        let j = self.jurisdictions.get(id)?;
+        let cur = self.current.read().expect("policy lock");
+        Some(PolicyView {
+            jurisdiction: j.clone(),
+            policy: cur.0[id].clone(),
+            state: cur.1[&j.state].clone(),
+        })
+    }
+
+    /// How a booking in `jurisdiction` on `booked_on` is handled under the policy now.
+    pub fn route(&self, jurisdiction: &str, booked_on: NaiveDate) -> Option<Routing> {
+        let v = self.view(jurisdiction)?;
+        Some(Routing {
+            searched: v.policy.activated_on.is_some_and(|d| booked_on >= d),
+            bureau_receives: v.effective_receives_results(),
+            jurisdiction: v.jurisdiction.id,
+            state: v.jurisdiction.state,
+            field_office: v.jurisdiction.field_office,
+        })
+    }
+
+    /// Replaces one jurisdiction's policy.
+    pub fn set_jurisdiction(&self, id: &str, p: JurisdictionPolicy) -> Result<(), PolicyError> {
+        if !self.jurisdictions.contains_key(id) {
+            return Err(PolicyError::UnknownJurisdiction(id.to_string()));
+        }
+        self.current
+            .write()
+            .expect("policy lock")
+            .0
+            .insert(id.to_string(), p);
+        Ok(())
+    }
+
+    pub fn state_policy(&self, code: &str) -> Option<StatePolicy> {
+        self.current
+            .read()
+            .expect("policy lock")
+            .1
+            .get(code)
+            .cloned()
+    }
+
+    /// Replaces one state's policy.
+    pub fn set_state(&self, code: &str, p: StatePolicy) -> Result<(), PolicyError> {
+        if !self.states.contains_key(code) {
+            return Err(PolicyError::UnknownState(code.to_string()));
+        }
+        self.current
+            .write()
+            .expect("policy lock")
+            .1
+            .insert(code.to_string(), p);
+        Ok(())
+    }
+}
+
+/// Criminal priority level from convictions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    None,
+    Three,
+    Two,
+    One,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonCriminal {
+    RecentUnlawfulEntrant,
+    RepeatViolatorOrPriorRemoval,
+    Fugitive,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recommendation {
+    None,
+    Detainer,
+    DetainerOnConviction,
+}
+
+/// The outcome of status determination after an IDENT search.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Determination {
+    /// `None` when IDENT had no record.
+    pub status: Option<Status>,
+    pub level: Level,
+    pub non_criminal: Vec<NonCriminal>,
+    pub recommendation: Recommendation,
+    pub discretion: bool,
+}
+
+/// How recent an unlawful entry must be to count as "recent" (the 2011 priorities memo's
+/// recent border entrants; we use three years).
+pub const RECENT_ENTRY_DAYS: i64 = 3 * 365;
+
+/// Criminal priority level from prior convictions (civil enforcement priorities memo,
+/// March 2011): Level 1 — an aggravated felony or two or more felonies; Level 2 — any felony
+/// or three or more misdemeanors; Level 3 — any other crime (punishable by less than a year).
+/// DUI, hit-and-run and reckless driving causing injury count as misdemeanors here; minor
+/// traffic convictions count only toward Level 3.
+pub fn priority_level(convictions: &[Offense]) -> Level {
+    let aggravated = convictions
+        .iter()
+        .filter(|o| **o == Offense::AggravatedFelony)
+        .count();
+    let felonies = convictions
+        .iter()
+        .filter(|o| matches!(o, Offense::AggravatedFelony | Offense::Felony))
+        .count();
+    let misdemeanors = convictions
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Offense::Misdemeanor
+                    | Offense::Dui
+                    | Offense::HitAndRun
+                    | Offense::RecklessDrivingInjury
+            )
+        })
+        .count();
+    if aggravated >= 1 || felonies >= 2 {
+        Level::One
+    } else if felonies == 1 || misdemeanors >= 3 {
+        Level::Two
+    } else if !convictions.is_empty() {
+        Level::Three
+    } else {
+        Level::None
+    }
+}
+
+/// Whether a status can lead to removal given the criminal level. Citizens never; lawful
+/// permanent residents and others in lawful status only after an aggravated felony or two
+/// felonies (Level 1); the unlawfully present, the previously removed and fugitives always.
+fn removable(status: Status, level: Level) -> bool {
+    match status {
+        Status::UsCitizen => false,
+        Status::LawfulPermanentResident | Status::LawfulStatus => level == Level::One,
+        Status::VisaOverstay | Status::UnlawfulEntry | Status::PriorRemoval | Status::Fugitive => {
+            true
+        }
+    }
+}
+
+/// Status determination and priority for one booking.
+///
+/// - `ident`: the IDENT record of the hit, if any.
+/// - `record`: the FBI rap sheet, if the prints matched one.
+/// - `charges`: the arrest charges of this booking.
+pub fn determine(
+    ident: Option<&ImmigrationRecord>,
+    record: Option<&CriminalRecord>,
+    charges: &[Offense],
+    victim_or_witness: bool,
+    booked_on: NaiveDate,
+) -> Determination {
+    let convictions: Vec<Offense> = record
+        .map(|r| r.convictions.iter().map(|c| c.offense).collect())
+        .unwrap_or_default();
+    let level = priority_level(&convictions);
+    let Some(ident) = ident else {
+        return Determination {
+            status: None,
+            level,
+            non_criminal: vec![],
+            recommendation: Recommendation::None,
+            discretion: victim_or_witness,
+        };
+    };
+    let mut non_criminal = Vec::new();
+    match ident.status {
+        Status::UnlawfulEntry
+            if ident
+                .last_entry
+                .is_some_and(|d| (booked_on - d).num_days() <= RECENT_ENTRY_DAYS) =>
+        {
+            non_criminal.push(NonCriminal::RecentUnlawfulEntrant)
+        }
+        Status::PriorRemoval => non_criminal.push(NonCriminal::RepeatViolatorOrPriorRemoval),
+        Status::Fugitive => non_criminal.push(NonCriminal::Fugitive),
+        _ => {}
+    }
+    let recommendation = if victim_or_witness || !removable(ident.status, level) {
+        // Victims and witnesses are flagged for discretion, not enforcement.
+        Recommendation::None
+    } else if !charges.is_empty()
+        && charges.iter().all(|c| *c == Offense::MinorTraffic)
+        && convictions.is_empty()
+        && non_criminal.is_empty()
+    {
+        // Arrested solely for a minor traffic offence, no prior conviction, no other
+        // priority: the detainer becomes operative only on conviction (June 2011 memo).
+        Recommendation::DetainerOnConviction
+    } else {
+        Recommendation::Detainer
+    };
+    Determination {
+        status: Some(ident.status),
+        level,
+        non_criminal,
+        recommendation,
+        discretion: victim_or_witness,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::Conviction;
+    use Offense::*;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn priority_levels_follow_the_memo() {
+        let cases: &[(&[Offense], Level)] = &[
+            (&[], Level::None),
+            (&[MinorTraffic], Level::Three),
+            (&[Misdemeanor], Level::Three),
+            (&[Misdemeanor, Misdemeanor], Level::Three),
+            (&[Misdemeanor, Dui, HitAndRun], Level::Two),
+            (&[Misdemeanor, MinorTraffic, MinorTraffic], Level::Three),
+            (&[Felony], Level::Two),
+            (&[Felony, Misdemeanor], Level::Two),
+            (&[Felony, Felony], Level::One),
+            (&[AggravatedFelony], Level::One),
+            (
+                &[RecklessDrivingInjury, Misdemeanor, Misdemeanor],
+                Level::Two,
+            ),
+        ];
+        for (convictions, want) in cases {
+            assert_eq!(priority_level(convictions), *want, "{convictions:?}");
+        }
+    }
+
+    fn ident(status: Status, last_entry: Option<&str>) -> ImmigrationRecord {
+        ImmigrationRecord {
+            fin: "FIN0000000001".into(),
+            status,
+            last_entry: last_entry.map(d),
+        }
+    }
+
+    fn rap(c: &[Offense]) -> CriminalRecord {
+        CriminalRecord {
+            fbi_number: "FBI000000001".into(),
+            prior_arrests: c.len() as u32,
+            convictions: c
+                .iter()
+                .map(|o| Conviction {
+                    offense: *o,
+                    convicted_on: d("2005-01-01"),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn no_hit_means_no_recommendation() {
+        let out = determine(
+            None,
+            Some(&rap(&[Felony, Felony])),
+            &[Felony],
+            false,
+            d("2011-05-01"),
+        );
+        assert_eq!(out.status, None);
+        assert_eq!(out.recommendation, Recommendation::None);
+        assert_eq!(out.level, Level::One);
+    }
+
+    #[test]
+    fn citizens_and_lawful_residents_without_level_one_get_nothing() {
+        let day = d("2011-05-01");
+        let c = determine(
+            Some(&ident(Status::UsCitizen, None)),
+            Some(&rap(&[AggravatedFelony])),
+            &[Felony],
+            false,
+            day,
+        );
+        assert_eq!(c.recommendation, Recommendation::None);
+        let l = determine(
+            Some(&ident(Status::LawfulPermanentResident, None)),
+            Some(&rap(&[Felony])),
+            &[Felony],
+            false,
+            day,
+        );
+        assert_eq!(l.recommendation, Recommendation::None);
+        let l1 = determine(
+            Some(&ident(Status::LawfulPermanentResident, None)),
+            Some(&rap(&[AggravatedFelony])),
+            &[Felony],
+            false,
+            day,
+        );
+        assert_eq!(l1.recommendation, Recommendation::Detainer);
+    }
+
+    #[test]
+    fn minor_traffic_only_detainer_operative_on_conviction() {
+        let day = d("2011-05-01");
+        let overstay = ident(Status::VisaOverstay, None);
+        let m = determine(Some(&overstay), None, &[MinorTraffic], false, day);
+        assert_eq!(m.recommendation, Recommendation::DetainerOnConviction);
+        // DUI is never minor.
+        let dui = determine(Some(&overstay), None, &[Dui], false, day);
+        assert_eq!(dui.recommendation, Recommendation::Detainer);
+        // A prior conviction removes the exception.
+        let prior = determine(
+            Some(&overstay),
+            Some(&rap(&[MinorTraffic])),
+            &[MinorTraffic],
+            false,
+            day,
+        );
+        assert_eq!(prior.recommendation, Recommendation::Detainer);
+        // So does another priority.
+        let fugitive = determine(
+            Some(&ident(Status::Fugitive, None)),
+            None,
+            &[MinorTraffic],
+            false,
+            day,
+        );
+        assert_eq!(fugitive.recommendation, Recommendation::Detainer);
+        assert_eq!(fugitive.non_criminal, vec![NonCriminal::Fugitive]);
+    }
+
+    #[test]
+    fn recent_unlawful_entry_is_a_priority_only_when_recent() {
+        let recent = determine(
+            Some(&ident(Status::UnlawfulEntry, Some("2010-01-01"))),
+            None,
+            &[Misdemeanor],
+            false,
+            d("2011-05-01"),
+        );
+        assert_eq!(
+            recent.non_criminal,
+            vec![NonCriminal::RecentUnlawfulEntrant]
+        );
+        let old = determine(
+            Some(&ident(Status::UnlawfulEntry, Some("2001-01-01"))),
+            None,
+            &[Misdemeanor],
+            false,
+            d("2011-05-01"),
+        );
+        assert!(old.non_criminal.is_empty());
+        assert_eq!(old.recommendation, Recommendation::Detainer);
+    }
+
+    #[test]
+    fn victims_and_witnesses_get_discretion_not_enforcement() {
+        let v = determine(
+            Some(&ident(Status::PriorRemoval, None)),
+            Some(&rap(&[Felony, Felony])),
+            &[Misdemeanor],
+            true,
+            d("2011-05-01"),
+        );
+        assert!(v.discretion);
+        assert_eq!(v.recommendation, Recommendation::None);
+        assert_eq!(v.status, Some(Status::PriorRemoval));
+    }
+
+    fn book() -> PolicyBook {
+        let j = |id: &str, state: &str, act: Option<&str>, rr: bool| Jurisdiction {
+            id: id.into(),
+            name: id.into(),
+            state: state.into(),
+            field_office: "HOU".into(),
+            agencies: vec![format!("{id}0100")],
+            population: 1,
+            activated_on: act.map(d),
+            receives_results: rr,
+        };
+        let s = |code: &str, opted_out: bool, elec: bool| State {
+            code: code.into(),
+            name: code.into(),
+            population: 1,
+            opted_out,
+            can_receive_electronically: elec,
+        };
+        PolicyBook::new(&WorldFile {
+            meta: crate::world::WorldMeta {
+                seed: 1,
+                identities: 0,
+                version: 1,
+            },
+            states: vec![
+                s("TX", false, true),
+                s("IL", true, true),
+                s("GU", false, false),
+            ],
+            field_offices: vec![],
+            jurisdictions: vec![
+                j("TX001", "TX", Some("2010-01-01"), true),
+                j("TX003", "TX", Some("2010-01-01"), false),
+                j("TX005", "TX", None, true),
+                j("IL001", "IL", Some("2010-01-01"), true),
+                j("GU001", "GU", Some("2010-01-01"), true),
+            ],
+        })
+    }
+
+    #[test]
+    fn routing_table() {
+        let b = book();
+        let r = |j: &str, day: &str| {
+            let r = b.route(j, d(day)).unwrap();
+            (r.searched, r.bureau_receives)
+        };
+        assert_eq!(r("TX001", "2011-01-01"), (true, true));
+        assert_eq!(
+            r("TX001", "2010-01-01"),
+            (true, true),
+            "activation day itself is searched"
+        );
+        assert_eq!(
+            r("TX001", "2009-12-31"),
+            (false, true),
+            "before activation: FBI only"
+        );
+        assert_eq!(
+            r("TX003", "2011-01-01"),
+            (true, false),
+            "jurisdiction opted out"
+        );
+        assert_eq!(r("TX005", "2011-01-01"), (false, true), "never activated");
+        assert_eq!(
+            r("IL001", "2011-01-01"),
+            (true, false),
+            "state opt-out overrides"
+        );
+        assert_eq!(
+            r("GU001", "2011-01-01"),
+            (true, false),
+            "cannot receive electronically"
+        );
+        assert!(b.route("XX001", d("2011-01-01")).is_none());
+    }
+
+    #[test]
+    fn policy_changes_take_effect_and_unknown_ids_are_refused() {
+        let b = book();
+        b.set_state(
+            "IL",
+            StatePolicy {
+                opted_out: false,
+                can_receive_electronically: true,
+            },
+        )
+        .unwrap();
+        assert!(b.route("IL001", d("2011-01-01")).unwrap().bureau_receives);
+        b.set_jurisdiction(
+            "TX005",
+            JurisdictionPolicy {
+                activated_on: Some(d("2011-06-01")),
+                receives_results: true,
+            },
+        )
+        .unwrap();
+        assert!(!b.route("TX005", d("2011-05-31")).unwrap().searched);
+        assert!(b.route("TX005", d("2011-06-01")).unwrap().searched);
+        assert_eq!(
+            b.set_jurisdiction(
+                "ZZ001",
+                JurisdictionPolicy {
+                    activated_on: None,
+                    receives_results: true
+                }
+            ),
+            Err(PolicyError::UnknownJurisdiction("ZZ001".into()))
+        );
+        assert_eq!(
+            b.set_state(
+                "ZZ",
+                StatePolicy {
+                    opted_out: true,
+                    can_receive_electronically: true
+                }
+            ),
+            Err(PolicyError::UnknownState("ZZ".into()))
+        );
+    }
+}

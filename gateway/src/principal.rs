@@ -1,0 +1,144 @@
+//! Who is calling, resolved once from the client certificate (mutual TLS) and never from a
+//! request field.
+//!
+//! Identities are SPIFFE-style URI SANs in the `interop.local` trust domain:
+//! `spiffe://interop.local/bureau/<STATE>`, `spiffe://interop.local/field-office/<OFFICE>`
+//! and `spiffe://interop.local/admin`. The [`authenticate`] interceptor turns the verified
+//! peer certificate into a [`Principal`] stored in the request's extensions; handlers read it
+//! with [`principal`] and never look at certificates themselves.
+
+use tonic::{Request, Status};
+
+pub const TRUST_DOMAIN: &str = "interop.local";
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Principal {
+    /// A state identification bureau: submits for its own state's agencies only.
+    Bureau { state: String },
+    /// An ICE field office: reads its own area of responsibility only.
+    FieldOffice { office: String },
+    /// Administrators: policy and statistics.
+    Admin,
+}
+
+impl Principal {
+    /// Parses a SPIFFE id; `None` for anything outside our trust domain or shape.
+    pub fn from_spiffe(uri: &str) -> Option<Principal> {
+        let path = uri.strip_prefix("spiffe://")?.strip_prefix(TRUST_DOMAIN)?;
+        let parts: Vec<&str> = path.split('/').collect();
+        let upper = |s: &str, n: std::ops::RangeInclusive<usize>| {
+            n.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase())
+        };
+        match parts.as_slice() {
+            ["", "admin"] => Some(Principal::Admin),
+            ["", "bureau", st] if upper(st, 2..=2) => Some(Principal::Bureau {
+                state: st.to_string(),
+            }),
+            ["", "field-office", o] if upper(o, 3..=3) => Some(Principal::FieldOffice {
+                office: o.to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn spiffe_id(&self) -> String {
+        match self {
+            Principal::Bureau { state } => format!("spiffe://{TRUST_DOMAIN}/bureau/{state}"),
+            Principal::FieldOffice { office } => {
+                format!("spiffe://{TRUST_DOMAIN}/field-office/{office}")
+            }
+            Principal::Admin => format!("spiffe://{TRUST_DOMAIN}/admin"),
+        }
+    }
+
+    /// Short file-name form used by the dev PKI: `bureau-TX`, `field-office-HOU`, `admin`.
+    pub fn file_stem(&self) -> String {
+        match self {
+            Principal::Bureau { state } => format!("bureau-{state}"),
+            Principal::FieldOffice { office } => format!("field-office-{office}"),
+            Principal::Admin => "admin".into(),
+        }
+    }
+
+    /// The principal named by a DER certificate's URI SANs (exactly one must parse).
+    pub fn from_cert_der(der: &[u8]) -> Option<Principal> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let san = cert.subject_alternative_name().ok()??;
+        let mut found = san.value.general_names.iter().filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Principal::from_spiffe(u),
+            _ => None,
+        });
+        let first = found.next()?;
+        // Two identities in one certificate is ambiguous: refuse rather than pick one.
+        found.next().is_none().then_some(first)
+    }
+}
+
+/// Interceptor: resolves the peer certificate to a [`Principal`] or refuses the call.
+/// TLS has already verified the chain against our CA; this only reads the identity.
+#[allow(clippy::result_large_err)]
+pub fn authenticate(mut req: Request<()>) -> Result<Request<()>, Status> {
+    let principal = req
+        .peer_certs()
+        .and_then(|certs| certs.first().and_then(|c| Principal::from_cert_der(c)))
+        .ok_or_else(|| Status::unauthenticated("client certificate carries no interop identity"))?;
+    req.extensions_mut().insert(principal);
+    Ok(req)
+}
+
+/// The caller's principal, as set by [`authenticate`].
+#[allow(clippy::result_large_err)]
+pub fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no authenticated identity"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_roles_and_refuses_the_rest() {
+        assert_eq!(
+            Principal::from_spiffe("spiffe://interop.local/bureau/TX"),
+            Some(Principal::Bureau { state: "TX".into() })
+        );
+        assert_eq!(
+            Principal::from_spiffe("spiffe://interop.local/field-office/HOU"),
+            Some(Principal::FieldOffice {
+                office: "HOU".into()
+            })
+        );
+        assert_eq!(
+            Principal::from_spiffe("spiffe://interop.local/admin"),
+            Some(Principal::Admin)
+        );
+        for bad in [
+            "spiffe://other.local/admin",
+            "spiffe://interop.local/bureau/tx",
+            "spiffe://interop.local/bureau/TEX",
+            "spiffe://interop.local/bureau/TX/extra",
+            "spiffe://interop.local/field-office/HO",
+            "spiffe://interop.local/admin/x",
+            "https://interop.local/admin",
+            "spiffe://interop.localhost/admin",
+        ] {
+            assert_eq!(Principal::from_spiffe(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn spiffe_ids_round_trip() {
+        for p in [
+            Principal::Admin,
+            Principal::Bureau { state: "CA".into() },
+            Principal::FieldOffice {
+                office: "SFR".into(),
+            },
+        ] {
+            assert_eq!(Principal::from_spiffe(&p.spiffe_id()), Some(p));
+        }
+    }
+}

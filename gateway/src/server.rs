@@ -1,0 +1,309 @@
+//! Assembling and running the gateway: state ([`Gateway`]), recovery on start, and the TLS
+//! gRPC server with every service, health and reflection.
+//!
+//! Shaped after mini-redis: [`Gateway::serve`] takes an already-bound listener and a shutdown
+//! future, so tests bind port 0 and stop it cleanly. On shutdown, open streams are ended, the
+//! server stops accepting, in-flight calls get [`ServeOptions::grace`] to finish, and what is
+//! still running after that is dropped — safe, because anything receipted is in the durable
+//! log and resumed on the next start.
+
+use crate::backends::{CriminalHistory, IdentSearch};
+use crate::error::GatewayError;
+use crate::pipeline::{self, Core, Job};
+use crate::pki::PkiDir;
+use crate::policy::{JurisdictionPolicy, PolicyBook, StatePolicy};
+use crate::principal::authenticate;
+use crate::services::{AdminApi, CriminalHistoryApi, FieldOfficeApi, MatcherApi, SubmissionApi};
+use crate::store::DynStore;
+use crate::validate;
+use crate::world::WorldFile;
+use anyhow::Context;
+use interop_matcher::Matcher;
+use interop_proto::v1 as pb;
+use prost::Message;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+/// Tunables with defaults that work.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Submissions processed at once.
+    pub concurrency: usize,
+    /// How long in-flight calls may run after shutdown begins.
+    pub grace: Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_streams_per_connection: u32,
+    /// Per-call timeout for unary calls (streams are exempt: they end on shutdown).
+    pub request_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            concurrency: 64,
+            grace: Duration::from_secs(5),
+            max_streams_per_connection: 512,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The running gateway's shared state.
+pub struct Gateway {
+    pub core: Arc<Core>,
+    pub world: Arc<WorldFile>,
+    pub jobs: mpsc::Sender<Job>,
+    pub shutdown: watch::Receiver<bool>,
+    shutdown_tx: watch::Sender<bool>,
+    pub(crate) admin_lock: tokio::sync::Mutex<()>,
+    matcher: Option<Arc<dyn Matcher>>,
+    options: ServeOptions,
+}
+
+const JURISDICTION_SETTING: &str = "policy/jurisdiction/";
+const STATE_SETTING: &str = "policy/state/";
+
+impl Gateway {
+    /// Builds the gateway over a store and the two backends, applies persisted policy
+    /// changes, starts the pipeline and resumes every unfinished submission.
+    pub async fn start(
+        world: WorldFile,
+        store: DynStore,
+        ident: Arc<dyn IdentSearch>,
+        criminal: Arc<dyn CriminalHistory>,
+        matcher: Option<Arc<dyn Matcher>>,
+        options: ServeOptions,
+    ) -> anyhow::Result<Arc<Gateway>> {
+        let policy = Arc::new(PolicyBook::new(&world));
+        for (k, v) in store.settings().await? {
+            if let Some(id) = k.strip_prefix(JURISDICTION_SETTING) {
+                let p: JurisdictionPolicy = serde_json::from_slice(&v)?;
+                policy.set_jurisdiction(id, p)?;
+            } else if let Some(code) = k.strip_prefix(STATE_SETTING) {
+                let p: StatePolicy = serde_json::from_slice(&v)?;
+                policy.set_state(code, p)?;
+            }
+        }
+        let core = Arc::new(Core {
+            store: store.clone(),
+            policy,
+            ident,
+            criminal,
+        });
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let jobs = pipeline::start(core.clone(), options.concurrency, shutdown.clone());
+        let gw = Arc::new(Gateway {
+            core,
+            world: Arc::new(world),
+            jobs,
+            shutdown,
+            shutdown_tx,
+            admin_lock: tokio::sync::Mutex::new(()),
+            matcher,
+            options,
+        });
+        gw.recover().await?;
+        Ok(gw)
+    }
+
+    /// Re-queues every receipted submission whose processing had not finished.
+    async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
+        let pending = self.core.store.unfinished().await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(count = pending.len(), "resuming unfinished submissions");
+        let gw = self.clone();
+        // Feed the queue from a task: recovery may hold more than the queue's depth.
+        tokio::spawn(async move {
+            for p in pending {
+                let Ok(sub) = pb::Submission::decode(p.payload.as_slice()) else {
+                    tracing::error!(key = %p.key, "stored submission is unreadable; left pending");
+                    continue;
+                };
+                // It passed validation when received; only the world could have changed.
+                let now = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+                let valid = match validate::submission(&p.key.bureau, &gw.core.policy, &sub, now) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::error!(key = %p.key, error = %e, "stored submission no longer valid; left pending");
+                        continue;
+                    }
+                };
+                let job = Job {
+                    key: p.key,
+                    submission: sub,
+                    valid,
+                };
+                if gw.jobs.send(job).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn persist_jurisdiction(
+        &self,
+        id: &str,
+        p: &JurisdictionPolicy,
+    ) -> Result<(), GatewayError> {
+        // Check first, persist, then apply: a change is visible only once it is durable.
+        if self.core.policy.view(id).is_none() {
+            return Err(GatewayError::NotFound(format!(
+                "jurisdiction_id: unknown jurisdiction {id:?}"
+            )));
+        }
+        let bytes = serde_json::to_vec(p).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        self.core
+            .store
+            .put_setting(format!("{JURISDICTION_SETTING}{id}"), bytes)
+            .await?;
+        self.core
+            .policy
+            .set_jurisdiction(id, p.clone())
+            .map_err(|e| GatewayError::NotFound(e.to_string()))
+    }
+
+    pub(crate) async fn persist_state(
+        &self,
+        code: &str,
+        p: &StatePolicy,
+    ) -> Result<(), GatewayError> {
+        if self.core.policy.state_policy(code).is_none() {
+            return Err(GatewayError::NotFound(format!(
+                "state: unknown state {code:?}"
+            )));
+        }
+        let bytes = serde_json::to_vec(p).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        self.core
+            .store
+            .put_setting(format!("{STATE_SETTING}{code}"), bytes)
+            .await?;
+        self.core
+            .policy
+            .set_state(code, p.clone())
+            .map_err(|e| GatewayError::NotFound(e.to_string()))
+    }
+
+    /// Serves gRPC over mutual TLS on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: ServerTlsConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        use pb::admin_service_server::AdminServiceServer;
+        use pb::criminal_history_service_server::CriminalHistoryServiceServer;
+        use pb::field_office_service_server::FieldOfficeServiceServer;
+        use pb::matcher_service_server::MatcherServiceServer;
+        use pb::submission_service_server::SubmissionServiceServer;
+
+        let max = validate::MAX_MESSAGE_BYTES;
+        let submission = SubmissionServiceServer::new(SubmissionApi(self.clone()))
+            .max_decoding_message_size(max);
+        let office = FieldOfficeServiceServer::new(FieldOfficeApi(self.clone()))
+            .max_decoding_message_size(max);
+        let admin = AdminServiceServer::new(AdminApi(self.clone())).max_decoding_message_size(max);
+        let criminal =
+            CriminalHistoryServiceServer::new(CriminalHistoryApi(self.core.criminal.clone()))
+                .max_decoding_message_size(max);
+
+        let (health, health_svc) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<SubmissionServiceServer<SubmissionApi>>()
+            .await;
+        health
+            .set_serving::<FieldOfficeServiceServer<FieldOfficeApi>>()
+            .await;
+        health.set_serving::<AdminServiceServer<AdminApi>>().await;
+        health
+            .set_serving::<CriminalHistoryServiceServer<CriminalHistoryApi>>()
+            .await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(interop_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(interop_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let mut router = Server::builder()
+            .tls_config(tls)?
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(Some(self.options.max_streams_per_connection))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                submission,
+                authenticate,
+            ))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                office,
+                authenticate,
+            ))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                admin,
+                authenticate,
+            ))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                criminal,
+                authenticate,
+            ))
+            .add_service(health_svc)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        if let Some(m) = &self.matcher {
+            health
+                .set_serving::<MatcherServiceServer<MatcherApi>>()
+                .await;
+            let svc =
+                MatcherServiceServer::new(MatcherApi(m.clone())).max_decoding_message_size(max);
+            router = router.add_service(tonic::service::interceptor::InterceptedService::new(
+                svc,
+                authenticate,
+            ));
+        }
+
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "serving gRPC over mutual TLS");
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown_tx = self.shutdown_tx.clone();
+        let grace = self.options.grace;
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: ending streams, finishing in-flight calls");
+            let _ = shutdown_tx.send(true);
+            let _ = stop_tx.send(());
+        });
+        let server = router.serve_with_incoming_shutdown(incoming, async {
+            let _ = stop_rx.await;
+        });
+        tokio::pin!(server);
+        let mut stopping = self.shutdown.clone();
+        tokio::select! {
+            r = &mut server => r?,
+            _ = async {
+                let _ = stopping.wait_for(|s| *s).await;
+                tokio::time::sleep(grace).await;
+            } => tracing::warn!("grace period over; dropping in-flight calls"),
+        }
+        Ok(())
+    }
+}
+
+/// Server TLS from a PKI directory: our certificate, and client certificates required and
+/// verified against our CA.
+pub fn server_tls(pki: &PkiDir) -> anyhow::Result<ServerTlsConfig> {
+    let files = pki.server();
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
+        .client_ca_root(Certificate::from_pem(read(&pki.ca_cert())?)))
+}

@@ -1,0 +1,554 @@
+//! The gRPC handlers. Each is a plain struct over the shared [`Gateway`] state, so tests can
+//! call them without a network; the principal comes from the request extensions (set by
+//! [`crate::principal::authenticate`]) and every error goes through [`GatewayError`].
+
+use crate::backends::CriminalHistory;
+use crate::convert;
+use crate::error::GatewayError;
+use crate::pipeline::Job;
+use crate::policy::{JurisdictionPolicy, PolicyView, StatePolicy};
+use crate::principal::{Principal, principal};
+use crate::server::Gateway;
+use crate::store::{Accepted, ReceiptRecord, StreamKey, SubmissionKey};
+use crate::validate;
+use interop_matcher::Matcher;
+use interop_proto::v1 as pb;
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// How long a submission waits for room in the pipeline before it is refused.
+const ADMISSION_WAIT: Duration = Duration::from_millis(250);
+/// Submissions of one `SubmitStream` in flight at once (receipts still come back in order).
+const STREAM_WINDOW: usize = 64;
+
+type Res<T> = Result<Response<T>, Status>;
+
+fn need_bureau<T>(req: &Request<T>) -> Result<String, Status> {
+    match principal(req)? {
+        Principal::Bureau { state } => Ok(state),
+        _ => Err(Status::permission_denied(
+            "this call needs a state bureau identity",
+        )),
+    }
+}
+
+fn need_office<T>(req: &Request<T>) -> Result<String, Status> {
+    match principal(req)? {
+        Principal::FieldOffice { office } => Ok(office),
+        _ => Err(Status::permission_denied(
+            "this call needs a field office identity",
+        )),
+    }
+}
+
+fn need_admin<T>(req: &Request<T>) -> Result<(), Status> {
+    match principal(req)? {
+        Principal::Admin => Ok(()),
+        _ => Err(Status::permission_denied(
+            "this call needs the admin identity",
+        )),
+    }
+}
+
+fn receipt(tcn: &str, r: &ReceiptRecord, duplicate: bool) -> pb::Receipt {
+    pb::Receipt {
+        tcn: tcn.to_string(),
+        receipt_id: r.receipt_id.clone(),
+        accepted_at: Some(convert::timestamp_ms(r.accepted_at_ms)),
+        duplicate,
+    }
+}
+
+/// Validate → admit → durable accept → hand to the pipeline. Shared by both submit calls.
+pub async fn submit_one(
+    gw: &Gateway,
+    state: &str,
+    sub: pb::Submission,
+) -> Result<pb::Receipt, GatewayError> {
+    let valid = validate::submission(state, &gw.core.policy, &sub, chrono::Utc::now())?;
+    // Admission control before anything is stored: a full pipeline refuses fast.
+    let permit = match tokio::time::timeout(ADMISSION_WAIT, gw.jobs.reserve()).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(_)) => return Err(GatewayError::Unavailable("gateway is shutting down".into())),
+        Err(_) => {
+            return Err(GatewayError::ResourceExhausted(
+                "the pipeline is full; retry with backoff".into(),
+            ));
+        }
+    };
+    let key = SubmissionKey {
+        bureau: state.to_string(),
+        tcn: sub.tcn.clone(),
+    };
+    let payload = sub.encode_to_vec();
+    match gw
+        .core
+        .store
+        .accept(key.clone(), payload, convert::now_ms())
+        .await?
+    {
+        Accepted::New(r) => {
+            tracing::info!(bureau = %state, tcn = %sub.tcn, receipt = %r.receipt_id, fingers = sub.fingers.len(), "accepted");
+            let out = receipt(&sub.tcn, &r, false);
+            permit.send(Job {
+                key,
+                submission: sub,
+                valid,
+            });
+            Ok(out)
+        }
+        Accepted::Duplicate(r) => {
+            tracing::info!(bureau = %state, tcn = %sub.tcn, receipt = %r.receipt_id, "repeat of a received submission");
+            Ok(receipt(&sub.tcn, &r, true))
+        }
+    }
+}
+
+pub struct SubmissionApi(pub Arc<Gateway>);
+
+#[tonic::async_trait]
+impl pb::submission_service_server::SubmissionService for SubmissionApi {
+    async fn submit(&self, req: Request<pb::Submission>) -> Res<pb::Receipt> {
+        let state = need_bureau(&req)?;
+        Ok(Response::new(
+            submit_one(&self.0, &state, req.into_inner()).await?,
+        ))
+    }
+
+    type SubmitStreamStream = ReceiverStream<Result<pb::SubmitStreamResponse, Status>>;
+
+    async fn submit_stream(
+        &self,
+        req: Request<Streaming<pb::Submission>>,
+    ) -> Res<Self::SubmitStreamStream> {
+        let state = need_bureau(&req)?;
+        let mut inbound = req.into_inner();
+        let gw = self.0.clone();
+        let (out_tx, out_rx) = mpsc::channel(STREAM_WINDOW);
+        // Submissions are processed concurrently (so they share group commits) while their
+        // answers are sent in request order: handles queue up in a bounded channel.
+        let (h_tx, mut h_rx) =
+            mpsc::channel::<tokio::task::JoinHandle<pb::SubmitStreamResponse>>(STREAM_WINDOW);
+        let reader_out = out_tx.clone();
+        tokio::spawn(async move {
+            let mut index = 0u64;
+            loop {
+                match inbound.message().await {
+                    Ok(Some(sub)) => {
+                        let gw = gw.clone();
+                        let state = state.clone();
+                        let i = index;
+                        let h = tokio::spawn(async move {
+                            let tcn = sub.tcn.clone();
+                            let result = match submit_one(&gw, &state, sub).await {
+                                Ok(r) => pb::submit_stream_response::Result::Receipt(r),
+                                Err(e) => {
+                                    let s: Status = e.into();
+                                    pb::submit_stream_response::Result::Error(pb::SubmitError {
+                                        tcn,
+                                        code: s.code() as i32,
+                                        message: s.message().to_string(),
+                                    })
+                                }
+                            };
+                            pb::SubmitStreamResponse {
+                                index: i,
+                                result: Some(result),
+                            }
+                        });
+                        if h_tx.send(h).await.is_err() {
+                            return;
+                        }
+                        index += 1;
+                    }
+                    Ok(None) => return,
+                    Err(status) => {
+                        let _ = reader_out.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(h) = h_rx.recv().await {
+                let Ok(r) = h.await else { return };
+                if out_tx.send(Ok(r)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out_rx)))
+    }
+
+    async fn get_status(&self, req: Request<pb::GetStatusRequest>) -> Res<pb::SubmissionStatus> {
+        let state = need_bureau(&req)?;
+        let tcn = req.into_inner().tcn;
+        if !validate::tcn_ok(&tcn) {
+            return Err(GatewayError::invalid(
+                "tcn",
+                "must be 8 to 40 characters of A-Z, 0-9 and '-'",
+            )
+            .into());
+        }
+        let key = SubmissionKey {
+            bureau: state,
+            tcn: tcn.clone(),
+        };
+        // TCNs are scoped to the calling bureau, so another bureau's TCN is simply absent.
+        let s = self
+            .0
+            .core
+            .store
+            .submission(key)
+            .await
+            .map_err(GatewayError::from)?
+            .ok_or_else(|| {
+                GatewayError::NotFound("tcn: no submission with this TCN from your bureau".into())
+            })?;
+        Ok(Response::new(pb::SubmissionStatus {
+            receipt: Some(receipt(&tcn, &s.receipt, false)),
+            tcn,
+            stage: if s.completed {
+                pb::Stage::Completed
+            } else {
+                pb::Stage::Received
+            } as i32,
+        }))
+    }
+
+    type StreamResponsesStream = ReceiverStream<Result<pb::BureauResponse, Status>>;
+
+    async fn stream_responses(
+        &self,
+        req: Request<pb::StreamResponsesRequest>,
+    ) -> Res<Self::StreamResponsesStream> {
+        let state = need_bureau(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(crate::streams::follow(
+            self.0.core.store.clone(),
+            StreamKey::Bureau(state),
+            r.after_cursor,
+            r.follow,
+            self.0.shutdown.clone(),
+            |cursor, bytes| {
+                let mut m = pb::BureauResponse::decode(bytes)
+                    .map_err(|_| Status::internal("stored response is unreadable"))?;
+                m.cursor = cursor;
+                Ok(m)
+            },
+        )))
+    }
+}
+
+pub struct FieldOfficeApi(pub Arc<Gateway>);
+
+#[tonic::async_trait]
+impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
+    type SubscribeStream = ReceiverStream<Result<pb::FieldOfficeNotification, Status>>;
+
+    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Res<Self::SubscribeStream> {
+        let office = need_office(&req)?;
+        let r = req.into_inner();
+        let key = StreamKey::Office(office);
+        let after = match r.after_cursor {
+            Some(c) => c,
+            None => self
+                .0
+                .core
+                .store
+                .acked(key.clone())
+                .await
+                .map_err(GatewayError::from)?,
+        };
+        Ok(Response::new(crate::streams::follow(
+            self.0.core.store.clone(),
+            key,
+            after,
+            r.follow,
+            self.0.shutdown.clone(),
+            |cursor, bytes| {
+                let outcome = pb::IdentOutcome::decode(bytes)
+                    .map_err(|_| Status::internal("stored notification is unreadable"))?;
+                Ok(pb::FieldOfficeNotification {
+                    cursor,
+                    outcome: Some(outcome),
+                })
+            },
+        )))
+    }
+
+    async fn ack(&self, req: Request<pb::AckRequest>) -> Res<pb::AckResponse> {
+        let office = need_office(&req)?;
+        let cursor = req.into_inner().cursor;
+        let acked = self
+            .0
+            .core
+            .store
+            .ack(StreamKey::Office(office), cursor)
+            .await
+            .map_err(GatewayError::from)?;
+        Ok(Response::new(pb::AckResponse {
+            acked_cursor: acked,
+        }))
+    }
+}
+
+pub struct AdminApi(pub Arc<Gateway>);
+
+fn policy_pb(v: &PolicyView) -> pb::JurisdictionPolicy {
+    pb::JurisdictionPolicy {
+        jurisdiction_id: v.jurisdiction.id.clone(),
+        name: v.jurisdiction.name.clone(),
+        state: v.jurisdiction.state.clone(),
+        field_office: v.jurisdiction.field_office.clone(),
+        activated_on: v
+            .policy
+            .activated_on
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        receives_results: v.policy.receives_results,
+        can_receive_electronically: v.state.can_receive_electronically,
+        state_opted_out: v.state.opted_out,
+        effective_receives_results: v.effective_receives_results(),
+    }
+}
+
+impl AdminApi {
+    fn view(&self, id: &str) -> Result<PolicyView, GatewayError> {
+        self.0.core.policy.view(id).ok_or_else(|| {
+            GatewayError::NotFound(format!("jurisdiction_id: unknown jurisdiction {id:?}"))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_service_server::AdminService for AdminApi {
+    async fn get_policy(&self, req: Request<pb::GetPolicyRequest>) -> Res<pb::JurisdictionPolicy> {
+        need_admin(&req)?;
+        Ok(Response::new(policy_pb(
+            &self.view(&req.into_inner().jurisdiction_id)?,
+        )))
+    }
+
+    async fn set_policy(&self, req: Request<pb::SetPolicyRequest>) -> Res<pb::JurisdictionPolicy> {
+        need_admin(&req)?;
+        let r = req.into_inner();
+        let _guard = self.0.admin_lock.lock().await;
+        let cur = self.view(&r.jurisdiction_id)?;
+        let activated_on = match r.activated_on.as_deref() {
+            None => cur.policy.activated_on,
+            Some("") => None,
+            Some(s) => Some(s.parse().map_err(|_| {
+                GatewayError::invalid(
+                    "activated_on",
+                    "must be a date YYYY-MM-DD, or empty to deactivate",
+                )
+            })?),
+        };
+        let new = JurisdictionPolicy {
+            activated_on,
+            receives_results: r.receives_results.unwrap_or(cur.policy.receives_results),
+        };
+        // If the state allows it, the jurisdiction's electronic capability is the state's.
+        if let Some(elec) = r.can_receive_electronically {
+            let sp = StatePolicy {
+                can_receive_electronically: elec,
+                ..cur.state.clone()
+            };
+            self.0.persist_state(&cur.jurisdiction.state, &sp).await?;
+        }
+        self.0
+            .persist_jurisdiction(&r.jurisdiction_id, &new)
+            .await?;
+        tracing::info!(jurisdiction = %r.jurisdiction_id, "policy changed");
+        Ok(Response::new(policy_pb(&self.view(&r.jurisdiction_id)?)))
+    }
+
+    async fn set_state_policy(
+        &self,
+        req: Request<pb::SetStatePolicyRequest>,
+    ) -> Res<pb::StatePolicy> {
+        need_admin(&req)?;
+        let r = req.into_inner();
+        let _guard = self.0.admin_lock.lock().await;
+        let cur =
+            self.0.core.policy.state_policy(&r.state).ok_or_else(|| {
+                GatewayError::NotFound(format!("state: unknown state {:?}", r.state))
+            })?;
+        let new = StatePolicy {
+            opted_out: r.opted_out,
+            ..cur
+        };
+        self.0.persist_state(&r.state, &new).await?;
+        tracing::info!(state = %r.state, opted_out = r.opted_out, "state policy changed");
+        Ok(Response::new(pb::StatePolicy {
+            state: r.state,
+            opted_out: new.opted_out,
+        }))
+    }
+
+    async fn list_jurisdictions(
+        &self,
+        req: Request<pb::ListJurisdictionsRequest>,
+    ) -> Res<pb::ListJurisdictionsResponse> {
+        need_admin(&req)?;
+        let state = req.into_inner().state;
+        let policy = &self.0.core.policy;
+        let jurisdictions = policy
+            .jurisdictions()
+            .filter(|j| state.is_empty() || j.state == state)
+            .filter_map(|j| policy.view(&j.id))
+            .map(|v| policy_pb(&v))
+            .collect();
+        Ok(Response::new(pb::ListJurisdictionsResponse {
+            jurisdictions,
+        }))
+    }
+
+    async fn list_field_offices(
+        &self,
+        req: Request<pb::ListFieldOfficesRequest>,
+    ) -> Res<pb::ListFieldOfficesResponse> {
+        need_admin(&req)?;
+        let field_offices = self
+            .0
+            .world
+            .field_offices
+            .iter()
+            .map(|o| {
+                let covered: Vec<_> = self
+                    .0
+                    .world
+                    .jurisdictions
+                    .iter()
+                    .filter(|j| j.field_office == o.code)
+                    .collect();
+                let mut states: Vec<String> = covered.iter().map(|j| j.state.clone()).collect();
+                states.sort();
+                states.dedup();
+                pb::FieldOffice {
+                    code: o.code.clone(),
+                    name: o.name.clone(),
+                    states,
+                    jurisdictions: covered.len() as u32,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListFieldOfficesResponse {
+            field_offices,
+        }))
+    }
+
+    async fn get_counters(&self, req: Request<pb::GetCountersRequest>) -> Res<pb::Counters> {
+        need_admin(&req)?;
+        let values = self
+            .0
+            .core
+            .store
+            .counters()
+            .await
+            .map_err(GatewayError::from)?
+            .into_iter()
+            .collect();
+        Ok(Response::new(pb::Counters { values }))
+    }
+}
+
+fn fingers_for_search(
+    fingers: &[pb::FingerRecord],
+) -> Result<interop_matcher::Tenprint, GatewayError> {
+    if fingers.is_empty() || fingers.len() > 10 {
+        return Err(GatewayError::invalid(
+            "fingers",
+            "must have 1 to 10 finger records",
+        ));
+    }
+    for (i, f) in fingers.iter().enumerate() {
+        if !(1..=10).contains(&f.position)
+            || f.image_width > validate::MAX_IMAGE_SIDE
+            || f.image_height > validate::MAX_IMAGE_SIDE
+            || f.minutiae.len() > validate::MAX_MINUTIAE
+            || f.minutiae.iter().any(|m| {
+                m.x >= f.image_width
+                    || m.y >= f.image_height
+                    || m.angle_deg > 359
+                    || m.quality > 100
+            })
+        {
+            return Err(GatewayError::invalid(
+                format!("fingers[{i}]"),
+                "position 1..=10, image up to 2000 px, up to 255 minutiae inside the image, angle 0..=359, quality 0..=100",
+            ));
+        }
+    }
+    Ok(convert::tenprint_from_pb(fingers))
+}
+
+/// `MatcherService` over an in-process matcher (admin role: it exposes a whole gallery).
+pub struct MatcherApi(pub Arc<dyn Matcher>);
+
+#[tonic::async_trait]
+impl pb::matcher_service_server::MatcherService for MatcherApi {
+    async fn search(&self, req: Request<pb::SearchRequest>) -> Res<pb::SearchResponse> {
+        need_admin(&req)?;
+        let r = req.into_inner();
+        let probe = fingers_for_search(&r.fingers)?;
+        let k = r.max_candidates.clamp(1, 100) as usize;
+        let m = self.0.clone();
+        let res = tokio::task::spawn_blocking(move || m.search(&probe, k))
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))?
+            .map_err(|e| GatewayError::invalid("fingers", e.to_string()))?;
+        Ok(Response::new(pb::SearchResponse {
+            hit: res.hit.is_some(),
+            candidates: res
+                .candidates
+                .iter()
+                .map(|c| pb::Candidate {
+                    subject_id: c.subject,
+                    score: c.score,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Res<pb::EnrollResponse> {
+        need_admin(&req)?;
+        let r = req.into_inner();
+        let print = fingers_for_search(&r.fingers)?;
+        let m = self.0.clone();
+        let size =
+            tokio::task::spawn_blocking(move || m.enroll(r.subject_id, &print).map(|_| m.len()))
+                .await
+                .map_err(|e| GatewayError::Internal(e.to_string()))?
+                .map_err(|e| GatewayError::AlreadyExists(format!("subject_id: {e}")))?;
+        Ok(Response::new(pb::EnrollResponse {
+            gallery_size: size as u64,
+        }))
+    }
+}
+
+/// `CriminalHistoryService` over the in-process stub (admin role).
+pub struct CriminalHistoryApi(pub Arc<dyn CriminalHistory>);
+
+#[tonic::async_trait]
+impl pb::criminal_history_service_server::CriminalHistoryService for CriminalHistoryApi {
+    async fn check(&self, req: Request<pb::CheckRequest>) -> Res<pb::CriminalHistoryResponse> {
+        need_admin(&req)?;
+        let r = req.into_inner();
+        let probe = fingers_for_search(&r.fingers)?;
+        let rec = self
+            .0
+            .check(probe)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        Ok(Response::new(convert::criminal_history_pb(
+            &r.tcn,
+            rec.as_ref(),
+        )))
+    }
+}

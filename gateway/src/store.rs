@@ -1,0 +1,191 @@
+//! The durable log behind the gateway: receipts, pipeline progress and the ordered outbound
+//! streams (one per field office, one per bureau) with their cursors.
+//!
+//! # Contract of [`Store`] (every backend must keep it)
+//! - **Durability**: a method returns `Ok` only after its effect is on stable storage. A
+//!   receipt handed to a bureau is therefore never lost.
+//! - **Idempotency by TCN**: [`Store::accept`] of a `(bureau, tcn)` already held returns the
+//!   original receipt marked duplicate if the payload is byte-identical, and
+//!   [`StoreError::Conflict`] if it differs; it never records a second submission.
+//!   [`Store::complete`] of a submission already completed is a no-op returning `false`, so a
+//!   submission's results are appended to the streams exactly once.
+//! - **Atomic completion**: the events of one completion, the counters it moves and the
+//!   "completed" mark are committed together or not at all.
+//! - **Ordering**: each stream's cursors start at 1 and increase by one per event, in commit
+//!   order; [`Store::read`] returns events with a cursor greater than the one given, in order.
+//! - **Acks never go backwards** and cannot pass the stream's head.
+//! - **Recovery**: [`Store::unfinished`] lists every accepted, not yet completed submission in
+//!   acceptance order.
+//! - **Live heads**: [`Store::watch_head`] lets subscribers sleep until a stream grows, so
+//!   live delivery needs no per-subscriber buffer: a subscriber always reads from the log at
+//!   its own cursor, and a slow one costs reads, never memory or ingest speed.
+//!
+//! The embedded backend is [`RedbStore`]; a distributed one (NATS JetStream) is planned
+//! behind the same trait.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+
+mod redb_store;
+pub use redb_store::RedbStore;
+
+/// An outbound stream: a field office's notifications or a bureau's responses.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StreamKey {
+    /// ICE field office, by code.
+    Office(String),
+    /// State identification bureau, by state code.
+    Bureau(String),
+}
+
+impl fmt::Display for StreamKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamKey::Office(c) => write!(f, "office/{c}"),
+            StreamKey::Bureau(s) => write!(f, "bureau/{s}"),
+        }
+    }
+}
+
+/// A submission's identity in the store: TCNs are unique per bureau.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SubmissionKey {
+    pub bureau: String,
+    pub tcn: String,
+}
+
+impl fmt::Display for SubmissionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.bureau, self.tcn)
+    }
+}
+
+/// What the store keeps of a receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    pub receipt_id: String,
+    pub accepted_at_ms: i64,
+    /// Acceptance order, from 1.
+    pub seq: u64,
+}
+
+/// Result of [`Store::accept`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    New(ReceiptRecord),
+    Duplicate(ReceiptRecord),
+}
+
+/// A submission's stored state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubmissionState {
+    pub receipt: ReceiptRecord,
+    pub completed: bool,
+}
+
+/// Everything one finished submission produces, committed atomically.
+#[derive(Clone, Debug, Default)]
+pub struct Completion {
+    /// Encoded events, appended in this order.
+    pub events: Vec<(StreamKey, Vec<u8>)>,
+    /// Counters to add to.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+/// An accepted submission waiting for (or in) processing.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    pub key: SubmissionKey,
+    pub receipt: ReceiptRecord,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The TCN is held with a different payload.
+    #[error("transaction control number already used for a different submission")]
+    Conflict,
+    #[error("acknowledged cursor {cursor} is beyond the stream head {head}")]
+    AckBeyondHead { cursor: u64, head: u64 },
+    /// Storage failed; nothing was acknowledged.
+    #[error("durable store unavailable: {0}")]
+    Unavailable(String),
+    #[error("durable store is shutting down")]
+    Closed,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The durable log. See the module documentation for the contract.
+#[tonic::async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn accept(
+        &self,
+        key: SubmissionKey,
+        payload: Vec<u8>,
+        now_ms: i64,
+    ) -> StoreResult<Accepted>;
+    async fn complete(&self, key: SubmissionKey, completion: Completion) -> StoreResult<bool>;
+    async fn submission(&self, key: SubmissionKey) -> StoreResult<Option<SubmissionState>>;
+    async fn unfinished(&self) -> StoreResult<Vec<Pending>>;
+    async fn read(
+        &self,
+        stream: StreamKey,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(u64, Vec<u8>)>>;
+    async fn ack(&self, stream: StreamKey, cursor: u64) -> StoreResult<u64>;
+    async fn acked(&self, stream: StreamKey) -> StoreResult<u64>;
+    async fn counters(&self) -> StoreResult<BTreeMap<String, u64>>;
+    async fn put_setting(&self, key: String, value: Vec<u8>) -> StoreResult<()>;
+    async fn settings(&self) -> StoreResult<BTreeMap<String, Vec<u8>>>;
+    /// The current head cursor of a stream, updated after each commit.
+    fn watch_head(&self, stream: &StreamKey) -> watch::Receiver<u64>;
+}
+
+/// Shared handle.
+pub type DynStore = Arc<dyn Store>;
+
+/// A request to the single writer thread, with where to send its answer.
+pub(crate) enum WriteOp {
+    Accept {
+        key: SubmissionKey,
+        payload: Vec<u8>,
+        now_ms: i64,
+        reply: oneshot::Sender<StoreResult<Accepted>>,
+    },
+    Complete {
+        key: SubmissionKey,
+        completion: Completion,
+        reply: oneshot::Sender<StoreResult<bool>>,
+    },
+    Ack {
+        stream: StreamKey,
+        cursor: u64,
+        reply: oneshot::Sender<StoreResult<u64>>,
+    },
+    Setting {
+        key: String,
+        value: Vec<u8>,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
+}
+
+/// Sends one op to a writer and waits for its answer.
+pub(crate) async fn submit_op<T>(
+    tx: &mpsc::Sender<WriteOp>,
+    make: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> WriteOp,
+) -> StoreResult<T> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(make(reply)).await.map_err(|_| StoreError::Closed)?;
+    rx.await.map_err(|_| StoreError::Closed)?
+}
+
+/// Opens the embedded default store in `dir`.
+pub fn open_embedded(dir: &Path) -> StoreResult<DynStore> {
+    Ok(Arc::new(RedbStore::open(dir)?))
+}

@@ -1,0 +1,56 @@
+//! The biometric engine: minutiae templates, a realistic synthetic fingerprint generator,
+//! and a sharded in-memory 1:N tenprint matcher behind the [`Matcher`] trait.
+//!
+//! Identification is from the features of a capture only; nothing here ever sees a person
+//! id other than the gallery's own subject ids.
+
+pub mod exhaustive;
+pub mod gallery;
+pub mod synth;
+pub mod template;
+
+pub use exhaustive::ExhaustiveMatcher;
+pub use template::{FingerTemplate, Minutia, MinutiaKind, Tenprint};
+
+/// Gallery-local subject id (IDENT's FIN or the FBI number are mapped to it by the caller).
+pub type SubjectId = u64;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MatchError {
+    #[error("probe has no usable finger")]
+    EmptyProbe,
+    #[error("subject {0} is already enrolled")]
+    AlreadyEnrolled(SubjectId),
+    #[error("gallery file: {0}")]
+    Gallery(String),
+}
+
+/// One ranked candidate of a 1:N search.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Candidate {
+    pub subject: SubjectId,
+    /// Fused tenprint score; higher is more similar.
+    pub score: f32,
+}
+
+/// Result of a 1:N search: candidates best first, and the decision.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SearchResult {
+    pub candidates: Vec<Candidate>,
+    /// The best candidate if its score reaches the matcher's decision threshold.
+    pub hit: Option<Candidate>,
+}
+
+/// A 1:N tenprint matcher over an in-memory gallery. Methods are synchronous and CPU-bound:
+/// async callers run them on a blocking pool.
+pub trait Matcher: Send + Sync {
+    /// Adds a subject to the gallery.
+    fn enroll(&self, subject: SubjectId, print: &Tenprint) -> Result<(), MatchError>;
+    /// Searches the gallery for the person whose prints these are.
+    fn search(&self, probe: &Tenprint, max_candidates: usize) -> Result<SearchResult, MatchError>;
+    /// Number of enrolled subjects.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
