@@ -55,38 +55,73 @@ pub mod counters {
     pub const DETAINERS: &str = "detainer_recommendations";
 }
 
-/// Starts `concurrency` workers; returns the queue to feed them.
+/// Starts `concurrency` workers; returns the queue to feed them. `halt` (set once the
+/// server's grace period is over) drops whatever is still in flight: it stays pending in the
+/// store and is resumed on the next start.
 pub fn start(
     core: Arc<Core>,
     concurrency: usize,
-    shutdown: watch::Receiver<bool>,
-) -> mpsc::Sender<Job> {
+    halt: watch::Receiver<bool>,
+) -> (mpsc::Sender<Job>, Idle) {
     let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
     let permits = Arc::new(Semaphore::new(concurrency));
+    let idle = Idle {
+        permits: permits.clone(),
+        concurrency,
+        queue: tx.downgrade(),
+    };
+    let shutdown = halt;
+    let mut halted = shutdown.clone();
     tokio::spawn(async move {
-        while let Some(job) = rx.recv().await {
+        loop {
+            let job = tokio::select! {
+                j = rx.recv() => match j { Some(j) => j, None => return },
+                _ = halted.wait_for(|h| *h) => return,
+            };
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
             let core = core.clone();
-            let shutdown = shutdown.clone();
+            let mut shutdown = shutdown.clone();
             let span =
                 tracing::info_span!("submission", bureau = %job.key.bureau, tcn = %job.key.tcn);
             tokio::spawn(
                 async move {
-                    process(&core, job, shutdown).await;
+                    let mut halt = shutdown.clone();
+                    tokio::select! {
+                        _ = process(&core, job, &mut shutdown) => {}
+                        _ = halt.wait_for(|h| *h) => tracing::info!("halted; left pending for recovery"),
+                    }
                     drop(permit);
                 }
                 .instrument(span),
             );
         }
     });
-    tx
+    (tx, idle)
+}
+
+/// Tells whether the pipeline has nothing queued or in flight (for graceful shutdown).
+#[derive(Clone)]
+pub struct Idle {
+    permits: Arc<Semaphore>,
+    concurrency: usize,
+    queue: mpsc::WeakSender<Job>,
+}
+
+impl Idle {
+    pub fn is_idle(&self) -> bool {
+        let queue_empty = self
+            .queue
+            .upgrade()
+            .is_none_or(|q| q.capacity() == q.max_capacity());
+        queue_empty && self.permits.available_permits() == self.concurrency
+    }
 }
 
 /// Processes a job until it completes, retrying failures. Returns early only at shutdown:
 /// the submission stays pending in the store and is resumed on the next start.
-async fn process(core: &Core, job: Job, shutdown: watch::Receiver<bool>) {
+async fn process(core: &Core, job: Job, shutdown: &mut watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(50);
     loop {
         match attempt(core, &job).await {

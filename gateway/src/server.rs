@@ -59,6 +59,9 @@ pub struct Gateway {
     pub jobs: mpsc::Sender<Job>,
     pub shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
+    /// Set after the grace period: the pipeline drops in-flight work.
+    halt_tx: watch::Sender<bool>,
+    idle: pipeline::Idle,
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
     matcher: Option<Arc<dyn Matcher>>,
     options: ServeOptions,
@@ -95,13 +98,16 @@ impl Gateway {
             criminal,
         });
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let jobs = pipeline::start(core.clone(), options.concurrency, shutdown.clone());
+        let (halt_tx, halt) = watch::channel(false);
+        let (jobs, idle) = pipeline::start(core.clone(), options.concurrency, halt);
         let gw = Arc::new(Gateway {
             core,
             world: Arc::new(world),
             jobs,
             shutdown,
             shutdown_tx,
+            halt_tx,
+            idle,
             admin_lock: tokio::sync::Mutex::new(()),
             matcher,
             options,
@@ -293,6 +299,13 @@ impl Gateway {
                 tokio::time::sleep(grace).await;
             } => tracing::warn!("grace period over; dropping in-flight calls"),
         }
+        // Give the pipeline the same grace to finish, then drop what is left: it stays
+        // pending in the store and is resumed on the next start.
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.idle.is_idle() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.halt_tx.send(true);
         Ok(())
     }
 }

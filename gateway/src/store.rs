@@ -30,6 +30,7 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub mod conformance;
 mod redb_store;
 pub use redb_store::RedbStore;
 

@@ -1,1 +1,435 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared harness for the end-to-end tests: a small, hand-built world whose policies cover
+//! every case (activated and receiving, opted out, not activated, another state), a dev PKI,
+//! and a real gateway on a loopback port over mutual TLS. Tests talk to it only through gRPC.
+
+use interop_gateway::backends::{
+    BackendError, CriminalHistory, GalleryBackend, IdentHit, IdentSearch,
+};
+use interop_gateway::pki::{self, PkiDir};
+use interop_gateway::principal::Principal;
+use interop_gateway::server::{Gateway, ServeOptions};
+use interop_gateway::world::*;
+use interop_gateway::{client, convert, server, store};
+use interop_matcher::synth::{self, CaptureModel};
+use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
+use interop_proto::v1 as pb;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tonic::transport::Channel;
+
+pub const SEED: u64 = 7;
+/// Activated, receives results, Houston field office.
+pub const TX_RECEIVING: &str = "TX201";
+/// Activated, opted out of receiving results.
+pub const TX_OPTED_OUT: &str = "TX203";
+/// Never activated.
+pub const TX_NOT_ACTIVATED: &str = "TX205";
+/// Another state, Los Angeles field office.
+pub const CA_RECEIVING: &str = "CA037";
+
+/// People of the test world. Person 1 has an IDENT record (visa overstay) and a felony
+/// conviction; person 2 an IDENT record (citizen); person 3 no record; person 4 an FBI record
+/// only. People 100.. fill both galleries so a search has impostors to reject.
+pub const OVERSTAY_FELON: u64 = 1;
+pub const CITIZEN: u64 = 2;
+pub const NOBODY: u64 = 3;
+pub const FBI_ONLY: u64 = 4;
+
+pub fn ori(jurisdiction: &str) -> String {
+    format!("{jurisdiction}0100")
+}
+
+fn d(s: &str) -> chrono::NaiveDate {
+    s.parse().expect("date")
+}
+
+pub fn world() -> WorldFile {
+    let j = |id: &str, state: &str, office: &str, act: Option<&str>, rr: bool| Jurisdiction {
+        id: id.into(),
+        name: format!("County {id}"),
+        state: state.into(),
+        field_office: office.into(),
+        agencies: vec![ori(id)],
+        population: 1000,
+        activated_on: act.map(d),
+        receives_results: rr,
+    };
+    let s = |code: &str| State {
+        code: code.into(),
+        name: code.into(),
+        population: 1000,
+        opted_out: false,
+        can_receive_electronically: true,
+    };
+    WorldFile {
+        meta: WorldMeta {
+            seed: SEED,
+            identities: 200,
+            version: 1,
+        },
+        states: vec![s("TX"), s("CA")],
+        field_offices: vec![
+            FieldOffice {
+                code: "HOU".into(),
+                name: "Houston".into(),
+            },
+            FieldOffice {
+                code: "LOS".into(),
+                name: "Los Angeles".into(),
+            },
+        ],
+        jurisdictions: vec![
+            j(TX_RECEIVING, "TX", "HOU", Some("2009-01-01"), true),
+            j(TX_OPTED_OUT, "TX", "HOU", Some("2009-01-01"), false),
+            j(TX_NOT_ACTIVATED, "TX", "HOU", None, true),
+            j(CA_RECEIVING, "CA", "LOS", Some("2009-01-01"), true),
+        ],
+    }
+}
+
+pub fn fin(person: u64) -> String {
+    format!("FIN{person:010}")
+}
+
+pub fn fbi_number(person: u64) -> String {
+    format!("FBI{person:09}")
+}
+
+fn enrol(person: u64) -> Tenprint {
+    synth::capture(
+        &synth::master_tenprint(SEED, person),
+        &CaptureModel::default(),
+        0xE0 ^ person,
+    )
+}
+
+/// A fresh booking capture of `person` (never the enrolment capture).
+pub fn capture(person: u64, n: u64) -> Tenprint {
+    synth::capture(
+        &synth::master_tenprint(SEED, person),
+        &CaptureModel::default(),
+        0xB0_0000 + person * 1000 + n,
+    )
+}
+
+/// Both galleries of the test world.
+pub fn galleries() -> (
+    GalleryBackend<ImmigrationRecord>,
+    GalleryBackend<CriminalRecord>,
+) {
+    let ident_people = [
+        (OVERSTAY_FELON, Status::VisaOverstay),
+        (CITIZEN, Status::UsCitizen),
+    ];
+    let fbi_people = [OVERSTAY_FELON, FBI_ONLY];
+    let ident = ExhaustiveMatcher::new(2);
+    let fbi = ExhaustiveMatcher::new(2);
+    let mut ident_records = BTreeMap::new();
+    let mut fbi_records = BTreeMap::new();
+    let filler = 100..160u64;
+    for (p, status) in ident_people
+        .into_iter()
+        .chain(filler.clone().map(|p| (p, Status::LawfulStatus)))
+    {
+        ident.enroll(p, &enrol(p)).expect("enrol");
+        ident_records.insert(
+            p,
+            ImmigrationRecord {
+                fin: fin(p),
+                status,
+                last_entry: None,
+            },
+        );
+    }
+    for p in fbi_people.into_iter().chain(filler) {
+        fbi.enroll(p, &enrol(p)).expect("enrol");
+        fbi_records.insert(
+            p,
+            CriminalRecord {
+                fbi_number: fbi_number(p),
+                prior_arrests: 2,
+                convictions: vec![Conviction {
+                    offense: Offense::Felony,
+                    convicted_on: d("2005-03-04"),
+                }],
+            },
+        );
+    }
+    (
+        GalleryBackend::new(Arc::new(ident), ident_records),
+        GalleryBackend::new(Arc::new(fbi), fbi_records),
+    )
+}
+
+/// Counts IDENT searches, to prove which bookings reach the matcher.
+pub struct CountingIdent {
+    pub inner: Arc<dyn IdentSearch>,
+    pub calls: AtomicUsize,
+}
+
+#[tonic::async_trait]
+impl IdentSearch for CountingIdent {
+    async fn search(&self, prints: Tenprint) -> Result<Option<IdentHit>, BackendError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.search(prints).await
+    }
+}
+
+/// An IDENT that never answers: submissions stay unfinished (to test recovery).
+pub struct StalledIdent;
+
+#[tonic::async_trait]
+impl IdentSearch for StalledIdent {
+    async fn search(&self, _prints: Tenprint) -> Result<Option<IdentHit>, BackendError> {
+        std::future::pending().await
+    }
+}
+
+/// A gateway under test.
+pub struct TestGateway {
+    pub endpoint: String,
+    pub pki: PkiDir,
+    pub data: PathBuf,
+    pub ident_calls: Arc<CountingIdent>,
+    pub gateway: Arc<Gateway>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    dir: Arc<tempfile::TempDir>,
+}
+
+impl TestGateway {
+    /// A fresh gateway with a fresh PKI and data directory.
+    pub async fn start() -> TestGateway {
+        Self::start_with(None).await
+    }
+
+    /// Like [`TestGateway::start`], with another IDENT backend.
+    pub async fn start_with(ident: Option<Arc<dyn IdentSearch>>) -> TestGateway {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let pki = pki::init(
+            &dir.path().join("pki"),
+            &pki::InitOptions {
+                states: &["TX".into(), "CA".into()],
+                offices: &["HOU".into(), "LOS".into()],
+            },
+        )
+        .expect("pki");
+        Self::start_in(dir, pki, ident).await
+    }
+
+    /// Starts on `dir` (keeping its data); `ident` replaces the IDENT backend if given.
+    pub async fn start_in(
+        dir: Arc<tempfile::TempDir>,
+        pki: PkiDir,
+        ident: Option<Arc<dyn IdentSearch>>,
+    ) -> TestGateway {
+        let data = dir.path().join("data");
+        let (ident_backend, criminal) = galleries();
+        let inner: Arc<dyn IdentSearch> = ident.unwrap_or_else(|| Arc::new(ident_backend));
+        let counting = Arc::new(CountingIdent {
+            inner,
+            calls: AtomicUsize::new(0),
+        });
+        let criminal: Arc<dyn CriminalHistory> = Arc::new(criminal);
+        // The previous gateway on this directory may still be releasing its database file.
+        let mut store = store::open_embedded(&data);
+        for _ in 0..100 {
+            if store.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            store = store::open_embedded(&data);
+        }
+        let gateway = Gateway::start(
+            world(),
+            store.expect("store"),
+            counting.clone(),
+            criminal,
+            None,
+            ServeOptions {
+                grace: std::time::Duration::from_millis(200),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("gateway start");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let endpoint = format!("https://{}", listener.local_addr().expect("addr"));
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let tls = server::server_tls(&pki).expect("tls");
+        let task = tokio::spawn(gateway.clone().serve(listener, tls, async {
+            let _ = rx.await;
+        }));
+        TestGateway {
+            endpoint,
+            pki,
+            data,
+            ident_calls: counting,
+            gateway,
+            stop: Some(stop),
+            task: Some(task),
+            dir,
+        }
+    }
+
+    /// Stops the server (as a shutdown would) and starts a new one on the same data.
+    pub async fn restart(mut self, ident: Option<Arc<dyn IdentSearch>>) -> TestGateway {
+        self.shutdown().await;
+        let (dir, pki) = (self.dir.clone(), self.pki.clone());
+        drop(self);
+        Self::start_in(dir, pki, ident).await
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    pub async fn channel(&self, who: Principal) -> Channel {
+        client::connect(&self.endpoint, &self.pki, &who)
+            .await
+            .expect("connect")
+    }
+
+    pub async fn bureau(
+        &self,
+        state: &str,
+    ) -> pb::submission_service_client::SubmissionServiceClient<Channel> {
+        pb::submission_service_client::SubmissionServiceClient::new(
+            self.channel(Principal::Bureau {
+                state: state.into(),
+            })
+            .await,
+        )
+    }
+
+    pub async fn office(
+        &self,
+        office: &str,
+    ) -> pb::field_office_service_client::FieldOfficeServiceClient<Channel> {
+        pb::field_office_service_client::FieldOfficeServiceClient::new(
+            self.channel(Principal::FieldOffice {
+                office: office.into(),
+            })
+            .await,
+        )
+    }
+
+    pub async fn admin(&self) -> pb::admin_service_client::AdminServiceClient<Channel> {
+        pb::admin_service_client::AdminServiceClient::new(self.channel(Principal::Admin).await)
+    }
+
+    pub async fn counters(&self) -> BTreeMap<String, u64> {
+        self.admin()
+            .await
+            .get_counters(pb::GetCountersRequest {})
+            .await
+            .expect("counters")
+            .into_inner()
+            .values
+            .into_iter()
+            .collect()
+    }
+
+    pub fn ident_searches(&self) -> usize {
+        self.ident_calls.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// A valid booking of `person` in `jurisdiction`, booked on 2011-06-01.
+pub fn booking(tcn: &str, jurisdiction: &str, person: u64) -> pb::Submission {
+    pb::Submission {
+        tcn: tcn.into(),
+        ori: ori(jurisdiction),
+        jurisdiction_id: jurisdiction.into(),
+        booked_at: Some(prost_types::Timestamp {
+            seconds: 1_306_929_600,
+            nanos: 0,
+        }),
+        charges: vec![pb::Charge {
+            code: "13-1203".into(),
+            class: pb::OffenseClass::Misdemeanor as i32,
+        }],
+        biographics: Some(pb::Biographics {
+            name: "Synthetic Person".into(),
+            date_of_birth: "1980-02-03".into(),
+            sex: pb::Sex::Male as i32,
+            place_of_birth: "Synthetic".into(),
+        }),
+        fingers: convert::tenprint_to_pb(&capture(person, tcn.len() as u64)),
+        victim_or_witness: false,
+    }
+}
+
+/// Reads a field office's stream from `after` without following (what is stored now).
+pub async fn office_log(
+    gw: &TestGateway,
+    office: &str,
+    after: Option<u64>,
+) -> Vec<pb::FieldOfficeNotification> {
+    let mut c = gw.office(office).await;
+    let mut s = c
+        .subscribe(pb::SubscribeRequest {
+            after_cursor: after,
+            follow: false,
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut out = vec![];
+    while let Some(n) = s.message().await.expect("message") {
+        out.push(n);
+    }
+    out
+}
+
+/// Reads a bureau's response log from the start without following.
+pub async fn bureau_log(gw: &TestGateway, state: &str) -> Vec<pb::BureauResponse> {
+    let mut c = gw.bureau(state).await;
+    let mut s = c
+        .stream_responses(pb::StreamResponsesRequest {
+            after_cursor: 0,
+            follow: false,
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut out = vec![];
+    while let Some(r) = s.message().await.expect("message") {
+        out.push(r);
+    }
+    out
+}
+
+/// Waits until `tcn` has completed (polling GetStatus), at most 30 s.
+pub async fn wait_completed(gw: &TestGateway, state: &str, tcn: &str) {
+    let mut c = gw.bureau(state).await;
+    for _ in 0..600 {
+        let s = c
+            .get_status(pb::GetStatusRequest { tcn: tcn.into() })
+            .await
+            .expect("status")
+            .into_inner();
+        if s.stage == pb::Stage::Completed as i32 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{tcn} did not complete in 30 s");
+}

@@ -575,3 +575,43 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::conformance::{self, Open};
+    use super::*;
+
+    fn open() -> Open {
+        |dir| {
+            let dir = dir.to_path_buf();
+            Box::pin(async move {
+                // A reopen may race the previous writer thread's exit.
+                for _ in 0..100 {
+                    if let Ok(s) = RedbStore::open(&dir) {
+                        return Arc::new(s) as DynStore;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                panic!("store did not reopen");
+            })
+        }
+    }
+
+    macro_rules! conformance {
+        ($($name:ident),*) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                conformance::$name(open(), dir.path()).await;
+            }
+        )*};
+    }
+
+    conformance!(
+        accept_is_idempotent_by_tcn,
+        completion_appends_exactly_once_in_order,
+        acks_are_monotonic_and_bounded,
+        reopen_keeps_receipts_and_lists_unfinished,
+        concurrent_accepts_all_land
+    );
+}

@@ -1,0 +1,173 @@
+//! The [`Store`] contract as executable checks. Every backend runs this suite; a backend is
+//! given by a function that opens a store on a directory (opening the same directory again
+//! must see everything committed before).
+
+use super::*;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+
+/// Opens a store on a directory.
+pub type Open = fn(&Path) -> Pin<Box<dyn Future<Output = DynStore> + Send>>;
+
+fn key(tcn: &str) -> SubmissionKey {
+    SubmissionKey {
+        bureau: "TX".into(),
+        tcn: tcn.into(),
+    }
+}
+
+fn office() -> StreamKey {
+    StreamKey::Office("HOU".into())
+}
+
+/// A repeat with the same payload returns the first receipt; other content is a conflict.
+pub async fn accept_is_idempotent_by_tcn(open: Open, dir: &Path) {
+    let s = open(dir).await;
+    let Accepted::New(first) = s.accept(key("T-1"), b"one".to_vec(), 1).await.unwrap() else {
+        panic!("first accept must be new");
+    };
+    assert_eq!(
+        s.accept(key("T-1"), b"one".to_vec(), 2).await.unwrap(),
+        Accepted::Duplicate(first.clone())
+    );
+    assert!(matches!(
+        s.accept(key("T-1"), b"two".to_vec(), 3).await,
+        Err(StoreError::Conflict)
+    ));
+    // The same TCN from another bureau is another submission.
+    let other = SubmissionKey {
+        bureau: "CA".into(),
+        tcn: "T-1".into(),
+    };
+    assert!(matches!(
+        s.accept(other, b"one".to_vec(), 4).await.unwrap(),
+        Accepted::New(_)
+    ));
+    // Still a duplicate after completion, when the payload itself is gone.
+    assert!(s.complete(key("T-1"), Completion::default()).await.unwrap());
+    assert_eq!(
+        s.accept(key("T-1"), b"one".to_vec(), 5).await.unwrap(),
+        Accepted::Duplicate(first)
+    );
+}
+
+/// Completion appends once, in order, atomically with its counters.
+pub async fn completion_appends_exactly_once_in_order(open: Open, dir: &Path) {
+    let s = open(dir).await;
+    let mut head = s.watch_head(&office());
+    for i in 0..3u8 {
+        let k = key(&format!("T-{i}"));
+        s.accept(k.clone(), vec![i], 0).await.unwrap();
+        let c = Completion {
+            events: vec![
+                (office(), vec![i]),
+                (StreamKey::Bureau("TX".into()), vec![i]),
+            ],
+            counters: vec![("things", 1)],
+        };
+        assert!(s.complete(k.clone(), c.clone()).await.unwrap());
+        assert!(
+            !s.complete(k, c).await.unwrap(),
+            "second completion must be a no-op"
+        );
+    }
+    let log = s.read(office(), 0, 100).await.unwrap();
+    assert_eq!(log, vec![(1, vec![0]), (2, vec![1]), (3, vec![2])]);
+    assert_eq!(s.read(office(), 1, 1).await.unwrap(), vec![(2, vec![1])]);
+    assert_eq!(
+        s.read(StreamKey::Bureau("TX".into()), 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(s.counters().await.unwrap().get("things"), Some(&3));
+    assert_eq!(*head.borrow_and_update(), 3);
+    assert!(s.unfinished().await.unwrap().is_empty());
+}
+
+/// Acks are durable, never go backwards and never pass the head.
+pub async fn acks_are_monotonic_and_bounded(open: Open, dir: &Path) {
+    {
+        let s = open(dir).await;
+        s.accept(key("T-1"), vec![1], 0).await.unwrap();
+        let c = Completion {
+            events: vec![(office(), vec![1]), (office(), vec![2])],
+            counters: vec![],
+        };
+        s.complete(key("T-1"), c).await.unwrap();
+        assert_eq!(s.ack(office(), 2).await.unwrap(), 2);
+        assert_eq!(s.ack(office(), 1).await.unwrap(), 2);
+        assert!(matches!(
+            s.ack(office(), 3).await,
+            Err(StoreError::AckBeyondHead { cursor: 3, head: 2 })
+        ));
+    }
+    wait_released().await;
+    let s = open(dir).await;
+    assert_eq!(s.acked(office()).await.unwrap(), 2);
+}
+
+/// Everything acknowledged survives a reopen; unfinished work is listed in order.
+pub async fn reopen_keeps_receipts_and_lists_unfinished(open: Open, dir: &Path) {
+    let first;
+    {
+        let s = open(dir).await;
+        let Accepted::New(r) = s.accept(key("T-1"), b"a".to_vec(), 1).await.unwrap() else {
+            panic!()
+        };
+        first = r;
+        s.accept(key("T-2"), b"b".to_vec(), 2).await.unwrap();
+        s.accept(key("T-3"), b"c".to_vec(), 3).await.unwrap();
+        s.complete(key("T-2"), Completion::default()).await.unwrap();
+        s.put_setting("x".into(), b"y".to_vec()).await.unwrap();
+    }
+    wait_released().await;
+    let s = open(dir).await;
+    let pending = s.unfinished().await.unwrap();
+    let tcns: Vec<_> = pending.iter().map(|p| p.key.tcn.as_str()).collect();
+    assert_eq!(tcns, ["T-1", "T-3"]);
+    assert_eq!(pending[0].payload, b"a");
+    assert_eq!(pending[0].receipt, first);
+    let st = s.submission(key("T-2")).await.unwrap().unwrap();
+    assert!(st.completed);
+    assert_eq!(
+        s.accept(key("T-1"), b"a".to_vec(), 9).await.unwrap(),
+        Accepted::Duplicate(first)
+    );
+    assert_eq!(
+        s.settings().await.unwrap().get("x").map(|v| v.as_slice()),
+        Some(&b"y"[..])
+    );
+}
+
+/// Many concurrent accepts all get distinct receipts and are all durable.
+pub async fn concurrent_accepts_all_land(open: Open, dir: &Path) {
+    let n = 500;
+    {
+        let s = open(dir).await;
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.accept(key(&format!("T-{i}")), vec![i as u8], 0).await
+            }));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for t in tasks {
+            let Accepted::New(r) = t.await.unwrap().unwrap() else {
+                panic!()
+            };
+            assert!(ids.insert(r.receipt_id));
+        }
+    }
+    wait_released().await;
+    let s = open(dir).await;
+    assert_eq!(s.unfinished().await.unwrap().len(), n);
+}
+
+/// Lets a closed store release its files (its writer thread exits when the last handle goes).
+async fn wait_released() {
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}

@@ -1,0 +1,227 @@
+//! Planned bookings: who is booked where and when, for what, with a fresh capture of their
+//! prints — and, from the ground truth, what every answer must be.
+//!
+//! The expected answers are computed here from the world's files and a small reference of
+//! the program's rules, independently of the gateway's pipeline, so verification checks the
+//! gateway rather than repeating it.
+
+use chrono::{Datelike, NaiveDate, NaiveDateTime};
+use interop_gateway::convert;
+use interop_gateway::world::{
+    self, CriminalRecord, ImmigrationRecord, Offense, Person, Records, Status, Truth, WorldFile,
+};
+use interop_matcher::synth::{self, CaptureModel};
+use interop_proto::v1 as pb;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Mixes seeds (splitmix64 finaliser) so every booking's randomness depends only on its own
+/// coordinates, never on iteration order.
+pub fn mix(a: u64, b: u64, c: u64) -> u64 {
+    let mut z = a
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(b.rotate_left(21))
+        .wrapping_add(c.rotate_left(42))
+        .wrapping_add(0x632B_E59B_D9B4_E019);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Domain of booking capture seeds (distinct from the generator's enrolment captures).
+const BOOKING_CAPTURE_DOMAIN: u64 = 0xB00C_1467;
+
+/// Everything the simulator reads from a world directory.
+pub struct WorldData {
+    pub world: WorldFile,
+    pub truth: Truth,
+    pub fbi: Records<CriminalRecord>,
+    pub ident: Records<ImmigrationRecord>,
+}
+
+impl WorldData {
+    pub fn load(dir: &Path) -> anyhow::Result<WorldData> {
+        Ok(WorldData {
+            world: world::read_json(dir, world::WORLD_FILE)?,
+            truth: world::read_json(dir, world::TRUTH_FILE)?,
+            fbi: world::read_json(dir, world::FBI_RECORDS_FILE)?,
+            ident: world::read_json(dir, world::IDENT_RECORDS_FILE)?,
+        })
+    }
+}
+
+/// What the gateway must answer for one booking.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expected {
+    /// FBI number the criminal-history response must carry ("" = not identified).
+    pub fbi_number: String,
+    /// IDENT is searched (jurisdiction activated on the booking date).
+    pub searched: bool,
+    /// FIN of the IDENT hit ("" = no hit).
+    pub fin: String,
+    pub status: Option<Status>,
+    pub level: interop_gateway::policy::Level,
+    /// The field office that must be notified (when searched).
+    pub field_office: String,
+    /// The bureau must receive the immigration response (searched and receiving).
+    pub bureau_receives: bool,
+}
+
+/// One booking to submit.
+#[derive(Clone, Debug)]
+pub struct Booking {
+    pub state: String,
+    pub person: u64,
+    pub submission: pb::Submission,
+    pub expected: Expected,
+}
+
+/// Reference priority level (civil enforcement priorities memo), written out independently
+/// of the gateway's implementation.
+fn reference_level(record: Option<&CriminalRecord>) -> interop_gateway::policy::Level {
+    use interop_gateway::policy::Level;
+    let Some(r) = record else { return Level::None };
+    let (mut agg, mut fel, mut mis) = (0, 0, 0);
+    for c in &r.convictions {
+        match c.offense {
+            Offense::AggravatedFelony => {
+                agg += 1;
+                fel += 1
+            }
+            Offense::Felony => fel += 1,
+            Offense::MinorTraffic => {}
+            _ => mis += 1,
+        }
+    }
+    match () {
+        _ if agg > 0 || fel >= 2 => Level::One,
+        _ if fel == 1 || mis >= 3 => Level::Two,
+        _ if !r.convictions.is_empty() => Level::Three,
+        _ => Level::None,
+    }
+}
+
+/// Charge mix of arrests (share of bookings whose charges are only minor traffic matters for
+/// the "detainer on conviction" rule).
+fn draw_charge(rng: &mut ChaCha8Rng) -> (Offense, &'static str) {
+    let x: f64 = rng.random();
+    match x {
+        x if x < 0.02 => (Offense::AggravatedFelony, "13-1105"),
+        x if x < 0.22 => (Offense::Felony, "13-1802"),
+        x if x < 0.67 => (Offense::Misdemeanor, "13-1203"),
+        x if x < 0.85 => (Offense::MinorTraffic, "28-3473"),
+        x if x < 0.96 => (Offense::Dui, "28-1381"),
+        x if x < 0.99 => (Offense::HitAndRun, "28-661"),
+        _ => (Offense::RecklessDrivingInjury, "28-693"),
+    }
+}
+
+/// Plans `count` bookings over the world, deterministic in `seed`. Bookings are dated from
+/// `from` over `days` days. People are drawn uniformly from the population (which the
+/// generator spread by state population), with replacement: repeat bookings happen.
+pub fn plan(data: &WorldData, seed: u64, count: usize, from: NaiveDate, days: u32) -> Vec<Booking> {
+    let jurisdictions: BTreeMap<&str, &world::Jurisdiction> = data
+        .world
+        .jurisdictions
+        .iter()
+        .map(|j| (j.id.as_str(), j))
+        .collect();
+    let states: BTreeMap<&str, &world::State> = data
+        .world
+        .states
+        .iter()
+        .map(|s| (s.code.as_str(), s))
+        .collect();
+    let model = CaptureModel::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, 0xB00C, 0));
+    (0..count)
+        .map(|i| {
+            let person: &Person = &data.truth.people[rng.random_range(0..data.truth.people.len())];
+            let j = jurisdictions[person.jurisdiction.as_str()];
+            let st = states[j.state.as_str()];
+            let day = from + chrono::Days::new(rng.random_range(0..days as u64));
+            let secs = rng.random_range(0..86_400u32);
+            let at: NaiveDateTime = day.and_hms_opt(0, 0, 0).expect("midnight")
+                + chrono::Duration::seconds(secs as i64);
+            let n_charges = 1 + (rng.random::<f64>() * rng.random::<f64>() * 3.0) as usize;
+            let charges: Vec<pb::Charge> = (0..n_charges)
+                .map(|_| {
+                    let (o, code) = draw_charge(&mut rng);
+                    pb::Charge {
+                        code: code.to_string(),
+                        class: convert::offense_to_pb(o) as i32,
+                    }
+                })
+                .collect();
+            let victim_or_witness = rng.random::<f64>() < 0.01;
+            let agency = &j.agencies[rng.random_range(0..j.agencies.len())];
+            let master = synth::master_tenprint(data.world.meta.seed, person.id);
+            let capture = synth::capture(
+                &master,
+                &model,
+                mix(
+                    data.world.meta.seed ^ BOOKING_CAPTURE_DOMAIN,
+                    person.id,
+                    i as u64,
+                ),
+            );
+            let tcn = format!(
+                "{}{:04}{:02}{:02}-{:07}",
+                j.state,
+                day.year(),
+                day.month(),
+                day.day(),
+                i
+            );
+            let submission = pb::Submission {
+                tcn,
+                ori: agency.clone(),
+                jurisdiction_id: j.id.clone(),
+                booked_at: Some(prost_types::Timestamp {
+                    seconds: at.and_utc().timestamp(),
+                    nanos: 0,
+                }),
+                charges,
+                biographics: Some(pb::Biographics {
+                    name: person.name.clone(),
+                    date_of_birth: person.date_of_birth.to_string(),
+                    sex: if person.female {
+                        pb::Sex::Female
+                    } else {
+                        pb::Sex::Male
+                    } as i32,
+                    place_of_birth: person.place_of_birth.clone(),
+                }),
+                fingers: convert::tenprint_to_pb(&capture),
+                victim_or_witness,
+            };
+            let fbi = person.fbi_subject.and_then(|s| data.fbi.get(&s));
+            let searched = j.activated_on.is_some_and(|d| day >= d);
+            let ident = if searched {
+                person.ident_subject.and_then(|s| data.ident.get(&s))
+            } else {
+                None
+            };
+            let expected = Expected {
+                fbi_number: fbi.map(|r| r.fbi_number.clone()).unwrap_or_default(),
+                searched,
+                fin: ident.map(|r| r.fin.clone()).unwrap_or_default(),
+                status: ident.map(|r| r.status),
+                level: reference_level(fbi),
+                field_office: j.field_office.clone(),
+                bureau_receives: searched
+                    && j.receives_results
+                    && st.can_receive_electronically
+                    && !st.opted_out,
+            };
+            Booking {
+                state: j.state.clone(),
+                person: person.id,
+                submission,
+                expected,
+            }
+        })
+        .collect()
+}

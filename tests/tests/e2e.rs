@@ -1,0 +1,669 @@
+//! End-to-end tests over real sockets and mutual TLS: each one a behaviour a bureau, a field
+//! office or an administrator would notice, and each invariant of DESIGN.md §3 that the
+//! interoperability path owns.
+
+use interop_e2e::*;
+use interop_gateway::principal::Principal;
+use interop_proto::v1 as pb;
+use tonic::Code;
+
+fn immigration_bodies(log: &[pb::BureauResponse], tcn: &str) -> usize {
+    log.iter()
+        .filter(|r| {
+            r.tcn == tcn && matches!(r.body, Some(pb::bureau_response::Body::Immigration(_)))
+        })
+        .count()
+}
+
+fn criminal_history<'a>(
+    log: &'a [pb::BureauResponse],
+    tcn: &str,
+) -> Vec<&'a pb::CriminalHistoryResponse> {
+    log.iter()
+        .filter(|r| r.tcn == tcn)
+        .filter_map(|r| match &r.body {
+            Some(pb::bureau_response::Body::CriminalHistory(c)) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Invariant 2 and the happy path: identified, status and priority determined, the field
+/// office and the bureau both told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activated_receiving_jurisdiction_reaches_office_and_bureau() {
+    let gw = TestGateway::start().await;
+    let tcn = "TX-HAPPY-0001";
+    let receipt = gw
+        .bureau("TX")
+        .await
+        .submit(booking(tcn, TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(receipt.tcn, tcn);
+    assert!(!receipt.duplicate);
+    assert!(!receipt.receipt_id.is_empty());
+    wait_completed(&gw, "TX", tcn).await;
+
+    let notes = office_log(&gw, "HOU", Some(0)).await;
+    assert_eq!(notes.len(), 1);
+    let o = notes[0].outcome.as_ref().unwrap();
+    assert_eq!(o.tcn, tcn);
+    assert!(o.hit, "the prints of an enrolled person must hit");
+    assert_eq!(o.fin, fin(OVERSTAY_FELON));
+    assert_eq!(o.fbi_number, fbi_number(OVERSTAY_FELON));
+    assert_eq!(o.status, pb::ImmigrationStatus::VisaOverstay as i32);
+    assert_eq!(
+        o.priority_level,
+        pb::PriorityLevel::PriorityLevel2 as i32,
+        "one felony is Level 2"
+    );
+    assert_eq!(o.recommendation, pb::Recommendation::Detainer as i32);
+
+    let log = bureau_log(&gw, "TX").await;
+    let ch = criminal_history(&log, tcn);
+    assert_eq!(ch.len(), 1);
+    assert!(ch[0].identified);
+    assert_eq!(ch[0].fbi_number, fbi_number(OVERSTAY_FELON));
+    assert_eq!(immigration_bodies(&log, tcn), 1);
+    // Another office hears nothing of it.
+    assert!(office_log(&gw, "LOS", Some(0)).await.is_empty());
+}
+
+/// Invariants 2 and 3: an opted-out jurisdiction's booking reaches the field office and never
+/// the bureau — checked on every message the bureau can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opted_out_jurisdiction_reaches_office_never_bureau() {
+    let gw = TestGateway::start().await;
+    let tcn = "TX-OPTOUT-0001";
+    let mut bureau = gw.bureau("TX").await;
+    bureau
+        .submit(booking(tcn, TX_OPTED_OUT, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    wait_completed(&gw, "TX", tcn).await;
+
+    let notes = office_log(&gw, "HOU", Some(0)).await;
+    assert_eq!(notes.len(), 1, "the field office always gets the outcome");
+    assert_eq!(notes[0].outcome.as_ref().unwrap().fin, fin(OVERSTAY_FELON));
+
+    let log = bureau_log(&gw, "TX").await;
+    assert_eq!(immigration_bodies(&log, tcn), 0);
+    assert_eq!(
+        criminal_history(&log, tcn).len(),
+        1,
+        "criminal history is unaffected"
+    );
+    let secret = fin(OVERSTAY_FELON);
+    for r in &log {
+        let text = format!("{r:?}");
+        assert!(
+            !text.contains(&secret),
+            "bureau message carries the FIN: {text}"
+        );
+        assert!(
+            !text.contains("VisaOverstay") && !text.contains("Detainer"),
+            "bureau message carries the determination"
+        );
+    }
+    let status = bureau
+        .get_status(pb::GetStatusRequest { tcn: tcn.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!format!("{status:?}").contains(&secret));
+    let c = gw.counters().await;
+    assert_eq!(c.get("immigration_responses_withheld"), Some(&1));
+    assert_eq!(c.get("immigration_responses_sent"), None);
+}
+
+/// Invariant 4: before activation, prints never reach the IDENT matcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_activated_jurisdiction_is_never_searched() {
+    let gw = TestGateway::start().await;
+    let tcn = "TX-NOTACT-0001";
+    gw.bureau("TX")
+        .await
+        .submit(booking(tcn, TX_NOT_ACTIVATED, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    wait_completed(&gw, "TX", tcn).await;
+    assert_eq!(gw.ident_searches(), 0, "the IDENT matcher was called");
+    assert!(office_log(&gw, "HOU", Some(0)).await.is_empty());
+    let log = bureau_log(&gw, "TX").await;
+    assert_eq!(
+        criminal_history(&log, tcn).len(),
+        1,
+        "the FBI check still happens"
+    );
+    assert_eq!(immigration_bodies(&log, tcn), 0);
+    assert_eq!(gw.counters().await.get("ident_searches"), None);
+    // Control: the same person in an activated jurisdiction is searched.
+    gw.bureau("TX")
+        .await
+        .submit(booking("TX-NOTACT-0002", TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    wait_completed(&gw, "TX", "TX-NOTACT-0002").await;
+    assert_eq!(gw.ident_searches(), 1);
+}
+
+/// Invariant 1: a repeated TCN returns the same receipt and is processed once; the same TCN
+/// with other content is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_tcn_returns_the_same_receipt_and_is_processed_once() {
+    let gw = TestGateway::start().await;
+    let tcn = "TX-REPEAT-0001";
+    let sub = booking(tcn, TX_RECEIVING, CITIZEN);
+    let mut b = gw.bureau("TX").await;
+    let first = b.submit(sub.clone()).await.unwrap().into_inner();
+    let second = b.submit(sub.clone()).await.unwrap().into_inner();
+    assert_eq!(first.receipt_id, second.receipt_id);
+    assert!(second.duplicate);
+    wait_completed(&gw, "TX", tcn).await;
+    let third = b.submit(sub.clone()).await.unwrap().into_inner();
+    assert_eq!(
+        third.receipt_id, first.receipt_id,
+        "still the same after completion"
+    );
+
+    let mut other = sub.clone();
+    other.charges[0].code = "99-9999".into();
+    let err = b.submit(other).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains("tcn"), "{}", err.message());
+
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(office_log(&gw, "HOU", Some(0)).await.len(), 1);
+    assert_eq!(criminal_history(&bureau_log(&gw, "TX").await, tcn).len(), 1);
+    assert_eq!(gw.ident_searches(), 1);
+    assert_eq!(gw.counters().await.get("submissions_accepted"), Some(&1));
+}
+
+/// Invariant 5: resuming from the acknowledged cursor delivers the rest once, in order —
+/// also across a restart on the same data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_office_resumes_from_its_cursor() {
+    let gw = TestGateway::start().await;
+    let mut b = gw.bureau("TX").await;
+    let tcns: Vec<String> = (0..5).map(|i| format!("TX-RESUME-{i:04}")).collect();
+    for t in &tcns {
+        b.submit(booking(t, TX_RECEIVING, NOBODY)).await.unwrap();
+    }
+    for t in &tcns {
+        wait_completed(&gw, "TX", t).await;
+    }
+    let all = office_log(&gw, "HOU", Some(0)).await;
+    assert_eq!(all.len(), 5);
+    let cursors: Vec<u64> = all.iter().map(|n| n.cursor).collect();
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{cursors:?}");
+
+    let mut office = gw.office("HOU").await;
+    let acked = office
+        .ack(pb::AckRequest { cursor: cursors[1] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked.acked_cursor, cursors[1]);
+    // An ack never goes backwards, and cannot pass the head.
+    assert_eq!(
+        office
+            .ack(pb::AckRequest { cursor: cursors[0] })
+            .await
+            .unwrap()
+            .into_inner()
+            .acked_cursor,
+        cursors[1]
+    );
+    assert_eq!(
+        office
+            .ack(pb::AckRequest { cursor: 999 })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::OutOfRange
+    );
+
+    let rest = office_log(&gw, "HOU", None).await;
+    assert_eq!(
+        rest.iter().map(|n| n.cursor).collect::<Vec<_>>(),
+        cursors[2..].to_vec()
+    );
+
+    // A live subscriber gets later outcomes as they happen.
+    let mut live = office
+        .subscribe(pb::SubscribeRequest {
+            after_cursor: None,
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for c in &cursors[2..] {
+        assert_eq!(live.message().await.unwrap().unwrap().cursor, *c);
+    }
+    b.submit(booking("TX-RESUME-LIVE", TX_RECEIVING, NOBODY))
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(30), live.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.outcome.unwrap().tcn, "TX-RESUME-LIVE");
+    drop(live);
+
+    let gw = gw.restart(None).await;
+    let after_restart = office_log(&gw, "HOU", None).await;
+    assert_eq!(
+        after_restart.len(),
+        4,
+        "cursors 3, 4, 5 and the live one, acked ones never again"
+    );
+    assert_eq!(after_restart[0].cursor, cursors[2]);
+}
+
+/// Invariant 1 through a restart: a receipted submission whose processing never finished is
+/// resumed on the next start and completed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_submissions_are_resumed_after_restart() {
+    let stalled = TestGateway::start_with(Some(std::sync::Arc::new(StalledIdent))).await;
+    let tcn = "TX-RECOVER-0001";
+    let receipt = stalled
+        .bureau("TX")
+        .await
+        .submit(booking(tcn, TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let st = stalled
+        .bureau("TX")
+        .await
+        .get_status(pb::GetStatusRequest { tcn: tcn.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        st.stage,
+        pb::Stage::Received as i32,
+        "IDENT is stalled, so not completed"
+    );
+
+    let gw = stalled.restart(None).await;
+    wait_completed(&gw, "TX", tcn).await;
+    let st = gw
+        .bureau("TX")
+        .await
+        .get_status(pb::GetStatusRequest { tcn: tcn.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.receipt.unwrap().receipt_id, receipt.receipt_id);
+    let notes = office_log(&gw, "HOU", Some(0)).await;
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].outcome.as_ref().unwrap().fin, fin(OVERSTAY_FELON));
+    assert_eq!(criminal_history(&bureau_log(&gw, "TX").await, tcn).len(), 1);
+}
+
+/// Invariant 6: identity from the certificate; the wrong role is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_role_is_permission_denied() {
+    let gw = TestGateway::start().await;
+    // A field office cannot submit.
+    let mut as_office = pb::submission_service_client::SubmissionServiceClient::new(
+        gw.channel(Principal::FieldOffice {
+            office: "HOU".into(),
+        })
+        .await,
+    );
+    let e = as_office
+        .submit(booking("TX-ROLE-0001", TX_RECEIVING, NOBODY))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    // A bureau cannot subscribe to a field office's stream, nor call admin.
+    let mut as_bureau = pb::field_office_service_client::FieldOfficeServiceClient::new(
+        gw.channel(Principal::Bureau { state: "TX".into() }).await,
+    );
+    assert_eq!(
+        as_bureau
+            .subscribe(pb::SubscribeRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    let mut admin_as_bureau = pb::admin_service_client::AdminServiceClient::new(
+        gw.channel(Principal::Bureau { state: "TX".into() }).await,
+    );
+    assert_eq!(
+        admin_as_bureau
+            .get_counters(pb::GetCountersRequest {})
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    // A bureau submits only for its own state's agencies.
+    let e = gw
+        .bureau("CA")
+        .await
+        .submit(booking("CA-ROLE-0001", TX_RECEIVING, NOBODY))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("ori"), "{}", e.message());
+    // Another bureau's TCN is simply not there.
+    gw.bureau("TX")
+        .await
+        .submit(booking("TX-ROLE-0002", TX_RECEIVING, NOBODY))
+        .await
+        .unwrap();
+    let e = gw
+        .bureau("CA")
+        .await
+        .get_status(pb::GetStatusRequest {
+            tcn: "TX-ROLE-0002".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(gw.counters().await.get("submissions_accepted"), Some(&1));
+}
+
+/// Invariant 6: no client certificate, or one from another CA → the handshake fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_without_a_trusted_client_certificate_are_refused() {
+    let gw = TestGateway::start().await;
+    let tls = interop_gateway::client::client_tls(&gw.pki, None).unwrap();
+    let no_cert = async {
+        let ch = interop_gateway::client::connect_with(&gw.endpoint, tls).await?;
+        pb::submission_service_client::SubmissionServiceClient::new(ch)
+            .submit(booking("TX-NOCERT-0001", TX_RECEIVING, NOBODY))
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    assert!(
+        no_cert.await.is_err(),
+        "a call without a client certificate succeeded"
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let other_pki = interop_gateway::pki::init(
+        other.path(),
+        &interop_gateway::pki::InitOptions {
+            states: &["TX".into()],
+            offices: &[],
+        },
+    )
+    .unwrap();
+    // Trust the real server, but present a bureau certificate from another CA.
+    let tls = interop_gateway::client::client_tls(
+        &gw.pki,
+        Some(&other_pki.client(&Principal::Bureau { state: "TX".into() })),
+    )
+    .unwrap();
+    let foreign = async {
+        let ch = interop_gateway::client::connect_with(&gw.endpoint, tls).await?;
+        pb::submission_service_client::SubmissionServiceClient::new(ch)
+            .submit(booking("TX-NOCERT-0002", TX_RECEIVING, NOBODY))
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    assert!(
+        foreign.await.is_err(),
+        "a certificate from another CA was accepted"
+    );
+    assert_eq!(gw.counters().await.get("submissions_accepted"), None);
+}
+
+/// Invariant 7: malformed submissions → INVALID_ARGUMENT naming the field; nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_submissions_are_refused_and_change_nothing() {
+    let gw = TestGateway::start().await;
+    let mut b = gw.bureau("TX").await;
+    let good = booking("TX-BAD-00001", TX_RECEIVING, OVERSTAY_FELON);
+    type Mutate = fn(&mut pb::Submission);
+    let cases: Vec<(&str, Mutate)> = vec![
+        ("tcn", |s| s.tcn = "short".into()),
+        ("tcn", |s| s.tcn = "lower-case-tcn".into()),
+        ("ori", |s| s.ori = "TX20".into()),
+        ("ori", |s| s.ori = "TX9990100".into()),
+        ("jurisdiction_id", |s| s.jurisdiction_id = "TX999".into()),
+        ("booked_at", |s| s.booked_at = None),
+        ("booked_at", |s| {
+            s.booked_at = Some(prost_types::Timestamp {
+                seconds: 4_102_444_800,
+                nanos: 0,
+            })
+        }),
+        ("booked_at", |s| {
+            s.booked_at = Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: 0,
+            })
+        }),
+        ("charges", |s| s.charges.clear()),
+        ("charges[0].class", |s| s.charges[0].class = 0),
+        ("charges[0].code", |s| s.charges[0].code = String::new()),
+        ("biographics", |s| s.biographics = None),
+        ("biographics.date_of_birth", |s| {
+            s.biographics.as_mut().unwrap().date_of_birth = "03/02/1980".into()
+        }),
+        ("fingers", |s| s.fingers.clear()),
+        ("fingers[1].position", |s| {
+            s.fingers[1].position = s.fingers[0].position
+        }),
+        ("fingers[0].position", |s| s.fingers[0].position = 11),
+        ("fingers[0].minutiae", |s| s.fingers[0].minutiae.clear()),
+        ("fingers[0].minutiae[0]", |s| {
+            s.fingers[0].minutiae[0].x = 5000
+        }),
+        ("fingers[0].minutiae[0].angle_deg", |s| {
+            s.fingers[0].minutiae[0].angle_deg = 360
+        }),
+        ("fingers[0].minutiae[0].quality", |s| {
+            s.fingers[0].minutiae[0].quality = 101
+        }),
+        ("fingers[0].minutiae[0].type", |s| {
+            s.fingers[0].minutiae[0].r#type = 0
+        }),
+        ("fingers[0].resolution_ppi", |s| {
+            s.fingers[0].resolution_ppi = 1000
+        }),
+    ];
+    for (field, mutate) in cases {
+        let mut bad = good.clone();
+        mutate(&mut bad);
+        let e = b.submit(bad).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{field}: {}", e.message());
+        assert!(
+            e.message().contains(field),
+            "message {:?} does not name {field}",
+            e.message()
+        );
+    }
+    let e = b
+        .get_status(pb::GetStatusRequest {
+            tcn: good.tcn.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::NotFound,
+        "a refused submission left a record"
+    );
+    assert!(
+        gw.counters().await.is_empty(),
+        "a refused submission moved a counter"
+    );
+    assert!(bureau_log(&gw, "TX").await.is_empty());
+    assert_eq!(gw.ident_searches(), 0);
+    // The good one still goes through.
+    b.submit(good).await.unwrap();
+}
+
+/// Stock tools work: health reports SERVING, reflection lists the services.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection() {
+    let gw = TestGateway::start().await;
+    let ch = gw.channel(Principal::Admin).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    for svc in [
+        "",
+        "interop.v1.SubmissionService",
+        "interop.v1.FieldOfficeService",
+        "interop.v1.AdminService",
+        "interop.v1.CriminalHistoryService",
+    ] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: svc.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{svc}"
+        );
+    }
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut refl = ServerReflectionClient::new(ch);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        resp.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "interop.v1.SubmissionService",
+        "interop.v1.FieldOfficeService",
+        "interop.v1.AdminService",
+        "interop.v1.MatcherService",
+        "interop.v1.CriminalHistoryService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+}
+
+/// Admin policy changes take effect for later bookings and survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_policy_changes_apply_and_persist() {
+    let gw = TestGateway::start().await;
+    let mut admin = gw.admin().await;
+    let p = admin
+        .set_policy(pb::SetPolicyRequest {
+            jurisdiction_id: TX_RECEIVING.into(),
+            receives_results: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!p.effective_receives_results);
+    let e = admin
+        .set_policy(pb::SetPolicyRequest {
+            jurisdiction_id: "ZZ999".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = admin
+        .set_policy(pb::SetPolicyRequest {
+            jurisdiction_id: TX_RECEIVING.into(),
+            activated_on: Some("June 1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("activated_on"));
+
+    gw.bureau("TX")
+        .await
+        .submit(booking("TX-POLICY-0001", TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    wait_completed(&gw, "TX", "TX-POLICY-0001").await;
+    assert_eq!(
+        immigration_bodies(&bureau_log(&gw, "TX").await, "TX-POLICY-0001"),
+        0
+    );
+    assert_eq!(office_log(&gw, "HOU", Some(0)).await.len(), 1);
+
+    let gw = gw.restart(None).await;
+    let p = gw
+        .admin()
+        .await
+        .get_policy(pb::GetPolicyRequest {
+            jurisdiction_id: TX_RECEIVING.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!p.receives_results, "policy change lost on restart");
+    let offices = gw
+        .admin()
+        .await
+        .list_field_offices(pb::ListFieldOfficesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(offices.field_offices.len(), 2);
+}
+
+/// Bulk senders: SubmitStream answers one receipt per submission, in order, errors inline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_stream_answers_each_in_order() {
+    let gw = TestGateway::start().await;
+    let mut subs: Vec<pb::Submission> = (0..6)
+        .map(|i| booking(&format!("TX-STREAM-{i:04}"), TX_RECEIVING, NOBODY))
+        .collect();
+    subs[3].tcn = "bad".into();
+    let mut out = gw
+        .bureau("TX")
+        .await
+        .submit_stream(tokio_stream::iter(subs.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut answers = vec![];
+    while let Some(a) = out.message().await.unwrap() {
+        answers.push(a);
+    }
+    assert_eq!(answers.len(), 6);
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a.index, i as u64);
+        match &a.result {
+            Some(pb::submit_stream_response::Result::Receipt(r)) => assert_eq!(r.tcn, subs[i].tcn),
+            Some(pb::submit_stream_response::Result::Error(e)) => {
+                assert_eq!(i, 3);
+                assert_eq!(e.code, Code::InvalidArgument as i32);
+                assert!(e.message.contains("tcn"));
+            }
+            None => panic!("empty answer"),
+        }
+    }
+}
