@@ -282,7 +282,7 @@ pub async fn drive(
         let streaming = si % 2 == 1;
         let inflight = opts.per_bureau_inflight;
         senders.push(tokio::spawn(async move {
-            let record = |i: usize, r: Result<pb::Receipt, String>, start: Instant| {
+            let record = move |i: usize, r: Result<pb::Receipt, String>, start: Instant| {
                 hist.lock()
                     .expect("hist")
                     .record(start.elapsed().as_micros() as u64)

@@ -1,0 +1,422 @@
+//! The synthetic world: geography and policy, a population, the FBI and IDENT galleries and
+//! their records, and the ground truth — all from one seed.
+//!
+//! Every random choice comes from a ChaCha stream seeded from the world seed, consumed in a
+//! fixed order, and everything is written from ordered collections, so the same seed and size
+//! give byte-identical files. Fingerprints are derived per person from `(seed, person id)`;
+//! enrolment captures use their own seed domain ([`ENROL_DOMAIN`]) so they never coincide
+//! with a booking capture.
+//!
+//! Proportions (tunable constants below) are chosen so that bookings dated 2011–2012 land
+//! near the program's reported national match rate (~6.3%: 692,788 matches of about 11
+//! million submissions by September 2011): about 9% of people have an IDENT record and
+//! roughly 70% of bookings fall in an activated jurisdiction.
+
+use crate::bookings::mix;
+use crate::geography::{
+    self, BORDER_STATES, FIELD_OFFICES, NOT_ELECTRONIC, OPTED_OUT_STATES, STATES,
+};
+use chrono::NaiveDate;
+use interop_gateway::world::*;
+use interop_matcher::synth::{self, CaptureModel};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+/// Seed domain of enrolment captures (gallery templates).
+pub const ENROL_DOMAIN: u64 = 0xE4_8011;
+/// Format version written to `world.json`.
+pub const WORLD_VERSION: u32 = 1;
+
+const SHARE_CRIMINAL_RECORD: f64 = 0.35;
+const SHARE_IDENT_RECORD: f64 = 0.09;
+const SHARE_OPTED_OUT_JURISDICTIONS: f64 = 0.07;
+const SHARE_NEVER_ACTIVATED: f64 = 0.05;
+
+/// What was generated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateSummary {
+    pub seed: u64,
+    pub states: usize,
+    pub jurisdictions: usize,
+    pub field_offices: usize,
+    pub people: usize,
+    pub fbi_records: usize,
+    pub ident_records: usize,
+}
+
+impl fmt::Display for GenerateSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "world (seed {})", self.seed)?;
+        writeln!(f, "  {:<28} {:>8}", "states and territories", self.states)?;
+        writeln!(f, "  {:<28} {:>8}", "jurisdictions", self.jurisdictions)?;
+        writeln!(f, "  {:<28} {:>8}", "ICE field offices", self.field_offices)?;
+        writeln!(f, "  {:<28} {:>8}", "people", self.people)?;
+        writeln!(
+            f,
+            "  {:<28} {:>8}",
+            "FBI records (gallery)", self.fbi_records
+        )?;
+        write!(
+            f,
+            "  {:<28} {:>8}",
+            "IDENT records (gallery)", self.ident_records
+        )
+    }
+}
+
+fn date(s: &str) -> NaiveDate {
+    s.parse().expect("constant date")
+}
+
+/// Draws from cumulative weights.
+fn pick(rng: &mut ChaCha8Rng, cumulative: &[u64]) -> usize {
+    let total = *cumulative.last().expect("non-empty");
+    let x = rng.random_range(0..total);
+    cumulative.partition_point(|c| *c <= x)
+}
+
+fn cumulative(weights: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut acc = 0;
+    weights
+        .map(|w| {
+            acc += w.max(1);
+            acc
+        })
+        .collect()
+}
+
+/// States, field offices and jurisdictions with their policy.
+pub fn geography(rng: &mut ChaCha8Rng) -> (Vec<State>, Vec<FieldOffice>, Vec<Jurisdiction>) {
+    let states: Vec<State> = STATES
+        .iter()
+        .map(|(code, name, pop, _)| State {
+            code: code.to_string(),
+            name: name.to_string(),
+            population: pop * 1000,
+            opted_out: OPTED_OUT_STATES.contains(code),
+            can_receive_electronically: !NOT_ELECTRONIC.contains(code),
+        })
+        .collect();
+    let offices = FIELD_OFFICES
+        .iter()
+        .map(|(code, name, _)| FieldOffice {
+            code: code.to_string(),
+            name: name.to_string(),
+        })
+        .collect();
+    let first = date("2008-10-27");
+    let mut jurisdictions = Vec::new();
+    for (code, _, pop, counties) in STATES {
+        let n = *counties as usize;
+        // County sizes are very unequal: Zipf-like weights over a shuffled order.
+        let mut ranks: Vec<usize> = (1..=n).collect();
+        for i in (1..n).rev() {
+            ranks.swap(i, rng.random_range(0..=i));
+        }
+        let weights: Vec<f64> = ranks.iter().map(|r| 1.0 / *r as f64).collect();
+        let total: f64 = weights.iter().sum();
+        for (i, w) in weights.iter().enumerate() {
+            let fips = 2 * i as u32 + 1;
+            let id = format!("{code}{fips:03}");
+            let population = ((*pop as f64) * 1000.0 * w / total).round().max(100.0) as u64;
+            let large = ranks[i] <= (n / 10).max(1);
+            // Activation: border states and large counties first (the rollout began with
+            // Harris County, TX on 2008-10-27 and reached every jurisdiction by 2013-01-22).
+            let span = if BORDER_STATES.contains(code) {
+                (0, 500)
+            } else if large {
+                (100, 800)
+            } else {
+                (250, 1548)
+            };
+            let days = rng.random_range(span.0..=span.1);
+            let never = rng.random::<f64>() < SHARE_NEVER_ACTIVATED;
+            let activated_on = (!never).then(|| first + chrono::Days::new(days));
+            let receives_results = rng.random::<f64>() >= SHARE_OPTED_OUT_JURISDICTIONS;
+            let n_agencies = rng.random_range(1..=3u32);
+            let agencies = (1..=n_agencies).map(|a| format!("{id}{a:02}00")).collect();
+            jurisdictions.push(Jurisdiction {
+                id,
+                name: format!("{code} county {fips:03}"),
+                state: code.to_string(),
+                field_office: geography::field_office(code, fips).to_string(),
+                agencies,
+                population,
+                activated_on,
+                receives_results,
+            });
+        }
+    }
+    (states, offices, jurisdictions)
+}
+
+fn conviction_class(rng: &mut ChaCha8Rng) -> Offense {
+    let x: f64 = rng.random();
+    match x {
+        x if x < 0.03 => Offense::AggravatedFelony,
+        x if x < 0.23 => Offense::Felony,
+        x if x < 0.78 => Offense::Misdemeanor,
+        x if x < 0.90 => Offense::MinorTraffic,
+        x if x < 0.97 => Offense::Dui,
+        x if x < 0.99 => Offense::HitAndRun,
+        _ => Offense::RecklessDrivingInjury,
+    }
+}
+
+fn immigration_status(rng: &mut ChaCha8Rng) -> Status {
+    let x: f64 = rng.random();
+    match x {
+        x if x < 0.10 => Status::UsCitizen,
+        x if x < 0.40 => Status::LawfulPermanentResident,
+        x if x < 0.55 => Status::LawfulStatus,
+        x if x < 0.70 => Status::VisaOverstay,
+        x if x < 0.90 => Status::UnlawfulEntry,
+        x if x < 0.97 => Status::PriorRemoval,
+        _ => Status::Fugitive,
+    }
+}
+
+/// Writes a world of `identities` people seeded with `seed` into `out`.
+pub fn generate(seed: u64, identities: u64, out: &Path) -> anyhow::Result<GenerateSummary> {
+    anyhow::ensure!(identities >= 1, "--identities must be at least 1");
+    std::fs::create_dir_all(out)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, 0x3011, 0));
+    let (states, field_offices, jurisdictions) = geography(&mut rng);
+
+    // People spread by state population, then by county population within the state.
+    let state_cum = cumulative(states.iter().map(|s| s.population));
+    let mut by_state: BTreeMap<&str, (Vec<&Jurisdiction>, Vec<u64>)> = BTreeMap::new();
+    for j in &jurisdictions {
+        let e = by_state.entry(j.state.as_str()).or_default();
+        e.0.push(j);
+    }
+    for (js, cum) in by_state.values_mut() {
+        *cum = cumulative(js.iter().map(|j| j.population));
+    }
+
+    let mut people = Vec::with_capacity(identities as usize);
+    let mut fbi_records: Records<CriminalRecord> = BTreeMap::new();
+    let mut ident_records: Records<ImmigrationRecord> = BTreeMap::new();
+    let model = CaptureModel::default();
+    let mut fbi_gallery = Vec::new();
+    let mut ident_gallery = Vec::new();
+    for id in 1..=identities {
+        let st = &states[pick(&mut rng, &state_cum)];
+        let (js, cum) = &by_state[st.code.as_str()];
+        let j = js[pick(&mut rng, cum)];
+        let dob = date("1950-01-01") + chrono::Days::new(rng.random_range(0..16_800));
+        let female = rng.random::<f64>() < 0.25;
+        let name = format!(
+            "{} {}",
+            geography::FIRST_NAMES[rng.random_range(0..geography::FIRST_NAMES.len())],
+            geography::LAST_NAMES[rng.random_range(0..geography::LAST_NAMES.len())]
+        );
+        let place_of_birth = geography::PLACES_OF_BIRTH
+            [rng.random_range(0..geography::PLACES_OF_BIRTH.len())]
+        .to_string();
+
+        let fbi_subject = (rng.random::<f64>() < SHARE_CRIMINAL_RECORD).then(|| {
+            let subject = fbi_records.len() as u64 + 1;
+            let prior_arrests = rng.random_range(1..=10u32);
+            let n = rng.random_range(0..=prior_arrests.min(6));
+            let convictions = (0..n)
+                .map(|_| Conviction {
+                    offense: conviction_class(&mut rng),
+                    convicted_on: date("1995-01-01")
+                        + chrono::Days::new(rng.random_range(0..5_800)),
+                })
+                .collect();
+            fbi_records.insert(
+                subject,
+                CriminalRecord {
+                    fbi_number: format!("FBI{:09}", 100_000_000 + subject * 13),
+                    prior_arrests,
+                    convictions,
+                },
+            );
+            subject
+        });
+        let ident_subject = (rng.random::<f64>() < SHARE_IDENT_RECORD).then(|| {
+            let subject = ident_records.len() as u64 + 1;
+            let status = immigration_status(&mut rng);
+            let last_entry = matches!(
+                status,
+                Status::UnlawfulEntry | Status::VisaOverstay | Status::PriorRemoval
+            )
+            .then(|| date("2000-01-01") + chrono::Days::new(rng.random_range(0..4_200)));
+            ident_records.insert(
+                subject,
+                ImmigrationRecord {
+                    fin: format!("FIN{:010}", 1_000_000_000 + subject * 17),
+                    status,
+                    last_entry,
+                },
+            );
+            subject
+        });
+        if fbi_subject.is_some() || ident_subject.is_some() {
+            let master = synth::master_tenprint(seed, id);
+            if let Some(s) = fbi_subject {
+                fbi_gallery.push((
+                    s,
+                    synth::capture(&master, &model, mix(seed ^ ENROL_DOMAIN, id, 1)),
+                ));
+            }
+            if let Some(s) = ident_subject {
+                ident_gallery.push((
+                    s,
+                    synth::capture(&master, &model, mix(seed ^ ENROL_DOMAIN, id, 2)),
+                ));
+            }
+        }
+        people.push(Person {
+            id,
+            state: st.code.clone(),
+            jurisdiction: j.id.clone(),
+            fbi_subject,
+            ident_subject,
+            name,
+            date_of_birth: dob,
+            female,
+            place_of_birth,
+        });
+    }
+
+    let summary = GenerateSummary {
+        seed,
+        states: states.len(),
+        jurisdictions: jurisdictions.len(),
+        field_offices: field_offices.len(),
+        people: people.len(),
+        fbi_records: fbi_records.len(),
+        ident_records: ident_records.len(),
+    };
+    let world = WorldFile {
+        meta: WorldMeta {
+            seed,
+            identities,
+            version: WORLD_VERSION,
+        },
+        states,
+        field_offices,
+        jurisdictions,
+    };
+    write_json(out, WORLD_FILE, &world)?;
+    write_json(out, FBI_RECORDS_FILE, &fbi_records)?;
+    write_json(out, IDENT_RECORDS_FILE, &ident_records)?;
+    write_json(out, TRUTH_FILE, &Truth { people })?;
+    interop_matcher::gallery::write_gallery(&out.join(FBI_GALLERY_FILE), &fbi_gallery)?;
+    interop_matcher::gallery::write_gallery(&out.join(IDENT_GALLERY_FILE), &ident_gallery)?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn same_seed_same_bytes_other_seed_other_world() {
+        let (a, b, c) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        generate(5, 300, a.path()).unwrap();
+        generate(5, 300, b.path()).unwrap();
+        generate(6, 300, c.path()).unwrap();
+        for f in [
+            WORLD_FILE,
+            FBI_RECORDS_FILE,
+            IDENT_RECORDS_FILE,
+            TRUTH_FILE,
+            FBI_GALLERY_FILE,
+            IDENT_GALLERY_FILE,
+        ] {
+            let x = std::fs::read(a.path().join(f)).unwrap();
+            assert_eq!(
+                x,
+                std::fs::read(b.path().join(f)).unwrap(),
+                "{f} differs for the same seed"
+            );
+        }
+        assert_ne!(
+            std::fs::read(a.path().join(TRUTH_FILE)).unwrap(),
+            std::fs::read(c.path().join(TRUTH_FILE)).unwrap()
+        );
+    }
+
+    #[test]
+    fn geography_is_complete_and_consistent() {
+        let (states, offices, js) = geography(&mut ChaCha8Rng::seed_from_u64(1));
+        assert!(
+            (3181 - 60..=3181 + 60).contains(&(js.len() as i64)),
+            "{} jurisdictions",
+            js.len()
+        );
+        assert_eq!(offices.len(), 24);
+        let codes: BTreeSet<_> = offices.iter().map(|o| o.code.as_str()).collect();
+        for o in &offices {
+            assert!(
+                js.iter().any(|j| j.field_office == o.code),
+                "{} covers nothing",
+                o.code
+            );
+        }
+        let ids: BTreeSet<_> = js.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids.len(), js.len(), "jurisdiction ids are unique");
+        for j in &js {
+            assert!(codes.contains(j.field_office.as_str()));
+            assert!(states.iter().any(|s| s.code == j.state));
+            assert!(!j.agencies.is_empty());
+            for a in &j.agencies {
+                assert_eq!(a.len(), 9);
+                assert!(a.starts_with(&j.id) && a.starts_with(&j.state));
+            }
+        }
+        let never = js.iter().filter(|j| j.activated_on.is_none()).count() as f64 / js.len() as f64;
+        assert!((0.02..0.09).contains(&never), "{never}");
+        let opted = js.iter().filter(|j| !j.receives_results).count() as f64 / js.len() as f64;
+        assert!((0.03..0.12).contains(&opted), "{opted}");
+        assert_eq!(
+            js.iter().find(|j| j.id == "TX201").unwrap().field_office,
+            "HOU"
+        );
+        assert_eq!(
+            js.iter().find(|j| j.id == "CA073").unwrap().field_office,
+            "SND"
+        );
+        assert_eq!(
+            js.iter().find(|j| j.id == "NY047").unwrap().field_office,
+            "NYC"
+        );
+    }
+
+    #[test]
+    fn population_and_records_are_consistent() {
+        let d = tempfile::tempdir().unwrap();
+        let s = generate(9, 2000, d.path()).unwrap();
+        let truth: Truth = read_json(d.path(), TRUTH_FILE).unwrap();
+        let fbi: Records<CriminalRecord> = read_json(d.path(), FBI_RECORDS_FILE).unwrap();
+        let ident: Records<ImmigrationRecord> = read_json(d.path(), IDENT_RECORDS_FILE).unwrap();
+        assert_eq!(truth.people.len(), 2000);
+        let fbi_share = s.fbi_records as f64 / 2000.0;
+        let ident_share = s.ident_records as f64 / 2000.0;
+        assert!((0.30..0.40).contains(&fbi_share), "{fbi_share}");
+        assert!((0.06..0.12).contains(&ident_share), "{ident_share}");
+        for p in &truth.people {
+            if let Some(f) = p.fbi_subject {
+                assert!(fbi.contains_key(&f));
+            }
+            if let Some(i) = p.ident_subject {
+                assert!(ident.contains_key(&i));
+            }
+        }
+        let g = interop_matcher::gallery::read_gallery(&d.path().join(IDENT_GALLERY_FILE)).unwrap();
+        assert_eq!(g.len(), ident.len());
+        assert!(g.iter().all(|(s, _)| ident.contains_key(s)));
+    }
+}
