@@ -286,10 +286,10 @@ fn capture_finger(f: &MasterFinger, model: &CaptureModel, rng: &mut ChaCha8Rng) 
     let place =
         |x: f32, y: f32, angle: f32, kind: MinutiaKind, quality: u8, out: &mut Vec<Minutia>| {
             let (dx, dy) = (x - cx, y - cy);
-            if let Some((ux, uy, keep)) = partial {
-                if dx * ux + dy * uy > keep {
-                    return;
-                }
+            if let Some((ux, uy, keep)) = partial
+                && dx * ux + dy * uy > keep
+            {
+                return;
             }
             let r2 = (dx * dx + dy * dy) / (radius * radius);
             let ex = model.distortion_px * r2 * ((x / w) * PI * 2.0 + p1).sin()

@@ -261,7 +261,7 @@ pub async fn drive(
     drop(seen_tx);
 
     let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; plan.len()]));
-    let receipts: Arc<Mutex<Vec<Option<Result<pb::Receipt, String>>>>> =
+    let receipts: Arc<Mutex<Vec<verify::ReceiptSlot>>> =
         Arc::new(Mutex::new(vec![None; plan.len()]));
     let receipt_hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let progress = bar(plan.len() as u64, "receipts");

@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+/// A booking's receipt, or why it was refused; `None` if no answer came.
+pub type ReceiptSlot = Option<Result<pb::Receipt, String>>;
+
 /// What the clients saw.
 #[derive(Default)]
 pub struct Observations {
@@ -19,7 +22,7 @@ pub struct Observations {
     /// (bureau state, response, arrival).
     pub bureau: Vec<(String, pb::BureauResponse, Instant)>,
     pub sent_at: Vec<Option<Instant>>,
-    pub receipts: Vec<Option<Result<pb::Receipt, String>>>,
+    pub receipts: Vec<ReceiptSlot>,
     pub receipt_latency: Option<Histogram<u64>>,
     /// Re-submissions of already receipted TCNs.
     pub repeats: Vec<(String, Result<pb::Receipt, String>)>,
@@ -158,7 +161,7 @@ pub fn verify(
         match ch.get(tcn).map(|v| v.as_slice()) {
             Some([c])
                 if c.fbi_number == b.expected.fbi_number
-                    && c.identified == !b.expected.fbi_number.is_empty() => {}
+                    && c.identified == expect_identified(&b.expected.fbi_number) => {}
             other => v.fail(
                 CHECKS[2],
                 tcn,
@@ -256,7 +259,7 @@ pub fn verify(
         }
         let want_status = convert::status_to_pb(b.expected.status) as i32;
         let want_level = convert::level_to_pb(b.expected.level) as i32;
-        if o.hit == !b.expected.fin.is_empty()
+        if o.hit == expect_identified(&b.expected.fin)
             && (o.status != want_status || o.priority_level != want_level)
         {
             v.fail(
@@ -471,4 +474,9 @@ pub fn report(
         "counters": counters.iter().collect::<BTreeMap<_, _>>(),
     });
     Report { table: t, json }
+}
+
+/// An expected identifier that is non-empty means "identified".
+fn expect_identified(id: &str) -> bool {
+    !id.is_empty()
 }
