@@ -37,6 +37,8 @@ pub enum GatewayError {
     #[error("{0}")]
     OutOfRange(String),
     #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
     ResourceExhausted(String),
@@ -94,6 +96,7 @@ impl From<GatewayError> for Status {
             GatewayError::NotFound(_) => Status::not_found(msg),
             GatewayError::AlreadyExists(_) => Status::already_exists(msg),
             GatewayError::OutOfRange(_) => Status::out_of_range(msg),
+            GatewayError::FailedPrecondition(_) => Status::failed_precondition(msg),
             GatewayError::Unavailable(_) => Status::unavailable(msg),
             GatewayError::ResourceExhausted(_) => Status::resource_exhausted(msg),
             GatewayError::Internal(_) => Status::internal(msg),

@@ -3,6 +3,7 @@
 pub mod backends;
 pub mod client;
 pub mod convert;
+pub mod detainer;
 pub mod error;
 pub mod pipeline;
 pub mod pki;

@@ -53,6 +53,7 @@ pub mod counters {
     pub const IMMIGRATION_RESPONSES: &str = "immigration_responses_sent";
     pub const WITHHELD: &str = "immigration_responses_withheld";
     pub const DETAINERS: &str = "detainer_recommendations";
+    pub const DETAINERS_ISSUED: &str = "detainers_issued";
 }
 
 /// Starts `concurrency` workers; returns the queue to feed them. `halt` (set once the
@@ -226,6 +227,8 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
             convert::apply_determination(&mut outcome, &det);
             // Invariant 2: the field office covering the jurisdiction always gets the outcome.
             count(counters::OFFICE_NOTIFICATIONS);
+            // Kept with the submission (no biometrics) so a field office can act on it later.
+            completion.summary = Some(outcome.encode_to_vec());
             events.push((
                 StreamKey::Office(routing.field_office.clone()),
                 outcome.encode_to_vec(),

@@ -295,6 +295,13 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
             acked_cursor: acked,
         }))
     }
+
+    async fn issue_detainer(&self, req: Request<pb::IssueDetainerRequest>) -> Res<pb::Detainer> {
+        let office = need_office(&req)?;
+        Ok(Response::new(
+            issue_detainer(&self.0, &office, req.into_inner()).await?,
+        ))
+    }
 }
 
 pub struct AdminApi(pub Arc<Gateway>);
@@ -550,5 +557,117 @@ impl pb::criminal_history_service_server::CriminalHistoryService for CriminalHis
             &r.tcn,
             rec.as_ref(),
         )))
+    }
+}
+
+/// Issues a detainer: see `FieldOfficeService.IssueDetainer`.
+pub async fn issue_detainer(
+    gw: &Gateway,
+    office: &str,
+    r: pb::IssueDetainerRequest,
+) -> Result<pb::Detainer, GatewayError> {
+    let state_ok = r.state.len() == 2 && r.state.bytes().all(|b| b.is_ascii_uppercase());
+    if !state_ok {
+        return Err(GatewayError::invalid(
+            "state",
+            "must be a two-letter state code",
+        ));
+    }
+    if !validate::tcn_ok(&r.tcn) {
+        return Err(GatewayError::invalid(
+            "tcn",
+            "must be 8 to 40 characters of A-Z, 0-9 and '-'",
+        ));
+    }
+    let release = r
+        .scheduled_release
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.try_into().ok()?))
+        .ok_or_else(|| {
+            GatewayError::invalid("scheduled_release", "is required and must be a valid time")
+        })?
+        .naive_utc();
+    // Outside the office's area, unknown, or not yet determined: the same answer, so an
+    // office learns nothing about bookings that are not its own.
+    let not_found = || {
+        GatewayError::NotFound(
+            "tcn: no IDENT outcome with this TCN in your area of responsibility".into(),
+        )
+    };
+    let key = SubmissionKey {
+        bureau: r.state.clone(),
+        tcn: r.tcn.clone(),
+    };
+    let state = gw.core.store.submission(key).await?.ok_or_else(not_found)?;
+    let outcome = state
+        .summary
+        .as_deref()
+        .and_then(|b| pb::IdentOutcome::decode(b).ok())
+        .ok_or_else(not_found)?;
+    let covered = gw
+        .core
+        .policy
+        .jurisdiction(&outcome.jurisdiction_id)
+        .is_some_and(|j| j.field_office == office);
+    if !covered {
+        return Err(not_found());
+    }
+    let booked = outcome
+        .booked_at
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .map(|t| t.naive_utc());
+    if booked.is_some_and(|b| release < b || release > b + chrono::Duration::days(5 * 366)) {
+        return Err(GatewayError::invalid(
+            "scheduled_release",
+            "must be after the booking and within five years of it",
+        ));
+    }
+    let recommendation =
+        pb::Recommendation::try_from(outcome.recommendation).unwrap_or(pb::Recommendation::None);
+    if !matches!(
+        recommendation,
+        pb::Recommendation::Detainer | pb::Recommendation::DetainerOnConviction
+    ) {
+        return Err(GatewayError::FailedPrecondition(
+            "tcn: the outcome carries no enforcement recommendation (no hit, lawful status, or discretion)".into(),
+        ));
+    }
+    let hold = crate::detainer::hold_until(release);
+    let ts = |t: chrono::NaiveDateTime| convert::timestamp_ms(t.and_utc().timestamp_millis());
+    let detainer = pb::Detainer {
+        detainer_id: format!("DET-{}-{}", r.state, r.tcn),
+        tcn: r.tcn.clone(),
+        jurisdiction_id: outcome.jurisdiction_id.clone(),
+        field_office: office.to_string(),
+        scheduled_release: Some(ts(release)),
+        hold_until: Some(ts(hold)),
+        operative_on_conviction: recommendation == pb::Recommendation::DetainerOnConviction,
+        issued_at: Some(convert::timestamp_ms(convert::now_ms())),
+    };
+    let event = pb::BureauResponse {
+        cursor: 0,
+        tcn: r.tcn.clone(),
+        body: Some(pb::bureau_response::Body::Detainer(detainer.clone())),
+    };
+    let completion = crate::store::Completion {
+        events: vec![(StreamKey::Bureau(r.state.clone()), event.encode_to_vec())],
+        counters: vec![(crate::pipeline::counters::DETAINERS_ISSUED, 1)],
+        summary: None,
+    };
+    match gw
+        .core
+        .store
+        .append_once(
+            format!("detainer/{}/{}", r.state, r.tcn),
+            detainer.encode_to_vec(),
+            completion,
+        )
+        .await?
+    {
+        crate::store::Once::Appended => {
+            tracing::info!(office, tcn = %r.tcn, "detainer issued");
+            Ok(detainer)
+        }
+        crate::store::Once::Existing(bytes) => pb::Detainer::decode(bytes.as_slice())
+            .map_err(|_| GatewayError::Internal("stored detainer is unreadable".into())),
     }
 }

@@ -86,6 +86,8 @@ pub enum Accepted {
 pub struct SubmissionState {
     pub receipt: ReceiptRecord,
     pub completed: bool,
+    /// What the completion chose to keep (the IDENT outcome, no biometrics), if any.
+    pub summary: Option<Vec<u8>>,
 }
 
 /// Everything one finished submission produces, committed atomically.
@@ -95,6 +97,17 @@ pub struct Completion {
     pub events: Vec<(StreamKey, Vec<u8>)>,
     /// Counters to add to.
     pub counters: Vec<(&'static str, u64)>,
+    /// Kept with the submission once its payload is dropped (see [`SubmissionState::summary`]).
+    pub summary: Option<Vec<u8>>,
+}
+
+/// Result of [`Store::append_once`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Once {
+    /// The events were appended; this record is now held under the key.
+    Appended,
+    /// The key was already used: nothing appended; the record held under it.
+    Existing(Vec<u8>),
 }
 
 /// An accepted submission waiting for (or in) processing.
@@ -131,6 +144,15 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreResult<Accepted>;
     async fn complete(&self, key: SubmissionKey, completion: Completion) -> StoreResult<bool>;
+    /// Appends `events` and stores `record` under `once_key`, atomically, unless the key is
+    /// already held — then nothing changes and the held record is returned. (Detainers: one
+    /// per submission, however often a field office asks.)
+    async fn append_once(
+        &self,
+        once_key: String,
+        record: Vec<u8>,
+        completion: Completion,
+    ) -> StoreResult<Once>;
     async fn submission(&self, key: SubmissionKey) -> StoreResult<Option<SubmissionState>>;
     async fn unfinished(&self) -> StoreResult<Vec<Pending>>;
     async fn read(
@@ -163,6 +185,12 @@ pub(crate) enum WriteOp {
         key: SubmissionKey,
         completion: Completion,
         reply: oneshot::Sender<StoreResult<bool>>,
+    },
+    Once {
+        once_key: String,
+        record: Vec<u8>,
+        completion: Completion,
+        reply: oneshot::Sender<StoreResult<Once>>,
     },
     Ack {
         stream: StreamKey,

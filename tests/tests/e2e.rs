@@ -714,3 +714,101 @@ async fn a_stalled_subscriber_does_not_hold_back_ingest() {
     }
     assert_eq!(cursors, (1..=n as u64).collect::<Vec<_>>());
 }
+
+fn at(s: &str) -> prost_types::Timestamp {
+    let t = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
+    prost_types::Timestamp {
+        seconds: t.and_utc().timestamp(),
+        nanos: 0,
+    }
+}
+
+/// Detainers: issued by the covering field office only, once per booking, held 48 business
+/// hours past release, delivered to the jail even where the jurisdiction opted out of
+/// immigration responses — which it still never gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_office_issues_a_detainer_delivered_to_the_jail() {
+    let gw = TestGateway::start().await;
+    let tcn = "TX-DETAIN-0001";
+    gw.bureau("TX")
+        .await
+        .submit(booking(tcn, TX_OPTED_OUT, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    gw.bureau("TX")
+        .await
+        .submit(booking("TX-DETAIN-0002", TX_RECEIVING, CITIZEN))
+        .await
+        .unwrap();
+    wait_completed(&gw, "TX", tcn).await;
+    wait_completed(&gw, "TX", "TX-DETAIN-0002").await;
+
+    // Friday 17:00 release → Tuesday 17:00 (the weekend does not count).
+    let req = pb::IssueDetainerRequest {
+        state: "TX".into(),
+        tcn: tcn.into(),
+        scheduled_release: Some(at("2011-06-03 17:00")),
+    };
+    let mut hou = gw.office("HOU").await;
+    let d = hou.issue_detainer(req.clone()).await.unwrap().into_inner();
+    assert_eq!(d.hold_until, Some(at("2011-06-07 17:00")));
+    assert_eq!(d.jurisdiction_id, TX_OPTED_OUT);
+    assert!(!d.operative_on_conviction);
+    let again = hou.issue_detainer(req.clone()).await.unwrap().into_inner();
+    assert_eq!(
+        again.detainer_id, d.detainer_id,
+        "a booking has one detainer"
+    );
+
+    let log = bureau_log(&gw, "TX").await;
+    let detainers = log
+        .iter()
+        .filter(|r| matches!(r.body, Some(pb::bureau_response::Body::Detainer(_))))
+        .count();
+    assert_eq!(detainers, 1);
+    assert_eq!(
+        immigration_bodies(&log, tcn),
+        0,
+        "opted out: still no immigration response"
+    );
+    assert!(
+        !format!("{log:?}").contains(&fin(OVERSTAY_FELON)),
+        "the detainer carries no identification"
+    );
+
+    // Another office, a bureau, a booking without a recommendation, a bad release time.
+    let e = gw
+        .office("LOS")
+        .await
+        .issue_detainer(req.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let mut as_bureau = pb::field_office_service_client::FieldOfficeServiceClient::new(
+        gw.channel(Principal::Bureau { state: "TX".into() }).await,
+    );
+    assert_eq!(
+        as_bureau
+            .issue_detainer(req.clone())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    let citizen = pb::IssueDetainerRequest {
+        tcn: "TX-DETAIN-0002".into(),
+        ..req.clone()
+    };
+    assert_eq!(
+        hou.issue_detainer(citizen).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    let early = pb::IssueDetainerRequest {
+        scheduled_release: Some(at("2001-01-01 00:00")),
+        ..req
+    };
+    let e = hou.issue_detainer(early).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("scheduled_release"));
+    assert_eq!(gw.counters().await.get("detainers_issued"), Some(&1));
+}

@@ -65,6 +65,7 @@ pub async fn completion_appends_exactly_once_in_order(open: Open, dir: &Path) {
                 (StreamKey::Bureau("TX".into()), vec![i]),
             ],
             counters: vec![("things", 1)],
+            summary: None,
         };
         assert!(s.complete(k.clone(), c.clone()).await.unwrap());
         assert!(
@@ -87,6 +88,53 @@ pub async fn completion_appends_exactly_once_in_order(open: Open, dir: &Path) {
     assert!(s.unfinished().await.unwrap().is_empty());
 }
 
+/// `append_once` appends and records once; later calls return the first record and append
+/// nothing; completion keeps its summary.
+pub async fn append_once_appends_once(open: Open, dir: &Path) {
+    let s = open(dir).await;
+    s.accept(key("T-1"), vec![1], 0).await.unwrap();
+    let c = Completion {
+        events: vec![],
+        counters: vec![],
+        summary: Some(b"outcome".to_vec()),
+    };
+    s.complete(key("T-1"), c).await.unwrap();
+    assert_eq!(
+        s.submission(key("T-1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .summary
+            .as_deref(),
+        Some(&b"outcome"[..])
+    );
+    let event = || Completion {
+        events: vec![(StreamKey::Bureau("TX".into()), b"detainer".to_vec())],
+        counters: vec![("detainers", 1)],
+        summary: None,
+    };
+    assert_eq!(
+        s.append_once("d/T-1".into(), b"first".to_vec(), event())
+            .await
+            .unwrap(),
+        Once::Appended
+    );
+    assert_eq!(
+        s.append_once("d/T-1".into(), b"second".to_vec(), event())
+            .await
+            .unwrap(),
+        Once::Existing(b"first".to_vec())
+    );
+    assert_eq!(
+        s.read(StreamKey::Bureau("TX".into()), 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(s.counters().await.unwrap().get("detainers"), Some(&1));
+}
+
 /// Acks are durable, never go backwards and never pass the head.
 pub async fn acks_are_monotonic_and_bounded(open: Open, dir: &Path) {
     {
@@ -95,6 +143,7 @@ pub async fn acks_are_monotonic_and_bounded(open: Open, dir: &Path) {
         let c = Completion {
             events: vec![(office(), vec![1]), (office(), vec![2])],
             counters: vec![],
+            summary: None,
         };
         s.complete(key("T-1"), c).await.unwrap();
         assert_eq!(s.ack(office(), 2).await.unwrap(), 2);

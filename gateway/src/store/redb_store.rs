@@ -33,6 +33,8 @@ const ACKS: TableDefinition<&str, u64> = TableDefinition::new("acks");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// setting name → value (policy overrides).
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+/// once-key → record (see `Store::append_once`).
+const ONCE: TableDefinition<&str, &[u8]> = TableDefinition::new("once");
 /// "next_seq" → next acceptance seq.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -44,6 +46,7 @@ struct StoredSubmission {
     /// itself is dropped once processing completes.
     digest: Vec<u8>,
     payload: Vec<u8>,
+    summary: Option<Vec<u8>>,
 }
 
 fn digest(payload: &[u8]) -> Vec<u8> {
@@ -79,6 +82,7 @@ impl RedbStore {
             txn.open_table(COUNTERS).map_err(unavailable)?;
             txn.open_table(SETTINGS).map_err(unavailable)?;
             txn.open_table(META).map_err(unavailable)?;
+            txn.open_table(ONCE).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
         let heads = Arc::new(dashmap::DashMap::new());
@@ -132,6 +136,21 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn append_once(
+        &self,
+        once_key: String,
+        record: Vec<u8>,
+        completion: Completion,
+    ) -> StoreResult<Once> {
+        submit_op(&self.tx, |reply| WriteOp::Once {
+            once_key,
+            record,
+            completion,
+            reply,
+        })
+        .await
+    }
+
     async fn submission(&self, key: SubmissionKey) -> StoreResult<Option<SubmissionState>> {
         let k = key.to_string();
         self.blocking_read(move |db| {
@@ -142,6 +161,7 @@ impl Store for RedbStore {
                 SubmissionState {
                     receipt: s.receipt,
                     completed: s.completed,
+                    summary: s.summary,
                 }
             }))
         })
@@ -292,6 +312,7 @@ enum Answer {
         StoreResult<Accepted>,
     ),
     Complete(oneshot::Sender<StoreResult<bool>>, StoreResult<bool>),
+    Once(oneshot::Sender<StoreResult<Once>>, StoreResult<Once>),
     Ack(oneshot::Sender<StoreResult<u64>>, StoreResult<u64>),
     Setting(oneshot::Sender<StoreResult<()>>, StoreResult<()>),
 }
@@ -306,6 +327,7 @@ impl Answer {
                 drop(tx.send(if failed.is_some() { Err(fail()) } else { r }))
             }
             Answer::Ack(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
+            Answer::Once(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
             Answer::Setting(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
         }
     }
@@ -408,6 +430,7 @@ impl Writer {
             WriteOp::Accept { reply, .. } => Answer::Accept(reply, Err(e())),
             WriteOp::Complete { reply, .. } => Answer::Complete(reply, Err(e())),
             WriteOp::Ack { reply, .. } => Answer::Ack(reply, Err(e())),
+            WriteOp::Once { reply, .. } => Answer::Once(reply, Err(e())),
             WriteOp::Setting { reply, .. } => Answer::Setting(reply, Err(e())),
         }
     }
@@ -421,6 +444,7 @@ struct Tables<'t> {
     acks: redb::Table<'t, &'static str, u64>,
     counters: redb::Table<'t, &'static str, u64>,
     settings: redb::Table<'t, &'static str, &'static [u8]>,
+    once: redb::Table<'t, &'static str, &'static [u8]>,
     meta: redb::Table<'t, &'static str, u64>,
 }
 
@@ -434,6 +458,7 @@ impl<'t> Tables<'t> {
             acks: txn.open_table(ACKS)?,
             counters: txn.open_table(COUNTERS)?,
             settings: txn.open_table(SETTINGS)?,
+            once: txn.open_table(ONCE)?,
             meta: txn.open_table(META)?,
         })
     }
@@ -463,6 +488,15 @@ impl<'t> Tables<'t> {
                     Answer::Complete(reply, Err(unavailable(&e))),
                     unavailable(e),
                 )),
+            },
+            WriteOp::Once {
+                once_key,
+                record,
+                completion,
+                reply,
+            } => match self.once(&once_key, record, completion, new_heads) {
+                Ok(r) => Ok(Answer::Once(reply, Ok(r))),
+                Err(e) => Err((Answer::Once(reply, Err(unavailable(&e))), unavailable(e))),
             },
             WriteOp::Ack {
                 stream,
@@ -510,6 +544,7 @@ impl<'t> Tables<'t> {
             completed: false,
             digest: digest(&payload),
             payload,
+            summary: None,
         };
         let bytes = postcard::to_allocvec(&stored).expect("serialisable record");
         self.subs.insert(k.as_str(), bytes.as_slice())?;
@@ -532,6 +567,38 @@ impl<'t> Tables<'t> {
         if stored.completed {
             return Ok(false);
         }
+        stored.summary = completion.summary.clone();
+        self.append(completion, new_heads)?;
+        stored.completed = true;
+        // The payload (prints, biographics) is no longer needed once the results exist.
+        stored.payload.clear();
+        let bytes = postcard::to_allocvec(&stored).expect("serialisable record");
+        self.subs.insert(k.as_str(), bytes.as_slice())?;
+        self.pending.remove(stored.receipt.seq)?;
+        Ok(true)
+    }
+
+    fn once(
+        &mut self,
+        once_key: &str,
+        record: Vec<u8>,
+        completion: Completion,
+        new_heads: &mut HashMap<String, u64>,
+    ) -> Result<Once, redb::Error> {
+        if let Some(v) = self.once.get(once_key)? {
+            return Ok(Once::Existing(v.value().to_vec()));
+        }
+        self.once.insert(once_key, record.as_slice())?;
+        self.append(completion, new_heads)?;
+        Ok(Once::Appended)
+    }
+
+    /// Appends a completion's events and counters (inside the caller's transaction).
+    fn append(
+        &mut self,
+        completion: Completion,
+        new_heads: &mut HashMap<String, u64>,
+    ) -> Result<(), redb::Error> {
         for (stream, event) in completion.events {
             let name = stream.to_string();
             let head = match new_heads.get(&name) {
@@ -549,13 +616,7 @@ impl<'t> Tables<'t> {
         for (name, n) in completion.counters {
             self.add_counter(name, n)?;
         }
-        stored.completed = true;
-        // The payload (prints, biographics) is no longer needed once the results exist.
-        stored.payload.clear();
-        let bytes = postcard::to_allocvec(&stored).expect("serialisable record");
-        self.subs.insert(k.as_str(), bytes.as_slice())?;
-        self.pending.remove(stored.receipt.seq)?;
-        Ok(true)
+        Ok(())
     }
 
     fn ack(&mut self, stream: &str, cursor: u64) -> Result<StoreResult<u64>, redb::Error> {
@@ -612,6 +673,7 @@ mod tests {
         completion_appends_exactly_once_in_order,
         acks_are_monotonic_and_bounded,
         reopen_keeps_receipts_and_lists_unfinished,
+        append_once_appends_once,
         concurrent_accepts_all_land
     );
 }
