@@ -398,6 +398,67 @@ pub async fn drive(
     obs.receipts = receipts.lock().expect("receipts").clone();
     obs.set_receipt_latency(receipt_hist.lock().expect("hist").clone());
     obs.repeats = repeats;
+
+    // Field offices act on the recommendations: one detainer per recommending outcome, asked
+    // for twice (the second must return the same detainer and deliver nothing new), with the
+    // jail's scheduled release a day and a half after booking.
+    let mut office_clients: BTreeMap<String, FieldOfficeServiceClient<tonic::transport::Channel>> =
+        BTreeMap::new();
+    for (office, n, _) in &obs.office {
+        let Some(o) = &n.outcome else { continue };
+        let recommended = [
+            pb::Recommendation::Detainer as i32,
+            pb::Recommendation::DetainerOnConviction as i32,
+        ];
+        if !recommended.contains(&o.recommendation) {
+            continue;
+        }
+        if !office_clients.contains_key(office) {
+            let ch = client::connect(
+                endpoint,
+                pki,
+                &Principal::FieldOffice {
+                    office: office.clone(),
+                },
+            )
+            .await?;
+            office_clients.insert(office.clone(), FieldOfficeServiceClient::new(ch));
+        }
+        let c = office_clients.get_mut(office).expect("just inserted");
+        let booked = o.booked_at.unwrap_or_default();
+        let req = pb::IssueDetainerRequest {
+            state: o.ori[..2].to_string(),
+            tcn: o.tcn.clone(),
+            scheduled_release: Some(prost_types::Timestamp {
+                seconds: booked.seconds + 36 * 3600,
+                nanos: 0,
+            }),
+        };
+        let d = c.issue_detainer(req.clone()).await?.into_inner();
+        let again = c.issue_detainer(req.clone()).await?.into_inner();
+        anyhow::ensure!(
+            again.detainer_id == d.detainer_id,
+            "detainer for {} issued twice",
+            o.tcn
+        );
+        obs.detainers_issued
+            .push((req.state, o.tcn.clone(), d.detainer_id));
+    }
+    for (state, ch) in &channels {
+        let mut s = SubmissionServiceClient::new(ch.clone())
+            .stream_responses(pb::StreamResponsesRequest {
+                after_cursor: 0,
+                follow: false,
+            })
+            .await?
+            .into_inner();
+        while let Some(r) = s.message().await? {
+            if let Some(pb::bureau_response::Body::Detainer(d)) = r.body {
+                obs.detainers_received
+                    .push((state.clone(), r.tcn, d.detainer_id));
+            }
+        }
+    }
     Ok(obs)
 }
 

@@ -24,6 +24,10 @@ pub struct Observations {
     pub sent_at: Vec<Option<Instant>>,
     pub receipts: Vec<ReceiptSlot>,
     pub receipt_latency: Option<Histogram<u64>>,
+    /// Detainers the field offices issued: (state, tcn, detainer id).
+    pub detainers_issued: Vec<(String, String, String)>,
+    /// Detainers the bureaus' jails received: (state, tcn, detainer id).
+    pub detainers_received: Vec<(String, String, String)>,
     /// Re-submissions of already receipted TCNs.
     pub repeats: Vec<(String, Result<pb::Receipt, String>)>,
     pub submit_elapsed: Duration,
@@ -82,6 +86,7 @@ pub const CHECKS: &[&str] = &[
     "opt-out leaks",
     "immigration responses lost or duplicated",
     "stream cursors out of order",
+    "detainers not delivered exactly once",
 ];
 
 /// Checks every observation against the plan's expected answers.
@@ -146,7 +151,8 @@ pub fn verify(
             Some(pb::bureau_response::Body::Immigration(_)) => {
                 *imm.entry(r.tcn.as_str()).or_default() += 1
             }
-            None => {}
+            // Detainers are checked from `Observations::detainers_*`.
+            Some(pb::bureau_response::Body::Detainer(_)) | None => {}
         }
         if by_tcn.get(r.tcn.as_str()).is_none_or(|b| &b.state != state) {
             v.fail(
@@ -272,6 +278,28 @@ pub fn verify(
             );
         }
     }
+    let mut received: HashMap<&(String, String, String), usize> = HashMap::new();
+    for d in &obs.detainers_received {
+        *received.entry(d).or_default() += 1;
+    }
+    for d in &obs.detainers_issued {
+        let got = received.remove(d).unwrap_or(0);
+        if got != 1 {
+            v.fail(
+                CHECKS[12],
+                &d.1,
+                format!("detainer {} reached the jail {got} times", d.2),
+            );
+        }
+    }
+    for (d, _) in received {
+        v.fail(
+            CHECKS[12],
+            &d.1,
+            format!("jail of {} got detainer {} nobody issued", d.0, d.2),
+        );
+    }
+
     let searched = plan.iter().filter(|b| b.expected.searched).count() as u64;
     let counted = counters.get("ident_searches").copied().unwrap_or(0);
     if counted != searched {
@@ -460,6 +488,7 @@ pub fn report(
         "match_rate": matches as f64 / n.max(1) as f64,
         "immigration_responses_sent": sent_imm,
         "immigration_responses_withheld": withheld,
+        "detainers_issued": obs.detainers_issued.len(),
         "notifications_per_office": per_office,
         "receipt_throughput_per_s": ingest_rate,
         "end_to_end_throughput_per_s": completion_rate,
