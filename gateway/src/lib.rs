@@ -11,6 +11,7 @@ pub mod policy;
 pub mod principal;
 pub mod server;
 pub mod services;
+pub mod statistics;
 pub mod store;
 pub mod streams;
 pub mod validate;

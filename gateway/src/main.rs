@@ -45,11 +45,48 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         grace_secs: u64,
     },
+    /// Administrative queries against a running gateway (as the admin identity).
+    Admin {
+        /// Gateway endpoint.
+        #[arg(
+            long,
+            env = "INTEROP_TARGET",
+            default_value = "https://127.0.0.1:50051"
+        )]
+        target: String,
+        /// PKI directory holding ca.pem and clients/admin.pem.
+        #[arg(long, env = "INTEROP_PKI")]
+        pki: PathBuf,
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
     /// Development PKI.
     Pki {
         #[command(subcommand)]
         cmd: PkiCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Monthly interoperability statistics, per jurisdiction, state and nation.
+    Stats {
+        /// YYYY-MM (month of booking).
+        #[arg(long)]
+        month: String,
+        /// Only this state.
+        #[arg(long, default_value = "")]
+        state: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -145,6 +182,27 @@ async fn run() -> anyhow::Result<()> {
                 .serve(listener, tls, shutdown_signal())
                 .await
         }
+        Cmd::Admin {
+            target,
+            pki,
+            cmd:
+                AdminCmd::Stats {
+                    month,
+                    state,
+                    format,
+                },
+        } => {
+            let ch =
+                interop_gateway::client::connect(&target, &pki::PkiDir(pki), &Principal::Admin)
+                    .await?;
+            let stats = interop_proto::v1::admin_service_client::AdminServiceClient::new(ch)
+                .get_monthly_stats(interop_proto::v1::GetMonthlyStatsRequest { month, state })
+                .await
+                .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+                .into_inner();
+            print!("{}", render_stats(&stats, format));
+            Ok(())
+        }
         Cmd::Pki {
             cmd: PkiCmd::Init { out, world },
         } => {
@@ -185,4 +243,90 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn render_stats(s: &interop_proto::v1::MonthlyStats, format: Format) -> String {
+    use std::fmt::Write;
+    let national = s.national.clone().unwrap_or_default();
+    let rows = s
+        .jurisdictions
+        .iter()
+        .map(|r| ("jurisdiction", r))
+        .chain(s.states.iter().map(|r| ("state", r)))
+        .chain(std::iter::once(("national", &national)));
+    let cols = |r: &interop_proto::v1::StatsRow| {
+        [
+            r.submissions,
+            r.ident_searches,
+            r.matches,
+            r.identified_level1,
+            r.identified_level2,
+            r.identified_level3,
+            r.identified_non_criminal,
+            r.detainers_issued,
+        ]
+    };
+    const HEAD: [&str; 8] = [
+        "submissions",
+        "ident_searches",
+        "matches",
+        "level1",
+        "level2",
+        "level3",
+        "non_criminal",
+        "detainers",
+    ];
+    let mut out = String::new();
+    match format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = rows
+                .map(|(kind, r)| {
+                    let mut m = serde_json::Map::new();
+                    m.insert("kind".into(), kind.into());
+                    m.insert("state".into(), r.state.clone().into());
+                    m.insert("jurisdiction_id".into(), r.jurisdiction_id.clone().into());
+                    for (h, v) in HEAD.iter().zip(cols(r)) {
+                        m.insert(h.to_string(), v.into());
+                    }
+                    serde_json::Value::Object(m)
+                })
+                .collect();
+            let doc = serde_json::json!({ "month": s.month, "rows": rows });
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&doc).unwrap_or_default()
+            );
+        }
+        Format::Csv => {
+            let _ = writeln!(out, "month,kind,state,jurisdiction_id,{}", HEAD.join(","));
+            for (kind, r) in rows {
+                let v: Vec<String> = cols(r).iter().map(|x| x.to_string()).collect();
+                let _ = writeln!(
+                    out,
+                    "{},{kind},{},{},{}",
+                    s.month,
+                    r.state,
+                    r.jurisdiction_id,
+                    v.join(",")
+                );
+            }
+        }
+        Format::Table => {
+            let _ = writeln!(out, "interoperability statistics, bookings of {}", s.month);
+            let _ = write!(out, "{:<13} {:<6} {:<8}", "", "state", "juris.");
+            for h in HEAD {
+                let _ = write!(out, " {h:>14}");
+            }
+            let _ = writeln!(out);
+            for (kind, r) in rows {
+                let _ = write!(out, "{kind:<13} {:<6} {:<8}", r.state, r.jurisdiction_id);
+                for v in cols(r) {
+                    let _ = write!(out, " {v:>14}");
+                }
+                let _ = writeln!(out);
+            }
+        }
+    }
+    out
 }

@@ -16,6 +16,7 @@ use crate::backends::{CriminalHistory, IdentSearch};
 use crate::convert;
 use crate::error::GatewayError;
 use crate::policy::{self, PolicyBook};
+use crate::statistics;
 use crate::store::{Completion, DynStore, StreamKey, SubmissionKey};
 use crate::validate::ValidSubmission;
 use interop_proto::v1 as pb;
@@ -175,7 +176,15 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
     let ident = ident.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
 
     let mut completion = Completion::default();
-    let mut count = |name: &'static str| completion.counters.push((name, 1));
+    let month = statistics::month(job.valid.booked_on);
+    let jurisdiction = sub.jurisdiction_id.as_str();
+    // Every counter this completion moves, by one; committed with the results.
+    let mut moved: Vec<String> = vec![statistics::key(
+        &month,
+        jurisdiction,
+        statistics::SUBMISSIONS,
+    )];
+    let mut count = |name: &str| moved.push(name.to_string());
     count(counters::COMPLETED);
     if record.is_some() {
         count(counters::CRIMINAL_HISTORY_HITS);
@@ -203,6 +212,9 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
                 sub.victim_or_witness,
                 job.valid.booked_on,
             );
+            for metric in statistics::outcome_metrics(hit.is_some(), &det) {
+                count(&statistics::key(&month, jurisdiction, metric));
+            }
             if det.recommendation != policy::Recommendation::None {
                 count(counters::DETAINERS);
             }
@@ -251,5 +263,6 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
         }
     }
     completion.events = events;
+    completion.counters = moved.into_iter().map(|n| (n, 1)).collect();
     Ok(core.store.complete(job.key.clone(), completion).await?)
 }

@@ -460,8 +460,39 @@ impl pb::admin_service_server::AdminService for AdminApi {
             .await
             .map_err(GatewayError::from)?
             .into_iter()
+            // Monthly statistics live under `m/...`: GetMonthlyStats reports them.
+            .filter(|(k, _)| !k.contains('/'))
             .collect();
         Ok(Response::new(pb::Counters { values }))
+    }
+
+    async fn get_monthly_stats(
+        &self,
+        req: Request<pb::GetMonthlyStatsRequest>,
+    ) -> Res<pb::MonthlyStats> {
+        need_admin(&req)?;
+        let r = req.into_inner();
+        if !crate::statistics::valid_month(&r.month) {
+            return Err(GatewayError::invalid("month", "must be YYYY-MM").into());
+        }
+        if !r.state.is_empty() && !self.0.core.policy.has_state(&r.state) {
+            return Err(
+                GatewayError::NotFound(format!("state: unknown state {:?}", r.state)).into(),
+            );
+        }
+        let counters = self
+            .0
+            .core
+            .store
+            .counters_with_prefix(format!("m/{}/", r.month))
+            .await
+            .map_err(GatewayError::from)?;
+        Ok(Response::new(crate::statistics::table(
+            &self.0.core.policy,
+            &r.month,
+            &counters,
+            &r.state,
+        )))
     }
 }
 
@@ -650,7 +681,10 @@ pub async fn issue_detainer(
     };
     let completion = crate::store::Completion {
         events: vec![(StreamKey::Bureau(r.state.clone()), event.encode_to_vec())],
-        counters: vec![(crate::pipeline::counters::DETAINERS_ISSUED, 1)],
+        counters: vec![
+            (crate::pipeline::counters::DETAINERS_ISSUED.to_string(), 1),
+            (detainer_stat_key(&outcome), 1),
+        ],
         summary: None,
     };
     match gw
@@ -670,4 +704,18 @@ pub async fn issue_detainer(
         crate::store::Once::Existing(bytes) => pb::Detainer::decode(bytes.as_slice())
             .map_err(|_| GatewayError::Internal("stored detainer is unreadable".into())),
     }
+}
+
+/// Monthly statistics count a detainer in the month and jurisdiction of its booking.
+fn detainer_stat_key(outcome: &pb::IdentOutcome) -> String {
+    let booked = outcome
+        .booked_at
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .map(|t| t.date_naive())
+        .unwrap_or_default();
+    crate::statistics::key(
+        &crate::statistics::month(booked),
+        &outcome.jurisdiction_id,
+        crate::statistics::DETAINERS_ISSUED,
+    )
 }

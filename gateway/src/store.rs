@@ -96,7 +96,7 @@ pub struct Completion {
     /// Encoded events, appended in this order.
     pub events: Vec<(StreamKey, Vec<u8>)>,
     /// Counters to add to.
-    pub counters: Vec<(&'static str, u64)>,
+    pub counters: Vec<(String, u64)>,
     /// Kept with the submission once its payload is dropped (see [`SubmissionState::summary`]).
     pub summary: Option<Vec<u8>>,
 }
@@ -164,6 +164,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ack(&self, stream: StreamKey, cursor: u64) -> StoreResult<u64>;
     async fn acked(&self, stream: StreamKey) -> StoreResult<u64>;
     async fn counters(&self) -> StoreResult<BTreeMap<String, u64>>;
+    /// The counters whose names start with `prefix`.
+    async fn counters_with_prefix(&self, prefix: String) -> StoreResult<BTreeMap<String, u64>>;
     async fn put_setting(&self, key: String, value: Vec<u8>) -> StoreResult<()>;
     async fn settings(&self) -> StoreResult<BTreeMap<String, Vec<u8>>>;
     /// The current head cursor of a stream, updated after each commit.

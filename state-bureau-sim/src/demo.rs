@@ -147,15 +147,28 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Verification> {
     let setup_gateway = t1.elapsed();
     eprintln!("gateway listening on {endpoint} (mutual TLS)");
 
-    let obs = drive(&endpoint, &pki, &plan, &data, &opts).await?;
+    let mut obs = drive(&endpoint, &pki, &plan, &data, &opts).await?;
 
     // Admin counters, read over mTLS like any admin would.
     let admin_ch = client::connect(&endpoint, &pki, &Principal::Admin).await?;
-    let counters = pb::admin_service_client::AdminServiceClient::new(admin_ch)
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(admin_ch);
+    let counters = admin
         .get_counters(pb::GetCountersRequest {})
         .await?
         .into_inner()
         .values;
+    // The national monthly statistics of every month the bookings fall in.
+    for month in verify::months(&plan) {
+        let stats = admin
+            .get_monthly_stats(pb::GetMonthlyStatsRequest {
+                month: month.clone(),
+                state: String::new(),
+            })
+            .await?
+            .into_inner();
+        obs.monthly
+            .insert(month, stats.national.unwrap_or_default());
+    }
     let _ = stop_tx.send(());
     server_task.await??;
 

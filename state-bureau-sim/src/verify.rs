@@ -28,6 +28,8 @@ pub struct Observations {
     pub detainers_issued: Vec<(String, String, String)>,
     /// Detainers the bureaus' jails received: (state, tcn, detainer id).
     pub detainers_received: Vec<(String, String, String)>,
+    /// National monthly statistics as the gateway reports them, by month.
+    pub monthly: BTreeMap<String, pb::StatsRow>,
     /// Re-submissions of already receipted TCNs.
     pub repeats: Vec<(String, Result<pb::Receipt, String>)>,
     pub submit_elapsed: Duration,
@@ -87,7 +89,24 @@ pub const CHECKS: &[&str] = &[
     "immigration responses lost or duplicated",
     "stream cursors out of order",
     "detainers not delivered exactly once",
+    "monthly statistics differ from ground truth",
 ];
+
+/// The booking months of a plan, `YYYY-MM`.
+pub fn months(plan: &[Booking]) -> Vec<String> {
+    let mut m: Vec<String> = plan.iter().map(month_of).collect();
+    m.sort();
+    m.dedup();
+    m
+}
+
+fn month_of(b: &Booking) -> String {
+    b.submission
+        .booked_at
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .map(|t| t.format("%Y-%m").to_string())
+        .unwrap_or_default()
+}
 
 /// Checks every observation against the plan's expected answers.
 pub fn verify(
@@ -298,6 +317,39 @@ pub fn verify(
             &d.1,
             format!("jail of {} got detainer {} nobody issued", d.0, d.2),
         );
+    }
+
+    // Monthly statistics against the ground truth: [submissions, searches, matches, detainers].
+    let mut want: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+    for b in plan {
+        let w = want.entry(month_of(b)).or_default();
+        w[0] += 1;
+        w[1] += b.expected.searched as u64;
+        w[2] += !b.expected.fin.is_empty() as u64;
+    }
+    for (_, tcn, _) in &obs.detainers_issued {
+        if let Some(b) = by_tcn.get(tcn.as_str()) {
+            want.entry(month_of(b)).or_default()[3] += 1;
+        }
+    }
+    for (month, w) in &want {
+        let got = obs.monthly.get(month).map(|r| {
+            [
+                r.submissions,
+                r.ident_searches,
+                r.matches,
+                r.detainers_issued,
+            ]
+        });
+        if got.as_ref() != Some(w) {
+            v.fail(
+                CHECKS[13],
+                month,
+                format!(
+                    "national [submissions, searches, matches, detainers] {got:?}, expected {w:?}"
+                ),
+            );
+        }
     }
 
     let searched = plan.iter().filter(|b| b.expected.searched).count() as u64;

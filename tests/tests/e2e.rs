@@ -812,3 +812,127 @@ async fn field_office_issues_a_detainer_delivered_to_the_jail() {
     assert!(e.message().contains("scheduled_release"));
     assert_eq!(gw.counters().await.get("detainers_issued"), Some(&1));
 }
+
+/// Monthly statistics come from the durable log: they equal what happened, exactly, across a
+/// restart; bad months are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monthly_statistics_survive_a_restart_and_count_exactly() {
+    let gw = TestGateway::start().await;
+    let mut b = gw.bureau("TX").await;
+    b.submit(booking("TX-STATS-0001", TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap(); // hit, Level 2
+    b.submit(booking("TX-STATS-0002", TX_OPTED_OUT, CITIZEN))
+        .await
+        .unwrap(); // hit, not removable
+    b.submit(booking("TX-STATS-0003", TX_NOT_ACTIVATED, OVERSTAY_FELON))
+        .await
+        .unwrap(); // not searched
+    for t in ["TX-STATS-0001", "TX-STATS-0002", "TX-STATS-0003"] {
+        wait_completed(&gw, "TX", t).await;
+    }
+    gw.office("HOU")
+        .await
+        .issue_detainer(pb::IssueDetainerRequest {
+            state: "TX".into(),
+            tcn: "TX-STATS-0001".into(),
+            scheduled_release: Some(at("2011-06-02 09:00")),
+        })
+        .await
+        .unwrap();
+    let gw = gw.restart(None).await;
+    gw.bureau("CA")
+        .await
+        .submit(booking("CA-STATS-0001", CA_RECEIVING, FBI_ONLY))
+        .await
+        .unwrap(); // no hit
+    wait_completed(&gw, "CA", "CA-STATS-0001").await;
+
+    let mut admin = gw.admin().await;
+    let june = admin
+        .get_monthly_stats(pb::GetMonthlyStatsRequest {
+            month: "2011-06".into(),
+            state: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let row = |id: &str| {
+        june.jurisdictions
+            .iter()
+            .find(|r| r.jurisdiction_id == id)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let cols = |r: pb::StatsRow| {
+        [
+            r.submissions,
+            r.ident_searches,
+            r.matches,
+            r.identified_level1,
+            r.identified_level2,
+            r.identified_level3,
+            r.identified_non_criminal,
+            r.detainers_issued,
+        ]
+    };
+    assert_eq!(cols(row(TX_RECEIVING)), [1, 1, 1, 0, 1, 0, 0, 1]);
+    assert_eq!(cols(row(TX_OPTED_OUT)), [1, 1, 1, 0, 0, 0, 0, 0]);
+    assert_eq!(cols(row(TX_NOT_ACTIVATED)), [1, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(cols(row(CA_RECEIVING)), [1, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        cols(june.national.clone().unwrap()),
+        [4, 3, 2, 0, 1, 0, 0, 1]
+    );
+    let tx = june
+        .states
+        .iter()
+        .find(|r| r.state == "TX")
+        .unwrap()
+        .clone();
+    assert_eq!(cols(tx), [3, 2, 2, 0, 1, 0, 0, 1]);
+
+    let ca_only = admin
+        .get_monthly_stats(pb::GetMonthlyStatsRequest {
+            month: "2011-06".into(),
+            state: "CA".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ca_only.jurisdictions.len(), 1);
+    assert_eq!(ca_only.states.len(), 1);
+    assert_eq!(
+        ca_only.national.unwrap().submissions,
+        4,
+        "national stays national"
+    );
+    let july = admin
+        .get_monthly_stats(pb::GetMonthlyStatsRequest {
+            month: "2011-07".into(),
+            state: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(july.jurisdictions.is_empty());
+    let e = admin
+        .get_monthly_stats(pb::GetMonthlyStatsRequest {
+            month: "June".into(),
+            state: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("month"));
+    let e = admin
+        .get_monthly_stats(pb::GetMonthlyStatsRequest {
+            month: "2011-06".into(),
+            state: "ZZ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // Monthly figures are not mixed into the plain counters.
+    assert!(gw.counters().await.keys().all(|k| !k.contains('/')));
+}

@@ -64,7 +64,7 @@ pub async fn completion_appends_exactly_once_in_order(open: Open, dir: &Path) {
                 (office(), vec![i]),
                 (StreamKey::Bureau("TX".into()), vec![i]),
             ],
-            counters: vec![("things", 1)],
+            counters: vec![("things".into(), 1), ("m/2011-01/TX001/x".into(), 2)],
             summary: None,
         };
         assert!(s.complete(k.clone(), c.clone()).await.unwrap());
@@ -84,6 +84,17 @@ pub async fn completion_appends_exactly_once_in_order(open: Open, dir: &Path) {
         3
     );
     assert_eq!(s.counters().await.unwrap().get("things"), Some(&3));
+    let monthly = s.counters_with_prefix("m/2011-01/".into()).await.unwrap();
+    assert_eq!(
+        monthly.into_iter().collect::<Vec<_>>(),
+        [("m/2011-01/TX001/x".to_string(), 6)]
+    );
+    assert!(
+        s.counters_with_prefix("m/2011-02/".into())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(*head.borrow_and_update(), 3);
     assert!(s.unfinished().await.unwrap().is_empty());
 }
@@ -110,7 +121,7 @@ pub async fn append_once_appends_once(open: Open, dir: &Path) {
     );
     let event = || Completion {
         events: vec![(StreamKey::Bureau("TX".into()), b"detainer".to_vec())],
-        counters: vec![("detainers", 1)],
+        counters: vec![("detainers".into(), 1)],
         summary: None,
     };
     assert_eq!(

@@ -252,6 +252,24 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn counters_with_prefix(&self, prefix: String) -> StoreResult<BTreeMap<String, u64>> {
+        self.blocking_read(move |db| {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(COUNTERS)?;
+            let mut out = BTreeMap::new();
+            for row in t.range(prefix.as_str()..)? {
+                let (k, v) = row?;
+                let k = k.value();
+                if !k.starts_with(prefix.as_str()) {
+                    break;
+                }
+                out.insert(k.to_string(), v.value());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn put_setting(&self, key: String, value: Vec<u8>) -> StoreResult<()> {
         submit_op(&self.tx, |reply| WriteOp::Setting { key, value, reply }).await
     }
@@ -614,7 +632,7 @@ impl<'t> Tables<'t> {
             new_heads.insert(name, head);
         }
         for (name, n) in completion.counters {
-            self.add_counter(name, n)?;
+            self.add_counter(&name, n)?;
         }
         Ok(())
     }
