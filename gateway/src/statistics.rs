@@ -89,9 +89,6 @@ pub fn table(
         let Some(j) = policy.jurisdiction(jid) else {
             continue;
         };
-        if !state.is_empty() && j.state != state {
-            continue;
-        }
         let row = jurisdictions
             .entry(jid.to_string())
             .or_insert_with(|| pb::StatsRow {
