@@ -59,6 +59,21 @@ fn summarize(v: &[Violation]) -> String {
 }
 
 impl GatewayError {
+    /// The gRPC code name this error maps to (for metrics labels).
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            GatewayError::Invalid(_) => "INVALID_ARGUMENT",
+            GatewayError::PermissionDenied(_) => "PERMISSION_DENIED",
+            GatewayError::NotFound(_) => "NOT_FOUND",
+            GatewayError::AlreadyExists(_) => "ALREADY_EXISTS",
+            GatewayError::OutOfRange(_) => "OUT_OF_RANGE",
+            GatewayError::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            GatewayError::Unavailable(_) => "UNAVAILABLE",
+            GatewayError::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
+            GatewayError::Internal(_) => "INTERNAL",
+        }
+    }
+
     pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {
         GatewayError::Invalid(vec![Violation::new(field, rule)])
     }

@@ -5,6 +5,7 @@ pub mod client;
 pub mod convert;
 pub mod detainer;
 pub mod error;
+pub mod metrics;
 pub mod pipeline;
 pub mod pki;
 pub mod policy;

@@ -44,6 +44,12 @@ enum Cmd {
         /// Seconds in-flight calls may run after SIGINT/SIGTERM.
         #[arg(long, default_value_t = 5)]
         grace_secs: u64,
+        /// Plain-HTTP address for Prometheus `/metrics` (keep it on loopback).
+        #[arg(long, env = "INTEROP_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+        metrics_listen: SocketAddr,
+        /// Do not serve metrics.
+        #[arg(long)]
+        no_metrics: bool,
     },
     /// Administrative queries against a running gateway (as the admin identity).
     Admin {
@@ -153,6 +159,8 @@ async fn run() -> anyhow::Result<()> {
             shards,
             concurrency,
             grace_secs,
+            metrics_listen,
+            no_metrics,
         } => {
             let world_file: world::WorldFile = world::read_json(&world, world::WORLD_FILE)?;
             let tls = server::server_tls(&pki::PkiDir(pki))?;

@@ -31,6 +31,8 @@ pub const QUEUE_DEPTH: usize = 8192;
 /// One submission to process.
 pub struct Job {
     pub key: SubmissionKey,
+    /// When the receipt was given (ms since the epoch), for the notification latency.
+    pub accepted_ms: i64,
     pub submission: pb::Submission,
     pub valid: ValidSubmission,
 }
@@ -41,6 +43,7 @@ pub struct Core {
     pub policy: Arc<PolicyBook>,
     pub ident: Arc<dyn IdentSearch>,
     pub criminal: Arc<dyn CriminalHistory>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Counter names (also reported by `AdminService.GetCounters`).
@@ -112,6 +115,18 @@ pub struct Idle {
 }
 
 impl Idle {
+    /// Submissions waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.queue
+            .upgrade()
+            .map_or(0, |q| q.max_capacity() - q.capacity())
+    }
+
+    /// Submissions being processed.
+    pub fn in_flight(&self) -> usize {
+        self.concurrency - self.permits.available_permits()
+    }
+
     pub fn is_idle(&self) -> bool {
         let queue_empty = self
             .queue
@@ -163,15 +178,25 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
 
     // Invariant 4: the IDENT search happens only when the jurisdiction is activated on the
     // booking date; otherwise the prints never reach the matcher.
-    let criminal = core.criminal.check(prints.clone());
+    let criminal_prints = prints.clone();
+    let criminal = async {
+        let t = std::time::Instant::now();
+        let r = core.criminal.check(criminal_prints).await;
+        core.metrics.observe("criminal_history", t.elapsed());
+        r
+    };
     let ident = async {
         if routing.searched {
-            core.ident.search(prints).await.map(Some)
+            let t = std::time::Instant::now();
+            let r = core.ident.search(prints).await.map(Some);
+            core.metrics.observe("ident_search", t.elapsed());
+            r
         } else {
             Ok(None)
         }
     };
     let (criminal, ident) = tokio::join!(criminal, ident);
+    let searched = ident.as_ref().is_ok_and(|i| i.is_some());
     let record = criminal.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
     let ident = ident.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
 
@@ -264,5 +289,23 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
     }
     completion.events = events;
     completion.counters = moved.into_iter().map(|n| (n, 1)).collect();
-    Ok(core.store.complete(job.key.clone(), completion).await?)
+    let appended = core.store.complete(job.key.clone(), completion).await?;
+    if appended {
+        use crate::metrics::{office, state};
+        let m = &core.metrics;
+        m.inc("interop_completed_total", state(&job.key.bureau));
+        if searched {
+            m.inc(
+                "interop_ident_searches_total",
+                office(&routing.field_office),
+            );
+            m.inc("interop_notifications_total", office(&routing.field_office));
+            let since = (convert::now_ms() - job.accepted_ms).max(0) as u64;
+            m.observe("notification", std::time::Duration::from_millis(since));
+            if !routing.bureau_receives {
+                m.inc("interop_withheld_total", state(&job.key.bureau));
+            }
+        }
+    }
+    Ok(appended)
 }

@@ -96,6 +96,7 @@ impl Gateway {
             policy,
             ident,
             criminal,
+            metrics: Arc::new(crate::metrics::Metrics::default()),
         });
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (halt_tx, halt) = watch::channel(false);
@@ -141,6 +142,7 @@ impl Gateway {
                     }
                 };
                 let job = Job {
+                    accepted_ms: p.receipt.accepted_at_ms,
                     key: p.key,
                     submission: sub,
                     valid,
@@ -306,6 +308,40 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = self.halt_tx.send(true);
+        Ok(())
+    }
+}
+
+impl Gateway {
+    /// Serves `/metrics` (Prometheus text) over plain HTTP on `listener` until `shutdown`.
+    /// Bind it to loopback: the figures carry no case data, but nothing here authenticates.
+    pub async fn serve_metrics(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let gw = self.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let gw = gw.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        gw.core
+                            .metrics
+                            .render(gw.idle.queued(), gw.idle.in_flight()),
+                    )
+                }
+            }),
+        );
+        tracing::info!(addr = %listener.local_addr()?, "serving metrics over plain HTTP");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
         Ok(())
     }
 }

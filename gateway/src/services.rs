@@ -69,6 +69,37 @@ pub async fn submit_one(
     state: &str,
     sub: pb::Submission,
 ) -> Result<pb::Receipt, GatewayError> {
+    let started = std::time::Instant::now();
+    let result = admit(gw, state, sub).await;
+    let m = &gw.core.metrics;
+    match &result {
+        Ok(r) if r.duplicate => m.inc("interop_duplicates_total", crate::metrics::state(state)),
+        Ok(_) => {
+            m.inc("interop_receipts_total", crate::metrics::state(state));
+            m.observe("receipt", started.elapsed());
+        }
+        Err(e) => {
+            if matches!(e, GatewayError::ResourceExhausted(_)) {
+                m.inc("interop_shed_total", String::new());
+            }
+            m.inc(
+                "interop_refused_total",
+                format!(
+                    "{},code=\"{}\"",
+                    crate::metrics::state(state),
+                    e.code_name()
+                ),
+            );
+        }
+    }
+    result
+}
+
+async fn admit(
+    gw: &Gateway,
+    state: &str,
+    sub: pb::Submission,
+) -> Result<pb::Receipt, GatewayError> {
     let valid = validate::submission(state, &gw.core.policy, &sub, chrono::Utc::now())?;
     // Admission control before anything is stored: a full pipeline refuses fast.
     let permit = match tokio::time::timeout(ADMISSION_WAIT, gw.jobs.reserve()).await {
@@ -95,6 +126,7 @@ pub async fn submit_one(
             tracing::info!(bureau = %state, tcn = %sub.tcn, receipt = %r.receipt_id, fingers = sub.fingers.len(), "accepted");
             let out = receipt(&sub.tcn, &r, false);
             permit.send(Job {
+                accepted_ms: r.accepted_at_ms,
                 key,
                 submission: sub,
                 valid,
@@ -229,6 +261,7 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
         let state = need_bureau(&req)?;
         let r = req.into_inner();
         Ok(Response::new(crate::streams::follow(
+            self.0.core.metrics.subscription("bureau"),
             self.0.core.store.clone(),
             StreamKey::Bureau(state),
             r.after_cursor,
@@ -265,6 +298,7 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
                 .map_err(GatewayError::from)?,
         };
         Ok(Response::new(crate::streams::follow(
+            self.0.core.metrics.subscription("field_office"),
             self.0.core.store.clone(),
             key,
             after,
@@ -699,6 +733,9 @@ pub async fn issue_detainer(
     {
         crate::store::Once::Appended => {
             tracing::info!(office, tcn = %r.tcn, "detainer issued");
+            gw.core
+                .metrics
+                .inc("interop_detainers_total", crate::metrics::office(office));
             Ok(detainer)
         }
         crate::store::Once::Existing(bytes) => pb::Detainer::decode(bytes.as_slice())

@@ -22,6 +22,7 @@ pub type Decode<T> = fn(u64, &[u8]) -> Result<T, Status>;
 
 /// Starts delivering `stream` after `after`.
 pub fn follow<T: Send + 'static>(
+    guard: crate::metrics::SubscriptionGuard,
     store: DynStore,
     stream: StreamKey,
     after: u64,
@@ -31,6 +32,8 @@ pub fn follow<T: Send + 'static>(
 ) -> ReceiverStream<Result<T, Status>> {
     let (tx, rx) = mpsc::channel(CHANNEL);
     tokio::spawn(async move {
+        // Counted as active until this task ends.
+        let _guard = guard;
         let mut head = store.watch_head(&stream);
         let mut cursor = after;
         loop {

@@ -190,6 +190,8 @@ impl IdentSearch for StalledIdent {
 /// A gateway under test.
 pub struct TestGateway {
     pub endpoint: String,
+    /// `host:port` of the plain-HTTP metrics listener.
+    pub metrics_addr: String,
     pub pki: PkiDir,
     pub data: PathBuf,
     pub ident_calls: Arc<CountingIdent>,
@@ -261,11 +263,21 @@ impl TestGateway {
         let endpoint = format!("https://{}", listener.local_addr().expect("addr"));
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let tls = server::server_tls(&pki).expect("tls");
+        let (mstop_tx, mstop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(gateway.clone().serve(listener, tls, async {
             let _ = rx.await;
+            let _ = mstop_tx.send(());
+        }));
+        let ml = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind metrics");
+        let metrics_addr = ml.local_addr().expect("addr").to_string();
+        tokio::spawn(gateway.clone().serve_metrics(ml, async {
+            let _ = mstop_rx.await;
         }));
         TestGateway {
             endpoint,
+            metrics_addr,
             pki,
             data,
             ident_calls: counting,
@@ -337,6 +349,25 @@ impl TestGateway {
             .values
             .into_iter()
             .collect()
+    }
+
+    /// Scrapes `/metrics` with a minimal HTTP/1.0 GET and returns the body.
+    pub async fn scrape(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&self.metrics_addr)
+            .await
+            .expect("connect metrics");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.expect("read");
+        let (head, body) = buf.split_once("\r\n\r\n").expect("http response");
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        body.to_string()
     }
 
     pub fn ident_searches(&self) -> usize {

@@ -936,3 +936,93 @@ async fn monthly_statistics_survive_a_restart_and_count_exactly() {
     // Monthly figures are not mixed into the plain counters.
     assert!(gw.counters().await.keys().all(|k| !k.contains('/')));
 }
+
+/// The metrics endpoint is scraped and parsed: per-state and per-office counters, stage
+/// histograms, gauges — and no TCN, FIN or name anywhere in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_reports_stages_without_case_data() {
+    let gw = TestGateway::start().await;
+    let mut b = gw.bureau("TX").await;
+    b.submit(booking("TX-METRIC-0001", TX_OPTED_OUT, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    b.submit(booking("TX-METRIC-0001", TX_OPTED_OUT, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    let _ = b
+        .submit(booking("bad", TX_RECEIVING, NOBODY))
+        .await
+        .unwrap_err();
+    wait_completed(&gw, "TX", "TX-METRIC-0001").await;
+    let _live = gw
+        .office("HOU")
+        .await
+        .subscribe(pb::SubscribeRequest {
+            after_cursor: Some(0),
+            follow: true,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let text = gw.scrape().await;
+    let mut samples = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        samples.insert(name.to_string(), v);
+    }
+    let get = |k: &str| {
+        samples
+            .get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("{k} missing from\n{text}"))
+    };
+    assert_eq!(get("interop_receipts_total{state=\"TX\"}"), 1.0);
+    assert_eq!(get("interop_duplicates_total{state=\"TX\"}"), 1.0);
+    assert_eq!(
+        get("interop_refused_total{state=\"TX\",code=\"INVALID_ARGUMENT\"}"),
+        1.0
+    );
+    assert_eq!(get("interop_completed_total{state=\"TX\"}"), 1.0);
+    assert_eq!(get("interop_notifications_total{office=\"HOU\"}"), 1.0);
+    assert_eq!(get("interop_withheld_total{state=\"TX\"}"), 1.0);
+    for stage in [
+        "receipt",
+        "criminal_history",
+        "ident_search",
+        "notification",
+    ] {
+        assert_eq!(
+            get(&format!("interop_stage_seconds_count{{stage=\"{stage}\"}}")),
+            1.0,
+            "{stage}"
+        );
+        assert_eq!(
+            get(&format!(
+                "interop_stage_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}}"
+            )),
+            1.0
+        );
+    }
+    assert_eq!(
+        get("interop_subscriptions_active{kind=\"field_office\"}"),
+        1.0
+    );
+    assert_eq!(get("interop_pipeline_queued"), 0.0);
+    for secret in [
+        "TX-METRIC",
+        &fin(OVERSTAY_FELON),
+        &fbi_number(OVERSTAY_FELON),
+        "Synthetic",
+    ] {
+        assert!(!text.contains(secret), "metrics carry {secret}");
+    }
+}

@@ -1,0 +1,222 @@
+//! Operational metrics in the Prometheus text format, served on a separate plain-HTTP
+//! listener (`--metrics-listen`, loopback by default) at `/metrics`.
+//!
+//! Labels are states and field offices only — never a person, a TCN or any payload — so the
+//! metrics can leave the secure enclave without carrying case data.
+//!
+//! | metric | type | labels | meaning |
+//! |---|---|---|---|
+//! | `interop_receipts_total` | counter | `state` | submissions durably accepted (first receipt) |
+//! | `interop_duplicates_total` | counter | `state` | repeats of a held TCN answered with the first receipt |
+//! | `interop_refused_total` | counter | `state`, `code` | submissions refused (gRPC code name) |
+//! | `interop_shed_total` | counter | — | submissions refused because the pipeline was full |
+//! | `interop_completed_total` | counter | `state` | submissions taken to completion |
+//! | `interop_ident_searches_total` | counter | `office` | IDENT searches, by field office covering the booking |
+//! | `interop_notifications_total` | counter | `office` | outcomes appended to a field office's stream |
+//! | `interop_withheld_total` | counter | `state` | immigration responses withheld by opt-out |
+//! | `interop_detainers_total` | counter | `office` | detainers issued |
+//! | `interop_stage_seconds` | histogram | `stage` | latency of `receipt` (validate + durable accept), `criminal_history`, `ident_search`, `notification` (receipt to durable notification) |
+//! | `interop_pipeline_queued` | gauge | — | submissions waiting for a worker |
+//! | `interop_pipeline_in_flight` | gauge | — | submissions being processed |
+//! | `interop_subscriptions_active` | gauge | `kind` | open `field_office` / `bureau` streams |
+
+use dashmap::DashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    /// Sum in microseconds.
+    sum_us: AtomicU64,
+}
+
+/// The registry. Cheap to update from any task: atomics behind a concurrent map.
+#[derive(Default)]
+pub struct Metrics {
+    counters: DashMap<(&'static str, String), AtomicU64>,
+    stages: DashMap<&'static str, Histogram>,
+    subscriptions: DashMap<&'static str, AtomicI64>,
+}
+
+const HELP: &[(&str, &str, &str)] = &[
+    (
+        "interop_receipts_total",
+        "counter",
+        "Submissions durably accepted.",
+    ),
+    (
+        "interop_duplicates_total",
+        "counter",
+        "Repeats of a held TCN answered with the first receipt.",
+    ),
+    (
+        "interop_refused_total",
+        "counter",
+        "Submissions refused, by gRPC code.",
+    ),
+    (
+        "interop_shed_total",
+        "counter",
+        "Submissions refused because the pipeline was full.",
+    ),
+    (
+        "interop_completed_total",
+        "counter",
+        "Submissions taken to completion.",
+    ),
+    (
+        "interop_ident_searches_total",
+        "counter",
+        "IDENT searches by covering field office.",
+    ),
+    (
+        "interop_notifications_total",
+        "counter",
+        "Outcomes appended to a field office stream.",
+    ),
+    (
+        "interop_withheld_total",
+        "counter",
+        "Immigration responses withheld by opt-out.",
+    ),
+    ("interop_detainers_total", "counter", "Detainers issued."),
+];
+
+impl Metrics {
+    /// Adds one to a counter; `label` is `name="value"` (a state or an office), or empty.
+    pub fn inc(&self, name: &'static str, label: String) {
+        self.counters
+            .entry((name, label))
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn observe(&self, stage: &'static str, d: Duration) {
+        let h = self.stages.entry(stage).or_default();
+        let s = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if s <= *b {
+                h.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        h.count.fetch_add(1, Ordering::Relaxed);
+        h.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts an open stream until the guard is dropped.
+    pub fn subscription(self: &std::sync::Arc<Self>, kind: &'static str) -> SubscriptionGuard {
+        self.subscriptions
+            .entry(kind)
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+        SubscriptionGuard {
+            metrics: self.clone(),
+            kind,
+        }
+    }
+
+    /// The Prometheus text exposition; `queued` and `in_flight` are read at scrape time.
+    pub fn render(&self, queued: usize, in_flight: usize) -> String {
+        let mut out = String::new();
+        for (name, kind, help) in HELP {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            let mut rows: Vec<(String, u64)> = self
+                .counters
+                .iter()
+                .filter(|e| e.key().0 == *name)
+                .map(|e| (e.key().1.clone(), e.value().load(Ordering::Relaxed)))
+                .collect();
+            rows.sort();
+            if rows.is_empty() {
+                let _ = writeln!(out, "{name} 0");
+            }
+            for (label, v) in rows {
+                if label.is_empty() {
+                    let _ = writeln!(out, "{name} {v}");
+                } else {
+                    let _ = writeln!(out, "{name}{{{label}}} {v}");
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP interop_stage_seconds Latency of each pipeline stage.\n# TYPE interop_stage_seconds histogram"
+        );
+        let mut stages: Vec<&'static str> = self.stages.iter().map(|e| *e.key()).collect();
+        stages.sort();
+        for stage in stages {
+            let h = self.stages.get(stage).expect("listed");
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "interop_stage_seconds_bucket{{stage=\"{stage}\",le=\"{b}\"}} {}",
+                    h.buckets[i].load(Ordering::Relaxed)
+                );
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "interop_stage_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "interop_stage_seconds_sum{{stage=\"{stage}\"}} {}",
+                h.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "interop_stage_seconds_count{{stage=\"{stage}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP interop_pipeline_queued Submissions waiting for a worker.\n# TYPE interop_pipeline_queued gauge\ninterop_pipeline_queued {queued}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP interop_pipeline_in_flight Submissions being processed.\n# TYPE interop_pipeline_in_flight gauge\ninterop_pipeline_in_flight {in_flight}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP interop_subscriptions_active Open response streams.\n# TYPE interop_subscriptions_active gauge"
+        );
+        for kind in ["bureau", "field_office"] {
+            let v = self
+                .subscriptions
+                .get(kind)
+                .map_or(0, |a| a.load(Ordering::Relaxed));
+            let _ = writeln!(out, "interop_subscriptions_active{{kind=\"{kind}\"}} {v}");
+        }
+        out
+    }
+}
+
+/// Decrements the active-subscription gauge when the stream ends.
+pub struct SubscriptionGuard {
+    metrics: std::sync::Arc<Metrics>,
+    kind: &'static str,
+}
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        if let Some(a) = self.metrics.subscriptions.get(self.kind) {
+            a.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+pub fn state(s: &str) -> String {
+    format!("state=\"{s}\"")
+}
+
+pub fn office(o: &str) -> String {
+    format!("office=\"{o}\"")
+}
