@@ -186,9 +186,22 @@ async fn run() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
-            Arc::clone(&gw)
-                .serve(listener, tls, shutdown_signal())
-                .await
+            // One signal, two servers.
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            });
+            let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if !no_metrics {
+                let ml = tokio::net::TcpListener::bind(metrics_listen)
+                    .await
+                    .with_context(|| format!("binding --metrics-listen {metrics_listen}"))?;
+                tokio::spawn(Arc::clone(&gw).serve_metrics(ml, stopped(stop_rx.clone())));
+            }
+            Arc::clone(&gw).serve(listener, tls, stopped(stop_rx)).await
         }
         Cmd::Admin {
             target,
