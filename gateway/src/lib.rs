@@ -10,6 +10,7 @@ pub mod pipeline;
 pub mod pki;
 pub mod policy;
 pub mod principal;
+pub mod review;
 pub mod server;
 pub mod services;
 pub mod statistics;

@@ -211,6 +211,18 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
     )];
     let mut count = |name: &str| moved.push(name.to_string());
     count(counters::COMPLETED);
+    let charges = &job.valid.charges;
+    if !charges.is_empty()
+        && charges
+            .iter()
+            .all(|c| *c == crate::world::Offense::MinorTraffic)
+    {
+        count(&statistics::key(
+            &month,
+            jurisdiction,
+            statistics::MINOR_TRAFFIC_ONLY,
+        ));
+    }
     if record.is_some() {
         count(counters::CRIMINAL_HISTORY_HITS);
     }

@@ -500,6 +500,32 @@ impl pb::admin_service_server::AdminService for AdminApi {
         Ok(Response::new(pb::Counters { values }))
     }
 
+    async fn quarterly_review(
+        &self,
+        req: Request<pb::QuarterlyReviewRequest>,
+    ) -> Res<pb::OutlierReview> {
+        need_admin(&req)?;
+        let r = req.into_inner();
+        let months = crate::statistics::period(&r.quarter, &r.from_month, &r.to_month)
+            .map_err(|(field, rule)| GatewayError::invalid(field, rule))?;
+        let mut counters = std::collections::BTreeMap::new();
+        for m in &months {
+            counters.extend(
+                self.0
+                    .core
+                    .store
+                    .counters_with_prefix(format!("m/{m}/"))
+                    .await
+                    .map_err(GatewayError::from)?,
+            );
+        }
+        let figures = crate::statistics::review_figures(&counters);
+        let mut review = crate::review::review(&self.0.core.policy, &figures);
+        review.from_month = months.first().cloned().unwrap_or_default();
+        review.to_month = months.last().cloned().unwrap_or_default();
+        Ok(Response::new(review))
+    }
+
     async fn get_monthly_stats(
         &self,
         req: Request<pb::GetMonthlyStatsRequest>,

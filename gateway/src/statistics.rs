@@ -21,6 +21,8 @@ pub const LEVEL2: &str = "id_level2";
 pub const LEVEL3: &str = "id_level3";
 pub const NON_CRIMINAL: &str = "id_non_criminal";
 pub const DETAINERS_ISSUED: &str = "detainers_issued";
+/// Bookings whose every charge is a minor traffic offence (for the outlier review).
+pub const MINOR_TRAFFIC_ONLY: &str = "minor_traffic_only";
 
 /// `YYYY-MM` of a date.
 pub fn month(d: NaiveDate) -> String {
@@ -30,6 +32,56 @@ pub fn month(d: NaiveDate) -> String {
 /// Whether a string is a month `YYYY-MM`.
 pub fn valid_month(m: &str) -> bool {
     NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").is_ok() && m.len() == 7
+}
+
+/// The months of a review period: a quarter `YYYYQn`, or `from..=to` (both `YYYY-MM`, at
+/// most 36 months). `Err` names the field at fault.
+pub fn period(
+    quarter: &str,
+    from: &str,
+    to: &str,
+) -> Result<Vec<String>, (&'static str, &'static str)> {
+    let (from, to) = if !quarter.is_empty() {
+        let q = quarter.as_bytes();
+        let ok = q.len() == 6
+            && q[4] == b'Q'
+            && (b'1'..=b'4').contains(&q[5])
+            && quarter[..4].parse::<i32>().is_ok();
+        if !ok {
+            return Err(("quarter", "must be YYYYQn with n 1..=4"));
+        }
+        let y: i32 = quarter[..4].parse().expect("checked");
+        let first = (q[5] - b'1') as u32 * 3 + 1;
+        (
+            NaiveDate::from_ymd_opt(y, first, 1).ok_or(("quarter", "is not a valid quarter"))?,
+            NaiveDate::from_ymd_opt(y, first + 2, 1)
+                .ok_or(("quarter", "is not a valid quarter"))?,
+        )
+    } else {
+        let parse = |m: &str, field| {
+            if valid_month(m) {
+                Ok(NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").expect("valid"))
+            } else {
+                Err((field, "must be YYYY-MM"))
+            }
+        };
+        (parse(from, "from_month")?, parse(to, "to_month")?)
+    };
+    let mut out = Vec::new();
+    let mut d = from;
+    while d <= to {
+        out.push(month(d));
+        if out.len() > 36 {
+            return Err(("to_month", "the period is longer than 36 months"));
+        }
+        d = d
+            .checked_add_months(chrono::Months::new(1))
+            .expect("date in range");
+    }
+    if out.is_empty() {
+        return Err(("to_month", "is before from_month"));
+    }
+    Ok(out)
 }
 
 pub fn key(month: &str, jurisdiction: &str, metric: &str) -> String {
@@ -65,6 +117,7 @@ fn add(row: &mut pb::StatsRow, metric: &str, n: u64) {
         LEVEL3 => row.identified_level3 += n,
         NON_CRIMINAL => row.identified_non_criminal += n,
         DETAINERS_ISSUED => row.detainers_issued += n,
+        MINOR_TRAFFIC_ONLY => row.minor_traffic_only_arrests += n,
         _ => {}
     }
 }
@@ -116,6 +169,7 @@ pub fn table(
             target.identified_level3 += row.identified_level3;
             target.identified_non_criminal += row.identified_non_criminal;
             target.detainers_issued += row.detainers_issued;
+            target.minor_traffic_only_arrests += row.minor_traffic_only_arrests;
         }
     }
     // The national row is always the whole country; the filter narrows the other rows.
@@ -167,6 +221,25 @@ mod tests {
     }
 
     #[test]
+    fn review_periods() {
+        assert_eq!(
+            period("2011Q3", "", "").unwrap(),
+            ["2011-07", "2011-08", "2011-09"]
+        );
+        assert_eq!(period("", "2011-11", "2012-02").unwrap().len(), 4);
+        assert_eq!(
+            period("2011Q5", "", ""),
+            Err(("quarter", "must be YYYYQn with n 1..=4"))
+        );
+        assert_eq!(
+            period("", "2011-13", "2012-01").unwrap_err().0,
+            "from_month"
+        );
+        assert_eq!(period("", "2012-01", "2011-01").unwrap_err().0, "to_month");
+        assert_eq!(period("", "2000-01", "2011-01").unwrap_err().0, "to_month");
+    }
+
+    #[test]
     fn months() {
         assert_eq!(
             month(NaiveDate::from_ymd_opt(2011, 9, 30).unwrap()),
@@ -177,4 +250,31 @@ mod tests {
             assert!(!valid_month(bad), "{bad}");
         }
     }
+}
+
+/// The review's figures per jurisdiction, summed over the months' counters.
+pub fn review_figures(
+    counters: &BTreeMap<String, u64>,
+) -> BTreeMap<String, crate::review::Figures> {
+    let mut out: BTreeMap<String, crate::review::Figures> = BTreeMap::new();
+    for (k, n) in counters {
+        let mut parts = k.splitn(4, '/');
+        let (Some("m"), Some(_month), Some(jid), Some(metric)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let f = out.entry(jid.to_string()).or_default();
+        match metric {
+            SUBMISSIONS => f.submissions += n,
+            MINOR_TRAFFIC_ONLY => f.minor_traffic_only += n,
+            LEVEL1 | LEVEL2 => f.identifications += n,
+            LEVEL3 | NON_CRIMINAL => {
+                f.identifications += n;
+                f.low_priority += n;
+            }
+            _ => {}
+        }
+    }
+    out
 }

@@ -1026,3 +1026,94 @@ async fn metrics_endpoint_reports_stages_without_case_data() {
         assert!(!text.contains(secret), "metrics carry {secret}");
     }
 }
+
+/// The quarterly outlier review flags a jurisdiction planted with pretextual minor-traffic
+/// arrests, and not the ordinary ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarterly_review_flags_a_planted_outlier_only() {
+    let gw = TestGateway::start().await;
+    let mut subs = Vec::new();
+    let minor = |mut s: pb::Submission| {
+        s.charges = vec![pb::Charge {
+            code: "28-3473".into(),
+            class: pb::OffenseClass::MinorTraffic as i32,
+        }];
+        s
+    };
+    for i in 0..25 {
+        // Planted: every arrest is minor-traffic-only.
+        subs.push((
+            "TX",
+            minor(booking(&format!("TX-PLANT-{i:04}"), TX_RECEIVING, NOBODY)),
+        ));
+        let normal = booking(&format!("TX-NORM-{i:04}"), TX_OPTED_OUT, NOBODY);
+        subs.push(("TX", if i < 2 { minor(normal) } else { normal }));
+        let ca = booking(&format!("CA-NORM-{i:04}"), CA_RECEIVING, NOBODY);
+        subs.push(("CA", if i < 3 { minor(ca) } else { ca }));
+    }
+    for st in ["TX", "CA"] {
+        let batch: Vec<pb::Submission> = subs
+            .iter()
+            .filter(|(s, _)| *s == st)
+            .map(|(_, b)| b.clone())
+            .collect();
+        let mut out = gw
+            .bureau(st)
+            .await
+            .submit_stream(tokio_stream::iter(batch))
+            .await
+            .unwrap()
+            .into_inner();
+        while out.message().await.unwrap().is_some() {}
+    }
+    for (st, s) in &subs {
+        wait_completed(&gw, st, &s.tcn).await;
+    }
+    let review = gw
+        .admin()
+        .await
+        .quarterly_review(pb::QuarterlyReviewRequest {
+            quarter: "2011Q2".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (review.from_month.as_str(), review.to_month.as_str()),
+        ("2011-04", "2011-06")
+    );
+    assert_eq!(
+        review.tests, 3,
+        "three jurisdictions with enough submissions, no identifications"
+    );
+    assert_eq!(review.flags.len(), 1, "{:?}", review.flags);
+    let f = &review.flags[0];
+    assert_eq!(
+        (f.jurisdiction_id.as_str(), f.measure.as_str()),
+        (TX_RECEIVING, "minor_traffic_only_arrests")
+    );
+    assert_eq!((f.count, f.trials), (25, 25));
+    assert!((f.rest_of_nation_rate - 0.1).abs() < 1e-9);
+    assert!(f.p_value < 1e-20);
+    // Another quarter has nothing to flag; a bad quarter is refused.
+    let mut admin = gw.admin().await;
+    let q3 = admin
+        .quarterly_review(pb::QuarterlyReviewRequest {
+            quarter: "2011Q3".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(q3.flags.is_empty());
+    let e = admin
+        .quarterly_review(pb::QuarterlyReviewRequest {
+            quarter: "2011-Q3".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("quarter"));
+}
