@@ -182,6 +182,33 @@ pub fn table(
     }
 }
 
+/// The review's figures per jurisdiction, summed over the months' counters.
+pub fn review_figures(
+    counters: &BTreeMap<String, u64>,
+) -> BTreeMap<String, crate::review::Figures> {
+    let mut out: BTreeMap<String, crate::review::Figures> = BTreeMap::new();
+    for (k, n) in counters {
+        let mut parts = k.splitn(4, '/');
+        let (Some("m"), Some(_month), Some(jid), Some(metric)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let f = out.entry(jid.to_string()).or_default();
+        match metric {
+            SUBMISSIONS => f.submissions += n,
+            MINOR_TRAFFIC_ONLY => f.minor_traffic_only += n,
+            LEVEL1 | LEVEL2 => f.identifications += n,
+            LEVEL3 | NON_CRIMINAL => {
+                f.identifications += n;
+                f.low_priority += n;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,31 +277,4 @@ mod tests {
             assert!(!valid_month(bad), "{bad}");
         }
     }
-}
-
-/// The review's figures per jurisdiction, summed over the months' counters.
-pub fn review_figures(
-    counters: &BTreeMap<String, u64>,
-) -> BTreeMap<String, crate::review::Figures> {
-    let mut out: BTreeMap<String, crate::review::Figures> = BTreeMap::new();
-    for (k, n) in counters {
-        let mut parts = k.splitn(4, '/');
-        let (Some("m"), Some(_month), Some(jid), Some(metric)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let f = out.entry(jid.to_string()).or_default();
-        match metric {
-            SUBMISSIONS => f.submissions += n,
-            MINOR_TRAFFIC_ONLY => f.minor_traffic_only += n,
-            LEVEL1 | LEVEL2 => f.identifications += n,
-            LEVEL3 | NON_CRIMINAL => {
-                f.identifications += n;
-                f.low_priority += n;
-            }
-            _ => {}
-        }
-    }
-    out
 }
