@@ -121,7 +121,25 @@ fn draw_charge(rng: &mut ChaCha8Rng) -> (Offense, &'static str) {
 /// Plans `count` bookings over the world, deterministic in `seed`. Bookings are dated from
 /// `from` over `days` days. People are drawn uniformly from the population (which the
 /// generator spread by state population), with replacement: repeat bookings happen.
-pub fn plan(data: &WorldData, seed: u64, count: usize, from: NaiveDate, days: u32) -> Vec<Booking> {
+/// Share of arrests in a planted jurisdiction that are pretextual minor-traffic-only arrests.
+pub const PLANTED_MINOR_TRAFFIC_SHARE: f64 = 0.8;
+
+/// The `k` most populous jurisdictions: where the demo plants skewed arrest mixes (they get
+/// enough bookings for the outlier review to have power).
+pub fn planted_jurisdictions(world: &WorldFile, k: usize) -> std::collections::BTreeSet<String> {
+    let mut js: Vec<&world::Jurisdiction> = world.jurisdictions.iter().collect();
+    js.sort_by(|a, b| b.population.cmp(&a.population).then(a.id.cmp(&b.id)));
+    js.into_iter().take(k).map(|j| j.id.clone()).collect()
+}
+
+pub fn plan(
+    data: &WorldData,
+    seed: u64,
+    count: usize,
+    from: NaiveDate,
+    days: u32,
+    planted: &std::collections::BTreeSet<String>,
+) -> Vec<Booking> {
     let jurisdictions: BTreeMap<&str, &world::Jurisdiction> = data
         .world
         .jurisdictions
@@ -146,7 +164,7 @@ pub fn plan(data: &WorldData, seed: u64, count: usize, from: NaiveDate, days: u3
             let at: NaiveDateTime = day.and_hms_opt(0, 0, 0).expect("midnight")
                 + chrono::Duration::seconds(secs as i64);
             let n_charges = 1 + (rng.random::<f64>() * rng.random::<f64>() * 3.0) as usize;
-            let charges: Vec<pb::Charge> = (0..n_charges)
+            let mut charges: Vec<pb::Charge> = (0..n_charges)
                 .map(|_| {
                     let (o, code) = draw_charge(&mut rng);
                     pb::Charge {
@@ -155,6 +173,13 @@ pub fn plan(data: &WorldData, seed: u64, count: usize, from: NaiveDate, days: u3
                     }
                 })
                 .collect();
+            // Planted outliers: pretextual stops booked as minor traffic offences only.
+            if planted.contains(&j.id) && rng.random::<f64>() < PLANTED_MINOR_TRAFFIC_SHARE {
+                charges = vec![pb::Charge {
+                    code: "28-3473".into(),
+                    class: convert::offense_to_pb(Offense::MinorTraffic) as i32,
+                }];
+            }
             let victim_or_witness = rng.random::<f64>() < 0.01;
             let agency = &j.agencies[rng.random_range(0..j.agencies.len())];
             let master = synth::master_tenprint(data.world.meta.seed, person.id);
@@ -238,9 +263,10 @@ mod tests {
         crate::generate::generate(3, 400, d.path()).unwrap();
         let data = WorldData::load(d.path()).unwrap();
         let day = NaiveDate::from_ymd_opt(2011, 1, 1).unwrap();
-        let a = plan(&data, 1, 50, day, 365);
-        let b = plan(&data, 1, 50, day, 365);
-        let c = plan(&data, 2, 50, day, 365);
+        let none = Default::default();
+        let a = plan(&data, 1, 50, day, 365, &none);
+        let b = plan(&data, 1, 50, day, 365, &none);
+        let c = plan(&data, 2, 50, day, 365, &none);
         let key = |p: &[Booking]| {
             p.iter()
                 .map(|b| (b.submission.clone(), b.expected.clone()))

@@ -34,6 +34,8 @@ pub struct DemoOptions {
     pub per_bureau_inflight: usize,
     /// How long to wait for all results after the last receipt.
     pub settle_timeout: Duration,
+    /// Jurisdictions planted with a skewed (pretextual minor-traffic) arrest mix.
+    pub plant_outliers: usize,
 }
 
 impl Default for DemoOptions {
@@ -47,6 +49,7 @@ impl Default for DemoOptions {
             shards: 4,
             per_bureau_inflight: 8,
             settle_timeout: Duration::from_secs(180),
+            plant_outliers: 3,
         }
     }
 }
@@ -114,9 +117,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Verification> {
     let (from, days) = booking_window();
     let plan_data = data.clone();
     let (seed, count) = (opts.seed, opts.bookings);
+    let planted = bookings::planted_jurisdictions(&data.world, opts.plant_outliers);
+    let plan_planted = planted.clone();
     let plan = Arc::new(
-        tokio::task::spawn_blocking(move || bookings::plan(&plan_data, seed, count, from, days))
-            .await?,
+        tokio::task::spawn_blocking(move || {
+            bookings::plan(&plan_data, seed, count, from, days, &plan_planted)
+        })
+        .await?,
     );
     let setup_world = t0.elapsed();
 
@@ -169,6 +176,24 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Verification> {
         obs.monthly
             .insert(month, stats.national.unwrap_or_default());
     }
+    // The outlier review over the whole booking window: at demo volumes a single quarter has
+    // too few bookings per jurisdiction for any test to have power.
+    let months = verify::months(&plan);
+    let review = admin
+        .quarterly_review(pb::QuarterlyReviewRequest {
+            quarter: String::new(),
+            from_month: months.first().cloned().unwrap_or_default(),
+            to_month: months.last().cloned().unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    obs.review_tests = review.tests;
+    obs.review_flags = review
+        .flags
+        .into_iter()
+        .map(|f| (f.jurisdiction_id, f.measure))
+        .collect();
+    obs.planted = planted;
     let _ = stop_tx.send(());
     server_task.await??;
 

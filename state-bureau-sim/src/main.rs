@@ -46,6 +46,10 @@ enum Cmd {
         /// Matcher shards per gallery.
         #[arg(long, default_value_t = 4)]
         shards: usize,
+        /// Plant skewed (pretextual minor-traffic) arrest mixes in this many of the most
+        /// populous jurisdictions; the outlier review must flag them.
+        #[arg(long, default_value_t = 3)]
+        plant_outliers: usize,
     },
 }
 
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
             dir,
             json,
             shards,
+            plant_outliers,
         } => rt
             .block_on(demo::run(DemoOptions {
                 seed,
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
                 dir,
                 json,
                 shards,
+                plant_outliers,
                 ..Default::default()
             }))
             .map(|v| v.passed()),

@@ -28,6 +28,11 @@ pub struct Observations {
     pub detainers_issued: Vec<(String, String, String)>,
     /// Detainers the bureaus' jails received: (state, tcn, detainer id).
     pub detainers_received: Vec<(String, String, String)>,
+    /// Jurisdictions planted with skewed arrest mixes.
+    pub planted: std::collections::BTreeSet<String>,
+    /// The outlier review's flags: (jurisdiction, measure), and how many tests it ran.
+    pub review_flags: Vec<(String, String)>,
+    pub review_tests: u32,
     /// National monthly statistics as the gateway reports them, by month.
     pub monthly: BTreeMap<String, pb::StatsRow>,
     /// Re-submissions of already receipted TCNs.
@@ -90,7 +95,30 @@ pub const CHECKS: &[&str] = &[
     "stream cursors out of order",
     "detainers not delivered exactly once",
     "monthly statistics differ from ground truth",
+    "planted outliers missed by the review",
 ];
+
+/// Precision and recall of the review's minor-traffic flags against the planted set.
+pub fn review_quality(obs: &Observations) -> (f64, f64) {
+    let flagged: std::collections::BTreeSet<&str> = obs
+        .review_flags
+        .iter()
+        .filter(|(_, m)| m == "minor_traffic_only_arrests")
+        .map(|(j, _)| j.as_str())
+        .collect();
+    let hits = flagged.iter().filter(|j| obs.planted.contains(**j)).count() as f64;
+    let precision = if flagged.is_empty() {
+        1.0
+    } else {
+        hits / flagged.len() as f64
+    };
+    let recall = if obs.planted.is_empty() {
+        1.0
+    } else {
+        hits / obs.planted.len() as f64
+    };
+    (precision, recall)
+}
 
 /// The booking months of a plan, `YYYY-MM`.
 pub fn months(plan: &[Booking]) -> Vec<String> {
@@ -352,6 +380,20 @@ pub fn verify(
         }
     }
 
+    for j in &obs.planted {
+        let found = obs
+            .review_flags
+            .iter()
+            .any(|(f, m)| f == j && m == "minor_traffic_only_arrests");
+        if !found {
+            v.fail(
+                CHECKS[14],
+                j,
+                "planted skewed arrest mix not flagged".into(),
+            );
+        }
+    }
+
     let searched = plan.iter().filter(|b| b.expected.searched).count() as u64;
     let counted = counters.get("ident_searches").copied().unwrap_or(0);
     if counted != searched {
@@ -505,6 +547,17 @@ pub fn report(
         setup_world.as_secs_f64(),
         setup_gateway.as_secs_f64()
     );
+    let (precision, recall) = review_quality(obs);
+    let _ = writeln!(
+        t,
+        "  {:<34} {:>10}  ({} tests; {} planted; precision {:.2}, recall {:.2})",
+        "outlier review flags",
+        obs.review_flags.len(),
+        obs.review_tests,
+        obs.planted.len(),
+        precision,
+        recall
+    );
     let _ = writeln!(t, "latency (from send):");
     t.push_str(&pct_line("receipt", receipt_lat));
     t.push_str(&pct_line("criminal-history response", &ch_lat));
@@ -541,6 +594,13 @@ pub fn report(
         "immigration_responses_sent": sent_imm,
         "immigration_responses_withheld": withheld,
         "detainers_issued": obs.detainers_issued.len(),
+        "outlier_review": {
+            "tests": obs.review_tests,
+            "planted": obs.planted,
+            "flags": obs.review_flags,
+            "precision": precision,
+            "recall": recall,
+        },
         "notifications_per_office": per_office,
         "receipt_throughput_per_s": ingest_rate,
         "end_to_end_throughput_per_s": completion_rate,
