@@ -285,9 +285,10 @@ fn render_stats(s: &interop_proto::v1::MonthlyStats, format: Format) -> String {
             r.identified_level3,
             r.identified_non_criminal,
             r.detainers_issued,
+            r.removals,
         ]
     };
-    const HEAD: [&str; 8] = [
+    const HEAD: [&str; 9] = [
         "submissions",
         "ident_searches",
         "matches",
@@ -296,6 +297,7 @@ fn render_stats(s: &interop_proto::v1::MonthlyStats, format: Format) -> String {
         "level3",
         "non_criminal",
         "detainers",
+        "removals",
     ];
     let mut out = String::new();
     match format {

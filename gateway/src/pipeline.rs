@@ -58,6 +58,7 @@ pub mod counters {
     pub const WITHHELD: &str = "immigration_responses_withheld";
     pub const DETAINERS: &str = "detainer_recommendations";
     pub const DETAINERS_ISSUED: &str = "detainers_issued";
+    pub const REMOVALS: &str = "removals_recorded";
 }
 
 /// Starts `concurrency` workers; returns the queue to feed them. `halt` (set once the

@@ -330,6 +330,13 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
         }))
     }
 
+    async fn record_removal(&self, req: Request<pb::RecordRemovalRequest>) -> Res<pb::Removal> {
+        let office = need_office(&req)?;
+        Ok(Response::new(
+            record_removal(&self.0, &office, req.into_inner()).await?,
+        ))
+    }
+
     async fn issue_detainer(&self, req: Request<pb::IssueDetainerRequest>) -> Res<pb::Detainer> {
         let office = need_office(&req)?;
         Ok(Response::new(
@@ -652,44 +659,39 @@ impl pb::criminal_history_service_server::CriminalHistoryService for CriminalHis
 }
 
 /// Issues a detainer: see `FieldOfficeService.IssueDetainer`.
-pub async fn issue_detainer(
+/// The IDENT outcome of `(state, tcn)` if it is in `office`'s area and recommended
+/// enforcement. Unknown, undetermined and out-of-area bookings all get the same NOT_FOUND, so
+/// an office learns nothing about bookings that are not its own.
+async fn enforceable_outcome(
     gw: &Gateway,
     office: &str,
-    r: pb::IssueDetainerRequest,
-) -> Result<pb::Detainer, GatewayError> {
-    let state_ok = r.state.len() == 2 && r.state.bytes().all(|b| b.is_ascii_uppercase());
+    state: &str,
+    tcn: &str,
+) -> Result<pb::IdentOutcome, GatewayError> {
+    let state_ok = state.len() == 2 && state.bytes().all(|b| b.is_ascii_uppercase());
     if !state_ok {
         return Err(GatewayError::invalid(
             "state",
             "must be a two-letter state code",
         ));
     }
-    if !validate::tcn_ok(&r.tcn) {
+    if !validate::tcn_ok(tcn) {
         return Err(GatewayError::invalid(
             "tcn",
             "must be 8 to 40 characters of A-Z, 0-9 and '-'",
         ));
     }
-    let release = r
-        .scheduled_release
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.try_into().ok()?))
-        .ok_or_else(|| {
-            GatewayError::invalid("scheduled_release", "is required and must be a valid time")
-        })?
-        .naive_utc();
-    // Outside the office's area, unknown, or not yet determined: the same answer, so an
-    // office learns nothing about bookings that are not its own.
     let not_found = || {
         GatewayError::NotFound(
             "tcn: no IDENT outcome with this TCN in your area of responsibility".into(),
         )
     };
     let key = SubmissionKey {
-        bureau: r.state.clone(),
-        tcn: r.tcn.clone(),
+        bureau: state.to_string(),
+        tcn: tcn.to_string(),
     };
-    let state = gw.core.store.submission(key).await?.ok_or_else(not_found)?;
-    let outcome = state
+    let stored = gw.core.store.submission(key).await?.ok_or_else(not_found)?;
+    let outcome = stored
         .summary
         .as_deref()
         .and_then(|b| pb::IdentOutcome::decode(b).ok())
@@ -702,16 +704,6 @@ pub async fn issue_detainer(
     if !covered {
         return Err(not_found());
     }
-    let booked = outcome
-        .booked_at
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-        .map(|t| t.naive_utc());
-    if booked.is_some_and(|b| release < b || release > b + chrono::Duration::days(5 * 366)) {
-        return Err(GatewayError::invalid(
-            "scheduled_release",
-            "must be after the booking and within five years of it",
-        ));
-    }
     let recommendation =
         pb::Recommendation::try_from(outcome.recommendation).unwrap_or(pb::Recommendation::None);
     if !matches!(
@@ -722,6 +714,83 @@ pub async fn issue_detainer(
             "tcn: the outcome carries no enforcement recommendation (no hit, lawful status, or discretion)".into(),
         ));
     }
+    Ok(outcome)
+}
+
+fn booked_at(outcome: &pb::IdentOutcome) -> Option<chrono::NaiveDateTime> {
+    outcome
+        .booked_at
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .map(|t| t.naive_utc())
+}
+
+/// Records a removal: see `FieldOfficeService.RecordRemoval`.
+pub async fn record_removal(
+    gw: &Gateway,
+    office: &str,
+    r: pb::RecordRemovalRequest,
+) -> Result<pb::Removal, GatewayError> {
+    let removed_on: chrono::NaiveDate = r
+        .removed_on
+        .parse()
+        .map_err(|_| GatewayError::invalid("removed_on", "must be a date YYYY-MM-DD"))?;
+    let outcome = enforceable_outcome(gw, office, &r.state, &r.tcn).await?;
+    if booked_at(&outcome).is_some_and(|b| removed_on < b.date()) {
+        return Err(GatewayError::invalid("removed_on", "is before the booking"));
+    }
+    let removal = pb::Removal {
+        tcn: r.tcn.clone(),
+        jurisdiction_id: outcome.jurisdiction_id.clone(),
+        removed_on: removed_on.to_string(),
+    };
+    let completion = crate::store::Completion {
+        events: vec![],
+        counters: vec![
+            (crate::pipeline::counters::REMOVALS.to_string(), 1),
+            (stat_key(&outcome, crate::statistics::REMOVALS), 1),
+        ],
+        summary: None,
+    };
+    match gw
+        .core
+        .store
+        .append_once(
+            format!("removal/{}/{}", r.state, r.tcn),
+            removal.encode_to_vec(),
+            completion,
+        )
+        .await?
+    {
+        crate::store::Once::Appended => Ok(removal),
+        crate::store::Once::Existing(bytes) => pb::Removal::decode(bytes.as_slice())
+            .map_err(|_| GatewayError::Internal("stored removal is unreadable".into())),
+    }
+}
+
+/// Issues a detainer: see `FieldOfficeService.IssueDetainer`.
+pub async fn issue_detainer(
+    gw: &Gateway,
+    office: &str,
+    r: pb::IssueDetainerRequest,
+) -> Result<pb::Detainer, GatewayError> {
+    let release = r
+        .scheduled_release
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.try_into().ok()?))
+        .ok_or_else(|| {
+            GatewayError::invalid("scheduled_release", "is required and must be a valid time")
+        })?
+        .naive_utc();
+    let outcome = enforceable_outcome(gw, office, &r.state, &r.tcn).await?;
+    if booked_at(&outcome)
+        .is_some_and(|b| release < b || release > b + chrono::Duration::days(5 * 366))
+    {
+        return Err(GatewayError::invalid(
+            "scheduled_release",
+            "must be after the booking and within five years of it",
+        ));
+    }
+    let recommendation =
+        pb::Recommendation::try_from(outcome.recommendation).unwrap_or(pb::Recommendation::None);
     let hold = crate::detainer::hold_until(release);
     let ts = |t: chrono::NaiveDateTime| convert::timestamp_ms(t.and_utc().timestamp_millis());
     let detainer = pb::Detainer {
@@ -743,7 +812,7 @@ pub async fn issue_detainer(
         events: vec![(StreamKey::Bureau(r.state.clone()), event.encode_to_vec())],
         counters: vec![
             (crate::pipeline::counters::DETAINERS_ISSUED.to_string(), 1),
-            (detainer_stat_key(&outcome), 1),
+            (stat_key(&outcome, crate::statistics::DETAINERS_ISSUED), 1),
         ],
         summary: None,
     };
@@ -769,16 +838,13 @@ pub async fn issue_detainer(
     }
 }
 
-/// Monthly statistics count a detainer in the month and jurisdiction of its booking.
-fn detainer_stat_key(outcome: &pb::IdentOutcome) -> String {
-    let booked = outcome
-        .booked_at
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-        .map(|t| t.date_naive())
-        .unwrap_or_default();
+/// Monthly statistics count a detainer or removal in the month and jurisdiction of its
+/// booking.
+fn stat_key(outcome: &pb::IdentOutcome, metric: &str) -> String {
+    let booked = booked_at(outcome).map(|t| t.date()).unwrap_or_default();
     crate::statistics::key(
         &crate::statistics::month(booked),
         &outcome.jurisdiction_id,
-        crate::statistics::DETAINERS_ISSUED,
+        metric,
     )
 }

@@ -5,8 +5,8 @@
 //! Every figure is a durable counter named `m/<YYYY-MM>/<jurisdiction>/<metric>`, added in the
 //! same transaction that completes the submission (or issues the detainer), so the figures
 //! survive restarts and count each booking exactly once. The month is the booking's month.
-//! States and the nation are sums of their jurisdictions. Removals are not simulated, so they
-//! are not reported.
+//! States and the nation are sums of their jurisdictions. Removals are those field offices
+//! record (`FieldOfficeService.RecordRemoval`; in the demo, the simulator's offices).
 
 use crate::policy::{Determination, Level, PolicyBook, Recommendation};
 use chrono::{Datelike, NaiveDate};
@@ -21,6 +21,8 @@ pub const LEVEL2: &str = "id_level2";
 pub const LEVEL3: &str = "id_level3";
 pub const NON_CRIMINAL: &str = "id_non_criminal";
 pub const DETAINERS_ISSUED: &str = "detainers_issued";
+/// Removals recorded by field offices (the simulator plays their part).
+pub const REMOVALS: &str = "removals";
 /// Bookings whose every charge is a minor traffic offence (for the outlier review).
 pub const MINOR_TRAFFIC_ONLY: &str = "minor_traffic_only";
 
@@ -118,6 +120,7 @@ fn add(row: &mut pb::StatsRow, metric: &str, n: u64) {
         NON_CRIMINAL => row.identified_non_criminal += n,
         DETAINERS_ISSUED => row.detainers_issued += n,
         MINOR_TRAFFIC_ONLY => row.minor_traffic_only_arrests += n,
+        REMOVALS => row.removals += n,
         _ => {}
     }
 }
@@ -170,6 +173,7 @@ pub fn table(
             target.identified_non_criminal += row.identified_non_criminal;
             target.detainers_issued += row.detainers_issued;
             target.minor_traffic_only_arrests += row.minor_traffic_only_arrests;
+            target.removals += row.removals;
         }
     }
     // The national row is always the whole country; the filter narrows the other rows.

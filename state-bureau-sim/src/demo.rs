@@ -479,6 +479,22 @@ pub async fn drive(
             "detainer for {} issued twice",
             o.tcn
         );
+        // About a third of those held are later removed (deterministic from the TCN); the
+        // office records it, twice, and the monthly statistics must count it once.
+        if removed(&o.tcn) {
+            let day = chrono::DateTime::from_timestamp(booked.seconds, 0)
+                .unwrap_or_default()
+                .date_naive()
+                + chrono::Duration::days(45);
+            let r = pb::RecordRemovalRequest {
+                state: req.state.clone(),
+                tcn: o.tcn.clone(),
+                removed_on: day.to_string(),
+            };
+            c.record_removal(r.clone()).await?;
+            c.record_removal(r).await?;
+            obs.removals.push((req.state.clone(), o.tcn.clone()));
+        }
         obs.detainers_issued
             .push((req.state, o.tcn.clone(), d.detainer_id));
     }
@@ -509,4 +525,12 @@ pub fn require_world(dir: &Path) -> anyhow::Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// Whether the simulated office removes the person held under `tcn` (about one in three).
+fn removed(tcn: &str) -> bool {
+    let h = tcn
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    h % 3 == 0
 }

@@ -28,6 +28,8 @@ pub struct Observations {
     pub detainers_issued: Vec<(String, String, String)>,
     /// Detainers the bureaus' jails received: (state, tcn, detainer id).
     pub detainers_received: Vec<(String, String, String)>,
+    /// Removals the field offices recorded: (state, tcn).
+    pub removals: Vec<(String, String)>,
     /// Jurisdictions planted with skewed arrest mixes.
     pub planted: std::collections::BTreeSet<String>,
     /// The outlier review's flags: (jurisdiction, measure), and how many tests it ran.
@@ -347,8 +349,9 @@ pub fn verify(
         );
     }
 
-    // Monthly statistics against the ground truth: [submissions, searches, matches, detainers].
-    let mut want: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+    // Monthly statistics against the ground truth:
+    // [submissions, searches, matches, detainers, removals].
+    let mut want: BTreeMap<String, [u64; 5]> = BTreeMap::new();
     for b in plan {
         let w = want.entry(month_of(b)).or_default();
         w[0] += 1;
@@ -360,6 +363,11 @@ pub fn verify(
             want.entry(month_of(b)).or_default()[3] += 1;
         }
     }
+    for (_, tcn) in &obs.removals {
+        if let Some(b) = by_tcn.get(tcn.as_str()) {
+            want.entry(month_of(b)).or_default()[4] += 1;
+        }
+    }
     for (month, w) in &want {
         let got = obs.monthly.get(month).map(|r| {
             [
@@ -367,6 +375,7 @@ pub fn verify(
                 r.ident_searches,
                 r.matches,
                 r.detainers_issued,
+                r.removals,
             ]
         });
         if got.as_ref() != Some(w) {
@@ -374,7 +383,7 @@ pub fn verify(
                 CHECKS[13],
                 month,
                 format!(
-                    "national [submissions, searches, matches, detainers] {got:?}, expected {w:?}"
+                    "national [submissions, searches, matches, detainers, removals] {got:?}, expected {w:?}"
                 ),
             );
         }
@@ -528,6 +537,13 @@ pub fn report(
     );
     let _ = writeln!(
         t,
+        "  {:<34} {:>10} / {}",
+        "detainers issued / removals",
+        obs.detainers_issued.len(),
+        obs.removals.len()
+    );
+    let _ = writeln!(
+        t,
         "  {:<34} {:>10.1} /s  ({:.2} s for all receipts)",
         "receipt throughput",
         ingest_rate,
@@ -594,6 +610,7 @@ pub fn report(
         "immigration_responses_sent": sent_imm,
         "immigration_responses_withheld": withheld,
         "detainers_issued": obs.detainers_issued.len(),
+        "removals": obs.removals.len(),
         "outlier_review": {
             "tests": obs.review_tests,
             "planted": obs.planted,

@@ -840,6 +840,53 @@ async fn monthly_statistics_survive_a_restart_and_count_exactly() {
         })
         .await
         .unwrap();
+    // A removal: once per booking (a repeat returns the first), never for a booking without
+    // an enforcement recommendation, never dated before the booking, never sent to the jail.
+    let mut hou = gw.office("HOU").await;
+    let removal = |tcn: &str, on: &str| pb::RecordRemovalRequest {
+        state: "TX".into(),
+        tcn: tcn.into(),
+        removed_on: on.into(),
+    };
+    let r = hou
+        .record_removal(removal("TX-STATS-0001", "2011-08-15"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.jurisdiction_id, TX_RECEIVING);
+    let again = hou
+        .record_removal(removal("TX-STATS-0001", "2011-09-01"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.removed_on, "2011-08-15", "one removal per booking");
+    let e = hou
+        .record_removal(removal("TX-STATS-0002", "2011-08-15"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    for bad in ["15/08/2011", "2011-05-01"] {
+        let e = hou
+            .record_removal(removal("TX-STATS-0001", bad))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad}");
+        assert!(e.message().contains("removed_on"), "{}", e.message());
+    }
+    assert_eq!(
+        gw.office("LOS")
+            .await
+            .record_removal(removal("TX-STATS-0001", "2011-08-15"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let jail_log = format!("{:?}", bureau_log(&gw, "TX").await);
+    assert!(
+        !jail_log.contains("2011-08-15"),
+        "nothing about removals reaches the jail"
+    );
     let gw = gw.restart(None).await;
     gw.bureau("CA")
         .await
@@ -874,15 +921,16 @@ async fn monthly_statistics_survive_a_restart_and_count_exactly() {
             r.identified_level3,
             r.identified_non_criminal,
             r.detainers_issued,
+            r.removals,
         ]
     };
-    assert_eq!(cols(row(TX_RECEIVING)), [1, 1, 1, 0, 1, 0, 0, 1]);
-    assert_eq!(cols(row(TX_OPTED_OUT)), [1, 1, 1, 0, 0, 0, 0, 0]);
-    assert_eq!(cols(row(TX_NOT_ACTIVATED)), [1, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(cols(row(CA_RECEIVING)), [1, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(cols(row(TX_RECEIVING)), [1, 1, 1, 0, 1, 0, 0, 1, 1]);
+    assert_eq!(cols(row(TX_OPTED_OUT)), [1, 1, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(cols(row(TX_NOT_ACTIVATED)), [1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(cols(row(CA_RECEIVING)), [1, 1, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(
         cols(june.national.clone().unwrap()),
-        [4, 3, 2, 0, 1, 0, 0, 1]
+        [4, 3, 2, 0, 1, 0, 0, 1, 1]
     );
     let tx = june
         .states
@@ -890,7 +938,7 @@ async fn monthly_statistics_survive_a_restart_and_count_exactly() {
         .find(|r| r.state == "TX")
         .unwrap()
         .clone();
-    assert_eq!(cols(tx), [3, 2, 2, 0, 1, 0, 0, 1]);
+    assert_eq!(cols(tx), [3, 2, 2, 0, 1, 0, 0, 1, 1]);
 
     let ca_only = admin
         .get_monthly_stats(pb::GetMonthlyStatsRequest {
