@@ -1,6 +1,7 @@
 //! The interoperability gateway as a library: the binary in `main.rs` only parses flags.
 
 pub mod backends;
+pub mod cli;
 pub mod client;
 pub mod convert;
 pub mod detainer;

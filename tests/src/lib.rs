@@ -114,53 +114,80 @@ pub fn capture(person: u64, n: u64) -> Tenprint {
     )
 }
 
-/// Both galleries of the test world.
-pub fn galleries() -> (
-    GalleryBackend<ImmigrationRecord>,
-    GalleryBackend<CriminalRecord>,
-) {
+type Enrolled<R> = Vec<(u64, Tenprint, R)>;
+
+/// The enrolment templates and records of both galleries: (IDENT, FBI).
+fn gallery_entries() -> (Enrolled<ImmigrationRecord>, Enrolled<CriminalRecord>) {
     let ident_people = [
         (OVERSTAY_FELON, Status::VisaOverstay),
         (CITIZEN, Status::UsCitizen),
     ];
     let fbi_people = [OVERSTAY_FELON, FBI_ONLY];
-    let ident = ExhaustiveMatcher::new(2);
-    let fbi = ExhaustiveMatcher::new(2);
-    let mut ident_records = BTreeMap::new();
-    let mut fbi_records = BTreeMap::new();
     let filler = 100..160u64;
-    for (p, status) in ident_people
+    let ident = ident_people
         .into_iter()
         .chain(filler.clone().map(|p| (p, Status::LawfulStatus)))
-    {
-        ident.enroll(p, &enrol(p)).expect("enrol");
-        ident_records.insert(
-            p,
-            ImmigrationRecord {
+        .map(|(p, status)| {
+            let record = ImmigrationRecord {
                 fin: fin(p),
                 status,
                 last_entry: None,
-            },
-        );
-    }
-    for p in fbi_people.into_iter().chain(filler) {
-        fbi.enroll(p, &enrol(p)).expect("enrol");
-        fbi_records.insert(
-            p,
-            CriminalRecord {
+            };
+            (p, enrol(p), record)
+        })
+        .collect();
+    let fbi = fbi_people
+        .into_iter()
+        .chain(filler)
+        .map(|p| {
+            let record = CriminalRecord {
                 fbi_number: fbi_number(p),
                 prior_arrests: 2,
                 convictions: vec![Conviction {
                     offense: Offense::Felony,
                     convicted_on: d("2005-03-04"),
                 }],
-            },
-        );
+            };
+            (p, enrol(p), record)
+        })
+        .collect();
+    (ident, fbi)
+}
+
+fn backend<R: Clone + Send + Sync + 'static>(entries: Enrolled<R>) -> GalleryBackend<R> {
+    let matcher = ExhaustiveMatcher::new(2);
+    let mut records = BTreeMap::new();
+    for (p, print, record) in entries {
+        matcher.enroll(p, &print).expect("enrol");
+        records.insert(p, record);
     }
-    (
-        GalleryBackend::new(Arc::new(ident), ident_records),
-        GalleryBackend::new(Arc::new(fbi), fbi_records),
-    )
+    GalleryBackend::new(Arc::new(matcher), records)
+}
+
+/// Both galleries of the test world.
+pub fn galleries() -> (
+    GalleryBackend<ImmigrationRecord>,
+    GalleryBackend<CriminalRecord>,
+) {
+    let (ident, fbi) = gallery_entries();
+    (backend(ident), backend(fbi))
+}
+
+/// Writes the test world as a world directory (what `interop-gateway serve --world` reads).
+pub fn write_world_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_json(dir, WORLD_FILE, &world())?;
+    let (ident, fbi) = gallery_entries();
+    fn split<R>(e: Enrolled<R>) -> (Vec<(u64, Tenprint)>, Records<R>) {
+        e.into_iter().map(|(p, t, r)| ((p, t), (p, r))).unzip()
+    }
+    let (ident_gallery, ident_records) = split(ident);
+    let (fbi_gallery, fbi_records) = split(fbi);
+    write_json(dir, IDENT_RECORDS_FILE, &ident_records)?;
+    write_json(dir, FBI_RECORDS_FILE, &fbi_records)?;
+    interop_matcher::gallery::write_gallery(&dir.join(IDENT_GALLERY_FILE), &ident_gallery)?;
+    interop_matcher::gallery::write_gallery(&dir.join(FBI_GALLERY_FILE), &fbi_gallery)?;
+    Ok(())
 }
 
 /// Counts IDENT searches, to prove which bookings reach the matcher.

@@ -59,6 +59,19 @@ fn unavailable(e: impl fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// How the writer commits. The gateway always uses [`CommitMode::Group`]; the other two exist
+/// so the ingest benchmark can show, in one run, what group commit buys and what durability
+/// costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Many queued ops per transaction, one fsync per transaction (the default).
+    Group,
+    /// One op per transaction: one fsync per submission.
+    PerOp,
+    /// Group commit without fsync. **Not durable**: a receipt may be lost in a power cut.
+    NoSync,
+}
+
 pub struct RedbStore {
     db: Arc<Database>,
     tx: mpsc::Sender<WriteOp>,
@@ -66,8 +79,13 @@ pub struct RedbStore {
 }
 
 impl RedbStore {
-    /// Opens (or creates) `dir/interop.redb` and starts the writer thread.
+    /// Opens (or creates) `dir/interop.redb` and starts the writer thread (group commit).
     pub fn open(dir: &Path) -> StoreResult<Self> {
+        Self::open_with(dir, CommitMode::Group)
+    }
+
+    /// Like [`RedbStore::open`], committing as `mode` says.
+    pub fn open_with(dir: &Path, mode: CommitMode) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
         let path: PathBuf = dir.join("interop.redb");
         let db = Arc::new(Database::create(&path).map_err(unavailable)?);
@@ -90,6 +108,7 @@ impl RedbStore {
         let writer = Writer {
             db: db.clone(),
             heads: heads.clone(),
+            mode,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -321,6 +340,7 @@ impl Store for RedbStore {
 struct Writer {
     db: Arc<Database>,
     heads: Arc<dashmap::DashMap<String, watch::Sender<u64>>>,
+    mode: CommitMode,
 }
 
 /// An op's answer, held until the batch is durable.
@@ -355,7 +375,12 @@ impl Writer {
     fn run(self, mut rx: mpsc::Receiver<WriteOp>) {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            let max_batch = if self.mode == CommitMode::PerOp {
+                1
+            } else {
+                MAX_BATCH
+            };
+            while batch.len() < max_batch {
                 match rx.try_recv() {
                     Ok(op) => batch.push(op),
                     Err(_) => break,
@@ -403,13 +428,19 @@ impl Writer {
         new_heads: &mut HashMap<String, u64>,
     ) -> Result<Vec<Answer>, (Vec<Answer>, StoreError)> {
         let mut answers = Vec::with_capacity(batch.len());
-        let txn = match self.db.begin_write() {
+        let mut txn = match self.db.begin_write() {
             Ok(t) => t,
             Err(e) => {
                 let answers = batch.into_iter().map(Self::refuse).collect();
                 return Err((answers, unavailable(e)));
             }
         };
+        if self.mode == CommitMode::NoSync
+            && let Err(e) = txn.set_durability(redb::Durability::None)
+        {
+            let answers = batch.into_iter().map(Self::refuse).collect();
+            return Err((answers, unavailable(e)));
+        }
         let mut failure: Option<StoreError> = None;
         {
             let mut tables = match Tables::open(&txn) {

@@ -1,0 +1,365 @@
+//! The `interop-gateway` command line: serve the gateway, query it as admin, or manage its
+//! development PKI. `src/main.rs` is a one-line wrapper around [`main`], so the end-to-end
+//! crash test can build and `kill -9` the very same program.
+
+use crate::{backends, pki, principal::Principal, server, store, world};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "interop-gateway",
+    version,
+    about = "The FBI/DHS interoperability gateway (synthetic emulation)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve gRPC over mutual TLS.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "INTEROP_LISTEN", default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        /// PKI directory (from `pki init`).
+        #[arg(long, env = "INTEROP_PKI")]
+        pki: PathBuf,
+        /// World directory (from `state-bureau-sim generate`).
+        #[arg(long, env = "INTEROP_WORLD")]
+        world: PathBuf,
+        /// Data directory for the durable store.
+        #[arg(long, env = "INTEROP_DATA")]
+        data: PathBuf,
+        /// Matcher shards per gallery.
+        #[arg(long, default_value_t = 4)]
+        shards: usize,
+        /// Submissions processed concurrently.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds in-flight calls may run after SIGINT/SIGTERM.
+        #[arg(long, default_value_t = 5)]
+        grace_secs: u64,
+        /// Plain-HTTP address for Prometheus `/metrics` (keep it on loopback).
+        #[arg(long, env = "INTEROP_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+        metrics_listen: SocketAddr,
+        /// Do not serve metrics.
+        #[arg(long)]
+        no_metrics: bool,
+    },
+    /// Administrative queries against a running gateway (as the admin identity).
+    Admin {
+        /// Gateway endpoint.
+        #[arg(
+            long,
+            env = "INTEROP_TARGET",
+            default_value = "https://127.0.0.1:50051"
+        )]
+        target: String,
+        /// PKI directory holding ca.pem and clients/admin.pem.
+        #[arg(long, env = "INTEROP_PKI")]
+        pki: PathBuf,
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
+    /// Development PKI.
+    Pki {
+        #[command(subcommand)]
+        cmd: PkiCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Monthly interoperability statistics, per jurisdiction, state and nation.
+    Stats {
+        /// YYYY-MM (month of booking).
+        #[arg(long)]
+        month: String,
+        /// Only this state.
+        #[arg(long, default_value = "")]
+        state: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum PkiCmd {
+    /// Create a CA, a loopback server certificate and client certificates for every state
+    /// bureau, every field office and an admin.
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        /// Take the states and field offices from this world instead of the built-in lists.
+        #[arg(long)]
+        world: Option<PathBuf>,
+    },
+    /// Issue one more client certificate: writes PREFIX.pem and PREFIX-key.pem.
+    Issue {
+        /// PKI directory holding ca.pem and ca-key.pem.
+        #[arg(long)]
+        ca: PathBuf,
+        /// SPIFFE id, e.g. spiffe://interop.local/bureau/TX.
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Runs the command line with the process's arguments.
+pub fn main() -> std::process::ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Serve {
+            listen,
+            pki,
+            world,
+            data,
+            shards,
+            concurrency,
+            grace_secs,
+            metrics_listen,
+            no_metrics,
+        } => {
+            let world_file: world::WorldFile = world::read_json(&world, world::WORLD_FILE)?;
+            let tls = server::server_tls(&pki::PkiDir(pki))?;
+            let store = store::open_embedded(&data).context("opening the data directory")?;
+            tracing::info!(world = %world.display(), "loading galleries");
+            let dir = world.clone();
+            let backends =
+                tokio::task::spawn_blocking(move || backends::InProcess::load(&dir, shards))
+                    .await??;
+            let gw = server::Gateway::start(
+                world_file,
+                store,
+                backends.ident.clone(),
+                backends.criminal.clone(),
+                Some(backends.ident.matcher()),
+                server::ServeOptions {
+                    concurrency,
+                    grace: Duration::from_secs(grace_secs),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            // One signal, two servers.
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            });
+            let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if !no_metrics {
+                let ml = tokio::net::TcpListener::bind(metrics_listen)
+                    .await
+                    .with_context(|| format!("binding --metrics-listen {metrics_listen}"))?;
+                tokio::spawn(Arc::clone(&gw).serve_metrics(ml, stopped(stop_rx.clone())));
+            }
+            Arc::clone(&gw).serve(listener, tls, stopped(stop_rx)).await
+        }
+        Cmd::Admin {
+            target,
+            pki,
+            cmd:
+                AdminCmd::Stats {
+                    month,
+                    state,
+                    format,
+                },
+        } => {
+            let ch = crate::client::connect(&target, &pki::PkiDir(pki), &Principal::Admin).await?;
+            let stats = interop_proto::v1::admin_service_client::AdminServiceClient::new(ch)
+                .get_monthly_stats(interop_proto::v1::GetMonthlyStatsRequest { month, state })
+                .await
+                .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+                .into_inner();
+            print!("{}", render_stats(&stats, format));
+            Ok(())
+        }
+        Cmd::Pki {
+            cmd: PkiCmd::Init { out, world },
+        } => {
+            let dir = match world {
+                Some(w) => {
+                    let wf: world::WorldFile = world::read_json(&w, world::WORLD_FILE)?;
+                    let states: Vec<String> = wf.states.iter().map(|s| s.code.clone()).collect();
+                    let offices: Vec<String> =
+                        wf.field_offices.iter().map(|o| o.code.clone()).collect();
+                    pki::init(
+                        &out,
+                        &pki::InitOptions {
+                            states: &states,
+                            offices: &offices,
+                        },
+                    )?
+                }
+                None => pki::init_default(&out)?,
+            };
+            println!(
+                "wrote a CA, a server certificate and client certificates to {}",
+                dir.0.display()
+            );
+            Ok(())
+        }
+        Cmd::Pki {
+            cmd: PkiCmd::Issue { ca, id, out },
+        } => {
+            let p = Principal::from_spiffe(&id).with_context(|| {
+                format!("--id {id:?} is not an interop identity (spiffe://interop.local/bureau/XX, /field-office/XXX or /admin)")
+            })?;
+            let files = pki::IdentityFiles {
+                cert: PathBuf::from(format!("{}.pem", out.display())),
+                key: PathBuf::from(format!("{}-key.pem", out.display())),
+            };
+            pki::issue_client(&pki::PkiDir(ca), &p, &files)?;
+            println!("wrote {} and {}", files.cert.display(), files.key.display());
+            Ok(())
+        }
+    }
+}
+
+fn render_stats(s: &interop_proto::v1::MonthlyStats, format: Format) -> String {
+    use std::fmt::Write;
+    let national = s.national.clone().unwrap_or_default();
+    let rows = s
+        .jurisdictions
+        .iter()
+        .map(|r| ("jurisdiction", r))
+        .chain(s.states.iter().map(|r| ("state", r)))
+        .chain(std::iter::once(("national", &national)));
+    let cols = |r: &interop_proto::v1::StatsRow| {
+        [
+            r.submissions,
+            r.ident_searches,
+            r.matches,
+            r.identified_level1,
+            r.identified_level2,
+            r.identified_level3,
+            r.identified_non_criminal,
+            r.detainers_issued,
+            r.removals,
+        ]
+    };
+    const HEAD: [&str; 9] = [
+        "submissions",
+        "ident_searches",
+        "matches",
+        "level1",
+        "level2",
+        "level3",
+        "non_criminal",
+        "detainers",
+        "removals",
+    ];
+    let mut out = String::new();
+    match format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = rows
+                .map(|(kind, r)| {
+                    let mut m = serde_json::Map::new();
+                    m.insert("kind".into(), kind.into());
+                    m.insert("state".into(), r.state.clone().into());
+                    m.insert("jurisdiction_id".into(), r.jurisdiction_id.clone().into());
+                    for (h, v) in HEAD.iter().zip(cols(r)) {
+                        m.insert(h.to_string(), v.into());
+                    }
+                    serde_json::Value::Object(m)
+                })
+                .collect();
+            let doc = serde_json::json!({ "month": s.month, "rows": rows });
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&doc).unwrap_or_default()
+            );
+        }
+        Format::Csv => {
+            let _ = writeln!(out, "month,kind,state,jurisdiction_id,{}", HEAD.join(","));
+            for (kind, r) in rows {
+                let v: Vec<String> = cols(r).iter().map(|x| x.to_string()).collect();
+                let _ = writeln!(
+                    out,
+                    "{},{kind},{},{},{}",
+                    s.month,
+                    r.state,
+                    r.jurisdiction_id,
+                    v.join(",")
+                );
+            }
+        }
+        Format::Table => {
+            let _ = writeln!(out, "interoperability statistics, bookings of {}", s.month);
+            let _ = write!(out, "{:<13} {:<6} {:<8}", "", "state", "juris.");
+            for h in HEAD {
+                let _ = write!(out, " {h:>14}");
+            }
+            let _ = writeln!(out);
+            for (kind, r) in rows {
+                let _ = write!(out, "{kind:<13} {:<6} {:<8}", r.state, r.jurisdiction_id);
+                for v in cols(r) {
+                    let _ = write!(out, " {v:>14}");
+                }
+                let _ = writeln!(out);
+            }
+        }
+    }
+    out
+}
