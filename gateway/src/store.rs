@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub mod conformance;
 mod redb_store;
-pub use redb_store::{CommitMode, RedbStore};
+pub use redb_store::{CommitMode, IoFaults, RedbStore};
 
 /// An outbound stream: a field office's notifications or a bureau's responses.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

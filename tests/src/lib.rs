@@ -248,11 +248,37 @@ impl TestGateway {
         Self::start_in(dir, pki, ident).await
     }
 
+    /// A fresh gateway whose store file fails every write while the returned switch is on
+    /// (a full disk).
+    pub async fn start_with_faults() -> (TestGateway, Arc<store::IoFaults>) {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let pki = pki::init(
+            &dir.path().join("pki"),
+            &pki::InitOptions {
+                states: &["TX".into(), "CA".into()],
+                offices: &["HOU".into(), "LOS".into()],
+            },
+        )
+        .expect("pki");
+        let faults = Arc::new(store::IoFaults::default());
+        let gw = Self::start_full(dir, pki, None, Some(faults.clone())).await;
+        (gw, faults)
+    }
+
     /// Starts on `dir` (keeping its data); `ident` replaces the IDENT backend if given.
     pub async fn start_in(
         dir: Arc<tempfile::TempDir>,
         pki: PkiDir,
         ident: Option<Arc<dyn IdentSearch>>,
+    ) -> TestGateway {
+        Self::start_full(dir, pki, ident, None).await
+    }
+
+    async fn start_full(
+        dir: Arc<tempfile::TempDir>,
+        pki: PkiDir,
+        ident: Option<Arc<dyn IdentSearch>>,
+        faults: Option<Arc<store::IoFaults>>,
     ) -> TestGateway {
         let data = dir.path().join("data");
         let (ident_backend, criminal) = galleries();
@@ -263,13 +289,22 @@ impl TestGateway {
         });
         let criminal: Arc<dyn CriminalHistory> = Arc::new(criminal);
         // The previous gateway on this directory may still be releasing its database file.
-        let mut store = store::open_embedded(&data);
+        let open = || -> store::StoreResult<store::DynStore> {
+            match &faults {
+                None => store::open_embedded(&data),
+                Some(f) => Ok(Arc::new(store::RedbStore::open_with_faults(
+                    &data,
+                    f.clone(),
+                )?)),
+            }
+        };
+        let mut store = open();
         for _ in 0..100 {
             if store.is_ok() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            store = store::open_embedded(&data);
+            store = open();
         }
         let gateway = Gateway::start(
             world(),

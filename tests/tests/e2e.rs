@@ -1165,3 +1165,60 @@ async fn quarterly_review_flags_a_planted_outlier_only() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("quarter"));
 }
+
+/// A full disk (issue: durability): the gateway refuses with UNAVAILABLE and a clear message,
+/// never gives a receipt for what it did not store, keeps what it had, and accepts again by
+/// itself once space returns — the refused booking can then be resubmitted as new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_unavailable_never_acknowledged_and_recovers() {
+    let (gw, faults) = TestGateway::start_with_faults().await;
+    let mut b = gw.bureau("TX").await;
+    b.submit(booking("TX-DISK-0001", TX_RECEIVING, NOBODY))
+        .await
+        .unwrap();
+    wait_completed(&gw, "TX", "TX-DISK-0001").await;
+    let before = gw.counters().await;
+
+    faults.set_failing(true);
+    let e = b
+        .submit(booking("TX-DISK-0002", TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(
+        e.message().contains("durable store") && e.message().contains("not accepted"),
+        "{}",
+        e.message()
+    );
+    faults.set_failing(false);
+
+    // Nothing of the refused booking was kept, and the first one is intact.
+    let e = b
+        .get_status(pb::GetStatusRequest {
+            tcn: "TX-DISK-0002".into(),
+        })
+        .await;
+    // The first read after the failure may still meet the store reopening; both answers say
+    // "not held", never "held".
+    if let Ok(s) = e {
+        panic!("refused booking is held: {:?}", s.into_inner());
+    }
+    let r = b
+        .submit(booking("TX-DISK-0002", TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.duplicate, "the refused booking was never stored");
+    wait_completed(&gw, "TX", "TX-DISK-0002").await;
+    let after = gw.counters().await;
+    assert_eq!(
+        after.get("submissions_completed").copied().unwrap_or(0),
+        before.get("submissions_completed").copied().unwrap_or(0) + 1
+    );
+    let log = office_log(&gw, "HOU", Some(0)).await;
+    let tcns: Vec<&str> = log
+        .iter()
+        .map(|n| n.outcome.as_ref().unwrap().tcn.as_str())
+        .collect();
+    assert_eq!(tcns, ["TX-DISK-0001", "TX-DISK-0002"]);
+}

@@ -8,11 +8,22 @@
 //! submissions share one disk flush; at rest a lone submission is committed at once. Each op
 //! is validated inside the batch; an op that is refused (conflict) does not abort the others.
 //! If the commit fails, every op in the batch gets `Unavailable` and nothing is acknowledged.
+//!
+//! **I/O errors and a full disk.** After a failed write redb refuses everything until the
+//! database is reopened. The writer therefore marks itself broken, and before its next batch
+//! closes the database (readers meanwhile get `Unavailable`) and reopens it from the last good
+//! commit; while the disk is still full the reopen or the commit fails again and that batch is
+//! refused too. So the gateway answers `UNAVAILABLE` while it cannot write, never acknowledges
+//! what it did not store, and accepts again by itself once space returns. [`IoFaults`] injects
+//! such failures in tests.
 
 use super::*;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::PathBuf;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Most ops committed by one transaction; bounds the latency a batch adds to its first op.
 const MAX_BATCH: usize = 512;
@@ -72,8 +83,121 @@ pub enum CommitMode {
     NoSync,
 }
 
+/// Fault injection for tests: while failing, every write, resize and sync of the database
+/// file fails with "No space left on device", as a full disk would. Reads still work.
+#[derive(Debug, Default)]
+pub struct IoFaults {
+    failing: AtomicBool,
+}
+
+impl IoFaults {
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> std::io::Result<()> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// redb's file backend with [`IoFaults`] in front of its writes.
+#[derive(Debug)]
+struct FaultyFile {
+    inner: redb::backends::FileBackend,
+    faults: Arc<IoFaults>,
+}
+
+impl StorageBackend for FaultyFile {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.faults.check()?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.faults.check()?;
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.faults.check()?;
+        self.inner.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.inner.close()
+    }
+    fn try_lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_range(a, b)
+    }
+    fn try_lock_shared_range(
+        &self,
+        a: Bound<u64>,
+        b: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_shared_range(a, b)
+    }
+    fn lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.inner.lock_range(a, b)
+    }
+    fn lock_shared_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.inner.lock_shared_range(a, b)
+    }
+    fn unlock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.inner.unlock_range(a, b)
+    }
+    fn query_lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<bool, redb::BackendError> {
+        self.inner.query_lock_range(a, b)
+    }
+}
+
+/// Where the database file is and how to open it.
+#[derive(Clone)]
+struct DbFile {
+    path: PathBuf,
+    faults: Option<Arc<IoFaults>>,
+}
+
+impl DbFile {
+    fn open(&self) -> StoreResult<Database> {
+        match &self.faults {
+            None => Database::create(&self.path).map_err(unavailable),
+            Some(faults) => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&self.path)
+                    .map_err(unavailable)?;
+                let inner = redb::backends::FileBackend::new(file).map_err(unavailable)?;
+                redb::Builder::new()
+                    .create_with_backend(FaultyFile {
+                        inner,
+                        faults: faults.clone(),
+                    })
+                    .map_err(unavailable)
+            }
+        }
+    }
+}
+
+/// The open database, shared by the writer and the readers; `None` while the writer reopens
+/// it after an I/O error.
+type SharedDb = Arc<RwLock<Option<Arc<Database>>>>;
+
+fn recovering() -> StoreError {
+    StoreError::Unavailable("the store is recovering from a storage error".into())
+}
+
 pub struct RedbStore {
-    db: Arc<Database>,
+    db: SharedDb,
     tx: mpsc::Sender<WriteOp>,
     heads: Arc<dashmap::DashMap<String, watch::Sender<u64>>>,
 }
@@ -86,9 +210,21 @@ impl RedbStore {
 
     /// Like [`RedbStore::open`], committing as `mode` says.
     pub fn open_with(dir: &Path, mode: CommitMode) -> StoreResult<Self> {
+        Self::open_file(dir, mode, None)
+    }
+
+    /// Like [`RedbStore::open`], with `faults` able to make the file's writes fail (tests).
+    pub fn open_with_faults(dir: &Path, faults: Arc<IoFaults>) -> StoreResult<Self> {
+        Self::open_file(dir, CommitMode::Group, Some(faults))
+    }
+
+    fn open_file(dir: &Path, mode: CommitMode, faults: Option<Arc<IoFaults>>) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
-        let path: PathBuf = dir.join("interop.redb");
-        let db = Arc::new(Database::create(&path).map_err(unavailable)?);
+        let file = DbFile {
+            path: dir.join("interop.redb"),
+            faults,
+        };
+        let db = Arc::new(file.open()?);
         // Create every table up front so readers never meet a missing one.
         let txn = db.begin_write().map_err(unavailable)?;
         {
@@ -105,8 +241,11 @@ impl RedbStore {
         txn.commit().map_err(unavailable)?;
         let heads = Arc::new(dashmap::DashMap::new());
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let db: SharedDb = Arc::new(RwLock::new(Some(db)));
         let writer = Writer {
             db: db.clone(),
+            file,
+            broken: false,
             heads: heads.clone(),
             mode,
         };
@@ -117,11 +256,19 @@ impl RedbStore {
         Ok(RedbStore { db, tx, heads })
     }
 
+    fn db(&self) -> StoreResult<Arc<Database>> {
+        self.db
+            .read()
+            .map_err(|_| recovering())?
+            .clone()
+            .ok_or_else(recovering)
+    }
+
     async fn blocking_read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> Result<T, redb::Error> + Send + 'static,
     ) -> StoreResult<T> {
-        let db = self.db.clone();
+        let db = self.db()?;
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(unavailable)?
@@ -313,7 +460,8 @@ impl Store for RedbStore {
             return tx.subscribe();
         }
         let head = (|| -> Result<u64, redb::Error> {
-            let txn = self.db.begin_read()?;
+            let Ok(db) = self.db() else { return Ok(0) };
+            let txn = db.begin_read()?;
             let t = txn.open_table(HEADS)?;
             Ok(t.get(name.as_str())?.map(|v| v.value()).unwrap_or(0))
         })()
@@ -338,7 +486,10 @@ impl Store for RedbStore {
 
 /// The single writer: owns all write transactions.
 struct Writer {
-    db: Arc<Database>,
+    db: SharedDb,
+    file: DbFile,
+    /// A write failed: reopen the database before the next batch.
+    broken: bool,
     heads: Arc<dashmap::DashMap<String, watch::Sender<u64>>>,
     mode: CommitMode,
 }
@@ -372,7 +523,26 @@ impl Answer {
 }
 
 impl Writer {
-    fn run(self, mut rx: mpsc::Receiver<WriteOp>) {
+    /// Closes and reopens the database after a storage error (redb refuses everything after
+    /// one). Readers get `Unavailable` meanwhile.
+    fn reopen(&mut self) -> StoreResult<()> {
+        let old = self.db.write().map_err(|_| recovering())?.take();
+        if let Some(old) = old {
+            // Readers hold clones only for the length of one read.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            drop(old);
+        }
+        let db = self.file.open()?;
+        *self.db.write().map_err(|_| recovering())? = Some(Arc::new(db));
+        self.broken = false;
+        tracing::warn!("store reopened after a storage error; accepting again");
+        Ok(())
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
             let max_batch = if self.mode == CommitMode::PerOp {
@@ -387,7 +557,13 @@ impl Writer {
                 }
             }
             let mut new_heads: HashMap<String, u64> = HashMap::new();
-            let result = self.apply(batch, &mut new_heads);
+            let result = match self.broken {
+                true => match self.reopen() {
+                    Ok(()) => self.apply(batch, &mut new_heads),
+                    Err(e) => Err((batch.into_iter().map(Self::refuse).collect(), e)),
+                },
+                false => self.apply(batch, &mut new_heads),
+            };
             match result {
                 Ok(answers) => {
                     // Durable: publish the new heads first, then answer, so a caller that
@@ -411,6 +587,7 @@ impl Writer {
                     }
                 }
                 Err((answers, e)) => {
+                    self.broken = true;
                     tracing::error!(error = %e, ops = answers.len(), "store commit failed; batch refused");
                     for a in answers {
                         a.send(Some(&e));
@@ -428,7 +605,11 @@ impl Writer {
         new_heads: &mut HashMap<String, u64>,
     ) -> Result<Vec<Answer>, (Vec<Answer>, StoreError)> {
         let mut answers = Vec::with_capacity(batch.len());
-        let mut txn = match self.db.begin_write() {
+        let db = match self.db.read().ok().and_then(|d| d.clone()) {
+            Some(db) => db,
+            None => return Err((batch.into_iter().map(Self::refuse).collect(), recovering())),
+        };
+        let mut txn = match db.begin_write() {
             Ok(t) => t,
             Err(e) => {
                 let answers = batch.into_iter().map(Self::refuse).collect();
@@ -725,4 +906,70 @@ mod tests {
         append_once_appends_once,
         concurrent_accepts_all_land
     );
+
+    fn key(tcn: &str) -> SubmissionKey {
+        SubmissionKey {
+            bureau: "TX".into(),
+            tcn: tcn.into(),
+        }
+    }
+
+    /// A full disk: nothing is acknowledged while writes fail, what was stored stays, and the
+    /// store accepts again by itself once space returns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(IoFaults::default());
+        let store = RedbStore::open_with_faults(dir.path(), faults.clone()).unwrap();
+        assert!(matches!(
+            store.accept(key("TX-BEFORE-0001"), b"a".to_vec(), 1).await,
+            Ok(Accepted::New(_))
+        ));
+
+        faults.set_failing(true);
+        for tcn in ["TX-DURING-0001", "TX-DURING-0002"] {
+            match store.accept(key(tcn), b"b".to_vec(), 2).await {
+                Err(StoreError::Unavailable(m)) => assert!(!m.is_empty()),
+                other => panic!("a write on a full disk was answered {other:?}"),
+            }
+        }
+        let stream = StreamKey::Office("HOU".into());
+        assert!(store.ack(stream.clone(), 0).await.is_err());
+
+        faults.set_failing(false);
+        assert!(matches!(
+            store.accept(key("TX-AFTER-0001"), b"c".to_vec(), 3).await,
+            Ok(Accepted::New(_))
+        ));
+        let held = |tcn: &'static str| {
+            let store = &store;
+            async move { store.submission(key(tcn)).await.unwrap().is_some() }
+        };
+        assert!(held("TX-BEFORE-0001").await);
+        assert!(!held("TX-DURING-0001").await, "refused, so not stored");
+        assert!(!held("TX-DURING-0002").await);
+        assert!(held("TX-AFTER-0001").await);
+        let pending: Vec<String> = store
+            .unfinished()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.key.tcn)
+            .collect();
+        assert_eq!(pending, ["TX-BEFORE-0001", "TX-AFTER-0001"]);
+        // Acceptance order continues without a gap or a reuse.
+        let seq = |tcn: &'static str| {
+            let store = &store;
+            async move {
+                store
+                    .submission(key(tcn))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .receipt
+                    .seq
+            }
+        };
+        assert_eq!(seq("TX-AFTER-0001").await, seq("TX-BEFORE-0001").await + 1);
+    }
 }
