@@ -52,6 +52,9 @@ enum Cmd {
         /// Do not serve metrics.
         #[arg(long)]
         no_metrics: bool,
+        /// Hours a field office's events are kept after it acknowledged them.
+        #[arg(long, default_value_t = 168.0)]
+        retention_hours: f64,
     },
     /// Administrative queries against a running gateway (as the admin identity).
     Admin {
@@ -173,7 +176,12 @@ async fn run() -> anyhow::Result<()> {
             grace_secs,
             metrics_listen,
             no_metrics,
+            retention_hours,
         } => {
+            anyhow::ensure!(
+                retention_hours.is_finite() && retention_hours >= 0.0,
+                "--retention-hours must be a non-negative number"
+            );
             let world_file: world::WorldFile = world::read_json(&world, world::WORLD_FILE)?;
             let tls = server::server_tls(&pki::PkiDir(pki))?;
             let store = store::open_embedded(&data).context("opening the data directory")?;
@@ -191,6 +199,7 @@ async fn run() -> anyhow::Result<()> {
                 server::ServeOptions {
                     concurrency,
                     grace: Duration::from_secs(grace_secs),
+                    retention: Duration::from_secs_f64(retention_hours * 3600.0),
                     ..Default::default()
                 },
             )

@@ -39,6 +39,9 @@ pub struct ServeOptions {
     pub max_streams_per_connection: u32,
     /// Per-call timeout for unary calls (streams are exempt: they end on shutdown).
     pub request_timeout: Duration,
+    /// How long a field office's events are kept after it acknowledged them; then they are
+    /// compacted away. Bureau streams have no acknowledgement and are kept.
+    pub retention: Duration,
 }
 
 impl Default for ServeOptions {
@@ -48,6 +51,7 @@ impl Default for ServeOptions {
             grace: Duration::from_secs(5),
             max_streams_per_connection: 512,
             request_timeout: Duration::from_secs(30),
+            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -114,7 +118,31 @@ impl Gateway {
             options,
         });
         gw.recover().await?;
+        gw.start_compaction();
         Ok(gw)
+    }
+
+    /// Compacts acknowledged field-office events older than the retention period, every
+    /// quarter of it (between a second and ten minutes), until shutdown.
+    fn start_compaction(self: &Arc<Self>) {
+        let retention = self.options.retention;
+        let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        let store = self.core.store.clone();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let cutoff = crate::convert::now_ms() - retention.as_millis() as i64;
+                match store.compact(cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(events = n, "compacted acknowledged events"),
+                    Err(e) => tracing::warn!(error = %e, "compaction failed; will retry"),
+                }
+            }
+        });
     }
 
     /// Re-queues every receipted submission whose processing had not finished.

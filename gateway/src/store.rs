@@ -14,6 +14,9 @@
 //! - **Ordering**: each stream's cursors start at 1 and increase by one per event, in commit
 //!   order; [`Store::read`] returns events with a cursor greater than the one given, in order.
 //! - **Acks never go backwards** and cannot pass the stream's head.
+//! - **Retention**: [`Store::compact`] removes only events at or below an acknowledged cursor
+//!   whose acknowledgement is older than the cut-off; heads, acks and later cursors are
+//!   unchanged, and a stream never acknowledged (a bureau's) is never compacted.
 //! - **Recovery**: [`Store::unfinished`] lists every accepted, not yet completed submission in
 //!   acceptance order.
 //! - **Live heads**: [`Store::watch_head`] lets subscribers sleep until a stream grows, so
@@ -168,6 +171,8 @@ pub trait Store: Send + Sync + 'static {
     async fn counters_with_prefix(&self, prefix: String) -> StoreResult<BTreeMap<String, u64>>;
     async fn put_setting(&self, key: String, value: Vec<u8>) -> StoreResult<()>;
     async fn settings(&self) -> StoreResult<BTreeMap<String, Vec<u8>>>;
+    /// Removes events acknowledged before `acked_before_ms` (Unix ms); returns how many.
+    async fn compact(&self, acked_before_ms: i64) -> StoreResult<u64>;
     /// The current head cursor of a stream, updated after each commit.
     fn watch_head(&self, stream: &StreamKey) -> watch::Receiver<u64>;
 }
@@ -203,6 +208,10 @@ pub(crate) enum WriteOp {
         key: String,
         value: Vec<u8>,
         reply: oneshot::Sender<StoreResult<()>>,
+    },
+    Compact {
+        acked_before_ms: i64,
+        reply: oneshot::Sender<StoreResult<u64>>,
     },
 }
 

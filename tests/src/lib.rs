@@ -261,7 +261,7 @@ impl TestGateway {
         )
         .expect("pki");
         let faults = Arc::new(store::IoFaults::default());
-        let gw = Self::start_full(dir, pki, None, Some(faults.clone())).await;
+        let gw = Self::start_full(dir, pki, None, Some(faults.clone()), None).await;
         (gw, faults)
     }
 
@@ -271,7 +271,22 @@ impl TestGateway {
         pki: PkiDir,
         ident: Option<Arc<dyn IdentSearch>>,
     ) -> TestGateway {
-        Self::start_full(dir, pki, ident, None).await
+        Self::start_full(dir, pki, ident, None, None).await
+    }
+
+    /// A fresh gateway that compacts acknowledged field-office events `retention` after
+    /// their acknowledgement.
+    pub async fn start_with_retention(retention: std::time::Duration) -> TestGateway {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let pki = pki::init(
+            &dir.path().join("pki"),
+            &pki::InitOptions {
+                states: &["TX".into(), "CA".into()],
+                offices: &["HOU".into(), "LOS".into()],
+            },
+        )
+        .expect("pki");
+        Self::start_full(dir, pki, None, None, Some(retention)).await
     }
 
     async fn start_full(
@@ -279,6 +294,7 @@ impl TestGateway {
         pki: PkiDir,
         ident: Option<Arc<dyn IdentSearch>>,
         faults: Option<Arc<store::IoFaults>>,
+        retention: Option<std::time::Duration>,
     ) -> TestGateway {
         let data = dir.path().join("data");
         let (ident_backend, criminal) = galleries();
@@ -314,6 +330,7 @@ impl TestGateway {
             None,
             ServeOptions {
                 grace: std::time::Duration::from_millis(200),
+                retention: retention.unwrap_or(ServeOptions::default().retention),
                 ..Default::default()
             },
         )

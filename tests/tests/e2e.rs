@@ -1222,3 +1222,39 @@ async fn a_full_disk_is_unavailable_never_acknowledged_and_recovers() {
         .collect();
     assert_eq!(tcns, ["TX-DISK-0001", "TX-DISK-0002"]);
 }
+
+/// Retention: once a field office has acknowledged outcomes and the retention period has
+/// passed, they are compacted away; what it has not acknowledged stays, and resuming from its
+/// durable cursor still delivers exactly the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_outcomes_are_compacted_after_retention() {
+    let gw = TestGateway::start_with_retention(std::time::Duration::ZERO).await;
+    let mut b = gw.bureau("TX").await;
+    for t in ["TX-RETAIN-0001", "TX-RETAIN-0002", "TX-RETAIN-0003"] {
+        b.submit(booking(t, TX_RECEIVING, NOBODY)).await.unwrap();
+        wait_completed(&gw, "TX", t).await;
+    }
+    let mut hou = gw.office("HOU").await;
+    hou.ack(pb::AckRequest { cursor: 2 }).await.unwrap();
+    // Compaction runs every second with a zero retention.
+    let mut left = vec![];
+    for _ in 0..100 {
+        left = office_log(&gw, "HOU", Some(0)).await;
+        if left.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let cursors: Vec<u64> = left.iter().map(|n| n.cursor).collect();
+    assert_eq!(cursors, [3], "only the unacknowledged outcome stays");
+    let resumed = office_log(&gw, "HOU", None).await;
+    assert_eq!(
+        resumed
+            .iter()
+            .map(|n| n.outcome.as_ref().unwrap().tcn.as_str())
+            .collect::<Vec<_>>(),
+        ["TX-RETAIN-0003"]
+    );
+    // Bureau responses have no acknowledgement and are kept.
+    assert_eq!(bureau_log(&gw, "TX").await.len(), 6);
+}

@@ -46,6 +46,10 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 /// once-key → record (see `Store::append_once`).
 const ONCE: TableDefinition<&str, &[u8]> = TableDefinition::new("once");
+/// (stream, acknowledged cursor) → when it was acknowledged (Unix ms), for retention.
+const ACK_TIMES: TableDefinition<(&str, u64), i64> = TableDefinition::new("ack_times");
+/// Most events one compaction removes, so it never holds the writer long; the rest go next time.
+const COMPACT_LIMIT: usize = 50_000;
 /// "next_seq" → next acceptance seq.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -64,6 +68,13 @@ fn digest(payload: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, payload)
         .as_ref()
         .to_vec()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn unavailable(e: impl fmt::Display) -> StoreError {
@@ -237,6 +248,7 @@ impl RedbStore {
             txn.open_table(SETTINGS).map_err(unavailable)?;
             txn.open_table(META).map_err(unavailable)?;
             txn.open_table(ONCE).map_err(unavailable)?;
+            txn.open_table(ACK_TIMES).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
         let heads = Arc::new(dashmap::DashMap::new());
@@ -394,6 +406,14 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn compact(&self, acked_before_ms: i64) -> StoreResult<u64> {
+        submit_op(&self.tx, |reply| WriteOp::Compact {
+            acked_before_ms,
+            reply,
+        })
+        .await
+    }
+
     async fn acked(&self, stream: StreamKey) -> StoreResult<u64> {
         let s = stream.to_string();
         self.blocking_read(move |db| {
@@ -504,6 +524,7 @@ enum Answer {
     Once(oneshot::Sender<StoreResult<Once>>, StoreResult<Once>),
     Ack(oneshot::Sender<StoreResult<u64>>, StoreResult<u64>),
     Setting(oneshot::Sender<StoreResult<()>>, StoreResult<()>),
+    Compact(oneshot::Sender<StoreResult<u64>>, StoreResult<u64>),
 }
 
 impl Answer {
@@ -518,6 +539,7 @@ impl Answer {
             Answer::Ack(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
             Answer::Once(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
             Answer::Setting(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
+            Answer::Compact(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
         }
     }
 }
@@ -662,6 +684,7 @@ impl Writer {
             WriteOp::Ack { reply, .. } => Answer::Ack(reply, Err(e())),
             WriteOp::Once { reply, .. } => Answer::Once(reply, Err(e())),
             WriteOp::Setting { reply, .. } => Answer::Setting(reply, Err(e())),
+            WriteOp::Compact { reply, .. } => Answer::Compact(reply, Err(e())),
         }
     }
 }
@@ -676,6 +699,7 @@ struct Tables<'t> {
     settings: redb::Table<'t, &'static str, &'static [u8]>,
     once: redb::Table<'t, &'static str, &'static [u8]>,
     meta: redb::Table<'t, &'static str, u64>,
+    ack_times: redb::Table<'t, (&'static str, u64), i64>,
 }
 
 impl<'t> Tables<'t> {
@@ -690,6 +714,7 @@ impl<'t> Tables<'t> {
             settings: txn.open_table(SETTINGS)?,
             once: txn.open_table(ONCE)?,
             meta: txn.open_table(META)?,
+            ack_times: txn.open_table(ACK_TIMES)?,
         })
     }
 
@@ -735,6 +760,13 @@ impl<'t> Tables<'t> {
             } => match self.ack(&stream.to_string(), cursor) {
                 Ok(r) => Ok(Answer::Ack(reply, r)),
                 Err(e) => Err((Answer::Ack(reply, Err(unavailable(&e))), unavailable(e))),
+            },
+            WriteOp::Compact {
+                acked_before_ms,
+                reply,
+            } => match self.compact(acked_before_ms) {
+                Ok(n) => Ok(Answer::Compact(reply, Ok(n))),
+                Err(e) => Err((Answer::Compact(reply, Err(unavailable(&e))), unavailable(e))),
             },
             WriteOp::Setting { key, value, reply } => {
                 match self.settings.insert(key.as_str(), value.as_slice()) {
@@ -855,9 +887,54 @@ impl<'t> Tables<'t> {
             return Ok(Err(StoreError::AckBeyondHead { cursor, head }));
         }
         let current = self.acks.get(stream)?.map(|v| v.value()).unwrap_or(0);
-        let acked = current.max(cursor);
-        self.acks.insert(stream, acked)?;
-        Ok(Ok(acked))
+        if cursor > current {
+            self.acks.insert(stream, cursor)?;
+            self.ack_times.insert((stream, cursor), now_ms())?;
+        }
+        Ok(Ok(current.max(cursor)))
+    }
+
+    /// Removes, per stream, the events at or below the highest cursor acknowledged before
+    /// `acked_before_ms`, with the acknowledgement times that are no longer needed.
+    fn compact(&mut self, acked_before_ms: i64) -> Result<u64, redb::Error> {
+        let mut cut: BTreeMap<String, u64> = BTreeMap::new();
+        for row in self.ack_times.iter()? {
+            let (k, at) = row?;
+            let (stream, cursor) = k.value();
+            if at.value() < acked_before_ms {
+                let c = cut.entry(stream.to_string()).or_default();
+                *c = (*c).max(cursor);
+            }
+        }
+        let mut removed = 0usize;
+        for (stream, upto) in &cut {
+            let s = stream.as_str();
+            let limit = COMPACT_LIMIT.saturating_sub(removed);
+            if limit == 0 {
+                break;
+            }
+            let events: Vec<u64> = self
+                .log
+                .range((s, 0)..=(s, *upto))?
+                .take(limit)
+                .map(|r| r.map(|(k, _)| k.value().1))
+                .collect::<Result<_, _>>()?;
+            for c in &events {
+                self.log.remove((s, *c))?;
+            }
+            removed += events.len();
+            if self.log.range((s, 0)..=(s, *upto))?.next().is_none() {
+                let times: Vec<u64> = self
+                    .ack_times
+                    .range((s, 0)..=(s, *upto))?
+                    .map(|r| r.map(|(k, _)| k.value().1))
+                    .collect::<Result<_, _>>()?;
+                for c in times.into_iter().filter(|c| c < upto) {
+                    self.ack_times.remove((s, c))?;
+                }
+            }
+        }
+        Ok(removed as u64)
     }
 
     fn add_counter(&mut self, name: &str, n: u64) -> Result<(), redb::Error> {
@@ -904,7 +981,8 @@ mod tests {
         acks_are_monotonic_and_bounded,
         reopen_keeps_receipts_and_lists_unfinished,
         append_once_appends_once,
-        concurrent_accepts_all_land
+        concurrent_accepts_all_land,
+        compaction_removes_only_old_acknowledged_events
     );
 
     fn key(tcn: &str) -> SubmissionKey {
