@@ -126,6 +126,20 @@ pub const PLANTED_MINOR_TRAFFIC_SHARE: f64 = 0.8;
 
 /// The `k` most populous jurisdictions: where the demo plants skewed arrest mixes (they get
 /// enough bookings for the outlier review to have power).
+/// Inserts `tag` after the date in every TCN (`TX20110305-0000123` → `TX20110305-R1-0000123`)
+/// so repeated runs against one gateway never reuse a TCN. `tag` must be `A-Z0-9-` and keep
+/// TCNs within 40 characters.
+pub fn tag_tcns(plan: &mut [Booking], tag: &str) {
+    if tag.is_empty() {
+        return;
+    }
+    for b in plan {
+        if let Some((head, tail)) = b.submission.tcn.split_once('-') {
+            b.submission.tcn = format!("{head}-{tag}{tail}");
+        }
+    }
+}
+
 pub fn planted_jurisdictions(world: &WorldFile, k: usize) -> std::collections::BTreeSet<String> {
     let mut js: Vec<&world::Jurisdiction> = world.jurisdictions.iter().collect();
     js.sort_by(|a, b| b.population.cmp(&a.population).then(a.id.cmp(&b.id)));

@@ -3,6 +3,11 @@
 //! bureau's response stream, submit bookings from many bureaus concurrently (half over unary
 //! `Submit`, half over `SubmitStream`), then check every answer against the ground truth and
 //! print a summary. Nothing is mocked: the clients are real gRPC clients over TLS sockets.
+//!
+//! [`run_remote`] drives a gateway that runs elsewhere (`state-bureau-sim run`) with the same
+//! driver and the same verification; its TCNs carry a run tag so runs never collide, it counts
+//! only answers about its own bookings, and it compares counters and monthly statistics as
+//! differences from before the run.
 
 use crate::bookings::{self, Booking, WorldData};
 use crate::verify::{self, Observations, Verification};
@@ -30,12 +35,26 @@ pub struct DemoOptions {
     pub dir: Option<PathBuf>,
     pub json: Option<PathBuf>,
     pub shards: usize,
-    /// Submissions in flight per unary bureau.
-    pub per_bureau_inflight: usize,
     /// How long to wait for all results after the last receipt.
     pub settle_timeout: Duration,
     /// Jurisdictions planted with a skewed (pretextual minor-traffic) arrest mix.
     pub plant_outliers: usize,
+    /// How bookings arrive.
+    pub arrival: Arrival,
+    /// Inserted into every TCN (`TX20110305-<tag>0000123`) so runs against one gateway never
+    /// collide; empty for the demo's fresh gateway.
+    pub run_tag: String,
+}
+
+/// How bookings arrive at the gateway.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arrival {
+    /// Each bureau keeps this many submissions in flight (closed loop).
+    Closed { per_bureau_inflight: usize },
+    /// Open loop: a Poisson process at `rate` bookings a second over all bureaus, seeded.
+    /// Latency is measured from each booking's intended send time, so a slow gateway cannot
+    /// hide queueing by slowing the sender (no coordinated omission).
+    Poisson { rate: f64 },
 }
 
 impl Default for DemoOptions {
@@ -47,9 +66,12 @@ impl Default for DemoOptions {
             dir: None,
             json: None,
             shards: 4,
-            per_bureau_inflight: 8,
             settle_timeout: Duration::from_secs(180),
             plant_outliers: 3,
+            arrival: Arrival::Closed {
+                per_bureau_inflight: 8,
+            },
+            run_tag: String::new(),
         }
     }
 }
@@ -61,6 +83,10 @@ pub fn booking_window() -> (chrono::NaiveDate, u32) {
         730,
     )
 }
+
+/// Open loop: the most submissions one bureau has in flight before the driver itself waits
+/// (a guard against a runaway, far above any useful rate).
+const OPEN_LOOP_MAX_INFLIGHT: usize = 20_000;
 
 fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
@@ -154,18 +180,96 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Verification> {
     let setup_gateway = t1.elapsed();
     eprintln!("gateway listening on {endpoint} (mutual TLS)");
 
-    let mut obs = drive(&endpoint, &pki, &plan, &data, &opts).await?;
+    let v = drive_and_verify(
+        &endpoint,
+        &pki,
+        &plan,
+        &data,
+        &opts,
+        planted,
+        setup_world,
+        setup_gateway,
+    )
+    .await;
+    let _ = stop_tx.send(());
+    server_task.await??;
+    v
+}
 
-    // Admin counters, read over mTLS like any admin would.
-    let admin_ch = client::connect(&endpoint, &pki, &Principal::Admin).await?;
-    let mut admin = pb::admin_service_client::AdminServiceClient::new(admin_ch);
-    let counters = admin
+/// Options of [`run_remote`].
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub target: String,
+    pub pki: PathBuf,
+    pub world: PathBuf,
+    pub demo: DemoOptions,
+}
+
+/// Drives a gateway running elsewhere with the world in `opts.world` (the gateway must serve
+/// the same world) and verifies every answer about this run's bookings.
+pub async fn run_remote(opts: RunOptions) -> anyhow::Result<Verification> {
+    let t0 = Instant::now();
+    require_world(&opts.world)?;
+    let data = Arc::new(WorldData::load(&opts.world)?);
+    let pki = PkiDir(opts.pki.clone());
+    anyhow::ensure!(
+        pki.ca_cert().exists(),
+        "{} holds no PKI (ca.pem); create one with `interop-gateway pki init --out {} --world {}`",
+        opts.pki.display(),
+        opts.pki.display(),
+        opts.world.display()
+    );
+    let d = &opts.demo;
+    let (from, days) = booking_window();
+    let planted = bookings::planted_jurisdictions(&data.world, d.plant_outliers);
+    let (plan_data, plan_planted, seed, count) =
+        (data.clone(), planted.clone(), d.seed, d.bookings);
+    let mut plan = tokio::task::spawn_blocking(move || {
+        bookings::plan(&plan_data, seed, count, from, days, &plan_planted)
+    })
+    .await?;
+    bookings::tag_tcns(&mut plan, &d.run_tag);
+    let plan = Arc::new(plan);
+    eprintln!(
+        "run {}: {} bookings against {} ({})",
+        d.run_tag.trim_end_matches('-'),
+        plan.len(),
+        opts.target,
+        match d.arrival {
+            Arrival::Closed {
+                per_bureau_inflight,
+            } => format!("closed loop, {per_bureau_inflight} in flight per bureau"),
+            Arrival::Poisson { rate } => format!("open loop, Poisson at {rate}/s"),
+        }
+    );
+    // Fail early and clearly if the gateway is not there or does not trust us.
+    let admin_ch = client::connect(&opts.target, &pki, &Principal::Admin)
+        .await
+        .with_context(|| format!("connecting to {} as admin", opts.target))?;
+    pb::admin_service_client::AdminServiceClient::new(admin_ch)
         .get_counters(pb::GetCountersRequest {})
-        .await?
-        .into_inner()
-        .values;
-    // The national monthly statistics of every month the bookings fall in.
-    for month in verify::months(&plan) {
+        .await
+        .map_err(|s| anyhow::anyhow!("{}: {:?}: {}", opts.target, s.code(), s.message()))?;
+    drive_and_verify(
+        &opts.target,
+        &pki,
+        &plan,
+        &data,
+        d,
+        planted,
+        t0.elapsed(),
+        Duration::ZERO,
+    )
+    .await
+}
+
+/// National monthly rows of the given months.
+async fn national_stats(
+    admin: &mut pb::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
+    months: &[String],
+) -> anyhow::Result<BTreeMap<String, pb::StatsRow>> {
+    let mut out = BTreeMap::new();
+    for month in months {
         let stats = admin
             .get_monthly_stats(pb::GetMonthlyStatsRequest {
                 month: month.clone(),
@@ -173,12 +277,70 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Verification> {
             })
             .await?
             .into_inner();
-        obs.monthly
-            .insert(month, stats.national.unwrap_or_default());
+        out.insert(month.clone(), stats.national.unwrap_or_default());
+    }
+    Ok(out)
+}
+
+/// `after - before`, field by field.
+fn stats_delta(after: &pb::StatsRow, before: &pb::StatsRow) -> pb::StatsRow {
+    pb::StatsRow {
+        submissions: after.submissions - before.submissions,
+        ident_searches: after.ident_searches - before.ident_searches,
+        matches: after.matches - before.matches,
+        identified_level1: after.identified_level1 - before.identified_level1,
+        identified_level2: after.identified_level2 - before.identified_level2,
+        identified_level3: after.identified_level3 - before.identified_level3,
+        identified_non_criminal: after.identified_non_criminal - before.identified_non_criminal,
+        detainers_issued: after.detainers_issued - before.detainers_issued,
+        minor_traffic_only_arrests: after.minor_traffic_only_arrests
+            - before.minor_traffic_only_arrests,
+        removals: after.removals - before.removals,
+        ..after.clone()
+    }
+}
+
+/// Drives `endpoint` with `plan`, queries the admin figures, verifies and reports. Counters
+/// and monthly statistics are compared as differences from before the run.
+#[allow(clippy::too_many_arguments)]
+async fn drive_and_verify(
+    endpoint: &str,
+    pki: &PkiDir,
+    plan: &Arc<Vec<Booking>>,
+    data: &WorldData,
+    opts: &DemoOptions,
+    planted: std::collections::BTreeSet<String>,
+    setup_world: Duration,
+    setup_gateway: Duration,
+) -> anyhow::Result<Verification> {
+    let admin_ch = client::connect(endpoint, pki, &Principal::Admin).await?;
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(admin_ch);
+    let months = verify::months(plan);
+    let counters_before = admin
+        .get_counters(pb::GetCountersRequest {})
+        .await?
+        .into_inner()
+        .values;
+    let stats_before = national_stats(&mut admin, &months).await?;
+
+    let mut obs = drive(endpoint, pki, plan, data, opts).await?;
+
+    // Admin counters, read over mTLS like any admin would.
+    let mut counters = admin
+        .get_counters(pb::GetCountersRequest {})
+        .await?
+        .into_inner()
+        .values;
+    for (k, v) in counters.iter_mut() {
+        *v -= counters_before.get(k).copied().unwrap_or(0).min(*v);
+    }
+    // The national monthly statistics of every month the bookings fall in.
+    for (month, after) in national_stats(&mut admin, &months).await? {
+        let before = stats_before.get(&month).cloned().unwrap_or_default();
+        obs.monthly.insert(month, stats_delta(&after, &before));
     }
     // The outlier review over the whole booking window: at demo volumes a single quarter has
     // too few bookings per jurisdiction for any test to have power.
-    let months = verify::months(&plan);
     let review = admin
         .quarterly_review(pb::QuarterlyReviewRequest {
             quarter: String::new(),
@@ -194,11 +356,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Verification> {
         .map(|f| (f.jurisdiction_id, f.measure))
         .collect();
     obs.planted = planted;
-    let _ = stop_tx.send(());
-    server_task.await??;
 
-    let v = verify::verify(&plan, &obs, &counters);
-    let report = verify::report(&plan, &obs, &v, &counters, setup_world, setup_gateway);
+    let v = verify::verify(plan, &obs, &counters);
+    let report = verify::report(plan, &obs, &v, &counters, setup_world, setup_gateway);
     println!("{}", report.table);
     if let Some(path) = &opts.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report.json)?)
@@ -222,6 +382,8 @@ pub async fn drive(
     data: &WorldData,
     opts: &DemoOptions,
 ) -> anyhow::Result<Observations> {
+    let planned: std::collections::HashSet<String> =
+        plan.iter().map(|b| b.submission.tcn.clone()).collect();
     let expected_office: usize = plan.iter().filter(|b| b.expected.searched).count();
     let expected_bureau: usize =
         plan.len() + plan.iter().filter(|b| b.expected.bureau_receives).count();
@@ -238,11 +400,13 @@ pub async fn drive(
         )
         .await?;
         let tx = seen_tx.clone();
+        // A fresh gateway: read from the start. A shared one: from the office's durable cursor.
+        let from_start = opts.run_tag.is_empty();
         subscriptions.push(tokio::spawn(async move {
             let mut c = FieldOfficeServiceClient::new(ch);
             let mut s = c
                 .subscribe(pb::SubscribeRequest {
-                    after_cursor: Some(0),
+                    after_cursor: from_start.then_some(0),
                     follow: true,
                 })
                 .await?
@@ -304,6 +468,32 @@ pub async fn drive(
     let receipt_hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let progress = bar(plan.len() as u64, "receipts");
 
+    // Open loop: every booking's intended send time, from a seeded Poisson process.
+    let schedule: Option<Arc<Vec<Duration>>> = match opts.arrival {
+        Arrival::Closed { .. } => None,
+        Arrival::Poisson { rate } => {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed ^ 0x0A88_17A1);
+            let mut t = 0.0f64;
+            Some(Arc::new(
+                (0..plan.len())
+                    .map(|_| {
+                        let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+                        t += -u.ln() / rate;
+                        Duration::from_secs_f64(t)
+                    })
+                    .collect(),
+            ))
+        }
+    };
+    let inflight = match opts.arrival {
+        Arrival::Closed {
+            per_bureau_inflight,
+        } => per_bureau_inflight,
+        // Open loop never waits for answers; this only bounds a runaway.
+        Arrival::Poisson { .. } => OPEN_LOOP_MAX_INFLIGHT,
+    };
+
     // Bureaus submit concurrently, each its own connection and identity.
     let t_submit = Instant::now();
     let mut senders = Vec::new();
@@ -318,7 +508,8 @@ pub async fn drive(
             progress.clone(),
         );
         let streaming = si % 2 == 1;
-        let inflight = opts.per_bureau_inflight;
+        let schedule = schedule.clone();
+        let intended = move |i: usize| schedule.as_ref().map(|s| t_submit + s[i]);
         senders.push(tokio::spawn(async move {
             let record = move |i: usize, r: Result<pb::Receipt, String>, start: Instant| {
                 hist.lock()
@@ -336,7 +527,11 @@ pub async fn drive(
                 let feed_idx = idx.clone();
                 tokio::spawn(async move {
                     for i in feed_idx {
-                        feed_sent.lock().expect("sent")[i] = Some(Instant::now());
+                        if let Some(at) = intended(i) {
+                            tokio::time::sleep_until(at.into()).await;
+                        }
+                        feed_sent.lock().expect("sent")[i] =
+                            Some(intended(i).unwrap_or_else(Instant::now));
                         if tx.send(feed_plan[i].submission.clone()).await.is_err() {
                             return;
                         }
@@ -362,13 +557,17 @@ pub async fn drive(
                 let sem = Arc::new(tokio::sync::Semaphore::new(inflight));
                 let mut tasks = tokio::task::JoinSet::new();
                 for i in idx {
+                    let at = intended(i);
+                    if let Some(at) = at {
+                        tokio::time::sleep_until(at.into()).await;
+                    }
                     let permit = sem.clone().acquire_owned().await?;
                     let mut c = SubmissionServiceClient::new(ch.clone());
                     let sub = plan[i].submission.clone();
                     let sent_at = sent_at.clone();
                     let record = record.clone();
                     tasks.spawn(async move {
-                        let start = Instant::now();
+                        let start = at.unwrap_or_else(Instant::now);
                         sent_at.lock().expect("sent")[i] = Some(start);
                         let r = c
                             .submit(sub)
@@ -411,6 +610,14 @@ pub async fn drive(
         let until = tail.unwrap_or(deadline).min(deadline);
         match tokio::time::timeout_at(until, seen_rx.recv()).await {
             Ok(Some((seen, at))) => {
+                // Against a shared gateway, answers about other runs' bookings are not ours.
+                let tcn = match &seen {
+                    Seen::Office(_, n) => n.outcome.as_ref().map(|o| o.tcn.as_str()).unwrap_or(""),
+                    Seen::Bureau(_, r) => r.tcn.as_str(),
+                };
+                if !opts.run_tag.is_empty() && !planned.contains(tcn) {
+                    continue;
+                }
                 match seen {
                     Seen::Office(office, n) => obs.office.push((office, n, at)),
                     Seen::Bureau(state, r) => obs.bureau.push((state, r, at)),
@@ -507,7 +714,9 @@ pub async fn drive(
             .await?
             .into_inner();
         while let Some(r) = s.message().await? {
-            if let Some(pb::bureau_response::Body::Detainer(d)) = r.body {
+            if let Some(pb::bureau_response::Body::Detainer(d)) = r.body
+                && planned.contains(&r.tcn)
+            {
                 obs.detainers_received
                     .push((state.clone(), r.tcn, d.detainer_id));
             }

@@ -1,7 +1,7 @@
 //! `state-bureau-sim`: generate synthetic worlds and drive the gateway with them.
 
 use clap::{Parser, Subcommand};
-use state_bureau_sim::demo::{self, DemoOptions};
+use state_bureau_sim::demo::{self, Arrival, DemoOptions, RunOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,6 +51,77 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         plant_outliers: usize,
     },
+    /// Drive a running gateway (another process or machine) with this world's bookings and
+    /// verify every answer about them against the ground truth.
+    Run {
+        /// Gateway endpoint.
+        #[arg(long, default_value = "https://127.0.0.1:50051")]
+        target: String,
+        /// PKI directory with ca.pem and a client certificate per state, office and admin.
+        #[arg(long)]
+        pki: PathBuf,
+        /// World directory the gateway serves (from `generate`), with its ground truth.
+        #[arg(long)]
+        world: PathBuf,
+        #[arg(long, default_value_t = 2011)]
+        seed: u64,
+        /// Bookings to submit (default 2000; with --rate and --duration, rate × duration).
+        #[arg(long)]
+        bookings: Option<usize>,
+        /// Open loop: Poisson arrivals at this many bookings a second over all bureaus.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// With --rate: run this many seconds.
+        #[arg(long, requires = "rate")]
+        duration: Option<f64>,
+        /// Closed loop (without --rate): submissions in flight per bureau.
+        #[arg(long, default_value_t = 8, conflicts_with = "rate")]
+        concurrency: usize,
+        /// Tag inserted into every TCN so runs never collide (default: from the clock).
+        #[arg(long)]
+        run_tag: Option<String>,
+        /// Seconds to wait for all answers after the last receipt.
+        #[arg(long, default_value_t = 180)]
+        settle_secs: u64,
+        /// Plant skewed arrest mixes in this many jurisdictions (the review then runs over
+        /// everything the gateway holds for those months).
+        #[arg(long, default_value_t = 0)]
+        plant_outliers: usize,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+/// A run tag from the clock: `R` and the seconds since 2026 in base 36, then `-`.
+fn clock_tag() -> String {
+    let mut n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .saturating_sub(1_767_225_600);
+    let mut digits = vec![];
+    loop {
+        digits.push(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    format!("R{}-", String::from_utf8(digits).unwrap_or_default())
+}
+
+fn check_tag(tag: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        !tag.is_empty()
+            && tag.len() <= 12
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()),
+        "--run-tag must be 1 to 12 characters of A-Z and 0-9"
+    );
+    Ok(format!("{tag}-"))
 }
 
 fn main() -> ExitCode {
@@ -98,6 +169,57 @@ fn main() -> ExitCode {
                 ..Default::default()
             }))
             .map(|v| v.passed()),
+        Cmd::Run {
+            target,
+            pki,
+            world,
+            seed,
+            bookings,
+            rate,
+            duration,
+            concurrency,
+            run_tag,
+            settle_secs,
+            plant_outliers,
+            json,
+        } => (|| {
+            let run_tag = match run_tag {
+                Some(t) => check_tag(&t)?,
+                None => clock_tag(),
+            };
+            if let Some(r) = rate {
+                anyhow::ensure!(r.is_finite() && r > 0.0, "--rate must be a positive number");
+            }
+            let bookings = match (bookings, rate, duration) {
+                (Some(n), _, _) => n,
+                (None, Some(r), Some(d)) => (r * d).round().max(1.0) as usize,
+                _ => 2_000,
+            };
+            anyhow::ensure!(bookings > 0, "--bookings must be at least 1");
+            anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
+            let arrival = match rate {
+                Some(rate) => Arrival::Poisson { rate },
+                None => Arrival::Closed {
+                    per_bureau_inflight: concurrency,
+                },
+            };
+            rt.block_on(demo::run_remote(RunOptions {
+                target,
+                pki,
+                world,
+                demo: DemoOptions {
+                    seed,
+                    bookings,
+                    json,
+                    plant_outliers,
+                    arrival,
+                    run_tag,
+                    settle_timeout: std::time::Duration::from_secs(settle_secs),
+                    ..Default::default()
+                },
+            }))
+        })()
+        .map(|v| v.passed()),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

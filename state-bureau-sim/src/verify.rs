@@ -507,7 +507,7 @@ pub fn report(
     let receipt_lat = obs.receipt_latency.as_ref().unwrap_or(&empty);
 
     let mut t = String::new();
-    let _ = writeln!(t, "\n== interop demo: summary ==");
+    let _ = writeln!(t, "\n== interop: summary ==");
     let _ = writeln!(t, "  {:<34} {:>10}", "submissions", n);
     let _ = writeln!(t, "  {:<34} {:>10}", "receipts", receipts);
     let _ = writeln!(t, "  {:<34} {:>10}", "criminal-history hits", ch_hits);

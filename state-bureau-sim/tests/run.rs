@@ -1,0 +1,191 @@
+//! `state-bureau-sim run` against a gateway in this process, over real mutual TLS: a seeded
+//! short open-loop run passes every check, and a gateway that leaks — one opted-out
+//! jurisdiction reconfigured to receive immigration responses, against the program's ground
+//! truth — is caught by the verifier with that jurisdiction's TCNs. This proves the checks can
+//! fail.
+
+use interop_gateway::principal::Principal;
+use interop_gateway::{backends, client, pki, server, store};
+use interop_proto::v1 as pb;
+use state_bureau_sim::bookings::{self, WorldData};
+use state_bureau_sim::demo::{self, Arrival, DemoOptions, RunOptions};
+use std::path::Path;
+
+const SEED: u64 = 31;
+const BOOKINGS: usize = 160;
+
+struct Served {
+    endpoint: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Generates a world, issues a PKI and serves a fresh gateway on a loopback port.
+async fn serve(dir: &Path) -> Served {
+    let world_dir = dir.join("world");
+    let wd = world_dir.clone();
+    tokio::task::spawn_blocking(move || state_bureau_sim::generate::generate(SEED, 1_200, &wd))
+        .await
+        .unwrap()
+        .unwrap();
+    let data = WorldData::load(&world_dir).unwrap();
+    let states: Vec<String> = data.world.states.iter().map(|s| s.code.clone()).collect();
+    let offices: Vec<String> = data
+        .world
+        .field_offices
+        .iter()
+        .map(|o| o.code.clone())
+        .collect();
+    let pki = pki::init(
+        &dir.join("pki"),
+        &pki::InitOptions {
+            states: &states,
+            offices: &offices,
+        },
+    )
+    .unwrap();
+    let wd = world_dir.clone();
+    let b = tokio::task::spawn_blocking(move || backends::InProcess::load(&wd, 2))
+        .await
+        .unwrap()
+        .unwrap();
+    let gw = server::Gateway::start(
+        data.world.clone(),
+        store::open_embedded(&dir.join("data")).unwrap(),
+        b.ident.clone(),
+        b.criminal.clone(),
+        None,
+        server::ServeOptions::default(),
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(
+        gw.serve(listener, server::server_tls(&pki).unwrap(), async {
+            let _ = rx.await;
+        }),
+    );
+    Served {
+        endpoint,
+        stop,
+        task,
+    }
+}
+
+fn options(dir: &Path, endpoint: &str, tag: &str) -> RunOptions {
+    RunOptions {
+        target: endpoint.into(),
+        pki: dir.join("pki"),
+        world: dir.join("world"),
+        demo: DemoOptions {
+            seed: SEED,
+            bookings: BOOKINGS,
+            arrival: Arrival::Poisson { rate: 400.0 },
+            run_tag: format!("{tag}-"),
+            plant_outliers: 0,
+            settle_timeout: std::time::Duration::from_secs(60),
+            ..Default::default()
+        },
+    }
+}
+
+fn failures(v: &state_bureau_sim::verify::Verification, check: &str) -> usize {
+    v.checks
+        .iter()
+        .find(|c| c.name == check)
+        .map(|c| c.failures)
+        .unwrap_or_else(|| panic!("no check named {check}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_open_loop_run_passes_and_a_second_run_does_not_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path()).await;
+    let v = demo::run_remote(options(dir.path(), &s.endpoint, "A"))
+        .await
+        .unwrap();
+    assert!(v.passed(), "{:?}", v.violations);
+    // The same seed again under another tag: new TCNs, counted as differences.
+    let v = demo::run_remote(options(dir.path(), &s.endpoint, "B"))
+        .await
+        .unwrap();
+    assert!(v.passed(), "{:?}", v.violations);
+    let _ = s.stop.send(());
+    s.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_leaks_to_an_opted_out_jurisdiction_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path()).await;
+    // The opted-out jurisdiction this run searches most often.
+    let data = WorldData::load(&dir.path().join("world")).unwrap();
+    let (from, days) = demo::booking_window();
+    let plan = bookings::plan(&data, SEED, BOOKINGS, from, days, &Default::default());
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for b in plan
+        .iter()
+        .filter(|b| b.expected.searched && !b.expected.bureau_receives)
+    {
+        *counts
+            .entry(b.submission.jurisdiction_id.as_str())
+            .or_default() += 1;
+    }
+    let (victim, n) = counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .expect("the plan searches an opted-out jurisdiction");
+    let pki = pki::PkiDir(dir.path().join("pki"));
+    let ch = client::connect(&s.endpoint, &pki, &Principal::Admin)
+        .await
+        .unwrap();
+    let p = pb::admin_service_client::AdminServiceClient::new(ch)
+        .set_policy(pb::SetPolicyRequest {
+            jurisdiction_id: victim.into(),
+            receives_results: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    if p.state_opted_out || !p.can_receive_electronically {
+        // The state-level choice still withholds: flip it too, so the gateway truly leaks.
+        let ch = client::connect(&s.endpoint, &pki, &Principal::Admin)
+            .await
+            .unwrap();
+        let mut admin = pb::admin_service_client::AdminServiceClient::new(ch);
+        admin
+            .set_state_policy(pb::SetStatePolicyRequest {
+                state: p.state.clone(),
+                opted_out: false,
+            })
+            .await
+            .unwrap();
+        admin
+            .set_policy(pb::SetPolicyRequest {
+                jurisdiction_id: victim.into(),
+                can_receive_electronically: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let v = demo::run_remote(options(dir.path(), &s.endpoint, "LEAK"))
+        .await
+        .unwrap();
+    assert!(!v.passed(), "the leak went unnoticed");
+    assert!(
+        failures(&v, "opt-out leaks") >= n,
+        "expected at least {n} leaks in {victim}: {:?}",
+        v.violations
+    );
+    assert!(
+        v.violations.iter().any(|m| m.contains(victim)),
+        "{:?}",
+        v.violations
+    );
+    let _ = s.stop.send(());
+    s.task.await.unwrap().unwrap();
+}
