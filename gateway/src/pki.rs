@@ -113,8 +113,27 @@ pub fn issue_client(ca_dir: &PkiDir, principal: &Principal, out: &IdentityFiles)
     write_pair(out, &pem, &key)
 }
 
-fn client_cert(issuer: &Issuer<'_, KeyPair>, principal: &Principal) -> Result<(String, KeyPair)> {
+/// Issues a client certificate valid only from `not_before` to `not_after` (for tests of
+/// expired and not-yet-valid certificates).
+pub fn issue_client_valid(
+    ca_dir: &PkiDir,
+    principal: &Principal,
+    out: &IdentityFiles,
+    not_before: chrono::NaiveDate,
+    not_after: chrono::NaiveDate,
+) -> Result<()> {
+    use chrono::Datelike;
+    let issuer = load_issuer(ca_dir)?;
+    let ymd = |d: chrono::NaiveDate| rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8);
     let key = KeyPair::generate()?;
+    let mut params = client_params(principal)?;
+    params.not_before = ymd(not_before);
+    params.not_after = ymd(not_after);
+    let cert = params.signed_by(&key, &issuer)?;
+    write_pair(out, &cert.pem(), &key)
+}
+
+fn client_params(principal: &Principal) -> Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params
         .distinguished_name
@@ -122,6 +141,12 @@ fn client_cert(issuer: &Issuer<'_, KeyPair>, principal: &Principal) -> Result<(S
     params.subject_alt_names = vec![SanType::URI(principal.spiffe_id().try_into()?)];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    Ok(params)
+}
+
+fn client_cert(issuer: &Issuer<'_, KeyPair>, principal: &Principal) -> Result<(String, KeyPair)> {
+    let key = KeyPair::generate()?;
+    let mut params = client_params(principal)?;
     validity(&mut params, 365);
     let cert = params.signed_by(&key, issuer)?;
     Ok((cert.pem(), key))

@@ -298,6 +298,8 @@ impl TestGateway {
     ) -> TestGateway {
         let data = dir.path().join("data");
         let (ident_backend, criminal) = galleries();
+        // The IDENT gallery's matcher is also served as `MatcherService` (admin only).
+        let matcher = ident_backend.matcher();
         let inner: Arc<dyn IdentSearch> = ident.unwrap_or_else(|| Arc::new(ident_backend));
         let counting = Arc::new(CountingIdent {
             inner,
@@ -327,7 +329,7 @@ impl TestGateway {
             store.expect("store"),
             counting.clone(),
             criminal,
-            None,
+            Some(matcher),
             ServeOptions {
                 grace: std::time::Duration::from_millis(200),
                 retention: retention.unwrap_or(ServeOptions::default().retention),

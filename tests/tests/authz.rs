@@ -1,0 +1,375 @@
+//! The authorization matrix (least privilege): every role × every RPC of the gateway, over
+//! real mutual TLS. A role outside a service's allowed cell gets PERMISSION_DENIED and changes
+//! nothing; inside it, the call is not refused for who it is (it may still fail for what it
+//! asks). Then the in-scope/out-of-scope cells: another state's or another area's booking is
+//! indistinguishable from one that does not exist. Certificates from another CA, expired
+//! ones, and none at all never get past the handshake.
+
+use interop_e2e::*;
+use interop_gateway::client;
+use interop_gateway::pki::{self, IdentityFiles};
+use interop_gateway::principal::Principal;
+use interop_proto::v1 as pb;
+use pb::admin_service_client::AdminServiceClient;
+use pb::criminal_history_service_client::CriminalHistoryServiceClient;
+use pb::field_office_service_client::FieldOfficeServiceClient;
+use pb::matcher_service_client::MatcherServiceClient;
+use pb::submission_service_client::SubmissionServiceClient;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Service {
+    Submission,
+    FieldOffice,
+    Admin,
+    Matcher,
+    CriminalHistory,
+}
+
+/// Every RPC of every service the gateway serves.
+const RPCS: [(&str, Service); 19] = [
+    ("Submit", Service::Submission),
+    ("SubmitStream", Service::Submission),
+    ("GetStatus", Service::Submission),
+    ("StreamResponses", Service::Submission),
+    ("Subscribe", Service::FieldOffice),
+    ("Ack", Service::FieldOffice),
+    ("IssueDetainer", Service::FieldOffice),
+    ("RecordRemoval", Service::FieldOffice),
+    ("GetPolicy", Service::Admin),
+    ("SetPolicy", Service::Admin),
+    ("SetStatePolicy", Service::Admin),
+    ("ListJurisdictions", Service::Admin),
+    ("ListFieldOffices", Service::Admin),
+    ("GetCounters", Service::Admin),
+    ("GetMonthlyStats", Service::Admin),
+    ("QuarterlyReview", Service::Admin),
+    ("Search", Service::Matcher),
+    ("Enroll", Service::Matcher),
+    ("Check", Service::CriminalHistory),
+];
+
+fn allowed(who: &Principal, service: Service) -> bool {
+    matches!(
+        (who, service),
+        (Principal::Bureau { .. }, Service::Submission)
+            | (Principal::FieldOffice { .. }, Service::FieldOffice)
+            | (
+                Principal::Admin,
+                Service::Admin | Service::Matcher | Service::CriminalHistory
+            )
+    )
+}
+
+/// Calls `rpc` as the channel's principal with a request that would be in scope for it.
+async fn call(ch: Channel, rpc: &str, state: &str) -> Result<(), Status> {
+    let mut sub = SubmissionServiceClient::new(ch.clone());
+    let mut office = FieldOfficeServiceClient::new(ch.clone());
+    let mut admin = AdminServiceClient::new(ch.clone());
+    let mut matcher = MatcherServiceClient::new(ch.clone());
+    let mut criminal = CriminalHistoryServiceClient::new(ch);
+    let jurisdiction = if state == "CA" {
+        CA_RECEIVING
+    } else {
+        TX_RECEIVING
+    };
+    let tcn = format!("{state}-AUTHZ-{}", rpc.len());
+    let fingers = booking(&tcn, jurisdiction, NOBODY).fingers;
+    match rpc {
+        "Submit" => sub
+            .submit(booking(&tcn, jurisdiction, NOBODY))
+            .await
+            .map(drop),
+        "SubmitStream" => {
+            let req = tokio_stream::iter([booking(&tcn, jurisdiction, NOBODY)]);
+            let mut s = sub.submit_stream(req).await?.into_inner();
+            s.message().await.map(drop)
+        }
+        "GetStatus" => sub.get_status(pb::GetStatusRequest { tcn }).await.map(drop),
+        "StreamResponses" => {
+            let mut s = sub
+                .stream_responses(pb::StreamResponsesRequest {
+                    after_cursor: 0,
+                    follow: false,
+                })
+                .await?
+                .into_inner();
+            while s.message().await?.is_some() {}
+            Ok(())
+        }
+        "Subscribe" => {
+            let mut s = office
+                .subscribe(pb::SubscribeRequest {
+                    after_cursor: Some(0),
+                    follow: false,
+                })
+                .await?
+                .into_inner();
+            while s.message().await?.is_some() {}
+            Ok(())
+        }
+        "Ack" => office.ack(pb::AckRequest { cursor: 0 }).await.map(drop),
+        "IssueDetainer" => office
+            .issue_detainer(pb::IssueDetainerRequest {
+                state: state.into(),
+                tcn,
+                scheduled_release: Some(prost_types::Timestamp {
+                    seconds: 1_307_000_000,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .map(drop),
+        "RecordRemoval" => office
+            .record_removal(pb::RecordRemovalRequest {
+                state: state.into(),
+                tcn,
+                removed_on: "2011-09-01".into(),
+            })
+            .await
+            .map(drop),
+        "GetPolicy" => admin
+            .get_policy(pb::GetPolicyRequest {
+                jurisdiction_id: CA_RECEIVING.into(),
+            })
+            .await
+            .map(drop),
+        // Writes that change nothing: the values the world already has.
+        "SetPolicy" => admin
+            .set_policy(pb::SetPolicyRequest {
+                jurisdiction_id: CA_RECEIVING.into(),
+                receives_results: Some(true),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "SetStatePolicy" => admin
+            .set_state_policy(pb::SetStatePolicyRequest {
+                state: "CA".into(),
+                opted_out: false,
+            })
+            .await
+            .map(drop),
+        "ListJurisdictions" => admin
+            .list_jurisdictions(pb::ListJurisdictionsRequest::default())
+            .await
+            .map(drop),
+        "ListFieldOffices" => admin
+            .list_field_offices(pb::ListFieldOfficesRequest::default())
+            .await
+            .map(drop),
+        "GetCounters" => admin
+            .get_counters(pb::GetCountersRequest {})
+            .await
+            .map(drop),
+        "GetMonthlyStats" => admin
+            .get_monthly_stats(pb::GetMonthlyStatsRequest {
+                month: "2011-06".into(),
+                state: String::new(),
+            })
+            .await
+            .map(drop),
+        "QuarterlyReview" => admin
+            .quarterly_review(pb::QuarterlyReviewRequest {
+                quarter: "2011Q2".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "Search" => matcher
+            .search(pb::SearchRequest {
+                fingers,
+                max_candidates: 1,
+            })
+            .await
+            .map(drop),
+        // A subject id far from the test galleries' people.
+        "Enroll" => matcher
+            .enroll(pb::EnrollRequest {
+                subject_id: 9_000_000,
+                fingers,
+            })
+            .await
+            .map(drop),
+        "Check" => criminal
+            .check(pb::CheckRequest { tcn, fingers })
+            .await
+            .map(drop),
+        other => unreachable!("no RPC {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_reaches_only_its_own_services() {
+    let gw = TestGateway::start().await;
+    let roles = [
+        (Principal::Bureau { state: "TX".into() }, "TX"),
+        (Principal::Bureau { state: "CA".into() }, "CA"),
+        (
+            Principal::FieldOffice {
+                office: "HOU".into(),
+            },
+            "TX",
+        ),
+        (
+            Principal::FieldOffice {
+                office: "LOS".into(),
+            },
+            "CA",
+        ),
+        (Principal::Admin, "TX"),
+    ];
+    let mut wrong = vec![];
+    let mut cells = 0;
+    for (who, state) in &roles {
+        let ch = gw.channel(who.clone()).await;
+        for (rpc, service) in RPCS {
+            let before = gw.counters().await;
+            let r = call(ch.clone(), rpc, state).await;
+            cells += 1;
+            let denied = matches!(&r, Err(s) if s.code() == Code::PermissionDenied);
+            match (allowed(who, service), denied) {
+                (true, true) => wrong.push(format!("{who:?} {rpc}: denied, should be allowed")),
+                (false, false) => wrong.push(format!("{who:?} {rpc}: {r:?}, should be denied")),
+                (false, true) => {
+                    let after = gw.counters().await;
+                    if after != before {
+                        wrong.push(format!("{who:?} {rpc}: denied but counters moved"));
+                    }
+                }
+                (true, false) => {
+                    if let Err(s) = &r {
+                        assert_ne!(s.code(), Code::Unauthenticated, "{who:?} {rpc}");
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cells, 5 * RPCS.len());
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Out-of-scope data: another state's TCN, another area's booking, another stream — each is
+/// answered exactly as if it did not exist, and never shows up in the other's streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_scope_data_is_indistinguishable_from_absent() {
+    let gw = TestGateway::start().await;
+    let tcn = "TX-SCOPE-0001";
+    gw.bureau("TX")
+        .await
+        .submit(booking(tcn, TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    wait_completed(&gw, "TX", tcn).await;
+
+    // A bureau of another state: same answer for the real TCN and for one never used.
+    let mut ca = gw.bureau("CA").await;
+    let status = |tcn: &str| pb::GetStatusRequest { tcn: tcn.into() };
+    let real = ca.get_status(status(tcn)).await.unwrap_err();
+    let absent = ca.get_status(status("TX-SCOPE-9999")).await.unwrap_err();
+    assert_eq!(real.code(), Code::NotFound);
+    assert_eq!(real.code(), absent.code());
+    assert_eq!(
+        real.message().replace(tcn, "T"),
+        absent.message().replace("TX-SCOPE-9999", "T")
+    );
+    assert!(bureau_log(&gw, "CA").await.is_empty());
+    let e = ca
+        .submit(booking("CA-SCOPE-0001", TX_RECEIVING, NOBODY))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "a TX agency's ORI");
+
+    // A field office of another area: detainer and removal answers match an absent TCN.
+    let mut los = gw.office("LOS").await;
+    let detainer = |tcn: &str| pb::IssueDetainerRequest {
+        state: "TX".into(),
+        tcn: tcn.into(),
+        scheduled_release: Some(prost_types::Timestamp {
+            seconds: 1_307_000_000,
+            nanos: 0,
+        }),
+    };
+    let real = los.issue_detainer(detainer(tcn)).await.unwrap_err();
+    let absent = los
+        .issue_detainer(detainer("TX-SCOPE-9999"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (real.code(), real.message()),
+        (absent.code(), absent.message())
+    );
+    let removal = |tcn: &str| pb::RecordRemovalRequest {
+        state: "TX".into(),
+        tcn: tcn.into(),
+        removed_on: "2011-09-01".into(),
+    };
+    let real = los.record_removal(removal(tcn)).await.unwrap_err();
+    let absent = los
+        .record_removal(removal("TX-SCOPE-9999"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (real.code(), real.message()),
+        (absent.code(), absent.message())
+    );
+    assert!(office_log(&gw, "LOS", Some(0)).await.is_empty());
+    // Acknowledging past its own (empty) stream is refused without revealing HOU's head.
+    let e = los.ack(pb::AckRequest { cursor: 1 }).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange);
+    assert_eq!(office_log(&gw, "HOU", Some(0)).await.len(), 1);
+}
+
+/// A certificate from another CA, an expired one from our CA, and none: the handshake fails,
+/// so no RPC of any service is reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_expired_and_missing_certificates_reach_nothing() {
+    let gw = TestGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = pki::init(
+        &dir.path().join("other"),
+        &pki::InitOptions {
+            states: &["TX".into()],
+            offices: &[],
+        },
+    )
+    .unwrap();
+    let tx = Principal::Bureau { state: "TX".into() };
+    let expired = IdentityFiles {
+        cert: dir.path().join("expired.pem"),
+        key: dir.path().join("expired-key.pem"),
+    };
+    let today = chrono::Utc::now().date_naive();
+    pki::issue_client_valid(
+        &gw.pki,
+        &tx,
+        &expired,
+        today - chrono::Days::new(400),
+        today - chrono::Days::new(35),
+    )
+    .unwrap();
+    let foreign = other_ca.client(&tx);
+    let identities: [(&str, Option<&IdentityFiles>); 3] = [
+        ("another CA", Some(&foreign)),
+        ("expired", Some(&expired)),
+        ("none", None),
+    ];
+    for (what, files) in identities {
+        let tls = client::client_tls(&gw.pki, files).unwrap();
+        match client::connect_with(&gw.endpoint, tls).await {
+            Err(_) => {}
+            Ok(ch) => {
+                // TLS 1.3 may report the client's rejection only on first use.
+                for (rpc, _) in RPCS {
+                    let r = call(ch.clone(), rpc, "TX").await;
+                    assert!(
+                        matches!(&r, Err(s) if matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Unauthenticated | Code::Internal | Code::Cancelled)),
+                        "{what}: {rpc} answered {r:?}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(gw.counters().await.get("submissions_accepted"), None);
+}
