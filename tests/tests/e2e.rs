@@ -473,7 +473,74 @@ async fn malformed_submissions_are_refused_and_change_nothing() {
         ("fingers[0].resolution_ppi", |s| {
             s.fingers[0].resolution_ppi = 1000
         }),
+        ("tcn", |s| s.tcn = String::new()),
+        ("tcn", |s| s.tcn = "TX-".repeat(14)),
+        ("tcn", |s| s.tcn = "TX-BAD-0000\u{e9}".into()),
+        ("tcn", |s| s.tcn = "TX BAD 00001".into()),
+        ("ori", |s| s.ori = "tx2010100".into()),
+        ("ori", |s| s.ori = String::new()),
+        ("jurisdiction_id", |s| s.jurisdiction_id = String::new()),
+        // Another state's jurisdiction looks exactly like an unknown one.
+        ("jurisdiction_id", |s| {
+            s.jurisdiction_id = CA_RECEIVING.into()
+        }),
+        ("booked_at.nanos", |s| {
+            s.booked_at.as_mut().unwrap().nanos = -1
+        }),
+        ("booked_at", |s| {
+            s.booked_at = Some(prost_types::Timestamp {
+                seconds: i64::MAX,
+                nanos: 0,
+            })
+        }),
+        ("charges", |s| s.charges = vec![s.charges[0].clone(); 21]),
+        ("charges[0].code", |s| s.charges[0].code = "X".repeat(33)),
+        ("charges[0].code", |s| {
+            s.charges[0].code = "13-\u{7}1203".into()
+        }),
+        ("charges[0].class", |s| s.charges[0].class = 99),
+        ("biographics.name", |s| {
+            s.biographics.as_mut().unwrap().name = String::new()
+        }),
+        ("biographics.name", |s| {
+            s.biographics.as_mut().unwrap().name = "N".repeat(101)
+        }),
+        ("biographics.name", |s| {
+            s.biographics.as_mut().unwrap().name = "Synthetic\nPerson".into()
+        }),
+        ("biographics.date_of_birth", |s| {
+            s.biographics.as_mut().unwrap().date_of_birth = "1850-01-01".into()
+        }),
+        ("biographics.date_of_birth", |s| {
+            s.biographics.as_mut().unwrap().date_of_birth = "2011-06-02".into()
+        }),
+        ("biographics.place_of_birth", |s| {
+            s.biographics.as_mut().unwrap().place_of_birth = "P".repeat(65)
+        }),
+        ("biographics.sex", |s| {
+            s.biographics.as_mut().unwrap().sex = 42
+        }),
+        ("fingers", |s| {
+            let f = s.fingers[0].clone();
+            s.fingers.extend(std::iter::repeat_n(f, 10));
+        }),
+        ("fingers[0].position", |s| s.fingers[0].position = 0),
+        ("fingers[0].image_width", |s| s.fingers[0].image_width = 0),
+        ("fingers[0].image_width", |s| {
+            s.fingers[0].image_height = 2001
+        }),
+        ("fingers[0].minutiae", |s| {
+            let m = s.fingers[0].minutiae[0];
+            s.fingers[0].minutiae = vec![m; 256];
+        }),
+        ("fingers[0].minutiae[0]", |s| {
+            s.fingers[0].minutiae[0].y = s.fingers[0].image_height
+        }),
+        ("fingers[0].minutiae[0].type", |s| {
+            s.fingers[0].minutiae[0].r#type = 7
+        }),
     ];
+    assert!(cases.len() >= 40, "{} cases", cases.len());
     for (field, mutate) in cases {
         let mut bad = good.clone();
         mutate(&mut bad);
@@ -502,8 +569,39 @@ async fn malformed_submissions_are_refused_and_change_nothing() {
     );
     assert!(bureau_log(&gw, "TX").await.is_empty());
     assert_eq!(gw.ident_searches(), 0);
-    // The good one still goes through.
-    b.submit(good).await.unwrap();
+
+    // Every problem at once, as google.rpc.BadRequest field violations.
+    let mut many = good.clone();
+    many.tcn = "x".into();
+    many.charges.clear();
+    many.fingers[0].minutiae[0].angle_deg = 400;
+    let e = b.submit(many).await.unwrap_err();
+    use tonic_types::StatusExt;
+    let fields: Vec<String> = e
+        .get_details_bad_request()
+        .expect("BadRequest details")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    for f in ["tcn", "charges", "fingers[0].minutiae[0].angle_deg"] {
+        assert!(fields.iter().any(|x| x == f), "{f} not in {fields:?}");
+    }
+
+    // Over the message size cap: refused before decoding, nothing stored.
+    let mut huge = good.clone();
+    huge.biographics.as_mut().unwrap().place_of_birth = "P".repeat(300 * 1024);
+    let e = b.submit(huge).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{}", e.message());
+
+    // The good one still goes through; its TCN reused with other content is refused.
+    b.submit(good.clone()).await.unwrap();
+    let mut reused = good;
+    reused.charges[0].code = "13-9999".into();
+    let e = b.submit(reused).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert!(e.message().contains("tcn"), "{}", e.message());
+    assert_eq!(gw.counters().await.get("submissions_accepted"), Some(&1));
 }
 
 /// Stock tools work: health reports SERVING, reflection lists the services.
