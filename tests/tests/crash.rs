@@ -138,8 +138,8 @@ async fn start(d: &Dirs) -> Running {
         .arg(&d.data)
         .args(["--shards", "2", "--concurrency", "8", "--grace-secs", "1"])
         .arg("--no-metrics")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::from(log.try_clone().expect("log file")))
         .stderr(Stdio::from(log))
         .kill_on_drop(true)
         .spawn()
@@ -546,6 +546,25 @@ async fn verify(
                 "{j}: statistics count {} submissions / {} searches, expected {planned} / {searched}",
                 row.submissions, row.ident_searches
             ));
+        }
+    }
+
+    // The gateway's own log, at debug level, over all its lives: ids and counts only, never
+    // a name, a date of birth, a place of birth or a FIN.
+    let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+    assert!(
+        log.contains("TX-CRASH-"),
+        "the log should name TCNs (ids are fine)"
+    );
+    let b = plan[0].submission.biographics.clone().unwrap_or_default();
+    for secret in [
+        b.name.as_str(),
+        b.date_of_birth.as_str(),
+        b.place_of_birth.as_str(),
+        &fin(OVERSTAY_FELON),
+    ] {
+        if log.contains(secret) {
+            problems.push(format!("the gateway log contains {secret:?}"));
         }
     }
 
