@@ -100,6 +100,7 @@ async fn admit(
     state: &str,
     sub: pb::Submission,
 ) -> Result<pb::Receipt, GatewayError> {
+    let sub = validate::expand_minutiae_record(sub)?;
     let valid = validate::submission(state, &gw.core.policy, &sub, chrono::Utc::now())?;
     // Admission control before anything is stored: a full pipeline refuses fast.
     let permit = match tokio::time::timeout(ADMISSION_WAIT, gw.jobs.reserve()).await {

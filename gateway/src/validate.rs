@@ -56,6 +56,45 @@ fn text_ok(s: &str) -> bool {
     !s.chars().any(|c| c.is_control())
 }
 
+/// Replaces a submission's standard minutiae record (ISO/IEC 19794-2 or ANSI INCITS 378) by
+/// the finger records it holds, which [`submission`] then checks like inline ones. A record
+/// that does not decode is refused naming `minutiae_record` and the codec's rule.
+pub fn expand_minutiae_record(mut sub: pb::Submission) -> Result<pb::Submission, GatewayError> {
+    use interop_matcher::formats::{self, Format};
+    let format = pb::MinutiaeRecordFormat::try_from(sub.minutiae_record_format);
+    if sub.minutiae_record.is_empty() {
+        return match format {
+            Ok(pb::MinutiaeRecordFormat::Unspecified) => Ok(sub),
+            _ => Err(GatewayError::invalid(
+                "minutiae_record_format",
+                "is set but no minutiae_record is given",
+            )),
+        };
+    }
+    if !sub.fingers.is_empty() {
+        return Err(GatewayError::invalid(
+            "minutiae_record",
+            "give either fingers or minutiae_record, not both",
+        ));
+    }
+    let format = match format {
+        Ok(pb::MinutiaeRecordFormat::Iso1979422005) => Format::Iso19794_2,
+        Ok(pb::MinutiaeRecordFormat::Ansi3782004) => Format::Ansi378,
+        _ => {
+            return Err(GatewayError::invalid(
+                "minutiae_record_format",
+                "must be ISO_19794_2_2005 or ANSI_378_2004 when a minutiae_record is given",
+            ));
+        }
+    };
+    let fingers = formats::decode(format, &sub.minutiae_record)
+        .map_err(|e| GatewayError::invalid("minutiae_record", format!("{format} record: {e}")))?;
+    sub.fingers = convert::tenprint_to_pb(&interop_matcher::Tenprint { fingers });
+    sub.minutiae_record.clear();
+    sub.minutiae_record_format = 0;
+    Ok(sub)
+}
+
 /// Checks `sub` from the bureau of `state` at time `now`.
 pub fn submission(
     state: &str,

@@ -235,6 +235,7 @@ pub fn plan(
                 }),
                 fingers: convert::tenprint_to_pb(&capture),
                 victim_or_witness,
+                ..Default::default()
             };
             let fbi = person.fbi_subject.and_then(|s| data.fbi.get(&s));
             let searched = j.activated_on.is_some_and(|d| day >= d);

@@ -486,6 +486,7 @@ pub fn booking(tcn: &str, jurisdiction: &str, person: u64) -> pb::Submission {
         }),
         fingers: convert::tenprint_to_pb(&capture(person, tcn.len() as u64)),
         victim_or_witness: false,
+        ..Default::default()
     }
 }
 

@@ -1356,3 +1356,61 @@ async fn acknowledged_outcomes_are_compacted_after_retention() {
     // Bureau responses have no acknowledgement and are kept.
     assert_eq!(bureau_log(&gw, "TX").await.len(), 6);
 }
+
+/// Standard templates: the same booking sent as an ISO/IEC 19794-2 or an ANSI INCITS 378
+/// minutiae record instead of inline minutiae is identified the same way; a damaged record,
+/// or one given together with inline fingers, is refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookings_carry_iso_or_ansi_minutiae_records() {
+    use interop_matcher::formats::{self, Format};
+    let gw = TestGateway::start().await;
+    let mut b = gw.bureau("TX").await;
+    let record = |tcn: &str, format: Format| {
+        let mut s = booking(tcn, TX_RECEIVING, OVERSTAY_FELON);
+        let mut prints = capture(OVERSTAY_FELON, tcn.len() as u64);
+        // One record states one image size for all its fingers.
+        let w = prints.fingers.iter().map(|f| f.width).max().unwrap();
+        let h = prints.fingers.iter().map(|f| f.height).max().unwrap();
+        for f in &mut prints.fingers {
+            (f.width, f.height) = (w, h);
+        }
+        s.fingers.clear();
+        s.minutiae_record = formats::encode(format, &prints.fingers).unwrap();
+        s.minutiae_record_format = match format {
+            Format::Iso19794_2 => pb::MinutiaeRecordFormat::Iso1979422005,
+            Format::Ansi378 => pb::MinutiaeRecordFormat::Ansi3782004,
+        } as i32;
+        s
+    };
+    for (tcn, format) in [
+        ("TX-ISO-000001", Format::Iso19794_2),
+        ("TX-ANSI-00001", Format::Ansi378),
+    ] {
+        b.submit(record(tcn, format)).await.unwrap();
+        wait_completed(&gw, "TX", tcn).await;
+    }
+    let log = office_log(&gw, "HOU", Some(0)).await;
+    assert_eq!(log.len(), 2);
+    for n in &log {
+        let o = n.outcome.as_ref().unwrap();
+        assert!(o.hit, "{}: the record's prints must hit", o.tcn);
+        assert_eq!(o.fin, fin(OVERSTAY_FELON));
+    }
+
+    let mut damaged = record("TX-ISO-000002", Format::Iso19794_2);
+    damaged.minutiae_record[0] = b'X';
+    let mut both = record("TX-ISO-000003", Format::Iso19794_2);
+    both.fingers = booking("TX-ISO-000003", TX_RECEIVING, NOBODY).fingers;
+    let mut unnamed = record("TX-ISO-000004", Format::Iso19794_2);
+    unnamed.minutiae_record_format = 0;
+    for (bad, field) in [
+        (damaged, "minutiae_record"),
+        (both, "minutiae_record"),
+        (unnamed, "minutiae_record_format"),
+    ] {
+        let e = b.submit(bad).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains(field), "{}", e.message());
+    }
+    assert_eq!(gw.counters().await.get("submissions_accepted"), Some(&2));
+}
