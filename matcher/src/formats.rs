@@ -122,7 +122,7 @@ fn angle_to_units(format: Format, deg: u16) -> u8 {
         // 256 units per turn.
         Format::Iso19794_2 => (((deg * 256 + 180) / 360) % 256) as u8,
         // 2° units, 180 per turn.
-        Format::Ansi378 => (((deg + 1) / 2) % 180) as u8,
+        Format::Ansi378 => (deg.div_ceil(2) % 180) as u8,
     }
 }
 
