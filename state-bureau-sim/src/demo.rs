@@ -391,7 +391,7 @@ pub async fn drive(
     let (seen_tx, mut seen_rx) = mpsc::channel::<(Seen, Instant)>(4096);
     let mut subscriptions = Vec::new();
     for office in data.world.field_offices.iter().map(|o| o.code.clone()) {
-        let ch = client::connect(
+        let office_client = client::connect_client(
             endpoint,
             pki,
             &Principal::FieldOffice {
@@ -403,16 +403,11 @@ pub async fn drive(
         // A fresh gateway: read from the start. A shared one: from the office's durable cursor.
         let from_start = opts.run_tag.is_empty();
         subscriptions.push(tokio::spawn(async move {
-            let mut c = FieldOfficeServiceClient::new(ch);
-            let mut s = c
-                .subscribe(pb::SubscribeRequest {
-                    after_cursor: from_start.then_some(0),
-                    follow: true,
-                })
-                .await?
-                .into_inner();
+            // The library's subscription resumes by itself from its cursor if the connection
+            // drops, so each outcome reaches the verifier once.
+            let mut s = office_client.subscribe(from_start.then_some(0));
             let mut last_acked = 0;
-            while let Some(n) = s.message().await? {
+            while let Some(n) = s.next().await? {
                 let cursor = n.cursor;
                 if tx
                     .send((Seen::Office(office.clone(), n), Instant::now()))
@@ -423,7 +418,7 @@ pub async fn drive(
                 }
                 // Acknowledge as we go, in steps, as a field office client would.
                 if cursor >= last_acked + 16 {
-                    c.ack(pb::AckRequest { cursor }).await?;
+                    office_client.ack(cursor).await?;
                     last_acked = cursor;
                 }
             }
@@ -435,19 +430,14 @@ pub async fn drive(
     states.dedup();
     let mut channels = BTreeMap::new();
     for st in &states {
-        let ch = client::connect(endpoint, pki, &Principal::Bureau { state: st.clone() }).await?;
+        let bureau =
+            client::connect_client(endpoint, pki, &Principal::Bureau { state: st.clone() }).await?;
+        let ch = bureau.channel();
         let tx = seen_tx.clone();
         let state = st.clone();
-        let c2 = ch.clone();
         subscriptions.push(tokio::spawn(async move {
-            let mut s = SubmissionServiceClient::new(c2)
-                .stream_responses(pb::StreamResponsesRequest {
-                    after_cursor: 0,
-                    follow: true,
-                })
-                .await?
-                .into_inner();
-            while let Some(r) = s.message().await? {
+            let mut s = bureau.follow_responses(None, true);
+            while let Some(r) = s.next().await? {
                 if tx
                     .send((Seen::Bureau(state.clone(), r), Instant::now()))
                     .await

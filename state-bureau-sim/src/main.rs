@@ -28,6 +28,27 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write planned bookings from a world as JSON lines, for `interop submit --stream`
+    /// (one file per state: a bureau submits only its own state's bookings).
+    Bookings {
+        /// World directory (from `generate`).
+        #[arg(long)]
+        world: PathBuf,
+        #[arg(long, default_value_t = 2011)]
+        seed: u64,
+        /// Bookings to write.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Only this state's bookings (two-letter code).
+        #[arg(long)]
+        state: Option<String>,
+        /// Tag inserted into every TCN so files written for one gateway never collide.
+        #[arg(long)]
+        run_tag: Option<String>,
+        /// Output file ("-" = stdout).
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+    },
     /// Run the whole system end to end in one process over real mTLS and verify every answer.
     Demo {
         #[arg(long, default_value_t = 2011)]
@@ -149,6 +170,26 @@ fn main() -> ExitCode {
                 true
             })
         }
+        Cmd::Bookings {
+            world,
+            seed,
+            count,
+            state,
+            run_tag,
+            out,
+        } => (|| {
+            let tag = run_tag.as_deref().map(check_tag).transpose()?;
+            let n = state_bureau_sim::booking_json::write_planned(
+                &world,
+                seed,
+                count,
+                state.as_deref(),
+                tag.as_deref(),
+                &out,
+            )?;
+            eprintln!("{n} bookings written");
+            Ok(true)
+        })(),
         Cmd::Demo {
             seed,
             identities,

@@ -12,6 +12,7 @@ use interop_gateway::world::*;
 use interop_gateway::{client, convert, server, store};
 use interop_matcher::synth::{self, CaptureModel};
 use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
+pub use interop_proto::client::{Client, RetryPolicy};
 use interop_proto::v1 as pb;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -386,10 +387,15 @@ impl TestGateway {
         }
     }
 
-    pub async fn channel(&self, who: Principal) -> Channel {
-        client::connect(&self.endpoint, &self.pki, &who)
+    /// A client-library connection as `who` (what every test and the simulator use).
+    pub async fn client(&self, who: Principal) -> Client {
+        client::connect_client(&self.endpoint, &self.pki, &who)
             .await
             .expect("connect")
+    }
+
+    pub async fn channel(&self, who: Principal) -> Channel {
+        self.client(who).await.channel()
     }
 
     pub async fn bureau(
