@@ -255,6 +255,13 @@ fn retryable(code: Code) -> bool {
     matches!(code, Code::Unavailable | Code::ResourceExhausted)
 }
 
+/// A call that failed because the connection broke (reset, closed) before any answer: tonic
+/// reports it as `UNKNOWN` with the transport error as its source. Worth repeating.
+fn connection_broke(s: &Status) -> bool {
+    s.code() == Code::Unknown
+        && std::error::Error::source(s).is_some_and(|e| e.is::<tonic::transport::Error>())
+}
+
 /// Codes after which a broken stream is worth re-opening from its cursor: the connection
 /// dropped or the gateway restarted.
 fn stream_retryable(code: Code) -> bool {
@@ -525,7 +532,10 @@ impl Client {
                 ))),
             };
             match result {
-                Err(s) if retryable(s.code()) && attempt < self.cfg.retry.max_attempts => {
+                Err(s)
+                    if (retryable(s.code()) || connection_broke(&s))
+                        && attempt < self.cfg.retry.max_attempts =>
+                {
                     tracing::debug!(attempt, code = ?s.code(), "call failed; retrying");
                     tokio::time::sleep(self.cfg.retry.delay(attempt)).await;
                 }
