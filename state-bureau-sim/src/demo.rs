@@ -34,6 +34,8 @@ pub struct DemoOptions {
     /// Keep world, PKI and data here instead of a temporary directory.
     pub dir: Option<PathBuf>,
     pub json: Option<PathBuf>,
+    /// Also write a self-contained HTML report with charts here.
+    pub html: Option<PathBuf>,
     pub shards: usize,
     /// How long to wait for all results after the last receipt.
     pub settle_timeout: Duration,
@@ -55,6 +57,72 @@ pub enum Arrival {
     /// Latency is measured from each booking's intended send time, so a slow gateway cannot
     /// hide queueing by slowing the sender (no coordinated omission).
     Poisson { rate: f64 },
+    /// Open loop in steps to find the knee: Poisson arrivals at `start` bookings a second,
+    /// raised by `step` every `step_secs` seconds until `max`. The report gives offered vs
+    /// achieved rate and latency per step.
+    Steps {
+        start: f64,
+        step: f64,
+        max: f64,
+        step_secs: f64,
+    },
+}
+
+impl Arrival {
+    /// The steps of a step profile: (start offset, rate); empty for other arrivals.
+    pub fn steps(&self) -> Vec<(Duration, f64)> {
+        let Arrival::Steps {
+            start,
+            step,
+            max,
+            step_secs,
+        } = *self
+        else {
+            return vec![];
+        };
+        let mut out = vec![];
+        let mut rate = start;
+        while rate <= max + 1e-9 && out.len() < 1000 {
+            out.push((Duration::from_secs_f64(out.len() as f64 * step_secs), rate));
+            if step <= 0.0 {
+                break;
+            }
+            rate += step;
+        }
+        out
+    }
+
+    /// Bookings a step profile sends in all (the expected count of its Poisson arrivals).
+    pub fn step_bookings(&self) -> Option<usize> {
+        let Arrival::Steps { step_secs, .. } = *self else {
+            return None;
+        };
+        Some(
+            self.steps()
+                .iter()
+                .map(|(_, r)| r * step_secs)
+                .sum::<f64>()
+                .round()
+                .max(1.0) as usize,
+        )
+    }
+
+    fn describe(&self) -> String {
+        match *self {
+            Arrival::Closed {
+                per_bureau_inflight,
+            } => format!("closed loop, {per_bureau_inflight} in flight per bureau"),
+            Arrival::Poisson { rate } => format!("open loop, Poisson at {rate}/s"),
+            Arrival::Steps {
+                start,
+                step,
+                max,
+                step_secs,
+            } => format!(
+                "open loop in steps: {start}/s + {step}/s every {step_secs} s up to {max}/s"
+            ),
+        }
+    }
 }
 
 impl Default for DemoOptions {
@@ -65,6 +133,7 @@ impl Default for DemoOptions {
             bookings: 2_000,
             dir: None,
             json: None,
+            html: None,
             shards: 4,
             settle_timeout: Duration::from_secs(180),
             plant_outliers: 3,
@@ -235,12 +304,7 @@ pub async fn run_remote(opts: RunOptions) -> anyhow::Result<Verification> {
         d.run_tag.trim_end_matches('-'),
         plan.len(),
         opts.target,
-        match d.arrival {
-            Arrival::Closed {
-                per_bureau_inflight,
-            } => format!("closed loop, {per_bureau_inflight} in flight per bureau"),
-            Arrival::Poisson { rate } => format!("open loop, Poisson at {rate}/s"),
-        }
+        d.arrival.describe()
     );
     // Fail early and clearly if the gateway is not there or does not trust us.
     let admin_ch = client::connect(&opts.target, &pki, &Principal::Admin)
@@ -365,6 +429,16 @@ async fn drive_and_verify(
             .with_context(|| format!("writing {}", path.display()))?;
         println!("report written to {}", path.display());
     }
+    if let Some(path) = &opts.html {
+        let title = format!(
+            "interop run: {} bookings, {}",
+            plan.len(),
+            opts.arrival.describe()
+        );
+        std::fs::write(path, crate::html::render(&title, &report.json))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("HTML report written to {}", path.display());
+    }
     Ok(v)
 }
 
@@ -456,12 +530,32 @@ pub async fn drive(
     let receipts: Arc<Mutex<Vec<verify::ReceiptSlot>>> =
         Arc::new(Mutex::new(vec![None; plan.len()]));
     let receipt_hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let receipt_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; plan.len()]));
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let progress = bar(plan.len() as u64, "receipts");
 
-    // Open loop: every booking's intended send time, from a seeded Poisson process.
+    // Open loop: every booking's intended send time, from a seeded Poisson process (at the
+    // rate of the step it falls in, for a step profile).
+    let steps = opts.arrival.steps();
+    let step_secs = match opts.arrival {
+        Arrival::Steps { step_secs, .. } => step_secs,
+        _ => 0.0,
+    };
+    let rate_at = |t: f64| -> f64 {
+        match opts.arrival {
+            Arrival::Poisson { rate } => rate,
+            _ => steps
+                .iter()
+                .rev()
+                .find(|(start, _)| start.as_secs_f64() <= t)
+                .or(steps.last())
+                .map(|(_, r)| *r)
+                .unwrap_or(1.0),
+        }
+    };
     let schedule: Option<Arc<Vec<Duration>>> = match opts.arrival {
         Arrival::Closed { .. } => None,
-        Arrival::Poisson { rate } => {
+        Arrival::Poisson { .. } | Arrival::Steps { .. } => {
             use rand::{Rng, SeedableRng};
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed ^ 0x0A88_17A1);
             let mut t = 0.0f64;
@@ -469,7 +563,7 @@ pub async fn drive(
                 (0..plan.len())
                     .map(|_| {
                         let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
-                        t += -u.ln() / rate;
+                        t += -u.ln() / rate_at(t).max(1e-6);
                         Duration::from_secs_f64(t)
                     })
                     .collect(),
@@ -481,7 +575,7 @@ pub async fn drive(
             per_bureau_inflight,
         } => per_bureau_inflight,
         // Open loop never waits for answers; this only bounds a runaway.
-        Arrival::Poisson { .. } => OPEN_LOOP_MAX_INFLIGHT,
+        Arrival::Poisson { .. } | Arrival::Steps { .. } => OPEN_LOOP_MAX_INFLIGHT,
     };
 
     // Bureaus submit concurrently, each its own connection and identity.
@@ -490,24 +584,41 @@ pub async fn drive(
     for (si, st) in states.iter().enumerate() {
         let idx: Vec<usize> = (0..plan.len()).filter(|i| &plan[*i].state == st).collect();
         let ch = channels[st].clone();
-        let (plan, sent_at, receipts, hist, progress) = (
+        let (plan, sent_at, receipts, hist, progress, receipt_at, refused) = (
             plan.clone(),
             sent_at.clone(),
             receipts.clone(),
             receipt_hist.clone(),
             progress.clone(),
+            receipt_at.clone(),
+            refused.clone(),
         );
         let streaming = si % 2 == 1;
         let schedule = schedule.clone();
         let intended = move |i: usize| schedule.as_ref().map(|s| t_submit + s[i]);
         senders.push(tokio::spawn(async move {
             let record = move |i: usize, r: Result<pb::Receipt, String>, start: Instant| {
-                hist.lock()
-                    .expect("hist")
-                    .record(start.elapsed().as_micros() as u64)
-                    .ok();
+                let now = Instant::now();
+                let p99 = {
+                    let mut h = hist.lock().expect("hist");
+                    h.record(now.saturating_duration_since(start).as_micros() as u64)
+                        .ok();
+                    (h.len() % 64 == 0).then(|| h.value_at_quantile(0.99))
+                };
+                if r.is_err() {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 receipts.lock().expect("receipts")[i] = Some(r);
+                receipt_at.lock().expect("receipt times")[i] = Some(now);
                 progress.inc(1);
+                // Live figures: receipt p99 so far and refusals.
+                if let Some(p99) = p99 {
+                    progress.set_message(format!(
+                        "receipts p99 {:.1} ms, {} refused",
+                        p99 as f64 / 1000.0,
+                        refused.load(std::sync::atomic::Ordering::Relaxed)
+                    ));
+                }
             };
             if streaming {
                 let (tx, rx) = mpsc::channel(64);
@@ -630,6 +741,10 @@ pub async fn drive(
     }
     obs.submit_elapsed = submit_elapsed;
     obs.sent_at = sent_at.lock().expect("sent").clone();
+    obs.receipt_at = receipt_at.lock().expect("receipt times").clone();
+    obs.t0 = Some(t_submit);
+    obs.steps = steps.clone();
+    obs.step_secs = step_secs;
     obs.receipts = receipts.lock().expect("receipts").clone();
     obs.set_receipt_latency(receipt_hist.lock().expect("hist").clone());
     obs.repeats = repeats;

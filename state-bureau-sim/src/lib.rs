@@ -13,5 +13,7 @@ pub mod bookings;
 pub mod demo;
 pub mod generate;
 pub mod geography;
+pub mod html;
 pub mod interop_cli;
+pub mod timeline;
 pub mod verify;

@@ -64,6 +64,9 @@ enum Cmd {
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also write a self-contained HTML report with charts here.
+        #[arg(long)]
+        html: Option<PathBuf>,
         /// Matcher shards per gallery.
         #[arg(long, default_value_t = 4)]
         shards: usize,
@@ -92,6 +95,10 @@ enum Cmd {
         /// Open loop: Poisson arrivals at this many bookings a second over all bureaus.
         #[arg(long)]
         rate: Option<f64>,
+        /// Open loop in steps to find the knee: START:STEP:MAX:SECS, e.g. 50:50:400:5 offers
+        /// 50/s, then 100/s, ... up to 400/s, 5 s each (the bookings follow from the profile).
+        #[arg(long, conflicts_with_all = ["rate", "bookings"])]
+        ramp: Option<String>,
         /// With --rate: run this many seconds.
         #[arg(long, requires = "rate")]
         duration: Option<f64>,
@@ -111,7 +118,37 @@ enum Cmd {
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also write a self-contained HTML report with charts here.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
+}
+
+/// Parses `START:STEP:MAX:SECS`.
+fn parse_ramp(s: &str) -> anyhow::Result<Arrival> {
+    let parts: Vec<f64> = s
+        .split(':')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow::anyhow!("--ramp {s:?}: expected START:STEP:MAX:SECS, all numbers"))?;
+    let [start, step, max, step_secs] = parts[..] else {
+        anyhow::bail!("--ramp {s:?}: expected four numbers START:STEP:MAX:SECS");
+    };
+    anyhow::ensure!(
+        start > 0.0 && step >= 0.0 && max >= start && step_secs > 0.0,
+        "--ramp {s:?}: START and SECS must be positive, STEP not negative, MAX at least START"
+    );
+    let a = Arrival::Steps {
+        start,
+        step,
+        max,
+        step_secs,
+    };
+    anyhow::ensure!(
+        a.step_bookings().unwrap_or(0) <= 2_000_000,
+        "--ramp {s:?}: more than 2,000,000 bookings"
+    );
+    Ok(a)
 }
 
 /// A run tag from the clock: `R` and the seconds since 2026 in base 36, then `-`.
@@ -196,6 +233,7 @@ fn main() -> ExitCode {
             bookings,
             dir,
             json,
+            html,
             shards,
             plant_outliers,
         } => rt
@@ -205,6 +243,7 @@ fn main() -> ExitCode {
                 bookings,
                 dir,
                 json,
+                html,
                 shards,
                 plant_outliers,
                 ..Default::default()
@@ -217,12 +256,14 @@ fn main() -> ExitCode {
             seed,
             bookings,
             rate,
+            ramp,
             duration,
             concurrency,
             run_tag,
             settle_secs,
             plant_outliers,
             json,
+            html,
         } => (|| {
             let run_tag = match run_tag {
                 Some(t) => check_tag(&t)?,
@@ -231,16 +272,19 @@ fn main() -> ExitCode {
             if let Some(r) = rate {
                 anyhow::ensure!(r.is_finite() && r > 0.0, "--rate must be a positive number");
             }
+            let ramp = ramp.as_deref().map(parse_ramp).transpose()?;
             let bookings = match (bookings, rate, duration) {
+                _ if ramp.is_some() => ramp.and_then(|r| r.step_bookings()).unwrap_or(1),
                 (Some(n), _, _) => n,
                 (None, Some(r), Some(d)) => (r * d).round().max(1.0) as usize,
                 _ => 2_000,
             };
             anyhow::ensure!(bookings > 0, "--bookings must be at least 1");
             anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
-            let arrival = match rate {
-                Some(rate) => Arrival::Poisson { rate },
-                None => Arrival::Closed {
+            let arrival = match (ramp, rate) {
+                (Some(r), _) => r,
+                (None, Some(rate)) => Arrival::Poisson { rate },
+                (None, None) => Arrival::Closed {
                     per_bureau_inflight: concurrency,
                 },
             };
@@ -252,6 +296,7 @@ fn main() -> ExitCode {
                     seed,
                     bookings,
                     json,
+                    html,
                     plant_outliers,
                     arrival,
                     run_tag,

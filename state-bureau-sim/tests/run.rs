@@ -49,11 +49,38 @@ async fn a_seeded_open_loop_run_passes_and_a_second_run_does_not_collide() {
         .await
         .unwrap();
     assert!(v.passed(), "{:?}", v.violations);
-    // The same seed again under another tag: new TCNs, counted as differences.
-    let v = demo::run_remote(options(dir.path(), &s.endpoint, "B"))
-        .await
-        .unwrap();
+    // The same seed again under another tag: new TCNs, counted as differences; this time in
+    // two steps (200/s then 400/s, a quarter second each), with the JSON and HTML reports.
+    let mut o = options(dir.path(), &s.endpoint, "B");
+    o.demo.arrival = Arrival::Steps {
+        start: 200.0,
+        step: 200.0,
+        max: 400.0,
+        step_secs: 0.25,
+    };
+    o.demo.bookings = o.demo.arrival.step_bookings().unwrap();
+    o.demo.json = Some(dir.path().join("b.json"));
+    o.demo.html = Some(dir.path().join("b.html"));
+    let v = demo::run_remote(o.clone()).await.unwrap();
     assert!(v.passed(), "{:?}", v.violations);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("b.json")).unwrap()).unwrap();
+    let steps = report["timeline"]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    let due: u64 = steps.iter().map(|s| s["sent"].as_u64().unwrap()).sum();
+    assert!(
+        due as usize <= o.demo.bookings && due > 0,
+        "{due} of {}",
+        o.demo.bookings
+    );
+    assert!(
+        !report["timeline"]["intervals"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let html = std::fs::read_to_string(dir.path().join("b.html")).unwrap();
+    assert!(html.contains("Step profile") && html.contains("<svg") && html.contains("PASS"));
     let _ = s.stop.send(());
     s.task.await.unwrap().unwrap();
 }
