@@ -43,6 +43,9 @@ pub struct DemoOptions {
     pub plant_outliers: usize,
     /// How bookings arrive.
     pub arrival: Arrival,
+    /// Policy changes made together mid-run, once `change_at` of the bookings are receipted.
+    pub changes: Vec<crate::changes::PolicyChange>,
+    pub change_at: f64,
     /// Inserted into every TCN (`TX20110305-<tag>0000123`) so runs against one gateway never
     /// collide; empty for the demo's fresh gateway.
     pub run_tag: String,
@@ -141,6 +144,8 @@ impl Default for DemoOptions {
                 per_bureau_inflight: 8,
             },
             run_tag: String::new(),
+            changes: vec![],
+            change_at: 0.5,
         }
     }
 }
@@ -387,7 +392,50 @@ async fn drive_and_verify(
         .values;
     let stats_before = national_stats(&mut admin, &months).await?;
 
-    let mut obs = drive(endpoint, pki, plan, data, opts).await?;
+    // Mid-run policy changes: the same bookings planned over the changed world give what
+    // each must get once the change is made.
+    let changed_plan = if opts.changes.is_empty() {
+        None
+    } else {
+        let mut world = data.world.clone();
+        for c in &opts.changes {
+            c.check(&world)?;
+            c.apply(&mut world);
+        }
+        let changed = WorldData {
+            world,
+            truth: data.truth.clone(),
+            fbi: data.fbi.clone(),
+            ident: data.ident.clone(),
+        };
+        let (from, days) = booking_window();
+        let mut p = bookings::plan(&changed, opts.seed, plan.len(), from, days, &planted);
+        bookings::tag_tcns(&mut p, &opts.run_tag);
+        anyhow::ensure!(
+            p.iter()
+                .zip(plan.iter())
+                .all(|(a, b)| a.submission.tcn == b.submission.tcn),
+            "the plan under the changed policy differs from the run's plan"
+        );
+        Some(Arc::new(p))
+    };
+
+    let mut obs = drive(endpoint, pki, plan, data, opts, changed_plan.as_ref()).await?;
+    if let Some(a) = obs.applied {
+        // Put the gateway's policy back as the world has it.
+        let admin = client::connect_client(endpoint, pki, &Principal::Admin).await?;
+        for c in &opts.changes {
+            c.undo(&admin, &data.world).await?;
+        }
+        let (effective, split) = crate::changes::effective_plan(
+            plan,
+            changed_plan.as_deref().expect("a changed plan"),
+            &obs,
+            a,
+        );
+        obs.change_split = Some(split);
+        obs.effective_plan = Some(effective);
+    }
 
     // Admin counters, read over mTLS like any admin would.
     let mut counters = admin
@@ -421,8 +469,30 @@ async fn drive_and_verify(
         .collect();
     obs.planted = planted;
 
+    let held_to = obs.effective_plan.take();
+    let plan: &[Booking] = held_to.as_deref().unwrap_or(plan);
     let v = verify::verify(plan, &obs, &counters);
-    let report = verify::report(plan, &obs, &v, &counters, setup_world, setup_gateway);
+    let mut report = verify::report(plan, &obs, &v, &counters, setup_world, setup_gateway);
+    if let Some(split) = obs.change_split {
+        let names: Vec<String> = opts.changes.iter().map(|c| c.to_string()).collect();
+        let line = format!(
+            "policy changes {} after {:.0}% of receipts: {} bookings held to the new policy, {} \
+             to the old, {} in flight either way",
+            names.join(", "),
+            100.0 * opts.change_at,
+            split.new,
+            split.old,
+            split.either
+        );
+        report.table = report.table.replacen(
+            "ground-truth verification",
+            &format!("{line}\nground-truth verification"),
+            1,
+        );
+        report.json["policy_changes"] = serde_json::json!({
+            "changes": names, "at_share_of_receipts": opts.change_at, "held": split,
+        });
+    }
     println!("{}", report.table);
     if let Some(path) = &opts.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report.json)?)
@@ -455,12 +525,10 @@ pub async fn drive(
     plan: &Arc<Vec<Booking>>,
     data: &WorldData,
     opts: &DemoOptions,
+    changed_plan: Option<&Arc<Vec<Booking>>>,
 ) -> anyhow::Result<Observations> {
     let planned: std::collections::HashSet<String> =
         plan.iter().map(|b| b.submission.tcn.clone()).collect();
-    let expected_office: usize = plan.iter().filter(|b| b.expected.searched).count();
-    let expected_bureau: usize =
-        plan.len() + plan.iter().filter(|b| b.expected.bureau_receives).count();
 
     let (seen_tx, mut seen_rx) = mpsc::channel::<(Seen, Instant)>(4096);
     let mut subscriptions = Vec::new();
@@ -578,6 +646,32 @@ pub async fn drive(
         Arrival::Poisson { .. } | Arrival::Steps { .. } => OPEN_LOOP_MAX_INFLIGHT,
     };
 
+    // Mid-run policy changes, made as admin once their share of receipts is in.
+    let change_task = match changed_plan {
+        None => None,
+        Some(_) => {
+            let admin = client::connect_client(endpoint, pki, &Principal::Admin).await?;
+            let (progress, changes, n, at) = (
+                progress.clone(),
+                opts.changes.clone(),
+                plan.len(),
+                opts.change_at,
+            );
+            Some(tokio::spawn(async move {
+                while (progress.position() as f64) < at * n as f64 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                let started = Instant::now();
+                for c in &changes {
+                    c.make(&admin).await?;
+                }
+                let done = Instant::now();
+                tracing::info!(?changes, "policy changed mid-run");
+                anyhow::Ok(crate::changes::Applied { started, done })
+            }))
+        }
+    };
+
     // Bureaus submit concurrently, each its own connection and identity.
     let t_submit = Instant::now();
     let mut senders = Vec::new();
@@ -689,6 +783,16 @@ pub async fn drive(
     }
     progress.finish();
     let submit_elapsed = t_submit.elapsed();
+    let applied = match change_task {
+        Some(t) => Some(t.await??),
+        None => None,
+    };
+    let (expected_office, expected_bureau) = crate::changes::expected_counts(
+        plan,
+        changed_plan.map(|p| p.as_slice()).unwrap_or(plan),
+        &sent_at.lock().expect("sent"),
+        applied,
+    );
 
     // Repeats of already-receipted TCNs must return the original receipt, and change nothing.
     let mut repeats = Vec::new();
@@ -743,6 +847,7 @@ pub async fn drive(
     obs.sent_at = sent_at.lock().expect("sent").clone();
     obs.receipt_at = receipt_at.lock().expect("receipt times").clone();
     obs.t0 = Some(t_submit);
+    obs.applied = applied;
     obs.steps = steps.clone();
     obs.step_secs = step_secs;
     obs.receipts = receipts.lock().expect("receipts").clone();

@@ -10,6 +10,7 @@
 
 pub mod booking_json;
 pub mod bookings;
+pub mod changes;
 pub mod demo;
 pub mod generate;
 pub mod geography;

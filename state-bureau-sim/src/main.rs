@@ -121,6 +121,14 @@ enum Cmd {
         /// Also write a self-contained HTML report with charts here.
         #[arg(long)]
         html: Option<PathBuf>,
+        /// Change policy mid-run: opt-out:STATE (the state ends its agreement) or
+        /// activate:JURISDICTION; repeatable. Every booking is checked against the policy in
+        /// force when it was processed; the policy is put back at the end.
+        #[arg(long = "change", value_name = "CHANGE")]
+        changes: Vec<String>,
+        /// Share of the bookings receipted before the changes are made.
+        #[arg(long, default_value_t = 0.5)]
+        change_at: f64,
     },
 }
 
@@ -264,6 +272,8 @@ fn main() -> ExitCode {
             plant_outliers,
             json,
             html,
+            changes,
+            change_at,
         } => (|| {
             let run_tag = match run_tag {
                 Some(t) => check_tag(&t)?,
@@ -273,6 +283,14 @@ fn main() -> ExitCode {
                 anyhow::ensure!(r.is_finite() && r > 0.0, "--rate must be a positive number");
             }
             let ramp = ramp.as_deref().map(parse_ramp).transpose()?;
+            let changes = changes
+                .iter()
+                .map(|c| state_bureau_sim::changes::PolicyChange::parse(c))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&change_at),
+                "--change-at must be between 0 and 1"
+            );
             let bookings = match (bookings, rate, duration) {
                 _ if ramp.is_some() => ramp.and_then(|r| r.step_bookings()).unwrap_or(1),
                 (Some(n), _, _) => n,
@@ -299,6 +317,8 @@ fn main() -> ExitCode {
                     html,
                     plant_outliers,
                     arrival,
+                    changes,
+                    change_at,
                     run_tag,
                     settle_timeout: std::time::Duration::from_secs(settle_secs),
                     ..Default::default()

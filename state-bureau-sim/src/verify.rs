@@ -29,6 +29,11 @@ pub struct Observations {
     /// Step profile: each step's start offset and rate, and how long a step lasts.
     pub steps: Vec<(Duration, f64)>,
     pub step_secs: f64,
+    /// When mid-run policy changes were made, and how the bookings were held to them.
+    pub applied: Option<crate::changes::Applied>,
+    pub change_split: Option<crate::changes::Split>,
+    /// The plan with each booking's expectation under the policy it was held to.
+    pub effective_plan: Option<Vec<Booking>>,
     pub receipts: Vec<ReceiptSlot>,
     pub receipt_latency: Option<Histogram<u64>>,
     /// Detainers the field offices issued: (state, tcn, detainer id).

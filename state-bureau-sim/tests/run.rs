@@ -158,3 +158,92 @@ async fn a_gateway_that_leaks_to_an_opted_out_jurisdiction_is_caught() {
     let _ = s.stop.send(());
     s.task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mid_run_policy_changes_are_checked_from_the_moment_of_change_and_undone() {
+    use state_bureau_sim::changes::PolicyChange;
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path()).await;
+    let data = WorldData::load(&dir.path().join("world")).unwrap();
+    // The state this run books most in, opting out; the busiest never-activated jurisdiction,
+    // activated.
+    let (from, days) = demo::booking_window();
+    let plan = bookings::plan(&data, SEED, BOOKINGS, from, days, &Default::default());
+    let mut per_state = std::collections::BTreeMap::<&str, usize>::new();
+    for b in plan.iter().filter(|b| b.expected.bureau_receives) {
+        *per_state.entry(b.state.as_str()).or_default() += 1;
+    }
+    let state = per_state.into_iter().max_by_key(|(_, n)| *n).unwrap().0;
+    let jurisdiction = data
+        .world
+        .jurisdictions
+        .iter()
+        .filter(|j| j.activated_on.is_none())
+        .max_by_key(|j| j.population)
+        .unwrap()
+        .id
+        .clone();
+    let mut o = options(dir.path(), &s.endpoint, "CHG");
+    o.demo.arrival = Arrival::Poisson { rate: 150.0 };
+    o.demo.changes = vec![
+        PolicyChange::OptOut {
+            state: state.to_string(),
+        },
+        PolicyChange::Activate {
+            jurisdiction: jurisdiction.clone(),
+        },
+    ];
+    o.demo.json = Some(dir.path().join("chg.json"));
+    let v = demo::run_remote(o).await.unwrap();
+    assert!(v.passed(), "{:?}", v.violations);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("chg.json")).unwrap()).unwrap();
+    let held = &report["policy_changes"]["held"];
+    assert!(held["new"].as_u64().unwrap() > 0, "{held}");
+    assert!(held["old"].as_u64().unwrap() > 0, "{held}");
+
+    // Undone: the gateway's policy is the world's again.
+    let admin = client::connect_client(
+        &s.endpoint,
+        &pki::PkiDir(dir.path().join("pki")),
+        &Principal::Admin,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        admin.get_policy(&jurisdiction).await.unwrap().activated_on,
+        ""
+    );
+    let any_in_state = data
+        .world
+        .jurisdictions
+        .iter()
+        .find(|j| j.state == state)
+        .unwrap();
+    assert!(
+        !admin
+            .get_policy(&any_in_state.id)
+            .await
+            .unwrap()
+            .state_opted_out
+    );
+
+    // A change that makes no difference is refused before anything is sent.
+    let mut o = options(dir.path(), &s.endpoint, "CHG2");
+    o.demo.changes = vec![PolicyChange::Activate {
+        jurisdiction: data
+            .world
+            .jurisdictions
+            .iter()
+            .find(|j| {
+                j.activated_on
+                    .is_some_and(|d| d.to_string().as_str() < "2008-10-27")
+            })
+            .map(|j| j.id.clone())
+            .unwrap_or_else(|| "NOWHERE".into()),
+    }];
+    let e = demo::run_remote(o).await.unwrap_err().to_string();
+    assert!(e.contains("--change activate:"), "{e}");
+    let _ = s.stop.send(());
+    s.task.await.unwrap().unwrap();
+}
