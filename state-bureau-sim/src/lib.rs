@@ -8,6 +8,7 @@
 //! - [`booking_json`]: bookings as JSON for the `interop` command line.
 //! - [`interop_cli`]: the `interop` command line for bureaus, field offices and admins.
 
+pub mod bench;
 pub mod booking_json;
 pub mod bookings;
 pub mod changes;

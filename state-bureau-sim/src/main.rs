@@ -49,6 +49,30 @@ enum Cmd {
         #[arg(long, default_value = "-")]
         out: PathBuf,
     },
+    /// Benchmark the gateway beside a bare tonic echo server (same mTLS, same messages, same
+    /// driver): durable ingest as a ratio to the echo's rate, then end-to-end latency under
+    /// verified open-loop steps.
+    Bench {
+        #[arg(long, default_value_t = 2011)]
+        seed: u64,
+        #[arg(long, default_value_t = 5_000)]
+        identities: u64,
+        /// Seconds of each closed-loop phase.
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+        /// Submissions in flight in the closed loops.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// End-to-end phase: six steps up to this many bookings a second.
+        #[arg(long, default_value_t = 120.0)]
+        e2e_max_rate: f64,
+        /// Seconds per end-to-end step.
+        #[arg(long, default_value_t = 4.0)]
+        e2e_step_secs: f64,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Run the whole system end to end in one process over real mTLS and verify every answer.
     Demo {
         #[arg(long, default_value_t = 2011)]
@@ -234,6 +258,34 @@ fn main() -> ExitCode {
             )?;
             eprintln!("{n} bookings written");
             Ok(true)
+        })(),
+        Cmd::Bench {
+            seed,
+            identities,
+            seconds,
+            concurrency,
+            e2e_max_rate,
+            e2e_step_secs,
+            json,
+        } => (|| {
+            anyhow::ensure!(
+                seconds > 0.0 && e2e_step_secs > 0.0,
+                "durations must be positive"
+            );
+            anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
+            anyhow::ensure!(e2e_max_rate > 0.0, "--e2e-max-rate must be positive");
+            rt.block_on(state_bureau_sim::bench::run(
+                state_bureau_sim::bench::BenchOptions {
+                    seed,
+                    identities,
+                    seconds,
+                    concurrency,
+                    e2e_max_rate,
+                    e2e_step_secs,
+                    json,
+                },
+            ))
+            .map(|()| true)
         })(),
         Cmd::Demo {
             seed,
