@@ -46,9 +46,19 @@ pub struct DemoOptions {
     /// Policy changes made together mid-run, once `change_at` of the bookings are receipted.
     pub changes: Vec<crate::changes::PolicyChange>,
     pub change_at: f64,
+    /// Unary, streaming or both (half the states each).
+    pub submit: SubmitMode,
     /// Inserted into every TCN (`TX20110305-<tag>0000123`) so runs against one gateway never
     /// collide; empty for the demo's fresh gateway.
     pub run_tag: String,
+}
+
+/// Which RPC bureaus submit with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SubmitMode {
+    Unary,
+    Stream,
+    Mixed,
 }
 
 /// How bookings arrive at the gateway.
@@ -146,6 +156,7 @@ impl Default for DemoOptions {
             run_tag: String::new(),
             changes: vec![],
             change_at: 0.5,
+            submit: SubmitMode::Mixed,
         }
     }
 }
@@ -687,7 +698,11 @@ pub async fn drive(
             receipt_at.clone(),
             refused.clone(),
         );
-        let streaming = si % 2 == 1;
+        let streaming = match opts.submit {
+            SubmitMode::Unary => false,
+            SubmitMode::Stream => true,
+            SubmitMode::Mixed => si % 2 == 1,
+        };
         let schedule = schedule.clone();
         let intended = move |i: usize| schedule.as_ref().map(|s| t_submit + s[i]);
         senders.push(tokio::spawn(async move {

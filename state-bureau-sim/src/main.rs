@@ -25,6 +25,13 @@ enum Cmd {
         /// Size of the synthetic population.
         #[arg(long, default_value_t = 5_000)]
         identities: u64,
+        /// Share of people with an FBI criminal record.
+        #[arg(long, default_value_t = 0.35)]
+        share_criminal: f64,
+        /// Share of people with an IDENT encounter (sets the match rate; the default lands
+        /// near the program's ~6.3%).
+        #[arg(long, default_value_t = 0.075)]
+        share_ident: f64,
         #[arg(long)]
         out: PathBuf,
     },
@@ -145,6 +152,10 @@ enum Cmd {
         /// Also write a self-contained HTML report with charts here.
         #[arg(long)]
         html: Option<PathBuf>,
+        /// How bureaus submit: unary (Submit), stream (SubmitStream) or mixed (half the states
+        /// each).
+        #[arg(long, value_enum, default_value = "mixed")]
+        submit: state_bureau_sim::demo::SubmitMode,
         /// Change policy mid-run: opt-out:STATE (the state ends its agreement) or
         /// activate:JURISDICTION; repeatable. Every booking is checked against the policy in
         /// force when it was processed; the policy is put back at the end.
@@ -226,10 +237,16 @@ fn main() -> ExitCode {
         Cmd::Generate {
             seed,
             identities,
+            share_criminal,
+            share_ident,
             out,
         } => {
             let t = std::time::Instant::now();
-            state_bureau_sim::generate::generate(seed, identities, &out).map(|s| {
+            let shares = state_bureau_sim::generate::Shares {
+                criminal: share_criminal,
+                ident: share_ident,
+            };
+            state_bureau_sim::generate::generate_with(seed, identities, shares, &out).map(|s| {
                 println!("{s}");
                 println!(
                     "world written to {} in {:.1} s",
@@ -326,6 +343,7 @@ fn main() -> ExitCode {
             html,
             changes,
             change_at,
+            submit,
         } => (|| {
             let run_tag = match run_tag {
                 Some(t) => check_tag(&t)?,
@@ -371,6 +389,7 @@ fn main() -> ExitCode {
                     arrival,
                     changes,
                     change_at,
+                    submit,
                     run_tag,
                     settle_timeout: std::time::Duration::from_secs(settle_secs),
                     ..Default::default()
