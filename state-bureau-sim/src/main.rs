@@ -30,7 +30,7 @@ enum Cmd {
         share_criminal: f64,
         /// Share of people with an IDENT encounter (sets the match rate; the default lands
         /// near the program's ~6.3%).
-        #[arg(long, default_value_t = 0.075)]
+        #[arg(long, default_value_t = 0.08)]
         share_ident: f64,
         #[arg(long)]
         out: PathBuf,
