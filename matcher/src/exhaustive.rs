@@ -153,9 +153,41 @@ fn probe_words(probe: &[Prepared]) -> ProbeWords {
     }
 }
 
+/// Smallest angle between two directions, 0..=π. Angles are almost always already in
+/// [0, 2π) (every stored angle is reduced once when prepared), so one add replaces the
+/// floating-point remainder, which was a tenth of the search time; the remainder stays for
+/// anything outside.
+#[inline]
 fn angdiff(a: f32, b: f32) -> f32 {
-    let d = (a - b).rem_euclid(2.0 * PI);
-    d.min(2.0 * PI - d)
+    const TAU: f32 = 2.0 * PI;
+    let mut d = a - b;
+    if d < 0.0 {
+        d += TAU;
+    }
+    if !(0.0..TAU).contains(&d) {
+        d = d.rem_euclid(TAU);
+    }
+    d.min(TAU - d)
+}
+
+/// Dot product with eight independent accumulators, so the compiler can keep them in one
+/// SIMD register (a single running float sum must be added in order and does not vectorise).
+#[inline]
+fn dot(x: &[f32; HIST], y: &[f32; HIST]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (cx, cy) in x.chunks_exact(8).zip(y.chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] += cx[k] * cy[k];
+        }
+    }
+    let tail: f32 = x
+        .chunks_exact(8)
+        .remainder()
+        .iter()
+        .zip(y.chunks_exact(8).remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    acc.iter().sum::<f32>() + tail
 }
 
 fn prepare(f: &FingerTemplate) -> Prepared {
@@ -358,12 +390,7 @@ fn histogram_score(probe: &[Prepared], e: &Entry) -> f32 {
     let mut s = 0.0;
     for p in probe {
         if let Some(g) = e.fingers.iter().find(|g| g.position == p.position) {
-            s += p
-                .hist
-                .iter()
-                .zip(g.hist.iter())
-                .map(|(x, y)| x * y)
-                .sum::<f32>();
+            s += dot(&p.hist, &g.hist);
         }
     }
     s
