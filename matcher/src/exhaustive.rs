@@ -33,7 +33,7 @@ use std::sync::{Mutex, RwLock};
 pub const SHORTLIST: usize = 30;
 /// Tenprint decision threshold on the fused score. With the calibrated capture model, over
 /// 1,000 mated and 1,000 non-mated searches of a 2,000-identity gallery, the highest impostor
-/// score was 0.20 and the lowest genuine 1.20 (see `examples/accuracy.rs` and BENCHMARKS.md);
+/// score was 0.20 and the lowest genuine 1.20 (see `examples/matcher-bench.rs` and BENCHMARKS.md);
 /// 0.6 sits between the tails, a factor of three from each.
 pub const THRESHOLD: f32 = 0.6;
 

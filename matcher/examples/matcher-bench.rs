@@ -1,0 +1,369 @@
+//! The matcher's benchmark: speed, memory and accuracy against ground truth, beside two
+//! baselines in the same run.
+//!
+//! ```sh
+//! cargo run --release -p interop-matcher --example matcher-bench -- --identities 20000
+//! cargo run --release -p interop-matcher --example matcher-bench -- --quick
+//! ```
+//!
+//! Flags: `--identities N` (gallery size, default 10,000), `--searches N` (mated and as many
+//! non-mated, default 300), `--pairs N` (single-finger genuine and impostor pairs, default
+//! 2,000), `--quick` (1,000 / 100 / 500), `--out DIR` (default `bench/results`).
+//!
+//! Prints a table and writes `DIR/matcher-bench-<identities>.json`:
+//! - gallery build time, resident memory and bytes per identity;
+//! - tenprint searches/s and p50/p99 latency with 1 and 2 threads;
+//! - FNIR at FPIR 0.1% and 1% (thresholds set from the non-mated searches' top scores; with
+//!   fewer than 1,000 non-mated searches the 0.1% point is the highest score, and says so),
+//!   and FNIR/FPIR at the matcher's own threshold;
+//! - single-finger 1:1 EER of our comparison and of NIST Bozorth3 (the `fprint-bozorth3` port,
+//!   a dev-dependency only) on the same pairs, with genuine/impostor histograms;
+//! - the exhaustive baseline: every gallery finger paired with the probe (no shortlist), timed
+//!   on a subsample of the gallery and extrapolated linearly — labelled as such;
+//! - effective finger comparisons per second (gallery fingers × searches/s), beside NGI's
+//!   announced 2.5 billion/s.
+//!
+//! A program, not a test: figures on shared machines are noisy; compare within one run.
+
+use interop_matcher::exhaustive::{THRESHOLD, compare_fingers};
+use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
+use interop_matcher::template::FingerTemplate;
+use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
+use std::time::Instant;
+
+const SEED: u64 = 77;
+
+struct Args {
+    identities: u64,
+    searches: u64,
+    pairs: u64,
+    out: String,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        identities: 10_000,
+        searches: 300,
+        pairs: 2_000,
+        out: "bench/results".into(),
+    };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < v.len() {
+        let num = |i: usize| -> u64 {
+            v.get(i + 1)
+                .and_then(|s| s.replace('_', "").parse().ok())
+                .unwrap_or_else(|| {
+                    eprintln!("{} needs a number", v[i]);
+                    std::process::exit(2)
+                })
+        };
+        match v[i].as_str() {
+            "--identities" => a.identities = num(i).max(1),
+            "--searches" => a.searches = num(i).max(1),
+            "--pairs" => a.pairs = num(i).max(1),
+            "--out" => {
+                a.out = v.get(i + 1).cloned().unwrap_or(a.out);
+            }
+            "--quick" => {
+                (a.identities, a.searches, a.pairs) = (1_000, 100, 500);
+                i += 1;
+                continue;
+            }
+            other => {
+                eprintln!("unknown flag {other}; see the doc comment of matcher-bench.rs");
+                std::process::exit(2)
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn enrolment(p: u64, model: &CaptureModel) -> Tenprint {
+    capture(&master_tenprint(SEED, p), model, 0xE0_0000 + p)
+}
+
+fn bozorth(f: &FingerTemplate) -> Vec<fprint_bozorth3::Minutia> {
+    f.minutiae
+        .iter()
+        .map(|m| fprint_bozorth3::Minutia {
+            x: m.x as i32,
+            y: m.y as i32,
+            theta: m.angle_deg as i32 % 360,
+        })
+        .collect()
+}
+
+/// Equal error rate over `steps` thresholds spanning the scores.
+fn eer(genuine: &[f64], impostor: &[f64]) -> f64 {
+    let hi = genuine
+        .iter()
+        .chain(impostor)
+        .copied()
+        .fold(0.0f64, f64::max)
+        .max(1e-9);
+    let mut best = (f64::MAX, 0.0);
+    for i in 0..=1000 {
+        let t = hi * i as f64 / 1000.0;
+        let frr = genuine.iter().filter(|s| **s < t).count() as f64 / genuine.len() as f64;
+        let far = impostor.iter().filter(|s| **s >= t).count() as f64 / impostor.len() as f64;
+        if (frr - far).abs() < best.0 {
+            best = ((frr - far).abs(), (frr + far) / 2.0);
+        }
+    }
+    best.1
+}
+
+fn histogram(v: &[f64], hi: f64) -> Vec<usize> {
+    let mut h = vec![0; 20];
+    for x in v {
+        h[((x / hi.max(1e-9)) * 19.999).clamp(0.0, 19.0) as usize] += 1;
+    }
+    h
+}
+
+struct Speed {
+    per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn timed_searches(m: &ExhaustiveMatcher, probes: &[Tenprint]) -> Speed {
+    let mut lat: Vec<f64> = Vec::with_capacity(probes.len());
+    let t = Instant::now();
+    for p in probes {
+        let s = Instant::now();
+        let _ = m.search(p, 5).expect("search");
+        lat.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let q = |x: f64| lat[((lat.len() as f64 - 1.0) * x) as usize];
+    Speed {
+        per_s: probes.len() as f64 / secs,
+        p50_ms: q(0.5),
+        p99_ms: q(0.99),
+    }
+}
+
+fn main() {
+    let a = args();
+    let model = CaptureModel::default();
+
+    // Gallery build: captures are made first, so the build time is enrolment alone.
+    let prints: Vec<(u64, Tenprint)> = (1..=a.identities)
+        .map(|p| (p, enrolment(p, &model)))
+        .collect();
+    let rss0 = rss_bytes();
+    let t = Instant::now();
+    let m = ExhaustiveMatcher::new(4);
+    for (p, print) in &prints {
+        m.enroll(*p, print).expect("enrol");
+    }
+    let build_s = t.elapsed().as_secs_f64();
+    let gallery_bytes = rss_bytes().saturating_sub(rss0);
+    let fingers: usize = prints.iter().map(|(_, t)| t.fingers.len()).sum();
+    let sample: Vec<(u64, Tenprint)> = prints.iter().take(1000).cloned().collect();
+    drop(prints);
+
+    // Mated (fresh captures of enrolled people) and non-mated (never enrolled) probes.
+    let mated: Vec<(u64, Tenprint)> = (0..a.searches)
+        .map(|i| {
+            let p = 1 + (i * 7919) % a.identities;
+            (p, capture(&master_tenprint(SEED, p), &model, 0xB0_0000 + p))
+        })
+        .collect();
+    let non_mated: Vec<Tenprint> = (0..a.searches)
+        .map(|i| capture(&master_tenprint(SEED, 50_000_000 + i), &model, i))
+        .collect();
+    let all: Vec<Tenprint> = mated
+        .iter()
+        .map(|(_, t)| t.clone())
+        .chain(non_mated.iter().cloned())
+        .collect();
+
+    // Speed with 1 and 2 threads.
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .expect("thread pool")
+    };
+    let one = pool(1).install(|| timed_searches(&m, &all));
+    let two = pool(2).install(|| timed_searches(&m, &all));
+
+    // Accuracy: the right subject's top score for mated searches, the top score for
+    // non-mated ones.
+    let mut mated_top: Vec<f64> = vec![];
+    let (mut missed, mut wrong) = (0, 0);
+    for (p, probe) in &mated {
+        let r = m.search(probe, 1).expect("search");
+        let top = r.candidates.first();
+        mated_top.push(
+            top.filter(|c| c.subject == *p)
+                .map_or(0.0, |c| c.score as f64),
+        );
+        match r.hit {
+            None => missed += 1,
+            Some(c) if c.subject != *p => wrong += 1,
+            _ => {}
+        }
+    }
+    let mut non_top: Vec<f64> = non_mated
+        .iter()
+        .map(|probe| {
+            m.search(probe, 1)
+                .expect("search")
+                .candidates
+                .first()
+                .map_or(0.0, |c| c.score as f64)
+        })
+        .collect();
+    non_top.sort_by(|x, y| x.total_cmp(y));
+    let false_hits = non_top.iter().filter(|s| **s >= THRESHOLD as f64).count();
+    let fnir_at = |fpir: f64| {
+        // The smallest threshold with at most `fpir` of non-mated searches at or above it.
+        let allowed = (fpir * non_top.len() as f64).floor() as usize;
+        let t = if allowed == 0 {
+            non_top.last().copied().unwrap_or(0.0) + 1e-6
+        } else {
+            non_top[non_top.len() - allowed]
+        };
+        let fnir = mated_top.iter().filter(|s| **s < t).count() as f64 / mated_top.len() as f64;
+        (t, fnir, allowed == 0)
+    };
+    let (t1, fnir1, floor1) = fnir_at(0.001);
+    let (t2, fnir2, floor2) = fnir_at(0.01);
+
+    // Single finger, ours and Bozorth3 on the same pairs.
+    let (mut g_ours, mut i_ours, mut g_boz, mut i_boz) = (vec![], vec![], vec![], vec![]);
+    let t = Instant::now();
+    for i in 0..a.pairs {
+        let master = master_tenprint(SEED, 1_000_000 + i);
+        let f = (i % 10) as usize;
+        let x = capture(&master, &model, 2 * i).fingers[f].clone();
+        let y = capture(&master, &model, 2 * i + 1).fingers[f].clone();
+        let o = capture(&master_tenprint(SEED, 2_000_000 + i), &model, 3 * i).fingers[f].clone();
+        g_ours.push(compare_fingers(&x, &y) as f64);
+        i_ours.push(compare_fingers(&x, &o) as f64);
+        let (bx, by, bo) = (bozorth(&x), bozorth(&y), bozorth(&o));
+        g_boz.push(fprint_bozorth3::match_score(&bx, &by) as f64);
+        i_boz.push(fprint_bozorth3::match_score(&bx, &bo) as f64);
+    }
+    let pairs_s = t.elapsed().as_secs_f64();
+    let (eer_ours, eer_boz) = (eer(&g_ours, &i_ours), eer(&g_boz, &i_boz));
+    let hi_ours = g_ours.iter().chain(&i_ours).copied().fold(0.0, f64::max);
+    let hi_boz = g_boz.iter().chain(&i_boz).copied().fold(0.0, f64::max);
+
+    // Exhaustive baseline: pair every finger of a gallery subsample with the probe.
+    let base_probes = 5.min(mated.len());
+    let t = Instant::now();
+    for (_, probe) in mated.iter().take(base_probes) {
+        for (_, g) in &sample {
+            for (pf, gf) in probe.fingers.iter().zip(&g.fingers) {
+                std::hint::black_box(compare_fingers(pf, gf));
+            }
+        }
+    }
+    let per_subject_s = t.elapsed().as_secs_f64() / (base_probes * sample.len()).max(1) as f64;
+    let baseline_search_ms = per_subject_s * a.identities as f64 * 1e3;
+
+    let effective = fingers as f64 * two.per_s;
+    let n = a.identities;
+    println!(
+        "== matcher-bench: {n} identities, {} mated + {} non-mated searches ==",
+        a.searches, a.searches
+    );
+    println!("  gallery build                  {build_s:>10.2} s");
+    println!(
+        "  gallery memory                 {:>10.1} MiB  ({:.0} bytes/identity)",
+        gallery_bytes as f64 / 1048576.0,
+        gallery_bytes as f64 / n as f64
+    );
+    for (name, s) in [("1 thread", &one), ("2 threads", &two)] {
+        println!(
+            "  searches, {name:<10}           {:>10.1} /s   p50 {:>8.2} ms  p99 {:>8.2} ms",
+            s.per_s, s.p50_ms, s.p99_ms
+        );
+    }
+    println!(
+        "  exhaustive baseline (no shortlist; {} subjects x {base_probes} probes, extrapolated)  {:>10.1} ms/search",
+        sample.len(),
+        baseline_search_ms
+    );
+    println!(
+        "  effective finger comparisons   {effective:>10.3e} /s  (NGI 2011: 2.5e9 /s over a data centre)"
+    );
+    println!(
+        "  tenprint at threshold {THRESHOLD}:    FNIR {:.3}% (missed {missed}, wrong {wrong})  FPIR {:.3}%",
+        100.0 * (missed + wrong) as f64 / a.searches as f64,
+        100.0 * false_hits as f64 / a.searches as f64
+    );
+    for (fpir, t, fnir, floor) in [(0.1, t1, fnir1, floor1), (1.0, t2, fnir2, floor2)] {
+        println!(
+            "  FNIR at FPIR {fpir}%:             {:>9.3}%  (threshold {t:.3}{})",
+            100.0 * fnir,
+            if floor {
+                "; fewer non-mated searches than this FPIR resolves: above the highest impostor"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "  single finger, {} pairs:    EER ours {:.2}%   Bozorth3 {:.2}%  ({:.1} s for both)",
+        a.pairs,
+        100.0 * eer_ours,
+        100.0 * eer_boz,
+        pairs_s
+    );
+    let json = serde_json::json!({
+        "identities": n,
+        "searches_mated": a.searches,
+        "searches_non_mated": a.searches,
+        "build_s": build_s,
+        "gallery_bytes": gallery_bytes,
+        "bytes_per_identity": gallery_bytes as f64 / n as f64,
+        "speed": {
+            "threads_1": {"per_s": one.per_s, "p50_ms": one.p50_ms, "p99_ms": one.p99_ms},
+            "threads_2": {"per_s": two.per_s, "p50_ms": two.p50_ms, "p99_ms": two.p99_ms},
+        },
+        "exhaustive_baseline": {
+            "label": "every gallery finger paired with the probe, timed on a subsample and extrapolated linearly",
+            "subsample_subjects": sample.len(),
+            "probes": base_probes,
+            "ms_per_search": baseline_search_ms,
+        },
+        "effective_finger_comparisons_per_s": effective,
+        "tenprint": {
+            "threshold": THRESHOLD,
+            "fnir": (missed + wrong) as f64 / a.searches as f64,
+            "fpir": false_hits as f64 / a.searches as f64,
+            "fnir_at_fpir_0_1pct": {"fnir": fnir1, "threshold": t1, "under_resolved": floor1},
+            "fnir_at_fpir_1pct": {"fnir": fnir2, "threshold": t2, "under_resolved": floor2},
+        },
+        "single_finger": {
+            "pairs": a.pairs,
+            "eer_ours": eer_ours,
+            "eer_bozorth3": eer_boz,
+            "ours_histogram": {"max": hi_ours, "genuine": histogram(&g_ours, hi_ours), "impostor": histogram(&i_ours, hi_ours)},
+            "bozorth3_histogram": {"max": hi_boz, "genuine": histogram(&g_boz, hi_boz), "impostor": histogram(&i_boz, hi_boz)},
+        },
+    });
+    std::fs::create_dir_all(&a.out).expect("output directory");
+    let path = format!("{}/matcher-bench-{n}.json", a.out);
+    std::fs::write(&path, serde_json::to_vec_pretty(&json).expect("json")).expect("write");
+    println!("written to {path}");
+}
