@@ -12,6 +12,7 @@ pub mod pki;
 pub mod policy;
 pub mod principal;
 pub mod review;
+pub mod revocation;
 pub mod server;
 pub mod services;
 pub mod statistics;

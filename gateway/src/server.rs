@@ -67,6 +67,8 @@ pub struct Gateway {
     halt_tx: watch::Sender<bool>,
     idle: pipeline::Idle,
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
+    /// Revoked client certificates, checked on every call and by open streams.
+    pub revocations: crate::revocation::Revocations,
     matcher: Option<Arc<dyn Matcher>>,
     options: ServeOptions,
 }
@@ -86,7 +88,12 @@ impl Gateway {
         options: ServeOptions,
     ) -> anyhow::Result<Arc<Gateway>> {
         let policy = Arc::new(PolicyBook::new(&world));
+        let revocations = crate::revocation::Revocations::default();
         for (k, v) in store.settings().await? {
+            if k.starts_with(crate::revocation::SETTING_PREFIX) {
+                revocations.insert(serde_json::from_slice(&v)?);
+                continue;
+            }
             if let Some(id) = k.strip_prefix(JURISDICTION_SETTING) {
                 let p: JurisdictionPolicy = serde_json::from_slice(&v)?;
                 policy.set_jurisdiction(id, p)?;
@@ -114,6 +121,7 @@ impl Gateway {
             halt_tx,
             idle,
             admin_lock: tokio::sync::Mutex::new(()),
+            revocations,
             matcher,
             options,
         });

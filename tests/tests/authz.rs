@@ -28,7 +28,7 @@ enum Service {
 }
 
 /// Every RPC of every service the gateway serves.
-const RPCS: [(&str, Service); 19] = [
+const RPCS: [(&str, Service); 23] = [
     ("Submit", Service::Submission),
     ("SubmitStream", Service::Submission),
     ("GetStatus", Service::Submission),
@@ -45,6 +45,10 @@ const RPCS: [(&str, Service); 19] = [
     ("GetCounters", Service::Admin),
     ("GetMonthlyStats", Service::Admin),
     ("QuarterlyReview", Service::Admin),
+    ("ListDisclosures", Service::Admin),
+    ("RevokeCertificate", Service::Admin),
+    ("ListRevoked", Service::Admin),
+    ("ReloadCertificates", Service::Admin),
     ("Search", Service::Matcher),
     ("Enroll", Service::Matcher),
     ("Check", Service::CriminalHistory),
@@ -175,6 +179,27 @@ async fn call(ch: Channel, rpc: &str, state: &str) -> Result<(), Status> {
                 quarter: "2011Q2".into(),
                 ..Default::default()
             })
+            .await
+            .map(drop),
+        "ListDisclosures" => admin
+            .list_disclosures(pb::ListDisclosuresRequest::default())
+            .await
+            .map(drop),
+        // A serial no certificate of the test PKI has (rcgen's are 20 random bytes).
+        "RevokeCertificate" => admin
+            .revoke_certificate(pb::RevokeCertificateRequest {
+                serial: "7e57".into(),
+                reason: "authorization matrix".into(),
+            })
+            .await
+            .map(drop),
+        "ListRevoked" => admin
+            .list_revoked(pb::ListRevokedRequest {})
+            .await
+            .map(drop),
+        // Re-reads the same files: nothing changes.
+        "ReloadCertificates" => admin
+            .reload_certificates(pb::ReloadCertificatesRequest {})
             .await
             .map(drop),
         "Search" => matcher
