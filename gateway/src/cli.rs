@@ -216,6 +216,20 @@ async fn run() -> anyhow::Result<()> {
             let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
+            // SIGHUP re-reads the server certificate, key and client CA bundle.
+            #[cfg(unix)]
+            {
+                let gw = Arc::clone(&gw);
+                let mut hup =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                        .context("installing the SIGHUP handler")?;
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        // Success and failure are both logged by reload_tls.
+                        let _ = gw.reload_tls();
+                    }
+                });
+            }
             if !no_metrics {
                 let ml = tokio::net::TcpListener::bind(metrics_listen)
                     .await

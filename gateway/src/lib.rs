@@ -18,5 +18,6 @@ pub mod services;
 pub mod statistics;
 pub mod store;
 pub mod streams;
+pub mod tls;
 pub mod validate;
 pub mod world;

@@ -464,6 +464,17 @@ const DEFAULT_DISCLOSURE_PAGE: usize = 100;
 /// The most one page holds, whatever the caller asks.
 const MAX_DISCLOSURE_PAGE: usize = 1000;
 
+/// Longest revocation reason kept.
+const MAX_REVOCATION_REASON: usize = 200;
+
+fn revoked_pb(r: &crate::revocation::Revoked) -> pb::RevokedCertificate {
+    pb::RevokedCertificate {
+        serial: r.serial.clone(),
+        reason: r.reason.clone(),
+        revoked_at: Some(convert::timestamp_ms(r.revoked_at_ms)),
+    }
+}
+
 fn disclosure_kind_pb(k: DisclosureKind) -> pb::DisclosureKind {
     match k {
         DisclosureKind::CriminalHistory => pb::DisclosureKind::CriminalHistory,
@@ -740,7 +751,57 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::RevokeCertificateRequest>,
     ) -> Res<pb::RevokedCertificate> {
         need_admin(&req)?;
-        Err(Status::unimplemented("RevokeCertificate: not yet"))
+        let own = crate::principal::serial(&req);
+        let r = req.into_inner();
+        let serial = crate::principal::normalize_serial(&r.serial).ok_or_else(|| {
+            GatewayError::invalid(
+                "serial",
+                "must be the certificate's serial number in hex (up to 20 bytes; colons allowed)",
+            )
+        })?;
+        if r.reason.chars().count() > MAX_REVOCATION_REASON
+            || r.reason.chars().any(|c| c.is_control())
+        {
+            return Err(GatewayError::invalid(
+                "reason",
+                "must be at most 200 characters, without control characters",
+            )
+            .into());
+        }
+        // An administrator cannot lock out the certificate it is calling with: that would
+        // leave nobody able to undo a mistake without a restart.
+        if serial == own {
+            return Err(GatewayError::FailedPrecondition(
+                "serial: is the certificate this call came with; revoke it from another admin certificate".into(),
+            )
+            .into());
+        }
+        let _guard = self.0.admin_lock.lock().await;
+        let held = match self.0.revocations.get(&serial) {
+            Some(held) => held,
+            None => {
+                let rec = crate::revocation::Revoked {
+                    serial: serial.clone(),
+                    reason: r.reason,
+                    revoked_at_ms: convert::now_ms(),
+                };
+                // Durable first, then in force: a revocation never disappears on restart.
+                let bytes =
+                    serde_json::to_vec(&rec).map_err(|e| GatewayError::Internal(e.to_string()))?;
+                self.0
+                    .core
+                    .store
+                    .put_setting(
+                        format!("{}{serial}", crate::revocation::SETTING_PREFIX),
+                        bytes,
+                    )
+                    .await
+                    .map_err(GatewayError::from)?;
+                tracing::warn!(%serial, "client certificate revoked");
+                self.0.revocations.insert(rec)
+            }
+        };
+        Ok(Response::new(revoked_pb(&held)))
     }
 
     async fn list_revoked(
@@ -748,7 +809,8 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::ListRevokedRequest>,
     ) -> Res<pb::ListRevokedResponse> {
         need_admin(&req)?;
-        Err(Status::unimplemented("ListRevoked: not yet"))
+        let revoked = self.0.revocations.list().iter().map(revoked_pb).collect();
+        Ok(Response::new(pb::ListRevokedResponse { revoked }))
     }
 
     async fn reload_certificates(
@@ -756,7 +818,11 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::ReloadCertificatesRequest>,
     ) -> Res<pb::ReloadCertificatesResponse> {
         need_admin(&req)?;
-        Err(Status::unimplemented("ReloadCertificates: not yet"))
+        let loaded = self.0.reload_tls()?;
+        Ok(Response::new(pb::ReloadCertificatesResponse {
+            server_serial: loaded.server_serial,
+            client_cas: loaded.client_cas as u32,
+        }))
     }
 
     async fn get_monthly_stats(
