@@ -55,6 +55,8 @@ enum Cmd {
         /// Hours a field office's events are kept after it acknowledged them.
         #[arg(long, default_value_t = 168.0)]
         retention_hours: f64,
+        #[command(flatten)]
+        bounds: Bounds,
     },
     /// Administrative queries against a running gateway (as the admin identity).
     Admin {
@@ -76,6 +78,78 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PkiCmd,
     },
+}
+
+/// The overload bounds of `serve` (README "Overload"); defaults from [`server::ServeOptions`].
+#[derive(clap::Args)]
+struct Bounds {
+    /// Receipted submissions waiting for a worker; past it submissions are refused with
+    /// RESOURCE_EXHAUSTED after --admission-wait-ms.
+    #[arg(long, env = "INTEROP_QUEUE_DEPTH", default_value_t = 8192)]
+    queue_depth: usize,
+    /// How long a submission waits for room in a full queue before it is refused.
+    #[arg(long, default_value_t = 250)]
+    admission_wait_ms: u64,
+    /// Open client connections at once; further connections are closed before TLS.
+    #[arg(long, env = "INTEROP_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Concurrent HTTP/2 streams (calls) per connection.
+    #[arg(long, default_value_t = 512)]
+    max_streams_per_connection: u32,
+    /// Deadline of a unary call (or of opening a stream) when the client sets no shorter
+    /// grpc-timeout.
+    #[arg(long, default_value_t = 30)]
+    request_timeout_secs: u64,
+    /// A connection that has not completed its TLS handshake by then is closed (slow-loris).
+    #[arg(long, default_value_t = 10)]
+    tls_handshake_timeout_secs: u64,
+    /// A connection with no call in flight for this long is closed; 0 keeps idle connections.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout_secs: u64,
+    /// HTTP/2 PING interval, and how long an unanswered PING may wait before the connection
+    /// is closed as dead.
+    #[arg(long, default_value_t = 30)]
+    keepalive_interval_secs: u64,
+    #[arg(long, default_value_t = 10)]
+    keepalive_timeout_secs: u64,
+}
+
+impl Bounds {
+    fn apply(&self, o: server::ServeOptions) -> anyhow::Result<server::ServeOptions> {
+        anyhow::ensure!(self.queue_depth > 0, "--queue-depth must be at least 1");
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "--max-connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_streams_per_connection > 0,
+            "--max-streams-per-connection must be at least 1"
+        );
+        for (flag, v) in [
+            ("--request-timeout-secs", self.request_timeout_secs),
+            (
+                "--tls-handshake-timeout-secs",
+                self.tls_handshake_timeout_secs,
+            ),
+            ("--keepalive-interval-secs", self.keepalive_interval_secs),
+            ("--keepalive-timeout-secs", self.keepalive_timeout_secs),
+        ] {
+            anyhow::ensure!(v > 0, "{flag} must be at least 1");
+        }
+        let s = Duration::from_secs;
+        Ok(server::ServeOptions {
+            queue_depth: self.queue_depth,
+            admission_wait: Duration::from_millis(self.admission_wait_ms),
+            max_connections: self.max_connections,
+            max_streams_per_connection: self.max_streams_per_connection,
+            request_timeout: s(self.request_timeout_secs),
+            tls_handshake_timeout: s(self.tls_handshake_timeout_secs),
+            idle_timeout: (self.idle_timeout_secs > 0).then(|| s(self.idle_timeout_secs)),
+            keepalive_interval: s(self.keepalive_interval_secs),
+            keepalive_timeout: s(self.keepalive_timeout_secs),
+            ..o
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -177,6 +251,7 @@ async fn run() -> anyhow::Result<()> {
             metrics_listen,
             no_metrics,
             retention_hours,
+            bounds,
         } => {
             anyhow::ensure!(
                 retention_hours.is_finite() && retention_hours >= 0.0,
@@ -196,12 +271,12 @@ async fn run() -> anyhow::Result<()> {
                 backends.ident.clone(),
                 backends.criminal.clone(),
                 Some(backends.ident.matcher()),
-                server::ServeOptions {
+                bounds.apply(server::ServeOptions {
                     concurrency,
                     grace: Duration::from_secs(grace_secs),
                     retention: Duration::from_secs_f64(retention_hours * 3600.0),
                     ..Default::default()
-                },
+                })?,
             )
             .await?;
             let listener = tokio::net::TcpListener::bind(listen)
@@ -385,4 +460,50 @@ fn render_stats(s: &interop_proto::v1::MonthlyStats, format: Format) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_flags_default_to_the_serve_options_defaults() {
+        let cli = Cli::try_parse_from([
+            "interop-gateway",
+            "serve",
+            "--pki",
+            "p",
+            "--world",
+            "w",
+            "--data",
+            "d",
+        ])
+        .unwrap();
+        let Cmd::Serve { bounds, .. } = cli.cmd else {
+            panic!("parsed as another command")
+        };
+        let d = server::ServeOptions::default();
+        let o = bounds.apply(d.clone()).unwrap();
+        assert_eq!(format!("{o:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn bound_flags_apply_and_zero_is_refused_by_name() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["g", "serve", "--pki", "p", "--world", "w", "--data", "d"];
+            args.extend_from_slice(extra);
+            let Cmd::Serve { bounds, .. } = Cli::try_parse_from(args).unwrap().cmd else {
+                panic!()
+            };
+            bounds.apply(server::ServeOptions::default())
+        };
+        let o = parse(&["--max-connections", "7", "--idle-timeout-secs", "0"]).unwrap();
+        assert_eq!(o.max_connections, 7);
+        assert_eq!(o.idle_timeout, None);
+        let e = parse(&["--tls-handshake-timeout-secs", "0"]).unwrap_err();
+        assert!(
+            e.to_string().contains("--tls-handshake-timeout-secs"),
+            "{e}"
+        );
+    }
 }

@@ -28,11 +28,17 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Server;
 
-/// Tunables with defaults that work.
+/// Tunables with defaults that work: every bound the gateway keeps, in one place (the README's
+/// "Overload" section explains each and its flag).
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
-    /// Submissions processed at once.
+    /// Submissions processed at once (the pipeline's semaphore).
     pub concurrency: usize,
+    /// Receipted submissions waiting for a worker. With `concurrency` this bounds the
+    /// submissions in flight; a submission that finds it full waits `admission_wait`, then is
+    /// refused with RESOURCE_EXHAUSTED before anything is stored.
+    pub queue_depth: usize,
+    pub admission_wait: Duration,
     /// How long in-flight calls may run after shutdown begins.
     pub grace: Duration,
     /// Concurrent HTTP/2 streams per connection.
@@ -58,6 +64,8 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             concurrency: 64,
+            queue_depth: pipeline::QUEUE_DEPTH,
+            admission_wait: Duration::from_millis(250),
             grace: Duration::from_secs(5),
             max_streams_per_connection: 512,
             request_timeout: Duration::from_secs(30),
@@ -130,7 +138,8 @@ impl Gateway {
         });
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (halt_tx, halt) = watch::channel(false);
-        let (jobs, idle) = pipeline::start(core.clone(), options.concurrency, halt);
+        let (jobs, idle) =
+            pipeline::start(core.clone(), options.concurrency, options.queue_depth, halt);
         let gw = Arc::new(Gateway {
             core,
             world: Arc::new(world),
@@ -267,6 +276,11 @@ impl Gateway {
                 "certificates not reloaded, the current ones stay in use: {e:#}"
             ))
         })
+    }
+
+    /// The bounds this gateway runs with.
+    pub fn options(&self) -> &ServeOptions {
+        &self.options
     }
 
     /// What TLS material is served now, once serving.

@@ -18,13 +18,10 @@ use interop_matcher::Matcher;
 use interop_proto::v1 as pb;
 use prost::Message;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// How long a submission waits for room in the pipeline before it is refused.
-const ADMISSION_WAIT: Duration = Duration::from_millis(250);
 /// Submissions of one `SubmitStream` in flight at once (receipts still come back in order).
 const STREAM_WINDOW: usize = 64;
 
@@ -164,7 +161,7 @@ async fn admit(
     let sub = validate::expand_minutiae_record(sub)?;
     let valid = validate::submission(state, &gw.core.policy, &sub, chrono::Utc::now())?;
     // Admission control before anything is stored: a full pipeline refuses fast.
-    let permit = match tokio::time::timeout(ADMISSION_WAIT, gw.jobs.reserve()).await {
+    let permit = match tokio::time::timeout(gw.options().admission_wait, gw.jobs.reserve()).await {
         Ok(Ok(p)) => p,
         Ok(Err(_)) => return Err(GatewayError::Unavailable("gateway is shutting down".into())),
         Err(_) => {

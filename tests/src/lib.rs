@@ -286,7 +286,37 @@ impl TestGateway {
             },
         )
         .expect("pki");
-        Self::start_full(dir, pki, None, None, Some(retention)).await
+        let options = ServeOptions {
+            retention,
+            ..Self::default_options()
+        };
+        Self::start_full(dir, pki, None, None, Some(options)).await
+    }
+
+    /// The options every test gateway runs with unless a test says otherwise: the defaults,
+    /// with a short grace period.
+    pub fn default_options() -> ServeOptions {
+        ServeOptions {
+            grace: std::time::Duration::from_millis(200),
+            ..Default::default()
+        }
+    }
+
+    /// A fresh gateway with these bounds (see [`ServeOptions`]) and, if given, another IDENT.
+    pub async fn start_with_options(
+        options: ServeOptions,
+        ident: Option<Arc<dyn IdentSearch>>,
+    ) -> TestGateway {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let pki = pki::init(
+            &dir.path().join("pki"),
+            &pki::InitOptions {
+                states: &["TX".into(), "CA".into()],
+                offices: &["HOU".into(), "LOS".into()],
+            },
+        )
+        .expect("pki");
+        Self::start_full(dir, pki, ident, None, Some(options)).await
     }
 
     async fn start_full(
@@ -294,7 +324,7 @@ impl TestGateway {
         pki: PkiDir,
         ident: Option<Arc<dyn IdentSearch>>,
         faults: Option<Arc<store::IoFaults>>,
-        retention: Option<std::time::Duration>,
+        options: Option<ServeOptions>,
     ) -> TestGateway {
         let data = dir.path().join("data");
         let (ident_backend, criminal) = galleries();
@@ -330,11 +360,7 @@ impl TestGateway {
             counting.clone(),
             criminal,
             Some(matcher),
-            ServeOptions {
-                grace: std::time::Duration::from_millis(200),
-                retention: retention.unwrap_or(ServeOptions::default().retention),
-                ..Default::default()
-            },
+            options.unwrap_or_else(Self::default_options),
         )
         .await
         .expect("gateway start");
