@@ -278,6 +278,11 @@ impl Gateway {
         })
     }
 
+    /// Submissions waiting for a worker, and being processed.
+    pub fn pipeline_depth(&self) -> (usize, usize) {
+        (self.idle.queued(), self.idle.in_flight())
+    }
+
     /// The bounds this gateway runs with.
     pub fn options(&self) -> &ServeOptions {
         &self.options
