@@ -242,8 +242,12 @@ impl CallTracker {
         a
     }
 
-    fn forget(&self, peer: SocketAddr) {
-        if let Ok(mut m) = self.conns.lock() {
+    /// Forgets a closed connection — only if the entry is still its own: a new connection
+    /// from the same address may have registered before the old one was dropped.
+    fn forget(&self, peer: SocketAddr, mine: &Arc<Activity>) {
+        if let Ok(mut m) = self.conns.lock()
+            && m.get(&peer).is_some_and(|a| Arc::ptr_eq(a, mine))
+        {
             m.remove(&peer);
         }
     }
@@ -262,7 +266,7 @@ pub struct TlsConn {
 
 impl Drop for TlsConn {
     fn drop(&mut self) {
-        self.calls.forget(self.peer);
+        self.calls.forget(self.peer, &self.activity);
         self.stats.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -490,5 +494,41 @@ impl<B: http_body::Body + Unpin> http_body::Body for GuardedBody<B> {
     }
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_with_a_call_in_flight_is_never_idle() {
+        let calls = CallTracker::default();
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let first = calls.register(peer);
+        assert!(first.idle_for().is_some());
+        let call = calls.begin(Some(peer));
+        let other = calls.begin(Some(peer));
+        assert_eq!(first.idle_for(), None);
+        drop(call);
+        assert_eq!(first.idle_for(), None, "one call still open");
+        drop(other);
+        assert!(first.idle_for().unwrap() < Duration::from_secs(5));
+        // Calls from an unknown peer are not counted anywhere.
+        assert!(calls.begin(None).0.is_none());
+    }
+
+    #[test]
+    fn a_late_drop_of_an_old_connection_keeps_the_new_ones_entry() {
+        let calls = CallTracker::default();
+        let peer: SocketAddr = "127.0.0.1:4001".parse().unwrap();
+        let old = calls.register(peer);
+        let new = calls.register(peer);
+        calls.forget(peer, &old);
+        let g = calls.begin(Some(peer));
+        assert_eq!(new.idle_for(), None, "the new connection's call is counted");
+        drop(g);
+        calls.forget(peer, &new);
+        assert!(calls.begin(Some(peer)).0.is_none());
     }
 }
