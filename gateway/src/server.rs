@@ -446,7 +446,8 @@ impl Gateway {
                         )],
                         gw.core
                             .metrics
-                            .render(gw.idle.queued(), gw.idle.in_flight()),
+                            .render(gw.idle.queued(), gw.idle.in_flight())
+                            + &gw.listen_stats.render(),
                     )
                 }
             }),

@@ -178,6 +178,31 @@ pub struct ListenStats {
     pub open: AtomicUsize,
 }
 
+impl ListenStats {
+    /// The Prometheus text of these counters (see [`crate::metrics`]).
+    pub fn render(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = format!(
+            "# HELP interop_connections_open Client connections past their TLS handshake.\n# TYPE interop_connections_open gauge\ninterop_connections_open {}\n",
+            self.open.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP interop_connections_total TCP connections by fate.\n# TYPE interop_connections_total counter\n");
+        for (outcome, c) in [
+            ("accepted", &self.accepted),
+            ("refused_over_limit", &self.refused_over_limit),
+            ("handshake_timeout", &self.handshake_timeouts),
+            ("handshake_failed", &self.handshake_failures),
+            ("idle_closed", &self.idle_closed),
+        ] {
+            out.push_str(&format!(
+                "interop_connections_total{{outcome=\"{outcome}\"}} {}\n",
+                get(c)
+            ));
+        }
+        out
+    }
+}
+
 /// Calls in flight per connection, by peer address, so the idle timer of a connection knows
 /// whether it is in use (see [`track_calls`]).
 #[derive(Clone, Default)]

@@ -83,6 +83,11 @@ async fn a_slow_loris_handshake_is_closed_after_the_timeout_and_sheds_others_mea
         "closed by the handshake timeout, not by anything slower"
     );
     assert_eq!(stats.handshake_timeouts.load(Ordering::Relaxed), 2);
+    let metrics = gw.scrape().await;
+    assert!(
+        metrics.contains("interop_connections_total{outcome=\"handshake_timeout\"} 2"),
+        "{metrics}"
+    );
     // The slots are free again.
     assert!(admin_answers(&gw).await);
 }
