@@ -6,19 +6,25 @@
 //! writes JSON.
 //!
 //! Phases, one in-process gateway over mutual TLS (clients in the same process):
-//! 1. **calibrate** — offer 1.5× the IDENT stand-in's ceiling for 4 s; capacity C is the rate
-//!    at which submissions complete (reach the field office) meanwhile;
-//! 2. **3× capacity** — open-loop arrivals at 3·C;
-//! 3. **recovery** — open-loop at 0.5·C: how long until nothing is shed and latency is back.
+//! 1. **calibrate** — offer far more than can be processed (`--calibrate-rate`, 200/s) for
+//!    4 s; capacity C is the rate at which submissions complete (reach the field office)
+//!    meanwhile, i.e. while the gateway is also busy refusing;
+//! 2. **baseline** — open-loop arrivals at 0.5·C: the latencies of a gateway at ease;
+//! 3. **3× capacity** — open-loop arrivals at 3·C;
+//! 4. **recovery** — 0.5·C again, right after: how long until nothing is shed, the queue is
+//!    empty and latency is back to the baseline's.
 //!
-//! The bottleneck is made explicit: IDENT searches go through a stand-in with fixed service
-//! time and parallelism (default 20 ms × 4 = 200 searches/s), as the real 1:N matcher is the
-//! part that saturates first. Without it the load generator, sharing the same two cores,
-//! would saturate before the gateway does and the run would measure the client.
+//! The bottleneck is the real one: both 1:N searches (FBI and IDENT, exhaustive over the test
+//! galleries) are CPU work, so processing saturates at tens of submissions a second while the
+//! load generator (same process, same cores) needs little. `--ident-ms N` adds a fixed IDENT
+//! service time with `--ident-parallel` slots, to model a remote matcher of known capacity.
+//! The queue and the workers are kept small (`--queue-depth` 64, `--workers` 8) as a
+//! deployment with a latency target would set them: admitted work then waits at most about
+//! (queue + workers) / capacity seconds, plus the admission wait.
 //!
 //! ```sh
-//! cargo run --release -p interop-e2e --example overload -- [--seconds 10] [--queue-depth 256] \
-//!     [--ident-ms 20] [--ident-parallel 4] [--json target/overload.json]
+//! cargo run --release -p interop-e2e --example overload -- [--seconds 10] [--queue-depth 64] \
+//!     [--workers 8] [--calibrate-rate 200] [--ident-ms 0] [--ident-parallel 4] [--json target/overload.json]
 //! ```
 
 use interop_e2e::*;
@@ -113,6 +119,9 @@ struct PhaseReport {
     e2e_p99_ms: f64,
     /// Seconds into the phase of the last shed submission (recovery: when shedding stopped).
     last_shed_s: f64,
+    /// Seconds into the phase when the pipeline's queue, having held work, was first empty
+    /// again; `None`: it never emptied (or never held work).
+    queue_empty_s: Option<f64>,
     queue_at_end: usize,
     peak_rss_mib: f64,
 }
@@ -129,22 +138,29 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let seconds: f64 = arg(&args, "--seconds", 10.0);
-    let queue_depth: usize = arg(&args, "--queue-depth", 256);
-    let ident_ms: u64 = arg(&args, "--ident-ms", 20);
+    let queue_depth: usize = arg(&args, "--queue-depth", 64);
+    let calibrate_rate: f64 = arg(&args, "--calibrate-rate", 200.0);
+    let ident_ms: u64 = arg(&args, "--ident-ms", 0);
     let ident_parallel: usize = arg(&args, "--ident-parallel", 4);
+    let workers: usize = arg(&args, "--workers", 8);
     let json: Option<String> = args
         .iter()
         .position(|a| a == "--json")
         .and_then(|i| args.get(i + 1).cloned());
 
     let (ident_backend, _) = galleries();
-    let ident = Arc::new(ThrottledIdent {
-        inner: Arc::new(ident_backend),
-        slots: tokio::sync::Semaphore::new(ident_parallel),
-        service: Duration::from_millis(ident_ms),
-    });
+    let ident: Arc<dyn IdentSearch> = if ident_ms == 0 {
+        Arc::new(ident_backend)
+    } else {
+        Arc::new(ThrottledIdent {
+            inner: Arc::new(ident_backend),
+            slots: tokio::sync::Semaphore::new(ident_parallel),
+            service: Duration::from_millis(ident_ms),
+        })
+    };
     let options = ServeOptions {
         queue_depth,
+        concurrency: workers,
         ..TestGateway::default_options()
     };
     let admission_wait = options.admission_wait;
@@ -153,6 +169,11 @@ async fn main() {
 
     let phases_plan = |capacity: f64| {
         vec![
+            Phase {
+                name: "baseline (0.5x)",
+                rate: 0.5 * capacity,
+                seconds,
+            },
             Phase {
                 name: "3x capacity",
                 rate: 3.0 * capacity,
@@ -169,8 +190,8 @@ async fn main() {
     let ledger = Arc::new(Ledger {
         submitted: Mutex::default(),
         notified: Mutex::default(),
-        e2e: Mutex::new(vec![vec![]; 3]),
-        completed_in_phase: (0..3).map(|_| AtomicU64::new(0)).collect(),
+        e2e: Mutex::new(vec![vec![]; 4]),
+        completed_in_phase: (0..4).map(|_| AtomicU64::new(0)).collect(),
         phase: AtomicU64::new(0),
     });
     // The field office follows everything (all bookings are in its area).
@@ -239,6 +260,24 @@ async fn main() {
             peak.store(rss_kib("VmRSS:"), Ordering::Relaxed);
             let outcomes = Arc::new(Mutex::new(Outcomes::default()));
             let started = Instant::now();
+            let done = Arc::new(AtomicBool::new(false));
+            let queue_empty = {
+                let (gw, done) = (gw.clone(), done.clone());
+                // When the queue, once it held work during the phase, was first empty again.
+                tokio::spawn(async move {
+                    let mut held_work = false;
+                    while !done.load(Ordering::Relaxed) {
+                        let queued = gw.gateway.pipeline_depth().0;
+                        if queued > 0 {
+                            held_work = true;
+                        } else if held_work {
+                            return Some(started.elapsed().as_secs_f64());
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    None
+                })
+            };
             let total = (phase.rate * phase.seconds).round() as u64;
             let mut tasks = Vec::with_capacity(total as usize);
             for i in 0..total {
@@ -282,6 +321,8 @@ async fn main() {
                 let _ = t.await;
             }
             let elapsed = started.elapsed().as_secs_f64();
+            done.store(true, Ordering::Relaxed);
+            let queue_empty_s = queue_empty.await.unwrap_or(None);
             let completed = ledger.completed_in_phase[index].load(Ordering::Relaxed);
             let o = std::mem::take(&mut *outcomes.lock().unwrap());
             let mut admitted = o.admitted.clone();
@@ -303,21 +344,20 @@ async fn main() {
                 e2e_p50_ms: 0.0,
                 e2e_p99_ms: 0.0,
                 last_shed_s: o.shed_at.iter().copied().fold(0.0, f64::max),
+                queue_empty_s,
                 queue_at_end: gw.gateway.pipeline_depth().0,
                 peak_rss_mib: peak.load(Ordering::Relaxed) as f64 / 1024.0,
             }
         }
     };
 
-    // 1. Calibrate: offer 1.5x the stand-in's ceiling, so the pipeline has work from the
-    // first moment; capacity = the rate submissions complete at meanwhile. (Offering far
-    // more would measure the load generator, which shares the cores.)
-    let ceiling = ident_parallel as f64 * 1000.0 / ident_ms as f64;
+    // 1. Calibrate: offer far more than can be processed, so the pipeline has work from the
+    // first moment; capacity = the rate submissions complete at meanwhile.
     let calibrate = run_phase(
         0,
         Phase {
             name: "calibrate",
-            rate: 1.5 * ceiling,
+            rate: calibrate_rate,
             seconds: 4.0,
         },
     )
@@ -367,14 +407,22 @@ async fn main() {
     }
     let hwm_mib = rss_kib("VmHWM:") as f64 / 1024.0;
 
+    let stand_in = if ident_ms == 0 {
+        "real exhaustive searches".to_string()
+    } else {
+        format!("IDENT stand-in {ident_ms} ms x {ident_parallel}")
+    };
     println!(
-        "overload: in-process gateway over mTLS; IDENT stand-in {ident_ms} ms x {ident_parallel} \
-         (ceiling {ceiling:.0}/s); queue depth {queue_depth}, admission wait {} ms, {concurrency} workers",
+        "overload: in-process gateway over mTLS, {stand_in}; queue depth {queue_depth}, \
+         admission wait {} ms, {concurrency} workers",
         admission_wait.as_millis()
     );
-    println!("capacity (completion rate while saturated): {capacity:.0} submissions/s");
     println!(
-        "  {:<16} {:>8} {:>9} {:>9} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8}",
+        "capacity (completion rate while saturated): {capacity:.0} submissions/s; (queue + workers) / capacity = {:.1} s",
+        (queue_depth + workers) as f64 / capacity
+    );
+    println!(
+        "  {:<16} {:>8} {:>9} {:>9} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8}",
         "phase",
         "offered/s",
         "admit/s",
@@ -387,12 +435,13 @@ async fn main() {
         "e2e p50",
         "e2e p99",
         "last shed",
+        "q empty",
         "queue",
         "RSS MiB"
     );
     for r in &reports {
         println!(
-            "  {:<16} {:>8.0} {:>9.0} {:>9.0} {:>6} {:>7} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.0}ms {:>7.0}ms {:>8.1}s {:>6} {:>8.1}",
+            "  {:<16} {:>8.0} {:>9.0} {:>9.0} {:>6} {:>7} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.0}ms {:>7.0}ms {:>8.1}s {:>9} {:>6} {:>8.1}",
             r.name,
             r.offered_rate,
             r.admitted_rate,
@@ -405,10 +454,22 @@ async fn main() {
             r.e2e_p50_ms,
             r.e2e_p99_ms,
             r.last_shed_s,
+            r.queue_empty_s
+                .map(|s| format!("{s:.1}s"))
+                .unwrap_or_else(|| "never".into()),
             r.queue_at_end,
             r.peak_rss_mib
         );
     }
+    let (base, over, rec) = (&reports[1], &reports[2], &reports[3]);
+    println!(
+        "at 3x: completes {:.2}x capacity, sheds {:.0}% of offered, receipt p99 {:.2}x and e2e p99 {:.1}x the baseline's; recovery: e2e p50 {:.2}x the baseline's",
+        over.completed_rate / capacity,
+        100.0 * over.shed as f64 / over.offered.max(1) as f64,
+        over.receipt_p99_ms / base.receipt_p99_ms.max(0.001),
+        over.e2e_p99_ms / base.e2e_p99_ms.max(0.001),
+        rec.e2e_p50_ms / base.e2e_p50_ms.max(0.001),
+    );
     println!(
         "admitted {admitted_total}; lost {lost}; delivered twice {duplicated}; drained in {drain_s:.1} s; peak RSS (VmHWM) {hwm_mib:.1} MiB"
     );
@@ -417,7 +478,7 @@ async fn main() {
             .iter()
             .map(|r| {
                 format!(
-                    "{{\"phase\":\"{}\",\"offered\":{},\"offered_per_s\":{:.1},\"admitted\":{},\"admitted_per_s\":{:.1},\"completed_per_s\":{:.1},\"shed\":{},\"other_errors\":{},\"receipt_p50_ms\":{:.2},\"receipt_p99_ms\":{:.2},\"shed_p99_ms\":{:.2},\"e2e_p50_ms\":{:.1},\"e2e_p99_ms\":{:.1},\"last_shed_s\":{:.2},\"queue_at_end\":{},\"peak_rss_mib\":{:.1}}}",
+                    "{{\"phase\":\"{}\",\"offered\":{},\"offered_per_s\":{:.1},\"admitted\":{},\"admitted_per_s\":{:.1},\"completed_per_s\":{:.1},\"shed\":{},\"other_errors\":{},\"receipt_p50_ms\":{:.2},\"receipt_p99_ms\":{:.2},\"shed_p99_ms\":{:.2},\"e2e_p50_ms\":{:.1},\"e2e_p99_ms\":{:.1},\"last_shed_s\":{:.2},\"queue_empty_s\":{},\"queue_at_end\":{},\"peak_rss_mib\":{:.1}}}",
                     r.name,
                     r.offered,
                     r.offered_rate,
@@ -432,6 +493,9 @@ async fn main() {
                     r.e2e_p50_ms,
                     r.e2e_p99_ms,
                     r.last_shed_s,
+                    r.queue_empty_s
+                        .map(|s| format!("{s:.2}"))
+                        .unwrap_or_else(|| "null".into()),
                     r.queue_at_end,
                     r.peak_rss_mib
                 )
