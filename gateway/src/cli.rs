@@ -96,6 +96,11 @@ struct Bounds {
     /// Concurrent HTTP/2 streams (calls) per connection.
     #[arg(long, default_value_t = 512)]
     max_streams_per_connection: u32,
+    /// Open Subscribe/StreamResponses streams in all, and per client identity.
+    #[arg(long, default_value_t = 4096)]
+    max_subscriptions: usize,
+    #[arg(long, default_value_t = 64)]
+    max_subscriptions_per_identity: usize,
     /// Deadline of a unary call (or of opening a stream) when the client sets no shorter
     /// grpc-timeout.
     #[arg(long, default_value_t = 30)]
@@ -125,6 +130,10 @@ impl Bounds {
             self.max_streams_per_connection > 0,
             "--max-streams-per-connection must be at least 1"
         );
+        anyhow::ensure!(
+            self.max_subscriptions > 0 && self.max_subscriptions_per_identity > 0,
+            "--max-subscriptions and --max-subscriptions-per-identity must be at least 1"
+        );
         for (flag, v) in [
             ("--request-timeout-secs", self.request_timeout_secs),
             (
@@ -142,6 +151,8 @@ impl Bounds {
             admission_wait: Duration::from_millis(self.admission_wait_ms),
             max_connections: self.max_connections,
             max_streams_per_connection: self.max_streams_per_connection,
+            max_subscriptions: self.max_subscriptions,
+            max_subscriptions_per_identity: self.max_subscriptions_per_identity,
             request_timeout: s(self.request_timeout_secs),
             tls_handshake_timeout: s(self.tls_handshake_timeout_secs),
             idle_timeout: (self.idle_timeout_secs > 0).then(|| s(self.idle_timeout_secs)),

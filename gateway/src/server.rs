@@ -43,6 +43,10 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// Concurrent HTTP/2 streams per connection.
     pub max_streams_per_connection: u32,
+    /// Open `Subscribe`/`StreamResponses` streams in all, and per identity; past either a new
+    /// one is refused with RESOURCE_EXHAUSTED.
+    pub max_subscriptions: usize,
+    pub max_subscriptions_per_identity: usize,
     /// Per-call timeout for unary calls (streams are exempt: they end on shutdown).
     pub request_timeout: Duration,
     /// How long a field office's events are kept after it acknowledged them; then they are
@@ -68,6 +72,8 @@ impl Default for ServeOptions {
             admission_wait: Duration::from_millis(250),
             grace: Duration::from_secs(5),
             max_streams_per_connection: 512,
+            max_subscriptions: 4096,
+            max_subscriptions_per_identity: 64,
             request_timeout: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
             max_connections: 1024,
@@ -92,6 +98,7 @@ pub struct Gateway {
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
     /// Revoked client certificates, checked on every call and by open streams.
     pub revocations: crate::revocation::Revocations,
+    pub(crate) subscription_limits: crate::streams::SubscriptionLimits,
     matcher: Option<Arc<dyn Matcher>>,
     options: ServeOptions,
     /// The TLS configuration being served, once [`Gateway::serve`] runs (for reloads).
@@ -150,6 +157,10 @@ impl Gateway {
             idle,
             admin_lock: tokio::sync::Mutex::new(()),
             revocations,
+            subscription_limits: crate::streams::SubscriptionLimits::new(
+                options.max_subscriptions,
+                options.max_subscriptions_per_identity,
+            ),
             matcher,
             options,
             tls: std::sync::OnceLock::new(),

@@ -100,8 +100,11 @@ fn subscription(
     after: u64,
     follow: bool,
     recipient: Recipient,
-) -> Subscription {
-    Subscription {
+) -> Result<Subscription, GatewayError> {
+    let slot = gw
+        .subscription_limits
+        .admit(&recipient.principal.spiffe_id())?;
+    Ok(Subscription {
         store: gw.core.store.clone(),
         stream,
         after,
@@ -109,7 +112,8 @@ fn subscription(
         shutdown: gw.shutdown.clone(),
         recipient,
         revocations: gw.revocations.clone(),
-    }
+        slot,
+    })
 }
 
 fn receipt(tcn: &str, r: &ReceiptRecord, duplicate: bool) -> pb::Receipt {
@@ -339,7 +343,7 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
             r.after_cursor,
             r.follow,
             who,
-        );
+        )?;
         Ok(Response::new(crate::streams::follow(
             self.0.core.metrics.subscription("bureau"),
             sub,
@@ -388,7 +392,7 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
                 .await
                 .map_err(GatewayError::from)?,
         };
-        let sub = subscription(&self.0, key, after, r.follow, who);
+        let sub = subscription(&self.0, key, after, r.follow, who)?;
         Ok(Response::new(crate::streams::follow(
             self.0.core.metrics.subscription("field_office"),
             sub,

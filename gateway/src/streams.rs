@@ -13,9 +13,11 @@
 //! audit can over-report a delivery the client never read (it went away mid-batch) but never
 //! under-report one. If the audit cannot be written, nothing is delivered.
 
+use crate::error::GatewayError;
 use crate::principal::Principal;
 use crate::revocation::Revocations;
 use crate::store::{Disclosure, DisclosureKind, DynStore, StreamKey};
+use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -63,6 +65,69 @@ impl Recipient {
     }
 }
 
+/// Bounds on open subscriptions (`Subscribe` and `StreamResponses` streams), in all and per
+/// identity, so one client's reconnect loop or stream flood cannot hold every stream slot (or
+/// the memory behind them: each holds a task, one batch and a channel of messages).
+#[derive(Clone)]
+pub struct SubscriptionLimits {
+    total: Arc<tokio::sync::Semaphore>,
+    max_total: usize,
+    per_identity: usize,
+    open: Arc<dashmap::DashMap<String, usize>>,
+}
+
+/// One admitted subscription's slot; freed when the stream's task ends.
+pub struct SubscriptionSlot {
+    _total: tokio::sync::OwnedSemaphorePermit,
+    who: String,
+    open: Arc<dashmap::DashMap<String, usize>>,
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        self.open.remove_if_mut(&self.who, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
+
+impl SubscriptionLimits {
+    pub fn new(max_total: usize, per_identity: usize) -> Self {
+        SubscriptionLimits {
+            total: Arc::new(tokio::sync::Semaphore::new(max_total)),
+            max_total,
+            per_identity,
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for one more stream of `who` (a SPIFFE id), or RESOURCE_EXHAUSTED naming the
+    /// bound that was reached.
+    pub fn admit(&self, who: &str) -> Result<SubscriptionSlot, GatewayError> {
+        let total = self.total.clone().try_acquire_owned().map_err(|_| {
+            GatewayError::ResourceExhausted(format!(
+                "the gateway has {} streams open, its limit; retry with backoff",
+                self.max_total
+            ))
+        })?;
+        let mut n = self.open.entry(who.to_string()).or_insert(0);
+        if *n >= self.per_identity {
+            return Err(GatewayError::ResourceExhausted(format!(
+                "your identity already has {} streams open, the limit per identity; close one first",
+                self.per_identity
+            )));
+        }
+        *n += 1;
+        drop(n);
+        Ok(SubscriptionSlot {
+            _total: total,
+            who: who.to_string(),
+            open: self.open.clone(),
+        })
+    }
+}
+
 /// One subscription: which stream, from where, for whom.
 pub struct Subscription {
     pub store: DynStore,
@@ -72,6 +137,8 @@ pub struct Subscription {
     pub shutdown: watch::Receiver<bool>,
     pub recipient: Recipient,
     pub revocations: Revocations,
+    /// Held until the stream ends.
+    pub slot: SubscriptionSlot,
 }
 
 /// Starts delivering `sub.stream` after `sub.after`.
@@ -92,7 +159,9 @@ pub fn follow<T: Send + 'static>(
             mut shutdown,
             recipient,
             revocations,
+            slot,
         } = sub;
+        let _slot = slot;
         let mut revoked = revocations.watch();
         let refuse = |tx: &mpsc::Sender<Result<T, Status>>| {
             let why = revocations.reason(&recipient.serial).unwrap_or_default();

@@ -229,3 +229,65 @@ async fn a_call_past_its_grpc_timeout_is_abandoned_and_stores_nothing() {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 }
+
+async fn follow_office(
+    gw: &TestGateway,
+    office: &str,
+) -> Result<tonic::Streaming<pb::FieldOfficeNotification>, tonic::Status> {
+    gw.office(office)
+        .await
+        .subscribe(pb::SubscribeRequest {
+            after_cursor: Some(0),
+            follow: true,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn follow_bureau(
+    gw: &TestGateway,
+    state: &str,
+) -> Result<tonic::Streaming<pb::BureauResponse>, tonic::Status> {
+    gw.bureau(state)
+        .await
+        .stream_responses(pb::StreamResponsesRequest {
+            after_cursor: 0,
+            follow: true,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_are_bounded_in_all_and_per_identity() {
+    let gw = TestGateway::start_with_options(
+        ServeOptions {
+            max_subscriptions: 3,
+            max_subscriptions_per_identity: 2,
+            ..TestGateway::default_options()
+        },
+        None,
+    )
+    .await;
+    let first = follow_office(&gw, "HOU").await.unwrap();
+    let _second = follow_office(&gw, "HOU").await.unwrap();
+    let e = follow_office(&gw, "HOU").await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().contains("per identity"), "{}", e.message());
+    // Another identity still gets one, up to the total.
+    let _los = follow_office(&gw, "LOS").await.unwrap();
+    let e = follow_bureau(&gw, "TX").await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().contains("limit"), "{}", e.message());
+    // Closing a stream frees its slot.
+    drop(first);
+    let mut admitted = false;
+    for _ in 0..100 {
+        if follow_bureau(&gw, "TX").await.is_ok() {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(admitted, "a closed stream's slot is given back");
+}
