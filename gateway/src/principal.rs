@@ -63,6 +63,10 @@ impl Principal {
     /// The principal named by a DER certificate's URI SANs (exactly one must parse).
     pub fn from_cert_der(der: &[u8]) -> Option<Principal> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        Self::from_cert(&cert)
+    }
+
+    fn from_cert(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<Principal> {
         let san = cert.subject_alternative_name().ok()??;
         let mut found = san.value.general_names.iter().filter_map(|n| match n {
             x509_parser::extensions::GeneralName::URI(u) => Principal::from_spiffe(u),
@@ -103,6 +107,10 @@ pub fn normalize_serial(s: &str) -> Option<String> {
 /// The canonical serial of a DER certificate.
 pub fn serial_of_der(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    serial_of(&cert)
+}
+
+fn serial_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
     let hex: String = cert
         .raw_serial()
         .iter()
@@ -125,14 +133,21 @@ pub fn authenticate_with(
     mut req: Request<()>,
     revoked: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Request<()>, Status> {
-    let first = req
-        .peer_certs()
-        .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
-    let principal = first
-        .as_deref()
-        .and_then(Principal::from_cert_der)
-        .ok_or_else(|| Status::unauthenticated("client certificate carries no interop identity"))?;
-    let serial = first.as_deref().and_then(serial_of_der).unwrap_or_default();
+    // One parse per call for both the identity and the serial.
+    let certs = req.peer_certs();
+    let parsed = certs
+        .as_ref()
+        .and_then(|c| c.first())
+        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map(|(_, cert)| (Principal::from_cert(&cert), serial_of(&cert)));
+    let (principal, serial) = match parsed {
+        Some((Some(p), serial)) => (p, serial.unwrap_or_default()),
+        _ => {
+            return Err(Status::unauthenticated(
+                "client certificate carries no interop identity",
+            ));
+        }
+    };
     if let Some(why) = revoked(&serial) {
         return Err(Status::unauthenticated(format!(
             "client certificate serial {serial} has been revoked: {why}"

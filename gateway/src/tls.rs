@@ -20,12 +20,11 @@
 //! certificates reach `Request::peer_certs()` as usual.
 
 use anyhow::Context;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -207,7 +206,8 @@ impl ListenStats {
 /// whether it is in use (see [`track_calls`]).
 #[derive(Clone, Default)]
 pub struct CallTracker {
-    conns: Arc<Mutex<HashMap<SocketAddr, Arc<Activity>>>>,
+    // Sharded: every call looks its connection up once.
+    conns: Arc<dashmap::DashMap<SocketAddr, Arc<Activity>>>,
 }
 
 #[derive(Debug)]
@@ -247,7 +247,7 @@ impl Drop for CallGuard {
 impl CallTracker {
     /// A call from `peer` starts; it ends when the guard is dropped.
     pub fn begin(&self, peer: Option<SocketAddr>) -> CallGuard {
-        let a = peer.and_then(|p| self.conns.lock().ok()?.get(&p).cloned());
+        let a = peer.and_then(|p| self.conns.get(&p).map(|a| a.clone()));
         if let Some(a) = &a {
             a.in_flight.fetch_add(1, Ordering::AcqRel);
             a.touch();
@@ -261,20 +261,14 @@ impl CallTracker {
             last_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         });
-        if let Ok(mut m) = self.conns.lock() {
-            m.insert(peer, a.clone());
-        }
+        self.conns.insert(peer, a.clone());
         a
     }
 
     /// Forgets a closed connection — only if the entry is still its own: a new connection
     /// from the same address may have registered before the old one was dropped.
     fn forget(&self, peer: SocketAddr, mine: &Arc<Activity>) {
-        if let Ok(mut m) = self.conns.lock()
-            && m.get(&peer).is_some_and(|a| Arc::ptr_eq(a, mine))
-        {
-            m.remove(&peer);
-        }
+        self.conns.remove_if(&peer, |_, a| Arc::ptr_eq(a, mine));
     }
 }
 
