@@ -176,6 +176,26 @@ enum AdminCmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// The disclosure audit: who received which TCN's result, when, through which RPC
+    /// (all pages, oldest first; CSV).
+    Disclosures {
+        #[arg(long, default_value = "")]
+        tcn: String,
+        /// SPIFFE id, e.g. spiffe://interop.local/bureau/TX.
+        #[arg(long, default_value = "")]
+        recipient: String,
+    },
+    /// Revokes a client certificate by serial number (hex).
+    Revoke {
+        #[arg(long)]
+        serial: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lists revoked certificates.
+    Revoked,
+    /// Makes the gateway re-read its certificate, key and client CA bundle (as SIGHUP does).
+    Reload,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -324,23 +344,103 @@ async fn run() -> anyhow::Result<()> {
             }
             Arc::clone(&gw).serve(listener, tls, stopped(stop_rx)).await
         }
-        Cmd::Admin {
-            target,
-            pki,
-            cmd:
+        Cmd::Admin { target, pki, cmd } => {
+            use interop_proto::v1 as pb;
+            let ch = crate::client::connect(&target, &pki::PkiDir(pki), &Principal::Admin).await?;
+            let mut admin = pb::admin_service_client::AdminServiceClient::new(ch);
+            let refused = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
+            match cmd {
                 AdminCmd::Stats {
                     month,
                     state,
                     format,
-                },
-        } => {
-            let ch = crate::client::connect(&target, &pki::PkiDir(pki), &Principal::Admin).await?;
-            let stats = interop_proto::v1::admin_service_client::AdminServiceClient::new(ch)
-                .get_monthly_stats(interop_proto::v1::GetMonthlyStatsRequest { month, state })
-                .await
-                .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
-                .into_inner();
-            print!("{}", render_stats(&stats, format));
+                } => {
+                    let stats = admin
+                        .get_monthly_stats(pb::GetMonthlyStatsRequest { month, state })
+                        .await
+                        .map_err(refused)?
+                        .into_inner();
+                    print!("{}", render_stats(&stats, format));
+                }
+                AdminCmd::Disclosures { tcn, recipient } => {
+                    println!(
+                        "seq,disclosed_at,recipient,certificate_serial,rpc,state,tcn,kind,cursor"
+                    );
+                    let mut page_token = String::new();
+                    loop {
+                        let page = admin
+                            .list_disclosures(pb::ListDisclosuresRequest {
+                                tcn: tcn.clone(),
+                                recipient: recipient.clone(),
+                                page_size: 1000,
+                                page_token,
+                            })
+                            .await
+                            .map_err(refused)?
+                            .into_inner();
+                        for d in &page.disclosures {
+                            let at = d
+                                .disclosed_at
+                                .and_then(|t| {
+                                    chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32)
+                                })
+                                .map(|t| t.to_rfc3339())
+                                .unwrap_or_default();
+                            println!(
+                                "{},{at},{},{},{},{},{},{},{}",
+                                d.seq,
+                                d.recipient,
+                                d.certificate_serial,
+                                d.rpc,
+                                d.state,
+                                d.tcn,
+                                d.kind().as_str_name(),
+                                d.cursor
+                            );
+                        }
+                        if page.next_page_token.is_empty() {
+                            break;
+                        }
+                        page_token = page.next_page_token;
+                    }
+                }
+                AdminCmd::Revoke { serial, reason } => {
+                    let r = admin
+                        .revoke_certificate(pb::RevokeCertificateRequest { serial, reason })
+                        .await
+                        .map_err(refused)?
+                        .into_inner();
+                    println!("revoked {} ({})", r.serial, r.reason);
+                }
+                AdminCmd::Revoked => {
+                    let list = admin
+                        .list_revoked(pb::ListRevokedRequest {})
+                        .await
+                        .map_err(refused)?
+                        .into_inner();
+                    for r in list.revoked {
+                        let at = r
+                            .revoked_at
+                            .and_then(|t| {
+                                chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32)
+                            })
+                            .map(|t| t.to_rfc3339())
+                            .unwrap_or_default();
+                        println!("{}\t{at}\t{}", r.serial, r.reason);
+                    }
+                }
+                AdminCmd::Reload => {
+                    let r = admin
+                        .reload_certificates(pb::ReloadCertificatesRequest {})
+                        .await
+                        .map_err(refused)?
+                        .into_inner();
+                    println!(
+                        "reloaded: server certificate serial {}, {} client CA certificate(s)",
+                        r.server_serial, r.client_cas
+                    );
+                }
+            }
             Ok(())
         }
         Cmd::Pki {
