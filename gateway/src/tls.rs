@@ -133,10 +133,18 @@ fn build(files: &TlsFiles) -> anyhow::Result<(Arc<rustls::ServerConfig>, Loaded)
         files.client_ca.display()
     );
     let client_cas = roots.len();
-    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
-        .build()
-        .context("building the client certificate verifier")?;
-    let mut config = rustls::ServerConfig::builder()
+    // ring, named explicitly: the process-default provider is ambiguous as soon as anything in
+    // the tree enables a second one.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .context("building the client certificate verifier")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .with_context(|| {
