@@ -52,6 +52,15 @@ enum Cmd {
         /// Do not serve metrics.
         #[arg(long)]
         no_metrics: bool,
+        /// IDENT as matcher shard processes (`interop-matcher serve --shard i/N`) instead of
+        /// in-process: shards in order, comma-separated, replicas of a shard separated by `|`,
+        /// e.g. `https://127.0.0.1:7001,https://127.0.0.1:7002`.
+        #[arg(long)]
+        ident_shards: Option<String>,
+        /// With --ident-shards: how long a shard may take to answer a search before the next
+        /// replica is asked (the search is retried later if none answers).
+        #[arg(long, default_value_t = 5_000)]
+        shard_deadline_ms: u64,
         /// Hours a field office's events are kept after it acknowledged them.
         #[arg(long, default_value_t = 168.0)]
         retention_hours: f64,
@@ -283,25 +292,57 @@ async fn run() -> anyhow::Result<()> {
             no_metrics,
             retention_hours,
             bounds,
+            ident_shards,
+            shard_deadline_ms,
         } => {
             anyhow::ensure!(
                 retention_hours.is_finite() && retention_hours >= 0.0,
                 "--retention-hours must be a non-negative number"
             );
             let world_file: world::WorldFile = world::read_json(&world, world::WORLD_FILE)?;
-            let tls = server::server_tls(&pki::PkiDir(pki))?;
+            let tls = server::server_tls(&pki::PkiDir(pki.clone()))?;
             let store = store::open_embedded(&data).context("opening the data directory")?;
             tracing::info!(world = %world.display(), "loading galleries");
             let dir = world.clone();
-            let backends =
-                tokio::task::spawn_blocking(move || backends::InProcess::load(&dir, shards))
+            let (ident, criminal, matcher): (
+                Arc<dyn backends::IdentSearch>,
+                Arc<dyn backends::CriminalHistory>,
+                _,
+            ) = match ident_shards {
+                None => {
+                    let b = tokio::task::spawn_blocking(move || {
+                        backends::InProcess::load(&dir, shards)
+                    })
                     .await??;
+                    let m = b.ident.matcher();
+                    (b.ident, b.criminal, Some(m))
+                }
+                Some(spec) => {
+                    let remote = crate::remote::RemoteIdent::new(
+                        &spec,
+                        &pki::PkiDir(pki.clone()),
+                        &world,
+                        Duration::from_millis(shard_deadline_ms),
+                    )?;
+                    tracing::info!(shards = %spec, "IDENT searches go to matcher shard processes");
+                    let criminal = tokio::task::spawn_blocking(move || {
+                        backends::GalleryBackend::<world::CriminalRecord>::load(
+                            &dir,
+                            world::FBI_GALLERY_FILE,
+                            world::FBI_RECORDS_FILE,
+                            shards,
+                        )
+                    })
+                    .await??;
+                    (Arc::new(remote), Arc::new(criminal), None)
+                }
+            };
             let gw = server::Gateway::start(
                 world_file,
                 store,
-                backends.ident.clone(),
-                backends.criminal.clone(),
-                Some(backends.ident.matcher()),
+                ident,
+                criminal,
+                matcher,
                 bounds.apply(server::ServeOptions {
                     concurrency,
                     grace: Duration::from_secs(grace_secs),

@@ -1,39 +1,49 @@
-//! Connecting to a gateway as one of its users, over mutual TLS with a PKI directory.
-//! Used by the simulator and the end-to-end tests (a fuller client library is planned).
+//! Connecting to a gateway as one of its users, through the client library
+//! ([`interop_proto::client`]): the simulator and the end-to-end tests name users by their
+//! [`Principal`] and PKI directory; everything else (TLS, deadlines, retries, resuming
+//! streams) is the library's.
 
-use crate::pki::{IdentityFiles, PkiDir};
+use crate::pki::PkiDir;
 use crate::principal::Principal;
-use anyhow::Context;
-use std::time::Duration;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use interop_proto::client::{Client, ClientConfig, Role};
+use tonic::transport::Channel;
 
-/// TLS settings for a client: trust our CA, present `who`'s certificate (if any).
-pub fn client_tls(pki: &PkiDir, who: Option<&IdentityFiles>) -> anyhow::Result<ClientTlsConfig> {
-    let read =
-        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&pki.ca_cert())?))
-        .domain_name("localhost");
-    if let Some(files) = who {
-        tls = tls.identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
+/// The client library's name for a principal.
+pub fn role(p: &Principal) -> Role {
+    match p {
+        Principal::Bureau { state } => Role::Bureau(state.clone()),
+        Principal::FieldOffice { office } => Role::FieldOffice(office.clone()),
+        Principal::Admin => Role::Admin,
     }
-    Ok(tls)
 }
 
-/// Opens a channel to `endpoint` (e.g. `https://127.0.0.1:50051`) as `who`.
-pub async fn connect(endpoint: &str, pki: &PkiDir, who: &Principal) -> anyhow::Result<Channel> {
-    connect_with(endpoint, client_tls(pki, Some(&pki.client(who)))?).await
-}
-
-/// Opens a channel with explicit TLS settings.
-pub async fn connect_with(endpoint: &str, tls: ClientTlsConfig) -> anyhow::Result<Channel> {
-    Channel::from_shared(endpoint.to_string())
-        .context("endpoint")?
-        .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
+/// A client for `endpoint` (e.g. `https://127.0.0.1:50051`) as `who`, with the PKI
+/// directory's certificates.
+pub async fn connect_client(
+    endpoint: &str,
+    pki: &PkiDir,
+    who: &Principal,
+) -> anyhow::Result<Client> {
+    Ok(ClientConfig::from_pki_dir(endpoint, &pki.0, &role(who))?
         .connect()
-        .await
-        .with_context(|| format!("connecting to {endpoint}"))
+        .await?)
+}
+
+/// A channel to `endpoint` as `who`, for the generated stubs.
+pub async fn connect(endpoint: &str, pki: &PkiDir, who: &Principal) -> anyhow::Result<Channel> {
+    Ok(connect_client(endpoint, pki, who).await?.channel())
+}
+
+/// Client settings for `endpoint` that trust the PKI's CA and present `who`'s certificate
+/// files (`None`: no client certificate), for tests of what the gateway refuses.
+pub fn client_config(
+    endpoint: &str,
+    pki: &PkiDir,
+    who: Option<&crate::pki::IdentityFiles>,
+) -> anyhow::Result<ClientConfig> {
+    Ok(ClientConfig::from_files(
+        endpoint,
+        &pki.ca_cert(),
+        who.map(|f| (f.cert.as_path(), f.key.as_path())),
+    )?)
 }

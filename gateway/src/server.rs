@@ -474,6 +474,24 @@ impl Gateway {
 /// Server TLS from a PKI directory: our certificate, and client certificates required and
 /// verified against the CA bundle `ca.pem`. Reloadable: see [`ServerTls::reload`].
 pub fn server_tls(pki: &PkiDir) -> anyhow::Result<Arc<ServerTls>> {
+    server_tls_files(pki)
+}
+
+/// The same identity and client CA as tonic's own (not reloadable) TLS configuration: for
+/// servers that use tonic's listener — a matcher shard, and the bare tonic echo baseline of
+/// the benchmark, which must stay a bare tonic server.
+pub fn tonic_server_tls(pki: &PkiDir) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    use anyhow::Context;
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let files = pki.server();
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
+        .client_ca_root(Certificate::from_pem(read(&pki.ca_cert())?)))
+}
+
+fn server_tls_files(pki: &PkiDir) -> anyhow::Result<Arc<ServerTls>> {
     let files = pki.server();
     Ok(Arc::new(ServerTls::load(TlsFiles {
         cert: files.cert,

@@ -227,23 +227,41 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
         let revocations = gw.revocations.clone();
         let (out_tx, out_rx) = mpsc::channel(STREAM_WINDOW);
         // Submissions are processed concurrently (so they share group commits) while their
-        // answers are sent in request order: handles queue up in a bounded channel.
-        let (h_tx, mut h_rx) =
-            mpsc::channel::<tokio::task::JoinHandle<pb::SubmitStreamResponse>>(STREAM_WINDOW);
-        let reader_out = out_tx.clone();
+        // answers are sent in request order: handles queue up in a bounded channel, and so
+        // does the end of the stream, so an error or a shutdown never overtakes answers owed.
+        enum Next {
+            Answer(tokio::task::JoinHandle<pb::SubmitStreamResponse>),
+            End(Status),
+        }
+        let (h_tx, mut h_rx) = mpsc::channel::<Next>(STREAM_WINDOW);
+        let mut shutdown = gw.shutdown.clone();
         tokio::spawn(async move {
             let mut index = 0u64;
             loop {
-                let next = inbound.message().await;
-                // A certificate revoked mid-stream submits nothing more.
+                let msg = tokio::select! {
+                    m = inbound.message() => m,
+                    // Stop reading at shutdown: what was read is answered, then the stream
+                    // ends UNAVAILABLE so the client re-sends the rest to the next gateway.
+                    _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                        let _ = h_tx
+                            .send(Next::End(Status::unavailable(
+                                "the gateway is shutting down: submissions after the last \
+                                 answer were not received; send them again",
+                            )))
+                            .await;
+                        return;
+                    }
+                };
+                // A certificate revoked mid-stream submits nothing more: what was read before
+                // is answered, then the stream ends UNAUTHENTICATED.
                 if let Some(why) = revocations.reason(&serial) {
                     let msg = format!(
                         "client certificate serial {serial} has been revoked: {why}; stream closed"
                     );
-                    let _ = reader_out.send(Err(Status::unauthenticated(msg))).await;
+                    let _ = h_tx.send(Next::End(Status::unauthenticated(msg))).await;
                     return;
                 }
-                match next {
+                match msg {
                     Ok(Some(sub)) => {
                         let gw = gw.clone();
                         let state = state.clone();
@@ -266,23 +284,30 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
                                 result: Some(result),
                             }
                         });
-                        if h_tx.send(h).await.is_err() {
+                        if h_tx.send(Next::Answer(h)).await.is_err() {
                             return;
                         }
                         index += 1;
                     }
                     Ok(None) => return,
                     Err(status) => {
-                        let _ = reader_out.send(Err(status)).await;
+                        let _ = h_tx.send(Next::End(status)).await;
                         return;
                     }
                 }
             }
         });
         tokio::spawn(async move {
-            while let Some(h) = h_rx.recv().await {
-                let Ok(r) = h.await else { return };
-                if out_tx.send(Ok(r)).await.is_err() {
+            while let Some(next) = h_rx.recv().await {
+                let item = match next {
+                    Next::Answer(h) => match h.await {
+                        Ok(r) => Ok(r),
+                        Err(_) => return,
+                    },
+                    Next::End(status) => Err(status),
+                };
+                let end = item.is_err();
+                if out_tx.send(item).await.is_err() || end {
                     return;
                 }
             }

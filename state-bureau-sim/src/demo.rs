@@ -34,6 +34,8 @@ pub struct DemoOptions {
     /// Keep world, PKI and data here instead of a temporary directory.
     pub dir: Option<PathBuf>,
     pub json: Option<PathBuf>,
+    /// Also write a self-contained HTML report with charts here.
+    pub html: Option<PathBuf>,
     pub shards: usize,
     /// How long to wait for all results after the last receipt.
     pub settle_timeout: Duration,
@@ -41,9 +43,22 @@ pub struct DemoOptions {
     pub plant_outliers: usize,
     /// How bookings arrive.
     pub arrival: Arrival,
+    /// Policy changes made together mid-run, once `change_at` of the bookings are receipted.
+    pub changes: Vec<crate::changes::PolicyChange>,
+    pub change_at: f64,
+    /// Unary, streaming or both (half the states each).
+    pub submit: SubmitMode,
     /// Inserted into every TCN (`TX20110305-<tag>0000123`) so runs against one gateway never
     /// collide; empty for the demo's fresh gateway.
     pub run_tag: String,
+}
+
+/// Which RPC bureaus submit with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SubmitMode {
+    Unary,
+    Stream,
+    Mixed,
 }
 
 /// How bookings arrive at the gateway.
@@ -55,6 +70,72 @@ pub enum Arrival {
     /// Latency is measured from each booking's intended send time, so a slow gateway cannot
     /// hide queueing by slowing the sender (no coordinated omission).
     Poisson { rate: f64 },
+    /// Open loop in steps to find the knee: Poisson arrivals at `start` bookings a second,
+    /// raised by `step` every `step_secs` seconds until `max`. The report gives offered vs
+    /// achieved rate and latency per step.
+    Steps {
+        start: f64,
+        step: f64,
+        max: f64,
+        step_secs: f64,
+    },
+}
+
+impl Arrival {
+    /// The steps of a step profile: (start offset, rate); empty for other arrivals.
+    pub fn steps(&self) -> Vec<(Duration, f64)> {
+        let Arrival::Steps {
+            start,
+            step,
+            max,
+            step_secs,
+        } = *self
+        else {
+            return vec![];
+        };
+        let mut out = vec![];
+        let mut rate = start;
+        while rate <= max + 1e-9 && out.len() < 1000 {
+            out.push((Duration::from_secs_f64(out.len() as f64 * step_secs), rate));
+            if step <= 0.0 {
+                break;
+            }
+            rate += step;
+        }
+        out
+    }
+
+    /// Bookings a step profile sends in all (the expected count of its Poisson arrivals).
+    pub fn step_bookings(&self) -> Option<usize> {
+        let Arrival::Steps { step_secs, .. } = *self else {
+            return None;
+        };
+        Some(
+            self.steps()
+                .iter()
+                .map(|(_, r)| r * step_secs)
+                .sum::<f64>()
+                .round()
+                .max(1.0) as usize,
+        )
+    }
+
+    fn describe(&self) -> String {
+        match *self {
+            Arrival::Closed {
+                per_bureau_inflight,
+            } => format!("closed loop, {per_bureau_inflight} in flight per bureau"),
+            Arrival::Poisson { rate } => format!("open loop, Poisson at {rate}/s"),
+            Arrival::Steps {
+                start,
+                step,
+                max,
+                step_secs,
+            } => format!(
+                "open loop in steps: {start}/s + {step}/s every {step_secs} s up to {max}/s"
+            ),
+        }
+    }
 }
 
 impl Default for DemoOptions {
@@ -65,6 +146,7 @@ impl Default for DemoOptions {
             bookings: 2_000,
             dir: None,
             json: None,
+            html: None,
             shards: 4,
             settle_timeout: Duration::from_secs(180),
             plant_outliers: 3,
@@ -72,6 +154,9 @@ impl Default for DemoOptions {
                 per_bureau_inflight: 8,
             },
             run_tag: String::new(),
+            changes: vec![],
+            change_at: 0.5,
+            submit: SubmitMode::Mixed,
         }
     }
 }
@@ -235,12 +320,7 @@ pub async fn run_remote(opts: RunOptions) -> anyhow::Result<Verification> {
         d.run_tag.trim_end_matches('-'),
         plan.len(),
         opts.target,
-        match d.arrival {
-            Arrival::Closed {
-                per_bureau_inflight,
-            } => format!("closed loop, {per_bureau_inflight} in flight per bureau"),
-            Arrival::Poisson { rate } => format!("open loop, Poisson at {rate}/s"),
-        }
+        d.arrival.describe()
     );
     // Fail early and clearly if the gateway is not there or does not trust us.
     let admin_ch = client::connect(&opts.target, &pki, &Principal::Admin)
@@ -323,7 +403,50 @@ async fn drive_and_verify(
         .values;
     let stats_before = national_stats(&mut admin, &months).await?;
 
-    let mut obs = drive(endpoint, pki, plan, data, opts).await?;
+    // Mid-run policy changes: the same bookings planned over the changed world give what
+    // each must get once the change is made.
+    let changed_plan = if opts.changes.is_empty() {
+        None
+    } else {
+        let mut world = data.world.clone();
+        for c in &opts.changes {
+            c.check(&world)?;
+            c.apply(&mut world);
+        }
+        let changed = WorldData {
+            world,
+            truth: data.truth.clone(),
+            fbi: data.fbi.clone(),
+            ident: data.ident.clone(),
+        };
+        let (from, days) = booking_window();
+        let mut p = bookings::plan(&changed, opts.seed, plan.len(), from, days, &planted);
+        bookings::tag_tcns(&mut p, &opts.run_tag);
+        anyhow::ensure!(
+            p.iter()
+                .zip(plan.iter())
+                .all(|(a, b)| a.submission.tcn == b.submission.tcn),
+            "the plan under the changed policy differs from the run's plan"
+        );
+        Some(Arc::new(p))
+    };
+
+    let mut obs = drive(endpoint, pki, plan, data, opts, changed_plan.as_ref()).await?;
+    if let Some(a) = obs.applied {
+        // Put the gateway's policy back as the world has it.
+        let admin = client::connect_client(endpoint, pki, &Principal::Admin).await?;
+        for c in &opts.changes {
+            c.undo(&admin, &data.world).await?;
+        }
+        let (effective, split) = crate::changes::effective_plan(
+            plan,
+            changed_plan.as_deref().expect("a changed plan"),
+            &obs,
+            a,
+        );
+        obs.change_split = Some(split);
+        obs.effective_plan = Some(effective);
+    }
 
     // Admin counters, read over mTLS like any admin would.
     let mut counters = admin
@@ -357,13 +480,45 @@ async fn drive_and_verify(
         .collect();
     obs.planted = planted;
 
+    let held_to = obs.effective_plan.take();
+    let plan: &[Booking] = held_to.as_deref().unwrap_or(plan);
     let v = verify::verify(plan, &obs, &counters);
-    let report = verify::report(plan, &obs, &v, &counters, setup_world, setup_gateway);
+    let mut report = verify::report(plan, &obs, &v, &counters, setup_world, setup_gateway);
+    if let Some(split) = obs.change_split {
+        let names: Vec<String> = opts.changes.iter().map(|c| c.to_string()).collect();
+        let line = format!(
+            "policy changes {} after {:.0}% of receipts: {} bookings held to the new policy, {} \
+             to the old, {} in flight either way",
+            names.join(", "),
+            100.0 * opts.change_at,
+            split.new,
+            split.old,
+            split.either
+        );
+        report.table = report.table.replacen(
+            "ground-truth verification",
+            &format!("{line}\nground-truth verification"),
+            1,
+        );
+        report.json["policy_changes"] = serde_json::json!({
+            "changes": names, "at_share_of_receipts": opts.change_at, "held": split,
+        });
+    }
     println!("{}", report.table);
     if let Some(path) = &opts.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report.json)?)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("report written to {}", path.display());
+    }
+    if let Some(path) = &opts.html {
+        let title = format!(
+            "interop run: {} bookings, {}",
+            plan.len(),
+            opts.arrival.describe()
+        );
+        std::fs::write(path, crate::html::render(&title, &report.json))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("HTML report written to {}", path.display());
     }
     Ok(v)
 }
@@ -381,17 +536,15 @@ pub async fn drive(
     plan: &Arc<Vec<Booking>>,
     data: &WorldData,
     opts: &DemoOptions,
+    changed_plan: Option<&Arc<Vec<Booking>>>,
 ) -> anyhow::Result<Observations> {
     let planned: std::collections::HashSet<String> =
         plan.iter().map(|b| b.submission.tcn.clone()).collect();
-    let expected_office: usize = plan.iter().filter(|b| b.expected.searched).count();
-    let expected_bureau: usize =
-        plan.len() + plan.iter().filter(|b| b.expected.bureau_receives).count();
 
     let (seen_tx, mut seen_rx) = mpsc::channel::<(Seen, Instant)>(4096);
     let mut subscriptions = Vec::new();
     for office in data.world.field_offices.iter().map(|o| o.code.clone()) {
-        let ch = client::connect(
+        let office_client = client::connect_client(
             endpoint,
             pki,
             &Principal::FieldOffice {
@@ -403,16 +556,11 @@ pub async fn drive(
         // A fresh gateway: read from the start. A shared one: from the office's durable cursor.
         let from_start = opts.run_tag.is_empty();
         subscriptions.push(tokio::spawn(async move {
-            let mut c = FieldOfficeServiceClient::new(ch);
-            let mut s = c
-                .subscribe(pb::SubscribeRequest {
-                    after_cursor: from_start.then_some(0),
-                    follow: true,
-                })
-                .await?
-                .into_inner();
+            // The library's subscription resumes by itself from its cursor if the connection
+            // drops, so each outcome reaches the verifier once.
+            let mut s = office_client.subscribe(from_start.then_some(0));
             let mut last_acked = 0;
-            while let Some(n) = s.message().await? {
+            while let Some(n) = s.next().await? {
                 let cursor = n.cursor;
                 if tx
                     .send((Seen::Office(office.clone(), n), Instant::now()))
@@ -423,7 +571,7 @@ pub async fn drive(
                 }
                 // Acknowledge as we go, in steps, as a field office client would.
                 if cursor >= last_acked + 16 {
-                    c.ack(pb::AckRequest { cursor }).await?;
+                    office_client.ack(cursor).await?;
                     last_acked = cursor;
                 }
             }
@@ -435,19 +583,14 @@ pub async fn drive(
     states.dedup();
     let mut channels = BTreeMap::new();
     for st in &states {
-        let ch = client::connect(endpoint, pki, &Principal::Bureau { state: st.clone() }).await?;
+        let bureau =
+            client::connect_client(endpoint, pki, &Principal::Bureau { state: st.clone() }).await?;
+        let ch = bureau.channel();
         let tx = seen_tx.clone();
         let state = st.clone();
-        let c2 = ch.clone();
         subscriptions.push(tokio::spawn(async move {
-            let mut s = SubmissionServiceClient::new(c2)
-                .stream_responses(pb::StreamResponsesRequest {
-                    after_cursor: 0,
-                    follow: true,
-                })
-                .await?
-                .into_inner();
-            while let Some(r) = s.message().await? {
+            let mut s = bureau.follow_responses(None, true);
+            while let Some(r) = s.next().await? {
                 if tx
                     .send((Seen::Bureau(state.clone(), r), Instant::now()))
                     .await
@@ -466,12 +609,32 @@ pub async fn drive(
     let receipts: Arc<Mutex<Vec<verify::ReceiptSlot>>> =
         Arc::new(Mutex::new(vec![None; plan.len()]));
     let receipt_hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let receipt_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; plan.len()]));
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let progress = bar(plan.len() as u64, "receipts");
 
-    // Open loop: every booking's intended send time, from a seeded Poisson process.
+    // Open loop: every booking's intended send time, from a seeded Poisson process (at the
+    // rate of the step it falls in, for a step profile).
+    let steps = opts.arrival.steps();
+    let step_secs = match opts.arrival {
+        Arrival::Steps { step_secs, .. } => step_secs,
+        _ => 0.0,
+    };
+    let rate_at = |t: f64| -> f64 {
+        match opts.arrival {
+            Arrival::Poisson { rate } => rate,
+            _ => steps
+                .iter()
+                .rev()
+                .find(|(start, _)| start.as_secs_f64() <= t)
+                .or(steps.last())
+                .map(|(_, r)| *r)
+                .unwrap_or(1.0),
+        }
+    };
     let schedule: Option<Arc<Vec<Duration>>> = match opts.arrival {
         Arrival::Closed { .. } => None,
-        Arrival::Poisson { rate } => {
+        Arrival::Poisson { .. } | Arrival::Steps { .. } => {
             use rand::{Rng, SeedableRng};
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed ^ 0x0A88_17A1);
             let mut t = 0.0f64;
@@ -479,7 +642,7 @@ pub async fn drive(
                 (0..plan.len())
                     .map(|_| {
                         let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
-                        t += -u.ln() / rate;
+                        t += -u.ln() / rate_at(t).max(1e-6);
                         Duration::from_secs_f64(t)
                     })
                     .collect(),
@@ -491,7 +654,33 @@ pub async fn drive(
             per_bureau_inflight,
         } => per_bureau_inflight,
         // Open loop never waits for answers; this only bounds a runaway.
-        Arrival::Poisson { .. } => OPEN_LOOP_MAX_INFLIGHT,
+        Arrival::Poisson { .. } | Arrival::Steps { .. } => OPEN_LOOP_MAX_INFLIGHT,
+    };
+
+    // Mid-run policy changes, made as admin once their share of receipts is in.
+    let change_task = match changed_plan {
+        None => None,
+        Some(_) => {
+            let admin = client::connect_client(endpoint, pki, &Principal::Admin).await?;
+            let (progress, changes, n, at) = (
+                progress.clone(),
+                opts.changes.clone(),
+                plan.len(),
+                opts.change_at,
+            );
+            Some(tokio::spawn(async move {
+                while (progress.position() as f64) < at * n as f64 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                let started = Instant::now();
+                for c in &changes {
+                    c.make(&admin).await?;
+                }
+                let done = Instant::now();
+                tracing::info!(?changes, "policy changed mid-run");
+                anyhow::Ok(crate::changes::Applied { started, done })
+            }))
+        }
     };
 
     // Bureaus submit concurrently, each its own connection and identity.
@@ -500,24 +689,45 @@ pub async fn drive(
     for (si, st) in states.iter().enumerate() {
         let idx: Vec<usize> = (0..plan.len()).filter(|i| &plan[*i].state == st).collect();
         let ch = channels[st].clone();
-        let (plan, sent_at, receipts, hist, progress) = (
+        let (plan, sent_at, receipts, hist, progress, receipt_at, refused) = (
             plan.clone(),
             sent_at.clone(),
             receipts.clone(),
             receipt_hist.clone(),
             progress.clone(),
+            receipt_at.clone(),
+            refused.clone(),
         );
-        let streaming = si % 2 == 1;
+        let streaming = match opts.submit {
+            SubmitMode::Unary => false,
+            SubmitMode::Stream => true,
+            SubmitMode::Mixed => si % 2 == 1,
+        };
         let schedule = schedule.clone();
         let intended = move |i: usize| schedule.as_ref().map(|s| t_submit + s[i]);
         senders.push(tokio::spawn(async move {
             let record = move |i: usize, r: Result<pb::Receipt, String>, start: Instant| {
-                hist.lock()
-                    .expect("hist")
-                    .record(start.elapsed().as_micros() as u64)
-                    .ok();
+                let now = Instant::now();
+                let p99 = {
+                    let mut h = hist.lock().expect("hist");
+                    h.record(now.saturating_duration_since(start).as_micros() as u64)
+                        .ok();
+                    (h.len() % 64 == 0).then(|| h.value_at_quantile(0.99))
+                };
+                if r.is_err() {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 receipts.lock().expect("receipts")[i] = Some(r);
+                receipt_at.lock().expect("receipt times")[i] = Some(now);
                 progress.inc(1);
+                // Live figures: receipt p99 so far and refusals.
+                if let Some(p99) = p99 {
+                    progress.set_message(format!(
+                        "receipts p99 {:.1} ms, {} refused",
+                        p99 as f64 / 1000.0,
+                        refused.load(std::sync::atomic::Ordering::Relaxed)
+                    ));
+                }
             };
             if streaming {
                 let (tx, rx) = mpsc::channel(64);
@@ -588,6 +798,16 @@ pub async fn drive(
     }
     progress.finish();
     let submit_elapsed = t_submit.elapsed();
+    let applied = match change_task {
+        Some(t) => Some(t.await??),
+        None => None,
+    };
+    let (expected_office, expected_bureau) = crate::changes::expected_counts(
+        plan,
+        changed_plan.map(|p| p.as_slice()).unwrap_or(plan),
+        &sent_at.lock().expect("sent"),
+        applied,
+    );
 
     // Repeats of already-receipted TCNs must return the original receipt, and change nothing.
     let mut repeats = Vec::new();
@@ -640,6 +860,11 @@ pub async fn drive(
     }
     obs.submit_elapsed = submit_elapsed;
     obs.sent_at = sent_at.lock().expect("sent").clone();
+    obs.receipt_at = receipt_at.lock().expect("receipt times").clone();
+    obs.t0 = Some(t_submit);
+    obs.applied = applied;
+    obs.steps = steps.clone();
+    obs.step_secs = step_secs;
     obs.receipts = receipts.lock().expect("receipts").clone();
     obs.set_receipt_latency(receipt_hist.lock().expect("hist").clone());
     obs.repeats = repeats;

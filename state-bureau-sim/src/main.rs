@@ -25,8 +25,60 @@ enum Cmd {
         /// Size of the synthetic population.
         #[arg(long, default_value_t = 5_000)]
         identities: u64,
+        /// Share of people with an FBI criminal record.
+        #[arg(long, default_value_t = 0.35)]
+        share_criminal: f64,
+        /// Share of people with an IDENT encounter (sets the match rate; the default lands
+        /// near the program's ~6.3%).
+        #[arg(long, default_value_t = 0.08)]
+        share_ident: f64,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Write planned bookings from a world as JSON lines, for `interop submit --stream`
+    /// (one file per state: a bureau submits only its own state's bookings).
+    Bookings {
+        /// World directory (from `generate`).
+        #[arg(long)]
+        world: PathBuf,
+        #[arg(long, default_value_t = 2011)]
+        seed: u64,
+        /// Bookings to write.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Only this state's bookings (two-letter code).
+        #[arg(long)]
+        state: Option<String>,
+        /// Tag inserted into every TCN so files written for one gateway never collide.
+        #[arg(long)]
+        run_tag: Option<String>,
+        /// Output file ("-" = stdout).
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+    },
+    /// Benchmark the gateway beside a bare tonic echo server (same mTLS, same messages, same
+    /// driver): durable ingest as a ratio to the echo's rate, then end-to-end latency under
+    /// verified open-loop steps.
+    Bench {
+        #[arg(long, default_value_t = 2011)]
+        seed: u64,
+        #[arg(long, default_value_t = 5_000)]
+        identities: u64,
+        /// Seconds of each closed-loop phase.
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+        /// Submissions in flight in the closed loops.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// End-to-end phase: six steps up to this many bookings a second.
+        #[arg(long, default_value_t = 120.0)]
+        e2e_max_rate: f64,
+        /// Seconds per end-to-end step.
+        #[arg(long, default_value_t = 4.0)]
+        e2e_step_secs: f64,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Run the whole system end to end in one process over real mTLS and verify every answer.
     Demo {
@@ -43,6 +95,9 @@ enum Cmd {
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also write a self-contained HTML report with charts here.
+        #[arg(long)]
+        html: Option<PathBuf>,
         /// Matcher shards per gallery.
         #[arg(long, default_value_t = 4)]
         shards: usize,
@@ -71,6 +126,10 @@ enum Cmd {
         /// Open loop: Poisson arrivals at this many bookings a second over all bureaus.
         #[arg(long)]
         rate: Option<f64>,
+        /// Open loop in steps to find the knee: START:STEP:MAX:SECS, e.g. 50:50:400:5 offers
+        /// 50/s, then 100/s, ... up to 400/s, 5 s each (the bookings follow from the profile).
+        #[arg(long, conflicts_with_all = ["rate", "bookings"])]
+        ramp: Option<String>,
         /// With --rate: run this many seconds.
         #[arg(long, requires = "rate")]
         duration: Option<f64>,
@@ -90,7 +149,49 @@ enum Cmd {
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also write a self-contained HTML report with charts here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// How bureaus submit: unary (Submit), stream (SubmitStream) or mixed (half the states
+        /// each).
+        #[arg(long, value_enum, default_value = "mixed")]
+        submit: state_bureau_sim::demo::SubmitMode,
+        /// Change policy mid-run: opt-out:STATE (the state ends its agreement) or
+        /// activate:JURISDICTION; repeatable. Every booking is checked against the policy in
+        /// force when it was processed; the policy is put back at the end.
+        #[arg(long = "change", value_name = "CHANGE")]
+        changes: Vec<String>,
+        /// Share of the bookings receipted before the changes are made.
+        #[arg(long, default_value_t = 0.5)]
+        change_at: f64,
     },
+}
+
+/// Parses `START:STEP:MAX:SECS`.
+fn parse_ramp(s: &str) -> anyhow::Result<Arrival> {
+    let parts: Vec<f64> = s
+        .split(':')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow::anyhow!("--ramp {s:?}: expected START:STEP:MAX:SECS, all numbers"))?;
+    let [start, step, max, step_secs] = parts[..] else {
+        anyhow::bail!("--ramp {s:?}: expected four numbers START:STEP:MAX:SECS");
+    };
+    anyhow::ensure!(
+        start > 0.0 && step >= 0.0 && max >= start && step_secs > 0.0,
+        "--ramp {s:?}: START and SECS must be positive, STEP not negative, MAX at least START"
+    );
+    let a = Arrival::Steps {
+        start,
+        step,
+        max,
+        step_secs,
+    };
+    anyhow::ensure!(
+        a.step_bookings().unwrap_or(0) <= 2_000_000,
+        "--ramp {s:?}: more than 2,000,000 bookings"
+    );
+    Ok(a)
 }
 
 /// A run tag from the clock: `R` and the seconds since 2026 in base 36, then `-`.
@@ -136,10 +237,16 @@ fn main() -> ExitCode {
         Cmd::Generate {
             seed,
             identities,
+            share_criminal,
+            share_ident,
             out,
         } => {
             let t = std::time::Instant::now();
-            state_bureau_sim::generate::generate(seed, identities, &out).map(|s| {
+            let shares = state_bureau_sim::generate::Shares {
+                criminal: share_criminal,
+                ident: share_ident,
+            };
+            state_bureau_sim::generate::generate_with(seed, identities, shares, &out).map(|s| {
                 println!("{s}");
                 println!(
                     "world written to {} in {:.1} s",
@@ -149,12 +256,61 @@ fn main() -> ExitCode {
                 true
             })
         }
+        Cmd::Bookings {
+            world,
+            seed,
+            count,
+            state,
+            run_tag,
+            out,
+        } => (|| {
+            let tag = run_tag.as_deref().map(check_tag).transpose()?;
+            let n = state_bureau_sim::booking_json::write_planned(
+                &world,
+                seed,
+                count,
+                state.as_deref(),
+                tag.as_deref(),
+                &out,
+            )?;
+            eprintln!("{n} bookings written");
+            Ok(true)
+        })(),
+        Cmd::Bench {
+            seed,
+            identities,
+            seconds,
+            concurrency,
+            e2e_max_rate,
+            e2e_step_secs,
+            json,
+        } => (|| {
+            anyhow::ensure!(
+                seconds > 0.0 && e2e_step_secs > 0.0,
+                "durations must be positive"
+            );
+            anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
+            anyhow::ensure!(e2e_max_rate > 0.0, "--e2e-max-rate must be positive");
+            rt.block_on(state_bureau_sim::bench::run(
+                state_bureau_sim::bench::BenchOptions {
+                    seed,
+                    identities,
+                    seconds,
+                    concurrency,
+                    e2e_max_rate,
+                    e2e_step_secs,
+                    json,
+                },
+            ))
+            .map(|()| true)
+        })(),
         Cmd::Demo {
             seed,
             identities,
             bookings,
             dir,
             json,
+            html,
             shards,
             plant_outliers,
         } => rt
@@ -164,6 +320,7 @@ fn main() -> ExitCode {
                 bookings,
                 dir,
                 json,
+                html,
                 shards,
                 plant_outliers,
                 ..Default::default()
@@ -176,12 +333,17 @@ fn main() -> ExitCode {
             seed,
             bookings,
             rate,
+            ramp,
             duration,
             concurrency,
             run_tag,
             settle_secs,
             plant_outliers,
             json,
+            html,
+            changes,
+            change_at,
+            submit,
         } => (|| {
             let run_tag = match run_tag {
                 Some(t) => check_tag(&t)?,
@@ -190,16 +352,27 @@ fn main() -> ExitCode {
             if let Some(r) = rate {
                 anyhow::ensure!(r.is_finite() && r > 0.0, "--rate must be a positive number");
             }
+            let ramp = ramp.as_deref().map(parse_ramp).transpose()?;
+            let changes = changes
+                .iter()
+                .map(|c| state_bureau_sim::changes::PolicyChange::parse(c))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&change_at),
+                "--change-at must be between 0 and 1"
+            );
             let bookings = match (bookings, rate, duration) {
+                _ if ramp.is_some() => ramp.and_then(|r| r.step_bookings()).unwrap_or(1),
                 (Some(n), _, _) => n,
                 (None, Some(r), Some(d)) => (r * d).round().max(1.0) as usize,
                 _ => 2_000,
             };
             anyhow::ensure!(bookings > 0, "--bookings must be at least 1");
             anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
-            let arrival = match rate {
-                Some(rate) => Arrival::Poisson { rate },
-                None => Arrival::Closed {
+            let arrival = match (ramp, rate) {
+                (Some(r), _) => r,
+                (None, Some(rate)) => Arrival::Poisson { rate },
+                (None, None) => Arrival::Closed {
                     per_bureau_inflight: concurrency,
                 },
             };
@@ -211,8 +384,12 @@ fn main() -> ExitCode {
                     seed,
                     bookings,
                     json,
+                    html,
                     plant_outliers,
                     arrival,
+                    changes,
+                    change_at,
+                    submit,
                     run_tag,
                     settle_timeout: std::time::Duration::from_secs(settle_secs),
                     ..Default::default()

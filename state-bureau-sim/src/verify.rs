@@ -22,6 +22,18 @@ pub struct Observations {
     /// (bureau state, response, arrival).
     pub bureau: Vec<(String, pb::BureauResponse, Instant)>,
     pub sent_at: Vec<Option<Instant>>,
+    /// When each booking's receipt (or refusal) came back.
+    pub receipt_at: Vec<Option<Instant>>,
+    /// When the first booking was due to be sent.
+    pub t0: Option<Instant>,
+    /// Step profile: each step's start offset and rate, and how long a step lasts.
+    pub steps: Vec<(Duration, f64)>,
+    pub step_secs: f64,
+    /// When mid-run policy changes were made, and how the bookings were held to them.
+    pub applied: Option<crate::changes::Applied>,
+    pub change_split: Option<crate::changes::Split>,
+    /// The plan with each booking's expectation under the policy it was held to.
+    pub effective_plan: Option<Vec<Booking>>,
     pub receipts: Vec<ReceiptSlot>,
     pub receipt_latency: Option<Histogram<u64>>,
     /// Detainers the field offices issued: (state, tcn, detainer id).
@@ -476,11 +488,21 @@ pub fn report(
         }
     }
     let mut per_office: BTreeMap<&str, usize> = BTreeMap::new();
+    // Per state: (submissions, IDENT matches).
+    let mut per_state: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for b in plan {
+        per_state.entry(b.state.as_str()).or_default().0 += 1;
+    }
     let mut matches = 0;
     for (office, n, at) in &obs.office {
         *per_office.entry(office.as_str()).or_default() += 1;
         if let Some(o) = &n.outcome {
             matches += o.hit as usize;
+            if o.hit
+                && let Some(i) = tcn_index.get(o.tcn.as_str())
+            {
+                per_state.entry(plan[*i].state.as_str()).or_default().1 += 1;
+            }
             if let Some(us) = since_sent(&o.tcn, at) {
                 note_lat.record(us).ok();
             }
@@ -578,6 +600,41 @@ pub fn report(
     t.push_str(&pct_line("receipt", receipt_lat));
     t.push_str(&pct_line("criminal-history response", &ch_lat));
     t.push_str(&pct_line("field-office notification", &note_lat));
+    let timeline = obs
+        .t0
+        .map(|t0| crate::timeline::build(plan, obs, t0, &obs.steps, obs.step_secs))
+        .unwrap_or_default();
+    if !timeline.steps.is_empty() {
+        let _ = writeln!(
+            t,
+            "step profile (offered vs achieved; latency of the bookings sent in the step):"
+        );
+        let _ = writeln!(
+            t,
+            "  {:>10} {:>6} {:>12} {:>14} {:>12} {:>8}",
+            "offered/s", "sent", "receipts/s", "receipt p99 ms", "e2e p99 ms", "refused"
+        );
+        for st in &timeline.steps {
+            let _ = writeln!(
+                t,
+                "  {:>10.1} {:>6} {:>12.1} {:>14.2} {:>12.2} {:>8}",
+                st.offered_per_s,
+                st.sent,
+                st.receipts_per_s,
+                st.receipt_p99_ms,
+                st.e2e_p99_ms,
+                st.refused
+            );
+        }
+        match timeline.knee_per_s {
+            Some(k) => {
+                let _ = writeln!(t, "  knee: kept up with every step up to {k:.1}/s");
+            }
+            None => {
+                let _ = writeln!(t, "  knee: did not keep up even with the first step");
+            }
+        }
+    }
     let _ = writeln!(t, "notifications per field office:");
     let mut line = String::new();
     for (i, (o, c)) in per_office.iter().enumerate() {
@@ -619,6 +676,15 @@ pub fn report(
             "recall": recall,
         },
         "notifications_per_office": per_office,
+        "per_state": per_state
+            .iter()
+            .map(|(st, (subs, m))| (*st, serde_json::json!({
+                "submissions": subs,
+                "matches": m,
+                "match_rate": *m as f64 / (*subs).max(1) as f64,
+            })))
+            .collect::<BTreeMap<_, _>>(),
+        "timeline": timeline,
         "receipt_throughput_per_s": ingest_rate,
         "end_to_end_throughput_per_s": completion_rate,
         "latency": {

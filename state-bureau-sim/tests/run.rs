@@ -5,74 +5,16 @@
 //! fail.
 
 use interop_gateway::principal::Principal;
-use interop_gateway::{backends, client, pki, server, store};
+use interop_gateway::{client, pki};
 use interop_proto::v1 as pb;
 use state_bureau_sim::bookings::{self, WorldData};
 use state_bureau_sim::demo::{self, Arrival, DemoOptions, RunOptions};
 use std::path::Path;
 
-const SEED: u64 = 31;
+mod common;
+use common::{SEED, serve};
+
 const BOOKINGS: usize = 160;
-
-struct Served {
-    endpoint: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-/// Generates a world, issues a PKI and serves a fresh gateway on a loopback port.
-async fn serve(dir: &Path) -> Served {
-    let world_dir = dir.join("world");
-    let wd = world_dir.clone();
-    tokio::task::spawn_blocking(move || state_bureau_sim::generate::generate(SEED, 1_200, &wd))
-        .await
-        .unwrap()
-        .unwrap();
-    let data = WorldData::load(&world_dir).unwrap();
-    let states: Vec<String> = data.world.states.iter().map(|s| s.code.clone()).collect();
-    let offices: Vec<String> = data
-        .world
-        .field_offices
-        .iter()
-        .map(|o| o.code.clone())
-        .collect();
-    let pki = pki::init(
-        &dir.join("pki"),
-        &pki::InitOptions {
-            states: &states,
-            offices: &offices,
-        },
-    )
-    .unwrap();
-    let wd = world_dir.clone();
-    let b = tokio::task::spawn_blocking(move || backends::InProcess::load(&wd, 2))
-        .await
-        .unwrap()
-        .unwrap();
-    let gw = server::Gateway::start(
-        data.world.clone(),
-        store::open_embedded(&dir.join("data")).unwrap(),
-        b.ident.clone(),
-        b.criminal.clone(),
-        None,
-        server::ServeOptions::default(),
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("https://{}", listener.local_addr().unwrap());
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(
-        gw.serve(listener, server::server_tls(&pki).unwrap(), async {
-            let _ = rx.await;
-        }),
-    );
-    Served {
-        endpoint,
-        stop,
-        task,
-    }
-}
 
 fn options(dir: &Path, endpoint: &str, tag: &str) -> RunOptions {
     RunOptions {
@@ -107,11 +49,38 @@ async fn a_seeded_open_loop_run_passes_and_a_second_run_does_not_collide() {
         .await
         .unwrap();
     assert!(v.passed(), "{:?}", v.violations);
-    // The same seed again under another tag: new TCNs, counted as differences.
-    let v = demo::run_remote(options(dir.path(), &s.endpoint, "B"))
-        .await
-        .unwrap();
+    // The same seed again under another tag: new TCNs, counted as differences; this time in
+    // two steps (200/s then 400/s, a quarter second each), with the JSON and HTML reports.
+    let mut o = options(dir.path(), &s.endpoint, "B");
+    o.demo.arrival = Arrival::Steps {
+        start: 200.0,
+        step: 200.0,
+        max: 400.0,
+        step_secs: 0.25,
+    };
+    o.demo.bookings = o.demo.arrival.step_bookings().unwrap();
+    o.demo.json = Some(dir.path().join("b.json"));
+    o.demo.html = Some(dir.path().join("b.html"));
+    let v = demo::run_remote(o.clone()).await.unwrap();
     assert!(v.passed(), "{:?}", v.violations);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("b.json")).unwrap()).unwrap();
+    let steps = report["timeline"]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    let due: u64 = steps.iter().map(|s| s["sent"].as_u64().unwrap()).sum();
+    assert!(
+        due as usize <= o.demo.bookings && due > 0,
+        "{due} of {}",
+        o.demo.bookings
+    );
+    assert!(
+        !report["timeline"]["intervals"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let html = std::fs::read_to_string(dir.path().join("b.html")).unwrap();
+    assert!(html.contains("Step profile") && html.contains("<svg") && html.contains("PASS"));
     let _ = s.stop.send(());
     s.task.await.unwrap().unwrap();
 }
@@ -186,6 +155,95 @@ async fn a_gateway_that_leaks_to_an_opted_out_jurisdiction_is_caught() {
         "{:?}",
         v.violations
     );
+    let _ = s.stop.send(());
+    s.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mid_run_policy_changes_are_checked_from_the_moment_of_change_and_undone() {
+    use state_bureau_sim::changes::PolicyChange;
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path()).await;
+    let data = WorldData::load(&dir.path().join("world")).unwrap();
+    // The state this run books most in, opting out; the busiest never-activated jurisdiction,
+    // activated.
+    let (from, days) = demo::booking_window();
+    let plan = bookings::plan(&data, SEED, BOOKINGS, from, days, &Default::default());
+    let mut per_state = std::collections::BTreeMap::<&str, usize>::new();
+    for b in plan.iter().filter(|b| b.expected.bureau_receives) {
+        *per_state.entry(b.state.as_str()).or_default() += 1;
+    }
+    let state = per_state.into_iter().max_by_key(|(_, n)| *n).unwrap().0;
+    let jurisdiction = data
+        .world
+        .jurisdictions
+        .iter()
+        .filter(|j| j.activated_on.is_none())
+        .max_by_key(|j| j.population)
+        .unwrap()
+        .id
+        .clone();
+    let mut o = options(dir.path(), &s.endpoint, "CHG");
+    o.demo.arrival = Arrival::Poisson { rate: 150.0 };
+    o.demo.changes = vec![
+        PolicyChange::OptOut {
+            state: state.to_string(),
+        },
+        PolicyChange::Activate {
+            jurisdiction: jurisdiction.clone(),
+        },
+    ];
+    o.demo.json = Some(dir.path().join("chg.json"));
+    let v = demo::run_remote(o).await.unwrap();
+    assert!(v.passed(), "{:?}", v.violations);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("chg.json")).unwrap()).unwrap();
+    let held = &report["policy_changes"]["held"];
+    assert!(held["new"].as_u64().unwrap() > 0, "{held}");
+    assert!(held["old"].as_u64().unwrap() > 0, "{held}");
+
+    // Undone: the gateway's policy is the world's again.
+    let admin = client::connect_client(
+        &s.endpoint,
+        &pki::PkiDir(dir.path().join("pki")),
+        &Principal::Admin,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        admin.get_policy(&jurisdiction).await.unwrap().activated_on,
+        ""
+    );
+    let any_in_state = data
+        .world
+        .jurisdictions
+        .iter()
+        .find(|j| j.state == state)
+        .unwrap();
+    assert!(
+        !admin
+            .get_policy(&any_in_state.id)
+            .await
+            .unwrap()
+            .state_opted_out
+    );
+
+    // A change that makes no difference is refused before anything is sent.
+    let mut o = options(dir.path(), &s.endpoint, "CHG2");
+    o.demo.changes = vec![PolicyChange::Activate {
+        jurisdiction: data
+            .world
+            .jurisdictions
+            .iter()
+            .find(|j| {
+                j.activated_on
+                    .is_some_and(|d| d.to_string().as_str() < "2008-10-27")
+            })
+            .map(|j| j.id.clone())
+            .unwrap_or_else(|| "NOWHERE".into()),
+    }];
+    let e = demo::run_remote(o).await.unwrap_err().to_string();
+    assert!(e.contains("--change activate:"), "{e}");
     let _ = s.stop.send(());
     s.task.await.unwrap().unwrap();
 }

@@ -12,6 +12,7 @@ use interop_gateway::world::*;
 use interop_gateway::{client, convert, server, store};
 use interop_matcher::synth::{self, CaptureModel};
 use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
+pub use interop_proto::client::{Client, RetryPolicy};
 use interop_proto::v1 as pb;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -261,7 +262,7 @@ impl TestGateway {
         )
         .expect("pki");
         let faults = Arc::new(store::IoFaults::default());
-        let gw = Self::start_full(dir, pki, None, Some(faults.clone()), None).await;
+        let gw = Self::start_full(dir, pki, None, Some(faults.clone()), None, None).await;
         (gw, faults)
     }
 
@@ -271,7 +272,7 @@ impl TestGateway {
         pki: PkiDir,
         ident: Option<Arc<dyn IdentSearch>>,
     ) -> TestGateway {
-        Self::start_full(dir, pki, ident, None, None).await
+        Self::start_full(dir, pki, ident, None, None, None).await
     }
 
     /// A fresh gateway that compacts acknowledged field-office events `retention` after
@@ -290,7 +291,7 @@ impl TestGateway {
             retention,
             ..Self::default_options()
         };
-        Self::start_full(dir, pki, None, None, Some(options)).await
+        Self::start_full(dir, pki, None, None, Some(options), None).await
     }
 
     /// The options every test gateway runs with unless a test says otherwise: the defaults,
@@ -316,7 +317,7 @@ impl TestGateway {
             },
         )
         .expect("pki");
-        Self::start_full(dir, pki, ident, None, Some(options)).await
+        Self::start_full(dir, pki, ident, None, Some(options), None).await
     }
 
     async fn start_full(
@@ -325,6 +326,7 @@ impl TestGateway {
         ident: Option<Arc<dyn IdentSearch>>,
         faults: Option<Arc<store::IoFaults>>,
         options: Option<ServeOptions>,
+        listen: Option<std::net::SocketAddr>,
     ) -> TestGateway {
         let data = dir.path().join("data");
         let (ident_backend, criminal) = galleries();
@@ -364,9 +366,8 @@ impl TestGateway {
         )
         .await
         .expect("gateway start");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let addr = listen.unwrap_or_else(|| "127.0.0.1:0".parse().expect("address"));
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let endpoint = format!("https://{}", listener.local_addr().expect("addr"));
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let tls = server::server_tls(&pki).expect("tls");
@@ -403,6 +404,20 @@ impl TestGateway {
         Self::start_in(dir, pki, ident).await
     }
 
+    /// Stops the server and starts a new one on the same data and the same port, so clients
+    /// that were connected can reconnect by themselves.
+    pub async fn restart_on_same_port(mut self) -> TestGateway {
+        self.shutdown().await;
+        let (dir, pki) = (self.dir.clone(), self.pki.clone());
+        let addr = self
+            .endpoint
+            .trim_start_matches("https://")
+            .parse()
+            .expect("endpoint address");
+        drop(self);
+        Self::start_full(dir, pki, None, None, None, Some(addr)).await
+    }
+
     pub async fn shutdown(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -412,10 +427,15 @@ impl TestGateway {
         }
     }
 
-    pub async fn channel(&self, who: Principal) -> Channel {
-        client::connect(&self.endpoint, &self.pki, &who)
+    /// A client-library connection as `who` (what every test and the simulator use).
+    pub async fn client(&self, who: Principal) -> Client {
+        client::connect_client(&self.endpoint, &self.pki, &who)
             .await
             .expect("connect")
+    }
+
+    pub async fn channel(&self, who: Principal) -> Channel {
+        self.client(who).await.channel()
     }
 
     pub async fn bureau(
@@ -522,17 +542,14 @@ pub async fn office_log(
     office: &str,
     after: Option<u64>,
 ) -> Vec<pb::FieldOfficeNotification> {
-    let mut c = gw.office(office).await;
-    let mut s = c
-        .subscribe(pb::SubscribeRequest {
-            after_cursor: after,
-            follow: false,
+    let c = gw
+        .client(Principal::FieldOffice {
+            office: office.into(),
         })
-        .await
-        .expect("subscribe")
-        .into_inner();
+        .await;
+    let mut s = c.subscription(after, false);
     let mut out = vec![];
-    while let Some(n) = s.message().await.expect("message") {
+    while let Some(n) = s.next().await.expect("message") {
         out.push(n);
     }
     out
@@ -540,17 +557,14 @@ pub async fn office_log(
 
 /// Reads a bureau's response log from the start without following.
 pub async fn bureau_log(gw: &TestGateway, state: &str) -> Vec<pb::BureauResponse> {
-    let mut c = gw.bureau(state).await;
-    let mut s = c
-        .stream_responses(pb::StreamResponsesRequest {
-            after_cursor: 0,
-            follow: false,
+    let c = gw
+        .client(Principal::Bureau {
+            state: state.into(),
         })
-        .await
-        .expect("stream")
-        .into_inner();
+        .await;
+    let mut s = c.follow_responses(None, false);
     let mut out = vec![];
-    while let Some(r) = s.message().await.expect("message") {
+    while let Some(r) = s.next().await.expect("message") {
         out.push(r);
     }
     out

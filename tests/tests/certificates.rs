@@ -211,18 +211,27 @@ async fn a_revoked_certificate_is_refused_and_its_open_streams_are_closed() {
         key: dir.path().join("hou2-key.pem"),
     };
     pki::issue_client(&gw.pki, &hou(), &fresh).unwrap();
-    let ch = client::connect_with(
-        &gw.endpoint,
-        client::client_tls(&gw.pki, Some(&fresh)).unwrap(),
-    )
-    .await
-    .unwrap();
+    let ch = connect_as(&gw.endpoint, &gw.pki, &fresh).await.unwrap();
     let acked = pb::field_office_service_client::FieldOfficeServiceClient::new(ch)
         .ack(pb::AckRequest { cursor: 1 })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(acked.acked_cursor, 1);
+}
+
+/// A channel to `endpoint` trusting `trust`'s CA and presenting `who`, one attempt, no
+/// retries.
+async fn connect_as(
+    endpoint: &str,
+    trust: &PkiDir,
+    who: &IdentityFiles,
+) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(client::client_config(endpoint, trust, Some(who))?
+        .retry(interop_proto::client::RetryPolicy::none())
+        .connect()
+        .await?
+        .channel())
 }
 
 /// Whether a client trusting `trust`'s CA and presenting `who` gets an answer from the admin
@@ -232,9 +241,7 @@ async fn reaches(gw: &TestGateway, trust: &PkiDir, who: &IdentityFiles) -> bool 
 }
 
 async fn reaches_at(endpoint: &str, trust: &PkiDir, who: &IdentityFiles) -> bool {
-    let Ok(ch) =
-        client::connect_with(endpoint, client::client_tls(trust, Some(who)).unwrap()).await
-    else {
+    let Ok(ch) = connect_as(endpoint, trust, who).await else {
         return false;
     };
     AdminServiceClient::new(ch)

@@ -377,9 +377,9 @@ async fn wrong_role_is_permission_denied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_without_a_trusted_client_certificate_are_refused() {
     let gw = TestGateway::start().await;
-    let tls = interop_gateway::client::client_tls(&gw.pki, None).unwrap();
+    let config = interop_gateway::client::client_config(&gw.endpoint, &gw.pki, None).unwrap();
     let no_cert = async {
-        let ch = interop_gateway::client::connect_with(&gw.endpoint, tls).await?;
+        let ch = config.retry(RetryPolicy::none()).connect().await?.channel();
         pb::submission_service_client::SubmissionServiceClient::new(ch)
             .submit(booking("TX-NOCERT-0001", TX_RECEIVING, NOBODY))
             .await
@@ -400,13 +400,14 @@ async fn connections_without_a_trusted_client_certificate_are_refused() {
     )
     .unwrap();
     // Trust the real server, but present a bureau certificate from another CA.
-    let tls = interop_gateway::client::client_tls(
+    let config = interop_gateway::client::client_config(
+        &gw.endpoint,
         &gw.pki,
         Some(&other_pki.client(&Principal::Bureau { state: "TX".into() })),
     )
     .unwrap();
     let foreign = async {
-        let ch = interop_gateway::client::connect_with(&gw.endpoint, tls).await?;
+        let ch = config.retry(RetryPolicy::none()).connect().await?.channel();
         pb::submission_service_client::SubmissionServiceClient::new(ch)
             .submit(booking("TX-NOCERT-0002", TX_RECEIVING, NOBODY))
             .await

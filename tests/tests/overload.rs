@@ -35,10 +35,21 @@ async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
     }
 }
 
+/// One attempt, no retries (the client library would otherwise wait the bound out).
 async fn admin_answers(gw: &TestGateway) -> bool {
-    match interop_gateway::client::connect(&gw.endpoint, &gw.pki, &Principal::Admin).await {
-        Err(_) => false,
-        Ok(ch) => pb::admin_service_client::AdminServiceClient::new(ch)
+    let admin = gw.pki.client(&Principal::Admin);
+    let connected =
+        match interop_gateway::client::client_config(&gw.endpoint, &gw.pki, Some(&admin)) {
+            Ok(c) => c
+                .retry(interop_proto::client::RetryPolicy::none())
+                .connect()
+                .await
+                .ok(),
+            Err(_) => None,
+        };
+    match connected {
+        None => false,
+        Some(c) => pb::admin_service_client::AdminServiceClient::new(c.channel())
             .list_revoked(pb::ListRevokedRequest {})
             .await
             .is_ok(),

@@ -1,0 +1,105 @@
+//! `interop-matcher`: one shard of a world's gallery as its own process, serving
+//! `interop.v1.MatcherService` over mutual TLS, for a gateway started with `--ident-shards`.
+
+use crate::remote::{self, Shard};
+use crate::{pki, server, world};
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "interop-matcher",
+    version,
+    about = "A matcher shard as its own process"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Gallery {
+    /// DHS IDENT (immigration encounters).
+    Ident,
+    /// FBI criminal-history prints.
+    Fbi,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve shard i of N of a gallery.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        listen: SocketAddr,
+        /// PKI directory (server certificate; callers need the admin certificate).
+        #[arg(long)]
+        pki: PathBuf,
+        /// World directory holding the gallery files.
+        #[arg(long)]
+        world: PathBuf,
+        #[arg(long, value_enum, default_value = "ident")]
+        gallery: Gallery,
+        /// This process's shard: i/N holds the subjects whose id is i modulo N.
+        #[arg(long, default_value = "0/1")]
+        shard: Shard,
+        /// Threads per search.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+/// Runs `interop-matcher` with the process's arguments.
+pub fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let Cmd::Serve {
+        listen,
+        pki,
+        world: dir,
+        gallery,
+        shard,
+        threads,
+    } = Cli::parse().cmd;
+    let file = match gallery {
+        Gallery::Ident => world::IDENT_GALLERY_FILE,
+        Gallery::Fbi => world::FBI_GALLERY_FILE,
+    };
+    let tls = server::tonic_server_tls(&pki::PkiDir(pki))?;
+    let d = dir.clone();
+    let matcher =
+        tokio::task::spawn_blocking(move || remote::load_shard(&d, file, shard, threads)).await??;
+    tracing::info!(
+        shard = %format!("{}/{}", shard.index, shard.count),
+        subjects = matcher.len(),
+        "shard loaded"
+    );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    remote::serve_matcher(matcher, listener, tls, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}

@@ -1,0 +1,238 @@
+//! IDENT as separate matcher processes: `interop-matcher serve --shard i/N` serves one shard
+//! of a gallery as `interop.v1.MatcherService`, and [`RemoteIdent`] is the gateway's
+//! [`IdentSearch`] over them — the search is scattered to every shard with a deadline and the
+//! answers gathered into one decision.
+//!
+//! A shard holds the subjects whose id is `i` modulo `N`. A shard may have replicas (the same
+//! shard served by several processes); a search tries them in turn within the deadline. If no
+//! replica of some shard answers, the search is **incomplete** and is an error, never a
+//! "no hit": the pipeline retries it with backoff and the submission waits (a missed match sent
+//! to a field office as a no-hit would be a wrong answer).
+//!
+//! The gateway calls the shards with the admin identity of its PKI directory (the matcher
+//! service is admin only); the immigration records of hits are read from the world directory,
+//! so prints and records never travel together.
+
+use crate::backends::{BackendError, IdentHit, IdentSearch};
+use crate::pki::PkiDir;
+use crate::world::{self, ImmigrationRecord, Records};
+use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
+use interop_proto::client::{Client, ClientConfig, RetryPolicy, Role};
+use interop_proto::v1 as pb;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `i/N`: shard `i` of `N` (0-based).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Shard> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| anyhow::anyhow!("shard {s:?}: expected i/N, e.g. 0/2"))?;
+        let (index, count): (u64, u64) = (i.trim().parse()?, n.trim().parse()?);
+        anyhow::ensure!(
+            count >= 1 && index < count,
+            "shard {s:?}: need 0 <= i < N (shards are numbered from 0)"
+        );
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    pub fn holds(&self, subject: u64) -> bool {
+        subject % self.count == self.index
+    }
+}
+
+/// Loads the subjects of one shard of a world's gallery file (e.g. `ident-gallery.bin`) into
+/// an in-memory matcher searched with `threads` threads.
+pub fn load_shard(
+    dir: &Path,
+    gallery: &str,
+    shard: Shard,
+    threads: usize,
+) -> anyhow::Result<Arc<dyn Matcher>> {
+    let entries = interop_matcher::gallery::read_gallery(&dir.join(gallery))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(gallery).display()))?;
+    let matcher = ExhaustiveMatcher::new(threads.max(1));
+    for (subject, print) in entries.iter().filter(|(s, _)| shard.holds(*s)) {
+        matcher
+            .enroll(*subject, print)
+            .map_err(|e| anyhow::anyhow!("{gallery}: {e}"))?;
+    }
+    Ok(Arc::new(matcher))
+}
+
+/// Serves `matcher` as `interop.v1.MatcherService` (admin only, mutual TLS) with health, on
+/// `listener` until `shutdown`.
+pub async fn serve_matcher(
+    matcher: Arc<dyn Matcher>,
+    listener: tokio::net::TcpListener,
+    tls: tonic::transport::ServerTlsConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use pb::matcher_service_server::MatcherServiceServer;
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<MatcherServiceServer<crate::services::MatcherApi>>()
+        .await;
+    let svc = MatcherServiceServer::new(crate::services::MatcherApi(matcher))
+        .max_decoding_message_size(crate::validate::MAX_MESSAGE_BYTES);
+    tracing::info!(addr = %listener.local_addr()?, "serving MatcherService over mutual TLS");
+    tonic::transport::Server::builder()
+        .tls_config(tls)?
+        .add_service(health_svc)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            svc,
+            crate::principal::authenticate,
+        ))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await?;
+    Ok(())
+}
+
+/// IDENT over matcher shard processes.
+pub struct RemoteIdent {
+    /// Per shard, its replicas.
+    shards: Vec<Vec<Client>>,
+    records: Arc<Records<ImmigrationRecord>>,
+    deadline: Duration,
+}
+
+impl RemoteIdent {
+    /// `spec` lists the shards in order, comma-separated, each as one or more replica
+    /// endpoints separated by `|`: `https://a:7001|https://b:7001,https://c:7002` is two
+    /// shards, the first with two replicas. Records come from `world_dir`.
+    pub fn new(
+        spec: &str,
+        pki: &PkiDir,
+        world_dir: &Path,
+        deadline: Duration,
+    ) -> anyhow::Result<RemoteIdent> {
+        let mut shards = vec![];
+        for (i, part) in spec.split(',').enumerate() {
+            let mut replicas = vec![];
+            for url in part.split('|').map(str::trim).filter(|u| !u.is_empty()) {
+                let c = ClientConfig::from_pki_dir(url, &pki.0, &Role::Admin)?
+                    .retry(RetryPolicy::none())
+                    .call_timeout(deadline)
+                    .connect_lazy()?;
+                replicas.push(c);
+            }
+            anyhow::ensure!(
+                !replicas.is_empty(),
+                "--ident-shards: shard {i} has no endpoint"
+            );
+            shards.push(replicas);
+        }
+        let records = world::read_json(world_dir, world::IDENT_RECORDS_FILE)?;
+        Ok(RemoteIdent {
+            shards,
+            records: Arc::new(records),
+            deadline,
+        })
+    }
+
+    /// From clients already made (tests).
+    pub fn from_clients(
+        shards: Vec<Vec<Client>>,
+        records: Records<ImmigrationRecord>,
+        deadline: Duration,
+    ) -> RemoteIdent {
+        RemoteIdent {
+            shards,
+            records: Arc::new(records),
+            deadline,
+        }
+    }
+}
+
+/// One shard's answer from the first replica that gives one within the deadline.
+async fn ask_shard(
+    replicas: Vec<Client>,
+    req: pb::SearchRequest,
+    deadline: Duration,
+) -> Result<pb::SearchResponse, String> {
+    let mut why = String::new();
+    for (r, c) in replicas.iter().enumerate() {
+        let mut stub = pb::matcher_service_client::MatcherServiceClient::new(c.channel());
+        match tokio::time::timeout(deadline, stub.search(req.clone())).await {
+            Ok(Ok(resp)) => return Ok(resp.into_inner()),
+            Ok(Err(s)) => why = format!("replica {r}: {:?}: {}", s.code(), s.message()),
+            Err(_) => why = format!("replica {r}: no answer within {} ms", deadline.as_millis()),
+        }
+    }
+    Err(why)
+}
+
+#[tonic::async_trait]
+impl IdentSearch for RemoteIdent {
+    async fn search(&self, prints: Tenprint) -> Result<Option<IdentHit>, BackendError> {
+        let req = pb::SearchRequest {
+            fingers: crate::convert::tenprint_to_pb(&prints),
+            max_candidates: 1,
+        };
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, replicas) in self.shards.iter().enumerate() {
+            let (replicas, req, deadline) = (replicas.clone(), req.clone(), self.deadline);
+            asks.spawn(async move { (i, ask_shard(replicas, req, deadline).await) });
+        }
+        let mut best: Option<pb::Candidate> = None;
+        let mut missing = vec![];
+        while let Some(done) = asks.join_next().await {
+            let (i, answer) = done.map_err(|e| BackendError::Unavailable(e.to_string()))?;
+            match answer {
+                Ok(resp) if resp.hit => {
+                    if let Some(c) = resp.candidates.into_iter().next()
+                        && best.as_ref().is_none_or(|b| c.score > b.score)
+                    {
+                        best = Some(c);
+                    }
+                }
+                Ok(_) => {}
+                Err(why) => missing.push(format!("shard {i}/{}: {why}", self.shards.len())),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(BackendError::Unavailable(format!(
+                "IDENT search incomplete ({}); it will be retried",
+                missing.join("; ")
+            )));
+        }
+        Ok(best.and_then(|c| {
+            self.records.get(&c.subject_id).map(|r| IdentHit {
+                score: c.score,
+                record: r.clone(),
+            })
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_partition_subjects() {
+        let s: Shard = "1/3".parse().unwrap();
+        assert!(s.holds(4) && !s.holds(5));
+        for bad in ["3/3", "1", "a/2", "0/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        // Every subject is in exactly one shard.
+        let all: Vec<Shard> = (0..3).map(|i| Shard { index: i, count: 3 }).collect();
+        for subject in 0..100 {
+            assert_eq!(all.iter().filter(|s| s.holds(subject)).count(), 1);
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! `state-bureau-sim bench`: the gateway side by side with a baseline, in one run on one
+//! machine, driven by the same load generator.
+//!
+//! 1. **Echo**: a bare tonic server implementing `SubmissionService.Submit` by answering a
+//!    receipt at once — the same contract, message sizes and mutual-TLS setup, no work, no
+//!    disk. Its rate is what the transport and the driver allow: the driver's own ceiling.
+//! 2. **Gateway, durable ingest**: the real gateway in this process (embedded store, group
+//!    commit, pipeline running behind) under the same closed loop. Reported as a ratio to the
+//!    echo's rate and latency.
+//! 3. **Gateway, end to end**: a fresh gateway under an open-loop step profile with every
+//!    field office subscribed and every answer verified against ground truth (the `run`
+//!    machinery): submission → field-office notification p99 per step and the knee; the p99 at
+//!    the step nearest half the knee is the headline figure.
+//!
+//! Also measured: how fast the simulator plans bookings (captures included), so the driver
+//! is never mistaken for the bottleneck. Figures print as a table and go to JSON.
+
+use crate::bookings::{self, Booking, WorldData};
+use crate::demo::{self, Arrival, DemoOptions, RunOptions};
+use hdrhistogram::Histogram;
+use interop_gateway::principal::Principal;
+use interop_gateway::{backends, client, pki, server, store};
+use interop_proto::client::Client;
+use interop_proto::v1 as pb;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub seed: u64,
+    pub identities: u64,
+    /// Seconds of each closed-loop phase.
+    pub seconds: f64,
+    /// Submissions in flight in the closed loop (over all bureaus).
+    pub concurrency: usize,
+    /// Step profile of the end-to-end phase: up to this rate, in 6 steps.
+    pub e2e_max_rate: f64,
+    pub e2e_step_secs: f64,
+    pub json: Option<PathBuf>,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            seed: 2011,
+            identities: 5_000,
+            seconds: 8.0,
+            concurrency: 64,
+            e2e_max_rate: 120.0,
+            e2e_step_secs: 4.0,
+            json: None,
+        }
+    }
+}
+
+/// The baseline: receipts at once, no store, no pipeline.
+struct Echo {
+    n: AtomicUsize,
+}
+
+#[tonic::async_trait]
+impl pb::submission_service_server::SubmissionService for Echo {
+    async fn submit(
+        &self,
+        req: tonic::Request<pb::Submission>,
+    ) -> Result<tonic::Response<pb::Receipt>, tonic::Status> {
+        let n = self.n.fetch_add(1, Ordering::Relaxed);
+        Ok(tonic::Response::new(pb::Receipt {
+            tcn: req.into_inner().tcn,
+            receipt_id: format!("ECHO-{n}"),
+            accepted_at: Some(interop_gateway::convert::timestamp_ms(
+                interop_gateway::convert::now_ms(),
+            )),
+            duplicate: false,
+        }))
+    }
+
+    type SubmitStreamStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::SubmitStreamResponse, tonic::Status>>;
+
+    async fn submit_stream(
+        &self,
+        _: tonic::Request<tonic::Streaming<pb::Submission>>,
+    ) -> Result<tonic::Response<Self::SubmitStreamStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("echo baseline: Submit only"))
+    }
+
+    async fn get_status(
+        &self,
+        _: tonic::Request<pb::GetStatusRequest>,
+    ) -> Result<tonic::Response<pb::SubmissionStatus>, tonic::Status> {
+        Err(tonic::Status::unimplemented("echo baseline: Submit only"))
+    }
+
+    type StreamResponsesStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::BureauResponse, tonic::Status>>;
+
+    async fn stream_responses(
+        &self,
+        _: tonic::Request<pb::StreamResponsesRequest>,
+    ) -> Result<tonic::Response<Self::StreamResponsesStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("echo baseline: Submit only"))
+    }
+}
+
+/// What one closed-loop phase measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub requests: usize,
+    pub errors: usize,
+    pub seconds: f64,
+    pub per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+/// A closed loop of `concurrency` unary submissions for `seconds`, bookings taken in turn
+/// from `plan` with a fresh TCN each time (`<tcn>-<n>` in base 36), each sent by its state's
+/// client.
+async fn closed_loop(
+    name: &str,
+    clients: &HashMap<String, Client>,
+    plan: &Arc<Vec<Booking>>,
+    concurrency: usize,
+    seconds: f64,
+) -> anyhow::Result<Phase> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (next, errors, plan, clients) =
+            (next.clone(), errors.clone(), plan.clone(), clients.clone());
+        tasks.spawn(async move {
+            let mut h = Histogram::<u64>::new(3).expect("histogram");
+            while Instant::now() < until {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let b = &plan[n % plan.len()];
+                let mut sub = b.submission.clone();
+                sub.tcn = unique_tcn(&sub.tcn, n / plan.len());
+                let t = Instant::now();
+                match clients[&b.state].submit(sub).await {
+                    Ok(_) => {
+                        h.record(t.elapsed().as_micros() as u64).ok();
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            h
+        });
+    }
+    let mut all = Histogram::<u64>::new(3)?;
+    while let Some(h) = tasks.join_next().await {
+        all.add(h?)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let ms = |v: u64| v as f64 / 1000.0;
+    Ok(Phase {
+        name: name.into(),
+        requests: all.len() as usize,
+        errors: errors.load(Ordering::Relaxed),
+        seconds: secs,
+        per_s: all.len() as f64 / secs,
+        p50_ms: ms(all.value_at_quantile(0.5)),
+        p99_ms: ms(all.value_at_quantile(0.99)),
+        p999_ms: ms(all.value_at_quantile(0.999)),
+        max_ms: ms(all.max()),
+    })
+}
+
+/// `TX20110305-0000123` on round 0; `TX20110305-0000123-R5` on round 5 (within 40 chars).
+fn unique_tcn(tcn: &str, round: usize) -> String {
+    if round == 0 {
+        return tcn.to_string();
+    }
+    let mut n = round;
+    let mut digits = vec![];
+    while n > 0 {
+        digits.push(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[n % 36]);
+        n /= 36;
+    }
+    digits.reverse();
+    format!("{tcn}-R{}", String::from_utf8_lossy(&digits))
+}
+
+async fn clients_for(
+    endpoint: &str,
+    pki: &pki::PkiDir,
+    plan: &[Booking],
+) -> anyhow::Result<HashMap<String, Client>> {
+    let mut out = HashMap::new();
+    for b in plan {
+        if !out.contains_key(&b.state) {
+            // No retries: a shed or failed call counts as an error, not as a slow success.
+            let who = Principal::Bureau {
+                state: b.state.clone(),
+            };
+            let c = client::client_config(endpoint, pki, Some(&pki.client(&who)))?
+                .retry(interop_proto::client::RetryPolicy::none())
+                .connect()
+                .await?;
+            out.insert(b.state.clone(), c);
+        }
+    }
+    Ok(out)
+}
+
+/// Serves a fresh gateway over `dir/world` with its data in `data`; returns its endpoint,
+/// a stop sender and the task.
+async fn start_gateway(
+    dir: &Path,
+    data_dir: &Path,
+    pki: &pki::PkiDir,
+    world: &interop_gateway::world::WorldFile,
+) -> anyhow::Result<(
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+)> {
+    let wd = dir.join("world");
+    let b = tokio::task::spawn_blocking(move || backends::InProcess::load(&wd, 4)).await??;
+    let gw = server::Gateway::start(
+        world.clone(),
+        store::open_embedded(data_dir)?,
+        b.ident.clone(),
+        b.criminal.clone(),
+        None,
+        server::ServeOptions::default(),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("https://{}", listener.local_addr()?);
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(gw.serve(listener, server::server_tls(pki)?, async {
+        let _ = rx.await;
+    }));
+    Ok((endpoint, stop, task))
+}
+
+pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let world_dir = dir.join("world");
+    let (seed, n, wd) = (opts.seed, opts.identities, world_dir.clone());
+    tokio::task::spawn_blocking(move || crate::generate::generate(seed, n, &wd)).await??;
+    let data = Arc::new(WorldData::load(&world_dir)?);
+    let states: Vec<String> = data.world.states.iter().map(|s| s.code.clone()).collect();
+    let offices: Vec<String> = data
+        .world
+        .field_offices
+        .iter()
+        .map(|o| o.code.clone())
+        .collect();
+    let pki = pki::init(
+        &dir.join("pki"),
+        &pki::InitOptions {
+            states: &states,
+            offices: &offices,
+        },
+    )?;
+
+    // The simulator's own planning rate (bookings with fresh captures and expectations).
+    let (from, days) = demo::booking_window();
+    let t = Instant::now();
+    let pd = data.clone();
+    let plan = Arc::new(
+        tokio::task::spawn_blocking(move || {
+            bookings::plan(&pd, seed, 2_000, from, days, &Default::default())
+        })
+        .await?,
+    );
+    let plan_per_s = plan.len() as f64 / t.elapsed().as_secs_f64();
+    eprintln!("planned {} bookings at {plan_per_s:.0}/s", plan.len());
+
+    // 1. Echo baseline.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let echo_endpoint = format!("https://{}", listener.local_addr()?);
+    let (echo_stop, echo_rx) = tokio::sync::oneshot::channel::<()>();
+    let echo_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(server::tonic_server_tls(&pki)?)?
+            .add_service(
+                pb::submission_service_server::SubmissionServiceServer::new(Echo {
+                    n: AtomicUsize::new(0),
+                })
+                .max_decoding_message_size(interop_gateway::validate::MAX_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = echo_rx.await;
+                },
+            ),
+    );
+    let echo_clients = clients_for(&echo_endpoint, &pki, &plan).await?;
+    eprintln!("echo baseline: {} s closed loop", opts.seconds);
+    let echo = closed_loop(
+        "echo (mTLS, no work)",
+        &echo_clients,
+        &plan,
+        opts.concurrency,
+        opts.seconds,
+    )
+    .await?;
+    drop(echo_clients);
+    let _ = echo_stop.send(());
+    let _ = echo_task.await;
+
+    // 2. The gateway's durable ingest, same loop.
+    let (endpoint, stop, task) =
+        start_gateway(dir, &dir.join("data-ingest"), &pki, &data.world).await?;
+    let gw_clients = clients_for(&endpoint, &pki, &plan).await?;
+    eprintln!("gateway durable ingest: {} s closed loop", opts.seconds);
+    let ingest = closed_loop(
+        "gateway (durable receipt)",
+        &gw_clients,
+        &plan,
+        opts.concurrency,
+        opts.seconds,
+    )
+    .await?;
+    drop(gw_clients);
+    let _ = stop.send(());
+    let _ = task.await;
+
+    // 3. End to end on a fresh gateway: open-loop steps, every answer verified.
+    let (endpoint, stop, task) =
+        start_gateway(dir, &dir.join("data-e2e"), &pki, &data.world).await?;
+    let step = opts.e2e_max_rate / 6.0;
+    let arrival = Arrival::Steps {
+        start: step,
+        step,
+        max: opts.e2e_max_rate,
+        step_secs: opts.e2e_step_secs,
+    };
+    let e2e_json = dir.join("e2e.json");
+    eprintln!("gateway end to end: open-loop steps, verified");
+    let v = demo::run_remote(RunOptions {
+        target: endpoint,
+        pki: dir.join("pki"),
+        world: world_dir.clone(),
+        demo: DemoOptions {
+            seed: opts.seed + 1,
+            bookings: arrival.step_bookings().unwrap_or(1),
+            arrival,
+            run_tag: "BENCH-".into(),
+            plant_outliers: 0,
+            json: Some(e2e_json.clone()),
+            ..Default::default()
+        },
+    })
+    .await?;
+    let _ = stop.send(());
+    let _ = task.await;
+    let e2e: serde_json::Value = serde_json::from_slice(&std::fs::read(&e2e_json)?)?;
+    let steps = e2e["timeline"]["steps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let knee = e2e["timeline"]["knee_per_s"].as_f64();
+    let half = knee.map(|k| k / 2.0);
+    let at_half = half.and_then(|h| {
+        steps
+            .iter()
+            .min_by(|a, b| {
+                let d =
+                    |s: &serde_json::Value| (s["offered_per_s"].as_f64().unwrap_or(0.0) - h).abs();
+                d(a).total_cmp(&d(b))
+            })
+            .cloned()
+    });
+
+    let ratio = ingest.per_s / echo.per_s.max(1e-9);
+    let mut t = String::new();
+    use std::fmt::Write;
+    let _ = writeln!(
+        t,
+        "\n== interop bench: the gateway beside a bare echo server (same mTLS, same messages, same driver) =="
+    );
+    let _ = writeln!(
+        t,
+        "  {:<28} {:>10} {:>8} {:>10} {:>9} {:>9} {:>9}",
+        "phase", "requests", "errors", "per s", "p50 ms", "p99 ms", "p99.9 ms"
+    );
+    for p in [&echo, &ingest] {
+        let _ = writeln!(
+            t,
+            "  {:<28} {:>10} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>9.2}",
+            p.name, p.requests, p.errors, p.per_s, p.p50_ms, p.p99_ms, p.p999_ms
+        );
+    }
+    let _ = writeln!(
+        t,
+        "  durable ingest / echo rate: {:.2} (target >= 0.50); p99 ratio {:.1}x",
+        ratio,
+        ingest.p99_ms / echo.p99_ms.max(1e-9)
+    );
+    let _ = writeln!(
+        t,
+        "  simulator: plans {plan_per_s:.0} bookings/s (captures included); the echo phase is the driver's send ceiling"
+    );
+    let _ = writeln!(
+        t,
+        "end to end (submission -> field-office notification), open-loop steps, verified: {}",
+        if v.passed() { "PASS" } else { "FAIL" }
+    );
+    for s in &steps {
+        let _ = writeln!(
+            t,
+            "  offered {:>7.1}/s  receipts {:>7.1}/s  e2e p99 {:>10.2} ms",
+            s["offered_per_s"].as_f64().unwrap_or(0.0),
+            s["receipts_per_s"].as_f64().unwrap_or(0.0),
+            s["e2e_p99_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    match (knee, &at_half) {
+        (Some(k), Some(s)) => {
+            let _ = writeln!(
+                t,
+                "  knee {k:.1}/s; at about half of it ({:.1}/s) e2e p99 is {:.2} ms (target <= 25 ms)",
+                s["offered_per_s"].as_f64().unwrap_or(0.0),
+                s["e2e_p99_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                t,
+                "  no knee found: the gateway did not keep up with the first step"
+            );
+        }
+    }
+    println!("{t}");
+    let json = serde_json::json!({
+        "identities": opts.identities,
+        "concurrency": opts.concurrency,
+        "echo": echo,
+        "gateway_ingest": ingest,
+        "ingest_to_echo_rate": ratio,
+        "simulator_plan_per_s": plan_per_s,
+        "e2e_steps": steps,
+        "e2e_knee_per_s": knee,
+        "e2e_at_half_knee": at_half,
+        "e2e_verified": v.passed(),
+    });
+    if let Some(path) = &opts.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
+        println!("written to {}", path.display());
+    }
+    anyhow::ensure!(
+        v.passed(),
+        "the end-to-end phase failed verification: {:?}",
+        v.violations
+    );
+    Ok(())
+}

@@ -1,0 +1,385 @@
+//! The `interop` command line as its users run it: spawned processes against a gateway
+//! served by this test over real mutual TLS, with bookings written by
+//! `state-bureau-sim bookings`. A bureau submits a JSON booking and sees its receipt and
+//! responses; a refused booking prints every violation, exits 1 and changes nothing; a field
+//! office's watcher is killed (`kill -9` while idle, SIGTERM while results stream in) and
+//! restarted, and across its runs shows each outcome exactly once, matching what the gateway
+//! holds for that office.
+
+use interop_gateway::client;
+use interop_gateway::pki::PkiDir;
+use interop_gateway::principal::Principal;
+use interop_gateway::world::{self, WorldFile};
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+mod common;
+use common::serve;
+
+fn interop(dir: &Path, endpoint: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_interop"));
+    c.env("INTEROP_TARGET", endpoint)
+        .env("INTEROP_PKI", dir.join("pki"))
+        .env_remove("INTEROP_AS")
+        .current_dir(dir);
+    c
+}
+
+fn run(mut c: Command) -> Output {
+    let out = c.output().expect("interop runs");
+    eprintln!(
+        "--- {:?}\n{}{}",
+        c.get_args().collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The most populous state of the world (it gets the most bookings).
+fn busiest_state(w: &WorldFile) -> String {
+    let mut pop = BTreeMap::<&str, u64>::new();
+    for j in &w.jurisdictions {
+        *pop.entry(j.state.as_str()).or_default() += j.population;
+    }
+    pop.into_iter()
+        .max_by_key(|(_, p)| *p)
+        .map(|(s, _)| s.to_string())
+        .expect("a state")
+}
+
+/// Writes `count` planned bookings of `state` as JSON lines with `state-bureau-sim bookings`.
+fn write_bookings(dir: &Path, state: &str, seed: u64, tag: &str, count: usize) -> Vec<String> {
+    let file = dir.join(format!("{tag}.jsonl"));
+    let out = Command::new(env!("CARGO_BIN_EXE_state-bureau-sim"))
+        .args(["bookings", "--world"])
+        .arg(dir.join("world"))
+        .args(["--seed", &seed.to_string(), "--count", &count.to_string()])
+        .args(["--state", state, "--run-tag", tag, "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn field<'a>(line: &'a serde_json::Value, name: &str) -> &'a str {
+    line[name].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bureau_submits_a_json_booking_and_a_refused_one_lists_every_violation() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = serve(d).await;
+    let w: WorldFile = world::read_json(&d.join("world"), world::WORLD_FILE).unwrap();
+    let state = busiest_state(&w);
+    let bureau = format!("bureau/{state}");
+    let lines = write_bookings(d, &state, 7, "ONE", 1);
+    std::fs::write(d.join("booking.json"), &lines[0]).unwrap();
+    let tcn = field(&serde_json::from_str(&lines[0]).unwrap(), "tcn").to_string();
+
+    let mut c = interop(d, &s.endpoint);
+    c.args(["--as", &bureau, "submit", "booking.json", "--wait"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("receipt RCPT-"), "{text}");
+    assert!(text.contains(&tcn), "{text}");
+    assert!(text.contains("criminal history:"), "{text}");
+
+    // Again: the same receipt, marked as the original.
+    let mut c = interop(d, &s.endpoint);
+    c.args(["--as", &bureau, "submit", "booking.json", "--json"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0));
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["duplicate"], true);
+    assert_eq!(field(&receipt, "tcn"), tcn);
+
+    let mut c = interop(d, &s.endpoint);
+    c.args(["--as", &bureau, "status", &tcn]);
+    let out = run(c);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("completed"));
+
+    // Three things wrong at once: every one is listed, the exit code is 1, nothing changed.
+    let admin = client::connect_client(&s.endpoint, &PkiDir(d.join("pki")), &Principal::Admin)
+        .await
+        .unwrap();
+    let before = admin.counters().await.unwrap();
+    let mut bad: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    bad["tcn"] = "BAD-TCN-0001".into();
+    bad["ori"] = "xx".into();
+    bad["fingers"][0]["position"] = 11.into();
+    bad["biographics"]["name"] = "".into();
+    std::fs::write(d.join("bad.json"), bad.to_string()).unwrap();
+    let mut c = interop(d, &s.endpoint);
+    c.args(["--as", &bureau, "submit", "bad.json"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("BAD-TCN-0001 refused: INVALID_ARGUMENT"),
+        "{err}"
+    );
+    for f in ["ori:", "fingers[0].position:", "biographics.name:"] {
+        assert!(err.contains(&format!("\n  {f}")), "{f} missing from: {err}");
+    }
+    assert_eq!(
+        admin.counters().await.unwrap(),
+        before,
+        "a refusal changed the counters"
+    );
+
+    // A booking file that is not valid JSON for a booking: refused before sending.
+    std::fs::write(d.join("typo.json"), lines[0].replace("\"ori\"", "\"orri\"")).unwrap();
+    let mut c = interop(d, &s.endpoint);
+    c.args(["--as", &bureau, "submit", "typo.json"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `orri`"));
+
+    // Usage and reachability errors have their own codes.
+    let mut c = interop(d, &s.endpoint);
+    c.args(["submit", "booking.json"]);
+    assert_eq!(run(c).status.code(), Some(2), "no --as");
+    let mut c = interop(d, "https://127.0.0.1:1");
+    c.args(["--as", &bureau, "--timeout", "1", "status", &tcn]);
+    assert_eq!(run(c).status.code(), Some(3), "nothing listening");
+
+    // Admin reads policy as text and JSON.
+    let j = &w.jurisdictions[0].id;
+    let mut c = interop(d, &s.endpoint);
+    c.args(["admin", "policy", "get", j, "--json"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0));
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(field(&p, "jurisdiction_id"), j);
+    // A bureau is not an admin.
+    let mut c = interop(d, &s.endpoint);
+    c.args(["--as", &bureau, "admin", "jurisdictions"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PERMISSION_DENIED"));
+
+    let _ = s.stop.send(());
+    s.task.await.unwrap().unwrap();
+}
+
+/// A running `interop watch --json` whose stdout lines are collected as they come.
+struct Watcher {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Watcher {
+    fn start(mut c: Command) -> Watcher {
+        let mut child = c.stdout(Stdio::piped()).spawn().expect("watch starts");
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(vec![]));
+        let l = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                match line {
+                    Ok(line) => l.lock().unwrap().push(line),
+                    Err(_) => break,
+                }
+            }
+        });
+        Watcher {
+            child,
+            lines,
+            reader,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.lines.lock().unwrap().len()
+    }
+
+    async fn wait_for(&self, n: usize, what: &str) {
+        for _ in 0..600 {
+            if self.count() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what}: the watcher printed {} of {n} lines", self.count());
+    }
+
+    fn finish(mut self, signal: Option<&str>) -> (Option<i32>, Vec<String>) {
+        if let Some(sig) = signal {
+            let ok = Command::new("kill")
+                .args([sig, &self.child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let status = self.child.wait().unwrap();
+        self.reader.join().unwrap();
+        let lines = self.lines.lock().unwrap().clone();
+        (status.code(), lines)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_and_restarted_watcher_shows_each_outcome_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = serve(d).await;
+    let pki = PkiDir(d.join("pki"));
+    let w: WorldFile = world::read_json(&d.join("world"), world::WORLD_FILE).unwrap();
+    let state = busiest_state(&w);
+    let bureau = format!("bureau/{state}");
+    let a = write_bookings(d, &state, 1, "A", 50);
+    let b = write_bookings(d, &state, 2, "B", 50);
+    // Watch the office covering most of these bookings.
+    let office_of: BTreeMap<&str, &str> = w
+        .jurisdictions
+        .iter()
+        .map(|j| (j.id.as_str(), j.field_office.as_str()))
+        .collect();
+    let mut per_office = BTreeMap::<&str, usize>::new();
+    for l in a.iter().chain(&b) {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        *per_office
+            .entry(office_of[field(&v, "jurisdiction_id")])
+            .or_default() += 1;
+    }
+    let office = per_office
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(o, _)| o.to_string())
+        .unwrap();
+    let watch = |extra: &[&str]| {
+        let mut c = interop(d, &s.endpoint);
+        c.args(["--as", &format!("field-office/{office}"), "watch", "--json"])
+            .args(["--state-file", "office.cursor"])
+            .args(extra);
+        c
+    };
+    let office_client = client::connect_client(
+        &s.endpoint,
+        &pki,
+        &Principal::FieldOffice {
+            office: office.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    // What the gateway holds for the office: the oracle the watcher's output must equal.
+    let held = || async {
+        let mut all = office_client.subscription(Some(0), false);
+        let mut tcns = vec![];
+        while let Some(n) = all.next().await.unwrap() {
+            tcns.push(n.outcome.unwrap_or_default().tcn);
+        }
+        tcns
+    };
+    let bureau_client = client::connect_client(
+        &s.endpoint,
+        &pki,
+        &Principal::Bureau {
+            state: state.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let all_done = |lines: Vec<String>| {
+        let c = bureau_client.clone();
+        async move {
+            for l in lines {
+                let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+                let tcn = field(&v, "tcn").to_string();
+                for _ in 0..600 {
+                    let st = c.status(&tcn).await.unwrap();
+                    if st.stage() == interop_proto::v1::Stage::Completed {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    };
+    let submit = |file: &str| {
+        let mut c = interop(d, &s.endpoint);
+        c.args(["--as", &bureau, "submit", "--stream", file, "--window", "8"]);
+        c
+    };
+
+    // Run 1: watch while batch A goes in; once it has shown all of A, kill -9 it (idle).
+    let w1 = Watcher::start(watch(&[]));
+    assert_eq!(run(submit("A.jsonl")).status.code(), Some(0));
+    all_done(a.clone()).await;
+    let after_a = held().await.len();
+    assert!(
+        after_a >= 5,
+        "too few outcomes for {office} to test with: {after_a}"
+    );
+    w1.wait_for(after_a, "run 1").await;
+    let (_, run1) = w1.finish(Some("-KILL"));
+
+    // Run 2: restart on the state file; batch B streams in; SIGTERM it part-way.
+    let w2 = Watcher::start(watch(&[]));
+    let sub = submit("B.jsonl").spawn().unwrap();
+    w2.wait_for(1, "run 2").await;
+    let (code2, run2) = w2.finish(Some("-TERM"));
+    assert_eq!(code2, Some(0), "SIGTERM is a clean stop");
+    assert_eq!(sub.wait_with_output().unwrap().status.code(), Some(0));
+    all_done(b.clone()).await;
+
+    // Run 3: the rest, acknowledging as it goes, then stop at the end of what is stored.
+    let (code3, run3) = Watcher::start(watch(&["--once", "--ack"])).finish(None);
+    assert_eq!(code3, Some(0));
+
+    let mut seen = BTreeMap::<String, usize>::new();
+    let mut last_cursor = 0;
+    for l in run1.iter().chain(&run2).chain(&run3) {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let cursor = v["cursor"].as_u64().unwrap();
+        assert!(cursor > last_cursor, "cursor went backwards at {l}");
+        last_cursor = cursor;
+        *seen.entry(field(&v, "tcn").to_string()).or_default() += 1;
+    }
+    let held = held().await;
+    let mut expected = BTreeMap::<String, usize>::new();
+    for t in &held {
+        *expected.entry(t.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        seen,
+        expected,
+        "runs printed {} + {} + {} lines; the gateway holds {}",
+        run1.len(),
+        run2.len(),
+        run3.len(),
+        held.len()
+    );
+    assert!(held.len() > after_a, "batch B reached the office");
+    let state_file = std::fs::read_to_string(d.join("office.cursor")).unwrap();
+    assert_eq!(
+        state_file.trim(),
+        format!("field-office/{office} {last_cursor}")
+    );
+    assert_eq!(
+        office_client.ack(0).await.unwrap(),
+        last_cursor,
+        "--ack acknowledged all"
+    );
+
+    let _ = s.stop.send(());
+    s.task.await.unwrap().unwrap();
+}

@@ -1,0 +1,132 @@
+//! IDENT as two matcher shard processes' worth of servers (`interop-matcher serve` runs the
+//! same code), over mutual TLS on loopback: the gateway scatters each search to both shards
+//! and gathers the answer — the same identifications as in-process; and when the shard holding
+//! the person is down, the submission waits (no outcome, never a "no hit") and completes with
+//! the hit once the shard is back.
+
+use interop_e2e::*;
+use interop_gateway::pki;
+use interop_gateway::remote::{self, RemoteIdent, Shard};
+use interop_gateway::server;
+use interop_gateway::world;
+use interop_proto::v1 as pb;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct ShardServer {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn serve_shard(
+    dir: &std::path::Path,
+    pki: &pki::PkiDir,
+    index: u64,
+    at: Option<SocketAddr>,
+) -> ShardServer {
+    let m =
+        remote::load_shard(dir, world::IDENT_GALLERY_FILE, Shard { index, count: 2 }, 1).unwrap();
+    let mut listener = None;
+    for _ in 0..100 {
+        match tokio::net::TcpListener::bind(at.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()))
+            .await
+        {
+            Ok(l) => {
+                listener = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let listener = listener.expect("bind the shard's port");
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(remote::serve_matcher(
+        m,
+        listener,
+        server::tonic_server_tls(pki).unwrap(),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    ShardServer { addr, stop, task }
+}
+
+async fn office_outcome(gw: &TestGateway, tcn: &str) -> Option<pb::IdentOutcome> {
+    office_log(gw, "HOU", Some(0))
+        .await
+        .into_iter()
+        .filter_map(|n| n.outcome)
+        .find(|o| o.tcn == tcn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_scatter_to_shards_and_wait_for_a_missing_one() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let world_dir = dir.path().join("world");
+    write_world_dir(&world_dir).unwrap();
+    let pki = pki::init(
+        &dir.path().join("pki"),
+        &pki::InitOptions {
+            states: &["TX".into(), "CA".into()],
+            offices: &["HOU".into(), "LOS".into()],
+        },
+    )
+    .unwrap();
+    let s0 = serve_shard(&world_dir, &pki, 0, None).await;
+    let s1 = serve_shard(&world_dir, &pki, 1, None).await;
+    let spec = format!("https://{},https://{}", s0.addr, s1.addr);
+    let ident = RemoteIdent::new(&spec, &pki, &world_dir, Duration::from_millis(1500)).unwrap();
+    let gw = TestGateway::start_in(dir.clone(), pki.clone(), Some(Arc::new(ident))).await;
+    let mut bureau = gw.bureau("TX").await;
+
+    // The person in IDENT (subject 1, shard 1/2) is identified; nobody is not.
+    for (tcn, person) in [("TX-SHARD-0001", OVERSTAY_FELON), ("TX-SHARD-0002", NOBODY)] {
+        bureau
+            .submit(booking(tcn, TX_RECEIVING, person))
+            .await
+            .unwrap();
+        wait_completed(&gw, "TX", tcn).await;
+    }
+    let hit = office_outcome(&gw, "TX-SHARD-0001").await.expect("outcome");
+    assert!(hit.hit);
+    assert_eq!(hit.fin, fin(OVERSTAY_FELON));
+    let miss = office_outcome(&gw, "TX-SHARD-0002").await.expect("outcome");
+    assert!(!miss.hit && miss.fin.is_empty());
+
+    // The shard holding the person goes down: the search is incomplete, so the submission
+    // waits — no outcome at all, never a no-hit — until the shard is back.
+    let addr1 = s1.addr;
+    let _ = s1.stop.send(());
+    let _ = s1.task.await;
+    bureau
+        .submit(booking("TX-SHARD-0003", TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = bureau
+        .get_status(pb::GetStatusRequest {
+            tcn: "TX-SHARD-0003".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.stage(), pb::Stage::Received, "completed without shard 1");
+    assert!(
+        office_outcome(&gw, "TX-SHARD-0003").await.is_none(),
+        "an outcome without shard 1"
+    );
+
+    let s1 = serve_shard(&world_dir, &pki, 1, Some(addr1)).await;
+    wait_completed(&gw, "TX", "TX-SHARD-0003").await;
+    let late = office_outcome(&gw, "TX-SHARD-0003").await.expect("outcome");
+    assert!(late.hit, "identified once the shard was back");
+    assert_eq!(late.fin, fin(OVERSTAY_FELON));
+
+    for s in [s0, s1] {
+        let _ = s.stop.send(());
+        let _ = s.task.await;
+    }
+}
