@@ -429,3 +429,38 @@ async fn the_gateway_program_reloads_certificates_on_sighup() {
     let out = admin_cmd(&["disclosures"]);
     assert!(out.starts_with("seq,disclosed_at,recipient"), "{out}");
 }
+
+/// A bulk stream whose certificate is revoked mid-way answers what it read before and then
+/// ends UNAUTHENTICATED: the next submission is not received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_bulk_stream_submits_nothing_more() {
+    let gw = TestGateway::start().await;
+    let (send, rx) = tokio::sync::mpsc::channel::<pb::Submission>(4);
+    let mut answers = gw
+        .bureau("TX")
+        .await
+        .submit_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    send.send(booking("TX-BULK-REV-0001", TX_RECEIVING, NOBODY))
+        .await
+        .unwrap();
+    let first = next(&mut answers).await.unwrap().expect("an answer");
+    assert!(matches!(
+        first.result,
+        Some(pb::submit_stream_response::Result::Receipt(_))
+    ));
+    let tx_serial = serial(&gw.pki, &tx());
+    revoke(&gw, &tx_serial, "bulk revoked").await;
+    send.send(booking("TX-BULK-REV-0002", TX_RECEIVING, NOBODY))
+        .await
+        .unwrap();
+    assert_revoked(next(&mut answers).await, &tx_serial);
+    let c = gw.counters().await;
+    assert_eq!(
+        c.get("submissions_accepted"),
+        Some(&1),
+        "the submission after the revocation was not received"
+    );
+}
