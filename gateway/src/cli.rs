@@ -64,6 +64,8 @@ enum Cmd {
         /// Hours a field office's events are kept after it acknowledged them.
         #[arg(long, default_value_t = 168.0)]
         retention_hours: f64,
+        #[command(flatten)]
+        bounds: Bounds,
     },
     /// Administrative queries against a running gateway (as the admin identity).
     Admin {
@@ -87,6 +89,89 @@ enum Cmd {
     },
 }
 
+/// The overload bounds of `serve` (README "Overload"); defaults from [`server::ServeOptions`].
+#[derive(clap::Args)]
+struct Bounds {
+    /// Receipted submissions waiting for a worker; past it submissions are refused with
+    /// RESOURCE_EXHAUSTED after --admission-wait-ms.
+    #[arg(long, env = "INTEROP_QUEUE_DEPTH", default_value_t = 8192)]
+    queue_depth: usize,
+    /// How long a submission waits for room in a full queue before it is refused.
+    #[arg(long, default_value_t = 250)]
+    admission_wait_ms: u64,
+    /// Open client connections at once; further connections are closed before TLS.
+    #[arg(long, env = "INTEROP_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Concurrent HTTP/2 streams (calls) per connection.
+    #[arg(long, default_value_t = 512)]
+    max_streams_per_connection: u32,
+    /// Open Subscribe/StreamResponses streams in all, and per client identity.
+    #[arg(long, default_value_t = 4096)]
+    max_subscriptions: usize,
+    #[arg(long, default_value_t = 64)]
+    max_subscriptions_per_identity: usize,
+    /// Deadline of a unary call (or of opening a stream) when the client sets no shorter
+    /// grpc-timeout.
+    #[arg(long, default_value_t = 30)]
+    request_timeout_secs: u64,
+    /// A connection that has not completed its TLS handshake by then is closed (slow-loris).
+    #[arg(long, default_value_t = 10)]
+    tls_handshake_timeout_secs: u64,
+    /// A connection with no call in flight for this long is closed; 0 keeps idle connections.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout_secs: u64,
+    /// HTTP/2 PING interval, and how long an unanswered PING may wait before the connection
+    /// is closed as dead.
+    #[arg(long, default_value_t = 30)]
+    keepalive_interval_secs: u64,
+    #[arg(long, default_value_t = 10)]
+    keepalive_timeout_secs: u64,
+}
+
+impl Bounds {
+    fn apply(&self, o: server::ServeOptions) -> anyhow::Result<server::ServeOptions> {
+        anyhow::ensure!(self.queue_depth > 0, "--queue-depth must be at least 1");
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "--max-connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_streams_per_connection > 0,
+            "--max-streams-per-connection must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_subscriptions > 0 && self.max_subscriptions_per_identity > 0,
+            "--max-subscriptions and --max-subscriptions-per-identity must be at least 1"
+        );
+        for (flag, v) in [
+            ("--request-timeout-secs", self.request_timeout_secs),
+            (
+                "--tls-handshake-timeout-secs",
+                self.tls_handshake_timeout_secs,
+            ),
+            ("--keepalive-interval-secs", self.keepalive_interval_secs),
+            ("--keepalive-timeout-secs", self.keepalive_timeout_secs),
+        ] {
+            anyhow::ensure!(v > 0, "{flag} must be at least 1");
+        }
+        let s = Duration::from_secs;
+        Ok(server::ServeOptions {
+            queue_depth: self.queue_depth,
+            admission_wait: Duration::from_millis(self.admission_wait_ms),
+            max_connections: self.max_connections,
+            max_streams_per_connection: self.max_streams_per_connection,
+            max_subscriptions: self.max_subscriptions,
+            max_subscriptions_per_identity: self.max_subscriptions_per_identity,
+            request_timeout: s(self.request_timeout_secs),
+            tls_handshake_timeout: s(self.tls_handshake_timeout_secs),
+            idle_timeout: (self.idle_timeout_secs > 0).then(|| s(self.idle_timeout_secs)),
+            keepalive_interval: s(self.keepalive_interval_secs),
+            keepalive_timeout: s(self.keepalive_timeout_secs),
+            ..o
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum AdminCmd {
     /// Monthly interoperability statistics, per jurisdiction, state and nation.
@@ -100,6 +185,26 @@ enum AdminCmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// The disclosure audit: who received which TCN's result, when, through which RPC
+    /// (all pages, oldest first; CSV).
+    Disclosures {
+        #[arg(long, default_value = "")]
+        tcn: String,
+        /// SPIFFE id, e.g. spiffe://interop.local/bureau/TX.
+        #[arg(long, default_value = "")]
+        recipient: String,
+    },
+    /// Revokes a client certificate by serial number (hex).
+    Revoke {
+        #[arg(long)]
+        serial: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lists revoked certificates.
+    Revoked,
+    /// Makes the gateway re-read its certificate, key and client CA bundle (as SIGHUP does).
+    Reload,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -186,6 +291,7 @@ async fn run() -> anyhow::Result<()> {
             metrics_listen,
             no_metrics,
             retention_hours,
+            bounds,
             ident_shards,
             shard_deadline_ms,
         } => {
@@ -237,12 +343,12 @@ async fn run() -> anyhow::Result<()> {
                 ident,
                 criminal,
                 matcher,
-                server::ServeOptions {
+                bounds.apply(server::ServeOptions {
                     concurrency,
                     grace: Duration::from_secs(grace_secs),
                     retention: Duration::from_secs_f64(retention_hours * 3600.0),
                     ..Default::default()
-                },
+                })?,
             )
             .await?;
             let listener = tokio::net::TcpListener::bind(listen)
@@ -257,6 +363,20 @@ async fn run() -> anyhow::Result<()> {
             let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
+            // SIGHUP re-reads the server certificate, key and client CA bundle.
+            #[cfg(unix)]
+            {
+                let gw = Arc::clone(&gw);
+                let mut hup =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                        .context("installing the SIGHUP handler")?;
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        // Success and failure are both logged by reload_tls.
+                        let _ = gw.reload_tls();
+                    }
+                });
+            }
             if !no_metrics {
                 let ml = tokio::net::TcpListener::bind(metrics_listen)
                     .await
@@ -265,23 +385,103 @@ async fn run() -> anyhow::Result<()> {
             }
             Arc::clone(&gw).serve(listener, tls, stopped(stop_rx)).await
         }
-        Cmd::Admin {
-            target,
-            pki,
-            cmd:
+        Cmd::Admin { target, pki, cmd } => {
+            use interop_proto::v1 as pb;
+            let ch = crate::client::connect(&target, &pki::PkiDir(pki), &Principal::Admin).await?;
+            let mut admin = pb::admin_service_client::AdminServiceClient::new(ch);
+            let refused = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
+            match cmd {
                 AdminCmd::Stats {
                     month,
                     state,
                     format,
-                },
-        } => {
-            let ch = crate::client::connect(&target, &pki::PkiDir(pki), &Principal::Admin).await?;
-            let stats = interop_proto::v1::admin_service_client::AdminServiceClient::new(ch)
-                .get_monthly_stats(interop_proto::v1::GetMonthlyStatsRequest { month, state })
-                .await
-                .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
-                .into_inner();
-            print!("{}", render_stats(&stats, format));
+                } => {
+                    let stats = admin
+                        .get_monthly_stats(pb::GetMonthlyStatsRequest { month, state })
+                        .await
+                        .map_err(refused)?
+                        .into_inner();
+                    print!("{}", render_stats(&stats, format));
+                }
+                AdminCmd::Disclosures { tcn, recipient } => {
+                    println!(
+                        "seq,disclosed_at,recipient,certificate_serial,rpc,state,tcn,kind,cursor"
+                    );
+                    let mut page_token = String::new();
+                    loop {
+                        let page = admin
+                            .list_disclosures(pb::ListDisclosuresRequest {
+                                tcn: tcn.clone(),
+                                recipient: recipient.clone(),
+                                page_size: 1000,
+                                page_token,
+                            })
+                            .await
+                            .map_err(refused)?
+                            .into_inner();
+                        for d in &page.disclosures {
+                            let at = d
+                                .disclosed_at
+                                .and_then(|t| {
+                                    chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32)
+                                })
+                                .map(|t| t.to_rfc3339())
+                                .unwrap_or_default();
+                            println!(
+                                "{},{at},{},{},{},{},{},{},{}",
+                                d.seq,
+                                d.recipient,
+                                d.certificate_serial,
+                                d.rpc,
+                                d.state,
+                                d.tcn,
+                                d.kind().as_str_name(),
+                                d.cursor
+                            );
+                        }
+                        if page.next_page_token.is_empty() {
+                            break;
+                        }
+                        page_token = page.next_page_token;
+                    }
+                }
+                AdminCmd::Revoke { serial, reason } => {
+                    let r = admin
+                        .revoke_certificate(pb::RevokeCertificateRequest { serial, reason })
+                        .await
+                        .map_err(refused)?
+                        .into_inner();
+                    println!("revoked {} ({})", r.serial, r.reason);
+                }
+                AdminCmd::Revoked => {
+                    let list = admin
+                        .list_revoked(pb::ListRevokedRequest {})
+                        .await
+                        .map_err(refused)?
+                        .into_inner();
+                    for r in list.revoked {
+                        let at = r
+                            .revoked_at
+                            .and_then(|t| {
+                                chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32)
+                            })
+                            .map(|t| t.to_rfc3339())
+                            .unwrap_or_default();
+                        println!("{}\t{at}\t{}", r.serial, r.reason);
+                    }
+                }
+                AdminCmd::Reload => {
+                    let r = admin
+                        .reload_certificates(pb::ReloadCertificatesRequest {})
+                        .await
+                        .map_err(refused)?
+                        .into_inner();
+                    println!(
+                        "reloaded: server certificate serial {}, {} client CA certificate(s)",
+                        r.server_serial, r.client_cas
+                    );
+                }
+            }
             Ok(())
         }
         Cmd::Pki {
@@ -412,4 +612,50 @@ fn render_stats(s: &interop_proto::v1::MonthlyStats, format: Format) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_flags_default_to_the_serve_options_defaults() {
+        let cli = Cli::try_parse_from([
+            "interop-gateway",
+            "serve",
+            "--pki",
+            "p",
+            "--world",
+            "w",
+            "--data",
+            "d",
+        ])
+        .unwrap();
+        let Cmd::Serve { bounds, .. } = cli.cmd else {
+            panic!("parsed as another command")
+        };
+        let d = server::ServeOptions::default();
+        let o = bounds.apply(d.clone()).unwrap();
+        assert_eq!(format!("{o:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn bound_flags_apply_and_zero_is_refused_by_name() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["g", "serve", "--pki", "p", "--world", "w", "--data", "d"];
+            args.extend_from_slice(extra);
+            let Cmd::Serve { bounds, .. } = Cli::try_parse_from(args).unwrap().cmd else {
+                panic!()
+            };
+            bounds.apply(server::ServeOptions::default())
+        };
+        let o = parse(&["--max-connections", "7", "--idle-timeout-secs", "0"]).unwrap();
+        assert_eq!(o.max_connections, 7);
+        assert_eq!(o.idle_timeout, None);
+        let e = parse(&["--tls-handshake-timeout-secs", "0"]).unwrap_err();
+        assert!(
+            e.to_string().contains("--tls-handshake-timeout-secs"),
+            "{e}"
+        );
+    }
 }

@@ -86,7 +86,7 @@ async fn run() -> anyhow::Result<()> {
         Gallery::Ident => world::IDENT_GALLERY_FILE,
         Gallery::Fbi => world::FBI_GALLERY_FILE,
     };
-    let tls = server::server_tls(&pki::PkiDir(pki))?;
+    let tls = server::tonic_server_tls(&pki::PkiDir(pki))?;
     let d = dir.clone();
     let matcher =
         tokio::task::spawn_blocking(move || remote::load_shard(&d, file, shard, threads)).await??;

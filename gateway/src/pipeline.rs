@@ -9,7 +9,8 @@
 //! twice. A backend failure is retried with backoff, never turned into "no match" (a missed
 //! match reported as a no-hit would be a wrong answer to a field office).
 //!
-//! Bounded: jobs wait in a queue of [`QUEUE_DEPTH`]; at most `concurrency` are in flight.
+//! Bounded: jobs wait in a queue of `queue_depth` (default [`QUEUE_DEPTH`]); at most
+//! `concurrency` are in flight.
 //! Submissions that find the queue full are refused before they are stored.
 
 use crate::backends::{CriminalHistory, IdentSearch};
@@ -26,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
 
+/// Default depth of the queue in front of the workers.
 pub const QUEUE_DEPTH: usize = 8192;
 
 /// One submission to process.
@@ -67,9 +69,10 @@ pub mod counters {
 pub fn start(
     core: Arc<Core>,
     concurrency: usize,
+    queue_depth: usize,
     halt: watch::Receiver<bool>,
 ) -> (mpsc::Sender<Job>, Idle) {
-    let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
+    let (tx, mut rx) = mpsc::channel::<Job>(queue_depth.max(1));
     let permits = Arc::new(Semaphore::new(concurrency));
     let idle = Idle {
         permits: permits.clone(),

@@ -223,3 +223,13 @@ pub fn init_default(out: &Path) -> Result<PkiDir> {
         },
     )
 }
+
+/// The canonical serial number (see [`crate::principal::normalize_serial`]) of the first
+/// certificate in a PEM file: what `AdminService.RevokeCertificate` takes.
+pub fn serial_of_pem_file(path: &Path) -> Result<String> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, block) = x509_parser::pem::parse_x509_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("{}: not a PEM certificate: {e}", path.display()))?;
+    crate::principal::serial_of_der(&block.contents)
+        .with_context(|| format!("{}: unreadable certificate", path.display()))
+}

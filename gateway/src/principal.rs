@@ -63,6 +63,10 @@ impl Principal {
     /// The principal named by a DER certificate's URI SANs (exactly one must parse).
     pub fn from_cert_der(der: &[u8]) -> Option<Principal> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        Self::from_cert(&cert)
+    }
+
+    fn from_cert(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<Principal> {
         let san = cert.subject_alternative_name().ok()??;
         let mut found = san.value.general_names.iter().filter_map(|n| match n {
             x509_parser::extensions::GeneralName::URI(u) => Principal::from_spiffe(u),
@@ -74,16 +78,92 @@ impl Principal {
     }
 }
 
+/// The serial number of the client certificate a call came with: lowercase hex without
+/// leading zeros (how [`normalize_serial`] writes any serial), so it compares with the
+/// revocation list.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CertSerial(pub String);
+
+/// A certificate serial as typed by a person (`0A:1b:...`, `0x0a1b`) in canonical form, or
+/// `None` if it is not hex (or longer than the 20 bytes RFC 5280 allows).
+pub fn normalize_serial(s: &str) -> Option<String> {
+    let s = s.trim();
+    let s = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    if hex.is_empty() || hex.len() > 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let trimmed = hex.trim_start_matches('0').to_ascii_lowercase();
+    Some(if trimmed.is_empty() {
+        "0".into()
+    } else {
+        trimmed
+    })
+}
+
+/// The canonical serial of a DER certificate.
+pub fn serial_of_der(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    serial_of(&cert)
+}
+
+fn serial_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
+    let hex: String = cert
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    normalize_serial(&hex)
+}
+
 /// Interceptor: resolves the peer certificate to a [`Principal`] or refuses the call.
 /// TLS has already verified the chain against our CA; this only reads the identity.
 #[allow(clippy::result_large_err)]
-pub fn authenticate(mut req: Request<()>) -> Result<Request<()>, Status> {
-    let principal = req
-        .peer_certs()
-        .and_then(|certs| certs.first().and_then(|c| Principal::from_cert_der(c)))
-        .ok_or_else(|| Status::unauthenticated("client certificate carries no interop identity"))?;
+pub fn authenticate(req: Request<()>) -> Result<Request<()>, Status> {
+    authenticate_with(req, &|_| None)
+}
+
+/// Like [`authenticate`], also refusing a certificate whose serial `revoked` reports, with
+/// the reason it gives.
+#[allow(clippy::result_large_err)]
+pub fn authenticate_with(
+    mut req: Request<()>,
+    revoked: &dyn Fn(&str) -> Option<String>,
+) -> Result<Request<()>, Status> {
+    // One parse per call for both the identity and the serial.
+    let certs = req.peer_certs();
+    let parsed = certs
+        .as_ref()
+        .and_then(|c| c.first())
+        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map(|(_, cert)| (Principal::from_cert(&cert), serial_of(&cert)));
+    let (principal, serial) = match parsed {
+        Some((Some(p), serial)) => (p, serial.unwrap_or_default()),
+        _ => {
+            return Err(Status::unauthenticated(
+                "client certificate carries no interop identity",
+            ));
+        }
+    };
+    if let Some(why) = revoked(&serial) {
+        return Err(Status::unauthenticated(format!(
+            "client certificate serial {serial} has been revoked: {why}"
+        )));
+    }
     req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(CertSerial(serial));
     Ok(req)
+}
+
+/// The serial of the caller's certificate, as set by [`authenticate`] (empty if unknown).
+pub fn serial<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<CertSerial>()
+        .map(|s| s.0.clone())
+        .unwrap_or_default()
 }
 
 /// The caller's principal, as set by [`authenticate`].
@@ -126,6 +206,16 @@ mod tests {
             "spiffe://interop.localhost/admin",
         ] {
             assert_eq!(Principal::from_spiffe(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn serials_are_normalised() {
+        assert_eq!(normalize_serial("0A:1B:ff").as_deref(), Some("a1bff"));
+        assert_eq!(normalize_serial("0x00").as_deref(), Some("0"));
+        assert_eq!(normalize_serial(" 7f ").as_deref(), Some("7f"));
+        for bad in ["", "xyz", "0x", ":", &"a".repeat(41)] {
+            assert_eq!(normalize_serial(bad), None, "{bad}");
         }
     }
 

@@ -12,12 +12,12 @@ use crate::error::GatewayError;
 use crate::pipeline::{self, Core, Job};
 use crate::pki::PkiDir;
 use crate::policy::{JurisdictionPolicy, PolicyBook, StatePolicy};
-use crate::principal::authenticate;
+use crate::principal::authenticate_with;
 use crate::services::{AdminApi, CriminalHistoryApi, FieldOfficeApi, MatcherApi, SubmissionApi};
 use crate::store::DynStore;
+use crate::tls::{CallTracker, ListenOptions, ListenStats, ServerTls, TlsFiles, TrackCalls};
 use crate::validate;
 use crate::world::WorldFile;
-use anyhow::Context;
 use interop_matcher::Matcher;
 use interop_proto::v1 as pb;
 use prost::Message;
@@ -26,32 +26,61 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
-/// Tunables with defaults that work.
+/// Tunables with defaults that work: every bound the gateway keeps, in one place (the README's
+/// "Overload" section explains each and its flag).
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
-    /// Submissions processed at once.
+    /// Submissions processed at once (the pipeline's semaphore).
     pub concurrency: usize,
+    /// Receipted submissions waiting for a worker. With `concurrency` this bounds the
+    /// submissions in flight; a submission that finds it full waits `admission_wait`, then is
+    /// refused with RESOURCE_EXHAUSTED before anything is stored.
+    pub queue_depth: usize,
+    pub admission_wait: Duration,
     /// How long in-flight calls may run after shutdown begins.
     pub grace: Duration,
     /// Concurrent HTTP/2 streams per connection.
     pub max_streams_per_connection: u32,
+    /// Open `Subscribe`/`StreamResponses` streams in all, and per identity; past either a new
+    /// one is refused with RESOURCE_EXHAUSTED.
+    pub max_subscriptions: usize,
+    pub max_subscriptions_per_identity: usize,
     /// Per-call timeout for unary calls (streams are exempt: they end on shutdown).
     pub request_timeout: Duration,
     /// How long a field office's events are kept after it acknowledged them; then they are
     /// compacted away. Bureau streams have no acknowledgement and are kept.
     pub retention: Duration,
+    /// Open client connections at once; past it a new connection is closed before TLS.
+    pub max_connections: usize,
+    /// A connection that has not finished its TLS handshake by then is closed (slow-loris).
+    pub tls_handshake_timeout: Duration,
+    /// A connection with no call in flight for this long is closed; `None` keeps it.
+    pub idle_timeout: Option<Duration>,
+    /// HTTP/2 PING interval, and how long an unanswered PING may wait before the connection
+    /// is closed as dead.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             concurrency: 64,
+            queue_depth: pipeline::QUEUE_DEPTH,
+            admission_wait: Duration::from_millis(250),
             grace: Duration::from_secs(5),
             max_streams_per_connection: 512,
+            max_subscriptions: 4096,
+            max_subscriptions_per_identity: 64,
             request_timeout: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
+            max_connections: 1024,
+            tls_handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(300)),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -67,8 +96,15 @@ pub struct Gateway {
     halt_tx: watch::Sender<bool>,
     idle: pipeline::Idle,
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
+    /// Revoked client certificates, checked on every call and by open streams.
+    pub revocations: crate::revocation::Revocations,
+    pub(crate) subscription_limits: crate::streams::SubscriptionLimits,
     matcher: Option<Arc<dyn Matcher>>,
     options: ServeOptions,
+    /// The TLS configuration being served, once [`Gateway::serve`] runs (for reloads).
+    tls: std::sync::OnceLock<Arc<ServerTls>>,
+    /// Connection counters of the listener.
+    pub listen_stats: Arc<ListenStats>,
 }
 
 const JURISDICTION_SETTING: &str = "policy/jurisdiction/";
@@ -86,7 +122,12 @@ impl Gateway {
         options: ServeOptions,
     ) -> anyhow::Result<Arc<Gateway>> {
         let policy = Arc::new(PolicyBook::new(&world));
+        let revocations = crate::revocation::Revocations::default();
         for (k, v) in store.settings().await? {
+            if k.starts_with(crate::revocation::SETTING_PREFIX) {
+                revocations.insert(serde_json::from_slice(&v)?);
+                continue;
+            }
             if let Some(id) = k.strip_prefix(JURISDICTION_SETTING) {
                 let p: JurisdictionPolicy = serde_json::from_slice(&v)?;
                 policy.set_jurisdiction(id, p)?;
@@ -104,7 +145,8 @@ impl Gateway {
         });
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (halt_tx, halt) = watch::channel(false);
-        let (jobs, idle) = pipeline::start(core.clone(), options.concurrency, halt);
+        let (jobs, idle) =
+            pipeline::start(core.clone(), options.concurrency, options.queue_depth, halt);
         let gw = Arc::new(Gateway {
             core,
             world: Arc::new(world),
@@ -114,8 +156,15 @@ impl Gateway {
             halt_tx,
             idle,
             admin_lock: tokio::sync::Mutex::new(()),
+            revocations,
+            subscription_limits: crate::streams::SubscriptionLimits::new(
+                options.max_subscriptions,
+                options.max_subscriptions_per_identity,
+            ),
             matcher,
             options,
+            tls: std::sync::OnceLock::new(),
+            listen_stats: Arc::default(),
         });
         gw.recover().await?;
         gw.start_compaction();
@@ -226,13 +275,46 @@ impl Gateway {
             .map_err(|e| GatewayError::NotFound(e.to_string()))
     }
 
+    /// Re-reads the served certificate, key and client CA bundle (SIGHUP,
+    /// `AdminService.ReloadCertificates`). A failed reload keeps what is served.
+    pub fn reload_tls(&self) -> Result<crate::tls::Loaded, GatewayError> {
+        let tls = self.tls.get().ok_or_else(|| {
+            GatewayError::FailedPrecondition("the gateway is not serving TLS yet".into())
+        })?;
+        tls.reload().map_err(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "TLS reload failed; keeping the current certificates");
+            GatewayError::FailedPrecondition(format!(
+                "certificates not reloaded, the current ones stay in use: {e:#}"
+            ))
+        })
+    }
+
+    /// Submissions waiting for a worker, and being processed.
+    pub fn pipeline_depth(&self) -> (usize, usize) {
+        (self.idle.queued(), self.idle.in_flight())
+    }
+
+    /// The bounds this gateway runs with.
+    pub fn options(&self) -> &ServeOptions {
+        &self.options
+    }
+
+    /// What TLS material is served now, once serving.
+    pub fn tls_loaded(&self) -> Option<crate::tls::Loaded> {
+        self.tls.get().map(|t| t.loaded())
+    }
+
     /// Serves gRPC over mutual TLS on `listener` until `shutdown` completes.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
-        tls: ServerTlsConfig,
+        tls: Arc<ServerTls>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let _ = self.tls.set(tls.clone());
+        // Every call: the certificate's identity, refused if its serial has been revoked.
+        let revocations = self.revocations.clone();
+        let authenticate = move |req| authenticate_with(req, &|s: &str| revocations.reason(s));
         use pb::admin_service_server::AdminServiceServer;
         use pb::criminal_history_service_server::CriminalHistoryServiceServer;
         use pb::field_office_service_server::FieldOfficeServiceServer;
@@ -269,26 +351,30 @@ impl Gateway {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
+        let calls = CallTracker::default();
         let mut router = Server::builder()
-            .tls_config(tls)?
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .http2_keepalive_interval(Some(self.options.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.options.keepalive_timeout))
             .max_concurrent_streams(Some(self.options.max_streams_per_connection))
+            // The deadline of a unary call, or of a stream's opening: the smaller of this and
+            // the client's `grpc-timeout`, which tonic honours (DEADLINE_EXCEEDED).
+            .timeout(self.options.request_timeout)
+            .layer(TrackCalls(calls.clone()))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 submission,
-                authenticate,
+                authenticate.clone(),
             ))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 office,
-                authenticate,
+                authenticate.clone(),
             ))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 admin,
-                authenticate,
+                authenticate.clone(),
             ))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 criminal,
-                authenticate,
+                authenticate.clone(),
             ))
             .add_service(health_svc)
             .add_service(reflection_v1)
@@ -307,7 +393,17 @@ impl Gateway {
 
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "serving gRPC over mutual TLS");
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = crate::tls::incoming(
+            listener,
+            tls,
+            ListenOptions {
+                max_connections: self.options.max_connections,
+                handshake_timeout: self.options.tls_handshake_timeout,
+                idle_timeout: self.options.idle_timeout,
+            },
+            calls,
+            self.listen_stats.clone(),
+        );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown_tx = self.shutdown_tx.clone();
         let grace = self.options.grace;
@@ -361,7 +457,8 @@ impl Gateway {
                         )],
                         gw.core
                             .metrics
-                            .render(gw.idle.queued(), gw.idle.in_flight()),
+                            .render(gw.idle.queued(), gw.idle.in_flight())
+                            + &gw.listen_stats.render(),
                     )
                 }
             }),
@@ -375,12 +472,30 @@ impl Gateway {
 }
 
 /// Server TLS from a PKI directory: our certificate, and client certificates required and
-/// verified against our CA.
-pub fn server_tls(pki: &PkiDir) -> anyhow::Result<ServerTlsConfig> {
+/// verified against the CA bundle `ca.pem`. Reloadable: see [`ServerTls::reload`].
+pub fn server_tls(pki: &PkiDir) -> anyhow::Result<Arc<ServerTls>> {
+    server_tls_files(pki)
+}
+
+/// The same identity and client CA as tonic's own (not reloadable) TLS configuration: for
+/// servers that use tonic's listener — a matcher shard, and the bare tonic echo baseline of
+/// the benchmark, which must stay a bare tonic server.
+pub fn tonic_server_tls(pki: &PkiDir) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    use anyhow::Context;
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
     let files = pki.server();
     let read =
         |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     Ok(ServerTlsConfig::new()
         .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
         .client_ca_root(Certificate::from_pem(read(&pki.ca_cert())?)))
+}
+
+fn server_tls_files(pki: &PkiDir) -> anyhow::Result<Arc<ServerTls>> {
+    let files = pki.server();
+    Ok(Arc::new(ServerTls::load(TlsFiles {
+        cert: files.cert,
+        key: files.key,
+        client_ca: pki.ca_cert(),
+    })?))
 }

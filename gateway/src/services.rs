@@ -9,19 +9,19 @@ use crate::pipeline::Job;
 use crate::policy::{JurisdictionPolicy, PolicyView, StatePolicy};
 use crate::principal::{Principal, principal};
 use crate::server::Gateway;
-use crate::store::{Accepted, ReceiptRecord, StreamKey, SubmissionKey};
+use crate::store::{
+    Accepted, DisclosureFilter, DisclosureKind, ReceiptRecord, StreamKey, SubmissionKey,
+};
+use crate::streams::{Disclosed, Recipient, Subscription};
 use crate::validate;
 use interop_matcher::Matcher;
 use interop_proto::v1 as pb;
 use prost::Message;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// How long a submission waits for room in the pipeline before it is refused.
-const ADMISSION_WAIT: Duration = Duration::from_millis(250);
 /// Submissions of one `SubmitStream` in flight at once (receipts still come back in order).
 const STREAM_WINDOW: usize = 64;
 
@@ -52,6 +52,68 @@ fn need_admin<T>(req: &Request<T>) -> Result<(), Status> {
             "this call needs the admin identity",
         )),
     }
+}
+
+/// Full RPC names, as the disclosure audit records them.
+pub mod rpc {
+    pub const GET_STATUS: &str = "interop.v1.SubmissionService/GetStatus";
+    pub const STREAM_RESPONSES: &str = "interop.v1.SubmissionService/StreamResponses";
+    pub const SUBSCRIBE: &str = "interop.v1.FieldOfficeService/Subscribe";
+    pub const ISSUE_DETAINER: &str = "interop.v1.FieldOfficeService/IssueDetainer";
+    pub const RECORD_REMOVAL: &str = "interop.v1.FieldOfficeService/RecordRemoval";
+}
+
+/// The caller as a recipient of results through `rpc`.
+#[allow(clippy::result_large_err)]
+fn recipient<T>(req: &Request<T>, rpc: &'static str) -> Result<Recipient, Status> {
+    Ok(Recipient {
+        principal: principal(req)?,
+        serial: crate::principal::serial(req),
+        rpc,
+    })
+}
+
+/// Records one unary disclosure before the answer leaves: an answer whose audit record
+/// cannot be written is not given.
+async fn audit_unary(
+    gw: &Gateway,
+    who: &Recipient,
+    state: &str,
+    tcn: &str,
+    kind: DisclosureKind,
+) -> Result<(), GatewayError> {
+    let d = who.disclosure(
+        Disclosed {
+            state: state.to_string(),
+            tcn: tcn.to_string(),
+            kind,
+        },
+        0,
+    );
+    gw.core.store.record_disclosures(vec![d]).await?;
+    Ok(())
+}
+
+fn subscription(
+    gw: &Gateway,
+    stream: StreamKey,
+    after: u64,
+    follow: bool,
+    recipient: Recipient,
+) -> Result<Subscription, GatewayError> {
+    let slot = gw
+        .subscription_limits
+        .admit(&recipient.principal.spiffe_id())?;
+    Ok(Subscription {
+        store: gw.core.store.clone(),
+        stream,
+        after,
+        follow,
+        shutdown: gw.shutdown.clone(),
+        recipient,
+        revocations: gw.revocations.clone(),
+        slot,
+    })
 }
 
 fn receipt(tcn: &str, r: &ReceiptRecord, duplicate: bool) -> pb::Receipt {
@@ -103,7 +165,7 @@ async fn admit(
     let sub = validate::expand_minutiae_record(sub)?;
     let valid = validate::submission(state, &gw.core.policy, &sub, chrono::Utc::now())?;
     // Admission control before anything is stored: a full pipeline refuses fast.
-    let permit = match tokio::time::timeout(ADMISSION_WAIT, gw.jobs.reserve()).await {
+    let permit = match tokio::time::timeout(gw.options().admission_wait, gw.jobs.reserve()).await {
         Ok(Ok(p)) => p,
         Ok(Err(_)) => return Err(GatewayError::Unavailable("gateway is shutting down".into())),
         Err(_) => {
@@ -159,8 +221,10 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
         req: Request<Streaming<pb::Submission>>,
     ) -> Res<Self::SubmitStreamStream> {
         let state = need_bureau(&req)?;
+        let serial = crate::principal::serial(&req);
         let mut inbound = req.into_inner();
         let gw = self.0.clone();
+        let revocations = gw.revocations.clone();
         let (out_tx, out_rx) = mpsc::channel(STREAM_WINDOW);
         // Submissions are processed concurrently (so they share group commits) while their
         // answers are sent in request order: handles queue up in a bounded channel, and so
@@ -188,6 +252,15 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
                         return;
                     }
                 };
+                // A certificate revoked mid-stream submits nothing more: what was read before
+                // is answered, then the stream ends UNAUTHENTICATED.
+                if let Some(why) = revocations.reason(&serial) {
+                    let msg = format!(
+                        "client certificate serial {serial} has been revoked: {why}; stream closed"
+                    );
+                    let _ = h_tx.send(Next::End(Status::unauthenticated(msg))).await;
+                    return;
+                }
                 match msg {
                     Ok(Some(sub)) => {
                         let gw = gw.clone();
@@ -244,6 +317,7 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
 
     async fn get_status(&self, req: Request<pb::GetStatusRequest>) -> Res<pb::SubmissionStatus> {
         let state = need_bureau(&req)?;
+        let who = recipient(&req, rpc::GET_STATUS)?;
         let tcn = req.into_inner().tcn;
         if !validate::tcn_ok(&tcn) {
             return Err(GatewayError::invalid(
@@ -253,7 +327,7 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
             .into());
         }
         let key = SubmissionKey {
-            bureau: state,
+            bureau: state.clone(),
             tcn: tcn.clone(),
         };
         // TCNs are scoped to the calling bureau, so another bureau's TCN is simply absent.
@@ -267,6 +341,7 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
             .ok_or_else(|| {
                 GatewayError::NotFound("tcn: no submission with this TCN from your bureau".into())
             })?;
+        audit_unary(&self.0, &who, &state, &tcn, DisclosureKind::Status).await?;
         Ok(Response::new(pb::SubmissionStatus {
             receipt: Some(receipt(&tcn, &s.receipt, false)),
             tcn,
@@ -285,19 +360,37 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
         req: Request<pb::StreamResponsesRequest>,
     ) -> Res<Self::StreamResponsesStream> {
         let state = need_bureau(&req)?;
+        let who = recipient(&req, rpc::STREAM_RESPONSES)?;
         let r = req.into_inner();
-        Ok(Response::new(crate::streams::follow(
-            self.0.core.metrics.subscription("bureau"),
-            self.0.core.store.clone(),
+        let sub = subscription(
+            &self.0,
             StreamKey::Bureau(state),
             r.after_cursor,
             r.follow,
-            self.0.shutdown.clone(),
+            who,
+        )?;
+        Ok(Response::new(crate::streams::follow(
+            self.0.core.metrics.subscription("bureau"),
+            sub,
             |cursor, bytes| {
                 let mut m = pb::BureauResponse::decode(bytes)
                     .map_err(|_| Status::internal("stored response is unreadable"))?;
                 m.cursor = cursor;
-                Ok(m)
+                use pb::bureau_response::Body;
+                let kind = match &m.body {
+                    Some(Body::CriminalHistory(_)) => Some(DisclosureKind::CriminalHistory),
+                    Some(Body::Immigration(_)) => Some(DisclosureKind::Immigration),
+                    Some(Body::Detainer(_)) => Some(DisclosureKind::Detainer),
+                    None => None,
+                };
+                // The state is filled in by `follow`: a bureau stream holds only that
+                // bureau's own submissions.
+                let disclosed = kind.map(|kind| Disclosed {
+                    state: String::new(),
+                    tcn: m.tcn.clone(),
+                    kind,
+                });
+                Ok((m, disclosed))
             },
         )))
     }
@@ -311,6 +404,7 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
 
     async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Res<Self::SubscribeStream> {
         let office = need_office(&req)?;
+        let who = recipient(&req, rpc::SUBSCRIBE)?;
         let r = req.into_inner();
         let key = StreamKey::Office(office);
         let after = match r.after_cursor {
@@ -323,20 +417,25 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
                 .await
                 .map_err(GatewayError::from)?,
         };
+        let sub = subscription(&self.0, key, after, r.follow, who)?;
         Ok(Response::new(crate::streams::follow(
             self.0.core.metrics.subscription("field_office"),
-            self.0.core.store.clone(),
-            key,
-            after,
-            r.follow,
-            self.0.shutdown.clone(),
+            sub,
             |cursor, bytes| {
                 let outcome = pb::IdentOutcome::decode(bytes)
                     .map_err(|_| Status::internal("stored notification is unreadable"))?;
-                Ok(pb::FieldOfficeNotification {
-                    cursor,
-                    outcome: Some(outcome),
-                })
+                let disclosed = Disclosed {
+                    state: outcome.ori.get(..2).unwrap_or_default().to_string(),
+                    tcn: outcome.tcn.clone(),
+                    kind: DisclosureKind::IdentOutcome,
+                };
+                Ok((
+                    pb::FieldOfficeNotification {
+                        cursor,
+                        outcome: Some(outcome),
+                    },
+                    Some(disclosed),
+                ))
             },
         )))
     }
@@ -358,20 +457,60 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
 
     async fn record_removal(&self, req: Request<pb::RecordRemovalRequest>) -> Res<pb::Removal> {
         let office = need_office(&req)?;
-        Ok(Response::new(
-            record_removal(&self.0, &office, req.into_inner()).await?,
-        ))
+        let who = recipient(&req, rpc::RECORD_REMOVAL)?;
+        let r = req.into_inner();
+        let state = r.state.clone();
+        let removal = record_removal(&self.0, &office, r).await?;
+        audit_unary(&self.0, &who, &state, &removal.tcn, DisclosureKind::Removal).await?;
+        Ok(Response::new(removal))
     }
 
     async fn issue_detainer(&self, req: Request<pb::IssueDetainerRequest>) -> Res<pb::Detainer> {
         let office = need_office(&req)?;
-        Ok(Response::new(
-            issue_detainer(&self.0, &office, req.into_inner()).await?,
-        ))
+        let who = recipient(&req, rpc::ISSUE_DETAINER)?;
+        let r = req.into_inner();
+        let state = r.state.clone();
+        let detainer = issue_detainer(&self.0, &office, r).await?;
+        audit_unary(
+            &self.0,
+            &who,
+            &state,
+            &detainer.tcn,
+            DisclosureKind::Detainer,
+        )
+        .await?;
+        Ok(Response::new(detainer))
     }
 }
 
 pub struct AdminApi(pub Arc<Gateway>);
+
+/// Disclosures per `ListDisclosures` page unless the caller asks for another size.
+const DEFAULT_DISCLOSURE_PAGE: usize = 100;
+/// The most one page holds, whatever the caller asks.
+const MAX_DISCLOSURE_PAGE: usize = 1000;
+
+/// Longest revocation reason kept.
+const MAX_REVOCATION_REASON: usize = 200;
+
+fn revoked_pb(r: &crate::revocation::Revoked) -> pb::RevokedCertificate {
+    pb::RevokedCertificate {
+        serial: r.serial.clone(),
+        reason: r.reason.clone(),
+        revoked_at: Some(convert::timestamp_ms(r.revoked_at_ms)),
+    }
+}
+
+fn disclosure_kind_pb(k: DisclosureKind) -> pb::DisclosureKind {
+    match k {
+        DisclosureKind::CriminalHistory => pb::DisclosureKind::CriminalHistory,
+        DisclosureKind::Immigration => pb::DisclosureKind::Immigration,
+        DisclosureKind::Detainer => pb::DisclosureKind::Detainer,
+        DisclosureKind::IdentOutcome => pb::DisclosureKind::IdentOutcome,
+        DisclosureKind::Status => pb::DisclosureKind::Status,
+        DisclosureKind::Removal => pb::DisclosureKind::Removal,
+    }
+}
 
 fn policy_pb(v: &PolicyView) -> pb::JurisdictionPolicy {
     pb::JurisdictionPolicy {
@@ -557,6 +696,159 @@ impl pb::admin_service_server::AdminService for AdminApi {
         review.from_month = months.first().cloned().unwrap_or_default();
         review.to_month = months.last().cloned().unwrap_or_default();
         Ok(Response::new(review))
+    }
+
+    async fn list_disclosures(
+        &self,
+        req: Request<pb::ListDisclosuresRequest>,
+    ) -> Res<pb::ListDisclosuresResponse> {
+        need_admin(&req)?;
+        let r = req.into_inner();
+        let mut violations = vec![];
+        if !r.tcn.is_empty() && !validate::tcn_ok(&r.tcn) {
+            violations.push(crate::error::Violation::new(
+                "tcn",
+                "must be empty or 8 to 40 characters of A-Z, 0-9 and '-'",
+            ));
+        }
+        if !r.recipient.is_empty() && Principal::from_spiffe(&r.recipient).is_none() {
+            violations.push(crate::error::Violation::new(
+                "recipient",
+                "must be empty or a SPIFFE id such as spiffe://interop.local/bureau/TX",
+            ));
+        }
+        let after = match r.page_token.as_str() {
+            "" => Some(0),
+            t => t.parse::<u64>().ok(),
+        };
+        if after.is_none() {
+            violations.push(crate::error::Violation::new(
+                "page_token",
+                "must be empty or a next_page_token from a previous response",
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(GatewayError::Invalid(violations).into());
+        }
+        // AIP-158: an absent page size gets the default, a too large one is coerced.
+        let size = match r.page_size {
+            0 => DEFAULT_DISCLOSURE_PAGE,
+            n => (n as usize).min(MAX_DISCLOSURE_PAGE),
+        };
+        let filter = DisclosureFilter {
+            tcn: r.tcn,
+            recipient: r.recipient,
+        };
+        let mut rows = self
+            .0
+            .core
+            .store
+            .disclosures(filter, after.unwrap_or(0), size + 1)
+            .await
+            .map_err(GatewayError::from)?;
+        let more = rows.len() > size;
+        rows.truncate(size);
+        let next_page_token = match (more, rows.last()) {
+            (true, Some((seq, _))) => seq.to_string(),
+            _ => String::new(),
+        };
+        let disclosures = rows
+            .into_iter()
+            .map(|(seq, d)| pb::Disclosure {
+                seq,
+                disclosed_at: Some(convert::timestamp_ms(d.at_ms)),
+                recipient: d.recipient,
+                certificate_serial: d.serial,
+                rpc: d.rpc,
+                state: d.state,
+                tcn: d.tcn,
+                kind: disclosure_kind_pb(d.kind) as i32,
+                cursor: d.cursor,
+            })
+            .collect();
+        Ok(Response::new(pb::ListDisclosuresResponse {
+            disclosures,
+            next_page_token,
+        }))
+    }
+
+    async fn revoke_certificate(
+        &self,
+        req: Request<pb::RevokeCertificateRequest>,
+    ) -> Res<pb::RevokedCertificate> {
+        need_admin(&req)?;
+        let own = crate::principal::serial(&req);
+        let r = req.into_inner();
+        let serial = crate::principal::normalize_serial(&r.serial).ok_or_else(|| {
+            GatewayError::invalid(
+                "serial",
+                "must be the certificate's serial number in hex (up to 20 bytes; colons allowed)",
+            )
+        })?;
+        if r.reason.chars().count() > MAX_REVOCATION_REASON
+            || r.reason.chars().any(|c| c.is_control())
+        {
+            return Err(GatewayError::invalid(
+                "reason",
+                "must be at most 200 characters, without control characters",
+            )
+            .into());
+        }
+        // An administrator cannot lock out the certificate it is calling with: that would
+        // leave nobody able to undo a mistake without a restart.
+        if serial == own {
+            return Err(GatewayError::FailedPrecondition(
+                "serial: is the certificate this call came with; revoke it from another admin certificate".into(),
+            )
+            .into());
+        }
+        let _guard = self.0.admin_lock.lock().await;
+        let held = match self.0.revocations.get(&serial) {
+            Some(held) => held,
+            None => {
+                let rec = crate::revocation::Revoked {
+                    serial: serial.clone(),
+                    reason: r.reason,
+                    revoked_at_ms: convert::now_ms(),
+                };
+                // Durable first, then in force: a revocation never disappears on restart.
+                let bytes =
+                    serde_json::to_vec(&rec).map_err(|e| GatewayError::Internal(e.to_string()))?;
+                self.0
+                    .core
+                    .store
+                    .put_setting(
+                        format!("{}{serial}", crate::revocation::SETTING_PREFIX),
+                        bytes,
+                    )
+                    .await
+                    .map_err(GatewayError::from)?;
+                tracing::warn!(%serial, "client certificate revoked");
+                self.0.revocations.insert(rec)
+            }
+        };
+        Ok(Response::new(revoked_pb(&held)))
+    }
+
+    async fn list_revoked(
+        &self,
+        req: Request<pb::ListRevokedRequest>,
+    ) -> Res<pb::ListRevokedResponse> {
+        need_admin(&req)?;
+        let revoked = self.0.revocations.list().iter().map(revoked_pb).collect();
+        Ok(Response::new(pb::ListRevokedResponse { revoked }))
+    }
+
+    async fn reload_certificates(
+        &self,
+        req: Request<pb::ReloadCertificatesRequest>,
+    ) -> Res<pb::ReloadCertificatesResponse> {
+        need_admin(&req)?;
+        let loaded = self.0.reload_tls()?;
+        Ok(Response::new(pb::ReloadCertificatesResponse {
+            server_serial: loaded.server_serial,
+            client_cas: loaded.client_cas as u32,
+        }))
     }
 
     async fn get_monthly_stats(

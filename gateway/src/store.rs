@@ -19,6 +19,10 @@
 //!   unchanged, and a stream never acknowledged (a bureau's) is never compacted.
 //! - **Recovery**: [`Store::unfinished`] lists every accepted, not yet completed submission in
 //!   acceptance order.
+//! - **Disclosure audit is append-only**: [`Store::record_disclosures`] appends records with
+//!   sequence numbers from 1, increasing by one in commit order, durably; nothing (compaction
+//!   included) ever changes or removes one. [`Store::disclosures`] pages through them in
+//!   sequence order, filtered by TCN and/or recipient.
 //! - **Live heads**: [`Store::watch_head`] lets subscribers sleep until a stream grows, so
 //!   live delivery needs no per-subscriber buffer: a subscriber always reads from the log at
 //!   its own cursor, and a slow one costs reads, never memory or ingest speed.
@@ -113,6 +117,57 @@ pub enum Once {
     Existing(Vec<u8>),
 }
 
+/// What kind of result a disclosure delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DisclosureKind {
+    /// The FBI criminal-history response (to the submitting bureau).
+    CriminalHistory,
+    /// The automated immigration response (to a bureau whose jurisdiction receives them).
+    Immigration,
+    /// A detainer (to the jail's bureau, and to the field office that issued it).
+    Detainer,
+    /// An IDENT outcome (to the covering field office).
+    IdentOutcome,
+    /// A submission's processing stage (GetStatus).
+    Status,
+    /// A recorded removal (to the field office that recorded it).
+    Removal,
+}
+
+/// One delivery of a result: who received which submission's result, when, through which RPC.
+/// Ids only — never a payload, a FIN, a name or a determination.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disclosure {
+    /// When it was handed to the connection (Unix ms).
+    pub at_ms: i64,
+    /// The recipient's SPIFFE id, from its client certificate.
+    pub recipient: String,
+    /// The certificate serial (hex) the recipient presented; empty if unknown.
+    pub serial: String,
+    /// Full RPC name, e.g. `interop.v1.SubmissionService/StreamResponses`.
+    pub rpc: String,
+    /// The submitting bureau's state (TCNs are unique per bureau).
+    pub state: String,
+    pub tcn: String,
+    pub kind: DisclosureKind,
+    /// The stream cursor it was delivered at; 0 for unary answers.
+    pub cursor: u64,
+}
+
+/// Which disclosures [`Store::disclosures`] returns: empty fields match everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DisclosureFilter {
+    pub tcn: String,
+    pub recipient: String,
+}
+
+impl DisclosureFilter {
+    pub fn matches(&self, d: &Disclosure) -> bool {
+        (self.tcn.is_empty() || self.tcn == d.tcn)
+            && (self.recipient.is_empty() || self.recipient == d.recipient)
+    }
+}
+
 /// An accepted submission waiting for (or in) processing.
 #[derive(Clone, Debug)]
 pub struct Pending {
@@ -171,6 +226,16 @@ pub trait Store: Send + Sync + 'static {
     async fn counters_with_prefix(&self, prefix: String) -> StoreResult<BTreeMap<String, u64>>;
     async fn put_setting(&self, key: String, value: Vec<u8>) -> StoreResult<()>;
     async fn settings(&self) -> StoreResult<BTreeMap<String, Vec<u8>>>;
+    /// Appends disclosure records, durably and in order (append-only: see the contract).
+    async fn record_disclosures(&self, records: Vec<Disclosure>) -> StoreResult<()>;
+    /// Up to `limit` disclosures matching `filter` with a sequence number above `after`, in
+    /// sequence order.
+    async fn disclosures(
+        &self,
+        filter: DisclosureFilter,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(u64, Disclosure)>>;
     /// Removes events acknowledged before `acked_before_ms` (Unix ms); returns how many.
     async fn compact(&self, acked_before_ms: i64) -> StoreResult<u64>;
     /// The current head cursor of a stream, updated after each commit.
@@ -212,6 +277,10 @@ pub(crate) enum WriteOp {
     Compact {
         acked_before_ms: i64,
         reply: oneshot::Sender<StoreResult<u64>>,
+    },
+    Disclose {
+        records: Vec<Disclosure>,
+        reply: oneshot::Sender<StoreResult<()>>,
     },
 }
 

@@ -5,9 +5,19 @@
 //! the stream's head when caught up. There is no per-subscriber queue to grow: a slow or dead
 //! subscriber holds at most one batch plus the small channel in front of its connection, and
 //! costs the writer nothing (DESIGN.md §3.5, STYLE habit 6). The stream ends when the client
-//! goes away, when `follow` is false and the log is drained, or at shutdown.
+//! goes away, when `follow` is false and the log is drained, at shutdown, or when the
+//! recipient's certificate is revoked (then with UNAUTHENTICATED).
+//!
+//! **Disclosure audit.** Each batch's disclosures (who gets which TCN's result, at which
+//! cursor) are committed to the store *before* the batch is handed to the connection, so the
+//! audit can over-report a delivery the client never read (it went away mid-batch) but never
+//! under-report one. If the audit cannot be written, nothing is delivered.
 
-use crate::store::{DynStore, StreamKey};
+use crate::error::GatewayError;
+use crate::principal::Principal;
+use crate::revocation::Revocations;
+use crate::store::{Disclosure, DisclosureKind, DynStore, StreamKey};
+use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -17,26 +27,160 @@ const BATCH: usize = 256;
 /// Messages buffered in front of a subscriber's connection.
 const CHANNEL: usize = 64;
 
-/// Turns stored events into messages, by cursor.
-pub type Decode<T> = fn(u64, &[u8]) -> Result<T, Status>;
+/// What one stored event discloses: the submission it belongs to and the kind of result.
+/// On a bureau stream `state` may be left empty: it is the stream's own state.
+#[derive(Clone, Debug)]
+pub struct Disclosed {
+    pub state: String,
+    pub tcn: String,
+    pub kind: DisclosureKind,
+}
 
-/// Starts delivering `stream` after `after`.
+/// Turns stored events into messages, by cursor, with what each discloses (if anything).
+pub type Decode<T> = fn(u64, &[u8]) -> Result<(T, Option<Disclosed>), Status>;
+
+/// Who receives a delivery, through which RPC: for the audit and for revocation.
+#[derive(Clone, Debug)]
+pub struct Recipient {
+    pub principal: Principal,
+    /// Canonical serial of the certificate the call came with.
+    pub serial: String,
+    /// Full RPC name.
+    pub rpc: &'static str,
+}
+
+impl Recipient {
+    /// The audit record of delivering `what` at `cursor` (0 for a unary answer), now.
+    pub fn disclosure(&self, what: Disclosed, cursor: u64) -> Disclosure {
+        Disclosure {
+            at_ms: crate::convert::now_ms(),
+            recipient: self.principal.spiffe_id(),
+            serial: self.serial.clone(),
+            rpc: self.rpc.to_string(),
+            state: what.state,
+            tcn: what.tcn,
+            kind: what.kind,
+            cursor,
+        }
+    }
+}
+
+/// Bounds on open subscriptions (`Subscribe` and `StreamResponses` streams), in all and per
+/// identity, so one client's reconnect loop or stream flood cannot hold every stream slot (or
+/// the memory behind them: each holds a task, one batch and a channel of messages).
+#[derive(Clone)]
+pub struct SubscriptionLimits {
+    total: Arc<tokio::sync::Semaphore>,
+    max_total: usize,
+    per_identity: usize,
+    open: Arc<dashmap::DashMap<String, usize>>,
+}
+
+/// One admitted subscription's slot; freed when the stream's task ends.
+pub struct SubscriptionSlot {
+    _total: tokio::sync::OwnedSemaphorePermit,
+    who: String,
+    open: Arc<dashmap::DashMap<String, usize>>,
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        self.open.remove_if_mut(&self.who, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
+
+impl SubscriptionLimits {
+    pub fn new(max_total: usize, per_identity: usize) -> Self {
+        SubscriptionLimits {
+            total: Arc::new(tokio::sync::Semaphore::new(max_total)),
+            max_total,
+            per_identity,
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for one more stream of `who` (a SPIFFE id), or RESOURCE_EXHAUSTED naming the
+    /// bound that was reached.
+    pub fn admit(&self, who: &str) -> Result<SubscriptionSlot, GatewayError> {
+        let total = self.total.clone().try_acquire_owned().map_err(|_| {
+            GatewayError::ResourceExhausted(format!(
+                "the gateway has {} streams open, its limit; retry with backoff",
+                self.max_total
+            ))
+        })?;
+        let mut n = self.open.entry(who.to_string()).or_insert(0);
+        if *n >= self.per_identity {
+            return Err(GatewayError::ResourceExhausted(format!(
+                "your identity already has {} streams open, the limit per identity; close one first",
+                self.per_identity
+            )));
+        }
+        *n += 1;
+        drop(n);
+        Ok(SubscriptionSlot {
+            _total: total,
+            who: who.to_string(),
+            open: self.open.clone(),
+        })
+    }
+}
+
+/// One subscription: which stream, from where, for whom.
+pub struct Subscription {
+    pub store: DynStore,
+    pub stream: StreamKey,
+    pub after: u64,
+    pub follow: bool,
+    pub shutdown: watch::Receiver<bool>,
+    pub recipient: Recipient,
+    pub revocations: Revocations,
+    /// Held until the stream ends.
+    pub slot: SubscriptionSlot,
+}
+
+/// Starts delivering `sub.stream` after `sub.after`.
 pub fn follow<T: Send + 'static>(
     guard: crate::metrics::SubscriptionGuard,
-    store: DynStore,
-    stream: StreamKey,
-    after: u64,
-    follow: bool,
-    mut shutdown: watch::Receiver<bool>,
+    sub: Subscription,
     decode: Decode<T>,
 ) -> ReceiverStream<Result<T, Status>> {
     let (tx, rx) = mpsc::channel(CHANNEL);
     tokio::spawn(async move {
         // Counted as active until this task ends.
         let _guard = guard;
+        let Subscription {
+            store,
+            stream,
+            after,
+            follow,
+            mut shutdown,
+            recipient,
+            revocations,
+            slot,
+        } = sub;
+        let _slot = slot;
+        let mut revoked = revocations.watch();
+        let refuse = |tx: &mpsc::Sender<Result<T, Status>>| {
+            let why = revocations.reason(&recipient.serial).unwrap_or_default();
+            let status = Status::unauthenticated(format!(
+                "client certificate serial {} has been revoked: {why}; stream closed",
+                recipient.serial
+            ));
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(Err(status)).await;
+            }
+        };
         let mut head = store.watch_head(&stream);
         let mut cursor = after;
         loop {
+            if revocations.is_revoked(&recipient.serial) {
+                refuse(&tx).await;
+                return;
+            }
             let batch = match store.read(stream.clone(), cursor, BATCH).await {
                 Ok(b) => b,
                 Err(e) => {
@@ -52,13 +196,37 @@ pub fn follow<T: Send + 'static>(
                 }
                 tokio::select! {
                     r = head.wait_for(|h| *h > cursor) => if r.is_err() { return },
+                    _ = revoked.changed() => {}
                     _ = tx.closed() => return,
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
                 continue;
             }
+            let mut out = Vec::with_capacity(batch.len());
+            let mut audit = Vec::new();
             for (c, bytes) in batch {
-                let msg = decode(c, &bytes);
+                let msg = decode(c, &bytes).map(|(m, d)| {
+                    if let Some(mut d) = d {
+                        if let StreamKey::Bureau(state) = &stream {
+                            d.state = state.clone();
+                        }
+                        audit.push(recipient.disclosure(d, c));
+                    }
+                    m
+                });
+                out.push((c, msg));
+            }
+            if let Err(e) = store.record_disclosures(audit).await {
+                let _ = tx
+                    .send(Err(crate::error::GatewayError::from(e).into()))
+                    .await;
+                return;
+            }
+            for (c, msg) in out {
+                if revocations.is_revoked(&recipient.serial) {
+                    refuse(&tx).await;
+                    return;
+                }
                 if tx.send(msg).await.is_err() {
                     return;
                 }

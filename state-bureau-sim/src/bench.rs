@@ -287,7 +287,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let (echo_stop, echo_rx) = tokio::sync::oneshot::channel::<()>();
     let echo_task = tokio::spawn(
         tonic::transport::Server::builder()
-            .tls_config(server::server_tls(&pki)?)?
+            .tls_config(server::tonic_server_tls(&pki)?)?
             .add_service(
                 pb::submission_service_server::SubmissionServiceServer::new(Echo {
                     n: AtomicUsize::new(0),

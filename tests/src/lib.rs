@@ -287,7 +287,37 @@ impl TestGateway {
             },
         )
         .expect("pki");
-        Self::start_full(dir, pki, None, None, Some(retention), None).await
+        let options = ServeOptions {
+            retention,
+            ..Self::default_options()
+        };
+        Self::start_full(dir, pki, None, None, Some(options), None).await
+    }
+
+    /// The options every test gateway runs with unless a test says otherwise: the defaults,
+    /// with a short grace period.
+    pub fn default_options() -> ServeOptions {
+        ServeOptions {
+            grace: std::time::Duration::from_millis(200),
+            ..Default::default()
+        }
+    }
+
+    /// A fresh gateway with these bounds (see [`ServeOptions`]) and, if given, another IDENT.
+    pub async fn start_with_options(
+        options: ServeOptions,
+        ident: Option<Arc<dyn IdentSearch>>,
+    ) -> TestGateway {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let pki = pki::init(
+            &dir.path().join("pki"),
+            &pki::InitOptions {
+                states: &["TX".into(), "CA".into()],
+                offices: &["HOU".into(), "LOS".into()],
+            },
+        )
+        .expect("pki");
+        Self::start_full(dir, pki, ident, None, Some(options), None).await
     }
 
     async fn start_full(
@@ -295,7 +325,7 @@ impl TestGateway {
         pki: PkiDir,
         ident: Option<Arc<dyn IdentSearch>>,
         faults: Option<Arc<store::IoFaults>>,
-        retention: Option<std::time::Duration>,
+        options: Option<ServeOptions>,
         listen: Option<std::net::SocketAddr>,
     ) -> TestGateway {
         let data = dir.path().join("data");
@@ -332,11 +362,7 @@ impl TestGateway {
             counting.clone(),
             criminal,
             Some(matcher),
-            ServeOptions {
-                grace: std::time::Duration::from_millis(200),
-                retention: retention.unwrap_or(ServeOptions::default().retention),
-                ..Default::default()
-            },
+            options.unwrap_or_else(Self::default_options),
         )
         .await
         .expect("gateway start");

@@ -46,7 +46,7 @@ async fn serve_shard(
     let task = tokio::spawn(remote::serve_matcher(
         m,
         listener,
-        server::server_tls(pki).unwrap(),
+        server::tonic_server_tls(pki).unwrap(),
         async {
             let _ = rx.await;
         },

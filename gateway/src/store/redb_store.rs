@@ -50,7 +50,14 @@ const ONCE: TableDefinition<&str, &[u8]> = TableDefinition::new("once");
 const ACK_TIMES: TableDefinition<(&str, u64), i64> = TableDefinition::new("ack_times");
 /// Most events one compaction removes, so it never holds the writer long; the rest go next time.
 const COMPACT_LIMIT: usize = 50_000;
-/// "next_seq" → next acceptance seq.
+/// disclosure seq → postcard [`Disclosure`]. Append-only: nothing removes or rewrites a row.
+const DISCLOSURES: TableDefinition<u64, &[u8]> = TableDefinition::new("disclosures");
+/// (tcn, seq) and (recipient, seq) → (), so a filtered listing reads only its own rows.
+const DISCLOSURES_BY_TCN: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("disclosures_by_tcn");
+const DISCLOSURES_BY_RECIPIENT: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("disclosures_by_recipient");
+/// "next_seq" → next acceptance seq; "next_disclosure" → next disclosure seq.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 #[derive(Serialize, Deserialize)]
@@ -249,6 +256,10 @@ impl RedbStore {
             txn.open_table(META).map_err(unavailable)?;
             txn.open_table(ONCE).map_err(unavailable)?;
             txn.open_table(ACK_TIMES).map_err(unavailable)?;
+            txn.open_table(DISCLOSURES).map_err(unavailable)?;
+            txn.open_table(DISCLOSURES_BY_TCN).map_err(unavailable)?;
+            txn.open_table(DISCLOSURES_BY_RECIPIENT)
+                .map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
         let heads = Arc::new(dashmap::DashMap::new());
@@ -414,6 +425,71 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn record_disclosures(&self, records: Vec<Disclosure>) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        submit_op(&self.tx, |reply| WriteOp::Disclose { records, reply }).await
+    }
+
+    async fn disclosures(
+        &self,
+        filter: DisclosureFilter,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(u64, Disclosure)>> {
+        self.blocking_read(move |db| {
+            let txn = db.begin_read()?;
+            let rows = txn.open_table(DISCLOSURES)?;
+            let decode = |seq: u64| -> Result<Option<Disclosure>, redb::Error> {
+                Ok(rows
+                    .get(seq)?
+                    .map(|v| postcard::from_bytes(v.value()).expect("stored disclosure")))
+            };
+            let mut out = Vec::new();
+            // Walk the narrowest index that applies; check the other filter on each row.
+            let index = if !filter.tcn.is_empty() {
+                Some((txn.open_table(DISCLOSURES_BY_TCN)?, filter.tcn.clone()))
+            } else if !filter.recipient.is_empty() {
+                Some((
+                    txn.open_table(DISCLOSURES_BY_RECIPIENT)?,
+                    filter.recipient.clone(),
+                ))
+            } else {
+                None
+            };
+            match index {
+                Some((t, k)) => {
+                    let from = after.saturating_add(1);
+                    for row in t.range((k.as_str(), from)..=(k.as_str(), u64::MAX))? {
+                        let seq = row?.0.value().1;
+                        if let Some(d) = decode(seq)?
+                            && filter.matches(&d)
+                        {
+                            out.push((seq, d));
+                            if out.len() >= limit {
+                                break;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    for row in rows.range(after.saturating_add(1)..)? {
+                        let (k, v) = row?;
+                        let d: Disclosure =
+                            postcard::from_bytes(v.value()).expect("stored disclosure");
+                        out.push((k.value(), d));
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn acked(&self, stream: StreamKey) -> StoreResult<u64> {
         let s = stream.to_string();
         self.blocking_read(move |db| {
@@ -525,6 +601,7 @@ enum Answer {
     Ack(oneshot::Sender<StoreResult<u64>>, StoreResult<u64>),
     Setting(oneshot::Sender<StoreResult<()>>, StoreResult<()>),
     Compact(oneshot::Sender<StoreResult<u64>>, StoreResult<u64>),
+    Disclose(oneshot::Sender<StoreResult<()>>, StoreResult<()>),
 }
 
 impl Answer {
@@ -540,6 +617,9 @@ impl Answer {
             Answer::Once(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
             Answer::Setting(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
             Answer::Compact(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
+            Answer::Disclose(tx, r) => {
+                drop(tx.send(if failed.is_some() { Err(fail()) } else { r }))
+            }
         }
     }
 }
@@ -685,6 +765,7 @@ impl Writer {
             WriteOp::Once { reply, .. } => Answer::Once(reply, Err(e())),
             WriteOp::Setting { reply, .. } => Answer::Setting(reply, Err(e())),
             WriteOp::Compact { reply, .. } => Answer::Compact(reply, Err(e())),
+            WriteOp::Disclose { reply, .. } => Answer::Disclose(reply, Err(e())),
         }
     }
 }
@@ -700,6 +781,9 @@ struct Tables<'t> {
     once: redb::Table<'t, &'static str, &'static [u8]>,
     meta: redb::Table<'t, &'static str, u64>,
     ack_times: redb::Table<'t, (&'static str, u64), i64>,
+    disclosures: redb::Table<'t, u64, &'static [u8]>,
+    disclosures_by_tcn: redb::Table<'t, (&'static str, u64), ()>,
+    disclosures_by_recipient: redb::Table<'t, (&'static str, u64), ()>,
 }
 
 impl<'t> Tables<'t> {
@@ -715,6 +799,9 @@ impl<'t> Tables<'t> {
             once: txn.open_table(ONCE)?,
             meta: txn.open_table(META)?,
             ack_times: txn.open_table(ACK_TIMES)?,
+            disclosures: txn.open_table(DISCLOSURES)?,
+            disclosures_by_tcn: txn.open_table(DISCLOSURES_BY_TCN)?,
+            disclosures_by_recipient: txn.open_table(DISCLOSURES_BY_RECIPIENT)?,
         })
     }
 
@@ -767,6 +854,13 @@ impl<'t> Tables<'t> {
             } => match self.compact(acked_before_ms) {
                 Ok(n) => Ok(Answer::Compact(reply, Ok(n))),
                 Err(e) => Err((Answer::Compact(reply, Err(unavailable(&e))), unavailable(e))),
+            },
+            WriteOp::Disclose { records, reply } => match self.disclose(records) {
+                Ok(()) => Ok(Answer::Disclose(reply, Ok(()))),
+                Err(e) => Err((
+                    Answer::Disclose(reply, Err(unavailable(&e))),
+                    unavailable(e),
+                )),
             },
             WriteOp::Setting { key, value, reply } => {
                 match self.settings.insert(key.as_str(), value.as_slice()) {
@@ -937,6 +1031,25 @@ impl<'t> Tables<'t> {
         Ok(removed as u64)
     }
 
+    /// Appends disclosure records with the next sequence numbers, and their index rows.
+    fn disclose(&mut self, records: Vec<Disclosure>) -> Result<(), redb::Error> {
+        let mut seq = self
+            .meta
+            .get("next_disclosure")?
+            .map(|v| v.value())
+            .unwrap_or(1);
+        for d in records {
+            let bytes = postcard::to_allocvec(&d).expect("serialisable disclosure");
+            self.disclosures.insert(seq, bytes.as_slice())?;
+            self.disclosures_by_tcn.insert((d.tcn.as_str(), seq), ())?;
+            self.disclosures_by_recipient
+                .insert((d.recipient.as_str(), seq), ())?;
+            seq += 1;
+        }
+        self.meta.insert("next_disclosure", seq)?;
+        Ok(())
+    }
+
     fn add_counter(&mut self, name: &str, n: u64) -> Result<(), redb::Error> {
         let v = self.counters.get(name)?.map(|v| v.value()).unwrap_or(0);
         self.counters.insert(name, v + n)?;
@@ -982,7 +1095,8 @@ mod tests {
         reopen_keeps_receipts_and_lists_unfinished,
         append_once_appends_once,
         concurrent_accepts_all_land,
-        compaction_removes_only_old_acknowledged_events
+        compaction_removes_only_old_acknowledged_events,
+        disclosures_are_append_only_ordered_and_filtered
     );
 
     fn key(tcn: &str) -> SubmissionKey {

@@ -1,0 +1,561 @@
+//! The gateway's own TLS listener: mutual TLS with rustls (through `tokio-rustls`, the same
+//! stack tonic uses), built here instead of by tonic so that
+//!
+//! - the server certificate, its key and the client CA bundle can be **re-read without a
+//!   restart** ([`ServerTls::reload`], on SIGHUP or `AdminService.ReloadCertificates`): each
+//!   new connection takes the configuration current when it arrives, open connections keep
+//!   the one they were made with, and a reload that fails (a missing file, a key that does not
+//!   match its certificate) changes nothing and says why;
+//! - **connections are bounded** ([`ListenOptions::max_connections`]): past the bound a new TCP
+//!   connection is closed at once, before any TLS work, so a flood costs an `accept` and a
+//!   `close` each;
+//! - **a handshake has a deadline** ([`ListenOptions::handshake_timeout`]): a slow-loris
+//!   client that opens a socket and never finishes the handshake is closed when it expires, and
+//!   holds one connection slot until then. Handshakes run in their own tasks, so a slow one
+//!   never delays the next accept;
+//! - **an idle connection is closed** ([`ListenOptions::idle_timeout`]): one with no call in
+//!   flight for that long. HTTP/2 keep-alive pings do not count as use.
+//!
+//! Connections come out as [`TlsConn`], which tonic serves like its own TLS streams: the peer
+//! certificates reach `Request::peer_certs()` as usual.
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
+
+/// Where the server's TLS material is read from (and re-read on reload).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// One or more CA certificates (PEM) that client certificates must chain to. During a CA
+    /// rotation it holds the old and the new CA.
+    pub client_ca: PathBuf,
+}
+
+/// What a (re)load put in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded {
+    /// Canonical serial of the server certificate.
+    pub server_serial: String,
+    /// Certificates in the client CA bundle.
+    pub client_cas: usize,
+}
+
+/// The server TLS configuration, replaceable while serving.
+pub struct ServerTls {
+    files: TlsFiles,
+    current: RwLock<(Arc<rustls::ServerConfig>, Loaded)>,
+}
+
+impl ServerTls {
+    /// Reads the files and builds the configuration.
+    pub fn load(files: TlsFiles) -> anyhow::Result<ServerTls> {
+        let current = build(&files)?;
+        Ok(ServerTls {
+            files,
+            current: RwLock::new(current),
+        })
+    }
+
+    /// Re-reads the files; on success new connections use them. On failure the configuration
+    /// in use is kept and the error names the file and the problem.
+    pub fn reload(&self) -> anyhow::Result<Loaded> {
+        let next = build(&self.files)?;
+        let loaded = next.1.clone();
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        tracing::info!(
+            server_serial = %loaded.server_serial,
+            client_cas = loaded.client_cas,
+            "TLS certificates reloaded"
+        );
+        Ok(loaded)
+    }
+
+    pub fn loaded(&self) -> Loaded {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+
+    fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+}
+
+fn read(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn build(files: &TlsFiles) -> anyhow::Result<(Arc<rustls::ServerConfig>, Loaded)> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(&files.cert)?)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{}: not a PEM certificate chain", files.cert.display()))?;
+    let first = certs
+        .first()
+        .with_context(|| format!("{}: holds no certificate", files.cert.display()))?;
+    let server_serial = crate::principal::serial_of_der(first)
+        .with_context(|| format!("{}: unreadable certificate", files.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?)
+        .with_context(|| format!("{}: not a PEM private key", files.key.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let cas: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&read(&files.client_ca)?)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{}: not PEM certificates", files.client_ca.display()))?;
+    for ca in cas {
+        roots
+            .add(ca)
+            .with_context(|| format!("{}: unusable CA certificate", files.client_ca.display()))?;
+    }
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "{}: holds no CA certificate",
+        files.client_ca.display()
+    );
+    let client_cas = roots.len();
+    // ring, named explicitly: the process-default provider is ambiguous as soon as anything in
+    // the tree enables a second one.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .context("building the client certificate verifier")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .with_context(|| {
+            format!(
+                "{} and {} do not form a usable identity",
+                files.cert.display(),
+                files.key.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok((
+        Arc::new(config),
+        Loaded {
+            server_serial,
+            client_cas,
+        },
+    ))
+}
+
+/// Bounds of the listener. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct ListenOptions {
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    /// `None`: idle connections are kept.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Counters of the listener, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct ListenStats {
+    pub accepted: AtomicU64,
+    /// Closed at once because `max_connections` were open.
+    pub refused_over_limit: AtomicU64,
+    pub handshake_timeouts: AtomicU64,
+    pub handshake_failures: AtomicU64,
+    pub idle_closed: AtomicU64,
+    pub open: AtomicUsize,
+}
+
+impl ListenStats {
+    /// The Prometheus text of these counters (see [`crate::metrics`]).
+    pub fn render(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = format!(
+            "# HELP interop_connections_open Client connections past their TLS handshake.\n# TYPE interop_connections_open gauge\ninterop_connections_open {}\n",
+            self.open.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP interop_connections_total TCP connections by fate.\n# TYPE interop_connections_total counter\n");
+        for (outcome, c) in [
+            ("accepted", &self.accepted),
+            ("refused_over_limit", &self.refused_over_limit),
+            ("handshake_timeout", &self.handshake_timeouts),
+            ("handshake_failed", &self.handshake_failures),
+            ("idle_closed", &self.idle_closed),
+        ] {
+            out.push_str(&format!(
+                "interop_connections_total{{outcome=\"{outcome}\"}} {}\n",
+                get(c)
+            ));
+        }
+        out
+    }
+}
+
+/// Calls in flight per connection, by peer address, so the idle timer of a connection knows
+/// whether it is in use (see [`track_calls`]).
+#[derive(Clone, Default)]
+pub struct CallTracker {
+    // Sharded: every call looks its connection up once.
+    conns: Arc<dashmap::DashMap<SocketAddr, Arc<Activity>>>,
+}
+
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` of the last call's start or end.
+    last_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(self.epoch.elapsed().saturating_sub(last))
+    }
+}
+
+/// Marks one call in flight on a connection until dropped.
+pub struct CallGuard(Option<Arc<Activity>>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if let Some(a) = self.0.take() {
+            a.touch();
+            a.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl CallTracker {
+    /// A call from `peer` starts; it ends when the guard is dropped.
+    pub fn begin(&self, peer: Option<SocketAddr>) -> CallGuard {
+        let a = peer.and_then(|p| self.conns.get(&p).map(|a| a.clone()));
+        if let Some(a) = &a {
+            a.in_flight.fetch_add(1, Ordering::AcqRel);
+            a.touch();
+        }
+        CallGuard(a)
+    }
+
+    fn register(&self, peer: SocketAddr) -> Arc<Activity> {
+        let a = Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        self.conns.insert(peer, a.clone());
+        a
+    }
+
+    /// Forgets a closed connection — only if the entry is still its own: a new connection
+    /// from the same address may have registered before the old one was dropped.
+    fn forget(&self, peer: SocketAddr, mine: &Arc<Activity>) {
+        self.conns.remove_if(&peer, |_, a| Arc::ptr_eq(a, mine));
+    }
+}
+
+/// One accepted, handshaken connection. Holds its connection slot until dropped.
+pub struct TlsConn {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    peer: SocketAddr,
+    calls: CallTracker,
+    activity: Arc<Activity>,
+    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    stats: Arc<ListenStats>,
+}
+
+impl Drop for TlsConn {
+    fn drop(&mut self) {
+        self.calls.forget(self.peer, &self.activity);
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl TlsConn {
+    /// `Err` once the connection has had no call in flight for the idle timeout. Polled on
+    /// every read, with a timer so an otherwise silent connection is woken to check.
+    fn check_idle(&mut self, cx: &mut TaskContext<'_>) -> std::io::Result<()> {
+        let Some((limit, sleep)) = &mut self.idle else {
+            return Ok(());
+        };
+        while sleep.as_mut().poll(cx).is_ready() {
+            match self.activity.idle_for() {
+                Some(idle) if idle >= *limit => {
+                    self.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(peer = %self.peer, "idle connection closed");
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connection idle past the idle timeout",
+                    ));
+                }
+                Some(idle) => {
+                    let at = tokio::time::Instant::now() + (*limit - idle);
+                    sleep.as_mut().reset(at);
+                }
+                None => {
+                    let at = tokio::time::Instant::now() + *limit;
+                    sleep.as_mut().reset(at);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = TlsConnectInfo<TcpConnectInfo>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.check_idle(cx)?;
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Accepts TCP connections on `listener`, bounds them, handshakes each in its own task under
+/// the deadline, and yields the ones that complete. Stops when the returned stream is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    opts: ListenOptions,
+    calls: CallTracker,
+    stats: Arc<ListenStats>,
+) -> ReceiverStream<Result<TlsConn, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "connection refused: max_connections open");
+                drop(tcp);
+                continue;
+            };
+            stats.accepted.fetch_add(1, Ordering::Relaxed);
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+            let (tx, calls, stats, opts) = (tx.clone(), calls.clone(), stats.clone(), opts.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(inner)) => {
+                        stats.open.fetch_add(1, Ordering::Relaxed);
+                        let activity = calls.register(peer);
+                        activity.touch();
+                        let idle = opts
+                            .idle_timeout
+                            .map(|d| (d, Box::pin(tokio::time::sleep(d))));
+                        let conn = TlsConn {
+                            inner,
+                            _slot: slot,
+                            peer,
+                            calls,
+                            activity,
+                            idle,
+                            stats,
+                        };
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => {
+                        stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "TLS handshake timed out; connection closed");
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// A tower layer that counts each call in flight on its connection (by peer address) from
+/// the request until its response body ends, for the idle timeout.
+#[derive(Clone)]
+pub struct TrackCalls(pub CallTracker);
+
+impl<S> tower::Layer<S> for TrackCalls {
+    type Service = Tracked<S>;
+    fn layer(&self, inner: S) -> Tracked<S> {
+        Tracked {
+            inner,
+            calls: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Tracked<S> {
+    inner: S,
+    calls: CallTracker,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for Tracked<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<GuardedBody<RB>>;
+    type Error = S::Error;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let peer = req
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|i| i.get_ref().remote_addr());
+        let guard = self.calls.begin(peer);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            Ok(resp.map(|inner| GuardedBody {
+                inner,
+                _guard: guard,
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its call counted until it ends or is dropped.
+pub struct GuardedBody<B> {
+    inner: B,
+    _guard: CallGuard,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for GuardedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_with_a_call_in_flight_is_never_idle() {
+        let calls = CallTracker::default();
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let first = calls.register(peer);
+        assert!(first.idle_for().is_some());
+        let call = calls.begin(Some(peer));
+        let other = calls.begin(Some(peer));
+        assert_eq!(first.idle_for(), None);
+        drop(call);
+        assert_eq!(first.idle_for(), None, "one call still open");
+        drop(other);
+        assert!(first.idle_for().unwrap() < Duration::from_secs(5));
+        // Calls from an unknown peer are not counted anywhere.
+        assert!(calls.begin(None).0.is_none());
+    }
+
+    #[test]
+    fn a_late_drop_of_an_old_connection_keeps_the_new_ones_entry() {
+        let calls = CallTracker::default();
+        let peer: SocketAddr = "127.0.0.1:4001".parse().unwrap();
+        let old = calls.register(peer);
+        let new = calls.register(peer);
+        calls.forget(peer, &old);
+        let g = calls.begin(Some(peer));
+        assert_eq!(new.idle_for(), None, "the new connection's call is counted");
+        drop(g);
+        calls.forget(peer, &new);
+        assert!(calls.begin(Some(peer)).0.is_none());
+    }
+}

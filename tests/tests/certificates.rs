@@ -1,0 +1,466 @@
+//! Certificate lifecycle over real mutual TLS: revocation by serial (refused from the next
+//! call on, on old and new connections; open streams closed; durable across a restart) and
+//! reloading the server certificate and client CA bundle without a restart.
+
+use interop_e2e::*;
+use interop_gateway::client;
+use interop_gateway::pki::{self, IdentityFiles, PkiDir};
+use interop_gateway::principal::Principal;
+use interop_proto::v1 as pb;
+use pb::admin_service_client::AdminServiceClient;
+use std::time::Duration;
+use tonic::Code;
+
+fn hou() -> Principal {
+    Principal::FieldOffice {
+        office: "HOU".into(),
+    }
+}
+
+fn tx() -> Principal {
+    Principal::Bureau { state: "TX".into() }
+}
+
+fn serial(pki: &PkiDir, who: &Principal) -> String {
+    pki::serial_of_pem_file(&pki.client(who).cert).unwrap()
+}
+
+async fn revoke(gw: &TestGateway, serial: &str, reason: &str) -> pb::RevokedCertificate {
+    gw.admin()
+        .await
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: serial.into(),
+            reason: reason.into(),
+        })
+        .await
+        .expect("revoke")
+        .into_inner()
+}
+
+/// The next item of a stream, within 10 s.
+async fn next<T>(s: &mut tonic::Streaming<T>) -> Result<Option<T>, tonic::Status> {
+    tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .expect("the stream neither delivered nor closed within 10 s")
+}
+
+fn assert_revoked(r: Result<impl std::fmt::Debug, tonic::Status>, serial: &str) {
+    match r {
+        Err(s) => {
+            assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+            assert!(
+                s.message().contains("revoked") && s.message().contains(serial),
+                "the message says what happened: {}",
+                s.message()
+            );
+        }
+        Ok(v) => panic!("a revoked certificate was answered {v:?}"),
+    }
+}
+
+async fn listed(gw: &TestGateway) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = gw
+        .admin()
+        .await
+        .list_revoked(pb::ListRevokedRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked
+        .into_iter()
+        .map(|r| (r.serial, r.reason))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_and_its_open_streams_are_closed() {
+    let gw = TestGateway::start().await;
+    let tcn = "TX-REVOKE-0001";
+    let mut bureau = gw.bureau("TX").await;
+    bureau
+        .submit(booking(tcn, TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    wait_completed(&gw, "TX", tcn).await;
+
+    // Both hold a following stream, and have read what is there.
+    let mut office = gw.office("HOU").await;
+    let mut notes = office
+        .subscribe(pb::SubscribeRequest {
+            after_cursor: Some(0),
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next(&mut notes).await.unwrap().is_some());
+    let mut responses = bureau
+        .stream_responses(pb::StreamResponsesRequest {
+            after_cursor: 0,
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next(&mut responses).await.unwrap().is_some());
+
+    let hou_serial = serial(&gw.pki, &hou());
+    let r = revoke(&gw, &hou_serial.to_uppercase(), "key compromise").await;
+    assert_eq!(r.serial, hou_serial, "serials are normalised");
+    assert_eq!(r.reason, "key compromise");
+
+    // The open stream is closed with the reason; the next call on the same connection and on
+    // a new one is refused.
+    assert_revoked(next(&mut notes).await, &hou_serial);
+    assert_revoked(office.ack(pb::AckRequest { cursor: 1 }).await, &hou_serial);
+    assert_revoked(
+        gw.office("HOU")
+            .await
+            .ack(pb::AckRequest { cursor: 1 })
+            .await,
+        &hou_serial,
+    );
+    assert_eq!(
+        gw.counters().await.get("submissions_accepted"),
+        Some(&1),
+        "nothing else moved"
+    );
+
+    // Others are unaffected: the bureau's stream still follows.
+    let second = "TX-REVOKE-0002";
+    bureau
+        .submit(booking(second, TX_RECEIVING, NOBODY))
+        .await
+        .unwrap();
+    // Its criminal-history and (no-hit) immigration responses.
+    let mut seen_second = 0;
+    while seen_second < 2 {
+        match next(&mut responses).await.unwrap() {
+            Some(r) if r.tcn == second => seen_second += 1,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert_eq!(seen_second, 2, "the unrevoked bureau still receives");
+
+    // Revoking the bureau closes its stream too.
+    let tx_serial = serial(&gw.pki, &tx());
+    revoke(&gw, &tx_serial, "").await;
+    assert_revoked(next(&mut responses).await, &tx_serial);
+    assert_revoked(
+        bureau
+            .get_status(pb::GetStatusRequest { tcn: tcn.into() })
+            .await,
+        &tx_serial,
+    );
+
+    // Revoking again keeps the first record; bad serials and self-revocation are refused.
+    let again = revoke(&gw, &hou_serial, "another reason").await;
+    assert_eq!(again.reason, "key compromise");
+    let mut admin = gw.admin().await;
+    let e = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: "not hex".into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("serial"), "{}", e.message());
+    let own = serial(&gw.pki, &Principal::Admin);
+    let e = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: own,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let e = AdminServiceClient::new(gw.channel(Principal::Bureau { state: "CA".into() }).await)
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: "01".into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    let mut want = vec![
+        (hou_serial.clone(), "key compromise".to_string()),
+        (tx_serial.clone(), String::new()),
+    ];
+    want.sort();
+    assert_eq!(listed(&gw).await, want);
+
+    // Durable: still revoked after a restart; a newly issued certificate for the same office
+    // (a new serial) works.
+    let gw = gw.restart(None).await;
+    assert_eq!(listed(&gw).await, want);
+    assert_revoked(
+        gw.office("HOU")
+            .await
+            .ack(pb::AckRequest { cursor: 0 })
+            .await,
+        &hou_serial,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = IdentityFiles {
+        cert: dir.path().join("hou2.pem"),
+        key: dir.path().join("hou2-key.pem"),
+    };
+    pki::issue_client(&gw.pki, &hou(), &fresh).unwrap();
+    let ch = connect_as(&gw.endpoint, &gw.pki, &fresh).await.unwrap();
+    let acked = pb::field_office_service_client::FieldOfficeServiceClient::new(ch)
+        .ack(pb::AckRequest { cursor: 1 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked.acked_cursor, 1);
+}
+
+/// A channel to `endpoint` trusting `trust`'s CA and presenting `who`, one attempt, no
+/// retries.
+async fn connect_as(
+    endpoint: &str,
+    trust: &PkiDir,
+    who: &IdentityFiles,
+) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(client::client_config(endpoint, trust, Some(who))?
+        .retry(interop_proto::client::RetryPolicy::none())
+        .connect()
+        .await?
+        .channel())
+}
+
+/// Whether a client trusting `trust`'s CA and presenting `who` gets an answer from the admin
+/// service (any answer but a transport/TLS failure).
+async fn reaches(gw: &TestGateway, trust: &PkiDir, who: &IdentityFiles) -> bool {
+    reaches_at(&gw.endpoint, trust, who).await
+}
+
+async fn reaches_at(endpoint: &str, trust: &PkiDir, who: &IdentityFiles) -> bool {
+    let Ok(ch) = connect_as(endpoint, trust, who).await else {
+        return false;
+    };
+    AdminServiceClient::new(ch)
+        .list_revoked(pb::ListRevokedRequest {})
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_reload_without_a_restart() {
+    let gw = TestGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A CA rotation: a new CA with its own server and client certificates.
+    let next = pki::init(
+        &dir.path().join("next"),
+        &pki::InitOptions {
+            states: &[],
+            offices: &[],
+        },
+    )
+    .unwrap();
+    let admin = Principal::Admin;
+    let old_admin = gw.pki.client(&admin);
+    let new_admin = next.client(&admin);
+    assert!(reaches(&gw, &gw.pki, &old_admin).await);
+    assert!(
+        !reaches(&gw, &next, &new_admin).await,
+        "before the reload the new CA's clients are strangers"
+    );
+    let mut before = gw.admin().await;
+
+    // Install the new server identity and a bundle trusting both CAs, then reload.
+    rotate(&gw.pki, &next);
+    let loaded = before
+        .reload_certificates(pb::ReloadCertificatesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        loaded.server_serial,
+        pki::serial_of_pem_file(&next.server().cert).unwrap()
+    );
+    assert_eq!(loaded.client_cas, 2);
+
+    // New connections: the new server certificate (a client trusting only the new CA
+    // connects) and both CAs' clients are accepted.
+    assert!(reaches(&gw, &next, &new_admin).await);
+    assert!(reaches(&gw, &gw.pki, &old_admin).await);
+    // The connection made before the reload carries on.
+    before
+        .list_revoked(pb::ListRevokedRequest {})
+        .await
+        .expect("open connections keep working");
+
+    // A broken reload changes nothing and says which file is wrong.
+    std::fs::write(gw.pki.server().key, "not a key").unwrap();
+    let e = before
+        .reload_certificates(pb::ReloadCertificatesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("server-key.pem"), "{}", e.message());
+    assert!(reaches(&gw, &next, &new_admin).await, "still serving");
+}
+
+/// Installs `next`'s server identity in `pki` and makes `pki`'s CA file a bundle of both CAs.
+fn rotate(pki: &PkiDir, next: &PkiDir) {
+    std::fs::copy(next.server().cert, pki.server().cert).unwrap();
+    std::fs::copy(next.server().key, pki.server().key).unwrap();
+    let bundle = [
+        std::fs::read_to_string(pki.ca_cert()).unwrap(),
+        std::fs::read_to_string(next.ca_cert()).unwrap(),
+    ]
+    .concat();
+    std::fs::write(pki.ca_cert(), bundle).unwrap();
+}
+
+/// The real program re-reads its certificates on SIGHUP and keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_program_reloads_certificates_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki::init(
+        &dir.path().join("pki"),
+        &pki::InitOptions {
+            states: &["TX".into()],
+            offices: &[],
+        },
+    )
+    .unwrap();
+    let world = dir.path().join("world");
+    write_world_dir(&world).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_interop-gateway-under-test"))
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--pki")
+        .arg(&pki.0)
+        .arg("--world")
+        .arg(&world)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--shards", "1", "--no-metrics"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let admin = pki.client(&Principal::Admin);
+    let mut up = false;
+    for _ in 0..600 {
+        assert!(child.try_wait().unwrap().is_none(), "gateway exited");
+        if reaches_at(&endpoint, &pki, &admin).await {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "gateway did not come up");
+
+    let next = pki::init(
+        &dir.path().join("next"),
+        &pki::InitOptions {
+            states: &[],
+            offices: &[],
+        },
+    )
+    .unwrap();
+    let new_admin = next.client(&Principal::Admin);
+    assert!(!reaches_at(&endpoint, &next, &new_admin).await);
+    rotate(&pki, &next);
+    let pid = child.id().unwrap().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if reaches_at(&endpoint, &next, &new_admin).await {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "new connections use the reloaded certificates");
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    assert!(
+        reaches_at(&endpoint, &pki, &admin).await,
+        "old CA still trusted"
+    );
+
+    // The same program's admin commands.
+    let admin_cmd = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_interop-gateway-under-test"))
+            .args(["admin", "--target", &endpoint, "--pki"])
+            .arg(&pki.0)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = admin_cmd(&["reload"]);
+    let new_serial = pki::serial_of_pem_file(&next.server().cert).unwrap();
+    assert!(
+        out.contains(&new_serial) && out.contains("2 client CA"),
+        "{out}"
+    );
+    let tx_serial = serial(&pki, &tx());
+    let out = admin_cmd(&["revoke", "--serial", &tx_serial, "--reason", "lost laptop"]);
+    assert!(out.contains(&tx_serial), "{out}");
+    let out = admin_cmd(&["revoked"]);
+    assert!(
+        out.contains(&tx_serial) && out.contains("lost laptop"),
+        "{out}"
+    );
+    let out = admin_cmd(&["disclosures"]);
+    assert!(out.starts_with("seq,disclosed_at,recipient"), "{out}");
+}
+
+/// A bulk stream whose certificate is revoked mid-way answers what it read before and then
+/// ends UNAUTHENTICATED: the next submission is not received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_bulk_stream_submits_nothing_more() {
+    let gw = TestGateway::start().await;
+    let (send, rx) = tokio::sync::mpsc::channel::<pb::Submission>(4);
+    let mut answers = gw
+        .bureau("TX")
+        .await
+        .submit_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    send.send(booking("TX-BULK-REV-0001", TX_RECEIVING, NOBODY))
+        .await
+        .unwrap();
+    let first = next(&mut answers).await.unwrap().expect("an answer");
+    assert!(matches!(
+        first.result,
+        Some(pb::submit_stream_response::Result::Receipt(_))
+    ));
+    let tx_serial = serial(&gw.pki, &tx());
+    revoke(&gw, &tx_serial, "bulk revoked").await;
+    send.send(booking("TX-BULK-REV-0002", TX_RECEIVING, NOBODY))
+        .await
+        .unwrap();
+    assert_revoked(next(&mut answers).await, &tx_serial);
+    let c = gw.counters().await;
+    assert_eq!(
+        c.get("submissions_accepted"),
+        Some(&1),
+        "the submission after the revocation was not received"
+    );
+}

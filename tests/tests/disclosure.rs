@@ -1,0 +1,226 @@
+//! The disclosure audit over real mutual TLS: every result delivered to anyone is recorded
+//! (who, which TCN, when, through which RPC), readable only by the admin role, append-only
+//! across a restart, and carrying ids only. An opted-out jurisdiction's complaint can be
+//! answered from it: its bureau never appears as a recipient of an immigration result, while
+//! its field office does.
+
+use interop_e2e::*;
+use interop_gateway::pki;
+use interop_gateway::principal::Principal;
+use interop_proto::v1 as pb;
+use pb::admin_service_client::AdminServiceClient;
+use tonic::Code;
+
+const TX_BUREAU: &str = "spiffe://interop.local/bureau/TX";
+const HOU_OFFICE: &str = "spiffe://interop.local/field-office/HOU";
+const STREAM_RESPONSES: &str = "interop.v1.SubmissionService/StreamResponses";
+const SUBSCRIBE: &str = "interop.v1.FieldOfficeService/Subscribe";
+
+async fn list(gw: &TestGateway, tcn: &str, recipient: &str) -> Vec<pb::Disclosure> {
+    let mut admin = gw.admin().await;
+    let mut out = vec![];
+    let mut token = String::new();
+    loop {
+        let page = admin
+            .list_disclosures(pb::ListDisclosuresRequest {
+                tcn: tcn.into(),
+                recipient: recipient.into(),
+                page_size: 3,
+                page_token: token,
+            })
+            .await
+            .expect("list disclosures")
+            .into_inner();
+        assert!(page.disclosures.len() <= 3, "page_size is honoured");
+        out.extend(page.disclosures);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+fn kinds(d: &[pb::Disclosure], recipient: &str) -> Vec<(pb::DisclosureKind, String)> {
+    d.iter()
+        .filter(|d| d.recipient == recipient)
+        .map(|d| (d.kind(), d.rpc.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opted_out_bureau_never_receives_immigration_results_and_the_audit_shows_it() {
+    let gw = TestGateway::start().await;
+    let opted_out = "TX-AUDIT-0001";
+    let receiving = "TX-AUDIT-0002";
+    let mut tx = gw.bureau("TX").await;
+    tx.submit(booking(opted_out, TX_OPTED_OUT, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    tx.submit(booking(receiving, TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    wait_completed(&gw, "TX", opted_out).await;
+    wait_completed(&gw, "TX", receiving).await;
+    // Nothing is delivered yet but status answers: no stream disclosure so far.
+    assert!(
+        list(&gw, opted_out, "")
+            .await
+            .iter()
+            .all(|d| d.kind() == pb::DisclosureKind::Status)
+    );
+
+    let office = office_log(&gw, "HOU", Some(0)).await;
+    assert_eq!(office.len(), 2);
+    gw.office("HOU")
+        .await
+        .issue_detainer(pb::IssueDetainerRequest {
+            state: "TX".into(),
+            tcn: opted_out.into(),
+            scheduled_release: Some(prost_types::Timestamp {
+                seconds: 1_307_000_000,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap();
+    let bureau = bureau_log(&gw, "TX").await;
+
+    // The opted-out booking: the office got the outcome (stream) and its detainer (unary);
+    // the bureau got criminal history, status and the detainer — never an immigration result.
+    let audit = list(&gw, opted_out, "").await;
+    let office_got = kinds(&audit, HOU_OFFICE);
+    assert!(office_got.contains(&(pb::DisclosureKind::IdentOutcome, SUBSCRIBE.into())));
+    assert!(office_got.contains(&(
+        pb::DisclosureKind::Detainer,
+        "interop.v1.FieldOfficeService/IssueDetainer".into()
+    )));
+    let bureau_got = kinds(&audit, TX_BUREAU);
+    assert!(bureau_got.contains(&(pb::DisclosureKind::CriminalHistory, STREAM_RESPONSES.into())));
+    assert!(bureau_got.contains(&(pb::DisclosureKind::Detainer, STREAM_RESPONSES.into())));
+    assert!(bureau_got.contains(&(
+        pb::DisclosureKind::Status,
+        "interop.v1.SubmissionService/GetStatus".into()
+    )));
+    for d in &audit {
+        assert_eq!((d.state.as_str(), d.tcn.as_str()), ("TX", opted_out));
+        if d.kind() == pb::DisclosureKind::Immigration {
+            panic!(
+                "opted-out booking disclosed as immigration result to {}",
+                d.recipient
+            );
+        }
+        assert!(
+            [TX_BUREAU, HOU_OFFICE].contains(&d.recipient.as_str()),
+            "nobody else: {}",
+            d.recipient
+        );
+    }
+
+    // The control: the receiving jurisdiction's bureau does get (and is recorded getting) it,
+    // at the cursor of the message it read.
+    let audit = list(&gw, receiving, TX_BUREAU).await;
+    let immigration: Vec<_> = audit
+        .iter()
+        .filter(|d| d.kind() == pb::DisclosureKind::Immigration)
+        .collect();
+    assert_eq!(immigration.len(), 1, "{audit:?}");
+    let delivered = bureau
+        .iter()
+        .find(|r| {
+            r.tcn == receiving && matches!(r.body, Some(pb::bureau_response::Body::Immigration(_)))
+        })
+        .expect("immigration response delivered");
+    assert_eq!(immigration[0].cursor, delivered.cursor);
+    assert_eq!(immigration[0].rpc, STREAM_RESPONSES);
+    let tx_serial = pki::serial_of_pem_file(
+        &gw.pki
+            .client(&Principal::Bureau { state: "TX".into() })
+            .cert,
+    )
+    .unwrap();
+    assert_eq!(immigration[0].certificate_serial, tx_serial);
+
+    // By recipient only: every immigration result the TX bureau ever got is the receiving one.
+    let to_bureau = list(&gw, "", TX_BUREAU).await;
+    assert!(to_bureau.iter().all(|d| d.recipient == TX_BUREAU));
+    let immigration_tcns: Vec<_> = to_bureau
+        .iter()
+        .filter(|d| d.kind() == pb::DisclosureKind::Immigration)
+        .map(|d| d.tcn.as_str())
+        .collect();
+    assert_eq!(immigration_tcns, [receiving]);
+    // Pages are in order, without gaps or repeats.
+    let seqs: Vec<u64> = to_bureau.iter().map(|d| d.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    // Ids only: no FIN, name, date of birth or determination in the audit.
+    let everything = format!("{:?}", list(&gw, "", "").await);
+    for secret in [
+        fin(OVERSTAY_FELON).as_str(),
+        "Synthetic Person",
+        "1980-02-03",
+        "VisaOverstay",
+    ] {
+        assert!(!everything.contains(secret), "audit carries {secret}");
+    }
+
+    // Reading the stream again is another disclosure; the audit only grows, and survives a
+    // restart.
+    let before = list(&gw, "", "").await;
+    office_log(&gw, "HOU", Some(0)).await;
+    let after = list(&gw, "", "").await;
+    assert_eq!(after.len(), before.len() + 2);
+    assert_eq!(&after[..before.len()], &before[..]);
+    let gw = gw.restart(None).await;
+    assert_eq!(list(&gw, "", "").await, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_admin_reads_the_audit_and_bad_filters_are_named() {
+    let gw = TestGateway::start().await;
+    let req = || pb::ListDisclosuresRequest::default();
+    for who in [
+        Principal::Bureau { state: "TX".into() },
+        Principal::FieldOffice {
+            office: "HOU".into(),
+        },
+    ] {
+        let e = AdminServiceClient::new(gw.channel(who.clone()).await)
+            .list_disclosures(req())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{who:?}");
+        assert!(e.message().contains("admin"), "{}", e.message());
+    }
+    let mut admin = gw.admin().await;
+    for (field, bad) in [
+        (
+            "page_token",
+            pb::ListDisclosuresRequest {
+                page_token: "not-a-token".into(),
+                ..req()
+            },
+        ),
+        (
+            "recipient",
+            pb::ListDisclosuresRequest {
+                recipient: "bureau/TX".into(),
+                ..req()
+            },
+        ),
+        (
+            "tcn",
+            pb::ListDisclosuresRequest {
+                tcn: "lower case".into(),
+                ..req()
+            },
+        ),
+    ] {
+        let e = admin.list_disclosures(bad).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{field}");
+        assert!(e.message().contains(field), "{field}: {}", e.message());
+    }
+    let empty = admin.list_disclosures(req()).await.unwrap().into_inner();
+    assert!(empty.disclosures.is_empty());
+    assert!(empty.next_page_token.is_empty());
+}

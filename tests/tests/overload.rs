@@ -1,0 +1,304 @@
+//! Bounds under hostile or heavy use, over real sockets (the figures themselves are in the
+//! `overload` benchmark example, never asserted on timing here beyond generous "it happened at
+//! all" limits):
+//! - a slow-loris TCP connection that never finishes the TLS handshake is closed after the
+//!   handshake timeout, and while it holds a slot past `max_connections` others are shed;
+//! - connections with no call in flight are closed after the idle timeout, while a following
+//!   stream on a quiet connection stays open;
+//! - a full pipeline refuses with RESOURCE_EXHAUSTED, stores nothing, and a call past its
+//!   `grpc-timeout` is abandoned by the server (and stores nothing either).
+
+use interop_e2e::*;
+use interop_gateway::principal::Principal;
+use interop_gateway::server::ServeOptions;
+use interop_proto::v1 as pb;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+fn addr(gw: &TestGateway) -> String {
+    gw.endpoint.trim_start_matches("https://").to_string()
+}
+
+/// Whether the server closes `s` (EOF or reset) within `limit`.
+async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(limit, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // A TLS alert is fine; keep reading until the close.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// One attempt, no retries (the client library would otherwise wait the bound out).
+async fn admin_answers(gw: &TestGateway) -> bool {
+    let admin = gw.pki.client(&Principal::Admin);
+    let connected =
+        match interop_gateway::client::client_config(&gw.endpoint, &gw.pki, Some(&admin)) {
+            Ok(c) => c
+                .retry(interop_proto::client::RetryPolicy::none())
+                .connect()
+                .await
+                .ok(),
+            Err(_) => None,
+        };
+    match connected {
+        None => false,
+        Some(c) => pb::admin_service_client::AdminServiceClient::new(c.channel())
+            .list_revoked(pb::ListRevokedRequest {})
+            .await
+            .is_ok(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_loris_handshake_is_closed_after_the_timeout_and_sheds_others_meanwhile() {
+    let gw = TestGateway::start_with_options(
+        ServeOptions {
+            tls_handshake_timeout: Duration::from_millis(500),
+            max_connections: 2,
+            ..TestGateway::default_options()
+        },
+        None,
+    )
+    .await;
+    let stats = gw.gateway.listen_stats.clone();
+    // One sends the first bytes of a ClientHello record and stops; one sends nothing.
+    let mut partial = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    // Both slots are held: a real client is shed before TLS.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !admin_answers(&gw).await,
+        "a third connection must be refused while two are open"
+    );
+    assert!(stats.refused_over_limit.load(Ordering::Relaxed) >= 1);
+
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut partial, Duration::from_secs(10)).await,
+        "a handshake that never finishes must be closed"
+    );
+    assert!(closed_within(&mut silent, Duration::from_secs(10)).await);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "closed by the handshake timeout, not by anything slower"
+    );
+    assert_eq!(stats.handshake_timeouts.load(Ordering::Relaxed), 2);
+    let metrics = gw.scrape().await;
+    assert!(
+        metrics.contains("interop_connections_total{outcome=\"handshake_timeout\"} 2"),
+        "{metrics}"
+    );
+    // The slots are free again.
+    assert!(admin_answers(&gw).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_while_quiet_streams_stay_open() {
+    let gw = TestGateway::start_with_options(
+        ServeOptions {
+            idle_timeout: Some(Duration::from_millis(300)),
+            ..TestGateway::default_options()
+        },
+        None,
+    )
+    .await;
+    let stats = gw.gateway.listen_stats.clone();
+    let mut office = gw.office("HOU").await;
+    let mut notes = office
+        .subscribe(pb::SubscribeRequest {
+            after_cursor: Some(0),
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut admin = gw.admin().await;
+    admin.list_revoked(pb::ListRevokedRequest {}).await.unwrap();
+    let open_before = stats.open.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        stats.idle_closed.load(Ordering::Relaxed) >= 1,
+        "the admin connection had no call in flight"
+    );
+    assert!(stats.open.load(Ordering::Relaxed) < open_before);
+
+    // The subscription's connection carried an open call the whole time: still delivering.
+    let tcn = "TX-IDLE-0001";
+    gw.bureau("TX")
+        .await
+        .submit(booking(tcn, TX_RECEIVING, NOBODY))
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), notes.message())
+        .await
+        .expect("the quiet stream still delivers")
+        .unwrap()
+        .expect("a notification");
+    assert_eq!(n.outcome.unwrap().tcn, tcn);
+
+    // A client whose idle connection was closed simply connects again.
+    let mut ok = false;
+    for _ in 0..3 {
+        if admin.list_revoked(pb::ListRevokedRequest {}).await.is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the channel reconnects after an idle close");
+}
+
+/// A stalled IDENT keeps the one worker busy, so the queue (depth 1) fills.
+fn stalled_options(admission_wait: Duration) -> ServeOptions {
+    ServeOptions {
+        concurrency: 1,
+        queue_depth: 1,
+        admission_wait,
+        ..TestGateway::default_options()
+    }
+}
+
+/// Submits until one is refused; returns the refusal, the TCN and how long that call took.
+async fn fill_until_refused(
+    gw: &TestGateway,
+    prefix: &str,
+    timeout: Option<Duration>,
+) -> (tonic::Status, String, Duration) {
+    let mut tx = gw.bureau("TX").await;
+    for i in 0..20 {
+        let tcn = format!("{prefix}-{i:04}");
+        let mut req = tonic::Request::new(booking(&tcn, TX_RECEIVING, NOBODY));
+        if let Some(t) = timeout {
+            req.set_timeout(t);
+        }
+        let started = Instant::now();
+        if let Err(e) = tx.submit(req).await {
+            return (e, tcn, started.elapsed());
+        }
+    }
+    panic!("20 submissions were all admitted with one worker and a queue of one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pipeline_sheds_with_resource_exhausted_and_stores_nothing() {
+    let gw = TestGateway::start_with_options(
+        stalled_options(Duration::from_millis(50)),
+        Some(Arc::new(StalledIdent)),
+    )
+    .await;
+    let (e, tcn, _) = fill_until_refused(&gw, "TX-SHED", None).await;
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("pipeline is full"), "{}", e.message());
+    let status = gw
+        .bureau("TX")
+        .await
+        .get_status(pb::GetStatusRequest { tcn })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::NotFound,
+        "a shed submission is not stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_grpc_timeout_is_abandoned_and_stores_nothing() {
+    // Without the deadline, a call that finds the queue full would wait 5 s for room.
+    let gw = TestGateway::start_with_options(
+        stalled_options(Duration::from_secs(5)),
+        Some(Arc::new(StalledIdent)),
+    )
+    .await;
+    let (e, tcn, took) =
+        fill_until_refused(&gw, "TX-DEADLINE", Some(Duration::from_millis(300))).await;
+    // tonic's server-side deadline (our client sets no local one, only the header) answers
+    // CANCELLED "Timeout expired"; the call never reached RESOURCE_EXHAUSTED.
+    assert_eq!(e.code(), Code::Cancelled, "{e:?}");
+    assert_eq!(e.message(), "Timeout expired");
+    assert!(
+        took < Duration::from_secs(4),
+        "answered at its deadline, not after the 5 s admission wait ({took:?})"
+    );
+    // The server dropped the call: nothing was stored, then or later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = gw
+        .bureau("TX")
+        .await
+        .get_status(pb::GetStatusRequest { tcn })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+}
+
+async fn follow_office(
+    gw: &TestGateway,
+    office: &str,
+) -> Result<tonic::Streaming<pb::FieldOfficeNotification>, tonic::Status> {
+    gw.office(office)
+        .await
+        .subscribe(pb::SubscribeRequest {
+            after_cursor: Some(0),
+            follow: true,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn follow_bureau(
+    gw: &TestGateway,
+    state: &str,
+) -> Result<tonic::Streaming<pb::BureauResponse>, tonic::Status> {
+    gw.bureau(state)
+        .await
+        .stream_responses(pb::StreamResponsesRequest {
+            after_cursor: 0,
+            follow: true,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_are_bounded_in_all_and_per_identity() {
+    let gw = TestGateway::start_with_options(
+        ServeOptions {
+            max_subscriptions: 3,
+            max_subscriptions_per_identity: 2,
+            ..TestGateway::default_options()
+        },
+        None,
+    )
+    .await;
+    let first = follow_office(&gw, "HOU").await.unwrap();
+    let _second = follow_office(&gw, "HOU").await.unwrap();
+    let e = follow_office(&gw, "HOU").await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().contains("per identity"), "{}", e.message());
+    // Another identity still gets one, up to the total.
+    let _los = follow_office(&gw, "LOS").await.unwrap();
+    let e = follow_bureau(&gw, "TX").await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().contains("limit"), "{}", e.message());
+    // Closing a stream frees its slot.
+    drop(first);
+    let mut admitted = false;
+    for _ in 0..100 {
+        if follow_bureau(&gw, "TX").await.is_ok() {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(admitted, "a closed stream's slot is given back");
+}
