@@ -99,6 +99,11 @@ struct Bounds {
     /// How long a submission waits for room in a full queue before it is refused.
     #[arg(long, default_value_t = 250)]
     admission_wait_ms: u64,
+    /// Receipted submissions one bureau may have waiting for processing; past it its new
+    /// submissions are refused (RESOURCE_EXHAUSTED) while other bureaus' get in. 0 = a quarter
+    /// of the queue depth plus the concurrency.
+    #[arg(long, default_value_t = 0)]
+    max_queued_per_bureau: usize,
     /// Open client connections at once; further connections are closed before TLS.
     #[arg(long, env = "INTEROP_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
@@ -158,6 +163,7 @@ impl Bounds {
         Ok(server::ServeOptions {
             queue_depth: self.queue_depth,
             admission_wait: Duration::from_millis(self.admission_wait_ms),
+            max_queued_per_bureau: self.max_queued_per_bureau,
             max_connections: self.max_connections,
             max_streams_per_connection: self.max_streams_per_connection,
             max_subscriptions: self.max_subscriptions,

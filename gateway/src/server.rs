@@ -39,6 +39,10 @@ pub struct ServeOptions {
     /// refused with RESOURCE_EXHAUSTED before anything is stored.
     pub queue_depth: usize,
     pub admission_wait: Duration,
+    /// Receipted submissions one bureau may have waiting for processing (queued or in
+    /// flight); past it its new submissions are refused with RESOURCE_EXHAUSTED while other
+    /// bureaus' still get in. 0 = a quarter of `queue_depth + concurrency` (at least 1).
+    pub max_queued_per_bureau: usize,
     /// How long in-flight calls may run after shutdown begins.
     pub grace: Duration,
     /// Concurrent HTTP/2 streams per connection.
@@ -70,6 +74,7 @@ impl Default for ServeOptions {
             concurrency: 64,
             queue_depth: pipeline::QUEUE_DEPTH,
             admission_wait: Duration::from_millis(250),
+            max_queued_per_bureau: 0,
             grace: Duration::from_secs(5),
             max_streams_per_connection: 512,
             max_subscriptions: 4096,
@@ -99,6 +104,8 @@ pub struct Gateway {
     /// Revoked client certificates, checked on every call and by open streams.
     pub revocations: crate::revocation::Revocations,
     pub(crate) subscription_limits: crate::streams::SubscriptionLimits,
+    /// Each bureau's share of the pipeline.
+    pub bureau_shares: Arc<pipeline::BureauShares>,
     matcher: Option<Arc<dyn Matcher>>,
     options: ServeOptions,
     /// The TLS configuration being served, once [`Gateway::serve`] runs (for reloads).
@@ -161,6 +168,7 @@ impl Gateway {
                 options.max_subscriptions,
                 options.max_subscriptions_per_identity,
             ),
+            bureau_shares: Arc::default(),
             matcher,
             options,
             tls: std::sync::OnceLock::new(),
@@ -219,6 +227,7 @@ impl Gateway {
                     }
                 };
                 let job = Job {
+                    slot: None,
                     accepted_ms: p.receipt.accepted_at_ms,
                     key: p.key,
                     submission: sub,
@@ -297,6 +306,14 @@ impl Gateway {
     /// The bounds this gateway runs with.
     pub fn options(&self) -> &ServeOptions {
         &self.options
+    }
+
+    /// Receipted submissions one bureau may have waiting for processing.
+    pub fn per_bureau_share(&self) -> usize {
+        match self.options.max_queued_per_bureau {
+            0 => ((self.options.queue_depth + self.options.concurrency) / 4).max(1),
+            n => n,
+        }
     }
 
     /// What TLS material is served now, once serving.

@@ -164,7 +164,15 @@ async fn admit(
 ) -> Result<pb::Receipt, GatewayError> {
     let sub = validate::expand_minutiae_record(sub)?;
     let valid = validate::submission(state, &gw.core.policy, &sub, chrono::Utc::now())?;
-    // Admission control before anything is stored: a full pipeline refuses fast.
+    // Admission control before anything is stored: a bureau past its share, or a full
+    // pipeline, is refused fast.
+    let share = gw.per_bureau_share();
+    let Some(slot) = gw.bureau_shares.take(state, share) else {
+        return Err(GatewayError::ResourceExhausted(format!(
+            "bureau {state} already has {share} submissions waiting for processing (its share \
+             of the pipeline); retry with backoff"
+        )));
+    };
     let permit = match tokio::time::timeout(gw.options().admission_wait, gw.jobs.reserve()).await {
         Ok(Ok(p)) => p,
         Ok(Err(_)) => return Err(GatewayError::Unavailable("gateway is shutting down".into())),
@@ -189,6 +197,7 @@ async fn admit(
             tracing::info!(bureau = %state, tcn = %sub.tcn, receipt = %r.receipt_id, fingers = sub.fingers.len(), "accepted");
             let out = receipt(&sub.tcn, &r, false);
             permit.send(Job {
+                slot: Some(slot),
                 accepted_ms: r.accepted_at_ms,
                 key,
                 submission: sub,

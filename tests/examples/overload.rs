@@ -161,6 +161,9 @@ async fn main() {
     let options = ServeOptions {
         queue_depth,
         concurrency: workers,
+        // One bureau sends everything here: its share is the whole pipeline, so the
+        // pipeline's own bound is what sheds.
+        max_queued_per_bureau: queue_depth + workers,
         ..TestGateway::default_options()
     };
     let admission_wait = options.admission_wait;

@@ -164,6 +164,8 @@ fn stalled_options(admission_wait: Duration) -> ServeOptions {
         concurrency: 1,
         queue_depth: 1,
         admission_wait,
+        // The pipeline's own bound is under test here, not a bureau's share.
+        max_queued_per_bureau: 100,
         ..TestGateway::default_options()
     }
 }
@@ -301,4 +303,83 @@ async fn open_streams_are_bounded_in_all_and_per_identity() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(admitted, "a closed stream's slot is given back");
+}
+
+/// IDENT that waits until the gate opens.
+struct GatedIdent(tokio::sync::watch::Receiver<bool>);
+
+#[tonic::async_trait]
+impl interop_gateway::backends::IdentSearch for GatedIdent {
+    async fn search(
+        &self,
+        _prints: interop_matcher::Tenprint,
+    ) -> Result<Option<interop_gateway::backends::IdentHit>, interop_gateway::backends::BackendError>
+    {
+        let mut gate = self.0.clone();
+        let _ = gate.wait_for(|open| *open).await;
+        Ok(None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bureau_cannot_take_the_whole_pipeline() {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let gw = TestGateway::start_with_options(
+        ServeOptions {
+            concurrency: 1,
+            queue_depth: 16,
+            max_queued_per_bureau: 2,
+            ..TestGateway::default_options()
+        },
+        Some(Arc::new(GatedIdent(gate))),
+    )
+    .await;
+    let mut tx = gw.bureau("TX").await;
+    for i in 0..2 {
+        tx.submit(booking(&format!("TX-SHARE-{i:04}"), TX_RECEIVING, NOBODY))
+            .await
+            .expect("within the share");
+    }
+    let e = tx
+        .submit(booking("TX-SHARE-0002", TX_RECEIVING, NOBODY))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(
+        e.message()
+            .contains("bureau TX already has 2 submissions waiting"),
+        "{}",
+        e.message()
+    );
+    let not_stored = tx
+        .get_status(pb::GetStatusRequest {
+            tcn: "TX-SHARE-0002".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_stored.code(), Code::NotFound);
+    // Another bureau still gets in while TX is at its share.
+    gw.bureau("CA")
+        .await
+        .submit(booking("CA-SHARE-0001", CA_RECEIVING, NOBODY))
+        .await
+        .expect("another bureau is admitted");
+    // Once TX's submissions are processed, its share is free again.
+    open.send(true).unwrap();
+    for i in 0..2 {
+        wait_completed(&gw, "TX", &format!("TX-SHARE-{i:04}")).await;
+    }
+    let mut admitted = false;
+    for _ in 0..100 {
+        if tx
+            .submit(booking("TX-SHARE-0002", TX_RECEIVING, NOBODY))
+            .await
+            .is_ok()
+        {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admitted, "the share was not given back");
 }
