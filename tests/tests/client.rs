@@ -21,6 +21,21 @@ fn hou() -> Principal {
     }
 }
 
+/// A client patient enough to outlast a gateway restart on a slow machine (20 attempts, up
+/// to 1 s apart).
+async fn patient(gw: &TestGateway, who: Principal) -> Client {
+    interop_gateway::client::client_config(&gw.endpoint, &gw.pki, Some(&gw.pki.client(&who)))
+        .unwrap()
+        .retry(RetryPolicy {
+            max_attempts: 20,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        })
+        .connect()
+        .await
+        .unwrap()
+}
+
 async fn submit_all(client: &Client, tcns: &[String]) {
     let subs: Vec<pb::Submission> = tcns
         .iter()
@@ -40,7 +55,7 @@ async fn submit_all(client: &Client, tcns: &[String]) {
 async fn followers_resume_by_themselves_across_a_gateway_restart() {
     let gw = TestGateway::start().await;
     let office = gw.client(hou()).await;
-    let bureau = gw.client(tx()).await;
+    let bureau = patient(&gw, tx()).await;
     let (tx_seen, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let mut sub = office.subscribe(Some(0));
     let follow_office = tokio::spawn(async move {
@@ -115,7 +130,7 @@ async fn followers_resume_by_themselves_across_a_gateway_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submission_waits_out_an_outage_and_a_refusal_is_not_retried() {
     let mut gw = TestGateway::start().await;
-    let bureau = gw.client(tx()).await;
+    let bureau = patient(&gw, tx()).await;
     gw.shutdown().await;
     // The gateway is down: the submission retries (UNAVAILABLE) until it is back.
     let c = bureau.clone();
@@ -162,7 +177,7 @@ async fn a_submission_waits_out_an_outage_and_a_refusal_is_not_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_stream_broken_by_a_restart_re_sends_what_was_unanswered() {
     let gw = TestGateway::start().await;
-    let bureau = gw.client(tx()).await;
+    let bureau = patient(&gw, tx()).await;
     let tcns: Vec<String> = (0..40).map(|i| format!("TX-BULK-{i:04}")).collect();
     let subs: Vec<pb::Submission> = tcns
         .iter()
