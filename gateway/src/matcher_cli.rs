@@ -47,6 +47,13 @@ enum Cmd {
         /// Threads per search.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// The gateway whose revocation list this shard follows (as the PKI's admin), e.g.
+        /// https://127.0.0.1:50051: a certificate revoked there is refused here too.
+        #[arg(long)]
+        revocations_from: Option<String>,
+        /// How often to read the gateway's revocation list.
+        #[arg(long, default_value_t = 10)]
+        revocations_every_secs: u64,
     },
 }
 
@@ -81,12 +88,14 @@ async fn run() -> anyhow::Result<()> {
         gallery,
         shard,
         threads,
+        revocations_from,
+        revocations_every_secs,
     } = Cli::parse().cmd;
     let file = match gallery {
         Gallery::Ident => world::IDENT_GALLERY_FILE,
         Gallery::Fbi => world::FBI_GALLERY_FILE,
     };
-    let tls = server::tonic_server_tls(&pki::PkiDir(pki))?;
+    let tls = server::tonic_server_tls(&pki::PkiDir(pki.clone()))?;
     let d = dir.clone();
     let matcher =
         tokio::task::spawn_blocking(move || remote::load_shard(&d, file, shard, threads)).await??;
@@ -98,8 +107,31 @@ async fn run() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    remote::serve_matcher(matcher, listener, tls, async {
+    let revocations = crate::revocation::Revocations::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    match revocations_from {
+        Some(gateway) => {
+            let admin = interop_proto::client::ClientConfig::from_pki_dir(
+                gateway,
+                &pki,
+                &interop_proto::client::Role::Admin,
+            )?
+            .connect_lazy()?;
+            tokio::spawn(remote::follow_revocations(
+                admin,
+                revocations.clone(),
+                std::time::Duration::from_secs(revocations_every_secs.max(1)),
+                stop_rx,
+            ));
+        }
+        None => tracing::warn!(
+            "no --revocations-from: certificates revoked at the gateway are not refused here"
+        ),
+    }
+    let r = remote::serve_matcher(matcher, listener, tls, revocations, async {
         let _ = tokio::signal::ctrl_c().await;
     })
-    .await
+    .await;
+    let _ = stop_tx.send(true);
+    r
 }

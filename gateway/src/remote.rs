@@ -70,12 +70,51 @@ pub fn load_shard(
     Ok(Arc::new(matcher))
 }
 
+/// Keeps `revocations` in step with the gateway's revocation list: asks `gateway`
+/// (`AdminService.ListRevoked`, as `admin`) every `every` and adds what is new. A shard refuses
+/// a revoked certificate within one interval of its revocation at the gateway; while the
+/// gateway cannot be reached, the list the shard has stays in force.
+pub async fn follow_revocations(
+    admin: Client,
+    revocations: crate::revocation::Revocations,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let mut stub = pb::admin_service_client::AdminServiceClient::new(admin.channel());
+        match stub.list_revoked(pb::ListRevokedRequest {}).await {
+            Ok(list) => {
+                for r in list.into_inner().revoked {
+                    if revocations.get(&r.serial).is_none() {
+                        tracing::warn!(serial = %r.serial, "certificate revoked at the gateway; refused here from now on");
+                        revocations.insert(crate::revocation::Revoked {
+                            serial: r.serial,
+                            reason: r.reason,
+                            revoked_at_ms: r
+                                .revoked_at
+                                .map_or(0, |t| t.seconds * 1000 + t.nanos as i64 / 1_000_000),
+                        });
+                    }
+                }
+            }
+            Err(s) => {
+                tracing::warn!(code = ?s.code(), "cannot read the gateway's revocation list; keeping the current one")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
 /// Serves `matcher` as `interop.v1.MatcherService` (admin only, mutual TLS) with health, on
-/// `listener` until `shutdown`.
+/// `listener` until `shutdown`, refusing certificates `revocations` lists.
 pub async fn serve_matcher(
     matcher: Arc<dyn Matcher>,
     listener: tokio::net::TcpListener,
     tls: tonic::transport::ServerTlsConfig,
+    revocations: crate::revocation::Revocations,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use pb::matcher_service_server::MatcherServiceServer;
@@ -91,7 +130,7 @@ pub async fn serve_matcher(
         .add_service(health_svc)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             svc,
-            crate::principal::authenticate,
+            move |req| crate::principal::authenticate_with(req, &|s: &str| revocations.reason(s)),
         ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

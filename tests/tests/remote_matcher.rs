@@ -7,6 +7,7 @@
 use interop_e2e::*;
 use interop_gateway::pki;
 use interop_gateway::remote::{self, RemoteIdent, Shard};
+use interop_gateway::revocation::Revocations;
 use interop_gateway::server;
 use interop_gateway::world;
 use interop_proto::v1 as pb;
@@ -20,11 +21,31 @@ struct ShardServer {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+async fn serve_shard_with(
+    dir: &std::path::Path,
+    pki: &pki::PkiDir,
+    index: u64,
+    at: Option<SocketAddr>,
+    revocations: Revocations,
+) -> ShardServer {
+    serve_shard_inner(dir, pki, index, at, revocations).await
+}
+
 async fn serve_shard(
     dir: &std::path::Path,
     pki: &pki::PkiDir,
     index: u64,
     at: Option<SocketAddr>,
+) -> ShardServer {
+    serve_shard_inner(dir, pki, index, at, Revocations::default()).await
+}
+
+async fn serve_shard_inner(
+    dir: &std::path::Path,
+    pki: &pki::PkiDir,
+    index: u64,
+    at: Option<SocketAddr>,
+    revocations: Revocations,
 ) -> ShardServer {
     let m =
         remote::load_shard(dir, world::IDENT_GALLERY_FILE, Shard { index, count: 2 }, 1).unwrap();
@@ -47,6 +68,7 @@ async fn serve_shard(
         m,
         listener,
         server::tonic_server_tls(pki).unwrap(),
+        revocations,
         async {
             let _ = rx.await;
         },
@@ -129,4 +151,79 @@ async fn searches_scatter_to_shards_and_wait_for_a_missing_one() {
         let _ = s.stop.send(());
         let _ = s.task.await;
     }
+}
+
+/// A shard following the gateway's revocation list refuses a certificate revoked there, while
+/// other certificates of the same role keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_refuses_certificates_revoked_at_the_gateway() {
+    use interop_gateway::pki::IdentityFiles;
+    use interop_gateway::principal::Principal;
+    let gw = TestGateway::start().await;
+    let world_dir = tempfile::tempdir().unwrap();
+    write_world_dir(world_dir.path()).unwrap();
+    // A second admin certificate: the one that will be revoked.
+    let spare = IdentityFiles {
+        cert: world_dir.path().join("admin2.pem"),
+        key: world_dir.path().join("admin2-key.pem"),
+    };
+    pki::issue_client(&gw.pki, &Principal::Admin, &spare).unwrap();
+    let serial = pki::serial_of_pem_file(&spare.cert).unwrap();
+
+    let revocations = Revocations::default();
+    let (stop_follow, stop_rx) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(remote::follow_revocations(
+        gw.client(Principal::Admin).await,
+        revocations.clone(),
+        Duration::from_millis(100),
+        stop_rx,
+    ));
+    let shard = serve_shard_with(world_dir.path(), &gw.pki, 0, None, revocations).await;
+    let search = |files: IdentityFiles| {
+        let endpoint = format!("https://{}", shard.addr);
+        let pki = gw.pki.clone();
+        async move {
+            let c = interop_gateway::client::client_config(&endpoint, &pki, Some(&files))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            pb::matcher_service_client::MatcherServiceClient::new(c.channel())
+                .search(pb::SearchRequest {
+                    fingers: interop_gateway::convert::tenprint_to_pb(&capture(NOBODY, 1)),
+                    max_candidates: 1,
+                })
+                .await
+        }
+    };
+    search(spare.clone()).await.expect("not revoked yet");
+
+    let mut admin = gw.admin().await;
+    admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: serial.clone(),
+            reason: "laptop lost".into(),
+        })
+        .await
+        .unwrap();
+    let mut refused = None;
+    for _ in 0..100 {
+        if let Err(e) = search(spare.clone()).await {
+            refused = Some(e);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = refused.expect("the shard kept answering a revoked certificate");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("laptop lost"), "{}", e.message());
+    // The other admin certificate still works.
+    search(gw.pki.client(&Principal::Admin))
+        .await
+        .expect("an unrevoked certificate is served");
+
+    let _ = stop_follow.send(true);
+    let _ = follower.await;
+    let _ = shard.stop.send(());
+    let _ = shard.task.await;
 }
