@@ -496,16 +496,7 @@ async fn run() -> anyhow::Result<()> {
             let dir = match world {
                 Some(w) => {
                     let wf: world::WorldFile = world::read_json(&w, world::WORLD_FILE)?;
-                    let states: Vec<String> = wf.states.iter().map(|s| s.code.clone()).collect();
-                    let offices: Vec<String> =
-                        wf.field_offices.iter().map(|o| o.code.clone()).collect();
-                    pki::init(
-                        &out,
-                        &pki::InitOptions {
-                            states: &states,
-                            offices: &offices,
-                        },
-                    )?
+                    pki::init_for_world(&out, &wf)?
                 }
                 None => pki::init_default(&out)?,
             };

@@ -211,6 +211,20 @@ pub fn init(out: &Path, opts: &InitOptions<'_>) -> Result<PkiDir> {
     Ok(dir)
 }
 
+/// `init` with a world's states and field offices: a bureau certificate per state, one per
+/// field office, and the admin.
+pub fn init_for_world(out: &Path, world: &crate::world::WorldFile) -> Result<PkiDir> {
+    let states: Vec<String> = world.states.iter().map(|s| s.code.clone()).collect();
+    let offices: Vec<String> = world.field_offices.iter().map(|o| o.code.clone()).collect();
+    init(
+        out,
+        &InitOptions {
+            states: &states,
+            offices: &offices,
+        },
+    )
+}
+
 /// `init` with the default lists of states and field offices.
 pub fn init_default(out: &Path) -> Result<PkiDir> {
     let states: Vec<String> = DEFAULT_STATES.iter().map(|s| s.to_string()).collect();

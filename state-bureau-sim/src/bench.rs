@@ -19,11 +19,11 @@ use crate::bookings::{self, Booking, WorldData};
 use crate::demo::{self, Arrival, DemoOptions, RunOptions};
 use hdrhistogram::Histogram;
 use interop_gateway::principal::Principal;
-use interop_gateway::{backends, client, pki, server, store};
+use interop_gateway::{client, pki, server};
 use interop_proto::client::Client;
 use interop_proto::v1 as pb;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -214,38 +214,6 @@ async fn clients_for(
     Ok(out)
 }
 
-/// Serves a fresh gateway over `dir/world` with its data in `data`; returns its endpoint,
-/// a stop sender and the task.
-async fn start_gateway(
-    dir: &Path,
-    data_dir: &Path,
-    pki: &pki::PkiDir,
-    world: &interop_gateway::world::WorldFile,
-) -> anyhow::Result<(
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-)> {
-    let wd = dir.join("world");
-    let b = tokio::task::spawn_blocking(move || backends::InProcess::load(&wd, 4)).await??;
-    let gw = server::Gateway::start(
-        world.clone(),
-        store::open_embedded(data_dir)?,
-        b.ident.clone(),
-        b.criminal.clone(),
-        None,
-        server::ServeOptions::default(),
-    )
-    .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("https://{}", listener.local_addr()?);
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(gw.serve(listener, server::server_tls(pki)?, async {
-        let _ = rx.await;
-    }));
-    Ok((endpoint, stop, task))
-}
-
 pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
@@ -253,20 +221,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let (seed, n, wd) = (opts.seed, opts.identities, world_dir.clone());
     tokio::task::spawn_blocking(move || crate::generate::generate(seed, n, &wd)).await??;
     let data = Arc::new(WorldData::load(&world_dir)?);
-    let states: Vec<String> = data.world.states.iter().map(|s| s.code.clone()).collect();
-    let offices: Vec<String> = data
-        .world
-        .field_offices
-        .iter()
-        .map(|o| o.code.clone())
-        .collect();
-    let pki = pki::init(
-        &dir.join("pki"),
-        &pki::InitOptions {
-            states: &states,
-            offices: &offices,
-        },
-    )?;
+    let pki = pki::init_for_world(&dir.join("pki"), &data.world)?;
 
     // The simulator's own planning rate (bookings with fresh captures and expectations).
     let (from, days) = demo::booking_window();
@@ -316,8 +271,19 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let _ = echo_task.await;
 
     // 2. The gateway's durable ingest, same loop.
-    let (endpoint, stop, task) =
-        start_gateway(dir, &dir.join("data-ingest"), &pki, &data.world).await?;
+    let demo::Served {
+        endpoint,
+        stop,
+        task,
+    } = demo::serve_in_process(
+        &world_dir,
+        &dir.join("data-ingest"),
+        &pki,
+        &data.world,
+        4,
+        false,
+    )
+    .await?;
     let gw_clients = clients_for(&endpoint, &pki, &plan).await?;
     eprintln!("gateway durable ingest: {} s closed loop", opts.seconds);
     let ingest = closed_loop(
@@ -333,8 +299,19 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let _ = task.await;
 
     // 3. End to end on a fresh gateway: open-loop steps, every answer verified.
-    let (endpoint, stop, task) =
-        start_gateway(dir, &dir.join("data-e2e"), &pki, &data.world).await?;
+    let demo::Served {
+        endpoint,
+        stop,
+        task,
+    } = demo::serve_in_process(
+        &world_dir,
+        &dir.join("data-e2e"),
+        &pki,
+        &data.world,
+        4,
+        false,
+    )
+    .await?;
     let step = opts.e2e_max_rate / 6.0;
     let arrival = Arrival::Steps {
         start: step,

@@ -211,20 +211,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Verification> {
         eprintln!("{summary}");
     }
     let data = Arc::new(WorldData::load(&world_dir)?);
-    let states: Vec<String> = data.world.states.iter().map(|s| s.code.clone()).collect();
-    let offices: Vec<String> = data
-        .world
-        .field_offices
-        .iter()
-        .map(|o| o.code.clone())
-        .collect();
-    let pki = pki::init(
-        &pki_dir,
-        &pki::InitOptions {
-            states: &states,
-            offices: &offices,
-        },
-    )?;
+    let pki = pki::init_for_world(&pki_dir, &data.world)?;
     let (from, days) = booking_window();
     let plan_data = data.clone();
     let (seed, count) = (opts.seed, opts.bookings);
@@ -240,28 +227,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Verification> {
 
     // The gateway, in-process, on a loopback port, over mutual TLS.
     let t1 = Instant::now();
-    let (wd, shards) = (world_dir.clone(), opts.shards);
-    let backends =
-        tokio::task::spawn_blocking(move || backends::InProcess::load(&wd, shards)).await??;
-    let store = store::open_embedded(&data_dir)?;
-    let gw = server::Gateway::start(
-        data.world.clone(),
-        store,
-        backends.ident.clone(),
-        backends.criminal.clone(),
-        Some(backends.ident.matcher()),
-        server::ServeOptions::default(),
-    )
-    .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("https://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server_task = tokio::spawn(
-        gw.clone()
-            .serve(listener, server::server_tls(&pki)?, async {
-                let _ = stop_rx.await;
-            }),
-    );
+    let Served {
+        endpoint,
+        stop: stop_tx,
+        task: server_task,
+    } = serve_in_process(&world_dir, &data_dir, &pki, &data.world, opts.shards, true).await?;
     let setup_gateway = t1.elapsed();
     eprintln!("gateway listening on {endpoint} (mutual TLS)");
 
@@ -279,6 +249,49 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Verification> {
     let _ = stop_tx.send(());
     server_task.await??;
     v
+}
+
+/// A gateway served in this process: its endpoint, the sender that stops it, and its task.
+pub struct Served {
+    pub endpoint: String,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Serves a fresh gateway over `world_dir`'s galleries (`shards` per gallery) with its store
+/// in `data_dir`, on a loopback port over mutual TLS; with `matcher_service`, the IDENT
+/// gallery is also served as `MatcherService`.
+pub async fn serve_in_process(
+    world_dir: &Path,
+    data_dir: &Path,
+    pki: &PkiDir,
+    world: &world::WorldFile,
+    shards: usize,
+    matcher_service: bool,
+) -> anyhow::Result<Served> {
+    let wd = world_dir.to_path_buf();
+    let backends =
+        tokio::task::spawn_blocking(move || backends::InProcess::load(&wd, shards)).await??;
+    let gw = server::Gateway::start(
+        world.clone(),
+        store::open_embedded(data_dir)?,
+        backends.ident.clone(),
+        backends.criminal.clone(),
+        matcher_service.then(|| backends.ident.matcher()),
+        server::ServeOptions::default(),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("https://{}", listener.local_addr()?);
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(gw.serve(listener, server::server_tls(pki)?, async {
+        let _ = stop_rx.await;
+    }));
+    Ok(Served {
+        endpoint,
+        stop,
+        task,
+    })
 }
 
 /// Options of [`run_remote`].

@@ -238,14 +238,7 @@ impl TestGateway {
     /// Like [`TestGateway::start`], with another IDENT backend.
     pub async fn start_with(ident: Option<Arc<dyn IdentSearch>>) -> TestGateway {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let pki = pki::init(
-            &dir.path().join("pki"),
-            &pki::InitOptions {
-                states: &["TX".into(), "CA".into()],
-                offices: &["HOU".into(), "LOS".into()],
-            },
-        )
-        .expect("pki");
+        let pki = pki::init_for_world(&dir.path().join("pki"), &world()).expect("pki");
         Self::start_in(dir, pki, ident).await
     }
 
@@ -253,14 +246,7 @@ impl TestGateway {
     /// (a full disk).
     pub async fn start_with_faults() -> (TestGateway, Arc<store::IoFaults>) {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let pki = pki::init(
-            &dir.path().join("pki"),
-            &pki::InitOptions {
-                states: &["TX".into(), "CA".into()],
-                offices: &["HOU".into(), "LOS".into()],
-            },
-        )
-        .expect("pki");
+        let pki = pki::init_for_world(&dir.path().join("pki"), &world()).expect("pki");
         let faults = Arc::new(store::IoFaults::default());
         let gw = Self::start_full(dir, pki, None, Some(faults.clone()), None, None).await;
         (gw, faults)
@@ -279,14 +265,7 @@ impl TestGateway {
     /// their acknowledgement.
     pub async fn start_with_retention(retention: std::time::Duration) -> TestGateway {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let pki = pki::init(
-            &dir.path().join("pki"),
-            &pki::InitOptions {
-                states: &["TX".into(), "CA".into()],
-                offices: &["HOU".into(), "LOS".into()],
-            },
-        )
-        .expect("pki");
+        let pki = pki::init_for_world(&dir.path().join("pki"), &world()).expect("pki");
         let options = ServeOptions {
             retention,
             ..Self::default_options()
@@ -309,14 +288,7 @@ impl TestGateway {
         ident: Option<Arc<dyn IdentSearch>>,
     ) -> TestGateway {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let pki = pki::init(
-            &dir.path().join("pki"),
-            &pki::InitOptions {
-                states: &["TX".into(), "CA".into()],
-                offices: &["HOU".into(), "LOS".into()],
-            },
-        )
-        .expect("pki");
+        let pki = pki::init_for_world(&dir.path().join("pki"), &world()).expect("pki");
         Self::start_full(dir, pki, ident, None, Some(options), None).await
     }
 

@@ -285,14 +285,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     let seed = env_or("INTEROP_CRASH_SEED", 11);
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Dirs {
-        pki: pki::init(
-            &dir.path().join("pki"),
-            &pki::InitOptions {
-                states: &["TX".into(), "CA".into()],
-                offices: &["HOU".into(), "LOS".into()],
-            },
-        )
-        .expect("pki"),
+        pki: pki::init_for_world(&dir.path().join("pki"), &world()).expect("pki"),
         world: dir.path().join("world"),
         data: dir.path().join("data"),
         log: dir.path().join("gateway.log"),

@@ -21,26 +21,7 @@ struct ShardServer {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-async fn serve_shard_with(
-    dir: &std::path::Path,
-    pki: &pki::PkiDir,
-    index: u64,
-    at: Option<SocketAddr>,
-    revocations: Revocations,
-) -> ShardServer {
-    serve_shard_inner(dir, pki, index, at, revocations).await
-}
-
 async fn serve_shard(
-    dir: &std::path::Path,
-    pki: &pki::PkiDir,
-    index: u64,
-    at: Option<SocketAddr>,
-) -> ShardServer {
-    serve_shard_inner(dir, pki, index, at, Revocations::default()).await
-}
-
-async fn serve_shard_inner(
     dir: &std::path::Path,
     pki: &pki::PkiDir,
     index: u64,
@@ -89,16 +70,9 @@ async fn searches_scatter_to_shards_and_wait_for_a_missing_one() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let world_dir = dir.path().join("world");
     write_world_dir(&world_dir).unwrap();
-    let pki = pki::init(
-        &dir.path().join("pki"),
-        &pki::InitOptions {
-            states: &["TX".into(), "CA".into()],
-            offices: &["HOU".into(), "LOS".into()],
-        },
-    )
-    .unwrap();
-    let s0 = serve_shard(&world_dir, &pki, 0, None).await;
-    let s1 = serve_shard(&world_dir, &pki, 1, None).await;
+    let pki = pki::init_for_world(&dir.path().join("pki"), &world()).unwrap();
+    let s0 = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
+    let s1 = serve_shard(&world_dir, &pki, 1, None, Revocations::default()).await;
     let spec = format!("https://{},https://{}", s0.addr, s1.addr);
     let ident = RemoteIdent::new(&spec, &pki, &world_dir, Duration::from_millis(1500)).unwrap();
     let gw = TestGateway::start_in(dir.clone(), pki.clone(), Some(Arc::new(ident))).await;
@@ -141,7 +115,7 @@ async fn searches_scatter_to_shards_and_wait_for_a_missing_one() {
         "an outcome without shard 1"
     );
 
-    let s1 = serve_shard(&world_dir, &pki, 1, Some(addr1)).await;
+    let s1 = serve_shard(&world_dir, &pki, 1, Some(addr1), Revocations::default()).await;
     wait_completed(&gw, "TX", "TX-SHARD-0003").await;
     let late = office_outcome(&gw, "TX-SHARD-0003").await.expect("outcome");
     assert!(late.hit, "identified once the shard was back");
@@ -178,7 +152,7 @@ async fn a_shard_refuses_certificates_revoked_at_the_gateway() {
         Duration::from_millis(100),
         stop_rx,
     ));
-    let shard = serve_shard_with(world_dir.path(), &gw.pki, 0, None, revocations).await;
+    let shard = serve_shard(world_dir.path(), &gw.pki, 0, None, revocations).await;
     let search = |files: IdentityFiles| {
         let endpoint = format!("https://{}", shard.addr);
         let pki = gw.pki.clone();
