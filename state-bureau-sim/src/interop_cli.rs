@@ -489,12 +489,12 @@ async fn submit_stream(client: &Client, file: &Path, window: usize, json: bool) 
             .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
         Box::new(std::io::BufReader::new(f))
     };
+    // The progress bar's length: lines counted in fixed-size chunks, so a large file is never
+    // held in memory (its bookings are parsed one at a time as they are sent).
     let total_hint = if file == Path::new("-") {
         None
     } else {
-        std::fs::read(file)
-            .ok()
-            .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+        count_lines(file).ok()
     };
     let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
     // Bookings are parsed as they are sent; a line that does not parse is reported by its
@@ -603,6 +603,19 @@ async fn submit_stream(client: &Client, file: &Path, window: usize, json: bool) 
         )));
     }
     Ok(())
+}
+
+fn count_lines(file: &Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(file)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n = 0u64;
+    loop {
+        match f.read(&mut buf)? {
+            0 => return Ok(n),
+            k => n += buf[..k].iter().filter(|&&c| c == b'\n').count() as u64,
+        }
+    }
 }
 
 fn outcome_json(cursor: u64, o: &pb::IdentOutcome) -> serde_json::Value {
