@@ -27,8 +27,8 @@
 //!   live delivery needs no per-subscriber buffer: a subscriber always reads from the log at
 //!   its own cursor, and a slow one costs reads, never memory or ingest speed.
 //!
-//! The embedded backend is [`RedbStore`]; a distributed one (NATS JetStream) is planned
-//! behind the same trait.
+//! The embedded backend is [`RedbStore`] (the default); [`NatsStore`] keeps the same contract
+//! on a NATS JetStream stream shared by several gateway replicas (`--store nats://...`).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -38,11 +38,13 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub mod conformance;
+mod nats_store;
 mod redb_store;
+pub use nats_store::{NatsOptions, NatsStore};
 pub use redb_store::{CommitMode, IoFaults, RedbStore};
 
 /// An outbound stream: a field office's notifications or a bureau's responses.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum StreamKey {
     /// ICE field office, by code.
     Office(String),
@@ -60,7 +62,7 @@ impl fmt::Display for StreamKey {
 }
 
 /// A submission's identity in the store: TCNs are unique per bureau.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SubmissionKey {
     pub bureau: String,
     pub tcn: String,
@@ -98,7 +100,7 @@ pub struct SubmissionState {
 }
 
 /// Everything one finished submission produces, committed atomically.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Completion {
     /// Encoded events, appended in this order.
     pub events: Vec<(StreamKey, Vec<u8>)>,
@@ -240,61 +242,181 @@ pub trait Store: Send + Sync + 'static {
     async fn compact(&self, acked_before_ms: i64) -> StoreResult<u64>;
     /// The current head cursor of a stream, updated after each commit.
     fn watch_head(&self, stream: &StreamKey) -> watch::Receiver<u64>;
+
+    /// What this process resumes when it starts: every unfinished submission for a store only
+    /// it writes; for a replicated store, those this replica owns (others' are taken over
+    /// through [`Store::take_over`] once their replica stops).
+    async fn resumable(&self) -> StoreResult<Vec<Pending>> {
+        self.unfinished().await
+    }
+
+    /// Replicated stores: claims the unfinished submissions of replicas that have stopped
+    /// beating, exactly one replica winning each, and returns those this one won. The
+    /// embedded store has no other replica.
+    async fn take_over(&self) -> StoreResult<Vec<Pending>> {
+        Ok(Vec::new())
+    }
+
+    /// Replicated stores: a counter bumped whenever a setting changes (possibly at another
+    /// replica), so policy and revocations can be reloaded. `None` when only this process
+    /// writes settings.
+    fn watch_settings(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Shared handle.
 pub type DynStore = Arc<dyn Store>;
 
-/// A request to the single writer thread, with where to send its answer.
-pub(crate) enum WriteOp {
+/// One write as it is committed. The embedded writer applies it directly; the JetStream
+/// backend first appends it to the shared log and every replica applies it in log order. So
+/// applying one must be deterministic: it carries its own clock, never reads one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum Op {
     Accept {
         key: SubmissionKey,
         payload: Vec<u8>,
         now_ms: i64,
-        reply: oneshot::Sender<StoreResult<Accepted>>,
+        /// The replica that will process it (empty for the embedded store).
+        owner: String,
     },
     Complete {
         key: SubmissionKey,
         completion: Completion,
-        reply: oneshot::Sender<StoreResult<bool>>,
     },
     Once {
         once_key: String,
         record: Vec<u8>,
         completion: Completion,
-        reply: oneshot::Sender<StoreResult<Once>>,
     },
     Ack {
         stream: StreamKey,
         cursor: u64,
-        reply: oneshot::Sender<StoreResult<u64>>,
+        at_ms: i64,
     },
     Setting {
         key: String,
         value: Vec<u8>,
-        reply: oneshot::Sender<StoreResult<()>>,
     },
     Compact {
         acked_before_ms: i64,
-        reply: oneshot::Sender<StoreResult<u64>>,
     },
     Disclose {
         records: Vec<Disclosure>,
-        reply: oneshot::Sender<StoreResult<()>>,
+    },
+    /// A replica is alive (replicated stores only).
+    Heartbeat {
+        replica: String,
+        at_ms: i64,
+    },
+    /// Moves an unfinished submission from a replica that stopped beating to another; applied
+    /// only if `from` still owns it, so of several replicas claiming at once exactly one wins.
+    Claim {
+        key: SubmissionKey,
+        from: String,
+        to: String,
     },
 }
 
+/// What applying an [`Op`] answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Accepted(Accepted),
+    Completed(bool),
+    Once(Once),
+    Acked(u64),
+    Done,
+    Compacted(u64),
+    Claimed(bool),
+}
+
+fn unexpected(o: Outcome) -> StoreError {
+    StoreError::Unavailable(format!("internal: unexpected store outcome {o:?}"))
+}
+
+impl Outcome {
+    pub(crate) fn accepted(self) -> StoreResult<Accepted> {
+        match self {
+            Outcome::Accepted(a) => Ok(a),
+            o => Err(unexpected(o)),
+        }
+    }
+    pub(crate) fn completed(self) -> StoreResult<bool> {
+        match self {
+            Outcome::Completed(b) => Ok(b),
+            o => Err(unexpected(o)),
+        }
+    }
+    pub(crate) fn once(self) -> StoreResult<Once> {
+        match self {
+            Outcome::Once(o) => Ok(o),
+            o => Err(unexpected(o)),
+        }
+    }
+    pub(crate) fn acked(self) -> StoreResult<u64> {
+        match self {
+            Outcome::Acked(c) => Ok(c),
+            o => Err(unexpected(o)),
+        }
+    }
+    pub(crate) fn done(self) -> StoreResult<()> {
+        match self {
+            Outcome::Done => Ok(()),
+            o => Err(unexpected(o)),
+        }
+    }
+    pub(crate) fn compacted(self) -> StoreResult<u64> {
+        match self {
+            Outcome::Compacted(n) => Ok(n),
+            o => Err(unexpected(o)),
+        }
+    }
+    pub(crate) fn claimed(self) -> StoreResult<bool> {
+        match self {
+            Outcome::Claimed(b) => Ok(b),
+            o => Err(unexpected(o)),
+        }
+    }
+}
+
+/// A write waiting for the writer, with where to send its answer.
+pub(crate) struct WriteOp {
+    pub op: Op,
+    pub reply: oneshot::Sender<StoreResult<Outcome>>,
+}
+
 /// Sends one op to a writer and waits for its answer.
-pub(crate) async fn submit_op<T>(
-    tx: &mpsc::Sender<WriteOp>,
-    make: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> WriteOp,
-) -> StoreResult<T> {
+pub(crate) async fn submit_op(tx: &mpsc::Sender<WriteOp>, op: Op) -> StoreResult<Outcome> {
     let (reply, rx) = oneshot::channel();
-    tx.send(make(reply)).await.map_err(|_| StoreError::Closed)?;
+    tx.send(WriteOp { op, reply })
+        .await
+        .map_err(|_| StoreError::Closed)?;
     rx.await.map_err(|_| StoreError::Closed)?
 }
 
 /// Opens the embedded default store in `dir`.
 pub fn open_embedded(dir: &Path) -> StoreResult<DynStore> {
     Ok(Arc::new(RedbStore::open(dir)?))
+}
+
+/// Opens the store a `--store` value names: `embedded` (in `dir`) or `nats://HOST:PORT...`
+/// (see [`NatsOptions::parse`]).
+pub async fn open_spec(
+    spec: &str,
+    dir: &Path,
+    replica: Option<String>,
+) -> anyhow::Result<DynStore> {
+    if spec == "embedded" {
+        return Ok(open_embedded(dir)?);
+    }
+    if spec.starts_with("nats://") || spec.starts_with("tls://") {
+        let mut options = NatsOptions::parse(spec)?;
+        if let Some(r) = replica {
+            options.replica = r;
+        }
+        return Ok(Arc::new(NatsStore::connect(options).await?));
+    }
+    anyhow::bail!(
+        "--store: expected `embedded` or `nats://HOST:PORT[/STREAM][?replicas=N]`, got {spec:?}"
+    )
 }

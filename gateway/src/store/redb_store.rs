@@ -57,6 +57,10 @@ const DISCLOSURES_BY_TCN: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("disclosures_by_tcn");
 const DISCLOSURES_BY_RECIPIENT: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("disclosures_by_recipient");
+/// "bureau/tcn" → the replica processing it, for unfinished submissions of a replicated store.
+const OWNERS: TableDefinition<&str, &str> = TableDefinition::new("owners");
+/// replica → when it last said it was alive (Unix ms, its own clock).
+const HEARTBEATS: TableDefinition<&str, i64> = TableDefinition::new("heartbeats");
 /// "next_seq" → next acceptance seq; "next_disclosure" → next disclosure seq.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -178,21 +182,27 @@ impl StorageBackend for FaultyFile {
 /// Where the database file is and how to open it.
 #[derive(Clone)]
 struct DbFile {
-    path: PathBuf,
+    /// `None`: in memory (a replica's view of a replicated log; see `nats_store`).
+    path: Option<PathBuf>,
     faults: Option<Arc<IoFaults>>,
 }
 
 impl DbFile {
     fn open(&self) -> StoreResult<Database> {
+        let Some(path) = &self.path else {
+            return redb::Builder::new()
+                .create_with_backend(redb::backends::InMemoryBackend::new())
+                .map_err(unavailable);
+        };
         match &self.faults {
-            None => Database::create(&self.path).map_err(unavailable),
+            None => Database::create(path).map_err(unavailable),
             Some(faults) => {
                 let file = std::fs::OpenOptions::new()
                     .read(true)
                     .write(true)
                     .create(true)
                     .truncate(false)
-                    .open(&self.path)
+                    .open(path)
                     .map_err(unavailable)?;
                 let inner = redb::backends::FileBackend::new(file).map_err(unavailable)?;
                 redb::Builder::new()
@@ -236,12 +246,33 @@ impl RedbStore {
         Self::open_file(dir, CommitMode::Group, Some(faults))
     }
 
+    /// A store held in memory only, committing without sync: the materialised view a
+    /// replica of a replicated log applies entries to (see `nats_store`). Not durable.
+    pub(crate) fn open_in_memory() -> StoreResult<Self> {
+        Self::open_db(
+            DbFile {
+                path: None,
+                faults: None,
+            },
+            CommitMode::NoSync,
+        )
+    }
+
+    /// Where this store's writer takes its ops.
+    pub(crate) fn writer(&self) -> mpsc::Sender<WriteOp> {
+        self.tx.clone()
+    }
+
     fn open_file(dir: &Path, mode: CommitMode, faults: Option<Arc<IoFaults>>) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
         let file = DbFile {
-            path: dir.join("interop.redb"),
+            path: Some(dir.join("interop.redb")),
             faults,
         };
+        Self::open_db(file, mode)
+    }
+
+    fn open_db(file: DbFile, mode: CommitMode) -> StoreResult<Self> {
         let db = Arc::new(file.open()?);
         // Create every table up front so readers never meet a missing one.
         let txn = db.begin_write().map_err(unavailable)?;
@@ -260,6 +291,8 @@ impl RedbStore {
             txn.open_table(DISCLOSURES_BY_TCN).map_err(unavailable)?;
             txn.open_table(DISCLOSURES_BY_RECIPIENT)
                 .map_err(unavailable)?;
+            txn.open_table(OWNERS).map_err(unavailable)?;
+            txn.open_table(HEARTBEATS).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
         let heads = Arc::new(dashmap::DashMap::new());
@@ -287,6 +320,49 @@ impl RedbStore {
             .ok_or_else(recovering)
     }
 
+    /// Every unfinished submission in acceptance order, with the replica that owns it and
+    /// when that replica last beat (replicated stores; empty owner for the embedded one).
+    pub(crate) async fn unfinished_owned(
+        &self,
+    ) -> StoreResult<Vec<(Pending, String, Option<i64>)>> {
+        self.blocking_read(|db| {
+            let txn = db.begin_read()?;
+            let pending = txn.open_table(PENDING)?;
+            let subs = txn.open_table(SUBMISSIONS)?;
+            let owners = txn.open_table(OWNERS)?;
+            let beats = txn.open_table(HEARTBEATS)?;
+            let mut out = Vec::new();
+            for row in pending.iter()? {
+                let (_, k) = row?;
+                let k = k.value().to_string();
+                let Some(v) = subs.get(k.as_str())? else {
+                    continue;
+                };
+                let s: StoredSubmission = postcard::from_bytes(v.value()).expect("stored record");
+                let (bureau, tcn) = k.split_once('/').expect("bureau/tcn key");
+                let owner = owners
+                    .get(k.as_str())?
+                    .map(|v| v.value().to_string())
+                    .unwrap_or_default();
+                let beat = beats.get(owner.as_str())?.map(|v| v.value());
+                out.push((
+                    Pending {
+                        key: SubmissionKey {
+                            bureau: bureau.to_string(),
+                            tcn: tcn.to_string(),
+                        },
+                        receipt: s.receipt,
+                        payload: s.payload,
+                    },
+                    owner,
+                    beat,
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn blocking_read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> Result<T, redb::Error> + Send + 'static,
@@ -307,22 +383,23 @@ impl Store for RedbStore {
         payload: Vec<u8>,
         now_ms: i64,
     ) -> StoreResult<Accepted> {
-        submit_op(&self.tx, |reply| WriteOp::Accept {
-            key,
-            payload,
-            now_ms,
-            reply,
-        })
-        .await
+        submit_op(
+            &self.tx,
+            Op::Accept {
+                key,
+                payload,
+                now_ms,
+                owner: String::new(),
+            },
+        )
+        .await?
+        .accepted()
     }
 
     async fn complete(&self, key: SubmissionKey, completion: Completion) -> StoreResult<bool> {
-        submit_op(&self.tx, |reply| WriteOp::Complete {
-            key,
-            completion,
-            reply,
-        })
-        .await
+        submit_op(&self.tx, Op::Complete { key, completion })
+            .await?
+            .completed()
     }
 
     async fn append_once(
@@ -331,13 +408,16 @@ impl Store for RedbStore {
         record: Vec<u8>,
         completion: Completion,
     ) -> StoreResult<Once> {
-        submit_op(&self.tx, |reply| WriteOp::Once {
-            once_key,
-            record,
-            completion,
-            reply,
-        })
-        .await
+        submit_op(
+            &self.tx,
+            Op::Once {
+                once_key,
+                record,
+                completion,
+            },
+        )
+        .await?
+        .once()
     }
 
     async fn submission(&self, key: SubmissionKey) -> StoreResult<Option<SubmissionState>> {
@@ -409,27 +489,30 @@ impl Store for RedbStore {
     }
 
     async fn ack(&self, stream: StreamKey, cursor: u64) -> StoreResult<u64> {
-        submit_op(&self.tx, |reply| WriteOp::Ack {
-            stream,
-            cursor,
-            reply,
-        })
-        .await
+        let at_ms = now_ms();
+        submit_op(
+            &self.tx,
+            Op::Ack {
+                stream,
+                cursor,
+                at_ms,
+            },
+        )
+        .await?
+        .acked()
     }
 
     async fn compact(&self, acked_before_ms: i64) -> StoreResult<u64> {
-        submit_op(&self.tx, |reply| WriteOp::Compact {
-            acked_before_ms,
-            reply,
-        })
-        .await
+        submit_op(&self.tx, Op::Compact { acked_before_ms })
+            .await?
+            .compacted()
     }
 
     async fn record_disclosures(&self, records: Vec<Disclosure>) -> StoreResult<()> {
         if records.is_empty() {
             return Ok(());
         }
-        submit_op(&self.tx, |reply| WriteOp::Disclose { records, reply }).await
+        submit_op(&self.tx, Op::Disclose { records }).await?.done()
     }
 
     async fn disclosures(
@@ -533,7 +616,9 @@ impl Store for RedbStore {
     }
 
     async fn put_setting(&self, key: String, value: Vec<u8>) -> StoreResult<()> {
-        submit_op(&self.tx, |reply| WriteOp::Setting { key, value, reply }).await
+        submit_op(&self.tx, Op::Setting { key, value })
+            .await?
+            .done()
     }
 
     async fn settings(&self) -> StoreResult<BTreeMap<String, Vec<u8>>> {
@@ -591,37 +676,15 @@ struct Writer {
 }
 
 /// An op's answer, held until the batch is durable.
-enum Answer {
-    Accept(
-        oneshot::Sender<StoreResult<Accepted>>,
-        StoreResult<Accepted>,
-    ),
-    Complete(oneshot::Sender<StoreResult<bool>>, StoreResult<bool>),
-    Once(oneshot::Sender<StoreResult<Once>>, StoreResult<Once>),
-    Ack(oneshot::Sender<StoreResult<u64>>, StoreResult<u64>),
-    Setting(oneshot::Sender<StoreResult<()>>, StoreResult<()>),
-    Compact(oneshot::Sender<StoreResult<u64>>, StoreResult<u64>),
-    Disclose(oneshot::Sender<StoreResult<()>>, StoreResult<()>),
-}
+type Answer = (oneshot::Sender<StoreResult<Outcome>>, StoreResult<Outcome>);
 
-impl Answer {
-    fn send(self, failed: Option<&StoreError>) {
-        let fail = || StoreError::Unavailable(failed.map(|e| e.to_string()).unwrap_or_default());
-        // A caller that went away no longer needs its answer; ignoring the send error is right.
-        match self {
-            Answer::Accept(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
-            Answer::Complete(tx, r) => {
-                drop(tx.send(if failed.is_some() { Err(fail()) } else { r }))
-            }
-            Answer::Ack(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
-            Answer::Once(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
-            Answer::Setting(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
-            Answer::Compact(tx, r) => drop(tx.send(if failed.is_some() { Err(fail()) } else { r })),
-            Answer::Disclose(tx, r) => {
-                drop(tx.send(if failed.is_some() { Err(fail()) } else { r }))
-            }
-        }
-    }
+fn send_answer((tx, r): Answer, failed: Option<&StoreError>) {
+    let r = match failed {
+        Some(e) => Err(StoreError::Unavailable(e.to_string())),
+        None => r,
+    };
+    // A caller that went away no longer needs its answer; ignoring the send error is right.
+    drop(tx.send(r));
 }
 
 impl Writer {
@@ -685,14 +748,14 @@ impl Writer {
                         });
                     }
                     for a in answers {
-                        a.send(None);
+                        send_answer(a, None);
                     }
                 }
                 Err((answers, e)) => {
                     self.broken = true;
                     tracing::error!(error = %e, ops = answers.len(), "store commit failed; batch refused");
                     for a in answers {
-                        a.send(Some(&e));
+                        send_answer(a, Some(&e));
                     }
                 }
             }
@@ -757,16 +820,7 @@ impl Writer {
     }
 
     fn refuse(op: WriteOp) -> Answer {
-        let e = || StoreError::Unavailable("not applied".into());
-        match op {
-            WriteOp::Accept { reply, .. } => Answer::Accept(reply, Err(e())),
-            WriteOp::Complete { reply, .. } => Answer::Complete(reply, Err(e())),
-            WriteOp::Ack { reply, .. } => Answer::Ack(reply, Err(e())),
-            WriteOp::Once { reply, .. } => Answer::Once(reply, Err(e())),
-            WriteOp::Setting { reply, .. } => Answer::Setting(reply, Err(e())),
-            WriteOp::Compact { reply, .. } => Answer::Compact(reply, Err(e())),
-            WriteOp::Disclose { reply, .. } => Answer::Disclose(reply, Err(e())),
-        }
+        (op.reply, Err(StoreError::Unavailable("not applied".into())))
     }
 }
 
@@ -784,6 +838,8 @@ struct Tables<'t> {
     disclosures: redb::Table<'t, u64, &'static [u8]>,
     disclosures_by_tcn: redb::Table<'t, (&'static str, u64), ()>,
     disclosures_by_recipient: redb::Table<'t, (&'static str, u64), ()>,
+    owners: redb::Table<'t, &'static str, &'static str>,
+    heartbeats: redb::Table<'t, &'static str, i64>,
 }
 
 impl<'t> Tables<'t> {
@@ -802,6 +858,8 @@ impl<'t> Tables<'t> {
             disclosures: txn.open_table(DISCLOSURES)?,
             disclosures_by_tcn: txn.open_table(DISCLOSURES_BY_TCN)?,
             disclosures_by_recipient: txn.open_table(DISCLOSURES_BY_RECIPIENT)?,
+            owners: txn.open_table(OWNERS)?,
+            heartbeats: txn.open_table(HEARTBEATS)?,
         })
     }
 
@@ -810,65 +868,63 @@ impl<'t> Tables<'t> {
         op: WriteOp,
         new_heads: &mut HashMap<String, u64>,
     ) -> Result<Answer, (Answer, StoreError)> {
-        match op {
-            WriteOp::Accept {
+        let WriteOp { op, reply } = op;
+        match self.apply_op(op, new_heads) {
+            Ok(r) => Ok((reply, r)),
+            Err(e) => Err(((reply, Err(unavailable(&e))), unavailable(e))),
+        }
+    }
+
+    /// Applies one op. The inner result is the caller's answer (a conflict refuses only this
+    /// op); the outer one is a storage failure that fails the whole batch.
+    fn apply_op(
+        &mut self,
+        op: Op,
+        new_heads: &mut HashMap<String, u64>,
+    ) -> Result<StoreResult<Outcome>, redb::Error> {
+        Ok(match op {
+            Op::Accept {
                 key,
                 payload,
                 now_ms,
-                reply,
-            } => match self.accept(&key, payload, now_ms) {
-                Ok(r) => Ok(Answer::Accept(reply, r)),
-                Err(e) => Err((Answer::Accept(reply, Err(unavailable(&e))), unavailable(e))),
-            },
-            WriteOp::Complete {
-                key,
-                completion,
-                reply,
-            } => match self.complete(&key, completion, new_heads) {
-                Ok(r) => Ok(Answer::Complete(reply, Ok(r))),
-                Err(e) => Err((
-                    Answer::Complete(reply, Err(unavailable(&e))),
-                    unavailable(e),
-                )),
-            },
-            WriteOp::Once {
+                owner,
+            } => self
+                .accept(&key, payload, now_ms, &owner)?
+                .map(Outcome::Accepted),
+            Op::Complete { key, completion } => Ok(Outcome::Completed(
+                self.complete(&key, completion, new_heads)?,
+            )),
+            Op::Once {
                 once_key,
                 record,
                 completion,
-                reply,
-            } => match self.once(&once_key, record, completion, new_heads) {
-                Ok(r) => Ok(Answer::Once(reply, Ok(r))),
-                Err(e) => Err((Answer::Once(reply, Err(unavailable(&e))), unavailable(e))),
-            },
-            WriteOp::Ack {
+            } => Ok(Outcome::Once(
+                self.once(&once_key, record, completion, new_heads)?,
+            )),
+            Op::Ack {
                 stream,
                 cursor,
-                reply,
-            } => match self.ack(&stream.to_string(), cursor) {
-                Ok(r) => Ok(Answer::Ack(reply, r)),
-                Err(e) => Err((Answer::Ack(reply, Err(unavailable(&e))), unavailable(e))),
-            },
-            WriteOp::Compact {
-                acked_before_ms,
-                reply,
-            } => match self.compact(acked_before_ms) {
-                Ok(n) => Ok(Answer::Compact(reply, Ok(n))),
-                Err(e) => Err((Answer::Compact(reply, Err(unavailable(&e))), unavailable(e))),
-            },
-            WriteOp::Disclose { records, reply } => match self.disclose(records) {
-                Ok(()) => Ok(Answer::Disclose(reply, Ok(()))),
-                Err(e) => Err((
-                    Answer::Disclose(reply, Err(unavailable(&e))),
-                    unavailable(e),
-                )),
-            },
-            WriteOp::Setting { key, value, reply } => {
-                match self.settings.insert(key.as_str(), value.as_slice()) {
-                    Ok(_) => Ok(Answer::Setting(reply, Ok(()))),
-                    Err(e) => Err((Answer::Setting(reply, Err(unavailable(&e))), unavailable(e))),
-                }
+                at_ms,
+            } => self
+                .ack(&stream.to_string(), cursor, at_ms)?
+                .map(Outcome::Acked),
+            Op::Compact { acked_before_ms } => {
+                Ok(Outcome::Compacted(self.compact(acked_before_ms)?))
             }
-        }
+            Op::Disclose { records } => {
+                self.disclose(records)?;
+                Ok(Outcome::Done)
+            }
+            Op::Setting { key, value } => {
+                self.settings.insert(key.as_str(), value.as_slice())?;
+                Ok(Outcome::Done)
+            }
+            Op::Heartbeat { replica, at_ms } => {
+                self.heartbeats.insert(replica.as_str(), at_ms)?;
+                Ok(Outcome::Done)
+            }
+            Op::Claim { key, from, to } => Ok(Outcome::Claimed(self.claim(&key, &from, &to)?)),
+        })
     }
 
     /// The inner result is the caller's answer (a conflict refuses only this op); the outer
@@ -878,6 +934,7 @@ impl<'t> Tables<'t> {
         key: &SubmissionKey,
         payload: Vec<u8>,
         now_ms: i64,
+        owner: &str,
     ) -> Result<StoreResult<Accepted>, redb::Error> {
         let k = key.to_string();
         if let Some(v) = self.subs.get(k.as_str())? {
@@ -905,6 +962,9 @@ impl<'t> Tables<'t> {
         let bytes = postcard::to_allocvec(&stored).expect("serialisable record");
         self.subs.insert(k.as_str(), bytes.as_slice())?;
         self.pending.insert(seq, k.as_str())?;
+        if !owner.is_empty() {
+            self.owners.insert(k.as_str(), owner)?;
+        }
         self.add_counter("submissions_accepted", 1)?;
         Ok(Ok(Accepted::New(receipt)))
     }
@@ -931,6 +991,17 @@ impl<'t> Tables<'t> {
         let bytes = postcard::to_allocvec(&stored).expect("serialisable record");
         self.subs.insert(k.as_str(), bytes.as_slice())?;
         self.pending.remove(stored.receipt.seq)?;
+        self.owners.remove(k.as_str())?;
+        Ok(true)
+    }
+
+    fn claim(&mut self, key: &SubmissionKey, from: &str, to: &str) -> Result<bool, redb::Error> {
+        let k = key.to_string();
+        let held = self.owners.get(k.as_str())?.map(|v| v.value() == from);
+        if held != Some(true) {
+            return Ok(false);
+        }
+        self.owners.insert(k.as_str(), to)?;
         Ok(true)
     }
 
@@ -975,7 +1046,12 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    fn ack(&mut self, stream: &str, cursor: u64) -> Result<StoreResult<u64>, redb::Error> {
+    fn ack(
+        &mut self,
+        stream: &str,
+        cursor: u64,
+        at_ms: i64,
+    ) -> Result<StoreResult<u64>, redb::Error> {
         let head = self.heads.get(stream)?.map(|v| v.value()).unwrap_or(0);
         if cursor > head {
             return Ok(Err(StoreError::AckBeyondHead { cursor, head }));
@@ -983,7 +1059,7 @@ impl<'t> Tables<'t> {
         let current = self.acks.get(stream)?.map(|v| v.value()).unwrap_or(0);
         if cursor > current {
             self.acks.insert(stream, cursor)?;
-            self.ack_times.insert((stream, cursor), now_ms())?;
+            self.ack_times.insert((stream, cursor), at_ms)?;
         }
         Ok(Ok(current.max(cursor)))
     }
