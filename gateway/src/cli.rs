@@ -21,6 +21,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once per process; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve gRPC over mutual TLS.
@@ -34,9 +36,19 @@ enum Cmd {
         /// World directory (from `state-bureau-sim generate`).
         #[arg(long, env = "INTEROP_WORLD")]
         world: PathBuf,
-        /// Data directory for the durable store.
+        /// Data directory for the embedded store.
         #[arg(long, env = "INTEROP_DATA")]
-        data: PathBuf,
+        data: Option<PathBuf>,
+        /// The durable store: `embedded` (redb in --data, the default) or a NATS JetStream
+        /// log shared by gateway replicas, `nats://HOST:PORT[/STREAM][?replicas=N]`
+        /// (README "Beyond one machine").
+        #[arg(long, env = "INTEROP_STORE", default_value = "embedded")]
+        store: String,
+        /// This gateway's name among replicas on a shared store; the same name after a
+        /// restart resumes its unfinished work (default: a random one, whose work other
+        /// replicas take over once it stops beating).
+        #[arg(long, env = "INTEROP_REPLICA")]
+        replica_id: Option<String>,
         /// Matcher shards per gallery.
         #[arg(long, default_value_t = 4)]
         shards: usize,
@@ -260,6 +272,15 @@ async fn shutdown_signal() {
 
 /// Runs the command line with the process's arguments.
 pub fn main() -> std::process::ExitCode {
+    main_from(std::env::args_os())
+}
+
+/// Runs the command line with `args` (the first is the program's name), e.g. from another
+/// program that embeds the gateway (`state-bureau-sim cluster up` starts its gateways so).
+pub fn main_from(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> std::process::ExitCode {
+    let cli = Cli::parse_from(args);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -270,7 +291,7 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run()) {
+    match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -279,13 +300,13 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    match Cli::parse().cmd {
+    match cli.cmd {
         Cmd::Serve {
             listen,
             pki,
@@ -300,6 +321,8 @@ async fn run() -> anyhow::Result<()> {
             bounds,
             ident_shards,
             shard_deadline_ms,
+            store,
+            replica_id,
         } => {
             anyhow::ensure!(
                 retention_hours.is_finite() && retention_hours >= 0.0,
@@ -307,7 +330,18 @@ async fn run() -> anyhow::Result<()> {
             );
             let world_file: world::WorldFile = world::read_json(&world, world::WORLD_FILE)?;
             let tls = server::server_tls(&pki::PkiDir(pki.clone()))?;
-            let store = store::open_embedded(&data).context("opening the data directory")?;
+            let store = match (store.as_str(), data) {
+                ("embedded", None) => anyhow::bail!("--data is required with the embedded store"),
+                ("embedded", Some(data)) => {
+                    store::open_embedded(&data).context("opening the data directory")?
+                }
+                (spec, data) => {
+                    let dir = data.unwrap_or_default();
+                    store::open_spec(spec, &dir, replica_id)
+                        .await
+                        .context("opening the store")?
+                }
+            };
             tracing::info!(world = %world.display(), "loading galleries");
             let dir = world.clone();
             let (ident, criminal, matcher): (

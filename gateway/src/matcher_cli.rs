@@ -59,6 +59,14 @@ enum Cmd {
 
 /// Runs `interop-matcher` with the process's arguments.
 pub fn main() -> std::process::ExitCode {
+    main_from(std::env::args_os())
+}
+
+/// Runs `interop-matcher` with `args` (the first is the program's name).
+pub fn main_from(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> std::process::ExitCode {
+    let cli = Cli::parse_from(args);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -71,7 +79,7 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run()) {
+    match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -80,7 +88,7 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cmd::Serve {
         listen,
         pki,
@@ -90,7 +98,7 @@ async fn run() -> anyhow::Result<()> {
         threads,
         revocations_from,
         revocations_every_secs,
-    } = Cli::parse().cmd;
+    } = cli.cmd;
     let file = match gallery {
         Gallery::Ident => world::IDENT_GALLERY_FILE,
         Gallery::Fbi => world::FBI_GALLERY_FILE,

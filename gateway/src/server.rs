@@ -114,6 +114,32 @@ pub struct Gateway {
     pub listen_stats: Arc<ListenStats>,
 }
 
+/// How often a gateway on a replicated store looks for stopped replicas' work.
+const TAKE_OVER_EVERY: Duration = Duration::from_secs(2);
+
+/// Applies persisted policy overrides and revocations (at start, and when a replica changed
+/// them). Applying one again is harmless.
+async fn apply_settings(
+    store: &DynStore,
+    policy: &PolicyBook,
+    revocations: &crate::revocation::Revocations,
+) -> anyhow::Result<()> {
+    for (k, v) in store.settings().await? {
+        if k.starts_with(crate::revocation::SETTING_PREFIX) {
+            revocations.insert(serde_json::from_slice(&v)?);
+            continue;
+        }
+        if let Some(id) = k.strip_prefix(JURISDICTION_SETTING) {
+            let p: JurisdictionPolicy = serde_json::from_slice(&v)?;
+            policy.set_jurisdiction(id, p)?;
+        } else if let Some(code) = k.strip_prefix(STATE_SETTING) {
+            let p: StatePolicy = serde_json::from_slice(&v)?;
+            policy.set_state(code, p)?;
+        }
+    }
+    Ok(())
+}
+
 const JURISDICTION_SETTING: &str = "policy/jurisdiction/";
 const STATE_SETTING: &str = "policy/state/";
 
@@ -130,19 +156,7 @@ impl Gateway {
     ) -> anyhow::Result<Arc<Gateway>> {
         let policy = Arc::new(PolicyBook::new(&world));
         let revocations = crate::revocation::Revocations::default();
-        for (k, v) in store.settings().await? {
-            if k.starts_with(crate::revocation::SETTING_PREFIX) {
-                revocations.insert(serde_json::from_slice(&v)?);
-                continue;
-            }
-            if let Some(id) = k.strip_prefix(JURISDICTION_SETTING) {
-                let p: JurisdictionPolicy = serde_json::from_slice(&v)?;
-                policy.set_jurisdiction(id, p)?;
-            } else if let Some(code) = k.strip_prefix(STATE_SETTING) {
-                let p: StatePolicy = serde_json::from_slice(&v)?;
-                policy.set_state(code, p)?;
-            }
-        }
+        apply_settings(&store, &policy, &revocations).await?;
         let core = Arc::new(Core {
             store: store.clone(),
             policy,
@@ -176,7 +190,52 @@ impl Gateway {
         });
         gw.recover().await?;
         gw.start_compaction();
+        gw.start_replica_tasks();
         Ok(gw)
+    }
+
+    /// With a replicated store: reloads policy and revocations whenever a setting changes (at
+    /// any replica), and every [`TAKE_OVER_EVERY`] takes over the unfinished submissions of
+    /// replicas that stopped. Nothing to do for the embedded store.
+    fn start_replica_tasks(self: &Arc<Self>) {
+        let Some(mut settings) = self.core.store.watch_settings() else {
+            return;
+        };
+        let gw = self.clone();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    changed = settings.changed() => if changed.is_err() { return },
+                }
+                match apply_settings(&gw.core.store, &gw.core.policy, &gw.revocations).await {
+                    Ok(()) => tracing::info!("settings changed at a replica; policy reloaded"),
+                    Err(e) => tracing::error!(error = %e, "reloading settings failed"),
+                }
+            }
+        });
+        let gw = self.clone();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(TAKE_OVER_EVERY) => {}
+                }
+                match gw.core.store.take_over().await {
+                    Ok(won) if won.is_empty() => {}
+                    Ok(won) => {
+                        tracing::info!(
+                            count = won.len(),
+                            "processing submissions taken over from a stopped replica"
+                        );
+                        gw.enqueue(won);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "take-over sweep failed; will retry"),
+                }
+            }
+        });
     }
 
     /// Compacts acknowledged field-office events older than the retention period, every
@@ -202,15 +261,22 @@ impl Gateway {
         });
     }
 
-    /// Re-queues every receipted submission whose processing had not finished.
+    /// Re-queues every receipted submission whose processing had not finished (with a
+    /// replicated store: those this replica owns).
     async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
-        let pending = self.core.store.unfinished().await?;
+        let pending = self.core.store.resumable().await?;
         if pending.is_empty() {
             return Ok(());
         }
         tracing::info!(count = pending.len(), "resuming unfinished submissions");
+        self.enqueue(pending);
+        Ok(())
+    }
+
+    /// Feeds stored submissions to the pipeline from a task (there may be more than the
+    /// queue holds).
+    fn enqueue(self: &Arc<Self>, pending: Vec<crate::store::Pending>) {
         let gw = self.clone();
-        // Feed the queue from a task: recovery may hold more than the queue's depth.
         tokio::spawn(async move {
             for p in pending {
                 let Ok(sub) = pb::Submission::decode(p.payload.as_slice()) else {
@@ -238,7 +304,6 @@ impl Gateway {
                 }
             }
         });
-        Ok(())
     }
 
     pub(crate) async fn persist_jurisdiction(
