@@ -409,15 +409,24 @@ impl ClientConfig {
         &self.endpoint
     }
 
-    fn endpoint(&self) -> Result<Endpoint, ClientError> {
+    /// The gateway addresses, in order (`endpoint` may list several, comma-separated).
+    fn endpoints(&self) -> Vec<&str> {
+        self.endpoint
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect()
+    }
+
+    fn endpoint(&self, url: &str) -> Result<Endpoint, ClientError> {
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .domain_name(self.server_name.clone());
         if let Some((cert, key)) = &self.identity {
             tls = tls.identity(Identity::from_pem(cert, key));
         }
-        Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|e| ClientError::Config(format!("bad endpoint {:?}: {e}", self.endpoint)))?
+        Endpoint::from_shared(url.to_string())
+            .map_err(|e| ClientError::Config(format!("bad endpoint {url:?}: {e}")))?
             .tls_config(tls)
             .map_err(|e| ClientError::Config(format!("TLS settings: {e}")))
             .map(|e| {
@@ -429,14 +438,43 @@ impl ClientConfig {
             })
     }
 
-    /// Connects now, retrying refused or timed-out connections with backoff.
+    fn all_endpoints(&self) -> Result<Vec<Endpoint>, ClientError> {
+        let urls = self.endpoints();
+        if urls.is_empty() {
+            return Err(ClientError::Config("no gateway endpoint given".into()));
+        }
+        urls.into_iter().map(|u| self.endpoint(u)).collect()
+    }
+
+    /// Connects now (to the first gateway that answers, trying each in turn), retrying
+    /// refused or timed-out connections with backoff.
     pub async fn connect(self) -> Result<Client, ClientError> {
-        let endpoint = self.endpoint()?;
+        let endpoints = self.all_endpoints()?;
+        // Clients of several replicas start at different ones, spreading the load.
+        let offset = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as usize)
+            .unwrap_or(0);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match endpoint.connect().await {
-                Ok(channel) => return Ok(Client::new(channel, self)),
+            let i = (offset + attempt as usize - 1) % endpoints.len();
+            match endpoints[i].connect().await {
+                Ok(channel) => {
+                    // The others connect when first used.
+                    let channels = endpoints
+                        .iter()
+                        .enumerate()
+                        .map(|(j, e)| {
+                            if j == i {
+                                channel.clone()
+                            } else {
+                                e.connect_lazy()
+                            }
+                        })
+                        .collect();
+                    return Ok(Client::new(channels, i, self));
+                }
                 Err(e) if attempt < self.retry.max_attempts => {
                     tracing::debug!(attempt, error = %e, "connect failed; retrying");
                     tokio::time::sleep(self.retry.delay(attempt)).await;
@@ -460,15 +498,24 @@ impl ClientConfig {
 
     /// A client that connects on its first call (and reconnects by itself after).
     pub fn connect_lazy(self) -> Result<Client, ClientError> {
-        let channel = self.endpoint()?.connect_lazy();
-        Ok(Client::new(channel, self))
+        let channels = self
+            .all_endpoints()?
+            .iter()
+            .map(Endpoint::connect_lazy)
+            .collect();
+        Ok(Client::new(channels, 0, self))
     }
 }
 
 /// A connection to a gateway as one user. Cheap to clone; clones share the connection.
+///
+/// Given several gateway replicas (`https://a:50051,https://b:50051`), it uses one at a time
+/// and moves to the next whenever a call or stream has to be retried, so a client rides out a
+/// replica's loss (every call is idempotent, and followers resume from their cursor).
 #[derive(Clone)]
 pub struct Client {
-    channel: Channel,
+    channels: Arc<[Channel]>,
+    current: Arc<std::sync::atomic::AtomicUsize>,
     cfg: Arc<ClientConfig>,
 }
 
@@ -484,16 +531,49 @@ pub struct Submitted {
 }
 
 impl Client {
-    fn new(channel: Channel, cfg: ClientConfig) -> Client {
+    fn new(channels: Vec<Channel>, first: usize, cfg: ClientConfig) -> Client {
         Client {
-            channel,
+            channels: channels.into(),
+            current: Arc::new(first.into()),
             cfg: Arc::new(cfg),
         }
     }
 
-    /// The underlying channel, for generated clients of services this type does not wrap.
+    /// The underlying channel (to the gateway in use), for generated clients of services this
+    /// type does not wrap.
     pub fn channel(&self) -> Channel {
-        self.channel.clone()
+        self.channels[self.current() % self.channels.len()].clone()
+    }
+
+    fn current(&self) -> usize {
+        self.current.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Moves to the next gateway, if there is more than one.
+    fn failover(&self) {
+        self.failover_from(self.current());
+    }
+
+    /// Moves on from gateway `from` unless another caller already did (many calls failing at
+    /// once move it once).
+    fn failover_from(&self, from: usize) {
+        let n = self.channels.len();
+        if n > 1
+            && self
+                .current
+                .compare_exchange(
+                    from,
+                    from.wrapping_add(1),
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            tracing::info!(
+                endpoint = self.cfg.endpoints()[from.wrapping_add(1) % n],
+                "moving to the next gateway"
+            );
+        }
     }
 
     /// The generated bureau-side stub on this connection.
@@ -522,6 +602,7 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let on = self.current();
             let mut r = Request::new(req.clone());
             r.set_timeout(timeout);
             let result = match tokio::time::timeout(timeout, call(r)).await {
@@ -537,6 +618,7 @@ impl Client {
                         && attempt < self.cfg.retry.max_attempts =>
                 {
                     tracing::debug!(attempt, code = ?s.code(), "call failed; retrying");
+                    self.failover_from(on);
                     tokio::time::sleep(self.cfg.retry.delay(attempt)).await;
                 }
                 other => return other,
@@ -547,9 +629,9 @@ impl Client {
     /// Submits one booking and returns its receipt once the gateway holds it durably.
     /// Safe to repeat: the same TCN with the same content returns the original receipt.
     pub async fn submit(&self, s: pb::Submission) -> Result<pb::Receipt, Status> {
-        let svc = self.submission_service();
+        let this = self.clone();
         self.unary(s, |r| {
-            let mut svc = svc.clone();
+            let mut svc = this.submission_service();
             async move { svc.submit(r).await }
         })
         .await
@@ -557,9 +639,9 @@ impl Client {
 
     /// Where a submission stands (only the bureau that sent it can read it).
     pub async fn status(&self, tcn: &str) -> Result<pb::SubmissionStatus, Status> {
-        let svc = self.submission_service();
+        let this = self.clone();
         self.unary(pb::GetStatusRequest { tcn: tcn.into() }, |r| {
-            let mut svc = svc.clone();
+            let mut svc = this.submission_service();
             async move { svc.get_status(r).await }
         })
         .await
@@ -627,6 +709,7 @@ impl Client {
                     if stream_retryable(s.code()) && stream_failures + 1 < retry.max_attempts =>
                 {
                     stream_failures += 1;
+                    self.failover();
                     tokio::time::sleep(retry.delay(stream_failures)).await;
                     continue;
                 }
@@ -719,6 +802,7 @@ impl Client {
                         }
                         stream_failures += 1;
                         tracing::debug!(unanswered = inflight.len(), code = ?s.code(), "submit stream broke; re-opening");
+                        self.failover();
                         tokio::time::sleep(retry.delay(stream_failures)).await;
                         break;
                     }
@@ -771,13 +855,13 @@ impl Client {
         after_cursor: Option<u64>,
         follow: bool,
     ) -> Follower<pb::BureauResponse> {
-        let svc = self.submission_service();
+        let this = self.clone();
         Follower::new(
             after_cursor,
             follow,
-            self.cfg.follow_retry,
+            self.clone(),
             Box::new(move |after| {
-                let mut svc = svc.clone();
+                let mut svc = this.submission_service();
                 Box::pin(async move {
                     svc.stream_responses(pb::StreamResponsesRequest {
                         after_cursor: after.unwrap_or(0),
@@ -804,13 +888,13 @@ impl Client {
         after_cursor: Option<u64>,
         follow: bool,
     ) -> Follower<pb::FieldOfficeNotification> {
-        let svc = self.field_office_service();
+        let this = self.clone();
         Follower::new(
             after_cursor,
             follow,
-            self.cfg.follow_retry,
+            self.clone(),
             Box::new(move |after| {
-                let mut svc = svc.clone();
+                let mut svc = this.field_office_service();
                 Box::pin(async move {
                     svc.subscribe(pb::SubscribeRequest {
                         after_cursor: after,
@@ -826,9 +910,9 @@ impl Client {
     /// Acknowledges a field office's outcomes up to and including `cursor`; returns the
     /// office's acknowledged cursor (which never goes backwards).
     pub async fn ack(&self, cursor: u64) -> Result<u64, Status> {
-        let svc = self.field_office_service();
+        let this = self.clone();
         self.unary(pb::AckRequest { cursor }, |r| {
-            let mut svc = svc.clone();
+            let mut svc = this.field_office_service();
             async move { svc.ack(r).await }
         })
         .await
@@ -840,9 +924,9 @@ impl Client {
         &self,
         req: pb::IssueDetainerRequest,
     ) -> Result<pb::Detainer, Status> {
-        let svc = self.field_office_service();
+        let this = self.clone();
         self.unary(req, |r| {
-            let mut svc = svc.clone();
+            let mut svc = this.field_office_service();
             async move { svc.issue_detainer(r).await }
         })
         .await
@@ -853,13 +937,13 @@ impl Client {
         &self,
         jurisdiction_id: &str,
     ) -> Result<pb::JurisdictionPolicy, Status> {
-        let svc = self.admin_service();
+        let this = self.clone();
         self.unary(
             pb::GetPolicyRequest {
                 jurisdiction_id: jurisdiction_id.into(),
             },
             |r| {
-                let mut svc = svc.clone();
+                let mut svc = this.admin_service();
                 async move { svc.get_policy(r).await }
             },
         )
@@ -871,9 +955,9 @@ impl Client {
         &self,
         req: pb::SetPolicyRequest,
     ) -> Result<pb::JurisdictionPolicy, Status> {
-        let svc = self.admin_service();
+        let this = self.clone();
         self.unary(req, |r| {
-            let mut svc = svc.clone();
+            let mut svc = this.admin_service();
             async move { svc.set_policy(r).await }
         })
         .await
@@ -885,14 +969,14 @@ impl Client {
         state: &str,
         opted_out: bool,
     ) -> Result<pb::StatePolicy, Status> {
-        let svc = self.admin_service();
+        let this = self.clone();
         self.unary(
             pb::SetStatePolicyRequest {
                 state: state.into(),
                 opted_out,
             },
             |r| {
-                let mut svc = svc.clone();
+                let mut svc = this.admin_service();
                 async move { svc.set_state_policy(r).await }
             },
         )
@@ -904,12 +988,12 @@ impl Client {
         &self,
         state: Option<&str>,
     ) -> Result<Vec<pb::JurisdictionPolicy>, Status> {
-        let svc = self.admin_service();
+        let this = self.clone();
         let req = pb::ListJurisdictionsRequest {
             state: state.unwrap_or_default().into(),
         };
         self.unary(req, |r| {
-            let mut svc = svc.clone();
+            let mut svc = this.admin_service();
             async move { svc.list_jurisdictions(r).await }
         })
         .await
@@ -918,9 +1002,9 @@ impl Client {
 
     /// The field offices and the states they cover (admin).
     pub async fn list_field_offices(&self) -> Result<Vec<pb::FieldOffice>, Status> {
-        let svc = self.admin_service();
+        let this = self.clone();
         self.unary(pb::ListFieldOfficesRequest {}, |r| {
-            let mut svc = svc.clone();
+            let mut svc = this.admin_service();
             async move { svc.list_field_offices(r).await }
         })
         .await
@@ -929,9 +1013,9 @@ impl Client {
 
     /// The gateway's counters by name (admin).
     pub async fn counters(&self) -> Result<std::collections::BTreeMap<String, u64>, Status> {
-        let svc = self.admin_service();
+        let this = self.clone();
         self.unary(pb::GetCountersRequest {}, |r| {
-            let mut svc = svc.clone();
+            let mut svc = this.admin_service();
             async move { svc.get_counters(r).await }
         })
         .await
@@ -943,9 +1027,9 @@ impl Client {
         &self,
         req: pb::GetMonthlyStatsRequest,
     ) -> Result<pb::MonthlyStats, Status> {
-        let svc = self.admin_service();
+        let this = self.clone();
         self.unary(req, |r| {
-            let mut svc = svc.clone();
+            let mut svc = this.admin_service();
             async move { svc.get_monthly_stats(r).await }
         })
         .await
@@ -987,17 +1071,20 @@ pub struct Follower<T> {
     last: Option<u64>,
     follow: bool,
     retry: RetryPolicy,
+    /// For moving to another gateway when the stream breaks.
+    client: Client,
     failures: u32,
 }
 
 impl<T: Cursored> Follower<T> {
-    fn new(after: Option<u64>, follow: bool, retry: RetryPolicy, open: OpenStream<T>) -> Self {
+    fn new(after: Option<u64>, follow: bool, client: Client, open: OpenStream<T>) -> Self {
         Follower {
             open,
             stream: None,
             last: after,
             follow,
-            retry,
+            retry: client.cfg.follow_retry,
+            client,
             failures: 0,
         }
     }
@@ -1014,6 +1101,7 @@ impl<T: Cursored> Follower<T> {
             return Err(s);
         }
         tracing::info!(failures = self.failures, code = ?s.code(), "stream interrupted; re-opening from its cursor");
+        self.client.failover();
         tokio::time::sleep(self.retry.delay(self.failures)).await;
         Ok(())
     }
