@@ -48,6 +48,9 @@ pub struct DemoOptions {
     pub change_at: f64,
     /// Unary, streaming or both (half the states each).
     pub submit: SubmitMode,
+    /// Bureaus submit through the client library (retries, and the next gateway replica when
+    /// one fails), unary only, instead of bare calls whose every refusal counts.
+    pub failover: bool,
     /// Inserted into every TCN (`TX20110305-<tag>0000123`) so runs against one gateway never
     /// collide; empty for the demo's fresh gateway.
     pub run_tag: String,
@@ -157,6 +160,7 @@ impl Default for DemoOptions {
             changes: vec![],
             change_at: 0.5,
             submit: SubmitMode::Mixed,
+            failover: false,
         }
     }
 }
@@ -445,6 +449,10 @@ async fn drive_and_verify(
     };
 
     let mut obs = drive(endpoint, pki, plan, data, opts, changed_plan.as_ref()).await?;
+    // Connect again: with gateway replicas, the one first used may be gone by now.
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(
+        client::connect(endpoint, pki, &Principal::Admin).await?,
+    );
     if let Some(a) = obs.applied {
         // Put the gateway's policy back as the world has it.
         let admin = client::connect_client(endpoint, pki, &Principal::Admin).await?;
@@ -595,10 +603,12 @@ pub async fn drive(
     states.sort();
     states.dedup();
     let mut channels = BTreeMap::new();
+    let mut bureau_clients = BTreeMap::new();
     for st in &states {
         let bureau =
             client::connect_client(endpoint, pki, &Principal::Bureau { state: st.clone() }).await?;
         let ch = bureau.channel();
+        let bureau_for_submit = bureau.clone();
         let tx = seen_tx.clone();
         let state = st.clone();
         subscriptions.push(tokio::spawn(async move {
@@ -615,6 +625,7 @@ pub async fn drive(
             anyhow::Ok(())
         }));
         channels.insert(st.clone(), ch);
+        bureau_clients.insert(st.clone(), bureau_for_submit);
     }
     drop(seen_tx);
 
@@ -702,6 +713,8 @@ pub async fn drive(
     for (si, st) in states.iter().enumerate() {
         let idx: Vec<usize> = (0..plan.len()).filter(|i| &plan[*i].state == st).collect();
         let ch = channels[st].clone();
+        let bureau = bureau_clients[st].clone();
+        let failover = opts.failover;
         let (plan, sent_at, receipts, hist, progress, receipt_at, refused) = (
             plan.clone(),
             sent_at.clone(),
@@ -712,6 +725,7 @@ pub async fn drive(
             refused.clone(),
         );
         let streaming = match opts.submit {
+            _ if opts.failover => false,
             SubmitMode::Unary => false,
             SubmitMode::Stream => true,
             SubmitMode::Mixed => si % 2 == 1,
@@ -786,17 +800,19 @@ pub async fn drive(
                     }
                     let permit = sem.clone().acquire_owned().await?;
                     let mut c = SubmissionServiceClient::new(ch.clone());
+                    let bureau = bureau.clone();
                     let sub = plan[i].submission.clone();
                     let sent_at = sent_at.clone();
                     let record = record.clone();
                     tasks.spawn(async move {
                         let start = at.unwrap_or_else(Instant::now);
                         sent_at.lock().expect("sent")[i] = Some(start);
-                        let r = c
-                            .submit(sub)
-                            .await
-                            .map(|r| r.into_inner())
-                            .map_err(|s| format!("{:?}: {}", s.code(), s.message()));
+                        let r = if failover {
+                            bureau.submit(sub).await
+                        } else {
+                            c.submit(sub).await.map(|r| r.into_inner())
+                        }
+                        .map_err(|s| format!("{:?}: {}", s.code(), s.message()));
                         record(i, r, start);
                         drop(permit);
                     });
@@ -825,8 +841,12 @@ pub async fn drive(
     // Repeats of already-receipted TCNs must return the original receipt, and change nothing.
     let mut repeats = Vec::new();
     for b in plan.iter().take(10) {
-        let mut c = SubmissionServiceClient::new(channels[&b.state].clone());
-        let r = c.submit(b.submission.clone()).await.map(|r| r.into_inner());
+        let r = if opts.failover {
+            bureau_clients[&b.state].submit(b.submission.clone()).await
+        } else {
+            let mut c = SubmissionServiceClient::new(channels[&b.state].clone());
+            c.submit(b.submission.clone()).await.map(|r| r.into_inner())
+        };
         repeats.push((
             b.submission.tcn.clone(),
             r.map_err(|s| s.message().to_string()),
@@ -943,15 +963,9 @@ pub async fn drive(
         obs.detainers_issued
             .push((req.state, o.tcn.clone(), d.detainer_id));
     }
-    for (state, ch) in &channels {
-        let mut s = SubmissionServiceClient::new(ch.clone())
-            .stream_responses(pb::StreamResponsesRequest {
-                after_cursor: 0,
-                follow: false,
-            })
-            .await?
-            .into_inner();
-        while let Some(r) = s.message().await? {
+    for (state, bureau) in &bureau_clients {
+        let mut s = bureau.follow_responses(None, false);
+        while let Some(r) = s.next().await? {
             if let Some(pb::bureau_response::Body::Detainer(d)) = r.body
                 && planned.contains(&r.tcn)
             {

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod booking_json;
 pub mod bookings;
 pub mod changes;
+pub mod cluster;
 pub mod demo;
 pub mod generate;
 pub mod geography;

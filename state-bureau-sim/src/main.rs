@@ -106,12 +106,23 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         plant_outliers: usize,
     },
+    /// A local cluster: nats-server, gateway replicas and matcher shard processes.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
     /// Drive a running gateway (another process or machine) with this world's bookings and
     /// verify every answer about them against the ground truth.
     Run {
-        /// Gateway endpoint.
+        /// Gateway endpoint; several replicas comma-separated (each client uses one and moves
+        /// to the next when it fails).
         #[arg(long, default_value = "https://127.0.0.1:50051")]
         target: String,
+        /// Bureaus submit through the client library (retries, and the next gateway when one
+        /// fails) instead of bare calls whose every refusal counts; for runs that kill
+        /// gateways on purpose. Unary submissions only.
+        #[arg(long)]
+        failover: bool,
         /// PKI directory with ca.pem and a client certificate per state, office and admin.
         #[arg(long)]
         pki: PathBuf,
@@ -164,6 +175,36 @@ enum Cmd {
         /// Share of the bookings receipted before the changes are made.
         #[arg(long, default_value_t = 0.5)]
         change_at: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Start nats-server, gateway replicas on its JetStream log, and matcher shard processes
+    /// on loopback; print how to drive them; stop them all on Ctrl-C.
+    Up {
+        /// Holds the world, PKI, JetStream files and each process's log.
+        #[arg(long, default_value = "cluster")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        gateways: usize,
+        /// Matcher shards (IDENT split by subject id).
+        #[arg(long, default_value_t = 2)]
+        shards: u64,
+        /// Processes per shard (failover).
+        #[arg(long, default_value_t = 2)]
+        shard_replicas: usize,
+        /// World generated when DIR/world is missing.
+        #[arg(long, default_value_t = 2011)]
+        seed: u64,
+        #[arg(long, default_value_t = 5_000)]
+        identities: u64,
+        /// NATS listens here, gateways on the next ports, matchers after them.
+        #[arg(long, default_value_t = 4222)]
+        base_port: u16,
+        /// How long a silent gateway's unfinished work waits before another takes it over.
+        #[arg(long, default_value_t = 10_000)]
+        stale_ms: u64,
     },
 }
 
@@ -226,6 +267,23 @@ fn check_tag(tag: &str) -> anyhow::Result<String> {
 }
 
 fn main() -> ExitCode {
+    // The cluster's gateways and matchers are this program (see `cluster`): hand over to
+    // their command lines before anything else is set up.
+    let verb = std::env::args_os().nth(1);
+    let rest = || std::env::args_os().skip(2);
+    match verb.as_ref().and_then(|v| v.to_str()) {
+        Some("gateway") => {
+            return interop_gateway::cli::main_from(
+                std::iter::once("interop-gateway".into()).chain(rest()),
+            );
+        }
+        Some("matcher") => {
+            return interop_gateway::matcher_cli::main_from(
+                std::iter::once("interop-matcher".into()).chain(rest()),
+            );
+        }
+        _ => {}
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -326,8 +384,58 @@ fn main() -> ExitCode {
                 ..Default::default()
             }))
             .map(|v| v.passed()),
+        Cmd::Cluster {
+            cmd:
+                ClusterCmd::Up {
+                    dir,
+                    gateways,
+                    shards,
+                    shard_replicas,
+                    seed,
+                    identities,
+                    base_port,
+                    stale_ms,
+                },
+        } => (|| {
+            let o = state_bureau_sim::cluster::ClusterOptions {
+                dir,
+                gateways,
+                shards,
+                shard_replicas,
+                seed,
+                identities,
+                base_port,
+                stale_ms,
+                ..Default::default()
+            };
+            let mut cluster = state_bureau_sim::cluster::Cluster::up(&o)?;
+            println!("cluster up:");
+            for p in &cluster.procs {
+                println!(
+                    "  {:<12} {}  (log: {}/logs/{}.log)",
+                    p.name,
+                    p.addr,
+                    o.dir.display(),
+                    p.name
+                );
+            }
+            println!("\ndrive it (every answer verified):");
+            println!(
+                "  cargo run --release -p state-bureau-sim -- run --target {} --pki {} --world {} --rate 20 --duration 30",
+                cluster.targets,
+                cluster.pki.display(),
+                cluster.world.display()
+            );
+            println!("\nCtrl-C stops every process.");
+            rt.block_on(async {
+                tokio::signal::ctrl_c().await.ok();
+            });
+            cluster.down();
+            Ok(true)
+        })(),
         Cmd::Run {
             target,
+            failover,
             pki,
             world,
             seed,
@@ -390,6 +498,7 @@ fn main() -> ExitCode {
                     changes,
                     change_at,
                     submit,
+                    failover,
                     run_tag,
                     settle_timeout: std::time::Duration::from_secs(settle_secs),
                     ..Default::default()

@@ -1,0 +1,301 @@
+//! A local cluster in one command (`state-bureau-sim cluster up`): `nats-server -js`, N
+//! gateway replicas sharing its JetStream log (`--store nats://`), and M matcher shards with R
+//! replicas each (`interop-matcher serve --shard i/M`), all on loopback, each its own process.
+//! `state-bureau-sim run --target <the gateways, comma-separated>` drives it.
+//!
+//! The gateways and matchers are this same executable (`state-bureau-sim gateway ...` and
+//! `state-bureau-sim matcher ...` run the `interop-gateway` and `interop-matcher` command
+//! lines), so the cluster needs nothing built beside it. Each process logs to
+//! `DIR/logs/NAME.log`.
+
+use crate::bookings::WorldData;
+use anyhow::Context;
+use interop_gateway::pki::{self, PkiDir};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Holds `world/`, `pki/`, `nats/` (JetStream's files) and `logs/`; a world and PKI
+    /// already there are reused.
+    pub dir: PathBuf,
+    /// Gateway replicas.
+    pub gateways: usize,
+    /// Matcher shards (IDENT split by subject id modulo this).
+    pub shards: u64,
+    /// Processes per shard (the gateway tries them in turn).
+    pub shard_replicas: usize,
+    /// World to generate when `dir/world` is missing.
+    pub seed: u64,
+    pub identities: u64,
+    /// First port: NATS gets it, gateways the next N, matchers the ones after (0: free ports).
+    pub base_port: u16,
+    /// How long a silent gateway's unfinished work waits before another replica takes it.
+    pub stale_ms: u64,
+    /// Matcher threads per search.
+    pub matcher_threads: usize,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            dir: PathBuf::from("cluster"),
+            gateways: 2,
+            shards: 2,
+            shard_replicas: 2,
+            seed: 2011,
+            identities: 5_000,
+            base_port: 0,
+            stale_ms: 10_000,
+            matcher_threads: 1,
+        }
+    }
+}
+
+/// One process of the cluster.
+pub struct Proc {
+    pub name: String,
+    pub addr: String,
+    child: Child,
+}
+
+/// A running cluster; dropping it stops every process.
+pub struct Cluster {
+    pub procs: Vec<Proc>,
+    /// The gateways' endpoints, comma-separated (what `run --target` takes).
+    pub targets: String,
+    pub nats_url: String,
+    pub pki: PathBuf,
+    pub world: PathBuf,
+}
+
+/// `nats-server` from `INTEROP_NATS_SERVER`, the PATH or Debian's /usr/sbin.
+pub fn nats_server_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("INTEROP_NATS_SERVER") {
+        return Some(p.into());
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/usr/local/bin", "/usr/bin"])
+        .map(|d| Path::new(d).join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until something listens on `addr`, or the process exits, or `within` passes.
+fn wait_listening(p: &mut Proc, within: Duration, log: &Path) -> anyhow::Result<()> {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if std::net::TcpStream::connect(&p.addr).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = p.child.try_wait()? {
+            anyhow::bail!(
+                "{} exited ({status}) before listening on {}; see {}",
+                p.name,
+                p.addr,
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!(
+        "{} did not listen on {} within {:?}; see {}",
+        p.name,
+        p.addr,
+        within,
+        log.display()
+    )
+}
+
+impl Cluster {
+    /// Starts everything and returns once every process listens.
+    pub fn up(o: &ClusterOptions) -> anyhow::Result<Cluster> {
+        anyhow::ensure!(o.gateways >= 1, "--gateways must be at least 1");
+        anyhow::ensure!(o.shards >= 1, "--shards must be at least 1");
+        anyhow::ensure!(o.shard_replicas >= 1, "--shard-replicas must be at least 1");
+        let nats = nats_server_binary().ok_or_else(|| {
+            anyhow::anyhow!(
+                "nats-server not found: install it (Debian: apt-get install nats-server) or set INTEROP_NATS_SERVER"
+            )
+        })?;
+        let exe = std::env::current_exe().context("finding this program")?;
+        let logs = o.dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let world = o.dir.join("world");
+        if !world.join(interop_gateway::world::WORLD_FILE).exists() {
+            eprintln!(
+                "generating a world of {} identities in {}",
+                o.identities,
+                world.display()
+            );
+            crate::generate::generate(o.seed, o.identities, &world)?;
+        }
+        let data = WorldData::load(&world)?;
+        let pki_dir = o.dir.join("pki");
+        let pki = if PkiDir(pki_dir.clone()).ca_cert().exists() {
+            PkiDir(pki_dir.clone())
+        } else {
+            pki::init_for_world(&pki_dir, &data.world)?
+        };
+        let mut next = o.base_port;
+        let mut port = || -> anyhow::Result<u16> {
+            if o.base_port == 0 {
+                return free_port();
+            }
+            let p = next;
+            next = next.checked_add(1).context("ports past 65535")?;
+            Ok(p)
+        };
+        let nats_port = port()?;
+        let gateway_ports: Vec<u16> = (0..o.gateways).map(|_| port()).collect::<Result<_, _>>()?;
+        let targets = gateway_ports
+            .iter()
+            .map(|p| format!("https://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            procs: Vec::new(),
+            targets: targets.clone(),
+            nats_url: format!("nats://127.0.0.1:{nats_port}"),
+            pki: pki_dir.clone(),
+            world: world.clone(),
+        };
+        let spawn = |name: &str, addr: String, cmd: &mut Command| -> anyhow::Result<Proc> {
+            let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting {name}"))?;
+            Ok(Proc {
+                name: name.to_string(),
+                addr,
+                child,
+            })
+        };
+
+        let mut p = spawn(
+            "nats",
+            format!("127.0.0.1:{nats_port}"),
+            Command::new(&nats)
+                .args([
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &nats_port.to_string(),
+                    "-sd",
+                ])
+                .arg(o.dir.join("nats")),
+        )?;
+        wait_listening(&mut p, Duration::from_secs(20), &logs.join("nats.log"))?;
+        cluster.procs.push(p);
+
+        let mut shard_spec = Vec::new();
+        let mut matchers = Vec::new();
+        for shard in 0..o.shards {
+            let mut replicas = Vec::new();
+            for r in 0..o.shard_replicas {
+                let port = port()?;
+                let name = format!("matcher-{shard}-{r}");
+                let p = spawn(
+                    &name,
+                    format!("127.0.0.1:{port}"),
+                    Command::new(&exe)
+                        .args(["matcher", "serve", "--listen"])
+                        .arg(format!("127.0.0.1:{port}"))
+                        .arg("--pki")
+                        .arg(&pki.0)
+                        .arg("--world")
+                        .arg(&world)
+                        .args(["--shard", &format!("{shard}/{}", o.shards)])
+                        .args(["--threads", &o.matcher_threads.to_string()])
+                        .args(["--revocations-from", &targets]),
+                )?;
+                replicas.push(format!("https://127.0.0.1:{port}"));
+                matchers.push(p);
+            }
+            shard_spec.push(replicas.join("|"));
+        }
+        for mut p in matchers {
+            let log = logs.join(format!("{}.log", p.name));
+            wait_listening(&mut p, Duration::from_secs(120), &log)?;
+            cluster.procs.push(p);
+        }
+
+        let store = format!("{}/INTEROP?stale_ms={}", cluster.nats_url, o.stale_ms);
+        let mut gateways = Vec::new();
+        for (i, port) in gateway_ports.iter().enumerate() {
+            let name = format!("gateway-{i}");
+            let p = spawn(
+                &name,
+                format!("127.0.0.1:{port}"),
+                Command::new(&exe)
+                    .args(["gateway", "serve", "--listen"])
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--pki")
+                    .arg(&pki.0)
+                    .arg("--world")
+                    .arg(&world)
+                    .args(["--store", &store, "--replica-id", &name])
+                    .args(["--ident-shards", &shard_spec.join(",")])
+                    .arg("--no-metrics"),
+            )?;
+            gateways.push(p);
+        }
+        for mut p in gateways {
+            let log = logs.join(format!("{}.log", p.name));
+            wait_listening(&mut p, Duration::from_secs(120), &log)?;
+            cluster.procs.push(p);
+        }
+        Ok(cluster)
+    }
+
+    /// Kills one process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let p = self
+            .procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no process {name:?} in the cluster"))?;
+        p.child.kill()?;
+        p.child.wait()?;
+        Ok(())
+    }
+
+    /// Stops every process: SIGTERM, then SIGKILL for any still running after 5 s.
+    pub fn down(&mut self) {
+        for p in self.procs.iter().rev() {
+            // Best effort: a process that already exited has nothing to stop.
+            Command::new("kill")
+                .args(["-TERM", &p.child.id().to_string()])
+                .stderr(Stdio::null())
+                .status()
+                .ok();
+        }
+        let until = Instant::now() + Duration::from_secs(5);
+        for p in self.procs.iter_mut().rev() {
+            while Instant::now() < until && matches!(p.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            p.child.kill().ok();
+            p.child.wait().ok();
+        }
+        self.procs.clear();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
