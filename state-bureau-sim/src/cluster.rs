@@ -36,6 +36,9 @@ pub struct ClusterOptions {
     pub stale_ms: u64,
     /// Matcher threads per search.
     pub matcher_threads: usize,
+    /// The program to run as gateways and matchers (default: this one; tests name the built
+    /// `state-bureau-sim`).
+    pub exe: Option<PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -50,6 +53,7 @@ impl Default for ClusterOptions {
             base_port: 0,
             stale_ms: 10_000,
             matcher_threads: 1,
+            exe: None,
         }
     }
 }
@@ -59,6 +63,38 @@ pub struct Proc {
     pub name: String,
     pub addr: String,
     child: Child,
+    /// How it was started, to start it again.
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    log: PathBuf,
+}
+
+fn start(
+    name: &str,
+    addr: String,
+    log: PathBuf,
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+) -> anyhow::Result<Proc> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)?;
+    let child = Command::new(&program)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    Ok(Proc {
+        name: name.to_string(),
+        addr,
+        child,
+        program,
+        args,
+        log,
+    })
 }
 
 /// A running cluster; dropping it stops every process.
@@ -126,7 +162,10 @@ impl Cluster {
                 "nats-server not found: install it (Debian: apt-get install nats-server) or set INTEROP_NATS_SERVER"
             )
         })?;
-        let exe = std::env::current_exe().context("finding this program")?;
+        let exe = match &o.exe {
+            Some(e) => e.clone(),
+            None => std::env::current_exe().context("finding this program")?,
+        };
         let logs = o.dir.join("logs");
         std::fs::create_dir_all(&logs)?;
         let world = o.dir.join("world");
@@ -169,18 +208,11 @@ impl Cluster {
             world: world.clone(),
         };
         let spawn = |name: &str, addr: String, cmd: &mut Command| -> anyhow::Result<Proc> {
-            let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
-            let child = cmd
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting {name}"))?;
-            Ok(Proc {
-                name: name.to_string(),
-                addr,
-                child,
-            })
+            let log = logs.join(format!("{name}.log"));
+            std::fs::File::create(&log)?;
+            let program = cmd.get_program().to_os_string();
+            let args = cmd.get_args().map(|a| a.to_os_string()).collect();
+            start(name, addr, log, program, args)
         };
 
         let mut p = spawn(
@@ -269,6 +301,29 @@ impl Cluster {
             .ok_or_else(|| anyhow::anyhow!("no process {name:?} in the cluster"))?;
         p.child.kill()?;
         p.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts a killed process again, as it was started (its log continues), and waits until
+    /// it listens.
+    pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self
+            .procs
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no process {name:?} in the cluster"))?;
+        let old = &mut self.procs[i];
+        anyhow::ensure!(old.child.try_wait()?.is_some(), "{name} is still running");
+        let mut p = start(
+            &old.name,
+            old.addr.clone(),
+            old.log.clone(),
+            old.program.clone(),
+            old.args.clone(),
+        )?;
+        let log = p.log.clone();
+        wait_listening(&mut p, Duration::from_secs(120), &log)?;
+        self.procs[i] = p;
         Ok(())
     }
 

@@ -426,10 +426,16 @@ fn main() -> ExitCode {
                 cluster.pki.display(),
                 cluster.world.display()
             );
-            println!("\nCtrl-C stops every process.");
+            println!("\nCtrl-C (or SIGTERM) stops every process.");
             rt.block_on(async {
-                tokio::signal::ctrl_c().await.ok();
-            });
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                anyhow::Ok(())
+            })?;
             cluster.down();
             Ok(true)
         })(),

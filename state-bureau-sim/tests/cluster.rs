@@ -1,0 +1,95 @@
+//! The cluster end to end, every part its own process on loopback: `nats-server -js`, two
+//! gateway replicas on its JetStream log, two matcher shards with two replicas each. The
+//! simulator drives both gateways and verifies every answer against the ground truth while
+//! both replicas of a matcher shard and then a gateway are killed (SIGKILL) mid-run: no
+//! receipted submission lost (the survivor takes over the dead one's unfinished work),
+//! nothing delivered twice, no false "no match" for searches the dark shard missed.
+//!
+//! Needs `nats-server` (Debian package `nats-server`; `.ci/run` installs it). Where it is
+//! absent the test says so loudly and passes, unless `INTEROP_REQUIRE_NATS` is set (CI).
+
+use state_bureau_sim::cluster::{Cluster, ClusterOptions, nats_server_binary};
+use state_bureau_sim::demo::{self, Arrival, DemoOptions, RunOptions};
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_right() {
+    if nats_server_binary().is_none() {
+        if std::env::var("INTEROP_REQUIRE_NATS").is_ok() {
+            panic!("nats-server not found and INTEROP_REQUIRE_NATS is set");
+        }
+        eprintln!(
+            "\n*** SKIPPED cluster test: nats-server not found (apt-get install nats-server) ***\n"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::up(&ClusterOptions {
+        dir: dir.path().to_path_buf(),
+        identities: 1_500,
+        stale_ms: 2_000,
+        exe: Some(env!("CARGO_BIN_EXE_state-bureau-sim").into()),
+        ..Default::default()
+    })
+    .expect("cluster up");
+    let names: Vec<&str> = cluster.procs.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "nats",
+            "matcher-0-0",
+            "matcher-0-1",
+            "matcher-1-0",
+            "matcher-1-1",
+            "gateway-0",
+            "gateway-1"
+        ]
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let run = rt.spawn(demo::run_remote(RunOptions {
+        target: cluster.targets.clone(),
+        pki: cluster.pki.clone(),
+        world: cluster.world.clone(),
+        demo: DemoOptions {
+            bookings: 160,
+            arrival: Arrival::Poisson { rate: 10.0 },
+            failover: true,
+            plant_outliers: 0,
+            run_tag: "CLUSTER-".into(),
+            settle_timeout: Duration::from_secs(120),
+            ..Default::default()
+        },
+    }));
+    // A third of the way in, shard 0 goes dark (both replicas): every IDENT search is now
+    // incomplete, so both gateways hold receipted, unfinished submissions. Then gateway-0
+    // dies with its share, and one replica of shard 0 comes back. gateway-1 must take over
+    // gateway-0's work and finish everything, with no "no match" for the searches shard 0
+    // missed.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(5) && !run.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!run.is_finished(), "the run ended before the faults");
+    cluster.kill("matcher-0-0").unwrap();
+    cluster.kill("matcher-0-1").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.kill("gateway-0").unwrap();
+    cluster.restart("matcher-0-1").unwrap();
+
+    let v = rt
+        .block_on(run)
+        .unwrap()
+        .expect("the run completes against the surviving replicas");
+    assert!(v.passed(), "verification failed:\n{v:?}");
+    cluster.down();
+    let log = std::fs::read_to_string(dir.path().join("logs/gateway-1.log")).unwrap();
+    let taken = log
+        .matches("took over a stopped replica's submission")
+        .count();
+    eprintln!("gateway-1 took over {taken} of gateway-0's unfinished submissions");
+    assert!(
+        taken > 0,
+        "gateway-0 died with work in flight; nobody took it over"
+    );
+}
