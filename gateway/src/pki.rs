@@ -52,6 +52,15 @@ impl PkiDir {
             key: self.0.join("server-key.pem"),
         }
     }
+    /// The gateways' certificate for the shared store's NATS server (see
+    /// [`STORE_CLIENT_NAME`]).
+    pub fn store_client(&self) -> IdentityFiles {
+        IdentityFiles {
+            cert: self.0.join("clients").join("store-gateway.pem"),
+            key: self.0.join("clients").join("store-gateway-key.pem"),
+        }
+    }
+
     pub fn client(&self, p: &Principal) -> IdentityFiles {
         let stem = p.file_stem();
         IdentityFiles {
@@ -103,6 +112,59 @@ fn load_issuer(dir: &PkiDir) -> Result<Issuer<'static, KeyPair>> {
         .with_context(|| format!("reading {}", dir.ca_cert().display()))?;
     let key = KeyPair::from_pem(&key_pem).context("parsing the CA key")?;
     Issuer::from_ca_cert_pem(&cert_pem, key).context("parsing the CA certificate")
+}
+
+/// The DNS name in the gateways' client certificate for the store's NATS server. The server
+/// maps it to its only user (`verify_and_map`), so a bureau's or an office's certificate from
+/// the same CA cannot open the log.
+pub const STORE_CLIENT_NAME: &str = "gateway.store.interop.local";
+
+/// Issues the gateways' certificate for the store's NATS server ([`PkiDir::store_client`])
+/// unless it is there already; returns its files.
+pub fn ensure_store_client(dir: &PkiDir) -> Result<IdentityFiles> {
+    let files = dir.store_client();
+    if files.cert.exists() && files.key.exists() {
+        return Ok(files);
+    }
+    let issuer = load_issuer(dir)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec![STORE_CLIENT_NAME.to_string()])?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, STORE_CLIENT_NAME);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    validity(&mut params, 365);
+    let cert = params.signed_by(&key, &issuer)?;
+    write_pair(&files, &cert.pem(), &key)?;
+    Ok(files)
+}
+
+/// A `nats-server` configuration for the shared store: JetStream in `store_dir`, listening on
+/// `listen` with mutual TLS (the PKI's server certificate), admitting only the gateways'
+/// store certificate.
+pub fn nats_server_config(dir: &PkiDir, listen: &str, store_dir: &Path) -> String {
+    let q = |p: &Path| format!("{:?}", p.display().to_string());
+    let server = dir.server();
+    format!(
+        "listen: {listen:?}\njetstream {{ store_dir: {} }}\ntls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify_and_map: true\n  timeout: 5\n}}\nauthorization {{\n  users = [ {{ user: {STORE_CLIENT_NAME:?} }} ]\n}}\n",
+        q(store_dir),
+        q(&server.cert),
+        q(&server.key),
+        q(&dir.ca_cert()),
+    )
+}
+
+/// The `--store` value with which a gateway reaches the NATS server of
+/// [`nats_server_config`] over mutual TLS.
+pub fn nats_store_spec(dir: &PkiDir, addr: &str, stream: &str) -> Result<String> {
+    let files = ensure_store_client(dir)?;
+    Ok(format!(
+        "tls://{addr}/{stream}?ca={}&cert={}&key={}",
+        dir.ca_cert().display(),
+        files.cert.display(),
+        files.key.display()
+    ))
 }
 
 /// Issues a client certificate for `principal`, signed by the CA in `ca_dir`, to the given

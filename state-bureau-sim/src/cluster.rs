@@ -1,6 +1,7 @@
-//! A local cluster in one command (`state-bureau-sim cluster up`): `nats-server -js`, N
-//! gateway replicas sharing its JetStream log (`--store nats://`), and M matcher shards with R
-//! replicas each (`interop-matcher serve --shard i/M`), all on loopback, each its own process.
+//! A local cluster in one command (`state-bureau-sim cluster up`): `nats-server` with
+//! JetStream, N gateway replicas sharing its log (`--store tls://...`, mutual TLS with a
+//! certificate only gateways hold), and M matcher shards with R replicas each
+//! (`interop-matcher serve --shard i/M`), all on loopback, each its own process.
 //! `state-bureau-sim run --target <the gateways, comma-separated>` drives it.
 //!
 //! The gateways and matchers are this same executable (`state-bureau-sim gateway ...` and
@@ -39,6 +40,10 @@ pub struct ClusterOptions {
     /// The program to run as gateways and matchers (default: this one; tests name the built
     /// `state-bureau-sim`).
     pub exe: Option<PathBuf>,
+    /// The single-machine baseline instead: one gateway on the embedded store with its
+    /// matcher in process (no nats-server, no matcher processes; `gateways`, `shards` and
+    /// `shard_replicas` are ignored).
+    pub embedded: bool,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +59,7 @@ impl Default for ClusterOptions {
             stale_ms: 10_000,
             matcher_threads: 1,
             exe: None,
+            embedded: false,
         }
     }
 }
@@ -157,11 +163,14 @@ impl Cluster {
         anyhow::ensure!(o.gateways >= 1, "--gateways must be at least 1");
         anyhow::ensure!(o.shards >= 1, "--shards must be at least 1");
         anyhow::ensure!(o.shard_replicas >= 1, "--shard-replicas must be at least 1");
-        let nats = nats_server_binary().ok_or_else(|| {
-            anyhow::anyhow!(
-                "nats-server not found: install it (Debian: apt-get install nats-server) or set INTEROP_NATS_SERVER"
-            )
-        })?;
+        let nats = match o.embedded {
+            true => PathBuf::new(),
+            false => nats_server_binary().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "nats-server not found: install it (Debian: apt-get install nats-server) or set INTEROP_NATS_SERVER"
+                )
+            })?,
+        };
         let exe = match &o.exe {
             Some(e) => e.clone(),
             None => std::env::current_exe().context("finding this program")?,
@@ -194,7 +203,10 @@ impl Cluster {
             Ok(p)
         };
         let nats_port = port()?;
-        let gateway_ports: Vec<u16> = (0..o.gateways).map(|_| port()).collect::<Result<_, _>>()?;
+        let gateway_count = if o.embedded { 1 } else { o.gateways };
+        let gateway_ports: Vec<u16> = (0..gateway_count)
+            .map(|_| port())
+            .collect::<Result<_, _>>()?;
         let targets = gateway_ports
             .iter()
             .map(|p| format!("https://127.0.0.1:{p}"))
@@ -203,7 +215,7 @@ impl Cluster {
         let mut cluster = Cluster {
             procs: Vec::new(),
             targets: targets.clone(),
-            nats_url: format!("nats://127.0.0.1:{nats_port}"),
+            nats_url: format!("tls://127.0.0.1:{nats_port}"),
             pki: pki_dir.clone(),
             world: world.clone(),
         };
@@ -215,19 +227,47 @@ impl Cluster {
             start(name, addr, log, program, args)
         };
 
+        if o.embedded {
+            let port = gateway_ports[0];
+            let data = o.dir.join("data");
+            // A fresh store each time: the baseline starts as empty as the JetStream one.
+            if data.exists() {
+                std::fs::remove_dir_all(&data)?;
+            }
+            let mut p = spawn(
+                "gateway-0",
+                format!("127.0.0.1:{port}"),
+                Command::new(&exe)
+                    .args(["gateway", "serve", "--listen"])
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--pki")
+                    .arg(&pki.0)
+                    .arg("--world")
+                    .arg(&world)
+                    .args(["--store", "embedded", "--data"])
+                    .arg(&data)
+                    .arg("--no-metrics"),
+            )?;
+            let log = logs.join("gateway-0.log");
+            wait_listening(&mut p, Duration::from_secs(120), &log)?;
+            cluster.procs.push(p);
+            cluster.nats_url.clear();
+            return Ok(cluster);
+        }
+        let nats_dir = o.dir.join("nats");
+        // A fresh log each time `up` starts (the world and PKI are kept).
+        if nats_dir.exists() {
+            std::fs::remove_dir_all(&nats_dir)?;
+        }
+        // Mutual TLS with the PKI's server certificate; only the gateways' store certificate
+        // is admitted (a bureau's from the same CA is not).
+        let nats_addr = format!("127.0.0.1:{nats_port}");
+        let conf = o.dir.join("nats.conf");
+        std::fs::write(&conf, pki::nats_server_config(&pki, &nats_addr, &nats_dir))?;
         let mut p = spawn(
             "nats",
-            format!("127.0.0.1:{nats_port}"),
-            Command::new(&nats)
-                .args([
-                    "-js",
-                    "-a",
-                    "127.0.0.1",
-                    "-p",
-                    &nats_port.to_string(),
-                    "-sd",
-                ])
-                .arg(o.dir.join("nats")),
+            nats_addr.clone(),
+            Command::new(&nats).arg("-c").arg(&conf),
         )?;
         wait_listening(&mut p, Duration::from_secs(20), &logs.join("nats.log"))?;
         cluster.procs.push(p);
@@ -264,7 +304,11 @@ impl Cluster {
             cluster.procs.push(p);
         }
 
-        let store = format!("{}/INTEROP?stale_ms={}", cluster.nats_url, o.stale_ms);
+        let store = format!(
+            "{}&stale_ms={}",
+            pki::nats_store_spec(&pki, &nats_addr, "INTEROP")?,
+            o.stale_ms
+        );
         let mut gateways = Vec::new();
         for (i, port) in gateway_ports.iter().enumerate() {
             let name = format!("gateway-{i}");
@@ -302,6 +346,19 @@ impl Cluster {
         p.child.kill()?;
         p.child.wait()?;
         Ok(())
+    }
+
+    /// CPU seconds (user + system) each running process has used so far, from /proc.
+    pub fn cpu_seconds(&self) -> Vec<(String, f64)> {
+        self.procs
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    process_cpu_seconds(p.child.id()).unwrap_or(0.0),
+                )
+            })
+            .collect()
     }
 
     /// Starts a killed process again, as it was started (its log continues), and waits until
@@ -347,6 +404,16 @@ impl Cluster {
         }
         self.procs.clear();
     }
+}
+
+/// utime + stime of a process from `/proc/PID/stat`, at the usual 100 ticks a second.
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 impl Drop for Cluster {

@@ -187,22 +187,48 @@ impl NatsStore {
     /// Connects, creates the stream if it is missing, replays the log into a fresh view and
     /// starts following it; returns once the view has caught up with the stream.
     pub async fn connect(o: NatsOptions) -> anyhow::Result<Self> {
-        let mut connect = async_nats::ConnectOptions::new()
-            .name(format!("interop-gateway {}", o.replica))
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(5));
-        if o.url.starts_with("tls://") || o.ca.is_some() {
-            connect = connect.require_tls(true);
+        let options = || {
+            let mut c = async_nats::ConnectOptions::new()
+                .name(format!("interop-gateway {}", o.replica))
+                .connection_timeout(Duration::from_secs(5));
+            if o.url.starts_with("tls://") || o.ca.is_some() {
+                c = c.require_tls(true);
+            }
+            if let Some(ca) = &o.ca {
+                c = c.add_root_certificates(ca.clone());
+            }
+            if let (Some(cert), Some(key)) = (&o.cert, &o.key) {
+                c = c.add_client_certificate(cert.clone(), key.clone());
+            }
+            c
+        };
+        // A server still starting is waited for (30 s, until one accepts TCP); a refusal once
+        // connected (TLS, authorization) is an error at once.
+        let hosts: Vec<String> = o
+            .url
+            .split(',')
+            .map(|u| u.split_once("://").map_or(u, |(_, h)| h).to_string())
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut up = false;
+            for h in &hosts {
+                up |= tokio::net::TcpStream::connect(h.as_str()).await.is_ok();
+            }
+            if up {
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "NATS server at {} did not accept connections within 30 s",
+                o.url
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        if let Some(ca) = &o.ca {
-            connect = connect.add_root_certificates(ca.clone());
-        }
-        if let (Some(cert), Some(key)) = (&o.cert, &o.key) {
-            connect = connect.add_client_certificate(cert.clone(), key.clone());
-        }
-        let client = tokio::time::timeout(Duration::from_secs(30), connect.connect(o.url.as_str()))
+        let client = options()
+            .connect(o.url.as_str())
             .await
-            .map_err(|_| anyhow::anyhow!("NATS server at {} did not answer in 30 s", o.url))??;
+            .map_err(|e| anyhow::anyhow!("NATS server at {}: {e}", o.url))?;
         let js = jetstream::new(client);
         let subject = o.subject();
         let stream = js
@@ -706,6 +732,14 @@ pub(crate) mod tests {
     /// Starts a server, or says loudly why not: with `INTEROP_REQUIRE_NATS=1` (CI sets it) a
     /// missing binary fails the test instead of skipping it.
     pub(crate) fn start_server(test: &str) -> Option<NatsServer> {
+        start_server_with(test, |_, _| None)
+    }
+
+    /// Like [`start_server`], with a configuration file from `config(port, store_dir)`.
+    pub(crate) fn start_server_with(
+        test: &str,
+        config: impl FnOnce(u16, &Path) -> Option<String>,
+    ) -> Option<NatsServer> {
         let Some(bin) = nats_server_binary() else {
             if std::env::var("INTEROP_REQUIRE_NATS").is_ok() {
                 panic!("{test}: nats-server not found and INTEROP_REQUIRE_NATS is set");
@@ -721,9 +755,19 @@ pub(crate) mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let child = std::process::Command::new(bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path())
+        let mut cmd = std::process::Command::new(bin);
+        match config(port, &dir.path().join("js")) {
+            Some(conf) => {
+                let file = dir.path().join("nats.conf");
+                std::fs::write(&file, conf).unwrap();
+                cmd.arg("-c").arg(file);
+            }
+            None => {
+                cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                    .arg(dir.path());
+            }
+        }
+        let child = cmd
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -958,5 +1002,59 @@ pub(crate) mod tests {
         // The winners now resume them as their own.
         let owned = b.resumable().await.unwrap().len() + c.resumable().await.unwrap().len();
         assert_eq!(owned, 9 + 1);
+    }
+
+    /// With the cluster's configuration the log is reached over mutual TLS, and only with the
+    /// gateways' store certificate: a bureau's certificate from the same CA, or no TLS, is
+    /// refused at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_admits_only_the_gateways_certificate() {
+        use crate::pki;
+        use crate::principal::Principal;
+        let pki_dir = tempfile::tempdir().unwrap();
+        let pki = pki::init_default(pki_dir.path()).unwrap();
+        let mut addr = String::new();
+        let Some(_server) = start_server_with(
+            "the_log_admits_only_the_gateways_certificate",
+            |port, store| {
+                addr = format!("127.0.0.1:{port}");
+                Some(pki::nats_server_config(&pki, &addr, store))
+            },
+        ) else {
+            return;
+        };
+        let spec = pki::nats_store_spec(&pki, &addr, "LOG").unwrap();
+        let store = NatsStore::connect(NatsOptions::parse(&spec).unwrap())
+            .await
+            .expect("the gateways' certificate is admitted");
+        assert!(matches!(
+            store.accept(key("TLS-1"), b"x".to_vec(), 1).await.unwrap(),
+            Accepted::New(_)
+        ));
+
+        let bureau = pki.client(&Principal::Bureau { state: "TX".into() });
+        let as_bureau = format!(
+            "tls://{addr}/LOG?ca={}&cert={}&key={}",
+            pki.ca_cert().display(),
+            bureau.cert.display(),
+            bureau.key.display()
+        );
+        let t = std::time::Instant::now();
+        let refused = NatsStore::connect(NatsOptions::parse(&as_bureau).unwrap()).await;
+        let e = refused
+            .err()
+            .expect("a bureau certificate must not open the log");
+        assert!(
+            e.to_string().contains("authorization"),
+            "refused for the wrong reason: {e:#}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "a refusal is not retried"
+        );
+
+        let plain =
+            NatsStore::connect(NatsOptions::parse(&format!("nats://{addr}/LOG")).unwrap()).await;
+        assert!(plain.is_err(), "a connection without TLS must be refused");
     }
 }
