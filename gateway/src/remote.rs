@@ -122,7 +122,7 @@ pub async fn serve_matcher(
     health
         .set_serving::<MatcherServiceServer<crate::services::MatcherApi>>()
         .await;
-    let svc = MatcherServiceServer::new(crate::services::MatcherApi(matcher))
+    let svc = MatcherServiceServer::new(crate::services::MatcherApi::new(matcher))
         .max_decoding_message_size(crate::validate::MAX_MESSAGE_BYTES);
     tracing::info!(addr = %listener.local_addr()?, "serving MatcherService over mutual TLS");
     tonic::transport::Server::builder()

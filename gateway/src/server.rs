@@ -465,8 +465,8 @@ impl Gateway {
             health
                 .set_serving::<MatcherServiceServer<MatcherApi>>()
                 .await;
-            let svc =
-                MatcherServiceServer::new(MatcherApi(m.clone())).max_decoding_message_size(max);
+            let svc = MatcherServiceServer::new(MatcherApi::new(m.clone()))
+                .max_decoding_message_size(max);
             router = router.add_service(tonic::service::interceptor::InterceptedService::new(
                 svc,
                 authenticate,

@@ -921,7 +921,25 @@ fn fingers_for_search(
 }
 
 /// `MatcherService` over an in-process matcher (admin role: it exposes a whole gallery).
-pub struct MatcherApi(pub Arc<dyn Matcher>);
+///
+/// Searches run at most one per core at a time; the others wait their turn without using a
+/// thread. A caller that gives up (its deadline passed) drops its call, and a search still
+/// waiting is then never run: without this bound an overloaded shard started every queued
+/// search at once, each took longer than its caller would wait, and every retry added work.
+pub struct MatcherApi {
+    matcher: Arc<dyn Matcher>,
+    running: Arc<tokio::sync::Semaphore>,
+}
+
+impl MatcherApi {
+    pub fn new(matcher: Arc<dyn Matcher>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        MatcherApi {
+            matcher,
+            running: Arc::new(tokio::sync::Semaphore::new(cores)),
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl pb::matcher_service_server::MatcherService for MatcherApi {
@@ -930,11 +948,21 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
         let r = req.into_inner();
         let probe = fingers_for_search(&r.fingers)?;
         let k = r.max_candidates.clamp(1, 100) as usize;
-        let m = self.0.clone();
-        let res = tokio::task::spawn_blocking(move || m.search(&probe, k))
+        let m = self.matcher.clone();
+        let permit = self
+            .running
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|e| GatewayError::Internal(e.to_string()))?
-            .map_err(|e| GatewayError::invalid("fingers", e.to_string()))?;
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let res = tokio::task::spawn_blocking(move || {
+            let r = m.search(&probe, k);
+            drop(permit);
+            r
+        })
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))?
+        .map_err(|e| GatewayError::invalid("fingers", e.to_string()))?;
         Ok(Response::new(pb::SearchResponse {
             hit: res.hit.is_some(),
             candidates: res
@@ -952,7 +980,7 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
         need_admin(&req)?;
         let r = req.into_inner();
         let print = fingers_for_search(&r.fingers)?;
-        let m = self.0.clone();
+        let m = self.matcher.clone();
         let size =
             tokio::task::spawn_blocking(move || m.enroll(r.subject_id, &print).map(|_| m.len()))
                 .await
