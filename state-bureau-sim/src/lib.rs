@@ -13,6 +13,7 @@ pub mod booking_json;
 pub mod bookings;
 pub mod changes;
 pub mod cluster;
+pub mod cluster_bench;
 pub mod demo;
 pub mod generate;
 pub mod geography;

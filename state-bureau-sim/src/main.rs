@@ -206,6 +206,25 @@ enum ClusterCmd {
         #[arg(long, default_value_t = 10_000)]
         stale_ms: u64,
     },
+    /// The same verified closed-loop run against several cluster shapes on this machine,
+    /// beside the single-process baseline: throughput, p99s and CPU per booking by role.
+    Bench {
+        #[arg(long, default_value = "target/cluster-bench")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 5_000)]
+        identities: u64,
+        /// Bookings per shape.
+        #[arg(long, default_value_t = 600)]
+        bookings: usize,
+        /// Submissions in flight per bureau.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        /// Shapes on JetStream as GATEWAYSxSHARDS, comma-separated.
+        #[arg(long, default_value = "1x1,1x2,1x4,2x2,2x4")]
+        shapes: String,
+        #[arg(long, default_value = "bench/results/cluster-bench.json")]
+        json: PathBuf,
+    },
 }
 
 /// Parses `START:STEP:MAX:SECS`.
@@ -438,6 +457,43 @@ fn main() -> ExitCode {
             })?;
             cluster.down();
             Ok(true)
+        })(),
+        Cmd::Cluster {
+            cmd:
+                ClusterCmd::Bench {
+                    dir,
+                    identities,
+                    bookings,
+                    concurrency,
+                    shapes,
+                    json,
+                },
+        } => (|| {
+            let shapes = shapes
+                .split(',')
+                .map(|s| {
+                    let (g, m) = s
+                        .trim()
+                        .split_once('x')
+                        .ok_or_else(|| anyhow::anyhow!("--shapes: {s:?} is not GATEWAYSxSHARDS"))?;
+                    anyhow::Ok((g.parse::<usize>()?, m.parse::<u64>()?))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            anyhow::ensure!(
+                bookings > 0 && concurrency > 0,
+                "--bookings and --concurrency must be at least 1"
+            );
+            let results = state_bureau_sim::cluster_bench::run(
+                &state_bureau_sim::cluster_bench::BenchOptions {
+                    dir,
+                    identities,
+                    bookings,
+                    concurrency,
+                    shapes,
+                    json: Some(json),
+                },
+            )?;
+            Ok(results.iter().all(|r| r.passed))
         })(),
         Cmd::Run {
             target,
