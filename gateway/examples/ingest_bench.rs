@@ -9,11 +9,17 @@
 //!
 //! The store files go under `--dir` (default `target/ingest-bench`, on the same disk as the
 //! build), never a tmpfs, so the fsync cost is real.
+//!
+//! With `--nats nats://HOST:PORT` (a running `nats-server -js`) the same load also goes to the
+//! replicated JetStream store, once through one gateway replica and once split over two
+//! replicas that both apply the whole log.
 
 use clap::Parser;
 use hdrhistogram::Histogram;
 use interop_gateway::convert;
-use interop_gateway::store::{CommitMode, RedbStore, Store, SubmissionKey};
+use interop_gateway::store::{
+    CommitMode, DynStore, NatsOptions, NatsStore, RedbStore, SubmissionKey,
+};
 use interop_matcher::synth;
 use interop_proto::v1 as pb;
 use prost::Message;
@@ -39,6 +45,10 @@ struct Args {
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// A running `nats-server -js` (e.g. nats://127.0.0.1:4222): also measure the JetStream
+    /// store.
+    #[arg(long)]
+    nats: Option<String>,
 }
 
 struct Figures {
@@ -57,12 +67,27 @@ async fn run(
 ) -> anyhow::Result<Figures> {
     let dir = args.dir.join(name);
     let _ = std::fs::remove_dir_all(&dir);
-    let store = Arc::new(RedbStore::open_with(&dir, mode)?);
+    let store: DynStore = Arc::new(RedbStore::open_with(&dir, mode)?);
+    let f = load(vec![store], name, n, args, payload).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(f)
+}
+
+/// `n` accepts from `args.concurrency` submitters, spread over `stores` (replicas of one
+/// store, or just one).
+async fn load(
+    stores: Vec<DynStore>,
+    name: &'static str,
+    n: usize,
+    args: &Args,
+    payload: &[u8],
+) -> anyhow::Result<Figures> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = vec![];
-    for _ in 0..args.concurrency {
-        let (store, next, payload) = (store.clone(), next.clone(), payload.to_vec());
+    for c in 0..args.concurrency {
+        let store = stores[c % stores.len()].clone();
+        let (next, payload) = (next.clone(), payload.to_vec());
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new(3).expect("histogram");
             loop {
@@ -85,8 +110,6 @@ async fn run(
         hist.add(t.await??)?;
     }
     let per_s = n as f64 / started.elapsed().as_secs_f64();
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(Figures {
         mode: name,
         submissions: n,
@@ -121,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
         payload.len(),
         args.dir.display()
     );
-    let all = [
+    let mut all = vec![
         run(
             CommitMode::Group,
             "group_commit",
@@ -147,13 +170,47 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?,
     ];
+    if let Some(url) = &args.nats {
+        // A fresh stream per run, so nothing earlier is replayed.
+        let stream = format!("INGEST{}", std::process::id());
+        let open = |replica: &str| {
+            let spec = format!("{url}/{stream}?replica={replica}");
+            async move {
+                anyhow::Ok(
+                    Arc::new(NatsStore::connect(NatsOptions::parse(&spec)?).await?) as DynStore,
+                )
+            }
+        };
+        let one = open("bench-a").await?;
+        all.push(
+            load(
+                vec![one.clone()],
+                "jetstream_1_replica",
+                args.submissions,
+                &args,
+                &payload,
+            )
+            .await?,
+        );
+        let two = open("bench-b").await?;
+        all.push(
+            load(
+                vec![one, two],
+                "jetstream_2_replicas",
+                args.submissions,
+                &args,
+                &payload,
+            )
+            .await?,
+        );
+    }
     println!(
-        "  {:<20} {:>11} {:>12} {:>9} {:>9} {:>9}",
+        "  {:<22} {:>11} {:>12} {:>9} {:>9} {:>9}",
         "mode", "submissions", "receipts/s", "p50 ms", "p99 ms", "max ms"
     );
     for f in &all {
         println!(
-            "  {:<20} {:>11} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
+            "  {:<22} {:>11} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
             f.mode,
             f.submissions,
             f.per_s,
