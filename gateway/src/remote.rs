@@ -4,7 +4,8 @@
 //! answers gathered into one decision.
 //!
 //! A shard holds the subjects whose id is `i` modulo `N`. A shard may have replicas (the same
-//! shard served by several processes); a search tries them in turn within the deadline. If no
+//! shard served by several processes); a search tries them in turn within the deadline,
+//! starting at the next replica each search, so replicas share the load. If no
 //! replica of some shard answers, the search is **incomplete** and is an error, never a
 //! "no hit": the pipeline retries it with backoff and the submission waits (a missed match sent
 //! to a field office as a no-hit would be a wrong answer).
@@ -146,6 +147,9 @@ pub struct RemoteIdent {
     shards: Vec<Vec<Client>>,
     records: Arc<Records<ImmigrationRecord>>,
     deadline: Duration,
+    /// Searches so far: each starts at the next replica of every shard, so replicas share
+    /// the load (and each is the others' failover).
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 impl RemoteIdent {
@@ -179,6 +183,7 @@ impl RemoteIdent {
             shards,
             records: Arc::new(records),
             deadline,
+            turn: Default::default(),
         })
     }
 
@@ -192,18 +197,23 @@ impl RemoteIdent {
             shards,
             records: Arc::new(records),
             deadline,
+            turn: Default::default(),
         }
     }
 }
 
-/// One shard's answer from the first replica that gives one within the deadline.
+/// One shard's answer from the first replica that gives one within the deadline, trying
+/// them in turn from replica `first`.
 async fn ask_shard(
     replicas: Vec<Client>,
+    first: usize,
     req: pb::SearchRequest,
     deadline: Duration,
 ) -> Result<pb::SearchResponse, String> {
     let mut why = String::new();
-    for (r, c) in replicas.iter().enumerate() {
+    let n = replicas.len();
+    for r in (0..n).map(|k| (first + k) % n) {
+        let c = &replicas[r];
         let mut stub = pb::matcher_service_client::MatcherServiceClient::new(c.channel());
         match tokio::time::timeout(deadline, stub.search(req.clone())).await {
             Ok(Ok(resp)) => return Ok(resp.into_inner()),
@@ -222,9 +232,11 @@ impl IdentSearch for RemoteIdent {
             max_candidates: 1,
         };
         let mut asks = tokio::task::JoinSet::new();
+        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for (i, replicas) in self.shards.iter().enumerate() {
             let (replicas, req, deadline) = (replicas.clone(), req.clone(), self.deadline);
-            asks.spawn(async move { (i, ask_shard(replicas, req, deadline).await) });
+            let first = turn % replicas.len();
+            asks.spawn(async move { (i, ask_shard(replicas, first, req, deadline).await) });
         }
         let mut best: Option<pb::Candidate> = None;
         let mut missing = vec![];
