@@ -3,11 +3,15 @@
 //! simulator drives both gateways and verifies every answer against the ground truth while
 //! both replicas of a matcher shard and then a gateway are killed (SIGKILL) mid-run: no
 //! receipted submission lost (the survivor takes over the dead one's unfinished work),
-//! nothing delivered twice, no false "no match" for searches the dark shard missed.
+//! nothing delivered twice, nothing acknowledged at the dead gateway delivered again by the
+//! survivor, no false "no match" for searches the dark shard missed.
 //!
 //! Needs `nats-server` (Debian package `nats-server`; `.ci/run` installs it). Where it is
 //! absent the test says so loudly and passes, unless `INTEROP_REQUIRE_NATS` is set (CI).
 
+use interop_gateway::client;
+use interop_gateway::pki::PkiDir;
+use interop_gateway::principal::Principal;
 use state_bureau_sim::cluster::{Cluster, ClusterOptions, nats_server_binary};
 use state_bureau_sim::demo::{self, Arrival, DemoOptions, RunOptions};
 use std::time::{Duration, Instant};
@@ -71,6 +75,37 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!run.is_finished(), "the run ended before the faults");
+    // A field office reads and acknowledges what it has at gateway-0, before that dies.
+    let endpoints: std::collections::BTreeMap<String, String> = cluster
+        .procs
+        .iter()
+        .map(|p| (p.name.clone(), format!("https://{}", p.addr)))
+        .collect();
+    let addr = |name: &str| endpoints[name].clone();
+    let pki = PkiDir(cluster.pki.clone());
+    let world: interop_gateway::world::WorldFile =
+        interop_gateway::world::read_json(&cluster.world, interop_gateway::world::WORLD_FILE)
+            .unwrap();
+    let (office, acked) = rt.block_on(async {
+        for o in &world.field_offices {
+            let who = Principal::FieldOffice {
+                office: o.code.clone(),
+            };
+            let c = client::connect_client(&addr("gateway-0"), &pki, &who)
+                .await
+                .unwrap();
+            let mut s = c.subscription(None, false);
+            let mut last = None;
+            while let Some(n) = s.next().await.unwrap() {
+                last = Some(n.cursor);
+            }
+            if let Some(cursor) = last {
+                assert_eq!(c.ack(cursor).await.unwrap(), cursor);
+                return (who, cursor);
+            }
+        }
+        panic!("no field office had a notification at gateway-0");
+    });
     cluster.kill("matcher-0-0").unwrap();
     cluster.kill("matcher-0-1").unwrap();
     std::thread::sleep(Duration::from_secs(3));
@@ -82,6 +117,23 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
         .unwrap()
         .expect("the run completes against the surviving replicas");
     assert!(v.passed(), "verification failed:\n{v:?}");
+    // The acknowledgement made at gateway-0 holds at gateway-1: resuming there without a
+    // cursor starts after it, and nothing acknowledged comes again.
+    let first = rt.block_on(async {
+        let c = client::connect_client(&addr("gateway-1"), &pki, &office)
+            .await
+            .unwrap();
+        c.subscription(None, false).next().await.unwrap()
+    });
+    if let Some(n) = first {
+        assert_eq!(
+            n.cursor,
+            acked + 1,
+            "after an acknowledgement of {acked} at the dead replica, the survivor delivered {}",
+            n.cursor
+        );
+    }
+
     cluster.down();
     let log = std::fs::read_to_string(dir.path().join("logs/gateway-1.log")).unwrap();
     let taken = log

@@ -183,22 +183,33 @@ async fn mid_run_policy_changes_are_checked_from_the_moment_of_change_and_undone
         .unwrap()
         .id
         .clone();
-    let mut o = options(dir.path(), &s.endpoint, "CHG");
-    o.demo.arrival = Arrival::Poisson { rate: 150.0 };
-    o.demo.changes = vec![
-        PolicyChange::OptOut {
-            state: state.to_string(),
-        },
-        PolicyChange::Activate {
-            jurisdiction: jurisdiction.clone(),
-        },
-    ];
-    o.demo.json = Some(dir.path().join("chg.json"));
-    let v = demo::run_remote(o).await.unwrap();
-    assert!(v.passed(), "{:?}", v.violations);
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("chg.json")).unwrap()).unwrap();
-    let held = &report["policy_changes"]["held"];
+    // Every run must pass. Whether some bookings fall wholly before the change and some
+    // wholly after it depends on how far processing lags sending, which a loaded machine
+    // stretches (then everything is "in flight" across it); such a run proves too little, so
+    // it is run again with fresh TCNs, up to three times.
+    let mut held = serde_json::Value::Null;
+    for attempt in 1..=3 {
+        let mut o = options(dir.path(), &s.endpoint, &format!("CHG{attempt}"));
+        o.demo.arrival = Arrival::Poisson { rate: 150.0 };
+        o.demo.changes = vec![
+            PolicyChange::OptOut {
+                state: state.to_string(),
+            },
+            PolicyChange::Activate {
+                jurisdiction: jurisdiction.clone(),
+            },
+        ];
+        o.demo.json = Some(dir.path().join("chg.json"));
+        let v = demo::run_remote(o).await.unwrap();
+        assert!(v.passed(), "{:?}", v.violations);
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("chg.json")).unwrap()).unwrap();
+        held = report["policy_changes"]["held"].clone();
+        if held["new"].as_u64().unwrap() > 0 && held["old"].as_u64().unwrap() > 0 {
+            break;
+        }
+        eprintln!("attempt {attempt}: every booking straddled the change ({held}); again");
+    }
     assert!(held["new"].as_u64().unwrap() > 0, "{held}");
     assert!(held["old"].as_u64().unwrap() > 0, "{held}");
 
