@@ -1057,4 +1057,34 @@ pub(crate) mod tests {
             NatsStore::connect(NatsOptions::parse(&format!("nats://{addr}/LOG")).unwrap()).await;
         assert!(plain.is_err(), "a connection without TLS must be refused");
     }
+
+    /// `--store` values: what parses, and a clear error for what does not.
+    #[test]
+    fn store_specs_parse_or_say_what_is_wrong() {
+        let o = NatsOptions::parse("nats://a:4222,b:4222/LOG?replicas=3&replica=gw1&stale_ms=500")
+            .unwrap();
+        assert_eq!(o.url, "nats://a:4222,nats://b:4222");
+        assert_eq!(
+            (o.stream.as_str(), o.replicas, o.replica.as_str()),
+            ("LOG", 3, "gw1")
+        );
+        assert_eq!(o.stale_after, Duration::from_millis(500));
+        let d = NatsOptions::parse("nats://127.0.0.1:4222").unwrap();
+        assert_eq!((d.stream.as_str(), d.replicas), ("INTEROP", 1));
+        assert!(d.replica.starts_with("gw-"), "a random replica name");
+        for (spec, says) in [
+            ("127.0.0.1:4222", "expected nats://"),
+            ("http://x:1", "scheme"),
+            ("nats:///LOG", "no server address"),
+            ("nats://x:1/a.b", "stream name"),
+            ("nats://x:1?replicas=9", "replicas must be 1 to 5"),
+            ("nats://x:1?stale_ms=5", "stale_ms"),
+            ("nats://x:1?cert=c.pem", "cert and key go together"),
+            ("nats://x:1?colour=red", "unknown option"),
+            ("nats://x:1?replicas", "KEY=VALUE"),
+        ] {
+            let e = NatsOptions::parse(spec).expect_err(spec).to_string();
+            assert!(e.contains(says), "{spec}: {e}");
+        }
+    }
 }
