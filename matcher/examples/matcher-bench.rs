@@ -172,6 +172,8 @@ fn main() {
     for (p, print) in &prints {
         m.enroll(*p, print).expect("enrol");
     }
+    // Fold the last enrolments into the compressed index, as a bulk load would.
+    m.compact();
     let build_s = t.elapsed().as_secs_f64();
     let gallery_bytes = rss_bytes().saturating_sub(rss0);
     let fingers: usize = prints.iter().map(|(_, t)| t.fingers.len()).sum();

@@ -6,10 +6,9 @@
 //!    edge — invariant to rotation and translation, so no alignment is needed. The probe's
 //!    edges are expanded to the neighbouring bins too (jitter moves values across bin
 //!    boundaries) into a bitset; a subject's shortlist score is the count of its words found
-//!    there, normalised, summed over common finger positions. (A first version used a
-//!    histogram of pair distances; on realistic captures it missed mates — see BENCHMARKS.md.)
-//!    The best
-//!    [`SHORTLIST`] subjects of the whole gallery (merged across shards) go on.
+//!    there, normalised, summed over common finger positions, found through a per-shard
+//!    inverted index. A second code, a histogram of pair distances, is scanned over every
+//!    subject. The best [`SHORTLIST`] subjects by each code (merged across shards) go on.
 //! 2. **Minutiae pairing.** For each shortlisted subject and each common finger: edges to the
 //!    three nearest neighbours of every minutia (length, and both directions relative to the
 //!    edge — again invariant) are matched between probe and gallery finger; each matched edge
@@ -17,12 +16,22 @@
 //!    the whole probe finger, and minutiae are paired greedily within a distance and angle
 //!    tolerance. Finger score = paired² / (n_probe · n_gallery); tenprint score = the sum.
 //!
+//! Memory is what limits the gallery size (issue 4 aims at 3 KB per tenprint identity), so a
+//! shard keeps only what a search reads, in flat arrays rather than a structure per subject:
+//! the minutiae packed in 32 bits each (stage 2 recomputes a shortlisted finger's edges from
+//! them — a few dozen fingers per search, bit-for-bit the edges enrolment would have kept),
+//! each finger's word count (stage 1's normaliser; the words themselves live only in the
+//! index), the histograms, and the index as delta-encoded posting lists.
+//!
+//! The gallery keeps one finger per position 1..=10 (ANSI/NIST-ITL), the first one listed;
+//! fingers at other positions are ignored on both sides (the gateway refuses them anyway).
+//!
 //! Shards are independent vectors behind their own locks, scanned in parallel with rayon;
-//! the shortlist is merged across shards with a top-k selection. A later engine replaces
-//! stage 1 with an index; the [`Matcher`] trait stays.
+//! the shortlist is merged across shards with a top-k selection.
 
 use crate::{
-    Candidate, MatchError, Matcher, SearchResult, SubjectId, Tenprint, template::FingerTemplate,
+    Candidate, MatchError, Matcher, SearchResult, SubjectId, Tenprint,
+    template::{FingerTemplate, Minutia},
 };
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -37,6 +46,11 @@ pub const SHORTLIST: usize = 30;
 /// 0.6 sits between the tails, a factor of three from each.
 pub const THRESHOLD: f32 = 0.6;
 
+/// Finger positions the gallery keeps: 1..=10.
+const POSITIONS: usize = 10;
+/// Largest minutia coordinate a gallery finger can hold (11 bits of the packed form; the
+/// gateway accepts images up to 2,000 px).
+pub const MAX_COORD: u16 = 2047;
 /// Pair-distance histogram (the other stage-1 code): distance × direction difference.
 const DIST_BINS: usize = 10;
 const DIST_STEP: f32 = 20.0;
@@ -56,14 +70,52 @@ const PAIR_ANGLE: f32 = 0.45;
 const EDGE_DIST: f32 = 8.0;
 const EDGE_ANGLE: f32 = 0.35;
 
-#[derive(Clone, Copy, Debug)]
+/// Index of a finger position in the per-position arrays, if the gallery keeps it.
+fn slot(position: u8) -> Option<usize> {
+    (1..=POSITIONS as u8)
+        .contains(&position)
+        .then(|| position as usize - 1)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Point {
     x: f32,
     y: f32,
     a: f32,
 }
 
-#[derive(Clone, Copy, Debug)]
+/// A minutia as the matcher sees it. Directions are taken modulo 360°.
+fn point(x: u16, y: u16, angle_deg: u16) -> Point {
+    Point {
+        x: x as f32,
+        y: y as f32,
+        a: ((angle_deg % 360) as f32).to_radians(),
+    }
+}
+
+fn points(f: &FingerTemplate) -> Vec<Point> {
+    f.minutiae
+        .iter()
+        .map(|m| point(m.x, m.y, m.angle_deg))
+        .collect()
+}
+
+/// A gallery minutia in 32 bits: x and y (11 bits each, up to [`MAX_COORD`]) and the
+/// direction in whole degrees (10 bits). Type and quality are not used by the matcher.
+fn pack(m: &Minutia) -> u32 {
+    debug_assert!(m.x <= MAX_COORD && m.y <= MAX_COORD);
+    m.x as u32 | (m.y as u32) << 11 | ((m.angle_deg % 360) as u32) << 22
+}
+
+fn unpack(p: u32) -> Point {
+    point(
+        (p & 0x7FF) as u16,
+        (p >> 11 & 0x7FF) as u16,
+        (p >> 22) as u16,
+    )
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Edge {
     from: u16,
     len: f32,
@@ -73,24 +125,19 @@ struct Edge {
     beta: f32,
 }
 
-/// A finger prepared for matching.
-#[derive(Clone, Debug)]
+/// A finger prepared for pairing (stage 2).
+#[derive(Clone, Debug, PartialEq)]
 struct Prepared {
-    position: u8,
     points: Vec<Point>,
     /// Sorted by length.
     edges: Vec<Edge>,
-    /// Quantised edge words, sorted and deduplicated (the gallery side of stage 1).
-    words: Vec<u16>,
-    /// Normalised pair-distance histogram (stage 1's second code).
-    hist: [f32; HIST],
 }
 
 /// Probe side of stage 1: every word each probe edge could quantise to under jitter (its own
 /// bin and the nearest neighbouring bin in each dimension), as a bitset.
 struct ProbeWords {
     bits: Vec<[u64; WORD_BLOCKS]>,
-    positions: Vec<u8>,
+    slots: Vec<usize>,
 }
 
 fn word_bins(len: f32, alpha: f32, beta: f32) -> Option<([usize; 2], [usize; 2], [usize; 2])> {
@@ -129,9 +176,9 @@ fn word(l: usize, a: usize, b: usize) -> usize {
     (l * WORD_ANGLE_BINS + a) * WORD_ANGLE_BINS + b
 }
 
-fn probe_words(probe: &[Prepared]) -> ProbeWords {
+fn probe_words(probe: &[(usize, Prepared)]) -> ProbeWords {
     let mut bits = Vec::with_capacity(probe.len());
-    for f in probe {
+    for (_, f) in probe {
         let mut set = [0u64; WORD_BLOCKS];
         for e in &f.edges {
             if let Some((ls, as_, bs)) = word_bins(e.len, e.alpha, e.beta) {
@@ -149,7 +196,7 @@ fn probe_words(probe: &[Prepared]) -> ProbeWords {
     }
     ProbeWords {
         bits,
-        positions: probe.iter().map(|f| f.position).collect(),
+        slots: probe.iter().map(|(s, _)| *s).collect(),
     }
 }
 
@@ -190,38 +237,34 @@ fn dot(x: &[f32; HIST], y: &[f32; HIST]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-fn prepare(f: &FingerTemplate) -> Prepared {
-    let points: Vec<Point> = f
-        .minutiae
-        .iter()
-        .map(|m| Point {
-            x: m.x as f32,
-            y: m.y as f32,
-            a: (m.angle_deg as f32).to_radians(),
-        })
-        .collect();
-    let mut hist = [0f32; HIST];
+/// Edges from every minutia to its three nearest neighbours, sorted by length.
+fn prepare(points: Vec<Point>) -> Prepared {
     let mut edges = Vec::with_capacity(points.len() * NEIGHBOURS);
     for (i, p) in points.iter().enumerate() {
-        let mut near: Vec<(f32, usize)> = Vec::with_capacity(points.len());
+        // The nearest three, nearest first, ties to the lower index: what a stable sort of
+        // all distances would give, without building and sorting them.
+        let mut near = [(0f32, 0usize); NEIGHBOURS];
+        let mut found = 0;
         for (j, q) in points.iter().enumerate() {
             if i == j {
                 continue;
             }
             let d = ((p.x - q.x).powi(2) + (p.y - q.y).powi(2)).sqrt();
-            near.push((d, j));
-            if j > i {
-                let bin = (d / DIST_STEP) as usize;
-                if bin < DIST_BINS {
-                    let da = angdiff(p.a, q.a);
-                    let abin =
-                        ((da / PI) * ANGLE_BINS as f32).min(ANGLE_BINS as f32 - 1.0) as usize;
-                    hist[bin * ANGLE_BINS + abin] += 1.0;
-                }
+            let mut k = if found < NEIGHBOURS {
+                found += 1;
+                found - 1
+            } else if d < near[NEIGHBOURS - 1].0 {
+                NEIGHBOURS - 1
+            } else {
+                continue;
+            };
+            near[k] = (d, j);
+            while k > 0 && near[k - 1].0 > d {
+                near.swap(k - 1, k);
+                k -= 1;
             }
         }
-        near.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for &(d, j) in near.iter().take(NEIGHBOURS) {
+        for &(d, j) in &near[..found] {
             let q = points[j];
             let dir = (q.y - p.y).atan2(q.x - p.x);
             edges.push(Edge {
@@ -233,7 +276,13 @@ fn prepare(f: &FingerTemplate) -> Prepared {
         }
     }
     edges.sort_by(|a, b| a.len.total_cmp(&b.len));
-    let mut words: Vec<u16> = edges
+    Prepared { points, edges }
+}
+
+/// A finger's edge words (the gallery side of stage 1), sorted and deduplicated.
+fn words(f: &Prepared) -> Vec<u16> {
+    let mut words: Vec<u16> = f
+        .edges
         .iter()
         .filter_map(|e| {
             word_bins(e.len, e.alpha, e.beta).map(|(l, a, b)| word(l[0], a[0], b[0]) as u16)
@@ -241,17 +290,28 @@ fn prepare(f: &FingerTemplate) -> Prepared {
         .collect();
     words.sort_unstable();
     words.dedup();
+    words
+}
+
+/// Normalised pair-distance histogram (stage 1's second code).
+fn histogram(points: &[Point]) -> [f32; HIST] {
+    let mut hist = [0f32; HIST];
+    for (i, p) in points.iter().enumerate() {
+        for q in &points[i + 1..] {
+            let d = ((p.x - q.x).powi(2) + (p.y - q.y).powi(2)).sqrt();
+            let bin = (d / DIST_STEP) as usize;
+            if bin < DIST_BINS {
+                let da = angdiff(p.a, q.a);
+                let abin = ((da / PI) * ANGLE_BINS as f32).min(ANGLE_BINS as f32 - 1.0) as usize;
+                hist[bin * ANGLE_BINS + abin] += 1.0;
+            }
+        }
+    }
     let norm = hist.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
     for v in &mut hist {
         *v /= norm;
     }
-    Prepared {
-        position: f.position,
-        points,
-        edges,
-        words,
-        hist,
-    }
+    hist
 }
 
 /// A rigid transform: rotate by `r` about the origin, then translate.
@@ -359,134 +419,296 @@ fn compare(a: &Prepared, b: &Prepared) -> f32 {
 
 /// 1:1 similarity of two finger templates (0..=1), for calibration and tests.
 pub fn compare_fingers(a: &FingerTemplate, b: &FingerTemplate) -> f32 {
-    compare(&prepare(a), &prepare(b))
+    compare(&prepare(points(a)), &prepare(points(b)))
 }
 
-#[derive(Clone, Debug)]
-struct Entry {
-    subject: SubjectId,
-    fingers: Vec<Prepared>,
+/// The posting lists of one shard's index: `(slot, word)` → the entries (ascending) whose
+/// finger in that slot has the word.
+///
+/// Lists are delta-encoded as LEB128 varints (the gap to the previous entry is usually under
+/// 128, so one byte instead of four) in one contiguous array with an offset per key (a
+/// compressed-sparse-row layout: no allocation, header or spare capacity per list).
+/// Enrolments go to a small uncompressed tail first, folded into the array once it grows to a
+/// fraction of it (or by [`ExhaustiveMatcher::compact`]), so enrolling stays amortised O(1).
+#[derive(Default)]
+struct Postings {
+    /// `offsets[k]..offsets[k + 1]` are key `k`'s bytes in `bytes` (empty before the first
+    /// fold).
+    offsets: Vec<u32>,
+    bytes: Vec<u8>,
+    /// Entries covered by `bytes`: every entry below this index is there, none above.
+    folded: u32,
+    /// Later entries, per key, ascending.
+    tail: HashMap<u32, Vec<u32>>,
+    tail_len: usize,
 }
 
-/// One shard of the gallery: its entries and an inverted index of their edge words, so
-/// stage 1's word code touches only the entries that share a word with the probe instead of
-/// testing every word of every entry.
+/// Keys of the index: one word space per slot.
+const KEYS: usize = POSITIONS * WORDS;
+
+fn key(slot: usize, word: u16) -> u32 {
+    (slot * WORDS) as u32 + word as u32
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+impl Postings {
+    fn push(&mut self, key: u32, entry: u32) {
+        self.tail.entry(key).or_default().push(entry);
+        self.tail_len += 1;
+    }
+
+    /// Folds the tail into the array when it has grown to a quarter of it (at least 64k
+    /// postings), so each posting is re-encoded a bounded number of times.
+    fn maybe_fold(&mut self, entries: u32) {
+        if self.tail_len >= (self.bytes.len() / 4).max(1 << 16) {
+            self.fold(entries);
+        }
+    }
+
+    /// Moves every tail posting into the array; `entries` is the shard's entry count.
+    fn fold(&mut self, entries: u32) {
+        if self.tail_len == 0 {
+            self.folded = entries;
+            return;
+        }
+        let mut offsets = Vec::with_capacity(KEYS + 1);
+        let mut bytes = Vec::with_capacity(self.bytes.len() + self.tail_len * 2);
+        offsets.push(0u32);
+        for k in 0..KEYS {
+            let mut last = None;
+            if !self.offsets.is_empty() {
+                let old = &self.bytes[self.offsets[k] as usize..self.offsets[k + 1] as usize];
+                bytes.extend_from_slice(old);
+                decode(old, |e| last = Some(e as u32));
+            }
+            if let Some(list) = self.tail.get(&(k as u32)) {
+                for &e in list {
+                    put_varint(&mut bytes, e - last.map_or(0, |l| l + 1));
+                    last = Some(e);
+                }
+            }
+            offsets.push(u32::try_from(bytes.len()).expect("a shard's index under 4 GiB"));
+        }
+        bytes.shrink_to_fit();
+        self.offsets = offsets;
+        self.bytes = bytes;
+        self.tail = HashMap::new();
+        self.tail_len = 0;
+        self.folded = entries;
+    }
+
+    /// Calls `f` with every entry listed under `key`, ascending.
+    #[inline]
+    fn for_each(&self, key: u32, mut f: impl FnMut(usize)) {
+        let k = key as usize;
+        if k + 1 < self.offsets.len() {
+            let (lo, hi) = (self.offsets[k] as usize, self.offsets[k + 1] as usize);
+            decode(&self.bytes[lo..hi], &mut f);
+        }
+        if self.tail_len == 0 {
+            return;
+        }
+        if let Some(list) = self.tail.get(&key) {
+            for &e in list {
+                f(e as usize);
+            }
+        }
+    }
+}
+
+/// Decodes one delta-encoded list (see [`Postings`]).
+#[inline]
+fn decode(bytes: &[u8], mut f: impl FnMut(usize)) {
+    let mut next = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        let mut v = 0usize;
+        let mut shift = 0;
+        loop {
+            let b = bytes[i];
+            i += 1;
+            v |= ((b & 0x7F) as usize) << shift;
+            if b < 0x80 {
+                break;
+            }
+            shift += 7;
+        }
+        let e = next + v;
+        f(e);
+        next = e + 1;
+    }
+}
+
+/// One shard of the gallery, entry-indexed flat arrays (see the module comment).
 #[derive(Default)]
 struct Shard {
-    entries: Vec<Entry>,
-    /// `(finger position, word)` → the entries (ascending) whose finger at that position —
-    /// the first one, as [`shortlist_score`] finds it — has the word.
-    postings: HashMap<u32, Vec<u32>>,
+    subjects: Vec<SubjectId>,
+    /// Per entry: where its minutiae start in `minutiae`; its fingers follow slot by slot.
+    starts: Vec<u32>,
+    /// Per entry and slot: minutiae of that finger (0: no finger there).
+    counts: Vec<[u16; POSITIONS]>,
+    minutiae: Vec<u32>,
+    /// Per entry and slot: how many distinct edge words the finger has.
+    word_counts: Vec<[u16; POSITIONS]>,
+    /// Per entry and slot: the histogram (zero where there is no finger).
+    hists: Vec<[[f32; HIST]; POSITIONS]>,
+    postings: Postings,
 }
 
-fn posting_key(position: u8, word: u16) -> u32 {
-    position as u32 * WORDS as u32 + word as u32
+/// What enrolment keeps of one finger: its minutiae, words and histogram.
+struct Enrolled {
+    minutiae: Vec<u32>,
+    words: Vec<u16>,
+    hist: [f32; HIST],
+}
+
+/// The fingers of a gallery print by slot: the first finger listed at each position 1..=10.
+fn enrolled_fingers(print: &Tenprint) -> Result<[Option<Enrolled>; POSITIONS], MatchError> {
+    let mut out: [Option<Enrolled>; POSITIONS] = Default::default();
+    for (i, f) in print.fingers.iter().enumerate() {
+        let Some(s) = slot(f.position) else { continue };
+        if out[s].is_some() {
+            continue;
+        }
+        if f.minutiae.len() > u16::MAX as usize {
+            return Err(MatchError::Unsupported(format!(
+                "fingers[{i}].minutiae: {} exceeds the limit of {}",
+                f.minutiae.len(),
+                u16::MAX
+            )));
+        }
+        if let Some((k, m)) = f
+            .minutiae
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.x > MAX_COORD || m.y > MAX_COORD)
+        {
+            return Err(MatchError::Unsupported(format!(
+                "fingers[{i}].minutiae[{k}]: ({}, {}) is outside the matcher's {MAX_COORD} px",
+                m.x, m.y
+            )));
+        }
+        let minutiae: Vec<u32> = f.minutiae.iter().map(pack).collect();
+        let prepared = prepare(minutiae.iter().map(|p| unpack(*p)).collect());
+        out[s] = Some(Enrolled {
+            words: words(&prepared),
+            hist: histogram(&prepared.points),
+            minutiae,
+        });
+    }
+    Ok(out)
 }
 
 impl Shard {
-    fn push(&mut self, entry: Entry) {
-        let idx = self.entries.len() as u32;
-        let mut seen = [false; 256];
-        for f in &entry.fingers {
-            if std::mem::replace(&mut seen[f.position as usize], true) {
-                continue; // a repeated position: stage 1 only ever looks at the first
-            }
-            for w in &f.words {
-                self.postings
-                    .entry(posting_key(f.position, *w))
-                    .or_default()
-                    .push(idx);
+    fn push(&mut self, subject: SubjectId, fingers: [Option<Enrolled>; POSITIONS]) {
+        let idx = self.subjects.len() as u32;
+        self.subjects.push(subject);
+        self.starts
+            .push(u32::try_from(self.minutiae.len()).expect("a shard under 4G minutiae"));
+        let (mut counts, mut word_counts) = ([0u16; POSITIONS], [0u16; POSITIONS]);
+        let mut hists = [[0f32; HIST]; POSITIONS];
+        for (s, f) in fingers.into_iter().enumerate() {
+            let Some(f) = f else { continue };
+            counts[s] = f.minutiae.len() as u16;
+            word_counts[s] = f.words.len() as u16;
+            hists[s] = f.hist;
+            self.minutiae.extend_from_slice(&f.minutiae);
+            for w in f.words {
+                self.postings.push(key(s, w), idx);
             }
         }
-        self.entries.push(entry);
+        self.counts.push(counts);
+        self.word_counts.push(word_counts);
+        self.hists.push(hists);
+        self.postings.maybe_fold(idx + 1);
+    }
+
+    fn len(&self) -> usize {
+        self.subjects.len()
+    }
+
+    /// Entry `e`'s finger in slot `s`, prepared for pairing (empty if it has none).
+    fn finger(&self, e: usize, s: usize) -> Prepared {
+        let start = self.starts[e] as usize
+            + self.counts[e][..s]
+                .iter()
+                .map(|c| *c as usize)
+                .sum::<usize>();
+        let n = self.counts[e][s] as usize;
+        prepare(
+            self.minutiae[start..start + n]
+                .iter()
+                .map(|p| unpack(*p))
+                .collect(),
+        )
     }
 
     /// [`shortlist_score`] of every entry, through the index: per entry and probe finger,
     /// the count of the gallery finger's words present in the probe's set, then the same
     /// normalised sum in the same order — the same value as the scan.
     fn word_scores(&self, probe: &ProbeWords) -> Vec<f32> {
-        let (n, len) = (probe.positions.len(), self.entries.len());
-        // One row of counts per probe finger, entry-indexed.
-        let mut counts = vec![0u16; len * n];
-        for (row, (bits, pos)) in counts
-            .chunks_exact_mut(len.max(1))
-            .zip(probe.bits.iter().zip(&probe.positions))
-        {
+        let len = self.len();
+        let mut scores = vec![0f32; len];
+        let mut row = vec![0u16; len];
+        for (bits, &s) in probe.bits.iter().zip(&probe.slots) {
+            row.fill(0);
             for (block, &b) in bits.iter().enumerate() {
                 let mut b = b;
                 while b != 0 {
                     let w = block * 64 + b.trailing_zeros() as usize;
                     b &= b - 1;
-                    if let Some(list) = self.postings.get(&posting_key(*pos, w as u16)) {
-                        for &e in list {
-                            row[e as usize] += 1;
-                        }
-                    }
+                    self.postings.for_each(key(s, w as u16), |e| row[e] += 1);
                 }
             }
+            // An entry without this finger has no words and a count of 0: it adds 0.
+            for ((score, &count), wc) in scores.iter_mut().zip(&row).zip(&self.word_counts) {
+                *score += count as f32 / (wc[s].max(1) as f32).sqrt();
+            }
         }
-        self.entries
+        scores
+    }
+
+    /// Stage 1's second code for every entry: cosine similarity of pair-distance histograms,
+    /// summed over the probe's fingers.
+    fn histogram_scores(&self, probe: &[(usize, [f32; HIST])]) -> Vec<f32> {
+        self.hists
             .iter()
-            .enumerate()
-            .map(|(e, entry)| {
-                let mut s = 0.0;
-                for (i, pos) in probe.positions.iter().enumerate() {
-                    if let Some(g) = entry.fingers.iter().find(|g| g.position == *pos) {
-                        s += counts[i * len + e] as f32 / (g.words.len().max(1) as f32).sqrt();
-                    }
-                }
-                s
+            .map(|h| {
+                probe
+                    .iter()
+                    .map(|(s, p)| dot(p, &h[*s]))
+                    .fold(0.0, |a, b| a + b)
             })
             .collect()
     }
-}
-
-/// Stage 1: gallery edge words found among the probe's (jitter-expanded) words, normalised
-/// by the gallery finger's word count, summed over common fingers. (The scan form; searches
-/// use [`Shard::word_scores`], which gives the same values through the index.)
-#[cfg_attr(not(test), allow(dead_code))]
-fn shortlist_score(probe: &ProbeWords, e: &Entry) -> f32 {
-    let mut s = 0.0;
-    for (bits, pos) in probe.bits.iter().zip(&probe.positions) {
-        if let Some(g) = e.fingers.iter().find(|g| g.position == *pos) {
-            let common = g
-                .words
-                .iter()
-                .filter(|w| bits[**w as usize / 64] & (1 << (**w as usize % 64)) != 0)
-                .count();
-            s += common as f32 / (g.words.len().max(1) as f32).sqrt();
-        }
-    }
-    s
-}
-
-/// Stage 1's second code: cosine similarity of pair-distance histograms, summed.
-fn histogram_score(probe: &[Prepared], e: &Entry) -> f32 {
-    let mut s = 0.0;
-    for p in probe {
-        if let Some(g) = e.fingers.iter().find(|g| g.position == p.position) {
-            s += dot(&p.hist, &g.hist);
-        }
-    }
-    s
-}
-
-fn full_score(probe: &[Prepared], e: &Entry) -> f32 {
-    probe
-        .iter()
-        .filter_map(|p| {
-            e.fingers
-                .iter()
-                .find(|g| g.position == p.position)
-                .map(|g| compare(p, g))
-        })
-        .sum()
 }
 
 /// Keeps the `k` best by score (ties: lower subject id first, for determinism).
 fn top_k(mut v: Vec<Candidate>, k: usize) -> Vec<Candidate> {
     v.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.subject.cmp(&b.subject)));
     v.truncate(k);
+    v
+}
+
+/// The best `k` of `(shard, entry, score)` by score, ties to the lower (shard, entry): a
+/// linear-time selection under a strict total order, so the same set a full sort would give
+/// (sorting was a third of the search time at 10,000 identities). Taking the best `k` of each
+/// shard's best `k` gives the same set too.
+fn best_k(mut v: Vec<(usize, usize, f32)>, k: usize) -> Vec<(usize, usize, f32)> {
+    let cmp = |a: &(usize, usize, f32), b: &(usize, usize, f32)| {
+        b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1))
+    };
+    if v.len() > k {
+        v.select_nth_unstable_by(k - 1, cmp);
+        v.truncate(k);
+    }
     v
 }
 
@@ -511,91 +733,104 @@ impl ExhaustiveMatcher {
     pub fn threshold(&self) -> f32 {
         self.threshold
     }
+
+    /// Folds every shard's recent enrolments into its compressed index (see [`Postings`]):
+    /// after a bulk load, this gives the smallest memory and the fastest searches. Searches
+    /// give the same answers either way.
+    pub fn compact(&self) {
+        for s in &self.shards {
+            let mut s = s.write().expect("shard lock");
+            let n = s.len() as u32;
+            s.postings.fold(n);
+        }
+    }
 }
 
 impl Matcher for ExhaustiveMatcher {
     fn enroll(&self, subject: SubjectId, print: &Tenprint) -> Result<(), MatchError> {
-        if print.fingers.iter().all(|f| f.minutiae.is_empty()) {
+        let fingers = enrolled_fingers(print)?;
+        if fingers
+            .iter()
+            .all(|f| f.as_ref().is_none_or(|f| f.minutiae.is_empty()))
+        {
             return Err(MatchError::EmptyProbe);
         }
         if !self.enrolled.lock().expect("enrolled set").insert(subject) {
             return Err(MatchError::AlreadyEnrolled(subject));
         }
-        let entry = Entry {
-            subject,
-            fingers: print.fingers.iter().map(prepare).collect(),
-        };
         let shard = (subject as usize) % self.shards.len();
-        self.shards[shard].write().expect("shard lock").push(entry);
+        self.shards[shard]
+            .write()
+            .expect("shard lock")
+            .push(subject, fingers);
         Ok(())
     }
 
     fn search(&self, probe: &Tenprint, max_candidates: usize) -> Result<SearchResult, MatchError> {
-        let probe: Vec<Prepared> = probe
+        let probe: Vec<(usize, Prepared)> = probe
             .fingers
             .iter()
             .filter(|f| !f.minutiae.is_empty())
-            .map(prepare)
+            .filter_map(|f| Some((slot(f.position)?, prepare(points(f)))))
             .collect();
         if probe.is_empty() {
             return Err(MatchError::EmptyProbe);
         }
         let words = probe_words(&probe);
+        let hists: Vec<(usize, [f32; HIST])> = probe
+            .iter()
+            .map(|(s, f)| (*s, histogram(&f.points)))
+            .collect();
         // Hold every shard's read lock for the whole search: one consistent gallery view.
         let shards: Vec<_> = self
             .shards
             .iter()
             .map(|s| s.read().expect("shard lock"))
             .collect();
-        // Stage 1 over every subject, per shard in parallel, merged into one shortlist.
         // Stage 1 over every subject with both codes, per shard in parallel; the shortlist is
         // the union of the best SHORTLIST by each (their misses are nearly independent).
-        type Scored = (usize, usize, f32, f32);
-        let all: Vec<Scored> = shards
+        let per_shard: Vec<_> = shards
             .par_iter()
             .enumerate()
-            .flat_map_iter(|(si, shard)| {
-                let word_scores = shard.word_scores(&words);
-                shard
-                    .entries
-                    .iter()
-                    .zip(word_scores)
-                    .enumerate()
-                    .map(|(ei, (e, ws))| (si, ei, ws, histogram_score(&probe, e)))
-                    .collect::<Vec<Scored>>()
+            .map(|(si, shard)| {
+                let by = |scores: Vec<f32>| {
+                    let v = scores
+                        .into_iter()
+                        .enumerate()
+                        .map(|(e, x)| (si, e, x))
+                        .collect();
+                    best_k(v, SHORTLIST)
+                };
+                (
+                    by(shard.word_scores(&words)),
+                    by(shard.histogram_scores(&hists)),
+                )
             })
             .collect();
-        // The best SHORTLIST by a key: a linear-time selection under a strict total order
-        // (ties broken by position), so the same set a full sort would give, without sorting
-        // the whole gallery (sorting was a third of the search time at 10,000 identities).
-        let best_by = |key: fn(&Scored) -> f32| {
-            let cmp = |a: &&Scored, b: &&Scored| {
-                key(b)
-                    .total_cmp(&key(a))
-                    .then(a.0.cmp(&b.0))
-                    .then(a.1.cmp(&b.1))
-            };
-            let mut refs: Vec<&Scored> = all.iter().collect();
-            if refs.len() > SHORTLIST {
-                refs.select_nth_unstable_by(SHORTLIST - 1, cmp);
-                refs.truncate(SHORTLIST);
-            }
-            let mut v: Vec<(usize, usize)> = refs.into_iter().map(|s| (s.0, s.1)).collect();
-            v.sort_unstable();
-            v
-        };
-        let mut short = best_by(|s| s.2);
-        short.extend(best_by(|s| s.3));
+        let (by_words, by_hist): (Vec<_>, Vec<_>) = per_shard.into_iter().unzip();
+        let mut short: Vec<(usize, usize)> = [by_words, by_hist]
+            .into_iter()
+            .flat_map(|lists| best_k(lists.into_iter().flatten().collect(), SHORTLIST))
+            .map(|(s, e, _)| (s, e))
+            .collect();
         short.sort_unstable();
         short.dedup();
         // Stage 2 on the shortlist, in parallel.
         let scored: Vec<Candidate> = short
             .par_iter()
             .map(|&(si, ei)| {
-                let e = &shards[si].entries[ei];
+                let shard = &shards[si];
+                let mut gallery: [Option<Prepared>; POSITIONS] = Default::default();
+                let score = probe
+                    .iter()
+                    .map(|(s, p)| {
+                        let g = gallery[*s].get_or_insert_with(|| shard.finger(ei, *s));
+                        compare(p, g)
+                    })
+                    .fold(0.0, |a, b| a + b);
                 Candidate {
-                    subject: e.subject,
-                    score: full_score(&probe, e),
+                    subject: shard.subjects[ei],
+                    score,
                 }
             })
             .collect();
@@ -610,7 +845,7 @@ impl Matcher for ExhaustiveMatcher {
     fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.read().expect("shard lock").entries.len())
+            .map(|s| s.read().expect("shard lock").len())
             .sum()
     }
 }
@@ -712,16 +947,20 @@ mod tests {
             prop_assert_eq!(one.search(&q, 5).unwrap(), many.search(&q, 5).unwrap());
         }
 
-        /// The inverted index gives every entry exactly the word score of the scan, whatever
-        /// fingers the probe and the gallery have (partial prints, a repeated position).
+        /// The inverted index gives every entry exactly the word score of a scan of the
+        /// print's own words, whatever fingers the probe and the gallery have (partial prints,
+        /// a repeated position), whether the postings are still in the uncompressed tail,
+        /// folded into the delta-encoded array, or split between the two.
         #[test]
         fn the_word_index_scores_exactly_as_the_scan(
             people in 5u64..40,
             who in 0u64..1000,
             keep in 1usize..=10,
             repeat in proptest::bool::ANY,
+            fold_at in 0u64..45,
         ) {
             let mut shard = Shard::default();
+            let mut prints = vec![];
             for p in 1..=people {
                 let mut t = enrol_capture(p);
                 if repeat && p % 3 == 0 {
@@ -730,19 +969,91 @@ mod tests {
                     dup.minutiae.truncate(dup.minutiae.len() / 2);
                     t.fingers.push(dup);
                 }
-                shard.push(Entry {
-                    subject: p,
-                    fingers: t.fingers.iter().map(prepare).collect(),
-                });
+                shard.push(p, enrolled_fingers(&t).unwrap());
+                prints.push(t);
+                if p == fold_at {
+                    shard.postings.fold(shard.len() as u32);
+                }
             }
             let mut q = probe(1 + who % people, who);
             q.fingers.truncate(keep);
-            let prepared: Vec<Prepared> = q.fingers.iter().map(prepare).collect();
+            let prepared: Vec<(usize, Prepared)> = q
+                .fingers
+                .iter()
+                .map(|f| (slot(f.position).unwrap(), prepare(points(f))))
+                .collect();
             let words = probe_words(&prepared);
             let indexed = shard.word_scores(&words);
-            for (e, score) in shard.entries.iter().zip(indexed) {
-                prop_assert_eq!(score, shortlist_score(&words, e));
+            for (t, score) in prints.iter().zip(&indexed) {
+                prop_assert_eq!(*score, shortlist_score(&words, t));
+            }
+            shard.postings.fold(shard.len() as u32);
+            prop_assert_eq!(shard.word_scores(&words), indexed);
+        }
+
+        /// Stage 2 pairs exactly the finger enrolment saw: unpacking a gallery finger and
+        /// recomputing its edges gives the template's own points and edges.
+        #[test]
+        fn packed_gallery_fingers_prepare_as_the_template(p in 1u64..10_000, f in 0usize..10) {
+            let t = enrol_capture(p);
+            let mut shard = Shard::default();
+            shard.push(p, enrolled_fingers(&t).unwrap());
+            let finger = &t.fingers[f];
+            let s = slot(finger.position).unwrap();
+            prop_assert_eq!(shard.finger(0, s), prepare(points(finger)));
+        }
+
+        /// Delta-encoded posting lists give back exactly the entries pushed, in order.
+        #[test]
+        fn posting_lists_round_trip(gaps in proptest::collection::vec(0u32..100_000, 0..200), fold_after in 0usize..200) {
+            let mut postings = Postings::default();
+            let mut e = 0u32;
+            let mut want = vec![];
+            for (i, g) in gaps.iter().enumerate() {
+                e += g;
+                postings.push(7, e);
+                want.push(e as usize);
+                e += 1;
+                if i == fold_after {
+                    postings.fold(e);
+                }
+            }
+            let mut got = vec![];
+            postings.for_each(7, |x| got.push(x));
+            prop_assert_eq!(&got, &want);
+            postings.fold(e);
+            got.clear();
+            postings.for_each(7, |x| got.push(x));
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    /// Stage 1's word score by a scan of each gallery finger's own words: the reference the
+    /// index is checked against.
+    fn shortlist_score(probe: &ProbeWords, print: &Tenprint) -> f32 {
+        let mut s = 0.0;
+        for (bits, sl) in probe.bits.iter().zip(&probe.slots) {
+            if let Some(g) = print.fingers.iter().find(|g| slot(g.position) == Some(*sl)) {
+                let words = words(&prepare(points(g)));
+                let common = words
+                    .iter()
+                    .filter(|w| bits[**w as usize / 64] & (1 << (**w as usize % 64)) != 0)
+                    .count();
+                s += common as f32 / (words.len().max(1) as f32).sqrt();
             }
         }
+        s
+    }
+
+    #[test]
+    fn refuses_minutiae_outside_the_packed_range() {
+        let m = ExhaustiveMatcher::new(1);
+        let mut t = enrol_capture(1);
+        t.fingers[2].minutiae[4].x = MAX_COORD + 1;
+        let err = m.enroll(1, &t).unwrap_err().to_string();
+        assert!(err.contains("fingers[2].minutiae[4]"), "{err}");
+        assert_eq!(m.len(), 0);
+        // Refused without being marked enrolled: the corrected print can be enrolled.
+        m.enroll(1, &enrol_capture(1)).unwrap();
     }
 }
