@@ -176,6 +176,7 @@ fn main() {
     m.compact();
     let build_s = t.elapsed().as_secs_f64();
     let gallery_bytes = rss_bytes().saturating_sub(rss0);
+    let heap = m.heap_bytes();
     let fingers: usize = prints.iter().map(|(_, t)| t.fingers.len()).sum();
     let sample: Vec<(u64, Tenprint)> = prints.iter().take(1000).cloned().collect();
     drop(prints);
@@ -294,6 +295,14 @@ fn main() {
         gallery_bytes as f64 / 1048576.0,
         gallery_bytes as f64 / n as f64
     );
+    println!(
+        "    of which heap, bytes/identity: minutiae {:.0}, histograms {:.0}, word index {:.0}, subject ids {:.0} (total {:.0})",
+        heap.minutiae as f64 / n as f64,
+        heap.histograms as f64 / n as f64,
+        heap.index as f64 / n as f64,
+        heap.subjects as f64 / n as f64,
+        heap.total() as f64 / n as f64
+    );
     for (name, s) in [("1 thread", &one), ("2 threads", &two)] {
         println!(
             "  searches, {name:<10}           {:>10.1} /s   p50 {:>8.2} ms  p99 {:>8.2} ms",
@@ -338,6 +347,13 @@ fn main() {
         "build_s": build_s,
         "gallery_bytes": gallery_bytes,
         "bytes_per_identity": gallery_bytes as f64 / n as f64,
+        "heap_bytes_per_identity": {
+            "minutiae": heap.minutiae as f64 / n as f64,
+            "histograms": heap.histograms as f64 / n as f64,
+            "word_index": heap.index as f64 / n as f64,
+            "subject_ids": heap.subjects as f64 / n as f64,
+            "total": heap.total() as f64 / n as f64,
+        },
         "speed": {
             "threads_1": {"per_s": one.per_s, "p50_ms": one.p50_ms, "p99_ms": one.p99_ms},
             "threads_2": {"per_s": two.per_s, "p50_ms": two.p50_ms, "p99_ms": two.p99_ms},
