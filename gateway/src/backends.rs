@@ -76,6 +76,8 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
                 .enroll(*subject, print)
                 .map_err(|e| anyhow::anyhow!("{gallery}: {e}"))?;
         }
+        // A bulk load: fold the last enrolments into the compressed index.
+        matcher.compact();
         Ok(Self::new(Arc::new(matcher), recs))
     }
 

@@ -67,6 +67,8 @@ pub fn load_shard(
             .enroll(*subject, print)
             .map_err(|e| anyhow::anyhow!("{gallery}: {e}"))?;
     }
+    // A bulk load: fold the last enrolments into the compressed index.
+    matcher.compact();
     Ok(Arc::new(matcher))
 }
 
