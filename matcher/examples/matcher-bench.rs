@@ -25,7 +25,7 @@
 //!
 //! A program, not a test: figures on shared machines are noisy; compare within one run.
 
-use interop_matcher::exhaustive::{THRESHOLD, compare_fingers};
+use interop_matcher::exhaustive::{SHORTLIST, THRESHOLD, compare_fingers};
 use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
 use interop_matcher::template::FingerTemplate;
 use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
@@ -224,6 +224,29 @@ fn main() {
             _ => {}
         }
     }
+    // Where the mate ranks in each stage-1 list: a search finds it only if one of the two
+    // ranks is below the shortlist size, so this is the shortlist the gallery size needs.
+    let ranks: Vec<[usize; 2]> = mated
+        .iter()
+        .map(|(p, probe)| {
+            m.shortlist_ranks(probe, *p)
+                .expect("ranks")
+                .expect("mate enrolled")
+        })
+        .collect();
+    let rank_stats = |f: &dyn Fn(&[usize; 2]) -> usize| {
+        let mut v: Vec<usize> = ranks.iter().map(f).collect();
+        v.sort_unstable();
+        let q = |x: f64| v[((v.len() as f64 - 1.0) * x) as usize];
+        (q(0.5), q(0.99), *v.last().unwrap_or(&0))
+    };
+    let by_words = rank_stats(&|r| r[0]);
+    let by_hist = rank_stats(&|r| r[1]);
+    let by_either = rank_stats(&|r| r[0].min(r[1]));
+    let beyond: Vec<(usize, usize)> = [5usize, 10, 15, 20, 30]
+        .iter()
+        .map(|&k| (k, ranks.iter().filter(|r| r[0].min(r[1]) >= k).count()))
+        .collect();
     let mut non_top: Vec<f64> = non_mated
         .iter()
         .map(|probe| {
@@ -333,6 +356,21 @@ fn main() {
             }
         );
     }
+    for (name, (p50, p99, max)) in [
+        ("word code", by_words),
+        ("histogram code", by_hist),
+        ("either (the shortlist)", by_either),
+    ] {
+        println!("  mate's stage-1 rank by {name:<23} p50 {p50:>5}  p99 {p99:>5}  max {max:>5}");
+    }
+    println!(
+        "  mates a shortlist of k per code would lose: {}  (now {SHORTLIST})",
+        beyond
+            .iter()
+            .map(|(k, n)| format!("k={k}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "  single finger, {} pairs:    EER ours {:.2}%   Bozorth3 {:.2}%  ({:.1} s for both)",
         a.pairs,
@@ -371,6 +409,13 @@ fn main() {
             "fpir": false_hits as f64 / a.searches as f64,
             "fnir_at_fpir_0_1pct": {"fnir": fnir1, "threshold": t1, "under_resolved": floor1},
             "fnir_at_fpir_1pct": {"fnir": fnir2, "threshold": t2, "under_resolved": floor2},
+        },
+        "shortlist": {
+            "size_per_code": SHORTLIST,
+            "mate_rank_words": {"p50": by_words.0, "p99": by_words.1, "max": by_words.2},
+            "mate_rank_histogram": {"p50": by_hist.0, "p99": by_hist.1, "max": by_hist.2},
+            "mate_rank_either": {"p50": by_either.0, "p99": by_either.1, "max": by_either.2},
+            "mates_lost_at_k": beyond.iter().map(|(k, n)| serde_json::json!({"k": k, "lost": n})).collect::<Vec<_>>(),
         },
         "single_finger": {
             "pairs": a.pairs,

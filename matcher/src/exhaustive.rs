@@ -692,6 +692,49 @@ impl Shard {
     }
 }
 
+/// A probe prepared for both stages: its fingers (with a slot) and their stage-1 codes.
+struct ProbeCodes {
+    fingers: Vec<(usize, Prepared)>,
+    words: ProbeWords,
+    hists: Vec<(usize, Code)>,
+}
+
+impl ProbeCodes {
+    fn new(probe: &Tenprint) -> Result<ProbeCodes, MatchError> {
+        let fingers: Vec<(usize, Prepared)> = probe
+            .fingers
+            .iter()
+            .filter(|f| !f.minutiae.is_empty())
+            .filter_map(|f| Some((slot(f.position)?, prepare(points(f)))))
+            .collect();
+        if fingers.is_empty() {
+            return Err(MatchError::EmptyProbe);
+        }
+        Ok(ProbeCodes {
+            words: probe_words(&fingers),
+            hists: fingers
+                .iter()
+                .map(|(s, f)| (*s, quantise(&histogram(&f.points))))
+                .collect(),
+            fingers,
+        })
+    }
+}
+
+impl Shard {
+    /// Stage 1's two scores for every entry: the word score and the histogram score (exact
+    /// in f32: at most ten fingers × 65,535).
+    fn stage1(&self, codes: &ProbeCodes) -> [Vec<f32>; 2] {
+        [
+            self.word_scores(&codes.words),
+            self.histogram_scores(&codes.hists)
+                .into_iter()
+                .map(|x| x as f32)
+                .collect(),
+        ]
+    }
+}
+
 /// Keeps the `k` best by score (ties: lower subject id first, for determinism).
 fn top_k(mut v: Vec<Candidate>, k: usize) -> Vec<Candidate> {
     v.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.subject.cmp(&b.subject)));
@@ -803,6 +846,51 @@ impl ExhaustiveMatcher {
     }
 }
 
+impl ExhaustiveMatcher {
+    /// Where `subject` ranks (0 = first) among the whole gallery by each stage-1 code — word
+    /// score, histogram score — in the order the shortlist takes them; `None` if not enrolled.
+    /// The search finds a subject only if one of the two is below [`SHORTLIST`]: this is
+    /// how the benchmark measures the shortlist a gallery size needs.
+    pub fn shortlist_ranks(
+        &self,
+        probe: &Tenprint,
+        subject: SubjectId,
+    ) -> Result<Option<[usize; 2]>, MatchError> {
+        let codes = ProbeCodes::new(probe)?;
+        let shards: Vec<_> = self
+            .shards
+            .iter()
+            .map(|s| s.read().expect("shard lock"))
+            .collect();
+        let scores: Vec<[Vec<f32>; 2]> = shards.par_iter().map(|s| s.stage1(&codes)).collect();
+        let Some((si, ei)) = shards.iter().enumerate().find_map(|(si, s)| {
+            s.subjects
+                .iter()
+                .position(|x| *x == subject)
+                .map(|ei| (si, ei))
+        }) else {
+            return Ok(None);
+        };
+        let rank = |code: usize| {
+            let target = scores[si][code][ei];
+            scores
+                .iter()
+                .enumerate()
+                .map(|(sj, sc)| {
+                    sc[code]
+                        .iter()
+                        .enumerate()
+                        .filter(|(ej, x)| {
+                            x.total_cmp(&target).then((si, ei).cmp(&(sj, *ej))).is_gt()
+                        })
+                        .count()
+                })
+                .sum()
+        };
+        Ok(Some([rank(0), rank(1)]))
+    }
+}
+
 impl Matcher for ExhaustiveMatcher {
     fn enroll(&self, subject: SubjectId, print: &Tenprint) -> Result<(), MatchError> {
         let fingers = enrolled_fingers(print)?;
@@ -824,20 +912,8 @@ impl Matcher for ExhaustiveMatcher {
     }
 
     fn search(&self, probe: &Tenprint, max_candidates: usize) -> Result<SearchResult, MatchError> {
-        let probe: Vec<(usize, Prepared)> = probe
-            .fingers
-            .iter()
-            .filter(|f| !f.minutiae.is_empty())
-            .filter_map(|f| Some((slot(f.position)?, prepare(points(f)))))
-            .collect();
-        if probe.is_empty() {
-            return Err(MatchError::EmptyProbe);
-        }
-        let words = probe_words(&probe);
-        let hists: Vec<(usize, Code)> = probe
-            .iter()
-            .map(|(s, f)| (*s, quantise(&histogram(&f.points))))
-            .collect();
+        let codes = ProbeCodes::new(probe)?;
+        let probe = &codes.fingers;
         // Hold every shard's read lock for the whole search: one consistent gallery view.
         let shards: Vec<_> = self
             .shards
@@ -858,15 +934,8 @@ impl Matcher for ExhaustiveMatcher {
                         .collect();
                     best_k(v, SHORTLIST)
                 };
-                (
-                    by(shard.word_scores(&words)),
-                    // Exact in f32: at most ten fingers × 65,535.
-                    by(shard
-                        .histogram_scores(&hists)
-                        .into_iter()
-                        .map(|x| x as f32)
-                        .collect()),
-                )
+                let [w, h] = shard.stage1(&codes);
+                (by(w), by(h))
             })
             .collect();
         let (by_words, by_hist): (Vec<_>, Vec<_>) = per_shard.into_iter().unzip();
@@ -953,6 +1022,21 @@ mod tests {
             let stranger = m.search(&probe(10_000 + i, 0), 3).unwrap();
             assert_eq!(stranger.hit, None, "false hit: {:?}", stranger.candidates);
         }
+    }
+
+    #[test]
+    fn shortlist_ranks_place_the_mate_in_the_shortlist() {
+        let m = ExhaustiveMatcher::new(3);
+        for p in 1..=150 {
+            m.enroll(p, &enrol_capture(p)).unwrap();
+        }
+        for p in [3, 77, 150] {
+            let q = probe(p, 5);
+            let [w, h] = m.shortlist_ranks(&q, p).unwrap().unwrap();
+            assert!(w.min(h) < SHORTLIST, "ranks {w}, {h}");
+            assert_eq!(m.search(&q, 1).unwrap().hit.map(|c| c.subject), Some(p));
+        }
+        assert_eq!(m.shortlist_ranks(&probe(3, 5), 9_999).unwrap(), None);
     }
 
     #[test]
