@@ -246,16 +246,27 @@ fn dot(x: &Code, y: &Code) -> u16 {
 /// Edges from every minutia to its three nearest neighbours, sorted by length.
 fn prepare(points: Vec<Point>) -> Prepared {
     let mut edges = Vec::with_capacity(points.len() * NEIGHBOURS);
+    // Square distances from the current point, written only for points that get a root.
+    let mut squares = vec![0f32; points.len()];
     for (i, p) in points.iter().enumerate() {
         // The nearest three, nearest first, ties to the lower index: what a stable sort of
         // all distances would give, without building and sorting them.
         let mut near = [(0f32, 0usize); NEIGHBOURS];
         let mut found = 0;
+        // The third nearest's square distance, once there are three: its root is the third
+        // nearest's distance, so a larger square cannot have a root strictly below it.
+        let mut near2 = f32::INFINITY;
         for (j, q) in points.iter().enumerate() {
             if i == j {
                 continue;
             }
-            let d = ((p.x - q.x).powi(2) + (p.y - q.y).powi(2)).sqrt();
+            let d2 = (p.x - q.x).powi(2) + (p.y - q.y).powi(2);
+            // Square root is monotone, so most points are settled without one.
+            if found == NEIGHBOURS && d2 > near2 {
+                continue;
+            }
+            squares[j] = d2;
+            let d = d2.sqrt();
             let mut k = if found < NEIGHBOURS {
                 found += 1;
                 found - 1
@@ -268,6 +279,9 @@ fn prepare(points: Vec<Point>) -> Prepared {
             while k > 0 && near[k - 1].0 > d {
                 near.swap(k - 1, k);
                 k -= 1;
+            }
+            if found == NEIGHBOURS {
+                near2 = squares[near[NEIGHBOURS - 1].1];
             }
         }
         for &(d, j) in &near[..found] {
@@ -351,23 +365,76 @@ impl Align {
     }
 }
 
-fn close(p: Point, q: Point) -> bool {
-    (p.x - q.x).powi(2) + (p.y - q.y).powi(2) <= PAIR_DIST * PAIR_DIST
-        && angdiff(p.a, q.a) <= PAIR_ANGLE
+/// [`angdiff`] without branches, for differences within (−2·2π, 2·2π) — every one the
+/// pairing stage takes: directions are in [0, 2π) and an alignment turns by less than 2π.
+/// Each step is the one `angdiff` and `rem_euclid` take for such a difference (a remainder by
+/// 2π of a value in [2π, 4π) is the exact subtraction), so the result is the same to the bit
+/// (a property test checks it); the loops that use it compile to SIMD.
+#[inline(always)]
+fn angdiff_near(a: f32, b: f32) -> f32 {
+    const TAU: f32 = 2.0 * PI;
+    let mut d = a - b;
+    d = if d < 0.0 { d + TAU } else { d };
+    d = if d < 0.0 { d + TAU } else { d };
+    d = if d >= TAU { d - TAU } else { d };
+    d.min(TAU - d)
 }
 
-/// Minutiae of `a` paired with `b` under `t`, greedily, one-to-one.
-fn paired(a: &Prepared, b: &Prepared, t: &Align) -> usize {
+/// Minutiae as separate coordinate arrays, so the loops over them vectorise.
+#[derive(Default)]
+struct Columns {
+    x: Vec<f32>,
+    y: Vec<f32>,
+    a: Vec<f32>,
+}
+
+impl Columns {
+    fn push(&mut self, p: Point) {
+        self.x.push(p.x);
+        self.y.push(p.y);
+        self.a.push(p.a);
+    }
+}
+
+/// How many of the points `from` land within the pairing tolerances of the points `to`
+/// (pairwise, same index) under `t`: [`Align::apply`] and the pairing test, written out
+/// with the same operations in the same order.
+fn agreeing(t: &Align, from: &Columns, to: &Columns) -> usize {
+    let mut votes = 0u32;
+    for k in 0..from.x.len().min(to.x.len()) {
+        let (x, y) = (from.x[k], from.y[k]);
+        let px = t.c * x - t.s * y + t.tx;
+        let py = t.s * x + t.c * y + t.ty;
+        let pa = from.a[k] + t.r;
+        let (dx, dy) = (px - to.x[k], py - to.y[k]);
+        let near = dx * dx + dy * dy <= PAIR_DIST * PAIR_DIST;
+        let turned = angdiff_near(pa, to.a[k]) <= PAIR_ANGLE;
+        votes += (near & turned) as u32;
+    }
+    votes as usize
+}
+
+/// Minutiae of `a` paired with `b` under `t`, greedily, one-to-one: each probe minutia in
+/// turn takes the nearest free gallery minutia within the tolerances (the first, on a tie).
+fn paired(a: &Prepared, b: &Columns, t: &Align) -> usize {
     let mut used = [false; 512];
+    let mut dist = vec![f32::INFINITY; b.x.len()];
     let mut n = 0;
     for p in &a.points {
         let p = t.apply(*p);
+        // Square distance to every gallery minutia, infinite where out of tolerance:
+        // branch-free, so it vectorises.
+        for (j, d) in dist.iter_mut().enumerate() {
+            let (dx, dy) = (p.x - b.x[j], p.y - b.y[j]);
+            let d2 = dx * dx + dy * dy;
+            let ok = d2 <= PAIR_DIST * PAIR_DIST && angdiff_near(p.a, b.a[j]) <= PAIR_ANGLE;
+            *d = if ok { d2 } else { f32::INFINITY };
+        }
         let mut best: Option<(f32, usize)> = None;
-        for (j, q) in b.points.iter().enumerate() {
-            if j < used.len() && used[j] || !close(p, *q) {
+        for (j, &d) in dist.iter().enumerate() {
+            if d == f32::INFINITY || j < used.len() && used[j] {
                 continue;
             }
-            let d = (p.x - q.x).powi(2) + (p.y - q.y).powi(2);
             if best.is_none_or(|(bd, _)| d < bd) {
                 best = Some((d, j));
             }
@@ -387,39 +454,69 @@ fn compare(a: &Prepared, b: &Prepared) -> f32 {
     if a.points.is_empty() || b.points.is_empty() {
         return 0.0;
     }
-    // Matched edge pairs → candidate alignments.
-    let mut proposals: Vec<(Align, usize, usize)> = Vec::new();
+    // Matched edge pairs (probe minutia, gallery minutia) → candidate alignments. Both edge
+    // lists are sorted by length, so the window of gallery edges within EDGE_DIST of a probe
+    // edge only moves forward; within it, both direction tests run branch-free over the
+    // whole window (it vectorises), then the matches are taken in order as before.
+    let alpha: Vec<f32> = b.edges.iter().map(|e| e.alpha).collect();
+    let beta: Vec<f32> = b.edges.iter().map(|e| e.beta).collect();
+    let mut ok = vec![false; b.edges.len()];
+    let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(512);
+    let (mut lo, mut hi) = (0, 0);
     for ea in &a.edges {
-        let lo = b.edges.partition_point(|e| e.len < ea.len - EDGE_DIST);
-        for eb in &b.edges[lo..] {
-            if eb.len > ea.len + EDGE_DIST {
+        while lo < b.edges.len() && b.edges[lo].len < ea.len - EDGE_DIST {
+            lo += 1;
+        }
+        hi = hi.max(lo);
+        while hi < b.edges.len() && b.edges[hi].len <= ea.len + EDGE_DIST {
+            hi += 1;
+        }
+        for ((ok, &al), &be) in ok[lo..hi].iter_mut().zip(&alpha[lo..hi]).zip(&beta[lo..hi]) {
+            *ok = (angdiff_near(ea.alpha, al) <= EDGE_ANGLE)
+                & (angdiff_near(ea.beta, be) <= EDGE_ANGLE);
+        }
+        for (eb, _) in b.edges[lo..hi]
+            .iter()
+            .zip(&ok[lo..hi])
+            .filter(|(_, ok)| **ok)
+        {
+            pairs.push((ea.from as usize, eb.from as usize));
+            // (Only this probe edge's loop stops here: later probe edges each add their
+            // first match — the rule the scores were calibrated with.)
+            if pairs.len() >= 256 {
                 break;
             }
-            if angdiff(ea.alpha, eb.alpha) <= EDGE_ANGLE && angdiff(ea.beta, eb.beta) <= EDGE_ANGLE
-            {
-                let (i, j) = (ea.from as usize, eb.from as usize);
-                proposals.push((Align::from_pair(a.points[i], b.points[j]), i, j));
-                if proposals.len() >= 256 {
-                    break;
-                }
-            }
         }
     }
-    if proposals.is_empty() {
+    if pairs.is_empty() {
         return 0.0;
     }
-    // The alignment most other proposals agree with (their minutiae land together).
-    let mut best = (0usize, 0usize);
-    for (k, (t, _, _)) in proposals.iter().enumerate().take(32) {
-        let votes = proposals
-            .iter()
-            .filter(|(_, i, j)| close(t.apply(a.points[*i]), b.points[*j]))
-            .count();
-        if votes > best.0 {
-            best = (votes, k);
+    // The alignment most other pairs agree with (their minutiae land together), among the
+    // alignments of the first 32 pairs: only those are ever applied, so only those are
+    // computed.
+    let (mut from, mut to) = (Columns::default(), Columns::default());
+    for &(i, j) in &pairs {
+        from.push(a.points[i]);
+        to.push(b.points[j]);
+    }
+    let mut best: Option<(usize, Align)> = None;
+    for &(i, j) in pairs.iter().take(32) {
+        let t = Align::from_pair(a.points[i], b.points[j]);
+        let votes = agreeing(&t, &from, &to);
+        if votes > best.map_or(0, |(v, _)| v) {
+            best = Some((votes, t));
         }
     }
-    let m = paired(a, b, &proposals[best.1].0) as f32;
+    // With no alignment agreeing with any pair (not even its own), the first one pairs.
+    let t = best.map_or_else(
+        || Align::from_pair(a.points[pairs[0].0], b.points[pairs[0].1]),
+        |(_, t)| t,
+    );
+    let mut gallery = Columns::default();
+    for p in &b.points {
+        gallery.push(*p);
+    }
+    let m = paired(a, &gallery, &t) as f32;
     (m * m) / (a.points.len() as f32 * b.points.len() as f32)
 }
 
@@ -1213,6 +1310,160 @@ mod tests {
                 prop_assert_eq!(score, want);
             }
         }
+    }
+
+    /// Edges as first written: every distance computed and stably sorted.
+    fn prepare_reference(points: Vec<Point>) -> Prepared {
+        let mut edges = Vec::new();
+        for (i, p) in points.iter().enumerate() {
+            let mut near: Vec<(f32, usize)> = Vec::new();
+            for (j, q) in points.iter().enumerate() {
+                if i != j {
+                    near.push((((p.x - q.x).powi(2) + (p.y - q.y).powi(2)).sqrt(), j));
+                }
+            }
+            near.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for &(d, j) in near.iter().take(NEIGHBOURS) {
+                let q = points[j];
+                let dir = (q.y - p.y).atan2(q.x - p.x);
+                edges.push(Edge {
+                    from: i as u16,
+                    len: d,
+                    alpha: (dir - p.a).rem_euclid(2.0 * PI),
+                    beta: (q.a - p.a).rem_euclid(2.0 * PI),
+                });
+            }
+        }
+        edges.sort_by(|a, b| a.len.total_cmp(&b.len));
+        Prepared { points, edges }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The vectorised pairing stage gives every finger pair, mated or not, exactly the
+        /// score of the scalar one, and edges come out as the sort-based preparation's.
+        #[test]
+        fn pairing_is_exactly_the_scalar_reference(p in 1u64..5_000, q in 1u64..5_000, f in 0usize..10, seed in 0u64..1_000) {
+            let a = &probe(p, seed).fingers[f];
+            for b in [&probe(p, seed + 1).fingers[f], &probe(q, seed + 2).fingers[f]] {
+                let (pa, pb) = (prepare(points(a)), prepare(points(b)));
+                prop_assert_eq!(&pa, &prepare_reference(points(a)));
+                prop_assert_eq!(&pb, &prepare_reference(points(b)));
+                prop_assert_eq!(compare(&pa, &pb).to_bits(), compare_reference(&pa, &pb).to_bits());
+            }
+        }
+
+        /// The branch-free angle difference equals `angdiff` to the bit over its domain.
+        #[test]
+        fn branch_free_angle_difference_is_exact(a in 0f32..(2.0 * PI), r in -(2.0 * PI)..(2.0 * PI), b in 0f32..=(2.0 * PI)) {
+            prop_assert_eq!(angdiff_near(a + r, b).to_bits(), angdiff(a + r, b).to_bits());
+            prop_assert_eq!(angdiff_near(a, b).to_bits(), angdiff(a, b).to_bits());
+        }
+    }
+
+    #[test]
+    fn branch_free_angle_difference_is_exact_at_the_edges() {
+        const TAU: f32 = 2.0 * PI;
+        let edge = [
+            0.0,
+            1e-9,
+            -1e-9,
+            TAU,
+            -TAU,
+            TAU.next_down(),
+            TAU.next_up(),
+            -TAU.next_down(),
+            -TAU.next_up(),
+            PI,
+            -PI,
+            2.0 * TAU.next_down(),
+            -(2.0 * TAU).next_down(),
+        ];
+        for d in edge {
+            for b in [0.0, 1.0, TAU.next_down(), TAU] {
+                let a = d + b;
+                assert_eq!(
+                    angdiff_near(a, b).to_bits(),
+                    angdiff(a, b).to_bits(),
+                    "{a} - {b}"
+                );
+            }
+        }
+    }
+
+    // The pairing stage as first written (scalar, branching): the reference the
+    // vectorised one must equal to the bit.
+    fn close_reference(p: Point, q: Point) -> bool {
+        (p.x - q.x).powi(2) + (p.y - q.y).powi(2) <= PAIR_DIST * PAIR_DIST
+            && angdiff(p.a, q.a) <= PAIR_ANGLE
+    }
+
+    /// Minutiae of `a` paired with `b` under `t`, greedily, one-to-one.
+    fn paired_reference(a: &Prepared, b: &Prepared, t: &Align) -> usize {
+        let mut used = [false; 512];
+        let mut n = 0;
+        for p in &a.points {
+            let p = t.apply(*p);
+            let mut best: Option<(f32, usize)> = None;
+            for (j, q) in b.points.iter().enumerate() {
+                if j < used.len() && used[j] || !close_reference(p, *q) {
+                    continue;
+                }
+                let d = (p.x - q.x).powi(2) + (p.y - q.y).powi(2);
+                if best.is_none_or(|(bd, _)| d < bd) {
+                    best = Some((d, j));
+                }
+            }
+            if let Some((_, j)) = best {
+                if j < used.len() {
+                    used[j] = true;
+                }
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Similarity of two fingers, 0..=1.
+    fn compare_reference(a: &Prepared, b: &Prepared) -> f32 {
+        if a.points.is_empty() || b.points.is_empty() {
+            return 0.0;
+        }
+        // Matched edge pairs → candidate alignments.
+        let mut proposals: Vec<(Align, usize, usize)> = Vec::new();
+        for ea in &a.edges {
+            let lo = b.edges.partition_point(|e| e.len < ea.len - EDGE_DIST);
+            for eb in &b.edges[lo..] {
+                if eb.len > ea.len + EDGE_DIST {
+                    break;
+                }
+                if angdiff(ea.alpha, eb.alpha) <= EDGE_ANGLE
+                    && angdiff(ea.beta, eb.beta) <= EDGE_ANGLE
+                {
+                    let (i, j) = (ea.from as usize, eb.from as usize);
+                    proposals.push((Align::from_pair(a.points[i], b.points[j]), i, j));
+                    if proposals.len() >= 256 {
+                        break;
+                    }
+                }
+            }
+        }
+        if proposals.is_empty() {
+            return 0.0;
+        }
+        // The alignment most other proposals agree with (their minutiae land together).
+        let mut best = (0usize, 0usize);
+        for (k, (t, _, _)) in proposals.iter().enumerate().take(32) {
+            let votes = proposals
+                .iter()
+                .filter(|(_, i, j)| close_reference(t.apply(a.points[*i]), b.points[*j]))
+                .count();
+            if votes > best.0 {
+                best = (votes, k);
+            }
+        }
+        let m = paired_reference(a, b, &proposals[best.1].0) as f32;
+        (m * m) / (a.points.len() as f32 * b.points.len() as f32)
     }
 
     /// Stage 1's word score by a scan of each gallery finger's own words: the reference the
