@@ -222,26 +222,12 @@ fn angdiff(a: f32, b: f32) -> f32 {
 /// rounded — a quarter of the memory and of the bytes a scan reads, for a cosine within 0.04
 /// of the float one (each rounding error is at most ½, over 80 bins).
 type Code = [u8; HIST];
-/// By Cauchy–Schwarz two codes' dot product is at most (250 + ½·√80)² = 64,755 < 2¹⁶, so it
-/// is summed in 16-bit lanes.
+/// By Cauchy–Schwarz two codes' dot product is at most (250 + ½·√80)² = 64,755, so a
+/// tenprint's histogram score (ten fingers) is an exact integer in u32 and in f32.
 const HIST_SCALE: f32 = 250.0;
 
 fn quantise(h: &[f32; HIST]) -> Code {
     h.map(|v| (v * HIST_SCALE).round().clamp(0.0, 255.0) as u8)
-}
-
-/// Dot product of two codes. Lanes wrap, but the true total is below 2¹⁶ (see
-/// [`HIST_SCALE`]) and wrapping addition is exact modulo 2¹⁶, so the total is exact; 16-bit
-/// lanes let the compiler multiply eight or sixteen bins per instruction.
-#[inline]
-fn dot(x: &Code, y: &Code) -> u16 {
-    let mut acc = [0u16; 16];
-    for (cx, cy) in x.chunks_exact(16).zip(y.chunks_exact(16)) {
-        for k in 0..16 {
-            acc[k] = acc[k].wrapping_add((cx[k] as u16).wrapping_mul(cy[k] as u16));
-        }
-    }
-    acc.iter().fold(0u16, |a, b| a.wrapping_add(*b))
 }
 
 /// Edges from every minutia to its three nearest neighbours, sorted by length.
@@ -820,7 +806,20 @@ impl Shard {
     fn histogram_scores(&self, probe: &[(usize, Code)]) -> Vec<u32> {
         self.hists
             .iter()
-            .map(|h| probe.iter().map(|(s, p)| dot(p, &h[*s]) as u32).sum())
+            .map(|h| {
+                // 32-bit lanes over all fingers, one horizontal sum per entry: the same
+                // integer total as the per-finger dot products (nothing wraps: at most
+                // 10 × 80 × 255²).
+                let mut acc = [0u32; 16];
+                for (s, p) in probe {
+                    for (cx, cy) in p.chunks_exact(16).zip(h[*s].chunks_exact(16)) {
+                        for k in 0..16 {
+                            acc[k] += cx[k] as u32 * cy[k] as u32;
+                        }
+                    }
+                }
+                acc.iter().sum()
+            })
             .collect()
     }
 }
@@ -888,6 +887,22 @@ fn best_k(mut v: Vec<(usize, usize, f32)>, k: usize) -> Vec<(usize, usize, f32)>
         v.truncate(k);
     }
     v
+}
+
+/// The best `k` entries of one shard by score, best first, ties to the lower entry: the same
+/// set as [`best_k`] in one pass, without building a tuple per entry. Entries come in
+/// ascending order, so a newcomer tying the current k-th is worse than it and stays out.
+fn best_of_shard(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut top: Vec<(usize, f32)> = Vec::with_capacity(k + 1);
+    for (e, &x) in scores.iter().enumerate() {
+        if top.len() == k && top.last().is_none_or(|w| x.total_cmp(&w.1).is_le()) {
+            continue;
+        }
+        let at = top.partition_point(|t| t.1.total_cmp(&x).is_ge());
+        top.insert(at, (e, x));
+        top.truncate(k);
+    }
+    top
 }
 
 /// The exhaustive, sharded in-memory gallery.
@@ -1098,12 +1113,10 @@ impl Matcher for ExhaustiveMatcher {
             .enumerate()
             .map(|(si, shard)| {
                 let by = |scores: Vec<f32>| {
-                    let v = scores
+                    best_of_shard(&scores, SHORTLIST)
                         .into_iter()
-                        .enumerate()
                         .map(|(e, x)| (si, e, x))
-                        .collect();
-                    best_k(v, SHORTLIST)
+                        .collect::<Vec<_>>()
                 };
                 let [w, h] = shard.stage1(&codes);
                 (by(w), by(h))
@@ -1233,6 +1246,25 @@ mod tests {
                 one.shortlist_ranks(&q, p).unwrap(),
                 many.shortlist_ranks(&q, p).unwrap()
             );
+        }
+    }
+
+    proptest! {
+        /// The one-pass per-shard selection keeps the same set as the selection over all.
+        #[test]
+        fn one_pass_selection_is_the_selection(scores in proptest::collection::vec(0u8..20, 0..300), k in 1usize..40) {
+            let scores: Vec<f32> = scores.into_iter().map(|x| x as f32 / 4.0).collect();
+            let mut want: Vec<(usize, f32)> = best_k(
+                scores.iter().enumerate().map(|(e, x)| (0, e, *x)).collect(),
+                k,
+            )
+            .into_iter()
+            .map(|(_, e, x)| (e, x))
+            .collect();
+            want.sort_by_key(|w| w.0);
+            let mut got = best_of_shard(&scores, k);
+            got.sort_by_key(|g| g.0);
+            prop_assert_eq!(got, want);
         }
     }
 
@@ -1374,7 +1406,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(16))]
         /// The byte histogram codes give every entry exactly the sum of per-finger code dot
-        /// products (the 16-bit lanes never lose a carry), and each finger's scaled dot
+        /// products, and each finger's scaled dot
         /// product stays within 0.04 of the float cosine it stands for.
         #[test]
         fn histogram_codes_score_as_the_float_cosine(people in 2u64..30, who in 0u64..1000, keep in 1usize..=10) {
