@@ -230,11 +230,37 @@ fn quantise(h: &[f32; HIST]) -> Code {
     h.map(|v| (v * HIST_SCALE).round().clamp(0.0, 255.0) as u8)
 }
 
+/// `x.rem_euclid(2π)` for x in (−2·2π, 2·2π) — every relative direction here (directions are
+/// in [0, 2π), `atan2` in [−π, π]) — without the floating-point remainder call: within that
+/// range the remainder is x, x − 2π or −(−x − 2π), each exact (Sterbenz), so the result is the
+/// same to the bit (a property test checks it).
+#[inline]
+fn rem_tau(x: f32) -> f32 {
+    const TAU: f32 = 2.0 * PI;
+    debug_assert!(x.abs() < 2.0 * TAU);
+    let r = if x >= TAU {
+        x - TAU
+    } else if x <= -TAU {
+        -((-x) - TAU)
+    } else {
+        x
+    };
+    if r < 0.0 { r + TAU } else { r }
+}
+
 /// Edges from every minutia to its three nearest neighbours, sorted by length.
 fn prepare(points: Vec<Point>) -> Prepared {
     let mut edges = Vec::with_capacity(points.len() * NEIGHBOURS);
-    // Square distances from the current point, written only for points that get a root.
-    let mut squares = vec![0f32; points.len()];
+    // Square distances from the current point, written only for points that get a root
+    // (on the stack for any finger the gateway accepts).
+    let mut stack = [0f32; 256];
+    let mut heap = Vec::new();
+    let squares: &mut [f32] = if points.len() <= stack.len() {
+        &mut stack[..points.len()]
+    } else {
+        heap.resize(points.len(), 0f32);
+        &mut heap
+    };
     for (i, p) in points.iter().enumerate() {
         // The nearest three, nearest first, ties to the lower index: what a stable sort of
         // all distances would give, without building and sorting them.
@@ -277,12 +303,21 @@ fn prepare(points: Vec<Point>) -> Prepared {
             edges.push(Edge {
                 from: i as u16,
                 len: d,
-                alpha: (dir - p.a).rem_euclid(2.0 * PI),
-                beta: (q.a - p.a).rem_euclid(2.0 * PI),
+                alpha: rem_tau(dir - p.a),
+                beta: rem_tau(q.a - p.a),
             });
         }
     }
-    edges.sort_by(|a, b| a.len.total_cmp(&b.len));
+    // Sorted by length, ties in the order found (a stable sort): lengths are non-negative
+    // roots, ordered as their bit patterns, so (bits, index) keys sort the same way with a
+    // cheap unstable integer sort.
+    let mut keys: Vec<u64> = edges
+        .iter()
+        .enumerate()
+        .map(|(k, e)| (e.len.to_bits() as u64) << 32 | k as u64)
+        .collect();
+    keys.sort_unstable();
+    let edges = keys.iter().map(|k| edges[*k as u32 as usize]).collect();
     Prepared { points, edges }
 }
 
@@ -368,7 +403,6 @@ fn angdiff_near(a: f32, b: f32) -> f32 {
 }
 
 /// Minutiae as separate coordinate arrays, so the loops over them vectorise.
-#[derive(Default)]
 struct Columns {
     x: Vec<f32>,
     y: Vec<f32>,
@@ -376,6 +410,14 @@ struct Columns {
 }
 
 impl Columns {
+    fn with_capacity(n: usize) -> Columns {
+        Columns {
+            x: Vec::with_capacity(n),
+            y: Vec::with_capacity(n),
+            a: Vec::with_capacity(n),
+        }
+    }
+
     fn push(&mut self, p: Point) {
         self.x.push(p.x);
         self.y.push(p.y);
@@ -481,7 +523,10 @@ fn compare(a: &Prepared, b: &Prepared) -> f32 {
     // The alignment most other pairs agree with (their minutiae land together), among the
     // alignments of the first 32 pairs: only those are ever applied, so only those are
     // computed.
-    let (mut from, mut to) = (Columns::default(), Columns::default());
+    let (mut from, mut to) = (
+        Columns::with_capacity(pairs.len()),
+        Columns::with_capacity(pairs.len()),
+    );
     for &(i, j) in &pairs {
         from.push(a.points[i]);
         to.push(b.points[j]);
@@ -499,7 +544,7 @@ fn compare(a: &Prepared, b: &Prepared) -> f32 {
         || Align::from_pair(a.points[pairs[0].0], b.points[pairs[0].1]),
         |(_, t)| t,
     );
-    let mut gallery = Columns::default();
+    let mut gallery = Columns::with_capacity(b.points.len());
     for p in &b.points {
         gallery.push(*p);
     }
@@ -1406,8 +1451,8 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(16))]
         /// The byte histogram codes give every entry exactly the sum of per-finger code dot
-        /// products, and each finger's scaled dot
-        /// product stays within 0.04 of the float cosine it stands for.
+        /// products, and each finger's scaled dot product stays within 0.04 of the float
+        /// cosine it stands for.
         #[test]
         fn histogram_codes_score_as_the_float_cosine(people in 2u64..30, who in 0u64..1000, keep in 1usize..=10) {
             let mut shard = Shard::default();
@@ -1485,11 +1530,42 @@ mod tests {
             }
         }
 
+        /// The remainder without a remainder call equals `rem_euclid` to the bit.
+        #[test]
+        fn relative_direction_remainder_is_exact(x in -(4.0 * PI)..(4.0 * PI)) {
+            let x = if x.abs() < 4.0 * PI { x } else { 0.0 };
+            prop_assert_eq!(rem_tau(x).to_bits(), x.rem_euclid(2.0 * PI).to_bits());
+        }
+
         /// The branch-free angle difference equals `angdiff` to the bit over its domain.
         #[test]
         fn branch_free_angle_difference_is_exact(a in 0f32..(2.0 * PI), r in -(2.0 * PI)..(2.0 * PI), b in 0f32..=(2.0 * PI)) {
             prop_assert_eq!(angdiff_near(a + r, b).to_bits(), angdiff(a + r, b).to_bits());
             prop_assert_eq!(angdiff_near(a, b).to_bits(), angdiff(a, b).to_bits());
+        }
+    }
+
+    #[test]
+    fn relative_direction_remainder_is_exact_at_the_edges() {
+        const TAU: f32 = 2.0 * PI;
+        for x in [
+            0.0,
+            -0.0,
+            1e-9,
+            -1e-9,
+            TAU,
+            -TAU,
+            TAU.next_down(),
+            TAU.next_up(),
+            -TAU.next_down(),
+            -TAU.next_up(),
+            PI,
+            -PI,
+            -3.0 * PI,
+            (2.0 * TAU).next_down(),
+            -(2.0 * TAU).next_down(),
+        ] {
+            assert_eq!(rem_tau(x).to_bits(), x.rem_euclid(TAU).to_bits(), "{x}");
         }
     }
 
