@@ -67,15 +67,18 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(gallery).display()))?;
         let recs: Records<R> = world::read_json(dir, records)?;
         let matcher = ExhaustiveMatcher::new(shards);
-        for (subject, print) in &entries {
+        for (subject, _) in &entries {
             anyhow::ensure!(
                 recs.contains_key(subject),
                 "{gallery}: subject {subject} has no record in {records}"
             );
-            matcher
-                .enroll(*subject, print)
-                .map_err(|e| anyhow::anyhow!("{gallery}: {e}"))?;
         }
+        // A bulk load: prepared on every core, then the last enrolments folded into the
+        // compressed index.
+        matcher
+            .enroll_many(&entries)
+            .map_err(|e| anyhow::anyhow!("{gallery}: {e}"))?;
+        matcher.compact();
         Ok(Self::new(Arc::new(matcher), recs))
     }
 

@@ -63,11 +63,16 @@ pub fn load_shard(
     let entries = interop_matcher::gallery::read_gallery(&dir.join(gallery))
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(gallery).display()))?;
     let matcher = ExhaustiveMatcher::new(threads.max(1));
-    for (subject, print) in entries.iter().filter(|(s, _)| shard.holds(*s)) {
-        matcher
-            .enroll(*subject, print)
-            .map_err(|e| anyhow::anyhow!("{gallery}: {e}"))?;
-    }
+    let mine: Vec<_> = entries
+        .into_iter()
+        .filter(|(s, _)| shard.holds(*s))
+        .collect();
+    // A bulk load: prepared on every core, then the last enrolments folded into the
+    // compressed index.
+    matcher
+        .enroll_many(&mine)
+        .map_err(|e| anyhow::anyhow!("{gallery}: {e}"))?;
+    matcher.compact();
     Ok(Arc::new(matcher))
 }
 

@@ -25,7 +25,7 @@
 //!
 //! A program, not a test: figures on shared machines are noisy; compare within one run.
 
-use interop_matcher::exhaustive::{THRESHOLD, compare_fingers};
+use interop_matcher::exhaustive::{SHORTLIST, THRESHOLD, compare_fingers};
 use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
 use interop_matcher::template::FingerTemplate;
 use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
@@ -169,11 +169,13 @@ fn main() {
     let rss0 = rss_bytes();
     let t = Instant::now();
     let m = ExhaustiveMatcher::new(4);
-    for (p, print) in &prints {
-        m.enroll(*p, print).expect("enrol");
-    }
+    // Bulk load: prints prepared on every core, as the gateway loads a gallery file.
+    m.enroll_many(&prints).expect("enrol");
+    // Fold the last enrolments into the compressed index, as a bulk load would.
+    m.compact();
     let build_s = t.elapsed().as_secs_f64();
     let gallery_bytes = rss_bytes().saturating_sub(rss0);
+    let heap = m.heap_bytes();
     let fingers: usize = prints.iter().map(|(_, t)| t.fingers.len()).sum();
     let sample: Vec<(u64, Tenprint)> = prints.iter().take(1000).cloned().collect();
     drop(prints);
@@ -221,6 +223,29 @@ fn main() {
             _ => {}
         }
     }
+    // Where the mate ranks in each stage-1 list: a search finds it only if one of the two
+    // ranks is below the shortlist size, so this is the shortlist the gallery size needs.
+    let ranks: Vec<[usize; 2]> = mated
+        .iter()
+        .map(|(p, probe)| {
+            m.shortlist_ranks(probe, *p)
+                .expect("ranks")
+                .expect("mate enrolled")
+        })
+        .collect();
+    let rank_stats = |f: &dyn Fn(&[usize; 2]) -> usize| {
+        let mut v: Vec<usize> = ranks.iter().map(f).collect();
+        v.sort_unstable();
+        let q = |x: f64| v[((v.len() as f64 - 1.0) * x) as usize];
+        (q(0.5), q(0.99), *v.last().unwrap_or(&0))
+    };
+    let by_words = rank_stats(&|r| r[0]);
+    let by_hist = rank_stats(&|r| r[1]);
+    let by_either = rank_stats(&|r| r[0].min(r[1]));
+    let beyond: Vec<(usize, usize)> = [5usize, 10, 15, 20, 30]
+        .iter()
+        .map(|&k| (k, ranks.iter().filter(|r| r[0].min(r[1]) >= k).count()))
+        .collect();
     let mut non_top: Vec<f64> = non_mated
         .iter()
         .map(|probe| {
@@ -292,6 +317,14 @@ fn main() {
         gallery_bytes as f64 / 1048576.0,
         gallery_bytes as f64 / n as f64
     );
+    println!(
+        "    of which heap, bytes/identity: minutiae {:.0}, histograms {:.0}, word index {:.0}, subject ids {:.0} (total {:.0})",
+        heap.minutiae as f64 / n as f64,
+        heap.histograms as f64 / n as f64,
+        heap.index as f64 / n as f64,
+        heap.subjects as f64 / n as f64,
+        heap.total() as f64 / n as f64
+    );
     for (name, s) in [("1 thread", &one), ("2 threads", &two)] {
         println!(
             "  searches, {name:<10}           {:>10.1} /s   p50 {:>8.2} ms  p99 {:>8.2} ms",
@@ -322,6 +355,21 @@ fn main() {
             }
         );
     }
+    for (name, (p50, p99, max)) in [
+        ("word code", by_words),
+        ("histogram code", by_hist),
+        ("either (the shortlist)", by_either),
+    ] {
+        println!("  mate's stage-1 rank by {name:<23} p50 {p50:>5}  p99 {p99:>5}  max {max:>5}");
+    }
+    println!(
+        "  mates a shortlist of k per code would lose: {}  (now {SHORTLIST})",
+        beyond
+            .iter()
+            .map(|(k, n)| format!("k={k}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "  single finger, {} pairs:    EER ours {:.2}%   Bozorth3 {:.2}%  ({:.1} s for both)",
         a.pairs,
@@ -336,6 +384,13 @@ fn main() {
         "build_s": build_s,
         "gallery_bytes": gallery_bytes,
         "bytes_per_identity": gallery_bytes as f64 / n as f64,
+        "heap_bytes_per_identity": {
+            "minutiae": heap.minutiae as f64 / n as f64,
+            "histograms": heap.histograms as f64 / n as f64,
+            "word_index": heap.index as f64 / n as f64,
+            "subject_ids": heap.subjects as f64 / n as f64,
+            "total": heap.total() as f64 / n as f64,
+        },
         "speed": {
             "threads_1": {"per_s": one.per_s, "p50_ms": one.p50_ms, "p99_ms": one.p99_ms},
             "threads_2": {"per_s": two.per_s, "p50_ms": two.p50_ms, "p99_ms": two.p99_ms},
@@ -353,6 +408,13 @@ fn main() {
             "fpir": false_hits as f64 / a.searches as f64,
             "fnir_at_fpir_0_1pct": {"fnir": fnir1, "threshold": t1, "under_resolved": floor1},
             "fnir_at_fpir_1pct": {"fnir": fnir2, "threshold": t2, "under_resolved": floor2},
+        },
+        "shortlist": {
+            "size_per_code": SHORTLIST,
+            "mate_rank_words": {"p50": by_words.0, "p99": by_words.1, "max": by_words.2},
+            "mate_rank_histogram": {"p50": by_hist.0, "p99": by_hist.1, "max": by_hist.2},
+            "mate_rank_either": {"p50": by_either.0, "p99": by_either.1, "max": by_either.2},
+            "mates_lost_at_k": beyond.iter().map(|(k, n)| serde_json::json!({"k": k, "lost": n})).collect::<Vec<_>>(),
         },
         "single_finger": {
             "pairs": a.pairs,

@@ -6,10 +6,9 @@
 //!    edge — invariant to rotation and translation, so no alignment is needed. The probe's
 //!    edges are expanded to the neighbouring bins too (jitter moves values across bin
 //!    boundaries) into a bitset; a subject's shortlist score is the count of its words found
-//!    there, normalised, summed over common finger positions. (A first version used a
-//!    histogram of pair distances; on realistic captures it missed mates — see BENCHMARKS.md.)
-//!    The best
-//!    [`SHORTLIST`] subjects of the whole gallery (merged across shards) go on.
+//!    there, normalised, summed over common finger positions, found through a per-shard
+//!    inverted index. A second code, a histogram of pair distances, is scanned over every
+//!    subject. The best [`SHORTLIST`] subjects by each code (merged across shards) go on.
 //! 2. **Minutiae pairing.** For each shortlisted subject and each common finger: edges to the
 //!    three nearest neighbours of every minutia (length, and both directions relative to the
 //!    edge — again invariant) are matched between probe and gallery finger; each matched edge
@@ -17,19 +16,32 @@
 //!    the whole probe finger, and minutiae are paired greedily within a distance and angle
 //!    tolerance. Finger score = paired² / (n_probe · n_gallery); tenprint score = the sum.
 //!
+//! Memory is what limits the gallery size (issue 4 aims at 3 KB per tenprint identity), so a
+//! shard keeps only what a search reads, in flat arrays rather than a structure per subject:
+//! the minutiae packed in 32 bits each (stage 2 recomputes a shortlisted finger's edges from
+//! them — a few dozen fingers per search, bit-for-bit the edges enrolment would have kept),
+//! each finger's word count (stage 1's normaliser; the words themselves live only in the
+//! index), the histograms, and the index as delta-encoded posting lists.
+//!
+//! The gallery keeps one finger per position 1..=10 (ANSI/NIST-ITL), the first one listed;
+//! fingers at other positions are ignored on both sides (the gateway refuses them anyway).
+//!
 //! Shards are independent vectors behind their own locks, scanned in parallel with rayon;
-//! the shortlist is merged across shards with a top-k selection. A later engine replaces
-//! stage 1 with an index; the [`Matcher`] trait stays.
+//! the shortlist is merged across shards with a top-k selection.
 
 use crate::{
-    Candidate, MatchError, Matcher, SearchResult, SubjectId, Tenprint, template::FingerTemplate,
+    Candidate, MatchError, Matcher, SearchResult, SubjectId, Tenprint,
+    template::{FingerTemplate, Minutia},
 };
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::f32::consts::PI;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, RwLock};
 
-/// Subjects that reach the pairing stage per search.
+/// Subjects that reach the pairing stage per search, by each stage-1 code. Measured with
+/// `matcher-bench`'s rank table (2026-11-25): the worst mate ranked 8th by its better code at
+/// 10,000 identities and 27th at 100,000 (100 searches); the rank grows with the gallery.
 pub const SHORTLIST: usize = 30;
 /// Tenprint decision threshold on the fused score. With the calibrated capture model, over
 /// 1,000 mated and 1,000 non-mated searches of a 2,000-identity gallery, the highest impostor
@@ -37,6 +49,11 @@ pub const SHORTLIST: usize = 30;
 /// 0.6 sits between the tails, a factor of three from each.
 pub const THRESHOLD: f32 = 0.6;
 
+/// Finger positions the gallery keeps: 1..=10.
+const POSITIONS: usize = 10;
+/// Largest minutia coordinate a gallery finger can hold (11 bits of the packed form; the
+/// gateway accepts images up to 2,000 px).
+pub const MAX_COORD: u16 = 2047;
 /// Pair-distance histogram (the other stage-1 code): distance × direction difference.
 const DIST_BINS: usize = 10;
 const DIST_STEP: f32 = 20.0;
@@ -56,14 +73,52 @@ const PAIR_ANGLE: f32 = 0.45;
 const EDGE_DIST: f32 = 8.0;
 const EDGE_ANGLE: f32 = 0.35;
 
-#[derive(Clone, Copy, Debug)]
+/// Index of a finger position in the per-position arrays, if the gallery keeps it.
+fn slot(position: u8) -> Option<usize> {
+    (1..=POSITIONS as u8)
+        .contains(&position)
+        .then(|| position as usize - 1)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Point {
     x: f32,
     y: f32,
     a: f32,
 }
 
-#[derive(Clone, Copy, Debug)]
+/// A minutia as the matcher sees it. Directions are taken modulo 360°.
+fn point(x: u16, y: u16, angle_deg: u16) -> Point {
+    Point {
+        x: x as f32,
+        y: y as f32,
+        a: ((angle_deg % 360) as f32).to_radians(),
+    }
+}
+
+fn points(f: &FingerTemplate) -> Vec<Point> {
+    f.minutiae
+        .iter()
+        .map(|m| point(m.x, m.y, m.angle_deg))
+        .collect()
+}
+
+/// A gallery minutia in 32 bits: x and y (11 bits each, up to [`MAX_COORD`]) and the
+/// direction in whole degrees (10 bits). Type and quality are not used by the matcher.
+fn pack(m: &Minutia) -> u32 {
+    debug_assert!(m.x <= MAX_COORD && m.y <= MAX_COORD);
+    m.x as u32 | (m.y as u32) << 11 | ((m.angle_deg % 360) as u32) << 22
+}
+
+fn unpack(p: u32) -> Point {
+    point(
+        (p & 0x7FF) as u16,
+        (p >> 11 & 0x7FF) as u16,
+        (p >> 22) as u16,
+    )
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Edge {
     from: u16,
     len: f32,
@@ -73,24 +128,19 @@ struct Edge {
     beta: f32,
 }
 
-/// A finger prepared for matching.
-#[derive(Clone, Debug)]
+/// A finger prepared for pairing (stage 2).
+#[derive(Clone, Debug, PartialEq)]
 struct Prepared {
-    position: u8,
     points: Vec<Point>,
     /// Sorted by length.
     edges: Vec<Edge>,
-    /// Quantised edge words, sorted and deduplicated (the gallery side of stage 1).
-    words: Vec<u16>,
-    /// Normalised pair-distance histogram (stage 1's second code).
-    hist: [f32; HIST],
 }
 
 /// Probe side of stage 1: every word each probe edge could quantise to under jitter (its own
 /// bin and the nearest neighbouring bin in each dimension), as a bitset.
 struct ProbeWords {
     bits: Vec<[u64; WORD_BLOCKS]>,
-    positions: Vec<u8>,
+    slots: Vec<usize>,
 }
 
 fn word_bins(len: f32, alpha: f32, beta: f32) -> Option<([usize; 2], [usize; 2], [usize; 2])> {
@@ -129,9 +179,9 @@ fn word(l: usize, a: usize, b: usize) -> usize {
     (l * WORD_ANGLE_BINS + a) * WORD_ANGLE_BINS + b
 }
 
-fn probe_words(probe: &[Prepared]) -> ProbeWords {
+fn probe_words(probe: &[(usize, Prepared)]) -> ProbeWords {
     let mut bits = Vec::with_capacity(probe.len());
-    for f in probe {
+    for (_, f) in probe {
         let mut set = [0u64; WORD_BLOCKS];
         for e in &f.edges {
             if let Some((ls, as_, bs)) = word_bins(e.len, e.alpha, e.beta) {
@@ -149,7 +199,7 @@ fn probe_words(probe: &[Prepared]) -> ProbeWords {
     }
     ProbeWords {
         bits,
-        positions: probe.iter().map(|f| f.position).collect(),
+        slots: probe.iter().map(|(s, _)| *s).collect(),
     }
 }
 
@@ -170,70 +220,113 @@ fn angdiff(a: f32, b: f32) -> f32 {
     d.min(TAU - d)
 }
 
-/// Dot product with eight independent accumulators, so the compiler can keep them in one
-/// SIMD register (a single running float sum must be added in order and does not vectorise).
-#[inline]
-fn dot(x: &[f32; HIST], y: &[f32; HIST]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    for (cx, cy) in x.chunks_exact(8).zip(y.chunks_exact(8)) {
-        for k in 0..8 {
-            acc[k] += cx[k] * cy[k];
-        }
-    }
-    let tail: f32 = x
-        .chunks_exact(8)
-        .remainder()
-        .iter()
-        .zip(y.chunks_exact(8).remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    acc.iter().sum::<f32>() + tail
+/// Histogram codes are kept as bytes: each bin of the unit-length histogram × [`HIST_SCALE`],
+/// rounded — a quarter of the memory and of the bytes a scan reads, for a cosine within 0.04
+/// of the float one (each rounding error is at most ½, over 80 bins).
+type Code = [u8; HIST];
+/// By Cauchy–Schwarz two codes' dot product is at most (250 + ½·√80)² = 64,755, so a
+/// tenprint's histogram score (ten fingers) is an exact integer in u32 and in f32.
+const HIST_SCALE: f32 = 250.0;
+
+fn quantise(h: &[f32; HIST]) -> Code {
+    h.map(|v| (v * HIST_SCALE).round().clamp(0.0, 255.0) as u8)
 }
 
-fn prepare(f: &FingerTemplate) -> Prepared {
-    let points: Vec<Point> = f
-        .minutiae
-        .iter()
-        .map(|m| Point {
-            x: m.x as f32,
-            y: m.y as f32,
-            a: (m.angle_deg as f32).to_radians(),
-        })
-        .collect();
-    let mut hist = [0f32; HIST];
+/// `x.rem_euclid(2π)` for x in (−2·2π, 2·2π) — every relative direction here (directions are
+/// in [0, 2π), `atan2` in [−π, π]) — without the floating-point remainder call: within that
+/// range the remainder is x, x − 2π or −(−x − 2π), each exact (Sterbenz), so the result is the
+/// same to the bit (a property test checks it).
+#[inline]
+fn rem_tau(x: f32) -> f32 {
+    const TAU: f32 = 2.0 * PI;
+    debug_assert!(x.abs() < 2.0 * TAU);
+    let r = if x >= TAU {
+        x - TAU
+    } else if x <= -TAU {
+        -((-x) - TAU)
+    } else {
+        x
+    };
+    if r < 0.0 { r + TAU } else { r }
+}
+
+/// Edges from every minutia to its three nearest neighbours, sorted by length.
+fn prepare(points: Vec<Point>) -> Prepared {
     let mut edges = Vec::with_capacity(points.len() * NEIGHBOURS);
+    // Square distances from the current point, written only for points that get a root
+    // (on the stack for any finger the gateway accepts).
+    let mut stack = [0f32; 256];
+    let mut heap = Vec::new();
+    let squares: &mut [f32] = if points.len() <= stack.len() {
+        &mut stack[..points.len()]
+    } else {
+        heap.resize(points.len(), 0f32);
+        &mut heap
+    };
     for (i, p) in points.iter().enumerate() {
-        let mut near: Vec<(f32, usize)> = Vec::with_capacity(points.len());
+        // The nearest three, nearest first, ties to the lower index: what a stable sort of
+        // all distances would give, without building and sorting them.
+        let mut near = [(0f32, 0usize); NEIGHBOURS];
+        let mut found = 0;
+        // The third nearest's square distance, once there are three: its root is the third
+        // nearest's distance, so a larger square cannot have a root strictly below it.
+        let mut near2 = f32::INFINITY;
         for (j, q) in points.iter().enumerate() {
             if i == j {
                 continue;
             }
-            let d = ((p.x - q.x).powi(2) + (p.y - q.y).powi(2)).sqrt();
-            near.push((d, j));
-            if j > i {
-                let bin = (d / DIST_STEP) as usize;
-                if bin < DIST_BINS {
-                    let da = angdiff(p.a, q.a);
-                    let abin =
-                        ((da / PI) * ANGLE_BINS as f32).min(ANGLE_BINS as f32 - 1.0) as usize;
-                    hist[bin * ANGLE_BINS + abin] += 1.0;
-                }
+            let d2 = (p.x - q.x).powi(2) + (p.y - q.y).powi(2);
+            // Square root is monotone, so most points are settled without one.
+            if found == NEIGHBOURS && d2 > near2 {
+                continue;
+            }
+            squares[j] = d2;
+            let d = d2.sqrt();
+            let mut k = if found < NEIGHBOURS {
+                found += 1;
+                found - 1
+            } else if d < near[NEIGHBOURS - 1].0 {
+                NEIGHBOURS - 1
+            } else {
+                continue;
+            };
+            near[k] = (d, j);
+            while k > 0 && near[k - 1].0 > d {
+                near.swap(k - 1, k);
+                k -= 1;
+            }
+            if found == NEIGHBOURS {
+                near2 = squares[near[NEIGHBOURS - 1].1];
             }
         }
-        near.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for &(d, j) in near.iter().take(NEIGHBOURS) {
+        for &(d, j) in &near[..found] {
             let q = points[j];
             let dir = (q.y - p.y).atan2(q.x - p.x);
             edges.push(Edge {
                 from: i as u16,
                 len: d,
-                alpha: (dir - p.a).rem_euclid(2.0 * PI),
-                beta: (q.a - p.a).rem_euclid(2.0 * PI),
+                alpha: rem_tau(dir - p.a),
+                beta: rem_tau(q.a - p.a),
             });
         }
     }
-    edges.sort_by(|a, b| a.len.total_cmp(&b.len));
-    let mut words: Vec<u16> = edges
+    // Sorted by length, ties in the order found (a stable sort): lengths are non-negative
+    // roots, ordered as their bit patterns, so (bits, index) keys sort the same way with a
+    // cheap unstable integer sort.
+    let mut keys: Vec<u64> = edges
+        .iter()
+        .enumerate()
+        .map(|(k, e)| (e.len.to_bits() as u64) << 32 | k as u64)
+        .collect();
+    keys.sort_unstable();
+    let edges = keys.iter().map(|k| edges[*k as u32 as usize]).collect();
+    Prepared { points, edges }
+}
+
+/// A finger's edge words (the gallery side of stage 1), sorted and deduplicated.
+fn words(f: &Prepared) -> Vec<u16> {
+    let mut words: Vec<u16> = f
+        .edges
         .iter()
         .filter_map(|e| {
             word_bins(e.len, e.alpha, e.beta).map(|(l, a, b)| word(l[0], a[0], b[0]) as u16)
@@ -241,17 +334,28 @@ fn prepare(f: &FingerTemplate) -> Prepared {
         .collect();
     words.sort_unstable();
     words.dedup();
+    words
+}
+
+/// Normalised pair-distance histogram (stage 1's second code).
+fn histogram(points: &[Point]) -> [f32; HIST] {
+    let mut hist = [0f32; HIST];
+    for (i, p) in points.iter().enumerate() {
+        for q in &points[i + 1..] {
+            let d = ((p.x - q.x).powi(2) + (p.y - q.y).powi(2)).sqrt();
+            let bin = (d / DIST_STEP) as usize;
+            if bin < DIST_BINS {
+                let da = angdiff(p.a, q.a);
+                let abin = ((da / PI) * ANGLE_BINS as f32).min(ANGLE_BINS as f32 - 1.0) as usize;
+                hist[bin * ANGLE_BINS + abin] += 1.0;
+            }
+        }
+    }
     let norm = hist.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
     for v in &mut hist {
         *v /= norm;
     }
-    Prepared {
-        position: f.position,
-        points,
-        edges,
-        words,
-        hist,
-    }
+    hist
 }
 
 /// A rigid transform: rotate by `r` about the origin, then translate.
@@ -285,23 +389,83 @@ impl Align {
     }
 }
 
-fn close(p: Point, q: Point) -> bool {
-    (p.x - q.x).powi(2) + (p.y - q.y).powi(2) <= PAIR_DIST * PAIR_DIST
-        && angdiff(p.a, q.a) <= PAIR_ANGLE
+/// [`angdiff`] without branches, for differences within (−2·2π, 2·2π) — every one the
+/// pairing stage takes: directions are in [0, 2π) and an alignment turns by less than 2π.
+/// Each step is the one `angdiff` and `rem_euclid` take for such a difference (a remainder by
+/// 2π of a value in [2π, 4π) is the exact subtraction), so the result is the same to the bit
+/// (a property test checks it); the loops that use it compile to SIMD.
+#[inline(always)]
+fn angdiff_near(a: f32, b: f32) -> f32 {
+    const TAU: f32 = 2.0 * PI;
+    let mut d = a - b;
+    d = if d < 0.0 { d + TAU } else { d };
+    d = if d < 0.0 { d + TAU } else { d };
+    d = if d >= TAU { d - TAU } else { d };
+    d.min(TAU - d)
 }
 
-/// Minutiae of `a` paired with `b` under `t`, greedily, one-to-one.
-fn paired(a: &Prepared, b: &Prepared, t: &Align) -> usize {
+/// Minutiae as separate coordinate arrays, so the loops over them vectorise.
+struct Columns {
+    x: Vec<f32>,
+    y: Vec<f32>,
+    a: Vec<f32>,
+}
+
+impl Columns {
+    fn with_capacity(n: usize) -> Columns {
+        Columns {
+            x: Vec::with_capacity(n),
+            y: Vec::with_capacity(n),
+            a: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, p: Point) {
+        self.x.push(p.x);
+        self.y.push(p.y);
+        self.a.push(p.a);
+    }
+}
+
+/// How many of the points `from` land within the pairing tolerances of the points `to`
+/// (pairwise, same index) under `t`: [`Align::apply`] and the pairing test, written out
+/// with the same operations in the same order.
+fn agreeing(t: &Align, from: &Columns, to: &Columns) -> usize {
+    let mut votes = 0u32;
+    for k in 0..from.x.len().min(to.x.len()) {
+        let (x, y) = (from.x[k], from.y[k]);
+        let px = t.c * x - t.s * y + t.tx;
+        let py = t.s * x + t.c * y + t.ty;
+        let pa = from.a[k] + t.r;
+        let (dx, dy) = (px - to.x[k], py - to.y[k]);
+        let near = dx * dx + dy * dy <= PAIR_DIST * PAIR_DIST;
+        let turned = angdiff_near(pa, to.a[k]) <= PAIR_ANGLE;
+        votes += (near & turned) as u32;
+    }
+    votes as usize
+}
+
+/// Minutiae of `a` paired with `b` under `t`, greedily, one-to-one: each probe minutia in
+/// turn takes the nearest free gallery minutia within the tolerances (the first, on a tie).
+fn paired(a: &Prepared, b: &Columns, t: &Align) -> usize {
     let mut used = [false; 512];
+    let mut dist = vec![f32::INFINITY; b.x.len()];
     let mut n = 0;
     for p in &a.points {
         let p = t.apply(*p);
+        // Square distance to every gallery minutia, infinite where out of tolerance:
+        // branch-free, so it vectorises.
+        for (j, d) in dist.iter_mut().enumerate() {
+            let (dx, dy) = (p.x - b.x[j], p.y - b.y[j]);
+            let d2 = dx * dx + dy * dy;
+            let ok = d2 <= PAIR_DIST * PAIR_DIST && angdiff_near(p.a, b.a[j]) <= PAIR_ANGLE;
+            *d = if ok { d2 } else { f32::INFINITY };
+        }
         let mut best: Option<(f32, usize)> = None;
-        for (j, q) in b.points.iter().enumerate() {
-            if j < used.len() && used[j] || !close(p, *q) {
+        for (j, &d) in dist.iter().enumerate() {
+            if d == f32::INFINITY || j < used.len() && used[j] {
                 continue;
             }
-            let d = (p.x - q.x).powi(2) + (p.y - q.y).powi(2);
             if best.is_none_or(|(bd, _)| d < bd) {
                 best = Some((d, j));
             }
@@ -321,166 +485,433 @@ fn compare(a: &Prepared, b: &Prepared) -> f32 {
     if a.points.is_empty() || b.points.is_empty() {
         return 0.0;
     }
-    // Matched edge pairs → candidate alignments.
-    let mut proposals: Vec<(Align, usize, usize)> = Vec::new();
+    // Matched edge pairs (probe minutia, gallery minutia) → candidate alignments. Both edge
+    // lists are sorted by length, so the window of gallery edges within EDGE_DIST of a probe
+    // edge only moves forward; within it, both direction tests run branch-free over the
+    // whole window (it vectorises), then the matches are taken in order as before.
+    let alpha: Vec<f32> = b.edges.iter().map(|e| e.alpha).collect();
+    let beta: Vec<f32> = b.edges.iter().map(|e| e.beta).collect();
+    let mut ok = vec![false; b.edges.len()];
+    let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(512);
+    let (mut lo, mut hi) = (0, 0);
     for ea in &a.edges {
-        let lo = b.edges.partition_point(|e| e.len < ea.len - EDGE_DIST);
-        for eb in &b.edges[lo..] {
-            if eb.len > ea.len + EDGE_DIST {
+        while lo < b.edges.len() && b.edges[lo].len < ea.len - EDGE_DIST {
+            lo += 1;
+        }
+        hi = hi.max(lo);
+        while hi < b.edges.len() && b.edges[hi].len <= ea.len + EDGE_DIST {
+            hi += 1;
+        }
+        for ((ok, &al), &be) in ok[lo..hi].iter_mut().zip(&alpha[lo..hi]).zip(&beta[lo..hi]) {
+            *ok = (angdiff_near(ea.alpha, al) <= EDGE_ANGLE)
+                & (angdiff_near(ea.beta, be) <= EDGE_ANGLE);
+        }
+        for (eb, _) in b.edges[lo..hi]
+            .iter()
+            .zip(&ok[lo..hi])
+            .filter(|(_, ok)| **ok)
+        {
+            pairs.push((ea.from as usize, eb.from as usize));
+            // (Only this probe edge's loop stops here: later probe edges each add their
+            // first match — the rule the scores were calibrated with.)
+            if pairs.len() >= 256 {
                 break;
             }
-            if angdiff(ea.alpha, eb.alpha) <= EDGE_ANGLE && angdiff(ea.beta, eb.beta) <= EDGE_ANGLE
-            {
-                let (i, j) = (ea.from as usize, eb.from as usize);
-                proposals.push((Align::from_pair(a.points[i], b.points[j]), i, j));
-                if proposals.len() >= 256 {
-                    break;
-                }
-            }
         }
     }
-    if proposals.is_empty() {
+    if pairs.is_empty() {
         return 0.0;
     }
-    // The alignment most other proposals agree with (their minutiae land together).
-    let mut best = (0usize, 0usize);
-    for (k, (t, _, _)) in proposals.iter().enumerate().take(32) {
-        let votes = proposals
-            .iter()
-            .filter(|(_, i, j)| close(t.apply(a.points[*i]), b.points[*j]))
-            .count();
-        if votes > best.0 {
-            best = (votes, k);
+    // The alignment most other pairs agree with (their minutiae land together), among the
+    // alignments of the first 32 pairs: only those are ever applied, so only those are
+    // computed.
+    let (mut from, mut to) = (
+        Columns::with_capacity(pairs.len()),
+        Columns::with_capacity(pairs.len()),
+    );
+    for &(i, j) in &pairs {
+        from.push(a.points[i]);
+        to.push(b.points[j]);
+    }
+    let mut best: Option<(usize, Align)> = None;
+    for &(i, j) in pairs.iter().take(32) {
+        let t = Align::from_pair(a.points[i], b.points[j]);
+        let votes = agreeing(&t, &from, &to);
+        if votes > best.map_or(0, |(v, _)| v) {
+            best = Some((votes, t));
         }
     }
-    let m = paired(a, b, &proposals[best.1].0) as f32;
+    // With no alignment agreeing with any pair (not even its own), the first one pairs.
+    let t = best.map_or_else(
+        || Align::from_pair(a.points[pairs[0].0], b.points[pairs[0].1]),
+        |(_, t)| t,
+    );
+    let mut gallery = Columns::with_capacity(b.points.len());
+    for p in &b.points {
+        gallery.push(*p);
+    }
+    let m = paired(a, &gallery, &t) as f32;
     (m * m) / (a.points.len() as f32 * b.points.len() as f32)
 }
 
 /// 1:1 similarity of two finger templates (0..=1), for calibration and tests.
 pub fn compare_fingers(a: &FingerTemplate, b: &FingerTemplate) -> f32 {
-    compare(&prepare(a), &prepare(b))
+    compare(&prepare(points(a)), &prepare(points(b)))
 }
 
-#[derive(Clone, Debug)]
-struct Entry {
-    subject: SubjectId,
-    fingers: Vec<Prepared>,
+/// The posting lists of one shard's index: `(slot, word)` → the entries (ascending) whose
+/// finger in that slot has the word.
+///
+/// Lists are delta-encoded as LEB128 varints (the gap to the previous entry is usually under
+/// 128, so one byte instead of four) in one contiguous array with an offset per key (a
+/// compressed-sparse-row layout: no allocation, header or spare capacity per list).
+/// Enrolments go to a small uncompressed tail first, folded into the array once it grows to a
+/// fraction of it (or by [`ExhaustiveMatcher::compact`]), so enrolling stays amortised O(1).
+#[derive(Default)]
+struct Postings {
+    /// `offsets[k]..offsets[k + 1]` are key `k`'s bytes in `bytes` (empty before the first
+    /// fold).
+    offsets: Vec<u32>,
+    bytes: Vec<u8>,
+    /// Entries covered by `bytes`: every entry below this index is there, none above.
+    folded: u32,
+    /// Later entries, per key, ascending.
+    tail: HashMap<u32, Vec<u32>, BuildHasherDefault<KeyHasher>>,
+    tail_len: usize,
 }
 
-/// One shard of the gallery: its entries and an inverted index of their edge words, so
-/// stage 1's word code touches only the entries that share a word with the probe instead of
-/// testing every word of every entry.
+/// Hashes index keys (small integers chosen by us, not by a client: no flooding to resist)
+/// with one multiplication instead of SipHash, which was most of an enrolment's index cost.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(x as u64);
+    }
+    fn write_u64(&mut self, x: u64) {
+        let h = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+/// Keys of the index: one word space per slot.
+const KEYS: usize = POSITIONS * WORDS;
+
+fn key(slot: usize, word: u16) -> u32 {
+    (slot * WORDS) as u32 + word as u32
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+impl Postings {
+    fn push(&mut self, key: u32, entry: u32) {
+        self.tail.entry(key).or_default().push(entry);
+        self.tail_len += 1;
+    }
+
+    /// Folds the tail into the array when it has grown to a quarter of it (at least 64k
+    /// postings), so each posting is re-encoded a bounded number of times.
+    fn maybe_fold(&mut self, entries: u32) {
+        if self.tail_len >= (self.bytes.len() / 4).max(1 << 16) {
+            self.fold(entries);
+        }
+    }
+
+    /// Moves every tail posting into the array; `entries` is the shard's entry count.
+    fn fold(&mut self, entries: u32) {
+        if self.tail_len == 0 {
+            self.folded = entries;
+            return;
+        }
+        let mut offsets = Vec::with_capacity(KEYS + 1);
+        let mut bytes = Vec::with_capacity(self.bytes.len() + self.tail_len * 2);
+        offsets.push(0u32);
+        for k in 0..KEYS {
+            let mut last = None;
+            if !self.offsets.is_empty() {
+                let old = &self.bytes[self.offsets[k] as usize..self.offsets[k + 1] as usize];
+                bytes.extend_from_slice(old);
+                decode(old, |e| last = Some(e as u32));
+            }
+            if let Some(list) = self.tail.get(&(k as u32)) {
+                for &e in list {
+                    put_varint(&mut bytes, e - last.map_or(0, |l| l + 1));
+                    last = Some(e);
+                }
+            }
+            offsets.push(u32::try_from(bytes.len()).expect("a shard's index under 4 GiB"));
+        }
+        bytes.shrink_to_fit();
+        self.offsets = offsets;
+        self.bytes = bytes;
+        self.tail = HashMap::default();
+        self.tail_len = 0;
+        self.folded = entries;
+    }
+
+    /// Calls `f` with every entry listed under `key`, ascending.
+    #[inline]
+    fn for_each(&self, key: u32, mut f: impl FnMut(usize)) {
+        let k = key as usize;
+        if k + 1 < self.offsets.len() {
+            let (lo, hi) = (self.offsets[k] as usize, self.offsets[k + 1] as usize);
+            decode(&self.bytes[lo..hi], &mut f);
+        }
+        if self.tail_len == 0 {
+            return;
+        }
+        if let Some(list) = self.tail.get(&key) {
+            for &e in list {
+                f(e as usize);
+            }
+        }
+    }
+}
+
+/// Decodes one delta-encoded list (see [`Postings`]).
+#[inline]
+fn decode(bytes: &[u8], mut f: impl FnMut(usize)) {
+    let mut next = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        let mut v = 0usize;
+        let mut shift = 0;
+        loop {
+            let b = bytes[i];
+            i += 1;
+            v |= ((b & 0x7F) as usize) << shift;
+            if b < 0x80 {
+                break;
+            }
+            shift += 7;
+        }
+        let e = next + v;
+        f(e);
+        next = e + 1;
+    }
+}
+
+/// One shard of the gallery, entry-indexed flat arrays (see the module comment).
 #[derive(Default)]
 struct Shard {
-    entries: Vec<Entry>,
-    /// `(finger position, word)` → the entries (ascending) whose finger at that position —
-    /// the first one, as [`shortlist_score`] finds it — has the word.
-    postings: HashMap<u32, Vec<u32>>,
+    subjects: Vec<SubjectId>,
+    /// Per entry: where its minutiae start in `minutiae`; its fingers follow slot by slot.
+    starts: Vec<u32>,
+    /// Per entry and slot: minutiae of that finger (0: no finger there).
+    counts: Vec<[u16; POSITIONS]>,
+    minutiae: Vec<u32>,
+    /// Per entry and slot: how many distinct edge words the finger has.
+    word_counts: Vec<[u16; POSITIONS]>,
+    /// Per entry and slot: the histogram code (zero where there is no finger).
+    hists: Vec<[Code; POSITIONS]>,
+    postings: Postings,
 }
 
-fn posting_key(position: u8, word: u16) -> u32 {
-    position as u32 * WORDS as u32 + word as u32
+/// What enrolment keeps of one finger: its minutiae, words and histogram.
+struct Enrolled {
+    minutiae: Vec<u32>,
+    words: Vec<u16>,
+    hist: Code,
+}
+
+/// The fingers of a gallery print by slot: the first finger listed at each position 1..=10.
+fn enrolled_fingers(print: &Tenprint) -> Result<[Option<Enrolled>; POSITIONS], MatchError> {
+    let mut out: [Option<Enrolled>; POSITIONS] = Default::default();
+    for (i, f) in print.fingers.iter().enumerate() {
+        let Some(s) = slot(f.position) else { continue };
+        if out[s].is_some() {
+            continue;
+        }
+        if f.minutiae.len() > u16::MAX as usize {
+            return Err(MatchError::Unsupported(format!(
+                "fingers[{i}].minutiae: {} exceeds the limit of {}",
+                f.minutiae.len(),
+                u16::MAX
+            )));
+        }
+        if let Some((k, m)) = f
+            .minutiae
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.x > MAX_COORD || m.y > MAX_COORD)
+        {
+            return Err(MatchError::Unsupported(format!(
+                "fingers[{i}].minutiae[{k}]: ({}, {}) is outside the matcher's {MAX_COORD} px",
+                m.x, m.y
+            )));
+        }
+        let minutiae: Vec<u32> = f.minutiae.iter().map(pack).collect();
+        let prepared = prepare(minutiae.iter().map(|p| unpack(*p)).collect());
+        out[s] = Some(Enrolled {
+            words: words(&prepared),
+            hist: quantise(&histogram(&prepared.points)),
+            minutiae,
+        });
+    }
+    Ok(out)
+}
+
+/// What enrolment keeps of a print, or why it refuses it.
+fn admissible(print: &Tenprint) -> Result<[Option<Enrolled>; POSITIONS], MatchError> {
+    let fingers = enrolled_fingers(print)?;
+    if fingers
+        .iter()
+        .all(|f| f.as_ref().is_none_or(|f| f.minutiae.is_empty()))
+    {
+        return Err(MatchError::EmptyProbe);
+    }
+    Ok(fingers)
 }
 
 impl Shard {
-    fn push(&mut self, entry: Entry) {
-        let idx = self.entries.len() as u32;
-        let mut seen = [false; 256];
-        for f in &entry.fingers {
-            if std::mem::replace(&mut seen[f.position as usize], true) {
-                continue; // a repeated position: stage 1 only ever looks at the first
-            }
-            for w in &f.words {
-                self.postings
-                    .entry(posting_key(f.position, *w))
-                    .or_default()
-                    .push(idx);
+    fn push(&mut self, subject: SubjectId, fingers: [Option<Enrolled>; POSITIONS]) {
+        let idx = self.subjects.len() as u32;
+        self.subjects.push(subject);
+        self.starts
+            .push(u32::try_from(self.minutiae.len()).expect("a shard under 4G minutiae"));
+        let (mut counts, mut word_counts) = ([0u16; POSITIONS], [0u16; POSITIONS]);
+        let mut hists = [[0u8; HIST]; POSITIONS];
+        for (s, f) in fingers.into_iter().enumerate() {
+            let Some(f) = f else { continue };
+            counts[s] = f.minutiae.len() as u16;
+            word_counts[s] = f.words.len() as u16;
+            hists[s] = f.hist;
+            self.minutiae.extend_from_slice(&f.minutiae);
+            for w in f.words {
+                self.postings.push(key(s, w), idx);
             }
         }
-        self.entries.push(entry);
+        self.counts.push(counts);
+        self.word_counts.push(word_counts);
+        self.hists.push(hists);
+        self.postings.maybe_fold(idx + 1);
+    }
+
+    fn len(&self) -> usize {
+        self.subjects.len()
+    }
+
+    /// Entry `e`'s finger in slot `s`, prepared for pairing (empty if it has none).
+    fn finger(&self, e: usize, s: usize) -> Prepared {
+        let start = self.starts[e] as usize
+            + self.counts[e][..s]
+                .iter()
+                .map(|c| *c as usize)
+                .sum::<usize>();
+        let n = self.counts[e][s] as usize;
+        prepare(
+            self.minutiae[start..start + n]
+                .iter()
+                .map(|p| unpack(*p))
+                .collect(),
+        )
     }
 
     /// [`shortlist_score`] of every entry, through the index: per entry and probe finger,
     /// the count of the gallery finger's words present in the probe's set, then the same
     /// normalised sum in the same order — the same value as the scan.
     fn word_scores(&self, probe: &ProbeWords) -> Vec<f32> {
-        let (n, len) = (probe.positions.len(), self.entries.len());
-        // One row of counts per probe finger, entry-indexed.
-        let mut counts = vec![0u16; len * n];
-        for (row, (bits, pos)) in counts
-            .chunks_exact_mut(len.max(1))
-            .zip(probe.bits.iter().zip(&probe.positions))
-        {
+        let len = self.len();
+        let mut scores = vec![0f32; len];
+        let mut row = vec![0u16; len];
+        for (bits, &s) in probe.bits.iter().zip(&probe.slots) {
+            row.fill(0);
             for (block, &b) in bits.iter().enumerate() {
                 let mut b = b;
                 while b != 0 {
                     let w = block * 64 + b.trailing_zeros() as usize;
                     b &= b - 1;
-                    if let Some(list) = self.postings.get(&posting_key(*pos, w as u16)) {
-                        for &e in list {
-                            row[e as usize] += 1;
+                    self.postings.for_each(key(s, w as u16), |e| row[e] += 1);
+                }
+            }
+            // An entry without this finger has no words and a count of 0: it adds 0.
+            for ((score, &count), wc) in scores.iter_mut().zip(&row).zip(&self.word_counts) {
+                *score += count as f32 / (wc[s].max(1) as f32).sqrt();
+            }
+        }
+        scores
+    }
+
+    /// Stage 1's second code for every entry: the dot products of the histogram codes (a
+    /// cosine similarity, scaled), summed over the probe's fingers; an entry without the
+    /// finger has a zero code and adds 0.
+    fn histogram_scores(&self, probe: &[(usize, Code)]) -> Vec<u32> {
+        self.hists
+            .iter()
+            .map(|h| {
+                // 32-bit lanes over all fingers, one horizontal sum per entry: the same
+                // integer total as the per-finger dot products (nothing wraps: at most
+                // 10 × 80 × 255²).
+                let mut acc = [0u32; 16];
+                for (s, p) in probe {
+                    for (cx, cy) in p.chunks_exact(16).zip(h[*s].chunks_exact(16)) {
+                        for k in 0..16 {
+                            acc[k] += cx[k] as u32 * cy[k] as u32;
                         }
                     }
                 }
-            }
-        }
-        self.entries
-            .iter()
-            .enumerate()
-            .map(|(e, entry)| {
-                let mut s = 0.0;
-                for (i, pos) in probe.positions.iter().enumerate() {
-                    if let Some(g) = entry.fingers.iter().find(|g| g.position == *pos) {
-                        s += counts[i * len + e] as f32 / (g.words.len().max(1) as f32).sqrt();
-                    }
-                }
-                s
+                acc.iter().sum()
             })
             .collect()
     }
 }
 
-/// Stage 1: gallery edge words found among the probe's (jitter-expanded) words, normalised
-/// by the gallery finger's word count, summed over common fingers. (The scan form; searches
-/// use [`Shard::word_scores`], which gives the same values through the index.)
-#[cfg_attr(not(test), allow(dead_code))]
-fn shortlist_score(probe: &ProbeWords, e: &Entry) -> f32 {
-    let mut s = 0.0;
-    for (bits, pos) in probe.bits.iter().zip(&probe.positions) {
-        if let Some(g) = e.fingers.iter().find(|g| g.position == *pos) {
-            let common = g
-                .words
-                .iter()
-                .filter(|w| bits[**w as usize / 64] & (1 << (**w as usize % 64)) != 0)
-                .count();
-            s += common as f32 / (g.words.len().max(1) as f32).sqrt();
-        }
-    }
-    s
+/// A probe prepared for both stages: its fingers (with a slot) and their stage-1 codes.
+struct ProbeCodes {
+    fingers: Vec<(usize, Prepared)>,
+    words: ProbeWords,
+    hists: Vec<(usize, Code)>,
 }
 
-/// Stage 1's second code: cosine similarity of pair-distance histograms, summed.
-fn histogram_score(probe: &[Prepared], e: &Entry) -> f32 {
-    let mut s = 0.0;
-    for p in probe {
-        if let Some(g) = e.fingers.iter().find(|g| g.position == p.position) {
-            s += dot(&p.hist, &g.hist);
+impl ProbeCodes {
+    fn new(probe: &Tenprint) -> Result<ProbeCodes, MatchError> {
+        let fingers: Vec<(usize, Prepared)> = probe
+            .fingers
+            .iter()
+            .filter(|f| !f.minutiae.is_empty())
+            .filter_map(|f| Some((slot(f.position)?, prepare(points(f)))))
+            .collect();
+        if fingers.is_empty() {
+            return Err(MatchError::EmptyProbe);
         }
-    }
-    s
-}
-
-fn full_score(probe: &[Prepared], e: &Entry) -> f32 {
-    probe
-        .iter()
-        .filter_map(|p| {
-            e.fingers
+        Ok(ProbeCodes {
+            words: probe_words(&fingers),
+            hists: fingers
                 .iter()
-                .find(|g| g.position == p.position)
-                .map(|g| compare(p, g))
+                .map(|(s, f)| (*s, quantise(&histogram(&f.points))))
+                .collect(),
+            fingers,
         })
-        .sum()
+    }
+}
+
+impl Shard {
+    /// Stage 1's two scores for every entry: the word score and the histogram score (exact
+    /// in f32: at most ten fingers × 65,535).
+    fn stage1(&self, codes: &ProbeCodes) -> [Vec<f32>; 2] {
+        [
+            self.word_scores(&codes.words),
+            self.histogram_scores(&codes.hists)
+                .into_iter()
+                .map(|x| x as f32)
+                .collect(),
+        ]
+    }
 }
 
 /// Keeps the `k` best by score (ties: lower subject id first, for determinism).
@@ -488,6 +919,37 @@ fn top_k(mut v: Vec<Candidate>, k: usize) -> Vec<Candidate> {
     v.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.subject.cmp(&b.subject)));
     v.truncate(k);
     v
+}
+
+/// The best `k` of `(shard, entry, score)` by score, ties to the lower (shard, entry): a
+/// linear-time selection under a strict total order, so the same set a full sort would give
+/// (sorting was a third of the search time at 10,000 identities). Taking the best `k` of each
+/// shard's best `k` gives the same set too.
+fn best_k(mut v: Vec<(usize, usize, f32)>, k: usize) -> Vec<(usize, usize, f32)> {
+    let cmp = |a: &(usize, usize, f32), b: &(usize, usize, f32)| {
+        b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1))
+    };
+    if v.len() > k {
+        v.select_nth_unstable_by(k - 1, cmp);
+        v.truncate(k);
+    }
+    v
+}
+
+/// The best `k` entries of one shard by score, best first, ties to the lower entry: the same
+/// set as [`best_k`] in one pass, without building a tuple per entry. Entries come in
+/// ascending order, so a newcomer tying the current k-th is worse than it and stays out.
+fn best_of_shard(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut top: Vec<(usize, f32)> = Vec::with_capacity(k + 1);
+    for (e, &x) in scores.iter().enumerate() {
+        if top.len() == k && top.last().is_none_or(|w| x.total_cmp(&w.1).is_le()) {
+            continue;
+        }
+        let at = top.partition_point(|t| t.1.total_cmp(&x).is_ge());
+        top.insert(at, (e, x));
+        top.truncate(k);
+    }
+    top
 }
 
 /// The exhaustive, sharded in-memory gallery.
@@ -511,91 +973,226 @@ impl ExhaustiveMatcher {
     pub fn threshold(&self) -> f32 {
         self.threshold
     }
+
+    /// Enrols the prints in order, exactly as [`Matcher::enroll`] one after another would
+    /// (same gallery, same errors), but prepares them on all cores and fills the shards in
+    /// parallel: the way to load a gallery. Stops at the first print refused and returns its
+    /// error; those before it stay enrolled. Call [`ExhaustiveMatcher::compact`] after a bulk
+    /// load.
+    pub fn enroll_many(&self, prints: &[(SubjectId, Tenprint)]) -> Result<(), MatchError> {
+        // Chunks bound the prepared fingers held at once.
+        for chunk in prints.chunks(1024) {
+            let prepared: Vec<_> = chunk.par_iter().map(|(_, t)| admissible(t)).collect();
+            let mut per_shard: Vec<Vec<_>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+            let mut refused = None;
+            {
+                let mut enrolled = self.enrolled.lock().expect("enrolled set");
+                for ((subject, _), fingers) in chunk.iter().zip(prepared) {
+                    match fingers {
+                        Err(e) => refused = Some(e),
+                        Ok(_) if !enrolled.insert(*subject) => {
+                            refused = Some(MatchError::AlreadyEnrolled(*subject))
+                        }
+                        Ok(f) => {
+                            per_shard[(*subject as usize) % self.shards.len()].push((*subject, f))
+                        }
+                    }
+                    if refused.is_some() {
+                        break;
+                    }
+                }
+            }
+            self.shards
+                .par_iter()
+                .zip(per_shard)
+                .for_each(|(shard, items)| {
+                    let mut shard = shard.write().expect("shard lock");
+                    for (subject, fingers) in items {
+                        shard.push(subject, fingers);
+                    }
+                });
+            if let Some(e) = refused {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds every shard's recent enrolments into its compressed index (see [`Postings`])
+    /// and gives back the arrays' spare capacity: after a bulk load, this gives the smallest
+    /// memory and the fastest searches. Searches give the same answers either way.
+    pub fn compact(&self) {
+        for s in &self.shards {
+            let mut s = s.write().expect("shard lock");
+            let n = s.len() as u32;
+            s.postings.fold(n);
+            s.subjects.shrink_to_fit();
+            s.starts.shrink_to_fit();
+            s.counts.shrink_to_fit();
+            s.minutiae.shrink_to_fit();
+            s.word_counts.shrink_to_fit();
+            s.hists.shrink_to_fit();
+        }
+    }
+}
+
+/// Where a gallery's memory goes: heap bytes (allocated capacity) by part, summed over shards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GalleryBytes {
+    /// Packed minutiae and the per-entry offsets and counts that locate them.
+    pub minutiae: usize,
+    /// Stage 1's histogram codes.
+    pub histograms: usize,
+    /// The word index: posting lists, their offsets, the uncompressed tail, and each
+    /// finger's word count.
+    pub index: usize,
+    /// Subject ids and the set of enrolled ids.
+    pub subjects: usize,
+}
+
+impl GalleryBytes {
+    pub fn total(&self) -> usize {
+        self.minutiae + self.histograms + self.index + self.subjects
+    }
+}
+
+fn vec_bytes<T>(v: &Vec<T>) -> usize {
+    v.capacity() * std::mem::size_of::<T>()
+}
+
+impl ExhaustiveMatcher {
+    /// Heap bytes held by the gallery, by part (allocator overhead and the process's other
+    /// memory not included: the benchmark reports resident memory beside it).
+    pub fn heap_bytes(&self) -> GalleryBytes {
+        let mut b = GalleryBytes {
+            subjects: self.enrolled.lock().expect("enrolled set").capacity()
+                * (std::mem::size_of::<SubjectId>() + 1),
+            ..GalleryBytes::default()
+        };
+        for s in &self.shards {
+            let s = s.read().expect("shard lock");
+            b.minutiae += vec_bytes(&s.minutiae) + vec_bytes(&s.starts) + vec_bytes(&s.counts);
+            b.histograms += vec_bytes(&s.hists);
+            let p = &s.postings;
+            b.index += vec_bytes(&s.word_counts)
+                + vec_bytes(&p.offsets)
+                + vec_bytes(&p.bytes)
+                + p.tail.capacity() * (std::mem::size_of::<(u32, Vec<u32>)>() + 1)
+                + p.tail.values().map(vec_bytes).sum::<usize>();
+            b.subjects += vec_bytes(&s.subjects);
+        }
+        b
+    }
+}
+
+impl ExhaustiveMatcher {
+    /// Where `subject` ranks (0 = first) among the whole gallery by each stage-1 code — word
+    /// score, histogram score — in the order the shortlist takes them; `None` if not enrolled.
+    /// The search finds a subject only if one of the two is below [`SHORTLIST`]: this is
+    /// how the benchmark measures the shortlist a gallery size needs.
+    pub fn shortlist_ranks(
+        &self,
+        probe: &Tenprint,
+        subject: SubjectId,
+    ) -> Result<Option<[usize; 2]>, MatchError> {
+        let codes = ProbeCodes::new(probe)?;
+        let shards: Vec<_> = self
+            .shards
+            .iter()
+            .map(|s| s.read().expect("shard lock"))
+            .collect();
+        let scores: Vec<[Vec<f32>; 2]> = shards.par_iter().map(|s| s.stage1(&codes)).collect();
+        let Some((si, ei)) = shards.iter().enumerate().find_map(|(si, s)| {
+            s.subjects
+                .iter()
+                .position(|x| *x == subject)
+                .map(|ei| (si, ei))
+        }) else {
+            return Ok(None);
+        };
+        let rank = |code: usize| {
+            let target = scores[si][code][ei];
+            scores
+                .iter()
+                .enumerate()
+                .map(|(sj, sc)| {
+                    sc[code]
+                        .iter()
+                        .enumerate()
+                        .filter(|(ej, x)| {
+                            x.total_cmp(&target).then((si, ei).cmp(&(sj, *ej))).is_gt()
+                        })
+                        .count()
+                })
+                .sum()
+        };
+        Ok(Some([rank(0), rank(1)]))
+    }
 }
 
 impl Matcher for ExhaustiveMatcher {
     fn enroll(&self, subject: SubjectId, print: &Tenprint) -> Result<(), MatchError> {
-        if print.fingers.iter().all(|f| f.minutiae.is_empty()) {
-            return Err(MatchError::EmptyProbe);
-        }
+        let fingers = admissible(print)?;
         if !self.enrolled.lock().expect("enrolled set").insert(subject) {
             return Err(MatchError::AlreadyEnrolled(subject));
         }
-        let entry = Entry {
-            subject,
-            fingers: print.fingers.iter().map(prepare).collect(),
-        };
         let shard = (subject as usize) % self.shards.len();
-        self.shards[shard].write().expect("shard lock").push(entry);
+        self.shards[shard]
+            .write()
+            .expect("shard lock")
+            .push(subject, fingers);
         Ok(())
     }
 
     fn search(&self, probe: &Tenprint, max_candidates: usize) -> Result<SearchResult, MatchError> {
-        let probe: Vec<Prepared> = probe
-            .fingers
-            .iter()
-            .filter(|f| !f.minutiae.is_empty())
-            .map(prepare)
-            .collect();
-        if probe.is_empty() {
-            return Err(MatchError::EmptyProbe);
-        }
-        let words = probe_words(&probe);
+        let codes = ProbeCodes::new(probe)?;
+        let probe = &codes.fingers;
         // Hold every shard's read lock for the whole search: one consistent gallery view.
         let shards: Vec<_> = self
             .shards
             .iter()
             .map(|s| s.read().expect("shard lock"))
             .collect();
-        // Stage 1 over every subject, per shard in parallel, merged into one shortlist.
         // Stage 1 over every subject with both codes, per shard in parallel; the shortlist is
         // the union of the best SHORTLIST by each (their misses are nearly independent).
-        type Scored = (usize, usize, f32, f32);
-        let all: Vec<Scored> = shards
+        let per_shard: Vec<_> = shards
             .par_iter()
             .enumerate()
-            .flat_map_iter(|(si, shard)| {
-                let word_scores = shard.word_scores(&words);
-                shard
-                    .entries
-                    .iter()
-                    .zip(word_scores)
-                    .enumerate()
-                    .map(|(ei, (e, ws))| (si, ei, ws, histogram_score(&probe, e)))
-                    .collect::<Vec<Scored>>()
+            .map(|(si, shard)| {
+                let by = |scores: Vec<f32>| {
+                    best_of_shard(&scores, SHORTLIST)
+                        .into_iter()
+                        .map(|(e, x)| (si, e, x))
+                        .collect::<Vec<_>>()
+                };
+                let [w, h] = shard.stage1(&codes);
+                (by(w), by(h))
             })
             .collect();
-        // The best SHORTLIST by a key: a linear-time selection under a strict total order
-        // (ties broken by position), so the same set a full sort would give, without sorting
-        // the whole gallery (sorting was a third of the search time at 10,000 identities).
-        let best_by = |key: fn(&Scored) -> f32| {
-            let cmp = |a: &&Scored, b: &&Scored| {
-                key(b)
-                    .total_cmp(&key(a))
-                    .then(a.0.cmp(&b.0))
-                    .then(a.1.cmp(&b.1))
-            };
-            let mut refs: Vec<&Scored> = all.iter().collect();
-            if refs.len() > SHORTLIST {
-                refs.select_nth_unstable_by(SHORTLIST - 1, cmp);
-                refs.truncate(SHORTLIST);
-            }
-            let mut v: Vec<(usize, usize)> = refs.into_iter().map(|s| (s.0, s.1)).collect();
-            v.sort_unstable();
-            v
-        };
-        let mut short = best_by(|s| s.2);
-        short.extend(best_by(|s| s.3));
+        let (by_words, by_hist): (Vec<_>, Vec<_>) = per_shard.into_iter().unzip();
+        let mut short: Vec<(usize, usize)> = [by_words, by_hist]
+            .into_iter()
+            .flat_map(|lists| best_k(lists.into_iter().flatten().collect(), SHORTLIST))
+            .map(|(s, e, _)| (s, e))
+            .collect();
         short.sort_unstable();
         short.dedup();
         // Stage 2 on the shortlist, in parallel.
         let scored: Vec<Candidate> = short
             .par_iter()
             .map(|&(si, ei)| {
-                let e = &shards[si].entries[ei];
+                let shard = &shards[si];
+                let mut gallery: [Option<Prepared>; POSITIONS] = Default::default();
+                let score = probe
+                    .iter()
+                    .map(|(s, p)| {
+                        let g = gallery[*s].get_or_insert_with(|| shard.finger(ei, *s));
+                        compare(p, g)
+                    })
+                    .fold(0.0, |a, b| a + b);
                 Candidate {
-                    subject: e.subject,
-                    score: full_score(&probe, e),
+                    subject: shard.subjects[ei],
+                    score,
                 }
             })
             .collect();
@@ -610,7 +1207,7 @@ impl Matcher for ExhaustiveMatcher {
     fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.read().expect("shard lock").entries.len())
+            .map(|s| s.read().expect("shard lock").len())
             .sum()
     }
 }
@@ -655,6 +1252,66 @@ mod tests {
             );
             let stranger = m.search(&probe(10_000 + i, 0), 3).unwrap();
             assert_eq!(stranger.hit, None, "false hit: {:?}", stranger.candidates);
+        }
+    }
+
+    #[test]
+    fn shortlist_ranks_place_the_mate_in_the_shortlist() {
+        let m = ExhaustiveMatcher::new(3);
+        for p in 1..=150 {
+            m.enroll(p, &enrol_capture(p)).unwrap();
+        }
+        for p in [3, 77, 150] {
+            let q = probe(p, 5);
+            let [w, h] = m.shortlist_ranks(&q, p).unwrap().unwrap();
+            assert!(w.min(h) < SHORTLIST, "ranks {w}, {h}");
+            assert_eq!(m.search(&q, 1).unwrap().hit.map(|c| c.subject), Some(p));
+        }
+        assert_eq!(m.shortlist_ranks(&probe(3, 5), 9_999).unwrap(), None);
+    }
+
+    #[test]
+    fn bulk_enrolment_is_sequential_enrolment() {
+        let (one, many) = (ExhaustiveMatcher::new(3), ExhaustiveMatcher::new(3));
+        let mut prints: Vec<(SubjectId, Tenprint)> =
+            (1..=120).map(|p| (p, enrol_capture(p))).collect();
+        prints.push((7, enrol_capture(8))); // a duplicate id: refused, in order
+        prints.push((500, enrol_capture(500)));
+        let mut first_error = None;
+        for (p, t) in &prints {
+            if let Err(e) = one.enroll(*p, t) {
+                first_error = Some(e);
+                break;
+            }
+        }
+        assert_eq!(many.enroll_many(&prints).err(), first_error);
+        assert_eq!(many.len(), 120);
+        for p in [1, 60, 119] {
+            let q = probe(p, 3);
+            assert_eq!(one.search(&q, 5).unwrap(), many.search(&q, 5).unwrap());
+            assert_eq!(
+                one.shortlist_ranks(&q, p).unwrap(),
+                many.shortlist_ranks(&q, p).unwrap()
+            );
+        }
+    }
+
+    proptest! {
+        /// The one-pass per-shard selection keeps the same set as the selection over all.
+        #[test]
+        fn one_pass_selection_is_the_selection(scores in proptest::collection::vec(0u8..20, 0..300), k in 1usize..40) {
+            let scores: Vec<f32> = scores.into_iter().map(|x| x as f32 / 4.0).collect();
+            let mut want: Vec<(usize, f32)> = best_k(
+                scores.iter().enumerate().map(|(e, x)| (0, e, *x)).collect(),
+                k,
+            )
+            .into_iter()
+            .map(|(_, e, x)| (e, x))
+            .collect();
+            want.sort_by_key(|w| w.0);
+            let mut got = best_of_shard(&scores, k);
+            got.sort_by_key(|g| g.0);
+            prop_assert_eq!(got, want);
         }
     }
 
@@ -712,16 +1369,20 @@ mod tests {
             prop_assert_eq!(one.search(&q, 5).unwrap(), many.search(&q, 5).unwrap());
         }
 
-        /// The inverted index gives every entry exactly the word score of the scan, whatever
-        /// fingers the probe and the gallery have (partial prints, a repeated position).
+        /// The inverted index gives every entry exactly the word score of a scan of the
+        /// print's own words, whatever fingers the probe and the gallery have (partial prints,
+        /// a repeated position), whether the postings are still in the uncompressed tail,
+        /// folded into the delta-encoded array, or split between the two.
         #[test]
         fn the_word_index_scores_exactly_as_the_scan(
             people in 5u64..40,
             who in 0u64..1000,
             keep in 1usize..=10,
             repeat in proptest::bool::ANY,
+            fold_at in 0u64..45,
         ) {
             let mut shard = Shard::default();
+            let mut prints = vec![];
             for p in 1..=people {
                 let mut t = enrol_capture(p);
                 if repeat && p % 3 == 0 {
@@ -730,19 +1391,317 @@ mod tests {
                     dup.minutiae.truncate(dup.minutiae.len() / 2);
                     t.fingers.push(dup);
                 }
-                shard.push(Entry {
-                    subject: p,
-                    fingers: t.fingers.iter().map(prepare).collect(),
-                });
+                shard.push(p, enrolled_fingers(&t).unwrap());
+                prints.push(t);
+                if p == fold_at {
+                    shard.postings.fold(shard.len() as u32);
+                }
             }
             let mut q = probe(1 + who % people, who);
             q.fingers.truncate(keep);
-            let prepared: Vec<Prepared> = q.fingers.iter().map(prepare).collect();
+            let prepared: Vec<(usize, Prepared)> = q
+                .fingers
+                .iter()
+                .map(|f| (slot(f.position).unwrap(), prepare(points(f))))
+                .collect();
             let words = probe_words(&prepared);
             let indexed = shard.word_scores(&words);
-            for (e, score) in shard.entries.iter().zip(indexed) {
-                prop_assert_eq!(score, shortlist_score(&words, e));
+            for (t, score) in prints.iter().zip(&indexed) {
+                prop_assert_eq!(*score, shortlist_score(&words, t));
+            }
+            shard.postings.fold(shard.len() as u32);
+            prop_assert_eq!(shard.word_scores(&words), indexed);
+        }
+
+        /// Stage 2 pairs exactly the finger enrolment saw: unpacking a gallery finger and
+        /// recomputing its edges gives the template's own points and edges.
+        #[test]
+        fn packed_gallery_fingers_prepare_as_the_template(p in 1u64..10_000, f in 0usize..10) {
+            let t = enrol_capture(p);
+            let mut shard = Shard::default();
+            shard.push(p, enrolled_fingers(&t).unwrap());
+            let finger = &t.fingers[f];
+            let s = slot(finger.position).unwrap();
+            prop_assert_eq!(shard.finger(0, s), prepare(points(finger)));
+        }
+
+        /// Delta-encoded posting lists give back exactly the entries pushed, in order.
+        #[test]
+        fn posting_lists_round_trip(gaps in proptest::collection::vec(0u32..100_000, 0..200), fold_after in 0usize..200) {
+            let mut postings = Postings::default();
+            let mut e = 0u32;
+            let mut want = vec![];
+            for (i, g) in gaps.iter().enumerate() {
+                e += g;
+                postings.push(7, e);
+                want.push(e as usize);
+                e += 1;
+                if i == fold_after {
+                    postings.fold(e);
+                }
+            }
+            let mut got = vec![];
+            postings.for_each(7, |x| got.push(x));
+            prop_assert_eq!(&got, &want);
+            postings.fold(e);
+            got.clear();
+            postings.for_each(7, |x| got.push(x));
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        /// The byte histogram codes give every entry exactly the sum of per-finger code dot
+        /// products, and each finger's scaled dot product stays within 0.04 of the float
+        /// cosine it stands for.
+        #[test]
+        fn histogram_codes_score_as_the_float_cosine(people in 2u64..30, who in 0u64..1000, keep in 1usize..=10) {
+            let mut shard = Shard::default();
+            let mut prints = vec![];
+            for p in 1..=people {
+                let t = enrol_capture(p);
+                shard.push(p, enrolled_fingers(&t).unwrap());
+                prints.push(t);
+            }
+            let mut q = probe(1 + who % people, who);
+            q.fingers.truncate(keep);
+            let codes: Vec<(usize, Code)> = q
+                .fingers
+                .iter()
+                .map(|f| (slot(f.position).unwrap(), quantise(&histogram(&points(f)))))
+                .collect();
+            let scores = shard.histogram_scores(&codes);
+            for (t, score) in prints.iter().zip(scores) {
+                let mut want = 0u32;
+                for f in &q.fingers {
+                    let g = t.fingers.iter().find(|g| g.position == f.position).unwrap();
+                    let (hp, hg) = (histogram(&points(f)), histogram(&points(g)));
+                    let exact: u32 = quantise(&hp)
+                        .iter()
+                        .zip(quantise(&hg))
+                        .map(|(a, b)| *a as u32 * b as u32)
+                        .sum();
+                    let cosine: f32 = hp.iter().zip(&hg).map(|(a, b)| a * b).sum();
+                    prop_assert!((exact as f32 / (HIST_SCALE * HIST_SCALE) - cosine).abs() <= 0.04);
+                    want += exact;
+                }
+                prop_assert_eq!(score, want);
             }
         }
+    }
+
+    /// Edges as first written: every distance computed and stably sorted.
+    fn prepare_reference(points: Vec<Point>) -> Prepared {
+        let mut edges = Vec::new();
+        for (i, p) in points.iter().enumerate() {
+            let mut near: Vec<(f32, usize)> = Vec::new();
+            for (j, q) in points.iter().enumerate() {
+                if i != j {
+                    near.push((((p.x - q.x).powi(2) + (p.y - q.y).powi(2)).sqrt(), j));
+                }
+            }
+            near.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for &(d, j) in near.iter().take(NEIGHBOURS) {
+                let q = points[j];
+                let dir = (q.y - p.y).atan2(q.x - p.x);
+                edges.push(Edge {
+                    from: i as u16,
+                    len: d,
+                    alpha: (dir - p.a).rem_euclid(2.0 * PI),
+                    beta: (q.a - p.a).rem_euclid(2.0 * PI),
+                });
+            }
+        }
+        edges.sort_by(|a, b| a.len.total_cmp(&b.len));
+        Prepared { points, edges }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The vectorised pairing stage gives every finger pair, mated or not, exactly the
+        /// score of the scalar one, and edges come out as the sort-based preparation's.
+        #[test]
+        fn pairing_is_exactly_the_scalar_reference(p in 1u64..5_000, q in 1u64..5_000, f in 0usize..10, seed in 0u64..1_000) {
+            let a = &probe(p, seed).fingers[f];
+            for b in [&probe(p, seed + 1).fingers[f], &probe(q, seed + 2).fingers[f]] {
+                let (pa, pb) = (prepare(points(a)), prepare(points(b)));
+                prop_assert_eq!(&pa, &prepare_reference(points(a)));
+                prop_assert_eq!(&pb, &prepare_reference(points(b)));
+                prop_assert_eq!(compare(&pa, &pb).to_bits(), compare_reference(&pa, &pb).to_bits());
+            }
+        }
+
+        /// The remainder without a remainder call equals `rem_euclid` to the bit.
+        #[test]
+        fn relative_direction_remainder_is_exact(x in -(4.0 * PI)..(4.0 * PI)) {
+            let x = if x.abs() < 4.0 * PI { x } else { 0.0 };
+            prop_assert_eq!(rem_tau(x).to_bits(), x.rem_euclid(2.0 * PI).to_bits());
+        }
+
+        /// The branch-free angle difference equals `angdiff` to the bit over its domain.
+        #[test]
+        fn branch_free_angle_difference_is_exact(a in 0f32..(2.0 * PI), r in -(2.0 * PI)..(2.0 * PI), b in 0f32..=(2.0 * PI)) {
+            prop_assert_eq!(angdiff_near(a + r, b).to_bits(), angdiff(a + r, b).to_bits());
+            prop_assert_eq!(angdiff_near(a, b).to_bits(), angdiff(a, b).to_bits());
+        }
+    }
+
+    #[test]
+    fn relative_direction_remainder_is_exact_at_the_edges() {
+        const TAU: f32 = 2.0 * PI;
+        for x in [
+            0.0,
+            -0.0,
+            1e-9,
+            -1e-9,
+            TAU,
+            -TAU,
+            TAU.next_down(),
+            TAU.next_up(),
+            -TAU.next_down(),
+            -TAU.next_up(),
+            PI,
+            -PI,
+            -3.0 * PI,
+            (2.0 * TAU).next_down(),
+            -(2.0 * TAU).next_down(),
+        ] {
+            assert_eq!(rem_tau(x).to_bits(), x.rem_euclid(TAU).to_bits(), "{x}");
+        }
+    }
+
+    #[test]
+    fn branch_free_angle_difference_is_exact_at_the_edges() {
+        const TAU: f32 = 2.0 * PI;
+        let edge = [
+            0.0,
+            1e-9,
+            -1e-9,
+            TAU,
+            -TAU,
+            TAU.next_down(),
+            TAU.next_up(),
+            -TAU.next_down(),
+            -TAU.next_up(),
+            PI,
+            -PI,
+            2.0 * TAU.next_down(),
+            -(2.0 * TAU).next_down(),
+        ];
+        for d in edge {
+            for b in [0.0, 1.0, TAU.next_down(), TAU] {
+                let a = d + b;
+                assert_eq!(
+                    angdiff_near(a, b).to_bits(),
+                    angdiff(a, b).to_bits(),
+                    "{a} - {b}"
+                );
+            }
+        }
+    }
+
+    // The pairing stage as first written (scalar, branching): the reference the
+    // vectorised one must equal to the bit.
+    fn close_reference(p: Point, q: Point) -> bool {
+        (p.x - q.x).powi(2) + (p.y - q.y).powi(2) <= PAIR_DIST * PAIR_DIST
+            && angdiff(p.a, q.a) <= PAIR_ANGLE
+    }
+
+    /// Minutiae of `a` paired with `b` under `t`, greedily, one-to-one.
+    fn paired_reference(a: &Prepared, b: &Prepared, t: &Align) -> usize {
+        let mut used = [false; 512];
+        let mut n = 0;
+        for p in &a.points {
+            let p = t.apply(*p);
+            let mut best: Option<(f32, usize)> = None;
+            for (j, q) in b.points.iter().enumerate() {
+                if j < used.len() && used[j] || !close_reference(p, *q) {
+                    continue;
+                }
+                let d = (p.x - q.x).powi(2) + (p.y - q.y).powi(2);
+                if best.is_none_or(|(bd, _)| d < bd) {
+                    best = Some((d, j));
+                }
+            }
+            if let Some((_, j)) = best {
+                if j < used.len() {
+                    used[j] = true;
+                }
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Similarity of two fingers, 0..=1.
+    fn compare_reference(a: &Prepared, b: &Prepared) -> f32 {
+        if a.points.is_empty() || b.points.is_empty() {
+            return 0.0;
+        }
+        // Matched edge pairs → candidate alignments.
+        let mut proposals: Vec<(Align, usize, usize)> = Vec::new();
+        for ea in &a.edges {
+            let lo = b.edges.partition_point(|e| e.len < ea.len - EDGE_DIST);
+            for eb in &b.edges[lo..] {
+                if eb.len > ea.len + EDGE_DIST {
+                    break;
+                }
+                if angdiff(ea.alpha, eb.alpha) <= EDGE_ANGLE
+                    && angdiff(ea.beta, eb.beta) <= EDGE_ANGLE
+                {
+                    let (i, j) = (ea.from as usize, eb.from as usize);
+                    proposals.push((Align::from_pair(a.points[i], b.points[j]), i, j));
+                    if proposals.len() >= 256 {
+                        break;
+                    }
+                }
+            }
+        }
+        if proposals.is_empty() {
+            return 0.0;
+        }
+        // The alignment most other proposals agree with (their minutiae land together).
+        let mut best = (0usize, 0usize);
+        for (k, (t, _, _)) in proposals.iter().enumerate().take(32) {
+            let votes = proposals
+                .iter()
+                .filter(|(_, i, j)| close_reference(t.apply(a.points[*i]), b.points[*j]))
+                .count();
+            if votes > best.0 {
+                best = (votes, k);
+            }
+        }
+        let m = paired_reference(a, b, &proposals[best.1].0) as f32;
+        (m * m) / (a.points.len() as f32 * b.points.len() as f32)
+    }
+
+    /// Stage 1's word score by a scan of each gallery finger's own words: the reference the
+    /// index is checked against.
+    fn shortlist_score(probe: &ProbeWords, print: &Tenprint) -> f32 {
+        let mut s = 0.0;
+        for (bits, sl) in probe.bits.iter().zip(&probe.slots) {
+            if let Some(g) = print.fingers.iter().find(|g| slot(g.position) == Some(*sl)) {
+                let words = words(&prepare(points(g)));
+                let common = words
+                    .iter()
+                    .filter(|w| bits[**w as usize / 64] & (1 << (**w as usize % 64)) != 0)
+                    .count();
+                s += common as f32 / (words.len().max(1) as f32).sqrt();
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn refuses_minutiae_outside_the_packed_range() {
+        let m = ExhaustiveMatcher::new(1);
+        let mut t = enrol_capture(1);
+        t.fingers[2].minutiae[4].x = MAX_COORD + 1;
+        let err = m.enroll(1, &t).unwrap_err().to_string();
+        assert!(err.contains("fingers[2].minutiae[4]"), "{err}");
+        assert_eq!(m.len(), 0);
+        // Refused without being marked enrolled: the corrected print can be enrolled.
+        m.enroll(1, &enrol_capture(1)).unwrap();
     }
 }

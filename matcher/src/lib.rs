@@ -22,6 +22,9 @@ pub enum MatchError {
     EmptyProbe,
     #[error("subject {0} is already enrolled")]
     AlreadyEnrolled(SubjectId),
+    /// A template the matcher cannot hold (the message names the field and the limit).
+    #[error("template not supported: {0}")]
+    Unsupported(String),
     #[error("gallery file: {0}")]
     Gallery(String),
 }
