@@ -251,8 +251,9 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Replicated stores: claims the unfinished submissions of replicas that have stopped
-    /// beating, exactly one replica winning each, and returns those this one won. The
-    /// embedded store has no other replica.
+    /// beating, exactly one replica winning each, and returns those this one won — with this
+    /// replica's own submissions that reached the log although their caller was told the
+    /// write failed (nothing else queues them). The embedded store has no other replica.
     async fn take_over(&self) -> StoreResult<Vec<Pending>> {
         Ok(Vec::new())
     }

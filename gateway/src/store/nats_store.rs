@@ -175,6 +175,10 @@ pub struct NatsStore {
     replica: String,
     stale_after: Duration,
     settings: watch::Receiver<u64>,
+    /// Submissions this replica accepted whose caller never heard (the append's answer was
+    /// lost, e.g. the server went away after storing it): nobody queued them for processing,
+    /// so [`Store::take_over`] hands them to the pipeline.
+    lost: Arc<Mutex<Vec<SubmissionKey>>>,
     /// Stops the background tasks when the store is dropped.
     _stop: watch::Sender<bool>,
 }
@@ -265,13 +269,18 @@ impl NatsStore {
         let waiters: Arc<Mutex<HashMap<u64, Replies>>> = Arc::default();
         let (applied_tx, mut applied) = watch::channel(0u64);
         let (settings_tx, settings) = watch::channel(0u64);
+        let lost: Arc<Mutex<Vec<SubmissionKey>>> = Arc::default();
         tokio::spawn(follow(
-            stream.clone(),
-            view.writer(),
-            o.replica.clone(),
-            waiters.clone(),
-            applied_tx,
-            settings_tx,
+            Follow {
+                stream: stream.clone(),
+                view: view.writer(),
+                me: o.replica.clone(),
+                waiters: waiters.clone(),
+                applied: applied_tx,
+                settings: settings_tx,
+                lost: lost.clone(),
+                live_after: last,
+            },
             stop.clone(),
         ));
         let (tx, rx) = mpsc::channel(4096);
@@ -288,6 +297,7 @@ impl NatsStore {
             replica: o.replica,
             stale_after: o.stale_after,
             settings,
+            lost,
             _stop: stop_tx,
         };
         store.heartbeat().await?;
@@ -423,17 +433,32 @@ async fn propose(
     }
 }
 
-/// Follows the log from its start, applying each entry to the view in stream order and
-/// answering this replica's own writes; recreates its consumer after errors.
-async fn follow(
+/// What the log follower works with.
+struct Follow {
     stream: stream::Stream,
     view: mpsc::Sender<WriteOp>,
     me: String,
     waiters: Arc<Mutex<HashMap<u64, Replies>>>,
     applied: watch::Sender<u64>,
     settings: watch::Sender<u64>,
-    mut stop: watch::Receiver<bool>,
-) {
+    lost: Arc<Mutex<Vec<SubmissionKey>>>,
+    /// Entries up to here were written before this replica started (replayed, not lost).
+    live_after: u64,
+}
+
+/// Follows the log from its start, applying each entry to the view in stream order and
+/// answering this replica's own writes; recreates its consumer after errors.
+async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
+    let Follow {
+        stream,
+        view,
+        me,
+        waiters,
+        applied,
+        settings,
+        lost,
+        live_after,
+    } = f;
     let mut next = 1u64;
     loop {
         let consumer = stream
@@ -502,6 +527,7 @@ async fn follow(
                 }
             };
             let mut answers = Vec::with_capacity(entry.ops.len());
+            let mut accepts = Vec::with_capacity(entry.ops.len());
             let mut setting = false;
             for bytes in &entry.ops {
                 let op: Op = match postcard::from_bytes(bytes) {
@@ -509,10 +535,15 @@ async fn follow(
                     Err(e) => {
                         tracing::error!(seq, error = %e, "unreadable op skipped");
                         answers.push(None);
+                        accepts.push(None);
                         continue;
                     }
                 };
                 setting |= matches!(op, Op::Setting { .. });
+                accepts.push(match &op {
+                    Op::Accept { key, .. } => Some(key.clone()),
+                    _ => None,
+                });
                 let (reply, rx) = oneshot::channel();
                 if view.send(WriteOp { op, reply }).await.is_err() {
                     return;
@@ -526,11 +557,26 @@ async fn follow(
                     None => Err(StoreError::Unavailable("unreadable log entry".into())),
                 });
             }
-            if entry.origin == me
-                && let Some(replies) = waiters.lock().expect("waiters").remove(&entry.batch)
-            {
-                for (r, o) in replies.into_iter().zip(outcomes) {
-                    drop(r.send(o));
+            if entry.origin == me {
+                let replies = waiters.lock().expect("waiters").remove(&entry.batch);
+                match replies {
+                    Some(replies) => {
+                        for (r, o) in replies.into_iter().zip(outcomes) {
+                            drop(r.send(o));
+                        }
+                    }
+                    // Appended, but its callers were told it failed: new submissions among
+                    // them are ours to process, and nothing else will queue them.
+                    None if seq > live_after => {
+                        let mut l = lost.lock().expect("lost");
+                        for (k, o) in accepts.into_iter().zip(outcomes) {
+                            if let (Some(k), Ok(Outcome::Accepted(Accepted::New(_)))) = (k, o) {
+                                tracing::warn!(key = %k, "accepted after its caller was refused; queued for processing");
+                                l.push(k);
+                            }
+                        }
+                    }
+                    None => {}
                 }
             }
             next = seq + 1;
@@ -673,8 +719,14 @@ impl Store for NatsStore {
 
     async fn take_over(&self) -> StoreResult<Vec<Pending>> {
         let stale_before = now_ms() - self.stale_after.as_millis() as i64;
+        let lost: std::collections::HashSet<SubmissionKey> =
+            self.lost.lock().expect("lost").drain(..).collect();
         let mut won = Vec::new();
         for (p, owner, beat) in self.view.unfinished_owned().await? {
+            if owner == self.replica && lost.contains(&p.key) {
+                won.push(p);
+                continue;
+            }
             if owner == self.replica || owner.is_empty() || beat.is_some_and(|b| b >= stale_before)
             {
                 continue;
