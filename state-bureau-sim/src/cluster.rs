@@ -113,16 +113,17 @@ pub struct Cluster {
     pub world: PathBuf,
 }
 
-/// `nats-server` from `INTEROP_NATS_SERVER`, the PATH or Debian's /usr/sbin.
-pub fn nats_server_binary() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("INTEROP_NATS_SERVER") {
-        return Some(p.into());
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .chain(["/usr/sbin", "/usr/local/bin", "/usr/bin"])
-        .map(|d| Path::new(d).join("nats-server"))
-        .find(|p| p.is_file())
+pub use interop_gateway::store::nats_server_binary;
+
+/// `EXE ROLE serve --listen ADDR --pki PKI --world WORLD`, for a gateway or a matcher.
+fn serve_command(exe: &Path, role: &str, addr: &str, pki: &Path, world: &Path) -> Command {
+    let mut c = Command::new(exe);
+    c.args([role, "serve", "--listen", addr])
+        .arg("--pki")
+        .arg(pki)
+        .arg("--world")
+        .arg(world);
+    c
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -234,16 +235,11 @@ impl Cluster {
             if data.exists() {
                 std::fs::remove_dir_all(&data)?;
             }
+            let addr = format!("127.0.0.1:{port}");
             let mut p = spawn(
                 "gateway-0",
-                format!("127.0.0.1:{port}"),
-                Command::new(&exe)
-                    .args(["gateway", "serve", "--listen"])
-                    .arg(format!("127.0.0.1:{port}"))
-                    .arg("--pki")
-                    .arg(&pki.0)
-                    .arg("--world")
-                    .arg(&world)
+                addr.clone(),
+                serve_command(&exe, "gateway", &addr, &pki.0, &world)
                     .args(["--store", "embedded", "--data"])
                     .arg(&data)
                     .arg("--no-metrics"),
@@ -279,16 +275,11 @@ impl Cluster {
             for r in 0..o.shard_replicas {
                 let port = port()?;
                 let name = format!("matcher-{shard}-{r}");
+                let addr = format!("127.0.0.1:{port}");
                 let p = spawn(
                     &name,
-                    format!("127.0.0.1:{port}"),
-                    Command::new(&exe)
-                        .args(["matcher", "serve", "--listen"])
-                        .arg(format!("127.0.0.1:{port}"))
-                        .arg("--pki")
-                        .arg(&pki.0)
-                        .arg("--world")
-                        .arg(&world)
+                    addr.clone(),
+                    serve_command(&exe, "matcher", &addr, &pki.0, &world)
                         .args(["--shard", &format!("{shard}/{}", o.shards)])
                         .args(["--threads", &o.matcher_threads.to_string()])
                         .args(["--revocations-from", &targets]),
@@ -312,16 +303,11 @@ impl Cluster {
         let mut gateways = Vec::new();
         for (i, port) in gateway_ports.iter().enumerate() {
             let name = format!("gateway-{i}");
+            let addr = format!("127.0.0.1:{port}");
             let p = spawn(
                 &name,
-                format!("127.0.0.1:{port}"),
-                Command::new(&exe)
-                    .args(["gateway", "serve", "--listen"])
-                    .arg(format!("127.0.0.1:{port}"))
-                    .arg("--pki")
-                    .arg(&pki.0)
-                    .arg("--world")
-                    .arg(&world)
+                addr.clone(),
+                serve_command(&exe, "gateway", &addr, &pki.0, &world)
                     .args(["--store", &store, "--replica-id", &name])
                     .args(["--ident-shards", &shard_spec.join(",")])
                     .arg("--no-metrics"),

@@ -350,6 +350,19 @@ impl NatsStore {
     }
 }
 
+/// `nats-server` from `INTEROP_NATS_SERVER`, the PATH or Debian's /usr/sbin (where the
+/// `nats-server` package puts it, often outside a user's PATH).
+pub fn nats_server_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("INTEROP_NATS_SERVER") {
+        return Some(p.into());
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/usr/local/bin", "/usr/bin"])
+        .map(|d| std::path::Path::new(d).join("nats-server"))
+        .find(|p| p.is_file())
+}
+
 fn random_replica_name() -> String {
     use ring::rand::SecureRandom;
     let mut b = [0u8; 6];
@@ -767,18 +780,6 @@ pub(crate) mod tests {
             self.child.kill().ok();
             self.child.wait().ok();
         }
-    }
-
-    /// `nats-server` from `INTEROP_NATS_SERVER`, the PATH or Debian's /usr/sbin.
-    pub(crate) fn nats_server_binary() -> Option<PathBuf> {
-        if let Ok(p) = std::env::var("INTEROP_NATS_SERVER") {
-            return Some(p.into());
-        }
-        let path = std::env::var("PATH").unwrap_or_default();
-        path.split(':')
-            .chain(["/usr/sbin", "/usr/local/bin", "/usr/bin"])
-            .map(|d| Path::new(d).join("nats-server"))
-            .find(|p| p.is_file())
     }
 
     /// Starts a server, or says loudly why not: with `INTEROP_REQUIRE_NATS=1` (CI sets it) a
