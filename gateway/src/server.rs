@@ -540,7 +540,8 @@ impl Gateway {
                         gw.core
                             .metrics
                             .render(gw.idle.queued(), gw.idle.in_flight())
-                            + &gw.listen_stats.render(),
+                            + &gw.listen_stats.render()
+                            + &gw.core.store.render_metrics(),
                     )
                 }
             }),

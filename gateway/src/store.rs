@@ -264,6 +264,11 @@ pub trait Store: Send + Sync + 'static {
     fn watch_settings(&self) -> Option<watch::Receiver<u64>> {
         None
     }
+
+    /// Prometheus text for the backend's own figures (empty for the embedded store).
+    fn render_metrics(&self) -> String {
+        String::new()
+    }
 }
 
 /// Shared handle.

@@ -168,6 +168,21 @@ struct Entry {
 
 type Replies = Vec<oneshot::Sender<StoreResult<Outcome>>>;
 
+/// Counts for `/metrics`.
+#[derive(Default)]
+struct Counts {
+    appended: std::sync::atomic::AtomicU64,
+    append_failures: std::sync::atomic::AtomicU64,
+    lost_accepts: std::sync::atomic::AtomicU64,
+    taken_over: std::sync::atomic::AtomicU64,
+}
+
+impl Counts {
+    fn add(c: &std::sync::atomic::AtomicU64, n: u64) {
+        c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// See the module documentation.
 pub struct NatsStore {
     view: Arc<RedbStore>,
@@ -179,6 +194,9 @@ pub struct NatsStore {
     /// lost, e.g. the server went away after storing it): nobody queued them for processing,
     /// so [`Store::take_over`] hands them to the pipeline.
     lost: Arc<Mutex<Vec<SubmissionKey>>>,
+    counts: Arc<Counts>,
+    /// The last log entry applied to the view.
+    applied: watch::Receiver<u64>,
     /// Stops the background tasks when the store is dropped.
     _stop: watch::Sender<bool>,
 }
@@ -270,6 +288,7 @@ impl NatsStore {
         let (applied_tx, mut applied) = watch::channel(0u64);
         let (settings_tx, settings) = watch::channel(0u64);
         let lost: Arc<Mutex<Vec<SubmissionKey>>> = Arc::default();
+        let counts: Arc<Counts> = Arc::default();
         tokio::spawn(follow(
             Follow {
                 stream: stream.clone(),
@@ -279,12 +298,20 @@ impl NatsStore {
                 applied: applied_tx,
                 settings: settings_tx,
                 lost: lost.clone(),
+                counts: counts.clone(),
                 live_after: last,
             },
             stop.clone(),
         ));
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(propose(js, subject, o.replica.clone(), rx, waiters));
+        tokio::spawn(propose(
+            js,
+            subject,
+            o.replica.clone(),
+            rx,
+            waiters,
+            counts.clone(),
+        ));
         // Catch up before serving: a replica must not answer from a view behind the log.
         tokio::time::timeout(Duration::from_secs(300), applied.wait_for(|a| *a >= last))
             .await
@@ -298,6 +325,8 @@ impl NatsStore {
             stale_after: o.stale_after,
             settings,
             lost,
+            counts,
+            applied,
             _stop: stop_tx,
         };
         store.heartbeat().await?;
@@ -386,6 +415,7 @@ async fn propose(
     origin: String,
     mut rx: mpsc::Receiver<WriteOp>,
     waiters: Arc<Mutex<HashMap<u64, Replies>>>,
+    counts: Arc<Counts>,
 ) {
     let mut batch_no = 0u64;
     let mut carry: Option<WriteOp> = None;
@@ -431,7 +461,16 @@ async fn propose(
                 .await
                 .map_err(unavailable)
         };
-        if let Err(e) = sent.await {
+        let sent = sent.await;
+        Counts::add(
+            if sent.is_ok() {
+                &counts.appended
+            } else {
+                &counts.append_failures
+            },
+            1,
+        );
+        if let Err(e) = sent {
             // The entry may or may not be in the log; if it is, applying it answers nobody
             // (its callers were told to retry, and every op is idempotent).
             tracing::warn!(error = %e, batch = batch_no, "log append failed; writes refused");
@@ -455,6 +494,7 @@ struct Follow {
     applied: watch::Sender<u64>,
     settings: watch::Sender<u64>,
     lost: Arc<Mutex<Vec<SubmissionKey>>>,
+    counts: Arc<Counts>,
     /// Entries up to here were written before this replica started (replayed, not lost).
     live_after: u64,
 }
@@ -470,6 +510,7 @@ async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
         applied,
         settings,
         lost,
+        counts,
         live_after,
     } = f;
     let mut next = 1u64;
@@ -585,6 +626,7 @@ async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
                         for (k, o) in accepts.into_iter().zip(outcomes) {
                             if let (Some(k), Ok(Outcome::Accepted(Accepted::New(_)))) = (k, o) {
                                 tracing::warn!(key = %k, "accepted after its caller was refused; queued for processing");
+                                Counts::add(&counts.lost_accepts, 1);
                                 l.push(k);
                             }
                         }
@@ -750,6 +792,7 @@ impl Store for NatsStore {
                 to: self.replica.clone(),
             };
             if self.write(claim).await?.claimed()? {
+                Counts::add(&self.counts.taken_over, 1);
                 tracing::info!(key = %p.key, from = %owner, "took over a stopped replica's submission");
                 won.push(p);
             }
@@ -759,6 +802,31 @@ impl Store for NatsStore {
 
     fn watch_settings(&self) -> Option<watch::Receiver<u64>> {
         Some(self.settings.clone())
+    }
+
+    fn render_metrics(&self) -> String {
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let c = &self.counts;
+        format!(
+            "# HELP interop_store_log_applied Last JetStream log entry applied to this replica's view.\n\
+             # TYPE interop_store_log_applied gauge\n\
+             interop_store_log_applied {}\n\
+             # HELP interop_store_log_appends_total Log entries this replica appended, by outcome.\n\
+             # TYPE interop_store_log_appends_total counter\n\
+             interop_store_log_appends_total{{outcome=\"ok\"}} {}\n\
+             interop_store_log_appends_total{{outcome=\"failed\"}} {}\n\
+             # HELP interop_store_lost_accepts_total Submissions appended after their caller was refused, queued by this replica.\n\
+             # TYPE interop_store_lost_accepts_total counter\n\
+             interop_store_lost_accepts_total {}\n\
+             # HELP interop_store_taken_over_total Submissions this replica took over from stopped replicas.\n\
+             # TYPE interop_store_taken_over_total counter\n\
+             interop_store_taken_over_total {}\n",
+            *self.applied.borrow(),
+            get(&c.appended),
+            get(&c.append_failures),
+            get(&c.lost_accepts),
+            get(&c.taken_over),
+        )
     }
 }
 
@@ -1047,6 +1115,18 @@ pub(crate) mod tests {
         let expected: Vec<String> = (1..10).map(|i| format!("A-{i}")).collect();
         assert_eq!(all, expected, "each unfinished submission of a, taken once");
         assert!(all.iter().all(|t| t != "B-0"), "b is alive: its work stays");
+        let taken = |m: String| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("interop_store_taken_over_total "))
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("the take-over counter")
+        };
+        assert_eq!(
+            taken(b.render_metrics()) + taken(c.render_metrics()),
+            9,
+            "/metrics counts what was taken over"
+        );
+        assert!(b.render_metrics().contains("interop_store_log_applied "));
         eventually("claims visible everywhere", || {
             let c = c.clone();
             async move { c.take_over().await.unwrap().is_empty() }
