@@ -233,6 +233,12 @@ fn main() {
                 .expect("mate enrolled")
         })
         .collect();
+    // Postings stage 1 walks per search (the part that grows with the gallery).
+    let walked: Vec<usize> = mated
+        .iter()
+        .map(|(_, probe)| m.stage1_postings(probe).expect("postings"))
+        .collect();
+    let walked_mean = walked.iter().sum::<usize>() as f64 / walked.len().max(1) as f64;
     let rank_stats = |f: &dyn Fn(&[usize; 2]) -> usize| {
         let mut v: Vec<usize> = ranks.iter().map(f).collect();
         v.sort_unstable();
@@ -355,6 +361,10 @@ fn main() {
             }
         );
     }
+    println!(
+        "  stage-1 postings walked per search: {walked_mean:.0} ({:.1} per identity)",
+        walked_mean / a.identities as f64
+    );
     for (name, (p50, p99, max)) in [
         ("word code", by_words),
         ("histogram code", by_hist),
@@ -411,6 +421,7 @@ fn main() {
         },
         "shortlist": {
             "size_per_code": SHORTLIST,
+            "postings_walked_per_search": walked_mean,
             "mate_rank_words": {"p50": by_words.0, "p99": by_words.1, "max": by_words.2},
             "mate_rank_histogram": {"p50": by_hist.0, "p99": by_hist.1, "max": by_hist.2},
             "mate_rank_either": {"p50": by_either.0, "p99": by_either.1, "max": by_either.2},

@@ -1086,6 +1086,27 @@ impl ExhaustiveMatcher {
 }
 
 impl ExhaustiveMatcher {
+    /// How many postings stage 1's word index walks for `probe` (summed over shards): the
+    /// part of a search's cost that grows with the gallery. A diagnostic for the benchmark.
+    pub fn stage1_postings(&self, probe: &Tenprint) -> Result<usize, MatchError> {
+        let codes = ProbeCodes::new(probe)?;
+        let mut n = 0;
+        for s in &self.shards {
+            let s = s.read().expect("shard lock");
+            for (bits, &sl) in codes.words.bits.iter().zip(&codes.words.slots) {
+                for (block, &b) in bits.iter().enumerate() {
+                    let mut b = b;
+                    while b != 0 {
+                        let w = block * 64 + b.trailing_zeros() as usize;
+                        b &= b - 1;
+                        s.postings.for_each(key(sl, w as u16), |_| n += 1);
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// Where `subject` ranks (0 = first) among the whole gallery by each stage-1 code — word
     /// score, histogram score — in the order the shortlist takes them; `None` if not enrolled.
     /// The search finds a subject only if one of the two is below [`SHORTLIST`]: this is
@@ -1343,6 +1364,21 @@ mod tests {
             m.enroll(2, &Tenprint::default()),
             Err(MatchError::EmptyProbe)
         );
+    }
+
+    #[test]
+    fn postings_walked_do_not_depend_on_sharding() {
+        let (one, many) = (ExhaustiveMatcher::new(1), ExhaustiveMatcher::new(3));
+        for p in 1..=30 {
+            one.enroll(p, &enrol_capture(p)).unwrap();
+            many.enroll(p, &enrol_capture(p)).unwrap();
+        }
+        let q = probe(7, 3);
+        let walked = one.stage1_postings(&q).unwrap();
+        assert!(walked > 0);
+        assert_eq!(many.stage1_postings(&q).unwrap(), walked);
+        many.compact();
+        assert_eq!(many.stage1_postings(&q).unwrap(), walked);
     }
 
     #[test]
