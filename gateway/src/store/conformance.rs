@@ -7,6 +7,26 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 
+/// Expands `$test!(case, case, ...)` with every case of the suite, so each backend's test
+/// module runs all of them and a new case cannot be left out of one backend.
+#[cfg(test)]
+macro_rules! each_case {
+    ($test:ident) => {
+        $test!(
+            accept_is_idempotent_by_tcn,
+            completion_appends_exactly_once_in_order,
+            acks_are_monotonic_and_bounded,
+            reopen_keeps_receipts_and_lists_unfinished,
+            append_once_appends_once,
+            concurrent_accepts_all_land,
+            compaction_removes_only_old_acknowledged_events,
+            disclosures_are_append_only_ordered_and_filtered
+        );
+    };
+}
+#[cfg(test)]
+pub(crate) use each_case;
+
 /// Opens a store on a directory.
 pub type Open = fn(&Path) -> Pin<Box<dyn Future<Output = DynStore> + Send>>;
 

@@ -949,16 +949,7 @@ pub(crate) mod tests {
         )*};
     }
 
-    conformance!(
-        accept_is_idempotent_by_tcn,
-        completion_appends_exactly_once_in_order,
-        acks_are_monotonic_and_bounded,
-        reopen_keeps_receipts_and_lists_unfinished,
-        append_once_appends_once,
-        concurrent_accepts_all_land,
-        compaction_removes_only_old_acknowledged_events,
-        disclosures_are_append_only_ordered_and_filtered
-    );
+    conformance::each_case!(conformance);
 
     fn key(tcn: &str) -> SubmissionKey {
         SubmissionKey {
