@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub mod conformance;
 mod nats_store;
 mod redb_store;
-pub use nats_store::{NatsOptions, NatsStore, nats_server_binary};
+pub use nats_store::{NatsOptions, NatsStore, nats_server_binary, nats_server_for_test};
 pub use redb_store::{CommitMode, IoFaults, RedbStore};
 
 /// An outbound stream: a field office's notifications or a bureau's responses.

@@ -12,19 +12,14 @@
 use interop_gateway::client;
 use interop_gateway::pki::PkiDir;
 use interop_gateway::principal::Principal;
-use state_bureau_sim::cluster::{Cluster, ClusterOptions, nats_server_binary};
+use interop_gateway::store::nats_server_for_test;
+use state_bureau_sim::cluster::{Cluster, ClusterOptions};
 use state_bureau_sim::demo::{self, Arrival, DemoOptions, RunOptions};
 use std::time::{Duration, Instant};
 
 #[test]
 fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_right() {
-    if nats_server_binary().is_none() {
-        if std::env::var("INTEROP_REQUIRE_NATS").is_ok() {
-            panic!("nats-server not found and INTEROP_REQUIRE_NATS is set");
-        }
-        eprintln!(
-            "\n*** SKIPPED cluster test: nats-server not found (apt-get install nats-server) ***\n"
-        );
+    if nats_server_for_test("cluster test").is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -153,11 +148,7 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
 fn while_the_log_is_down_nothing_is_receipted_and_it_resumes_when_back() {
     use interop_proto::client::{ClientConfig, RetryPolicy, Role};
     use state_bureau_sim::bookings::{self, WorldData};
-    if nats_server_binary().is_none() {
-        if std::env::var("INTEROP_REQUIRE_NATS").is_ok() {
-            panic!("nats-server not found and INTEROP_REQUIRE_NATS is set");
-        }
-        eprintln!("\n*** SKIPPED log-outage test: nats-server not found ***\n");
+    if nats_server_for_test("log-outage test").is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

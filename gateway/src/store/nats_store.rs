@@ -392,6 +392,21 @@ pub fn nats_server_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// For tests that need a real server: its binary, or `None` after saying loudly that `test`
+/// is skipped. With `INTEROP_REQUIRE_NATS` set (CI sets it) a missing binary fails instead.
+pub fn nats_server_for_test(test: &str) -> Option<PathBuf> {
+    let bin = nats_server_binary();
+    if bin.is_none() {
+        if std::env::var("INTEROP_REQUIRE_NATS").is_ok() {
+            panic!("{test}: nats-server not found and INTEROP_REQUIRE_NATS is set");
+        }
+        eprintln!(
+            "\n*** SKIPPED {test}: nats-server not found (apt-get install nats-server, or set INTEROP_NATS_SERVER) ***\n"
+        );
+    }
+    bin
+}
+
 fn random_replica_name() -> String {
     use ring::rand::SecureRandom;
     let mut b = [0u8; 6];
@@ -861,15 +876,7 @@ pub(crate) mod tests {
         test: &str,
         config: impl FnOnce(u16, &Path) -> Option<String>,
     ) -> Option<NatsServer> {
-        let Some(bin) = nats_server_binary() else {
-            if std::env::var("INTEROP_REQUIRE_NATS").is_ok() {
-                panic!("{test}: nats-server not found and INTEROP_REQUIRE_NATS is set");
-            }
-            eprintln!(
-                "\n*** SKIPPED {test}: nats-server not found (apt-get install nats-server, or set INTEROP_NATS_SERVER) ***\n"
-            );
-            return None;
-        };
+        let bin = nats_server_for_test(test)?;
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
