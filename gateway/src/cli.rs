@@ -281,6 +281,14 @@ pub fn main_from(
     args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
 ) -> std::process::ExitCode {
     let cli = Cli::parse_from(args);
+    block_on_to_exit(run(cli))
+}
+
+/// Runs `work` on a new multi-threaded runtime; an error is printed and exits 1 (both
+/// command lines, `interop-gateway` and `interop-matcher`, end so).
+pub(crate) fn block_on_to_exit(
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -291,7 +299,7 @@ pub fn main_from(
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(work) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
