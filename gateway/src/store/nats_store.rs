@@ -161,6 +161,7 @@ impl NatsOptions {
 /// One message of the log: a batch of encoded [`Op`]s from one replica.
 #[derive(Serialize, Deserialize)]
 struct Entry {
+    /// The appending process: `replica#incarnation` (random per start).
     origin: String,
     batch: u64,
     ops: Vec<Vec<u8>>,
@@ -282,6 +283,9 @@ impl NatsStore {
             );
         }
 
+        // This process's entries are told apart from an earlier run under the same replica
+        // name (whose batch numbers, and JetStream message ids, also started at 1).
+        let origin = format!("{}#{}", o.replica, random_hex(8));
         let view = Arc::new(RedbStore::open_in_memory()?);
         let (stop_tx, stop) = watch::channel(false);
         let waiters: Arc<Mutex<HashMap<u64, Replies>>> = Arc::default();
@@ -293,7 +297,7 @@ impl NatsStore {
             Follow {
                 stream: stream.clone(),
                 view: view.writer(),
-                me: o.replica.clone(),
+                me: origin.clone(),
                 waiters: waiters.clone(),
                 applied: applied_tx,
                 settings: settings_tx,
@@ -304,14 +308,7 @@ impl NatsStore {
             stop.clone(),
         ));
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(propose(
-            js,
-            subject,
-            o.replica.clone(),
-            rx,
-            waiters,
-            counts.clone(),
-        ));
+        tokio::spawn(propose(js, subject, origin, rx, waiters, counts.clone()));
         // Catch up before serving: a replica must not answer from a view behind the log.
         tokio::time::timeout(Duration::from_secs(300), applied.wait_for(|a| *a >= last))
             .await
@@ -407,13 +404,17 @@ pub fn nats_server_for_test(test: &str) -> Option<PathBuf> {
     bin
 }
 
-fn random_replica_name() -> String {
+/// `n` random bytes as hex (zeros if the system RNG fails; callers add the process id or a
+/// name, so that still tells processes apart on a host).
+fn random_hex(n: usize) -> String {
     use ring::rand::SecureRandom;
-    let mut b = [0u8; 6];
-    // A failing system RNG leaves zeros; the process id still tells replicas apart on a host.
+    let mut b = vec![0u8; n];
     ring::rand::SystemRandom::new().fill(&mut b).ok();
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("gw-{}-{hex}", std::process::id())
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn random_replica_name() -> String {
+    format!("gw-{}-{}", std::process::id(), random_hex(6))
 }
 
 fn now_ms() -> i64 {
@@ -475,6 +476,14 @@ async fn propose(
                 .map_err(unavailable)?
                 .await
                 .map_err(unavailable)
+                .and_then(|ack| match ack.duplicate {
+                    // Never resent, so a duplicate means an id clash: its callers would wait
+                    // for an entry that is not coming.
+                    true => Err(StoreError::Unavailable(format!(
+                        "JetStream took entry {origin}-{batch_no} for a duplicate"
+                    ))),
+                    false => Ok(ack),
+                })
         };
         let sent = sent.await;
         Counts::add(
@@ -1074,6 +1083,38 @@ pub(crate) mod tests {
                 .map(|v| v.as_slice()),
             Some(&b"y"[..])
         );
+    }
+
+    /// A replica restarted under the same name writes again at once (its first entries must
+    /// not pass for the earlier run's, which had the same batch numbers) and resumes its own
+    /// unfinished submissions.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_restarted_under_its_name_writes_and_resumes() {
+        let Some(server) = start_server("a_replica_restarted_under_its_name_writes_and_resumes")
+        else {
+            return;
+        };
+        let a = replica(&server, "a", "").await;
+        a.accept(key("BEFORE"), vec![1], 1).await.unwrap();
+        drop(a);
+        let again = tokio::time::timeout(Duration::from_secs(10), replica(&server, "a", ""))
+            .await
+            .expect("the restarted replica's first write (a heartbeat) is confirmed");
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            again.accept(key("AFTER"), vec![2], 2),
+        )
+        .await
+        .expect("a write after the restart is confirmed");
+        assert!(matches!(r.unwrap(), Accepted::New(_)));
+        let mine: Vec<String> = again
+            .resumable()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.key.tcn)
+            .collect();
+        assert_eq!(mine, ["BEFORE", "AFTER"]);
     }
 
     /// A replica that stops beating loses its unfinished submissions to exactly one other
