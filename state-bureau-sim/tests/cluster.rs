@@ -129,6 +129,51 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
         );
     }
 
+    // gateway-0 comes back under its own name, and a state's opt-out made at gateway-1 is in
+    // force at gateway-0 (and lifted again) without a restart: replicas hold one policy.
+    if let Err(e) = cluster.restart("gateway-0") {
+        let log =
+            std::fs::read_to_string(dir.path().join("logs/gateway-0.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(8).collect();
+        panic!("{e:#}\n{}", tail.join("\n"));
+    }
+    rt.block_on(async {
+        let (g0, g1) = (addr("gateway-0"), addr("gateway-1"));
+        let at0 = client::connect_client(&g0, &pki, &Principal::Admin)
+            .await
+            .unwrap();
+        let at1 = client::connect_client(&g1, &pki, &Principal::Admin)
+            .await
+            .unwrap();
+        let j = world
+            .jurisdictions
+            .iter()
+            .find(|j| {
+                !world
+                    .states
+                    .iter()
+                    .any(|s| s.code == j.state && s.opted_out)
+            })
+            .expect("a jurisdiction of a state that has not opted out");
+        for opted_out in [true, false] {
+            at1.set_state_policy(&j.state, opted_out).await.unwrap();
+            let mut seen = None;
+            for _ in 0..100 {
+                let p = at0.get_policy(&j.id).await.unwrap();
+                seen = Some(p.state_opted_out);
+                if p.state_opted_out == opted_out {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(
+                seen,
+                Some(opted_out),
+                "{}'s opt-out set to {opted_out} at gateway-1 is not in force at gateway-0",
+                j.state
+            );
+        }
+    });
     cluster.down();
     let log = std::fs::read_to_string(dir.path().join("logs/gateway-1.log")).unwrap();
     let taken = log
