@@ -225,7 +225,7 @@ fn main() {
     }
     // Where the mate ranks in each stage-1 list: a search finds it only if one of the two
     // ranks is below the shortlist size, so this is the shortlist the gallery size needs.
-    let ranks: Vec<[usize; 2]> = mated
+    let ranks: Vec<[usize; 3]> = mated
         .iter()
         .map(|(p, probe)| {
             m.shortlist_ranks(probe, *p)
@@ -239,7 +239,7 @@ fn main() {
         .map(|(_, probe)| m.stage1_postings(probe).expect("postings"))
         .collect();
     let walked_mean = walked.iter().sum::<usize>() as f64 / walked.len().max(1) as f64;
-    let rank_stats = |f: &dyn Fn(&[usize; 2]) -> usize| {
+    let rank_stats = |f: &dyn Fn(&[usize; 3]) -> usize| {
         let mut v: Vec<usize> = ranks.iter().map(f).collect();
         v.sort_unstable();
         let q = |x: f64| v[((v.len() as f64 - 1.0) * x) as usize];
@@ -248,9 +248,11 @@ fn main() {
     let by_words = rank_stats(&|r| r[0]);
     let by_hist = rank_stats(&|r| r[1]);
     let by_either = rank_stats(&|r| r[0].min(r[1]));
-    let beyond: Vec<(usize, usize)> = [5usize, 10, 15, 20, 30]
+    let by_fused = rank_stats(&|r| r[2]);
+    // Mates a fused shortlist of k would lose.
+    let beyond: Vec<(usize, usize)> = [1usize, 2, 3, 5, 10, 15, 20, 30]
         .iter()
-        .map(|&k| (k, ranks.iter().filter(|r| r[0].min(r[1]) >= k).count()))
+        .map(|&k| (k, ranks.iter().filter(|r| r[2] >= k).count()))
         .collect();
     let mut non_top: Vec<f64> = non_mated
         .iter()
@@ -368,12 +370,13 @@ fn main() {
     for (name, (p50, p99, max)) in [
         ("word code", by_words),
         ("histogram code", by_hist),
-        ("either (the shortlist)", by_either),
+        ("either code", by_either),
+        ("fused score", by_fused),
     ] {
         println!("  mate's stage-1 rank by {name:<23} p50 {p50:>5}  p99 {p99:>5}  max {max:>5}");
     }
     println!(
-        "  mates a shortlist of k per code would lose: {}  (now {SHORTLIST})",
+        "  mates a fused shortlist of k would lose: {}  (now {SHORTLIST})",
         beyond
             .iter()
             .map(|(k, n)| format!("k={k}: {n}"))
@@ -420,11 +423,12 @@ fn main() {
             "fnir_at_fpir_1pct": {"fnir": fnir2, "threshold": t2, "under_resolved": floor2},
         },
         "shortlist": {
-            "size_per_code": SHORTLIST,
+            "size": SHORTLIST,
             "postings_walked_per_search": walked_mean,
             "mate_rank_words": {"p50": by_words.0, "p99": by_words.1, "max": by_words.2},
             "mate_rank_histogram": {"p50": by_hist.0, "p99": by_hist.1, "max": by_hist.2},
             "mate_rank_either": {"p50": by_either.0, "p99": by_either.1, "max": by_either.2},
+            "mate_rank_fused": {"p50": by_fused.0, "p99": by_fused.1, "max": by_fused.2},
             "mates_lost_at_k": beyond.iter().map(|(k, n)| serde_json::json!({"k": k, "lost": n})).collect::<Vec<_>>(),
         },
         "single_finger": {
