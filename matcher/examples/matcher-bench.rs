@@ -25,7 +25,7 @@
 //!
 //! A program, not a test: figures on shared machines are noisy; compare within one run.
 
-use interop_matcher::exhaustive::{SHORTLIST, THRESHOLD, compare_fingers};
+use interop_matcher::exhaustive::{SHORTLIST, SHORTLIST_PER_CODE, THRESHOLD, compare_fingers};
 use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
 use interop_matcher::template::FingerTemplate;
 use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
@@ -249,10 +249,19 @@ fn main() {
     let by_hist = rank_stats(&|r| r[1]);
     let by_either = rank_stats(&|r| r[0].min(r[1]));
     let by_fused = rank_stats(&|r| r[2]);
-    // Mates a fused shortlist of k would lose.
-    let beyond: Vec<(usize, usize)> = [1usize, 2, 3, 5, 10, 15, 20, 30]
+    // Mates a shortlist of k by the fused score would lose, with and without the per-code
+    // guard the search adds.
+    let beyond: Vec<(usize, usize, usize)> = [1usize, 2, 3, 5, 10, 15, 20, 30]
         .iter()
-        .map(|&k| (k, ranks.iter().filter(|r| r[2] >= k).count()))
+        .map(|&k| {
+            let lost = |guard: usize| {
+                ranks
+                    .iter()
+                    .filter(|r| r[2] >= k && r[0].min(r[1]) >= guard)
+                    .count()
+            };
+            (k, lost(0), lost(SHORTLIST_PER_CODE))
+        })
         .collect();
     let mut non_top: Vec<f64> = non_mated
         .iter()
@@ -376,10 +385,10 @@ fn main() {
         println!("  mate's stage-1 rank by {name:<23} p50 {p50:>5}  p99 {p99:>5}  max {max:>5}");
     }
     println!(
-        "  mates a fused shortlist of k would lose: {}  (now {SHORTLIST})",
+        "  mates a fused shortlist of k would lose (alone/with the guard of {SHORTLIST_PER_CODE} per code): {}  (now {SHORTLIST})",
         beyond
             .iter()
-            .map(|(k, n)| format!("k={k}: {n}"))
+            .map(|(k, n, g)| format!("k={k}: {n}/{g}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -423,13 +432,14 @@ fn main() {
             "fnir_at_fpir_1pct": {"fnir": fnir2, "threshold": t2, "under_resolved": floor2},
         },
         "shortlist": {
-            "size": SHORTLIST,
+            "size_fused": SHORTLIST,
+            "size_per_code": SHORTLIST_PER_CODE,
             "postings_walked_per_search": walked_mean,
             "mate_rank_words": {"p50": by_words.0, "p99": by_words.1, "max": by_words.2},
             "mate_rank_histogram": {"p50": by_hist.0, "p99": by_hist.1, "max": by_hist.2},
             "mate_rank_either": {"p50": by_either.0, "p99": by_either.1, "max": by_either.2},
             "mate_rank_fused": {"p50": by_fused.0, "p99": by_fused.1, "max": by_fused.2},
-            "mates_lost_at_k": beyond.iter().map(|(k, n)| serde_json::json!({"k": k, "lost": n})).collect::<Vec<_>>(),
+            "mates_lost_at_k": beyond.iter().map(|(k, n, g)| serde_json::json!({"k": k, "lost": n, "lost_with_guard": g})).collect::<Vec<_>>(),
         },
         "single_finger": {
             "pairs": a.pairs,

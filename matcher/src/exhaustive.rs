@@ -43,15 +43,19 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, RwLock};
 
 /// Subjects that reach the pairing stage per search: the best by the fused stage-1 score
-/// (see [`stage1_scores`]). Tuned with `matcher-bench`'s rank table (2026-11-25, BENCHMARKS.md):
-/// over 100 mated searches the mate's worst fused rank was 1 (0 = first) at 20,000 and at
-/// 100,000 identities, so 10 leaves a margin for larger galleries while stage 2, the cost that
-/// does not grow with the gallery, pairs a sixth of the subjects it used to.
+/// (see [`stage1_scores`]), with the best [`SHORTLIST_PER_CODE`] by each code alone. Tuned
+/// with `matcher-bench`'s rank table (2026-11-25, BENCHMARKS.md): over 1,000 mated searches
+/// the mate's fused rank (0 = first) was at most 1 at 10,000 identities; at 50,000, 998 of
+/// 1,000 were below 10 and the other two ranked 13th and 19th by the fused score, where the
+/// word code had failed (ranks 2,478 and 1,942) while the histogram code ranked them 0 and 1.
 pub const SHORTLIST: usize = 10;
+/// The guard for a probe one code misreads (see [`SHORTLIST`]).
+pub const SHORTLIST_PER_CODE: usize = 3;
 /// Words listed for more than this share of the gallery's entries are stop words: stage 1
-/// does not walk them. 0.05 walks a third of the postings for the same mate ranks at
-/// 100,000 identities; 0.03 walks a tenth but let one mate of 100 fall to rank 13.
-const STOP_WORD_SHARE: f64 = 0.05;
+/// does not walk them. At 0.07 stage 1 walks ~135 postings per identity per search instead of
+/// ~355; 0.05 walks ~110 but the word code then misread more probes (one mate of 300 at
+/// 10,000 identities fell to fused rank 16 and word rank 601), 0.10 walks ~210.
+const STOP_WORD_SHARE: f64 = 0.07;
 /// Word weights are inverse document frequencies in sixteenths (a `u16` row then holds any
 /// finger's weighted count: at most ~200 words × 255).
 const IDF_SCALE: f64 = 16.0;
@@ -590,7 +594,22 @@ struct Postings {
     /// Later entries, per key, ascending.
     tail: HashMap<u32, Vec<u32>, BuildHasherDefault<KeyHasher>>,
     tail_len: usize,
+    /// Keys dropped as stop words at a fold (a bit per key; empty until the first drop): their
+    /// lists are gone and later postings under them are not kept. See [`DROP_SHARE`].
+    stopped: Vec<u64>,
 }
+
+/// A fold drops a key's list for good once the shard has [`DROP_MIN_ENTRIES`] entries and the
+/// list names more than this share of them: the [`STOP_WORD_SHARE`], so a word stage 1 would
+/// not walk (a word's share over thousands of random subjects barely moves as the gallery
+/// grows). These lists held over a third of the index's bytes (1,331 → 837 per identity at
+/// 50,000 identities). Stage 1 treats a word any shard dropped as a stop word everywhere; so
+/// with more than [`DROP_MIN_ENTRIES`] per shard, a word whose share sits at the threshold can
+/// be a stop word under one shard count and not another (below it, shard counts give the same
+/// answers exactly: a property test).
+const DROP_SHARE: f64 = STOP_WORD_SHARE;
+/// Below this many entries a shard drops nothing: shares over a small gallery are noise.
+const DROP_MIN_ENTRIES: u32 = 4096;
 
 /// Hashes index keys (small integers chosen by us, not by a client: no flooding to resist)
 /// with one multiplication instead of SipHash, which was most of an enrolment's index cost.
@@ -632,6 +651,9 @@ fn put_varint(out: &mut Vec<u8>, mut v: u32) {
 
 impl Postings {
     fn push(&mut self, key: u32, entry: u32) {
+        if self.is_stopped(key) {
+            return;
+        }
         self.tail.entry(key).or_default().push(entry);
         self.tail_len += 1;
     }
@@ -653,18 +675,35 @@ impl Postings {
         let mut offsets = Vec::with_capacity(KEYS + 1);
         let mut bytes = Vec::with_capacity(self.bytes.len() + self.tail_len * 2);
         offsets.push(0u32);
+        let drop_above = if entries >= DROP_MIN_ENTRIES {
+            (DROP_SHARE * entries as f64) as usize
+        } else {
+            usize::MAX
+        };
         for k in 0..KEYS {
-            let mut last = None;
+            let start = bytes.len();
+            let (mut last, mut count) = (None, 0usize);
             if !self.offsets.is_empty() {
                 let old = &self.bytes[self.offsets[k] as usize..self.offsets[k + 1] as usize];
                 bytes.extend_from_slice(old);
-                decode(old, |e| last = Some(e as u32));
+                decode(old, |e| {
+                    last = Some(e as u32);
+                    count += 1;
+                });
             }
             if let Some(list) = self.tail.get(&(k as u32)) {
+                count += list.len();
                 for &e in list {
                     put_varint(&mut bytes, e - last.map_or(0, |l| l + 1));
                     last = Some(e);
                 }
+            }
+            if count > drop_above {
+                bytes.truncate(start);
+                if self.stopped.is_empty() {
+                    self.stopped = vec![0; KEYS.div_ceil(64)];
+                }
+                self.stopped[k / 64] |= 1 << (k % 64);
             }
             offsets.push(u32::try_from(bytes.len()).expect("a shard's index under 4 GiB"));
         }
@@ -674,6 +713,13 @@ impl Postings {
         self.tail = HashMap::default();
         self.tail_len = 0;
         self.folded = entries;
+    }
+
+    /// Whether a fold dropped `key` as a stop word (see [`DROP_SHARE`]).
+    #[inline]
+    fn is_stopped(&self, key: u32) -> bool {
+        let k = key as usize;
+        !self.stopped.is_empty() && self.stopped[k / 64] & (1 << (k % 64)) != 0
     }
 
     /// About how many entries `key` lists: its encoded bytes (one per posting for most
@@ -980,8 +1026,9 @@ fn best_of_shard(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
 /// The index keys stage 1 walks for each probe finger, with a weight: the word's inverse
 /// document frequency over the whole gallery, ln((N + 1) / (df + 1)) × [`IDF_SCALE`], so a
 /// word that many fingers have says little and a rare one much; words listed for more than
-/// [`STOP_WORD_SHARE`] of the gallery's entries are not walked at all (stop words). Document
-/// frequencies are summed over shards, so the weights do not depend on the shard count.
+/// [`STOP_WORD_SHARE`] of the gallery's entries are not walked at all (stop words), nor are
+/// those a shard has dropped (see [`DROP_SHARE`]). Document frequencies are summed over
+/// shards, so the weights do not depend on the shard count.
 fn weighted_keys<S: std::ops::Deref<Target = Shard> + Sync>(
     shards: &[S],
     words: &ProbeWords,
@@ -999,6 +1046,9 @@ fn weighted_keys<S: std::ops::Deref<Target = Shard> + Sync>(
                     let w = block * 64 + b.trailing_zeros() as usize;
                     b &= b - 1;
                     let k = key(s, w as u16);
+                    if shards.iter().any(|sh| sh.postings.is_stopped(k)) {
+                        continue;
+                    }
                     let df: usize = shards.iter().map(|sh| sh.postings.len_hint(k)).sum();
                     if df == 0 || df as f64 > STOP_WORD_SHARE * n as f64 {
                         continue;
@@ -1050,23 +1100,31 @@ fn stage1_scores<S: std::ops::Deref<Target = Shard> + Sync>(
         .collect()
 }
 
-/// The subjects stage 2 pairs: the best [`SHORTLIST`] by the fused score, as
-/// `(shard, entry)`, sorted.
+/// The subjects stage 2 pairs: the best [`SHORTLIST`] by the fused score and the best
+/// [`SHORTLIST_PER_CODE`] by each code, as `(shard, entry)`, sorted, without repeats.
 fn shortlist(scores: &[[Vec<f32>; 3]]) -> Vec<(usize, usize)> {
-    let per_shard: Vec<(usize, usize, f32)> = scores
-        .iter()
-        .enumerate()
-        .flat_map(|(si, sc)| {
-            best_of_shard(&sc[2], SHORTLIST)
-                .into_iter()
-                .map(move |(e, x)| (si, e, x))
-        })
-        .collect();
-    let mut short: Vec<(usize, usize)> = best_k(per_shard, SHORTLIST)
-        .into_iter()
-        .map(|(s, e, _)| (s, e))
-        .collect();
+    let mut short: Vec<(usize, usize)> = [
+        (2, SHORTLIST),
+        (0, SHORTLIST_PER_CODE),
+        (1, SHORTLIST_PER_CODE),
+    ]
+    .into_iter()
+    .flat_map(|(code, k)| {
+        let per_shard: Vec<(usize, usize, f32)> = scores
+            .iter()
+            .enumerate()
+            .flat_map(|(si, sc)| {
+                best_of_shard(&sc[code], k)
+                    .into_iter()
+                    .map(move |(e, x)| (si, e, x))
+            })
+            .collect();
+        best_k(per_shard, k)
+    })
+    .map(|(s, e, _)| (s, e))
+    .collect();
     short.sort_unstable();
+    short.dedup();
     short
 }
 
@@ -1195,6 +1253,7 @@ impl ExhaustiveMatcher {
             b.index += vec_bytes(&s.word_counts)
                 + vec_bytes(&p.offsets)
                 + vec_bytes(&p.bytes)
+                + vec_bytes(&p.stopped)
                 + p.tail.capacity() * (std::mem::size_of::<(u32, Vec<u32>)>() + 1)
                 + p.tail.values().map(vec_bytes).sum::<usize>();
             b.subjects += vec_bytes(&s.subjects);
@@ -1226,8 +1285,9 @@ impl ExhaustiveMatcher {
 
     /// Where `subject` ranks (0 = first) among the whole gallery by each stage-1 score — word,
     /// histogram, fused — in the order the shortlist takes them; `None` if not enrolled. The
-    /// search pairs a subject only if its fused rank is below [`SHORTLIST`]: this is how the
-    /// benchmark measures the shortlist a gallery size needs.
+    /// search pairs a subject only if its fused rank is below [`SHORTLIST`] or a code's rank
+    /// below [`SHORTLIST_PER_CODE`]: this is how the benchmark measures the shortlist a
+    /// gallery size needs.
     pub fn shortlist_ranks(
         &self,
         probe: &Tenprint,
@@ -1379,7 +1439,10 @@ mod tests {
         for p in [3, 77, 150] {
             let q = probe(p, 5);
             let [w, h, f] = m.shortlist_ranks(&q, p).unwrap().unwrap();
-            assert!(f < SHORTLIST, "ranks {w}, {h}, {f}");
+            assert!(
+                f < SHORTLIST || w.min(h) < SHORTLIST_PER_CODE,
+                "ranks {w}, {h}, {f}"
+            );
             assert_eq!(m.search(&q, 1).unwrap().hit.map(|c| c.subject), Some(p));
         }
         assert_eq!(m.shortlist_ranks(&probe(3, 5), 9_999).unwrap(), None);
@@ -1473,6 +1536,53 @@ mod tests {
         assert_eq!(many.stage1_postings(&q).unwrap(), walked);
         many.compact();
         assert_eq!(many.stage1_postings(&q).unwrap(), walked);
+    }
+
+    /// A fold over a large enough shard drops the lists that name more than [`DROP_SHARE`] of
+    /// its entries, for good (later postings under them are not kept either), and keeps the
+    /// rest whole; a small shard drops nothing.
+    #[test]
+    fn folds_drop_stop_word_lists_only_over_a_large_shard() {
+        let n = DROP_MIN_ENTRIES + 100;
+        let common_every = 5; // a 20% share: above DROP_SHARE
+        let rare_every = 50; // 2%: kept
+        let fill = |postings: &mut Postings, entries: std::ops::Range<u32>| {
+            for e in entries {
+                if e % common_every == 0 {
+                    postings.push(7, e);
+                }
+                if e % rare_every == 0 {
+                    postings.push(8, e);
+                }
+            }
+        };
+        let listed = |postings: &Postings, k: u32| {
+            let mut v = vec![];
+            postings.for_each(k, |e| v.push(e as u32));
+            v
+        };
+        let mut small = Postings::default();
+        fill(&mut small, 0..DROP_MIN_ENTRIES - 1);
+        small.fold(DROP_MIN_ENTRIES - 1);
+        assert!(!small.is_stopped(7));
+        assert_eq!(
+            listed(&small, 7).len() as u32,
+            (DROP_MIN_ENTRIES - 1).div_ceil(common_every)
+        );
+
+        let mut big = Postings::default();
+        fill(&mut big, 0..n);
+        big.fold(n);
+        assert!(big.is_stopped(7) && !big.is_stopped(8));
+        assert_eq!(listed(&big, 7), Vec::<u32>::new());
+        assert_eq!(big.len_hint(7), 0);
+        let rare: Vec<u32> = (0..n).filter(|e| e % rare_every == 0).collect();
+        assert_eq!(listed(&big, 8), rare);
+        fill(&mut big, n..n + 200);
+        big.fold(n + 200);
+        assert_eq!(listed(&big, 7), Vec::<u32>::new());
+        let rare: Vec<u32> = (0..n + 200).filter(|e| e % rare_every == 0).collect();
+        assert_eq!(listed(&big, 8), rare);
     }
 
     /// Stage 1 weighs a probe word by how rare it is in the gallery and does not walk the
