@@ -8,7 +8,8 @@
 //!
 //! Flags: `--identities N` (gallery size, default 10,000), `--searches N` (mated and as many
 //! non-mated, default 300), `--pairs N` (single-finger genuine and impostor pairs, default
-//! 2,000), `--quick` (1,000 / 100 / 500), `--out DIR` (default `bench/results`).
+//! 2,000), `--shards N` (gallery shards, default 4), `--quick` (1,000 / 100 / 500), `--out DIR`
+//! (default `bench/results`).
 //!
 //! Prints a table and writes `DIR/matcher-bench-<identities>.json`:
 //! - gallery build time, resident memory and bytes per identity;
@@ -38,10 +39,12 @@ struct Args {
     searches: u64,
     pairs: u64,
     out: String,
+    shards: usize,
 }
 
 fn args() -> Args {
     let mut a = Args {
+        shards: 4,
         identities: 10_000,
         searches: 300,
         pairs: 2_000,
@@ -62,6 +65,7 @@ fn args() -> Args {
             "--identities" => a.identities = num(i).max(1),
             "--searches" => a.searches = num(i).max(1),
             "--pairs" => a.pairs = num(i).max(1),
+            "--shards" => a.shards = num(i).clamp(1, 256) as usize,
             "--out" => {
                 a.out = v.get(i + 1).cloned().unwrap_or(a.out);
             }
@@ -168,7 +172,7 @@ fn main() {
         .collect();
     let rss0 = rss_bytes();
     let t = Instant::now();
-    let m = ExhaustiveMatcher::new(4);
+    let m = ExhaustiveMatcher::new(a.shards);
     // Bulk load: prints prepared on every core, as the gateway loads a gallery file.
     m.enroll_many(&prints).expect("enrol");
     // Fold the last enrolments into the compressed index, as a bulk load would.
@@ -325,7 +329,8 @@ fn main() {
     let effective = fingers as f64 * two.per_s;
     let n = a.identities;
     println!(
-        "== matcher-bench: {n} identities, {} mated + {} non-mated searches ==",
+        "== matcher-bench: {n} identities in {} shards, {} mated + {} non-mated searches ==",
+        a.shards,
         a.searches, a.searches
     );
     println!("  gallery build                  {build_s:>10.2} s");
@@ -401,6 +406,7 @@ fn main() {
     );
     let json = serde_json::json!({
         "identities": n,
+        "shards": a.shards,
         "searches_mated": a.searches,
         "searches_non_mated": a.searches,
         "build_s": build_s,
