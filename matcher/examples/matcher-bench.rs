@@ -330,8 +330,7 @@ fn main() {
     let n = a.identities;
     println!(
         "== matcher-bench: {n} identities in {} shards, {} mated + {} non-mated searches ==",
-        a.shards,
-        a.searches, a.searches
+        a.shards, a.searches, a.searches
     );
     println!("  gallery build                  {build_s:>10.2} s");
     println!(

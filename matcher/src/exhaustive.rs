@@ -10,8 +10,9 @@
 //!    word's weight is its inverse document frequency in the gallery, and words most fingers
 //!    have (stop words) are not looked at — found through a per-shard inverted index. A
 //!    second code, a histogram of pair distances, is scanned over every subject. The two
-//!    scores are fused (the sum of their z-scores over the gallery) and the best [`SHORTLIST`]
-//!    subjects by the fused score (merged across shards) go on.
+//!    scores are fused (the sum of their z-scores over the gallery); the best [`SHORTLIST`]
+//!    subjects by the fused score and the best [`SHORTLIST_PER_CODE`] by each code (merged
+//!    across shards) go on.
 //! 2. **Minutiae pairing.** For each shortlisted subject and each common finger: edges to the
 //!    three nearest neighbours of every minutia (length, and both directions relative to the
 //!    edge — again invariant) are matched between probe and gallery finger; each matched edge
