@@ -57,8 +57,8 @@ pub const SHORTLIST_PER_CODE: usize = 3;
 /// ~355; 0.05 walks ~110 but the word code then misread more probes (one mate of 300 at
 /// 10,000 identities fell to fused rank 16 and word rank 601), 0.10 walks ~210.
 const STOP_WORD_SHARE: f64 = 0.07;
-/// Word weights are inverse document frequencies in sixteenths (a `u16` row then holds any
-/// finger's weighted count: at most ~200 words × 255).
+/// Word weights are inverse document frequencies in sixteenths, at most 255 (a `u16` counter
+/// then holds a finger's weighted count: ~200 words × 255; it saturates rather than wraps).
 const IDF_SCALE: f64 = 16.0;
 /// Tenprint decision threshold on the fused score. With the calibrated capture model, over
 /// 1,000 mated and 1,000 non-mated searches of a 2,000-identity gallery, the highest impostor
@@ -902,8 +902,9 @@ impl Shard {
     }
 
     /// [`shortlist_score`] of every entry, through the index: per entry and probe finger,
-    /// the count of the gallery finger's words present in the probe's set, then the same
-    /// normalised sum in the same order — the same value as the scan.
+    /// the summed weights of the gallery finger's words among the probe's `keys` (see
+    /// [`weighted_keys`]), then the same normalised sum in the same order — the same value as
+    /// the scan.
     fn word_scores(&self, probe: &[(usize, Vec<(u32, u16)>)]) -> Vec<f32> {
         let len = self.len();
         let mut scores = vec![0f32; len];
@@ -1033,7 +1034,7 @@ fn best_of_shard(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
 /// [`STOP_WORD_SHARE`] of the gallery's entries are not walked at all (stop words), nor are
 /// those a shard has dropped (see [`DROP_SHARE`]). Document frequencies are summed over
 /// shards, so the weights do not depend on the shard count.
-fn weighted_keys<S: std::ops::Deref<Target = Shard> + Sync>(
+fn weighted_keys<S: std::ops::Deref<Target = Shard>>(
     shards: &[S],
     words: &ProbeWords,
 ) -> Vec<(usize, Vec<(u32, u16)>)> {
