@@ -71,10 +71,15 @@ const POSITIONS: usize = 10;
 /// Largest minutia coordinate a gallery finger can hold (11 bits of the packed form; the
 /// gateway accepts images up to 2,000 px).
 pub const MAX_COORD: u16 = 2047;
-/// Pair-distance histogram (the other stage-1 code): distance × direction difference.
-const DIST_BINS: usize = 10;
-const DIST_STEP: f32 = 20.0;
-const ANGLE_BINS: usize = 8;
+/// Pair-distance histogram (the other stage-1 code): distance × direction difference, 48
+/// bins (a multiple of 16 for the scan's lanes). 8 × 25 px × 6 angle bins ranked mates better
+/// than the earlier 10 × 20 px × 8 with 60% of the bytes (`matcher-bench`, 50,000 identities,
+/// 1,000 mated searches: mate's histogram rank p99 52 against 173; BENCHMARKS.md): wider bins
+/// absorb more of a capture's jitter and distortion. 8 × 20 px × 6 and 6 × 25 px × 8 ranked
+/// worse, and 8 × 25 px × 4 lost a mate to the shortlist.
+const DIST_BINS: usize = 8;
+const DIST_STEP: f32 = 25.0;
+const ANGLE_BINS: usize = 6;
 const HIST: usize = DIST_BINS * ANGLE_BINS;
 /// Edge words: (length, direction of the edge, direction of the neighbour), quantised.
 const WORD_LEN_STEP: f32 = 8.0;
@@ -239,9 +244,9 @@ fn angdiff(a: f32, b: f32) -> f32 {
 
 /// Histogram codes are kept as bytes: each bin of the unit-length histogram × [`HIST_SCALE`],
 /// rounded — a quarter of the memory and of the bytes a scan reads, for a cosine within 0.04
-/// of the float one (each rounding error is at most ½, over 80 bins).
+/// of the float one (each rounding error is at most ½, over [`HIST`] bins).
 type Code = [u8; HIST];
-/// By Cauchy–Schwarz two codes' dot product is at most (250 + ½·√80)² = 64,755, so a
+/// By Cauchy–Schwarz two codes' dot product is at most (250 + ½·√48)² < 64,250, so a
 /// tenprint's histogram score (ten fingers) is an exact integer in u32 and in f32.
 const HIST_SCALE: f32 = 250.0;
 
@@ -932,7 +937,7 @@ impl Shard {
             .map(|h| {
                 // 32-bit lanes over all fingers, one horizontal sum per entry: the same
                 // integer total as the per-finger dot products (nothing wraps: at most
-                // 10 × 80 × 255²).
+                // 10 × HIST × 255²).
                 let mut acc = [0u32; 16];
                 for (s, p) in probe {
                     for (cx, cy) in p.chunks_exact(16).zip(h[*s].chunks_exact(16)) {
