@@ -26,7 +26,7 @@
 //!
 //! A program, not a test: figures on shared machines are noisy; compare within one run.
 
-use interop_matcher::exhaustive::{SHORTLIST, SHORTLIST_PER_CODE, THRESHOLD, compare_fingers};
+use interop_matcher::exhaustive::{SHORTLIST_PER_CODE, THRESHOLD, compare_fingers, shortlist_len};
 use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
 use interop_matcher::template::FingerTemplate;
 use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
@@ -255,7 +255,7 @@ fn main() {
     let by_fused = rank_stats(&|r| r[2]);
     // Mates a shortlist of k by the fused score would lose, with and without the per-code
     // guard the search adds.
-    let beyond: Vec<(usize, usize, usize)> = [1usize, 2, 3, 5, 10, 15, 20, 30]
+    let beyond: Vec<(usize, usize, usize)> = [1usize, 2, 3, 5, 10, 15, 20, 30, 40]
         .iter()
         .map(|&k| {
             let lost = |guard: usize| {
@@ -389,12 +389,13 @@ fn main() {
         println!("  mate's stage-1 rank by {name:<23} p50 {p50:>5}  p99 {p99:>5}  max {max:>5}");
     }
     println!(
-        "  mates a fused shortlist of k would lose (alone/with the guard of {SHORTLIST_PER_CODE} per code): {}  (now {SHORTLIST})",
+        "  mates a fused shortlist of k would lose (alone/with the guard of {SHORTLIST_PER_CODE} per code): {}  (now {})",
         beyond
             .iter()
             .map(|(k, n, g)| format!("k={k}: {n}/{g}"))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        shortlist_len(a.identities as usize)
     );
     println!(
         "  single finger, {} pairs:    EER ours {:.2}%   Bozorth3 {:.2}%  ({:.1} s for both)",
@@ -437,7 +438,7 @@ fn main() {
             "fnir_at_fpir_1pct": {"fnir": fnir2, "threshold": t2, "under_resolved": floor2},
         },
         "shortlist": {
-            "size_fused": SHORTLIST,
+            "size_fused": shortlist_len(n as usize),
             "size_per_code": SHORTLIST_PER_CODE,
             "postings_walked_per_search": walked_mean,
             "mate_rank_words": {"p50": by_words.0, "p99": by_words.1, "max": by_words.2},

@@ -44,12 +44,19 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, RwLock};
 
 /// Subjects that reach the pairing stage per search: the best by the fused stage-1 score
-/// (see [`stage1_scores`]), with the best [`SHORTLIST_PER_CODE`] by each code alone. Tuned
-/// with `matcher-bench`'s rank table (2026-11-25, BENCHMARKS.md): over 1,000 mated searches
-/// the mate's fused rank (0 = first) was at most 1 at 10,000 identities; at 50,000, 998 of
-/// 1,000 were below 10 and the other two ranked 13th and 19th by the fused score, where the
-/// word code had failed (ranks 2,478 and 1,942) while the histogram code ranked them 0 and 1.
+/// (see [`stage1_scores`]) — this many, plus one per [`SHORTLIST_GROWTH`] identities in the
+/// gallery (see [`shortlist_len`]) — with the best [`SHORTLIST_PER_CODE`] by each code alone.
+/// Tuned with `matcher-bench`'s rank table (2026-11-25/26, BENCHMARKS.md): over 1,000 mated
+/// searches the mate's fused rank (0 = first) was at most 1 at 10,000 identities; at 50,000,
+/// 998 of 1,000 were below 10 and the other two ranked 13th and 19th by the fused score, where
+/// the word code had failed (ranks 2,478 and 1,942) while the histogram code ranked them
+/// first and second. A mate's rank grows with the gallery (there are more impostors to
+/// outscore it): among 100 mated searches of 1,000,000 identities one ranked 23rd fused and
+/// was missed with 10.
 pub const SHORTLIST: usize = 10;
+/// The fused shortlist grows by one per this many enrolled identities: 35 at 1,000,000, where
+/// the worst mate measured ranked 23rd.
+pub const SHORTLIST_GROWTH: usize = 40_000;
 /// The guard for a probe one code misreads (see [`SHORTLIST`]).
 pub const SHORTLIST_PER_CODE: usize = 3;
 /// Words listed for more than this share of the gallery's entries are stop words: stage 1
@@ -1110,11 +1117,17 @@ fn stage1_scores<S: std::ops::Deref<Target = Shard> + Sync>(
         .collect()
 }
 
-/// The subjects stage 2 pairs: the best [`SHORTLIST`] by the fused score and the best
+/// How many subjects the fused score shortlists in a gallery of `n` (see [`SHORTLIST`]).
+pub fn shortlist_len(n: usize) -> usize {
+    SHORTLIST + n / SHORTLIST_GROWTH
+}
+
+/// The subjects stage 2 pairs: the best [`shortlist_len`] by the fused score and the best
 /// [`SHORTLIST_PER_CODE`] by each code, as `(shard, entry)`, sorted, without repeats.
 fn shortlist(scores: &[[Vec<f32>; 3]]) -> Vec<(usize, usize)> {
+    let n = scores.iter().map(|sc| sc[2].len()).sum();
     let mut short: Vec<(usize, usize)> = [
-        (2, SHORTLIST),
+        (2, shortlist_len(n)),
         (0, SHORTLIST_PER_CODE),
         (1, SHORTLIST_PER_CODE),
     ]
@@ -1295,7 +1308,7 @@ impl ExhaustiveMatcher {
 
     /// Where `subject` ranks (0 = first) among the whole gallery by each stage-1 score — word,
     /// histogram, fused — in the order the shortlist takes them; `None` if not enrolled. The
-    /// search pairs a subject only if its fused rank is below [`SHORTLIST`] or a code's rank
+    /// search pairs a subject only if its fused rank is below [`shortlist_len`] or a code's rank
     /// below [`SHORTLIST_PER_CODE`]: this is how the benchmark measures the shortlist a
     /// gallery size needs.
     pub fn shortlist_ranks(
@@ -1450,7 +1463,7 @@ mod tests {
             let q = probe(p, 5);
             let [w, h, f] = m.shortlist_ranks(&q, p).unwrap().unwrap();
             assert!(
-                f < SHORTLIST || w.min(h) < SHORTLIST_PER_CODE,
+                f < shortlist_len(m.len()) || w.min(h) < SHORTLIST_PER_CODE,
                 "ranks {w}, {h}, {f}"
             );
             assert_eq!(m.search(&q, 1).unwrap().hit.map(|c| c.subject), Some(p));
