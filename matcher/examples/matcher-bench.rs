@@ -9,7 +9,8 @@
 //! Flags: `--identities N` (gallery size, default 10,000), `--searches N` (mated and as many
 //! non-mated, default 300), `--pairs N` (single-finger genuine and impostor pairs, default
 //! 2,000), `--shards N` (gallery shards, default 4), `--quick` (1,000 / 100 / 500), `--out DIR`
-//! (default `bench/results`).
+//! (default `bench/results`), `--profile SECS` (after the build, only repeat the searches on
+//! one thread for SECS and exit: for `perf record`, whose samples then show a search's cost).
 //!
 //! Prints a table and writes `DIR/matcher-bench-<identities>.json`:
 //! - gallery build time, resident memory and bytes per identity;
@@ -26,7 +27,9 @@
 //!
 //! A program, not a test: figures on shared machines are noisy; compare within one run.
 
-use interop_matcher::exhaustive::{SHORTLIST_PER_CODE, THRESHOLD, compare_fingers, shortlist_len};
+use interop_matcher::exhaustive::{
+    SHORTLIST_PER_CODE, ShortlistRanks, THRESHOLD, compare_fingers, shortlist_len,
+};
 use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
 use interop_matcher::template::FingerTemplate;
 use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
@@ -40,11 +43,13 @@ struct Args {
     pairs: u64,
     out: String,
     shards: usize,
+    profile_s: u64,
 }
 
 fn args() -> Args {
     let mut a = Args {
         shards: 4,
+        profile_s: 0,
         identities: 10_000,
         searches: 300,
         pairs: 2_000,
@@ -66,6 +71,7 @@ fn args() -> Args {
             "--searches" => a.searches = num(i).max(1),
             "--pairs" => a.pairs = num(i).max(1),
             "--shards" => a.shards = num(i).clamp(1, 256) as usize,
+            "--profile" => a.profile_s = num(i),
             "--out" => {
                 a.out = v.get(i + 1).cloned().unwrap_or(a.out);
             }
@@ -200,6 +206,32 @@ fn main() {
         .chain(non_mated.iter().cloned())
         .collect();
 
+    if a.profile_s > 0 {
+        // Only searches, on one thread, for a profiler (`perf record -p`, once this line is
+        // printed): nothing else runs.
+        eprintln!("profiling: searches only, pid {}", std::process::id());
+        let t = Instant::now();
+        let mut n = 0u64;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("thread pool")
+            .install(|| {
+                while t.elapsed().as_secs() < a.profile_s {
+                    for p in &all {
+                        std::hint::black_box(m.search(p, 5).expect("search"));
+                        n += 1;
+                    }
+                }
+            });
+        println!(
+            "profile: {n} searches in {:.1} s ({:.1}/s)",
+            t.elapsed().as_secs_f64(),
+            n as f64 / t.elapsed().as_secs_f64()
+        );
+        return;
+    }
+
     // Speed with 1 and 2 threads.
     let pool = |n| {
         rayon::ThreadPoolBuilder::new()
@@ -229,7 +261,7 @@ fn main() {
     }
     // Where the mate ranks in each stage-1 list: a search finds it only if one of the two
     // ranks is below the shortlist size, so this is the shortlist the gallery size needs.
-    let ranks: Vec<[usize; 3]> = mated
+    let ranks: Vec<ShortlistRanks> = mated
         .iter()
         .map(|(p, probe)| {
             m.shortlist_ranks(probe, *p)
@@ -243,16 +275,18 @@ fn main() {
         .map(|(_, probe)| m.stage1_postings(probe).expect("postings"))
         .collect();
     let walked_mean = walked.iter().sum::<usize>() as f64 / walked.len().max(1) as f64;
-    let rank_stats = |f: &dyn Fn(&[usize; 3]) -> usize| {
+    let rank_stats = |f: &dyn Fn(&ShortlistRanks) -> usize| {
         let mut v: Vec<usize> = ranks.iter().map(f).collect();
         v.sort_unstable();
         let q = |x: f64| v[((v.len() as f64 - 1.0) * x) as usize];
         (q(0.5), q(0.99), *v.last().unwrap_or(&0))
     };
-    let by_words = rank_stats(&|r| r[0]);
-    let by_hist = rank_stats(&|r| r[1]);
-    let by_either = rank_stats(&|r| r[0].min(r[1]));
-    let by_fused = rank_stats(&|r| r[2]);
+    // A mate the word score did not keep ranks last by the fused score (usize::MAX).
+    let by_words = rank_stats(&|r| r.word);
+    let by_hist = rank_stats(&|r| r.histogram);
+    let by_either = rank_stats(&|r| r.word.min(r.histogram));
+    let by_fused = rank_stats(&|r| r.fused.unwrap_or(usize::MAX));
+    let not_kept = ranks.iter().filter(|r| r.fused.is_none()).count();
     // Mates a shortlist of k by the fused score would lose, with and without the per-code
     // guard the search adds.
     let beyond: Vec<(usize, usize, usize)> = [1usize, 2, 3, 5, 10, 15, 20, 30, 40]
@@ -261,7 +295,11 @@ fn main() {
             let lost = |guard: usize| {
                 ranks
                     .iter()
-                    .filter(|r| r[2] >= k && r[0].min(r[1]) >= guard)
+                    .filter(|r| {
+                        r.fused.is_none_or(|f| f >= k)
+                            && r.word >= guard
+                            && r.histogram_kept.is_none_or(|h| h >= guard)
+                    })
                     .count()
             };
             (k, lost(0), lost(SHORTLIST_PER_CODE))
@@ -386,8 +424,24 @@ fn main() {
         ("either code", by_either),
         ("fused score", by_fused),
     ] {
-        println!("  mate's stage-1 rank by {name:<23} p50 {p50:>5}  p99 {p99:>5}  max {max:>5}");
+        let show = |x: usize| {
+            if x == usize::MAX {
+                "out".to_string()
+            } else {
+                x.to_string()
+            }
+        };
+        println!(
+            "  mate's stage-1 rank by {name:<23} p50 {:>5}  p99 {:>5}  max {:>5}",
+            show(p50),
+            show(p99),
+            show(max)
+        );
     }
+    println!(
+        "  mates the word score did not keep (cascade of {}): {not_kept}",
+        m.cascade_len()
+    );
     println!(
         "  mates a fused shortlist of k would lose (alone/with the guard of {SHORTLIST_PER_CODE} per code): {}  (now {})",
         beyond
@@ -445,6 +499,8 @@ fn main() {
             "mate_rank_histogram": {"p50": by_hist.0, "p99": by_hist.1, "max": by_hist.2},
             "mate_rank_either": {"p50": by_either.0, "p99": by_either.1, "max": by_either.2},
             "mate_rank_fused": {"p50": by_fused.0, "p99": by_fused.1, "max": by_fused.2},
+            "cascade": m.cascade_len(),
+            "mates_not_kept_by_cascade": not_kept,
             "mates_lost_at_k": beyond.iter().map(|(k, n, g)| serde_json::json!({"k": k, "lost": n, "lost_with_guard": g})).collect::<Vec<_>>(),
         },
         "single_finger": {

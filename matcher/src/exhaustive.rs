@@ -1,18 +1,19 @@
 //! The exhaustive sharded matcher: every search looks at every enrolled subject.
 //!
-//! Two stages, both over the whole gallery's subjects:
-//! 1. **Shortlist.** Each enrolled finger carries its "edge words": every minutia's edges to
-//!    its three nearest neighbours, quantised by length and by both directions relative to the
-//!    edge — invariant to rotation and translation, so no alignment is needed. The probe's
-//!    edges are expanded to the neighbouring bins too (jitter moves values across bin
-//!    boundaries). A subject's word score sums, over common finger positions, the weights of
-//!    its finger's words the probe finger has, over the square root of its word count; a
-//!    word's weight is its inverse document frequency in the gallery, and words most fingers
-//!    have (stop words) are not looked at — found through a per-shard inverted index. A
-//!    second code, a histogram of pair distances, is scanned over every subject. The two
-//!    scores are fused (the sum of their z-scores over the gallery); the best [`SHORTLIST`]
-//!    subjects by the fused score and the best [`SHORTLIST_PER_CODE`] by each code (merged
-//!    across shards) go on.
+//! Two stages:
+//! 1. **Shortlist**, a cascade over every subject. Each enrolled finger carries its "edge
+//!    words": every minutia's edges to its three nearest neighbours, quantised by length and
+//!    by both directions relative to the edge, with the types (ending, bifurcation) of the
+//!    edge's two minutiae — invariant to rotation and translation, so no alignment is needed.
+//!    The probe's edges are expanded to the neighbouring bins too (jitter moves values across
+//!    bin boundaries). A subject's word score sums, over common finger positions, the weights
+//!    of its finger's words the probe finger has, over the square root of its word count; a
+//!    word's weight is its inverse document frequency in the gallery, and words more than
+//!    [`STOP_WORD_SHARE`] of the fingers have (stop words) are not looked at — found through a
+//!    per-shard inverted index. The best [`CASCADE`] subjects by word score are kept; only
+//!    their second code, a histogram of pair distances, is read. The two scores are fused (the
+//!    sum of their z-scores); the best [`SHORTLIST`] kept subjects by the fused score and the
+//!    best [`SHORTLIST_PER_CODE`] by each code (merged across shards) go on.
 //! 2. **Minutiae pairing.** For each shortlisted subject and each common finger: edges to the
 //!    three nearest neighbours of every minutia (length, and both directions relative to the
 //!    edge — again invariant) are matched between probe and gallery finger; each matched edge
@@ -35,7 +36,7 @@
 
 use crate::{
     Candidate, MatchError, Matcher, SearchResult, SubjectId, Tenprint,
-    template::{FingerTemplate, Minutia},
+    template::{FingerTemplate, Minutia, MinutiaKind},
 };
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -59,11 +60,29 @@ pub const SHORTLIST: usize = 10;
 pub const SHORTLIST_GROWTH: usize = 40_000;
 /// The guard for a probe one code misreads (see [`SHORTLIST`]).
 pub const SHORTLIST_PER_CODE: usize = 3;
+/// Subjects the word score keeps for the histogram code and the fused score (see [`stage1`]):
+/// this many, or one in [`CASCADE_SHARE`] of the gallery if more. At 1,000,000 identities over
+/// 100 mated searches the mate's word rank was at most 5,714 (p99 1,884; BENCHMARKS.md), and
+/// a cascade of 4,096 lost that mate; at 300,000, at most 1,688.
+pub const CASCADE: usize = 4096;
+/// See [`CASCADE`]: 20,000 kept at 1,000,000.
+pub const CASCADE_SHARE: usize = 50;
 /// Words listed for more than this share of the gallery's entries are stop words: stage 1
-/// does not walk them. At 0.07 stage 1 walks ~135 postings per identity per search instead of
-/// ~355; 0.05 walks ~110 but the word code then misread more probes (one mate of 300 at
-/// 10,000 identities fell to fused rank 16 and word rank 601), 0.10 walks ~210.
-const STOP_WORD_SHARE: f64 = 0.07;
+/// does not walk them. With typed words, at 100,000 identities over 200 mated searches
+/// (`matcher-bench`, BENCHMARKS.md): 0.07 walked 119 postings per identity per search and
+/// the mate's word rank was at most 0; 0.02 walks 42 and the worst mate ranked 13th by words
+/// (first fused); 0.01 walked 8.5 but the word code lost mates (word rank p99 370, max 1,824).
+/// It also sets what the index keeps (see [`DROP_SHARE`]).
+const STOP_WORD_SHARE: f64 = 0.02;
+/// A word listed for at most this many entries is never a stop word: in a small gallery a
+/// share is a handful of fingers (2% of 200 is 4), and every word would be one.
+const STOP_MIN_DF: f64 = 20.0;
+
+/// The document frequency above which a word is a stop word in a gallery of `n`.
+fn stop_above(n: usize) -> f64 {
+    (STOP_WORD_SHARE * n as f64).max(STOP_MIN_DF)
+}
+
 /// Word weights are inverse document frequencies in sixteenths, at most 255 (a `u16` counter
 /// then holds a finger's weighted count: ~200 words × 255; it saturates rather than wraps).
 const IDF_SCALE: f64 = 16.0;
@@ -92,7 +111,16 @@ const HIST: usize = DIST_BINS * ANGLE_BINS;
 const WORD_LEN_STEP: f32 = 8.0;
 const WORD_LEN_BINS: usize = 25;
 const WORD_ANGLE_BINS: usize = 24;
-const WORDS: usize = WORD_LEN_BINS * WORD_ANGLE_BINS * WORD_ANGLE_BINS;
+/// Type classes of an edge: (from, to) × (ending, bifurcation). The direction of a neighbour
+/// mostly repeats the from-minutia's (neighbouring ridges run parallel: 80% of edges fall in 4
+/// of the 24 direction bins), so without the types the words act like a fraction of their
+/// number and every list is long; the types split each list about four ways. A type flipped
+/// between captures (12% per minutia in the capture model) loses that edge's word for the
+/// mate, which scores by the rest.
+const KINDS: usize = 4;
+const WORDS: usize = WORD_LEN_BINS * WORD_ANGLE_BINS * WORD_ANGLE_BINS * KINDS;
+// Words are kept as u16.
+const _: () = assert!(WORDS <= 1 << 16);
 const WORD_BLOCKS: usize = WORDS.div_ceil(64);
 const NEIGHBOURS: usize = 3;
 /// Pairing tolerances: position (pixels) and direction (radians).
@@ -114,42 +142,58 @@ struct Point {
     x: f32,
     y: f32,
     a: f32,
+    /// 0 ending, 1 bifurcation (stage 1's words use it; pairing does not).
+    k: u8,
 }
 
 /// A minutia as the matcher sees it. Directions are taken modulo 360°.
-fn point(x: u16, y: u16, angle_deg: u16) -> Point {
+fn point(x: u16, y: u16, angle_deg: u16, k: u8) -> Point {
     Point {
         x: x as f32,
         y: y as f32,
         a: ((angle_deg % 360) as f32).to_radians(),
+        k,
+    }
+}
+
+fn kind_bit(k: MinutiaKind) -> u8 {
+    match k {
+        MinutiaKind::Ending => 0,
+        MinutiaKind::Bifurcation => 1,
     }
 }
 
 fn points(f: &FingerTemplate) -> Vec<Point> {
     f.minutiae
         .iter()
-        .map(|m| point(m.x, m.y, m.angle_deg))
+        .map(|m| point(m.x, m.y, m.angle_deg, kind_bit(m.kind)))
         .collect()
 }
 
-/// A gallery minutia in 32 bits: x and y (11 bits each, up to [`MAX_COORD`]) and the
-/// direction in whole degrees (10 bits). Type and quality are not used by the matcher.
+/// A gallery minutia in 32 bits: x and y (11 bits each, up to [`MAX_COORD`]), the direction
+/// in whole degrees (9 bits) and the type (1 bit). Quality is not used by the matcher.
 fn pack(m: &Minutia) -> u32 {
     debug_assert!(m.x <= MAX_COORD && m.y <= MAX_COORD);
-    m.x as u32 | (m.y as u32) << 11 | ((m.angle_deg % 360) as u32) << 22
+    m.x as u32
+        | (m.y as u32) << 11
+        | ((m.angle_deg % 360) as u32) << 22
+        | (kind_bit(m.kind) as u32) << 31
 }
 
 fn unpack(p: u32) -> Point {
     point(
         (p & 0x7FF) as u16,
         (p >> 11 & 0x7FF) as u16,
-        (p >> 22) as u16,
+        (p >> 22 & 0x1FF) as u16,
+        (p >> 31) as u8,
     )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Edge {
     from: u16,
+    /// The types of the from- and to-minutia, `from * 2 + to` (see [`KINDS`]).
+    kinds: u8,
     len: f32,
     /// Direction of the edge relative to the from-minutia's direction.
     alpha: f32,
@@ -204,8 +248,8 @@ fn word_bins(len: f32, alpha: f32, beta: f32) -> Option<([usize; 2], [usize; 2],
     ))
 }
 
-fn word(l: usize, a: usize, b: usize) -> usize {
-    (l * WORD_ANGLE_BINS + a) * WORD_ANGLE_BINS + b
+fn word(l: usize, a: usize, b: usize, k: u8) -> usize {
+    ((l * WORD_ANGLE_BINS + a) * WORD_ANGLE_BINS + b) * KINDS + k as usize
 }
 
 fn probe_words(probe: &[(usize, Prepared)]) -> ProbeWords {
@@ -217,7 +261,7 @@ fn probe_words(probe: &[(usize, Prepared)]) -> ProbeWords {
                 for l in ls {
                     for a in as_ {
                         for b in bs {
-                            let w = word(l, a, b);
+                            let w = word(l, a, b, e.kinds);
                             set[w / 64] |= 1 << (w % 64);
                         }
                     }
@@ -333,6 +377,7 @@ fn prepare(points: Vec<Point>) -> Prepared {
             let dir = (q.y - p.y).atan2(q.x - p.x);
             edges.push(Edge {
                 from: i as u16,
+                kinds: p.k * 2 + q.k,
                 len: d,
                 alpha: rem_tau(dir - p.a),
                 beta: rem_tau(q.a - p.a),
@@ -358,7 +403,8 @@ fn words(f: &Prepared) -> Vec<u16> {
         .edges
         .iter()
         .filter_map(|e| {
-            word_bins(e.len, e.alpha, e.beta).map(|(l, a, b)| word(l[0], a[0], b[0]) as u16)
+            word_bins(e.len, e.alpha, e.beta)
+                .map(|(l, a, b)| word(l[0], a[0], b[0], e.kinds) as u16)
         })
         .collect();
     words.sort_unstable();
@@ -414,6 +460,7 @@ impl Align {
             x: self.c * p.x - self.s * p.y + self.tx,
             y: self.s * p.x + self.c * p.y + self.ty,
             a: p.a + self.r,
+            k: p.k,
         }
     }
 }
@@ -700,9 +747,9 @@ impl Postings {
             let start = bytes.len();
             let (mut last, mut count) = (None, 0usize);
             if !self.offsets.is_empty() {
-                let old = &self.bytes[self.offsets[k] as usize..self.offsets[k + 1] as usize];
-                bytes.extend_from_slice(old);
-                decode(old, |e| {
+                let (lo, hi) = (self.offsets[k] as usize, self.offsets[k + 1] as usize);
+                bytes.extend_from_slice(&self.bytes[lo..hi]);
+                decode(&self.bytes, lo, hi, |e| {
                     last = Some(e as u32);
                     count += 1;
                 });
@@ -723,6 +770,7 @@ impl Postings {
             }
             offsets.push(u32::try_from(bytes.len()).expect("a shard's index under 4 GiB"));
         }
+        bytes.extend_from_slice(&[0; PAD]);
         bytes.shrink_to_fit();
         self.offsets = offsets;
         self.bytes = bytes;
@@ -755,13 +803,102 @@ impl Postings {
         folded + tail
     }
 
+    /// Asks the cache for `key`'s offset (`list == false`) or for the start of its list: the
+    /// walk calls this some keys ahead, so that the lists of a probe's scattered keys, each
+    /// likely a cache miss, load while the walk decodes earlier ones (at 30,000 identities,
+    /// 61 → 74 searches/s on one thread, `matcher-bench --profile`). Does nothing where there
+    /// is no prefetch instruction.
+    #[inline]
+    fn prefetch(&self, key: u32, list: bool) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let k = key as usize;
+            if k + 1 < self.offsets.len() {
+                let p = if list {
+                    self.bytes.as_ptr().wrapping_add(self.offsets[k] as usize)
+                } else {
+                    self.offsets.as_ptr().wrapping_add(k) as *const u8
+                };
+                // SAFETY: a prefetch is a hint that never faults and reads nothing into the
+                // program, whatever the address; SSE is in every x86-64 target.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (key, list);
+    }
+
+    /// Adds each key's weight to `row[e]` (saturating) for every entry `e` it lists: the walk
+    /// of stage 1. Lists are decoded two at a time, interleaved: where a varint starts depends
+    /// on the one before it, so one list decodes at the pace of a load's latency and a few
+    /// operations; two independent lists side by side keep two such chains in flight (at
+    /// 100,000 identities, 41 → 47 searches/s on one thread; four lanes in an array were
+    /// slower than one). Lists further ahead are prefetched (see [`Postings::prefetch`]).
+    fn walk(&self, keys: &[(u32, u16)], row: &mut [u16]) {
+        let bytes = &self.bytes;
+        let span = |k: u32| {
+            let k = k as usize;
+            if k + 1 < self.offsets.len() {
+                (self.offsets[k] as usize, self.offsets[k + 1] as usize)
+            } else {
+                (0, 0)
+            }
+        };
+        let mut add = |e: usize, w: u16| row[e] = row[e].saturating_add(w);
+        let mut pairs = keys.chunks_exact(2);
+        for (j, pair) in pairs.by_ref().enumerate() {
+            for ahead in 2 * j + PREFETCH_AHEAD..2 * j + PREFETCH_AHEAD + 2 {
+                if let Some(&(k, _)) = keys.get(ahead) {
+                    self.prefetch(k, true);
+                }
+                if let Some(&(k, _)) = keys.get(ahead + PREFETCH_AHEAD) {
+                    self.prefetch(k, false);
+                }
+            }
+            let ((ka, wa), (kb, wb)) = (pair[0], pair[1]);
+            let ((mut ia, ha), (mut ib, hb)) = (span(ka), span(kb));
+            let (mut na, mut nb) = (0usize, 0usize);
+            while ia < ha && ib < hb {
+                let (ga, la) = varint_at(bytes, ia);
+                let (gb, lb) = varint_at(bytes, ib);
+                let (ea, eb) = (na + ga, nb + gb);
+                add(ea, wa);
+                add(eb, wb);
+                (na, nb) = (ea + 1, eb + 1);
+                (ia, ib) = (ia + la, ib + lb);
+            }
+            for (mut i, h, mut n, w) in [(ia, ha, na, wa), (ib, hb, nb, wb)] {
+                while i < h {
+                    let (g, l) = varint_at(bytes, i);
+                    add(n + g, w);
+                    n += g + 1;
+                    i += l;
+                }
+            }
+        }
+        for &(k, w) in pairs.remainder() {
+            let (lo, hi) = span(k);
+            decode(bytes, lo, hi, |e| add(e, w));
+        }
+        if self.tail_len > 0 {
+            for &(k, w) in keys {
+                if let Some(list) = self.tail.get(&k) {
+                    for &e in list {
+                        add(e as usize, w);
+                    }
+                }
+            }
+        }
+    }
+
     /// Calls `f` with every entry listed under `key`, ascending.
     #[inline]
     fn for_each(&self, key: u32, mut f: impl FnMut(usize)) {
         let k = key as usize;
         if k + 1 < self.offsets.len() {
             let (lo, hi) = (self.offsets[k] as usize, self.offsets[k + 1] as usize);
-            decode(&self.bytes[lo..hi], &mut f);
+            decode(&self.bytes, lo, hi, &mut f);
         }
         if self.tail_len == 0 {
             return;
@@ -774,26 +911,41 @@ impl Postings {
     }
 }
 
-/// Decodes one delta-encoded list (see [`Postings`]).
+/// How many keys ahead of the walk a list's start is prefetched (its offset twice as far).
+const PREFETCH_AHEAD: usize = 8;
+
+/// Zero bytes after the last list: the decoder always reads eight bytes at once.
+const PAD: usize = 8;
+
+/// The varint at `bytes[i..]` and its length in bytes (`bytes` has [`PAD`] bytes after the last
+/// list). Branch-free: one unaligned eight-byte read, the length from the first byte without a
+/// continuation bit, the value from the 7-bit groups masked to that length (no faster than a
+/// byte loop measured alone, but it lets two lists' decoding interleave in [`Postings::walk`]).
 #[inline]
-fn decode(bytes: &[u8], mut f: impl FnMut(usize)) {
+fn varint_at(bytes: &[u8], i: usize) -> (usize, usize) {
+    let w = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("eight bytes"));
+    // A u32 takes at most five groups; the end is the first byte below 0x80.
+    let len = ((!w & 0x80_8080_8080).trailing_zeros() / 8 + 1) as usize;
+    let v = (w & 0x7F)
+        | (w >> 1 & 0x3F80)
+        | (w >> 2 & 0x1F_C000)
+        | (w >> 3 & 0xFE0_0000)
+        | (w >> 4 & 0x7_F000_0000);
+    ((v & ((1u64 << (7 * len)) - 1)) as usize, len)
+}
+
+/// Decodes the delta-encoded list in `bytes[lo..hi]` (see [`Postings`] and [`varint_at`]).
+#[inline]
+fn decode(bytes: &[u8], lo: usize, hi: usize, mut f: impl FnMut(usize)) {
+    debug_assert!(lo >= hi || hi + PAD <= bytes.len());
     let mut next = 0usize;
-    let mut i = 0;
-    while i < bytes.len() {
-        let mut v = 0usize;
-        let mut shift = 0;
-        loop {
-            let b = bytes[i];
-            i += 1;
-            v |= ((b & 0x7F) as usize) << shift;
-            if b < 0x80 {
-                break;
-            }
-            shift += 7;
-        }
-        let e = next + v;
+    let mut i = lo;
+    while i < hi {
+        let (gap, len) = varint_at(bytes, i);
+        let e = next + gap;
         f(e);
         next = e + 1;
+        i += len;
     }
 }
 
@@ -806,8 +958,9 @@ struct Shard {
     /// Per entry and slot: minutiae of that finger (0: no finger there).
     counts: Vec<[u16; POSITIONS]>,
     minutiae: Vec<u32>,
-    /// Per entry and slot: how many distinct edge words the finger has.
-    word_counts: Vec<[u16; POSITIONS]>,
+    /// Per slot, then entry: how many distinct edge words the finger has (slot-major: stage 1
+    /// reads one slot's column per probe finger, contiguously).
+    word_counts: [Vec<u16>; POSITIONS],
     /// Per entry and slot: the histogram code (zero where there is no finger).
     hists: Vec<[Code; POSITIONS]>,
     postings: Postings,
@@ -888,7 +1041,9 @@ impl Shard {
             }
         }
         self.counts.push(counts);
-        self.word_counts.push(word_counts);
+        for (column, wc) in self.word_counts.iter_mut().zip(word_counts) {
+            column.push(wc);
+        }
         self.hists.push(hists);
         self.postings.maybe_fold(idx + 1);
     }
@@ -917,19 +1072,19 @@ impl Shard {
     /// the summed weights of the gallery finger's words among the probe's `keys` (see
     /// [`weighted_keys`]), then the same normalised sum in the same order — the same value as
     /// the scan.
-    fn word_scores(&self, probe: &[(usize, Vec<(u32, u16)>)]) -> Vec<f32> {
+    fn word_scores(&self, probe: &[FingerKeys]) -> Vec<f32> {
         let len = self.len();
         let mut scores = vec![0f32; len];
         let mut row = vec![0u16; len];
-        for (s, keys) in probe {
+        for fk in probe {
+            let keys = &fk.keys;
             row.fill(0);
-            for &(key, weight) in keys {
-                self.postings
-                    .for_each(key, |e| row[e] = row[e].saturating_add(weight));
-            }
+            self.postings.walk(keys, &mut row);
             // An entry without this finger has no words and a count of 0: it adds 0.
-            for ((score, &count), wc) in scores.iter_mut().zip(&row).zip(&self.word_counts) {
-                *score += count as f32 / (wc[*s].max(1) as f32).sqrt();
+            for ((score, &count), &wc) in
+                scores.iter_mut().zip(&row).zip(&self.word_counts[fk.slot])
+            {
+                *score += count as f32 / (wc.max(1) as f32).sqrt();
             }
         }
         scores
@@ -989,16 +1144,18 @@ impl ProbeCodes {
 }
 
 impl Shard {
-    /// Stage 1's two scores for every entry: the word score and the histogram score (exact
-    /// in f32: at most ten fingers × 65,535).
-    fn stage1(&self, codes: &ProbeCodes, keys: &[(usize, Vec<(u32, u16)>)]) -> [Vec<f32>; 2] {
-        [
-            self.word_scores(keys),
-            self.histogram_scores(&codes.hists)
-                .into_iter()
-                .map(|x| x as f32)
-                .collect(),
-        ]
+    /// Stage 1's histogram score of entry `e` (see [`Shard::histogram_scores`]).
+    fn histogram_score(&self, e: usize, probe: &[(usize, Code)]) -> u32 {
+        let h = &self.hists[e];
+        let mut acc = [0u32; 16];
+        for (s, p) in probe {
+            for (cx, cy) in p.chunks_exact(16).zip(h[*s].chunks_exact(16)) {
+                for k in 0..16 {
+                    acc[k] += cx[k] as u32 * cy[k] as u32;
+                }
+            }
+        }
+        acc.iter().sum()
     }
 }
 
@@ -1024,20 +1181,35 @@ fn best_k(mut v: Vec<(usize, usize, f32)>, k: usize) -> Vec<(usize, usize, f32)>
     v
 }
 
-/// The best `k` entries of one shard by score, best first, ties to the lower entry: the same
-/// set as [`best_k`] in one pass, without building a tuple per entry. Entries come in
-/// ascending order, so a newcomer tying the current k-th is worse than it and stays out.
+/// The best `k` entries of one shard by score (ties to the lower entry), in no particular
+/// order: the same set as [`best_k`] over every entry, in about one pass. A sample of every
+/// 16th score sets a bar that, by a wide margin, more than `k` entries clear; only those are
+/// gathered and selected from. If fewer clear it (a bar set too high), every entry is.
 fn best_of_shard(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut top: Vec<(usize, f32)> = Vec::with_capacity(k + 1);
-    for (e, &x) in scores.iter().enumerate() {
-        if top.len() == k && top.last().is_none_or(|w| x.total_cmp(&w.1).is_le()) {
-            continue;
+    let desc = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let select = |mut v: Vec<(usize, f32)>| {
+        if v.len() > k && k > 0 {
+            v.select_nth_unstable_by(k - 1, desc);
         }
-        let at = top.partition_point(|t| t.1.total_cmp(&x).is_ge());
-        top.insert(at, (e, x));
-        top.truncate(k);
+        v.truncate(k);
+        v
+    };
+    let mut sample: Vec<f32> = scores.iter().step_by(16).copied().collect();
+    let j = (k / 16) * 2 + 16;
+    if k > 0 && j < sample.len() {
+        let (_, bar, _) = sample.select_nth_unstable_by(j, |a, b| b.total_cmp(a));
+        let bar = *bar;
+        let over: Vec<(usize, f32)> = scores
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| x.total_cmp(&bar).is_ge())
+            .map(|(e, x)| (e, *x))
+            .collect();
+        if over.len() >= k {
+            return select(over);
+        }
     }
-    top
+    select(scores.iter().copied().enumerate().collect())
 }
 
 /// The index keys stage 1 walks for each probe finger, with a weight: the word's inverse
@@ -1049,7 +1221,7 @@ fn best_of_shard(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
 fn weighted_keys<S: std::ops::Deref<Target = Shard>>(
     shards: &[S],
     words: &ProbeWords,
-) -> Vec<(usize, Vec<(u32, u16)>)> {
+) -> Vec<FingerKeys> {
     let n: usize = shards.iter().map(|s| s.len()).sum();
     words
         .bits
@@ -1067,54 +1239,120 @@ fn weighted_keys<S: std::ops::Deref<Target = Shard>>(
                         continue;
                     }
                     let df: usize = shards.iter().map(|sh| sh.postings.len_hint(k)).sum();
-                    if df == 0 || df as f64 > STOP_WORD_SHARE * n as f64 {
+                    if df == 0 || df as f64 > stop_above(n) {
                         continue;
                     }
                     let idf = (((n + 1) as f64) / ((df + 1) as f64)).ln();
                     keys.push((k, (idf * IDF_SCALE).clamp(1.0, 255.0) as u16));
                 }
             }
-            (s, keys)
+            FingerKeys { slot: s, keys }
         })
         .collect()
 }
 
-/// Stage 1 over every subject, per shard in parallel: `[word, histogram, fused]` scores per
-/// entry. The fused score adds the two codes' z-scores, each normalised by its mean and
-/// standard deviation over the whole gallery for this probe (nearly all of it impostors), so
-/// a mate that stands out on both codes stands out further on their sum.
-fn stage1_scores<S: std::ops::Deref<Target = Shard> + Sync>(
+/// The index keys stage 1 walks for one probe finger (see [`weighted_keys`]).
+struct FingerKeys {
+    slot: usize,
+    /// `(key, weight)`, ascending by key.
+    keys: Vec<(u32, u16)>,
+}
+
+/// A subject stage 1 kept: where it is and its scores.
+#[derive(Clone, Copy, Debug)]
+struct Kept {
+    shard: usize,
+    entry: usize,
+    word: f32,
+    hist: f32,
+    fused: f32,
+}
+
+/// What stage 1 found for a probe: every entry's word score, per shard, and the subjects the
+/// word score kept (the best [`cascade_len`]) with their histogram and fused scores.
+struct Stage1 {
+    words: Vec<Vec<f32>>,
+    kept: Vec<Kept>,
+}
+
+/// Stage 1, a cascade. The word index scores every subject (per shard in parallel); the best
+/// [`cascade_len`] by word score are kept, and only those have their histogram codes read.
+/// The fused score adds the two codes' z-scores: the word score's mean and standard deviation are
+/// taken over the whole gallery, the histogram's over the kept subjects (nearly all of them
+/// impostors, whose histogram scores do not depend on their word scores), so a mate that stands
+/// out on both codes stands out further on their sum.
+fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
     shards: &[S],
     codes: &ProbeCodes,
-) -> Vec<[Vec<f32>; 3]> {
+    cascade: Option<usize>,
+) -> Stage1 {
     let keys = weighted_keys(shards, &codes.words);
-    let raw: Vec<[Vec<f32>; 2]> = shards.par_iter().map(|s| s.stage1(codes, &keys)).collect();
-    let norm = |code: usize| {
-        let (mut n, mut sum, mut sq) = (0f64, 0f64, 0f64);
-        for scores in &raw {
-            for &x in &scores[code] {
-                n += 1.0;
-                sum += x as f64;
-                sq += x as f64 * x as f64;
-            }
-        }
-        let mean = if n > 0.0 { sum / n } else { 0.0 };
-        let var = if n > 0.0 { sq / n - mean * mean } else { 0.0 };
-        // A gallery with one subject, or scores all equal, has no spread: leave it unscaled.
-        let inv = if var > 1e-12 { 1.0 / var.sqrt() } else { 1.0 };
-        (mean as f32, inv as f32)
-    };
-    let ((mw, iw), (mh, ih)) = (norm(0), norm(1));
-    raw.into_par_iter()
-        .map(|[w, h]| {
-            let fused = w
-                .iter()
-                .zip(&h)
-                .map(|(w, h)| (w - mw) * iw + (h - mh) * ih)
-                .collect();
-            [w, h, fused]
+    let n: usize = shards.iter().map(|s| s.len()).sum();
+    let m = cascade_len(cascade, n);
+    type Best = Vec<(usize, f32)>;
+    let (words, best): (Vec<Vec<f32>>, Vec<Best>) = shards
+        .par_iter()
+        .map(|s| {
+            let w = s.word_scores(&keys);
+            let best = best_of_shard(&w, m);
+            (w, best)
         })
-        .collect()
+        .unzip();
+    let moments = words
+        .par_iter()
+        .map(|w| {
+            w.iter().fold((0f64, 0f64), |(a, b), &x| {
+                (a + x as f64, b + x as f64 * x as f64)
+            })
+        })
+        .reduce(|| (0.0, 0.0), |x, y| (x.0 + y.0, x.1 + y.1));
+    let (mw, iw) = mean_and_inverse_spread(n, moments);
+    let chosen = best_k(
+        best.into_iter()
+            .enumerate()
+            .flat_map(|(si, b)| b.into_iter().map(move |(e, x)| (si, e, x)))
+            .collect(),
+        m,
+    );
+    let mut kept: Vec<Kept> = chosen
+        .into_iter()
+        .map(|(shard, entry, word)| Kept {
+            shard,
+            entry,
+            word,
+            hist: shards[shard].histogram_score(entry, &codes.hists) as f32,
+            fused: 0.0,
+        })
+        .collect();
+    let moments = kept.iter().fold((0f64, 0f64), |(a, b), k| {
+        (a + k.hist as f64, b + k.hist as f64 * k.hist as f64)
+    });
+    let (mh, ih) = mean_and_inverse_spread(kept.len(), moments);
+    for k in &mut kept {
+        k.fused = (k.word - mw) * iw + (k.hist - mh) * ih;
+    }
+    Stage1 { words, kept }
+}
+
+/// Mean and 1 / standard deviation from a count, sum and sum of squares; a population with no
+/// spread (one subject, or scores all equal) is left unscaled.
+fn mean_and_inverse_spread(n: usize, (sum, sq): (f64, f64)) -> (f32, f32) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let mean = sum / n as f64;
+    let var = sq / n as f64 - mean * mean;
+    let inv = if var > 1e-12 { 1.0 / var.sqrt() } else { 1.0 };
+    (mean as f32, inv as f32)
+}
+
+/// How many subjects stage 1 keeps by word score in a gallery of `n`: `fixed`, or by the rule
+/// of [`CASCADE`].
+fn cascade_len(fixed: Option<usize>, n: usize) -> usize {
+    fixed
+        .unwrap_or(CASCADE.max(n / CASCADE_SHARE))
+        .min(n)
+        .max(1)
 }
 
 /// How many subjects the fused score shortlists in a gallery of `n` (see [`SHORTLIST`]).
@@ -1122,28 +1360,24 @@ pub fn shortlist_len(n: usize) -> usize {
     SHORTLIST + n / SHORTLIST_GROWTH
 }
 
-/// The subjects stage 2 pairs: the best [`shortlist_len`] by the fused score and the best
-/// [`SHORTLIST_PER_CODE`] by each code, as `(shard, entry)`, sorted, without repeats.
-fn shortlist(scores: &[[Vec<f32>; 3]]) -> Vec<(usize, usize)> {
-    let n = scores.iter().map(|sc| sc[2].len()).sum();
+/// The subjects stage 2 pairs, as `(shard, entry)`, sorted, without repeats: among those stage 1
+/// kept, the best [`shortlist_len`] by the fused score and the best [`SHORTLIST_PER_CODE`] by
+/// each code.
+fn shortlist(st: &Stage1) -> Vec<(usize, usize)> {
+    let n = st.words.iter().map(Vec::len).sum();
+    let by = |f: fn(&Kept) -> f32, k: usize| {
+        best_k(
+            st.kept.iter().map(|c| (c.shard, c.entry, f(c))).collect(),
+            k,
+        )
+    };
     let mut short: Vec<(usize, usize)> = [
-        (2, shortlist_len(n)),
-        (0, SHORTLIST_PER_CODE),
-        (1, SHORTLIST_PER_CODE),
+        by(|c| c.fused, shortlist_len(n)),
+        by(|c| c.word, SHORTLIST_PER_CODE),
+        by(|c| c.hist, SHORTLIST_PER_CODE),
     ]
     .into_iter()
-    .flat_map(|(code, k)| {
-        let per_shard: Vec<(usize, usize, f32)> = scores
-            .iter()
-            .enumerate()
-            .flat_map(|(si, sc)| {
-                best_of_shard(&sc[code], k)
-                    .into_iter()
-                    .map(move |(e, x)| (si, e, x))
-            })
-            .collect();
-        best_k(per_shard, k)
-    })
+    .flatten()
     .map(|(s, e, _)| (s, e))
     .collect();
     short.sort_unstable();
@@ -1156,6 +1390,8 @@ pub struct ExhaustiveMatcher {
     shards: Vec<RwLock<Shard>>,
     enrolled: Mutex<HashSet<SubjectId>>,
     threshold: f32,
+    /// A fixed cascade length instead of the rule (see [`ExhaustiveMatcher::with_cascade`]).
+    cascade: Option<usize>,
 }
 
 impl ExhaustiveMatcher {
@@ -1166,7 +1402,22 @@ impl ExhaustiveMatcher {
                 .collect(),
             enrolled: Mutex::new(HashSet::new()),
             threshold: THRESHOLD,
+            cascade: None,
         }
+    }
+
+    /// The same matcher keeping `k` subjects (at least 1) by word score for the histogram code
+    /// and the fused score, instead of [`CASCADE`]: for tests and the benchmark, to see what
+    /// the cascade costs and loses.
+    pub fn with_cascade(mut self, k: usize) -> Self {
+        self.cascade = Some(k.max(1));
+        self
+    }
+
+    /// How many subjects stage 1 keeps by word score in the gallery as it is now (see
+    /// [`CASCADE`]).
+    pub fn cascade_len(&self) -> usize {
+        cascade_len(self.cascade, self.len())
     }
 
     pub fn threshold(&self) -> f32 {
@@ -1229,7 +1480,9 @@ impl ExhaustiveMatcher {
             s.starts.shrink_to_fit();
             s.counts.shrink_to_fit();
             s.minutiae.shrink_to_fit();
-            s.word_counts.shrink_to_fit();
+            for column in &mut s.word_counts {
+                column.shrink_to_fit();
+            }
             s.hists.shrink_to_fit();
         }
     }
@@ -1273,7 +1526,7 @@ impl ExhaustiveMatcher {
             b.minutiae += vec_bytes(&s.minutiae) + vec_bytes(&s.starts) + vec_bytes(&s.counts);
             b.histograms += vec_bytes(&s.hists);
             let p = &s.postings;
-            b.index += vec_bytes(&s.word_counts)
+            b.index += s.word_counts.iter().map(vec_bytes).sum::<usize>()
                 + vec_bytes(&p.offsets)
                 + vec_bytes(&p.bytes)
                 + vec_bytes(&p.stopped)
@@ -1296,9 +1549,9 @@ impl ExhaustiveMatcher {
             .map(|s| s.read().expect("shard lock"))
             .collect();
         let mut n = 0;
-        for (_, keys) in weighted_keys(&shards, &codes.words) {
+        for fk in weighted_keys(&shards, &codes.words) {
             for s in &shards {
-                for &(k, _) in &keys {
+                for &(k, _) in &fk.keys {
                     s.postings.for_each(k, |_| n += 1);
                 }
             }
@@ -1306,23 +1559,23 @@ impl ExhaustiveMatcher {
         Ok(n)
     }
 
-    /// Where `subject` ranks (0 = first) among the whole gallery by each stage-1 score — word,
-    /// histogram, fused — in the order the shortlist takes them; `None` if not enrolled. The
-    /// search pairs a subject only if its fused rank is below [`shortlist_len`] or a code's rank
-    /// below [`SHORTLIST_PER_CODE`]: this is how the benchmark measures the shortlist a
-    /// gallery size needs.
+    /// Where `subject` ranks (0 = first) in stage 1 for `probe`; `None` if not enrolled. The
+    /// search pairs a subject only if the word score keeps it (word rank below
+    /// [`ExhaustiveMatcher::cascade_len`]) and, among those kept, its fused rank is below
+    /// [`shortlist_len`] or a code's rank below [`SHORTLIST_PER_CODE`]: this is how the
+    /// benchmark measures the cascade and shortlist a gallery size needs.
     pub fn shortlist_ranks(
         &self,
         probe: &Tenprint,
         subject: SubjectId,
-    ) -> Result<Option<[usize; 3]>, MatchError> {
+    ) -> Result<Option<ShortlistRanks>, MatchError> {
         let codes = ProbeCodes::new(probe)?;
         let shards: Vec<_> = self
             .shards
             .iter()
             .map(|s| s.read().expect("shard lock"))
             .collect();
-        let scores = stage1_scores(&shards, &codes);
+        let st = stage1(&shards, &codes, self.cascade);
         let Some((si, ei)) = shards.iter().enumerate().find_map(|(si, s)| {
             s.subjects
                 .iter()
@@ -1331,23 +1584,64 @@ impl ExhaustiveMatcher {
         }) else {
             return Ok(None);
         };
-        let rank = |code: usize| {
-            let target = scores[si][code][ei];
+        // How many of `scores` (shard, entry, score) rank above the subject's `target`.
+        let above = |target: f32, scores: &mut dyn Iterator<Item = (usize, usize, f32)>| {
             scores
+                .filter(|&(sj, ej, x)| x.total_cmp(&target).then((si, ei).cmp(&(sj, ej))).is_gt())
+                .count()
+        };
+        let word = above(
+            st.words[si][ei],
+            &mut st
+                .words
                 .iter()
                 .enumerate()
-                .map(|(sj, sc)| {
-                    sc[code]
-                        .iter()
-                        .enumerate()
-                        .filter(|(ej, x)| {
-                            x.total_cmp(&target).then((si, ei).cmp(&(sj, *ej))).is_gt()
-                        })
-                        .count()
-                })
-                .sum()
+                .flat_map(|(sj, w)| w.iter().enumerate().map(move |(ej, x)| (sj, ej, *x))),
+        );
+        let hists: Vec<Vec<u32>> = shards
+            .iter()
+            .map(|s| s.histogram_scores(&codes.hists))
+            .collect();
+        let histogram = above(
+            hists[si][ei] as f32,
+            &mut hists
+                .iter()
+                .enumerate()
+                .flat_map(|(sj, h)| h.iter().enumerate().map(move |(ej, x)| (sj, ej, *x as f32))),
+        );
+        let me = st.kept.iter().find(|k| (k.shard, k.entry) == (si, ei));
+        let among_kept = |f: fn(&Kept) -> f32| {
+            me.map(|me| above(f(me), &mut st.kept.iter().map(|k| (k.shard, k.entry, f(k)))))
         };
-        Ok(Some([rank(0), rank(1), rank(2)]))
+        Ok(Some(ShortlistRanks {
+            word,
+            histogram,
+            fused: among_kept(|k| k.fused),
+            histogram_kept: among_kept(|k| k.hist),
+        }))
+    }
+}
+
+/// A subject's stage-1 ranks for a probe (0 = first): see [`ExhaustiveMatcher::shortlist_ranks`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShortlistRanks {
+    /// By the word score, over the whole gallery.
+    pub word: usize,
+    /// By the histogram score over the whole gallery (a diagnostic: the search reads the
+    /// histograms of kept subjects only).
+    pub histogram: usize,
+    /// By the fused score among the subjects the word score kept; `None` if it was not kept.
+    pub fused: Option<usize>,
+    /// By the histogram score among the kept subjects.
+    pub histogram_kept: Option<usize>,
+}
+
+impl ShortlistRanks {
+    /// Whether the search pairs the subject in a gallery of `n`.
+    pub fn shortlisted(&self, n: usize) -> bool {
+        self.fused.is_some_and(|f| f < shortlist_len(n))
+            || self.word < SHORTLIST_PER_CODE
+            || self.histogram_kept.is_some_and(|h| h < SHORTLIST_PER_CODE)
     }
 }
 
@@ -1374,7 +1668,7 @@ impl Matcher for ExhaustiveMatcher {
             .iter()
             .map(|s| s.read().expect("shard lock"))
             .collect();
-        let short = shortlist(&stage1_scores(&shards, &codes));
+        let short = shortlist(&stage1(&shards, &codes, self.cascade));
         // Stage 2 on the shortlist, in parallel.
         let scored: Vec<Candidate> = short
             .par_iter()
@@ -1461,14 +1755,43 @@ mod tests {
         }
         for p in [3, 77, 150] {
             let q = probe(p, 5);
-            let [w, h, f] = m.shortlist_ranks(&q, p).unwrap().unwrap();
+            let r = m.shortlist_ranks(&q, p).unwrap().unwrap();
+            assert!(r.shortlisted(m.len()), "ranks {r:?}");
+            // Every subject is kept in a gallery smaller than the cascade.
             assert!(
-                f < shortlist_len(m.len()) || w.min(h) < SHORTLIST_PER_CODE,
-                "ranks {w}, {h}, {f}"
+                r.fused.is_some() && r.histogram_kept.is_some(),
+                "ranks {r:?}"
             );
             assert_eq!(m.search(&q, 1).unwrap().hit.map(|c| c.subject), Some(p));
         }
         assert_eq!(m.shortlist_ranks(&probe(3, 5), 9_999).unwrap(), None);
+    }
+
+    #[test]
+    fn the_cascade_pairs_only_subjects_the_word_score_kept() {
+        let m = ExhaustiveMatcher::new(2).with_cascade(5);
+        for p in 1..=150 {
+            m.enroll(p, &enrol_capture(p)).unwrap();
+        }
+        assert_eq!(m.cascade_len(), 5);
+        let q = probe(77, 5);
+        let mate = m.shortlist_ranks(&q, 77).unwrap().unwrap();
+        assert!(mate.word < 5 && mate.fused.is_some(), "{mate:?}");
+        let found = m.search(&q, 150).unwrap();
+        assert_eq!(found.hit.map(|c| c.subject), Some(77));
+        // Only kept subjects are paired, so only they can be candidates.
+        assert!(found.candidates.len() <= 5);
+        for c in &found.candidates {
+            let r = m.shortlist_ranks(&q, c.subject).unwrap().unwrap();
+            assert!(r.word < 5 && r.fused.is_some(), "{}: {r:?}", c.subject);
+        }
+        // Those not kept have no fused rank.
+        let dropped = (1..=150)
+            .map(|p| m.shortlist_ranks(&q, p).unwrap().unwrap())
+            .filter(|r| r.word >= 5)
+            .inspect(|r| assert!(r.fused.is_none() && r.histogram_kept.is_none(), "{r:?}"))
+            .count();
+        assert_eq!(dropped, 145);
     }
 
     #[test]
@@ -1498,9 +1821,30 @@ mod tests {
     }
 
     proptest! {
-        /// The one-pass per-shard selection keeps the same set as the selection over all.
+        /// The branch-free varint reader decodes what the writer wrote, at every length (one
+        /// to five bytes), back to back in one array with the padding after it.
         #[test]
-        fn one_pass_selection_is_the_selection(scores in proptest::collection::vec(0u8..20, 0..300), k in 1usize..40) {
+        fn varints_decode_as_written(gaps in proptest::collection::vec(prop_oneof![0u32..128, 128u32..20_000, 20_000u32..u32::MAX / 64], 0..200)) {
+            let mut bytes = vec![0xFFu8; 3]; // a neighbouring list's bytes before this one
+            let lo = bytes.len();
+            let (mut want, mut next) = (vec![], 0u64);
+            for g in &gaps {
+                put_varint(&mut bytes, *g);
+                let e = next + *g as u64;
+                want.push(e as usize);
+                next = e + 1;
+            }
+            let hi = bytes.len();
+            bytes.extend_from_slice(&[0; PAD]);
+            let mut got = vec![];
+            decode(&bytes, lo, hi, |e| got.push(e));
+            prop_assert_eq!(got, want);
+        }
+
+        /// The sampled per-shard selection keeps the same set as the selection over all, with
+        /// many ties (scores in 20 steps) and galleries large enough for the sample to set a bar.
+        #[test]
+        fn one_pass_selection_is_the_selection(scores in proptest::collection::vec(0u8..20, 0..3000), k in 1usize..200) {
             let scores: Vec<f32> = scores.into_iter().map(|x| x as f32 / 4.0).collect();
             let mut want: Vec<(usize, f32)> = best_k(
                 scores.iter().enumerate().map(|(e, x)| (0, e, *x)).collect(),
@@ -1612,25 +1956,26 @@ mod tests {
     /// words more than [`STOP_WORD_SHARE`] of the gallery's fingers have.
     #[test]
     fn common_words_weigh_less_and_stop_words_are_not_walked() {
+        // Large enough for some words to pass the stop threshold (over 20 fingers).
+        const PEOPLE: u64 = 1_500;
         let m = ExhaustiveMatcher::new(2);
-        for p in 1..=200 {
-            m.enroll(p, &enrol_capture(p)).unwrap();
-        }
+        let prints: Vec<_> = (1..=PEOPLE).map(|p| (p, enrol_capture(p))).collect();
+        m.enroll_many(&prints).unwrap();
         let shards: Vec<_> = m.shards.iter().map(|s| s.read().unwrap()).collect();
         let codes = ProbeCodes::new(&probe(9, 1)).unwrap();
         let keys = weighted_keys(&shards, &codes.words);
         let df = |k: u32| -> usize { shards.iter().map(|s| s.postings.len_hint(k)).sum() };
         let (mut stopped, mut walked) = (0, 0);
-        for ((bits, &sl), (ks, kept)) in codes.words.bits.iter().zip(&codes.words.slots).zip(&keys)
-        {
-            assert_eq!(sl, *ks);
+        for ((bits, &sl), fk) in codes.words.bits.iter().zip(&codes.words.slots).zip(&keys) {
+            let kept = &fk.keys;
+            assert_eq!(sl, fk.slot);
             for w in 0..WORDS {
                 if bits[w / 64] & (1 << (w % 64)) == 0 {
                     continue;
                 }
                 let k = key(sl, w as u16);
                 let listed = kept.iter().any(|(x, _)| *x == k);
-                if df(k) as f64 > STOP_WORD_SHARE * 200.0 {
+                if df(k) as f64 > stop_above(PEOPLE as usize) {
                     assert!(!listed, "stop word {k} walked");
                     stopped += 1;
                 } else if df(k) > 0 {
@@ -1844,6 +2189,7 @@ mod tests {
                 let dir = (q.y - p.y).atan2(q.x - p.x);
                 edges.push(Edge {
                     from: i as u16,
+                    kinds: p.k * 2 + q.k,
                     len: d,
                     alpha: (dir - p.a).rem_euclid(2.0 * PI),
                     beta: (q.a - p.a).rem_euclid(2.0 * PI),
@@ -2015,9 +2361,10 @@ mod tests {
 
     /// Stage 1's word score by a scan of each gallery finger's own words: the reference the
     /// index is checked against.
-    fn shortlist_score(probe: &[(usize, Vec<(u32, u16)>)], print: &Tenprint) -> f32 {
+    fn shortlist_score(probe: &[FingerKeys], print: &Tenprint) -> f32 {
         let mut s = 0.0;
-        for (sl, keys) in probe {
+        for fk in probe {
+            let (sl, keys) = (&fk.slot, &fk.keys);
             if let Some(g) = print.fingers.iter().find(|g| slot(g.position) == Some(*sl)) {
                 let words = words(&prepare(points(g)));
                 let common: u32 = words
