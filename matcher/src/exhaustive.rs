@@ -44,19 +44,18 @@ use std::f32::consts::PI;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, RwLock};
 
-/// Subjects that reach the pairing stage per search: the best by the fused stage-1 score
-/// (see [`stage1_scores`]) — this many, plus one per [`SHORTLIST_GROWTH`] identities in the
+/// Subjects that reach the pairing stage per search: among those stage 1 kept (see [`stage1`]),
+/// the best by the fused score — this many, plus one per [`SHORTLIST_GROWTH`] identities in the
 /// gallery (see [`shortlist_len`]) — with the best [`SHORTLIST_PER_CODE`] by each code alone.
-/// Tuned with `matcher-bench`'s rank table (2026-11-25/26, BENCHMARKS.md): over 1,000 mated
-/// searches the mate's fused rank (0 = first) was at most 1 at 10,000 identities; at 50,000,
-/// 998 of 1,000 were below 10 and the other two ranked 13th and 19th by the fused score, where
-/// the word code had failed (ranks 2,478 and 1,942) while the histogram code ranked them
-/// first and second. A mate's rank grows with the gallery (there are more impostors to
-/// outscore it): among 100 mated searches of 1,000,000 identities one ranked 23rd fused and
-/// was missed with 10.
-pub const SHORTLIST: usize = 10;
-/// The fused shortlist grows by one per this many enrolled identities: 35 at 1,000,000, where
-/// the worst mate measured ranked 23rd.
+/// Tuned with `matcher-bench`'s rank table (BENCHMARKS.md). With typed words and the cascade,
+/// over 1,000 mated searches of 50,000 identities every mate ranked first by the fused score
+/// (with the earlier stage 1, two ranked 13th and 19th), and first in 200 of 100,000; a mate's
+/// rank grows with the gallery (more impostors to outscore it): among 100 mated searches of
+/// 1,000,000 identities the worst ranked 22nd (p99 12). Stage 2 is most of a search in a small
+/// gallery, so this was cut from 10 to 5.
+pub const SHORTLIST: usize = 5;
+/// The fused shortlist grows by one per this many enrolled identities: 30 at 1,000,000, where
+/// the worst mate measured ranked 22nd.
 pub const SHORTLIST_GROWTH: usize = 40_000;
 /// The guard for a probe one code misreads (see [`SHORTLIST`]).
 pub const SHORTLIST_PER_CODE: usize = 3;
