@@ -414,7 +414,12 @@ pub fn incoming(
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
             let (tx, calls, stats, opts) = (tx.clone(), calls.clone(), stats.clone(), opts.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp)).await {
+                // Pinned here, not moved into the timeout: on a timeout the half-done handshake
+                // (and its socket) lives until the end of this task, so the counter is updated
+                // before the peer sees the connection close.
+                let accept = acceptor.accept(tcp);
+                tokio::pin!(accept);
+                match tokio::time::timeout(opts.handshake_timeout, accept.as_mut()).await {
                     Ok(Ok(inner)) => {
                         stats.open.fetch_add(1, Ordering::Relaxed);
                         let activity = calls.register(peer);
