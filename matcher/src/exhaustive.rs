@@ -1058,26 +1058,11 @@ impl Shard {
         scores
     }
 
-    /// Stage 1's second code for every entry: the dot products of the histogram codes (a
-    /// cosine similarity, scaled), summed over the probe's fingers; an entry without the
-    /// finger has a zero code and adds 0.
+    /// Stage 1's second code for every entry (see [`Shard::histogram_score`]): the search reads
+    /// only the kept entries'; the benchmark's ranks and the tests read all.
     fn histogram_scores(&self, probe: &[(usize, Code)]) -> Vec<u32> {
-        self.hists
-            .iter()
-            .map(|h| {
-                // 32-bit lanes over all fingers, one horizontal sum per entry: the same
-                // integer total as the per-finger dot products (nothing wraps: at most
-                // 10 × HIST × 255²).
-                let mut acc = [0u32; 16];
-                for (s, p) in probe {
-                    for (cx, cy) in p.chunks_exact(16).zip(h[*s].chunks_exact(16)) {
-                        for k in 0..16 {
-                            acc[k] += cx[k] as u32 * cy[k] as u32;
-                        }
-                    }
-                }
-                acc.iter().sum()
-            })
+        (0..self.len())
+            .map(|e| self.histogram_score(e, probe))
             .collect()
     }
 }
@@ -1112,7 +1097,10 @@ impl ProbeCodes {
 }
 
 impl Shard {
-    /// Stage 1's histogram score of entry `e` (see [`Shard::histogram_scores`]).
+    /// Stage 1's histogram score of entry `e`: the dot products of its histogram codes with
+    /// the probe's, summed over the probe's fingers (an entry without the finger has a zero
+    /// code and adds 0). 32-bit lanes over all fingers, one horizontal sum: the same integer
+    /// total as the per-finger dot products (nothing wraps: at most 10 × HIST × 255²).
     fn histogram_score(&self, e: usize, probe: &[(usize, Code)]) -> u32 {
         let h = &self.hists[e];
         let mut acc = [0u32; 16];
