@@ -26,7 +26,7 @@
 //! the minutiae packed in 32 bits each (stage 2 recomputes a shortlisted finger's edges from
 //! them — a few dozen fingers per search, bit-for-bit the edges enrolment would have kept),
 //! each finger's word count (stage 1's normaliser; the words themselves live only in the
-//! index), the histograms, and the index as delta-encoded posting lists.
+//! index), the histograms, and the index as delta-encoded, bit-packed posting lists.
 //!
 //! The gallery keeps one finger per position 1..=10 (ANSI/NIST-ITL), the first one listed;
 //! fingers at other positions are ignored on both sides (the gateway refuses them anyway).
