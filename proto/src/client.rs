@@ -256,9 +256,12 @@ fn retryable(code: Code) -> bool {
 }
 
 /// A call that failed because the connection broke (reset, closed) before any answer: tonic
-/// reports it as `UNKNOWN` with the transport error as its source. Worth repeating.
+/// reports it as `UNKNOWN`, or as `CANCELLED` when the request went out on a pooled connection
+/// the gateway was closing as it shut down (hyper's "connection closed"), with the transport
+/// error as its source either way; a `CANCELLED` the gateway itself sent has no such source.
+/// Worth repeating.
 fn connection_broke(s: &Status) -> bool {
-    s.code() == Code::Unknown
+    matches!(s.code(), Code::Unknown | Code::Cancelled)
         && std::error::Error::source(s).is_some_and(|e| e.is::<tonic::transport::Error>())
 }
 
@@ -1209,6 +1212,23 @@ impl CursorFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_cut_by_the_transport_is_repeated_and_a_gateway_answer_is_not() {
+        let transport = || {
+            let e = tonic::transport::Endpoint::from_shared("not a uri\n").unwrap_err();
+            std::sync::Arc::new(e) as std::sync::Arc<dyn std::error::Error + Send + Sync>
+        };
+        for code in [Code::Unknown, Code::Cancelled] {
+            let mut s = Status::new(code, "connection closed");
+            assert!(!connection_broke(&s), "{code:?} from the gateway");
+            s.set_source(transport());
+            assert!(connection_broke(&s), "{code:?} from the transport");
+        }
+        let mut refused = Status::invalid_argument("bad booking");
+        refused.set_source(transport());
+        assert!(!connection_broke(&refused));
+    }
 
     #[test]
     fn roles_parse_and_print_back() {
