@@ -96,15 +96,18 @@ const POSITIONS: usize = 10;
 /// Largest minutia coordinate a gallery finger can hold (11 bits of the packed form; the
 /// gateway accepts images up to 2,000 px).
 pub const MAX_COORD: u16 = 2047;
-/// Pair-distance histogram (the other stage-1 code): distance × direction difference, 48
-/// bins (a multiple of 16 for the scan's lanes). 8 × 25 px × 6 angle bins ranked mates better
-/// than the earlier 10 × 20 px × 8 with 60% of the bytes (`matcher-bench`, 50,000 identities,
-/// 1,000 mated searches: mate's histogram rank p99 52 against 173; BENCHMARKS.md): wider bins
-/// absorb more of a capture's jitter and distortion. 8 × 20 px × 6 and 6 × 25 px × 8 ranked
-/// worse, and 8 × 25 px × 4 lost a mate to the shortlist.
+/// Pair-distance histogram (the other stage-1 code): distance × direction difference, 32
+/// bins (a multiple of 16 for the scan's lanes), 8 × 25 px × 4 angle bins. Wider bins absorb
+/// more of a capture's jitter and distortion: 8 × 25 px × 6 had ranked mates better than the
+/// earlier 10 × 20 px × 8 (`matcher-bench`, 50,000 identities, 1,000 mated searches: p99 52
+/// against 173; BENCHMARKS.md). With the cascade, 4 angle bins instead of 6 took the gallery
+/// under 3 KiB per identity at 1,000,000 (3,218 → 3,058 B) and lost nothing measured: at
+/// 50,000 (1,000 mated searches) histogram rank p99 49, max 367 (6 bins: 52, 690), fused max
+/// 1; at 1,000,000 (100) histogram p99 343 (254), fused max 19 (22), no mate lost. (Before the
+/// cascade, 4 bins had lost one mate of 1,000 to a fused shortlist of 10.)
 const DIST_BINS: usize = 8;
 const DIST_STEP: f32 = 25.0;
-const ANGLE_BINS: usize = 6;
+const ANGLE_BINS: usize = 4;
 const HIST: usize = DIST_BINS * ANGLE_BINS;
 /// Edge words: (length, direction of the edge, direction of the neighbour), quantised.
 const WORD_LEN_STEP: f32 = 8.0;
@@ -296,7 +299,7 @@ fn angdiff(a: f32, b: f32) -> f32 {
 /// rounded — a quarter of the memory and of the bytes a scan reads, for a cosine within 0.04
 /// of the float one (each rounding error is at most ½, over [`HIST`] bins).
 type Code = [u8; HIST];
-/// By Cauchy–Schwarz two codes' dot product is at most (250 + ½·√48)² < 64,250, so a
+/// By Cauchy–Schwarz two codes' dot product is at most (250 + ½·√32)² < 64,000, so a
 /// tenprint's histogram score (ten fingers) is an exact integer in u32 and in f32.
 const HIST_SCALE: f32 = 250.0;
 
