@@ -206,24 +206,26 @@ fn main() {
         .chain(non_mated.iter().cloned())
         .collect();
 
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .expect("thread pool")
+    };
     if a.profile_s > 0 {
         // Only searches, on one thread, for a profiler (`perf record -p`, once this line is
         // printed): nothing else runs.
         eprintln!("profiling: searches only, pid {}", std::process::id());
         let t = Instant::now();
         let mut n = 0u64;
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .expect("thread pool")
-            .install(|| {
-                while t.elapsed().as_secs() < a.profile_s {
-                    for p in &all {
-                        std::hint::black_box(m.search(p, 5).expect("search"));
-                        n += 1;
-                    }
+        pool(1).install(|| {
+            while t.elapsed().as_secs() < a.profile_s {
+                for p in &all {
+                    std::hint::black_box(m.search(p, 5).expect("search"));
+                    n += 1;
                 }
-            });
+            }
+        });
         println!(
             "profile: {n} searches in {:.1} s ({:.1}/s)",
             t.elapsed().as_secs_f64(),
@@ -233,12 +235,6 @@ fn main() {
     }
 
     // Speed with 1 and 2 threads.
-    let pool = |n| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .expect("thread pool")
-    };
     let one = pool(1).install(|| timed_searches(&m, &all));
     let two = pool(2).install(|| timed_searches(&m, &all));
 

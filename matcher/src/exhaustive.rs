@@ -10,8 +10,8 @@
 //!    of its finger's words the probe finger has, over the square root of its word count; a
 //!    word's weight is its inverse document frequency in the gallery, and words more than
 //!    [`STOP_WORD_SHARE`] of the fingers have (stop words) are not looked at — found through a
-//!    per-shard inverted index. The best [`CASCADE`] subjects by word score are kept; only
-//!    their second code, a histogram of pair distances, is read. The two scores are fused (the
+//!    per-shard inverted index. The best subjects by word score are kept (see [`CASCADE`]);
+//!    only their second code, a histogram of pair distances, is read. The two scores are fused (the
 //!    sum of their z-scores); the best [`SHORTLIST`] kept subjects by the fused score and the
 //!    best [`SHORTLIST_PER_CODE`] by each code (merged across shards) go on.
 //! 2. **Minutiae pairing.** For each shortlisted subject and each common finger: edges to the
