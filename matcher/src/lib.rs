@@ -22,6 +22,8 @@ pub enum MatchError {
     EmptyProbe,
     #[error("subject {0} is already enrolled")]
     AlreadyEnrolled(SubjectId),
+    #[error("subject {0} is not enrolled")]
+    NotEnrolled(SubjectId),
     /// A template the matcher cannot hold (the message names the field and the limit).
     #[error("template not supported: {0}")]
     Unsupported(String),
@@ -50,6 +52,9 @@ pub struct SearchResult {
 pub trait Matcher: Send + Sync {
     /// Adds a subject to the gallery.
     fn enroll(&self, subject: SubjectId, print: &Tenprint) -> Result<(), MatchError>;
+    /// Takes a subject out of the gallery: no search that starts after this returns finds
+    /// it, and its id may be enrolled again.
+    fn remove(&self, subject: SubjectId) -> Result<(), MatchError>;
     /// Searches the gallery for the person whose prints these are.
     fn search(&self, probe: &Tenprint, max_candidates: usize) -> Result<SearchResult, MatchError>;
     /// Number of enrolled subjects.
