@@ -985,10 +985,42 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
             tokio::task::spawn_blocking(move || m.enroll(r.subject_id, &print).map(|_| m.len()))
                 .await
                 .map_err(|e| GatewayError::Internal(e.to_string()))?
-                .map_err(|e| GatewayError::AlreadyExists(format!("subject_id: {e}")))?;
+                .map_err(gallery_error)?;
         Ok(Response::new(pb::EnrollResponse {
             gallery_size: size as u64,
         }))
+    }
+
+    async fn remove(&self, req: Request<pb::RemoveRequest>) -> Res<pb::RemoveResponse> {
+        need_admin(&req)?;
+        let subject = req.into_inner().subject_id;
+        let m = self.matcher.clone();
+        let size = tokio::task::spawn_blocking(move || m.remove(subject).map(|_| m.len()))
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))?
+            .map_err(gallery_error)?;
+        tracing::info!(
+            subject,
+            gallery_size = size,
+            "subject removed from the gallery"
+        );
+        Ok(Response::new(pb::RemoveResponse {
+            gallery_size: size as u64,
+        }))
+    }
+}
+
+/// A gallery change the matcher refused, as the status a caller can act on: a duplicate id
+/// ALREADY_EXISTS, an id not enrolled NOT_FOUND, a print it cannot hold INVALID_ARGUMENT
+/// (every refusal was ALREADY_EXISTS before).
+fn gallery_error(e: interop_matcher::MatchError) -> GatewayError {
+    use interop_matcher::MatchError as E;
+    match e {
+        E::AlreadyEnrolled(_) => GatewayError::AlreadyExists(format!("subject_id: {e}")),
+        E::NotEnrolled(_) => GatewayError::NotFound(format!("subject_id: {e}")),
+        E::EmptyProbe | E::Unsupported(_) | E::Gallery(_) => {
+            GatewayError::invalid("fingers", e.to_string())
+        }
     }
 }
 

@@ -28,7 +28,7 @@ enum Service {
 }
 
 /// Every RPC of every service the gateway serves.
-const RPCS: [(&str, Service); 23] = [
+const RPCS: [(&str, Service); 24] = [
     ("Submit", Service::Submission),
     ("SubmitStream", Service::Submission),
     ("GetStatus", Service::Submission),
@@ -51,6 +51,7 @@ const RPCS: [(&str, Service); 23] = [
     ("ReloadCertificates", Service::Admin),
     ("Search", Service::Matcher),
     ("Enroll", Service::Matcher),
+    ("Remove", Service::Matcher),
     ("Check", Service::CriminalHistory),
 ];
 
@@ -214,6 +215,13 @@ async fn call(ch: Channel, rpc: &str, state: &str) -> Result<(), Status> {
             .enroll(pb::EnrollRequest {
                 subject_id: 9_000_000,
                 fingers,
+            })
+            .await
+            .map(drop),
+        // The subject "Enroll" adds (as the admin; for everyone else both are refused).
+        "Remove" => matcher
+            .remove(pb::RemoveRequest {
+                subject_id: 9_000_000,
             })
             .await
             .map(drop),
