@@ -413,12 +413,20 @@ fn neighbour_edges(points: &[Point]) -> Vec<Edge> {
         };
         n * m
     ];
-    let mut by_x: Vec<(f32, f32, u32)> = points
+    // In order of x (then index): x is non-negative, so its bits order as it does.
+    let mut order: Vec<u64> = points
         .iter()
         .enumerate()
-        .map(|(j, p)| (p.x, p.y, j as u32))
+        .map(|(j, p)| (p.x.to_bits() as u64) << 32 | j as u64)
         .collect();
-    by_x.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.2.cmp(&b.2)));
+    order.sort_unstable();
+    let by_x: Vec<(f32, f32, u32)> = order
+        .iter()
+        .map(|&k| {
+            let p = points[k as u32 as usize];
+            (p.x, p.y, k as u32)
+        })
+        .collect();
     for (r, &(px, py, i)) in by_x.iter().enumerate() {
         // The nearest three, nearest first, each as one integer key: (square distance, index)
         // — a non-negative float's bits order as it does.
