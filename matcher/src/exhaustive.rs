@@ -790,8 +790,6 @@ struct Postings {
     /// appends to a list from it without decoding the list.
     last: Vec<u32>,
     bytes: Vec<u8>,
-    /// Entries covered by `bytes`: every entry below this index is there, none above.
-    folded: u32,
     /// Later entries, per key, ascending.
     tail: HashMap<u32, Vec<u32>, BuildHasherDefault<KeyHasher>>,
     tail_len: usize,
@@ -972,7 +970,6 @@ impl Postings {
     /// Moves every tail posting into the array; `entries` is the shard's entry count.
     fn fold(&mut self, entries: u32) {
         if self.tail_len == 0 {
-            self.folded = entries;
             return;
         }
         // The tail in key order, taken in one sequential pass over the table (a lookup per
@@ -991,6 +988,9 @@ impl Postings {
     /// holds (the tail folded first): a bulk load's batch.
     fn extend_sorted(&mut self, entries: u32, postings: &[u64]) {
         debug_assert!(self.tail_len == 0 && postings.is_sorted());
+        if postings.is_empty() {
+            return;
+        }
         let flat: Vec<u32> = postings.iter().map(|p| *p as u32).collect();
         let mut at = 0;
         let runs = postings.chunk_by(|a, b| a >> 32 == b >> 32).map(|run| {
@@ -1105,7 +1105,6 @@ impl Postings {
         bytes.extend_from_slice(&[0; PAD]);
         bytes.shrink_to_fit();
         self.bytes = bytes;
-        self.folded = entries;
     }
 
     /// Gives back what only enrolment uses: each list's last entry (4 bytes per key,
