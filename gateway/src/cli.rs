@@ -73,6 +73,12 @@ enum Cmd {
         /// replica is asked (the search is retried later if none answers).
         #[arg(long, default_value_t = 5_000)]
         shard_deadline_ms: u64,
+        /// Put IDENT's hit/no-hit threshold at this false-positive identification rate (e.g.
+        /// 0.001), calibrated from the gallery at start: up to 1,000 enrolled prints searched
+        /// as non-mated probes (the log says the threshold and whether the searches resolve
+        /// the rate). Default: the matcher's fixed threshold (0.6), far above FPIR 0.1%.
+        #[arg(long, conflicts_with = "ident_shards")]
+        ident_fpir: Option<f64>,
         /// Hours a field office's events are kept after it acknowledged them.
         #[arg(long, default_value_t = 168.0)]
         retention_hours: f64,
@@ -329,6 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bounds,
             ident_shards,
             shard_deadline_ms,
+            ident_fpir,
             store,
             replica_id,
         } => {
@@ -363,6 +370,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                     .await??;
                     let m = b.ident.matcher();
+                    if let Some(fpir) = ident_fpir {
+                        let cal = {
+                            let m = m.clone();
+                            tokio::task::spawn_blocking(move || m.calibrate_threshold(fpir, 1000))
+                                .await?
+                                .map_err(|e| anyhow::anyhow!("--ident-fpir: {e}"))?
+                        };
+                        tracing::info!(
+                            target_fpir = fpir,
+                            threshold = cal.threshold,
+                            searches = cal.searches,
+                            resolved = cal.resolved,
+                            "IDENT threshold calibrated from the gallery"
+                        );
+                        if !cal.resolved {
+                            tracing::warn!(
+                                searches = cal.searches,
+                                "the gallery is too small to resolve --ident-fpir: the threshold is just above the highest impostor score"
+                            );
+                        }
+                    }
                     (b.ident, b.criminal, Some(m))
                 }
                 Some(spec) => {
@@ -676,6 +704,24 @@ mod tests {
         let d = server::ServeOptions::default();
         let o = bounds.apply(d.clone()).unwrap();
         assert_eq!(format!("{o:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn ident_fpir_is_for_the_in_process_matcher_only() {
+        let args = ["g", "serve", "--pki", "p", "--world", "w", "--data", "d"];
+        let cli = Cli::try_parse_from(args.iter().chain(&["--ident-fpir", "0.001"])).unwrap();
+        let Cmd::Serve { ident_fpir, .. } = cli.cmd else {
+            panic!("parsed as another command")
+        };
+        assert_eq!(ident_fpir, Some(0.001));
+        let both = args.iter().chain(&[
+            "--ident-fpir",
+            "0.001",
+            "--ident-shards",
+            "https://127.0.0.1:7001",
+        ]);
+        let e = Cli::try_parse_from(both).err().expect("refused");
+        assert!(e.to_string().contains("--ident-shards"), "{e}");
     }
 
     #[test]

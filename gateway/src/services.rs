@@ -1018,7 +1018,7 @@ fn gallery_error(e: interop_matcher::MatchError) -> GatewayError {
     match e {
         E::AlreadyEnrolled(_) => GatewayError::AlreadyExists(format!("subject_id: {e}")),
         E::NotEnrolled(_) => GatewayError::NotFound(format!("subject_id: {e}")),
-        E::EmptyProbe | E::Unsupported(_) | E::Gallery(_) => {
+        E::EmptyProbe | E::Unsupported(_) | E::Gallery(_) | E::Calibration(_) => {
             GatewayError::invalid("fingers", e.to_string())
         }
     }

@@ -41,13 +41,14 @@
 //! again (a subject enrolled again gets a new entry).
 
 use crate::{
-    Candidate, MatchError, Matcher, SearchResult, SubjectId, Tenprint,
+    Calibration, Candidate, MatchError, Matcher, SearchResult, SubjectId, Tenprint,
     template::{FingerTemplate, Minutia, MinutiaKind},
 };
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::f32::consts::PI;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 
 /// Subjects that reach the pairing stage per search: among those stage 1 kept (see [`stage1`]),
@@ -1347,6 +1348,39 @@ impl Shard {
         self.subjects.len()
     }
 
+    /// Entry `e`'s enrolled print as the matcher keeps it, for searching with (quality and
+    /// image size are not kept: 0).
+    fn print(&self, e: usize) -> Tenprint {
+        let mut at = self.starts[e] as usize;
+        let mut fingers = Vec::new();
+        for (s, &count) in self.counts[e].iter().enumerate() {
+            let count = count as usize;
+            if count > 0 {
+                fingers.push(FingerTemplate {
+                    position: s as u8 + 1,
+                    width: 0,
+                    height: 0,
+                    minutiae: self.minutiae[at..at + count]
+                        .iter()
+                        .map(|&p| Minutia {
+                            x: (p & 0x7FF) as u16,
+                            y: (p >> 11 & 0x7FF) as u16,
+                            angle_deg: (p >> 22 & 0x1FF) as u16,
+                            kind: if p >> 31 == 1 {
+                                MinutiaKind::Bifurcation
+                            } else {
+                                MinutiaKind::Ending
+                            },
+                            quality: 0,
+                        })
+                        .collect(),
+                });
+            }
+            at += count;
+        }
+        Tenprint { fingers }
+    }
+
     /// Entries not removed: the subjects this shard holds.
     fn live(&self) -> usize {
         self.len() - self.removed_count
@@ -1722,7 +1756,8 @@ fn shortlist(st: &Stage1) -> Vec<(usize, usize)> {
 pub struct ExhaustiveMatcher {
     shards: Vec<RwLock<Shard>>,
     enrolled: Mutex<HashSet<SubjectId>>,
-    threshold: f32,
+    /// The decision threshold's bits ([`THRESHOLD`] unless set or calibrated).
+    threshold: AtomicU32,
     /// A fixed cascade length instead of the rule (see [`ExhaustiveMatcher::with_cascade`]).
     cascade: Option<usize>,
 }
@@ -1734,7 +1769,7 @@ impl ExhaustiveMatcher {
                 .map(|_| RwLock::new(Shard::default()))
                 .collect(),
             enrolled: Mutex::new(HashSet::new()),
-            threshold: THRESHOLD,
+            threshold: AtomicU32::new(THRESHOLD.to_bits()),
             cascade: None,
         }
     }
@@ -1753,8 +1788,14 @@ impl ExhaustiveMatcher {
         cascade_len(self.cascade, self.len())
     }
 
+    /// The fused score at which a search's best candidate is a hit.
     pub fn threshold(&self) -> f32 {
-        self.threshold
+        f32::from_bits(self.threshold.load(Ordering::Relaxed))
+    }
+
+    /// Sets the decision threshold (searches that start afterwards use it).
+    pub fn set_threshold(&self, threshold: f32) {
+        self.threshold.store(threshold.to_bits(), Ordering::Relaxed);
     }
 
     /// Enrols the prints in order, exactly as [`Matcher::enroll`] one after another would
@@ -2053,7 +2094,7 @@ impl Matcher for ExhaustiveMatcher {
         let hit = candidates
             .first()
             .copied()
-            .filter(|c| c.score >= self.threshold);
+            .filter(|c| c.score >= self.threshold());
         Ok(SearchResult { candidates, hit })
     }
 
@@ -2072,6 +2113,80 @@ impl Matcher for ExhaustiveMatcher {
         }
         self.enrolled.lock().expect("enrolled set").remove(&subject);
         Ok(())
+    }
+
+    /// Sets the decision threshold for a target false-positive identification rate, from the
+    /// gallery itself, and says how: `searches` enrolled prints (spread evenly over the
+    /// gallery) are searched as probes, each with itself left out — a non-mated search, as
+    /// the gallery holds each person once — and the threshold is put just above the impostor
+    /// score that at most `target_fpir` of them reach. A target the searches cannot resolve
+    /// (fewer than 1 / `target_fpir`) puts it just above the highest impostor score seen, and
+    /// says so. Costs `searches` searches; the threshold is unchanged on error.
+    ///
+    /// The default, [`THRESHOLD`], sits far above these points (FPIR 0.1% was 0.21 at
+    /// 1,000,000 identities in `matcher-bench`): this is for an operator who wants the
+    /// decision at a stated FPIR instead.
+    fn calibrate_threshold(
+        &self,
+        target_fpir: f64,
+        searches: usize,
+    ) -> Result<Calibration, MatchError> {
+        if !(target_fpir > 0.0 && target_fpir < 1.0) {
+            return Err(MatchError::Calibration(format!(
+                "target FPIR {target_fpir}: must be above 0 and below 1"
+            )));
+        }
+        let probes: Vec<(SubjectId, Tenprint)> = {
+            let shards: Vec<_> = self
+                .shards
+                .iter()
+                .map(|s| s.read().expect("shard lock"))
+                .collect();
+            let live: usize = shards.iter().map(|s| s.live()).sum();
+            if live < 2 {
+                return Err(MatchError::Calibration(format!(
+                    "needs at least 2 enrolled subjects, the gallery has {live}"
+                )));
+            }
+            let want = searches.clamp(1, live);
+            let entries = shards.iter().flat_map(|s| {
+                (0..s.len())
+                    .filter(|&e| !s.is_removed(e))
+                    .map(move |e| (s.subjects[e], s, e))
+            });
+            // `want` of the live entries, evenly spaced.
+            let mut probes = Vec::with_capacity(want);
+            for (i, (subject, s, e)) in entries.enumerate() {
+                if probes.len() < want && i == probes.len() * live / want {
+                    probes.push((subject, s.print(e)));
+                }
+            }
+            probes
+        };
+        let mut impostors: Vec<f32> = probes
+            .par_iter()
+            .map(|(subject, print)| {
+                self.search(print, 2).map(|r| {
+                    r.candidates
+                        .iter()
+                        .find(|c| c.subject != *subject)
+                        .map_or(0.0, |c| c.score)
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        impostors.sort_by(|a, b| b.total_cmp(a));
+        let n = impostors.len();
+        // At most `allowed` impostors reach a threshold just above the one ranked there.
+        let allowed = ((target_fpir * n as f64).floor() as usize).min(n - 1);
+        let threshold = impostors[allowed].next_up();
+        self.set_threshold(threshold);
+        Ok(Calibration {
+            target_fpir,
+            threshold,
+            searches: n,
+            highest_impostor: impostors[0],
+            resolved: n as f64 * target_fpir >= 1.0,
+        })
     }
 
     fn len(&self) -> usize {
@@ -2160,6 +2275,53 @@ mod tests {
         );
         m.remove(77).unwrap();
         assert_eq!(found(77, 3).hit, None);
+    }
+
+    /// A threshold calibrated from the gallery for an FPIR holds on strangers the calibration
+    /// never saw, still finds the mates, and a looser target gives a lower threshold. Bad
+    /// targets are refused and change nothing.
+    #[test]
+    fn calibrated_threshold_holds_its_fpir_on_fresh_strangers() {
+        let m = ExhaustiveMatcher::new(3);
+        m.enroll(1, &enrol_capture(1)).unwrap();
+        assert!(matches!(
+            m.calibrate_threshold(0.01, 100),
+            Err(MatchError::Calibration(e)) if e.contains("at least 2")
+        ));
+        let prints: Vec<(SubjectId, Tenprint)> = (2..=500).map(|p| (p, enrol_capture(p))).collect();
+        m.enroll_many(&prints).unwrap();
+        for bad in [0.0, 1.0, -0.1, f64::NAN] {
+            assert!(matches!(
+                m.calibrate_threshold(bad, 100),
+                Err(MatchError::Calibration(_))
+            ));
+            assert_eq!(m.threshold(), THRESHOLD);
+        }
+        let loose = m.calibrate_threshold(0.2, 200).unwrap();
+        let c = m.calibrate_threshold(0.02, 200).unwrap();
+        assert_eq!((c.searches, c.resolved), (200, true), "{c:?}");
+        assert!(loose.threshold < c.threshold, "{loose:?} {c:?}");
+        assert!(c.threshold <= c.highest_impostor.next_up(), "{c:?}");
+        assert!(c.threshold < THRESHOLD, "the default sits above: {c:?}");
+        assert_eq!(m.threshold(), c.threshold);
+        // 200 strangers: about 2% reach it (4 expected); far more would mean it does not hold.
+        let false_hits = (0..200)
+            .filter(|&i| m.search(&probe(20_000 + i, 0), 1).unwrap().hit.is_some())
+            .count();
+        assert!(
+            false_hits <= 12,
+            "{false_hits} of 200 strangers hit at {c:?}"
+        );
+        for p in [1, 250, 500] {
+            assert_eq!(
+                m.search(&probe(p, 1), 1).unwrap().hit.map(|c| c.subject),
+                Some(p)
+            );
+        }
+        // Unresolvable: just above the highest impostor seen, and said so.
+        let tight = m.calibrate_threshold(0.001, 50).unwrap();
+        assert!(!tight.resolved);
+        assert_eq!(tight.threshold, tight.highest_impostor.next_up());
     }
 
     /// Removals while other threads search: a search that starts after a removal returned

@@ -29,6 +29,9 @@ pub enum MatchError {
     Unsupported(String),
     #[error("gallery file: {0}")]
     Gallery(String),
+    /// A threshold calibration that cannot be made (the message says why).
+    #[error("calibration: {0}")]
+    Calibration(String),
 }
 
 /// One ranked candidate of a 1:N search.
@@ -47,6 +50,20 @@ pub struct SearchResult {
     pub hit: Option<Candidate>,
 }
 
+/// A decision threshold set from the gallery (see [`Matcher::calibrate_threshold`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Calibration {
+    pub target_fpir: f64,
+    pub threshold: f32,
+    /// Non-mated searches the threshold was set from.
+    pub searches: usize,
+    pub highest_impostor: f32,
+    /// Whether the searches resolve the target (at least 1 / `target_fpir` of them); if not,
+    /// the threshold is just above the highest impostor score, and the FPIR there is only
+    /// known to be below about 1 / `searches`.
+    pub resolved: bool,
+}
+
 /// A 1:N tenprint matcher over an in-memory gallery. Methods are synchronous and CPU-bound:
 /// async callers run them on a blocking pool.
 pub trait Matcher: Send + Sync {
@@ -57,6 +74,14 @@ pub trait Matcher: Send + Sync {
     fn remove(&self, subject: SubjectId) -> Result<(), MatchError>;
     /// Searches the gallery for the person whose prints these are.
     fn search(&self, probe: &Tenprint, max_candidates: usize) -> Result<SearchResult, MatchError>;
+    /// Sets the hit/no-hit threshold for a target false-positive identification rate (FPIR)
+    /// from the gallery itself, searching `searches` enrolled prints as non-mated probes (see
+    /// the implementation for how), and says how well the searches resolve it.
+    fn calibrate_threshold(
+        &self,
+        target_fpir: f64,
+        searches: usize,
+    ) -> Result<Calibration, MatchError>;
     /// Number of enrolled subjects.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
