@@ -43,6 +43,8 @@ pub enum GatewayError {
     #[error("{0}")]
     ResourceExhausted(String),
     #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -70,6 +72,7 @@ impl GatewayError {
             GatewayError::FailedPrecondition(_) => "FAILED_PRECONDITION",
             GatewayError::Unavailable(_) => "UNAVAILABLE",
             GatewayError::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
+            GatewayError::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
             GatewayError::Internal(_) => "INTERNAL",
         }
     }
@@ -114,6 +117,7 @@ impl From<GatewayError> for Status {
             GatewayError::FailedPrecondition(_) => Status::failed_precondition(msg),
             GatewayError::Unavailable(_) => Status::unavailable(msg),
             GatewayError::ResourceExhausted(_) => Status::resource_exhausted(msg),
+            GatewayError::DeadlineExceeded(_) => Status::deadline_exceeded(msg),
             GatewayError::Internal(_) => Status::internal(msg),
         }
     }

@@ -220,7 +220,11 @@ async fn ask_shard(
     for r in (0..n).map(|k| (first + k) % n) {
         let c = &replicas[r];
         let mut stub = pb::matcher_service_client::MatcherServiceClient::new(c.channel());
-        match tokio::time::timeout(deadline, stub.search(req.clone())).await {
+        // The shard is told the deadline too (`grpc-timeout`), so it stops searching once
+        // this side stops waiting.
+        let mut call = tonic::Request::new(req.clone());
+        call.set_timeout(deadline);
+        match tokio::time::timeout(deadline, stub.search(call)).await {
             Ok(Ok(resp)) => return Ok(resp.into_inner()),
             Ok(Err(s)) => why = format!("replica {r}: {:?}: {}", s.code(), s.message()),
             Err(_) => why = format!("replica {r}: no answer within {} ms", deadline.as_millis()),

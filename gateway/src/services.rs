@@ -943,8 +943,11 @@ impl MatcherApi {
 
 #[tonic::async_trait]
 impl pb::matcher_service_server::MatcherService for MatcherApi {
+    /// Honours the caller's deadline (its `grpc-timeout`): the search gives up when it passes
+    /// (waiting for a core counts), rather than finish an answer no one waits for.
     async fn search(&self, req: Request<pb::SearchRequest>) -> Res<pb::SearchResponse> {
         need_admin(&req)?;
+        let deadline = grpc_timeout(req.metadata()).map(|t| std::time::Instant::now() + t);
         let r = req.into_inner();
         let probe = fingers_for_search(&r.fingers)?;
         let k = r.max_candidates.clamp(1, 100) as usize;
@@ -956,13 +959,18 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
             .await
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
         let res = tokio::task::spawn_blocking(move || {
-            let r = m.search(&probe, k);
+            let r = m.search_before(&probe, k, deadline);
             drop(permit);
             r
         })
         .await
         .map_err(|e| GatewayError::Internal(e.to_string()))?
-        .map_err(|e| GatewayError::invalid("fingers", e.to_string()))?;
+        .map_err(|e| match e {
+            interop_matcher::MatchError::DeadlineExceeded => {
+                GatewayError::DeadlineExceeded(e.to_string())
+            }
+            e => GatewayError::invalid("fingers", e.to_string()),
+        })?;
         Ok(Response::new(pb::SearchResponse {
             hit: res.hit.is_some(),
             candidates: res
@@ -1010,6 +1018,27 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
     }
 }
 
+/// The caller's deadline from its `grpc-timeout` header (up to 8 digits and a unit: H, M, S,
+/// m, u or n), if it sent one that parses.
+fn grpc_timeout(meta: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let v = meta.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// A gallery change the matcher refused, as the status a caller can act on: a duplicate id
 /// ALREADY_EXISTS, an id not enrolled NOT_FOUND, a print it cannot hold INVALID_ARGUMENT
 /// (every refusal was ALREADY_EXISTS before).
@@ -1018,6 +1047,7 @@ fn gallery_error(e: interop_matcher::MatchError) -> GatewayError {
     match e {
         E::AlreadyEnrolled(_) => GatewayError::AlreadyExists(format!("subject_id: {e}")),
         E::NotEnrolled(_) => GatewayError::NotFound(format!("subject_id: {e}")),
+        E::DeadlineExceeded => GatewayError::DeadlineExceeded(e.to_string()),
         E::EmptyProbe | E::Unsupported(_) | E::Gallery(_) | E::Calibration(_) => {
             GatewayError::invalid("fingers", e.to_string())
         }
@@ -1234,4 +1264,29 @@ fn stat_key(outcome: &pb::IdentOutcome, metric: &str) -> String {
         &outcome.jurisdiction_id,
         metric,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_protocol_writes_them() {
+        let t = |v: &str| {
+            let mut m = tonic::metadata::MetadataMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&m)
+        };
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(t("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(t("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(t("5000000u"), Some(Duration::from_secs(5)));
+        assert_eq!(t("3n"), Some(Duration::from_nanos(3)));
+        for bad in ["S", "5", "5x", "-5S", "5.0S", "123456789S", "+5S"] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
+        assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
+    }
 }

@@ -29,6 +29,9 @@ pub enum MatchError {
     Unsupported(String),
     #[error("gallery file: {0}")]
     Gallery(String),
+    /// The search's deadline passed before it finished; nothing was decided.
+    #[error("the search's deadline passed before it finished")]
+    DeadlineExceeded,
     /// A threshold calibration that cannot be made (the message says why).
     #[error("calibration: {0}")]
     Calibration(String),
@@ -73,7 +76,18 @@ pub trait Matcher: Send + Sync {
     /// it, and its id may be enrolled again.
     fn remove(&self, subject: SubjectId) -> Result<(), MatchError>;
     /// Searches the gallery for the person whose prints these are.
-    fn search(&self, probe: &Tenprint, max_candidates: usize) -> Result<SearchResult, MatchError>;
+    fn search(&self, probe: &Tenprint, max_candidates: usize) -> Result<SearchResult, MatchError> {
+        self.search_before(probe, max_candidates, None)
+    }
+    /// [`Matcher::search`] that gives up with [`MatchError::DeadlineExceeded`] once
+    /// `deadline` passes (every shard checks it as it goes), rather than finish an answer no
+    /// one waits for. A search that gives up decides nothing: never a "no hit".
+    fn search_before(
+        &self,
+        probe: &Tenprint,
+        max_candidates: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<SearchResult, MatchError>;
     /// Sets the hit/no-hit threshold for a target false-positive identification rate (FPIR)
     /// from the gallery itself, searching `searches` enrolled prints as non-mated probes (see
     /// the implementation for how), and says how well the searches resolve it.
