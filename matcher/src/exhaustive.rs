@@ -37,8 +37,9 @@
 //! Enrolment appends an entry; a bulk load ([`ExhaustiveMatcher::enroll_many`]) appends
 //! batches, each merged into the index at once. Removal ([`Matcher::remove`]) marks
 //! the entry removed — searches never keep it — and zeroes its minutiae and histogram codes;
-//! its postings stay in the index, naming an entry no search keeps, until the gallery is built
-//! again (a subject enrolled again gets a new entry).
+//! its postings stay in the index, naming an entry no search keeps, until
+//! [`ExhaustiveMatcher::compact`] drops the removed entries (a subject enrolled again gets a new
+//! entry).
 
 use crate::{
     Calibration, Candidate, MatchError, Matcher, SearchResult, SubjectId, Tenprint,
@@ -1109,6 +1110,35 @@ impl Postings {
         self.bytes = bytes;
     }
 
+    /// Rewrites every list with entry `e` as `renumber[e]`, leaving out those mapped to
+    /// `u32::MAX` (the map keeps the order of those it keeps). The tail must be empty.
+    fn renumber(&mut self, renumber: &[u32]) {
+        if self.offsets.is_empty() {
+            return;
+        }
+        let mut bytes = Vec::with_capacity(self.bytes.len());
+        let mut list = Vec::new();
+        for k in 0..KEYS {
+            let (lo, n) = (self.offsets[k] as usize, self.counts[k] as usize);
+            list.clear();
+            decode(&self.bytes, lo, n, |e| {
+                if renumber[e] != u32::MAX {
+                    list.push(renumber[e]);
+                }
+            });
+            self.offsets[k] = u32::try_from(bytes.len()).expect("a shard's index under 4 GiB");
+            encode_list(&mut bytes, &list);
+            self.counts[k] = list.len() as u32;
+            if !self.last.is_empty() {
+                self.last[k] = list.last().copied().unwrap_or(0);
+            }
+        }
+        self.offsets[KEYS] = u32::try_from(bytes.len()).expect("a shard's index under 4 GiB");
+        bytes.extend_from_slice(&[0; PAD]);
+        bytes.shrink_to_fit();
+        self.bytes = bytes;
+    }
+
     /// Gives back what only enrolment uses: each list's last entry (4 bytes per key,
     /// 2.3 MB a shard), read off the lists again at the next fold.
     fn release_spare(&mut self) {
@@ -1400,8 +1430,7 @@ impl Shard {
 
     /// Removes entry `e` from the gallery: searches no longer keep it, and its minutiae and
     /// histogram codes are overwritten with zeros (the template is gone; its postings stay in
-    /// the index, a word's list naming an entry no search keeps, until the gallery is built
-    /// again).
+    /// the index, a word's list naming an entry no search keeps, until [`Shard::purge`]).
     fn remove(&mut self, e: usize) {
         if self.removed.len() <= e / 64 {
             self.removed.resize(e / 64 + 1, 0);
@@ -1412,6 +1441,53 @@ impl Shard {
         let n: usize = self.counts[e].iter().map(|c| *c as usize).sum();
         self.minutiae[start..start + n].fill(0);
         self.hists[e] = [[0; HIST]; POSITIONS];
+    }
+
+    /// Drops the removed entries: the others are renumbered in order and every array and
+    /// posting list is rewritten without them (each list decoded and encoded afresh: a pass
+    /// over the index, as a fold once was). Call with the tail folded.
+    fn purge(&mut self) {
+        if self.removed_count == 0 {
+            return;
+        }
+        debug_assert_eq!(self.postings.tail_len, 0);
+        // New index of each entry; u32::MAX for a removed one.
+        let mut renumber = vec![u32::MAX; self.len()];
+        let mut next = 0u32;
+        for (e, new) in renumber.iter_mut().enumerate() {
+            if !self.is_removed(e) {
+                *new = next;
+                next += 1;
+            }
+        }
+        let keep = |e: &usize| renumber[*e] != u32::MAX;
+        let old_starts = std::mem::take(&mut self.starts);
+        let old_minutiae = std::mem::take(&mut self.minutiae);
+        for e in (0..renumber.len()).filter(keep) {
+            let start = old_starts[e] as usize;
+            let n: usize = self.counts[e].iter().map(|c| *c as usize).sum();
+            self.starts
+                .push(u32::try_from(self.minutiae.len()).expect("a shard under 4G minutiae"));
+            self.minutiae
+                .extend_from_slice(&old_minutiae[start..start + n]);
+        }
+        fn filter<T>(v: &mut Vec<T>, renumber: &[u32]) {
+            let mut e = 0;
+            v.retain(|_| {
+                e += 1;
+                renumber[e - 1] != u32::MAX
+            });
+            v.shrink_to_fit();
+        }
+        filter(&mut self.subjects, &renumber);
+        filter(&mut self.counts, &renumber);
+        filter(&mut self.hists, &renumber);
+        for column in &mut self.word_counts {
+            filter(column, &renumber);
+        }
+        self.postings.renumber(&renumber);
+        self.removed = Vec::new();
+        self.removed_count = 0;
     }
 
     /// The best `k` entries by `scores` (see [`best_of_shard`]), removed entries left out.
@@ -1888,11 +1964,15 @@ impl ExhaustiveMatcher {
     /// Folds every shard's recent enrolments into its compressed index (see [`Postings`])
     /// and gives back the arrays' spare capacity: after a bulk load, this gives the smallest
     /// memory and the fastest searches. Searches give the same answers either way.
+    ///
+    /// Removed subjects' entries go too (see [`Shard::purge`]): their memory comes back, and
+    /// the gallery is the one enrolling the others alone, in the same order, would give.
     pub fn compact(&self) {
         for s in &self.shards {
             let mut s = s.write().expect("shard lock");
             let n = s.len() as u32;
             s.postings.fold(n);
+            s.purge();
             s.postings.release_spare();
             s.subjects.shrink_to_fit();
             s.starts.shrink_to_fit();
@@ -2396,6 +2476,57 @@ mod tests {
         let tight = m.calibrate_threshold(0.001, 50).unwrap();
         assert!(!tight.resolved);
         assert_eq!(tight.threshold, tight.highest_impostor.next_up());
+    }
+
+    /// Compacting after removals drops the removed entries: the gallery is then the one the
+    /// other prints alone would have given — arrays, index bytes and answers — with the
+    /// memory back, and a removed id can be enrolled again.
+    #[test]
+    fn compact_drops_removed_subjects_as_if_never_enrolled() {
+        let (purged, fresh) = (ExhaustiveMatcher::new(3), ExhaustiveMatcher::new(3));
+        let prints: Vec<(SubjectId, Tenprint)> = (1..=600).map(|p| (p, enrol_capture(p))).collect();
+        purged.enroll_many(&prints).unwrap();
+        let gone = |p: u64| p.is_multiple_of(4);
+        for p in (1..=600).filter(|p| gone(*p)) {
+            purged.remove(p).unwrap();
+        }
+        let before = purged.heap_bytes();
+        purged.compact();
+        let after = purged.heap_bytes();
+        assert!(after.minutiae < before.minutiae, "{before:?} {after:?}");
+        assert!(after.index < before.index, "{before:?} {after:?}");
+        let kept: Vec<(SubjectId, Tenprint)> =
+            prints.iter().filter(|(p, _)| !gone(*p)).cloned().collect();
+        fresh.enroll_many(&kept).unwrap();
+        fresh.compact();
+        for (a, b) in purged.shards.iter().zip(&fresh.shards) {
+            let (a, b) = (a.read().unwrap(), b.read().unwrap());
+            assert_eq!(a.subjects, b.subjects);
+            assert_eq!(a.starts, b.starts);
+            assert_eq!(a.minutiae, b.minutiae);
+            assert_eq!(a.counts, b.counts);
+            assert_eq!(a.hists, b.hists);
+            assert_eq!(a.word_counts, b.word_counts);
+            assert_eq!(a.removed_count, 0);
+            let (pa, pb) = (&a.postings, &b.postings);
+            assert!(pa.offsets == pb.offsets && pa.counts == pb.counts && pa.bytes == pb.bytes);
+        }
+        assert_eq!((purged.len(), fresh.len()), (450, 450));
+        for p in [1, 4, 302, 599, 600] {
+            assert_eq!(
+                purged.search(&probe(p, 1), 5).unwrap(),
+                fresh.search(&probe(p, 1), 5).unwrap()
+            );
+        }
+        purged.enroll(4, &enrol_capture(4)).unwrap();
+        assert_eq!(
+            purged
+                .search(&probe(4, 2), 1)
+                .unwrap()
+                .hit
+                .map(|c| c.subject),
+            Some(4)
+        );
     }
 
     /// Removals while other threads search: a search that starts after a removal returned
