@@ -416,19 +416,9 @@ fn neighbour_edges(points: &[Point]) -> Vec<Edge> {
         };
         n * m
     ];
-    // In order of x (then index): x is non-negative, so its bits order as it does.
-    let mut order: Vec<u64> = points
-        .iter()
-        .enumerate()
-        .map(|(j, p)| (p.x.to_bits() as u64) << 32 | j as u64)
-        .collect();
-    order.sort_unstable();
-    let by_x: Vec<(f32, f32, u32)> = order
-        .iter()
-        .map(|&k| {
-            let p = points[k as u32 as usize];
-            (p.x, p.y, k as u32)
-        })
+    // In order of x, then index.
+    let by_x: Vec<(f32, f32, u32)> = ascending_by(points, |p| p.x)
+        .map(|j| (points[j].x, points[j].y, j as u32))
         .collect();
     for (r, &(px, py, i)) in by_x.iter().enumerate() {
         // The nearest three, nearest first, each as one integer key: (square distance, index)
@@ -479,17 +469,22 @@ fn neighbour_edges(points: &[Point]) -> Vec<Edge> {
 /// A finger prepared for pairing: its edges (see [`neighbour_edges`]) sorted by length.
 fn prepare(points: Vec<Point>) -> Prepared {
     let edges = neighbour_edges(&points);
-    // Sorted by length, ties in minutia then neighbour order (a stable sort): lengths are
-    // non-negative roots, ordered as their bit patterns, so (bits, index) keys sort the same
-    // way with a cheap unstable integer sort.
-    let mut keys: Vec<u64> = edges
+    // Sorted by length, ties in minutia then neighbour order (a stable sort).
+    let edges = ascending_by(&edges, |e| e.len).map(|k| edges[k]).collect();
+    Prepared { points, edges }
+}
+
+/// The indices of `items` ascending by `key` (never negative), ties to the lower index: what
+/// a stable sort gives, by a cheap unstable sort of (key bits, index) integers — a
+/// non-negative float's bits order as it does.
+fn ascending_by<T>(items: &[T], key: impl Fn(&T) -> f32) -> impl Iterator<Item = usize> {
+    let mut keys: Vec<u64> = items
         .iter()
         .enumerate()
-        .map(|(k, e)| (e.len.to_bits() as u64) << 32 | k as u64)
+        .map(|(j, t)| (key(t).to_bits() as u64) << 32 | j as u64)
         .collect();
     keys.sort_unstable();
-    let edges = keys.iter().map(|k| edges[*k as u32 as usize]).collect();
-    Prepared { points, edges }
+    keys.into_iter().map(|k| k as u32 as usize)
 }
 
 /// A finger's edge words (the gallery side of stage 1), sorted and deduplicated.

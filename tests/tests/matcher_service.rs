@@ -15,6 +15,10 @@ const SUBJECT: u64 = 9_100_000;
 async fn enrol_search_remove_over_the_service() {
     let gw = TestGateway::start().await;
     let mut m = MatcherServiceClient::new(gw.channel(Principal::Admin).await);
+    let enrol = |n: u64| pb::EnrollRequest {
+        subject_id: SUBJECT,
+        fingers: tenprint_to_pb(&capture(NOBODY, n)),
+    };
     let search = |n: u64| pb::SearchRequest {
         fingers: tenprint_to_pb(&capture(NOBODY, n)),
         max_candidates: 5,
@@ -24,10 +28,7 @@ async fn enrol_search_remove_over_the_service() {
     assert!(!before.hit, "{before:?}");
 
     let size = m
-        .enroll(pb::EnrollRequest {
-            subject_id: SUBJECT,
-            fingers: tenprint_to_pb(&capture(NOBODY, 100)),
-        })
+        .enroll(enrol(100))
         .await
         .unwrap()
         .into_inner()
@@ -37,13 +38,7 @@ async fn enrol_search_remove_over_the_service() {
     assert_eq!(found.candidates[0].subject_id, SUBJECT);
 
     // A second enrolment under the same id: ALREADY_EXISTS, and the gallery is unchanged.
-    let dup = m
-        .enroll(pb::EnrollRequest {
-            subject_id: SUBJECT,
-            fingers: tenprint_to_pb(&capture(NOBODY, 101)),
-        })
-        .await
-        .unwrap_err();
+    let dup = m.enroll(enrol(101)).await.unwrap_err();
     assert_eq!(dup.code(), Code::AlreadyExists, "{dup:?}");
 
     let removed = m
@@ -77,10 +72,7 @@ async fn enrol_search_remove_over_the_service() {
 
     // The id is free again.
     let size_again = m
-        .enroll(pb::EnrollRequest {
-            subject_id: SUBJECT,
-            fingers: tenprint_to_pb(&capture(NOBODY, 102)),
-        })
+        .enroll(enrol(102))
         .await
         .unwrap()
         .into_inner()
