@@ -37,6 +37,7 @@
 use crate::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use pb::field_office_service_client::FieldOfficeServiceClient;
+use pb::matcher_service_client::MatcherServiceClient;
 use pb::submission_service_client::SubmissionServiceClient;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -594,6 +595,10 @@ impl Client {
         AdminServiceClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
     }
 
+    pub fn matcher_service(&self) -> MatcherServiceClient<Channel> {
+        MatcherServiceClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
+    }
+
     /// Runs one unary call with the deadline and the retry policy.
     async fn unary<Req, Resp, F, Fut>(&self, req: Req, mut call: F) -> Result<Resp, Status>
     where
@@ -1023,6 +1028,18 @@ impl Client {
         })
         .await
         .map(|c| c.values.into_iter().collect())
+    }
+
+    /// Takes a subject out of the served matcher's gallery (admin; the gateway serves its
+    /// IDENT gallery, an `interop-matcher serve` process its shard): the gallery size after.
+    pub async fn remove_subject(&self, subject_id: u64) -> Result<u64, Status> {
+        let this = self.clone();
+        self.unary(pb::RemoveRequest { subject_id }, |r| {
+            let mut svc = this.matcher_service();
+            async move { svc.remove(r).await }
+        })
+        .await
+        .map(|r| r.gallery_size)
     }
 
     /// Monthly statistics (admin).

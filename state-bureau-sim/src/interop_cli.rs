@@ -164,6 +164,9 @@ enum AdminCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Take a subject out of the gallery the target serves (the gateway: IDENT's; an
+    /// `interop-matcher serve` process: its shard's). No later search finds it.
+    RemoveSubject { subject_id: u64 },
     /// The gateway's counters, or with --month the monthly statistics.
     Stats {
         /// YYYY-MM: monthly statistics by month of booking.
@@ -895,6 +898,10 @@ async fn admin(client: &Client, cmd: AdminCmd) -> Outcome {
                     outln!("{}", policy_line(&p));
                 }
             }
+        }
+        AdminCmd::RemoveSubject { subject_id } => {
+            let size = client.remove_subject(subject_id).await?;
+            outln!("subject {subject_id} removed; the gallery holds {size}");
         }
         AdminCmd::Offices { json } => {
             for o in client.list_field_offices().await? {

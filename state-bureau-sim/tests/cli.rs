@@ -174,6 +174,32 @@ async fn a_bureau_submits_a_json_booking_and_a_refused_one_lists_every_violation
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PERMISSION_DENIED"));
 
+    // Admin takes an IDENT subject out of the gallery; a second time it is not there.
+    let gallery =
+        interop_matcher::gallery::read_gallery(&d.join("world").join(world::IDENT_GALLERY_FILE))
+            .unwrap();
+    let subject = gallery[0].0.to_string();
+    let remove = || {
+        let mut c = interop(d, &s.endpoint);
+        c.args(["admin", "remove-subject", &subject]);
+        run(c)
+    };
+    let out = remove();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = format!(
+        "subject {subject} removed; the gallery holds {}",
+        gallery.len() - 1
+    );
+    assert_eq!(text.trim(), want);
+    let out = remove();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("NOT_FOUND") && err.contains("not enrolled"),
+        "{err}"
+    );
+
     let _ = s.stop.send(());
     s.task.await.unwrap().unwrap();
 }

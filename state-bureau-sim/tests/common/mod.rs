@@ -20,7 +20,8 @@ pub async fn serve(dir: &Path) -> Served {
         .unwrap();
     let data = WorldData::load(&world_dir).unwrap();
     let pki = pki::init_for_world(&dir.join("pki"), &data.world).unwrap();
-    demo::serve_in_process(&world_dir, &dir.join("data"), &pki, &data.world, 2, false)
+    // With MatcherService, for `interop admin remove-subject`.
+    demo::serve_in_process(&world_dir, &dir.join("data"), &pki, &data.world, 2, true)
         .await
         .unwrap()
 }
