@@ -965,12 +965,7 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
         })
         .await
         .map_err(|e| GatewayError::Internal(e.to_string()))?
-        .map_err(|e| match e {
-            interop_matcher::MatchError::DeadlineExceeded => {
-                GatewayError::DeadlineExceeded(e.to_string())
-            }
-            e => GatewayError::invalid("fingers", e.to_string()),
-        })?;
+        .map_err(matcher_error)?;
         Ok(Response::new(pb::SearchResponse {
             hit: res.hit.is_some(),
             candidates: res
@@ -993,7 +988,7 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
             tokio::task::spawn_blocking(move || m.enroll(r.subject_id, &print).map(|_| m.len()))
                 .await
                 .map_err(|e| GatewayError::Internal(e.to_string()))?
-                .map_err(gallery_error)?;
+                .map_err(matcher_error)?;
         Ok(Response::new(pb::EnrollResponse {
             gallery_size: size as u64,
         }))
@@ -1006,7 +1001,7 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
         let size = tokio::task::spawn_blocking(move || m.remove(subject).map(|_| m.len()))
             .await
             .map_err(|e| GatewayError::Internal(e.to_string()))?
-            .map_err(gallery_error)?;
+            .map_err(matcher_error)?;
         tracing::info!(
             subject,
             gallery_size = size,
@@ -1039,10 +1034,11 @@ fn grpc_timeout(meta: &tonic::metadata::MetadataMap) -> Option<std::time::Durati
     })
 }
 
-/// A gallery change the matcher refused, as the status a caller can act on: a duplicate id
-/// ALREADY_EXISTS, an id not enrolled NOT_FOUND, a print it cannot hold INVALID_ARGUMENT
-/// (every refusal was ALREADY_EXISTS before).
-fn gallery_error(e: interop_matcher::MatchError) -> GatewayError {
+/// What the matcher refused, as the status a caller can act on: a duplicate id
+/// ALREADY_EXISTS, an id not enrolled NOT_FOUND, a search past its deadline
+/// DEADLINE_EXCEEDED, a print it cannot use INVALID_ARGUMENT (every enrolment refusal was
+/// ALREADY_EXISTS before).
+fn matcher_error(e: interop_matcher::MatchError) -> GatewayError {
     use interop_matcher::MatchError as E;
     match e {
         E::AlreadyEnrolled(_) => GatewayError::AlreadyExists(format!("subject_id: {e}")),

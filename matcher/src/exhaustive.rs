@@ -191,13 +191,24 @@ fn pack(m: &Minutia) -> u32 {
         | (kind_bit(m.kind) as u32) << 31
 }
 
+/// The minutia [`pack`] packed (quality is not kept: 0).
+fn unpack_minutia(p: u32) -> Minutia {
+    Minutia {
+        x: (p & 0x7FF) as u16,
+        y: (p >> 11 & 0x7FF) as u16,
+        angle_deg: (p >> 22 & 0x1FF) as u16,
+        kind: if p >> 31 == 1 {
+            MinutiaKind::Bifurcation
+        } else {
+            MinutiaKind::Ending
+        },
+        quality: 0,
+    }
+}
+
 fn unpack(p: u32) -> Point {
-    point(
-        (p & 0x7FF) as u16,
-        (p >> 11 & 0x7FF) as u16,
-        (p >> 22 & 0x1FF) as u16,
-        (p >> 31) as u8,
-    )
+    let m = unpack_minutia(p);
+    point(m.x, m.y, m.angle_deg, kind_bit(m.kind))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -1317,18 +1328,18 @@ impl Shard {
     /// Enrols a batch of prints at once (the bulk load's step, see
     /// [`ExhaustiveMatcher::enroll_many`]): their postings are sorted and merged into the
     /// index directly, with no stop at the tail.
-    fn push_batch(&mut self, items: Vec<(SubjectId, [Option<Enrolled>; POSITIONS])>) {
+    /// `postings`: how many words the items' fingers have (the staging counted them).
+    fn push_batch(
+        &mut self,
+        items: Vec<(SubjectId, [Option<Enrolled>; POSITIONS])>,
+        postings: usize,
+    ) {
         if items.is_empty() {
             return;
         }
         // Earlier enrolments in the tail come first in every list.
         self.postings.fold(self.len() as u32);
-        let words: usize = items
-            .iter()
-            .flat_map(|(_, f)| f.iter().flatten())
-            .map(|f| f.words.len())
-            .sum();
-        let mut batch: Vec<u64> = Vec::with_capacity(words);
+        let mut batch: Vec<u64> = Vec::with_capacity(postings);
         for (subject, fingers) in items {
             self.append(subject, fingers, |_, key, idx| {
                 batch.push((key as u64) << 32 | idx as u64)
@@ -1388,17 +1399,7 @@ impl Shard {
                     height: 0,
                     minutiae: self.minutiae[at..at + count]
                         .iter()
-                        .map(|&p| Minutia {
-                            x: (p & 0x7FF) as u16,
-                            y: (p >> 11 & 0x7FF) as u16,
-                            angle_deg: (p >> 22 & 0x1FF) as u16,
-                            kind: if p >> 31 == 1 {
-                                MinutiaKind::Bifurcation
-                            } else {
-                                MinutiaKind::Ending
-                            },
-                            quality: 0,
-                        })
+                        .map(|&p| unpack_minutia(p))
                         .collect(),
                 });
             }
@@ -1917,7 +1918,7 @@ impl ExhaustiveMatcher {
                         }
                     }
                     let mut s = shard.write().expect("shard lock");
-                    s.push_batch(std::mem::take(items));
+                    s.push_batch(std::mem::take(items), *postings);
                     *postings = 0;
                 },
             );
