@@ -6,13 +6,23 @@
 //!   rap sheet of the person the prints belong to.
 //!
 //! Both identify from the prints alone. Matching is CPU-bound: it runs on the blocking pool,
-//! with at most one search per core in flight so searches do not thrash each other.
+//! with at most one search per core in flight so searches do not thrash each other. A search
+//! has a deadline ([`DEFAULT_SEARCH_DEADLINE`] unless set), counted from when it is asked for,
+//! so the wait for a core counts too: a search past it gives up (it never answers "no hit"
+//! for a search it did not finish) and the submission is retried later, like any backend
+//! failure.
 
 use crate::world::{self, CriminalRecord, ImmigrationRecord, Records};
 use interop_matcher::{ExhaustiveMatcher, Matcher, SearchResult, Tenprint};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+
+/// How long an in-process search may take, waiting for a core included, unless set with
+/// [`GalleryBackend::with_deadline`] (`interop-gateway serve --search-deadline-ms`). A search
+/// of 1,000,000 identities takes about 0.1 s on two cores (BENCHMARKS.md).
+pub const DEFAULT_SEARCH_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -46,6 +56,7 @@ pub struct GalleryBackend<R> {
     matcher: Arc<dyn Matcher>,
     records: Arc<Records<R>>,
     permits: Arc<Semaphore>,
+    deadline: Duration,
 }
 
 impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
@@ -55,7 +66,14 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
             matcher,
             records: Arc::new(records),
             permits: Arc::new(Semaphore::new(cores)),
+            deadline: DEFAULT_SEARCH_DEADLINE,
         }
+    }
+
+    /// The same backend with searches given `deadline` instead of [`DEFAULT_SEARCH_DEADLINE`].
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// Loads a gallery file and its records from a world directory and enrols them.
@@ -87,16 +105,22 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
     }
 
     async fn identify(&self, prints: Tenprint) -> Result<Option<(f32, R)>, BackendError> {
-        let _permit = self
-            .permits
-            .acquire()
+        let deadline = Instant::now() + self.deadline;
+        let _permit = tokio::time::timeout_at(deadline.into(), self.permits.acquire())
             .await
+            .map_err(|_| {
+                BackendError::Unavailable(format!(
+                    "no core free within the search deadline of {} ms",
+                    self.deadline.as_millis()
+                ))
+            })?
             .map_err(|_| BackendError::Unavailable("shutting down".into()))?;
         let matcher = self.matcher.clone();
-        let result: SearchResult = tokio::task::spawn_blocking(move || matcher.search(&prints, 1))
-            .await
-            .map_err(|e| BackendError::Unavailable(e.to_string()))?
-            .map_err(|e| BackendError::Matcher(e.to_string()))?;
+        let result: SearchResult =
+            tokio::task::spawn_blocking(move || matcher.search_before(&prints, 1, Some(deadline)))
+                .await
+                .map_err(|e| BackendError::Unavailable(e.to_string()))?
+                .map_err(|e| BackendError::Matcher(e.to_string()))?;
         Ok(result
             .hit
             .and_then(|c| self.records.get(&c.subject).map(|r| (c.score, r.clone()))))
@@ -127,7 +151,17 @@ pub struct InProcess {
 }
 
 impl InProcess {
+    /// Both galleries, searched with [`DEFAULT_SEARCH_DEADLINE`].
     pub fn load(dir: &Path, shards: usize) -> anyhow::Result<Self> {
+        Self::load_with_deadline(dir, shards, DEFAULT_SEARCH_DEADLINE)
+    }
+
+    /// Both galleries, each search given `deadline`.
+    pub fn load_with_deadline(
+        dir: &Path,
+        shards: usize,
+        deadline: Duration,
+    ) -> anyhow::Result<Self> {
         let (ident, criminal) = std::thread::scope(|s| {
             let i = s.spawn(|| {
                 GalleryBackend::load(
@@ -151,8 +185,62 @@ impl InProcess {
             )
         });
         Ok(InProcess {
-            ident: Arc::new(ident?),
-            criminal: Arc::new(criminal?),
+            ident: Arc::new(ident?.with_deadline(deadline)),
+            criminal: Arc::new(criminal?.with_deadline(deadline)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
+    use std::collections::BTreeMap;
+
+    /// A gallery of `n` people whose record is their own id, and a fresh capture of person 3.
+    fn gallery(n: u64) -> (GalleryBackend<u64>, Tenprint) {
+        let model = CaptureModel::default();
+        let matcher = ExhaustiveMatcher::new(2);
+        let mut records = BTreeMap::new();
+        for p in 1..=n {
+            matcher
+                .enroll(p, &capture(&master_tenprint(5, p), &model, p))
+                .expect("enrol");
+            records.insert(p, p);
+        }
+        let probe = capture(&master_tenprint(5, 3), &model, 1_000 + 3);
+        (GalleryBackend::new(Arc::new(matcher), records), probe)
+    }
+
+    #[tokio::test]
+    async fn a_search_within_its_deadline_identifies() {
+        let (b, probe) = gallery(40);
+        let b = b.with_deadline(Duration::from_secs(60));
+        let (_, record) = b.identify(probe).await.unwrap().expect("a hit");
+        assert_eq!(record, 3);
+    }
+
+    /// A search past its deadline fails — so the pipeline retries it — and is never a no-hit.
+    #[tokio::test]
+    async fn a_search_past_its_deadline_is_an_error_not_a_no_hit() {
+        let (b, probe) = gallery(40);
+        let b = b.with_deadline(Duration::ZERO);
+        let e = b.identify(probe).await.unwrap_err();
+        assert!(e.to_string().contains("deadline"), "{e}");
+    }
+
+    /// The wait for a core counts: with every core busy, a search gives up at its deadline.
+    #[tokio::test]
+    async fn waiting_for_a_core_counts_against_the_deadline() {
+        let (b, probe) = gallery(10);
+        let b = b.with_deadline(Duration::from_millis(50));
+        let _all = b
+            .permits
+            .clone()
+            .acquire_many_owned(b.permits.available_permits() as u32)
+            .await
+            .unwrap();
+        let e = b.identify(probe).await.unwrap_err();
+        assert!(e.to_string().contains("no core free"), "{e}");
     }
 }

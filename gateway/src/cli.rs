@@ -69,10 +69,14 @@ enum Cmd {
         /// e.g. `https://127.0.0.1:7001,https://127.0.0.1:7002`.
         #[arg(long)]
         ident_shards: Option<String>,
-        /// With --ident-shards: how long a shard may take to answer a search before the next
-        /// replica is asked (the search is retried later if none answers).
-        #[arg(long, default_value_t = 5_000)]
-        shard_deadline_ms: u64,
+        /// How long a matcher search may take. In-process: from when it is asked for, the
+        /// wait for a core included; past it the search gives up and the submission is
+        /// retried later. With --ident-shards: how long a shard may take to answer before the
+        /// next replica is asked (sent to the shard as the call's deadline; the search is
+        /// retried later if none answers).
+        #[arg(long, alias = "shard-deadline-ms", default_value_t = 5_000,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        search_deadline_ms: u64,
         /// Put IDENT's hit/no-hit threshold at this false-positive identification rate (e.g.
         /// 0.001), calibrated from the gallery at start: up to 1,000 enrolled prints searched
         /// as non-mated probes (the log says the threshold and whether the searches resolve
@@ -334,7 +338,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             retention_hours,
             bounds,
             ident_shards,
-            shard_deadline_ms,
+            search_deadline_ms,
             ident_fpir,
             store,
             replica_id,
@@ -357,6 +361,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .context("opening the store")?
                 }
             };
+            let deadline = Duration::from_millis(search_deadline_ms);
             tracing::info!(world = %world.display(), "loading galleries");
             let dir = world.clone();
             let (ident, criminal, matcher): (
@@ -366,7 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ) = match ident_shards {
                 None => {
                     let b = tokio::task::spawn_blocking(move || {
-                        backends::InProcess::load(&dir, shards)
+                        backends::InProcess::load_with_deadline(&dir, shards, deadline)
                     })
                     .await??;
                     let m = b.ident.matcher();
@@ -398,7 +403,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         &spec,
                         &pki::PkiDir(pki.clone()),
                         &world,
-                        Duration::from_millis(shard_deadline_ms),
+                        deadline,
                     )?;
                     tracing::info!(shards = %spec, "IDENT searches go to matcher shard processes");
                     let criminal = tokio::task::spawn_blocking(move || {
@@ -408,6 +413,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             world::FBI_RECORDS_FILE,
                             shards,
                         )
+                        .map(|b| b.with_deadline(deadline))
                     })
                     .await??;
                     (Arc::new(remote), Arc::new(criminal), None)
@@ -704,6 +710,26 @@ mod tests {
         let d = server::ServeOptions::default();
         let o = bounds.apply(d.clone()).unwrap();
         assert_eq!(format!("{o:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn search_deadline_takes_its_old_name_and_refuses_zero() {
+        let args = ["g", "serve", "--pki", "p", "--world", "w", "--data", "d"];
+        let deadline = |extra: &[&str]| {
+            let cli = Cli::try_parse_from(args.iter().chain(extra))?;
+            let Cmd::Serve {
+                search_deadline_ms, ..
+            } = cli.cmd
+            else {
+                panic!("parsed as another command")
+            };
+            Ok::<_, clap::Error>(search_deadline_ms)
+        };
+        assert_eq!(deadline(&[]).unwrap(), 5_000);
+        assert_eq!(deadline(&["--search-deadline-ms", "250"]).unwrap(), 250);
+        assert_eq!(deadline(&["--shard-deadline-ms", "300"]).unwrap(), 300);
+        let e = deadline(&["--search-deadline-ms", "0"]).unwrap_err();
+        assert!(e.to_string().contains("--search-deadline-ms"), "{e}");
     }
 
     #[test]

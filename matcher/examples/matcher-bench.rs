@@ -10,7 +10,9 @@
 //! non-mated, default 300), `--pairs N` (single-finger genuine and impostor pairs, default
 //! 2,000), `--shards N` (gallery shards, default 4), `--quick` (1,000 / 100 / 500), `--out DIR`
 //! (default `bench/results`), `--profile SECS` (after the build, only repeat the searches on
-//! one thread for SECS and exit: for `perf record`, whose samples then show a search's cost).
+//! one thread for SECS and exit: for `perf record`, whose samples then show a search's cost),
+//! `--stop-share X` (stage 1 walks only words listed for at most this share of the gallery,
+//! instead of the matcher's default: to tune it).
 //!
 //! Prints a table and writes `DIR/matcher-bench-<identities>.json`:
 //! - the generator's time for the gallery's prints (master prints and a capture each, on every
@@ -48,12 +50,14 @@ struct Args {
     out: String,
     shards: usize,
     profile_s: u64,
+    stop_share: Option<f64>,
 }
 
 fn args() -> Args {
     let mut a = Args {
         shards: 4,
         profile_s: 0,
+        stop_share: None,
         identities: 10_000,
         searches: 300,
         pairs: 2_000,
@@ -76,6 +80,17 @@ fn args() -> Args {
             "--pairs" => a.pairs = num(i).max(1),
             "--shards" => a.shards = num(i).clamp(1, 256) as usize,
             "--profile" => a.profile_s = num(i),
+            "--stop-share" => {
+                a.stop_share = Some(
+                    v.get(i + 1)
+                        .and_then(|s| s.parse().ok())
+                        .filter(|x: &f64| (0.0..=1.0).contains(x))
+                        .unwrap_or_else(|| {
+                            eprintln!("--stop-share needs a share between 0 and 1");
+                            std::process::exit(2)
+                        }),
+                )
+            }
             "--out" => {
                 a.out = v.get(i + 1).cloned().unwrap_or(a.out);
             }
@@ -186,7 +201,10 @@ fn main() {
     let generation_s = t.elapsed().as_secs_f64();
     let rss0 = rss_bytes();
     let t = Instant::now();
-    let m = ExhaustiveMatcher::new(a.shards);
+    let mut m = ExhaustiveMatcher::new(a.shards);
+    if let Some(share) = a.stop_share {
+        m = m.with_stop_share(share);
+    }
     // Bulk load: prints prepared on every core, as the gateway loads a gallery file.
     m.enroll_many(&prints).expect("enrol");
     // Fold the last enrolments into the compressed index, as a bulk load would.

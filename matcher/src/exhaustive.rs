@@ -87,8 +87,8 @@ const STOP_WORD_SHARE: f64 = 0.02;
 const STOP_MIN_DF: f64 = 20.0;
 
 /// The document frequency above which a word is a stop word in a gallery of `n`.
-fn stop_above(n: usize) -> f64 {
-    (STOP_WORD_SHARE * n as f64).max(STOP_MIN_DF)
+fn stop_above(n: usize, share: f64) -> f64 {
+    (share * n as f64).max(STOP_MIN_DF)
 }
 
 /// Word weights are inverse document frequencies in sixteenths, at most 255 (a `u16` counter
@@ -1674,6 +1674,7 @@ fn best_of_shard(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
 fn weighted_keys<S: std::ops::Deref<Target = Shard>>(
     shards: &[S],
     words: &ProbeWords,
+    stop_share: f64,
 ) -> Vec<FingerKeys> {
     let n: usize = shards.iter().map(|s| s.len()).sum();
     words
@@ -1692,7 +1693,7 @@ fn weighted_keys<S: std::ops::Deref<Target = Shard>>(
                         continue;
                     }
                     let df: usize = shards.iter().map(|sh| sh.postings.len_hint(k)).sum();
-                    if df == 0 || df as f64 > stop_above(n) {
+                    if df == 0 || df as f64 > stop_above(n, stop_share) {
                         continue;
                     }
                     let idf = (((n + 1) as f64) / ((df + 1) as f64)).ln();
@@ -1737,12 +1738,12 @@ struct Stage1 {
 fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
     shards: &[S],
     codes: &ProbeCodes,
-    cascade: Option<usize>,
+    tuning: Tuning,
     deadline: Deadline,
 ) -> Option<Stage1> {
-    let keys = weighted_keys(shards, &codes.words);
+    let keys = weighted_keys(shards, &codes.words, tuning.stop_share);
     let n: usize = shards.iter().map(|s| s.len()).sum();
-    let m = cascade_len(cascade, n);
+    let m = cascade_len(tuning.cascade, n);
     type Best = Vec<(usize, f32)>;
     let (words, best): (Vec<Vec<f32>>, Vec<Best>) = shards
         .par_iter()
@@ -1847,8 +1848,17 @@ pub struct ExhaustiveMatcher {
     enrolled: Mutex<HashSet<SubjectId>>,
     /// The decision threshold's bits ([`THRESHOLD`] unless set or calibrated).
     threshold: AtomicU32,
-    /// A fixed cascade length instead of the rule (see [`ExhaustiveMatcher::with_cascade`]).
+    tuning: Tuning,
+}
+
+/// Stage 1's settings a benchmark may change (see [`ExhaustiveMatcher::with_cascade`] and
+/// [`ExhaustiveMatcher::with_stop_share`]).
+#[derive(Clone, Copy, Debug)]
+struct Tuning {
+    /// A fixed cascade length instead of the rule.
     cascade: Option<usize>,
+    /// See [`STOP_WORD_SHARE`].
+    stop_share: f64,
 }
 
 impl ExhaustiveMatcher {
@@ -1859,7 +1869,10 @@ impl ExhaustiveMatcher {
                 .collect(),
             enrolled: Mutex::new(HashSet::new()),
             threshold: AtomicU32::new(THRESHOLD.to_bits()),
-            cascade: None,
+            tuning: Tuning {
+                cascade: None,
+                stop_share: STOP_WORD_SHARE,
+            },
         }
     }
 
@@ -1867,14 +1880,22 @@ impl ExhaustiveMatcher {
     /// and the fused score, instead of [`CASCADE`]: for tests and the benchmark, to see what
     /// the cascade costs and loses.
     pub fn with_cascade(mut self, k: usize) -> Self {
-        self.cascade = Some(k.max(1));
+        self.tuning.cascade = Some(k.max(1));
+        self
+    }
+
+    /// The same matcher walking only words listed for at most `share` of the gallery, instead
+    /// of [`STOP_WORD_SHARE`] (the index keeps lists up to [`DROP_SHARE`] whatever this is):
+    /// for the benchmark, to see what a more selective walk costs in ranks.
+    pub fn with_stop_share(mut self, share: f64) -> Self {
+        self.tuning.stop_share = share.clamp(0.0, 1.0);
         self
     }
 
     /// How many subjects stage 1 keeps by word score in the gallery as it is now (see
     /// [`CASCADE`]).
     pub fn cascade_len(&self) -> usize {
-        cascade_len(self.cascade, self.len())
+        cascade_len(self.tuning.cascade, self.len())
     }
 
     /// The fused score at which a search's best candidate is a hit.
@@ -2045,7 +2066,7 @@ impl ExhaustiveMatcher {
             .map(|s| s.read().expect("shard lock"))
             .collect();
         let mut n = 0;
-        for fk in weighted_keys(&shards, &codes.words) {
+        for fk in weighted_keys(&shards, &codes.words, self.tuning.stop_share) {
             for s in &shards {
                 for &(k, _) in &fk.keys {
                     s.postings.for_each(k, |_| n += 1);
@@ -2071,7 +2092,7 @@ impl ExhaustiveMatcher {
             .iter()
             .map(|s| s.read().expect("shard lock"))
             .collect();
-        let st = stage1(&shards, &codes, self.cascade, Deadline(None))
+        let st = stage1(&shards, &codes, self.tuning, Deadline(None))
             .expect("a search without a deadline finishes");
         let Some((si, ei)) = shards
             .iter()
@@ -2177,7 +2198,7 @@ impl Matcher for ExhaustiveMatcher {
             .map(|s| s.read().expect("shard lock"))
             .collect();
         let st =
-            stage1(&shards, &codes, self.cascade, deadline).ok_or(MatchError::DeadlineExceeded)?;
+            stage1(&shards, &codes, self.tuning, deadline).ok_or(MatchError::DeadlineExceeded)?;
         let short = shortlist(&st);
         // Stage 2 on the shortlist, in parallel.
         let scored: Vec<Candidate> = short
@@ -2859,7 +2880,7 @@ mod tests {
         m.enroll_many(&prints).unwrap();
         let shards: Vec<_> = m.shards.iter().map(|s| s.read().unwrap()).collect();
         let codes = ProbeCodes::new(&probe(9, 1)).unwrap();
-        let keys = weighted_keys(&shards, &codes.words);
+        let keys = weighted_keys(&shards, &codes.words, STOP_WORD_SHARE);
         let df = |k: u32| -> usize { shards.iter().map(|s| s.postings.len_hint(k)).sum() };
         let (mut stopped, mut walked) = (0, 0);
         for ((bits, &sl), fk) in codes.words.bits.iter().zip(&codes.words.slots).zip(&keys) {
@@ -2871,7 +2892,7 @@ mod tests {
                 }
                 let k = key(sl, w as u16);
                 let listed = kept.iter().any(|(x, _)| *x == k);
-                if df(k) as f64 > stop_above(PEOPLE as usize) {
+                if df(k) as f64 > stop_above(PEOPLE as usize, STOP_WORD_SHARE) {
                     assert!(!listed, "stop word {k} walked");
                     stopped += 1;
                 } else if df(k) > 0 {
@@ -2980,7 +3001,7 @@ mod tests {
                 .iter()
                 .map(|f| (slot(f.position).unwrap(), prepare(points(f))))
                 .collect();
-            let keys = weighted_keys(&[&shard], &probe_words(&prepared));
+            let keys = weighted_keys(&[&shard], &probe_words(&prepared), STOP_WORD_SHARE);
             let indexed = shard.word_scores(&keys, Deadline(None)).unwrap();
             for (t, score) in prints.iter().zip(&indexed) {
                 prop_assert_eq!(*score, shortlist_score(&keys, t));
