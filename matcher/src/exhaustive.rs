@@ -343,36 +343,6 @@ fn rem_tau(x: f32) -> f32 {
     if r < 0.0 { r + TAU } else { r }
 }
 
-/// `y.atan2(x)` to within 2.5e-6 rad (a unit test bounds it against the standard one over a
-/// grid), for the edges' directions: a polynomial, where the library call was a sixth of an
-/// enrolment. Directions are quantised to 15° for the words and compared within 0.35 rad
-/// when paired, so the difference only moves an edge that lies on a bin boundary to the
-/// neighbouring bin — the same way on both sides of a comparison, since every edge is computed
-/// here.
-#[inline]
-fn fast_atan2(y: f32, x: f32) -> f32 {
-    const HALF_PI: f32 = PI / 2.0;
-    let (ax, ay) = (x.abs(), y.abs());
-    let (hi, lo) = (ax.max(ay), ax.min(ay));
-    let t = if hi > 0.0 { lo / hi } else { 0.0 };
-    let s = t * t;
-    // Minimax odd polynomial for atan on [0, 1].
-    let mut r = -0.011_721_2_f32;
-    r = r * s + 0.052_653_32;
-    r = r * s - 0.116_432_87;
-    r = r * s + 0.193_543_46;
-    r = r * s - 0.332_623_47;
-    r = r * s + 0.999_977_26;
-    r *= t;
-    if ay > ax {
-        r = HALF_PI - r;
-    }
-    if x < 0.0 {
-        r = PI - r;
-    }
-    if y < 0.0 { -r } else { r }
-}
-
 /// The points' coordinates as columns, on the stack for any finger the gateway accepts, so
 /// the distance loops below vectorise.
 struct Coords<'a> {
@@ -464,7 +434,11 @@ fn neighbour_edges(points: &[Point]) -> Vec<Edge> {
         let (i, p) = (i as usize, points[i as usize]);
         for (rank, &k) in near[..m].iter().enumerate() {
             let q = points[k as u32 as usize];
-            let dir = fast_atan2(q.y - p.y, q.x - p.x);
+            // Directions are quantised to 15° for the words and compared within 0.35 rad when
+            // paired, so the polynomial's error (see `fmath`) only moves an edge on a bin
+            // boundary to the next bin, the same way on both sides of a comparison, since
+            // every edge is computed here.
+            let dir = crate::fmath::atan2(q.y - p.y, q.x - p.x);
             edges[i * m + rank] = Edge {
                 from: i as u16,
                 kinds: p.k * 2 + q.k,
@@ -3104,7 +3078,7 @@ mod tests {
             for &(d2, j) in near.iter().take(NEIGHBOURS) {
                 let d = d2.sqrt();
                 let q = points[j];
-                let dir = fast_atan2(q.y - p.y, q.x - p.x);
+                let dir = crate::fmath::atan2(q.y - p.y, q.x - p.x);
                 edges.push(Edge {
                     from: i as u16,
                     kinds: p.k * 2 + q.k,
@@ -3116,34 +3090,6 @@ mod tests {
         }
         edges.sort_by(|a, b| a.len.total_cmp(&b.len));
         Prepared { points, edges }
-    }
-
-    /// The direction polynomial stays within its documented bound of the library `atan2` over
-    /// every direction an edge can take (whole-pixel offsets up to the packed range).
-    #[test]
-    fn fast_atan2_is_within_its_bound() {
-        // As directions: a zero of either sign is one direction, ±π another.
-        let err = |y: f32, x: f32| {
-            let d = (fast_atan2(y, x) as f64 - (y as f64).atan2(x as f64)).abs();
-            d.min(2.0 * std::f64::consts::PI - d)
-        };
-        let mut worst = 0f64;
-        for y in (-2047..=2047).step_by(13) {
-            for x in (-2047..=2047).step_by(11) {
-                let (y, x) = (y as f32, x as f32);
-                worst = worst.max(err(y, x));
-            }
-        }
-        for t in 0..3600 {
-            let a = t as f64 / 3600.0 * 2.0 * std::f64::consts::PI;
-            let (y, x) = (
-                (a.sin() * 100.0).round() as f32,
-                (a.cos() * 100.0).round() as f32,
-            );
-            worst = worst.max(err(y, x));
-        }
-        eprintln!("fast_atan2: worst error {worst:e} rad");
-        assert!(worst < 2.5e-6, "worst error {worst:e} rad");
     }
 
     proptest! {

@@ -5,6 +5,7 @@
 //! id other than the gallery's own subject ids.
 
 pub mod exhaustive;
+mod fmath;
 pub mod formats;
 pub mod gallery;
 pub mod synth;

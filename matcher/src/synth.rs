@@ -17,6 +17,7 @@
 //! Everything is a pure function of the seeds: per-finger and per-capture seeds are mixed
 //! from their coordinates, never drawn from a shared stream, so order never matters.
 
+use crate::fmath;
 use crate::template::{FingerTemplate, Minutia, MinutiaKind, Tenprint};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -146,11 +147,13 @@ pub fn mix(a: u64, b: u64, c: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A standard normal draw, by the ziggurat method (`rand_distr`): one random number and a
+/// table lookup almost always. Box–Muller (a logarithm, a square root and a cosine per draw,
+/// ~2,500 draws per person) was a fifth of the generator's time; with it and the library
+/// `atan2` of the orientation field replaced, a person's master prints and a capture take 89
+/// instead of 140 µs on one core. The same distribution, other draws: every print changed.
 fn normal(rng: &mut ChaCha8Rng) -> f32 {
-    // Box–Muller.
-    let u1: f32 = rng.random::<f32>().max(1e-7);
-    let u2: f32 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * PI * u2).cos()
+    rng.sample(rand_distr::StandardNormal)
 }
 
 fn wrap(a: f32) -> f32 {
@@ -171,10 +174,10 @@ impl MasterFinger {
             _ => {
                 let mut t = 0.0;
                 for &(px, py) in &self.cores {
-                    t += (y - py).atan2(x - px) / 2.0;
+                    t += fmath::atan2(y - py, x - px) / 2.0;
                 }
                 for &(px, py) in &self.deltas {
-                    t -= (y - py).atan2(x - px) / 2.0;
+                    t -= fmath::atan2(y - py, x - px) / 2.0;
                 }
                 t
             }
