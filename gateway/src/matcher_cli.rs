@@ -123,7 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "no --revocations-from: certificates revoked at the gateway are not refused here"
         ),
     }
-    let r = remote::serve_matcher(matcher, listener, tls, revocations, async {
+    let r = remote::serve_matcher(matcher, shard, listener, tls, revocations, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;

@@ -114,10 +114,12 @@ pub async fn follow_revocations(
     }
 }
 
-/// Serves `matcher` as `interop.v1.MatcherService` (admin only, mutual TLS) with health, on
-/// `listener` until `shutdown`, refusing certificates `revocations` lists.
+/// Serves `matcher`, shard `shard` of a gallery, as `interop.v1.MatcherService` (admin only,
+/// mutual TLS) with health, on `listener` until `shutdown`, refusing certificates
+/// `revocations` lists, and enrolments and removals of ids other shards hold.
 pub async fn serve_matcher(
     matcher: Arc<dyn Matcher>,
+    shard: Shard,
     listener: tokio::net::TcpListener,
     tls: tonic::transport::ServerTlsConfig,
     revocations: crate::revocation::Revocations,
@@ -128,7 +130,7 @@ pub async fn serve_matcher(
     health
         .set_serving::<MatcherServiceServer<crate::services::MatcherApi>>()
         .await;
-    let svc = MatcherServiceServer::new(crate::services::MatcherApi::new(matcher))
+    let svc = MatcherServiceServer::new(crate::services::MatcherApi::for_shard(matcher, shard))
         .max_decoding_message_size(crate::validate::MAX_MESSAGE_BYTES);
     tracing::info!(addr = %listener.local_addr()?, "serving MatcherService over mutual TLS");
     tonic::transport::Server::builder()

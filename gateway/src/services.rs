@@ -929,6 +929,9 @@ fn fingers_for_search(
 pub struct MatcherApi {
     matcher: Arc<dyn Matcher>,
     running: Arc<tokio::sync::Semaphore>,
+    /// The ids this gallery may hold: a shard process holds only its own (see
+    /// [`MatcherApi::for_shard`]).
+    shard: Option<crate::remote::Shard>,
 }
 
 impl MatcherApi {
@@ -937,6 +940,34 @@ impl MatcherApi {
         MatcherApi {
             matcher,
             running: Arc::new(tokio::sync::Semaphore::new(cores)),
+            shard: None,
+        }
+    }
+
+    /// The service of shard `shard`: an enrolment or removal of a subject another shard holds
+    /// is refused with INVALID_ARGUMENT naming the shard that holds it, and changes nothing.
+    /// Without this check a shard took any id, so a subject could be enrolled in two shards
+    /// at once, and a removal sent to the shard that holds its id missed the copy elsewhere.
+    pub fn for_shard(matcher: Arc<dyn Matcher>, shard: crate::remote::Shard) -> Self {
+        MatcherApi {
+            shard: Some(shard),
+            ..Self::new(matcher)
+        }
+    }
+
+    fn check_holds(&self, subject: u64) -> Result<(), GatewayError> {
+        match self.shard {
+            Some(s) if !s.holds(subject) => Err(GatewayError::invalid(
+                "subject_id",
+                format!(
+                    "subject {subject} belongs to shard {}/{}, not this shard {}/{} (shard i of N holds the ids equal to i modulo N)",
+                    subject % s.count,
+                    s.count,
+                    s.index,
+                    s.count
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -982,6 +1013,7 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
     async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Res<pb::EnrollResponse> {
         need_admin(&req)?;
         let r = req.into_inner();
+        self.check_holds(r.subject_id)?;
         let print = fingers_for_search(&r.fingers)?;
         let m = self.matcher.clone();
         let size =
@@ -997,6 +1029,7 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
     async fn remove(&self, req: Request<pb::RemoveRequest>) -> Res<pb::RemoveResponse> {
         need_admin(&req)?;
         let subject = req.into_inner().subject_id;
+        self.check_holds(subject)?;
         let m = self.matcher.clone();
         let size = tokio::task::spawn_blocking(move || m.remove(subject).map(|_| m.len()))
             .await

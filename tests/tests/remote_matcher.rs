@@ -47,6 +47,7 @@ async fn serve_shard(
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(remote::serve_matcher(
         m,
+        Shard { index, count: 2 },
         listener,
         server::tonic_server_tls(pki).unwrap(),
         revocations,
@@ -198,6 +199,60 @@ async fn a_shard_refuses_certificates_revoked_at_the_gateway() {
 
     let _ = stop_follow.send(true);
     let _ = follower.await;
+    let _ = shard.stop.send(());
+    let _ = shard.task.await;
+}
+
+/// A shard holds only its own ids (i modulo N): an enrolment or removal of another shard's id
+/// is refused, naming the shard that holds it, and changes nothing; its own ids go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_refuses_ids_another_shard_holds() {
+    use interop_gateway::principal::Principal;
+    let dir = tempfile::tempdir().unwrap();
+    let world_dir = dir.path().join("world");
+    write_world_dir(&world_dir).unwrap();
+    let pki = pki::init_for_world(&dir.path().join("pki"), &world()).unwrap();
+    let shard = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
+    let c = interop_gateway::client::client_config(
+        &format!("https://{}", shard.addr),
+        &pki,
+        Some(&pki.client(&Principal::Admin)),
+    )
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let mut m = pb::matcher_service_client::MatcherServiceClient::new(c.channel());
+    let enrol = |subject_id: u64| pb::EnrollRequest {
+        subject_id,
+        fingers: interop_gateway::convert::tenprint_to_pb(&capture(NOBODY, subject_id)),
+    };
+    let size = |r: tonic::Response<pb::EnrollResponse>| r.into_inner().gallery_size;
+
+    let first = size(m.enroll(enrol(8_000_000)).await.unwrap());
+    let e = m.enroll(enrol(8_000_001)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("shard 1/2"), "{}", e.message());
+    let e = m
+        .remove(pb::RemoveRequest {
+            subject_id: 8_000_003,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("shard 1/2"), "{}", e.message());
+    // Nothing was added by the refusal: the next enrolment of its own makes one more.
+    assert_eq!(size(m.enroll(enrol(8_000_002)).await.unwrap()), first + 1);
+    let left = m
+        .remove(pb::RemoveRequest {
+            subject_id: 8_000_000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .gallery_size;
+    assert_eq!(left, first);
+
     let _ = shard.stop.send(());
     let _ = shard.task.await;
 }
