@@ -81,6 +81,7 @@ enum Cmd {
         /// 0.001), calibrated from the gallery at start: up to 1,000 enrolled prints searched
         /// as non-mated probes (the log says the threshold and whether the searches resolve
         /// the rate). Default: the matcher's fixed threshold (0.6), far above FPIR 0.1%.
+        /// With --ident-shards, each shard process takes `interop-matcher serve --fpir`.
         #[arg(long, conflicts_with = "ident_shards")]
         ident_fpir: Option<f64>,
         /// Hours a field office's events are kept after it acknowledged them.

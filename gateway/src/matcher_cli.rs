@@ -54,7 +54,30 @@ enum Cmd {
         /// How often to read the gateway's revocation list.
         #[arg(long, default_value_t = 10)]
         revocations_every_secs: u64,
+        /// Put the hit/no-hit threshold where the whole gallery, all N shards together, has
+        /// this false-positive identification rate (e.g. 0.001): this shard is calibrated for
+        /// F / N from its own subjects at start (the log says the threshold and whether the
+        /// searches resolve the rate). Default: the matcher's fixed threshold (0.6). Give
+        /// every shard the same F.
+        #[arg(long, value_parser = fpir_in_range)]
+        fpir: Option<f64>,
+        /// With --fpir: how many of the shard's subjects to search (with themselves left out)
+        /// to set the threshold; N / F of them resolve the rate.
+        #[arg(long, default_value_t = 2_000, requires = "fpir")]
+        calibration_searches: usize,
     },
+}
+
+/// A false-positive identification rate: a number above 0 and below 1.
+fn fpir_in_range(s: &str) -> Result<f64, String> {
+    let f: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if f > 0.0 && f < 1.0 {
+        Ok(f)
+    } else {
+        Err(format!(
+            "{f} is not a rate above 0 and below 1 (e.g. 0.001)"
+        ))
+    }
 }
 
 /// Runs `interop-matcher` with the process's arguments.
@@ -85,6 +108,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         threads,
         revocations_from,
         revocations_every_secs,
+        fpir,
+        calibration_searches,
     } = cli.cmd;
     let file = match gallery {
         Gallery::Ident => world::IDENT_GALLERY_FILE,
@@ -99,6 +124,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         subjects = matcher.len(),
         "shard loaded"
     );
+    if let Some(fpir) = fpir {
+        let m = matcher.clone();
+        let cal = tokio::task::spawn_blocking(move || {
+            remote::calibrate_shard(m.as_ref(), fpir, shard, calibration_searches)
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("--fpir: {e}"))?;
+        tracing::info!(
+            gallery_fpir = fpir,
+            shard_fpir = cal.target_fpir,
+            threshold = cal.threshold,
+            searches = cal.searches,
+            resolved = cal.resolved,
+            "threshold calibrated from this shard's subjects"
+        );
+        if !cal.resolved {
+            tracing::warn!(
+                searches = cal.searches,
+                "too few searches to resolve --fpir on this shard: the threshold is just above the highest impostor score"
+            );
+        }
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -129,4 +176,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     .await;
     let _ = stop_tx.send(true);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fpir_is_a_rate_and_calibration_searches_need_it() {
+        let args = ["m", "serve", "--pki", "p", "--world", "w", "--shard", "1/2"];
+        let parse = |extra: &[&str]| Cli::try_parse_from(args.iter().chain(extra));
+        let Cmd::Serve {
+            fpir,
+            calibration_searches,
+            ..
+        } = parse(&["--fpir", "0.001"]).unwrap().cmd;
+        assert_eq!((fpir, calibration_searches), (Some(0.001), 2_000));
+        for bad in ["0", "1", "-0.1", "x"] {
+            let e = parse(&[&format!("--fpir={bad}")]).err().expect("refused");
+            assert!(e.to_string().contains("--fpir"), "{e}");
+        }
+        let e = parse(&["--calibration-searches", "10"])
+            .err()
+            .expect("refused without --fpir");
+        assert!(e.to_string().contains("--fpir"), "{e}");
+    }
 }

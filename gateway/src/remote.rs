@@ -76,6 +76,22 @@ pub fn load_shard(
     Ok(Arc::new(matcher))
 }
 
+/// Sets a shard's hit/no-hit threshold so that the whole gallery, searched across its
+/// `shard.count` shards, has the false-positive identification rate `gallery_fpir`: the
+/// gateway reports a hit when any shard does, and the shards hold disjoint impostors, so
+/// each is calibrated for `gallery_fpir / count` (the rates add, to first order). The shard
+/// calibrates from its own subjects (`searches` of them searched with themselves left out:
+/// see [`Matcher::calibrate_threshold`]), which resolve the rate with at least
+/// `count / gallery_fpir` searches.
+pub fn calibrate_shard(
+    matcher: &dyn Matcher,
+    gallery_fpir: f64,
+    shard: Shard,
+    searches: usize,
+) -> Result<interop_matcher::Calibration, interop_matcher::MatchError> {
+    matcher.calibrate_threshold(gallery_fpir / shard.count as f64, searches)
+}
+
 /// Keeps `revocations` in step with the gateway's revocation list: asks `gateway`
 /// (`AdminService.ListRevoked`, as `admin`) every `every` and adds what is new. A shard refuses
 /// a revoked certificate within one interval of its revocation at the gateway; while the
@@ -296,5 +312,33 @@ mod tests {
         for subject in 0..100 {
             assert_eq!(all.iter().filter(|s| s.holds(subject)).count(), 1);
         }
+    }
+
+    /// A shard of N is calibrated for the gallery's rate over N, and its hit decision then
+    /// follows the threshold it reports.
+    #[test]
+    fn a_shard_is_calibrated_for_its_share_of_the_gallerys_fpir() {
+        use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
+        let model = CaptureModel::default();
+        let shard = Shard { index: 1, count: 4 };
+        let m = ExhaustiveMatcher::new(2);
+        let prints: Vec<_> = (0..400u64)
+            .filter(|p| shard.holds(*p))
+            .map(|p| (p, capture(&master_tenprint(3, p), &model, p)))
+            .collect();
+        m.enroll_many(&prints).unwrap();
+        let cal = calibrate_shard(&m, 0.2, shard, 100).unwrap();
+        assert_eq!(cal.target_fpir, 0.05);
+        assert_eq!(cal.searches, 100);
+        assert!(cal.resolved, "100 searches resolve 5%");
+        assert!(cal.threshold < interop_matcher::exhaustive::THRESHOLD);
+        for stranger in 10_000..10_020u64 {
+            let probe = capture(&master_tenprint(3, stranger), &model, 1);
+            let r = m.search(&probe, 1).unwrap();
+            let best = r.candidates[0].score;
+            assert_eq!(r.hit.is_some(), best >= cal.threshold, "{best} {cal:?}");
+        }
+        // A rate that is not one is refused, and the threshold stays.
+        assert!(calibrate_shard(&m, 0.0, shard, 100).is_err());
     }
 }
