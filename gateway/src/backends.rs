@@ -24,6 +24,25 @@ use tokio::sync::Semaphore;
 /// of 1,000,000 identities takes about 0.1 s on two cores (BENCHMARKS.md).
 pub const DEFAULT_SEARCH_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Logs a threshold calibration set by the option `flag` (see
+/// [`Matcher::calibrate_threshold`]), with a warning if its searches could not resolve the
+/// target rate.
+pub fn log_calibration(cal: &interop_matcher::Calibration, flag: &str) {
+    tracing::info!(
+        target_fpir = cal.target_fpir,
+        threshold = cal.threshold,
+        searches = cal.searches,
+        resolved = cal.resolved,
+        "hit/no-hit threshold calibrated from the gallery ({flag})"
+    );
+    if !cal.resolved {
+        tracing::warn!(
+            searches = cal.searches,
+            "too few searches to resolve {flag}: the threshold is just above the highest impostor score"
+        );
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("matcher: {0}")]

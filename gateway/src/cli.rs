@@ -383,19 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                                 .await?
                                 .map_err(|e| anyhow::anyhow!("--ident-fpir: {e}"))?
                         };
-                        tracing::info!(
-                            target_fpir = fpir,
-                            threshold = cal.threshold,
-                            searches = cal.searches,
-                            resolved = cal.resolved,
-                            "IDENT threshold calibrated from the gallery"
-                        );
-                        if !cal.resolved {
-                            tracing::warn!(
-                                searches = cal.searches,
-                                "the gallery is too small to resolve --ident-fpir: the threshold is just above the highest impostor score"
-                            );
-                        }
+                        backends::log_calibration(&cal, "--ident-fpir");
                     }
                     (b.ident, b.criminal, Some(m))
                 }

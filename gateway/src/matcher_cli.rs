@@ -133,18 +133,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--fpir: {e}"))?;
         tracing::info!(
             gallery_fpir = fpir,
-            shard_fpir = cal.target_fpir,
-            threshold = cal.threshold,
-            searches = cal.searches,
-            resolved = cal.resolved,
-            "threshold calibrated from this shard's subjects"
+            shards = shard.count,
+            "--fpir: this shard's share"
         );
-        if !cal.resolved {
-            tracing::warn!(
-                searches = cal.searches,
-                "too few searches to resolve --fpir on this shard: the threshold is just above the highest impostor score"
-            );
-        }
+        crate::backends::log_calibration(&cal, "--fpir");
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
