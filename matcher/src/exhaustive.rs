@@ -858,9 +858,7 @@ fn sort_by_key(v: &mut Vec<u64>, out: &mut Vec<u64>) {
 /// [`ExhaustiveMatcher::enroll_many`]): a batch's postings, the radix sort's second array,
 /// the entries as the index takes them, and the index's previous bytes, which the next merge
 /// writes into. Fresh buffers of these sizes (up to 128 MB each) came from the kernel as
-/// new pages every batch (faulting and zeroing them was a tenth of a bulk load's profile)
-/// and left the heap fragmented: with the buffers reused, the gallery's RSS at 300,000
-/// identities went from 4.4 to 4.0 KB per identity (the build's time stayed the same).
+/// new pages every batch, and faulting and zeroing them was a tenth of a bulk load.
 #[derive(Default)]
 struct BatchBuffers {
     postings: Vec<u64>,
