@@ -829,12 +829,11 @@ const BATCH_MAX_POSTINGS: usize = 1 << 24;
 /// passes over 10 bits of the key each (keys are under 2^20), each a sequential read and
 /// 1,024 sequential write streams: at 300,000 identities, a bulk load's sorting took 4.2 s of
 /// CPU this way, 5.8 s with the standard unstable sort.
-fn sort_by_key(v: &mut Vec<u64>, out: &mut Vec<u64>) {
+fn sort_by_key(v: &mut Vec<u64>) {
     const BITS: u32 = 10;
     const MASK: usize = (1 << BITS) - 1;
     const _: () = assert!(KEYS <= 1 << (2 * BITS));
-    out.clear();
-    out.resize(v.len(), 0);
+    let mut out = vec![0u64; v.len()];
     for pass in 0..2 {
         let shift = 32 + pass * BITS;
         let mut starts = [0usize; 1 << BITS];
@@ -850,21 +849,8 @@ fn sort_by_key(v: &mut Vec<u64>, out: &mut Vec<u64>) {
             out[starts[b]] = x;
             starts[b] += 1;
         }
-        std::mem::swap(v, out);
+        std::mem::swap(v, &mut out);
     }
-}
-
-/// Buffers a bulk load keeps per shard from one batch to the next (see
-/// [`ExhaustiveMatcher::enroll_many`]): a batch's postings, the radix sort's second array,
-/// the entries as the index takes them, and the index's previous bytes, which the next merge
-/// writes into. Fresh buffers of these sizes (up to 128 MB each) came from the kernel as
-/// new pages every batch, and faulting and zeroing them was a tenth of a bulk load.
-#[derive(Default)]
-struct BatchBuffers {
-    postings: Vec<u64>,
-    sorted: Vec<u64>,
-    entries: Vec<u32>,
-    bytes: Vec<u8>,
 }
 
 /// Keys of the index: one word space per slot.
@@ -978,28 +964,24 @@ impl Postings {
             entries,
             added,
             tail.iter().map(|(k, list)| (*k, list.as_slice())),
-            Vec::new(),
         );
     }
 
     /// Adds `postings`, each `key << 32 | entry`, ascending, every entry after those the index
     /// holds (the tail folded first): a bulk load's batch.
-    fn extend_sorted(&mut self, entries: u32, postings: &[u64], buffers: &mut BatchBuffers) {
+    fn extend_sorted(&mut self, entries: u32, postings: &[u64]) {
         debug_assert!(self.tail_len == 0 && postings.is_sorted());
         if postings.is_empty() {
             return;
         }
-        let flat = &mut buffers.entries;
-        flat.clear();
-        flat.extend(postings.iter().map(|p| *p as u32));
+        let flat: Vec<u32> = postings.iter().map(|p| *p as u32).collect();
         let mut at = 0;
         let runs = postings.chunk_by(|a, b| a >> 32 == b >> 32).map(|run| {
             let list = &flat[at..at + run.len()];
             at += run.len();
             ((run[0] >> 32) as u32, list)
         });
-        let into = std::mem::take(&mut buffers.bytes);
-        buffers.bytes = self.merge(entries, postings.len(), runs, into);
+        self.merge(entries, postings.len(), runs);
     }
 
     /// Appends to each key's list the entries `runs` gives it (keys ascending, each key once,
@@ -1012,18 +994,12 @@ impl Postings {
     /// proportion to what is added, where decoding and re-encoding every list had made folds
     /// a third of a bulk load's time. The bytes are exactly a fresh encoding of every list (a
     /// test checks it).
-    ///
-    /// The new bytes are written into `into` (cleared first: a buffer a bulk load reuses);
-    /// the old bytes are returned for the same use. A merge from [`Postings::fold`] passes an
-    /// empty one and drops what comes back, and trims the array to its length, so a gallery
-    /// enrolled a print at a time holds no spare bytes.
     fn merge<'a>(
         &mut self,
         entries: u32,
         added: usize,
         runs: impl Iterator<Item = (u32, &'a [u32])>,
-        into: Vec<u8>,
-    ) -> Vec<u8> {
+    ) {
         let drop_above = if entries >= DROP_MIN_ENTRIES {
             (DROP_SHARE * entries as f64) as usize
         } else {
@@ -1049,10 +1025,7 @@ impl Postings {
         let mut runs = runs.peekable();
         let old = std::mem::take(&mut self.bytes);
         let old_end = self.offsets[KEYS] as usize;
-        let reuse = into.capacity() > 0;
-        let mut bytes = into;
-        bytes.clear();
-        bytes.reserve(old.len() + added * 2);
+        let mut bytes = Vec::with_capacity(old.len() + added * 2);
         // `old[run..]` is not copied yet; it goes across as it is up to the next list that
         // changes.
         let mut run = 0usize;
@@ -1113,11 +1086,8 @@ impl Postings {
         bytes.extend_from_slice(&old[run..old_end]);
         self.offsets[KEYS] = u32::try_from(bytes.len()).expect("a shard's index under 4 GiB");
         bytes.extend_from_slice(&[0; PAD]);
-        if !reuse {
-            bytes.shrink_to_fit();
-        }
+        bytes.shrink_to_fit();
         self.bytes = bytes;
-        old
     }
 
     /// Rewrites every list with entry `e` as `renumber[e]`, leaving out those mapped to
@@ -1337,25 +1307,20 @@ impl Shard {
         &mut self,
         items: Vec<(SubjectId, [Option<Enrolled>; POSITIONS])>,
         postings: usize,
-        buffers: &mut BatchBuffers,
     ) {
         if items.is_empty() {
             return;
         }
         // Earlier enrolments in the tail come first in every list.
         self.postings.fold(self.len() as u32);
-        let mut batch = std::mem::take(&mut buffers.postings);
-        batch.clear();
-        batch.reserve(postings);
+        let mut batch: Vec<u64> = Vec::with_capacity(postings);
         for (subject, fingers) in items {
             self.append(subject, fingers, |_, key, idx| {
                 batch.push((key as u64) << 32 | idx as u64)
             });
         }
-        sort_by_key(&mut batch, &mut buffers.sorted);
-        self.postings
-            .extend_sorted(self.len() as u32, &batch, buffers);
-        buffers.postings = batch;
+        sort_by_key(&mut batch);
+        self.postings.extend_sorted(self.len() as u32, &batch);
     }
 
     /// Appends an entry's arrays and hands each of its postings `(key, entry)` to `posting`;
@@ -1932,14 +1897,12 @@ impl ExhaustiveMatcher {
     /// returns.
     pub fn enroll_many(&self, prints: &[(SubjectId, Tenprint)]) -> Result<(), MatchError> {
         type Item = (SubjectId, [Option<Enrolled>; POSITIONS]);
-        type Staged = (Vec<Item>, usize, BatchBuffers);
-        let mut staged: Vec<Staged> = (0..self.shards.len())
-            .map(|_| (Vec::new(), 0, BatchBuffers::default()))
-            .collect();
+        let mut staged: Vec<(Vec<Item>, usize)> =
+            (0..self.shards.len()).map(|_| (Vec::new(), 0)).collect();
         // Takes each shard's staged prints once they are `full` (or all, if not given).
-        let commit = |staged: &mut Vec<Staged>, full: bool| {
+        let commit = |staged: &mut Vec<(Vec<Item>, usize)>, full: bool| {
             self.shards.par_iter().zip(staged.par_iter_mut()).for_each(
-                |(shard, (items, postings, buffers))| {
+                |(shard, (items, postings))| {
                     if items.is_empty() {
                         return;
                     }
@@ -1950,21 +1913,10 @@ impl ExhaustiveMatcher {
                         }
                     }
                     let mut s = shard.write().expect("shard lock");
-                    s.push_batch(std::mem::take(items), *postings, buffers);
+                    s.push_batch(std::mem::take(items), *postings);
                     *postings = 0;
                 },
             );
-        };
-        // Takes what is left; the buffers go, and no index keeps the spare bytes of a
-        // buffer it was merged into.
-        let finish = |mut staged: Vec<Staged>| {
-            commit(&mut staged, false);
-            for (shard, (_, _, buffers)) in self.shards.iter().zip(staged) {
-                if buffers.bytes.capacity() > 0 {
-                    let mut s = shard.write().expect("shard lock");
-                    s.postings.bytes.shrink_to_fit();
-                }
-            }
         };
         // Chunks bound the prepared fingers held at once.
         for chunk in prints.chunks(1024) {
@@ -1979,7 +1931,7 @@ impl ExhaustiveMatcher {
                             refused = Some(MatchError::AlreadyEnrolled(*subject))
                         }
                         Ok(f) => {
-                            let (items, postings, _) =
+                            let (items, postings) =
                                 &mut staged[(*subject as usize) % self.shards.len()];
                             *postings += f.iter().flatten().map(|f| f.words.len()).sum::<usize>();
                             items.push((*subject, f));
@@ -1991,12 +1943,12 @@ impl ExhaustiveMatcher {
                 }
             }
             if let Some(e) = refused {
-                finish(staged);
+                commit(&mut staged, false);
                 return Err(e);
             }
             commit(&mut staged, true);
         }
-        finish(staged);
+        commit(&mut staged, false);
         Ok(())
     }
 
@@ -2729,8 +2681,6 @@ mod tests {
             let (mut stepwise, mut batched, mut once) =
                 (Postings::default(), Postings::default(), Postings::default());
             let mut batch = vec![];
-            // Reused from merge to merge, as a bulk load does.
-            let mut buffers = BatchBuffers::default();
             for (entry, keys) in postings.iter().enumerate() {
                 let mut keys = keys.clone();
                 keys.sort_unstable();
@@ -2750,14 +2700,14 @@ mod tests {
                         stepwise.release_spare();
                     }
                     batch.sort_unstable();
-                    batched.extend_sorted(e + 1, &batch, &mut buffers);
+                    batched.extend_sorted(e + 1, &batch);
                     batch.clear();
                 }
             }
             let n = postings.len() as u32 * 7;
             stepwise.fold(n);
             batch.sort_unstable();
-            batched.extend_sorted(n, &batch, &mut buffers);
+            batched.extend_sorted(n, &batch);
             once.fold(n);
             for p in [&stepwise, &batched] {
                 prop_assert!(p.offsets == once.offsets);
@@ -2778,9 +2728,7 @@ mod tests {
                 .collect();
             let mut want = v.clone();
             want.sort_unstable();
-            // A reused second array, with what an earlier sort left in it.
-            let mut out = vec![u64::MAX; 7];
-            sort_by_key(&mut v, &mut out);
+            sort_by_key(&mut v);
             prop_assert_eq!(v, want);
         }
 
