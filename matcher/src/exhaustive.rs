@@ -776,25 +776,70 @@ struct Postings {
     /// Later entries, per key, ascending.
     tail: HashMap<u32, Vec<u32>, BuildHasherDefault<KeyHasher>>,
     tail_len: usize,
-    /// Keys dropped as stop words at a fold (a bit per key; empty until the first drop): their
-    /// lists are gone and later postings under them are not kept. See [`DROP_SHARE`].
+    /// Keys whose lists a merge dropped as stop words, for good (a bit per key; empty until
+    /// the first drop): later postings under them are not kept either. Always among the keys
+    /// the matcher has dropped (see [`Vocabulary`]); those it dropped since this shard's last
+    /// merge still have their lists here until the next one, but no search walks them.
     stopped: Vec<u64>,
 }
 
-/// A fold drops a key's list for good once the shard has [`DROP_MIN_ENTRIES`] entries and the
-/// list names more than this share of them: a quarter above [`STOP_WORD_SHARE`], so a word
-/// stage 1 would not walk. The margin matters: a shard folds many times as it grows, and
-/// dropping at the stop share itself lost words whose share touched it at one fold and settled
-/// below (at 50,000 identities, 11% fewer postings walked and the word code's mate rank p99
-/// went from 116 to 274); with it, the walk and every rank were the same as without dropping.
-/// The lists dropped held 29% of the index's bytes (1,331 → 948 per identity at 50,000).
-/// Stage 1 treats a word any shard dropped as a stop word everywhere; so with more than
-/// [`DROP_MIN_ENTRIES`] per shard, a word near the threshold could be a stop word under one
-/// shard count and not another (below it, shard counts give the same answers exactly: a
-/// property test).
+/// A word is dropped from the index for good once the gallery has had [`DROP_MIN_PRINTS`]
+/// prints enrolled and more than this share of them had it (see [`Vocabulary`]): a quarter
+/// above [`STOP_WORD_SHARE`], so a word stage 1 would not walk. The margin matters: dropping at
+/// the stop share itself lost words whose share touched it once and settled below (at 50,000
+/// identities, 11% fewer postings walked and the word code's mate rank p99 went from 116 to
+/// 274); with it, the walk and every rank were the same as without dropping. The lists dropped
+/// held 29% of the index's bytes (1,331 → 948 per identity at 50,000).
+///
+/// The decision is the matcher's, over every shard, in enrolment order; each shard drops the
+/// lists at its next merge. (It was each shard's own, from its own share, so a word near the
+/// threshold could be dropped under one shard count and not another.)
 const DROP_SHARE: f64 = 1.25 * STOP_WORD_SHARE;
-/// Below this many entries a shard drops nothing: shares over a small gallery are noise.
-const DROP_MIN_ENTRIES: u32 = 4096;
+/// Below this many prints enrolled nothing is dropped: shares over a small gallery are noise
+/// (a word 1.8% of prints have is 6.8 standard deviations below [`DROP_SHARE`] at this size).
+const DROP_MIN_PRINTS: u64 = 16_384;
+
+/// Whether key `k`'s bit is set in `set` (a bit per key; an empty set has none).
+#[inline]
+fn has_bit(set: &[u64], k: u32) -> bool {
+    let k = k as usize;
+    set.get(k / 64).is_some_and(|b| b & (1 << (k % 64)) != 0)
+}
+
+/// What the gallery has had enrolled, over every shard: per index key, how many prints'
+/// fingers had the word (removals are not taken back), and the keys dropped as stop words for
+/// good (see [`DROP_SHARE`]). Updated print by print in enrolment order, one print at a time
+/// or in a bulk load alike, so the keys dropped do not depend on the shard count.
+#[derive(Default)]
+struct Vocabulary {
+    /// Per key (allocated at the first print: 2.3 MB).
+    df: Vec<u32>,
+    prints: u64,
+    /// A bit per key.
+    dropped: Vec<u64>,
+}
+
+impl Vocabulary {
+    fn add(&mut self, fingers: &[Option<Enrolled>; POSITIONS]) {
+        if self.df.is_empty() {
+            self.df = vec![0; KEYS];
+            self.dropped = vec![0; KEYS.div_ceil(64)];
+        }
+        self.prints += 1;
+        let bar = DROP_SHARE * self.prints as f64;
+        let counted = self.prints >= DROP_MIN_PRINTS;
+        for (s, f) in fingers.iter().enumerate() {
+            let Some(f) = f else { continue };
+            for &w in &f.words {
+                let k = key(s, w) as usize;
+                self.df[k] += 1;
+                if counted && self.df[k] as f64 > bar {
+                    self.dropped[k / 64] |= 1 << (k % 64);
+                }
+            }
+        }
+    }
+}
 
 /// Hashes index keys (small integers chosen by us, not by a client: no flooding to resist)
 /// with one multiplication instead of SipHash, which was most of an enrolment's index cost.
@@ -937,9 +982,9 @@ impl Postings {
 
     /// Folds the tail into the array when it has grown to a quarter of it (at least 64k
     /// postings), so each posting is re-encoded a bounded number of times.
-    fn maybe_fold(&mut self, entries: u32) {
+    fn maybe_fold(&mut self, dropped: &[u64]) {
         if self.tail_len >= (self.bytes.len() / 4).max(1 << 16) {
-            self.fold(entries);
+            self.fold(dropped);
         }
     }
 
@@ -950,8 +995,9 @@ impl Postings {
         (self.bytes.len() / 4).clamp(1 << 16, BATCH_MAX_POSTINGS)
     }
 
-    /// Moves every tail posting into the array; `entries` is the shard's entry count.
-    fn fold(&mut self, entries: u32) {
+    /// Moves every tail posting into the array, dropping the lists of the keys in `dropped`
+    /// (see [`Vocabulary`]).
+    fn fold(&mut self, dropped: &[u64]) {
         if self.tail_len == 0 {
             return;
         }
@@ -961,15 +1007,15 @@ impl Postings {
         tail.sort_unstable_by_key(|(k, _)| *k);
         let added = std::mem::take(&mut self.tail_len);
         self.merge(
-            entries,
             added,
             tail.iter().map(|(k, list)| (*k, list.as_slice())),
+            dropped,
         );
     }
 
     /// Adds `postings`, each `key << 32 | entry`, ascending, every entry after those the index
     /// holds (the tail folded first): a bulk load's batch.
-    fn extend_sorted(&mut self, entries: u32, postings: &[u64]) {
+    fn extend_sorted(&mut self, postings: &[u64], dropped: &[u64]) {
         debug_assert!(self.tail_len == 0 && postings.is_sorted());
         if postings.is_empty() {
             return;
@@ -981,11 +1027,12 @@ impl Postings {
             at += run.len();
             ((run[0] >> 32) as u32, list)
         });
-        self.merge(entries, postings.len(), runs);
+        self.merge(postings.len(), runs, dropped);
     }
 
     /// Appends to each key's list the entries `runs` gives it (keys ascending, each key once,
-    /// entries ascending and after any the list has); `entries` is the shard's entry count.
+    /// entries ascending and after any the list has), and drops the lists of the keys in
+    /// `dropped` (see [`Vocabulary`]).
     ///
     /// Only lists that grow are re-encoded, and of those only the last block: every block
     /// before it is full and stays as it is (see [`encode_list`]), and the last block's
@@ -996,15 +1043,10 @@ impl Postings {
     /// test checks it).
     fn merge<'a>(
         &mut self,
-        entries: u32,
         added: usize,
         runs: impl Iterator<Item = (u32, &'a [u32])>,
+        dropped: &[u64],
     ) {
-        let drop_above = if entries >= DROP_MIN_ENTRIES {
-            (DROP_SHARE * entries as f64) as usize
-        } else {
-            usize::MAX
-        };
         if self.offsets.is_empty() {
             self.offsets = vec![0; KEYS + 1];
             self.counts = vec![0; KEYS];
@@ -1036,10 +1078,10 @@ impl Postings {
             let tail = runs
                 .next_if(|(key, _)| *key == k as u32)
                 .map(|(_, list)| list)
-                .filter(|_| !self.is_stopped(k as u32));
+                .filter(|_| !has_bit(dropped, k as u32));
             let n = self.counts[k] as usize;
             let total = n + tail.map_or(0, <[u32]>::len);
-            let drop = total > drop_above;
+            let drop = has_bit(dropped, k as u32) && !self.is_stopped(k as u32);
             if tail.is_none() && !drop {
                 self.offsets[k] =
                     u32::try_from(bytes.len() + (lo - run)).expect("a shard's index under 4 GiB");
@@ -1125,11 +1167,10 @@ impl Postings {
         self.last = Vec::new();
     }
 
-    /// Whether a fold dropped `key` as a stop word (see [`DROP_SHARE`]).
+    /// Whether a merge dropped `key`'s list as a stop word (see [`DROP_SHARE`]).
     #[inline]
     fn is_stopped(&self, key: u32) -> bool {
-        let k = key as usize;
-        !self.stopped.is_empty() && self.stopped[k / 64] & (1 << (k % 64)) != 0
+        has_bit(&self.stopped, key)
     }
 
     /// How many entries `key` lists, folded and in the tail. Stage 1's word weights use it.
@@ -1292,11 +1333,17 @@ fn admissible(print: &Tenprint) -> Result<[Option<Enrolled>; POSITIONS], MatchEr
 
 impl Shard {
     /// Enrols one print: its postings go to the index's tail (see [`Postings`]).
-    fn push(&mut self, subject: SubjectId, fingers: [Option<Enrolled>; POSITIONS]) {
-        let idx = self.append(subject, fingers, |postings, key, idx| {
+    /// `dropped`: the matcher's dropped keys (see [`Vocabulary`]).
+    fn push(
+        &mut self,
+        subject: SubjectId,
+        fingers: [Option<Enrolled>; POSITIONS],
+        dropped: &[u64],
+    ) {
+        self.append(subject, fingers, |postings, key, idx| {
             postings.push(key, idx)
         });
-        self.postings.maybe_fold(idx + 1);
+        self.postings.maybe_fold(dropped);
     }
 
     /// Enrols a batch of prints at once (the bulk load's step, see
@@ -1307,12 +1354,13 @@ impl Shard {
         &mut self,
         items: Vec<(SubjectId, [Option<Enrolled>; POSITIONS])>,
         postings: usize,
+        dropped: &[u64],
     ) {
         if items.is_empty() {
             return;
         }
         // Earlier enrolments in the tail come first in every list.
-        self.postings.fold(self.len() as u32);
+        self.postings.fold(dropped);
         let mut batch: Vec<u64> = Vec::with_capacity(postings);
         for (subject, fingers) in items {
             self.append(subject, fingers, |_, key, idx| {
@@ -1320,7 +1368,7 @@ impl Shard {
             });
         }
         sort_by_key(&mut batch);
-        self.postings.extend_sorted(self.len() as u32, &batch);
+        self.postings.extend_sorted(&batch, dropped);
     }
 
     /// Appends an entry's arrays and hands each of its postings `(key, entry)` to `posting`;
@@ -1643,12 +1691,14 @@ fn best_of_shard(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
 /// document frequency over the whole gallery, ln((N + 1) / (df + 1)) × [`IDF_SCALE`], so a
 /// word that many fingers have says little and a rare one much; words listed for more than
 /// [`STOP_WORD_SHARE`] of the gallery's entries are not walked at all (stop words), nor are
-/// those a shard has dropped (see [`DROP_SHARE`]). Document frequencies are summed over
-/// shards, so the weights do not depend on the shard count.
+/// those in `dropped`, the matcher's (see [`Vocabulary`]). Document frequencies are summed
+/// over shards, and the keys dropped decided over all of them, so neither the weights nor the
+/// keys walked depend on the shard count.
 fn weighted_keys<S: std::ops::Deref<Target = Shard>>(
     shards: &[S],
     words: &ProbeWords,
     stop_share: f64,
+    dropped: &[u64],
 ) -> Vec<FingerKeys> {
     let n: usize = shards.iter().map(|s| s.len()).sum();
     words
@@ -1663,7 +1713,7 @@ fn weighted_keys<S: std::ops::Deref<Target = Shard>>(
                     let w = block * 64 + b.trailing_zeros() as usize;
                     b &= b - 1;
                     let k = key(s, w as u16);
-                    if shards.iter().any(|sh| sh.postings.is_stopped(k)) {
+                    if has_bit(dropped, k) {
                         continue;
                     }
                     let df: usize = shards.iter().map(|sh| sh.postings.len_hint(k)).sum();
@@ -1713,9 +1763,10 @@ fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
     shards: &[S],
     codes: &ProbeCodes,
     tuning: Tuning,
+    dropped: &[u64],
     deadline: Deadline,
 ) -> Option<Stage1> {
-    let keys = weighted_keys(shards, &codes.words, tuning.stop_share);
+    let keys = weighted_keys(shards, &codes.words, tuning.stop_share, dropped);
     let n: usize = shards.iter().map(|s| s.len()).sum();
     let m = cascade_len(tuning.cascade, n);
     type Best = Vec<(usize, f32)>;
@@ -1820,6 +1871,9 @@ fn shortlist(st: &Stage1) -> Vec<(usize, usize)> {
 pub struct ExhaustiveMatcher {
     shards: Vec<RwLock<Shard>>,
     enrolled: Mutex<HashSet<SubjectId>>,
+    /// Lock order: never waited for while a shard lock is wanted. Enrolment takes it to write
+    /// (after `enrolled`, holding no shard lock); a shard's holder may take it to read.
+    vocabulary: RwLock<Vocabulary>,
     /// The decision threshold's bits ([`THRESHOLD`] unless set or calibrated).
     threshold: AtomicU32,
     tuning: Tuning,
@@ -1842,6 +1896,7 @@ impl ExhaustiveMatcher {
                 .map(|_| RwLock::new(Shard::default()))
                 .collect(),
             enrolled: Mutex::new(HashSet::new()),
+            vocabulary: RwLock::new(Vocabulary::default()),
             threshold: AtomicU32::new(THRESHOLD.to_bits()),
             tuning: Tuning {
                 cascade: None,
@@ -1913,7 +1968,8 @@ impl ExhaustiveMatcher {
                         }
                     }
                     let mut s = shard.write().expect("shard lock");
-                    s.push_batch(std::mem::take(items), *postings);
+                    let v = self.vocabulary.read().expect("vocabulary lock");
+                    s.push_batch(std::mem::take(items), *postings, &v.dropped);
                     *postings = 0;
                 },
             );
@@ -1924,6 +1980,7 @@ impl ExhaustiveMatcher {
             let mut refused = None;
             {
                 let mut enrolled = self.enrolled.lock().expect("enrolled set");
+                let mut vocabulary = self.vocabulary.write().expect("vocabulary lock");
                 for ((subject, _), fingers) in chunk.iter().zip(prepared) {
                     match fingers {
                         Err(e) => refused = Some(e),
@@ -1931,6 +1988,7 @@ impl ExhaustiveMatcher {
                             refused = Some(MatchError::AlreadyEnrolled(*subject))
                         }
                         Ok(f) => {
+                            vocabulary.add(&f);
                             let (items, postings) =
                                 &mut staged[(*subject as usize) % self.shards.len()];
                             *postings += f.iter().flatten().map(|f| f.words.len()).sum::<usize>();
@@ -1961,8 +2019,8 @@ impl ExhaustiveMatcher {
     pub fn compact(&self) {
         for s in &self.shards {
             let mut s = s.write().expect("shard lock");
-            let n = s.len() as u32;
-            s.postings.fold(n);
+            let v = self.vocabulary.read().expect("vocabulary lock");
+            s.postings.fold(&v.dropped);
             s.purge();
             s.postings.release_spare();
             s.subjects.shrink_to_fit();
@@ -1984,8 +2042,9 @@ pub struct GalleryBytes {
     pub minutiae: usize,
     /// Stage 1's histogram codes.
     pub histograms: usize,
-    /// The word index: posting lists, their offsets, the uncompressed tail, and each
-    /// finger's word count.
+    /// The word index: posting lists, their offsets, the uncompressed tail, each finger's
+    /// word count, and the gallery's word counts that decide which words are dropped
+    /// ([`Vocabulary`]: 2.3 MB in all, once it has a print).
     pub index: usize,
     /// Subject ids and the set of enrolled ids.
     pub subjects: usize,
@@ -2025,6 +2084,8 @@ impl ExhaustiveMatcher {
                 + p.tail.values().map(vec_bytes).sum::<usize>();
             b.subjects += vec_bytes(&s.subjects);
         }
+        let v = self.vocabulary.read().expect("vocabulary lock");
+        b.index += vec_bytes(&v.df) + vec_bytes(&v.dropped);
         b
     }
 }
@@ -2040,7 +2101,8 @@ impl ExhaustiveMatcher {
             .map(|s| s.read().expect("shard lock"))
             .collect();
         let mut n = 0;
-        for fk in weighted_keys(&shards, &codes.words, self.tuning.stop_share) {
+        let v = self.vocabulary.read().expect("vocabulary lock");
+        for fk in weighted_keys(&shards, &codes.words, self.tuning.stop_share, &v.dropped) {
             for s in &shards {
                 for &(k, _) in &fk.keys {
                     s.postings.for_each(k, |_| n += 1);
@@ -2066,7 +2128,8 @@ impl ExhaustiveMatcher {
             .iter()
             .map(|s| s.read().expect("shard lock"))
             .collect();
-        let st = stage1(&shards, &codes, self.tuning, Deadline(None))
+        let v = self.vocabulary.read().expect("vocabulary lock");
+        let st = stage1(&shards, &codes, self.tuning, &v.dropped, Deadline(None))
             .expect("a search without a deadline finishes");
         let Some((si, ei)) = shards
             .iter()
@@ -2142,11 +2205,15 @@ impl Matcher for ExhaustiveMatcher {
         if !self.enrolled.lock().expect("enrolled set").insert(subject) {
             return Err(MatchError::AlreadyEnrolled(subject));
         }
-        let shard = (subject as usize) % self.shards.len();
-        self.shards[shard]
+        self.vocabulary
             .write()
-            .expect("shard lock")
-            .push(subject, fingers);
+            .expect("vocabulary lock")
+            .add(&fingers);
+        let mut shard = self.shards[(subject as usize) % self.shards.len()]
+            .write()
+            .expect("shard lock");
+        let v = self.vocabulary.read().expect("vocabulary lock");
+        shard.push(subject, fingers, &v.dropped);
         Ok(())
     }
 
@@ -2171,8 +2238,10 @@ impl Matcher for ExhaustiveMatcher {
             .iter()
             .map(|s| s.read().expect("shard lock"))
             .collect();
-        let st =
-            stage1(&shards, &codes, self.tuning, deadline).ok_or(MatchError::DeadlineExceeded)?;
+        let v = self.vocabulary.read().expect("vocabulary lock");
+        let st = stage1(&shards, &codes, self.tuning, &v.dropped, deadline)
+            .ok_or(MatchError::DeadlineExceeded)?;
+        drop(v);
         let short = shortlist(&st);
         // Stage 2 on the shortlist, in parallel.
         let scored: Vec<Candidate> = short
@@ -2694,21 +2763,20 @@ mod tests {
                     batch.push((key as u64) << 32 | e as u64);
                 }
                 if folds.contains(&entry) {
-                    stepwise.fold(e + 1);
+                    stepwise.fold(&[]);
                     if entry % 2 == 0 {
                         // As `compact` does: the next fold reads the last entries off the lists.
                         stepwise.release_spare();
                     }
                     batch.sort_unstable();
-                    batched.extend_sorted(e + 1, &batch);
+                    batched.extend_sorted(&batch, &[]);
                     batch.clear();
                 }
             }
-            let n = postings.len() as u32 * 7;
-            stepwise.fold(n);
+            stepwise.fold(&[]);
             batch.sort_unstable();
-            batched.extend_sorted(n, &batch);
-            once.fold(n);
+            batched.extend_sorted(&batch, &[]);
+            once.fold(&[]);
             for p in [&stepwise, &batched] {
                 prop_assert!(p.offsets == once.offsets);
                 prop_assert!(p.counts == once.counts);
@@ -2796,20 +2864,16 @@ mod tests {
         assert_eq!(many.stage1_postings(&q).unwrap(), walked);
     }
 
-    /// A fold over a large enough shard drops the lists that name more than [`DROP_SHARE`] of
-    /// its entries, for good (later postings under them are not kept either), and keeps the
-    /// rest whole; a small shard drops nothing.
+    /// A merge drops the lists of the keys it is given as dropped, for good (later postings
+    /// under them are not kept either), and keeps the rest whole.
     #[test]
-    fn folds_drop_stop_word_lists_only_over_a_large_shard() {
-        let n = DROP_MIN_ENTRIES + 100;
-        let common_every = 5; // a 20% share: above DROP_SHARE
-        let rare_every = 50; // 2%: kept
+    fn merges_drop_the_lists_of_dropped_keys_for_good() {
         let fill = |postings: &mut Postings, entries: std::ops::Range<u32>| {
             for e in entries {
-                if e % common_every == 0 {
+                if e % 5 == 0 {
                     postings.push(7, e);
                 }
-                if e % rare_every == 0 {
+                if e % 50 == 0 {
                     postings.push(8, e);
                 }
             }
@@ -2819,28 +2883,106 @@ mod tests {
             postings.for_each(k, |e| v.push(e as u32));
             v
         };
-        let mut small = Postings::default();
-        fill(&mut small, 0..DROP_MIN_ENTRIES - 1);
-        small.fold(DROP_MIN_ENTRIES - 1);
-        assert!(!small.is_stopped(7));
+        let mut dropped = vec![0u64; KEYS.div_ceil(64)];
+        let mut p = Postings::default();
+        fill(&mut p, 0..1000);
+        p.fold(&dropped);
+        assert_eq!(listed(&p, 7).len(), 200);
+        dropped[0] |= 1 << 7;
+        fill(&mut p, 1000..1100);
+        p.fold(&dropped);
+        assert!(p.is_stopped(7) && !p.is_stopped(8));
+        assert_eq!(listed(&p, 7), Vec::<u32>::new());
+        assert_eq!(p.len_hint(7), 0);
         assert_eq!(
-            listed(&small, 7).len() as u32,
-            (DROP_MIN_ENTRIES - 1).div_ceil(common_every)
+            listed(&p, 8),
+            (0..1100).filter(|e| e % 50 == 0).collect::<Vec<u32>>()
         );
+        fill(&mut p, 1100..1300);
+        p.fold(&dropped);
+        assert_eq!(listed(&p, 7), Vec::<u32>::new());
+        assert_eq!(
+            listed(&p, 8),
+            (0..1300).filter(|e| e % 50 == 0).collect::<Vec<u32>>()
+        );
+    }
 
-        let mut big = Postings::default();
-        fill(&mut big, 0..n);
-        big.fold(n);
-        assert!(big.is_stopped(7) && !big.is_stopped(8));
-        assert_eq!(listed(&big, 7), Vec::<u32>::new());
-        assert_eq!(big.len_hint(7), 0);
-        let rare: Vec<u32> = (0..n).filter(|e| e % rare_every == 0).collect();
-        assert_eq!(listed(&big, 8), rare);
-        fill(&mut big, n..n + 200);
-        big.fold(n + 200);
-        assert_eq!(listed(&big, 7), Vec::<u32>::new());
-        let rare: Vec<u32> = (0..n + 200).filter(|e| e % rare_every == 0).collect();
-        assert_eq!(listed(&big, 8), rare);
+    /// The vocabulary drops a word once more than [`DROP_SHARE`] of the prints enrolled had it,
+    /// and not before [`DROP_MIN_PRINTS`] prints.
+    #[test]
+    fn words_are_dropped_over_a_share_of_a_large_enough_gallery() {
+        let print = |words: Vec<u16>| -> [Option<Enrolled>; POSITIONS] {
+            let mut f: [Option<Enrolled>; POSITIONS] = Default::default();
+            f[2] = Some(Enrolled {
+                words,
+                hist: [0; HIST],
+                minutiae: vec![],
+            });
+            f
+        };
+        let mut v = Vocabulary::default();
+        let (common, rare) = (key(2, 7), key(2, 8));
+        for p in 0..DROP_MIN_PRINTS + 100 {
+            let mut words = vec![];
+            if p % 5 == 0 {
+                words.push(7); // 20%: above the share
+            }
+            if p % 50 == 0 {
+                words.push(8); // 2%: below it
+            }
+            v.add(&print(words));
+            if p + 1 < DROP_MIN_PRINTS {
+                assert!(!has_bit(&v.dropped, common), "dropped at {p}");
+            }
+        }
+        assert!(has_bit(&v.dropped, common) && !has_bit(&v.dropped, rare));
+        assert_eq!(v.prints, DROP_MIN_PRINTS + 100);
+    }
+
+    /// Past [`DROP_MIN_PRINTS`], where words are dropped from the index: one shard or three,
+    /// a bulk load or one print at a time, the same words are dropped and every search walks
+    /// the same postings and gives the same candidates. (Each shard had decided from its own
+    /// share before, so a word near the threshold could be dropped under one shard count and
+    /// not another.)
+    #[test]
+    fn dropped_words_and_answers_do_not_depend_on_sharding_in_a_large_gallery() {
+        let people = DROP_MIN_PRINTS + 2_000;
+        let prints: Vec<_> = (1..=people)
+            .into_par_iter()
+            .map(|p| (p, enrol_capture(p)))
+            .collect();
+        let one = ExhaustiveMatcher::new(1);
+        one.enroll_many(&prints).unwrap();
+        let three = ExhaustiveMatcher::new(3);
+        three.enroll_many(&prints).unwrap();
+        // The last prints one at a time, as the gateway's Enroll does.
+        let stepwise = ExhaustiveMatcher::new(3);
+        let (bulk, single) = prints.split_at(prints.len() - 300);
+        stepwise.enroll_many(bulk).unwrap();
+        for (p, t) in single {
+            stepwise.enroll(*p, t).unwrap();
+        }
+        let dropped = |m: &ExhaustiveMatcher| m.vocabulary.read().unwrap().dropped.clone();
+        let d = dropped(&one);
+        assert!(
+            d.iter().any(|b| *b != 0),
+            "nothing dropped: the test shows nothing"
+        );
+        assert_eq!(dropped(&three), d);
+        assert_eq!(dropped(&stepwise), d);
+        for m in [&one, &three, &stepwise] {
+            m.compact();
+        }
+        for who in [3, 5_000, 12_345, people] {
+            let q = probe(who, 1);
+            let walked = one.stage1_postings(&q).unwrap();
+            let answer = one.search(&q, 5).unwrap();
+            assert_eq!(answer.hit.map(|c| c.subject), Some(who));
+            for m in [&three, &stepwise] {
+                assert_eq!(m.stage1_postings(&q).unwrap(), walked);
+                assert_eq!(m.search(&q, 5).unwrap(), answer);
+            }
+        }
     }
 
     /// Stage 1 weighs a probe word by how rare it is in the gallery and does not walk the
@@ -2854,7 +2996,7 @@ mod tests {
         m.enroll_many(&prints).unwrap();
         let shards: Vec<_> = m.shards.iter().map(|s| s.read().unwrap()).collect();
         let codes = ProbeCodes::new(&probe(9, 1)).unwrap();
-        let keys = weighted_keys(&shards, &codes.words, STOP_WORD_SHARE);
+        let keys = weighted_keys(&shards, &codes.words, STOP_WORD_SHARE, &[]);
         let df = |k: u32| -> usize { shards.iter().map(|s| s.postings.len_hint(k)).sum() };
         let (mut stopped, mut walked) = (0, 0);
         for ((bits, &sl), fk) in codes.words.bits.iter().zip(&codes.words.slots).zip(&keys) {
@@ -2962,10 +3104,10 @@ mod tests {
                     dup.minutiae.truncate(dup.minutiae.len() / 2);
                     t.fingers.push(dup);
                 }
-                shard.push(p, enrolled_fingers(&t).unwrap());
+                shard.push(p, enrolled_fingers(&t).unwrap(), &[]);
                 prints.push(t);
                 if p == fold_at {
-                    shard.postings.fold(shard.len() as u32);
+                    shard.postings.fold(&[]);
                 }
             }
             let mut q = probe(1 + who % people, who);
@@ -2975,14 +3117,14 @@ mod tests {
                 .iter()
                 .map(|f| (slot(f.position).unwrap(), prepare(points(f))))
                 .collect();
-            let keys = weighted_keys(&[&shard], &probe_words(&prepared), STOP_WORD_SHARE);
+            let keys = weighted_keys(&[&shard], &probe_words(&prepared), STOP_WORD_SHARE, &[]);
             let indexed = shard.word_scores(&keys, Deadline(None)).unwrap();
             for (t, score) in prints.iter().zip(&indexed) {
                 prop_assert_eq!(*score, shortlist_score(&keys, t));
             }
             // Folding moves postings but keeps every list's entries: the same scores (the
             // weights come from the lists as they were).
-            shard.postings.fold(shard.len() as u32);
+            shard.postings.fold(&[]);
             prop_assert_eq!(shard.word_scores(&keys, Deadline(None)).unwrap(), indexed);
         }
 
@@ -2992,7 +3134,7 @@ mod tests {
         fn packed_gallery_fingers_prepare_as_the_template(p in 1u64..10_000, f in 0usize..10) {
             let t = enrol_capture(p);
             let mut shard = Shard::default();
-            shard.push(p, enrolled_fingers(&t).unwrap());
+            shard.push(p, enrolled_fingers(&t).unwrap(), &[]);
             let finger = &t.fingers[f];
             let s = slot(finger.position).unwrap();
             prop_assert_eq!(shard.finger(0, s), prepare(points(finger)));
@@ -3010,13 +3152,13 @@ mod tests {
                 want.push(e as usize);
                 e += 1;
                 if i == fold_after {
-                    postings.fold(e);
+                    postings.fold(&[]);
                 }
             }
             let mut got = vec![];
             postings.for_each(7, |x| got.push(x));
             prop_assert_eq!(&got, &want);
-            postings.fold(e);
+            postings.fold(&[]);
             got.clear();
             postings.for_each(7, |x| got.push(x));
             prop_assert_eq!(got, want);
@@ -3034,7 +3176,7 @@ mod tests {
             let mut prints = vec![];
             for p in 1..=people {
                 let t = enrol_capture(p);
-                shard.push(p, enrolled_fingers(&t).unwrap());
+                shard.push(p, enrolled_fingers(&t).unwrap(), &[]);
                 prints.push(t);
             }
             let mut q = probe(1 + who % people, who);
