@@ -211,7 +211,7 @@ impl ListenStats {
 }
 
 /// Calls in flight per connection, by peer address, so the idle timer of a connection knows
-/// whether it is in use (see [`track_calls`]).
+/// whether it is in use (see [`TrackCalls`], the layer that counts them).
 #[derive(Clone, Default)]
 pub struct CallTracker {
     // Sharded: every call looks its connection up once.

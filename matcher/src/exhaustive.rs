@@ -9,7 +9,7 @@
 //!    bin boundaries). A subject's word score sums, over common finger positions, the weights
 //!    of its finger's words the probe finger has, over the square root of its word count; a
 //!    word's weight is its inverse document frequency in the gallery, and words more than
-//!    [`STOP_WORD_SHARE`] of the fingers have (stop words) are not looked at — found through a
+//!    `STOP_WORD_SHARE` of the fingers have (stop words) are not looked at — found through a
 //!    per-shard inverted index. The best subjects by word score are kept (see [`CASCADE`]);
 //!    only their second code, a histogram of pair distances, is read. The two scores are fused (the
 //!    sum of their z-scores); the best [`SHORTLIST`] kept subjects by the fused score and the
@@ -53,7 +53,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
-/// Subjects that reach the pairing stage per search: among those stage 1 kept (see [`stage1`]),
+/// Subjects that reach the pairing stage per search: among those stage 1 kept (see `stage1`),
 /// the best by the fused score — this many, plus one per [`SHORTLIST_GROWTH`] identities in the
 /// gallery (see [`shortlist_len`]) — with the best [`SHORTLIST_PER_CODE`] by each code alone.
 /// Tuned with `matcher-bench`'s rank table (BENCHMARKS.md). With typed words and the cascade,
@@ -68,7 +68,7 @@ pub const SHORTLIST: usize = 5;
 pub const SHORTLIST_GROWTH: usize = 40_000;
 /// The guard for a probe one code misreads (see [`SHORTLIST`]).
 pub const SHORTLIST_PER_CODE: usize = 3;
-/// Subjects the word score keeps for the histogram code and the fused score (see [`stage1`]):
+/// Subjects the word score keeps for the histogram code and the fused score (see `stage1`):
 /// this many, or one in [`CASCADE_SHARE`] of the gallery if more. At 1,000,000 identities over
 /// 100 mated searches the mate's word rank was at most 5,714 (p99 1,884; BENCHMARKS.md), and
 /// a cascade of 4,096 lost that mate; at 300,000, at most 1,688.
@@ -1914,7 +1914,7 @@ impl ExhaustiveMatcher {
     }
 
     /// The same matcher walking only words listed for at most `share` of the gallery, instead
-    /// of [`STOP_WORD_SHARE`] (the index keeps lists up to [`DROP_SHARE`] whatever this is):
+    /// of `STOP_WORD_SHARE` (the index keeps lists up to `DROP_SHARE` whatever this is):
     /// for the benchmark, to see what a more selective walk costs in ranks.
     pub fn with_stop_share(mut self, share: f64) -> Self {
         self.tuning.stop_share = share.clamp(0.0, 1.0);
@@ -1944,10 +1944,10 @@ impl ExhaustiveMatcher {
     /// after a bulk load.
     ///
     /// Each shard takes its prints in batches, each batch's postings sorted and merged into
-    /// the compressed index at once (see [`Postings::merge`]) rather than one by one into the
+    /// the compressed index at once (see `Postings::merge`) rather than one by one into the
     /// tail, whose per-posting table lookups and list growth had been two thirds of a bulk
     /// load. A batch grows with the index, as the tail does before a fold, up to
-    /// [`BATCH_MAX_POSTINGS`]. Searches running meanwhile see the gallery as of the last batch
+    /// `BATCH_MAX_POSTINGS`. Searches running meanwhile see the gallery as of the last batch
     /// each shard took: a print becomes searchable with its batch, every one by the time this
     /// returns.
     pub fn enroll_many(&self, prints: &[(SubjectId, Tenprint)]) -> Result<(), MatchError> {
@@ -2010,11 +2010,11 @@ impl ExhaustiveMatcher {
         Ok(())
     }
 
-    /// Folds every shard's recent enrolments into its compressed index (see [`Postings`])
+    /// Folds every shard's recent enrolments into its compressed index (see `Postings`)
     /// and gives back the arrays' spare capacity: after a bulk load, this gives the smallest
     /// memory and the fastest searches. Searches give the same answers either way.
     ///
-    /// Removed subjects' entries go too (see [`Shard::purge`]): their memory comes back, and
+    /// Removed subjects' entries go too (see `Shard::purge`): their memory comes back, and
     /// the gallery is the one enrolling the others alone, in the same order, would give.
     pub fn compact(&self) {
         for s in &self.shards {
@@ -2044,7 +2044,7 @@ pub struct GalleryBytes {
     pub histograms: usize,
     /// The word index: posting lists, their offsets, the uncompressed tail, each finger's
     /// word count, and the gallery's word counts that decide which words are dropped
-    /// ([`Vocabulary`]: 2.3 MB in all, once it has a print).
+    /// (`Vocabulary`: 2.3 MB in all, once it has a print).
     pub index: usize,
     /// Subject ids and the set of enrolled ids.
     pub subjects: usize,
@@ -2276,7 +2276,7 @@ impl Matcher for ExhaustiveMatcher {
 
     /// Marks the subject's entry removed in its shard (found by a scan of the shard's ids:
     /// about 50 µs per 250,000 entries), under the shard's write lock, so a search holding
-    /// the read lock sees it either whole or gone. See [`Shard::remove`] for what is erased.
+    /// the read lock sees it either whole or gone. See `Shard::remove` for what is erased.
     fn remove(&self, subject: SubjectId) -> Result<(), MatchError> {
         {
             let mut shard = self.shards[(subject as usize) % self.shards.len()]
