@@ -776,11 +776,6 @@ struct Postings {
     /// Later entries, per key, ascending.
     tail: HashMap<u32, Vec<u32>, BuildHasherDefault<KeyHasher>>,
     tail_len: usize,
-    /// Keys whose lists a merge dropped as stop words, for good (a bit per key; empty until
-    /// the first drop): later postings under them are not kept either. Always among the keys
-    /// the matcher has dropped (see [`Vocabulary`]); those it dropped since this shard's last
-    /// merge still have their lists here until the next one, but no search walks them.
-    stopped: Vec<u64>,
 }
 
 /// A word is dropped from the index for good once the gallery has had [`DROP_MIN_PRINTS`]
@@ -975,8 +970,10 @@ fn decode(bytes: &[u8], lo: usize, count: usize, mut f: impl FnMut(usize)) {
 }
 
 impl Postings {
-    fn push(&mut self, key: u32, entry: u32) {
-        if self.is_stopped(key) {
+    /// Adds `entry` to `key`'s list, unless the matcher has dropped the key (`dropped`, see
+    /// [`Vocabulary`]).
+    fn push(&mut self, key: u32, entry: u32, dropped: &[u64]) {
+        if has_bit(dropped, key) {
             return;
         }
         self.tail.entry(key).or_default().push(entry);
@@ -1084,7 +1081,8 @@ impl Postings {
                 .filter(|_| !has_bit(dropped, k as u32));
             let n = self.counts[k] as usize;
             let total = n + tail.map_or(0, <[u32]>::len);
-            let drop = has_bit(dropped, k as u32) && !self.is_stopped(k as u32);
+            // A dropped key's list goes at the first merge that has it; it stays empty.
+            let drop = has_bit(dropped, k as u32) && n > 0;
             if tail.is_none() && !drop {
                 self.offsets[k] =
                     u32::try_from(bytes.len() + (lo - run)).expect("a shard's index under 4 GiB");
@@ -1094,10 +1092,6 @@ impl Postings {
             run = hi;
             self.offsets[k] = u32::try_from(bytes.len()).expect("a shard's index under 4 GiB");
             if drop {
-                if self.stopped.is_empty() {
-                    self.stopped = vec![0; KEYS.div_ceil(64)];
-                }
-                self.stopped[k / 64] |= 1 << (k % 64);
                 (self.counts[k], self.last[k]) = (0, 0);
                 continue;
             }
@@ -1168,12 +1162,6 @@ impl Postings {
     /// 2.3 MB a shard), read off the lists again at the next fold.
     fn release_spare(&mut self) {
         self.last = Vec::new();
-    }
-
-    /// Whether a merge dropped `key`'s list as a stop word (see [`DROP_SHARE`]).
-    #[inline]
-    fn is_stopped(&self, key: u32) -> bool {
-        has_bit(&self.stopped, key)
     }
 
     /// How many entries `key` lists, folded and in the tail. Stage 1's word weights use it.
@@ -1344,7 +1332,7 @@ impl Shard {
         dropped: &[u64],
     ) {
         self.append(subject, fingers, |postings, key, idx| {
-            postings.push(key, idx)
+            postings.push(key, idx, dropped)
         });
         self.postings.maybe_fold(dropped);
     }
@@ -2082,7 +2070,6 @@ impl ExhaustiveMatcher {
                 + vec_bytes(&p.counts)
                 + vec_bytes(&p.last)
                 + vec_bytes(&p.bytes)
-                + vec_bytes(&p.stopped)
                 + p.tail.capacity() * (std::mem::size_of::<(u32, Vec<u32>)>() + 1)
                 + p.tail.values().map(vec_bytes).sum::<usize>();
             b.subjects += vec_bytes(&s.subjects);
@@ -2761,8 +2748,8 @@ mod tests {
                 for k in keys {
                     // Keys spread over the key space, some in the last slot.
                     let key = k * (KEYS as u32 / 40) + k % 3;
-                    stepwise.push(key, e);
-                    once.push(key, e);
+                    stepwise.push(key, e, &[]);
+                    once.push(key, e, &[]);
                     batch.push((key as u64) << 32 | e as u64);
                 }
                 if folds.contains(&entry) {
@@ -2871,13 +2858,13 @@ mod tests {
     /// under them are not kept either), and keeps the rest whole.
     #[test]
     fn merges_drop_the_lists_of_dropped_keys_for_good() {
-        let fill = |postings: &mut Postings, entries: std::ops::Range<u32>| {
+        let fill = |postings: &mut Postings, entries: std::ops::Range<u32>, dropped: &[u64]| {
             for e in entries {
                 if e % 5 == 0 {
-                    postings.push(7, e);
+                    postings.push(7, e, dropped);
                 }
                 if e % 50 == 0 {
-                    postings.push(8, e);
+                    postings.push(8, e, dropped);
                 }
             }
         };
@@ -2888,20 +2875,21 @@ mod tests {
         };
         let mut dropped = vec![0u64; KEYS.div_ceil(64)];
         let mut p = Postings::default();
-        fill(&mut p, 0..1000);
+        fill(&mut p, 0..1000, &dropped);
         p.fold(&dropped);
         assert_eq!(listed(&p, 7).len(), 200);
         dropped[0] |= 1 << 7;
-        fill(&mut p, 1000..1100);
+        fill(&mut p, 1000..1100, &dropped);
+        // Postings under a dropped key are not kept; the others are.
+        assert_eq!((p.len_hint(7), p.len_hint(8)), (200, 22));
         p.fold(&dropped);
-        assert!(p.is_stopped(7) && !p.is_stopped(8));
         assert_eq!(listed(&p, 7), Vec::<u32>::new());
         assert_eq!(p.len_hint(7), 0);
         assert_eq!(
             listed(&p, 8),
             (0..1100).filter(|e| e % 50 == 0).collect::<Vec<u32>>()
         );
-        fill(&mut p, 1100..1300);
+        fill(&mut p, 1100..1300, &dropped);
         p.fold(&dropped);
         assert_eq!(listed(&p, 7), Vec::<u32>::new());
         assert_eq!(
@@ -3151,7 +3139,7 @@ mod tests {
             let mut want = vec![];
             for (i, g) in gaps.iter().enumerate() {
                 e += g;
-                postings.push(7, e);
+                postings.push(7, e, &[]);
                 want.push(e as usize);
                 e += 1;
                 if i == fold_after {
