@@ -120,7 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let matcher =
         tokio::task::spawn_blocking(move || remote::load_shard(&d, file, shard, threads)).await??;
     tracing::info!(
-        shard = %format!("{}/{}", shard.index, shard.count),
+        shard = %shard,
         subjects = matcher.len(),
         "shard loaded"
     );

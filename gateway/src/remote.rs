@@ -46,6 +46,13 @@ impl std::str::FromStr for Shard {
     }
 }
 
+/// As it is parsed: `i/N`.
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 impl Shard {
     pub fn holds(&self, subject: u64) -> bool {
         subject % self.count == self.index
@@ -304,6 +311,7 @@ mod tests {
     fn shards_parse_and_partition_subjects() {
         let s: Shard = "1/3".parse().unwrap();
         assert!(s.holds(4) && !s.holds(5));
+        assert_eq!(s.to_string(), "1/3");
         for bad in ["3/3", "1", "a/2", "0/0"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }

@@ -960,11 +960,11 @@ impl MatcherApi {
             Some(s) if !s.holds(subject) => Err(GatewayError::invalid(
                 "subject_id",
                 format!(
-                    "subject {subject} belongs to shard {}/{}, not this shard {}/{} (shard i of N holds the ids equal to i modulo N)",
-                    subject % s.count,
-                    s.count,
-                    s.index,
-                    s.count
+                    "subject {subject} belongs to shard {}, not this shard {s} (shard i of N holds the ids equal to i modulo N)",
+                    crate::remote::Shard {
+                        index: subject % s.count,
+                        count: s.count
+                    }
                 ),
             )),
             _ => Ok(()),
