@@ -804,9 +804,9 @@ fn has_bit(set: &[u64], k: u32) -> bool {
     set.get(k / 64).is_some_and(|b| b & (1 << (k % 64)) != 0)
 }
 
-/// What the gallery has had enrolled, over every shard: per index key, how many prints'
-/// fingers had the word (removals are not taken back), and the keys dropped as stop words for
-/// good (see [`DROP_SHARE`]). Updated print by print in enrolment order, one print at a time
+/// What the gallery holds, over every shard: per index key, how many prints' fingers have
+/// the word (stage 1's weights; a removal takes its print's words back), and the keys dropped
+/// as stop words for good (see [`DROP_SHARE`]). Updated print by print in enrolment order, one print at a time
 /// or in a bulk load alike, so the keys dropped do not depend on the shard count.
 #[derive(Default)]
 struct Vocabulary {
@@ -818,6 +818,18 @@ struct Vocabulary {
 }
 
 impl Vocabulary {
+    /// Takes back a removed print's words (by slot, see [`Shard::entry_words`]): frequencies
+    /// and the print count are over the prints enrolled now. Drops stay (they are final).
+    fn forget(&mut self, words: &[(usize, Vec<u16>)]) {
+        self.prints = self.prints.saturating_sub(1);
+        for (s, words) in words {
+            for &w in words {
+                let k = key(*s, w) as usize;
+                self.df[k] = self.df[k].saturating_sub(1);
+            }
+        }
+    }
+
     fn add(&mut self, fingers: &[Option<Enrolled>; POSITIONS]) {
         if self.df.is_empty() {
             self.df = vec![0; KEYS];
@@ -1164,7 +1176,8 @@ impl Postings {
         self.last = Vec::new();
     }
 
-    /// How many entries `key` lists, folded and in the tail. Stage 1's word weights use it.
+    /// How many entries `key` lists, folded and in the tail.
+    #[cfg(test)]
     fn len_hint(&self, key: u32) -> usize {
         let k = key as usize;
         let folded = self.counts.get(k).map_or(0, |c| *c as usize);
@@ -1183,23 +1196,14 @@ impl Postings {
     /// is no prefetch instruction.
     #[inline]
     fn prefetch(&self, key: u32, list: bool) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let k = key as usize;
-            if k + 1 < self.offsets.len() {
-                let p = if list {
-                    self.bytes.as_ptr().wrapping_add(self.offsets[k] as usize)
-                } else {
-                    self.offsets.as_ptr().wrapping_add(k) as *const u8
-                };
-                // SAFETY: a prefetch is a hint that never faults and reads nothing into the
-                // program, whatever the address; SSE is in every x86-64 target.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
+        let k = key as usize;
+        if k + 1 < self.offsets.len() {
+            if list {
+                prefetch(&self.bytes, self.offsets[k] as usize);
+            } else {
+                prefetch(&self.offsets, k);
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (key, list);
     }
 
     /// Adds each key's weight to `row[e]` (saturating) for every entry `e` it lists: the walk
@@ -1237,6 +1241,22 @@ impl Postings {
             }
         }
     }
+}
+
+/// Asks the cache for `v[i]` (see [`Postings::prefetch`]). Does nothing where there is no
+/// prefetch instruction.
+#[inline]
+fn prefetch<T>(v: &[T], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = v.as_ptr().wrapping_add(i);
+        // SAFETY: a prefetch is a hint that never faults and reads nothing into the program,
+        // whatever the address; SSE is in every x86-64 target.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, i);
 }
 
 /// How many keys ahead of the walk a list's start is prefetched (its offset twice as far).
@@ -1440,6 +1460,25 @@ impl Shard {
     /// Removes entry `e` from the gallery: searches no longer keep it, and its minutiae and
     /// histogram codes are overwritten with zeros (the template is gone; its postings stay in
     /// the index, a word's list naming an entry no search keeps, until [`Shard::purge`]).
+    /// The words entry `e`'s fingers were enrolled with, by slot: recomputed from its minutiae,
+    /// as enrolment computed them from the same packed minutiae.
+    fn entry_words(&self, e: usize) -> Vec<(usize, Vec<u16>)> {
+        let mut start = self.starts[e] as usize;
+        let mut out = vec![];
+        for (s, &n) in self.counts[e].iter().enumerate() {
+            let n = n as usize;
+            if n > 0 {
+                let points: Vec<Point> = self.minutiae[start..start + n]
+                    .iter()
+                    .map(|p| unpack(*p))
+                    .collect();
+                out.push((s, words(&neighbour_edges(&points))));
+            }
+            start += n;
+        }
+        out
+    }
+
     fn remove(&mut self, e: usize) {
         if self.removed.len() <= e / 64 {
             self.removed.resize(e / 64 + 1, 0);
@@ -1679,41 +1718,45 @@ fn best_of_shard(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
 }
 
 /// The index keys stage 1 walks for each probe finger, with a weight: the word's inverse
-/// document frequency over the whole gallery, ln((N + 1) / (df + 1)) × [`IDF_SCALE`], so a
+/// document frequency over the gallery's prints, ln((N + 1) / (df + 1)) × [`IDF_SCALE`], so a
 /// word that many fingers have says little and a rare one much; words listed for more than
-/// [`STOP_WORD_SHARE`] of the gallery's entries are not walked at all (stop words), nor are
-/// those in `dropped`, the matcher's (see [`Vocabulary`]). Document frequencies are summed
-/// over shards, and the keys dropped decided over all of them, so neither the weights nor the
-/// keys walked depend on the shard count.
-fn weighted_keys<S: std::ops::Deref<Target = Shard>>(
-    shards: &[S],
-    words: &ProbeWords,
-    stop_share: f64,
-    dropped: &[u64],
-) -> Vec<FingerKeys> {
-    let n: usize = shards.iter().map(|s| s.len()).sum();
+/// `stop_share` of the gallery's prints are not walked at all (stop words), nor are those the
+/// vocabulary has dropped. Frequencies, the print count and drops are the vocabulary's, over
+/// every shard, so neither the weights nor the keys walked depend on the shard count, and a
+/// removed print no longer counts (the index lists it until a compaction).
+///
+/// One frequency per key, read ahead, where summing each key's list lengths over the shards
+/// had been a cache miss per key and shard.
+fn weighted_keys(v: &Vocabulary, words: &ProbeWords, stop_share: f64) -> Vec<FingerKeys> {
+    let n = v.prints as usize;
     words
         .bits
         .iter()
         .zip(&words.slots)
         .map(|(bits, &s)| {
-            let mut keys = Vec::new();
+            // The probe finger's words, ascending.
+            let mut words = Vec::new();
             for (block, &b) in bits.iter().enumerate() {
                 let mut b = b;
                 while b != 0 {
-                    let w = block * 64 + b.trailing_zeros() as usize;
+                    words.push(key(s, (block * 64 + b.trailing_zeros() as usize) as u16));
                     b &= b - 1;
-                    let k = key(s, w as u16);
-                    if has_bit(dropped, k) {
-                        continue;
-                    }
-                    let df: usize = shards.iter().map(|sh| sh.postings.len_hint(k)).sum();
-                    if df == 0 || df as f64 > stop_above(n, stop_share) {
-                        continue;
-                    }
-                    let idf = (((n + 1) as f64) / ((df + 1) as f64)).ln();
-                    keys.push((k, (idf * IDF_SCALE).clamp(1.0, 255.0) as u16));
                 }
+            }
+            let mut keys = Vec::new();
+            for (i, &k) in words.iter().enumerate() {
+                if let Some(&ahead) = words.get(i + PREFETCH_AHEAD) {
+                    prefetch(&v.df, ahead as usize);
+                }
+                if has_bit(&v.dropped, k) {
+                    continue;
+                }
+                let df = v.df.get(k as usize).map_or(0, |d| *d as usize);
+                if df == 0 || df as f64 > stop_above(n, stop_share) {
+                    continue;
+                }
+                let idf = (((n + 1) as f64) / ((df + 1) as f64)).ln();
+                keys.push((k, (idf * IDF_SCALE).clamp(1.0, 255.0) as u16));
             }
             FingerKeys { slot: s, keys }
         })
@@ -1754,10 +1797,10 @@ fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
     shards: &[S],
     codes: &ProbeCodes,
     tuning: Tuning,
-    dropped: &[u64],
+    vocabulary: &Vocabulary,
     deadline: Deadline,
 ) -> Option<Stage1> {
-    let keys = weighted_keys(shards, &codes.words, tuning.stop_share, dropped);
+    let keys = weighted_keys(vocabulary, &codes.words, tuning.stop_share);
     let n: usize = shards.iter().map(|s| s.len()).sum();
     let m = cascade_len(tuning.cascade, n);
     type Best = Vec<(usize, f32)>;
@@ -2092,7 +2135,7 @@ impl ExhaustiveMatcher {
             .collect();
         let mut n = 0;
         let v = self.vocabulary.read().expect("vocabulary lock");
-        for fk in weighted_keys(&shards, &codes.words, self.tuning.stop_share, &v.dropped) {
+        for fk in weighted_keys(&v, &codes.words, self.tuning.stop_share) {
             for s in &shards {
                 for &(k, _) in &fk.keys {
                     s.postings.for_each(k, |_| n += 1);
@@ -2119,7 +2162,7 @@ impl ExhaustiveMatcher {
             .map(|s| s.read().expect("shard lock"))
             .collect();
         let v = self.vocabulary.read().expect("vocabulary lock");
-        let st = stage1(&shards, &codes, self.tuning, &v.dropped, Deadline(None))
+        let st = stage1(&shards, &codes, self.tuning, &v, Deadline(None))
             .expect("a search without a deadline finishes");
         let Some((si, ei)) = shards
             .iter()
@@ -2229,7 +2272,7 @@ impl Matcher for ExhaustiveMatcher {
             .map(|s| s.read().expect("shard lock"))
             .collect();
         let v = self.vocabulary.read().expect("vocabulary lock");
-        let st = stage1(&shards, &codes, self.tuning, &v.dropped, deadline)
+        let st = stage1(&shards, &codes, self.tuning, &v, deadline)
             .ok_or(MatchError::DeadlineExceeded)?;
         drop(v);
         let short = shortlist(&st);
@@ -2268,16 +2311,22 @@ impl Matcher for ExhaustiveMatcher {
     /// about 50 µs per 250,000 entries), under the shard's write lock, so a search holding
     /// the read lock sees it either whole or gone. See `Shard::remove` for what is erased.
     fn remove(&self, subject: SubjectId) -> Result<(), MatchError> {
-        {
+        let words = {
             let mut shard = self.shards[(subject as usize) % self.shards.len()]
                 .write()
                 .expect("shard lock");
             let e = shard
                 .find(subject)
                 .ok_or(MatchError::NotEnrolled(subject))?;
+            let words = shard.entry_words(e);
             shard.remove(e);
-        }
+            words
+        };
         self.enrolled.lock().expect("enrolled set").remove(&subject);
+        self.vocabulary
+            .write()
+            .expect("vocabulary lock")
+            .forget(&words);
         Ok(())
     }
 
@@ -2404,6 +2453,42 @@ mod tests {
             let stranger = m.search(&probe(10_000 + i, 0), 3).unwrap();
             assert_eq!(stranger.hit, None, "false hit: {:?}", stranger.candidates);
         }
+    }
+
+    /// Stage 1's word weights are over the prints the gallery holds: a removal takes its
+    /// print's words back at once (before any compaction), as if it had never been enrolled.
+    #[test]
+    fn a_removal_takes_its_words_out_of_the_weights() {
+        let removed = |p: u64| p.is_multiple_of(3);
+        let m = ExhaustiveMatcher::new(2);
+        let fresh = ExhaustiveMatcher::new(3);
+        for p in 1..=300 {
+            m.enroll(p, &enrol_capture(p)).unwrap();
+            if !removed(p) {
+                fresh.enroll(p, &enrol_capture(p)).unwrap();
+            }
+        }
+        for p in (1..=300).filter(|p| removed(*p)) {
+            m.remove(p).unwrap();
+        }
+        let (a, b) = (
+            m.vocabulary.read().unwrap(),
+            fresh.vocabulary.read().unwrap(),
+        );
+        assert_eq!(a.prints, 200);
+        assert_eq!(a.prints, b.prints);
+        assert!(
+            a.df == b.df,
+            "word frequencies differ from a gallery without the removed"
+        );
+        let words = ProbeCodes::new(&probe(7, 1)).unwrap().words;
+        let keys = |v: &Vocabulary| -> Vec<(u32, u16)> {
+            weighted_keys(v, &words, STOP_WORD_SHARE)
+                .into_iter()
+                .flat_map(|fk| fk.keys)
+                .collect()
+        };
+        assert_eq!(keys(&a), keys(&b));
     }
 
     #[test]
@@ -2987,7 +3072,8 @@ mod tests {
         m.enroll_many(&prints).unwrap();
         let shards: Vec<_> = m.shards.iter().map(|s| s.read().unwrap()).collect();
         let codes = ProbeCodes::new(&probe(9, 1)).unwrap();
-        let keys = weighted_keys(&shards, &codes.words, STOP_WORD_SHARE, &[]);
+        let keys = weighted_keys(&m.vocabulary.read().unwrap(), &codes.words, STOP_WORD_SHARE);
+        // The lists' lengths, not the vocabulary the weights read: the two agree.
         let df = |k: u32| -> usize { shards.iter().map(|s| s.postings.len_hint(k)).sum() };
         let (mut stopped, mut walked) = (0, 0);
         for ((bits, &sl), fk) in codes.words.bits.iter().zip(&codes.words.slots).zip(&keys) {
@@ -3086,6 +3172,7 @@ mod tests {
             fold_at in 0u64..45,
         ) {
             let mut shard = Shard::default();
+            let mut v = Vocabulary::default();
             let mut prints = vec![];
             for p in 1..=people {
                 let mut t = enrol_capture(p);
@@ -3096,6 +3183,7 @@ mod tests {
                     t.fingers.push(dup);
                 }
                 shard.push(p, enrolled_fingers(&t).unwrap(), &[]);
+                v.add(&enrolled_fingers(&t).unwrap());
                 prints.push(t);
                 if p == fold_at {
                     shard.postings.fold(&[]);
@@ -3108,7 +3196,7 @@ mod tests {
                 .iter()
                 .map(|f| (slot(f.position).unwrap(), prepare(points(f))))
                 .collect();
-            let keys = weighted_keys(&[&shard], &probe_words(&prepared), STOP_WORD_SHARE, &[]);
+            let keys = weighted_keys(&v, &probe_words(&prepared), STOP_WORD_SHARE);
             let indexed = shard.word_scores(&keys, Deadline(None)).unwrap();
             for (t, score) in prints.iter().zip(&indexed) {
                 prop_assert_eq!(*score, shortlist_score(&keys, t));
