@@ -76,6 +76,48 @@ pub struct GalleryBackend<R> {
     records: Arc<Records<R>>,
     permits: Arc<Semaphore>,
     deadline: Duration,
+    /// One of the gallery's own prints (see [`GalleryBackend::deadline_fit`]), when loaded
+    /// from a file.
+    sample: Option<Tenprint>,
+}
+
+/// How long a search of a gallery took beside the search deadline (see
+/// [`GalleryBackend::deadline_fit`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeadlineFit {
+    pub search: Duration,
+    pub deadline: Duration,
+}
+
+impl DeadlineFit {
+    /// Whether a search leaves less than half the deadline: on a busier machine, or waiting
+    /// for a core, searches would miss it, and a search that misses its deadline is retried
+    /// (never answered as a no-hit), so submissions would wait until it is raised.
+    pub fn too_tight(&self) -> bool {
+        self.search * 2 > self.deadline
+    }
+}
+
+/// Warns, naming the option, if `fit` leaves a search of `gallery` less than half the
+/// deadline (see [`DeadlineFit::too_tight`]).
+pub fn warn_if_tight(fit: &DeadlineFit, gallery: &str) {
+    let (search_ms, deadline_ms) = (fit.search.as_millis(), fit.deadline.as_millis());
+    if fit.too_tight() {
+        tracing::warn!(
+            gallery,
+            search_ms,
+            deadline_ms,
+            "a search of the {gallery} gallery takes over half of --search-deadline-ms: \
+             searches that miss it are retried, so submissions may wait until it is raised"
+        );
+    } else {
+        tracing::info!(
+            gallery,
+            search_ms,
+            deadline_ms,
+            "search time within the deadline"
+        );
+    }
 }
 
 impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
@@ -86,7 +128,41 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
             records: Arc::new(records),
             permits: Arc::new(Semaphore::new(cores)),
             deadline: DEFAULT_SEARCH_DEADLINE,
+            sample: None,
         }
+    }
+
+    /// Times a search of the gallery's own sample print, if it has one, and logs how it
+    /// compares with the deadline (see [`warn_if_tight`]).
+    pub fn log_deadline_fit(&self, gallery: &str) -> Result<(), BackendError> {
+        if let Some(p) = &self.sample {
+            warn_if_tight(&self.deadline_fit(p)?, gallery);
+        }
+        Ok(())
+    }
+
+    /// One of the gallery's own prints, if it was loaded from a file.
+    pub fn sample(&self) -> Option<&Tenprint> {
+        self.sample.as_ref()
+    }
+
+    /// Times a search of `probe` (the median of three, no deadline) beside the search
+    /// deadline: at start-up, so that a deadline no search can meet is seen at once rather
+    /// than as submissions retried without end.
+    pub fn deadline_fit(&self, probe: &Tenprint) -> Result<DeadlineFit, BackendError> {
+        let mut times = Vec::with_capacity(3);
+        for _ in 0..3 {
+            let t = Instant::now();
+            self.matcher
+                .search(probe, 1)
+                .map_err(|e| BackendError::Matcher(e.to_string()))?;
+            times.push(t.elapsed());
+        }
+        times.sort_unstable();
+        Ok(DeadlineFit {
+            search: times[1],
+            deadline: self.deadline,
+        })
     }
 
     /// The same backend with searches given `deadline` instead of [`DEFAULT_SEARCH_DEADLINE`].
@@ -116,7 +192,11 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
             .enroll_many(&entries)
             .map_err(|e| anyhow::anyhow!("{gallery}: {e}"))?;
         matcher.compact();
-        Ok(Self::new(Arc::new(matcher), recs))
+        let sample = entries.into_iter().next().map(|(_, t)| t);
+        Ok(GalleryBackend {
+            sample,
+            ..Self::new(Arc::new(matcher), recs)
+        })
     }
 
     pub fn matcher(&self) -> Arc<dyn Matcher> {
@@ -246,6 +326,24 @@ mod tests {
         let b = b.with_deadline(Duration::ZERO);
         let e = b.identify(probe).await.unwrap_err();
         assert!(e.to_string().contains("deadline"), "{e}");
+    }
+
+    /// A deadline under twice a search's time is reported as too tight, one well over it not.
+    #[test]
+    fn a_deadline_a_search_cannot_meet_is_seen_at_start_up() {
+        let (b, probe) = gallery(40);
+        let fit = b.deadline_fit(&probe).unwrap();
+        assert!(!fit.too_tight(), "{fit:?}");
+        assert_eq!(fit.deadline, DEFAULT_SEARCH_DEADLINE);
+        let b = b.with_deadline(Duration::ZERO);
+        let fit = b.deadline_fit(&probe).unwrap();
+        assert!(fit.too_tight(), "{fit:?}");
+        // A search slower than half the deadline: too tight, though it would still finish.
+        let fit = DeadlineFit {
+            search: Duration::from_millis(60),
+            deadline: Duration::from_millis(100),
+        };
+        assert!(fit.too_tight());
     }
 
     /// The wait for a core counts: with every core busy, a search gives up at its deadline.

@@ -372,7 +372,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ) = match ident_shards {
                 None => {
                     let b = tokio::task::spawn_blocking(move || {
-                        backends::InProcess::load_with_deadline(&dir, shards, deadline)
+                        let b = backends::InProcess::load_with_deadline(&dir, shards, deadline)?;
+                        b.ident.log_deadline_fit("IDENT")?;
+                        b.criminal.log_deadline_fit("FBI")?;
+                        anyhow::Ok(b)
                     })
                     .await??;
                     let m = b.ident.matcher();
@@ -396,13 +399,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )?;
                     tracing::info!(shards = %spec, "IDENT searches go to matcher shard processes");
                     let criminal = tokio::task::spawn_blocking(move || {
-                        backends::GalleryBackend::<world::CriminalRecord>::load(
+                        let b = backends::GalleryBackend::<world::CriminalRecord>::load(
                             &dir,
                             world::FBI_GALLERY_FILE,
                             world::FBI_RECORDS_FILE,
                             shards,
-                        )
-                        .map(|b| b.with_deadline(deadline))
+                        )?
+                        .with_deadline(deadline);
+                        b.log_deadline_fit("FBI")?;
+                        anyhow::Ok(b)
                     })
                     .await??;
                     (Arc::new(remote), Arc::new(criminal), None)
