@@ -141,11 +141,6 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
         Ok(())
     }
 
-    /// One of the gallery's own prints, if it was loaded from a file.
-    pub fn sample(&self) -> Option<&Tenprint> {
-        self.sample.as_ref()
-    }
-
     /// Times a search of `probe` (the median of three, no deadline) beside the search
     /// deadline: at start-up, so that a deadline no search can meet is seen at once rather
     /// than as submissions retried without end.

@@ -38,8 +38,8 @@
 //! batches, each merged into the index at once. Removal ([`Matcher::remove`]) marks
 //! the entry removed — searches never keep it — and zeroes its minutiae and histogram codes;
 //! its postings stay in the index, naming an entry no search keeps, until
-//! [`ExhaustiveMatcher::compact`] drops the removed entries (a subject enrolled again gets a new
-//! entry).
+//! [`ExhaustiveMatcher::compact`] drops the removed entries (a subject enrolled again gets a
+//! new entry). Stage 1's word weights stop counting a removed print at once.
 
 use crate::{
     Calibration, Candidate, MatchError, Matcher, SearchResult, SubjectId, Tenprint,
@@ -806,8 +806,9 @@ fn has_bit(set: &[u64], k: u32) -> bool {
 
 /// What the gallery holds, over every shard: per index key, how many prints' fingers have
 /// the word (stage 1's weights; a removal takes its print's words back), and the keys dropped
-/// as stop words for good (see [`DROP_SHARE`]). Updated print by print in enrolment order, one print at a time
-/// or in a bulk load alike, so the keys dropped do not depend on the shard count.
+/// as stop words for good (see [`DROP_SHARE`]). Updated print by print in enrolment order,
+/// one print at a time or in a bulk load alike, so the keys dropped do not depend on the
+/// shard count.
 #[derive(Default)]
 struct Vocabulary {
     /// Per key (allocated at the first print: 2.3 MB).
