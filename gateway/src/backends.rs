@@ -98,28 +98,6 @@ impl DeadlineFit {
     }
 }
 
-/// Warns, naming the option, if `fit` leaves a search of `gallery` less than half the
-/// deadline (see [`DeadlineFit::too_tight`]).
-pub fn warn_if_tight(fit: &DeadlineFit, gallery: &str) {
-    let (search_ms, deadline_ms) = (fit.search.as_millis(), fit.deadline.as_millis());
-    if fit.too_tight() {
-        tracing::warn!(
-            gallery,
-            search_ms,
-            deadline_ms,
-            "a search of the {gallery} gallery takes over half of --search-deadline-ms: \
-             searches that miss it are retried, so submissions may wait until it is raised"
-        );
-    } else {
-        tracing::info!(
-            gallery,
-            search_ms,
-            deadline_ms,
-            "search time within the deadline"
-        );
-    }
-}
-
 impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
     pub fn new(matcher: Arc<dyn Matcher>, records: Records<R>) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -133,10 +111,29 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
     }
 
     /// Times a search of the gallery's own sample print, if it has one, and logs how it
-    /// compares with the deadline (see [`warn_if_tight`]).
+    /// compares with the deadline: a warning naming the option if it leaves a search of
+    /// `gallery` less than half of it (see [`DeadlineFit::too_tight`]).
     pub fn log_deadline_fit(&self, gallery: &str) -> Result<(), BackendError> {
-        if let Some(p) = &self.sample {
-            warn_if_tight(&self.deadline_fit(p)?, gallery);
+        let Some(p) = &self.sample else {
+            return Ok(());
+        };
+        let fit = self.deadline_fit(p)?;
+        let (search_ms, deadline_ms) = (fit.search.as_millis(), fit.deadline.as_millis());
+        if fit.too_tight() {
+            tracing::warn!(
+                gallery,
+                search_ms,
+                deadline_ms,
+                "a search of the {gallery} gallery takes over half of --search-deadline-ms: \
+                 searches that miss it are retried, so submissions may wait until it is raised"
+            );
+        } else {
+            tracing::info!(
+                gallery,
+                search_ms,
+                deadline_ms,
+                "search time within the deadline"
+            );
         }
         Ok(())
     }

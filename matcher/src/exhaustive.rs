@@ -1461,23 +1461,14 @@ impl Shard {
     /// Removes entry `e` from the gallery: searches no longer keep it, and its minutiae and
     /// histogram codes are overwritten with zeros (the template is gone; its postings stay in
     /// the index, a word's list naming an entry no search keeps, until [`Shard::purge`]).
-    /// The words entry `e`'s fingers were enrolled with, by slot: recomputed from its minutiae,
-    /// as enrolment computed them from the same packed minutiae.
+    /// The words entry `e`'s fingers were enrolled with, by slot: recomputed from its minutiae
+    /// (see [`Shard::finger`]; a finger's words do not depend on the order of its edges), as
+    /// enrolment computed them from the same packed minutiae.
     fn entry_words(&self, e: usize) -> Vec<(usize, Vec<u16>)> {
-        let mut start = self.starts[e] as usize;
-        let mut out = vec![];
-        for (s, &n) in self.counts[e].iter().enumerate() {
-            let n = n as usize;
-            if n > 0 {
-                let points: Vec<Point> = self.minutiae[start..start + n]
-                    .iter()
-                    .map(|p| unpack(*p))
-                    .collect();
-                out.push((s, words(&neighbour_edges(&points))));
-            }
-            start += n;
-        }
-        out
+        (0..POSITIONS)
+            .filter(|&s| self.counts[e][s] > 0)
+            .map(|s| (s, words(&self.finger(e, s).edges)))
+            .collect()
     }
 
     fn remove(&mut self, e: usize) {
