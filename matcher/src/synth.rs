@@ -206,6 +206,7 @@ fn master_finger(seed: u64, person: u64, position: u8) -> MasterFinger {
             vec![(cx - w * 0.3, cy + h * 0.3), (cx + w * 0.3, cy + h * 0.3)],
         ),
     };
+    let target = rng.random_range(30..=60usize);
     let mut finger = MasterFinger {
         position,
         class,
@@ -213,9 +214,8 @@ fn master_finger(seed: u64, person: u64, position: u8) -> MasterFinger {
         height,
         cores,
         deltas,
-        minutiae: vec![],
+        minutiae: Vec::with_capacity(target),
     };
-    let target = rng.random_range(30..=60usize);
     // Minutiae at least ~a ridge pair apart, inside the elliptic contact area.
     let min_d2 = 14.0f32 * 14.0;
     let (rx, ry) = (w * 0.42, h * 0.44);
