@@ -241,6 +241,10 @@ fn main() {
     if a.profile_s > 0 {
         // Only searches, on one thread, for a profiler (`perf record -p`, once this line is
         // printed): nothing else runs.
+        eprintln!(
+            "generation {generation_s:.2} s, build {build_s:.2} s, heap {} bytes/identity",
+            heap.total() / a.identities as usize
+        );
         eprintln!("profiling: searches only, pid {}", std::process::id());
         let t = Instant::now();
         let mut n = 0u64;
