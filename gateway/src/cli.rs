@@ -388,15 +388,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         };
                         backends::log_calibration(&cal, "--ident-fpir");
                     }
-                    (b.ident, b.criminal, Some(m))
+                    (
+                        b.ident,
+                        b.criminal,
+                        Some(server::MatcherServing::InProcess(m)),
+                    )
                 }
                 Some(spec) => {
-                    let remote = crate::remote::RemoteIdent::new(
+                    let remote = Arc::new(crate::remote::RemoteIdent::new(
                         &spec,
                         &pki::PkiDir(pki.clone()),
                         &world,
                         deadline,
-                    )?;
+                    )?);
                     tracing::info!(shards = %spec, "IDENT searches go to matcher shard processes");
                     let criminal = tokio::task::spawn_blocking(move || {
                         let b = backends::GalleryBackend::<world::CriminalRecord>::load(
@@ -410,7 +414,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         anyhow::Ok(b)
                     })
                     .await??;
-                    (Arc::new(remote), Arc::new(criminal), None)
+                    (
+                        remote.clone(),
+                        Arc::new(criminal),
+                        Some(server::MatcherServing::Shards(remote)),
+                    )
                 }
             };
             let gw = server::Gateway::start(

@@ -13,6 +13,11 @@
 //! The gateway calls the shards with the admin identity of its PKI directory (the matcher
 //! service is admin only); the immigration records of hits are read from the world directory,
 //! so prints and records never travel together.
+//!
+//! The gateway serves `MatcherService` over the shards too ([`ShardedMatcherApi`]), so an
+//! operator enrols and removes subjects at the gateway whether IDENT is in process or not: a
+//! change goes to every replica of the shard that holds the id, and is done only when every
+//! replica has it (see [`ShardedMatcherApi`]).
 
 use crate::backends::{BackendError, IdentHit, IdentSearch};
 use crate::pki::PkiDir;
@@ -23,6 +28,7 @@ use interop_proto::v1 as pb;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::Status;
 
 /// `i/N`: shard `i` of `N` (0-based).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,13 +264,10 @@ async fn ask_shard(
     Err(why)
 }
 
-#[tonic::async_trait]
-impl IdentSearch for RemoteIdent {
-    async fn search(&self, prints: Tenprint) -> Result<Option<IdentHit>, BackendError> {
-        let req = pb::SearchRequest {
-            fingers: crate::convert::tenprint_to_pb(&prints),
-            max_candidates: 1,
-        };
+impl RemoteIdent {
+    /// Every shard's answer to `req`, each from the first replica that gives one within the
+    /// deadline; or, if some shard gave none, which and why.
+    async fn scatter(&self, req: pb::SearchRequest) -> Result<Vec<pb::SearchResponse>, String> {
         let mut asks = tokio::task::JoinSet::new();
         let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for (i, replicas) in self.shards.iter().enumerate() {
@@ -272,34 +275,248 @@ impl IdentSearch for RemoteIdent {
             let first = turn % replicas.len();
             asks.spawn(async move { (i, ask_shard(replicas, first, req, deadline).await) });
         }
-        let mut best: Option<pb::Candidate> = None;
-        let mut missing = vec![];
+        let (mut answers, mut missing) = (vec![], vec![]);
         while let Some(done) = asks.join_next().await {
-            let (i, answer) = done.map_err(|e| BackendError::Unavailable(e.to_string()))?;
+            let (i, answer) = done.map_err(|e| e.to_string())?;
             match answer {
-                Ok(resp) if resp.hit => {
-                    if let Some(c) = resp.candidates.into_iter().next()
-                        && best.as_ref().is_none_or(|b| c.score > b.score)
-                    {
-                        best = Some(c);
-                    }
-                }
-                Ok(_) => {}
+                Ok(resp) => answers.push(resp),
                 Err(why) => missing.push(format!("shard {i}/{}: {why}", self.shards.len())),
             }
         }
-        if !missing.is_empty() {
-            return Err(BackendError::Unavailable(format!(
-                "IDENT search incomplete ({}); it will be retried",
-                missing.join("; ")
-            )));
+        if missing.is_empty() {
+            Ok(answers)
+        } else {
+            missing.sort();
+            Err(missing.join("; "))
         }
+    }
+
+    /// Sends a change of `subject` to every replica of the shard that holds it, at once, and
+    /// gives the shard's gallery size after it. See [`ShardedMatcherApi`] for what counts as
+    /// done.
+    async fn change(&self, subject: u64, change: Change) -> Result<u64, Status> {
+        let n = self.shards.len();
+        let shard = (subject % n as u64) as usize;
+        let mut calls = tokio::task::JoinSet::new();
+        for (r, c) in self.shards[shard].iter().enumerate() {
+            let (c, change, deadline) = (c.clone(), change.clone(), self.deadline);
+            calls.spawn(async move { (r, change.send(&c, deadline).await) });
+        }
+        let mut results = vec![];
+        while let Some(done) = calls.join_next().await {
+            results.push(done.map_err(|e| Status::internal(e.to_string()))?);
+        }
+        results.sort_by_key(|(r, _)| *r);
+        let already = change.already();
+        let (mut size, mut had, mut failed) = (None, 0, vec![]);
+        for (r, res) in results {
+            match res {
+                Ok(s) => size = Some(size.map_or(s, |m: u64| m.max(s))),
+                Err(e) if e.code() == already => had += 1,
+                Err(e) => failed.push((r, e)),
+            }
+        }
+        let what = change.name();
+        match (size, failed.first()) {
+            (Some(s), None) => Ok(s),
+            // Every replica had it already: as one gallery answers (ALREADY_EXISTS for an
+            // enrolment, NOT_FOUND for a removal).
+            (None, None) => Err(Status::new(
+                already,
+                format!(
+                    "{what} of subject {subject}: every replica of shard {shard}/{n} answered {already:?}"
+                ),
+            )),
+            // Every replica refused the request itself (a print it cannot use): its answer.
+            (None, Some((_, first)))
+                if had == 0
+                    && !retryable(first.code())
+                    && failed.iter().all(|(_, e)| e.code() == first.code()) =>
+            {
+                Err(first.clone())
+            }
+            _ => {
+                let why: Vec<String> = failed
+                    .iter()
+                    .map(|(r, e)| format!("replica {r}: {:?}: {}", e.code(), e.message()))
+                    .collect();
+                let total = self.shards[shard].len();
+                Err(Status::unavailable(format!(
+                    "{what} of subject {subject} is not done: {} of {total} replicas of shard {shard}/{n} have it ({}); until it is retried and done, a search may still answer as before on the others. Retry it: a replica that already has it counts as done",
+                    total - failed.len(),
+                    why.join("; ")
+                )))
+            }
+        }
+    }
+}
+
+/// A status that says the call may succeed if tried again (the replica or the network, not
+/// the request).
+fn retryable(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unavailable
+            | DeadlineExceeded
+            | Cancelled
+            | Unknown
+            | Internal
+            | ResourceExhausted
+            | Aborted
+    )
+}
+
+/// An enrolment or removal on its way to a shard's replicas.
+#[derive(Clone)]
+enum Change {
+    Enroll(pb::EnrollRequest),
+    Remove(pb::RemoveRequest),
+}
+
+impl Change {
+    fn name(&self) -> &'static str {
+        match self {
+            Change::Enroll(_) => "the enrolment",
+            Change::Remove(_) => "the removal",
+        }
+    }
+
+    /// What a replica that already has the change answers: it counts as done.
+    fn already(&self) -> tonic::Code {
+        match self {
+            Change::Enroll(_) => tonic::Code::AlreadyExists,
+            Change::Remove(_) => tonic::Code::NotFound,
+        }
+    }
+
+    /// The replica's gallery size after the change.
+    async fn send(self, c: &Client, deadline: Duration) -> Result<u64, Status> {
+        let mut stub = pb::matcher_service_client::MatcherServiceClient::new(c.channel());
+        let call = async move {
+            match self {
+                Change::Enroll(r) => {
+                    let mut call = tonic::Request::new(r);
+                    call.set_timeout(deadline);
+                    stub.enroll(call).await.map(|r| r.into_inner().gallery_size)
+                }
+                Change::Remove(r) => {
+                    let mut call = tonic::Request::new(r);
+                    call.set_timeout(deadline);
+                    stub.remove(call).await.map(|r| r.into_inner().gallery_size)
+                }
+            }
+        };
+        tokio::time::timeout(deadline, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "no answer within {} ms",
+                    deadline.as_millis()
+                )))
+            })
+    }
+}
+
+#[tonic::async_trait]
+impl IdentSearch for RemoteIdent {
+    async fn search(&self, prints: Tenprint) -> Result<Option<IdentHit>, BackendError> {
+        let req = pb::SearchRequest {
+            fingers: crate::convert::tenprint_to_pb(&prints),
+            max_candidates: 1,
+        };
+        let answers = self.scatter(req).await.map_err(|why| {
+            BackendError::Unavailable(format!(
+                "IDENT search incomplete ({why}); it will be retried"
+            ))
+        })?;
+        let best = answers
+            .into_iter()
+            .filter(|a| a.hit)
+            .filter_map(|a| a.candidates.into_iter().next())
+            .fold(None::<pb::Candidate>, |best, c| match best {
+                Some(b) if b.score >= c.score => Some(b),
+                _ => Some(c),
+            });
         Ok(best.and_then(|c| {
             self.records.get(&c.subject_id).map(|r| IdentHit {
                 score: c.score,
                 record: r.clone(),
             })
         }))
+    }
+}
+
+/// `MatcherService` at a gateway whose IDENT gallery is in shard processes
+/// (`interop-gateway serve --ident-shards`; admin only, as in process):
+/// - **Search** goes to every shard, as a submission's does; the candidates are merged by
+///   score, and it is a hit if any shard's is. If a shard gives no answer it is UNAVAILABLE.
+/// - **Enroll** and **Remove** go to every replica of the shard that holds the id (`i` of `N`
+///   holds the ids equal to `i` modulo `N`), at once. The answer's gallery size is that
+///   shard's. A replica that already has the change (ALREADY_EXISTS for an enrolment,
+///   NOT_FOUND for a removal) counts as done, so retrying a change that reached only some
+///   replicas completes it; if every replica already had it, the answer is theirs, as one
+///   gallery's would be. If a replica cannot be reached, the change is **not done** and the
+///   answer is UNAVAILABLE, naming the replicas that do not have it: until it is retried,
+///   searches that reach one of them answer as before the change (for a removal, the subject
+///   may still be found there), which is why the answer says so rather than succeed.
+pub struct ShardedMatcherApi(pub Arc<RemoteIdent>);
+
+#[tonic::async_trait]
+impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
+    async fn search(
+        &self,
+        req: tonic::Request<pb::SearchRequest>,
+    ) -> Result<tonic::Response<pb::SearchResponse>, Status> {
+        crate::services::need_admin(&req)?;
+        let mut r = req.into_inner();
+        crate::services::fingers_for_search(&r.fingers)?;
+        let k = r.max_candidates.clamp(1, 100) as usize;
+        r.max_candidates = k as u32;
+        let answers = self
+            .0
+            .scatter(r)
+            .await
+            .map_err(|why| Status::unavailable(format!("search incomplete: {why}")))?;
+        let hit = answers.iter().any(|a| a.hit);
+        let mut candidates: Vec<pb::Candidate> =
+            answers.into_iter().flat_map(|a| a.candidates).collect();
+        candidates.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(a.subject_id.cmp(&b.subject_id))
+        });
+        candidates.truncate(k);
+        Ok(tonic::Response::new(pb::SearchResponse { hit, candidates }))
+    }
+
+    async fn enroll(
+        &self,
+        req: tonic::Request<pb::EnrollRequest>,
+    ) -> Result<tonic::Response<pb::EnrollResponse>, Status> {
+        crate::services::need_admin(&req)?;
+        let r = req.into_inner();
+        crate::services::fingers_for_search(&r.fingers)?;
+        let subject = r.subject_id;
+        let gallery_size = self.0.change(subject, Change::Enroll(r)).await?;
+        tracing::info!(subject, gallery_size, "subject enrolled in its IDENT shard");
+        Ok(tonic::Response::new(pb::EnrollResponse { gallery_size }))
+    }
+
+    async fn remove(
+        &self,
+        req: tonic::Request<pb::RemoveRequest>,
+    ) -> Result<tonic::Response<pb::RemoveResponse>, Status> {
+        crate::services::need_admin(&req)?;
+        let r = req.into_inner();
+        let subject = r.subject_id;
+        let gallery_size = self.0.change(subject, Change::Remove(r)).await?;
+        tracing::info!(
+            subject,
+            gallery_size,
+            "subject removed from its IDENT shard"
+        );
+        Ok(tonic::Response::new(pb::RemoveResponse { gallery_size }))
     }
 }
 

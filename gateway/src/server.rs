@@ -106,7 +106,7 @@ pub struct Gateway {
     pub(crate) subscription_limits: crate::streams::SubscriptionLimits,
     /// Each bureau's share of the pipeline.
     pub bureau_shares: Arc<pipeline::BureauShares>,
-    matcher: Option<Arc<dyn Matcher>>,
+    matcher: Option<MatcherServing>,
     options: ServeOptions,
     /// The TLS configuration being served, once [`Gateway::serve`] runs (for reloads).
     tls: std::sync::OnceLock<Arc<ServerTls>>,
@@ -143,6 +143,13 @@ async fn apply_settings(
 const JURISDICTION_SETTING: &str = "policy/jurisdiction/";
 const STATE_SETTING: &str = "policy/state/";
 
+/// What the gateway serves as `MatcherService` (admin only): its in-process IDENT gallery, or
+/// the shard processes behind `--ident-shards` (see [`crate::remote::ShardedMatcherApi`]).
+pub enum MatcherServing {
+    InProcess(Arc<dyn Matcher>),
+    Shards(Arc<crate::remote::RemoteIdent>),
+}
+
 impl Gateway {
     /// Builds the gateway over a store and the two backends, applies persisted policy
     /// changes, starts the pipeline and resumes every unfinished submission.
@@ -151,7 +158,7 @@ impl Gateway {
         store: DynStore,
         ident: Arc<dyn IdentSearch>,
         criminal: Arc<dyn CriminalHistory>,
-        matcher: Option<Arc<dyn Matcher>>,
+        matcher: Option<MatcherServing>,
         options: ServeOptions,
     ) -> anyhow::Result<Arc<Gateway>> {
         let policy = Arc::new(PolicyBook::new(&world));
@@ -461,16 +468,31 @@ impl Gateway {
             .add_service(health_svc)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
-        if let Some(m) = &self.matcher {
-            health
-                .set_serving::<MatcherServiceServer<MatcherApi>>()
-                .await;
-            let svc = MatcherServiceServer::new(MatcherApi::new(m.clone()))
-                .max_decoding_message_size(max);
-            router = router.add_service(tonic::service::interceptor::InterceptedService::new(
-                svc,
-                authenticate,
-            ));
+        match &self.matcher {
+            Some(MatcherServing::InProcess(m)) => {
+                health
+                    .set_serving::<MatcherServiceServer<MatcherApi>>()
+                    .await;
+                let svc = MatcherServiceServer::new(MatcherApi::new(m.clone()))
+                    .max_decoding_message_size(max);
+                router = router.add_service(tonic::service::interceptor::InterceptedService::new(
+                    svc,
+                    authenticate,
+                ));
+            }
+            Some(MatcherServing::Shards(r)) => {
+                use crate::remote::ShardedMatcherApi;
+                health
+                    .set_serving::<MatcherServiceServer<ShardedMatcherApi>>()
+                    .await;
+                let svc = MatcherServiceServer::new(ShardedMatcherApi(r.clone()))
+                    .max_decoding_message_size(max);
+                router = router.add_service(tonic::service::interceptor::InterceptedService::new(
+                    svc,
+                    authenticate,
+                ));
+            }
+            None => {}
         }
 
         let addr = listener.local_addr()?;

@@ -45,7 +45,7 @@ fn need_office<T>(req: &Request<T>) -> Result<String, Status> {
     }
 }
 
-fn need_admin<T>(req: &Request<T>) -> Result<(), Status> {
+pub(crate) fn need_admin<T>(req: &Request<T>) -> Result<(), Status> {
     match principal(req)? {
         Principal::Admin => Ok(()),
         _ => Err(Status::permission_denied(
@@ -890,7 +890,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
     }
 }
 
-fn fingers_for_search(
+pub(crate) fn fingers_for_search(
     fingers: &[pb::FingerRecord],
 ) -> Result<interop_matcher::Tenprint, GatewayError> {
     if fingers.is_empty() || fingers.len() > 10 {

@@ -281,7 +281,7 @@ pub async fn serve_in_process(
         store::open_embedded(data_dir)?,
         backends.ident.clone(),
         backends.criminal.clone(),
-        matcher_service.then(|| backends.ident.matcher()),
+        matcher_service.then(|| server::MatcherServing::InProcess(backends.ident.matcher())),
         server::ServeOptions::default(),
     )
     .await?;

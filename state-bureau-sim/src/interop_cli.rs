@@ -164,7 +164,8 @@ enum AdminCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Take a subject out of the gallery the target serves (the gateway: IDENT's; an
+    /// Take a subject out of the gallery the target serves (the gateway: IDENT's, also
+    /// behind --ident-shards, where every replica of its shard must answer; an
     /// `interop-matcher serve` process: its shard's). No later search finds it.
     RemoveSubject { subject_id: u64 },
     /// The gateway's counters, or with --month the monthly statistics.
@@ -901,7 +902,8 @@ async fn admin(client: &Client, cmd: AdminCmd) -> Outcome {
         }
         AdminCmd::RemoveSubject { subject_id } => {
             let size = client.remove_subject(subject_id).await?;
-            outln!("subject {subject_id} removed; the gallery holds {size}");
+            // Behind `--ident-shards` the size is the shard's that held the subject.
+            outln!("subject {subject_id} removed; {size} left in the gallery that held it");
         }
         AdminCmd::Offices { json } => {
             for o in client.list_field_offices().await? {

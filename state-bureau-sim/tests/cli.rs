@@ -188,7 +188,7 @@ async fn a_bureau_submits_a_json_booking_and_a_refused_one_lists_every_violation
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     let want = format!(
-        "subject {subject} removed; the gallery holds {}",
+        "subject {subject} removed; {} left in the gallery that held it",
         gallery.len() - 1
     );
     assert_eq!(text.trim(), want);

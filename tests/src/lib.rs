@@ -248,7 +248,7 @@ impl TestGateway {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         let pki = pki::init_for_world(&dir.path().join("pki"), &world()).expect("pki");
         let faults = Arc::new(store::IoFaults::default());
-        let gw = Self::start_full(dir, pki, None, Some(faults.clone()), None, None).await;
+        let gw = Self::start_full(dir, pki, None, Some(faults.clone()), None, None, None).await;
         (gw, faults)
     }
 
@@ -258,7 +258,19 @@ impl TestGateway {
         pki: PkiDir,
         ident: Option<Arc<dyn IdentSearch>>,
     ) -> TestGateway {
-        Self::start_full(dir, pki, ident, None, None, None).await
+        Self::start_full(dir, pki, ident, None, None, None, None).await
+    }
+
+    /// A gateway whose IDENT is `shards` (shard processes), served as its `MatcherService`
+    /// too, as `interop-gateway serve --ident-shards` does.
+    pub async fn start_with_ident_shards(
+        dir: Arc<tempfile::TempDir>,
+        pki: PkiDir,
+        shards: Arc<interop_gateway::remote::RemoteIdent>,
+    ) -> TestGateway {
+        let ident: Arc<dyn IdentSearch> = shards.clone();
+        let serving = server::MatcherServing::Shards(shards);
+        Self::start_full(dir, pki, Some(ident), None, None, None, Some(serving)).await
     }
 
     /// A fresh gateway that compacts acknowledged field-office events `retention` after
@@ -270,7 +282,7 @@ impl TestGateway {
             retention,
             ..Self::default_options()
         };
-        Self::start_full(dir, pki, None, None, Some(options), None).await
+        Self::start_full(dir, pki, None, None, Some(options), None, None).await
     }
 
     /// The options every test gateway runs with unless a test says otherwise: the defaults,
@@ -289,7 +301,7 @@ impl TestGateway {
     ) -> TestGateway {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         let pki = pki::init_for_world(&dir.path().join("pki"), &world()).expect("pki");
-        Self::start_full(dir, pki, ident, None, Some(options), None).await
+        Self::start_full(dir, pki, ident, None, Some(options), None, None).await
     }
 
     async fn start_full(
@@ -299,11 +311,14 @@ impl TestGateway {
         faults: Option<Arc<store::IoFaults>>,
         options: Option<ServeOptions>,
         listen: Option<std::net::SocketAddr>,
+        matcher: Option<server::MatcherServing>,
     ) -> TestGateway {
         let data = dir.path().join("data");
         let (ident_backend, criminal) = galleries();
-        // The IDENT gallery's matcher is also served as `MatcherService` (admin only).
-        let matcher = ident_backend.matcher();
+        // The IDENT gallery's matcher is also served as `MatcherService` (admin only), unless
+        // the test serves another.
+        let matcher =
+            matcher.unwrap_or_else(|| server::MatcherServing::InProcess(ident_backend.matcher()));
         let inner: Arc<dyn IdentSearch> = ident.unwrap_or_else(|| Arc::new(ident_backend));
         let counting = Arc::new(CountingIdent {
             inner,
@@ -387,7 +402,7 @@ impl TestGateway {
             .parse()
             .expect("endpoint address");
         drop(self);
-        Self::start_full(dir, pki, None, None, None, Some(addr)).await
+        Self::start_full(dir, pki, None, None, None, Some(addr), None).await
     }
 
     pub async fn shutdown(&mut self) {

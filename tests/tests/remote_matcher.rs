@@ -256,3 +256,138 @@ async fn a_shard_refuses_ids_another_shard_holds() {
     let _ = shard.stop.send(());
     let _ = shard.task.await;
 }
+
+/// With `--ident-shards` the gateway serves `MatcherService` over the shards: an enrolment or
+/// removal at the gateway reaches every replica of the shard that holds the id; one that
+/// cannot reach a replica is UNAVAILABLE (not done), and retried once the replica is back it
+/// completes, the replica that already had it counting as done. A search at the gateway
+/// merges the shards' candidates, and a removal there is honoured by submissions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_enrols_and_removes_on_every_replica_of_the_shard() {
+    use interop_gateway::principal::Principal;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let world_dir = dir.path().join("world");
+    write_world_dir(&world_dir).unwrap();
+    let pki = pki::init_for_world(&dir.path().join("pki"), &world()).unwrap();
+    // Shard 0 has two replicas.
+    let s0a = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
+    let s0b = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
+    let s1 = serve_shard(&world_dir, &pki, 1, None, Revocations::default()).await;
+    let spec = format!(
+        "https://{}|https://{},https://{}",
+        s0a.addr, s0b.addr, s1.addr
+    );
+    let ident = RemoteIdent::new(&spec, &pki, &world_dir, Duration::from_millis(1500)).unwrap();
+    let gw = TestGateway::start_with_ident_shards(dir.clone(), pki.clone(), Arc::new(ident)).await;
+    let mut m =
+        pb::matcher_service_client::MatcherServiceClient::new(gw.channel(Principal::Admin).await);
+    let direct = |addr: SocketAddr| {
+        let pki = pki.clone();
+        async move {
+            let c = interop_gateway::client::client_config(
+                &format!("https://{addr}"),
+                &pki,
+                Some(&pki.client(&Principal::Admin)),
+            )
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+            pb::matcher_service_client::MatcherServiceClient::new(c.channel())
+        }
+    };
+    let enrol = |subject_id: u64| pb::EnrollRequest {
+        subject_id,
+        fingers: interop_gateway::convert::tenprint_to_pb(&capture(NOBODY, subject_id)),
+    };
+    let probe = || pb::SearchRequest {
+        fingers: interop_gateway::convert::tenprint_to_pb(&capture(NOBODY, 77)),
+        max_candidates: 3,
+    };
+
+    // An enrolment at the gateway of a shard-0 id reaches both replicas.
+    m.enroll(enrol(8_000_000)).await.unwrap();
+    for addr in [s0a.addr, s0b.addr] {
+        let found = direct(addr)
+            .await
+            .search(probe())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(found.hit, "replica {addr} did not get the enrolment");
+        assert_eq!(found.candidates[0].subject_id, 8_000_000);
+    }
+    let e = m.enroll(enrol(8_000_000)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    // A search at the gateway merges every shard's candidates.
+    let found = m.search(probe()).await.unwrap().into_inner();
+    assert!(found.hit);
+    assert_eq!(found.candidates[0].subject_id, 8_000_000);
+    assert!(found.candidates.len() <= 3);
+    // A print the matcher cannot use is refused at the gateway, before any shard sees it.
+    let e = m
+        .enroll(pb::EnrollRequest {
+            subject_id: 8_000_004,
+            fingers: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+    // A removal at the gateway is honoured by submissions: the person in IDENT (subject 1,
+    // shard 1) is no longer identified. Removing again: NOT_FOUND, as one gallery answers.
+    m.remove(pb::RemoveRequest { subject_id: 1 }).await.unwrap();
+    let e = m
+        .remove(pb::RemoveRequest { subject_id: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let mut bureau = gw.bureau("TX").await;
+    bureau
+        .submit(booking("TX-SHARD-0101", TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    wait_completed(&gw, "TX", "TX-SHARD-0101").await;
+    let outcome = office_outcome(&gw, "TX-SHARD-0101").await.expect("outcome");
+    assert!(!outcome.hit, "a removed subject was identified");
+
+    // One replica of shard 0 down: the enrolment is not done, and says which replica lacks it.
+    let addr0b = s0b.addr;
+    let _ = s0b.stop.send(());
+    let _ = s0b.task.await;
+    let e = m.enroll(enrol(8_000_002)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(
+        e.message().contains("1 of 2 replicas") && e.message().contains("replica 1"),
+        "{}",
+        e.message()
+    );
+    // The replica is back: the retry completes it (replica 0 already had it, which counts).
+    let s0b = serve_shard(&world_dir, &pki, 0, Some(addr0b), Revocations::default()).await;
+    let mut done = None;
+    for _ in 0..50 {
+        match m.enroll(enrol(8_000_002)).await {
+            Ok(r) => {
+                done = Some(r.into_inner());
+                break;
+            }
+            Err(e) if e.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(done.is_some(), "the retried enrolment never completed");
+    let found = direct(addr0b)
+        .await
+        .search(probe())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.candidates[0].subject_id, 8_000_002);
+
+    for s in [s0a, s0b, s1] {
+        let _ = s.stop.send(());
+        let _ = s.task.await;
+    }
+}
