@@ -58,6 +58,40 @@ async fn serve_shard(
     ShardServer { addr, stop, task }
 }
 
+/// A world directory and its PKI, in a fresh temporary directory.
+fn world_and_pki() -> (Arc<tempfile::TempDir>, std::path::PathBuf, pki::PkiDir) {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let world_dir = dir.path().join("world");
+    write_world_dir(&world_dir).unwrap();
+    let pki = pki::init_for_world(&dir.path().join("pki"), &world()).unwrap();
+    (dir, world_dir, pki)
+}
+
+type MatcherClient = pb::matcher_service_client::MatcherServiceClient<tonic::transport::Channel>;
+
+/// A `MatcherService` client to `addr` as the PKI's admin.
+async fn shard_admin(addr: SocketAddr, pki: &pki::PkiDir) -> MatcherClient {
+    use interop_gateway::principal::Principal;
+    let c = interop_gateway::client::client_config(
+        &format!("https://{addr}"),
+        pki,
+        Some(&pki.client(&Principal::Admin)),
+    )
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    MatcherClient::new(c.channel())
+}
+
+/// Enrols a capture of [`NOBODY`] as `subject_id`.
+fn enrol(subject_id: u64) -> pb::EnrollRequest {
+    pb::EnrollRequest {
+        subject_id,
+        fingers: interop_gateway::convert::tenprint_to_pb(&capture(NOBODY, subject_id)),
+    }
+}
+
 async fn office_outcome(gw: &TestGateway, tcn: &str) -> Option<pb::IdentOutcome> {
     office_log(gw, "HOU", Some(0))
         .await
@@ -68,10 +102,7 @@ async fn office_outcome(gw: &TestGateway, tcn: &str) -> Option<pb::IdentOutcome>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn searches_scatter_to_shards_and_wait_for_a_missing_one() {
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let world_dir = dir.path().join("world");
-    write_world_dir(&world_dir).unwrap();
-    let pki = pki::init_for_world(&dir.path().join("pki"), &world()).unwrap();
+    let (dir, world_dir, pki) = world_and_pki();
     let s0 = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
     let s1 = serve_shard(&world_dir, &pki, 1, None, Revocations::default()).await;
     let spec = format!("https://{},https://{}", s0.addr, s1.addr);
@@ -207,26 +238,9 @@ async fn a_shard_refuses_certificates_revoked_at_the_gateway() {
 /// is refused, naming the shard that holds it, and changes nothing; its own ids go through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_refuses_ids_another_shard_holds() {
-    use interop_gateway::principal::Principal;
-    let dir = tempfile::tempdir().unwrap();
-    let world_dir = dir.path().join("world");
-    write_world_dir(&world_dir).unwrap();
-    let pki = pki::init_for_world(&dir.path().join("pki"), &world()).unwrap();
+    let (_dir, world_dir, pki) = world_and_pki();
     let shard = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
-    let c = interop_gateway::client::client_config(
-        &format!("https://{}", shard.addr),
-        &pki,
-        Some(&pki.client(&Principal::Admin)),
-    )
-    .unwrap()
-    .connect()
-    .await
-    .unwrap();
-    let mut m = pb::matcher_service_client::MatcherServiceClient::new(c.channel());
-    let enrol = |subject_id: u64| pb::EnrollRequest {
-        subject_id,
-        fingers: interop_gateway::convert::tenprint_to_pb(&capture(NOBODY, subject_id)),
-    };
+    let mut m = shard_admin(shard.addr, &pki).await;
     let size = |r: tonic::Response<pb::EnrollResponse>| r.into_inner().gallery_size;
 
     let first = size(m.enroll(enrol(8_000_000)).await.unwrap());
@@ -265,10 +279,7 @@ async fn a_shard_refuses_ids_another_shard_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_enrols_and_removes_on_every_replica_of_the_shard() {
     use interop_gateway::principal::Principal;
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let world_dir = dir.path().join("world");
-    write_world_dir(&world_dir).unwrap();
-    let pki = pki::init_for_world(&dir.path().join("pki"), &world()).unwrap();
+    let (dir, world_dir, pki) = world_and_pki();
     // Shard 0 has two replicas.
     let s0a = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
     let s0b = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
@@ -281,25 +292,7 @@ async fn the_gateway_enrols_and_removes_on_every_replica_of_the_shard() {
     let gw = TestGateway::start_with_ident_shards(dir.clone(), pki.clone(), Arc::new(ident)).await;
     let mut m =
         pb::matcher_service_client::MatcherServiceClient::new(gw.channel(Principal::Admin).await);
-    let direct = |addr: SocketAddr| {
-        let pki = pki.clone();
-        async move {
-            let c = interop_gateway::client::client_config(
-                &format!("https://{addr}"),
-                &pki,
-                Some(&pki.client(&Principal::Admin)),
-            )
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-            pb::matcher_service_client::MatcherServiceClient::new(c.channel())
-        }
-    };
-    let enrol = |subject_id: u64| pb::EnrollRequest {
-        subject_id,
-        fingers: interop_gateway::convert::tenprint_to_pb(&capture(NOBODY, subject_id)),
-    };
+    let direct = |addr: SocketAddr| shard_admin(addr, &pki);
     let probe = || pb::SearchRequest {
         fingers: interop_gateway::convert::tenprint_to_pb(&capture(NOBODY, 77)),
         max_candidates: 3,
