@@ -6,6 +6,7 @@ pub mod client;
 pub mod convert;
 pub mod detainer;
 pub mod error;
+pub mod gallery;
 pub mod matcher_cli;
 pub mod metrics;
 pub mod pipeline;

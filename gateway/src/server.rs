@@ -107,6 +107,8 @@ pub struct Gateway {
     /// Each bureau's share of the pipeline.
     pub bureau_shares: Arc<pipeline::BureauShares>,
     matcher: Option<MatcherServing>,
+    /// The in-process IDENT gallery's recorded changes (none with `--ident-shards`).
+    gallery: Option<Arc<crate::gallery::GalleryLog>>,
     options: ServeOptions,
     /// The TLS configuration being served, once [`Gateway::serve`] runs (for reloads).
     tls: std::sync::OnceLock<Arc<ServerTls>>,
@@ -123,8 +125,19 @@ async fn apply_settings(
     store: &DynStore,
     policy: &PolicyBook,
     revocations: &crate::revocation::Revocations,
+    gallery: Option<&crate::gallery::GalleryLog>,
 ) -> anyhow::Result<()> {
-    for (k, v) in store.settings().await? {
+    let settings = store.settings().await?;
+    if let Some(g) = gallery {
+        let n = g.apply(&settings)?;
+        if n > 0 {
+            tracing::info!(changes = n, "recorded IDENT gallery changes applied");
+        }
+    }
+    for (k, v) in settings {
+        if k.starts_with(crate::gallery::SETTING_PREFIX) {
+            continue;
+        }
         if k.starts_with(crate::revocation::SETTING_PREFIX) {
             revocations.insert(serde_json::from_slice(&v)?);
             continue;
@@ -163,7 +176,13 @@ impl Gateway {
     ) -> anyhow::Result<Arc<Gateway>> {
         let policy = Arc::new(PolicyBook::new(&world));
         let revocations = crate::revocation::Revocations::default();
-        apply_settings(&store, &policy, &revocations).await?;
+        let gallery = match &matcher {
+            Some(MatcherServing::InProcess(m)) => {
+                Some(Arc::new(crate::gallery::GalleryLog::new(m.clone())))
+            }
+            _ => None,
+        };
+        apply_settings(&store, &policy, &revocations, gallery.as_deref()).await?;
         let core = Arc::new(Core {
             store: store.clone(),
             policy,
@@ -191,6 +210,7 @@ impl Gateway {
             ),
             bureau_shares: Arc::default(),
             matcher,
+            gallery,
             options,
             tls: std::sync::OnceLock::new(),
             listen_stats: Arc::default(),
@@ -216,7 +236,10 @@ impl Gateway {
                     _ = shutdown.wait_for(|s| *s) => return,
                     changed = settings.changed() => if changed.is_err() { return },
                 }
-                match apply_settings(&gw.core.store, &gw.core.policy, &gw.revocations).await {
+                let gallery = gw.gallery.as_deref();
+                match apply_settings(&gw.core.store, &gw.core.policy, &gw.revocations, gallery)
+                    .await
+                {
                     Ok(()) => tracing::info!("settings changed at a replica; policy reloaded"),
                     Err(e) => tracing::error!(error = %e, "reloading settings failed"),
                 }
@@ -473,8 +496,13 @@ impl Gateway {
                 health
                     .set_serving::<MatcherServiceServer<MatcherApi>>()
                     .await;
-                let svc = MatcherServiceServer::new(MatcherApi::new(m.clone()))
-                    .max_decoding_message_size(max);
+                let api = match &self.gallery {
+                    Some(log) => {
+                        MatcherApi::recorded(m.clone(), log.clone(), self.core.store.clone())
+                    }
+                    None => MatcherApi::new(m.clone()),
+                };
+                let svc = MatcherServiceServer::new(api).max_decoding_message_size(max);
                 router = router.add_service(tonic::service::interceptor::InterceptedService::new(
                     svc,
                     authenticate,

@@ -932,6 +932,9 @@ pub struct MatcherApi {
     /// The ids this gallery may hold: a shard process holds only its own (see
     /// [`MatcherApi::for_shard`]).
     shard: Option<crate::remote::Shard>,
+    /// At a gateway: where its enrolments and removals are recorded (see
+    /// [`crate::gallery`]).
+    log: Option<(Arc<crate::gallery::GalleryLog>, crate::store::DynStore)>,
 }
 
 impl MatcherApi {
@@ -941,6 +944,20 @@ impl MatcherApi {
             matcher,
             running: Arc::new(tokio::sync::Semaphore::new(cores)),
             shard: None,
+            log: None,
+        }
+    }
+
+    /// The service at a gateway: enrolments and removals go through `log`, recorded in
+    /// `store` (see [`crate::gallery`]), so they outlive a restart and reach its replicas.
+    pub fn recorded(
+        matcher: Arc<dyn Matcher>,
+        log: Arc<crate::gallery::GalleryLog>,
+        store: crate::store::DynStore,
+    ) -> Self {
+        MatcherApi {
+            log: Some((log, store)),
+            ..Self::new(matcher)
         }
     }
 
@@ -1015,12 +1032,16 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
         let r = req.into_inner();
         self.check_holds(r.subject_id)?;
         let print = fingers_for_search(&r.fingers)?;
-        let m = self.matcher.clone();
-        let size =
-            tokio::task::spawn_blocking(move || m.enroll(r.subject_id, &print).map(|_| m.len()))
-                .await
-                .map_err(|e| GatewayError::Internal(e.to_string()))?
-                .map_err(matcher_error)?;
+        let size = match &self.log {
+            Some((log, store)) => log.enroll(store, r.subject_id, print).await?,
+            None => {
+                let m = self.matcher.clone();
+                tokio::task::spawn_blocking(move || m.enroll(r.subject_id, &print).map(|_| m.len()))
+                    .await
+                    .map_err(|e| GatewayError::Internal(e.to_string()))?
+                    .map_err(matcher_error)?
+            }
+        };
         Ok(Response::new(pb::EnrollResponse {
             gallery_size: size as u64,
         }))
@@ -1030,11 +1051,16 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
         need_admin(&req)?;
         let subject = req.into_inner().subject_id;
         self.check_holds(subject)?;
-        let m = self.matcher.clone();
-        let size = tokio::task::spawn_blocking(move || m.remove(subject).map(|_| m.len()))
-            .await
-            .map_err(|e| GatewayError::Internal(e.to_string()))?
-            .map_err(matcher_error)?;
+        let size = match &self.log {
+            Some((log, store)) => log.remove(store, subject).await?,
+            None => {
+                let m = self.matcher.clone();
+                tokio::task::spawn_blocking(move || m.remove(subject).map(|_| m.len()))
+                    .await
+                    .map_err(|e| GatewayError::Internal(e.to_string()))?
+                    .map_err(matcher_error)?
+            }
+        };
         tracing::info!(
             subject,
             gallery_size = size,
@@ -1071,7 +1097,7 @@ fn grpc_timeout(meta: &tonic::metadata::MetadataMap) -> Option<std::time::Durati
 /// ALREADY_EXISTS, an id not enrolled NOT_FOUND, a search past its deadline
 /// DEADLINE_EXCEEDED, a print it cannot use INVALID_ARGUMENT (every enrolment refusal was
 /// ALREADY_EXISTS before).
-fn matcher_error(e: interop_matcher::MatchError) -> GatewayError {
+pub(crate) fn matcher_error(e: interop_matcher::MatchError) -> GatewayError {
     use interop_matcher::MatchError as E;
     match e {
         E::AlreadyEnrolled(_) => GatewayError::AlreadyExists(format!("subject_id: {e}")),

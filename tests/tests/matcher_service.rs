@@ -80,3 +80,67 @@ async fn enrol_search_remove_over_the_service() {
     assert_eq!(size_again, size);
     assert!(m.search(search(7)).await.unwrap().into_inner().hit);
 }
+
+/// Gallery changes made at the gateway outlive a restart: the gallery is loaded again from
+/// the world's file, and the recorded changes are applied over it before any search. A
+/// subject removed stays removed (a booking of that person is no longer identified), and one
+/// enrolled is still found. (Before they were recorded, the restart brought the removed
+/// subject back and lost the enrolment.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gallery_changes_outlive_a_restart() {
+    let gw = TestGateway::start().await;
+    let mut m = MatcherServiceClient::new(gw.channel(Principal::Admin).await);
+    // The person in IDENT is subject 1.
+    m.remove(pb::RemoveRequest {
+        subject_id: OVERSTAY_FELON,
+    })
+    .await
+    .unwrap();
+    m.enroll(pb::EnrollRequest {
+        subject_id: SUBJECT,
+        fingers: tenprint_to_pb(&capture(NOBODY, 100)),
+    })
+    .await
+    .unwrap();
+
+    let gw = gw.restart(None).await;
+    let mut m = MatcherServiceClient::new(gw.channel(Principal::Admin).await);
+    let gone = m
+        .remove(pb::RemoveRequest {
+            subject_id: OVERSTAY_FELON,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        gone.code(),
+        Code::NotFound,
+        "removed subject back: {gone:?}"
+    );
+    let found = m
+        .search(pb::SearchRequest {
+            fingers: tenprint_to_pb(&capture(NOBODY, 2)),
+            max_candidates: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(found.hit, "the enrolment was lost: {found:?}");
+    assert_eq!(found.candidates[0].subject_id, SUBJECT);
+
+    let mut bureau = gw.bureau("TX").await;
+    bureau
+        .submit(booking("TX-GALLERY-0001", TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    wait_completed(&gw, "TX", "TX-GALLERY-0001").await;
+    let outcome = office_log(&gw, "HOU", Some(0))
+        .await
+        .into_iter()
+        .filter_map(|n| n.outcome)
+        .find(|o| o.tcn == "TX-GALLERY-0001")
+        .expect("an outcome");
+    assert!(
+        !outcome.hit,
+        "a removed subject was identified after a restart"
+    );
+}

@@ -1,0 +1,193 @@
+//! Changes made to the in-process IDENT gallery through `MatcherService` (enrolments and
+//! removals), kept in the gateway's durable store so they outlive a restart and reach every
+//! replica of the gateway.
+//!
+//! The gallery itself is loaded from the world's gallery file at start. Before, a change made
+//! through `MatcherService` lived only in that gateway's memory: after a restart a removed
+//! subject was back in the gallery and identified again, and other replicas of a replicated
+//! gateway never removed it at all. Now each change is a setting (`ident/subject/<id>`: the
+//! last change of that id, as JSON), applied over the loaded gallery at start, before any
+//! search runs, and again whenever a replica changes the settings.
+//!
+//! A removal is written to the store **before** the subject leaves the gallery: if the write
+//! fails, nothing changed; once it is written, no restart brings the subject back. An
+//! enrolment is made first (the matcher decides whether it is acceptable) and then written;
+//! if the write fails it is taken back out and the call fails.
+
+use crate::error::GatewayError;
+use crate::store::DynStore;
+use interop_matcher::{MatchError, Matcher, Tenprint};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+/// Settings holding gallery changes: the prefix, then the subject id.
+pub const SETTING_PREFIX: &str = "ident/subject/";
+
+/// The last change made to a subject's place in the gallery.
+#[derive(Debug, Serialize, Deserialize)]
+enum Change {
+    Removed,
+    /// Enrolled with this print (replacing any print the id had).
+    Enrolled(Tenprint),
+}
+
+/// The in-process IDENT gallery with its changes recorded in the store.
+pub struct GalleryLog {
+    matcher: Arc<dyn Matcher>,
+    /// Per subject: a hash of the setting last applied here, so a setting is applied once,
+    /// not again each time any setting changes.
+    applied: Mutex<HashMap<u64, u64>>,
+}
+
+fn digest(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+impl GalleryLog {
+    pub fn new(matcher: Arc<dyn Matcher>) -> GalleryLog {
+        GalleryLog {
+            matcher,
+            applied: Mutex::default(),
+        }
+    }
+
+    /// Applies every recorded change not applied here yet, in id order (at start, before any
+    /// search; and when a replica changed the settings). Returns how many it applied.
+    pub fn apply(&self, settings: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for (k, v) in settings.range(SETTING_PREFIX.to_string()..) {
+            let Some(id) = k.strip_prefix(SETTING_PREFIX) else {
+                break;
+            };
+            let subject: u64 = id
+                .parse()
+                .map_err(|e| anyhow::anyhow!("setting {k}: {e}"))?;
+            let d = digest(v);
+            if self.applied.lock().expect("applied").get(&subject) == Some(&d) {
+                continue;
+            }
+            let change: Change =
+                serde_json::from_slice(v).map_err(|e| anyhow::anyhow!("setting {k}: {e}"))?;
+            self.make(subject, &change)
+                .map_err(|e| anyhow::anyhow!("applying setting {k}: {e}"))?;
+            self.applied.lock().expect("applied").insert(subject, d);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Makes `change` in the gallery, whatever the gallery holds now: removing an id it does
+    /// not hold is no error, and an enrolment replaces any print the id has.
+    fn make(&self, subject: u64, change: &Change) -> Result<(), MatchError> {
+        match self.matcher.remove(subject) {
+            Ok(()) | Err(MatchError::NotEnrolled(_)) => {}
+            Err(e) => return Err(e),
+        }
+        match change {
+            Change::Removed => Ok(()),
+            Change::Enrolled(print) => self.matcher.enroll(subject, print),
+        }
+    }
+
+    async fn record(
+        &self,
+        store: &DynStore,
+        subject: u64,
+        change: &Change,
+    ) -> Result<(), GatewayError> {
+        let bytes =
+            serde_json::to_vec(change).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let d = digest(&bytes);
+        store
+            .put_setting(format!("{SETTING_PREFIX}{subject}"), bytes)
+            .await?;
+        self.applied.lock().expect("applied").insert(subject, d);
+        Ok(())
+    }
+
+    /// Removes `subject`, recorded first: the gallery's size after. NOT_FOUND if it was not
+    /// enrolled (the record, that it is not, stands).
+    pub async fn remove(&self, store: &DynStore, subject: u64) -> Result<usize, GatewayError> {
+        self.record(store, subject, &Change::Removed).await?;
+        let m = self.matcher.clone();
+        tokio::task::spawn_blocking(move || m.remove(subject).map(|_| m.len()))
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))?
+            .map_err(crate::services::matcher_error)
+    }
+
+    /// Enrols `subject`, then records it; if the record cannot be written the enrolment is
+    /// taken back and the call fails. The gallery's size after.
+    pub async fn enroll(
+        &self,
+        store: &DynStore,
+        subject: u64,
+        print: Tenprint,
+    ) -> Result<usize, GatewayError> {
+        let m = self.matcher.clone();
+        let p = print.clone();
+        let size = tokio::task::spawn_blocking(move || m.enroll(subject, &p).map(|_| m.len()))
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))?
+            .map_err(crate::services::matcher_error)?;
+        if let Err(e) = self.record(store, subject, &Change::Enrolled(print)).await {
+            let _ = self.matcher.remove(subject);
+            return Err(e);
+        }
+        Ok(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use interop_matcher::ExhaustiveMatcher;
+    use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
+
+    fn print(person: u64, n: u64) -> Tenprint {
+        capture(&master_tenprint(3, person), &CaptureModel::default(), n)
+    }
+
+    fn setting(subject: u64, change: &Change) -> (String, Vec<u8>) {
+        (
+            format!("{SETTING_PREFIX}{subject}"),
+            serde_json::to_vec(change).unwrap(),
+        )
+    }
+
+    /// Recorded changes are made over whatever the gallery holds (an enrolment replaces the
+    /// id's print; removing an id it lacks is no error), each once: applying the same
+    /// settings again changes nothing. Other settings are not its business.
+    #[test]
+    fn recorded_changes_are_applied_over_the_gallery_once() {
+        let m = Arc::new(ExhaustiveMatcher::new(2));
+        for p in 1..=20 {
+            m.enroll(p, &print(p, 0)).unwrap();
+        }
+        let log = GalleryLog::new(m.clone());
+        let settings: BTreeMap<String, Vec<u8>> = [
+            setting(5, &Change::Enrolled(print(500, 0))),
+            setting(6, &Change::Removed),
+            setting(99, &Change::Removed),
+            ("policy/state/TX".to_string(), b"{}".to_vec()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(log.apply(&settings).unwrap(), 3);
+        assert_eq!(m.len(), 19);
+        let top = |p: u64| m.search(&print(p, 7), 1).unwrap().candidates[0].subject;
+        assert_eq!(top(500), 5, "the recorded print replaced the old one");
+        assert_ne!(top(6), 6, "a removed subject was found");
+        assert_eq!(log.apply(&settings).unwrap(), 0);
+        assert_eq!(m.len(), 19);
+
+        let bad: BTreeMap<String, Vec<u8>> =
+            [(format!("{SETTING_PREFIX}x"), b"\"Removed\"".to_vec())].into();
+        let e = log.apply(&bad).unwrap_err().to_string();
+        assert!(e.contains("ident/subject/x"), "{e}");
+    }
+}
