@@ -15,6 +15,7 @@
 //! if the write fails it is taken back out and the call fails.
 
 use crate::error::GatewayError;
+use crate::services::change_gallery;
 use crate::store::DynStore;
 use interop_matcher::{MatchError, Matcher, Tenprint};
 use serde::{Deserialize, Serialize};
@@ -113,11 +114,7 @@ impl GalleryLog {
     /// enrolled (the record, that it is not, stands).
     pub async fn remove(&self, store: &DynStore, subject: u64) -> Result<usize, GatewayError> {
         self.record(store, subject, &Change::Removed).await?;
-        let m = self.matcher.clone();
-        tokio::task::spawn_blocking(move || m.remove(subject).map(|_| m.len()))
-            .await
-            .map_err(|e| GatewayError::Internal(e.to_string()))?
-            .map_err(crate::services::matcher_error)
+        change_gallery(&self.matcher, move |m| m.remove(subject)).await
     }
 
     /// Enrols `subject`, then records it; if the record cannot be written the enrolment is
@@ -128,12 +125,8 @@ impl GalleryLog {
         subject: u64,
         print: Tenprint,
     ) -> Result<usize, GatewayError> {
-        let m = self.matcher.clone();
         let p = print.clone();
-        let size = tokio::task::spawn_blocking(move || m.enroll(subject, &p).map(|_| m.len()))
-            .await
-            .map_err(|e| GatewayError::Internal(e.to_string()))?
-            .map_err(crate::services::matcher_error)?;
+        let size = change_gallery(&self.matcher, move |m| m.enroll(subject, &p)).await?;
         if let Err(e) = self.record(store, subject, &Change::Enrolled(print)).await {
             let _ = self.matcher.remove(subject);
             return Err(e);

@@ -1034,13 +1034,7 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
         let print = fingers_for_search(&r.fingers)?;
         let size = match &self.log {
             Some((log, store)) => log.enroll(store, r.subject_id, print).await?,
-            None => {
-                let m = self.matcher.clone();
-                tokio::task::spawn_blocking(move || m.enroll(r.subject_id, &print).map(|_| m.len()))
-                    .await
-                    .map_err(|e| GatewayError::Internal(e.to_string()))?
-                    .map_err(matcher_error)?
-            }
+            None => change_gallery(&self.matcher, move |m| m.enroll(r.subject_id, &print)).await?,
         };
         Ok(Response::new(pb::EnrollResponse {
             gallery_size: size as u64,
@@ -1053,13 +1047,7 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
         self.check_holds(subject)?;
         let size = match &self.log {
             Some((log, store)) => log.remove(store, subject).await?,
-            None => {
-                let m = self.matcher.clone();
-                tokio::task::spawn_blocking(move || m.remove(subject).map(|_| m.len()))
-                    .await
-                    .map_err(|e| GatewayError::Internal(e.to_string()))?
-                    .map_err(matcher_error)?
-            }
+            None => change_gallery(&self.matcher, move |m| m.remove(subject)).await?,
         };
         tracing::info!(
             subject,
@@ -1070,6 +1058,18 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
             gallery_size: size as u64,
         }))
     }
+}
+
+/// Makes a change to `matcher`'s gallery on a blocking thread: the gallery's size after it.
+pub(crate) async fn change_gallery(
+    matcher: &Arc<dyn Matcher>,
+    change: impl FnOnce(&dyn Matcher) -> Result<(), interop_matcher::MatchError> + Send + 'static,
+) -> Result<usize, GatewayError> {
+    let m = matcher.clone();
+    tokio::task::spawn_blocking(move || change(&*m).map(|_| m.len()))
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))?
+        .map_err(matcher_error)
 }
 
 /// The caller's deadline from its `grpc-timeout` header (up to 8 digits and a unit: H, M, S,
@@ -1097,7 +1097,7 @@ fn grpc_timeout(meta: &tonic::metadata::MetadataMap) -> Option<std::time::Durati
 /// ALREADY_EXISTS, an id not enrolled NOT_FOUND, a search past its deadline
 /// DEADLINE_EXCEEDED, a print it cannot use INVALID_ARGUMENT (every enrolment refusal was
 /// ALREADY_EXISTS before).
-pub(crate) fn matcher_error(e: interop_matcher::MatchError) -> GatewayError {
+fn matcher_error(e: interop_matcher::MatchError) -> GatewayError {
     use interop_matcher::MatchError as E;
     match e {
         E::AlreadyEnrolled(_) => GatewayError::AlreadyExists(format!("subject_id: {e}")),
