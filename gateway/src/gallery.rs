@@ -102,11 +102,24 @@ impl GalleryLog {
     ) -> Result<(), GatewayError> {
         let bytes =
             serde_json::to_vec(change).map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let d = digest(&bytes);
-        store
+        // Marked applied before it is written: a replicated store tells this gateway of its
+        // own write too, and applying it here again would race the change being made.
+        let before = self
+            .applied
+            .lock()
+            .expect("applied")
+            .insert(subject, digest(&bytes));
+        let written = store
             .put_setting(format!("{SETTING_PREFIX}{subject}"), bytes)
-            .await?;
-        self.applied.lock().expect("applied").insert(subject, d);
+            .await;
+        if let Err(e) = written {
+            let mut applied = self.applied.lock().expect("applied");
+            match before {
+                Some(d) => applied.insert(subject, d),
+                None => applied.remove(&subject),
+            };
+            return Err(e.into());
+        }
         Ok(())
     }
 
