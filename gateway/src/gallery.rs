@@ -13,6 +13,11 @@
 //! fails, nothing changed; once it is written, no restart brings the subject back. An
 //! enrolment is made first (the matcher decides whether it is acceptable) and then written;
 //! if the write fails it is taken back out and the call fails.
+//!
+//! Behind `--ident-shards` the gallery is in the shard processes, which keep changes in memory
+//! only: a restarted replica has a removed subject again. The gateway records those changes
+//! too, keeps the set of subjects removed, and refuses a shard's answer that names one (see
+//! [`crate::remote::RemoteIdent`]): it sends the removal again and the search is retried.
 
 use crate::error::GatewayError;
 use crate::services::change_gallery;
@@ -34,9 +39,13 @@ enum Change {
     Enrolled(Tenprint),
 }
 
-/// The in-process IDENT gallery with its changes recorded in the store.
+/// The IDENT gallery's changes recorded in the store, made to the in-process gallery if there
+/// is one, and the subjects removed.
 pub struct GalleryLog {
-    matcher: Arc<dyn Matcher>,
+    /// The in-process gallery (none behind `--ident-shards`).
+    matcher: Option<Arc<dyn Matcher>>,
+    /// The subjects whose last recorded change is a removal.
+    removed: std::sync::RwLock<std::collections::HashSet<u64>>,
     /// Per subject: a hash of the setting last applied here, so a setting is applied once,
     /// not again each time any setting changes.
     applied: Mutex<HashMap<u64, u64>>,
@@ -51,9 +60,33 @@ fn digest(bytes: &[u8]) -> u64 {
 impl GalleryLog {
     pub fn new(matcher: Arc<dyn Matcher>) -> GalleryLog {
         GalleryLog {
-            matcher,
+            matcher: Some(matcher),
+            removed: Default::default(),
             applied: Mutex::default(),
         }
+    }
+
+    /// The log of a gateway whose gallery is in shard processes: it keeps the record and the
+    /// subjects removed, and changes no gallery itself.
+    pub fn for_shards() -> GalleryLog {
+        GalleryLog {
+            matcher: None,
+            removed: Default::default(),
+            applied: Mutex::default(),
+        }
+    }
+
+    /// Whether the last recorded change of `subject` removed it.
+    pub fn is_removed(&self, subject: u64) -> bool {
+        self.removed.read().expect("removed").contains(&subject)
+    }
+
+    fn note(&self, subject: u64, change: &Change) {
+        let mut removed = self.removed.write().expect("removed");
+        match change {
+            Change::Removed => removed.insert(subject),
+            Change::Enrolled(_) => removed.remove(&subject),
+        };
     }
 
     /// Applies every recorded change not applied here yet, in id order (at start, before any
@@ -84,13 +117,17 @@ impl GalleryLog {
     /// Makes `change` in the gallery, whatever the gallery holds now: removing an id it does
     /// not hold is no error, and an enrolment replaces any print the id has.
     fn make(&self, subject: u64, change: &Change) -> Result<(), MatchError> {
-        match self.matcher.remove(subject) {
+        self.note(subject, change);
+        let Some(m) = &self.matcher else {
+            return Ok(());
+        };
+        match m.remove(subject) {
             Ok(()) | Err(MatchError::NotEnrolled(_)) => {}
             Err(e) => return Err(e),
         }
         match change {
             Change::Removed => Ok(()),
-            Change::Enrolled(print) => self.matcher.enroll(subject, print),
+            Change::Enrolled(print) => m.enroll(subject, print),
         }
     }
 
@@ -120,6 +157,7 @@ impl GalleryLog {
             };
             return Err(e.into());
         }
+        self.note(subject, change);
         Ok(())
     }
 
@@ -127,7 +165,28 @@ impl GalleryLog {
     /// enrolled (the record, that it is not, stands).
     pub async fn remove(&self, store: &DynStore, subject: u64) -> Result<usize, GatewayError> {
         self.record(store, subject, &Change::Removed).await?;
-        change_gallery(&self.matcher, move |m| m.remove(subject)).await
+        change_gallery(self.in_process()?, move |m| m.remove(subject)).await
+    }
+
+    fn in_process(&self) -> Result<&Arc<dyn Matcher>, GatewayError> {
+        self.matcher
+            .as_ref()
+            .ok_or_else(|| GatewayError::Internal("no in-process gallery".into()))
+    }
+
+    /// Records the removal of `subject` from the shards (before it is sent to them).
+    pub async fn record_removal(&self, store: &DynStore, subject: u64) -> Result<(), GatewayError> {
+        self.record(store, subject, &Change::Removed).await
+    }
+
+    /// Records the enrolment of `subject` in the shards (once they have it).
+    pub async fn record_enrolment(
+        &self,
+        store: &DynStore,
+        subject: u64,
+        print: Tenprint,
+    ) -> Result<(), GatewayError> {
+        self.record(store, subject, &Change::Enrolled(print)).await
     }
 
     /// Enrols `subject`, then records it; if the record cannot be written the enrolment is
@@ -138,10 +197,11 @@ impl GalleryLog {
         subject: u64,
         print: Tenprint,
     ) -> Result<usize, GatewayError> {
+        let m = self.in_process()?;
         let p = print.clone();
-        let size = change_gallery(&self.matcher, move |m| m.enroll(subject, &p)).await?;
+        let size = change_gallery(m, move |m| m.enroll(subject, &p)).await?;
         if let Err(e) = self.record(store, subject, &Change::Enrolled(print)).await {
-            let _ = self.matcher.remove(subject);
+            let _ = m.remove(subject);
             return Err(e);
         }
         Ok(size)

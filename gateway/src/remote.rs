@@ -186,6 +186,8 @@ pub struct RemoteIdent {
     /// Searches so far: each starts at the next replica of every shard, so replicas share
     /// the load (and each is the others' failover).
     turn: std::sync::atomic::AtomicUsize,
+    /// The gateway's record of gallery changes (see [`crate::gallery`]), once it has one.
+    log: std::sync::OnceLock<Arc<crate::gallery::GalleryLog>>,
 }
 
 impl RemoteIdent {
@@ -220,7 +222,14 @@ impl RemoteIdent {
             records: Arc::new(records),
             deadline,
             turn: Default::default(),
+            log: Default::default(),
         })
+    }
+
+    /// Gives the searches the gateway's record of gallery changes: an answer naming a subject
+    /// recorded as removed is refused, the removal sent again and the search retried.
+    pub fn set_log(&self, log: Arc<crate::gallery::GalleryLog>) {
+        let _ = self.log.set(log);
     }
 
     /// From clients already made (tests).
@@ -234,6 +243,7 @@ impl RemoteIdent {
             records: Arc::new(records),
             deadline,
             turn: Default::default(),
+            log: Default::default(),
         }
     }
 }
@@ -289,6 +299,42 @@ impl RemoteIdent {
             missing.sort();
             Err(missing.join("; "))
         }
+    }
+
+    /// Refuses shard answers whose hit is a subject the gateway recorded as removed: a
+    /// replica restarted since the removal has it again (shards keep changes in memory only).
+    /// The removal is sent to that shard again, and the search fails as incomplete, to be
+    /// retried, so it is never answered from the removed subject.
+    async fn refuse_removed(&self, answers: &[pb::SearchResponse]) -> Result<(), String> {
+        let Some(log) = self.log.get() else {
+            return Ok(());
+        };
+        let back: Vec<u64> = answers
+            .iter()
+            .filter(|a| a.hit)
+            .filter_map(|a| a.candidates.first())
+            .map(|c| c.subject_id)
+            .filter(|s| log.is_removed(*s))
+            .collect();
+        if back.is_empty() {
+            return Ok(());
+        }
+        for &subject_id in &back {
+            let again = self
+                .change(subject_id, Change::Remove(pb::RemoveRequest { subject_id }))
+                .await;
+            tracing::warn!(
+                subject = subject_id,
+                done = again.is_ok()
+                    || again
+                        .as_ref()
+                        .is_err_and(|e| e.code() == tonic::Code::NotFound),
+                "a shard answered with a subject removed at the gateway; removal sent again"
+            );
+        }
+        Err(format!(
+            "a shard answered with subject(s) {back:?}, removed at the gateway (a replica restarted since?); the removal was sent again"
+        ))
     }
 
     /// Sends a change of `subject` to every replica of the shard that holds it, at once, and
@@ -430,6 +476,9 @@ impl IdentSearch for RemoteIdent {
                 "IDENT search incomplete ({why}); it will be retried"
             ))
         })?;
+        self.refuse_removed(&answers).await.map_err(|why| {
+            BackendError::Unavailable(format!("IDENT search refused ({why}); it will be retried"))
+        })?;
         let best = answers
             .into_iter()
             .filter(|a| a.hit)
@@ -460,7 +509,14 @@ impl IdentSearch for RemoteIdent {
 ///   answer is UNAVAILABLE, naming the replicas that do not have it: until it is retried,
 ///   searches that reach one of them answer as before the change (for a removal, the subject
 ///   may still be found there), which is why the answer says so rather than succeed.
-pub struct ShardedMatcherApi(pub Arc<RemoteIdent>);
+///
+/// Changes are recorded in the gateway's store as well (see [`crate::gallery`]): a removal
+/// before it is sent, an enrolment once every replica has it. The record is what lets a
+/// search refuse a removed subject that a restarted replica has again.
+pub struct ShardedMatcherApi {
+    pub ident: Arc<RemoteIdent>,
+    pub log: Option<(Arc<crate::gallery::GalleryLog>, crate::store::DynStore)>,
+}
 
 #[tonic::async_trait]
 impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
@@ -474,10 +530,14 @@ impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
         let k = r.max_candidates.clamp(1, 100) as usize;
         r.max_candidates = k as u32;
         let answers = self
-            .0
+            .ident
             .scatter(r)
             .await
             .map_err(|why| Status::unavailable(format!("search incomplete: {why}")))?;
+        self.ident
+            .refuse_removed(&answers)
+            .await
+            .map_err(|why| Status::unavailable(format!("search refused: {why}; retry it")))?;
         let hit = answers.iter().any(|a| a.hit);
         let mut candidates: Vec<pb::Candidate> =
             answers.into_iter().flat_map(|a| a.candidates).collect();
@@ -496,9 +556,12 @@ impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
     ) -> Result<tonic::Response<pb::EnrollResponse>, Status> {
         crate::services::need_admin(&req)?;
         let r = req.into_inner();
-        crate::services::fingers_for_search(&r.fingers)?;
+        let print = crate::services::fingers_for_search(&r.fingers)?;
         let subject = r.subject_id;
-        let gallery_size = self.0.change(subject, Change::Enroll(r)).await?;
+        let gallery_size = self.ident.change(subject, Change::Enroll(r)).await?;
+        if let Some((log, store)) = &self.log {
+            log.record_enrolment(store, subject, print).await?;
+        }
         tracing::info!(subject, gallery_size, "subject enrolled in its IDENT shard");
         Ok(tonic::Response::new(pb::EnrollResponse { gallery_size }))
     }
@@ -510,7 +573,10 @@ impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
         crate::services::need_admin(&req)?;
         let r = req.into_inner();
         let subject = r.subject_id;
-        let gallery_size = self.0.change(subject, Change::Remove(r)).await?;
+        if let Some((log, store)) = &self.log {
+            log.record_removal(store, subject).await?;
+        }
+        let gallery_size = self.ident.change(subject, Change::Remove(r)).await?;
         tracing::info!(
             subject,
             gallery_size,

@@ -107,7 +107,7 @@ pub struct Gateway {
     /// Each bureau's share of the pipeline.
     pub bureau_shares: Arc<pipeline::BureauShares>,
     matcher: Option<MatcherServing>,
-    /// The in-process IDENT gallery's recorded changes (none with `--ident-shards`).
+    /// The IDENT gallery's recorded changes (see [`crate::gallery`]).
     gallery: Option<Arc<crate::gallery::GalleryLog>>,
     options: ServeOptions,
     /// The TLS configuration being served, once [`Gateway::serve`] runs (for reloads).
@@ -180,7 +180,12 @@ impl Gateway {
             Some(MatcherServing::InProcess(m)) => {
                 Some(Arc::new(crate::gallery::GalleryLog::new(m.clone())))
             }
-            _ => None,
+            Some(MatcherServing::Shards(r)) => {
+                let log = Arc::new(crate::gallery::GalleryLog::for_shards());
+                r.set_log(log.clone());
+                Some(log)
+            }
+            None => None,
         };
         apply_settings(&store, &policy, &revocations, gallery.as_deref()).await?;
         let core = Arc::new(Core {
@@ -513,8 +518,11 @@ impl Gateway {
                 health
                     .set_serving::<MatcherServiceServer<ShardedMatcherApi>>()
                     .await;
-                let svc = MatcherServiceServer::new(ShardedMatcherApi(r.clone()))
-                    .max_decoding_message_size(max);
+                let api = ShardedMatcherApi {
+                    ident: r.clone(),
+                    log: self.gallery.clone().map(|g| (g, self.core.store.clone())),
+                };
+                let svc = MatcherServiceServer::new(api).max_decoding_message_size(max);
                 router = router.add_service(tonic::service::interceptor::InterceptedService::new(
                     svc,
                     authenticate,

@@ -275,7 +275,8 @@ async fn a_shard_refuses_ids_another_shard_holds() {
 /// removal at the gateway reaches every replica of the shard that holds the id; one that
 /// cannot reach a replica is UNAVAILABLE (not done), and retried once the replica is back it
 /// completes, the replica that already had it counting as done. A search at the gateway
-/// merges the shards' candidates, and a removal there is honoured by submissions.
+/// merges the shards' candidates, and a removal there is honoured by submissions, even after
+/// the shard restarts with the subject back in its gallery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_enrols_and_removes_on_every_replica_of_the_shard() {
     use interop_gateway::principal::Principal;
@@ -343,6 +344,34 @@ async fn the_gateway_enrols_and_removes_on_every_replica_of_the_shard() {
     wait_completed(&gw, "TX", "TX-SHARD-0101").await;
     let outcome = office_outcome(&gw, "TX-SHARD-0101").await.expect("outcome");
     assert!(!outcome.hit, "a removed subject was identified");
+
+    // Shard 1 restarts: it loads the world's gallery again, subject 1 included (shards keep
+    // changes in memory only). The gateway refuses its answer naming the removed subject,
+    // sends the removal again, and the retried search does not identify the person.
+    let addr1 = s1.addr;
+    let _ = s1.stop.send(());
+    let _ = s1.task.await;
+    let s1 = serve_shard(&world_dir, &pki, 1, Some(addr1), Revocations::default()).await;
+    bureau
+        .submit(booking("TX-SHARD-0102", TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    wait_completed(&gw, "TX", "TX-SHARD-0102").await;
+    let outcome = office_outcome(&gw, "TX-SHARD-0102").await.expect("outcome");
+    assert!(
+        !outcome.hit,
+        "a removed subject was identified by a restarted shard"
+    );
+    let e = direct(addr1)
+        .await
+        .remove(pb::RemoveRequest { subject_id: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        tonic::Code::NotFound,
+        "removal not sent again: {e:?}"
+    );
 
     // One replica of shard 0 down: the enrolment is not done, and says which replica lacks it.
     let addr0b = s0b.addr;
