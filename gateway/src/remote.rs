@@ -539,8 +539,18 @@ impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
             .await
             .map_err(|why| Status::unavailable(format!("search refused: {why}; retry it")))?;
         let hit = answers.iter().any(|a| a.hit);
-        let mut candidates: Vec<pb::Candidate> =
-            answers.into_iter().flat_map(|a| a.candidates).collect();
+        // A removed subject below a shard's top (a restarted replica's) is not listed either.
+        let removed = |c: &pb::Candidate| {
+            self.ident
+                .log
+                .get()
+                .is_some_and(|log| log.is_removed(c.subject_id))
+        };
+        let mut candidates: Vec<pb::Candidate> = answers
+            .into_iter()
+            .flat_map(|a| a.candidates)
+            .filter(|c| !removed(c))
+            .collect();
         candidates.sort_by(|a, b| {
             b.score
                 .total_cmp(&a.score)
