@@ -400,17 +400,18 @@ fn neighbour_edges(points: &[Point]) -> Vec<Edge> {
     scratch.edges
 }
 
-/// [`neighbour_edges`] into `scratch.edges`.
+/// [`neighbour_edges`] into `scratch.edges`, with `points` loaded into its columns (which
+/// [`histogram_of_loaded`] then reads).
 #[inline(always)]
 fn neighbour_edges_into(points: &[Point], scratch: &mut Scratch) {
     let n = points.len();
     // Every minutia has the same number of neighbours: edge `r` of minutia `i` is at i·m + r.
     let m = NEIGHBOURS.min(n.saturating_sub(1));
+    scratch.load(points);
     scratch.edges.clear();
     if m == 0 {
         return;
     }
-    scratch.load(points);
     let Scratch {
         x,
         y,
@@ -581,10 +582,17 @@ const ANGLE_EDGES: [f32; ANGLE_BINS - 1] = {
 /// instead of 2.0.
 #[inline(always)]
 fn histogram(points: &[Point], scratch: &mut Scratch) -> [f32; HIST] {
+    scratch.load(points);
+    histogram_of_loaded(scratch)
+}
+
+/// [`histogram`] of the points loaded into `scratch`.
+#[inline(always)]
+fn histogram_of_loaded(scratch: &mut Scratch) -> [f32; HIST] {
     // A power of two at least HIST + ANGLE_BINS long, so a bin indexes it unchecked.
     let mut counts = [0u32; 64];
     const _: () = assert!(HIST + ANGLE_BINS <= 64);
-    scratch.load(points);
+    let n = scratch.x.len();
     let Scratch {
         x,
         y,
@@ -592,9 +600,9 @@ fn histogram(points: &[Point], scratch: &mut Scratch) -> [f32; HIST] {
         keys: bins,
         ..
     } = scratch;
-    for i in 0..points.len() {
+    for i in 0..n {
         let (px, py, pa) = (x[i], y[i], a[i]);
-        let rest = i + 1..points.len();
+        let rest = i + 1..n;
         for (((bin, &qx), &qy), &qa) in bins[rest.clone()]
             .iter_mut()
             .zip(&x[rest.clone()])
@@ -1491,7 +1499,7 @@ fn finger_codes_avx2(points: &[Point], scratch: &mut Scratch, words: &mut Vec<u1
 fn finger_codes_portable(points: &[Point], scratch: &mut Scratch, words: &mut Vec<u16>) -> Code {
     neighbour_edges_into(points, scratch);
     push_words(&scratch.edges, words);
-    quantise(&histogram(points, scratch))
+    quantise(&histogram_of_loaded(scratch))
 }
 
 /// What enrolment keeps of a print, or why it refuses it.
