@@ -15,25 +15,31 @@
 //! if the write fails it is taken back out and the call fails.
 //!
 //! Behind `--ident-shards` the gallery is in the shard processes, which keep changes in memory
-//! only: a restarted replica has a removed subject again. The gateway records those changes
-//! too, keeps the set of subjects removed, and refuses a shard's answer that names one (see
-//! [`crate::remote::RemoteIdent`]): it sends the removal again and the search is retried.
+//! only: a restarted replica has its world gallery again. The gateway records those changes
+//! too and lists them to the shards (`MatcherService.ListChanges`): a shard following the
+//! gateway (`interop-matcher serve --gateway`) applies them before it serves and then every
+//! few seconds (see [`crate::remote::follow_gallery`]), so a replica that restarted, or could
+//! not be reached when a change was made, catches up by itself. Until it has, a removed
+//! subject is still never identified: the gateway keeps the set of subjects removed and
+//! refuses a shard's answer that names one (see [`crate::remote::RemoteIdent`]), sending the
+//! removal again; the search is retried.
 
 use crate::error::GatewayError;
+use crate::remote::Shard;
 use crate::services::change_gallery;
 use crate::store::DynStore;
 use interop_matcher::{MatchError, Matcher, Tenprint};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Settings holding gallery changes: the prefix, then the subject id.
 pub const SETTING_PREFIX: &str = "ident/subject/";
 
 /// The last change made to a subject's place in the gallery.
-#[derive(Debug, Serialize, Deserialize)]
-enum Change {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Change {
     Removed,
     /// Enrolled with this print (replacing any print the id had).
     Enrolled(Tenprint),
@@ -49,12 +55,35 @@ pub struct GalleryLog {
     /// Per subject: a hash of the setting last applied here, so a setting is applied once,
     /// not again each time any setting changes.
     applied: Mutex<HashMap<u64, u64>>,
+    /// Per subject, its last change recorded in the store (written here or applied from it)
+    /// and that change's hash: what [`GalleryLog::list`] gives the shards.
+    recorded: RwLock<BTreeMap<u64, (u64, Arc<Change>)>>,
 }
+
+/// One page of a shard's recorded changes (see [`GalleryLog::list`]).
+pub struct Listing {
+    /// A digest of every change of the shard's subjects: it differs once any changes.
+    pub version: u64,
+    /// The changes are still those of the version the caller knew: none are listed.
+    pub unchanged: bool,
+    pub changes: Vec<(u64, Arc<Change>)>,
+    /// Another page follows, after the last subject of this one.
+    pub more: bool,
+}
+
+/// The most changes in one page of [`GalleryLog::list`]: a tenprint is a few KB in a
+/// message, and some prints are large (up to 10 fingers of 255 minutiae).
+pub const MAX_PAGE: usize = 32;
 
 fn digest(bytes: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
     h.finish()
+}
+
+/// The digest of `change` as recorded (its setting's bytes).
+fn digest_of(change: &Change) -> u64 {
+    digest(&serde_json::to_vec(change).expect("a change serialises"))
 }
 
 impl GalleryLog {
@@ -63,6 +92,7 @@ impl GalleryLog {
             matcher: Some(matcher),
             removed: Default::default(),
             applied: Mutex::default(),
+            recorded: RwLock::default(),
         }
     }
 
@@ -73,6 +103,7 @@ impl GalleryLog {
             matcher: None,
             removed: Default::default(),
             applied: Mutex::default(),
+            recorded: RwLock::default(),
         }
     }
 
@@ -109,9 +140,60 @@ impl GalleryLog {
             self.make(subject, &change)
                 .map_err(|e| anyhow::anyhow!("applying setting {k}: {e}"))?;
             self.applied.lock().expect("applied").insert(subject, d);
+            self.recorded
+                .write()
+                .expect("recorded")
+                .insert(subject, (d, Arc::new(change)));
             n += 1;
         }
         Ok(n)
+    }
+
+    /// At a shard process: makes `change` of `subject`, read from the gateway's record, unless
+    /// it is the change last made here (received directly, or read before). Whether it made it.
+    pub fn apply_from_gateway(&self, subject: u64, change: &Change) -> Result<bool, MatchError> {
+        let d = digest_of(change);
+        if self.applied.lock().expect("applied").get(&subject) == Some(&d) {
+            return Ok(false);
+        }
+        self.make(subject, change)?;
+        self.applied.lock().expect("applied").insert(subject, d);
+        Ok(true)
+    }
+
+    /// The recorded changes of the subjects `shard` holds, in id order: a page of at most
+    /// `limit` (1..=[`MAX_PAGE`]) after the subject `after`; none, `unchanged`, if their version
+    /// is still `known`.
+    pub fn list(&self, shard: Shard, after: Option<u64>, limit: usize, known: u64) -> Listing {
+        let recorded = self.recorded.read().expect("recorded");
+        let mine = || recorded.iter().filter(|(s, _)| shard.holds(**s));
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (s, (d, _)) in mine() {
+            (s, d).hash(&mut h);
+        }
+        let version = h.finish();
+        if version == known {
+            return Listing {
+                version,
+                unchanged: true,
+                changes: vec![],
+                more: false,
+            };
+        }
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut changes: Vec<(u64, Arc<Change>)> = mine()
+            .filter(|(s, _)| after.is_none_or(|a| **s > a))
+            .take(limit + 1)
+            .map(|(s, (_, c))| (*s, c.clone()))
+            .collect();
+        let more = changes.len() > limit;
+        changes.truncate(limit);
+        Listing {
+            version,
+            unchanged: false,
+            changes,
+            more,
+        }
     }
 
     /// Makes `change` in the gallery, whatever the gallery holds now: removing an id it does
@@ -131,21 +213,24 @@ impl GalleryLog {
         }
     }
 
+    /// Records `change` in `store` (at a gateway), or only notes it as made here (at a shard
+    /// process, which has no store: `None`).
     async fn record(
         &self,
-        store: &DynStore,
+        store: Option<&DynStore>,
         subject: u64,
-        change: &Change,
+        change: Change,
     ) -> Result<(), GatewayError> {
         let bytes =
-            serde_json::to_vec(change).map_err(|e| GatewayError::Internal(e.to_string()))?;
+            serde_json::to_vec(&change).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let d = digest(&bytes);
         // Marked applied before it is written: a replicated store tells this gateway of its
         // own write too, and applying it here again would race the change being made.
-        let before = self
-            .applied
-            .lock()
-            .expect("applied")
-            .insert(subject, digest(&bytes));
+        let before = self.applied.lock().expect("applied").insert(subject, d);
+        let Some(store) = store else {
+            self.note(subject, &change);
+            return Ok(());
+        };
         let written = store
             .put_setting(format!("{SETTING_PREFIX}{subject}"), bytes)
             .await;
@@ -157,14 +242,22 @@ impl GalleryLog {
             };
             return Err(e.into());
         }
-        self.note(subject, change);
+        self.note(subject, &change);
+        self.recorded
+            .write()
+            .expect("recorded")
+            .insert(subject, (d, Arc::new(change)));
         Ok(())
     }
 
     /// Removes `subject`, recorded first: the gallery's size after. NOT_FOUND if it was not
     /// enrolled (the record, that it is not, stands).
-    pub async fn remove(&self, store: &DynStore, subject: u64) -> Result<usize, GatewayError> {
-        self.record(store, subject, &Change::Removed).await?;
+    pub async fn remove(
+        &self,
+        store: Option<&DynStore>,
+        subject: u64,
+    ) -> Result<usize, GatewayError> {
+        self.record(store, subject, Change::Removed).await?;
         change_gallery(self.in_process()?, move |m| m.remove(subject)).await
     }
 
@@ -176,7 +269,7 @@ impl GalleryLog {
 
     /// Records the removal of `subject` from the shards (before it is sent to them).
     pub async fn record_removal(&self, store: &DynStore, subject: u64) -> Result<(), GatewayError> {
-        self.record(store, subject, &Change::Removed).await
+        self.record(Some(store), subject, Change::Removed).await
     }
 
     /// Records the enrolment of `subject` in the shards (once they have it).
@@ -186,26 +279,72 @@ impl GalleryLog {
         subject: u64,
         print: Tenprint,
     ) -> Result<(), GatewayError> {
-        self.record(store, subject, &Change::Enrolled(print)).await
+        self.record(Some(store), subject, Change::Enrolled(print))
+            .await
     }
 
     /// Enrols `subject`, then records it; if the record cannot be written the enrolment is
     /// taken back and the call fails. The gallery's size after.
     pub async fn enroll(
         &self,
-        store: &DynStore,
+        store: Option<&DynStore>,
         subject: u64,
         print: Tenprint,
     ) -> Result<usize, GatewayError> {
         let m = self.in_process()?;
         let p = print.clone();
         let size = change_gallery(m, move |m| m.enroll(subject, &p)).await?;
-        if let Err(e) = self.record(store, subject, &Change::Enrolled(print)).await {
+        if let Err(e) = self.record(store, subject, Change::Enrolled(print)).await {
             let _ = m.remove(subject);
             return Err(e);
         }
         Ok(size)
     }
+}
+
+/// `MatcherService.ListChanges` at a gateway: a page of `log`'s recorded changes for the
+/// request's shard. INVALID_ARGUMENT for a shard that cannot be (count 0, or index not below
+/// count).
+pub fn list_changes(
+    log: &GalleryLog,
+    r: &interop_proto::v1::ListChangesRequest,
+) -> Result<interop_proto::v1::ListChangesResponse, GatewayError> {
+    use interop_proto::v1 as pb;
+    if r.shard_count == 0 || r.shard_index >= r.shard_count {
+        return Err(GatewayError::invalid(
+            "shard_index",
+            format!(
+                "shard {}/{} does not exist: shard_count must be at least 1 and shard_index below it",
+                r.shard_index, r.shard_count
+            ),
+        ));
+    }
+    let shard = Shard {
+        index: r.shard_index,
+        count: r.shard_count,
+    };
+    let page = match r.page_size {
+        0 => MAX_PAGE,
+        n => n as usize,
+    };
+    let l = log.list(shard, r.after_subject_id, page, r.known_version);
+    Ok(pb::ListChangesResponse {
+        version: l.version,
+        unchanged: l.unchanged,
+        more: l.more,
+        changes: l
+            .changes
+            .iter()
+            .map(|(subject_id, c)| pb::SubjectChange {
+                subject_id: *subject_id,
+                removed: matches!(**c, Change::Removed),
+                fingers: match &**c {
+                    Change::Removed => vec![],
+                    Change::Enrolled(t) => crate::convert::tenprint_to_pb(t),
+                },
+            })
+            .collect(),
+    })
 }
 
 #[cfg(test)]
@@ -255,5 +394,106 @@ mod tests {
             [(format!("{SETTING_PREFIX}x"), b"\"Removed\"".to_vec())].into();
         let e = log.apply(&bad).unwrap_err().to_string();
         assert!(e.contains("ident/subject/x"), "{e}");
+    }
+
+    /// The gateway lists a shard's recorded changes, and only that shard's, in id order and in
+    /// pages, under a version that stays while they do and moves when one changes; a shard
+    /// that makes a listed change it already made directly does not make it again, and one it
+    /// lacks it makes once.
+    #[tokio::test]
+    async fn changes_are_listed_per_shard_in_pages_and_made_once_at_a_shard() {
+        use interop_proto::v1 as pb;
+        let gateway = GalleryLog::for_shards();
+        let mut settings: BTreeMap<String, Vec<u8>> =
+            (1..=70).map(|s| setting(s, &Change::Removed)).collect();
+        settings.insert(
+            setting(40, &Change::Removed).0,
+            serde_json::to_vec(&Change::Enrolled(print(40, 1))).unwrap(),
+        );
+        assert_eq!(gateway.apply(&settings).unwrap(), 70);
+        let even = Shard { index: 0, count: 2 };
+        let ask = |after: Option<u64>, known: u64| pb::ListChangesRequest {
+            shard_index: 0,
+            shard_count: 2,
+            after_subject_id: after,
+            known_version: known,
+            page_size: 0,
+        };
+
+        let first = list_changes(&gateway, &ask(None, 0)).unwrap();
+        assert!(!first.unchanged && first.more);
+        assert_eq!(first.changes.len(), MAX_PAGE);
+        let ids: Vec<u64> = first.changes.iter().map(|c| c.subject_id).collect();
+        assert_eq!(ids, (1..=32).map(|i| 2 * i).collect::<Vec<_>>());
+        let rest = list_changes(&gateway, &ask(Some(64), 0)).unwrap();
+        assert!(!rest.more);
+        assert_eq!(rest.version, first.version);
+        let ids: Vec<u64> = rest.changes.iter().map(|c| c.subject_id).collect();
+        assert_eq!(ids, [66, 68, 70]);
+        let forty = &first.changes[19];
+        assert_eq!(forty.subject_id, 40);
+        assert!(!forty.removed && forty.fingers.len() == 10);
+        assert!(first.changes[0].removed && first.changes[0].fingers.is_empty());
+
+        // Nothing changed: nothing listed. The other shard's version is its own.
+        let same = list_changes(&gateway, &ask(None, first.version)).unwrap();
+        assert!(same.unchanged && same.changes.is_empty());
+        assert_ne!(
+            gateway
+                .list(Shard { index: 1, count: 2 }, None, 5, 0)
+                .version,
+            first.version
+        );
+        // A change of the other shard's does not move this one's version; one of its own does.
+        settings.insert(
+            setting(71, &Change::Removed).0,
+            serde_json::to_vec(&Change::Removed).unwrap(),
+        );
+        gateway.apply(&settings).unwrap();
+        assert!(gateway.list(even, None, 5, first.version).unchanged);
+        settings.insert(
+            setting(72, &Change::Removed).0,
+            serde_json::to_vec(&Change::Removed).unwrap(),
+        );
+        gateway.apply(&settings).unwrap();
+        assert!(!gateway.list(even, None, 5, first.version).unchanged);
+
+        for bad in [(0, 0), (2, 2), (5, 3)] {
+            let mut r = ask(None, 0);
+            (r.shard_index, r.shard_count) = bad;
+            let e = list_changes(&gateway, &r).expect_err("refused");
+            assert!(e.to_string().contains("does not exist"), "{e}");
+        }
+
+        // At a shard: subject 40 was enrolled directly (as the gateway sent it), subject 2
+        // never reached it. The listed print, as the shard decodes it, is the same change.
+        let m = Arc::new(ExhaustiveMatcher::new(1));
+        m.enroll(2, &print(2, 0)).unwrap();
+        let shard = GalleryLog::new(m.clone());
+        shard.enroll(None, 40, print(40, 1)).await.unwrap();
+        let decode = |c: &pb::SubjectChange| {
+            if c.removed {
+                Change::Removed
+            } else {
+                Change::Enrolled(crate::services::fingers_for_search(&c.fingers).unwrap())
+            }
+        };
+        assert_eq!(decode(forty), Change::Enrolled(print(40, 1)));
+        assert!(!shard.apply_from_gateway(40, &decode(forty)).unwrap());
+        assert!(
+            shard
+                .apply_from_gateway(2, &decode(&first.changes[0]))
+                .unwrap()
+        );
+        assert!(
+            !shard
+                .apply_from_gateway(2, &decode(&first.changes[0]))
+                .unwrap()
+        );
+        assert_eq!(m.len(), 1, "subject 2 removed, 40 enrolled once");
+        assert_eq!(
+            m.search(&print(40, 7), 1).unwrap().candidates[0].subject,
+            40
+        );
     }
 }

@@ -47,13 +47,16 @@ enum Cmd {
         /// Threads per search.
         #[arg(long, default_value_t = 2)]
         threads: usize,
-        /// The gateway whose revocation list this shard follows (as the PKI's admin), e.g.
-        /// https://127.0.0.1:50051: a certificate revoked there is refused here too.
-        #[arg(long)]
-        revocations_from: Option<String>,
-        /// How often to read the gateway's revocation list.
-        #[arg(long, default_value_t = 10)]
-        revocations_every_secs: u64,
+        /// The gateway this shard follows (as the PKI's admin), e.g. https://127.0.0.1:50051:
+        /// its revocation list (a certificate revoked there is refused here too) and the
+        /// gallery changes recorded there (enrolments and removals made at the gateway, read
+        /// before serving and then every interval, so this shard has the ones it missed while
+        /// it was down or unreachable).
+        #[arg(long, alias = "revocations-from")]
+        gateway: Option<String>,
+        /// How often to read the gateway's revocation list and gallery changes.
+        #[arg(long, default_value_t = 10, alias = "revocations-every-secs")]
+        follow_every_secs: u64,
         /// Put the hit/no-hit threshold where the whole gallery, all N shards together, has
         /// this false-positive identification rate (e.g. 0.001): this shard is calibrated for
         /// F / N from its own subjects at start (the log says the threshold and whether the
@@ -106,8 +109,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         gallery,
         shard,
         threads,
-        revocations_from,
-        revocations_every_secs,
+        gateway,
+        follow_every_secs,
         fpir,
         calibration_searches,
     } = cli.cmd;
@@ -138,31 +141,60 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
         crate::backends::log_calibration(&cal, "--fpir");
     }
+    let log = std::sync::Arc::new(crate::gallery::GalleryLog::new(matcher.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let revocations = crate::revocation::Revocations::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    match revocations_from {
+    match gateway {
         Some(gateway) => {
+            let every = std::time::Duration::from_secs(follow_every_secs.max(1));
             let admin = interop_proto::client::ClientConfig::from_pki_dir(
                 gateway,
                 &pki,
                 &interop_proto::client::Role::Admin,
             )?
+            .call_timeout(every.max(std::time::Duration::from_secs(10)))
+            // Each interval is the next try: a start before the gateway's is not held up.
+            .retry(interop_proto::client::RetryPolicy::none())
             .connect_lazy()?;
+            // The changes made at the gateway while this shard was down, before it serves. If
+            // the gateway cannot be reached, serve what the world's gallery holds and keep
+            // trying: the gateway refuses answers naming a subject it removed meanwhile.
+            let known = match remote::pull_changes(&admin, &log, shard, 0).await {
+                Ok((version, made)) => {
+                    tracing::info!(
+                        changes = made,
+                        "gallery changes recorded at the gateway made before serving"
+                    );
+                    version
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the gateway's gallery changes before serving; serving the world's gallery and trying again every interval");
+                    0
+                }
+            };
             tokio::spawn(remote::follow_revocations(
-                admin,
+                admin.clone(),
                 revocations.clone(),
-                std::time::Duration::from_secs(revocations_every_secs.max(1)),
+                every,
+                stop_rx.clone(),
+            ));
+            tokio::spawn(remote::follow_gallery(
+                admin,
+                log.clone(),
+                shard,
+                known,
+                every,
                 stop_rx,
             ));
         }
         None => tracing::warn!(
-            "no --revocations-from: certificates revoked at the gateway are not refused here"
+            "no --gateway: certificates revoked at the gateway are not refused here, and enrolments and removals made at the gateway while this shard was down or unreachable are not made here"
         ),
     }
-    let r = remote::serve_matcher(matcher, shard, listener, tls, revocations, async {
+    let r = remote::serve_matcher(matcher, shard, log, listener, tls, revocations, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;

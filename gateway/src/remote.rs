@@ -17,9 +17,12 @@
 //! The gateway serves `MatcherService` over the shards too ([`ShardedMatcherApi`]), so an
 //! operator enrols and removes subjects at the gateway whether IDENT is in process or not: a
 //! change goes to every replica of the shard that holds the id, and is done only when every
-//! replica has it (see [`ShardedMatcherApi`]).
+//! replica has it (see [`ShardedMatcherApi`]). The gateway records every change, and shard
+//! processes started with `--gateway` read the record before they serve and then every few
+//! seconds ([`follow_gallery`]), so a replica that restarted or was unreachable catches up.
 
 use crate::backends::{BackendError, IdentHit, IdentSearch};
+use crate::gallery::{Change as Recorded, GalleryLog};
 use crate::pki::PkiDir;
 use crate::world::{self, ImmigrationRecord, Records};
 use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
@@ -143,12 +146,126 @@ pub async fn follow_revocations(
     }
 }
 
+/// Brings shard `shard`'s gallery, through `log`, up to the changes recorded at the gateway
+/// (`MatcherService.ListChanges`, every page) unless their version is still `known`: the
+/// version now held and how many changes were made. A change already made here (received
+/// directly, or read before) is not made again.
+pub async fn pull_changes(
+    gateway: &Client,
+    log: &Arc<GalleryLog>,
+    shard: Shard,
+    known: u64,
+) -> anyhow::Result<(u64, usize)> {
+    let mut stub = pb::matcher_service_client::MatcherServiceClient::new(gateway.channel());
+    let (mut after, mut version, mut made) = (None, None, 0);
+    loop {
+        let page = stub
+            .list_changes(pb::ListChangesRequest {
+                shard_index: shard.index,
+                shard_count: shard.count,
+                after_subject_id: after,
+                known_version: known,
+                page_size: 0,
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("ListChanges: {:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        if page.unchanged {
+            return Ok((known, 0));
+        }
+        // A change made while the pages are read makes the next version differ from this
+        // one: it is read next time.
+        version.get_or_insert(page.version);
+        let mut changes = Vec::with_capacity(page.changes.len());
+        for c in page.changes {
+            anyhow::ensure!(
+                shard.holds(c.subject_id),
+                "the gateway listed subject {} for shard {shard}, which does not hold it",
+                c.subject_id
+            );
+            after = Some(c.subject_id);
+            let change = if c.removed {
+                Recorded::Removed
+            } else {
+                Recorded::Enrolled(crate::services::fingers_for_search(&c.fingers).map_err(
+                    |e| anyhow::anyhow!("the gateway's print of subject {}: {e}", c.subject_id),
+                )?)
+            };
+            changes.push((c.subject_id, change));
+        }
+        let l = log.clone();
+        made += tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+            let mut n = 0;
+            for (subject, change) in &changes {
+                n += usize::from(
+                    l.apply_from_gateway(*subject, change)
+                        .map_err(|e| anyhow::anyhow!("subject {subject}: {e}"))?,
+                );
+            }
+            Ok(n)
+        })
+        .await??;
+        if !page.more {
+            break;
+        }
+    }
+    Ok((version.unwrap_or(known), made))
+}
+
+/// Keeps shard `shard`'s gallery, through `log`, in step with the gallery changes recorded at
+/// `gateway` (as its admin): reads them every `every` (see [`pull_changes`]), starting from
+/// `known` (the version a first read before serving got, or 0). A replica that restarted, or
+/// could not be reached when an enrolment or removal was made at the gateway, has it within
+/// an interval of reaching the gateway; while it cannot, it keeps what it has, and the
+/// gateway still refuses its answers that name a removed subject.
+pub async fn follow_gallery(
+    gateway: Client,
+    log: Arc<GalleryLog>,
+    shard: Shard,
+    mut known: u64,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    // Failing since (a warning when it starts, and a line when it ends, not one per try).
+    let mut failing: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match pull_changes(&gateway, &log, shard, known).await {
+            Ok((version, made)) => {
+                known = version;
+                if let Some(since) = failing.take() {
+                    tracing::info!(
+                        after_s = since.elapsed().as_secs(),
+                        "reading the gateway's gallery changes again"
+                    );
+                }
+                if made > 0 {
+                    tracing::info!(changes = made, shard = %shard, "gallery changes recorded at the gateway made here");
+                }
+            }
+            Err(e) if failing.is_none() => {
+                failing = Some(std::time::Instant::now());
+                tracing::warn!(error = %e, "cannot read the gateway's gallery changes; keeping the gallery as it is and trying every interval")
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "still cannot read the gateway's gallery changes")
+            }
+        }
+    }
+}
+
 /// Serves `matcher`, shard `shard` of a gallery, as `interop.v1.MatcherService` (admin only,
 /// mutual TLS) with health, on `listener` until `shutdown`, refusing certificates
-/// `revocations` lists, and enrolments and removals of ids other shards hold.
+/// `revocations` lists, and enrolments and removals of ids other shards hold. Changes are
+/// made through `log` (the matcher's: see [`follow_gallery`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_matcher(
     matcher: Arc<dyn Matcher>,
     shard: Shard,
+    log: Arc<GalleryLog>,
     listener: tokio::net::TcpListener,
     tls: tonic::transport::ServerTlsConfig,
     revocations: crate::revocation::Revocations,
@@ -159,8 +276,9 @@ pub async fn serve_matcher(
     health
         .set_serving::<MatcherServiceServer<crate::services::MatcherApi>>()
         .await;
-    let svc = MatcherServiceServer::new(crate::services::MatcherApi::for_shard(matcher, shard))
-        .max_decoding_message_size(crate::validate::MAX_MESSAGE_BYTES);
+    let svc =
+        MatcherServiceServer::new(crate::services::MatcherApi::for_shard(matcher, shard, log))
+            .max_decoding_message_size(crate::validate::MAX_MESSAGE_BYTES);
     tracing::info!(addr = %listener.local_addr()?, "serving MatcherService over mutual TLS");
     tonic::transport::Server::builder()
         .tls_config(tls)?
@@ -187,7 +305,7 @@ pub struct RemoteIdent {
     /// the load (and each is the others' failover).
     turn: std::sync::atomic::AtomicUsize,
     /// The gateway's record of gallery changes (see [`crate::gallery`]), once it has one.
-    log: std::sync::OnceLock<Arc<crate::gallery::GalleryLog>>,
+    log: std::sync::OnceLock<Arc<GalleryLog>>,
 }
 
 impl RemoteIdent {
@@ -228,7 +346,7 @@ impl RemoteIdent {
 
     /// Gives the searches the gateway's record of gallery changes: an answer naming a subject
     /// recorded as removed is refused, the removal sent again and the search retried.
-    pub fn set_log(&self, log: Arc<crate::gallery::GalleryLog>) {
+    pub fn set_log(&self, log: Arc<GalleryLog>) {
         let _ = self.log.set(log);
     }
 
@@ -320,7 +438,7 @@ impl RemoteIdent {
             return Ok(());
         }
         for &subject_id in &back {
-            let again = self
+            let (again, _) = self
                 .change(subject_id, Change::Remove(pb::RemoveRequest { subject_id }))
                 .await;
             tracing::warn!(
@@ -338,9 +456,11 @@ impl RemoteIdent {
     }
 
     /// Sends a change of `subject` to every replica of the shard that holds it, at once, and
-    /// gives the shard's gallery size after it. See [`ShardedMatcherApi`] for what counts as
+    /// gives the shard's gallery size after it, and whether some replica made the change now
+    /// (not only had it: replicas that all had an enrolment may have it from the world's
+    /// gallery, which is no change to record). See [`ShardedMatcherApi`] for what counts as
     /// done.
-    async fn change(&self, subject: u64, change: Change) -> Result<u64, Status> {
+    async fn change(&self, subject: u64, change: Change) -> (Result<u64, Status>, bool) {
         let n = self.shards.len();
         let shard = (subject % n as u64) as usize;
         let mut calls = tokio::task::JoinSet::new();
@@ -350,7 +470,10 @@ impl RemoteIdent {
         }
         let mut results = vec![];
         while let Some(done) = calls.join_next().await {
-            results.push(done.map_err(|e| Status::internal(e.to_string()))?);
+            match done {
+                Ok(r) => results.push(r),
+                Err(e) => return (Err(Status::internal(e.to_string())), false),
+            }
         }
         results.sort_by_key(|(r, _)| *r);
         let already = change.already();
@@ -363,7 +486,8 @@ impl RemoteIdent {
             }
         }
         let what = change.name();
-        match (size, failed.first()) {
+        let reached = size.is_some();
+        let result = match (size, failed.first()) {
             (Some(s), None) => Ok(s),
             // Every replica had it already: as one gallery answers (ALREADY_EXISTS for an
             // enrolment, NOT_FOUND for a removal).
@@ -388,12 +512,13 @@ impl RemoteIdent {
                     .collect();
                 let total = self.shards[shard].len();
                 Err(Status::unavailable(format!(
-                    "{what} of subject {subject} is not done: {} of {total} replicas of shard {shard}/{n} have it ({}); until it is retried and done, a search may still answer as before on the others. Retry it: a replica that already has it counts as done",
+                    "{what} of subject {subject} is not done: {} of {total} replicas of shard {shard}/{n} have it ({}); until they do, a search may still answer as before on the others. It is recorded at the gateway: replicas following it (`interop-matcher serve --gateway`) make it once they reach it; or retry it, a replica that already has it counting as done",
                     total - failed.len(),
                     why.join("; ")
                 )))
             }
-        }
+        };
+        (result, reached)
     }
 }
 
@@ -506,16 +631,20 @@ impl IdentSearch for RemoteIdent {
 ///   NOT_FOUND for a removal) counts as done, so retrying a change that reached only some
 ///   replicas completes it; if every replica already had it, the answer is theirs, as one
 ///   gallery's would be. If a replica cannot be reached, the change is **not done** and the
-///   answer is UNAVAILABLE, naming the replicas that do not have it: until it is retried,
+///   answer is UNAVAILABLE, naming the replicas that do not have it: until they have it,
 ///   searches that reach one of them answer as before the change (for a removal, the subject
 ///   may still be found there), which is why the answer says so rather than succeed.
+/// - **ListChanges** lists the changes recorded here, for the shards to follow.
 ///
 /// Changes are recorded in the gateway's store as well (see [`crate::gallery`]): a removal
-/// before it is sent, an enrolment once every replica has it. The record is what lets a
-/// search refuse a removed subject that a restarted replica has again.
+/// before it is sent, an enrolment once some replica has made it. The record is what lets a
+/// search refuse a removed subject that a restarted replica has again, and what a replica
+/// following the gateway (`interop-matcher serve --gateway`, see [`follow_gallery`]) reads to
+/// make the changes it missed, restarted or unreachable: a change that is not done when
+/// answered is done by itself once the replica reaches the gateway again.
 pub struct ShardedMatcherApi {
     pub ident: Arc<RemoteIdent>,
-    pub log: Option<(Arc<crate::gallery::GalleryLog>, crate::store::DynStore)>,
+    pub log: Option<(Arc<GalleryLog>, crate::store::DynStore)>,
 }
 
 #[tonic::async_trait]
@@ -568,10 +697,13 @@ impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
         let r = req.into_inner();
         let print = crate::services::fingers_for_search(&r.fingers)?;
         let subject = r.subject_id;
-        let gallery_size = self.ident.change(subject, Change::Enroll(r)).await?;
-        if let Some((log, store)) = &self.log {
+        let (result, made) = self.ident.change(subject, Change::Enroll(r)).await;
+        // Recorded once some replica made it, even if others could not be reached: replicas
+        // following the gateway then make it too when they reach it.
+        if made && let Some((log, store)) = &self.log {
             log.record_enrolment(store, subject, print).await?;
         }
+        let gallery_size = result?;
         tracing::info!(subject, gallery_size, "subject enrolled in its IDENT shard");
         Ok(tonic::Response::new(pb::EnrollResponse { gallery_size }))
     }
@@ -586,13 +718,29 @@ impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
         if let Some((log, store)) = &self.log {
             log.record_removal(store, subject).await?;
         }
-        let gallery_size = self.ident.change(subject, Change::Remove(r)).await?;
+        let gallery_size = self.ident.change(subject, Change::Remove(r)).await.0?;
         tracing::info!(
             subject,
             gallery_size,
             "subject removed from its IDENT shard"
         );
         Ok(tonic::Response::new(pb::RemoveResponse { gallery_size }))
+    }
+
+    async fn list_changes(
+        &self,
+        req: tonic::Request<pb::ListChangesRequest>,
+    ) -> Result<tonic::Response<pb::ListChangesResponse>, Status> {
+        crate::services::need_admin(&req)?;
+        let Some((log, _)) = &self.log else {
+            return Err(Status::failed_precondition(
+                "this gateway records no gallery changes",
+            ));
+        };
+        Ok(tonic::Response::new(crate::gallery::list_changes(
+            log,
+            req.get_ref(),
+        )?))
     }
 }
 

@@ -932,9 +932,12 @@ pub struct MatcherApi {
     /// The ids this gallery may hold: a shard process holds only its own (see
     /// [`MatcherApi::for_shard`]).
     shard: Option<crate::remote::Shard>,
-    /// At a gateway: where its enrolments and removals are recorded (see
-    /// [`crate::gallery`]).
-    log: Option<(Arc<crate::gallery::GalleryLog>, crate::store::DynStore)>,
+    /// Where its enrolments and removals are noted (see [`crate::gallery`]) and, at a
+    /// gateway, the store that records them; a shard process has no store.
+    log: Option<(
+        Arc<crate::gallery::GalleryLog>,
+        Option<crate::store::DynStore>,
+    )>,
 }
 
 impl MatcherApi {
@@ -956,7 +959,7 @@ impl MatcherApi {
         store: crate::store::DynStore,
     ) -> Self {
         MatcherApi {
-            log: Some((log, store)),
+            log: Some((log, Some(store))),
             ..Self::new(matcher)
         }
     }
@@ -965,9 +968,16 @@ impl MatcherApi {
     /// is refused with INVALID_ARGUMENT naming the shard that holds it, and changes nothing.
     /// Without this check a shard took any id, so a subject could be enrolled in two shards
     /// at once, and a removal sent to the shard that holds its id missed the copy elsewhere.
-    pub fn for_shard(matcher: Arc<dyn Matcher>, shard: crate::remote::Shard) -> Self {
+    /// Changes go through `log`, `matcher`'s, which notes them as made: one read later from
+    /// the gateway's record (see [`crate::remote::follow_gallery`]) is not made again.
+    pub fn for_shard(
+        matcher: Arc<dyn Matcher>,
+        shard: crate::remote::Shard,
+        log: Arc<crate::gallery::GalleryLog>,
+    ) -> Self {
         MatcherApi {
             shard: Some(shard),
+            log: Some((log, None)),
             ..Self::new(matcher)
         }
     }
@@ -1033,7 +1043,7 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
         self.check_holds(r.subject_id)?;
         let print = fingers_for_search(&r.fingers)?;
         let size = match &self.log {
-            Some((log, store)) => log.enroll(store, r.subject_id, print).await?,
+            Some((log, store)) => log.enroll(store.as_ref(), r.subject_id, print).await?,
             None => change_gallery(&self.matcher, move |m| m.enroll(r.subject_id, &print)).await?,
         };
         Ok(Response::new(pb::EnrollResponse {
@@ -1046,7 +1056,7 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
         let subject = req.into_inner().subject_id;
         self.check_holds(subject)?;
         let size = match &self.log {
-            Some((log, store)) => log.remove(store, subject).await?,
+            Some((log, store)) => log.remove(store.as_ref(), subject).await?,
             None => change_gallery(&self.matcher, move |m| m.remove(subject)).await?,
         };
         tracing::info!(
@@ -1057,6 +1067,24 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
         Ok(Response::new(pb::RemoveResponse {
             gallery_size: size as u64,
         }))
+    }
+
+    async fn list_changes(
+        &self,
+        req: Request<pb::ListChangesRequest>,
+    ) -> Res<pb::ListChangesResponse> {
+        need_admin(&req)?;
+        match &self.log {
+            Some((log, Some(_))) => Ok(Response::new(crate::gallery::list_changes(
+                log,
+                req.get_ref(),
+            )?)),
+            _ => Err(GatewayError::FailedPrecondition(
+                "no gallery changes are recorded here: a shard process reads them from its gateway"
+                    .into(),
+            )
+            .into()),
+        }
     }
 }
 

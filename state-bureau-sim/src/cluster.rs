@@ -282,7 +282,7 @@ impl Cluster {
                     serve_command(&exe, "matcher", &addr, &pki.0, &world)
                         .args(["--shard", &format!("{shard}/{}", o.shards)])
                         .args(["--threads", &o.matcher_threads.to_string()])
-                        .args(["--revocations-from", &targets]),
+                        .args(["--gateway", &targets]),
                 )?;
                 replicas.push(format!("https://127.0.0.1:{port}"));
                 matchers.push(p);

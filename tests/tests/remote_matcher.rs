@@ -5,6 +5,7 @@
 //! the hit once the shard is back.
 
 use interop_e2e::*;
+use interop_gateway::gallery::GalleryLog;
 use interop_gateway::pki;
 use interop_gateway::remote::{self, RemoteIdent, Shard};
 use interop_gateway::revocation::Revocations;
@@ -17,6 +18,8 @@ use std::time::Duration;
 
 struct ShardServer {
     addr: SocketAddr,
+    /// The shard's gallery changes, for a follower of the gateway's.
+    log: Arc<GalleryLog>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -45,9 +48,11 @@ async fn serve_shard(
     let listener = listener.expect("bind the shard's port");
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let log = Arc::new(GalleryLog::new(m.clone()));
     let task = tokio::spawn(remote::serve_matcher(
         m,
         Shard { index, count: 2 },
+        log.clone(),
         listener,
         server::tonic_server_tls(pki).unwrap(),
         revocations,
@@ -55,7 +60,12 @@ async fn serve_shard(
             let _ = rx.await;
         },
     ));
-    ShardServer { addr, stop, task }
+    ShardServer {
+        addr,
+        log,
+        stop,
+        task,
+    }
 }
 
 /// A world directory and its PKI, in a fresh temporary directory.
@@ -408,6 +418,151 @@ async fn the_gateway_enrols_and_removes_on_every_replica_of_the_shard() {
         .into_inner();
     assert_eq!(found.candidates[0].subject_id, 8_000_002);
 
+    for s in [s0a, s0b, s1] {
+        let _ = s.stop.send(());
+        let _ = s.task.await;
+    }
+}
+
+/// A replica that was down while enrolments and a removal were made at the gateway restarts
+/// with only the world's gallery (shards keep changes in memory). Reading the gateway's record
+/// (`ListChanges`) before it serves, as `interop-matcher serve --gateway` does, it makes
+/// exactly the changes it missed; following the gateway afterwards, it makes the ones it misses
+/// later, with no retry by the operator. A shard itself records nothing to list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_makes_the_changes_it_missed_from_the_gateways_record() {
+    use interop_gateway::principal::Principal;
+    let (dir, world_dir, pki) = world_and_pki();
+    let s0a = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
+    let s0b = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
+    let s1 = serve_shard(&world_dir, &pki, 1, None, Revocations::default()).await;
+    let spec = format!(
+        "https://{}|https://{},https://{}",
+        s0a.addr, s0b.addr, s1.addr
+    );
+    let ident = RemoteIdent::new(&spec, &pki, &world_dir, Duration::from_millis(1500)).unwrap();
+    let gw = TestGateway::start_with_ident_shards(dir.clone(), pki.clone(), Arc::new(ident)).await;
+    let mut m =
+        pb::matcher_service_client::MatcherServiceClient::new(gw.channel(Principal::Admin).await);
+    let shard0 = Shard { index: 0, count: 2 };
+    let admin = gw.client(Principal::Admin).await;
+    // What replica `addr` answers for a capture of `person`: its best candidate if a hit.
+    let top = |addr: SocketAddr, person: u64| {
+        let pki = pki.clone();
+        async move {
+            let r = shard_admin(addr, &pki)
+                .await
+                .search(pb::SearchRequest {
+                    fingers: interop_gateway::convert::tenprint_to_pb(&capture(person, 91)),
+                    max_candidates: 1,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            r.hit.then(|| r.candidates[0].subject_id)
+        }
+    };
+    assert_eq!(top(s0b.addr, CITIZEN).await, Some(CITIZEN), "subject 2");
+
+    // Replica b is down: an enrolment and a removal at the gateway reach only replica a.
+    let addr0b = s0b.addr;
+    let _ = s0b.stop.send(());
+    let _ = s0b.task.await;
+    let e = m.enroll(enrol(8_000_010)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(
+        e.message().contains("recorded at the gateway"),
+        "{}",
+        e.message()
+    );
+    let e = m
+        .remove(pb::RemoveRequest {
+            subject_id: CITIZEN,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+
+    // It restarts with the world's gallery: subject 2, not 8,000,010. Read before serving,
+    // the record gives it both changes, and only those (the world's other subjects stay).
+    let s0b = serve_shard(&world_dir, &pki, 0, Some(addr0b), Revocations::default()).await;
+    let before = s0b.log.is_removed(CITIZEN);
+    let (version, made) = remote::pull_changes(&admin, &s0b.log, shard0, 0)
+        .await
+        .unwrap();
+    assert!(!before);
+    assert_eq!(made, 2);
+    assert_eq!(top(addr0b, NOBODY).await, Some(8_000_010));
+    assert_eq!(top(addr0b, CITIZEN).await, None, "the removal was not made");
+    assert_eq!(
+        remote::pull_changes(&admin, &s0b.log, shard0, version)
+            .await
+            .unwrap(),
+        (version, 0),
+        "the same record read again"
+    );
+    // Both replicas have the enrolment now: retried at the gateway, every replica had it.
+    let e = m.enroll(enrol(8_000_010)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+
+    // Down again, and another enrolment missed; restarted, it follows the gateway (from no
+    // record read) and makes all three changes by itself.
+    let _ = s0b.stop.send(());
+    let _ = s0b.task.await;
+    let e = m.enroll(enrol(8_000_012)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    let s0b = serve_shard(&world_dir, &pki, 0, Some(addr0b), Revocations::default()).await;
+    let (stop_follow, stop_rx) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(remote::follow_gallery(
+        admin.clone(),
+        s0b.log.clone(),
+        shard0,
+        0,
+        Duration::from_millis(100),
+        stop_rx,
+    ));
+    let mut caught_up = false;
+    for _ in 0..100 {
+        let mut best_two: Vec<u64> = shard_admin(addr0b, &pki)
+            .await
+            .search(pb::SearchRequest {
+                fingers: interop_gateway::convert::tenprint_to_pb(&capture(NOBODY, 92)),
+                max_candidates: 2,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .candidates
+            .iter()
+            .map(|c| c.subject_id)
+            .collect();
+        best_two.sort();
+        if best_two == [8_000_010, 8_000_012] && s0b.log.is_removed(CITIZEN) {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        caught_up,
+        "the restarted replica did not make the changes it missed"
+    );
+    assert_eq!(top(addr0b, CITIZEN).await, None);
+
+    // A shard process lists nothing: the record is the gateway's.
+    let e = shard_admin(s0a.addr, &pki)
+        .await
+        .list_changes(pb::ListChangesRequest {
+            shard_index: 0,
+            shard_count: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+
+    let _ = stop_follow.send(true);
+    let _ = follower.await;
     for s in [s0a, s0b, s1] {
         let _ = s.stop.send(());
         let _ = s.task.await;
