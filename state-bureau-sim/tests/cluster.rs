@@ -4,7 +4,9 @@
 //! both replicas of a matcher shard and then a gateway are killed (SIGKILL) mid-run: no
 //! receipted submission lost (the survivor takes over the dead one's unfinished work),
 //! nothing delivered twice, nothing acknowledged at the dead gateway delivered again by the
-//! survivor, no false "no match" for searches the dark shard missed.
+//! survivor, no false "no match" for searches the dark shard missed. Then gallery changes made
+//! at one gateway while a shard replica is down reach the other gateway's record, and the
+//! replica, restarted, makes them before it listens.
 //!
 //! Needs `nats-server` (Debian package `nats-server`; `.ci/run` installs it). Where it is
 //! absent the test says so loudly and passes, unless `INTEROP_REQUIRE_NATS` is set (CI).
@@ -13,6 +15,7 @@ use interop_gateway::client;
 use interop_gateway::pki::PkiDir;
 use interop_gateway::principal::Principal;
 use interop_gateway::store::nats_server_for_test;
+use interop_proto::v1 as pb;
 use state_bureau_sim::cluster::{Cluster, ClusterOptions};
 use state_bureau_sim::demo::{self, Arrival, DemoOptions, RunOptions};
 use std::time::{Duration, Instant};
@@ -174,6 +177,112 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
             );
         }
     });
+
+    // Gallery changes made at gateway-1 while matcher-0-0 is still down (so they are only
+    // partly done) reach gateway-0's record through the log, and matcher-0-0, restarted and
+    // following the gateways (`--gateway`), makes them before it listens.
+    let ident: std::collections::BTreeMap<u64, serde_json::Value> =
+        interop_gateway::world::read_json(
+            &cluster.world,
+            interop_gateway::world::IDENT_RECORDS_FILE,
+        )
+        .unwrap();
+    let removed = *ident
+        .keys()
+        .find(|s| *s % 2 == 0)
+        .expect("an IDENT subject of shard 0");
+    let enrolled = 10_000_000u64;
+    let print = interop_matcher::synth::capture(
+        &interop_matcher::synth::master_tenprint(world.meta.seed, 77_000_000),
+        &interop_matcher::synth::CaptureModel::default(),
+        1,
+    );
+    let matcher = |at: String| {
+        let pki = pki.clone();
+        async move {
+            let c = client::connect_client(&at, &pki, &Principal::Admin)
+                .await
+                .unwrap();
+            pb::matcher_service_client::MatcherServiceClient::new(c.channel())
+        }
+    };
+    rt.block_on(async {
+        let mut at1 = matcher(addr("gateway-1")).await;
+        let e = at1
+            .enroll(pb::EnrollRequest {
+                subject_id: enrolled,
+                fingers: interop_gateway::convert::tenprint_to_pb(&print),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            tonic::Code::Unavailable,
+            "matcher-0-0 is down: {e:?}"
+        );
+        let e = at1
+            .remove(pb::RemoveRequest {
+                subject_id: removed,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        // gateway-0 lists both, from the shared log.
+        let mut at0 = matcher(addr("gateway-0")).await;
+        let mut listed = vec![];
+        for _ in 0..100 {
+            let page = at0
+                .list_changes(pb::ListChangesRequest {
+                    shard_index: 0,
+                    shard_count: 2,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            listed = page
+                .changes
+                .iter()
+                .map(|c| (c.subject_id, c.removed))
+                .collect();
+            if listed.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        listed.sort();
+        let mut want = vec![(removed, true), (enrolled, false)];
+        want.sort();
+        assert_eq!(listed, want, "gateway-0's record of gateway-1's changes");
+    });
+    cluster.restart("matcher-0-0").unwrap();
+    rt.block_on(async {
+        let mut shard = matcher(addr("matcher-0-0")).await;
+        let e = shard
+            .enroll(pb::EnrollRequest {
+                subject_id: enrolled,
+                fingers: interop_gateway::convert::tenprint_to_pb(&print),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            tonic::Code::AlreadyExists,
+            "matcher-0-0 lacks the enrolment it missed: {e:?}"
+        );
+        let e = shard
+            .remove(pb::RemoveRequest {
+                subject_id: removed,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            tonic::Code::NotFound,
+            "matcher-0-0 still holds the subject removed while it was down: {e:?}"
+        );
+    });
+
     cluster.down();
     let log = std::fs::read_to_string(dir.path().join("logs/gateway-1.log")).unwrap();
     let taken = log
