@@ -92,7 +92,7 @@ fn digest_of(change: &Change) -> u64 {
 /// 2,982 bytes so, and was 26,412 as JSON (each minutia's field names spelled out).
 const COMPACT: [u8; 2] = [0xFF, 1];
 
-/// A change as its setting's bytes (see [`COMPACT`]).
+/// A change as its setting's bytes: a tag (0xFF, then the form's version, 1), then `postcard`.
 pub fn encode(change: &Change) -> Vec<u8> {
     let mut out = COMPACT.to_vec();
     out.extend(postcard::to_stdvec(change).expect("a change serialises"));
