@@ -33,7 +33,8 @@
 //! A program, not a test: figures on shared machines are noisy; compare within one run.
 
 use interop_matcher::exhaustive::{
-    SHORTLIST_PER_CODE, ShortlistRanks, THRESHOLD, compare_fingers, shortlist_len,
+    FirstCode, SHORTLIST_PER_CODE, ShortlistRanks, THRESHOLD, compare_fingers,
+    pattern_shortlist_len, shortlist_len,
 };
 use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
 use interop_matcher::template::FingerTemplate;
@@ -51,6 +52,7 @@ struct Args {
     shards: usize,
     profile_s: u64,
     stop_share: Option<f64>,
+    first: FirstCode,
 }
 
 fn args() -> Args {
@@ -58,6 +60,7 @@ fn args() -> Args {
         shards: 4,
         profile_s: 0,
         stop_share: None,
+        first: FirstCode::Auto,
         identities: 10_000,
         searches: 300,
         pairs: 2_000,
@@ -90,6 +93,17 @@ fn args() -> Args {
                             std::process::exit(2)
                         }),
                 )
+            }
+            "--first" => {
+                a.first = match v.get(i + 1).map(String::as_str) {
+                    Some("auto") => FirstCode::Auto,
+                    Some("words") => FirstCode::Words,
+                    Some("patterns") => FirstCode::Patterns,
+                    _ => {
+                        eprintln!("--first needs auto, words or patterns");
+                        std::process::exit(2)
+                    }
+                }
             }
             "--out" => {
                 a.out = v.get(i + 1).cloned().unwrap_or(a.out);
@@ -205,6 +219,7 @@ fn main() {
     if let Some(share) = a.stop_share {
         m = m.with_stop_share(share);
     }
+    m.set_first_code(a.first);
     // Bulk load: prints prepared on every core, as the gateway loads a gallery file.
     m.enroll_many(&prints).expect("enrol");
     // Fold the last enrolments into the compressed index, as a bulk load would.
@@ -296,8 +311,13 @@ fn main() {
         })
         .collect();
     // Postings stage 1 walks per search (the part that grows with the gallery).
+    let by_patterns = mated
+        .iter()
+        .filter(|(_, probe)| m.first_code_for(probe).expect("code") == FirstCode::Patterns)
+        .count();
     let walked: Vec<usize> = mated
         .iter()
+        .filter(|(_, probe)| m.first_code_for(probe).expect("code") == FirstCode::Words)
         .map(|(_, probe)| m.stage1_postings(probe).expect("postings"))
         .collect();
     let walked_mean = walked.iter().sum::<usize>() as f64 / walked.len().max(1) as f64;
@@ -475,11 +495,13 @@ fn main() {
         100.0 * cal_fnir
     );
     println!(
-        "  stage-1 postings walked per search: {walked_mean:.0} ({:.1} per identity)",
+        "  stage 1's first code ({:?}): pattern classes for {by_patterns} of {} mated probes; words for the others, walking {walked_mean:.0} postings a search ({:.1} per identity)",
+        a.first,
+        mated.len(),
         walked_mean / a.identities as f64
     );
     for (name, (p50, p99, max)) in [
-        ("word code", by_words),
+        ("first code", by_words),
         ("histogram code", by_hist),
         ("either code", by_either),
         ("fused score", by_fused),
@@ -498,9 +520,20 @@ fn main() {
             show(max)
         );
     }
+    // The lengths for the code the mated probes were ranked by (all the same here).
+    let code = if by_patterns > 0 {
+        FirstCode::Patterns
+    } else {
+        FirstCode::Words
+    };
+    let short_len = if code == FirstCode::Patterns {
+        pattern_shortlist_len(a.identities as usize)
+    } else {
+        shortlist_len(a.identities as usize)
+    };
     println!(
-        "  mates the word score did not keep (cascade of {}): {not_kept}",
-        m.cascade_len()
+        "  mates the first code did not keep (cascade of {}): {not_kept}",
+        m.cascade_len_for(code)
     );
     println!(
         "  mates a fused shortlist of k would lose (alone/with the guard of {SHORTLIST_PER_CODE} per code): {}  (now {})",
@@ -509,7 +542,7 @@ fn main() {
             .map(|(k, n, g)| format!("k={k}: {n}/{g}"))
             .collect::<Vec<_>>()
             .join(", "),
-        shortlist_len(a.identities as usize)
+        short_len
     );
     println!(
         "  single finger, {} pairs:    EER ours {:.2}%   Bozorth3 {:.2}%  ({:.1} s for both)",
@@ -562,14 +595,16 @@ fn main() {
             },
         },
         "shortlist": {
-            "size_fused": shortlist_len(n as usize),
+            "size_fused": short_len,
             "size_per_code": SHORTLIST_PER_CODE,
-            "postings_walked_per_search": walked_mean,
-            "mate_rank_words": {"p50": by_words.0, "p99": by_words.1, "max": by_words.2},
+            "first_code": format!("{:?}", a.first),
+            "mated_probes_ranked_by_patterns": by_patterns,
+            "postings_walked_per_search_by_words": walked_mean,
+            "mate_rank_first_code": {"p50": by_words.0, "p99": by_words.1, "max": by_words.2},
             "mate_rank_histogram": {"p50": by_hist.0, "p99": by_hist.1, "max": by_hist.2},
             "mate_rank_either": {"p50": by_either.0, "p99": by_either.1, "max": by_either.2},
             "mate_rank_fused": {"p50": by_fused.0, "p99": by_fused.1, "max": by_fused.2},
-            "cascade": m.cascade_len(),
+            "cascade": m.cascade_len_for(code),
             "mates_not_kept_by_cascade": not_kept,
             "mates_lost_at_k": beyond.iter().map(|(k, n, g)| serde_json::json!({"k": k, "lost": n, "lost_with_guard": g})).collect::<Vec<_>>(),
         },

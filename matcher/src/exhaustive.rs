@@ -1,8 +1,13 @@
 //! The exhaustive sharded matcher: every search looks at every enrolled subject.
 //!
 //! Two stages:
-//! 1. **Shortlist**, a cascade over every subject. Each enrolled finger carries its "edge
-//!    words": every minutia's edges to its three nearest neighbours, quantised by length and
+//! 1. **Shortlist**, a cascade over every subject. Its first code, for a probe of at least
+//!    [`PATTERN_MIN_FINGERS`] fingers, is the fingers' **pattern classes** (arch, tented arch,
+//!    loops, whorl; see [`crate::pattern`] and [`FirstCode`]): four bytes a subject, scored by
+//!    two table lookups, where the ten classes of a mate agree and few strangers' do. The best
+//!    ([`PATTERN_CASCADE_SHARE`]) go on to the histogram code and the fused score as below. A
+//!    probe with fewer fingers is ranked first by its edge words. Each enrolled finger
+//!    carries its "edge words": every minutia's edges to its three nearest neighbours, quantised by length and
 //!    by both directions relative to the edge, with the types (ending, bifurcation) of the
 //!    edge's two minutiae — invariant to rotation and translation, so no alignment is needed.
 //!    The probe's edges are expanded to the neighbouring bins too (jitter moves values across
@@ -54,6 +59,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
+const PATTERN_CLASSES: usize = crate::pattern::CLASSES;
+
 /// Subjects that reach the pairing stage per search: among those stage 1 kept (see `stage1`),
 /// the best by the fused score — this many, plus one per [`SHORTLIST_GROWTH`] identities in the
 /// gallery (see [`shortlist_len`]) — with the best [`SHORTLIST_PER_CODE`] by each code alone.
@@ -76,6 +83,16 @@ pub const SHORTLIST_PER_CODE: usize = 3;
 pub const CASCADE: usize = 4096;
 /// See [`CASCADE`]: 20,000 kept at 1,000,000.
 pub const CASCADE_SHARE: usize = 50;
+/// With [`FirstCode::Patterns`], stage 1 keeps [`CASCADE`] subjects, or one in this many if
+/// more: 4,096 at 1,000,000, where over 1,000 mated searches the mate's pattern rank was at
+/// most 35 (p99 15). By estimate, a mate with two fingers classified wrongly ranks about
+/// 1,500th there (about 1 probe in 15,000 at the default capture quality, 1 in 35 of a poor
+/// card's), and one with three may fall outside (1 in 460 of a poor card's).
+pub const PATTERN_CASCADE_SHARE: usize = 250;
+/// With [`FirstCode::Patterns`], the fused shortlist grows by one per this many identities: 15
+/// at 1,000,000, where the worst of 1,000 mates measured ranked 11th by the fused score (a
+/// shortlist of 10 lost it; by words the worst ranked 22nd, and the shortlist is 30).
+pub const PATTERN_SHORTLIST_GROWTH: usize = 100_000;
 /// Words listed for more than this share of the gallery's entries are stop words: stage 1
 /// does not walk them. With typed words, at 100,000 identities over 200 mated searches
 /// (`matcher-bench`, BENCHMARKS.md): 0.07 walked 119 postings per identity per search and
@@ -1382,6 +1399,8 @@ struct Shard {
     word_counts: [Vec<u16>; POSITIONS],
     /// Per entry and slot: the histogram code (zero where there is no finger).
     hists: Vec<[Code; POSITIONS]>,
+    /// Per entry: its fingers' pattern classes, 3 bits a slot (see [`pack_patterns`]).
+    patterns: Vec<u32>,
     postings: Postings,
     /// Entries removed from the gallery (a bit per entry; empty until the first removal):
     /// searches never keep them. See [`Matcher::remove`].
@@ -1401,6 +1420,8 @@ struct Enrolled {
     counts: [u16; POSITIONS],
     word_counts: [u16; POSITIONS],
     hists: [Code; POSITIONS],
+    /// Its fingers' pattern classes (see [`pack_patterns`]).
+    patterns: u32,
 }
 
 impl Enrolled {
@@ -1456,6 +1477,7 @@ fn enrolled_fingers_with(
         minutiae: Vec::with_capacity(n),
         // Three edges per minutia, at most a word each.
         words: Vec::with_capacity(NEIGHBOURS * n),
+        patterns: pack_patterns(&at_slot.map(|f| f.and_then(gallery_pattern))),
         ..Enrolled::default()
     };
     for (s, f) in at_slot.into_iter().enumerate() {
@@ -1471,6 +1493,31 @@ fn enrolled_fingers_with(
         out.word_counts[s] = (out.words.len() - words_before) as u16;
     }
     Ok(out)
+}
+
+/// A slot's pattern code when it has no finger or its class is uncertain.
+const NO_PATTERN: u32 = 7;
+/// Bits of a slot's pattern code.
+const PATTERN_BITS: u32 = 3;
+/// A gallery finger's class is kept only if the classifier gives it at least this
+/// probability (otherwise the slot counts as unknown, and neither agrees nor disagrees).
+const PATTERN_SURE: f32 = 0.6;
+
+/// Ten slots' pattern classes (0..5, see [`crate::pattern`]; `None`: no finger, or unsure) in
+/// one word, [`PATTERN_BITS`] a slot from the lowest.
+fn pack_patterns(classes: &[Option<u8>; POSITIONS]) -> u32 {
+    classes.iter().enumerate().fold(0, |v, (s, c)| {
+        v | c.map_or(NO_PATTERN, u32::from) << (PATTERN_BITS * s as u32)
+    })
+}
+
+/// A gallery finger's pattern class, if the classifier is sure enough of it.
+fn gallery_pattern(f: &FingerTemplate) -> Option<u8> {
+    if f.minutiae.is_empty() {
+        return None;
+    }
+    let (c, p) = crate::pattern::classify(f);
+    (p >= PATTERN_SURE).then_some(c)
 }
 
 /// A gallery finger's stage-1 codes: its edge words and histogram code, most of a bulk
@@ -1565,6 +1612,7 @@ impl Shard {
             column.push(wc);
         }
         self.hists.push(print.hists);
+        self.patterns.push(print.patterns);
         idx
     }
 
@@ -1634,6 +1682,7 @@ impl Shard {
         let n: usize = self.counts[e].iter().map(|c| *c as usize).sum();
         self.minutiae[start..start + n].fill(0);
         self.hists[e] = [[0; HIST]; POSITIONS];
+        self.patterns[e] = pack_patterns(&[None; POSITIONS]);
     }
 
     /// Drops the removed entries: the others are renumbered in order and every array and
@@ -1675,6 +1724,7 @@ impl Shard {
         filter(&mut self.subjects, &renumber);
         filter(&mut self.counts, &renumber);
         filter(&mut self.hists, &renumber);
+        filter(&mut self.patterns, &renumber);
         for column in &mut self.word_counts {
             filter(column, &renumber);
         }
@@ -1686,7 +1736,7 @@ impl Shard {
     /// The best `k` entries by `scores` (see [`best_of_shard`]), removed entries left out.
     fn best_live(&self, scores: &[f32], k: usize) -> Vec<(usize, f32)> {
         if self.removed_count == 0 {
-            return best_of_shard(scores, k);
+            return best_of_shard(scores, &self.subjects, k);
         }
         let mut masked = scores.to_vec();
         for (block, &bits) in self.removed.iter().enumerate() {
@@ -1696,7 +1746,7 @@ impl Shard {
                 b &= b - 1;
             }
         }
-        let mut best = best_of_shard(&masked, k);
+        let mut best = best_of_shard(&masked, &self.subjects, k);
         best.retain(|(_, x)| *x > f32::NEG_INFINITY);
         best
     }
@@ -1756,6 +1806,8 @@ struct ProbeCodes {
     fingers: Vec<(usize, Prepared)>,
     words: ProbeWords,
     hists: Vec<(usize, Code)>,
+    /// Per slot, the probabilities of its finger's pattern classes (the first finger listed).
+    patterns: [Option<[f32; PATTERN_CLASSES]>; POSITIONS],
 }
 
 impl ProbeCodes {
@@ -1769,7 +1821,16 @@ impl ProbeCodes {
         if fingers.is_empty() {
             return Err(MatchError::EmptyProbe);
         }
+        let mut patterns = [None; POSITIONS];
+        for f in probe.fingers.iter().filter(|f| !f.minutiae.is_empty()) {
+            if let Some(s) = slot(f.position)
+                && patterns[s].is_none()
+            {
+                patterns[s] = Some(crate::pattern::probabilities(f));
+            }
+        }
         Ok(ProbeCodes {
+            patterns,
             words: probe_words(&fingers),
             hists: fingers
                 .iter()
@@ -1806,13 +1867,19 @@ fn top_k(mut v: Vec<Candidate>, k: usize) -> Vec<Candidate> {
     v
 }
 
-/// The best `k` of `(shard, entry, score)` by score, ties to the lower (shard, entry): a
-/// linear-time selection under a strict total order, so the same set a full sort would give
-/// (sorting was a third of the search time at 10,000 identities). Taking the best `k` of each
-/// shard's best `k` gives the same set too.
-fn best_k(mut v: Vec<(usize, usize, f32)>, k: usize) -> Vec<(usize, usize, f32)> {
+/// The best `k` of `(shard, entry, score)` by score, ties to the lower subject id (`id` of
+/// shard and entry; ids are unique, so the order is strict and does not depend on where a
+/// subject sits: with ties to the lower entry, a print enrolled under many ids kept different
+/// ids under different shardings): a linear-time selection under a strict total order, so
+/// the same set a full sort would give (sorting was a third of the search time at 10,000
+/// identities). Taking the best `k` of each shard's best `k` gives the same set too.
+fn best_k(
+    mut v: Vec<(usize, usize, f32)>,
+    k: usize,
+    id: impl Fn(usize, usize) -> SubjectId,
+) -> Vec<(usize, usize, f32)> {
     let cmp = |a: &(usize, usize, f32), b: &(usize, usize, f32)| {
-        b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1))
+        b.2.total_cmp(&a.2).then(id(a.0, a.1).cmp(&id(b.0, b.1)))
     };
     if v.len() > k {
         v.select_nth_unstable_by(k - 1, cmp);
@@ -1831,12 +1898,14 @@ impl Deadline {
     }
 }
 
-/// The best `k` entries of one shard by score (ties to the lower entry), in no particular
-/// order: the same set as [`best_k`] over every entry, in about one pass. A sample of every
+/// The best `k` entries of one shard by score (ties to the lower id in `ids`, the entries'
+/// subjects), in no particular order: the same set as [`best_k`] over every entry, in about
+/// one pass. A sample of every
 /// 16th score sets a bar that, by a wide margin, more than `k` entries clear; only those are
 /// gathered and selected from. If fewer clear it (a bar set too high), every entry is.
-fn best_of_shard(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let desc = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+fn best_of_shard(scores: &[f32], ids: &[SubjectId], k: usize) -> Vec<(usize, f32)> {
+    let desc =
+        |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(ids[a.0].cmp(&ids[b.0]));
     let select = |mut v: Vec<(usize, f32)>| {
         if v.len() > k && k > 0 {
             v.select_nth_unstable_by(k - 1, desc);
@@ -1920,6 +1989,7 @@ struct FingerKeys {
 struct Kept {
     shard: usize,
     entry: usize,
+    subject: SubjectId,
     word: f32,
     hist: f32,
     fused: f32,
@@ -1930,13 +2000,16 @@ struct Kept {
 struct Stage1 {
     words: Vec<Vec<f32>>,
     kept: Vec<Kept>,
+    /// The first code was the pattern classes (`words` holds their scores).
+    patterns: bool,
 }
 
-/// Stage 1, a cascade. The word index scores every subject (per shard in parallel); the best
-/// [`cascade_len`] by word score are kept, and only those have their histogram codes read.
-/// The fused score adds the two codes' z-scores: the word score's mean and standard deviation are
+/// Stage 1, a cascade. The first code, the pattern classes or the word index (see
+/// [`FirstCode`]), scores every subject (per shard in parallel); the best [`cascade_len`] by it
+/// are kept, and only those have their histogram codes read.
+/// The fused score adds the two codes' z-scores: the first code's mean and standard deviation are
 /// taken over the whole gallery, the histogram's over the kept subjects (nearly all of them
-/// impostors, whose histogram scores do not depend on their word scores), so a mate that stands
+/// impostors, whose histogram scores do not depend on their first code's), so a mate that stands
 /// out on both codes stands out further on their sum.
 fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
     shards: &[S],
@@ -1945,20 +2018,38 @@ fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
     vocabulary: &Vocabulary,
     deadline: Deadline,
 ) -> Option<Stage1> {
-    let keys = weighted_keys(vocabulary, &codes.words, tuning.stop_share);
     let n: usize = shards.iter().map(|s| s.len()).sum();
-    let m = cascade_len(tuning.cascade, n);
+    let patterns = codes.ranks_by_patterns(tuning.first);
+    let m = cascade_len(tuning.cascade, n, patterns);
     type Best = Vec<(usize, f32)>;
-    let (words, best): (Vec<Vec<f32>>, Vec<Best>) = shards
-        .par_iter()
-        .map(|s| {
-            let w = s.word_scores(&keys, deadline)?;
-            let best = s.best_live(&w, m);
-            Some((w, best))
-        })
-        .collect::<Option<Vec<_>>>()?
-        .into_iter()
-        .unzip();
+    let (words, best): (Vec<Vec<f32>>, Vec<Best>) = if patterns {
+        let tables = PatternTables::new(&codes.patterns);
+        shards
+            .par_iter()
+            .map(|s| {
+                if deadline.passed() {
+                    return None;
+                }
+                let w = s.pattern_scores(&tables);
+                let best = s.best_live(&w, m);
+                Some((w, best))
+            })
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .unzip()
+    } else {
+        let keys = weighted_keys(vocabulary, &codes.words, tuning.stop_share);
+        shards
+            .par_iter()
+            .map(|s| {
+                let w = s.word_scores(&keys, deadline)?;
+                let best = s.best_live(&w, m);
+                Some((w, best))
+            })
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .unzip()
+    };
     let moments = words
         .par_iter()
         .map(|w| {
@@ -1974,12 +2065,14 @@ fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
             .flat_map(|(si, b)| b.into_iter().map(move |(e, x)| (si, e, x)))
             .collect(),
         m,
+        |s, e| shards[s].subjects[e],
     );
     let mut kept: Vec<Kept> = chosen
         .into_iter()
         .map(|(shard, entry, word)| Kept {
             shard,
             entry,
+            subject: shards[shard].subjects[entry],
             word,
             hist: shards[shard].histogram_score(entry, &codes.hists) as f32,
             fused: 0.0,
@@ -1992,7 +2085,11 @@ fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
     for k in &mut kept {
         k.fused = (k.word - mw) * iw + (k.hist - mh) * ih;
     }
-    Some(Stage1 { words, kept })
+    Some(Stage1 {
+        words,
+        kept,
+        patterns,
+    })
 }
 
 /// Mean and 1 / standard deviation from a count, sum and sum of squares; a population with no
@@ -2007,18 +2104,27 @@ fn mean_and_inverse_spread(n: usize, (sum, sq): (f64, f64)) -> (f32, f32) {
     (mean as f32, inv as f32)
 }
 
-/// How many subjects stage 1 keeps by word score in a gallery of `n`: `fixed`, or by the rule
-/// of [`CASCADE`].
-fn cascade_len(fixed: Option<usize>, n: usize) -> usize {
-    fixed
-        .unwrap_or(CASCADE.max(n / CASCADE_SHARE))
-        .min(n)
-        .max(1)
+/// How many subjects stage 1 keeps by its first code in a gallery of `n`: `fixed`, or by the
+/// rule of [`CASCADE`] (of [`PATTERN_CASCADE_SHARE`] for the pattern classes).
+fn cascade_len(fixed: Option<usize>, n: usize, patterns: bool) -> usize {
+    let share = if patterns {
+        PATTERN_CASCADE_SHARE
+    } else {
+        CASCADE_SHARE
+    };
+    fixed.unwrap_or(CASCADE.max(n / share)).min(n).max(1)
 }
 
-/// How many subjects the fused score shortlists in a gallery of `n` (see [`SHORTLIST`]).
+/// How many subjects the fused score shortlists in a gallery of `n` (see [`SHORTLIST`]) when
+/// the first code is the words.
 pub fn shortlist_len(n: usize) -> usize {
     SHORTLIST + n / SHORTLIST_GROWTH
+}
+
+/// How many subjects the fused score shortlists in a gallery of `n` when the first code is
+/// the pattern classes (see [`PATTERN_SHORTLIST_GROWTH`]).
+pub fn pattern_shortlist_len(n: usize) -> usize {
+    SHORTLIST + n / PATTERN_SHORTLIST_GROWTH
 }
 
 /// The subjects stage 2 pairs, as `(shard, entry)`, sorted, without repeats: among those stage 1
@@ -2026,20 +2132,32 @@ pub fn shortlist_len(n: usize) -> usize {
 /// each code.
 fn shortlist(st: &Stage1) -> Vec<(usize, usize)> {
     let n = st.words.iter().map(Vec::len).sum();
+    // Ties to the lower subject id, not the lower entry: the same subjects however the
+    // gallery is sharded (a print enrolled under several ids ties on every code).
     let by = |f: fn(&Kept) -> f32, k: usize| {
-        best_k(
-            st.kept.iter().map(|c| (c.shard, c.entry, f(c))).collect(),
-            k,
-        )
+        let mut v: Vec<(f32, SubjectId, usize, usize)> = st
+            .kept
+            .iter()
+            .map(|c| (f(c), c.subject, c.shard, c.entry))
+            .collect();
+        if v.len() > k && k > 0 {
+            v.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        }
+        v.truncate(k);
+        v.into_iter().map(|(_, _, s, e)| (s, e))
+    };
+    let len = if st.patterns {
+        pattern_shortlist_len(n)
+    } else {
+        shortlist_len(n)
     };
     let mut short: Vec<(usize, usize)> = [
-        by(|c| c.fused, shortlist_len(n)),
+        by(|c| c.fused, len),
         by(|c| c.word, SHORTLIST_PER_CODE),
         by(|c| c.hist, SHORTLIST_PER_CODE),
     ]
     .into_iter()
     .flatten()
-    .map(|(s, e, _)| (s, e))
     .collect();
     short.sort_unstable();
     short.dedup();
@@ -2058,6 +2176,102 @@ pub struct ExhaustiveMatcher {
     tuning: Tuning,
 }
 
+/// The code stage 1 ranks every subject by, before the cascade keeps the best (see
+/// [`CASCADE`]) for the histogram code and the fused score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstCode {
+    /// [`FirstCode::Patterns`] for a probe with at least [`PATTERN_MIN_FINGERS`] fingers,
+    /// [`FirstCode::Words`] for one with fewer (the default).
+    Auto,
+    /// The edge words, through the inverted index (see the module comment).
+    Words,
+    /// The fingers' pattern classes (see [`crate::pattern`]): a subject scores, for each
+    /// finger the probe and it both have, the log of how much likelier the probe's class
+    /// probabilities make the gallery finger's class than its share of all fingers. Ten
+    /// fingers' classes narrow a gallery as the classification of tenprint cards did: on
+    /// synthetic prints, a mate's classes all agree and few strangers' do. A scan of four bytes a
+    /// subject (two table lookups), where the walk of the words reads ~46 postings.
+    Patterns,
+}
+
+/// With fewer fingers than this a probe's pattern classes narrow the gallery too little (each
+/// agreeing finger leaves about a third of the strangers), and stage 1 ranks by words.
+pub const PATTERN_MIN_FINGERS: usize = 7;
+
+/// The share of a class's probability [`PatternTables`] gives every class, whatever the
+/// probe finger's probabilities: a gallery finger classified wrongly (about 1 in 1,000 at the
+/// default capture quality) costs at most ln(1 / 0.02) ≈ 3.9, not everything.
+const PATTERN_FLOOR: f32 = 0.02;
+
+/// A probe's pattern score of every combination of classes at five slots, for slots 0..5
+/// (`lo`) and 5..10 (`hi`): a subject's score is two lookups by its packed codes.
+struct PatternTables {
+    lo: Vec<f32>,
+    hi: Vec<f32>,
+}
+
+impl PatternTables {
+    fn new(probe: &[Option<[f32; PATTERN_CLASSES]>; POSITIONS]) -> PatternTables {
+        let prior = crate::pattern::PRIOR;
+        // Per slot, the score of each code: 0 for no finger on either side.
+        let t: Vec<[f32; 8]> = probe
+            .iter()
+            .map(|p| {
+                let mut row = [0f32; 8];
+                if let Some(p) = p {
+                    for c in 0..PATTERN_CLASSES {
+                        row[c] = ((1.0 - PATTERN_FLOOR) * p[c] / prior[c] + PATTERN_FLOOR).ln();
+                    }
+                }
+                row
+            })
+            .collect();
+        // Digit by digit: the table of slots 0..=d from that of 0..d (8 entries, 64, ...).
+        let half = |t: &[[f32; 8]]| {
+            let mut v = vec![0f32];
+            for (d, row) in t.iter().enumerate() {
+                let mut next = vec![0f32; v.len() * 8];
+                for (c, &x) in row.iter().enumerate() {
+                    for (i, &y) in v.iter().enumerate() {
+                        next[i + (c << (PATTERN_BITS as usize * d))] = y + x;
+                    }
+                }
+                v = next;
+            }
+            v
+        };
+        PatternTables {
+            lo: half(&t[..POSITIONS / 2]),
+            hi: half(&t[POSITIONS / 2..]),
+        }
+    }
+}
+
+/// Bits of five slots' pattern codes.
+const HALF_PATTERN_BITS: u32 = PATTERN_BITS * (POSITIONS as u32 / 2);
+
+impl ProbeCodes {
+    /// Whether stage 1 ranks this probe by pattern classes under `first`.
+    fn ranks_by_patterns(&self, first: FirstCode) -> bool {
+        match first {
+            FirstCode::Words => false,
+            FirstCode::Patterns => true,
+            FirstCode::Auto => self.patterns.iter().flatten().count() >= PATTERN_MIN_FINGERS,
+        }
+    }
+}
+
+impl Shard {
+    /// Every entry's pattern score for the probe of `t` (see [`FirstCode::Patterns`]).
+    fn pattern_scores(&self, t: &PatternTables) -> Vec<f32> {
+        let mask = (1u32 << HALF_PATTERN_BITS) - 1;
+        self.patterns
+            .iter()
+            .map(|&v| t.lo[(v & mask) as usize] + t.hi[((v >> HALF_PATTERN_BITS) & mask) as usize])
+            .collect()
+    }
+}
+
 /// Stage 1's settings a benchmark may change (see [`ExhaustiveMatcher::with_cascade`] and
 /// [`ExhaustiveMatcher::with_stop_share`]).
 #[derive(Clone, Copy, Debug)]
@@ -2066,6 +2280,8 @@ struct Tuning {
     cascade: Option<usize>,
     /// See [`STOP_WORD_SHARE`].
     stop_share: f64,
+    /// Stage 1's first code (see [`FirstCode`]).
+    first: FirstCode,
 }
 
 impl ExhaustiveMatcher {
@@ -2080,6 +2296,7 @@ impl ExhaustiveMatcher {
             tuning: Tuning {
                 cascade: None,
                 stop_share: STOP_WORD_SHARE,
+                first: FirstCode::Auto,
             },
         }
     }
@@ -2100,10 +2317,32 @@ impl ExhaustiveMatcher {
         self
     }
 
+    /// The same matcher ranking every subject first by `first` (see [`FirstCode`]): for the
+    /// benchmark and tests, to compare the codes on one gallery.
+    pub fn with_first_code(mut self, first: FirstCode) -> Self {
+        self.tuning.first = first;
+        self
+    }
+
+    /// Sets stage 1's first code of a matcher already loaded (see [`FirstCode`]).
+    pub fn set_first_code(&mut self, first: FirstCode) {
+        self.tuning.first = first;
+    }
+
     /// How many subjects stage 1 keeps by word score in the gallery as it is now (see
     /// [`CASCADE`]).
     pub fn cascade_len(&self) -> usize {
-        cascade_len(self.tuning.cascade, self.len())
+        cascade_len(self.tuning.cascade, self.len(), false)
+    }
+
+    /// How many subjects stage 1 keeps by its first code `first` (words or patterns) in the
+    /// gallery as it is now.
+    pub fn cascade_len_for(&self, first: FirstCode) -> usize {
+        cascade_len(
+            self.tuning.cascade,
+            self.len(),
+            first == FirstCode::Patterns,
+        )
     }
 
     /// The fused score at which a search's best candidate is a hit.
@@ -2214,6 +2453,7 @@ impl ExhaustiveMatcher {
                 column.shrink_to_fit();
             }
             s.hists.shrink_to_fit();
+            s.patterns.shrink_to_fit();
         }
     }
 }
@@ -2223,7 +2463,7 @@ impl ExhaustiveMatcher {
 pub struct GalleryBytes {
     /// Packed minutiae and the per-entry offsets and counts that locate them.
     pub minutiae: usize,
-    /// Stage 1's histogram codes.
+    /// Stage 1's histogram codes and pattern classes (4 bytes an entry).
     pub histograms: usize,
     /// The word index: posting lists, their offsets, the uncompressed tail, each finger's
     /// word count, and the gallery's word counts that decide which words are dropped
@@ -2255,7 +2495,7 @@ impl ExhaustiveMatcher {
         for s in &self.shards {
             let s = s.read().expect("shard lock");
             b.minutiae += vec_bytes(&s.minutiae) + vec_bytes(&s.starts) + vec_bytes(&s.counts);
-            b.histograms += vec_bytes(&s.hists);
+            b.histograms += vec_bytes(&s.hists) + vec_bytes(&s.patterns);
             let p = &s.postings;
             b.index += s.word_counts.iter().map(vec_bytes).sum::<usize>()
                 + vec_bytes(&p.offsets)
@@ -2273,8 +2513,21 @@ impl ExhaustiveMatcher {
 }
 
 impl ExhaustiveMatcher {
-    /// How many postings stage 1's word index walks for `probe` (summed over shards): the
-    /// part of a search's cost that grows with the gallery. A diagnostic for the benchmark.
+    /// The code stage 1 ranks `probe` by first, [`FirstCode::Words`] or
+    /// [`FirstCode::Patterns`] (see [`FirstCode::Auto`]).
+    pub fn first_code_for(&self, probe: &Tenprint) -> Result<FirstCode, MatchError> {
+        Ok(
+            if ProbeCodes::new(probe)?.ranks_by_patterns(self.tuning.first) {
+                FirstCode::Patterns
+            } else {
+                FirstCode::Words
+            },
+        )
+    }
+
+    /// How many postings stage 1's word index walks for `probe` (summed over shards) when it
+    /// ranks by words: the part of such a search's cost that grows with the gallery. A
+    /// diagnostic for the benchmark.
     pub fn stage1_postings(&self, probe: &Tenprint) -> Result<usize, MatchError> {
         let codes = ProbeCodes::new(probe)?;
         let shards: Vec<_> = self
@@ -2350,6 +2603,7 @@ impl ExhaustiveMatcher {
             me.map(|me| above(f(me), &mut st.kept.iter().map(|k| (k.shard, k.entry, f(k)))))
         };
         Ok(Some(ShortlistRanks {
+            by_patterns: st.patterns,
             word,
             histogram,
             fused: among_kept(|k| k.fused),
@@ -2361,7 +2615,9 @@ impl ExhaustiveMatcher {
 /// A subject's stage-1 ranks for a probe (0 = first): see [`ExhaustiveMatcher::shortlist_ranks`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShortlistRanks {
-    /// By the word score, over the whole gallery.
+    /// Stage 1's first code was the pattern classes (`word` is then the rank by them).
+    pub by_patterns: bool,
+    /// By the first code (the word score, or the pattern classes), over the whole gallery.
     pub word: usize,
     /// By the histogram score over the whole gallery (a diagnostic: the search reads the
     /// histograms of kept subjects only).
@@ -2375,7 +2631,12 @@ pub struct ShortlistRanks {
 impl ShortlistRanks {
     /// Whether the search pairs the subject in a gallery of `n`.
     pub fn shortlisted(&self, n: usize) -> bool {
-        self.fused.is_some_and(|f| f < shortlist_len(n))
+        let len = if self.by_patterns {
+            pattern_shortlist_len(n)
+        } else {
+            shortlist_len(n)
+        };
+        self.fused.is_some_and(|f| f < len)
             || self.word < SHORTLIST_PER_CODE
             || self.histogram_kept.is_some_and(|h| h < SHORTLIST_PER_CODE)
     }
@@ -3029,15 +3290,17 @@ mod tests {
         #[test]
         fn one_pass_selection_is_the_selection(scores in proptest::collection::vec(0u8..20, 0..3000), k in 1usize..200) {
             let scores: Vec<f32> = scores.into_iter().map(|x| x as f32 / 4.0).collect();
+            let ids: Vec<SubjectId> = (0..scores.len() as u64).map(|e| e * 7 % 3001).collect();
             let mut want: Vec<(usize, f32)> = best_k(
                 scores.iter().enumerate().map(|(e, x)| (0, e, *x)).collect(),
                 k,
+                |_, e| ids[e],
             )
             .into_iter()
             .map(|(_, e, x)| (e, x))
             .collect();
             want.sort_by_key(|w| w.0);
-            let mut got = best_of_shard(&scores, k);
+            let mut got = best_of_shard(&scores, &ids, k);
             got.sort_by_key(|g| g.0);
             prop_assert_eq!(got, want);
         }
@@ -3251,6 +3514,65 @@ mod tests {
         assert!(
             stopped > 0 && walked > 0,
             "stopped {stopped}, walked {walked}"
+        );
+    }
+
+    /// Stage 1 by pattern classes keeps every mate of a gallery larger than the cascade and
+    /// finds it; a probe with too few fingers for its classes to narrow the gallery is ranked by
+    /// words instead. Subjects tied on every code are told apart by their ids: with a hundred
+    /// copies of one print, which ones the cascade and the shortlist keep, so the answer, is the
+    /// same however the gallery is sharded (ties went to the lower entry of the lower shard, so
+    /// one shard answered ids 1, 2, 3… and three 3, 6, 9…). A removed entry's classes are erased.
+    #[test]
+    fn pattern_classes_keep_mates_and_the_same_subjects_however_sharded() {
+        let mut prints: Vec<(SubjectId, Tenprint)> =
+            (1..=100).map(|id| (id, enrol_capture(7))).collect();
+        prints.extend((101..=900).map(|p| (p, enrol_capture(p))));
+        let load = |shards: usize, first: FirstCode| {
+            let m = ExhaustiveMatcher::new(shards)
+                .with_cascade(20)
+                .with_first_code(first);
+            m.enroll_many(&prints).unwrap();
+            m.compact();
+            m
+        };
+        let (one, three) = (load(1, FirstCode::Patterns), load(3, FirstCode::Patterns));
+        let copies = one.search(&probe(7, 1), 5).unwrap();
+        assert!(
+            copies.candidates.iter().all(|c| c.subject <= 100),
+            "{copies:?}"
+        );
+        assert_eq!(three.search(&probe(7, 1), 5).unwrap(), copies);
+
+        let auto = load(3, FirstCode::Auto);
+        let words = load(3, FirstCode::Words);
+        for p in (101..=900).step_by(53) {
+            let q = probe(p, 1);
+            assert_eq!(auto.first_code_for(&q).unwrap(), FirstCode::Patterns);
+            let ranks = auto.shortlist_ranks(&q, p).unwrap().unwrap();
+            assert!(ranks.fused.is_some(), "mate {p} not kept: {ranks:?}");
+            let found = auto.search(&q, 5).unwrap();
+            assert_eq!(found.hit.map(|c| c.subject), Some(p));
+            assert_eq!(one.search(&q, 5).unwrap(), found);
+            // Three fingers: ranked by words, as a matcher of words alone ranks it.
+            let mut few = q.clone();
+            few.fingers.truncate(3);
+            assert_eq!(auto.first_code_for(&few).unwrap(), FirstCode::Words);
+            assert_eq!(
+                auto.search(&few, 5).unwrap(),
+                words.search(&few, 5).unwrap()
+            );
+        }
+
+        let e = auto.shards[500 % 3].read().unwrap().find(500).unwrap();
+        assert_ne!(
+            auto.shards[500 % 3].read().unwrap().patterns[e],
+            pack_patterns(&[None; POSITIONS])
+        );
+        auto.remove(500).unwrap();
+        assert_eq!(
+            auto.shards[500 % 3].read().unwrap().patterns[e],
+            pack_patterns(&[None; POSITIONS])
         );
     }
 
