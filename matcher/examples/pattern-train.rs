@@ -13,24 +13,16 @@
 // The gradients read as the formulas do, index by index.
 #![allow(clippy::needless_range_loop)]
 
-use interop_matcher::pattern::{CLASSES, FEATURES, HIDDEN, WEIGHTS, Weights, features, forward};
-use interop_matcher::synth::{CaptureModel, PatternClass, capture, master_tenprint, mix};
+use interop_matcher::pattern::{
+    CLASSES, FEATURES, HIDDEN, WEIGHTS, Weights, features, forward, index_of,
+};
+use interop_matcher::synth::{CaptureModel, capture, master_tenprint, mix};
 use rayon::prelude::*;
 
 const SEED: u64 = 5;
 const PEOPLE: u64 = 6_000;
 const EPOCHS: usize = 30;
 const BATCH: usize = 256;
-
-fn class_index(c: PatternClass) -> usize {
-    match c {
-        PatternClass::Arch => 0,
-        PatternClass::TentedArch => 1,
-        PatternClass::LeftLoop => 2,
-        PatternClass::RightLoop => 3,
-        PatternClass::Whorl => 4,
-    }
-}
 
 type Sample = ([f32; FEATURES], usize);
 
@@ -56,7 +48,7 @@ fn samples(
                     t.fingers
                         .iter()
                         .zip(&m.fingers)
-                        .map(|(f, mf)| (features(f), class_index(mf.class)))
+                        .map(|(f, mf)| (features(f), index_of(mf.class) as usize))
                         .collect::<Vec<_>>()
                 })
                 .collect::<Vec<_>>()

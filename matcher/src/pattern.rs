@@ -120,6 +120,18 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
+/// The index of a synthetic finger's class in [`CLASSES`]' order (for training and tests).
+pub fn index_of(c: crate::synth::PatternClass) -> u8 {
+    use crate::synth::PatternClass::*;
+    match c {
+        Arch => 0,
+        TentedArch => 1,
+        LeftLoop => 2,
+        RightLoop => 3,
+        Whorl => 4,
+    }
+}
+
 /// The probabilities of the five classes for finger `f`.
 pub fn probabilities(f: &FingerTemplate) -> [f32; CLASSES] {
     forward(&WEIGHTS, &features(f)).1
@@ -139,17 +151,7 @@ pub fn classify(f: &FingerTemplate) -> (u8, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::{CaptureModel, PatternClass, capture, master_tenprint};
-
-    fn index(c: PatternClass) -> u8 {
-        match c {
-            PatternClass::Arch => 0,
-            PatternClass::TentedArch => 1,
-            PatternClass::LeftLoop => 2,
-            PatternClass::RightLoop => 3,
-            PatternClass::Whorl => 4,
-        }
-    }
+    use crate::synth::{CaptureModel, capture, master_tenprint};
 
     /// The share of fingers of 300 people (never trained on) classified right at `quality`.
     fn accuracy(quality: f32) -> f64 {
@@ -158,7 +160,7 @@ mod tests {
             let m = master_tenprint(99, 70_000_000 + p);
             let t = capture(&m, &CaptureModel::with_quality(quality), p);
             for (f, mf) in t.fingers.iter().zip(&m.fingers) {
-                right += usize::from(classify(f).0 == index(mf.class));
+                right += usize::from(classify(f).0 == index_of(mf.class));
                 all += 1;
             }
         }

@@ -197,6 +197,10 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
         &interop_matcher::synth::CaptureModel::default(),
         1,
     );
+    let enrolment = || pb::EnrollRequest {
+        subject_id: enrolled,
+        fingers: interop_gateway::convert::tenprint_to_pb(&print),
+    };
     let matcher = |at: String| {
         let pki = pki.clone();
         async move {
@@ -208,13 +212,7 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
     };
     rt.block_on(async {
         let mut at1 = matcher(addr("gateway-1")).await;
-        let e = at1
-            .enroll(pb::EnrollRequest {
-                subject_id: enrolled,
-                fingers: interop_gateway::convert::tenprint_to_pb(&print),
-            })
-            .await
-            .unwrap_err();
+        let e = at1.enroll(enrolment()).await.unwrap_err();
         assert_eq!(
             e.code(),
             tonic::Code::Unavailable,
@@ -258,13 +256,7 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
     cluster.restart("matcher-0-0").unwrap();
     rt.block_on(async {
         let mut shard = matcher(addr("matcher-0-0")).await;
-        let e = shard
-            .enroll(pb::EnrollRequest {
-                subject_id: enrolled,
-                fingers: interop_gateway::convert::tenprint_to_pb(&print),
-            })
-            .await
-            .unwrap_err();
+        let e = shard.enroll(enrolment()).await.unwrap_err();
         assert_eq!(
             e.code(),
             tonic::Code::AlreadyExists,

@@ -102,6 +102,28 @@ fn enrol(subject_id: u64) -> pb::EnrollRequest {
     }
 }
 
+/// Shard 0 served by two replicas and shard 1 by one, and a gateway in front of them
+/// (`--ident-shards`): the world directory, the PKI, the shard servers (0a, 0b, 1) and the
+/// gateway.
+async fn two_shards_and_a_gateway() -> (
+    std::path::PathBuf,
+    pki::PkiDir,
+    [ShardServer; 3],
+    TestGateway,
+) {
+    let (dir, world_dir, pki) = world_and_pki();
+    let s0a = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
+    let s0b = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
+    let s1 = serve_shard(&world_dir, &pki, 1, None, Revocations::default()).await;
+    let spec = format!(
+        "https://{}|https://{},https://{}",
+        s0a.addr, s0b.addr, s1.addr
+    );
+    let ident = RemoteIdent::new(&spec, &pki, &world_dir, Duration::from_millis(1500)).unwrap();
+    let gw = TestGateway::start_with_ident_shards(dir, pki.clone(), Arc::new(ident)).await;
+    (world_dir, pki, [s0a, s0b, s1], gw)
+}
+
 async fn office_outcome(gw: &TestGateway, tcn: &str) -> Option<pb::IdentOutcome> {
     office_log(gw, "HOU", Some(0))
         .await
@@ -290,17 +312,7 @@ async fn a_shard_refuses_ids_another_shard_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_enrols_and_removes_on_every_replica_of_the_shard() {
     use interop_gateway::principal::Principal;
-    let (dir, world_dir, pki) = world_and_pki();
-    // Shard 0 has two replicas.
-    let s0a = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
-    let s0b = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
-    let s1 = serve_shard(&world_dir, &pki, 1, None, Revocations::default()).await;
-    let spec = format!(
-        "https://{}|https://{},https://{}",
-        s0a.addr, s0b.addr, s1.addr
-    );
-    let ident = RemoteIdent::new(&spec, &pki, &world_dir, Duration::from_millis(1500)).unwrap();
-    let gw = TestGateway::start_with_ident_shards(dir.clone(), pki.clone(), Arc::new(ident)).await;
+    let (world_dir, pki, [s0a, s0b, s1], gw) = two_shards_and_a_gateway().await;
     let mut m =
         pb::matcher_service_client::MatcherServiceClient::new(gw.channel(Principal::Admin).await);
     let direct = |addr: SocketAddr| shard_admin(addr, &pki);
@@ -432,16 +444,7 @@ async fn the_gateway_enrols_and_removes_on_every_replica_of_the_shard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_makes_the_changes_it_missed_from_the_gateways_record() {
     use interop_gateway::principal::Principal;
-    let (dir, world_dir, pki) = world_and_pki();
-    let s0a = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
-    let s0b = serve_shard(&world_dir, &pki, 0, None, Revocations::default()).await;
-    let s1 = serve_shard(&world_dir, &pki, 1, None, Revocations::default()).await;
-    let spec = format!(
-        "https://{}|https://{},https://{}",
-        s0a.addr, s0b.addr, s1.addr
-    );
-    let ident = RemoteIdent::new(&spec, &pki, &world_dir, Duration::from_millis(1500)).unwrap();
-    let gw = TestGateway::start_with_ident_shards(dir.clone(), pki.clone(), Arc::new(ident)).await;
+    let (world_dir, pki, [s0a, s0b, s1], gw) = two_shards_and_a_gateway().await;
     let mut m =
         pb::matcher_service_client::MatcherServiceClient::new(gw.channel(Principal::Admin).await);
     let shard0 = Shard { index: 0, count: 2 };
