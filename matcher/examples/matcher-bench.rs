@@ -12,7 +12,9 @@
 //! (default `bench/results`), `--profile SECS` (after the build, only repeat the searches on
 //! one thread for SECS and exit: for `perf record`, whose samples then show a search's cost),
 //! `--stop-share X` (stage 1 walks only words listed for at most this share of the gallery,
-//! instead of the matcher's default: to tune it).
+//! instead of the matcher's default: to tune it), `--first auto|words|patterns` (stage 1's
+//! first code, default auto: to compare them on one gallery), `--probe-quality Q` (the search
+//! probes' capture quality, 1 = default, 2 = a poor card; the gallery stays at the default).
 //!
 //! Prints a table and writes `DIR/matcher-bench-<identities>.json`:
 //! - the generator's time for the gallery's prints (master prints and a capture each, on every
@@ -53,6 +55,7 @@ struct Args {
     profile_s: u64,
     stop_share: Option<f64>,
     first: FirstCode,
+    probe_quality: f32,
 }
 
 fn args() -> Args {
@@ -61,6 +64,7 @@ fn args() -> Args {
         profile_s: 0,
         stop_share: None,
         first: FirstCode::Auto,
+        probe_quality: 1.0,
         identities: 10_000,
         searches: 300,
         pairs: 2_000,
@@ -104,6 +108,16 @@ fn args() -> Args {
                         std::process::exit(2)
                     }
                 }
+            }
+            "--probe-quality" => {
+                a.probe_quality = v
+                    .get(i + 1)
+                    .and_then(|s| s.parse().ok())
+                    .filter(|q: &f32| (0.0..=5.0).contains(q))
+                    .unwrap_or_else(|| {
+                        eprintln!("--probe-quality needs a factor between 0 and 5 (1 = default)");
+                        std::process::exit(2)
+                    })
             }
             "--out" => {
                 a.out = v.get(i + 1).cloned().unwrap_or(a.out);
@@ -204,6 +218,9 @@ fn timed_searches(m: &ExhaustiveMatcher, probes: &[Tenprint]) -> Speed {
 fn main() {
     let a = args();
     let model = CaptureModel::default();
+    // The search probes' capture model (the gallery's and the single-finger pairs' is the
+    // default): `--probe-quality 2` searches poor cards against a gallery of good ones.
+    let probe_model = CaptureModel::with_quality(a.probe_quality);
 
     // Gallery build: captures are made first (on every core, timed on their own: the
     // generator's speed), so the build time is enrolment alone.
@@ -235,11 +252,14 @@ fn main() {
     let mated: Vec<(u64, Tenprint)> = (0..a.searches)
         .map(|i| {
             let p = 1 + (i * 7919) % a.identities;
-            (p, capture(&master_tenprint(SEED, p), &model, 0xB0_0000 + p))
+            (
+                p,
+                capture(&master_tenprint(SEED, p), &probe_model, 0xB0_0000 + p),
+            )
         })
         .collect();
     let non_mated: Vec<Tenprint> = (0..a.searches)
-        .map(|i| capture(&master_tenprint(SEED, 50_000_000 + i), &model, i))
+        .map(|i| capture(&master_tenprint(SEED, 50_000_000 + i), &probe_model, i))
         .collect();
     let all: Vec<Tenprint> = mated
         .iter()
@@ -431,8 +451,8 @@ fn main() {
     let effective = fingers as f64 * two.per_s;
     let n = a.identities;
     println!(
-        "== matcher-bench: {n} identities in {} shards, {} mated + {} non-mated searches ==",
-        a.shards, a.searches, a.searches
+        "== matcher-bench: {n} identities in {} shards, {} mated + {} non-mated searches (probes at capture quality {}) ==",
+        a.shards, a.searches, a.searches, a.probe_quality
     );
     println!(
         "  generation (master prints + a capture, all cores) {generation_s:>7.2} s  ({:.0} identities/s)",
@@ -598,6 +618,7 @@ fn main() {
             "size_fused": short_len,
             "size_per_code": SHORTLIST_PER_CODE,
             "first_code": format!("{:?}", a.first),
+            "probe_quality": a.probe_quality,
             "mated_probes_ranked_by_patterns": by_patterns,
             "postings_walked_per_search_by_words": walked_mean,
             "mate_rank_first_code": {"p50": by_words.0, "p99": by_words.1, "max": by_words.2},
