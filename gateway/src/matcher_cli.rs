@@ -48,10 +48,10 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         threads: usize,
         /// The gateway this shard follows (as the PKI's admin), e.g. https://127.0.0.1:50051:
-        /// its revocation list (a certificate revoked there is refused here too) and the
-        /// gallery changes recorded there (enrolments and removals made at the gateway, read
-        /// before serving and then every interval, so this shard has the ones it missed while
-        /// it was down or unreachable).
+        /// its revocation list (a certificate revoked there is refused here too) and, for the
+        /// IDENT gallery, the gallery changes recorded there (enrolments and removals made at
+        /// the gateway, read before serving and then every interval, so this shard has the ones
+        /// it missed while it was down or unreachable).
         #[arg(long, alias = "revocations-from")]
         gateway: Option<String>,
         /// How often to read the gateway's revocation list and gallery changes.
@@ -159,36 +159,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Each interval is the next try: a start before the gateway's is not held up.
             .retry(interop_proto::client::RetryPolicy::none())
             .connect_lazy()?;
-            // The changes made at the gateway while this shard was down, before it serves. If
-            // the gateway cannot be reached, serve what the world's gallery holds and keep
-            // trying: the gateway refuses answers naming a subject it removed meanwhile.
-            let known = match remote::pull_changes(&admin, &log, shard, 0).await {
-                Ok((version, made)) => {
-                    tracing::info!(
-                        changes = made,
-                        "gallery changes recorded at the gateway made before serving"
-                    );
-                    version
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the gateway's gallery changes before serving; serving the world's gallery and trying again every interval");
-                    0
-                }
-            };
             tokio::spawn(remote::follow_revocations(
                 admin.clone(),
                 revocations.clone(),
                 every,
                 stop_rx.clone(),
             ));
-            tokio::spawn(remote::follow_gallery(
-                admin,
-                log.clone(),
-                shard,
-                known,
-                every,
-                stop_rx,
-            ));
+            // The gateway records the IDENT gallery's changes only: an FBI shard follows its
+            // revocations, never those changes (they would be another gallery's ids).
+            if matches!(gallery, Gallery::Ident) {
+                // The changes made at the gateway while this shard was down, before it serves.
+                // If the gateway cannot be reached, serve what the world's gallery holds and
+                // keep trying: the gateway refuses answers naming a subject it removed.
+                let known = match remote::pull_changes(&admin, &log, shard, 0).await {
+                    Ok((version, made)) => {
+                        tracing::info!(
+                            changes = made,
+                            "gallery changes recorded at the gateway made before serving"
+                        );
+                        version
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the gateway's gallery changes before serving; serving the world's gallery and trying again every interval");
+                        0
+                    }
+                };
+                tokio::spawn(remote::follow_gallery(
+                    admin,
+                    log.clone(),
+                    shard,
+                    known,
+                    every,
+                    stop_rx,
+                ));
+            }
         }
         None => tracing::warn!(
             "no --gateway: certificates revoked at the gateway are not refused here, and enrolments and removals made at the gateway while this shard was down or unreachable are not made here"
