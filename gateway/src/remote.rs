@@ -261,7 +261,6 @@ pub async fn follow_gallery(
 /// mutual TLS) with health, on `listener` until `shutdown`, refusing certificates
 /// `revocations` lists, and enrolments and removals of ids other shards hold. Changes are
 /// made through `log` (the matcher's: see [`follow_gallery`]).
-#[allow(clippy::too_many_arguments)]
 pub async fn serve_matcher(
     matcher: Arc<dyn Matcher>,
     shard: Shard,
@@ -511,8 +510,14 @@ impl RemoteIdent {
                     .map(|(r, e)| format!("replica {r}: {:?}: {}", e.code(), e.message()))
                     .collect();
                 let total = self.shards[shard].len();
+                // A removal is recorded before it is sent; an enrolment once a replica made it.
+                let next = if reached || matches!(change, Change::Remove(_)) {
+                    "It is recorded at the gateway: replicas following it (`interop-matcher serve --gateway`) make it once they reach it; or retry it"
+                } else {
+                    "Retry it"
+                };
                 Err(Status::unavailable(format!(
-                    "{what} of subject {subject} is not done: {} of {total} replicas of shard {shard}/{n} have it ({}); until they do, a search may still answer as before on the others. It is recorded at the gateway: replicas following it (`interop-matcher serve --gateway`) make it once they reach it; or retry it, a replica that already has it counting as done",
+                    "{what} of subject {subject} is not done: {} of {total} replicas of shard {shard}/{n} have it ({}); until they do, a search may still answer as before on the others. {next}, a replica that already has it counting as done",
                     total - failed.len(),
                     why.join("; ")
                 )))

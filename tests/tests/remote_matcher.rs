@@ -440,7 +440,8 @@ async fn the_gateway_enrols_and_removes_on_every_replica_of_the_shard() {
 /// with only the world's gallery (shards keep changes in memory). Reading the gateway's record
 /// (`ListChanges`) before it serves, as `interop-matcher serve --gateway` does, it makes
 /// exactly the changes it missed; following the gateway afterwards, it makes the ones it misses
-/// later, with no retry by the operator. A shard itself records nothing to list.
+/// later, with no retry by the operator. A shard itself records nothing to list, and an
+/// enrolment no replica made is not recorded (the answer says to retry it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_makes_the_changes_it_missed_from_the_gateways_record() {
     use interop_gateway::principal::Principal;
@@ -566,8 +567,30 @@ async fn a_replica_makes_the_changes_it_missed_from_the_gateways_record() {
 
     let _ = stop_follow.send(true);
     let _ = follower.await;
-    for s in [s0a, s0b, s1] {
+    // With every replica of shard 0 down, an enrolment reaches none: it is not recorded (the
+    // answer says to retry, not that replicas will take it), and nothing is listed for it.
+    for s in [s0a, s0b] {
         let _ = s.stop.send(());
         let _ = s.task.await;
     }
+    let e = m.enroll(enrol(8_000_014)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(
+        e.message().contains("0 of 2 replicas") && !e.message().contains("recorded"),
+        "{}",
+        e.message()
+    );
+    let listed = m
+        .list_changes(pb::ListChangesRequest {
+            shard_index: 0,
+            shard_count: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<u64> = listed.changes.iter().map(|c| c.subject_id).collect();
+    assert_eq!(ids, [CITIZEN, 8_000_010, 8_000_012]);
+    let _ = s1.stop.send(());
+    let _ = s1.task.await;
 }
