@@ -331,15 +331,19 @@ fn main() {
         })
         .collect();
     // Postings stage 1 walks per search (the part that grows with the gallery).
-    let by_patterns = mated
-        .iter()
-        .filter(|(_, probe)| m.first_code_for(probe).expect("code") == FirstCode::Patterns)
-        .count();
-    let walked: Vec<usize> = mated
-        .iter()
-        .filter(|(_, probe)| m.first_code_for(probe).expect("code") == FirstCode::Words)
-        .map(|(_, probe)| m.stage1_postings(probe).expect("postings"))
-        .collect();
+    // Postings walked by the probes ranked by words (each probe's code decided once).
+    let (by_patterns, walked) =
+        mated
+            .iter()
+            .fold((0, vec![]), |(n, mut walked), (_, probe)| {
+                match m.first_code_for(probe).expect("code") {
+                    FirstCode::Words => {
+                        walked.push(m.stage1_postings(probe).expect("postings"));
+                        (n, walked)
+                    }
+                    _ => (n + 1, walked),
+                }
+            });
     let walked_mean = walked.iter().sum::<usize>() as f64 / walked.len().max(1) as f64;
     let rank_stats = |f: &dyn Fn(&ShortlistRanks) -> usize| {
         let mut v: Vec<usize> = ranks.iter().map(f).collect();

@@ -1805,7 +1805,6 @@ impl Shard {
 /// A probe prepared for both stages: its fingers (with a slot) and their stage-1 codes.
 struct ProbeCodes {
     fingers: Vec<(usize, Prepared)>,
-    words: ProbeWords,
     hists: Vec<(usize, Code)>,
     /// Per slot, the probabilities of its finger's pattern classes (the first finger listed).
     patterns: [Option<[f32; PATTERN_CLASSES]>; POSITIONS],
@@ -1832,7 +1831,6 @@ impl ProbeCodes {
         }
         Ok(ProbeCodes {
             patterns,
-            words: probe_words(&fingers),
             hists: fingers
                 .iter()
                 .map(|(s, f)| (*s, quantise(&histogram(&f.points, &mut Scratch::default()))))
@@ -2039,7 +2037,8 @@ fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
             .into_iter()
             .unzip()
     } else {
-        let keys = weighted_keys(vocabulary, &codes.words, tuning.stop_share);
+        // The probe's words only here: a probe ranked by its classes never needs them.
+        let keys = weighted_keys(vocabulary, &codes.words(), tuning.stop_share);
         shards
             .par_iter()
             .map(|s| {
@@ -2268,6 +2267,11 @@ impl PatternTables {
 const HALF_PATTERN_BITS: u32 = PATTERN_BITS * (POSITIONS as u32 / 2);
 
 impl ProbeCodes {
+    /// The probe's edge words (see [`probe_words`]), for stage 1 by words.
+    fn words(&self) -> ProbeWords {
+        probe_words(&self.fingers)
+    }
+
     /// Whether stage 1 ranks this probe by pattern classes under `first`.
     fn ranks_by_patterns(&self, first: FirstCode) -> bool {
         match first {
@@ -2554,7 +2558,7 @@ impl ExhaustiveMatcher {
             .collect();
         let mut n = 0;
         let v = self.vocabulary.read().expect("vocabulary lock");
-        for fk in weighted_keys(&v, &codes.words, self.tuning.stop_share) {
+        for fk in weighted_keys(&v, &codes.words(), self.tuning.stop_share) {
             for s in &shards {
                 for &(k, _) in &fk.keys {
                     s.postings.for_each(k, |_| n += 1);
@@ -2908,7 +2912,7 @@ mod tests {
             a.df == b.df,
             "word frequencies differ from a gallery without the removed"
         );
-        let words = ProbeCodes::new(&probe(7, 1)).unwrap().words;
+        let words = ProbeCodes::new(&probe(7, 1)).unwrap().words();
         let keys = |v: &Vocabulary| -> Vec<(u32, u16)> {
             weighted_keys(v, &words, STOP_WORD_SHARE)
                 .into_iter()
@@ -3501,11 +3505,12 @@ mod tests {
         m.enroll_many(&prints).unwrap();
         let shards: Vec<_> = m.shards.iter().map(|s| s.read().unwrap()).collect();
         let codes = ProbeCodes::new(&probe(9, 1)).unwrap();
-        let keys = weighted_keys(&m.vocabulary.read().unwrap(), &codes.words, STOP_WORD_SHARE);
+        let probe_words = codes.words();
+        let keys = weighted_keys(&m.vocabulary.read().unwrap(), &probe_words, STOP_WORD_SHARE);
         // The lists' lengths, not the vocabulary the weights read: the two agree.
         let df = |k: u32| -> usize { shards.iter().map(|s| s.postings.len_hint(k)).sum() };
         let (mut stopped, mut walked) = (0, 0);
-        for ((bits, &sl), fk) in codes.words.bits.iter().zip(&codes.words.slots).zip(&keys) {
+        for ((bits, &sl), fk) in probe_words.bits.iter().zip(&probe_words.slots).zip(&keys) {
             let kept = &fk.keys;
             assert_eq!(sl, fk.slot);
             for w in 0..WORDS {
