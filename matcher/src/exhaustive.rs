@@ -1841,6 +1841,19 @@ impl ProbeCodes {
 }
 
 impl Shard {
+    /// Asks the cache for entry `e`'s histogram codes (see [`prefetch`]), every line of them.
+    #[inline]
+    fn prefetch_hists(&self, e: usize) {
+        let bytes: &[u8] = self.hists.get(e).map_or(&[], |h| h.as_flattened());
+        // Every 64th byte and the last: each line, however the codes are aligned.
+        for i in (0..bytes.len())
+            .step_by(64)
+            .chain(bytes.len().checked_sub(1))
+        {
+            prefetch(bytes, i);
+        }
+    }
+
     /// Stage 1's histogram score of entry `e`: the dot products of its histogram codes with
     /// the probe's, summed over the probe's fingers (an entry without the finger has a zero
     /// code and adds 0). 32-bit lanes over all fingers, one horizontal sum: the same integer
@@ -1873,18 +1886,21 @@ fn top_k(mut v: Vec<Candidate>, k: usize) -> Vec<Candidate> {
 /// the same set a full sort would give (sorting was a third of the search time at 10,000
 /// identities). Taking the best `k` of each shard's best `k` gives the same set too.
 fn best_k(
-    mut v: Vec<(usize, usize, f32)>,
+    v: Vec<(usize, usize, f32)>,
     k: usize,
     id: impl Fn(usize, usize) -> SubjectId,
 ) -> Vec<(usize, usize, f32)> {
-    let cmp = |a: &(usize, usize, f32), b: &(usize, usize, f32)| {
-        b.2.total_cmp(&a.2).then(id(a.0, a.1).cmp(&id(b.0, b.1)))
-    };
-    if v.len() > k {
-        v.select_nth_unstable_by(k - 1, cmp);
-        v.truncate(k);
+    if v.len() <= k {
+        return v;
     }
-    v
+    // Each item's id read once, beside its score: reading it in the comparison (a lookup
+    // through the shard, twice a comparison, with most comparisons between tied scores) had
+    // been a tenth of a search at 300,000 identities.
+    let mut w: Vec<(f32, SubjectId, usize, usize)> =
+        v.into_iter().map(|(s, e, x)| (x, id(s, e), s, e)).collect();
+    w.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    w.truncate(k);
+    w.into_iter().map(|(x, _, s, e)| (s, e, x)).collect()
 }
 
 /// A search's deadline (`None`: none).
@@ -1994,12 +2010,13 @@ struct Kept {
     fused: f32,
 }
 
-/// What stage 1 found for a probe: every entry's word score, per shard, and the subjects the
-/// word score kept (the best [`cascade_len`]) with their histogram and fused scores.
+/// What stage 1 found for a probe: the subjects the first code kept (the best
+/// [`cascade_len`]) with their histogram and fused scores.
 struct Stage1 {
-    words: Vec<Vec<f32>>,
+    /// Entries in the gallery, removed ones included (the shortlist's length grows with it).
+    n: usize,
     kept: Vec<Kept>,
-    /// The first code was the pattern classes (`words` holds their scores).
+    /// The first code was the pattern classes (`Kept::word` is their score).
     patterns: bool,
 }
 
@@ -2021,40 +2038,46 @@ fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
     let patterns = codes.ranks_by_patterns(tuning.first);
     let m = cascade_len(tuning.cascade, n, patterns);
     type Best = Vec<(usize, f32)>;
-    let (words, best): (Vec<Vec<f32>>, Vec<Best>) = if patterns {
+    // Each shard's best by the first code, and the first code's mean and 1 / spread over every
+    // entry.
+    let (best, (mw, iw)): (Vec<Best>, (f32, f32)) = if patterns {
         let tables = PatternTables::new(&codes.patterns);
-        shards
+        let (best, moments): (Vec<Best>, Vec<(i64, i64)>) = shards
             .par_iter()
             .map(|s| {
                 if deadline.passed() {
                     return None;
                 }
-                let w = s.pattern_scores(&tables);
-                let best = s.best_live(&w, m);
-                Some((w, best))
+                Some(s.pattern_best(&tables, m))
             })
             .collect::<Option<Vec<_>>>()?
             .into_iter()
-            .unzip()
+            .unzip();
+        let (sum, sq) = moments
+            .iter()
+            .fold((0i64, 0i64), |x, y| (x.0 + y.0, x.1 + y.1));
+        let u = PATTERN_UNIT as f64;
+        (
+            best,
+            mean_and_inverse_spread(n, (sum as f64 / u, sq as f64 / (u * u))),
+        )
     } else {
         // The probe's words only here: a probe ranked by its classes never needs them.
         let keys = weighted_keys(vocabulary, &codes.words(), tuning.stop_share);
-        shards
+        let (best, moments): (Vec<Best>, Vec<(f64, f64)>) = shards
             .par_iter()
             .map(|s| {
                 let w = s.word_scores(&keys, deadline)?;
-                let best = s.best_live(&w, m);
-                Some((w, best))
+                Some((s.best_live(&w, m), sum_and_squares(&w)))
             })
             .collect::<Option<Vec<_>>>()?
             .into_iter()
-            .unzip()
+            .unzip();
+        let moments = moments
+            .iter()
+            .fold((0.0, 0.0), |x, y| (x.0 + y.0, x.1 + y.1));
+        (best, mean_and_inverse_spread(n, moments))
     };
-    let moments = words
-        .par_iter()
-        .map(|w| sum_and_squares(w))
-        .reduce(|| (0.0, 0.0), |x, y| (x.0 + y.0, x.1 + y.1));
-    let (mw, iw) = mean_and_inverse_spread(n, moments);
     let chosen = best_k(
         best.into_iter()
             .enumerate()
@@ -2063,17 +2086,26 @@ fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
         m,
         |s, e| shards[s].subjects[e],
     );
-    let mut kept: Vec<Kept> = chosen
-        .into_iter()
-        .map(|(shard, entry, word)| Kept {
+    // The kept entries' histogram codes are scattered over the gallery (320 bytes each, a
+    // cache miss per line): each is asked for a few entries ahead of its reading.
+    const AHEAD: usize = 4;
+    for &(shard, entry, _) in chosen.iter().take(AHEAD) {
+        shards[shard].prefetch_hists(entry);
+    }
+    let mut kept: Vec<Kept> = Vec::with_capacity(chosen.len());
+    for (i, &(shard, entry, word)) in chosen.iter().enumerate() {
+        if let Some(&(s, e, _)) = chosen.get(i + AHEAD) {
+            shards[s].prefetch_hists(e);
+        }
+        kept.push(Kept {
             shard,
             entry,
             subject: shards[shard].subjects[entry],
             word,
             hist: shards[shard].histogram_score(entry, &codes.hists) as f32,
             fused: 0.0,
-        })
-        .collect();
+        });
+    }
     let moments = kept.iter().fold((0f64, 0f64), |(a, b), k| {
         (a + k.hist as f64, b + k.hist as f64 * k.hist as f64)
     });
@@ -2081,11 +2113,30 @@ fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
     for k in &mut kept {
         k.fused = (k.word - mw) * iw + (k.hist - mh) * ih;
     }
-    Some(Stage1 {
-        words,
-        kept,
-        patterns,
-    })
+    Some(Stage1 { n, kept, patterns })
+}
+
+/// Every entry's first-code score, per shard, as [`stage1`] scores it for `codes`: for the
+/// ranks [`ExhaustiveMatcher::shortlist_ranks`] reports (a search keeps no such list).
+fn first_code_scores(
+    shards: &[impl std::ops::Deref<Target = Shard>],
+    codes: &ProbeCodes,
+    tuning: Tuning,
+    vocabulary: &Vocabulary,
+) -> Vec<Vec<f32>> {
+    if codes.ranks_by_patterns(tuning.first) {
+        let tables = PatternTables::new(&codes.patterns);
+        shards.iter().map(|s| s.pattern_scores(&tables)).collect()
+    } else {
+        let keys = weighted_keys(vocabulary, &codes.words(), tuning.stop_share);
+        shards
+            .iter()
+            .map(|s| {
+                s.word_scores(&keys, Deadline(None))
+                    .expect("no deadline to pass")
+            })
+            .collect()
+    }
 }
 
 /// The sum and the sum of squares of `w`, in `f64`, four lanes at a time: one running sum
@@ -2147,7 +2198,7 @@ pub fn pattern_shortlist_len(n: usize) -> usize {
 /// kept, the best [`shortlist_len`] by the fused score and the best [`SHORTLIST_PER_CODE`] by
 /// each code.
 fn shortlist(st: &Stage1) -> Vec<(usize, usize)> {
-    let n = st.words.iter().map(Vec::len).sum();
+    let n = st.n;
     // Ties to the lower subject id, not the lower entry: the same subjects however the
     // gallery is sharded (a print enrolled under several ids ties on every code).
     let by = |f: fn(&Kept) -> f32, k: usize| {
@@ -2219,34 +2270,45 @@ pub const PATTERN_MIN_FINGERS: usize = 7;
 /// default capture quality) costs at most ln(1 / 0.02) ≈ 3.9, not everything.
 const PATTERN_FLOOR: f32 = 0.02;
 
+/// Pattern scores are whole multiples of 1 / `PATTERN_UNIT`: each slot's log-likelihood ratio is
+/// rounded once, so a subject's score is an exact integer sum and the gallery's moments (see
+/// [`stage1`]) are exact integers, the same however the gallery is sharded and summed.
+const PATTERN_UNIT: f32 = 1024.0;
+
 /// A probe's pattern score of every combination of classes at five slots, for slots 0..5
-/// (`lo`) and 5..10 (`hi`): a subject's score is two lookups by its packed codes.
+/// (`lo`) and 5..10 (`hi`), in units of 1 / [`PATTERN_UNIT`]: a subject's score is two lookups
+/// by its packed codes. A slot scores at most |ln 0.02| · 1024 ≈ 4,006 either way, five at
+/// most ~20,030: `i16`, so both tables (64 KB each) stay in the core's cache during a scan.
 struct PatternTables {
-    lo: Vec<f32>,
-    hi: Vec<f32>,
+    lo: Box<[i16; PATTERN_HALF]>,
+    hi: Box<[i16; PATTERN_HALF]>,
 }
+
+/// Entries of a [`PatternTables`] half: every code of five slots.
+const PATTERN_HALF: usize = 1 << HALF_PATTERN_BITS;
 
 impl PatternTables {
     fn new(probe: &[Option<[f32; PATTERN_CLASSES]>; POSITIONS]) -> PatternTables {
         let prior = crate::pattern::PRIOR;
         // Per slot, the score of each code: 0 for no finger on either side.
-        let t: Vec<[f32; 8]> = probe
+        let t: Vec<[i32; 8]> = probe
             .iter()
             .map(|p| {
-                let mut row = [0f32; 8];
+                let mut row = [0i32; 8];
                 if let Some(p) = p {
                     for c in 0..PATTERN_CLASSES {
-                        row[c] = ((1.0 - PATTERN_FLOOR) * p[c] / prior[c] + PATTERN_FLOOR).ln();
+                        let x = ((1.0 - PATTERN_FLOOR) * p[c] / prior[c] + PATTERN_FLOOR).ln();
+                        row[c] = (x * PATTERN_UNIT).round() as i32;
                     }
                 }
                 row
             })
             .collect();
         // Digit by digit: the table of slots 0..=d from that of 0..d (8 entries, 64, ...).
-        let half = |t: &[[f32; 8]]| {
-            let mut v = vec![0f32];
+        let half = |t: &[[i32; 8]]| {
+            let mut v = vec![0i32];
             for (d, row) in t.iter().enumerate() {
-                let mut next = vec![0f32; v.len() * 8];
+                let mut next = vec![0i32; v.len() * 8];
                 for (c, &x) in row.iter().enumerate() {
                     for (i, &y) in v.iter().enumerate() {
                         next[i + (c << (PATTERN_BITS as usize * d))] = y + x;
@@ -2254,12 +2316,23 @@ impl PatternTables {
                 }
                 v = next;
             }
-            v
+            let v: Vec<i16> = v
+                .into_iter()
+                .map(|x| i16::try_from(x).expect("five slots' pattern score fits i16"))
+                .collect();
+            Box::<[i16; PATTERN_HALF]>::try_from(v.into_boxed_slice()).expect("8^5 codes")
         };
         PatternTables {
             lo: half(&t[..POSITIONS / 2]),
             hi: half(&t[POSITIONS / 2..]),
         }
+    }
+
+    /// The score of a subject with packed codes `v`, in units of 1 / [`PATTERN_UNIT`].
+    #[inline(always)]
+    fn score(&self, v: u32) -> i32 {
+        let mask = PATTERN_HALF - 1;
+        self.lo[v as usize & mask] as i32 + self.hi[(v >> HALF_PATTERN_BITS) as usize & mask] as i32
     }
 }
 
@@ -2283,13 +2356,83 @@ impl ProbeCodes {
 }
 
 impl Shard {
-    /// Every entry's pattern score for the probe of `t` (see [`FirstCode::Patterns`]).
+    /// Every entry's pattern score for the probe of `t` (see [`FirstCode::Patterns`]), as
+    /// [`Shard::pattern_best`] scores them: for the ranks a benchmark reports.
     fn pattern_scores(&self, t: &PatternTables) -> Vec<f32> {
-        let mask = (1u32 << HALF_PATTERN_BITS) - 1;
         self.patterns
             .iter()
-            .map(|&v| t.lo[(v & mask) as usize] + t.hi[((v >> HALF_PATTERN_BITS) & mask) as usize])
+            .map(|&v| t.score(v) as f32 / PATTERN_UNIT)
             .collect()
+    }
+
+    /// The best `k` live entries by pattern score (ties to the lower subject id, in no
+    /// particular order), and the sum and sum of squares of every entry's score (removed
+    /// entries included, as the word scores' moments include them), in units of
+    /// 1 / [`PATTERN_UNIT`]. One pass that keeps no score: a bar from every 16th entry's score,
+    /// as [`best_of_shard`] sets it, and only entries at or above it gathered. Writing every
+    /// score out, then reading it back to select and again for the moments, had been a third of
+    /// a search at 1,000,000 identities.
+    fn pattern_best(&self, t: &PatternTables, k: usize) -> (Vec<(usize, f32)>, (i64, i64)) {
+        let n = self.patterns.len();
+        let j = (k / 16) * 2 + 16;
+        let bar = if k > 0 && j < n.div_ceil(16) {
+            let mut sample: Vec<i32> = self
+                .patterns
+                .iter()
+                .step_by(16)
+                .map(|&v| t.score(v))
+                .collect();
+            *sample.select_nth_unstable_by(j, |a, b| b.cmp(a)).1
+        } else {
+            i32::MIN
+        };
+        let (mut sum, mut sq) = (0i64, 0i64);
+        // Branch-free: each entry is written at the end of `over`, which grows only if it
+        // clears the bar (a branch taken for a tenth of the entries at 300,000 identities
+        // mispredicted often enough to double the pass), a block of entries at a time.
+        const BLOCK: usize = 1024;
+        let mut over: Vec<(u32, i32)> = Vec::new();
+        let mut len = 0;
+        for (b, block) in self.patterns.chunks(BLOCK).enumerate() {
+            if over.len() < len + BLOCK {
+                over.resize(len + 2 * BLOCK, (0, 0));
+            }
+            let room = &mut over[len..len + BLOCK];
+            let mut got = 0;
+            for (i, &v) in block.iter().enumerate() {
+                let x = t.score(v);
+                sum += x as i64;
+                sq += x as i64 * x as i64;
+                room[got] = ((b * BLOCK + i) as u32, x);
+                got += (x >= bar) as usize;
+            }
+            len += got;
+        }
+        over.truncate(len);
+        if self.removed_count > 0 {
+            over.retain(|&(e, _)| !self.is_removed(e as usize));
+        }
+        if over.len() < k && bar != i32::MIN {
+            // The bar was set too high (a sample unlike the whole): every live entry.
+            over = (0..n)
+                .filter(|&e| !self.is_removed(e))
+                .map(|e| (e as u32, t.score(self.patterns[e])))
+                .collect();
+        }
+        let ids = &self.subjects;
+        let mut over: Vec<(i32, SubjectId, u32)> = over
+            .into_iter()
+            .map(|(e, x)| (x, ids[e as usize], e))
+            .collect();
+        if over.len() > k && k > 0 {
+            over.select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        }
+        over.truncate(k);
+        let best = over
+            .into_iter()
+            .map(|(x, _, e)| (e as usize, x as f32 / PATTERN_UNIT))
+            .collect();
+        (best, (sum, sq))
     }
 }
 
@@ -2600,10 +2743,10 @@ impl ExhaustiveMatcher {
                 .filter(|&(sj, ej, x)| x.total_cmp(&target).then((si, ei).cmp(&(sj, ej))).is_gt())
                 .count()
         };
+        let first = first_code_scores(&shards, &codes, self.tuning, &v);
         let word = above(
-            st.words[si][ei],
-            &mut st
-                .words
+            first[si][ei],
+            &mut first
                 .iter()
                 .enumerate()
                 .flat_map(|(sj, w)| w.iter().enumerate().map(move |(ej, x)| (sj, ej, *x))),
@@ -3322,6 +3465,65 @@ mod tests {
             .collect();
             want.sort_by_key(|w| w.0);
             let mut got = best_of_shard(&scores, &ids, k);
+            got.sort_by_key(|g| g.0);
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    proptest! {
+        /// The one-pass pattern selection keeps the best live entries a full sort would
+        /// (score, then lower id), and its moments are every entry's, removed ones included:
+        /// from one to a few hundred distinct codes (many ties, some at the bar), removals,
+        /// and shards both smaller and larger than the sample that sets the bar.
+        #[test]
+        fn pattern_selection_is_the_sorted_selection(
+            distinct in 1u32..400,
+            codes in proptest::collection::vec(0u32..400, 0..5000),
+            removed in proptest::collection::vec(any::<bool>(), 0..5000),
+            k in 1usize..300,
+            probe_class in proptest::collection::vec(proptest::option::of(0usize..PATTERN_CLASSES), POSITIONS),
+        ) {
+            // Packed codes from a few class combinations, unsure slots among them.
+            let patterns: Vec<u32> = codes
+                .iter()
+                .map(|&c| {
+                    // Base-6 digits of the code, 6 standing for an unsure slot.
+                    let c = (c % distinct) as usize;
+                    let classes: [Option<u8>; POSITIONS] = std::array::from_fn(|s| {
+                        let x = c / 6usize.pow(s as u32 % 4) % 6;
+                        (x < PATTERN_CLASSES).then_some(x as u8)
+                    });
+                    pack_patterns(&classes)
+                })
+                .collect();
+            let mut shard = Shard {
+                subjects: (0..patterns.len() as u64).map(|e| e * 7919 % 10007).collect(),
+                patterns,
+                ..Shard::default()
+            };
+            let n = shard.len();
+            shard.removed = vec![0; n.div_ceil(64)];
+            for (e, _) in removed.iter().enumerate().filter(|(e, r)| **r && *e < n) {
+                shard.removed[e / 64] |= 1 << (e % 64);
+                shard.removed_count += 1;
+            }
+            let probe: [Option<[f32; PATTERN_CLASSES]>; POSITIONS] = std::array::from_fn(|s| {
+                probe_class[s].map(|c| std::array::from_fn(|x| if x == c { 0.9 } else { 0.025 }))
+            });
+            let t = PatternTables::new(&probe);
+            let (mut got, (sum, sq)) = shard.pattern_best(&t, k);
+            let all: Vec<i32> = shard.patterns.iter().map(|&v| t.score(v)).collect();
+            prop_assert_eq!(sum, all.iter().map(|&x| x as i64).sum::<i64>());
+            prop_assert_eq!(sq, all.iter().map(|&x| x as i64 * x as i64).sum::<i64>());
+            let mut want: Vec<(i32, SubjectId, usize)> = (0..shard.len())
+                .filter(|&e| !shard.is_removed(e))
+                .map(|e| (all[e], shard.subjects[e], e))
+                .collect();
+            want.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            want.truncate(k);
+            let mut want: Vec<(usize, f32)> =
+                want.into_iter().map(|(x, _, e)| (e, x as f32 / PATTERN_UNIT)).collect();
+            want.sort_by_key(|w| w.0);
             got.sort_by_key(|g| g.0);
             prop_assert_eq!(got, want);
         }
