@@ -10,7 +10,8 @@
 //! non-mated, default 300), `--pairs N` (single-finger genuine and impostor pairs, default
 //! 2,000), `--shards N` (gallery shards, default 4), `--quick` (1,000 / 100 / 500), `--out DIR`
 //! (default `bench/results`), `--profile SECS` (after the build, only repeat the searches on
-//! one thread for SECS and exit: for `perf record`, whose samples then show a search's cost),
+//! one thread for SECS and exit: for `perf record`, whose samples then show a search's cost;
+//! `--profile-threads N` repeats them on N threads instead, for an A/B of the threaded rate),
 //! `--stop-share X` (stage 1 walks only words listed for at most this share of the gallery,
 //! instead of the matcher's default: to tune it), `--first auto|words|patterns` (stage 1's
 //! first code, default auto: to compare them on one gallery), `--probe-quality Q` (the search
@@ -53,6 +54,7 @@ struct Args {
     out: String,
     shards: usize,
     profile_s: u64,
+    profile_threads: usize,
     stop_share: Option<f64>,
     first: FirstCode,
     probe_quality: f32,
@@ -62,6 +64,7 @@ fn args() -> Args {
     let mut a = Args {
         shards: 4,
         profile_s: 0,
+        profile_threads: 1,
         stop_share: None,
         first: FirstCode::Auto,
         probe_quality: 1.0,
@@ -87,6 +90,7 @@ fn args() -> Args {
             "--pairs" => a.pairs = num(i).max(1),
             "--shards" => a.shards = num(i).clamp(1, 256) as usize,
             "--profile" => a.profile_s = num(i),
+            "--profile-threads" => a.profile_threads = num(i).clamp(1, 256) as usize,
             "--stop-share" => {
                 a.stop_share = Some(
                     v.get(i + 1)
@@ -274,8 +278,8 @@ fn main() {
             .expect("thread pool")
     };
     if a.profile_s > 0 {
-        // Only searches, on one thread, for a profiler (`perf record -p`, once this line is
-        // printed): nothing else runs.
+        // Only searches, on one thread (or `--profile-threads`), for a profiler (`perf record
+        // -p`, once this line is printed): nothing else runs.
         eprintln!(
             "generation {generation_s:.2} s, build {build_s:.2} s, heap {} bytes/identity",
             heap.total() / a.identities as usize
@@ -283,7 +287,7 @@ fn main() {
         eprintln!("profiling: searches only, pid {}", std::process::id());
         let t = Instant::now();
         let mut n = 0u64;
-        pool(1).install(|| {
+        pool(a.profile_threads).install(|| {
             while t.elapsed().as_secs() < a.profile_s {
                 for p in &all {
                     std::hint::black_box(m.search(p, 5).expect("search"));
