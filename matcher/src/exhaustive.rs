@@ -1483,7 +1483,7 @@ struct Shard {
     word_counts: [Vec<u16>; POSITIONS],
     /// Per entry and slot: the histogram code (zero where there is no finger).
     hists: Vec<[Code; POSITIONS]>,
-    /// Per entry: its fingers' pattern classes, 3 bits a slot (see [`pack_patterns`]).
+    /// Per entry: its fingers' pattern classes, five slots a half-word (see [`pack_patterns`]).
     patterns: Vec<u32>,
     postings: Postings,
     /// Entries removed from the gallery (a bit per entry; empty until the first removal):
@@ -1580,19 +1580,25 @@ fn enrolled_fingers_with(
 }
 
 /// A slot's pattern code when it has no finger or its class is uncertain.
-const NO_PATTERN: u32 = 7;
-/// Bits of a slot's pattern code.
-const PATTERN_BITS: u32 = 3;
+const NO_PATTERN: u32 = PATTERN_CLASSES as u32;
+/// Codes a slot can have: a class, or [`NO_PATTERN`].
+const PATTERN_CODES: usize = PATTERN_CLASSES + 1;
 /// A gallery finger's class is kept only if the classifier gives it at least this
 /// probability (otherwise the slot counts as unknown, and neither agrees nor disagrees).
 const PATTERN_SURE: f32 = 0.6;
 
 /// Ten slots' pattern classes (0..5, see [`crate::pattern`]; `None`: no finger, or unsure) in
-/// one word, [`PATTERN_BITS`] a slot from the lowest.
+/// one word: slots 0..5 in the low half-word and 5..10 in the high one, each half the number
+/// whose base-6 digits are its slots' codes, lowest slot first (below 6^5 = 7,776). A
+/// [`PatternTables`] half is then 16 KB, and both fit the core's first-level cache (with
+/// 3 bits a slot they had 32,768 entries each, 64 KB, read from the second level).
 fn pack_patterns(classes: &[Option<u8>; POSITIONS]) -> u32 {
-    classes.iter().enumerate().fold(0, |v, (s, c)| {
-        v | c.map_or(NO_PATTERN, u32::from) << (PATTERN_BITS * s as u32)
-    })
+    let half = |cs: &[Option<u8>]| {
+        cs.iter().rev().fold(0, |v, c| {
+            v * PATTERN_CODES as u32 + c.map_or(NO_PATTERN, u32::from)
+        })
+    };
+    half(&classes[..POSITIONS / 2]) | half(&classes[POSITIONS / 2..]) << 16
 }
 
 /// A gallery finger's pattern class, if the classifier is sure enough of it.
@@ -2131,20 +2137,7 @@ fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
     // entry.
     let (best, (mw, iw)): (Vec<Best>, (f32, f32)) = if patterns {
         let tables = PatternTables::new(&codes.patterns);
-        let (best, moments): (Vec<Best>, Vec<(i64, i64)>) = shards
-            .par_iter()
-            .map(|s| {
-                if deadline.passed() {
-                    return None;
-                }
-                Some(s.pattern_best(&tables, m))
-            })
-            .collect::<Option<Vec<_>>>()?
-            .into_iter()
-            .unzip();
-        let (sum, sq) = moments
-            .iter()
-            .fold((0i64, 0i64), |x, y| (x.0 + y.0, x.1 + y.1));
+        let (best, (sum, sq)) = pattern_best(shards, &tables, m, deadline)?;
         let u = PATTERN_UNIT as f64;
         (
             best,
@@ -2375,23 +2368,25 @@ const PATTERN_UNIT: f32 = 1024.0;
 /// A probe's pattern score of every combination of classes at five slots, for slots 0..5
 /// (`lo`) and 5..10 (`hi`), in units of 1 / [`PATTERN_UNIT`]: a subject's score is two lookups
 /// by its packed codes. A slot scores at most |ln 0.02| · 1024 ≈ 4,006 either way, five at
-/// most ~20,030: `i16`, so both tables (64 KB each) stay in the core's cache during a scan.
+/// most ~20,030: `i16`, so both tables (16 KB each) stay in the first-level cache during a scan.
 struct PatternTables {
     lo: Box<[i16; PATTERN_HALF]>,
     hi: Box<[i16; PATTERN_HALF]>,
 }
 
-/// Entries of a [`PatternTables`] half: every code of five slots.
-const PATTERN_HALF: usize = 1 << HALF_PATTERN_BITS;
+/// Entries of a [`PatternTables`] half: every code of five slots (6^5 = 7,776), rounded up to
+/// a power of two, so an index masked to it needs no bounds check.
+const PATTERN_HALF: usize = 8192;
+const _: () = assert!(PATTERN_CODES.pow(5) <= PATTERN_HALF);
 
 impl PatternTables {
     fn new(probe: &[Option<[f32; PATTERN_CLASSES]>; POSITIONS]) -> PatternTables {
         let prior = crate::pattern::PRIOR;
         // Per slot, the score of each code: 0 for no finger on either side.
-        let t: Vec<[i32; 8]> = probe
+        let t: Vec<[i32; PATTERN_CODES]> = probe
             .iter()
             .map(|p| {
-                let mut row = [0i32; 8];
+                let mut row = [0i32; PATTERN_CODES];
                 if let Some(p) = p {
                     for c in 0..PATTERN_CLASSES {
                         let x = ((1.0 - PATTERN_FLOOR) * p[c] / prior[c] + PATTERN_FLOOR).ln();
@@ -2401,23 +2396,23 @@ impl PatternTables {
                 row
             })
             .collect();
-        // Digit by digit: the table of slots 0..=d from that of 0..d (8 entries, 64, ...).
-        let half = |t: &[[i32; 8]]| {
+        // Digit by digit: the table of slots 0..=d from that of 0..d (6 entries, 36, ...).
+        let half = |t: &[[i32; PATTERN_CODES]]| {
             let mut v = vec![0i32];
-            for (d, row) in t.iter().enumerate() {
-                let mut next = vec![0i32; v.len() * 8];
+            for row in t {
+                let mut next = vec![0i32; v.len() * PATTERN_CODES];
                 for (c, &x) in row.iter().enumerate() {
                     for (i, &y) in v.iter().enumerate() {
-                        next[i + (c << (PATTERN_BITS as usize * d))] = y + x;
+                        next[i + c * v.len()] = y + x;
                     }
                 }
                 v = next;
             }
-            let v: Vec<i16> = v
-                .into_iter()
-                .map(|x| i16::try_from(x).expect("five slots' pattern score fits i16"))
-                .collect();
-            Box::<[i16; PATTERN_HALF]>::try_from(v.into_boxed_slice()).expect("8^5 codes")
+            let mut table = Box::new([0i16; PATTERN_HALF]);
+            for (t, x) in table.iter_mut().zip(v) {
+                *t = i16::try_from(x).expect("five slots' pattern score fits i16");
+            }
+            table
         };
         PatternTables {
             lo: half(&t[..POSITIONS / 2]),
@@ -2429,12 +2424,9 @@ impl PatternTables {
     #[inline(always)]
     fn score(&self, v: u32) -> i32 {
         let mask = PATTERN_HALF - 1;
-        self.lo[v as usize & mask] as i32 + self.hi[(v >> HALF_PATTERN_BITS) as usize & mask] as i32
+        self.lo[v as usize & mask] as i32 + self.hi[(v >> 16) as usize & mask] as i32
     }
 }
-
-/// Bits of five slots' pattern codes.
-const HALF_PATTERN_BITS: u32 = PATTERN_BITS * (POSITIONS as u32 / 2);
 
 impl ProbeCodes {
     /// The probe's edge words (see [`probe_words`]), for stage 1 by words.
@@ -2462,31 +2454,14 @@ impl Shard {
             .collect()
     }
 
-    /// The best `k` live entries by pattern score (ties to the lower subject id, in no
-    /// particular order), and the sum and sum of squares of every entry's score (removed
-    /// entries included, as the word scores' moments include them), in units of
-    /// 1 / [`PATTERN_UNIT`]. One pass that keeps no score: a bar from every 16th entry's score,
-    /// as [`best_of_shard`] sets it, and only entries at or above it gathered. Writing every
-    /// score out, then reading it back to select and again for the moments, had been a third of
-    /// a search at 1,000,000 identities.
-    fn pattern_best(&self, t: &PatternTables, k: usize) -> (Vec<(usize, f32)>, (i64, i64)) {
-        let n = self.patterns.len();
-        let j = (k / 16) * 2 + 16;
-        let bar = if k > 0 && j < n.div_ceil(16) {
-            let mut sample: Vec<i32> = self
-                .patterns
-                .iter()
-                .step_by(16)
-                .map(|&v| t.score(v))
-                .collect();
-            *sample.select_nth_unstable_by(j, |a, b| b.cmp(a)).1
-        } else {
-            i32::MIN
-        };
+    /// Every live entry whose pattern score is at least `bar`, as (entry, score), and the
+    /// sum and sum of squares of every entry's score (removed entries included, as the word
+    /// scores' moments include them), in units of 1 / [`PATTERN_UNIT`]: one pass that keeps
+    /// no other score. Branch-free: each entry is written at the end of the list, which grows
+    /// only if it clears the bar (a branch taken for a tenth of the entries mispredicted often
+    /// enough to double the pass), a block of entries at a time.
+    fn pattern_pass(&self, t: &PatternTables, bar: i32) -> (Vec<(u32, i32)>, (i64, i64)) {
         let (mut sum, mut sq) = (0i64, 0i64);
-        // Branch-free: each entry is written at the end of `over`, which grows only if it
-        // clears the bar (a branch taken for a tenth of the entries at 300,000 identities
-        // mispredicted often enough to double the pass), a block of entries at a time.
         const BLOCK: usize = 1024;
         let mut over: Vec<(u32, i32)> = Vec::new();
         let mut len = 0;
@@ -2509,28 +2484,66 @@ impl Shard {
         if self.removed_count > 0 {
             over.retain(|&(e, _)| !self.is_removed(e as usize));
         }
-        if over.len() < k && bar != i32::MIN {
-            // The bar was set too high (a sample unlike the whole): every live entry.
-            over = (0..n)
-                .filter(|&e| !self.is_removed(e))
-                .map(|e| (e as u32, t.score(self.patterns[e])))
-                .collect();
-        }
-        let ids = &self.subjects;
-        let mut over: Vec<(i32, SubjectId, u32)> = over
-            .into_iter()
-            .map(|(e, x)| (x, ids[e as usize], e))
-            .collect();
-        if over.len() > k && k > 0 {
-            over.select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        }
-        over.truncate(k);
-        let best = over
-            .into_iter()
-            .map(|(x, _, e)| (e as usize, x as f32 / PATTERN_UNIT))
-            .collect();
-        (best, (sum, sq))
+        (over, (sum, sq))
     }
+}
+
+/// The best `k` live entries of the gallery by pattern score (ties to the lower subject id),
+/// per shard, in no particular order, and the sum and sum of squares of every entry's score
+/// (see [`Shard::pattern_pass`]). A bar from every 16th entry's score, over all shards, that by
+/// a wide margin more than `k` entries clear (as [`best_of_shard`] sets one per shard): each
+/// shard gathers only the entries at or above it, about 2·`k` in all, and the best `k` are
+/// selected from those. If fewer clear it (a bar set too high), every entry is gathered. A bar
+/// per shard had each shard gather 2·`k` for a selection of `k` over them all: reading their
+/// ids and selecting had been a tenth of a search at 1,000,000 identities.
+type PatternBest = (Vec<Vec<(usize, f32)>>, (i64, i64));
+fn pattern_best<S: std::ops::Deref<Target = Shard> + Sync>(
+    shards: &[S],
+    t: &PatternTables,
+    k: usize,
+    deadline: Deadline,
+) -> Option<PatternBest> {
+    let mut sample: Vec<i32> = shards
+        .par_iter()
+        .flat_map_iter(|s| s.patterns.iter().step_by(16).map(|&v| t.score(v)))
+        .collect();
+    let j = (k / 16) * 2 + 16;
+    let bar = if k > 0 && j < sample.len() {
+        *sample.select_nth_unstable_by(j, |a, b| b.cmp(a)).1
+    } else {
+        i32::MIN
+    };
+    let pass = |bar: i32| {
+        shards
+            .par_iter()
+            .map(|s| (!deadline.passed()).then(|| s.pattern_pass(t, bar)))
+            .collect::<Option<Vec<_>>>()
+    };
+    let mut passes = pass(bar)?;
+    if bar != i32::MIN && passes.iter().map(|(o, _)| o.len()).sum::<usize>() < k {
+        passes = pass(i32::MIN)?;
+    }
+    let moments = passes
+        .iter()
+        .fold((0i64, 0i64), |x, (_, y)| (x.0 + y.0, x.1 + y.1));
+    let mut over: Vec<(i32, SubjectId, u32, u32)> = passes
+        .iter()
+        .enumerate()
+        .flat_map(|(si, (o, _))| {
+            let ids = &shards[si].subjects;
+            o.iter()
+                .map(move |&(e, x)| (x, ids[e as usize], si as u32, e))
+        })
+        .collect();
+    if over.len() > k && k > 0 {
+        over.select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    }
+    over.truncate(k);
+    let mut best = vec![Vec::new(); shards.len()];
+    for (x, _, si, e) in over {
+        best[si as usize].push((e as usize, x as f32 / PATTERN_UNIT));
+    }
+    Some((best, moments))
 }
 
 /// Stage 1's settings a benchmark may change (see [`ExhaustiveMatcher::with_cascade`] and
@@ -3561,16 +3574,18 @@ mod tests {
     }
 
     proptest! {
-        /// The one-pass pattern selection keeps the best live entries a full sort would
-        /// (score, then lower id), and its moments are every entry's, removed ones included:
-        /// from one to a few hundred distinct codes (many ties, some at the bar), removals,
-        /// and shards both smaller and larger than the sample that sets the bar.
+        /// The one-pass pattern selection keeps the best live entries a full sort of the whole
+        /// gallery would (score, then lower id), and its moments are every entry's, removed
+        /// ones included: from one to a few hundred distinct codes (many ties, some at the
+        /// bar), removals, one to three shards, galleries both smaller and larger than the
+        /// sample that sets the bar.
         #[test]
         fn pattern_selection_is_the_sorted_selection(
             distinct in 1u32..400,
             codes in proptest::collection::vec(0u32..400, 0..5000),
             removed in proptest::collection::vec(any::<bool>(), 0..5000),
             k in 1usize..300,
+            count in 1usize..4,
             probe_class in proptest::collection::vec(proptest::option::of(0usize..PATTERN_CLASSES), POSITIONS),
         ) {
             // Packed codes from a few class combinations, unsure slots among them.
@@ -3586,33 +3601,47 @@ mod tests {
                     pack_patterns(&classes)
                 })
                 .collect();
-            let mut shard = Shard {
-                subjects: (0..patterns.len() as u64).map(|e| e * 7919 % 10007).collect(),
-                patterns,
-                ..Shard::default()
-            };
-            let n = shard.len();
-            shard.removed = vec![0; n.div_ceil(64)];
-            for (e, _) in removed.iter().enumerate().filter(|(e, r)| **r && *e < n) {
-                shard.removed[e / 64] |= 1 << (e % 64);
-                shard.removed_count += 1;
+            // Entry i of the whole goes to shard i % count, at entry i / count there.
+            let ids: Vec<SubjectId> = (0..patterns.len() as u64).map(|i| i * 7919 % 10007).collect();
+            let mut shards: Vec<Shard> = (0..count).map(|_| Shard::default()).collect();
+            for (i, (&v, &id)) in patterns.iter().zip(&ids).enumerate() {
+                let s = &mut shards[i % count];
+                s.patterns.push(v);
+                s.subjects.push(id);
+            }
+            for s in &mut shards {
+                s.removed = vec![0; s.len().div_ceil(64)];
+            }
+            for (i, _) in removed.iter().enumerate().filter(|(i, r)| **r && *i < patterns.len()) {
+                let (s, e) = (&mut shards[i % count], i / count);
+                s.removed[e / 64] |= 1 << (e % 64);
+                s.removed_count += 1;
             }
             let probe: [Option<[f32; PATTERN_CLASSES]>; POSITIONS] = std::array::from_fn(|s| {
                 probe_class[s].map(|c| std::array::from_fn(|x| if x == c { 0.9 } else { 0.025 }))
             });
             let t = PatternTables::new(&probe);
-            let (mut got, (sum, sq)) = shard.pattern_best(&t, k);
-            let all: Vec<i32> = shard.patterns.iter().map(|&v| t.score(v)).collect();
+            let refs: Vec<&Shard> = shards.iter().collect();
+            let (got, (sum, sq)) = pattern_best(&refs, &t, k, Deadline(None)).unwrap();
+            let mut got: Vec<(SubjectId, f32)> = got
+                .iter()
+                .enumerate()
+                .flat_map(|(si, b)| {
+                    let ids = &refs[si].subjects;
+                    b.iter().map(move |&(e, x)| (ids[e], x))
+                })
+                .collect();
+            let all: Vec<i32> = patterns.iter().map(|&v| t.score(v)).collect();
             prop_assert_eq!(sum, all.iter().map(|&x| x as i64).sum::<i64>());
             prop_assert_eq!(sq, all.iter().map(|&x| x as i64 * x as i64).sum::<i64>());
-            let mut want: Vec<(i32, SubjectId, usize)> = (0..shard.len())
-                .filter(|&e| !shard.is_removed(e))
-                .map(|e| (all[e], shard.subjects[e], e))
+            let mut want: Vec<(i32, SubjectId)> = (0..patterns.len())
+                .filter(|&i| !shards[i % count].is_removed(i / count))
+                .map(|i| (all[i], ids[i]))
                 .collect();
             want.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             want.truncate(k);
-            let mut want: Vec<(usize, f32)> =
-                want.into_iter().map(|(x, _, e)| (e, x as f32 / PATTERN_UNIT)).collect();
+            let mut want: Vec<(SubjectId, f32)> =
+                want.into_iter().map(|(x, id)| (id, x as f32 / PATTERN_UNIT)).collect();
             want.sort_by_key(|w| w.0);
             got.sort_by_key(|g| g.0);
             prop_assert_eq!(got, want);
