@@ -203,27 +203,15 @@ struct Speed {
     p99_ms: f64,
 }
 
+/// The probes searched one after another on the current pool (each search spread over its
+/// threads): searches/s and latency percentiles.
 fn timed_searches(m: &ExhaustiveMatcher, probes: &[Tenprint]) -> Speed {
-    let mut lat: Vec<f64> = Vec::with_capacity(probes.len());
-    let t = Instant::now();
-    for p in probes {
-        let s = Instant::now();
-        let _ = m.search(p, 5).expect("search");
-        lat.push(s.elapsed().as_secs_f64() * 1e3);
-    }
-    let secs = t.elapsed().as_secs_f64();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let q = |x: f64| lat[((lat.len() as f64 - 1.0) * x) as usize];
-    Speed {
-        per_s: probes.len() as f64 / secs,
-        p50_ms: q(0.5),
-        p99_ms: q(0.99),
-    }
+    timed_streams(m, probes, 1)
 }
 
-/// [`timed_searches`] with the probes split between `streams` threads of the current pool,
-/// each searching its share one after another while the others do theirs: the searches/s of
-/// the whole, the latency of each search.
+/// The probes split between `streams` threads of the current pool, each searching its share
+/// one after another while the others do theirs: the searches/s of the whole, the latency of
+/// each search.
 fn timed_streams(m: &ExhaustiveMatcher, probes: &[Tenprint], streams: usize) -> Speed {
     let t = Instant::now();
     let mut lat: Vec<f64> = probes
