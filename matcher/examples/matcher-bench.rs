@@ -259,7 +259,9 @@ fn main() {
     // Bulk load: prints prepared on every core, as the gateway loads a gallery file.
     m.enroll_many(&prints).expect("enrol");
     // Fold the last enrolments into the compressed index, as a bulk load would.
+    let c = Instant::now();
     m.compact();
+    let compact_s = c.elapsed().as_secs_f64();
     let build_s = t.elapsed().as_secs_f64();
     let gallery_bytes = rss_bytes().saturating_sub(rss0);
     let heap = m.heap_bytes();
@@ -296,7 +298,7 @@ fn main() {
         // Only searches, on one thread (or `--profile-threads`), for a profiler (`perf record
         // -p`, once this line is printed): nothing else runs.
         eprintln!(
-            "generation {generation_s:.2} s, build {build_s:.2} s, heap {} bytes/identity",
+            "generation {generation_s:.2} s, build {build_s:.2} s (compaction {compact_s:.2} s), heap {} bytes/identity",
             heap.total() / a.identities as usize
         );
         eprintln!("profiling: searches only, pid {}", std::process::id());
@@ -482,7 +484,9 @@ fn main() {
         "  generation (master prints + a capture, all cores) {generation_s:>7.2} s  ({:.0} identities/s)",
         a.identities as f64 / generation_s
     );
-    println!("  gallery build                  {build_s:>10.2} s");
+    println!(
+        "  gallery build                  {build_s:>10.2} s  (of which compaction {compact_s:.2} s)"
+    );
     println!(
         "  gallery memory                 {:>10.1} MiB  ({:.0} bytes/identity)",
         gallery_bytes as f64 / 1048576.0,
@@ -605,6 +609,7 @@ fn main() {
         "searches_mated": a.searches,
         "searches_non_mated": a.searches,
         "build_s": build_s,
+        "compact_s": compact_s,
         "generation_s": generation_s,
         "gallery_bytes": gallery_bytes,
         "bytes_per_identity": gallery_bytes as f64 / n as f64,

@@ -8,6 +8,7 @@ pub mod exhaustive;
 mod fmath;
 pub mod formats;
 pub mod gallery;
+mod pages;
 pub mod pattern;
 pub mod synth;
 pub mod template;
