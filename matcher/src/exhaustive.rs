@@ -262,7 +262,7 @@ struct Edge {
 }
 
 /// A finger prepared for pairing (stage 2).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct Prepared {
     points: Vec<Point>,
     /// Sorted by length.
@@ -431,14 +431,8 @@ impl Scratch {
 /// (about 2.9 with AVX2, see [`finger_codes`]); they took 5.2 µs by a sweep in order of x
 /// that stopped at the third nearest's distance (a quarter of the pairs looked at, one at a
 /// time, with a branch each).
-#[inline(always)]
-fn neighbour_edges(points: &[Point]) -> Vec<Edge> {
-    let mut scratch = Scratch::default();
-    neighbour_edges_into(points, &mut scratch);
-    scratch.edges
-}
-
-/// [`neighbour_edges`] into `scratch.edges`, with `points` loaded into its columns (which
+///
+/// The edges go into `scratch.edges`, with `points` loaded into its columns (which
 /// [`histogram_of_loaded`] then reads).
 #[inline(always)]
 fn neighbour_edges_into(points: &[Point], scratch: &mut Scratch) {
@@ -544,26 +538,33 @@ fn smallest_above(keys: &[u32], floor: Option<u32>) -> u32 {
         .wrapping_add(base)
 }
 
-/// A finger prepared for pairing: its edges (see [`neighbour_edges`]) sorted by length.
-#[inline(always)]
+/// A finger prepared for pairing: its edges (see [`neighbour_edges_into`]) sorted by length.
 fn prepare(points: Vec<Point>) -> Prepared {
-    let edges = neighbour_edges(&points);
-    // Sorted by length, ties in minutia then neighbour order (a stable sort).
-    let edges = ascending_by(&edges, |e| e.len).map(|k| edges[k]).collect();
-    Prepared { points, edges }
+    let mut out = Prepared {
+        points,
+        edges: Vec::new(),
+    };
+    prepare_edges(&mut out, &mut Scratch::default(), &mut Vec::new());
+    out
 }
 
-/// The indices of `items` ascending by `key` (never negative), ties to the lower index: what
-/// a stable sort gives, by a cheap unstable sort of (key bits, index) integers — a
-/// non-negative float's bits order as it does.
-fn ascending_by<T>(items: &[T], key: impl Fn(&T) -> f32) -> impl Iterator<Item = usize> {
-    let mut keys: Vec<u64> = items
-        .iter()
-        .enumerate()
-        .map(|(j, t)| (key(t).to_bits() as u64) << 32 | j as u64)
-        .collect();
+/// [`prepare`] in place: `out`'s edges from its points, in working memory kept by the caller
+/// (stage 2 prepares a few hundred gallery fingers a search, and fresh buffers for each had
+/// been a twentieth of a search).
+#[inline(always)]
+fn prepare_edges(out: &mut Prepared, scratch: &mut Scratch, keys: &mut Vec<u64>) {
+    neighbour_edges_into(&out.points, scratch);
+    // Sorted by length, ties in minutia then neighbour order (what a stable sort gives), by a
+    // cheap unstable sort of (length bits, index) integers: a non-negative float's bits order
+    // as it does.
+    keys.clear();
+    keys.extend(
+        (scratch.edges.iter().enumerate()).map(|(j, e)| (e.len.to_bits() as u64) << 32 | j as u64),
+    );
     keys.sort_unstable();
-    keys.into_iter().map(|k| k as u32 as usize)
+    out.edges.clear();
+    out.edges
+        .extend(keys.iter().map(|&k| scratch.edges[k as u32 as usize]));
 }
 
 /// A finger's edge words (the gallery side of stage 1), each once, in the order its edges
@@ -723,6 +724,7 @@ fn angdiff_near(a: f32, b: f32) -> f32 {
 }
 
 /// Minutiae as separate coordinate arrays, so the loops over them vectorise.
+#[derive(Default)]
 struct Columns {
     x: Vec<f32>,
     y: Vec<f32>,
@@ -730,18 +732,16 @@ struct Columns {
 }
 
 impl Columns {
-    fn with_capacity(n: usize) -> Columns {
-        Columns {
-            x: Vec::with_capacity(n),
-            y: Vec::with_capacity(n),
-            a: Vec::with_capacity(n),
-        }
-    }
-
     fn push(&mut self, p: Point) {
         self.x.push(p.x);
         self.y.push(p.y);
         self.a.push(p.a);
+    }
+
+    fn clear(&mut self) {
+        self.x.clear();
+        self.y.clear();
+        self.a.clear();
     }
 }
 
@@ -766,33 +766,44 @@ fn agreeing(t: &Align, from: &Columns, to: &Columns) -> usize {
 
 /// Minutiae of `a` paired with `b` under `t`, greedily, one-to-one: each probe minutia in
 /// turn takes the nearest free gallery minutia within the tolerances (the first, on a tie).
+///
+/// Branch-free over the gallery minutiae, so it vectorises: a paired gallery minutia adds
+/// infinity to its distances (a free one adds 0, which leaves them exact), and the nearest is
+/// the least distance's bits (non-negative floats order as their bits do), then its first
+/// index. A scalar pass that skipped out-of-tolerance and paired minutiae had been a sixth of
+/// stage 2.
 #[inline(always)]
-fn paired(a: &Prepared, b: &Columns, t: &Align) -> usize {
-    let mut used = [false; 512];
-    let mut dist = vec![f32::INFINITY; b.x.len()];
+fn paired(
+    a: &Prepared,
+    b: &Columns,
+    t: &Align,
+    taken: &mut Vec<f32>,
+    dist: &mut Vec<u32>,
+) -> usize {
+    // Per gallery minutia: 0, or infinity once paired (only the first 512 are ever marked,
+    // as the reference does).
+    taken.clear();
+    taken.resize(b.x.len(), 0.0);
+    dist.clear();
+    dist.resize(b.x.len(), 0);
     let mut n = 0;
     for p in &a.points {
         let p = t.apply(*p);
-        // Square distance to every gallery minutia, infinite where out of tolerance:
-        // branch-free, so it vectorises.
+        let mut least = u32::MAX;
         for (j, d) in dist.iter_mut().enumerate() {
             let (dx, dy) = (p.x - b.x[j], p.y - b.y[j]);
             let d2 = dx * dx + dy * dy;
             let ok = d2 <= PAIR_DIST * PAIR_DIST && angdiff_near(p.a, b.a[j]) <= PAIR_ANGLE;
-            *d = if ok { d2 } else { f32::INFINITY };
+            *d = if ok { d2 + taken[j] } else { f32::INFINITY }.to_bits();
+            least = least.min(*d);
         }
-        let mut best: Option<(f32, usize)> = None;
-        for (j, &d) in dist.iter().enumerate() {
-            if d == f32::INFINITY || j < used.len() && used[j] {
-                continue;
-            }
-            if best.is_none_or(|(bd, _)| d < bd) {
-                best = Some((d, j));
-            }
-        }
-        if let Some((_, j)) = best {
-            if j < used.len() {
-                used[j] = true;
+        if least < f32::INFINITY.to_bits() {
+            let j = dist
+                .iter()
+                .position(|&d| d == least)
+                .expect("the least is there");
+            if j < 512 {
+                taken[j] = f32::INFINITY;
             }
             n += 1;
         }
@@ -802,12 +813,42 @@ fn paired(a: &Prepared, b: &Columns, t: &Align) -> usize {
 
 /// Similarity of two fingers, 0..=1.
 fn compare(a: &Prepared, b: &Prepared) -> f32 {
-    compare_inline(a, b)
+    compare_in::<false>(a, b, &mut CompareWork::default())
 }
 
-/// [`compare`], inlined where it is called (see [`stage2_score`]).
+/// Working memory for [`compare_in`]: stage 2 keeps one per thread, so its comparisons
+/// allocate nothing (fresh buffers, ~15 a comparison, had been a twentieth of a search).
+#[derive(Default)]
+struct CompareWork {
+    alpha: Vec<u16>,
+    beta: Vec<u16>,
+    lens: Vec<f32>,
+    ok: Vec<u8>,
+    pairs: Vec<(usize, usize)>,
+    from: Columns,
+    to: Columns,
+    gallery: Columns,
+    taken: Vec<f32>,
+    dist: Vec<u32>,
+}
+
+/// [`compare`] in working memory `w`, inlined where it is called (see [`stage2_score`]).
+/// With `AVX2` (only where the CPU has it: see [`stage2_score_avx2`]) each probe edge's
+/// window of gallery edges is matched by [`window_avx2`]; the same pairs in the same order.
 #[inline(always)]
-fn compare_inline(a: &Prepared, b: &Prepared) -> f32 {
+fn compare_in<const AVX2: bool>(a: &Prepared, b: &Prepared, w: &mut CompareWork) -> f32 {
+    let CompareWork {
+        alpha,
+        beta,
+        lens,
+        ok,
+        pairs,
+        from,
+        to,
+        gallery,
+        taken,
+        dist,
+    } = w;
     if a.points.is_empty() || b.points.is_empty() {
         return 0.0;
     }
@@ -816,13 +857,20 @@ fn compare_inline(a: &Prepared, b: &Prepared) -> f32 {
     // edge only moves forward; within it, both direction tests run branch-free over the
     // whole window on binary angles (see [`binary_angdiff`]; on floats they had been a third
     // of a comparison), then the matches are taken in order as before.
-    let alpha: Vec<u16> = b.edges.iter().map(|e| binary_angle(e.alpha)).collect();
-    let beta: Vec<u16> = b.edges.iter().map(|e| binary_angle(e.beta)).collect();
-    let lens: Vec<f32> = b.edges.iter().map(|e| e.len).collect();
+    // (With 16 lanes more, for [`window_avx2`]'s whole-vector reads.)
+    alpha.clear();
+    alpha.extend(b.edges.iter().map(|e| binary_angle(e.alpha)));
+    alpha.resize(b.edges.len() + 16, 0);
+    beta.clear();
+    beta.extend(b.edges.iter().map(|e| binary_angle(e.beta)));
+    beta.resize(b.edges.len() + 16, 0);
+    lens.clear();
+    lens.extend(b.edges.iter().map(|e| e.len));
     // A flag per gallery edge (1: it matches the probe edge), and 8 more, so eight flags can
     // always be read at once.
-    let mut ok = vec![0u8; b.edges.len() + 8];
-    let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(512);
+    ok.clear();
+    ok.resize(b.edges.len() + 8, 0);
+    pairs.clear();
     let (mut lo, mut hi) = (0, 0);
     for ea in &a.edges {
         while lo < lens.len() && lens[lo] < ea.len - EDGE_DIST {
@@ -833,6 +881,23 @@ fn compare_inline(a: &Prepared, b: &Prepared) -> f32 {
             hi += 1;
         }
         let (ea_alpha, ea_beta) = (binary_angle(ea.alpha), binary_angle(ea.beta));
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 {
+            // SAFETY: `AVX2` is set only by `stage2_score_avx2`, which runs only where the
+            // CPU has AVX2; `alpha` and `beta` have 16 lanes past the last edge.
+            unsafe {
+                window_avx2(
+                    alpha,
+                    beta,
+                    lo..hi,
+                    (ea_alpha, ea_beta),
+                    ea.from,
+                    &b.edges,
+                    pairs,
+                )
+            };
+            continue;
+        }
         for ((ok, &al), &be) in ok[lo..hi].iter_mut().zip(&alpha[lo..hi]).zip(&beta[lo..hi]) {
             *ok = ((binary_angdiff(ea_alpha, al) <= EDGE_TURNS)
                 & (binary_angdiff(ea_beta, be) <= EDGE_TURNS)) as u8;
@@ -866,18 +931,16 @@ fn compare_inline(a: &Prepared, b: &Prepared) -> f32 {
     // The alignment most other pairs agree with (their minutiae land together), among the
     // alignments of the first 32 pairs: only those are ever applied, so only those are
     // computed.
-    let (mut from, mut to) = (
-        Columns::with_capacity(pairs.len()),
-        Columns::with_capacity(pairs.len()),
-    );
-    for &(i, j) in &pairs {
+    from.clear();
+    to.clear();
+    for &(i, j) in pairs.iter() {
         from.push(a.points[i]);
         to.push(b.points[j]);
     }
     let mut best: Option<(usize, Align)> = None;
     for &(i, j) in pairs.iter().take(32) {
         let t = Align::from_pair(a.points[i], b.points[j]);
-        let votes = agreeing(&t, &from, &to);
+        let votes = agreeing(&t, from, to);
         if votes > best.map_or(0, |(v, _)| v) {
             best = Some((votes, t));
         }
@@ -887,12 +950,69 @@ fn compare_inline(a: &Prepared, b: &Prepared) -> f32 {
         || Align::from_pair(a.points[pairs[0].0], b.points[pairs[0].1]),
         |(_, t)| t,
     );
-    let mut gallery = Columns::with_capacity(b.points.len());
+    gallery.clear();
     for p in &b.points {
         gallery.push(*p);
     }
-    let m = paired(a, &gallery, &t) as f32;
+    let m = paired(a, gallery, &t, taken, dist) as f32;
     (m * m) / (a.points.len() as f32 * b.points.len() as f32)
+}
+
+/// The gallery edges in `window` whose directions both lie within [`EDGE_TURNS`] of the
+/// probe edge's `(alpha, beta)`, in order, paired with probe minutia `from` and appended to
+/// `pairs` until it holds 256: [`compare_in`]'s window, sixteen edges a step, their matches
+/// read from a mask (two bits an edge) rather than stored as flags and read back. The
+/// portable window had been a third of stage 2.
+///
+/// # Safety
+/// The CPU has AVX2, and `alpha` and `beta` have 16 lanes past `window.end`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn window_avx2(
+    alpha: &[u16],
+    beta: &[u16],
+    window: std::ops::Range<usize>,
+    (probe_alpha, probe_beta): (u16, u16),
+    from: u16,
+    edges: &[Edge],
+    pairs: &mut Vec<(usize, usize)>,
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(window.end + 16 <= alpha.len().min(beta.len()));
+    let pa = _mm256_set1_epi16(probe_alpha as i16);
+    let pb = _mm256_set1_epi16(probe_beta as i16);
+    let turns = _mm256_set1_epi16(EDGE_TURNS as i16);
+    // |a − b| as `binary_angdiff` takes it, at most EDGE_TURNS (unsigned: the one difference
+    // whose absolute value overflows, 0x8000, is half a turn).
+    let within = |probe: __m256i, gallery: __m256i| {
+        let d = _mm256_abs_epi16(_mm256_sub_epi16(probe, gallery));
+        _mm256_cmpeq_epi16(_mm256_min_epu16(d, turns), d)
+    };
+    let mut k = window.start;
+    while k < window.end {
+        // SAFETY: lanes k..k + 16 lie within the padded columns (see above).
+        let (al, be) = unsafe {
+            (
+                _mm256_loadu_si256(alpha.as_ptr().add(k) as *const __m256i),
+                _mm256_loadu_si256(beta.as_ptr().add(k) as *const __m256i),
+            )
+        };
+        let ok = _mm256_and_si256(within(pa, al), within(pb, be));
+        let mut bits = _mm256_movemask_epi8(ok) as u32 & 0x5555_5555;
+        if window.end - k < 16 {
+            bits &= (1 << (2 * (window.end - k))) - 1;
+        }
+        while bits != 0 {
+            let j = k + (bits.trailing_zeros() / 2) as usize;
+            pairs.push((from as usize, edges[j].from as usize));
+            if pairs.len() >= 256 {
+                return;
+            }
+            bits &= bits - 1;
+        }
+        k += 16;
+    }
 }
 
 /// Stage 2's score of entry `e` for the probe's fingers: the sum of [`compare`] over the
@@ -902,34 +1022,68 @@ fn compare_inline(a: &Prepared, b: &Prepared) -> f32 {
 /// lanes in the vectorised loops, the same operations on the same values, so the same score
 /// to the bit (a test checks it).
 fn stage2_score(probe: &[(usize, Prepared)], shard: &Shard, e: usize) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { stage2_score_avx2(probe, shard, e) };
+    thread_local! {
+        static WORK: RefCell<Stage2Work> = RefCell::default();
     }
-    stage2_score_portable(probe, shard, e)
+    WORK.with_borrow_mut(|w| {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { stage2_score_avx2(probe, shard, e, w) };
+        }
+        stage2_score_portable(probe, shard, e, w)
+    })
+}
+
+/// Stage 2's working memory: the gallery finger being compared and what preparing and
+/// comparing it need. [`stage2_score`] keeps one per thread, so it allocates nothing once
+/// the buffers have grown to a finger's size.
+#[derive(Default)]
+struct Stage2Work {
+    gallery: Prepared,
+    scratch: Scratch,
+    keys: Vec<u64>,
+    compare: CompareWork,
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn stage2_score_avx2(probe: &[(usize, Prepared)], shard: &Shard, e: usize) -> f32 {
-    stage2_score_portable(probe, shard, e)
+fn stage2_score_avx2(
+    probe: &[(usize, Prepared)],
+    shard: &Shard,
+    e: usize,
+    w: &mut Stage2Work,
+) -> f32 {
+    stage2_score_with::<true>(probe, shard, e, w)
 }
 
 /// [`stage2_score`] for any x86-64 (or other) CPU.
+fn stage2_score_portable(
+    probe: &[(usize, Prepared)],
+    shard: &Shard,
+    e: usize,
+    w: &mut Stage2Work,
+) -> f32 {
+    stage2_score_with::<false>(probe, shard, e, w)
+}
+
+/// [`stage2_score`], with [`compare_in`]'s AVX2 window or not.
 #[inline(always)]
-fn stage2_score_portable(probe: &[(usize, Prepared)], shard: &Shard, e: usize) -> f32 {
-    let mut gallery: [Option<Prepared>; POSITIONS] = Default::default();
+fn stage2_score_with<const AVX2: bool>(
+    probe: &[(usize, Prepared)],
+    shard: &Shard,
+    e: usize,
+    w: &mut Stage2Work,
+) -> f32 {
     let mut score = 0.0;
+    let mut slot = None;
     for (s, p) in probe {
-        // Not `get_or_insert_with`: its closure stayed a call of its own, compiled without
-        // AVX2, and preparing a gallery finger is a fifth of stage 2.
-        if gallery[*s].is_none() {
-            gallery[*s] = Some(shard.finger_inline(e, *s));
+        // A gallery finger is prepared once for consecutive probe fingers in its slot.
+        if slot != Some(*s) {
+            shard.finger_into(e, *s, &mut w.gallery, &mut w.scratch, &mut w.keys);
+            slot = Some(*s);
         }
-        if let Some(g) = &gallery[*s] {
-            score += compare_inline(p, g);
-        }
+        score += compare_in::<AVX2>(p, &w.gallery, &mut w.compare);
     }
     score
 }
@@ -1937,24 +2091,32 @@ impl Shard {
 
     /// Entry `e`'s finger in slot `s`, prepared for pairing (empty if it has none).
     fn finger(&self, e: usize, s: usize) -> Prepared {
-        self.finger_inline(e, s)
+        let mut out = Prepared::default();
+        self.finger_into(e, s, &mut out, &mut Scratch::default(), &mut Vec::new());
+        out
     }
 
-    /// [`Shard::finger`], inlined where it is called (see [`stage2_score`]).
+    /// [`Shard::finger`] into `out`, in working memory kept by the caller, inlined where it
+    /// is called (see [`stage2_score`]).
     #[inline(always)]
-    fn finger_inline(&self, e: usize, s: usize) -> Prepared {
+    fn finger_into(
+        &self,
+        e: usize,
+        s: usize,
+        out: &mut Prepared,
+        scratch: &mut Scratch,
+        keys: &mut Vec<u64>,
+    ) {
         let start = self.starts[e] as usize
             + self.counts[e][..s]
                 .iter()
                 .map(|c| *c as usize)
                 .sum::<usize>();
         let n = self.counts[e][s] as usize;
-        prepare(
-            self.minutiae[start..start + n]
-                .iter()
-                .map(|p| unpack(*p))
-                .collect(),
-        )
+        out.points.clear();
+        out.points
+            .extend(self.minutiae[start..start + n].iter().map(|p| unpack(*p)));
+        prepare_edges(out, scratch, keys);
     }
 
     /// [`shortlist_score`] of every entry, through the index: per entry and probe finger,
@@ -4295,6 +4457,13 @@ mod tests {
         }
     }
 
+    /// [`compare`] as stage 2 runs it where the CPU has AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn compare_avx2(a: &Prepared, b: &Prepared) -> f32 {
+        compare_in::<true>(a, b, &mut CompareWork::default())
+    }
+
     /// Stage 2 compiled for AVX2 scores mated and non-mated entries as the portable build
     /// does, to the bit (and prints the two builds' times, alternated, with `--nocapture`).
     #[test]
@@ -4310,23 +4479,25 @@ mod tests {
                 .map(|p| ProbeCodes::new(&probe(p, 9)).unwrap())
                 .collect();
             let (mut portable, mut avx2) = (Duration::ZERO, Duration::ZERO);
+            let mut work = Stage2Work::default();
             for _ in 0..3 {
                 let t = Instant::now();
-                let a: Vec<u32> = probes
-                    .iter()
-                    .flat_map(|c| (0..60).map(|e| stage2_score_portable(&c.fingers, &shard, e)))
-                    .map(f32::to_bits)
-                    .collect();
+                let mut a: Vec<u32> = Vec::new();
+                for c in &probes {
+                    for e in 0..60 {
+                        a.push(stage2_score_portable(&c.fingers, &shard, e, &mut work).to_bits());
+                    }
+                }
                 portable += t.elapsed();
                 let t = Instant::now();
                 // SAFETY: the CPU has AVX2, checked above.
-                let b: Vec<u32> = probes
-                    .iter()
-                    .flat_map(|c| {
-                        (0..60).map(|e| unsafe { stage2_score_avx2(&c.fingers, &shard, e) })
-                    })
-                    .map(f32::to_bits)
-                    .collect();
+                let mut b: Vec<u32> = Vec::new();
+                for c in &probes {
+                    for e in 0..60 {
+                        let x = unsafe { stage2_score_avx2(&c.fingers, &shard, e, &mut work) };
+                        b.push(x.to_bits());
+                    }
+                }
                 avx2 += t.elapsed();
                 assert_eq!(a, b);
                 // Each probe's mate among the 60 scores far above the others.
@@ -4347,7 +4518,13 @@ mod tests {
                 let (pa, pb) = (prepare(points(a)), prepare(points(b)));
                 prop_assert_eq!(&pa, &prepare_reference(points(a)));
                 prop_assert_eq!(&pb, &prepare_reference(points(b)));
-                prop_assert_eq!(compare(&pa, &pb).to_bits(), compare_reference(&pa, &pb).to_bits());
+                let want = compare_reference(&pa, &pb).to_bits();
+                prop_assert_eq!(compare(&pa, &pb).to_bits(), want);
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2, checked just above.
+                    prop_assert_eq!(unsafe { compare_avx2(&pa, &pb) }.to_bits(), want);
+                }
             }
         }
 
