@@ -750,15 +750,20 @@ impl Columns {
 /// with the same operations in the same order.
 #[inline(always)]
 fn agreeing(t: &Align, from: &Columns, to: &Columns) -> usize {
+    // Every column cut to one length, so the loop has no bounds checks and vectorises (with
+    // them it ran a lane at a time).
+    let n = from.x.len().min(to.x.len());
+    let (fx, fy, fa) = (&from.x[..n], &from.y[..n], &from.a[..n]);
+    let (tx, ty, ta) = (&to.x[..n], &to.y[..n], &to.a[..n]);
     let mut votes = 0u32;
-    for k in 0..from.x.len().min(to.x.len()) {
-        let (x, y) = (from.x[k], from.y[k]);
+    for k in 0..n {
+        let (x, y) = (fx[k], fy[k]);
         let px = t.c * x - t.s * y + t.tx;
         let py = t.s * x + t.c * y + t.ty;
-        let pa = from.a[k] + t.r;
-        let (dx, dy) = (px - to.x[k], py - to.y[k]);
+        let pa = fa[k] + t.r;
+        let (dx, dy) = (px - tx[k], py - ty[k]);
         let near = dx * dx + dy * dy <= PAIR_DIST * PAIR_DIST;
-        let turned = angdiff_near(pa, to.a[k]) <= PAIR_ANGLE;
+        let turned = angdiff_near(pa, ta[k]) <= PAIR_ANGLE;
         votes += (near & turned) as u32;
     }
     votes as usize
@@ -786,16 +791,20 @@ fn paired(
     taken.resize(b.x.len(), 0.0);
     dist.clear();
     dist.resize(b.x.len(), 0);
+    // Every column cut to one length, so the loop has no bounds checks (see [`agreeing`]).
+    let nb = b.x.len();
+    let (bx, by, ba) = (&b.x[..nb], &b.y[..nb], &b.a[..nb]);
     let mut n = 0;
     for p in &a.points {
         let p = t.apply(*p);
         let mut least = u32::MAX;
-        for (j, d) in dist.iter_mut().enumerate() {
-            let (dx, dy) = (p.x - b.x[j], p.y - b.y[j]);
+        let (taken, dist) = (&mut taken[..nb], &mut dist[..nb]);
+        for j in 0..nb {
+            let (dx, dy) = (p.x - bx[j], p.y - by[j]);
             let d2 = dx * dx + dy * dy;
-            let ok = d2 <= PAIR_DIST * PAIR_DIST && angdiff_near(p.a, b.a[j]) <= PAIR_ANGLE;
-            *d = if ok { d2 + taken[j] } else { f32::INFINITY }.to_bits();
-            least = least.min(*d);
+            let ok = (d2 <= PAIR_DIST * PAIR_DIST) & (angdiff_near(p.a, ba[j]) <= PAIR_ANGLE);
+            dist[j] = if ok { d2 + taken[j] } else { f32::INFINITY }.to_bits();
+            least = least.min(dist[j]);
         }
         if least < f32::INFINITY.to_bits() {
             let j = dist
@@ -864,22 +873,21 @@ fn compare_in<const AVX2: bool>(a: &Prepared, b: &Prepared, w: &mut CompareWork)
     beta.clear();
     beta.extend(b.edges.iter().map(|e| binary_angle(e.beta)));
     beta.resize(b.edges.len() + 16, 0);
+    // (With 8 infinite lengths more, which no window reaches: see below.)
     lens.clear();
     lens.extend(b.edges.iter().map(|e| e.len));
+    lens.resize(b.edges.len() + 8, f32::INFINITY);
     // A flag per gallery edge (1: it matches the probe edge), and 8 more, so eight flags can
     // always be read at once.
     ok.clear();
     ok.resize(b.edges.len() + 8, 0);
     pairs.clear();
     let (mut lo, mut hi) = (0, 0);
+    // The window's ends move by counting the lengths they pass (see [`passed`]); the
+    // infinite lengths past the last edge stop both there.
     for ea in &a.edges {
-        while lo < lens.len() && lens[lo] < ea.len - EDGE_DIST {
-            lo += 1;
-        }
-        hi = hi.max(lo);
-        while hi < lens.len() && lens[hi] <= ea.len + EDGE_DIST {
-            hi += 1;
-        }
+        lo = passed(lens, lo, |l| l < ea.len - EDGE_DIST);
+        hi = passed(lens, hi.max(lo), |l| l <= ea.len + EDGE_DIST);
         let (ea_alpha, ea_beta) = (binary_angle(ea.alpha), binary_angle(ea.beta));
         #[cfg(target_arch = "x86_64")]
         if AVX2 {
@@ -956,6 +964,23 @@ fn compare_in<const AVX2: bool>(a: &Prepared, b: &Prepared, w: &mut CompareWork)
     }
     let m = paired(a, gallery, &t, taken, dist) as f32;
     (m * m) / (a.points.len() as f32 * b.points.len() as f32)
+}
+
+/// Where an end of [`compare_in`]'s window moves from `from`: past every length `below`
+/// holds for, in ascending `lens` (which go on at least 8 past any such length). Eight lengths
+/// are counted at a time: sorted, their count is how far the end moves, and only a move of
+/// all eight looks further (stepping one length at a time, the loops' exits were mispredicted
+/// every other probe edge).
+#[inline(always)]
+fn passed(lens: &[f32], from: usize, below: impl Fn(f32) -> bool) -> usize {
+    let mut at = from;
+    loop {
+        let c: usize = lens[at..at + 8].iter().map(|&l| below(l) as usize).sum();
+        at += c;
+        if c < 8 {
+            return at;
+        }
+    }
 }
 
 /// The gallery edges in `window` whose directions both lie within [`EDGE_TURNS`] of the
