@@ -2625,7 +2625,7 @@ pub enum FirstCode {
     /// probabilities make the gallery finger's class than its share of all fingers. Ten
     /// fingers' classes narrow a gallery as the classification of tenprint cards did: on
     /// synthetic prints, a mate's classes all agree and few strangers' do. A scan of four bytes a
-    /// subject (see [`pattern_over`]), where the walk of the words reads ~46 postings.
+    /// subject, eight scored at once, where the walk of the words reads ~46 postings.
     Patterns,
 }
 
