@@ -969,9 +969,9 @@ fn compare_in<const AVX2: bool>(a: &Prepared, b: &Prepared, w: &mut CompareWork)
 
 /// Where an end of [`compare_in`]'s window moves from `from`: past every length `below`
 /// holds for, in ascending `lens` (which go on at least 8 past any such length). Eight lengths
-/// are counted at a time: sorted, their count is how far the end moves, and only a move of
-/// all eight looks further (stepping one length at a time, the loops' exits were mispredicted
-/// every other probe edge).
+/// are counted at a time, branch-free: sorted, their count is how far the end moves, and only
+/// a move of all eight looks further. (Stepping a length at a time, with a branch each, took
+/// about as long in the stage-2 test; this is shorter in instructions, not measurably faster.)
 #[inline(always)]
 fn passed(lens: &[f32], from: usize, below: impl Fn(f32) -> bool) -> usize {
     let mut at = from;
