@@ -878,10 +878,12 @@ fn compare_in<const AVX2: bool>(a: &Prepared, b: &Prepared, w: &mut CompareWork)
     lens.clear();
     lens.extend(b.edges.iter().map(|e| e.len));
     lens.resize(b.edges.len() + 8, f32::INFINITY);
-    // A flag per gallery edge (1: it matches the probe edge), and 8 more, so eight flags can
-    // always be read at once.
-    ok.clear();
-    ok.resize(b.edges.len() + 8, 0);
+    // The portable window's flags: one per gallery edge (1: it matches the probe edge), and 8
+    // more, so eight flags can always be read at once (the AVX2 window keeps none).
+    if !AVX2 {
+        ok.clear();
+        ok.resize(b.edges.len() + 8, 0);
+    }
     pairs.clear();
     let (mut lo, mut hi) = (0, 0);
     // The window's ends move by counting the lengths they pass (see [`passed`]); the
@@ -3130,7 +3132,9 @@ impl ExhaustiveMatcher {
             // What stage 1 reads at random over the whole shard, on huge pages (see
             // `crate::pages`): a search's ~4,096 kept subjects' histogram codes had each been
             // a page walk (their reads were a seventh of a search at 1,000,000 identities,
-            // now a fourteenth), as were the ids of the ~8,000 its pattern pass gathers.
+            // now a fourteenth). The ids its pattern pass gathers move too once a shard's
+            // are large enough to hold two huge pages (over 524,288 entries; not at 1,000,000
+            // in 4 shards, where they span 2 MB a shard).
             crate::pages::onto_huge_pages(&mut s.hists);
             crate::pages::onto_huge_pages(&mut s.subjects);
         }
