@@ -2,7 +2,8 @@
 //! development PKI. `src/main.rs` is a one-line wrapper around [`main`], so the end-to-end
 //! crash test can build and `kill -9` the very same program.
 
-use crate::{backends, pki, principal::Principal, server, store, world};
+use crate::auth::principal::Principal;
+use crate::{engines as backends, pki, server, store, world};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -395,7 +396,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 }
                 Some(spec) => {
-                    let remote = Arc::new(crate::remote::RemoteIdent::new(
+                    let remote = Arc::new(crate::engines::remote::RemoteIdent::new(
                         &spec,
                         &pki::PkiDir(pki.clone()),
                         &world,

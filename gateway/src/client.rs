@@ -3,8 +3,8 @@
 //! [`Principal`] and PKI directory; everything else (TLS, deadlines, retries, resuming
 //! streams) is the library's.
 
+use crate::auth::principal::Principal;
 use crate::pki::PkiDir;
-use crate::principal::Principal;
 use interop_proto::client::{Client, ClientConfig, Role};
 use tonic::transport::Channel;
 

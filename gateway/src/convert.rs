@@ -1,7 +1,7 @@
 //! Conversions between the wire contract (`interop.v1`) and the domain types of the world,
 //! the policy and the matcher. Kept in one place so each enum mapping exists once.
 
-use crate::policy::{Determination, Level, NonCriminal, Recommendation};
+use crate::rules::policy::{Determination, Level, NonCriminal, Recommendation};
 use crate::world::{Offense, Status};
 use interop_matcher::{FingerTemplate, Minutia, MinutiaKind, Tenprint};
 use interop_proto::v1 as pb;

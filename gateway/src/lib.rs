@@ -1,26 +1,19 @@
-//! The interoperability gateway as a library: the binary in `main.rs` only parses flags.
+//! The interoperability gateway as a library.
 
-pub mod backends;
+pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod convert;
-pub mod detainer;
+pub mod delivery;
+pub mod engines;
 pub mod error;
-pub mod gallery;
+pub mod intake;
 pub mod matcher_cli;
 pub mod metrics;
 pub mod pipeline;
 pub mod pki;
-pub mod policy;
-pub mod principal;
-pub mod remote;
-pub mod review;
-pub mod revocation;
+pub mod rules;
 pub mod server;
-pub mod services;
-pub mod statistics;
 pub mod store;
-pub mod streams;
-pub mod tls;
-pub mod validate;
 pub mod world;

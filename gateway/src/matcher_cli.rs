@@ -1,7 +1,7 @@
 //! `interop-matcher`: one shard of a world's gallery as its own process, serving
 //! `interop.v1.MatcherService` over mutual TLS, for a gateway started with `--ident-shards`.
 
-use crate::remote::{self, Shard};
+use crate::engines::remote::{self, Shard};
 use crate::{pki, server, world};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -139,13 +139,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             shards = shard.count,
             "--fpir: this shard's share"
         );
-        crate::backends::log_calibration(&cal, "--fpir");
+        crate::engines::log_calibration(&cal, "--fpir");
     }
-    let log = std::sync::Arc::new(crate::gallery::GalleryLog::new(matcher.clone()));
+    let log = std::sync::Arc::new(crate::engines::gallery_log::GalleryLog::new(
+        matcher.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    let revocations = crate::revocation::Revocations::default();
+    let revocations = crate::auth::revocation::Revocations::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     match gateway {
         Some(gateway) => {

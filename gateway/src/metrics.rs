@@ -20,7 +20,7 @@
 //! | `interop_pipeline_in_flight` | gauge | — | submissions being processed |
 //! | `interop_subscriptions_active` | gauge | `kind` | open `field_office` / `bureau` streams |
 //! | `interop_connections_open` | gauge | — | client connections past their TLS handshake |
-//! | `interop_connections_total` | counter | `outcome` | TCP connections by fate: `accepted` (given a slot), `refused_over_limit`, `handshake_timeout`, `handshake_failed`, `idle_closed` (see `crate::tls`) |
+//! | `interop_connections_total` | counter | `outcome` | TCP connections by fate: `accepted` (given a slot), `refused_over_limit`, `handshake_timeout`, `handshake_failed`, `idle_closed` (see `crate::auth::tls`) |
 
 use dashmap::DashMap;
 use std::fmt::Write;

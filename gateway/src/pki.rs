@@ -1,12 +1,12 @@
 //! A development PKI for mutual TLS: one CA, a server certificate for loopback, and client
-//! certificates carrying SPIFFE identities (see [`crate::principal`]). Keys are generated at
+//! certificates carrying SPIFFE identities (see [`crate::auth::principal`]). Keys are generated at
 //! run time with rcgen and written with owner-only permissions; none is ever committed.
 //!
 //! Layout of a PKI directory:
 //! `ca.pem`, `ca-key.pem`, `server.pem`, `server-key.pem`, and `clients/<stem>.pem` +
 //! `clients/<stem>-key.pem` per identity (`bureau-TX`, `field-office-HOU`, `admin`).
 
-use crate::principal::Principal;
+use crate::auth::principal::Principal;
 use anyhow::{Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -300,12 +300,12 @@ pub fn init_default(out: &Path) -> Result<PkiDir> {
     )
 }
 
-/// The canonical serial number (see [`crate::principal::normalize_serial`]) of the first
+/// The canonical serial number (see [`crate::auth::principal::normalize_serial`]) of the first
 /// certificate in a PEM file: what `AdminService.RevokeCertificate` takes.
 pub fn serial_of_pem_file(path: &Path) -> Result<String> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let (_, block) = x509_parser::pem::parse_x509_pem(&pem)
         .map_err(|e| anyhow::anyhow!("{}: not a PEM certificate: {e}", path.display()))?;
-    crate::principal::serial_of_der(&block.contents)
+    crate::auth::principal::serial_of_der(&block.contents)
         .with_context(|| format!("{}: unreadable certificate", path.display()))
 }

@@ -18,7 +18,7 @@
 use crate::bookings::{self, Booking, WorldData};
 use crate::demo::{self, Arrival, DemoOptions, RunOptions};
 use hdrhistogram::Histogram;
-use interop_gateway::principal::Principal;
+use interop_gateway::auth::principal::Principal;
 use interop_gateway::{client, pki, server};
 use interop_proto::client::Client;
 use interop_proto::v1 as pb;
@@ -247,7 +247,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
                 pb::submission_service_server::SubmissionServiceServer::new(Echo {
                     n: AtomicUsize::new(0),
                 })
-                .max_decoding_message_size(interop_gateway::validate::MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(interop_gateway::intake::validate::MAX_MESSAGE_BYTES),
             )
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -62,7 +62,7 @@ pub struct Expected {
     /// FIN of the IDENT hit ("" = no hit).
     pub fin: String,
     pub status: Option<Status>,
-    pub level: interop_gateway::policy::Level,
+    pub level: interop_gateway::rules::policy::Level,
     /// The field office that must be notified (when searched).
     pub field_office: String,
     /// The bureau must receive the immigration response (searched and receiving).
@@ -80,8 +80,8 @@ pub struct Booking {
 
 /// Reference priority level (civil enforcement priorities memo), written out independently
 /// of the gateway's implementation.
-fn reference_level(record: Option<&CriminalRecord>) -> interop_gateway::policy::Level {
-    use interop_gateway::policy::Level;
+fn reference_level(record: Option<&CriminalRecord>) -> interop_gateway::rules::policy::Level {
+    use interop_gateway::rules::policy::Level;
     let Some(r) = record else { return Level::None };
     let (mut agg, mut fel, mut mis) = (0, 0, 0);
     for c in &r.convictions {
@@ -295,7 +295,7 @@ mod tests {
         assert_eq!(tcns.len(), a.len());
         assert!(
             a.iter()
-                .all(|b| interop_gateway::validate::tcn_ok(&b.submission.tcn))
+                .all(|b| interop_gateway::intake::validate::tcn_ok(&b.submission.tcn))
         );
     }
 }

@@ -306,7 +306,7 @@ mod tests {
                 searched,
                 fin: String::new(),
                 status: None,
-                level: interop_gateway::policy::Level::None,
+                level: interop_gateway::rules::policy::Level::None,
                 field_office: "HOU".into(),
                 bureau_receives: receives,
             },

@@ -14,9 +14,9 @@ use crate::verify::{self, Observations, Verification};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use interop_gateway::auth::principal::Principal;
 use interop_gateway::pki::PkiDir;
-use interop_gateway::principal::Principal;
-use interop_gateway::{backends, client, pki, server, store, world};
+use interop_gateway::{client, engines, pki, server, store, world};
 use interop_proto::v1 as pb;
 use pb::field_office_service_client::FieldOfficeServiceClient;
 use pb::submission_service_client::SubmissionServiceClient;
@@ -275,7 +275,7 @@ pub async fn serve_in_process(
 ) -> anyhow::Result<Served> {
     let wd = world_dir.to_path_buf();
     let backends =
-        tokio::task::spawn_blocking(move || backends::InProcess::load(&wd, shards)).await??;
+        tokio::task::spawn_blocking(move || engines::InProcess::load(&wd, shards)).await??;
     let gw = server::Gateway::start(
         world.clone(),
         store::open_embedded(data_dir)?,

@@ -6,9 +6,9 @@
 //! restarted, and across its runs shows each outcome exactly once, matching what the gateway
 //! holds for that office.
 
+use interop_gateway::auth::principal::Principal;
 use interop_gateway::client;
 use interop_gateway::pki::PkiDir;
-use interop_gateway::principal::Principal;
 use interop_gateway::world::{self, WorldFile};
 use std::collections::BTreeMap;
 use std::io::BufRead;

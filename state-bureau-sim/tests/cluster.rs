@@ -11,9 +11,9 @@
 //! Needs `nats-server` (Debian package `nats-server`; `.ci/run` installs it). Where it is
 //! absent the test says so loudly and passes, unless `INTEROP_REQUIRE_NATS` is set (CI).
 
+use interop_gateway::auth::principal::Principal;
 use interop_gateway::client;
 use interop_gateway::pki::PkiDir;
-use interop_gateway::principal::Principal;
 use interop_gateway::store::nats_server_for_test;
 use interop_proto::v1 as pb;
 use state_bureau_sim::cluster::{Cluster, ClusterOptions};

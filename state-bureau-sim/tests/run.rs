@@ -4,7 +4,7 @@
 //! truth — is caught by the verifier with that jurisdiction's TCNs. This proves the checks can
 //! fail.
 
-use interop_gateway::principal::Principal;
+use interop_gateway::auth::principal::Principal;
 use interop_gateway::{client, pki};
 use interop_proto::v1 as pb;
 use state_bureau_sim::bookings::{self, WorldData};

@@ -28,7 +28,7 @@
 //! ```
 
 use interop_e2e::*;
-use interop_gateway::backends::{BackendError, IdentHit, IdentSearch};
+use interop_gateway::engines::{BackendError, IdentHit, IdentSearch};
 use interop_gateway::server::ServeOptions;
 use interop_matcher::Tenprint;
 use interop_proto::v1 as pb;

@@ -2,11 +2,11 @@
 //! every case (activated and receiving, opted out, not activated, another state), a dev PKI,
 //! and a real gateway on a loopback port over mutual TLS. Tests talk to it only through gRPC.
 
-use interop_gateway::backends::{
+use interop_gateway::auth::principal::Principal;
+use interop_gateway::engines::{
     BackendError, CriminalHistory, GalleryBackend, IdentHit, IdentSearch,
 };
 use interop_gateway::pki::{self, PkiDir};
-use interop_gateway::principal::Principal;
 use interop_gateway::server::{Gateway, ServeOptions};
 use interop_gateway::world::*;
 use interop_gateway::{client, convert, server, store};
@@ -266,7 +266,7 @@ impl TestGateway {
     pub async fn start_with_ident_shards(
         dir: Arc<tempfile::TempDir>,
         pki: PkiDir,
-        shards: Arc<interop_gateway::remote::RemoteIdent>,
+        shards: Arc<interop_gateway::engines::remote::RemoteIdent>,
     ) -> TestGateway {
         let ident: Arc<dyn IdentSearch> = shards.clone();
         let serving = server::MatcherServing::Shards(shards);

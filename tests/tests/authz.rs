@@ -6,9 +6,9 @@
 //! ones, and none at all never get past the handshake.
 
 use interop_e2e::*;
+use interop_gateway::auth::principal::Principal;
 use interop_gateway::client;
 use interop_gateway::pki::{self, IdentityFiles};
-use interop_gateway::principal::Principal;
 use interop_proto::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use pb::criminal_history_service_client::CriminalHistoryServiceClient;

@@ -3,9 +3,9 @@
 //! reloading the server certificate and client CA bundle without a restart.
 
 use interop_e2e::*;
+use interop_gateway::auth::principal::Principal;
 use interop_gateway::client;
 use interop_gateway::pki::{self, IdentityFiles, PkiDir};
-use interop_gateway::principal::Principal;
 use interop_proto::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use std::time::Duration;

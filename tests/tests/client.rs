@@ -4,7 +4,7 @@
 //! submission retries until the gateway is back; and a refusal is never retried.
 
 use interop_e2e::*;
-use interop_gateway::principal::Principal;
+use interop_gateway::auth::principal::Principal;
 use interop_proto::client::RetryPolicy;
 use interop_proto::v1 as pb;
 use std::collections::BTreeMap;

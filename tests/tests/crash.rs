@@ -20,9 +20,9 @@
 //! ```
 
 use interop_e2e::*;
+use interop_gateway::auth::principal::Principal;
 use interop_gateway::client;
 use interop_gateway::pki::{self, PkiDir};
-use interop_gateway::principal::Principal;
 use interop_proto::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use pb::field_office_service_client::FieldOfficeServiceClient;

@@ -5,8 +5,8 @@
 //! its field office does.
 
 use interop_e2e::*;
+use interop_gateway::auth::principal::Principal;
 use interop_gateway::pki;
-use interop_gateway::principal::Principal;
 use interop_proto::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use tonic::Code;

@@ -3,7 +3,7 @@
 //! interoperability path owns.
 
 use interop_e2e::*;
-use interop_gateway::principal::Principal;
+use interop_gateway::auth::principal::Principal;
 use interop_proto::v1 as pb;
 use tonic::Code;
 

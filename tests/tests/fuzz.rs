@@ -5,8 +5,8 @@
 //! --release -p interop-e2e --test fuzz`.
 
 use interop_e2e::*;
-use interop_gateway::policy::PolicyBook;
-use interop_gateway::validate;
+use interop_gateway::intake::validate;
+use interop_gateway::rules::policy::PolicyBook;
 use interop_proto::v1 as pb;
 use proptest::prelude::*;
 use tonic::Code;

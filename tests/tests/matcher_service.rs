@@ -3,8 +3,8 @@
 //! back as the status a caller can act on.
 
 use interop_e2e::*;
+use interop_gateway::auth::principal::Principal;
 use interop_gateway::convert::tenprint_to_pb;
-use interop_gateway::principal::Principal;
 use interop_proto::v1 as pb;
 use pb::matcher_service_client::MatcherServiceClient;
 use tonic::Code;

@@ -9,7 +9,7 @@
 //!   `grpc-timeout` is abandoned by the server (and stores nothing either).
 
 use interop_e2e::*;
-use interop_gateway::principal::Principal;
+use interop_gateway::auth::principal::Principal;
 use interop_gateway::server::ServeOptions;
 use interop_proto::v1 as pb;
 use std::sync::Arc;
@@ -309,11 +309,11 @@ async fn open_streams_are_bounded_in_all_and_per_identity() {
 struct GatedIdent(tokio::sync::watch::Receiver<bool>);
 
 #[tonic::async_trait]
-impl interop_gateway::backends::IdentSearch for GatedIdent {
+impl interop_gateway::engines::IdentSearch for GatedIdent {
     async fn search(
         &self,
         _prints: interop_matcher::Tenprint,
-    ) -> Result<Option<interop_gateway::backends::IdentHit>, interop_gateway::backends::BackendError>
+    ) -> Result<Option<interop_gateway::engines::IdentHit>, interop_gateway::engines::BackendError>
     {
         let mut gate = self.0.clone();
         let _ = gate.wait_for(|open| *open).await;

@@ -5,10 +5,10 @@
 //! the hit once the shard is back.
 
 use interop_e2e::*;
-use interop_gateway::gallery::GalleryLog;
+use interop_gateway::auth::revocation::Revocations;
+use interop_gateway::engines::gallery_log::GalleryLog;
+use interop_gateway::engines::remote::{self, RemoteIdent, Shard};
 use interop_gateway::pki;
-use interop_gateway::remote::{self, RemoteIdent, Shard};
-use interop_gateway::revocation::Revocations;
 use interop_gateway::server;
 use interop_gateway::world;
 use interop_proto::v1 as pb;
@@ -81,7 +81,7 @@ type MatcherClient = pb::matcher_service_client::MatcherServiceClient<tonic::tra
 
 /// A `MatcherService` client to `addr` as the PKI's admin.
 async fn shard_admin(addr: SocketAddr, pki: &pki::PkiDir) -> MatcherClient {
-    use interop_gateway::principal::Principal;
+    use interop_gateway::auth::principal::Principal;
     let c = interop_gateway::client::client_config(
         &format!("https://{addr}"),
         pki,
@@ -195,8 +195,8 @@ async fn searches_scatter_to_shards_and_wait_for_a_missing_one() {
 /// other certificates of the same role keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_refuses_certificates_revoked_at_the_gateway() {
+    use interop_gateway::auth::principal::Principal;
     use interop_gateway::pki::IdentityFiles;
-    use interop_gateway::principal::Principal;
     let gw = TestGateway::start().await;
     let world_dir = tempfile::tempdir().unwrap();
     write_world_dir(world_dir.path()).unwrap();
@@ -311,7 +311,7 @@ async fn a_shard_refuses_ids_another_shard_holds() {
 /// the shard restarts with the subject back in its gallery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_enrols_and_removes_on_every_replica_of_the_shard() {
-    use interop_gateway::principal::Principal;
+    use interop_gateway::auth::principal::Principal;
     let (world_dir, pki, [s0a, s0b, s1], gw) = two_shards_and_a_gateway().await;
     let mut m =
         pb::matcher_service_client::MatcherServiceClient::new(gw.channel(Principal::Admin).await);
@@ -444,7 +444,7 @@ async fn the_gateway_enrols_and_removes_on_every_replica_of_the_shard() {
 /// enrolment no replica made is not recorded (the answer says to retry it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_makes_the_changes_it_missed_from_the_gateways_record() {
-    use interop_gateway::principal::Principal;
+    use interop_gateway::auth::principal::Principal;
     let (world_dir, pki, [s0a, s0b, s1], gw) = two_shards_and_a_gateway().await;
     let mut m =
         pb::matcher_service_client::MatcherServiceClient::new(gw.channel(Principal::Admin).await);

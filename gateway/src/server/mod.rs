@@ -7,16 +7,16 @@
 //! still running after that is dropped — safe, because anything receipted is in the durable
 //! log and resumed on the next start.
 
-use crate::backends::{CriminalHistory, IdentSearch};
+use crate::api::{AdminApi, CriminalHistoryApi, FieldOfficeApi, MatcherApi, SubmissionApi};
+use crate::auth::principal::authenticate_with;
+use crate::auth::tls::{CallTracker, ListenOptions, ListenStats, ServerTls, TlsFiles, TrackCalls};
+use crate::engines::{CriminalHistory, IdentSearch};
 use crate::error::GatewayError;
+use crate::intake::validate;
 use crate::pipeline::{self, Core, Job};
 use crate::pki::PkiDir;
-use crate::policy::{JurisdictionPolicy, PolicyBook, StatePolicy};
-use crate::principal::authenticate_with;
-use crate::services::{AdminApi, CriminalHistoryApi, FieldOfficeApi, MatcherApi, SubmissionApi};
+use crate::rules::policy::{JurisdictionPolicy, PolicyBook, StatePolicy};
 use crate::store::DynStore;
-use crate::tls::{CallTracker, ListenOptions, ListenStats, ServerTls, TlsFiles, TrackCalls};
-use crate::validate;
 use crate::world::WorldFile;
 use interop_matcher::Matcher;
 use interop_proto::v1 as pb;
@@ -102,13 +102,13 @@ pub struct Gateway {
     idle: pipeline::Idle,
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
     /// Revoked client certificates, checked on every call and by open streams.
-    pub revocations: crate::revocation::Revocations,
-    pub(crate) subscription_limits: crate::streams::SubscriptionLimits,
+    pub revocations: crate::auth::revocation::Revocations,
+    pub(crate) subscription_limits: crate::delivery::SubscriptionLimits,
     /// Each bureau's share of the pipeline.
     pub bureau_shares: Arc<pipeline::BureauShares>,
     matcher: Option<MatcherServing>,
-    /// The IDENT gallery's recorded changes (see [`crate::gallery`]).
-    gallery: Option<Arc<crate::gallery::GalleryLog>>,
+    /// The IDENT gallery's recorded changes (see [`crate::engines::gallery_log`]).
+    gallery: Option<Arc<crate::engines::gallery_log::GalleryLog>>,
     options: ServeOptions,
     /// The TLS configuration being served, once [`Gateway::serve`] runs (for reloads).
     tls: std::sync::OnceLock<Arc<ServerTls>>,
@@ -124,8 +124,8 @@ const TAKE_OVER_EVERY: Duration = Duration::from_secs(2);
 async fn apply_settings(
     store: &DynStore,
     policy: &PolicyBook,
-    revocations: &crate::revocation::Revocations,
-    gallery: Option<&crate::gallery::GalleryLog>,
+    revocations: &crate::auth::revocation::Revocations,
+    gallery: Option<&crate::engines::gallery_log::GalleryLog>,
 ) -> anyhow::Result<()> {
     let settings = store.settings().await?;
     if let Some(g) = gallery {
@@ -135,10 +135,10 @@ async fn apply_settings(
         }
     }
     for (k, v) in settings {
-        if k.starts_with(crate::gallery::SETTING_PREFIX) {
+        if k.starts_with(crate::engines::gallery_log::SETTING_PREFIX) {
             continue;
         }
-        if k.starts_with(crate::revocation::SETTING_PREFIX) {
+        if k.starts_with(crate::auth::revocation::SETTING_PREFIX) {
             revocations.insert(serde_json::from_slice(&v)?);
             continue;
         }
@@ -157,10 +157,10 @@ const JURISDICTION_SETTING: &str = "policy/jurisdiction/";
 const STATE_SETTING: &str = "policy/state/";
 
 /// What the gateway serves as `MatcherService` (admin only): its in-process IDENT gallery, or
-/// the shard processes behind `--ident-shards` (see [`crate::remote::ShardedMatcherApi`]).
+/// the shard processes behind `--ident-shards` (see [`crate::engines::remote::ShardedMatcherApi`]).
 pub enum MatcherServing {
     InProcess(Arc<dyn Matcher>),
-    Shards(Arc<crate::remote::RemoteIdent>),
+    Shards(Arc<crate::engines::remote::RemoteIdent>),
 }
 
 impl Gateway {
@@ -175,13 +175,13 @@ impl Gateway {
         options: ServeOptions,
     ) -> anyhow::Result<Arc<Gateway>> {
         let policy = Arc::new(PolicyBook::new(&world));
-        let revocations = crate::revocation::Revocations::default();
+        let revocations = crate::auth::revocation::Revocations::default();
         let gallery = match &matcher {
-            Some(MatcherServing::InProcess(m)) => {
-                Some(Arc::new(crate::gallery::GalleryLog::new(m.clone())))
-            }
+            Some(MatcherServing::InProcess(m)) => Some(Arc::new(
+                crate::engines::gallery_log::GalleryLog::new(m.clone()),
+            )),
             Some(MatcherServing::Shards(r)) => {
-                let log = Arc::new(crate::gallery::GalleryLog::for_shards());
+                let log = Arc::new(crate::engines::gallery_log::GalleryLog::for_shards());
                 r.set_log(log.clone());
                 Some(log)
             }
@@ -209,7 +209,7 @@ impl Gateway {
             idle,
             admin_lock: tokio::sync::Mutex::new(()),
             revocations,
-            subscription_limits: crate::streams::SubscriptionLimits::new(
+            subscription_limits: crate::delivery::SubscriptionLimits::new(
                 options.max_subscriptions,
                 options.max_subscriptions_per_identity,
             ),
@@ -386,7 +386,7 @@ impl Gateway {
 
     /// Re-reads the served certificate, key and client CA bundle (SIGHUP,
     /// `AdminService.ReloadCertificates`). A failed reload keeps what is served.
-    pub fn reload_tls(&self) -> Result<crate::tls::Loaded, GatewayError> {
+    pub fn reload_tls(&self) -> Result<crate::auth::tls::Loaded, GatewayError> {
         let tls = self.tls.get().ok_or_else(|| {
             GatewayError::FailedPrecondition("the gateway is not serving TLS yet".into())
         })?;
@@ -417,7 +417,7 @@ impl Gateway {
     }
 
     /// What TLS material is served now, once serving.
-    pub fn tls_loaded(&self) -> Option<crate::tls::Loaded> {
+    pub fn tls_loaded(&self) -> Option<crate::auth::tls::Loaded> {
         self.tls.get().map(|t| t.loaded())
     }
 
@@ -514,7 +514,7 @@ impl Gateway {
                 ));
             }
             Some(MatcherServing::Shards(r)) => {
-                use crate::remote::ShardedMatcherApi;
+                use crate::engines::remote::ShardedMatcherApi;
                 health
                     .set_serving::<MatcherServiceServer<ShardedMatcherApi>>()
                     .await;
@@ -533,7 +533,7 @@ impl Gateway {
 
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "serving gRPC over mutual TLS");
-        let incoming = crate::tls::incoming(
+        let incoming = crate::auth::tls::incoming(
             listener,
             tls,
             ListenOptions {

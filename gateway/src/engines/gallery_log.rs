@@ -18,15 +18,15 @@
 //! only: a restarted replica has its world gallery again. The gateway records those changes
 //! too and lists them to the shards (`MatcherService.ListChanges`): a shard following the
 //! gateway (`interop-matcher serve --gateway`) applies them before it serves and then every
-//! few seconds (see [`crate::remote::follow_gallery`]), so a replica that restarted, or could
+//! few seconds (see [`crate::engines::remote::follow_gallery`]), so a replica that restarted, or could
 //! not be reached when a change was made, catches up by itself. Until it has, a removed
 //! subject is still never identified: the gateway keeps the set of subjects removed and
-//! refuses a shard's answer that names one (see [`crate::remote::RemoteIdent`]), sending the
+//! refuses a shard's answer that names one (see [`crate::engines::remote::RemoteIdent`]), sending the
 //! removal again; the search is retried.
 
+use crate::api::change_gallery;
+use crate::engines::remote::Shard;
 use crate::error::GatewayError;
-use crate::remote::Shard;
-use crate::services::change_gallery;
 use crate::store::DynStore;
 use interop_matcher::{MatchError, Matcher, Tenprint};
 use serde::{Deserialize, Serialize};
@@ -529,7 +529,7 @@ mod tests {
             if c.removed {
                 Change::Removed
             } else {
-                Change::Enrolled(crate::services::fingers_for_search(&c.fingers).unwrap())
+                Change::Enrolled(crate::api::fingers_for_search(&c.fingers).unwrap())
             }
         };
         assert_eq!(decode(forty), Change::Enrolled(print(40, 1)));

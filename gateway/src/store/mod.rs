@@ -38,10 +38,10 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub mod conformance;
-mod nats_store;
-mod redb_store;
-pub use nats_store::{NatsOptions, NatsStore, nats_server_binary, nats_server_for_test};
-pub use redb_store::{CommitMode, IoFaults, RedbStore};
+mod nats;
+mod redb;
+pub use nats::{NatsOptions, NatsStore, nats_server_binary, nats_server_for_test};
+pub use redb::{CommitMode, IoFaults, RedbStore};
 
 /// An outbound stream: a field office's notifications or a bureau's responses.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

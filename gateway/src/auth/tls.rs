@@ -113,7 +113,7 @@ fn build(files: &TlsFiles) -> anyhow::Result<(Arc<rustls::ServerConfig>, Loaded)
     let first = certs
         .first()
         .with_context(|| format!("{}: holds no certificate", files.cert.display()))?;
-    let server_serial = crate::principal::serial_of_der(first)
+    let server_serial = crate::auth::principal::serial_of_der(first)
         .with_context(|| format!("{}: unreadable certificate", files.cert.display()))?;
     let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?)
         .with_context(|| format!("{}: not a PEM private key", files.key.display()))?;

@@ -18,7 +18,7 @@
 //! such failures in tests.
 
 use super::*;
-use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
+use ::redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::PathBuf;
@@ -129,7 +129,7 @@ impl IoFaults {
 /// redb's file backend with [`IoFaults`] in front of its writes.
 #[derive(Debug)]
 struct FaultyFile {
-    inner: redb::backends::FileBackend,
+    inner: ::redb::backends::FileBackend,
     faults: Arc<IoFaults>,
 }
 
@@ -155,26 +155,26 @@ impl StorageBackend for FaultyFile {
     fn close(&self) -> std::io::Result<()> {
         self.inner.close()
     }
-    fn try_lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<bool, redb::BackendError> {
+    fn try_lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<bool, ::redb::BackendError> {
         self.inner.try_lock_range(a, b)
     }
     fn try_lock_shared_range(
         &self,
         a: Bound<u64>,
         b: Bound<u64>,
-    ) -> Result<bool, redb::BackendError> {
+    ) -> Result<bool, ::redb::BackendError> {
         self.inner.try_lock_shared_range(a, b)
     }
-    fn lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), redb::BackendError> {
+    fn lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), ::redb::BackendError> {
         self.inner.lock_range(a, b)
     }
-    fn lock_shared_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), redb::BackendError> {
+    fn lock_shared_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), ::redb::BackendError> {
         self.inner.lock_shared_range(a, b)
     }
-    fn unlock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), redb::BackendError> {
+    fn unlock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), ::redb::BackendError> {
         self.inner.unlock_range(a, b)
     }
-    fn query_lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<bool, redb::BackendError> {
+    fn query_lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<bool, ::redb::BackendError> {
         self.inner.query_lock_range(a, b)
     }
 }
@@ -182,7 +182,7 @@ impl StorageBackend for FaultyFile {
 /// Where the database file is and how to open it.
 #[derive(Clone)]
 struct DbFile {
-    /// `None`: in memory (a replica's view of a replicated log; see `nats_store`).
+    /// `None`: in memory (a replica's view of a replicated log; see `store::nats`).
     path: Option<PathBuf>,
     faults: Option<Arc<IoFaults>>,
 }
@@ -190,8 +190,8 @@ struct DbFile {
 impl DbFile {
     fn open(&self) -> StoreResult<Database> {
         let Some(path) = &self.path else {
-            return redb::Builder::new()
-                .create_with_backend(redb::backends::InMemoryBackend::new())
+            return ::redb::Builder::new()
+                .create_with_backend(::redb::backends::InMemoryBackend::new())
                 .map_err(unavailable);
         };
         match &self.faults {
@@ -204,8 +204,8 @@ impl DbFile {
                     .truncate(false)
                     .open(path)
                     .map_err(unavailable)?;
-                let inner = redb::backends::FileBackend::new(file).map_err(unavailable)?;
-                redb::Builder::new()
+                let inner = ::redb::backends::FileBackend::new(file).map_err(unavailable)?;
+                ::redb::Builder::new()
                     .create_with_backend(FaultyFile {
                         inner,
                         faults: faults.clone(),
@@ -247,7 +247,7 @@ impl RedbStore {
     }
 
     /// A store held in memory only, committing without sync: the materialised view a
-    /// replica of a replicated log applies entries to (see `nats_store`). Not durable.
+    /// replica of a replicated log applies entries to (see `store::nats`). Not durable.
     pub(crate) fn open_in_memory() -> StoreResult<Self> {
         Self::open_db(
             DbFile {
@@ -365,7 +365,7 @@ impl RedbStore {
 
     async fn blocking_read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database) -> Result<T, redb::Error> + Send + 'static,
+        f: impl FnOnce(&Database) -> Result<T, ::redb::Error> + Send + 'static,
     ) -> StoreResult<T> {
         let db = self.db()?;
         tokio::task::spawn_blocking(move || f(&db))
@@ -524,7 +524,7 @@ impl Store for RedbStore {
         self.blocking_read(move |db| {
             let txn = db.begin_read()?;
             let rows = txn.open_table(DISCLOSURES)?;
-            let decode = |seq: u64| -> Result<Option<Disclosure>, redb::Error> {
+            let decode = |seq: u64| -> Result<Option<Disclosure>, ::redb::Error> {
                 Ok(rows
                     .get(seq)?
                     .map(|v| postcard::from_bytes(v.value()).expect("stored disclosure")))
@@ -640,7 +640,7 @@ impl Store for RedbStore {
         if let Some(tx) = self.heads.get(&name) {
             return tx.subscribe();
         }
-        let head = (|| -> Result<u64, redb::Error> {
+        let head = (|| -> Result<u64, ::redb::Error> {
             let Ok(db) = self.db() else { return Ok(0) };
             let txn = db.begin_read()?;
             let t = txn.open_table(HEADS)?;
@@ -782,7 +782,7 @@ impl Writer {
             }
         };
         if self.mode == CommitMode::NoSync
-            && let Err(e) = txn.set_durability(redb::Durability::None)
+            && let Err(e) = txn.set_durability(::redb::Durability::None)
         {
             let answers = batch.into_iter().map(Self::refuse).collect();
             return Err((answers, unavailable(e)));
@@ -825,25 +825,25 @@ impl Writer {
 }
 
 struct Tables<'t> {
-    subs: redb::Table<'t, &'static str, &'static [u8]>,
-    pending: redb::Table<'t, u64, &'static str>,
-    log: redb::Table<'t, (&'static str, u64), &'static [u8]>,
-    heads: redb::Table<'t, &'static str, u64>,
-    acks: redb::Table<'t, &'static str, u64>,
-    counters: redb::Table<'t, &'static str, u64>,
-    settings: redb::Table<'t, &'static str, &'static [u8]>,
-    once: redb::Table<'t, &'static str, &'static [u8]>,
-    meta: redb::Table<'t, &'static str, u64>,
-    ack_times: redb::Table<'t, (&'static str, u64), i64>,
-    disclosures: redb::Table<'t, u64, &'static [u8]>,
-    disclosures_by_tcn: redb::Table<'t, (&'static str, u64), ()>,
-    disclosures_by_recipient: redb::Table<'t, (&'static str, u64), ()>,
-    owners: redb::Table<'t, &'static str, &'static str>,
-    heartbeats: redb::Table<'t, &'static str, i64>,
+    subs: ::redb::Table<'t, &'static str, &'static [u8]>,
+    pending: ::redb::Table<'t, u64, &'static str>,
+    log: ::redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    heads: ::redb::Table<'t, &'static str, u64>,
+    acks: ::redb::Table<'t, &'static str, u64>,
+    counters: ::redb::Table<'t, &'static str, u64>,
+    settings: ::redb::Table<'t, &'static str, &'static [u8]>,
+    once: ::redb::Table<'t, &'static str, &'static [u8]>,
+    meta: ::redb::Table<'t, &'static str, u64>,
+    ack_times: ::redb::Table<'t, (&'static str, u64), i64>,
+    disclosures: ::redb::Table<'t, u64, &'static [u8]>,
+    disclosures_by_tcn: ::redb::Table<'t, (&'static str, u64), ()>,
+    disclosures_by_recipient: ::redb::Table<'t, (&'static str, u64), ()>,
+    owners: ::redb::Table<'t, &'static str, &'static str>,
+    heartbeats: ::redb::Table<'t, &'static str, i64>,
 }
 
 impl<'t> Tables<'t> {
-    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, redb::Error> {
+    fn open(txn: &'t ::redb::WriteTransaction) -> Result<Self, ::redb::Error> {
         Ok(Tables {
             subs: txn.open_table(SUBMISSIONS)?,
             pending: txn.open_table(PENDING)?,
@@ -881,7 +881,7 @@ impl<'t> Tables<'t> {
         &mut self,
         op: Op,
         new_heads: &mut HashMap<String, u64>,
-    ) -> Result<StoreResult<Outcome>, redb::Error> {
+    ) -> Result<StoreResult<Outcome>, ::redb::Error> {
         Ok(match op {
             Op::Accept {
                 key,
@@ -935,7 +935,7 @@ impl<'t> Tables<'t> {
         payload: Vec<u8>,
         now_ms: i64,
         owner: &str,
-    ) -> Result<StoreResult<Accepted>, redb::Error> {
+    ) -> Result<StoreResult<Accepted>, ::redb::Error> {
         let k = key.to_string();
         if let Some(v) = self.subs.get(k.as_str())? {
             let s: StoredSubmission = postcard::from_bytes(v.value()).expect("stored record");
@@ -974,7 +974,7 @@ impl<'t> Tables<'t> {
         key: &SubmissionKey,
         completion: Completion,
         new_heads: &mut HashMap<String, u64>,
-    ) -> Result<bool, redb::Error> {
+    ) -> Result<bool, ::redb::Error> {
         let k = key.to_string();
         let mut stored: StoredSubmission = match self.subs.get(k.as_str())? {
             Some(v) => postcard::from_bytes(v.value()).expect("stored record"),
@@ -995,7 +995,7 @@ impl<'t> Tables<'t> {
         Ok(true)
     }
 
-    fn claim(&mut self, key: &SubmissionKey, from: &str, to: &str) -> Result<bool, redb::Error> {
+    fn claim(&mut self, key: &SubmissionKey, from: &str, to: &str) -> Result<bool, ::redb::Error> {
         let k = key.to_string();
         let held = self.owners.get(k.as_str())?.map(|v| v.value() == from);
         if held != Some(true) {
@@ -1011,7 +1011,7 @@ impl<'t> Tables<'t> {
         record: Vec<u8>,
         completion: Completion,
         new_heads: &mut HashMap<String, u64>,
-    ) -> Result<Once, redb::Error> {
+    ) -> Result<Once, ::redb::Error> {
         if let Some(v) = self.once.get(once_key)? {
             return Ok(Once::Existing(v.value().to_vec()));
         }
@@ -1025,7 +1025,7 @@ impl<'t> Tables<'t> {
         &mut self,
         completion: Completion,
         new_heads: &mut HashMap<String, u64>,
-    ) -> Result<(), redb::Error> {
+    ) -> Result<(), ::redb::Error> {
         for (stream, event) in completion.events {
             let name = stream.to_string();
             let head = match new_heads.get(&name) {
@@ -1051,7 +1051,7 @@ impl<'t> Tables<'t> {
         stream: &str,
         cursor: u64,
         at_ms: i64,
-    ) -> Result<StoreResult<u64>, redb::Error> {
+    ) -> Result<StoreResult<u64>, ::redb::Error> {
         let head = self.heads.get(stream)?.map(|v| v.value()).unwrap_or(0);
         if cursor > head {
             return Ok(Err(StoreError::AckBeyondHead { cursor, head }));
@@ -1066,7 +1066,7 @@ impl<'t> Tables<'t> {
 
     /// Removes, per stream, the events at or below the highest cursor acknowledged before
     /// `acked_before_ms`, with the acknowledgement times that are no longer needed.
-    fn compact(&mut self, acked_before_ms: i64) -> Result<u64, redb::Error> {
+    fn compact(&mut self, acked_before_ms: i64) -> Result<u64, ::redb::Error> {
         let mut cut: BTreeMap<String, u64> = BTreeMap::new();
         for row in self.ack_times.iter()? {
             let (k, at) = row?;
@@ -1108,7 +1108,7 @@ impl<'t> Tables<'t> {
     }
 
     /// Appends disclosure records with the next sequence numbers, and their index rows.
-    fn disclose(&mut self, records: Vec<Disclosure>) -> Result<(), redb::Error> {
+    fn disclose(&mut self, records: Vec<Disclosure>) -> Result<(), ::redb::Error> {
         let mut seq = self
             .meta
             .get("next_disclosure")?
@@ -1126,7 +1126,7 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    fn add_counter(&mut self, name: &str, n: u64) -> Result<(), redb::Error> {
+    fn add_counter(&mut self, name: &str, n: u64) -> Result<(), ::redb::Error> {
         let v = self.counters.get(name)?.map(|v| v.value()).unwrap_or(0);
         self.counters.insert(name, v + n)?;
         Ok(())

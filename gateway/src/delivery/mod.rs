@@ -13,9 +13,9 @@
 //! audit can over-report a delivery the client never read (it went away mid-batch) but never
 //! under-report one. If the audit cannot be written, nothing is delivered.
 
+use crate::auth::principal::Principal;
+use crate::auth::revocation::Revocations;
 use crate::error::GatewayError;
-use crate::principal::Principal;
-use crate::revocation::Revocations;
 use crate::store::{Disclosure, DisclosureKind, DynStore, StreamKey};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};

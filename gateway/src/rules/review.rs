@@ -11,7 +11,7 @@
 //! with the Benjamini–Hochberg procedure at false-discovery rate [`FDR`]. Each flag carries the
 //! figures behind it, including its state's rate for comparison.
 
-use crate::policy::PolicyBook;
+use crate::rules::policy::PolicyBook;
 use interop_proto::v1 as pb;
 use std::collections::BTreeMap;
 

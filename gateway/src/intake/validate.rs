@@ -18,7 +18,7 @@
 
 use crate::convert;
 use crate::error::{GatewayError, Violation};
-use crate::policy::PolicyBook;
+use crate::rules::policy::PolicyBook;
 use crate::world::Offense;
 use chrono::{DateTime, NaiveDate, Utc};
 use interop_matcher::Tenprint;

@@ -21,8 +21,8 @@
 //! processes started with `--gateway` read the record before they serve and then every few
 //! seconds ([`follow_gallery`]), so a replica that restarted or was unreachable catches up.
 
-use crate::backends::{BackendError, IdentHit, IdentSearch};
-use crate::gallery::{Change as Recorded, GalleryLog};
+use crate::engines::gallery_log::{Change as Recorded, GalleryLog};
+use crate::engines::{BackendError, IdentHit, IdentSearch};
 use crate::pki::PkiDir;
 use crate::world::{self, ImmigrationRecord, Records};
 use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
@@ -114,7 +114,7 @@ pub fn calibrate_shard(
 /// gateway cannot be reached, the list the shard has stays in force.
 pub async fn follow_revocations(
     admin: Client,
-    revocations: crate::revocation::Revocations,
+    revocations: crate::auth::revocation::Revocations,
     every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -125,7 +125,7 @@ pub async fn follow_revocations(
                 for r in list.into_inner().revoked {
                     if revocations.get(&r.serial).is_none() {
                         tracing::warn!(serial = %r.serial, "certificate revoked at the gateway; refused here from now on");
-                        revocations.insert(crate::revocation::Revoked {
+                        revocations.insert(crate::auth::revocation::Revoked {
                             serial: r.serial,
                             reason: r.reason,
                             revoked_at_ms: r
@@ -187,9 +187,9 @@ pub async fn pull_changes(
             let change = if c.removed {
                 Recorded::Removed
             } else {
-                Recorded::Enrolled(crate::services::fingers_for_search(&c.fingers).map_err(
-                    |e| anyhow::anyhow!("the gateway's print of subject {}: {e}", c.subject_id),
-                )?)
+                Recorded::Enrolled(crate::api::fingers_for_search(&c.fingers).map_err(|e| {
+                    anyhow::anyhow!("the gateway's print of subject {}: {e}", c.subject_id)
+                })?)
             };
             changes.push((c.subject_id, change));
         }
@@ -267,24 +267,25 @@ pub async fn serve_matcher(
     log: Arc<GalleryLog>,
     listener: tokio::net::TcpListener,
     tls: tonic::transport::ServerTlsConfig,
-    revocations: crate::revocation::Revocations,
+    revocations: crate::auth::revocation::Revocations,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use pb::matcher_service_server::MatcherServiceServer;
     let (health, health_svc) = tonic_health::server::health_reporter();
     health
-        .set_serving::<MatcherServiceServer<crate::services::MatcherApi>>()
+        .set_serving::<MatcherServiceServer<crate::api::MatcherApi>>()
         .await;
-    let svc =
-        MatcherServiceServer::new(crate::services::MatcherApi::for_shard(matcher, shard, log))
-            .max_decoding_message_size(crate::validate::MAX_MESSAGE_BYTES);
+    let svc = MatcherServiceServer::new(crate::api::MatcherApi::for_shard(matcher, shard, log))
+        .max_decoding_message_size(crate::intake::validate::MAX_MESSAGE_BYTES);
     tracing::info!(addr = %listener.local_addr()?, "serving MatcherService over mutual TLS");
     tonic::transport::Server::builder()
         .tls_config(tls)?
         .add_service(health_svc)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             svc,
-            move |req| crate::principal::authenticate_with(req, &|s: &str| revocations.reason(s)),
+            move |req| {
+                crate::auth::principal::authenticate_with(req, &|s: &str| revocations.reason(s))
+            },
         ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -303,7 +304,7 @@ pub struct RemoteIdent {
     /// Searches so far: each starts at the next replica of every shard, so replicas share
     /// the load (and each is the others' failover).
     turn: std::sync::atomic::AtomicUsize,
-    /// The gateway's record of gallery changes (see [`crate::gallery`]), once it has one.
+    /// The gateway's record of gallery changes (see [`crate::engines::gallery_log`]), once it has one.
     log: std::sync::OnceLock<Arc<GalleryLog>>,
 }
 
@@ -641,7 +642,7 @@ impl IdentSearch for RemoteIdent {
 ///   may still be found there), which is why the answer says so rather than succeed.
 /// - **ListChanges** lists the changes recorded here, for the shards to follow.
 ///
-/// Changes are recorded in the gateway's store as well (see [`crate::gallery`]): a removal
+/// Changes are recorded in the gateway's store as well (see [`crate::engines::gallery_log`]): a removal
 /// before it is sent, an enrolment once some replica has made it. The record is what lets a
 /// search refuse a removed subject that a restarted replica has again, and what a replica
 /// following the gateway (`interop-matcher serve --gateway`, see [`follow_gallery`]) reads to
@@ -658,9 +659,9 @@ impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
         &self,
         req: tonic::Request<pb::SearchRequest>,
     ) -> Result<tonic::Response<pb::SearchResponse>, Status> {
-        crate::services::need_admin(&req)?;
+        crate::api::need_admin(&req)?;
         let mut r = req.into_inner();
-        crate::services::fingers_for_search(&r.fingers)?;
+        crate::api::fingers_for_search(&r.fingers)?;
         let k = r.max_candidates.clamp(1, 100) as usize;
         r.max_candidates = k as u32;
         let answers = self
@@ -698,9 +699,9 @@ impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
         &self,
         req: tonic::Request<pb::EnrollRequest>,
     ) -> Result<tonic::Response<pb::EnrollResponse>, Status> {
-        crate::services::need_admin(&req)?;
+        crate::api::need_admin(&req)?;
         let r = req.into_inner();
-        let print = crate::services::fingers_for_search(&r.fingers)?;
+        let print = crate::api::fingers_for_search(&r.fingers)?;
         let subject = r.subject_id;
         let (result, made) = self.ident.change(subject, Change::Enroll(r)).await;
         // Recorded once some replica made it, even if others could not be reached: replicas
@@ -717,7 +718,7 @@ impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
         &self,
         req: tonic::Request<pb::RemoveRequest>,
     ) -> Result<tonic::Response<pb::RemoveResponse>, Status> {
-        crate::services::need_admin(&req)?;
+        crate::api::need_admin(&req)?;
         let r = req.into_inner();
         let subject = r.subject_id;
         if let Some((log, store)) = &self.log {
@@ -736,16 +737,15 @@ impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
         &self,
         req: tonic::Request<pb::ListChangesRequest>,
     ) -> Result<tonic::Response<pb::ListChangesResponse>, Status> {
-        crate::services::need_admin(&req)?;
+        crate::api::need_admin(&req)?;
         let Some((log, _)) = &self.log else {
             return Err(Status::failed_precondition(
                 "this gateway records no gallery changes",
             ));
         };
-        Ok(tonic::Response::new(crate::gallery::list_changes(
-            log,
-            req.get_ref(),
-        )?))
+        Ok(tonic::Response::new(
+            crate::engines::gallery_log::list_changes(log, req.get_ref())?,
+        ))
     }
 }
 

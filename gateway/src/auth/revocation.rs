@@ -21,7 +21,7 @@ pub const SETTING_PREFIX: &str = "revoked/";
 /// One revoked certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revoked {
-    /// Canonical serial (see [`crate::principal::normalize_serial`]).
+    /// Canonical serial (see [`crate::auth::principal::normalize_serial`]).
     pub serial: String,
     pub reason: String,
     pub revoked_at_ms: i64,

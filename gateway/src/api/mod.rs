@@ -1,19 +1,19 @@
 //! The gRPC handlers. Each is a plain struct over the shared [`Gateway`] state, so tests can
 //! call them without a network; the principal comes from the request extensions (set by
-//! [`crate::principal::authenticate`]) and every error goes through [`GatewayError`].
+//! [`crate::auth::principal::authenticate`]) and every error goes through [`GatewayError`].
 
-use crate::backends::CriminalHistory;
+use crate::auth::principal::{Principal, principal};
 use crate::convert;
+use crate::delivery::{Disclosed, Recipient, Subscription};
+use crate::engines::CriminalHistory;
 use crate::error::GatewayError;
+use crate::intake::validate;
 use crate::pipeline::Job;
-use crate::policy::{JurisdictionPolicy, PolicyView, StatePolicy};
-use crate::principal::{Principal, principal};
+use crate::rules::policy::{JurisdictionPolicy, PolicyView, StatePolicy};
 use crate::server::Gateway;
 use crate::store::{
     Accepted, DisclosureFilter, DisclosureKind, ReceiptRecord, StreamKey, SubmissionKey,
 };
-use crate::streams::{Disclosed, Recipient, Subscription};
-use crate::validate;
 use interop_matcher::Matcher;
 use interop_proto::v1 as pb;
 use prost::Message;
@@ -68,7 +68,7 @@ pub mod rpc {
 fn recipient<T>(req: &Request<T>, rpc: &'static str) -> Result<Recipient, Status> {
     Ok(Recipient {
         principal: principal(req)?,
-        serial: crate::principal::serial(req),
+        serial: crate::auth::principal::serial(req),
         rpc,
     })
 }
@@ -230,7 +230,7 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
         req: Request<Streaming<pb::Submission>>,
     ) -> Res<Self::SubmitStreamStream> {
         let state = need_bureau(&req)?;
-        let serial = crate::principal::serial(&req);
+        let serial = crate::auth::principal::serial(&req);
         let mut inbound = req.into_inner();
         let gw = self.0.clone();
         let revocations = gw.revocations.clone();
@@ -378,7 +378,7 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
             r.follow,
             who,
         )?;
-        Ok(Response::new(crate::streams::follow(
+        Ok(Response::new(crate::delivery::follow(
             self.0.core.metrics.subscription("bureau"),
             sub,
             |cursor, bytes| {
@@ -427,7 +427,7 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
                 .map_err(GatewayError::from)?,
         };
         let sub = subscription(&self.0, key, after, r.follow, who)?;
-        Ok(Response::new(crate::streams::follow(
+        Ok(Response::new(crate::delivery::follow(
             self.0.core.metrics.subscription("field_office"),
             sub,
             |cursor, bytes| {
@@ -502,7 +502,7 @@ const MAX_DISCLOSURE_PAGE: usize = 1000;
 /// Longest revocation reason kept.
 const MAX_REVOCATION_REASON: usize = 200;
 
-fn revoked_pb(r: &crate::revocation::Revoked) -> pb::RevokedCertificate {
+fn revoked_pb(r: &crate::auth::revocation::Revoked) -> pb::RevokedCertificate {
     pb::RevokedCertificate {
         serial: r.serial.clone(),
         reason: r.reason.clone(),
@@ -687,7 +687,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
     ) -> Res<pb::OutlierReview> {
         need_admin(&req)?;
         let r = req.into_inner();
-        let months = crate::statistics::period(&r.quarter, &r.from_month, &r.to_month)
+        let months = crate::rules::statistics::period(&r.quarter, &r.from_month, &r.to_month)
             .map_err(|(field, rule)| GatewayError::invalid(field, rule))?;
         let mut counters = std::collections::BTreeMap::new();
         for m in &months {
@@ -700,8 +700,8 @@ impl pb::admin_service_server::AdminService for AdminApi {
                     .map_err(GatewayError::from)?,
             );
         }
-        let figures = crate::statistics::review_figures(&counters);
-        let mut review = crate::review::review(&self.0.core.policy, &figures);
+        let figures = crate::rules::statistics::review_figures(&counters);
+        let mut review = crate::rules::review::review(&self.0.core.policy, &figures);
         review.from_month = months.first().cloned().unwrap_or_default();
         review.to_month = months.last().cloned().unwrap_or_default();
         Ok(Response::new(review))
@@ -786,9 +786,9 @@ impl pb::admin_service_server::AdminService for AdminApi {
         req: Request<pb::RevokeCertificateRequest>,
     ) -> Res<pb::RevokedCertificate> {
         need_admin(&req)?;
-        let own = crate::principal::serial(&req);
+        let own = crate::auth::principal::serial(&req);
         let r = req.into_inner();
-        let serial = crate::principal::normalize_serial(&r.serial).ok_or_else(|| {
+        let serial = crate::auth::principal::normalize_serial(&r.serial).ok_or_else(|| {
             GatewayError::invalid(
                 "serial",
                 "must be the certificate's serial number in hex (up to 20 bytes; colons allowed)",
@@ -815,7 +815,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         let held = match self.0.revocations.get(&serial) {
             Some(held) => held,
             None => {
-                let rec = crate::revocation::Revoked {
+                let rec = crate::auth::revocation::Revoked {
                     serial: serial.clone(),
                     reason: r.reason,
                     revoked_at_ms: convert::now_ms(),
@@ -827,7 +827,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
                     .core
                     .store
                     .put_setting(
-                        format!("{}{serial}", crate::revocation::SETTING_PREFIX),
+                        format!("{}{serial}", crate::auth::revocation::SETTING_PREFIX),
                         bytes,
                     )
                     .await
@@ -866,7 +866,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
     ) -> Res<pb::MonthlyStats> {
         need_admin(&req)?;
         let r = req.into_inner();
-        if !crate::statistics::valid_month(&r.month) {
+        if !crate::rules::statistics::valid_month(&r.month) {
             return Err(GatewayError::invalid("month", "must be YYYY-MM").into());
         }
         if !r.state.is_empty() && !self.0.core.policy.has_state(&r.state) {
@@ -881,7 +881,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
             .counters_with_prefix(format!("m/{}/", r.month))
             .await
             .map_err(GatewayError::from)?;
-        Ok(Response::new(crate::statistics::table(
+        Ok(Response::new(crate::rules::statistics::table(
             &self.0.core.policy,
             &r.month,
             &counters,
@@ -931,11 +931,11 @@ pub struct MatcherApi {
     running: Arc<tokio::sync::Semaphore>,
     /// The ids this gallery may hold: a shard process holds only its own (see
     /// [`MatcherApi::for_shard`]).
-    shard: Option<crate::remote::Shard>,
-    /// Where its enrolments and removals are noted (see [`crate::gallery`]) and, at a
+    shard: Option<crate::engines::remote::Shard>,
+    /// Where its enrolments and removals are noted (see [`crate::engines::gallery_log`]) and, at a
     /// gateway, the store that records them; a shard process has no store.
     log: Option<(
-        Arc<crate::gallery::GalleryLog>,
+        Arc<crate::engines::gallery_log::GalleryLog>,
         Option<crate::store::DynStore>,
     )>,
 }
@@ -952,10 +952,10 @@ impl MatcherApi {
     }
 
     /// The service at a gateway: enrolments and removals go through `log`, recorded in
-    /// `store` (see [`crate::gallery`]), so they outlive a restart and reach its replicas.
+    /// `store` (see [`crate::engines::gallery_log`]), so they outlive a restart and reach its replicas.
     pub fn recorded(
         matcher: Arc<dyn Matcher>,
-        log: Arc<crate::gallery::GalleryLog>,
+        log: Arc<crate::engines::gallery_log::GalleryLog>,
         store: crate::store::DynStore,
     ) -> Self {
         MatcherApi {
@@ -969,11 +969,11 @@ impl MatcherApi {
     /// Without this check a shard took any id, so a subject could be enrolled in two shards
     /// at once, and a removal sent to the shard that holds its id missed the copy elsewhere.
     /// Changes go through `log`, `matcher`'s, which notes them as made: one read later from
-    /// the gateway's record (see [`crate::remote::follow_gallery`]) is not made again.
+    /// the gateway's record (see [`crate::engines::remote::follow_gallery`]) is not made again.
     pub fn for_shard(
         matcher: Arc<dyn Matcher>,
-        shard: crate::remote::Shard,
-        log: Arc<crate::gallery::GalleryLog>,
+        shard: crate::engines::remote::Shard,
+        log: Arc<crate::engines::gallery_log::GalleryLog>,
     ) -> Self {
         MatcherApi {
             shard: Some(shard),
@@ -988,7 +988,7 @@ impl MatcherApi {
                 "subject_id",
                 format!(
                     "subject {subject} belongs to shard {}, not this shard {s} (shard i of N holds the ids equal to i modulo N)",
-                    crate::remote::Shard {
+                    crate::engines::remote::Shard {
                         index: subject % s.count,
                         count: s.count
                     }
@@ -1075,7 +1075,7 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
     ) -> Res<pb::ListChangesResponse> {
         need_admin(&req)?;
         match &self.log {
-            Some((log, Some(_))) => Ok(Response::new(crate::gallery::list_changes(
+            Some((log, Some(_))) => Ok(Response::new(crate::engines::gallery_log::list_changes(
                 log,
                 req.get_ref(),
             )?)),
@@ -1247,7 +1247,7 @@ pub async fn record_removal(
         events: vec![],
         counters: vec![
             (crate::pipeline::counters::REMOVALS.to_string(), 1),
-            (stat_key(&outcome, crate::statistics::REMOVALS), 1),
+            (stat_key(&outcome, crate::rules::statistics::REMOVALS), 1),
         ],
         summary: None,
     };
@@ -1291,7 +1291,7 @@ pub async fn issue_detainer(
     }
     let recommendation =
         pb::Recommendation::try_from(outcome.recommendation).unwrap_or(pb::Recommendation::None);
-    let hold = crate::detainer::hold_until(release);
+    let hold = crate::rules::detainer::hold_until(release);
     let ts = |t: chrono::NaiveDateTime| convert::timestamp_ms(t.and_utc().timestamp_millis());
     let detainer = pb::Detainer {
         detainer_id: format!("DET-{}-{}", r.state, r.tcn),
@@ -1312,7 +1312,10 @@ pub async fn issue_detainer(
         events: vec![(StreamKey::Bureau(r.state.clone()), event.encode_to_vec())],
         counters: vec![
             (crate::pipeline::counters::DETAINERS_ISSUED.to_string(), 1),
-            (stat_key(&outcome, crate::statistics::DETAINERS_ISSUED), 1),
+            (
+                stat_key(&outcome, crate::rules::statistics::DETAINERS_ISSUED),
+                1,
+            ),
         ],
         summary: None,
     };
@@ -1342,8 +1345,8 @@ pub async fn issue_detainer(
 /// booking.
 fn stat_key(outcome: &pb::IdentOutcome, metric: &str) -> String {
     let booked = booked_at(outcome).map(|t| t.date()).unwrap_or_default();
-    crate::statistics::key(
-        &crate::statistics::month(booked),
+    crate::rules::statistics::key(
+        &crate::rules::statistics::month(booked),
         &outcome.jurisdiction_id,
         metric,
     )

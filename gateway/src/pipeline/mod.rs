@@ -13,13 +13,13 @@
 //! `concurrency` are in flight.
 //! Submissions that find the queue full are refused before they are stored.
 
-use crate::backends::{CriminalHistory, IdentSearch};
 use crate::convert;
+use crate::engines::{CriminalHistory, IdentSearch};
 use crate::error::GatewayError;
-use crate::policy::{self, PolicyBook};
-use crate::statistics;
+use crate::intake::validate::ValidSubmission;
+use crate::rules::policy::{self, PolicyBook};
+use crate::rules::statistics;
 use crate::store::{Completion, DynStore, StreamKey, SubmissionKey};
-use crate::validate::ValidSubmission;
 use interop_proto::v1 as pb;
 use prost::Message;
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //! States and the nation are sums of their jurisdictions. Removals are those field offices
 //! record (`FieldOfficeService.RecordRemoval`; in the demo, the simulator's offices).
 
-use crate::policy::{Determination, Level, PolicyBook, Recommendation};
+use crate::rules::policy::{Determination, Level, PolicyBook, Recommendation};
 use chrono::{Datelike, NaiveDate};
 use interop_proto::v1 as pb;
 use std::collections::BTreeMap;
@@ -189,8 +189,8 @@ pub fn table(
 /// The review's figures per jurisdiction, summed over the months' counters.
 pub fn review_figures(
     counters: &BTreeMap<String, u64>,
-) -> BTreeMap<String, crate::review::Figures> {
-    let mut out: BTreeMap<String, crate::review::Figures> = BTreeMap::new();
+) -> BTreeMap<String, crate::rules::review::Figures> {
+    let mut out: BTreeMap<String, crate::rules::review::Figures> = BTreeMap::new();
     for (k, n) in counters {
         let mut parts = k.splitn(4, '/');
         let (Some("m"), Some(_month), Some(jid), Some(metric)) =
@@ -216,7 +216,7 @@ pub fn review_figures(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::NonCriminal;
+    use crate::rules::policy::NonCriminal;
 
     fn det(level: Level, rec: Recommendation) -> Determination {
         Determination {

@@ -37,7 +37,7 @@
 //! memory grow with the log; the stream itself is never trimmed (compaction trims the views'
 //! outbound events, not the log).
 
-use super::redb_store::RedbStore;
+use super::redb::RedbStore;
 use super::*;
 use async_nats::jetstream::{self, consumer, stream};
 use std::collections::HashMap;
@@ -1181,8 +1181,8 @@ pub(crate) mod tests {
     /// refused at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_log_admits_only_the_gateways_certificate() {
+        use crate::auth::principal::Principal;
         use crate::pki;
-        use crate::principal::Principal;
         let pki_dir = tempfile::tempdir().unwrap();
         let pki = pki::init_default(pki_dir.path()).unwrap();
         let mut addr = String::new();

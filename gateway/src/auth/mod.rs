@@ -1,0 +1,6 @@
+//! Who is calling: the TLS listener, the principal resolved from the client certificate, and
+//! certificate revocation.
+
+pub mod principal;
+pub mod revocation;
+pub mod tls;
