@@ -1,8 +1,9 @@
 //! Conversions between the wire contract (`interop.v1`) and the domain types of the world,
 //! the policy and the matcher. Kept in one place so each enum mapping exists once.
 
-use crate::rules::policy::{Determination, Level, NonCriminal, Recommendation};
-use crate::world::{Offense, Status};
+use crate::rules::policy::{Determination, Level, NonCriminal, PolicyView, Recommendation};
+use crate::store::DisclosureKind;
+use crate::world::{ImmigrationStatus, Offense};
 use interop_matcher::{FingerTemplate, Minutia, MinutiaKind, Tenprint};
 use interop_proto::v1 as pb;
 
@@ -33,17 +34,17 @@ pub fn offense_to_pb(o: Offense) -> pb::OffenseClass {
     }
 }
 
-pub fn status_to_pb(s: Option<Status>) -> pb::ImmigrationStatus {
+pub fn status_to_pb(s: Option<ImmigrationStatus>) -> pb::ImmigrationStatus {
     use pb::ImmigrationStatus as I;
     match s {
         None => I::NoRecord,
-        Some(Status::UsCitizen) => I::UsCitizen,
-        Some(Status::LawfulPermanentResident) => I::LawfulPermanentResident,
-        Some(Status::LawfulStatus) => I::LawfulStatus,
-        Some(Status::VisaOverstay) => I::VisaOverstay,
-        Some(Status::UnlawfulEntry) => I::UnlawfulEntry,
-        Some(Status::PriorRemoval) => I::PriorRemoval,
-        Some(Status::Fugitive) => I::Fugitive,
+        Some(ImmigrationStatus::UsCitizen) => I::UsCitizen,
+        Some(ImmigrationStatus::LawfulPermanentResident) => I::LawfulPermanentResident,
+        Some(ImmigrationStatus::LawfulStatus) => I::LawfulStatus,
+        Some(ImmigrationStatus::VisaOverstay) => I::VisaOverstay,
+        Some(ImmigrationStatus::UnlawfulEntry) => I::UnlawfulEntry,
+        Some(ImmigrationStatus::PriorRemoval) => I::PriorRemoval,
+        Some(ImmigrationStatus::Fugitive) => I::Fugitive,
     }
 }
 
@@ -185,5 +186,42 @@ pub fn criminal_history_pb(
                     .collect()
             })
             .unwrap_or_default(),
+    }
+}
+
+pub fn revoked_pb(r: &crate::auth::revocation::Revoked) -> pb::RevokedCertificate {
+    pb::RevokedCertificate {
+        serial: r.serial.clone(),
+        reason: r.reason.clone(),
+        revoked_at: Some(timestamp_ms(r.revoked_at_ms)),
+    }
+}
+
+pub fn disclosure_kind_pb(k: DisclosureKind) -> pb::DisclosureKind {
+    match k {
+        DisclosureKind::CriminalHistory => pb::DisclosureKind::CriminalHistory,
+        DisclosureKind::Immigration => pb::DisclosureKind::Immigration,
+        DisclosureKind::Detainer => pb::DisclosureKind::Detainer,
+        DisclosureKind::IdentOutcome => pb::DisclosureKind::IdentOutcome,
+        DisclosureKind::Status => pb::DisclosureKind::Status,
+        DisclosureKind::Removal => pb::DisclosureKind::Removal,
+    }
+}
+
+pub fn policy_pb(v: &PolicyView) -> pb::JurisdictionPolicy {
+    pb::JurisdictionPolicy {
+        jurisdiction_id: v.jurisdiction.id.clone(),
+        name: v.jurisdiction.name.clone(),
+        state: v.jurisdiction.state.clone(),
+        field_office: v.jurisdiction.field_office.clone(),
+        activated_on: v
+            .policy
+            .activated_on
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        receives_results: v.policy.receives_results,
+        can_receive_electronically: v.state.can_receive_electronically,
+        state_opted_out: v.state.opted_out,
+        effective_receives_results: v.effective_receives_results(),
     }
 }

@@ -1,4 +1,5 @@
-//! The gateway's one error type, and the one place it becomes a gRPC status.
+//! The gateway's one error type, and the one place it becomes a gRPC status: no other module
+//! builds a `tonic::Status`.
 //!
 //! Messages name the field and the rule, never a payload value that could carry biometric
 //! or biographic data, and never another bureau's or jurisdiction's data.
@@ -23,11 +24,14 @@ impl Violation {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum GatewayError {
     /// Malformed, out-of-range or inconsistent input: every violation found.
     #[error("{}", summarize(.0))]
     Invalid(Vec<Violation>),
+    /// No usable identity: no certificate identity, or a revoked certificate.
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("{0}")]
     PermissionDenied(String),
     #[error("{0}")]
@@ -44,8 +48,15 @@ pub enum GatewayError {
     ResourceExhausted(String),
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A stored record that cannot be read back (a corrupt or foreign record): nothing is
+    /// answered from it, and the caller is told, never a panic.
+    #[error("{0}")]
+    DataLoss(String),
     #[error("{0}")]
     Internal(String),
+    /// Another service's own refusal (a matcher shard's), passed on as it came.
+    #[error("{}", .0.message())]
+    Relayed(Status),
 }
 
 fn summarize(v: &[Violation]) -> String {
@@ -61,24 +72,51 @@ fn summarize(v: &[Violation]) -> String {
 }
 
 impl GatewayError {
+    /// The gRPC code this error becomes.
+    pub fn code(&self) -> Code {
+        match self {
+            GatewayError::Invalid(_) => Code::InvalidArgument,
+            GatewayError::Unauthenticated(_) => Code::Unauthenticated,
+            GatewayError::PermissionDenied(_) => Code::PermissionDenied,
+            GatewayError::NotFound(_) => Code::NotFound,
+            GatewayError::AlreadyExists(_) => Code::AlreadyExists,
+            GatewayError::OutOfRange(_) => Code::OutOfRange,
+            GatewayError::FailedPrecondition(_) => Code::FailedPrecondition,
+            GatewayError::Unavailable(_) => Code::Unavailable,
+            GatewayError::ResourceExhausted(_) => Code::ResourceExhausted,
+            GatewayError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            GatewayError::DataLoss(_) => Code::DataLoss,
+            GatewayError::Internal(_) => Code::Internal,
+            GatewayError::Relayed(s) => s.code(),
+        }
+    }
+
     /// The gRPC code name this error maps to (for metrics labels).
     pub fn code_name(&self) -> &'static str {
-        match self {
-            GatewayError::Invalid(_) => "INVALID_ARGUMENT",
-            GatewayError::PermissionDenied(_) => "PERMISSION_DENIED",
-            GatewayError::NotFound(_) => "NOT_FOUND",
-            GatewayError::AlreadyExists(_) => "ALREADY_EXISTS",
-            GatewayError::OutOfRange(_) => "OUT_OF_RANGE",
-            GatewayError::FailedPrecondition(_) => "FAILED_PRECONDITION",
-            GatewayError::Unavailable(_) => "UNAVAILABLE",
-            GatewayError::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
-            GatewayError::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
-            GatewayError::Internal(_) => "INTERNAL",
-        }
+        interop_proto::client::code_name(self.code())
     }
 
     pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {
         GatewayError::Invalid(vec![Violation::new(field, rule)])
+    }
+
+    /// The error a peer's answer with `code` means here, with `message`: how the gateway
+    /// passes on what a matcher shard answered (ALREADY_EXISTS, NOT_FOUND, ...).
+    pub fn with_code(code: Code, message: String) -> Self {
+        match code {
+            Code::InvalidArgument => GatewayError::invalid("request", message),
+            Code::Unauthenticated => GatewayError::Unauthenticated(message),
+            Code::PermissionDenied => GatewayError::PermissionDenied(message),
+            Code::NotFound => GatewayError::NotFound(message),
+            Code::AlreadyExists => GatewayError::AlreadyExists(message),
+            Code::OutOfRange => GatewayError::OutOfRange(message),
+            Code::FailedPrecondition => GatewayError::FailedPrecondition(message),
+            Code::Unavailable => GatewayError::Unavailable(message),
+            Code::ResourceExhausted => GatewayError::ResourceExhausted(message),
+            Code::DeadlineExceeded => GatewayError::DeadlineExceeded(message),
+            Code::DataLoss => GatewayError::DataLoss(message),
+            _ => GatewayError::Internal(message),
+        }
     }
 }
 
@@ -95,6 +133,26 @@ impl From<StoreError> for GatewayError {
                 GatewayError::Unavailable(format!("durable store unavailable, not accepted: {m}"))
             }
             StoreError::Closed => GatewayError::Unavailable("gateway is shutting down".into()),
+            StoreError::Corrupt(what) => GatewayError::DataLoss(format!(
+                "a stored record cannot be read ({what}); nothing was answered from it"
+            )),
+        }
+    }
+}
+
+/// What the matcher refused, as the status a caller can act on: a duplicate id
+/// ALREADY_EXISTS, an id not enrolled NOT_FOUND, a search past its deadline
+/// DEADLINE_EXCEEDED, a print it cannot use INVALID_ARGUMENT.
+impl From<interop_matcher::MatchError> for GatewayError {
+    fn from(e: interop_matcher::MatchError) -> Self {
+        use interop_matcher::MatchError as E;
+        match e {
+            E::AlreadyEnrolled(_) => GatewayError::AlreadyExists(format!("subject_id: {e}")),
+            E::NotEnrolled(_) => GatewayError::NotFound(format!("subject_id: {e}")),
+            E::DeadlineExceeded => GatewayError::DeadlineExceeded(e.to_string()),
+            E::EmptyProbe | E::Unsupported(_) | E::Gallery(_) | E::Calibration(_) => {
+                GatewayError::invalid("fingers", e.to_string())
+            }
         }
     }
 }
@@ -110,15 +168,8 @@ impl From<GatewayError> for Status {
                 }
                 Status::with_error_details(Code::InvalidArgument, msg, details)
             }
-            GatewayError::PermissionDenied(_) => Status::permission_denied(msg),
-            GatewayError::NotFound(_) => Status::not_found(msg),
-            GatewayError::AlreadyExists(_) => Status::already_exists(msg),
-            GatewayError::OutOfRange(_) => Status::out_of_range(msg),
-            GatewayError::FailedPrecondition(_) => Status::failed_precondition(msg),
-            GatewayError::Unavailable(_) => Status::unavailable(msg),
-            GatewayError::ResourceExhausted(_) => Status::resource_exhausted(msg),
-            GatewayError::DeadlineExceeded(_) => Status::deadline_exceeded(msg),
-            GatewayError::Internal(_) => Status::internal(msg),
+            GatewayError::Relayed(status) => status,
+            other => Status::new(other.code(), msg),
         }
     }
 }

@@ -2,17 +2,13 @@
 
 pub mod api;
 pub mod auth;
-pub mod cli;
-pub mod client;
 pub mod convert;
 pub mod delivery;
 pub mod engines;
 pub mod error;
 pub mod intake;
-pub mod matcher_cli;
 pub mod metrics;
 pub mod pipeline;
-pub mod pki;
 pub mod rules;
 pub mod server;
 pub mod store;

@@ -11,7 +11,8 @@
 //! - `fbi-records.json`: [`CriminalRecord`]s, keyed by gallery subject id.
 //! - `ident-records.json`: [`ImmigrationRecord`]s, keyed by gallery subject id.
 //! - `fbi-gallery.bin`, `ident-gallery.bin`: enrolment templates (matcher gallery files).
-//! - `truth.json`: the simulator's ground truth (not read by the gateway).
+//! - `truth.json`: the simulator's ground truth; its types are the simulator's
+//!   (`state_bureau_sim::truth`), so nothing here can read it.
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,6 @@ pub const FBI_RECORDS_FILE: &str = "fbi-records.json";
 pub const IDENT_RECORDS_FILE: &str = "ident-records.json";
 pub const FBI_GALLERY_FILE: &str = "fbi-gallery.bin";
 pub const IDENT_GALLERY_FILE: &str = "ident-gallery.bin";
-pub const TRUTH_FILE: &str = "truth.json";
 
 /// Offence class of a charge or conviction (mirrors `interop.v1.OffenseClass`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,7 +41,7 @@ pub enum Offense {
 /// Immigration status on an IDENT record (mirrors `interop.v1.ImmigrationStatus`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub enum ImmigrationStatus {
     UsCitizen,
     LawfulPermanentResident,
     LawfulStatus,
@@ -126,37 +126,13 @@ pub struct CriminalRecord {
 pub struct ImmigrationRecord {
     /// Fingerprint identification number.
     pub fin: String,
-    pub status: Status,
+    pub status: ImmigrationStatus,
     /// Last entry to the United States, if known (recent unlawful entrants).
     pub last_entry: Option<NaiveDate>,
 }
 
 /// `fbi-records.json` / `ident-records.json`: records by gallery subject id.
 pub type Records<T> = BTreeMap<u64, T>;
-
-/// One synthetic person, as the simulator knows them (`truth.json`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Person {
-    /// Person id; with the world seed it determines the person's fingers.
-    pub id: u64,
-    pub state: String,
-    pub jurisdiction: String,
-    /// FBI gallery subject id, if the person has a criminal record.
-    pub fbi_subject: Option<u64>,
-    /// IDENT gallery subject id, if the person had prior immigration contact.
-    pub ident_subject: Option<u64>,
-    /// Synthetic biographics (never logged by the gateway).
-    pub name: String,
-    pub date_of_birth: NaiveDate,
-    pub female: bool,
-    pub place_of_birth: String,
-}
-
-/// `truth.json`: the simulator's ground truth.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Truth {
-    pub people: Vec<Person>,
-}
 
 /// Errors reading a world directory.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@ use crate::bookings::{self, Booking, WorldData};
 use crate::demo::{self, Arrival, DemoOptions, RunOptions};
 use hdrhistogram::Histogram;
 use interop_gateway::auth::principal::Principal;
-use interop_gateway::{client, pki, server};
+use interop_gateway_cli::pki;
 use interop_proto::client::Client;
 use interop_proto::v1 as pb;
 use std::collections::HashMap;
@@ -204,7 +204,7 @@ async fn clients_for(
             let who = Principal::Bureau {
                 state: b.state.clone(),
             };
-            let c = client::client_config(endpoint, pki, Some(&pki.client(&who)))?
+            let c = pki::client_config(endpoint, pki, Some(&pki.client(&who)))?
                 .retry(interop_proto::client::RetryPolicy::none())
                 .connect()
                 .await?;
@@ -242,7 +242,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let (echo_stop, echo_rx) = tokio::sync::oneshot::channel::<()>();
     let echo_task = tokio::spawn(
         tonic::transport::Server::builder()
-            .tls_config(server::tonic_server_tls(&pki)?)?
+            .tls_config(tonic_server_tls(&pki)?)?
             .add_service(
                 pb::submission_service_server::SubmissionServiceServer::new(Echo {
                     n: AtomicUsize::new(0),
@@ -438,4 +438,17 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         v.violations
     );
     Ok(())
+}
+
+/// The gateway's identity and client CA as tonic's own TLS configuration, for the bare tonic
+/// echo baseline, which must stay a bare tonic server (tonic's listener, not ours).
+fn tonic_server_tls(pki: &pki::PkiDir) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    use anyhow::Context;
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let files = pki.server();
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
+        .client_ca_root(Certificate::from_pem(read(&pki.ca_cert())?)))
 }

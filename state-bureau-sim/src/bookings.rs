@@ -5,10 +5,11 @@
 //! the program's rules, independently of the gateway's pipeline, so verification checks the
 //! gateway rather than repeating it.
 
+use crate::truth::{Person, Truth};
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use interop_gateway::convert;
 use interop_gateway::world::{
-    self, CriminalRecord, ImmigrationRecord, Offense, Person, Records, Status, Truth, WorldFile,
+    self, CriminalRecord, ImmigrationRecord, ImmigrationStatus, Offense, Records, WorldFile,
 };
 use interop_matcher::synth::{self, CaptureModel};
 use interop_proto::v1 as pb;
@@ -45,7 +46,7 @@ impl WorldData {
     pub fn load(dir: &Path) -> anyhow::Result<WorldData> {
         Ok(WorldData {
             world: world::read_json(dir, world::WORLD_FILE)?,
-            truth: world::read_json(dir, world::TRUTH_FILE)?,
+            truth: world::read_json(dir, crate::truth::TRUTH_FILE)?,
             fbi: world::read_json(dir, world::FBI_RECORDS_FILE)?,
             ident: world::read_json(dir, world::IDENT_RECORDS_FILE)?,
         })
@@ -61,7 +62,7 @@ pub struct Expected {
     pub searched: bool,
     /// FIN of the IDENT hit ("" = no hit).
     pub fin: String,
-    pub status: Option<Status>,
+    pub status: Option<ImmigrationStatus>,
     pub level: interop_gateway::rules::policy::Level,
     /// The field office that must be notified (when searched).
     pub field_office: String,

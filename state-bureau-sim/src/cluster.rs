@@ -11,7 +11,7 @@
 
 use crate::bookings::WorldData;
 use anyhow::Context;
-use interop_gateway::pki::{self, PkiDir};
+use interop_gateway_cli::pki::{self, PkiDir};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

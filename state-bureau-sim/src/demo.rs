@@ -15,8 +15,9 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use interop_gateway::auth::principal::Principal;
-use interop_gateway::pki::PkiDir;
-use interop_gateway::{client, engines, pki, server, store, world};
+use interop_gateway::{engines, server, store, world};
+use interop_gateway_cli::pki;
+use interop_gateway_cli::pki::PkiDir;
 use interop_proto::v1 as pb;
 use pb::field_office_service_client::FieldOfficeServiceClient;
 use pb::submission_service_client::SubmissionServiceClient;
@@ -340,7 +341,7 @@ pub async fn run_remote(opts: RunOptions) -> anyhow::Result<Verification> {
         d.arrival.describe()
     );
     // Fail early and clearly if the gateway is not there or does not trust us.
-    let admin_ch = client::connect(&opts.target, &pki, &Principal::Admin)
+    let admin_ch = pki::connect(&opts.target, &pki, &Principal::Admin)
         .await
         .with_context(|| format!("connecting to {} as admin", opts.target))?;
     pb::admin_service_client::AdminServiceClient::new(admin_ch)
@@ -410,7 +411,7 @@ async fn drive_and_verify(
     setup_world: Duration,
     setup_gateway: Duration,
 ) -> anyhow::Result<Verification> {
-    let admin_ch = client::connect(endpoint, pki, &Principal::Admin).await?;
+    let admin_ch = pki::connect(endpoint, pki, &Principal::Admin).await?;
     let mut admin = pb::admin_service_client::AdminServiceClient::new(admin_ch);
     let months = verify::months(plan);
     let counters_before = admin
@@ -451,11 +452,11 @@ async fn drive_and_verify(
     let mut obs = drive(endpoint, pki, plan, data, opts, changed_plan.as_ref()).await?;
     // Connect again: with gateway replicas, the one first used may be gone by now.
     let mut admin = pb::admin_service_client::AdminServiceClient::new(
-        client::connect(endpoint, pki, &Principal::Admin).await?,
+        pki::connect(endpoint, pki, &Principal::Admin).await?,
     );
     if let Some(a) = obs.applied {
         // Put the gateway's policy back as the world has it.
-        let admin = client::connect_client(endpoint, pki, &Principal::Admin).await?;
+        let admin = pki::connect_client(endpoint, pki, &Principal::Admin).await?;
         for c in &opts.changes {
             c.undo(&admin, &data.world).await?;
         }
@@ -565,7 +566,7 @@ pub async fn drive(
     let (seen_tx, mut seen_rx) = mpsc::channel::<(Seen, Instant)>(4096);
     let mut subscriptions = Vec::new();
     for office in data.world.field_offices.iter().map(|o| o.code.clone()) {
-        let office_client = client::connect_client(
+        let office_client = pki::connect_client(
             endpoint,
             pki,
             &Principal::FieldOffice {
@@ -606,7 +607,7 @@ pub async fn drive(
     let mut bureau_clients = BTreeMap::new();
     for st in &states {
         let bureau =
-            client::connect_client(endpoint, pki, &Principal::Bureau { state: st.clone() }).await?;
+            pki::connect_client(endpoint, pki, &Principal::Bureau { state: st.clone() }).await?;
         let ch = bureau.channel();
         let bureau_for_submit = bureau.clone();
         let tx = seen_tx.clone();
@@ -685,7 +686,7 @@ pub async fn drive(
     let change_task = match changed_plan {
         None => None,
         Some(_) => {
-            let admin = client::connect_client(endpoint, pki, &Principal::Admin).await?;
+            let admin = pki::connect_client(endpoint, pki, &Principal::Admin).await?;
             let (progress, changes, n, at) = (
                 progress.clone(),
                 opts.changes.clone(),
@@ -917,7 +918,7 @@ pub async fn drive(
             continue;
         }
         if !office_clients.contains_key(office) {
-            let ch = client::connect(
+            let ch = pki::connect(
                 endpoint,
                 pki,
                 &Principal::FieldOffice {

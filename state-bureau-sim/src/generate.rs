@@ -16,6 +16,7 @@ use crate::bookings::mix;
 use crate::geography::{
     self, BORDER_STATES, FIELD_OFFICES, NOT_ELECTRONIC, OPTED_OUT_STATES, STATES,
 };
+use crate::truth::{Person, TRUTH_FILE, Truth};
 use chrono::NaiveDate;
 use interop_gateway::world::*;
 use interop_matcher::synth::{self, CaptureModel};
@@ -184,16 +185,16 @@ fn conviction_class(rng: &mut ChaCha8Rng) -> Offense {
     }
 }
 
-fn immigration_status(rng: &mut ChaCha8Rng) -> Status {
+fn immigration_status(rng: &mut ChaCha8Rng) -> ImmigrationStatus {
     let x: f64 = rng.random();
     match x {
-        x if x < 0.10 => Status::UsCitizen,
-        x if x < 0.40 => Status::LawfulPermanentResident,
-        x if x < 0.55 => Status::LawfulStatus,
-        x if x < 0.70 => Status::VisaOverstay,
-        x if x < 0.90 => Status::UnlawfulEntry,
-        x if x < 0.97 => Status::PriorRemoval,
-        _ => Status::Fugitive,
+        x if x < 0.10 => ImmigrationStatus::UsCitizen,
+        x if x < 0.40 => ImmigrationStatus::LawfulPermanentResident,
+        x if x < 0.55 => ImmigrationStatus::LawfulStatus,
+        x if x < 0.70 => ImmigrationStatus::VisaOverstay,
+        x if x < 0.90 => ImmigrationStatus::UnlawfulEntry,
+        x if x < 0.97 => ImmigrationStatus::PriorRemoval,
+        _ => ImmigrationStatus::Fugitive,
     }
 }
 
@@ -279,7 +280,9 @@ pub fn generate_with(
             let status = immigration_status(&mut rng);
             let last_entry = matches!(
                 status,
-                Status::UnlawfulEntry | Status::VisaOverstay | Status::PriorRemoval
+                ImmigrationStatus::UnlawfulEntry
+                    | ImmigrationStatus::VisaOverstay
+                    | ImmigrationStatus::PriorRemoval
             )
             .then(|| date("2000-01-01") + chrono::Days::new(rng.random_range(0..4_200)));
             ident_records.insert(

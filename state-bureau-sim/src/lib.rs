@@ -20,4 +20,5 @@ pub mod geography;
 pub mod html;
 pub mod interop_cli;
 pub mod timeline;
+pub mod truth;
 pub mod verify;

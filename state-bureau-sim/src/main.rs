@@ -292,12 +292,12 @@ fn main() -> ExitCode {
     let rest = || std::env::args_os().skip(2);
     match verb.as_ref().and_then(|v| v.to_str()) {
         Some("gateway") => {
-            return interop_gateway::cli::main_from(
+            return interop_gateway_cli::gateway::main_from(
                 std::iter::once("interop-gateway".into()).chain(rest()),
             );
         }
         Some("matcher") => {
-            return interop_gateway::matcher_cli::main_from(
+            return interop_gateway_cli::matcher::main_from(
                 std::iter::once("interop-matcher".into()).chain(rest()),
             );
         }

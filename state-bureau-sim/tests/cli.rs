@@ -7,9 +7,8 @@
 //! holds for that office.
 
 use interop_gateway::auth::principal::Principal;
-use interop_gateway::client;
-use interop_gateway::pki::PkiDir;
 use interop_gateway::world::{self, WorldFile};
+use interop_gateway_cli::pki::{self, PkiDir};
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::Path;
@@ -115,7 +114,7 @@ async fn a_bureau_submits_a_json_booking_and_a_refused_one_lists_every_violation
     assert!(String::from_utf8_lossy(&out.stdout).contains("completed"));
 
     // Three things wrong at once: every one is listed, the exit code is 1, nothing changed.
-    let admin = client::connect_client(&s.endpoint, &PkiDir(d.join("pki")), &Principal::Admin)
+    let admin = pki::connect_client(&s.endpoint, &PkiDir(d.join("pki")), &Principal::Admin)
         .await
         .unwrap();
     let before = admin.counters().await.unwrap();
@@ -297,7 +296,7 @@ async fn a_killed_and_restarted_watcher_shows_each_outcome_exactly_once() {
             .args(extra);
         c
     };
-    let office_client = client::connect_client(
+    let office_client = pki::connect_client(
         &s.endpoint,
         &pki,
         &Principal::FieldOffice {
@@ -315,7 +314,7 @@ async fn a_killed_and_restarted_watcher_shows_each_outcome_exactly_once() {
         }
         tcns
     };
-    let bureau_client = client::connect_client(
+    let bureau_client = pki::connect_client(
         &s.endpoint,
         &pki,
         &Principal::Bureau {

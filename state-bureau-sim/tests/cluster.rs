@@ -12,9 +12,8 @@
 //! absent the test says so loudly and passes, unless `INTEROP_REQUIRE_NATS` is set (CI).
 
 use interop_gateway::auth::principal::Principal;
-use interop_gateway::client;
-use interop_gateway::pki::PkiDir;
 use interop_gateway::store::nats_server_for_test;
+use interop_gateway_cli::pki::{self, PkiDir};
 use interop_proto::v1 as pb;
 use state_bureau_sim::cluster::{Cluster, ClusterOptions};
 use state_bureau_sim::demo::{self, Arrival, DemoOptions, RunOptions};
@@ -89,7 +88,7 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
             let who = Principal::FieldOffice {
                 office: o.code.clone(),
             };
-            let c = client::connect_client(&addr("gateway-0"), &pki, &who)
+            let c = pki::connect_client(&addr("gateway-0"), &pki, &who)
                 .await
                 .unwrap();
             let mut s = c.subscription(None, false);
@@ -118,7 +117,7 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
     // The acknowledgement made at gateway-0 holds at gateway-1: resuming there without a
     // cursor starts after it, and nothing acknowledged comes again.
     let first = rt.block_on(async {
-        let c = client::connect_client(&addr("gateway-1"), &pki, &office)
+        let c = pki::connect_client(&addr("gateway-1"), &pki, &office)
             .await
             .unwrap();
         c.subscription(None, false).next().await.unwrap()
@@ -142,10 +141,10 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
     }
     rt.block_on(async {
         let (g0, g1) = (addr("gateway-0"), addr("gateway-1"));
-        let at0 = client::connect_client(&g0, &pki, &Principal::Admin)
+        let at0 = pki::connect_client(&g0, &pki, &Principal::Admin)
             .await
             .unwrap();
-        let at1 = client::connect_client(&g1, &pki, &Principal::Admin)
+        let at1 = pki::connect_client(&g1, &pki, &Principal::Admin)
             .await
             .unwrap();
         let j = world
@@ -204,7 +203,7 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
     let matcher = |at: String| {
         let pki = pki.clone();
         async move {
-            let c = client::connect_client(&at, &pki, &Principal::Admin)
+            let c = pki::connect_client(&at, &pki, &Principal::Admin)
                 .await
                 .unwrap();
             pb::matcher_service_client::MatcherServiceClient::new(c.channel())

@@ -5,7 +5,7 @@
 //! fail.
 
 use interop_gateway::auth::principal::Principal;
-use interop_gateway::{client, pki};
+use interop_gateway_cli::pki;
 use interop_proto::v1 as pb;
 use state_bureau_sim::bookings::{self, WorldData};
 use state_bureau_sim::demo::{self, Arrival, DemoOptions, RunOptions};
@@ -107,7 +107,7 @@ async fn a_gateway_that_leaks_to_an_opted_out_jurisdiction_is_caught() {
         .max_by_key(|(_, n)| *n)
         .expect("the plan searches an opted-out jurisdiction");
     let pki = pki::PkiDir(dir.path().join("pki"));
-    let ch = client::connect(&s.endpoint, &pki, &Principal::Admin)
+    let ch = pki::connect(&s.endpoint, &pki, &Principal::Admin)
         .await
         .unwrap();
     let p = pb::admin_service_client::AdminServiceClient::new(ch)
@@ -121,7 +121,7 @@ async fn a_gateway_that_leaks_to_an_opted_out_jurisdiction_is_caught() {
         .into_inner();
     if p.state_opted_out || !p.can_receive_electronically {
         // The state-level choice still withholds: flip it too, so the gateway truly leaks.
-        let ch = client::connect(&s.endpoint, &pki, &Principal::Admin)
+        let ch = pki::connect(&s.endpoint, &pki, &Principal::Admin)
             .await
             .unwrap();
         let mut admin = pb::admin_service_client::AdminServiceClient::new(ch);
@@ -214,7 +214,7 @@ async fn mid_run_policy_changes_are_checked_from_the_moment_of_change_and_undone
     assert!(held["old"].as_u64().unwrap() > 0, "{held}");
 
     // Undone: the gateway's policy is the world's again.
-    let admin = client::connect_client(
+    let admin = pki::connect_client(
         &s.endpoint,
         &pki::PkiDir(dir.path().join("pki")),
         &Principal::Admin,

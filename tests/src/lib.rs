@@ -6,10 +6,10 @@ use interop_gateway::auth::principal::Principal;
 use interop_gateway::engines::{
     BackendError, CriminalHistory, GalleryBackend, IdentHit, IdentSearch,
 };
-use interop_gateway::pki::{self, PkiDir};
 use interop_gateway::server::{Gateway, ServeOptions};
 use interop_gateway::world::*;
-use interop_gateway::{client, convert, server, store};
+use interop_gateway::{convert, server, store};
+use interop_gateway_cli::pki::{self, PkiDir};
 use interop_matcher::synth::{self, CaptureModel};
 use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
 pub use interop_proto::client::{Client, RetryPolicy};
@@ -120,14 +120,14 @@ type Enrolled<R> = Vec<(u64, Tenprint, R)>;
 /// The enrolment templates and records of both galleries: (IDENT, FBI).
 fn gallery_entries() -> (Enrolled<ImmigrationRecord>, Enrolled<CriminalRecord>) {
     let ident_people = [
-        (OVERSTAY_FELON, Status::VisaOverstay),
-        (CITIZEN, Status::UsCitizen),
+        (OVERSTAY_FELON, ImmigrationStatus::VisaOverstay),
+        (CITIZEN, ImmigrationStatus::UsCitizen),
     ];
     let fbi_people = [OVERSTAY_FELON, FBI_ONLY];
     let filler = 100..160u64;
     let ident = ident_people
         .into_iter()
-        .chain(filler.clone().map(|p| (p, Status::LawfulStatus)))
+        .chain(filler.clone().map(|p| (p, ImmigrationStatus::LawfulStatus)))
         .map(|(p, status)| {
             let record = ImmigrationRecord {
                 fin: fin(p),
@@ -197,7 +197,7 @@ pub struct CountingIdent {
     pub calls: AtomicUsize,
 }
 
-#[tonic::async_trait]
+#[interop_gateway::engines::async_trait]
 impl IdentSearch for CountingIdent {
     async fn search(&self, prints: Tenprint) -> Result<Option<IdentHit>, BackendError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -208,7 +208,7 @@ impl IdentSearch for CountingIdent {
 /// An IDENT that never answers: submissions stay unfinished (to test recovery).
 pub struct StalledIdent;
 
-#[tonic::async_trait]
+#[interop_gateway::engines::async_trait]
 impl IdentSearch for StalledIdent {
     async fn search(&self, _prints: Tenprint) -> Result<Option<IdentHit>, BackendError> {
         std::future::pending().await
@@ -416,7 +416,7 @@ impl TestGateway {
 
     /// A client-library connection as `who` (what every test and the simulator use).
     pub async fn client(&self, who: Principal) -> Client {
-        client::connect_client(&self.endpoint, &self.pki, &who)
+        pki::connect_client(&self.endpoint, &self.pki, &who)
             .await
             .expect("connect")
     }

@@ -7,8 +7,7 @@
 
 use interop_e2e::*;
 use interop_gateway::auth::principal::Principal;
-use interop_gateway::client;
-use interop_gateway::pki::{self, IdentityFiles};
+use interop_gateway_cli::pki::{self, IdentityFiles};
 use interop_proto::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use pb::criminal_history_service_client::CriminalHistoryServiceClient;
@@ -394,7 +393,7 @@ async fn untrusted_expired_and_missing_certificates_reach_nothing() {
         ("none", None),
     ];
     for (what, files) in identities {
-        let config = client::client_config(&gw.endpoint, &gw.pki, files).unwrap();
+        let config = pki::client_config(&gw.endpoint, &gw.pki, files).unwrap();
         match config.retry(RetryPolicy::none()).connect().await {
             Err(_) => {}
             Ok(c) => {

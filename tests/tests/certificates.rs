@@ -4,8 +4,7 @@
 
 use interop_e2e::*;
 use interop_gateway::auth::principal::Principal;
-use interop_gateway::client;
-use interop_gateway::pki::{self, IdentityFiles, PkiDir};
+use interop_gateway_cli::pki::{self, IdentityFiles, PkiDir};
 use interop_proto::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use std::time::Duration;
@@ -227,7 +226,7 @@ async fn connect_as(
     trust: &PkiDir,
     who: &IdentityFiles,
 ) -> anyhow::Result<tonic::transport::Channel> {
-    Ok(client::client_config(endpoint, trust, Some(who))?
+    Ok(pki::client_config(endpoint, trust, Some(who))?
         .retry(interop_proto::client::RetryPolicy::none())
         .connect()
         .await?
@@ -396,38 +395,6 @@ async fn the_gateway_program_reloads_certificates_on_sighup() {
         reaches_at(&endpoint, &pki, &admin).await,
         "old CA still trusted"
     );
-
-    // The same program's admin commands.
-    let admin_cmd = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_interop-gateway-under-test"))
-            .args(["admin", "--target", &endpoint, "--pki"])
-            .arg(&pki.0)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let out = admin_cmd(&["reload"]);
-    let new_serial = pki::serial_of_pem_file(&next.server().cert).unwrap();
-    assert!(
-        out.contains(&new_serial) && out.contains("2 client CA"),
-        "{out}"
-    );
-    let tx_serial = serial(&pki, &tx());
-    let out = admin_cmd(&["revoke", "--serial", &tx_serial, "--reason", "lost laptop"]);
-    assert!(out.contains(&tx_serial), "{out}");
-    let out = admin_cmd(&["revoked"]);
-    assert!(
-        out.contains(&tx_serial) && out.contains("lost laptop"),
-        "{out}"
-    );
-    let out = admin_cmd(&["disclosures"]);
-    assert!(out.starts_with("seq,disclosed_at,recipient"), "{out}");
 }
 
 /// A bulk stream whose certificate is revoked mid-way answers what it read before and then

@@ -24,7 +24,7 @@ fn hou() -> Principal {
 /// A client patient enough to outlast a gateway restart on a slow machine (20 attempts, up
 /// to 1 s apart).
 async fn patient(gw: &TestGateway, who: Principal) -> Client {
-    interop_gateway::client::client_config(&gw.endpoint, &gw.pki, Some(&gw.pki.client(&who)))
+    interop_gateway_cli::pki::client_config(&gw.endpoint, &gw.pki, Some(&gw.pki.client(&who)))
         .unwrap()
         .retry(RetryPolicy {
             max_attempts: 20,
@@ -162,7 +162,7 @@ async fn a_submission_waits_out_an_outage_and_a_refusal_is_not_retried() {
     let mut gw = gw;
     gw.shutdown().await;
     let impatient =
-        interop_gateway::client::client_config(&gw.endpoint, &gw.pki, Some(&gw.pki.client(&tx())))
+        interop_gateway_cli::pki::client_config(&gw.endpoint, &gw.pki, Some(&gw.pki.client(&tx())))
             .unwrap()
             .retry(RetryPolicy::none())
             .connect_lazy()

@@ -21,8 +21,7 @@
 
 use interop_e2e::*;
 use interop_gateway::auth::principal::Principal;
-use interop_gateway::client;
-use interop_gateway::pki::{self, PkiDir};
+use interop_gateway_cli::pki::{self, PkiDir};
 use interop_proto::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use pb::field_office_service_client::FieldOfficeServiceClient;
@@ -149,7 +148,7 @@ async fn start(d: &Dirs) -> Running {
         if let Some(status) = child.try_wait().expect("try_wait") {
             panic!("gateway exited with {status}:\n{}", log_tail(&d.log));
         }
-        if let Ok(ch) = client::connect(&endpoint, &d.pki, &Principal::Admin).await
+        if let Ok(ch) = pki::connect(&endpoint, &d.pki, &Principal::Admin).await
             && AdminServiceClient::new(ch)
                 .get_counters(pb::GetCountersRequest {})
                 .await
@@ -163,7 +162,7 @@ async fn start(d: &Dirs) -> Running {
 }
 
 async fn channel(r: &Running, pki: &PkiDir, who: Principal) -> Option<Channel> {
-    client::connect(&r.endpoint, pki, &who).await.ok()
+    pki::connect(&r.endpoint, pki, &who).await.ok()
 }
 
 /// Bureau senders: take bookings off the queue and submit them until it is empty or the

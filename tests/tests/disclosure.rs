@@ -6,7 +6,7 @@
 
 use interop_e2e::*;
 use interop_gateway::auth::principal::Principal;
-use interop_gateway::pki;
+use interop_gateway_cli::pki;
 use interop_proto::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use tonic::Code;

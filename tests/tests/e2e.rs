@@ -377,7 +377,7 @@ async fn wrong_role_is_permission_denied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_without_a_trusted_client_certificate_are_refused() {
     let gw = TestGateway::start().await;
-    let config = interop_gateway::client::client_config(&gw.endpoint, &gw.pki, None).unwrap();
+    let config = interop_gateway_cli::pki::client_config(&gw.endpoint, &gw.pki, None).unwrap();
     let no_cert = async {
         let ch = config.retry(RetryPolicy::none()).connect().await?.channel();
         pb::submission_service_client::SubmissionServiceClient::new(ch)
@@ -391,16 +391,16 @@ async fn connections_without_a_trusted_client_certificate_are_refused() {
     );
 
     let other = tempfile::tempdir().unwrap();
-    let other_pki = interop_gateway::pki::init(
+    let other_pki = interop_gateway_cli::pki::init(
         other.path(),
-        &interop_gateway::pki::InitOptions {
+        &interop_gateway_cli::pki::InitOptions {
             states: &["TX".into()],
             offices: &[],
         },
     )
     .unwrap();
     // Trust the real server, but present a bureau certificate from another CA.
-    let config = interop_gateway::client::client_config(
+    let config = interop_gateway_cli::pki::client_config(
         &gw.endpoint,
         &gw.pki,
         Some(&other_pki.client(&Principal::Bureau { state: "TX".into() })),

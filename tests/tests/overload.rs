@@ -39,7 +39,7 @@ async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
 async fn admin_answers(gw: &TestGateway) -> bool {
     let admin = gw.pki.client(&Principal::Admin);
     let connected =
-        match interop_gateway::client::client_config(&gw.endpoint, &gw.pki, Some(&admin)) {
+        match interop_gateway_cli::pki::client_config(&gw.endpoint, &gw.pki, Some(&admin)) {
             Ok(c) => c
                 .retry(interop_proto::client::RetryPolicy::none())
                 .connect()
@@ -308,7 +308,7 @@ async fn open_streams_are_bounded_in_all_and_per_identity() {
 /// IDENT that waits until the gate opens.
 struct GatedIdent(tokio::sync::watch::Receiver<bool>);
 
-#[tonic::async_trait]
+#[interop_gateway::engines::async_trait]
 impl interop_gateway::engines::IdentSearch for GatedIdent {
     async fn search(
         &self,

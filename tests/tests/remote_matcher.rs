@@ -7,10 +7,11 @@
 use interop_e2e::*;
 use interop_gateway::auth::revocation::Revocations;
 use interop_gateway::engines::gallery_log::GalleryLog;
-use interop_gateway::engines::remote::{self, RemoteIdent, Shard};
-use interop_gateway::pki;
+use interop_gateway::engines::remote::RemoteIdent;
+use interop_gateway::engines::shard::{self, Shard};
 use interop_gateway::server;
 use interop_gateway::world;
+use interop_gateway_cli::pki;
 use interop_proto::v1 as pb;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ async fn serve_shard(
     revocations: Revocations,
 ) -> ShardServer {
     let m =
-        remote::load_shard(dir, world::IDENT_GALLERY_FILE, Shard { index, count: 2 }, 1).unwrap();
+        shard::load_shard(dir, world::IDENT_GALLERY_FILE, Shard { index, count: 2 }, 1).unwrap();
     let mut listener = None;
     for _ in 0..100 {
         match tokio::net::TcpListener::bind(at.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()))
@@ -49,12 +50,13 @@ async fn serve_shard(
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let log = Arc::new(GalleryLog::new(m.clone()));
-    let task = tokio::spawn(remote::serve_matcher(
+    let task = tokio::spawn(shard::serve_matcher(
         m,
         Shard { index, count: 2 },
         log.clone(),
         listener,
-        server::tonic_server_tls(pki).unwrap(),
+        server::server_tls(pki).unwrap(),
+        server::ServeOptions::default(),
         revocations,
         async {
             let _ = rx.await;
@@ -82,7 +84,7 @@ type MatcherClient = pb::matcher_service_client::MatcherServiceClient<tonic::tra
 /// A `MatcherService` client to `addr` as the PKI's admin.
 async fn shard_admin(addr: SocketAddr, pki: &pki::PkiDir) -> MatcherClient {
     use interop_gateway::auth::principal::Principal;
-    let c = interop_gateway::client::client_config(
+    let c = interop_gateway_cli::pki::client_config(
         &format!("https://{addr}"),
         pki,
         Some(&pki.client(&Principal::Admin)),
@@ -196,7 +198,7 @@ async fn searches_scatter_to_shards_and_wait_for_a_missing_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_refuses_certificates_revoked_at_the_gateway() {
     use interop_gateway::auth::principal::Principal;
-    use interop_gateway::pki::IdentityFiles;
+    use interop_gateway_cli::pki::IdentityFiles;
     let gw = TestGateway::start().await;
     let world_dir = tempfile::tempdir().unwrap();
     write_world_dir(world_dir.path()).unwrap();
@@ -210,7 +212,7 @@ async fn a_shard_refuses_certificates_revoked_at_the_gateway() {
 
     let revocations = Revocations::default();
     let (stop_follow, stop_rx) = tokio::sync::watch::channel(false);
-    let follower = tokio::spawn(remote::follow_revocations(
+    let follower = tokio::spawn(shard::follow_revocations(
         gw.client(Principal::Admin).await,
         revocations.clone(),
         Duration::from_millis(100),
@@ -221,7 +223,7 @@ async fn a_shard_refuses_certificates_revoked_at_the_gateway() {
         let endpoint = format!("https://{}", shard.addr);
         let pki = gw.pki.clone();
         async move {
-            let c = interop_gateway::client::client_config(&endpoint, &pki, Some(&files))
+            let c = interop_gateway_cli::pki::client_config(&endpoint, &pki, Some(&files))
                 .unwrap()
                 .connect()
                 .await
@@ -491,7 +493,7 @@ async fn a_replica_makes_the_changes_it_missed_from_the_gateways_record() {
     // the record gives it both changes, and only those (the world's other subjects stay).
     let s0b = serve_shard(&world_dir, &pki, 0, Some(addr0b), Revocations::default()).await;
     let before = s0b.log.is_removed(CITIZEN);
-    let (version, made) = remote::pull_changes(&admin, &s0b.log, shard0, 0)
+    let (version, made) = shard::pull_changes(&admin, &s0b.log, shard0, 0)
         .await
         .unwrap();
     assert!(!before);
@@ -499,7 +501,7 @@ async fn a_replica_makes_the_changes_it_missed_from_the_gateways_record() {
     assert_eq!(top(addr0b, NOBODY).await, Some(8_000_010));
     assert_eq!(top(addr0b, CITIZEN).await, None, "the removal was not made");
     assert_eq!(
-        remote::pull_changes(&admin, &s0b.log, shard0, version)
+        shard::pull_changes(&admin, &s0b.log, shard0, version)
             .await
             .unwrap(),
         (version, 0),
@@ -517,7 +519,7 @@ async fn a_replica_makes_the_changes_it_missed_from_the_gateways_record() {
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
     let s0b = serve_shard(&world_dir, &pki, 0, Some(addr0b), Revocations::default()).await;
     let (stop_follow, stop_rx) = tokio::sync::watch::channel(false);
-    let follower = tokio::spawn(remote::follow_gallery(
+    let follower = tokio::spawn(shard::follow_gallery(
         admin.clone(),
         s0b.log.clone(),
         shard0,

@@ -1,6 +1,7 @@
 //! Who is calling: the TLS listener, the principal resolved from the client certificate, and
 //! certificate revocation.
 
+pub mod pki;
 pub mod principal;
 pub mod revocation;
 pub mod tls;

@@ -7,6 +7,7 @@
 //! peer certificate into a [`Principal`] stored in the request's extensions; handlers read it
 //! with [`principal`] and never look at certificates themselves.
 
+use crate::error::GatewayError;
 use tonic::{Request, Status};
 
 pub const TRUST_DOMAIN: &str = "interop.local";
@@ -143,15 +144,14 @@ pub fn authenticate_with(
     let (principal, serial) = match parsed {
         Some((Some(p), serial)) => (p, serial.unwrap_or_default()),
         _ => {
-            return Err(Status::unauthenticated(
-                "client certificate carries no interop identity",
-            ));
+            return Err(GatewayError::Unauthenticated(
+                "client certificate carries no interop identity".into(),
+            )
+            .into());
         }
     };
     if let Some(why) = revoked(&serial) {
-        return Err(Status::unauthenticated(format!(
-            "client certificate serial {serial} has been revoked: {why}"
-        )));
+        return Err(crate::auth::revocation::refusal(&serial, &why, false).into());
     }
     req.extensions_mut().insert(principal);
     req.extensions_mut().insert(CertSerial(serial));
@@ -167,12 +167,11 @@ pub fn serial<T>(req: &Request<T>) -> String {
 }
 
 /// The caller's principal, as set by [`authenticate`].
-#[allow(clippy::result_large_err)]
-pub fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
+pub fn principal<T>(req: &Request<T>) -> Result<Principal, GatewayError> {
     req.extensions()
         .get::<Principal>()
         .cloned()
-        .ok_or_else(|| Status::unauthenticated("no authenticated identity"))
+        .ok_or_else(|| GatewayError::Unauthenticated("no authenticated identity".into()))
 }
 
 #[cfg(test)]

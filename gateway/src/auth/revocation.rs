@@ -10,6 +10,7 @@
 //! of the disclosure audit), and one RPC is enough. A revocation is permanent; a replacement
 //! certificate for the same identity has a new serial and is unaffected.
 
+use crate::error::GatewayError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -87,10 +88,24 @@ impl Revocations {
             .unwrap_or_default()
     }
 
+    /// The refusal of `serial` if it is revoked: see [`refusal`].
+    pub fn refusal(&self, serial: &str, stream: bool) -> Option<GatewayError> {
+        self.reason(serial).map(|why| refusal(serial, &why, stream))
+    }
+
     /// Changes whenever a certificate is revoked.
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
+}
+
+/// The refusal of a certificate revoked for `why`: UNAUTHENTICATED naming its serial, and,
+/// for a stream it ends, saying so.
+pub fn refusal(serial: &str, why: &str, stream: bool) -> GatewayError {
+    let closed = if stream { "; stream closed" } else { "" };
+    GatewayError::Unauthenticated(format!(
+        "client certificate serial {serial} has been revoked: {why}{closed}"
+    ))
 }
 
 #[cfg(test)]

@@ -36,8 +36,9 @@ pub struct Disclosed {
     pub kind: DisclosureKind,
 }
 
-/// Turns stored events into messages, by cursor, with what each discloses (if anything).
-pub type Decode<T> = fn(u64, &[u8]) -> Result<(T, Option<Disclosed>), Status>;
+/// Turns stored events into messages, by cursor, with what each discloses (if anything). An
+/// event that does not decode is DATA_LOSS, delivered in its place, and ends the stream.
+pub type Decode<T> = fn(u64, &[u8]) -> Result<(T, Option<Disclosed>), GatewayError>;
 
 /// Who receives a delivery, through which RPC: for the audit and for revocation.
 #[derive(Clone, Debug)]
@@ -165,10 +166,7 @@ pub fn follow<T: Send + 'static>(
         let mut revoked = revocations.watch();
         let refuse = |tx: &mpsc::Sender<Result<T, Status>>| {
             let why = revocations.reason(&recipient.serial).unwrap_or_default();
-            let status = Status::unauthenticated(format!(
-                "client certificate serial {} has been revoked: {why}; stream closed",
-                recipient.serial
-            ));
+            let status = crate::auth::revocation::refusal(&recipient.serial, &why, true).into();
             let tx = tx.clone();
             async move {
                 let _ = tx.send(Err(status)).await;
@@ -184,9 +182,7 @@ pub fn follow<T: Send + 'static>(
             let batch = match store.read(stream.clone(), cursor, BATCH).await {
                 Ok(b) => b,
                 Err(e) => {
-                    let _ = tx
-                        .send(Err(crate::error::GatewayError::from(e).into()))
-                        .await;
+                    let _ = tx.send(Err(GatewayError::from(e).into())).await;
                     return;
                 }
             };
@@ -202,24 +198,31 @@ pub fn follow<T: Send + 'static>(
                 }
                 continue;
             }
+            // Messages up to the first event that does not decode; that one ends the stream
+            // with DATA_LOSS after them, rather than skip an event the subscriber is owed.
             let mut out = Vec::with_capacity(batch.len());
             let mut audit = Vec::new();
+            let mut unreadable = None;
             for (c, bytes) in batch {
-                let msg = decode(c, &bytes).map(|(m, d)| {
-                    if let Some(mut d) = d {
-                        if let StreamKey::Bureau(state) = &stream {
-                            d.state = state.clone();
+                match decode(c, &bytes) {
+                    Ok((m, d)) => {
+                        if let Some(mut d) = d {
+                            if let StreamKey::Bureau(state) = &stream {
+                                d.state = state.clone();
+                            }
+                            audit.push(recipient.disclosure(d, c));
                         }
-                        audit.push(recipient.disclosure(d, c));
+                        out.push((c, m));
                     }
-                    m
-                });
-                out.push((c, msg));
+                    Err(e) => {
+                        tracing::error!(%stream, cursor = c, error = %e, "stored event unreadable; stream ended");
+                        unreadable = Some(e);
+                        break;
+                    }
+                }
             }
             if let Err(e) = store.record_disclosures(audit).await {
-                let _ = tx
-                    .send(Err(crate::error::GatewayError::from(e).into()))
-                    .await;
+                let _ = tx.send(Err(GatewayError::from(e).into())).await;
                 return;
             }
             for (c, msg) in out {
@@ -227,10 +230,14 @@ pub fn follow<T: Send + 'static>(
                     refuse(&tx).await;
                     return;
                 }
-                if tx.send(msg).await.is_err() {
+                if tx.send(Ok(msg)).await.is_err() {
                     return;
                 }
                 cursor = c;
+            }
+            if let Some(e) = unreadable {
+                let _ = tx.send(Err(e.into())).await;
+                return;
             }
         }
     });

@@ -24,8 +24,7 @@
 //! refuses a shard's answer that names one (see [`crate::engines::remote::RemoteIdent`]), sending the
 //! removal again; the search is retried.
 
-use crate::api::change_gallery;
-use crate::engines::remote::Shard;
+use crate::engines::shard::Shard;
 use crate::error::GatewayError;
 use crate::store::DynStore;
 use interop_matcher::{MatchError, Matcher, Tenprint};
@@ -370,6 +369,18 @@ pub fn list_changes(
     })
 }
 
+/// Makes a change to `matcher`'s gallery on a blocking thread: the gallery's size after it.
+pub async fn change_gallery(
+    matcher: &Arc<dyn Matcher>,
+    change: impl FnOnce(&dyn Matcher) -> Result<(), interop_matcher::MatchError> + Send + 'static,
+) -> Result<usize, GatewayError> {
+    let m = matcher.clone();
+    tokio::task::spawn_blocking(move || change(&*m).map(|_| m.len()))
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))?
+        .map_err(GatewayError::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,7 +540,7 @@ mod tests {
             if c.removed {
                 Change::Removed
             } else {
-                Change::Enrolled(crate::api::fingers_for_search(&c.fingers).unwrap())
+                Change::Enrolled(crate::intake::validate::search_fingers(&c.fingers).unwrap())
             }
         };
         assert_eq!(decode(forty), Change::Enrolled(print(40, 1)));

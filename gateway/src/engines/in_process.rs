@@ -58,13 +58,13 @@ pub struct IdentHit {
     pub record: ImmigrationRecord,
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 pub trait IdentSearch: Send + Sync + 'static {
     /// `Ok(None)` is a completed search with no hit; an incomplete search is an error.
     async fn search(&self, prints: Tenprint) -> Result<Option<IdentHit>, BackendError>;
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 pub trait CriminalHistory: Send + Sync + 'static {
     /// The rap sheet of the person, if the prints match one.
     async fn check(&self, prints: Tenprint) -> Result<Option<CriminalRecord>, BackendError>;
@@ -218,7 +218,7 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
     }
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl IdentSearch for GalleryBackend<ImmigrationRecord> {
     async fn search(&self, prints: Tenprint) -> Result<Option<IdentHit>, BackendError> {
         Ok(self
@@ -228,7 +228,7 @@ impl IdentSearch for GalleryBackend<ImmigrationRecord> {
     }
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl CriminalHistory for GalleryBackend<CriminalRecord> {
     async fn check(&self, prints: Tenprint) -> Result<Option<CriminalRecord>, BackendError> {
         Ok(self.identify(prints).await?.map(|(_, r)| r))

@@ -327,3 +327,34 @@ pub fn submission(
         prints: convert::tenprint_from_pb(&sub.fingers),
     })
 }
+/// The fingers of a matcher request (`Search`, `Enroll`, `Check`), checked against the same
+/// limits as a submission's, as the template the matcher takes.
+pub fn search_fingers(
+    fingers: &[pb::FingerRecord],
+) -> Result<interop_matcher::Tenprint, GatewayError> {
+    if fingers.is_empty() || fingers.len() > 10 {
+        return Err(GatewayError::invalid(
+            "fingers",
+            "must have 1 to 10 finger records",
+        ));
+    }
+    for (i, f) in fingers.iter().enumerate() {
+        if !(1..=10).contains(&f.position)
+            || f.image_width > MAX_IMAGE_SIDE
+            || f.image_height > MAX_IMAGE_SIDE
+            || f.minutiae.len() > MAX_MINUTIAE
+            || f.minutiae.iter().any(|m| {
+                m.x >= f.image_width
+                    || m.y >= f.image_height
+                    || m.angle_deg > 359
+                    || m.quality > 100
+            })
+        {
+            return Err(GatewayError::invalid(
+                format!("fingers[{i}]"),
+                "position 1..=10, image up to 2000 px, up to 255 minutiae inside the image, angle 0..=359, quality 0..=100",
+            ));
+        }
+    }
+    Ok(crate::convert::tenprint_from_pb(fingers))
+}

@@ -30,62 +30,10 @@ use tracing::Instrument;
 /// Default depth of the queue in front of the workers.
 pub const QUEUE_DEPTH: usize = 8192;
 
-/// Each bureau's receipted submissions not yet processed (queued or in flight), so one bureau
-/// cannot fill the whole queue: past its share, its new submissions are refused before they
-/// are stored while other bureaus' still get in.
-#[derive(Default)]
-pub struct BureauShares {
-    waiting: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-}
-
-/// A bureau's place in the pipeline, given back when its job is done (or dropped at a halt).
-pub struct BureauSlot {
-    shares: Arc<BureauShares>,
-    bureau: String,
-}
-
-impl BureauShares {
-    /// Takes a place for `bureau` unless it already has `max` submissions waiting.
-    pub fn take(self: &Arc<Self>, bureau: &str, max: usize) -> Option<BureauSlot> {
-        let mut w = self.waiting.lock().expect("bureau shares");
-        let n = w.entry(bureau.to_string()).or_default();
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(BureauSlot {
-            shares: self.clone(),
-            bureau: bureau.to_string(),
-        })
-    }
-
-    /// Submissions `bureau` has waiting.
-    pub fn waiting(&self, bureau: &str) -> usize {
-        self.waiting
-            .lock()
-            .expect("bureau shares")
-            .get(bureau)
-            .copied()
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for BureauSlot {
-    fn drop(&mut self) {
-        let mut w = self.shares.waiting.lock().expect("bureau shares");
-        if let Some(n) = w.get_mut(&self.bureau) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                w.remove(&self.bureau);
-            }
-        }
-    }
-}
-
 /// One submission to process.
 pub struct Job {
     /// The bureau's place in the pipeline (none for submissions resumed at start).
-    pub slot: Option<BureauSlot>,
+    pub slot: Option<crate::intake::BureauSlot>,
     pub key: SubmissionKey,
     /// When the receipt was given (ms since the epoch), for the notification latency.
     pub accepted_ms: i64,

@@ -13,7 +13,7 @@
 //!   June 2011 minor-traffic-offender memo (detainer operative only on conviction).
 
 use crate::world::{
-    CriminalRecord, ImmigrationRecord, Jurisdiction, Offense, State, Status, WorldFile,
+    CriminalRecord, ImmigrationRecord, ImmigrationStatus, Jurisdiction, Offense, State, WorldFile,
 };
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -237,7 +237,7 @@ pub enum Recommendation {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Determination {
     /// `None` when IDENT had no record.
-    pub status: Option<Status>,
+    pub status: Option<ImmigrationStatus>,
     pub level: Level,
     pub non_criminal: Vec<NonCriminal>,
     pub recommendation: Recommendation,
@@ -288,13 +288,16 @@ pub fn priority_level(convictions: &[Offense]) -> Level {
 /// Whether a status can lead to removal given the criminal level. Citizens never; lawful
 /// permanent residents and others in lawful status only after an aggravated felony or two
 /// felonies (Level 1); the unlawfully present, the previously removed and fugitives always.
-fn removable(status: Status, level: Level) -> bool {
+fn removable(status: ImmigrationStatus, level: Level) -> bool {
     match status {
-        Status::UsCitizen => false,
-        Status::LawfulPermanentResident | Status::LawfulStatus => level == Level::One,
-        Status::VisaOverstay | Status::UnlawfulEntry | Status::PriorRemoval | Status::Fugitive => {
-            true
+        ImmigrationStatus::UsCitizen => false,
+        ImmigrationStatus::LawfulPermanentResident | ImmigrationStatus::LawfulStatus => {
+            level == Level::One
         }
+        ImmigrationStatus::VisaOverstay
+        | ImmigrationStatus::UnlawfulEntry
+        | ImmigrationStatus::PriorRemoval
+        | ImmigrationStatus::Fugitive => true,
     }
 }
 
@@ -325,15 +328,17 @@ pub fn determine(
     };
     let mut non_criminal = Vec::new();
     match ident.status {
-        Status::UnlawfulEntry
+        ImmigrationStatus::UnlawfulEntry
             if ident
                 .last_entry
                 .is_some_and(|d| (booked_on - d).num_days() <= RECENT_ENTRY_DAYS) =>
         {
             non_criminal.push(NonCriminal::RecentUnlawfulEntrant)
         }
-        Status::PriorRemoval => non_criminal.push(NonCriminal::RepeatViolatorOrPriorRemoval),
-        Status::Fugitive => non_criminal.push(NonCriminal::Fugitive),
+        ImmigrationStatus::PriorRemoval => {
+            non_criminal.push(NonCriminal::RepeatViolatorOrPriorRemoval)
+        }
+        ImmigrationStatus::Fugitive => non_criminal.push(NonCriminal::Fugitive),
         _ => {}
     }
     let recommendation = if victim_or_witness || !removable(ident.status, level) {
@@ -392,7 +397,7 @@ mod tests {
         }
     }
 
-    fn ident(status: Status, last_entry: Option<&str>) -> ImmigrationRecord {
+    fn ident(status: ImmigrationStatus, last_entry: Option<&str>) -> ImmigrationRecord {
         ImmigrationRecord {
             fin: "FIN0000000001".into(),
             status,
@@ -432,7 +437,7 @@ mod tests {
     fn citizens_and_lawful_residents_without_level_one_get_nothing() {
         let day = d("2011-05-01");
         let c = determine(
-            Some(&ident(Status::UsCitizen, None)),
+            Some(&ident(ImmigrationStatus::UsCitizen, None)),
             Some(&rap(&[AggravatedFelony])),
             &[Felony],
             false,
@@ -440,7 +445,7 @@ mod tests {
         );
         assert_eq!(c.recommendation, Recommendation::None);
         let l = determine(
-            Some(&ident(Status::LawfulPermanentResident, None)),
+            Some(&ident(ImmigrationStatus::LawfulPermanentResident, None)),
             Some(&rap(&[Felony])),
             &[Felony],
             false,
@@ -448,7 +453,7 @@ mod tests {
         );
         assert_eq!(l.recommendation, Recommendation::None);
         let l1 = determine(
-            Some(&ident(Status::LawfulPermanentResident, None)),
+            Some(&ident(ImmigrationStatus::LawfulPermanentResident, None)),
             Some(&rap(&[AggravatedFelony])),
             &[Felony],
             false,
@@ -460,7 +465,7 @@ mod tests {
     #[test]
     fn minor_traffic_only_detainer_operative_on_conviction() {
         let day = d("2011-05-01");
-        let overstay = ident(Status::VisaOverstay, None);
+        let overstay = ident(ImmigrationStatus::VisaOverstay, None);
         let m = determine(Some(&overstay), None, &[MinorTraffic], false, day);
         assert_eq!(m.recommendation, Recommendation::DetainerOnConviction);
         // DUI is never minor.
@@ -477,7 +482,7 @@ mod tests {
         assert_eq!(prior.recommendation, Recommendation::Detainer);
         // So does another priority.
         let fugitive = determine(
-            Some(&ident(Status::Fugitive, None)),
+            Some(&ident(ImmigrationStatus::Fugitive, None)),
             None,
             &[MinorTraffic],
             false,
@@ -490,7 +495,7 @@ mod tests {
     #[test]
     fn recent_unlawful_entry_is_a_priority_only_when_recent() {
         let recent = determine(
-            Some(&ident(Status::UnlawfulEntry, Some("2010-01-01"))),
+            Some(&ident(ImmigrationStatus::UnlawfulEntry, Some("2010-01-01"))),
             None,
             &[Misdemeanor],
             false,
@@ -501,7 +506,7 @@ mod tests {
             vec![NonCriminal::RecentUnlawfulEntrant]
         );
         let old = determine(
-            Some(&ident(Status::UnlawfulEntry, Some("2001-01-01"))),
+            Some(&ident(ImmigrationStatus::UnlawfulEntry, Some("2001-01-01"))),
             None,
             &[Misdemeanor],
             false,
@@ -514,7 +519,7 @@ mod tests {
     #[test]
     fn victims_and_witnesses_get_discretion_not_enforcement() {
         let v = determine(
-            Some(&ident(Status::PriorRemoval, None)),
+            Some(&ident(ImmigrationStatus::PriorRemoval, None)),
             Some(&rap(&[Felony, Felony])),
             &[Misdemeanor],
             true,
@@ -522,7 +527,7 @@ mod tests {
         );
         assert!(v.discretion);
         assert_eq!(v.recommendation, Recommendation::None);
-        assert_eq!(v.status, Some(Status::PriorRemoval));
+        assert_eq!(v.status, Some(ImmigrationStatus::PriorRemoval));
     }
 
     fn book() -> PolicyBook {

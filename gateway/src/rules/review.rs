@@ -11,7 +11,10 @@
 //! with the Benjamini–Hochberg procedure at false-discovery rate [`FDR`]. Each flag carries the
 //! figures behind it, including its state's rate for comparison.
 
+use crate::error::GatewayError;
 use crate::rules::policy::PolicyBook;
+use crate::rules::statistics;
+use crate::store::DynStore;
 use interop_proto::v1 as pb;
 use std::collections::BTreeMap;
 
@@ -83,6 +86,25 @@ pub struct Figures {
     pub minor_traffic_only: u64,
     pub identifications: u64,
     pub low_priority: u64,
+}
+
+/// `AdminService.QuarterlyReview`: the review of the months `r` names, over the durable
+/// monthly counters.
+pub async fn quarterly(
+    store: &DynStore,
+    policy: &PolicyBook,
+    r: &pb::QuarterlyReviewRequest,
+) -> Result<pb::OutlierReview, GatewayError> {
+    let months = statistics::period(&r.quarter, &r.from_month, &r.to_month)
+        .map_err(|(field, rule)| GatewayError::invalid(field, rule))?;
+    let mut counters = BTreeMap::new();
+    for m in &months {
+        counters.extend(store.counters_with_prefix(format!("m/{m}/")).await?);
+    }
+    let mut out = review(policy, &statistics::review_figures(&counters));
+    out.from_month = months.first().cloned().unwrap_or_default();
+    out.to_month = months.last().cloned().unwrap_or_default();
+    Ok(out)
 }
 
 /// Runs the review over the period's figures.

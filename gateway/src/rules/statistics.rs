@@ -8,7 +8,9 @@
 //! States and the nation are sums of their jurisdictions. Removals are those field offices
 //! record (`FieldOfficeService.RecordRemoval`; in the demo, the simulator's offices).
 
+use crate::error::GatewayError;
 use crate::rules::policy::{Determination, Level, PolicyBook, Recommendation};
+use crate::store::DynStore;
 use chrono::{Datelike, NaiveDate};
 use interop_proto::v1 as pb;
 use std::collections::BTreeMap;
@@ -184,6 +186,28 @@ pub fn table(
         states: states.into_values().filter(keep).collect(),
         national: Some(national),
     }
+}
+
+/// `AdminService.GetMonthlyStats`: the table of `r.month` (every state, or `r.state` only),
+/// from the durable counters.
+pub async fn monthly(
+    store: &DynStore,
+    policy: &PolicyBook,
+    r: &pb::GetMonthlyStatsRequest,
+) -> Result<pb::MonthlyStats, GatewayError> {
+    if !valid_month(&r.month) {
+        return Err(GatewayError::invalid("month", "must be YYYY-MM"));
+    }
+    if !r.state.is_empty() && !policy.has_state(&r.state) {
+        return Err(GatewayError::NotFound(format!(
+            "state: unknown state {:?}",
+            r.state
+        )));
+    }
+    let counters = store
+        .counters_with_prefix(format!("m/{}/", r.month))
+        .await?;
+    Ok(table(policy, &r.month, &counters, &r.state))
 }
 
 /// The review's figures per jurisdiction, summed over the months' counters.

@@ -7,26 +7,26 @@
 //! still running after that is dropped — safe, because anything receipted is in the durable
 //! log and resumed on the next start.
 
-use crate::api::{AdminApi, CriminalHistoryApi, FieldOfficeApi, MatcherApi, SubmissionApi};
-use crate::auth::principal::authenticate_with;
-use crate::auth::tls::{CallTracker, ListenOptions, ListenStats, ServerTls, TlsFiles, TrackCalls};
+use crate::auth::tls::{ServerTls, TlsFiles};
+use crate::server::listener::ListenStats;
+pub mod launch;
+pub mod listener;
+mod serve;
+
+use crate::auth::pki::PkiDir;
 use crate::engines::{CriminalHistory, IdentSearch};
 use crate::error::GatewayError;
 use crate::intake::validate;
 use crate::pipeline::{self, Core, Job};
-use crate::pki::PkiDir;
 use crate::rules::policy::{JurisdictionPolicy, PolicyBook, StatePolicy};
 use crate::store::DynStore;
 use crate::world::WorldFile;
 use interop_matcher::Matcher;
 use interop_proto::v1 as pb;
 use prost::Message;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Server;
 
 /// Tunables with defaults that work: every bound the gateway keeps, in one place (the README's
 /// "Overload" section explains each and its flag).
@@ -105,7 +105,7 @@ pub struct Gateway {
     pub revocations: crate::auth::revocation::Revocations,
     pub(crate) subscription_limits: crate::delivery::SubscriptionLimits,
     /// Each bureau's share of the pipeline.
-    pub bureau_shares: Arc<pipeline::BureauShares>,
+    pub bureau_shares: Arc<crate::intake::BureauShares>,
     matcher: Option<MatcherServing>,
     /// The IDENT gallery's recorded changes (see [`crate::engines::gallery_log`]).
     gallery: Option<Arc<crate::engines::gallery_log::GalleryLog>>,
@@ -384,6 +384,33 @@ impl Gateway {
             .map_err(|e| GatewayError::NotFound(e.to_string()))
     }
 
+    /// Revokes the client certificate `serial` for `reason`: durable first, then in force, so
+    /// a revocation never disappears on restart. Revoking again keeps the first record, which
+    /// is returned.
+    pub(crate) async fn revoke(
+        &self,
+        serial: String,
+        reason: String,
+    ) -> Result<crate::auth::revocation::Revoked, GatewayError> {
+        use crate::auth::revocation::{Revoked, SETTING_PREFIX};
+        let _guard = self.admin_lock.lock().await;
+        if let Some(held) = self.revocations.get(&serial) {
+            return Ok(held);
+        }
+        let rec = Revoked {
+            serial: serial.clone(),
+            reason,
+            revoked_at_ms: crate::convert::now_ms(),
+        };
+        let bytes = serde_json::to_vec(&rec).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        self.core
+            .store
+            .put_setting(format!("{SETTING_PREFIX}{serial}"), bytes)
+            .await?;
+        tracing::warn!(%serial, "client certificate revoked");
+        Ok(self.revocations.insert(rec))
+    }
+
     /// Re-reads the served certificate, key and client CA bundle (SIGHUP,
     /// `AdminService.ReloadCertificates`). A failed reload keeps what is served.
     pub fn reload_tls(&self) -> Result<crate::auth::tls::Loaded, GatewayError> {
@@ -420,216 +447,12 @@ impl Gateway {
     pub fn tls_loaded(&self) -> Option<crate::auth::tls::Loaded> {
         self.tls.get().map(|t| t.loaded())
     }
-
-    /// Serves gRPC over mutual TLS on `listener` until `shutdown` completes.
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        tls: Arc<ServerTls>,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let _ = self.tls.set(tls.clone());
-        // Every call: the certificate's identity, refused if its serial has been revoked.
-        let revocations = self.revocations.clone();
-        let authenticate = move |req| authenticate_with(req, &|s: &str| revocations.reason(s));
-        use pb::admin_service_server::AdminServiceServer;
-        use pb::criminal_history_service_server::CriminalHistoryServiceServer;
-        use pb::field_office_service_server::FieldOfficeServiceServer;
-        use pb::matcher_service_server::MatcherServiceServer;
-        use pb::submission_service_server::SubmissionServiceServer;
-
-        let max = validate::MAX_MESSAGE_BYTES;
-        let submission = SubmissionServiceServer::new(SubmissionApi(self.clone()))
-            .max_decoding_message_size(max);
-        let office = FieldOfficeServiceServer::new(FieldOfficeApi(self.clone()))
-            .max_decoding_message_size(max);
-        let admin = AdminServiceServer::new(AdminApi(self.clone())).max_decoding_message_size(max);
-        let criminal =
-            CriminalHistoryServiceServer::new(CriminalHistoryApi(self.core.criminal.clone()))
-                .max_decoding_message_size(max);
-
-        let (health, health_svc) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<SubmissionServiceServer<SubmissionApi>>()
-            .await;
-        health
-            .set_serving::<FieldOfficeServiceServer<FieldOfficeApi>>()
-            .await;
-        health.set_serving::<AdminServiceServer<AdminApi>>().await;
-        health
-            .set_serving::<CriminalHistoryServiceServer<CriminalHistoryApi>>()
-            .await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(interop_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(interop_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
-
-        let calls = CallTracker::default();
-        let mut router = Server::builder()
-            .http2_keepalive_interval(Some(self.options.keepalive_interval))
-            .http2_keepalive_timeout(Some(self.options.keepalive_timeout))
-            .max_concurrent_streams(Some(self.options.max_streams_per_connection))
-            // The deadline of a unary call, or of a stream's opening: the smaller of this and
-            // the client's `grpc-timeout`, which tonic honours (DEADLINE_EXCEEDED).
-            .timeout(self.options.request_timeout)
-            .layer(TrackCalls(calls.clone()))
-            .add_service(tonic::service::interceptor::InterceptedService::new(
-                submission,
-                authenticate.clone(),
-            ))
-            .add_service(tonic::service::interceptor::InterceptedService::new(
-                office,
-                authenticate.clone(),
-            ))
-            .add_service(tonic::service::interceptor::InterceptedService::new(
-                admin,
-                authenticate.clone(),
-            ))
-            .add_service(tonic::service::interceptor::InterceptedService::new(
-                criminal,
-                authenticate.clone(),
-            ))
-            .add_service(health_svc)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha);
-        match &self.matcher {
-            Some(MatcherServing::InProcess(m)) => {
-                health
-                    .set_serving::<MatcherServiceServer<MatcherApi>>()
-                    .await;
-                let api = match &self.gallery {
-                    Some(log) => {
-                        MatcherApi::recorded(m.clone(), log.clone(), self.core.store.clone())
-                    }
-                    None => MatcherApi::new(m.clone()),
-                };
-                let svc = MatcherServiceServer::new(api).max_decoding_message_size(max);
-                router = router.add_service(tonic::service::interceptor::InterceptedService::new(
-                    svc,
-                    authenticate,
-                ));
-            }
-            Some(MatcherServing::Shards(r)) => {
-                use crate::engines::remote::ShardedMatcherApi;
-                health
-                    .set_serving::<MatcherServiceServer<ShardedMatcherApi>>()
-                    .await;
-                let api = ShardedMatcherApi {
-                    ident: r.clone(),
-                    log: self.gallery.clone().map(|g| (g, self.core.store.clone())),
-                };
-                let svc = MatcherServiceServer::new(api).max_decoding_message_size(max);
-                router = router.add_service(tonic::service::interceptor::InterceptedService::new(
-                    svc,
-                    authenticate,
-                ));
-            }
-            None => {}
-        }
-
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, "serving gRPC over mutual TLS");
-        let incoming = crate::auth::tls::incoming(
-            listener,
-            tls,
-            ListenOptions {
-                max_connections: self.options.max_connections,
-                handshake_timeout: self.options.tls_handshake_timeout,
-                idle_timeout: self.options.idle_timeout,
-            },
-            calls,
-            self.listen_stats.clone(),
-        );
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let shutdown_tx = self.shutdown_tx.clone();
-        let grace = self.options.grace;
-        tokio::spawn(async move {
-            shutdown.await;
-            tracing::info!("shutting down: ending streams, finishing in-flight calls");
-            let _ = shutdown_tx.send(true);
-            let _ = stop_tx.send(());
-        });
-        let server = router.serve_with_incoming_shutdown(incoming, async {
-            let _ = stop_rx.await;
-        });
-        tokio::pin!(server);
-        let mut stopping = self.shutdown.clone();
-        tokio::select! {
-            r = &mut server => r?,
-            _ = async {
-                let _ = stopping.wait_for(|s| *s).await;
-                tokio::time::sleep(grace).await;
-            } => tracing::warn!("grace period over; dropping in-flight calls"),
-        }
-        // Give the pipeline the same grace to finish, then drop what is left: it stays
-        // pending in the store and is resumed on the next start.
-        let deadline = tokio::time::Instant::now() + grace;
-        while !self.idle.is_idle() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = self.halt_tx.send(true);
-        Ok(())
-    }
-}
-
-impl Gateway {
-    /// Serves `/metrics` (Prometheus text) over plain HTTP on `listener` until `shutdown`.
-    /// Bind it to loopback: the figures carry no case data, but nothing here authenticates.
-    pub async fn serve_metrics(
-        self: Arc<Self>,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let gw = self.clone();
-        let app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let gw = gw.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        gw.core
-                            .metrics
-                            .render(gw.idle.queued(), gw.idle.in_flight())
-                            + &gw.listen_stats.render()
-                            + &gw.core.store.render_metrics(),
-                    )
-                }
-            }),
-        );
-        tracing::info!(addr = %listener.local_addr()?, "serving metrics over plain HTTP");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        Ok(())
-    }
 }
 
 /// Server TLS from a PKI directory: our certificate, and client certificates required and
 /// verified against the CA bundle `ca.pem`. Reloadable: see [`ServerTls::reload`].
 pub fn server_tls(pki: &PkiDir) -> anyhow::Result<Arc<ServerTls>> {
     server_tls_files(pki)
-}
-
-/// The same identity and client CA as tonic's own (not reloadable) TLS configuration: for
-/// servers that use tonic's listener — a matcher shard, and the bare tonic echo baseline of
-/// the benchmark, which must stay a bare tonic server.
-pub fn tonic_server_tls(pki: &PkiDir) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
-    use anyhow::Context;
-    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let files = pki.server();
-    let read =
-        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
-        .client_ca_root(Certificate::from_pem(read(&pki.ca_cert())?)))
 }
 
 fn server_tls_files(pki: &PkiDir) -> anyhow::Result<Arc<ServerTls>> {

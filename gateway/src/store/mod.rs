@@ -37,11 +37,16 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 mod nats;
 mod redb;
-pub use nats::{NatsOptions, NatsStore, nats_server_binary, nats_server_for_test};
-pub use redb::{CommitMode, IoFaults, RedbStore};
+#[cfg(any(test, feature = "test-util"))]
+pub use nats::test_server::{self, nats_server_for_test};
+pub use nats::{NatsOptions, NatsStore, nats_server_binary};
+#[cfg(any(test, feature = "test-util"))]
+pub use redb::IoFaults;
+pub use redb::{CommitMode, RedbStore};
 
 /// An outbound stream: a field office's notifications or a bureau's responses.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -190,12 +195,16 @@ pub enum StoreError {
     Unavailable(String),
     #[error("durable store is shutting down")]
     Closed,
+    /// A stored record that does not decode (`what` names the table and key, never its
+    /// contents). Reported to the caller and logged; the store itself carries on.
+    #[error("stored record cannot be read: {0}")]
+    Corrupt(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The durable log. See the module documentation for the contract.
-#[tonic::async_trait]
+#[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn accept(
         &self,

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use interop_gateway::pki;
+use interop_gateway_cli::pki;
 use state_bureau_sim::bookings::WorldData;
 pub use state_bureau_sim::demo::{self, Served};
 use std::path::Path;

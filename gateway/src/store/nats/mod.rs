@@ -389,20 +389,8 @@ pub fn nats_server_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// For tests that need a real server: its binary, or `None` after saying loudly that `test`
-/// is skipped. With `INTEROP_REQUIRE_NATS` set (CI sets it) a missing binary fails instead.
-pub fn nats_server_for_test(test: &str) -> Option<PathBuf> {
-    let bin = nats_server_binary();
-    if bin.is_none() {
-        if std::env::var("INTEROP_REQUIRE_NATS").is_ok() {
-            panic!("{test}: nats-server not found and INTEROP_REQUIRE_NATS is set");
-        }
-        eprintln!(
-            "\n*** SKIPPED {test}: nats-server not found (apt-get install nats-server, or set INTEROP_NATS_SERVER) ***\n"
-        );
-    }
-    bin
-}
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_server;
 
 /// `n` random bytes as hex (zeros if the system RNG fails; callers add the process id or a
 /// name, so that still tells processes apart on a host).
@@ -668,7 +656,7 @@ async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
     }
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl Store for NatsStore {
     async fn accept(
         &self,
@@ -857,71 +845,9 @@ impl Store for NatsStore {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::conformance::{self, Open};
+    use super::test_server::{NatsServer, start_server};
     use super::*;
     use std::path::Path;
-
-    /// A `nats-server -js` of the test's own, on a free loopback port; killed when dropped.
-    pub(crate) struct NatsServer {
-        child: std::process::Child,
-        pub url: String,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Drop for NatsServer {
-        fn drop(&mut self) {
-            self.child.kill().ok();
-            self.child.wait().ok();
-        }
-    }
-
-    /// Starts a server, or says loudly why not: with `INTEROP_REQUIRE_NATS=1` (CI sets it) a
-    /// missing binary fails the test instead of skipping it.
-    pub(crate) fn start_server(test: &str) -> Option<NatsServer> {
-        start_server_with(test, |_, _| None)
-    }
-
-    /// Like [`start_server`], with a configuration file from `config(port, store_dir)`.
-    pub(crate) fn start_server_with(
-        test: &str,
-        config: impl FnOnce(u16, &Path) -> Option<String>,
-    ) -> Option<NatsServer> {
-        let bin = nats_server_for_test(test)?;
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = std::process::Command::new(bin);
-        match config(port, &dir.path().join("js")) {
-            Some(conf) => {
-                let file = dir.path().join("nats.conf");
-                std::fs::write(&file, conf).unwrap();
-                cmd.arg("-c").arg(file);
-            }
-            None => {
-                cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-                    .arg(dir.path());
-            }
-        }
-        let child = cmd
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        let server = NatsServer {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(server);
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("{test}: nats-server did not listen on {port}");
-    }
 
     /// Which server each conformance test's directory uses (the suite opens by directory).
     static SERVERS: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
@@ -1174,60 +1100,6 @@ pub(crate) mod tests {
         // The winners now resume them as their own.
         let owned = b.resumable().await.unwrap().len() + c.resumable().await.unwrap().len();
         assert_eq!(owned, 9 + 1);
-    }
-
-    /// With the cluster's configuration the log is reached over mutual TLS, and only with the
-    /// gateways' store certificate: a bureau's certificate from the same CA, or no TLS, is
-    /// refused at once.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_log_admits_only_the_gateways_certificate() {
-        use crate::auth::principal::Principal;
-        use crate::pki;
-        let pki_dir = tempfile::tempdir().unwrap();
-        let pki = pki::init_default(pki_dir.path()).unwrap();
-        let mut addr = String::new();
-        let Some(_server) = start_server_with(
-            "the_log_admits_only_the_gateways_certificate",
-            |port, store| {
-                addr = format!("127.0.0.1:{port}");
-                Some(pki::nats_server_config(&pki, &addr, store))
-            },
-        ) else {
-            return;
-        };
-        let spec = pki::nats_store_spec(&pki, &addr, "LOG").unwrap();
-        let store = NatsStore::connect(NatsOptions::parse(&spec).unwrap())
-            .await
-            .expect("the gateways' certificate is admitted");
-        assert!(matches!(
-            store.accept(key("TLS-1"), b"x".to_vec(), 1).await.unwrap(),
-            Accepted::New(_)
-        ));
-
-        let bureau = pki.client(&Principal::Bureau { state: "TX".into() });
-        let as_bureau = format!(
-            "tls://{addr}/LOG?ca={}&cert={}&key={}",
-            pki.ca_cert().display(),
-            bureau.cert.display(),
-            bureau.key.display()
-        );
-        let t = std::time::Instant::now();
-        let refused = NatsStore::connect(NatsOptions::parse(&as_bureau).unwrap()).await;
-        let e = refused
-            .err()
-            .expect("a bureau certificate must not open the log");
-        assert!(
-            e.to_string().contains("authorization"),
-            "refused for the wrong reason: {e:#}"
-        );
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "a refusal is not retried"
-        );
-
-        let plain =
-            NatsStore::connect(NatsOptions::parse(&format!("nats://{addr}/LOG")).unwrap()).await;
-        assert!(plain.is_err(), "a connection without TLS must be refused");
     }
 
     /// `--store` values: what parses, and a clear error for what does not.

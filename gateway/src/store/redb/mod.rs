@@ -18,12 +18,16 @@
 //! such failures in tests.
 
 use super::*;
-use ::redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
-use std::collections::HashMap;
-use std::ops::Bound;
+use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::PathBuf;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+
+#[cfg(any(test, feature = "test-util"))]
+mod faults;
+mod writer;
+#[cfg(any(test, feature = "test-util"))]
+pub use faults::IoFaults;
+use writer::Writer;
 
 /// Most ops committed by one transaction; bounds the latency a batch adds to its first op.
 const MAX_BATCH: usize = 512;
@@ -92,6 +96,51 @@ fn unavailable(e: impl fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// redb's errors, wherever a read meets one: the store is unavailable (it reopens itself
+/// after a failed write; see the module documentation).
+macro_rules! storage_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                unavailable(e)
+            }
+        }
+    )*};
+}
+storage_errors!(
+    ::redb::Error,
+    ::redb::TransactionError,
+    ::redb::TableError,
+    ::redb::StorageError
+);
+
+/// A stored record that does not decode: logged (naming it, never its bytes) and reported to
+/// the caller as [`StoreError::Corrupt`]. Never a panic: a bad row must not take the writer
+/// thread, and every later write, with it.
+fn corrupt(what: String, why: impl fmt::Display) -> StoreError {
+    tracing::error!(record = %what, error = %why, "stored record cannot be read");
+    StoreError::Corrupt(what)
+}
+
+/// Decodes the stored record `what` names.
+fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: impl FnOnce() -> String,
+) -> StoreResult<T> {
+    postcard::from_bytes(bytes).map_err(|e| corrupt(what(), e))
+}
+
+/// The `(bureau, tcn)` of a `bureau/tcn` submission key.
+fn submission_key(k: &str) -> StoreResult<SubmissionKey> {
+    let (bureau, tcn) = k
+        .split_once('/')
+        .ok_or_else(|| corrupt(format!("submission key {k:?}"), "no '/'"))?;
+    Ok(SubmissionKey {
+        bureau: bureau.to_string(),
+        tcn: tcn.to_string(),
+    })
+}
+
 /// How the writer commits. The gateway always uses [`CommitMode::Group`]; the other two exist
 /// so the ingest benchmark can show, in one run, what group commit buys and what durability
 /// costs.
@@ -105,85 +154,13 @@ pub enum CommitMode {
     NoSync,
 }
 
-/// Fault injection for tests: while failing, every write, resize and sync of the database
-/// file fails with "No space left on device", as a full disk would. Reads still work.
-#[derive(Debug, Default)]
-pub struct IoFaults {
-    failing: AtomicBool,
-}
-
-impl IoFaults {
-    pub fn set_failing(&self, failing: bool) {
-        self.failing.store(failing, Ordering::SeqCst);
-    }
-
-    fn check(&self) -> std::io::Result<()> {
-        if self.failing.load(Ordering::SeqCst) {
-            Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// redb's file backend with [`IoFaults`] in front of its writes.
-#[derive(Debug)]
-struct FaultyFile {
-    inner: ::redb::backends::FileBackend,
-    faults: Arc<IoFaults>,
-}
-
-impl StorageBackend for FaultyFile {
-    fn len(&self) -> std::io::Result<u64> {
-        self.inner.len()
-    }
-    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-        self.inner.read(offset, out)
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.faults.check()?;
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.faults.check()?;
-        self.inner.sync_data()
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.faults.check()?;
-        self.inner.write(offset, data)
-    }
-    fn close(&self) -> std::io::Result<()> {
-        self.inner.close()
-    }
-    fn try_lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<bool, ::redb::BackendError> {
-        self.inner.try_lock_range(a, b)
-    }
-    fn try_lock_shared_range(
-        &self,
-        a: Bound<u64>,
-        b: Bound<u64>,
-    ) -> Result<bool, ::redb::BackendError> {
-        self.inner.try_lock_shared_range(a, b)
-    }
-    fn lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), ::redb::BackendError> {
-        self.inner.lock_range(a, b)
-    }
-    fn lock_shared_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), ::redb::BackendError> {
-        self.inner.lock_shared_range(a, b)
-    }
-    fn unlock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), ::redb::BackendError> {
-        self.inner.unlock_range(a, b)
-    }
-    fn query_lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<bool, ::redb::BackendError> {
-        self.inner.query_lock_range(a, b)
-    }
-}
-
 /// Where the database file is and how to open it.
 #[derive(Clone)]
 struct DbFile {
     /// `None`: in memory (a replica's view of a replicated log; see `store::nats`).
     path: Option<PathBuf>,
+    /// Injected disk faults (tests only).
+    #[cfg(any(test, feature = "test-util"))]
     faults: Option<Arc<IoFaults>>,
 }
 
@@ -194,25 +171,11 @@ impl DbFile {
                 .create_with_backend(::redb::backends::InMemoryBackend::new())
                 .map_err(unavailable);
         };
-        match &self.faults {
-            None => Database::create(path).map_err(unavailable),
-            Some(faults) => {
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(path)
-                    .map_err(unavailable)?;
-                let inner = ::redb::backends::FileBackend::new(file).map_err(unavailable)?;
-                ::redb::Builder::new()
-                    .create_with_backend(FaultyFile {
-                        inner,
-                        faults: faults.clone(),
-                    })
-                    .map_err(unavailable)
-            }
+        #[cfg(any(test, feature = "test-util"))]
+        if let Some(faults) = &self.faults {
+            return faults::open(path, faults.clone());
         }
+        Database::create(path).map_err(unavailable)
     }
 }
 
@@ -238,24 +201,33 @@ impl RedbStore {
 
     /// Like [`RedbStore::open`], committing as `mode` says.
     pub fn open_with(dir: &Path, mode: CommitMode) -> StoreResult<Self> {
-        Self::open_file(dir, mode, None)
+        let file = DbFile {
+            path: Some(Self::file_in(dir)?),
+            #[cfg(any(test, feature = "test-util"))]
+            faults: None,
+        };
+        Self::open_db(file, mode)
     }
 
     /// Like [`RedbStore::open`], with `faults` able to make the file's writes fail (tests).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn open_with_faults(dir: &Path, faults: Arc<IoFaults>) -> StoreResult<Self> {
-        Self::open_file(dir, CommitMode::Group, Some(faults))
+        let file = DbFile {
+            path: Some(Self::file_in(dir)?),
+            faults: Some(faults),
+        };
+        Self::open_db(file, CommitMode::Group)
     }
 
     /// A store held in memory only, committing without sync: the materialised view a
     /// replica of a replicated log applies entries to (see `store::nats`). Not durable.
     pub(crate) fn open_in_memory() -> StoreResult<Self> {
-        Self::open_db(
-            DbFile {
-                path: None,
-                faults: None,
-            },
-            CommitMode::NoSync,
-        )
+        let file = DbFile {
+            path: None,
+            #[cfg(any(test, feature = "test-util"))]
+            faults: None,
+        };
+        Self::open_db(file, CommitMode::NoSync)
     }
 
     /// Where this store's writer takes its ops.
@@ -263,13 +235,10 @@ impl RedbStore {
         self.tx.clone()
     }
 
-    fn open_file(dir: &Path, mode: CommitMode, faults: Option<Arc<IoFaults>>) -> StoreResult<Self> {
+    /// The database file in `dir`, which is created if missing.
+    fn file_in(dir: &Path) -> StoreResult<PathBuf> {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
-        let file = DbFile {
-            path: Some(dir.join("interop.redb")),
-            faults,
-        };
-        Self::open_db(file, mode)
+        Ok(dir.join("interop.redb"))
     }
 
     fn open_db(file: DbFile, mode: CommitMode) -> StoreResult<Self> {
@@ -338,8 +307,8 @@ impl RedbStore {
                 let Some(v) = subs.get(k.as_str())? else {
                     continue;
                 };
-                let s: StoredSubmission = postcard::from_bytes(v.value()).expect("stored record");
-                let (bureau, tcn) = k.split_once('/').expect("bureau/tcn key");
+                let s: StoredSubmission = decode(v.value(), || format!("submission {k}"))?;
+                let key = submission_key(&k)?;
                 let owner = owners
                     .get(k.as_str())?
                     .map(|v| v.value().to_string())
@@ -347,10 +316,7 @@ impl RedbStore {
                 let beat = beats.get(owner.as_str())?.map(|v| v.value());
                 out.push((
                     Pending {
-                        key: SubmissionKey {
-                            bureau: bureau.to_string(),
-                            tcn: tcn.to_string(),
-                        },
+                        key,
                         receipt: s.receipt,
                         payload: s.payload,
                     },
@@ -365,17 +331,16 @@ impl RedbStore {
 
     async fn blocking_read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database) -> Result<T, ::redb::Error> + Send + 'static,
+        f: impl FnOnce(&Database) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let db = self.db()?;
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(unavailable)?
-            .map_err(unavailable)
     }
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl Store for RedbStore {
     async fn accept(
         &self,
@@ -425,13 +390,14 @@ impl Store for RedbStore {
         self.blocking_read(move |db| {
             let txn = db.begin_read()?;
             let t = txn.open_table(SUBMISSIONS)?;
-            Ok(t.get(k.as_str())?.map(|v| {
-                let s: StoredSubmission = postcard::from_bytes(v.value()).expect("stored record");
-                SubmissionState {
-                    receipt: s.receipt,
-                    completed: s.completed,
-                    summary: s.summary,
-                }
+            let Some(v) = t.get(k.as_str())? else {
+                return Ok(None);
+            };
+            let s: StoredSubmission = decode(v.value(), || format!("submission {k}"))?;
+            Ok(Some(SubmissionState {
+                receipt: s.receipt,
+                completed: s.completed,
+                summary: s.summary,
             }))
         })
         .await
@@ -447,14 +413,9 @@ impl Store for RedbStore {
                 let (_, k) = row?;
                 let k = k.value().to_string();
                 if let Some(v) = subs.get(k.as_str())? {
-                    let s: StoredSubmission =
-                        postcard::from_bytes(v.value()).expect("stored record");
-                    let (bureau, tcn) = k.split_once('/').expect("bureau/tcn key");
+                    let s: StoredSubmission = decode(v.value(), || format!("submission {k}"))?;
                     out.push(Pending {
-                        key: SubmissionKey {
-                            bureau: bureau.to_string(),
-                            tcn: tcn.to_string(),
-                        },
+                        key: submission_key(&k)?,
                         receipt: s.receipt,
                         payload: s.payload,
                     });
@@ -524,10 +485,10 @@ impl Store for RedbStore {
         self.blocking_read(move |db| {
             let txn = db.begin_read()?;
             let rows = txn.open_table(DISCLOSURES)?;
-            let decode = |seq: u64| -> Result<Option<Disclosure>, ::redb::Error> {
-                Ok(rows
-                    .get(seq)?
-                    .map(|v| postcard::from_bytes(v.value()).expect("stored disclosure")))
+            let by_seq = |seq: u64| -> StoreResult<Option<Disclosure>> {
+                rows.get(seq)?
+                    .map(|v| decode(v.value(), || format!("disclosure {seq}")))
+                    .transpose()
             };
             let mut out = Vec::new();
             // Walk the narrowest index that applies; check the other filter on each row.
@@ -546,7 +507,7 @@ impl Store for RedbStore {
                     let from = after.saturating_add(1);
                     for row in t.range((k.as_str(), from)..=(k.as_str(), u64::MAX))? {
                         let seq = row?.0.value().1;
-                        if let Some(d) = decode(seq)?
+                        if let Some(d) = by_seq(seq)?
                             && filter.matches(&d)
                         {
                             out.push((seq, d));
@@ -559,9 +520,9 @@ impl Store for RedbStore {
                 None => {
                     for row in rows.range(after.saturating_add(1)..)? {
                         let (k, v) = row?;
-                        let d: Disclosure =
-                            postcard::from_bytes(v.value()).expect("stored disclosure");
-                        out.push((k.value(), d));
+                        let seq = k.value();
+                        let d: Disclosure = decode(v.value(), || format!("disclosure {seq}"))?;
+                        out.push((seq, d));
                         if out.len() >= limit {
                             break;
                         }
@@ -662,474 +623,6 @@ impl Store for RedbStore {
             }
         });
         tx.subscribe()
-    }
-}
-
-/// The single writer: owns all write transactions.
-struct Writer {
-    db: SharedDb,
-    file: DbFile,
-    /// A write failed: reopen the database before the next batch.
-    broken: bool,
-    heads: Arc<dashmap::DashMap<String, watch::Sender<u64>>>,
-    mode: CommitMode,
-}
-
-/// An op's answer, held until the batch is durable.
-type Answer = (oneshot::Sender<StoreResult<Outcome>>, StoreResult<Outcome>);
-
-fn send_answer((tx, r): Answer, failed: Option<&StoreError>) {
-    let r = match failed {
-        Some(e) => Err(StoreError::Unavailable(e.to_string())),
-        None => r,
-    };
-    // A caller that went away no longer needs its answer; ignoring the send error is right.
-    drop(tx.send(r));
-}
-
-impl Writer {
-    /// Closes and reopens the database after a storage error (redb refuses everything after
-    /// one). Readers get `Unavailable` meanwhile.
-    fn reopen(&mut self) -> StoreResult<()> {
-        let old = self.db.write().map_err(|_| recovering())?.take();
-        if let Some(old) = old {
-            // Readers hold clones only for the length of one read.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            drop(old);
-        }
-        let db = self.file.open()?;
-        *self.db.write().map_err(|_| recovering())? = Some(Arc::new(db));
-        self.broken = false;
-        tracing::warn!("store reopened after a storage error; accepting again");
-        Ok(())
-    }
-
-    fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut batch = vec![first];
-            let max_batch = if self.mode == CommitMode::PerOp {
-                1
-            } else {
-                MAX_BATCH
-            };
-            while batch.len() < max_batch {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
-                }
-            }
-            let mut new_heads: HashMap<String, u64> = HashMap::new();
-            let result = match self.broken {
-                true => match self.reopen() {
-                    Ok(()) => self.apply(batch, &mut new_heads),
-                    Err(e) => Err((batch.into_iter().map(Self::refuse).collect(), e)),
-                },
-                false => self.apply(batch, &mut new_heads),
-            };
-            match result {
-                Ok(answers) => {
-                    // Durable: publish the new heads first, then answer, so a caller that
-                    // reads right after its answer sees its events.
-                    for (stream, head) in new_heads {
-                        let tx = self
-                            .heads
-                            .entry(stream)
-                            .or_insert_with(|| watch::channel(0).0);
-                        tx.send_if_modified(|h| {
-                            if head > *h {
-                                *h = head;
-                                true
-                            } else {
-                                false
-                            }
-                        });
-                    }
-                    for a in answers {
-                        send_answer(a, None);
-                    }
-                }
-                Err((answers, e)) => {
-                    self.broken = true;
-                    tracing::error!(error = %e, ops = answers.len(), "store commit failed; batch refused");
-                    for a in answers {
-                        send_answer(a, Some(&e));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Applies a batch in one transaction. On failure, returns the answers to be failed.
-    #[allow(clippy::type_complexity)]
-    fn apply(
-        &self,
-        batch: Vec<WriteOp>,
-        new_heads: &mut HashMap<String, u64>,
-    ) -> Result<Vec<Answer>, (Vec<Answer>, StoreError)> {
-        let mut answers = Vec::with_capacity(batch.len());
-        let db = match self.db.read().ok().and_then(|d| d.clone()) {
-            Some(db) => db,
-            None => return Err((batch.into_iter().map(Self::refuse).collect(), recovering())),
-        };
-        let mut txn = match db.begin_write() {
-            Ok(t) => t,
-            Err(e) => {
-                let answers = batch.into_iter().map(Self::refuse).collect();
-                return Err((answers, unavailable(e)));
-            }
-        };
-        if self.mode == CommitMode::NoSync
-            && let Err(e) = txn.set_durability(::redb::Durability::None)
-        {
-            let answers = batch.into_iter().map(Self::refuse).collect();
-            return Err((answers, unavailable(e)));
-        }
-        let mut failure: Option<StoreError> = None;
-        {
-            let mut tables = match Tables::open(&txn) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    failure = Some(unavailable(e));
-                    None
-                }
-            };
-            for op in batch {
-                match tables.as_mut() {
-                    Some(t) if failure.is_none() => match t.apply(op, new_heads) {
-                        Ok(a) => answers.push(a),
-                        Err((a, e)) => {
-                            answers.push(a);
-                            failure = Some(e);
-                        }
-                    },
-                    _ => answers.push(Self::refuse(op)),
-                }
-            }
-        }
-        if let Some(e) = failure {
-            drop(txn.abort());
-            return Err((answers, e));
-        }
-        match txn.commit() {
-            Ok(()) => Ok(answers),
-            Err(e) => Err((answers, unavailable(e))),
-        }
-    }
-
-    fn refuse(op: WriteOp) -> Answer {
-        (op.reply, Err(StoreError::Unavailable("not applied".into())))
-    }
-}
-
-struct Tables<'t> {
-    subs: ::redb::Table<'t, &'static str, &'static [u8]>,
-    pending: ::redb::Table<'t, u64, &'static str>,
-    log: ::redb::Table<'t, (&'static str, u64), &'static [u8]>,
-    heads: ::redb::Table<'t, &'static str, u64>,
-    acks: ::redb::Table<'t, &'static str, u64>,
-    counters: ::redb::Table<'t, &'static str, u64>,
-    settings: ::redb::Table<'t, &'static str, &'static [u8]>,
-    once: ::redb::Table<'t, &'static str, &'static [u8]>,
-    meta: ::redb::Table<'t, &'static str, u64>,
-    ack_times: ::redb::Table<'t, (&'static str, u64), i64>,
-    disclosures: ::redb::Table<'t, u64, &'static [u8]>,
-    disclosures_by_tcn: ::redb::Table<'t, (&'static str, u64), ()>,
-    disclosures_by_recipient: ::redb::Table<'t, (&'static str, u64), ()>,
-    owners: ::redb::Table<'t, &'static str, &'static str>,
-    heartbeats: ::redb::Table<'t, &'static str, i64>,
-}
-
-impl<'t> Tables<'t> {
-    fn open(txn: &'t ::redb::WriteTransaction) -> Result<Self, ::redb::Error> {
-        Ok(Tables {
-            subs: txn.open_table(SUBMISSIONS)?,
-            pending: txn.open_table(PENDING)?,
-            log: txn.open_table(LOG)?,
-            heads: txn.open_table(HEADS)?,
-            acks: txn.open_table(ACKS)?,
-            counters: txn.open_table(COUNTERS)?,
-            settings: txn.open_table(SETTINGS)?,
-            once: txn.open_table(ONCE)?,
-            meta: txn.open_table(META)?,
-            ack_times: txn.open_table(ACK_TIMES)?,
-            disclosures: txn.open_table(DISCLOSURES)?,
-            disclosures_by_tcn: txn.open_table(DISCLOSURES_BY_TCN)?,
-            disclosures_by_recipient: txn.open_table(DISCLOSURES_BY_RECIPIENT)?,
-            owners: txn.open_table(OWNERS)?,
-            heartbeats: txn.open_table(HEARTBEATS)?,
-        })
-    }
-
-    fn apply(
-        &mut self,
-        op: WriteOp,
-        new_heads: &mut HashMap<String, u64>,
-    ) -> Result<Answer, (Answer, StoreError)> {
-        let WriteOp { op, reply } = op;
-        match self.apply_op(op, new_heads) {
-            Ok(r) => Ok((reply, r)),
-            Err(e) => Err(((reply, Err(unavailable(&e))), unavailable(e))),
-        }
-    }
-
-    /// Applies one op. The inner result is the caller's answer (a conflict refuses only this
-    /// op); the outer one is a storage failure that fails the whole batch.
-    fn apply_op(
-        &mut self,
-        op: Op,
-        new_heads: &mut HashMap<String, u64>,
-    ) -> Result<StoreResult<Outcome>, ::redb::Error> {
-        Ok(match op {
-            Op::Accept {
-                key,
-                payload,
-                now_ms,
-                owner,
-            } => self
-                .accept(&key, payload, now_ms, &owner)?
-                .map(Outcome::Accepted),
-            Op::Complete { key, completion } => Ok(Outcome::Completed(
-                self.complete(&key, completion, new_heads)?,
-            )),
-            Op::Once {
-                once_key,
-                record,
-                completion,
-            } => Ok(Outcome::Once(
-                self.once(&once_key, record, completion, new_heads)?,
-            )),
-            Op::Ack {
-                stream,
-                cursor,
-                at_ms,
-            } => self
-                .ack(&stream.to_string(), cursor, at_ms)?
-                .map(Outcome::Acked),
-            Op::Compact { acked_before_ms } => {
-                Ok(Outcome::Compacted(self.compact(acked_before_ms)?))
-            }
-            Op::Disclose { records } => {
-                self.disclose(records)?;
-                Ok(Outcome::Done)
-            }
-            Op::Setting { key, value } => {
-                self.settings.insert(key.as_str(), value.as_slice())?;
-                Ok(Outcome::Done)
-            }
-            Op::Heartbeat { replica, at_ms } => {
-                self.heartbeats.insert(replica.as_str(), at_ms)?;
-                Ok(Outcome::Done)
-            }
-            Op::Claim { key, from, to } => Ok(Outcome::Claimed(self.claim(&key, &from, &to)?)),
-        })
-    }
-
-    /// The inner result is the caller's answer (a conflict refuses only this op); the outer
-    /// one is a storage failure that fails the whole batch.
-    fn accept(
-        &mut self,
-        key: &SubmissionKey,
-        payload: Vec<u8>,
-        now_ms: i64,
-        owner: &str,
-    ) -> Result<StoreResult<Accepted>, ::redb::Error> {
-        let k = key.to_string();
-        if let Some(v) = self.subs.get(k.as_str())? {
-            let s: StoredSubmission = postcard::from_bytes(v.value()).expect("stored record");
-            return Ok(if s.digest == digest(&payload) {
-                Ok(Accepted::Duplicate(s.receipt))
-            } else {
-                Err(StoreError::Conflict)
-            });
-        }
-        let seq = self.meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1);
-        self.meta.insert("next_seq", seq + 1)?;
-        let receipt = ReceiptRecord {
-            receipt_id: format!("RCPT-{seq:010}"),
-            accepted_at_ms: now_ms,
-            seq,
-        };
-        let stored = StoredSubmission {
-            receipt: receipt.clone(),
-            completed: false,
-            digest: digest(&payload),
-            payload,
-            summary: None,
-        };
-        let bytes = postcard::to_allocvec(&stored).expect("serialisable record");
-        self.subs.insert(k.as_str(), bytes.as_slice())?;
-        self.pending.insert(seq, k.as_str())?;
-        if !owner.is_empty() {
-            self.owners.insert(k.as_str(), owner)?;
-        }
-        self.add_counter("submissions_accepted", 1)?;
-        Ok(Ok(Accepted::New(receipt)))
-    }
-
-    fn complete(
-        &mut self,
-        key: &SubmissionKey,
-        completion: Completion,
-        new_heads: &mut HashMap<String, u64>,
-    ) -> Result<bool, ::redb::Error> {
-        let k = key.to_string();
-        let mut stored: StoredSubmission = match self.subs.get(k.as_str())? {
-            Some(v) => postcard::from_bytes(v.value()).expect("stored record"),
-            None => return Ok(false),
-        };
-        if stored.completed {
-            return Ok(false);
-        }
-        stored.summary = completion.summary.clone();
-        self.append(completion, new_heads)?;
-        stored.completed = true;
-        // The payload (prints, biographics) is no longer needed once the results exist.
-        stored.payload.clear();
-        let bytes = postcard::to_allocvec(&stored).expect("serialisable record");
-        self.subs.insert(k.as_str(), bytes.as_slice())?;
-        self.pending.remove(stored.receipt.seq)?;
-        self.owners.remove(k.as_str())?;
-        Ok(true)
-    }
-
-    fn claim(&mut self, key: &SubmissionKey, from: &str, to: &str) -> Result<bool, ::redb::Error> {
-        let k = key.to_string();
-        let held = self.owners.get(k.as_str())?.map(|v| v.value() == from);
-        if held != Some(true) {
-            return Ok(false);
-        }
-        self.owners.insert(k.as_str(), to)?;
-        Ok(true)
-    }
-
-    fn once(
-        &mut self,
-        once_key: &str,
-        record: Vec<u8>,
-        completion: Completion,
-        new_heads: &mut HashMap<String, u64>,
-    ) -> Result<Once, ::redb::Error> {
-        if let Some(v) = self.once.get(once_key)? {
-            return Ok(Once::Existing(v.value().to_vec()));
-        }
-        self.once.insert(once_key, record.as_slice())?;
-        self.append(completion, new_heads)?;
-        Ok(Once::Appended)
-    }
-
-    /// Appends a completion's events and counters (inside the caller's transaction).
-    fn append(
-        &mut self,
-        completion: Completion,
-        new_heads: &mut HashMap<String, u64>,
-    ) -> Result<(), ::redb::Error> {
-        for (stream, event) in completion.events {
-            let name = stream.to_string();
-            let head = match new_heads.get(&name) {
-                Some(h) => *h,
-                None => self
-                    .heads
-                    .get(name.as_str())?
-                    .map(|v| v.value())
-                    .unwrap_or(0),
-            } + 1;
-            self.log.insert((name.as_str(), head), event.as_slice())?;
-            self.heads.insert(name.as_str(), head)?;
-            new_heads.insert(name, head);
-        }
-        for (name, n) in completion.counters {
-            self.add_counter(&name, n)?;
-        }
-        Ok(())
-    }
-
-    fn ack(
-        &mut self,
-        stream: &str,
-        cursor: u64,
-        at_ms: i64,
-    ) -> Result<StoreResult<u64>, ::redb::Error> {
-        let head = self.heads.get(stream)?.map(|v| v.value()).unwrap_or(0);
-        if cursor > head {
-            return Ok(Err(StoreError::AckBeyondHead { cursor, head }));
-        }
-        let current = self.acks.get(stream)?.map(|v| v.value()).unwrap_or(0);
-        if cursor > current {
-            self.acks.insert(stream, cursor)?;
-            self.ack_times.insert((stream, cursor), at_ms)?;
-        }
-        Ok(Ok(current.max(cursor)))
-    }
-
-    /// Removes, per stream, the events at or below the highest cursor acknowledged before
-    /// `acked_before_ms`, with the acknowledgement times that are no longer needed.
-    fn compact(&mut self, acked_before_ms: i64) -> Result<u64, ::redb::Error> {
-        let mut cut: BTreeMap<String, u64> = BTreeMap::new();
-        for row in self.ack_times.iter()? {
-            let (k, at) = row?;
-            let (stream, cursor) = k.value();
-            if at.value() < acked_before_ms {
-                let c = cut.entry(stream.to_string()).or_default();
-                *c = (*c).max(cursor);
-            }
-        }
-        let mut removed = 0usize;
-        for (stream, upto) in &cut {
-            let s = stream.as_str();
-            let limit = COMPACT_LIMIT.saturating_sub(removed);
-            if limit == 0 {
-                break;
-            }
-            let events: Vec<u64> = self
-                .log
-                .range((s, 0)..=(s, *upto))?
-                .take(limit)
-                .map(|r| r.map(|(k, _)| k.value().1))
-                .collect::<Result<_, _>>()?;
-            for c in &events {
-                self.log.remove((s, *c))?;
-            }
-            removed += events.len();
-            if self.log.range((s, 0)..=(s, *upto))?.next().is_none() {
-                let times: Vec<u64> = self
-                    .ack_times
-                    .range((s, 0)..=(s, *upto))?
-                    .map(|r| r.map(|(k, _)| k.value().1))
-                    .collect::<Result<_, _>>()?;
-                for c in times.into_iter().filter(|c| c < upto) {
-                    self.ack_times.remove((s, c))?;
-                }
-            }
-        }
-        Ok(removed as u64)
-    }
-
-    /// Appends disclosure records with the next sequence numbers, and their index rows.
-    fn disclose(&mut self, records: Vec<Disclosure>) -> Result<(), ::redb::Error> {
-        let mut seq = self
-            .meta
-            .get("next_disclosure")?
-            .map(|v| v.value())
-            .unwrap_or(1);
-        for d in records {
-            let bytes = postcard::to_allocvec(&d).expect("serialisable disclosure");
-            self.disclosures.insert(seq, bytes.as_slice())?;
-            self.disclosures_by_tcn.insert((d.tcn.as_str(), seq), ())?;
-            self.disclosures_by_recipient
-                .insert((d.recipient.as_str(), seq), ())?;
-            seq += 1;
-        }
-        self.meta.insert("next_disclosure", seq)?;
-        Ok(())
-    }
-
-    fn add_counter(&mut self, name: &str, n: u64) -> Result<(), ::redb::Error> {
-        let v = self.counters.get(name)?.map(|v| v.value()).unwrap_or(0);
-        self.counters.insert(name, v + n)?;
-        Ok(())
     }
 }
 

@@ -1,10 +1,12 @@
 //! `interop-matcher`: one shard of a world's gallery as its own process, serving
 //! `interop.v1.MatcherService` over mutual TLS, for a gateway started with `--ident-shards`.
+//! Flags become a [`ShardLaunch`]; running it is the library's
+//! ([`interop_gateway::engines::shard::run`]).
 
-use crate::engines::remote::{self, Shard};
-use crate::{pki, server, world};
-use anyhow::Context;
+use crate::gateway::Bounds;
 use clap::{Parser, Subcommand, ValueEnum};
+use interop_gateway::engines::shard::{self, Shard, ShardLaunch};
+use interop_gateway::server::ServeOptions;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -68,6 +70,9 @@ enum Cmd {
         /// to set the threshold; N / F of them resolve the rate.
         #[arg(long, default_value_t = 2_000, requires = "fpir")]
         calibration_searches: usize,
+        /// The listener's bounds, as the gateway's (the pipeline's have no effect here).
+        #[command(flatten)]
+        bounds: Bounds,
     },
 }
 
@@ -93,19 +98,15 @@ pub fn main_from(
     args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
 ) -> std::process::ExitCode {
     let cli = Cli::parse_from(args);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    crate::cli::block_on_to_exit(run(cli))
+    crate::block_on_to_exit(run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::init_logging();
     let Cmd::Serve {
         listen,
         pki,
-        world: dir,
+        world,
         gallery,
         shard,
         threads,
@@ -113,99 +114,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         follow_every_secs,
         fpir,
         calibration_searches,
+        bounds,
     } = cli.cmd;
-    let file = match gallery {
-        Gallery::Ident => world::IDENT_GALLERY_FILE,
-        Gallery::Fbi => world::FBI_GALLERY_FILE,
+    let launch = ShardLaunch {
+        listen,
+        pki,
+        world,
+        gallery: match gallery {
+            Gallery::Ident => shard::Gallery::Ident,
+            Gallery::Fbi => shard::Gallery::Fbi,
+        },
+        shard,
+        threads,
+        gateway,
+        follow_every: std::time::Duration::from_secs(follow_every_secs),
+        fpir,
+        calibration_searches,
+        options: bounds.apply(ServeOptions::default())?,
     };
-    let tls = server::tonic_server_tls(&pki::PkiDir(pki.clone()))?;
-    let d = dir.clone();
-    let matcher =
-        tokio::task::spawn_blocking(move || remote::load_shard(&d, file, shard, threads)).await??;
-    tracing::info!(
-        shard = %shard,
-        subjects = matcher.len(),
-        "shard loaded"
-    );
-    if let Some(fpir) = fpir {
-        let m = matcher.clone();
-        let cal = tokio::task::spawn_blocking(move || {
-            remote::calibrate_shard(m.as_ref(), fpir, shard, calibration_searches)
-        })
-        .await?
-        .map_err(|e| anyhow::anyhow!("--fpir: {e}"))?;
-        tracing::info!(
-            gallery_fpir = fpir,
-            shards = shard.count,
-            "--fpir: this shard's share"
-        );
-        crate::engines::log_calibration(&cal, "--fpir");
-    }
-    let log = std::sync::Arc::new(crate::engines::gallery_log::GalleryLog::new(
-        matcher.clone(),
-    ));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    let revocations = crate::auth::revocation::Revocations::default();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    match gateway {
-        Some(gateway) => {
-            let every = std::time::Duration::from_secs(follow_every_secs.max(1));
-            let admin = interop_proto::client::ClientConfig::from_pki_dir(
-                gateway,
-                &pki,
-                &interop_proto::client::Role::Admin,
-            )?
-            .call_timeout(every.max(std::time::Duration::from_secs(10)))
-            // Each interval is the next try: a start before the gateway's is not held up.
-            .retry(interop_proto::client::RetryPolicy::none())
-            .connect_lazy()?;
-            tokio::spawn(remote::follow_revocations(
-                admin.clone(),
-                revocations.clone(),
-                every,
-                stop_rx.clone(),
-            ));
-            // The gateway records the IDENT gallery's changes only: an FBI shard follows its
-            // revocations, never those changes (they would be another gallery's ids).
-            if matches!(gallery, Gallery::Ident) {
-                // The changes made at the gateway while this shard was down, before it serves.
-                // If the gateway cannot be reached, serve what the world's gallery holds and
-                // keep trying: the gateway refuses answers naming a subject it removed.
-                let known = match remote::pull_changes(&admin, &log, shard, 0).await {
-                    Ok((version, made)) => {
-                        tracing::info!(
-                            changes = made,
-                            "gallery changes recorded at the gateway made before serving"
-                        );
-                        version
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the gateway's gallery changes before serving; serving the world's gallery and trying again every interval");
-                        0
-                    }
-                };
-                tokio::spawn(remote::follow_gallery(
-                    admin,
-                    log.clone(),
-                    shard,
-                    known,
-                    every,
-                    stop_rx,
-                ));
-            }
-        }
-        None => tracing::warn!(
-            "no --gateway: certificates revoked at the gateway are not refused here, and enrolments and removals made at the gateway while this shard was down or unreachable are not made here"
-        ),
-    }
-    let r = remote::serve_matcher(matcher, shard, log, listener, tls, revocations, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await;
-    let _ = stop_tx.send(true);
-    r
+    shard::run(launch, crate::shutdown_signal()).await
 }
 
 #[cfg(test)]

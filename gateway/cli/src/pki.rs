@@ -1,18 +1,22 @@
-//! A development PKI for mutual TLS: one CA, a server certificate for loopback, and client
-//! certificates carrying SPIFFE identities (see [`crate::auth::principal`]). Keys are generated at
+//! A development PKI for mutual TLS (`interop-gateway pki`): one CA, a server certificate
+//! for loopback, and client certificates carrying SPIFFE identities (see
+//! [`interop_gateway::auth::principal`]), laid out as [`PkiDir`] says. Keys are generated at
 //! run time with rcgen and written with owner-only permissions; none is ever committed.
 //!
-//! Layout of a PKI directory:
-//! `ca.pem`, `ca-key.pem`, `server.pem`, `server-key.pem`, and `clients/<stem>.pem` +
-//! `clients/<stem>-key.pem` per identity (`bureau-TX`, `field-office-HOU`, `admin`).
+//! Also here: the NATS server configuration and `--store` value of a cluster's shared log
+//! (the gateways' own store certificate), and connecting to a gateway as one of the PKI's
+//! identities, for the simulator and the tests.
 
-use crate::auth::principal::Principal;
 use anyhow::{Context, Result};
+pub use interop_gateway::auth::pki::{IdentityFiles, PkiDir};
+use interop_gateway::auth::principal::Principal;
+use interop_proto::client::{Client, ClientConfig, Role};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use tonic::transport::Channel;
 
 /// States and territories that get a bureau certificate by default.
 pub const DEFAULT_STATES: &[&str] = &[
@@ -27,48 +31,6 @@ pub const DEFAULT_OFFICES: &[&str] = &[
     "ATL", "BAL", "BOS", "BUF", "CHI", "DAL", "DEN", "DET", "ELP", "HOU", "LOS", "MIA", "NEW",
     "NOL", "NYC", "PHI", "PHO", "SLC", "SNA", "SND", "SFR", "SEA", "SPM", "WAS",
 ];
-
-/// Paths of one identity's certificate and key.
-#[derive(Clone, Debug)]
-pub struct IdentityFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-/// Paths inside a PKI directory.
-#[derive(Clone, Debug)]
-pub struct PkiDir(pub PathBuf);
-
-impl PkiDir {
-    pub fn ca_cert(&self) -> PathBuf {
-        self.0.join("ca.pem")
-    }
-    pub fn ca_key(&self) -> PathBuf {
-        self.0.join("ca-key.pem")
-    }
-    pub fn server(&self) -> IdentityFiles {
-        IdentityFiles {
-            cert: self.0.join("server.pem"),
-            key: self.0.join("server-key.pem"),
-        }
-    }
-    /// The gateways' certificate for the shared store's NATS server (see
-    /// [`STORE_CLIENT_NAME`]).
-    pub fn store_client(&self) -> IdentityFiles {
-        IdentityFiles {
-            cert: self.0.join("clients").join("store-gateway.pem"),
-            key: self.0.join("clients").join("store-gateway-key.pem"),
-        }
-    }
-
-    pub fn client(&self, p: &Principal) -> IdentityFiles {
-        let stem = p.file_stem();
-        IdentityFiles {
-            cert: self.0.join("clients").join(format!("{stem}.pem")),
-            key: self.0.join("clients").join(format!("{stem}-key.pem")),
-        }
-    }
-}
 
 fn validity(params: &mut CertificateParams, days: i64) {
     let now = chrono::Utc::now().date_naive();
@@ -275,7 +237,7 @@ pub fn init(out: &Path, opts: &InitOptions<'_>) -> Result<PkiDir> {
 
 /// `init` with a world's states and field offices: a bureau certificate per state, one per
 /// field office, and the admin.
-pub fn init_for_world(out: &Path, world: &crate::world::WorldFile) -> Result<PkiDir> {
+pub fn init_for_world(out: &Path, world: &interop_gateway::world::WorldFile) -> Result<PkiDir> {
     let states: Vec<String> = world.states.iter().map(|s| s.code.clone()).collect();
     let offices: Vec<String> = world.field_offices.iter().map(|o| o.code.clone()).collect();
     init(
@@ -300,12 +262,48 @@ pub fn init_default(out: &Path) -> Result<PkiDir> {
     )
 }
 
-/// The canonical serial number (see [`crate::auth::principal::normalize_serial`]) of the first
+/// The canonical serial number (see [`interop_gateway::auth::principal::normalize_serial`]) of the first
 /// certificate in a PEM file: what `AdminService.RevokeCertificate` takes.
 pub fn serial_of_pem_file(path: &Path) -> Result<String> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let (_, block) = x509_parser::pem::parse_x509_pem(&pem)
         .map_err(|e| anyhow::anyhow!("{}: not a PEM certificate: {e}", path.display()))?;
-    crate::auth::principal::serial_of_der(&block.contents)
+    interop_gateway::auth::principal::serial_of_der(&block.contents)
         .with_context(|| format!("{}: unreadable certificate", path.display()))
+}
+
+/// The client library's name for a principal.
+pub fn role(p: &Principal) -> Role {
+    match p {
+        Principal::Bureau { state } => Role::Bureau(state.clone()),
+        Principal::FieldOffice { office } => Role::FieldOffice(office.clone()),
+        Principal::Admin => Role::Admin,
+    }
+}
+
+/// A client for `endpoint` (e.g. `https://127.0.0.1:50051`) as `who`, with the PKI
+/// directory's certificates.
+pub async fn connect_client(endpoint: &str, pki: &PkiDir, who: &Principal) -> Result<Client> {
+    Ok(ClientConfig::from_pki_dir(endpoint, &pki.0, &role(who))?
+        .connect()
+        .await?)
+}
+
+/// A channel to `endpoint` as `who`, for the generated stubs.
+pub async fn connect(endpoint: &str, pki: &PkiDir, who: &Principal) -> Result<Channel> {
+    Ok(connect_client(endpoint, pki, who).await?.channel())
+}
+
+/// Client settings for `endpoint` that trust the PKI's CA and present `who`'s certificate
+/// files (`None`: no client certificate), for tests of what the gateway refuses.
+pub fn client_config(
+    endpoint: &str,
+    pki: &PkiDir,
+    who: Option<&IdentityFiles>,
+) -> Result<ClientConfig> {
+    Ok(ClientConfig::from_files(
+        endpoint,
+        &pki.ca_cert(),
+        who.map(|f| (f.cert.as_path(), f.key.as_path())),
+    )?)
 }

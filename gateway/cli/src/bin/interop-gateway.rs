@@ -1,0 +1,5 @@
+//! `interop-gateway`: see [`interop_gateway_cli::gateway`].
+
+fn main() -> std::process::ExitCode {
+    interop_gateway_cli::gateway::main()
+}

@@ -1,0 +1,393 @@
+//! The `interop-gateway` command line: serve the gateway, or manage its development PKI.
+//! Flags become a [`Launch`]; serving it is the library's
+//! ([`interop_gateway::server::launch`]). The binary is a one-line wrapper around [`main`],
+//! so the end-to-end crash test can build and `kill -9` the very same program. Queries and
+//! changes as admin are `interop admin …` (the client's command line).
+
+use crate::pki;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use interop_gateway::auth::pki::{IdentityFiles, PkiDir};
+use interop_gateway::auth::principal::Principal;
+use interop_gateway::server::{self, launch::Launch};
+use interop_gateway::world;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "interop-gateway",
+    version,
+    about = "The FBI/DHS interoperability gateway (synthetic emulation)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+// Parsed once per process; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve gRPC over mutual TLS.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "INTEROP_LISTEN", default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        /// PKI directory (from `pki init`).
+        #[arg(long, env = "INTEROP_PKI")]
+        pki: PathBuf,
+        /// World directory (from `state-bureau-sim generate`).
+        #[arg(long, env = "INTEROP_WORLD")]
+        world: PathBuf,
+        /// Data directory for the embedded store.
+        #[arg(long, env = "INTEROP_DATA")]
+        data: Option<PathBuf>,
+        /// The durable store: `embedded` (redb in --data, the default) or a NATS JetStream
+        /// log shared by gateway replicas, `nats://HOST:PORT[/STREAM][?replicas=N]`
+        /// (README "Beyond one machine").
+        #[arg(long, env = "INTEROP_STORE", default_value = "embedded")]
+        store: String,
+        /// This gateway's name among replicas on a shared store; the same name after a
+        /// restart resumes its unfinished work (default: a random one, whose work other
+        /// replicas take over once it stops beating).
+        #[arg(long, env = "INTEROP_REPLICA")]
+        replica_id: Option<String>,
+        /// Matcher shards per gallery.
+        #[arg(long, default_value_t = 4)]
+        shards: usize,
+        /// Submissions processed concurrently.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds in-flight calls may run after SIGINT/SIGTERM.
+        #[arg(long, default_value_t = 5)]
+        grace_secs: u64,
+        /// Plain-HTTP address for Prometheus `/metrics` (keep it on loopback).
+        #[arg(long, env = "INTEROP_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+        metrics_listen: SocketAddr,
+        /// Do not serve metrics.
+        #[arg(long)]
+        no_metrics: bool,
+        /// IDENT as matcher shard processes (`interop-matcher serve --shard i/N`) instead of
+        /// in-process: shards in order, comma-separated, replicas of a shard separated by `|`,
+        /// e.g. `https://127.0.0.1:7001,https://127.0.0.1:7002`.
+        #[arg(long)]
+        ident_shards: Option<String>,
+        /// How long a matcher search may take. In-process: from when it is asked for, the
+        /// wait for a core included; past it the search gives up and the submission is
+        /// retried later. With --ident-shards: how long a shard may take to answer before the
+        /// next replica is asked (sent to the shard as the call's deadline; the search is
+        /// retried later if none answers).
+        #[arg(long, alias = "shard-deadline-ms", default_value_t = 5_000,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        search_deadline_ms: u64,
+        /// Put IDENT's hit/no-hit threshold at this false-positive identification rate (e.g.
+        /// 0.001), calibrated from the gallery at start: up to 1,000 enrolled prints searched
+        /// as non-mated probes (the log says the threshold and whether the searches resolve
+        /// the rate). Default: the matcher's fixed threshold (0.6), far above FPIR 0.1%.
+        /// With --ident-shards, each shard process takes `interop-matcher serve --fpir`.
+        #[arg(long, conflicts_with = "ident_shards")]
+        ident_fpir: Option<f64>,
+        /// Hours a field office's events are kept after it acknowledged them.
+        #[arg(long, default_value_t = 168.0)]
+        retention_hours: f64,
+        #[command(flatten)]
+        bounds: Bounds,
+    },
+    /// Development PKI.
+    Pki {
+        #[command(subcommand)]
+        cmd: PkiCmd,
+    },
+}
+
+/// The overload bounds of `serve` (README "Overload"); defaults from [`server::ServeOptions`].
+#[derive(clap::Args)]
+pub struct Bounds {
+    /// Receipted submissions waiting for a worker; past it submissions are refused with
+    /// RESOURCE_EXHAUSTED after --admission-wait-ms.
+    #[arg(long, env = "INTEROP_QUEUE_DEPTH", default_value_t = 8192)]
+    queue_depth: usize,
+    /// How long a submission waits for room in a full queue before it is refused.
+    #[arg(long, default_value_t = 250)]
+    admission_wait_ms: u64,
+    /// Receipted submissions one bureau may have waiting for processing; past it its new
+    /// submissions are refused (RESOURCE_EXHAUSTED) while other bureaus' get in. 0 = a quarter
+    /// of the queue depth plus the concurrency.
+    #[arg(long, default_value_t = 0)]
+    max_queued_per_bureau: usize,
+    /// Open client connections at once; further connections are closed before TLS.
+    #[arg(long, env = "INTEROP_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Concurrent HTTP/2 streams (calls) per connection.
+    #[arg(long, default_value_t = 512)]
+    max_streams_per_connection: u32,
+    /// Open Subscribe/StreamResponses streams in all, and per client identity.
+    #[arg(long, default_value_t = 4096)]
+    max_subscriptions: usize,
+    #[arg(long, default_value_t = 64)]
+    max_subscriptions_per_identity: usize,
+    /// Deadline of a unary call (or of opening a stream) when the client sets no shorter
+    /// grpc-timeout.
+    #[arg(long, default_value_t = 30)]
+    request_timeout_secs: u64,
+    /// A connection that has not completed its TLS handshake by then is closed (slow-loris).
+    #[arg(long, default_value_t = 10)]
+    tls_handshake_timeout_secs: u64,
+    /// A connection with no call in flight for this long is closed; 0 keeps idle connections.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout_secs: u64,
+    /// HTTP/2 PING interval, and how long an unanswered PING may wait before the connection
+    /// is closed as dead.
+    #[arg(long, default_value_t = 30)]
+    keepalive_interval_secs: u64,
+    #[arg(long, default_value_t = 10)]
+    keepalive_timeout_secs: u64,
+}
+
+impl Bounds {
+    pub fn apply(&self, o: server::ServeOptions) -> anyhow::Result<server::ServeOptions> {
+        anyhow::ensure!(self.queue_depth > 0, "--queue-depth must be at least 1");
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "--max-connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_streams_per_connection > 0,
+            "--max-streams-per-connection must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_subscriptions > 0 && self.max_subscriptions_per_identity > 0,
+            "--max-subscriptions and --max-subscriptions-per-identity must be at least 1"
+        );
+        for (flag, v) in [
+            ("--request-timeout-secs", self.request_timeout_secs),
+            (
+                "--tls-handshake-timeout-secs",
+                self.tls_handshake_timeout_secs,
+            ),
+            ("--keepalive-interval-secs", self.keepalive_interval_secs),
+            ("--keepalive-timeout-secs", self.keepalive_timeout_secs),
+        ] {
+            anyhow::ensure!(v > 0, "{flag} must be at least 1");
+        }
+        let s = Duration::from_secs;
+        Ok(server::ServeOptions {
+            queue_depth: self.queue_depth,
+            admission_wait: Duration::from_millis(self.admission_wait_ms),
+            max_queued_per_bureau: self.max_queued_per_bureau,
+            max_connections: self.max_connections,
+            max_streams_per_connection: self.max_streams_per_connection,
+            max_subscriptions: self.max_subscriptions,
+            max_subscriptions_per_identity: self.max_subscriptions_per_identity,
+            request_timeout: s(self.request_timeout_secs),
+            tls_handshake_timeout: s(self.tls_handshake_timeout_secs),
+            idle_timeout: (self.idle_timeout_secs > 0).then(|| s(self.idle_timeout_secs)),
+            keepalive_interval: s(self.keepalive_interval_secs),
+            keepalive_timeout: s(self.keepalive_timeout_secs),
+            ..o
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum PkiCmd {
+    /// Create a CA, a loopback server certificate and client certificates for every state
+    /// bureau, every field office and an admin.
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        /// Take the states and field offices from this world instead of the built-in lists.
+        #[arg(long)]
+        world: Option<PathBuf>,
+    },
+    /// Issue one more client certificate: writes PREFIX.pem and PREFIX-key.pem.
+    Issue {
+        /// PKI directory holding ca.pem and ca-key.pem.
+        #[arg(long)]
+        ca: PathBuf,
+        /// SPIFFE id, e.g. spiffe://interop.local/bureau/TX.
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Runs the command line with the process's arguments.
+pub fn main() -> std::process::ExitCode {
+    main_from(std::env::args_os())
+}
+
+/// Runs the command line with `args` (the first is the program's name), e.g. from another
+/// program that embeds the gateway (`state-bureau-sim cluster up` starts its gateways so).
+pub fn main_from(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> std::process::ExitCode {
+    let cli = Cli::parse_from(args);
+    crate::block_on_to_exit(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::init_logging();
+    match cli.cmd {
+        Cmd::Serve {
+            listen,
+            pki,
+            world,
+            data,
+            shards,
+            concurrency,
+            grace_secs,
+            metrics_listen,
+            no_metrics,
+            retention_hours,
+            bounds,
+            ident_shards,
+            search_deadline_ms,
+            ident_fpir,
+            store,
+            replica_id,
+        } => {
+            anyhow::ensure!(
+                retention_hours.is_finite() && retention_hours >= 0.0,
+                "--retention-hours must be a non-negative number"
+            );
+            let launch = Launch {
+                listen,
+                pki,
+                world,
+                data,
+                store,
+                replica_id,
+                shards,
+                metrics_listen: (!no_metrics).then_some(metrics_listen),
+                ident_shards,
+                search_deadline: Duration::from_millis(search_deadline_ms),
+                ident_fpir,
+                options: bounds.apply(server::ServeOptions {
+                    concurrency,
+                    grace: Duration::from_secs(grace_secs),
+                    retention: Duration::from_secs_f64(retention_hours * 3600.0),
+                    ..Default::default()
+                })?,
+            };
+            server::launch::run(launch, crate::shutdown_signal()).await
+        }
+        Cmd::Pki {
+            cmd: PkiCmd::Init { out, world },
+        } => {
+            let dir = match world {
+                Some(w) => {
+                    let wf: world::WorldFile = world::read_json(&w, world::WORLD_FILE)?;
+                    pki::init_for_world(&out, &wf)?
+                }
+                None => pki::init_default(&out)?,
+            };
+            println!(
+                "wrote a CA, a server certificate and client certificates to {}",
+                dir.0.display()
+            );
+            Ok(())
+        }
+        Cmd::Pki {
+            cmd: PkiCmd::Issue { ca, id, out },
+        } => {
+            let p = Principal::from_spiffe(&id).with_context(|| {
+                format!("--id {id:?} is not an interop identity (spiffe://interop.local/bureau/XX, /field-office/XXX or /admin)")
+            })?;
+            let files = IdentityFiles {
+                cert: PathBuf::from(format!("{}.pem", out.display())),
+                key: PathBuf::from(format!("{}-key.pem", out.display())),
+            };
+            pki::issue_client(&PkiDir(ca), &p, &files)?;
+            println!("wrote {} and {}", files.cert.display(), files.key.display());
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_flags_default_to_the_serve_options_defaults() {
+        let cli = Cli::try_parse_from([
+            "interop-gateway",
+            "serve",
+            "--pki",
+            "p",
+            "--world",
+            "w",
+            "--data",
+            "d",
+        ])
+        .unwrap();
+        let Cmd::Serve { bounds, .. } = cli.cmd else {
+            panic!("parsed as another command")
+        };
+        let d = server::ServeOptions::default();
+        let o = bounds.apply(d.clone()).unwrap();
+        assert_eq!(format!("{o:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn search_deadline_takes_its_old_name_and_refuses_zero() {
+        let args = ["g", "serve", "--pki", "p", "--world", "w", "--data", "d"];
+        let deadline = |extra: &[&str]| {
+            let cli = Cli::try_parse_from(args.iter().chain(extra))?;
+            let Cmd::Serve {
+                search_deadline_ms, ..
+            } = cli.cmd
+            else {
+                panic!("parsed as another command")
+            };
+            Ok::<_, clap::Error>(search_deadline_ms)
+        };
+        assert_eq!(deadline(&[]).unwrap(), 5_000);
+        assert_eq!(deadline(&["--search-deadline-ms", "250"]).unwrap(), 250);
+        assert_eq!(deadline(&["--shard-deadline-ms", "300"]).unwrap(), 300);
+        let e = deadline(&["--search-deadline-ms", "0"]).unwrap_err();
+        assert!(e.to_string().contains("--search-deadline-ms"), "{e}");
+    }
+
+    #[test]
+    fn ident_fpir_is_for_the_in_process_matcher_only() {
+        let args = ["g", "serve", "--pki", "p", "--world", "w", "--data", "d"];
+        let cli = Cli::try_parse_from(args.iter().chain(&["--ident-fpir", "0.001"])).unwrap();
+        let Cmd::Serve { ident_fpir, .. } = cli.cmd else {
+            panic!("parsed as another command")
+        };
+        assert_eq!(ident_fpir, Some(0.001));
+        let both = args.iter().chain(&[
+            "--ident-fpir",
+            "0.001",
+            "--ident-shards",
+            "https://127.0.0.1:7001",
+        ]);
+        let e = Cli::try_parse_from(both).err().expect("refused");
+        assert!(e.to_string().contains("--ident-shards"), "{e}");
+    }
+
+    #[test]
+    fn bound_flags_apply_and_zero_is_refused_by_name() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["g", "serve", "--pki", "p", "--world", "w", "--data", "d"];
+            args.extend_from_slice(extra);
+            let Cmd::Serve { bounds, .. } = Cli::try_parse_from(args).unwrap().cmd else {
+                panic!()
+            };
+            bounds.apply(server::ServeOptions::default())
+        };
+        let o = parse(&["--max-connections", "7", "--idle-timeout-secs", "0"]).unwrap();
+        assert_eq!(o.max_connections, 7);
+        assert_eq!(o.idle_timeout, None);
+        let e = parse(&["--tls-handshake-timeout-secs", "0"]).unwrap_err();
+        assert!(
+            e.to_string().contains("--tls-handshake-timeout-secs"),
+            "{e}"
+        );
+    }
+}

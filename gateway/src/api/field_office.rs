@@ -1,0 +1,106 @@
+//! `FieldOfficeService`, for ICE field offices: `Subscribe` delivers the IDENT outcomes of the
+//! office's area of responsibility from a cursor (each delivery audited first), `Ack` moves
+//! its durable cursor, and `IssueDetainer` and `RecordRemoval` record the officers' acts
+//! (decided in [`crate::rules::enforcement`]).
+
+use super::{Res, audit_unary, need_office, recipient, rpc, subscription};
+use crate::delivery::Disclosed;
+use crate::error::GatewayError;
+use crate::rules::enforcement;
+use crate::server::Gateway;
+use crate::store::{DisclosureKind, StreamKey};
+use interop_proto::v1 as pb;
+use prost::Message;
+use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+pub struct FieldOfficeApi(pub Arc<Gateway>);
+
+#[tonic::async_trait]
+impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
+    type SubscribeStream = ReceiverStream<Result<pb::FieldOfficeNotification, Status>>;
+
+    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Res<Self::SubscribeStream> {
+        let office = need_office(&req)?;
+        let who = recipient(&req, rpc::SUBSCRIBE)?;
+        let r = req.into_inner();
+        let key = StreamKey::Office(office);
+        let after = match r.after_cursor {
+            Some(c) => c,
+            None => self
+                .0
+                .core
+                .store
+                .acked(key.clone())
+                .await
+                .map_err(GatewayError::from)?,
+        };
+        let sub = subscription(&self.0, key, after, r.follow, who)?;
+        Ok(Response::new(crate::delivery::follow(
+            self.0.core.metrics.subscription("field_office"),
+            sub,
+            |cursor, bytes| {
+                let outcome = pb::IdentOutcome::decode(bytes).map_err(|_| {
+                    GatewayError::DataLoss(format!(
+                        "stored notification at cursor {cursor} is unreadable"
+                    ))
+                })?;
+                let disclosed = Disclosed {
+                    state: outcome.ori.get(..2).unwrap_or_default().to_string(),
+                    tcn: outcome.tcn.clone(),
+                    kind: DisclosureKind::IdentOutcome,
+                };
+                Ok((
+                    pb::FieldOfficeNotification {
+                        cursor,
+                        outcome: Some(outcome),
+                    },
+                    Some(disclosed),
+                ))
+            },
+        )))
+    }
+
+    async fn ack(&self, req: Request<pb::AckRequest>) -> Res<pb::AckResponse> {
+        let office = need_office(&req)?;
+        let cursor = req.into_inner().cursor;
+        let acked = self
+            .0
+            .core
+            .store
+            .ack(StreamKey::Office(office), cursor)
+            .await
+            .map_err(GatewayError::from)?;
+        Ok(Response::new(pb::AckResponse {
+            acked_cursor: acked,
+        }))
+    }
+
+    async fn record_removal(&self, req: Request<pb::RecordRemovalRequest>) -> Res<pb::Removal> {
+        let office = need_office(&req)?;
+        let who = recipient(&req, rpc::RECORD_REMOVAL)?;
+        let r = req.into_inner();
+        let state = r.state.clone();
+        let removal = enforcement::record_removal(&self.0, &office, r).await?;
+        audit_unary(&self.0, &who, &state, &removal.tcn, DisclosureKind::Removal).await?;
+        Ok(Response::new(removal))
+    }
+
+    async fn issue_detainer(&self, req: Request<pb::IssueDetainerRequest>) -> Res<pb::Detainer> {
+        let office = need_office(&req)?;
+        let who = recipient(&req, rpc::ISSUE_DETAINER)?;
+        let r = req.into_inner();
+        let state = r.state.clone();
+        let detainer = enforcement::issue_detainer(&self.0, &office, r).await?;
+        audit_unary(
+            &self.0,
+            &who,
+            &state,
+            &detainer.tcn,
+            DisclosureKind::Detainer,
+        )
+        .await?;
+        Ok(Response::new(detainer))
+    }
+}

@@ -1,0 +1,345 @@
+//! `MatcherService` (admin only: it exposes a whole gallery): over the gateway's in-process
+//! IDENT gallery ([`MatcherApi`]), over the shard processes behind `--ident-shards`
+//! ([`ShardedMatcherApi`]), and as a shard process serves it (`interop-matcher`, see
+//! [`MatcherApi::for_shard`]). Searches honour the caller's deadline; enrolments and removals
+//! at a gateway are recorded in its store (see [`crate::engines::gallery_log`]).
+
+use super::{Res, need_admin};
+use crate::engines::gallery_log::{self, GalleryLog, change_gallery};
+use crate::engines::remote::{Change, RemoteIdent};
+use crate::engines::shard::Shard;
+use crate::error::GatewayError;
+use crate::intake::validate::search_fingers;
+use interop_matcher::Matcher;
+use interop_proto::v1 as pb;
+use std::sync::Arc;
+use tonic::{Request, Response};
+
+/// `MatcherService` over an in-process matcher (admin role: it exposes a whole gallery).
+///
+/// Searches run at most one per core at a time; the others wait their turn without using a
+/// thread. A caller that gives up (its deadline passed) drops its call, and a search still
+/// waiting is then never run: without this bound an overloaded shard started every queued
+/// search at once, each took longer than its caller would wait, and every retry added work.
+pub struct MatcherApi {
+    matcher: Arc<dyn Matcher>,
+    running: Arc<tokio::sync::Semaphore>,
+    /// The ids this gallery may hold: a shard process holds only its own (see
+    /// [`MatcherApi::for_shard`]).
+    shard: Option<Shard>,
+    /// Where its enrolments and removals are noted (see [`crate::engines::gallery_log`]) and, at a
+    /// gateway, the store that records them; a shard process has no store.
+    log: Option<(
+        Arc<crate::engines::gallery_log::GalleryLog>,
+        Option<crate::store::DynStore>,
+    )>,
+}
+
+impl MatcherApi {
+    pub fn new(matcher: Arc<dyn Matcher>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        MatcherApi {
+            matcher,
+            running: Arc::new(tokio::sync::Semaphore::new(cores)),
+            shard: None,
+            log: None,
+        }
+    }
+
+    /// The service at a gateway: enrolments and removals go through `log`, recorded in
+    /// `store` (see [`crate::engines::gallery_log`]), so they outlive a restart and reach its replicas.
+    pub fn recorded(
+        matcher: Arc<dyn Matcher>,
+        log: Arc<crate::engines::gallery_log::GalleryLog>,
+        store: crate::store::DynStore,
+    ) -> Self {
+        MatcherApi {
+            log: Some((log, Some(store))),
+            ..Self::new(matcher)
+        }
+    }
+
+    /// The service of shard `shard`: an enrolment or removal of a subject another shard holds
+    /// is refused with INVALID_ARGUMENT naming the shard that holds it, and changes nothing.
+    /// Without this check a shard took any id, so a subject could be enrolled in two shards
+    /// at once, and a removal sent to the shard that holds its id missed the copy elsewhere.
+    /// Changes go through `log`, `matcher`'s, which notes them as made: one read later from
+    /// the gateway's record (see [`crate::engines::remote::follow_gallery`]) is not made again.
+    pub fn for_shard(
+        matcher: Arc<dyn Matcher>,
+        shard: Shard,
+        log: Arc<crate::engines::gallery_log::GalleryLog>,
+    ) -> Self {
+        MatcherApi {
+            shard: Some(shard),
+            log: Some((log, None)),
+            ..Self::new(matcher)
+        }
+    }
+
+    fn check_holds(&self, subject: u64) -> Result<(), GatewayError> {
+        match self.shard {
+            Some(s) if !s.holds(subject) => Err(GatewayError::invalid(
+                "subject_id",
+                format!(
+                    "subject {subject} belongs to shard {}, not this shard {s} (shard i of N holds the ids equal to i modulo N)",
+                    Shard {
+                        index: subject % s.count,
+                        count: s.count
+                    }
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::matcher_service_server::MatcherService for MatcherApi {
+    /// Honours the caller's deadline (its `grpc-timeout`): the search gives up when it passes
+    /// (waiting for a core counts), rather than finish an answer no one waits for.
+    async fn search(&self, req: Request<pb::SearchRequest>) -> Res<pb::SearchResponse> {
+        need_admin(&req)?;
+        let deadline = grpc_timeout(req.metadata()).map(|t| std::time::Instant::now() + t);
+        let r = req.into_inner();
+        let probe = search_fingers(&r.fingers)?;
+        let k = r.max_candidates.clamp(1, 100) as usize;
+        let m = self.matcher.clone();
+        let permit = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let res = tokio::task::spawn_blocking(move || {
+            let r = m.search_before(&probe, k, deadline);
+            drop(permit);
+            r
+        })
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))?
+        .map_err(GatewayError::from)?;
+        Ok(Response::new(pb::SearchResponse {
+            hit: res.hit.is_some(),
+            candidates: res
+                .candidates
+                .iter()
+                .map(|c| pb::Candidate {
+                    subject_id: c.subject,
+                    score: c.score,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Res<pb::EnrollResponse> {
+        need_admin(&req)?;
+        let r = req.into_inner();
+        self.check_holds(r.subject_id)?;
+        let print = search_fingers(&r.fingers)?;
+        let size = match &self.log {
+            Some((log, store)) => log.enroll(store.as_ref(), r.subject_id, print).await?,
+            None => change_gallery(&self.matcher, move |m| m.enroll(r.subject_id, &print)).await?,
+        };
+        Ok(Response::new(pb::EnrollResponse {
+            gallery_size: size as u64,
+        }))
+    }
+
+    async fn remove(&self, req: Request<pb::RemoveRequest>) -> Res<pb::RemoveResponse> {
+        need_admin(&req)?;
+        let subject = req.into_inner().subject_id;
+        self.check_holds(subject)?;
+        let size = match &self.log {
+            Some((log, store)) => log.remove(store.as_ref(), subject).await?,
+            None => change_gallery(&self.matcher, move |m| m.remove(subject)).await?,
+        };
+        tracing::info!(
+            subject,
+            gallery_size = size,
+            "subject removed from the gallery"
+        );
+        Ok(Response::new(pb::RemoveResponse {
+            gallery_size: size as u64,
+        }))
+    }
+
+    async fn list_changes(
+        &self,
+        req: Request<pb::ListChangesRequest>,
+    ) -> Res<pb::ListChangesResponse> {
+        need_admin(&req)?;
+        match &self.log {
+            Some((log, Some(_))) => Ok(Response::new(gallery_log::list_changes(
+                log,
+                req.get_ref(),
+            )?)),
+            _ => Err(GatewayError::FailedPrecondition(
+                "no gallery changes are recorded here: a shard process reads them from its gateway"
+                    .into(),
+            )
+            .into()),
+        }
+    }
+}
+
+/// The caller's deadline from its `grpc-timeout` header (up to 8 digits and a unit: H, M, S,
+/// m, u or n), if it sent one that parses.
+fn grpc_timeout(meta: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let v = meta.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// `MatcherService` at a gateway whose IDENT gallery is in shard processes
+/// (`interop-gateway serve --ident-shards`; admin only, as in process):
+/// - **Search** goes to every shard, as a submission's does; the candidates are merged by
+///   score, and it is a hit if any shard's is. If a shard gives no answer it is UNAVAILABLE.
+/// - **Enroll** and **Remove** go to every replica of the shard that holds the id (`i` of `N`
+///   holds the ids equal to `i` modulo `N`), at once. The answer's gallery size is that
+///   shard's. A replica that already has the change (ALREADY_EXISTS for an enrolment,
+///   NOT_FOUND for a removal) counts as done, so retrying a change that reached only some
+///   replicas completes it; if every replica already had it, the answer is theirs, as one
+///   gallery's would be. If a replica cannot be reached, the change is **not done** and the
+///   answer is UNAVAILABLE, naming the replicas that do not have it: until they have it,
+///   searches that reach one of them answer as before the change (for a removal, the subject
+///   may still be found there), which is why the answer says so rather than succeed.
+/// - **ListChanges** lists the changes recorded here, for the shards to follow.
+///
+/// Changes are recorded in the gateway's store as well (see [`crate::engines::gallery_log`]): a removal
+/// before it is sent, an enrolment once some replica has made it. The record is what lets a
+/// search refuse a removed subject that a restarted replica has again, and what a replica
+/// following the gateway (`interop-matcher serve --gateway`, see [`follow_gallery`]) reads to
+/// make the changes it missed, restarted or unreachable: a change that is not done when
+/// answered is done by itself once the replica reaches the gateway again.
+pub struct ShardedMatcherApi {
+    pub ident: Arc<RemoteIdent>,
+    pub log: Option<(Arc<GalleryLog>, crate::store::DynStore)>,
+}
+
+#[tonic::async_trait]
+impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
+    async fn search(&self, req: Request<pb::SearchRequest>) -> Res<pb::SearchResponse> {
+        need_admin(&req)?;
+        let mut r = req.into_inner();
+        search_fingers(&r.fingers)?;
+        let k = r.max_candidates.clamp(1, 100) as usize;
+        r.max_candidates = k as u32;
+        let answers = self
+            .ident
+            .scatter(r)
+            .await
+            .map_err(|why| GatewayError::Unavailable(format!("search incomplete: {why}")))?;
+        self.ident
+            .refuse_removed(&answers)
+            .await
+            .map_err(|why| GatewayError::Unavailable(format!("search refused: {why}; retry it")))?;
+        let hit = answers.iter().any(|a| a.hit);
+        // A removed subject below a shard's top (a restarted replica's) is not listed either.
+        let removed = |c: &pb::Candidate| {
+            self.ident
+                .log
+                .get()
+                .is_some_and(|log| log.is_removed(c.subject_id))
+        };
+        let mut candidates: Vec<pb::Candidate> = answers
+            .into_iter()
+            .flat_map(|a| a.candidates)
+            .filter(|c| !removed(c))
+            .collect();
+        candidates.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(a.subject_id.cmp(&b.subject_id))
+        });
+        candidates.truncate(k);
+        Ok(Response::new(pb::SearchResponse { hit, candidates }))
+    }
+
+    async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Res<pb::EnrollResponse> {
+        need_admin(&req)?;
+        let r = req.into_inner();
+        let print = search_fingers(&r.fingers)?;
+        let subject = r.subject_id;
+        let (result, made) = self.ident.change(subject, Change::Enroll(r)).await;
+        // Recorded once some replica made it, even if others could not be reached: replicas
+        // following the gateway then make it too when they reach it.
+        if made && let Some((log, store)) = &self.log {
+            log.record_enrolment(store, subject, print).await?;
+        }
+        let gallery_size = result?;
+        tracing::info!(subject, gallery_size, "subject enrolled in its IDENT shard");
+        Ok(Response::new(pb::EnrollResponse { gallery_size }))
+    }
+
+    async fn remove(&self, req: Request<pb::RemoveRequest>) -> Res<pb::RemoveResponse> {
+        need_admin(&req)?;
+        let r = req.into_inner();
+        let subject = r.subject_id;
+        if let Some((log, store)) = &self.log {
+            log.record_removal(store, subject).await?;
+        }
+        let gallery_size = self.ident.change(subject, Change::Remove(r)).await.0?;
+        tracing::info!(
+            subject,
+            gallery_size,
+            "subject removed from its IDENT shard"
+        );
+        Ok(Response::new(pb::RemoveResponse { gallery_size }))
+    }
+
+    async fn list_changes(
+        &self,
+        req: Request<pb::ListChangesRequest>,
+    ) -> Res<pb::ListChangesResponse> {
+        need_admin(&req)?;
+        let Some((log, _)) = &self.log else {
+            return Err(GatewayError::FailedPrecondition(
+                "this gateway records no gallery changes".into(),
+            )
+            .into());
+        };
+        Ok(Response::new(gallery_log::list_changes(
+            log,
+            req.get_ref(),
+        )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_protocol_writes_them() {
+        let t = |v: &str| {
+            let mut m = tonic::metadata::MetadataMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&m)
+        };
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(t("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(t("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(t("5000000u"), Some(Duration::from_secs(5)));
+        assert_eq!(t("3n"), Some(Duration::from_nanos(3)));
+        for bad in ["S", "5", "5x", "-5S", "5.0S", "123456789S", "+5S"] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
+        assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
+    }
+}

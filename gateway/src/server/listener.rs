@@ -1,0 +1,476 @@
+//! The listener every server of ours runs on (the gateway's, and a matcher shard's), built
+//! here instead of by tonic so that
+//!
+//! - **connections are bounded** ([`ListenOptions::max_connections`]): past the bound a new TCP
+//!   connection is closed at once, before any TLS work, so a flood costs an `accept` and a
+//!   `close` each;
+//! - **a handshake has a deadline** ([`ListenOptions::handshake_timeout`]): a slow-loris
+//!   client that opens a socket and never finishes the handshake is closed when it expires, and
+//!   holds one connection slot until then. Handshakes run in their own tasks, so a slow one
+//!   never delays the next accept;
+//! - **an idle connection is closed** ([`ListenOptions::idle_timeout`]): one with no call in
+//!   flight for that long. HTTP/2 keep-alive pings do not count as use;
+//! - the TLS configuration can be reloaded ([`ServerTls`]).
+//!
+//! Connections come out as [`TlsConn`], which tonic serves like its own TLS streams: the peer
+//! certificates reach `Request::peer_certs()` as usual. [`grpc_server`] is the tonic server
+//! with the per-connection and per-call bounds, [`serve`] runs a router on this listener.
+
+use crate::auth::tls::ServerTls;
+use crate::server::ServeOptions;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, Router, TcpConnectInfo, TlsConnectInfo};
+
+/// The tonic server every listener of ours serves, with the bounds of `o`: HTTP/2 keep-alive,
+/// concurrent streams per connection, and the deadline of a unary call (or of a stream's
+/// opening: the smaller of this and the client's `grpc-timeout`, which tonic honours). Each
+/// call is counted on its connection, for the idle timeout.
+pub fn grpc_server(o: &ServeOptions, calls: CallTracker) -> tonic::transport::Server<Tracking> {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(o.keepalive_interval))
+        .http2_keepalive_timeout(Some(o.keepalive_timeout))
+        .max_concurrent_streams(Some(o.max_streams_per_connection))
+        .timeout(o.request_timeout)
+        .layer(TrackCalls(calls))
+}
+
+/// The layers of [`grpc_server`].
+pub type Tracking = tower::layer::util::Stack<TrackCalls, tower::layer::util::Identity>;
+
+/// Serves `router` (made from [`grpc_server`] with `calls`) over mutual TLS on `listener`,
+/// with the connection bounds of `o`, until `shutdown` completes.
+pub async fn serve(
+    router: Router<Tracking>,
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    o: &ServeOptions,
+    calls: CallTracker,
+    stats: Arc<ListenStats>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let incoming = incoming(
+        listener,
+        tls,
+        ListenOptions {
+            max_connections: o.max_connections,
+            handshake_timeout: o.tls_handshake_timeout,
+            idle_timeout: o.idle_timeout,
+        },
+        calls,
+        stats,
+    );
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Bounds of the listener. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct ListenOptions {
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    /// `None`: idle connections are kept.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Counters of the listener, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct ListenStats {
+    pub accepted: AtomicU64,
+    /// Closed at once because `max_connections` were open.
+    pub refused_over_limit: AtomicU64,
+    pub handshake_timeouts: AtomicU64,
+    pub handshake_failures: AtomicU64,
+    pub idle_closed: AtomicU64,
+    pub open: AtomicUsize,
+}
+
+impl ListenStats {
+    /// The Prometheus text of these counters (see [`crate::metrics`]).
+    pub fn render(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = format!(
+            "# HELP interop_connections_open Client connections past their TLS handshake.\n# TYPE interop_connections_open gauge\ninterop_connections_open {}\n",
+            self.open.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP interop_connections_total TCP connections by fate.\n# TYPE interop_connections_total counter\n");
+        for (outcome, c) in [
+            ("accepted", &self.accepted),
+            ("refused_over_limit", &self.refused_over_limit),
+            ("handshake_timeout", &self.handshake_timeouts),
+            ("handshake_failed", &self.handshake_failures),
+            ("idle_closed", &self.idle_closed),
+        ] {
+            out.push_str(&format!(
+                "interop_connections_total{{outcome=\"{outcome}\"}} {}\n",
+                get(c)
+            ));
+        }
+        out
+    }
+}
+
+/// Calls in flight per connection, by peer address, so the idle timer of a connection knows
+/// whether it is in use (see [`TrackCalls`], the layer that counts them).
+#[derive(Clone, Default)]
+pub struct CallTracker {
+    // Sharded: every call looks its connection up once.
+    conns: Arc<dashmap::DashMap<SocketAddr, Arc<Activity>>>,
+}
+
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` of the last call's start or end.
+    last_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(self.epoch.elapsed().saturating_sub(last))
+    }
+}
+
+/// Marks one call in flight on a connection until dropped.
+pub struct CallGuard(Option<Arc<Activity>>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if let Some(a) = self.0.take() {
+            a.touch();
+            a.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl CallTracker {
+    /// A call from `peer` starts; it ends when the guard is dropped.
+    pub fn begin(&self, peer: Option<SocketAddr>) -> CallGuard {
+        let a = peer.and_then(|p| self.conns.get(&p).map(|a| a.clone()));
+        if let Some(a) = &a {
+            a.in_flight.fetch_add(1, Ordering::AcqRel);
+            a.touch();
+        }
+        CallGuard(a)
+    }
+
+    fn register(&self, peer: SocketAddr) -> Arc<Activity> {
+        let a = Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        self.conns.insert(peer, a.clone());
+        a
+    }
+
+    /// Forgets a closed connection — only if the entry is still its own: a new connection
+    /// from the same address may have registered before the old one was dropped.
+    fn forget(&self, peer: SocketAddr, mine: &Arc<Activity>) {
+        self.conns.remove_if(&peer, |_, a| Arc::ptr_eq(a, mine));
+    }
+}
+
+/// One accepted, handshaken connection. Holds its connection slot until dropped.
+pub struct TlsConn {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    peer: SocketAddr,
+    calls: CallTracker,
+    activity: Arc<Activity>,
+    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    stats: Arc<ListenStats>,
+}
+
+impl Drop for TlsConn {
+    fn drop(&mut self) {
+        self.calls.forget(self.peer, &self.activity);
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl TlsConn {
+    /// `Err` once the connection has had no call in flight for the idle timeout. Polled on
+    /// every read, with a timer so an otherwise silent connection is woken to check.
+    fn check_idle(&mut self, cx: &mut TaskContext<'_>) -> std::io::Result<()> {
+        let Some((limit, sleep)) = &mut self.idle else {
+            return Ok(());
+        };
+        while sleep.as_mut().poll(cx).is_ready() {
+            match self.activity.idle_for() {
+                Some(idle) if idle >= *limit => {
+                    self.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(peer = %self.peer, "idle connection closed");
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connection idle past the idle timeout",
+                    ));
+                }
+                Some(idle) => {
+                    let at = tokio::time::Instant::now() + (*limit - idle);
+                    sleep.as_mut().reset(at);
+                }
+                None => {
+                    let at = tokio::time::Instant::now() + *limit;
+                    sleep.as_mut().reset(at);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = TlsConnectInfo<TcpConnectInfo>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.check_idle(cx)?;
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Accepts TCP connections on `listener`, bounds them, handshakes each in its own task under
+/// the deadline, and yields the ones that complete. Stops when the returned stream is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    opts: ListenOptions,
+    calls: CallTracker,
+    stats: Arc<ListenStats>,
+) -> ReceiverStream<Result<TlsConn, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "connection refused: max_connections open");
+                drop(tcp);
+                continue;
+            };
+            stats.accepted.fetch_add(1, Ordering::Relaxed);
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+            let (tx, calls, stats, opts) = (tx.clone(), calls.clone(), stats.clone(), opts.clone());
+            tokio::spawn(async move {
+                // Pinned here, not moved into the timeout: on a timeout the half-done handshake
+                // (and its socket) lives until the end of this task, so the counter is updated
+                // before the peer sees the connection close.
+                let accept = acceptor.accept(tcp);
+                tokio::pin!(accept);
+                match tokio::time::timeout(opts.handshake_timeout, accept.as_mut()).await {
+                    Ok(Ok(inner)) => {
+                        stats.open.fetch_add(1, Ordering::Relaxed);
+                        let activity = calls.register(peer);
+                        activity.touch();
+                        let idle = opts
+                            .idle_timeout
+                            .map(|d| (d, Box::pin(tokio::time::sleep(d))));
+                        let conn = TlsConn {
+                            inner,
+                            _slot: slot,
+                            peer,
+                            calls,
+                            activity,
+                            idle,
+                            stats,
+                        };
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => {
+                        stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "TLS handshake timed out; connection closed");
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// A tower layer that counts each call in flight on its connection (by peer address) from
+/// the request until its response body ends, for the idle timeout.
+#[derive(Clone)]
+pub struct TrackCalls(pub CallTracker);
+
+impl<S> tower::Layer<S> for TrackCalls {
+    type Service = Tracked<S>;
+    fn layer(&self, inner: S) -> Tracked<S> {
+        Tracked {
+            inner,
+            calls: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Tracked<S> {
+    inner: S,
+    calls: CallTracker,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for Tracked<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<GuardedBody<RB>>;
+    type Error = S::Error;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let peer = req
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|i| i.get_ref().remote_addr());
+        let guard = self.calls.begin(peer);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            Ok(resp.map(|inner| GuardedBody {
+                inner,
+                _guard: guard,
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its call counted until it ends or is dropped.
+pub struct GuardedBody<B> {
+    inner: B,
+    _guard: CallGuard,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for GuardedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_with_a_call_in_flight_is_never_idle() {
+        let calls = CallTracker::default();
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let first = calls.register(peer);
+        assert!(first.idle_for().is_some());
+        let call = calls.begin(Some(peer));
+        let other = calls.begin(Some(peer));
+        assert_eq!(first.idle_for(), None);
+        drop(call);
+        assert_eq!(first.idle_for(), None, "one call still open");
+        drop(other);
+        assert!(first.idle_for().unwrap() < Duration::from_secs(5));
+        // Calls from an unknown peer are not counted anywhere.
+        assert!(calls.begin(None).0.is_none());
+    }
+
+    #[test]
+    fn a_late_drop_of_an_old_connection_keeps_the_new_ones_entry() {
+        let calls = CallTracker::default();
+        let peer: SocketAddr = "127.0.0.1:4001".parse().unwrap();
+        let old = calls.register(peer);
+        let new = calls.register(peer);
+        calls.forget(peer, &old);
+        let g = calls.begin(Some(peer));
+        assert_eq!(new.idle_for(), None, "the new connection's call is counted");
+        drop(g);
+        calls.forget(peer, &new);
+        assert!(calls.begin(Some(peer)).0.is_none());
+    }
+}
