@@ -64,7 +64,7 @@ impl MatcherApi {
     /// Without this check a shard took any id, so a subject could be enrolled in two shards
     /// at once, and a removal sent to the shard that holds its id missed the copy elsewhere.
     /// Changes go through `log`, `matcher`'s, which notes them as made: one read later from
-    /// the gateway's record (see [`crate::engines::remote::follow_gallery`]) is not made again.
+    /// the gateway's record (see [`crate::engines::shard::follow_gallery`]) is not made again.
     pub fn for_shard(
         matcher: Arc<dyn Matcher>,
         shard: Shard,
@@ -222,7 +222,7 @@ fn grpc_timeout(meta: &tonic::metadata::MetadataMap) -> Option<std::time::Durati
 /// Changes are recorded in the gateway's store as well (see [`crate::engines::gallery_log`]): a removal
 /// before it is sent, an enrolment once some replica has made it. The record is what lets a
 /// search refuse a removed subject that a restarted replica has again, and what a replica
-/// following the gateway (`interop-matcher serve --gateway`, see [`follow_gallery`]) reads to
+/// following the gateway (`interop-matcher serve --gateway`, see [`crate::engines::shard::follow_gallery`]) reads to
 /// make the changes it missed, restarted or unreachable: a change that is not done when
 /// answered is done by itself once the replica reaches the gateway again.
 pub struct ShardedMatcherApi {

@@ -18,7 +18,7 @@
 //! only: a restarted replica has its world gallery again. The gateway records those changes
 //! too and lists them to the shards (`MatcherService.ListChanges`): a shard following the
 //! gateway (`interop-matcher serve --gateway`) applies them before it serves and then every
-//! few seconds (see [`crate::engines::remote::follow_gallery`]), so a replica that restarted, or could
+//! few seconds (see [`crate::engines::shard::follow_gallery`]), so a replica that restarted, or could
 //! not be reached when a change was made, catches up by itself. Until it has, a removed
 //! subject is still never identified: the gateway keeps the set of subjects removed and
 //! refuses a shard's answer that names one (see [`crate::engines::remote::RemoteIdent`]), sending the

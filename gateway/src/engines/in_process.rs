@@ -1,17 +1,13 @@
-//! The two systems the pipeline consults, behind traits so the embedded default (in-process,
-//! over the world's galleries) and a remote one (gRPC client; planned) are interchangeable:
-//! - [`IdentSearch`]: DHS IDENT's 1:N biometric search, returning the immigration record of
-//!   the person the prints belong to.
-//! - [`CriminalHistory`]: the FBI criminal-history check (a stub of IAFIS/NGI), returning the
-//!   rap sheet of the person the prints belong to.
+//! The embedded default: a gallery searched in process ([`GalleryBackend`]), over the
+//! world's gallery file and records, as IDENT and as the FBI stub ([`InProcess`] loads both).
 //!
-//! Both identify from the prints alone. Matching is CPU-bound: it runs on the blocking pool,
-//! with at most one search per core in flight so searches do not thrash each other. A search
-//! has a deadline ([`DEFAULT_SEARCH_DEADLINE`] unless set), counted from when it is asked for,
-//! so the wait for a core counts too: a search past it gives up (it never answers "no hit"
-//! for a search it did not finish) and the submission is retried later, like any backend
-//! failure.
+//! Matching is CPU-bound: it runs on the blocking pool, with at most one search per core in
+//! flight so searches do not thrash each other. A search has a deadline
+//! ([`DEFAULT_SEARCH_DEADLINE`] unless set), counted from when it is asked for, so the wait
+//! for a core counts too: a search past it gives up (it never answers "no hit" for a search it
+//! did not finish) and the submission is retried later, like any engine failure.
 
+use super::{BackendError, CriminalHistory, IdentHit, IdentSearch};
 use crate::world::{self, CriminalRecord, ImmigrationRecord, Records};
 use interop_matcher::{ExhaustiveMatcher, Matcher, SearchResult, Tenprint};
 use std::path::Path;
@@ -23,52 +19,6 @@ use tokio::sync::Semaphore;
 /// [`GalleryBackend::with_deadline`] (`interop-gateway serve --search-deadline-ms`). A search
 /// of 1,000,000 identities takes about 0.1 s on two cores (BENCHMARKS.md).
 pub const DEFAULT_SEARCH_DEADLINE: Duration = Duration::from_secs(5);
-
-/// Logs a threshold calibration set by the option `flag` (see
-/// [`Matcher::calibrate_threshold`]), with a warning if its searches could not resolve the
-/// target rate.
-pub fn log_calibration(cal: &interop_matcher::Calibration, flag: &str) {
-    tracing::info!(
-        target_fpir = cal.target_fpir,
-        threshold = cal.threshold,
-        searches = cal.searches,
-        resolved = cal.resolved,
-        "hit/no-hit threshold calibrated from the gallery ({flag})"
-    );
-    if !cal.resolved {
-        tracing::warn!(
-            searches = cal.searches,
-            "too few searches to resolve {flag}: the threshold is just above the highest impostor score"
-        );
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("matcher: {0}")]
-    Matcher(String),
-    #[error("backend unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// An IDENT hit: the matched person's FIN, score and immigration record.
-#[derive(Clone, Debug, PartialEq)]
-pub struct IdentHit {
-    pub score: f32,
-    pub record: ImmigrationRecord,
-}
-
-#[async_trait::async_trait]
-pub trait IdentSearch: Send + Sync + 'static {
-    /// `Ok(None)` is a completed search with no hit; an incomplete search is an error.
-    async fn search(&self, prints: Tenprint) -> Result<Option<IdentHit>, BackendError>;
-}
-
-#[async_trait::async_trait]
-pub trait CriminalHistory: Send + Sync + 'static {
-    /// The rap sheet of the person, if the prints match one.
-    async fn check(&self, prints: Tenprint) -> Result<Option<CriminalRecord>, BackendError>;
-}
 
 /// A gallery searched in-process, with the records of its subjects.
 pub struct GalleryBackend<R> {

@@ -157,7 +157,7 @@ const JURISDICTION_SETTING: &str = "policy/jurisdiction/";
 const STATE_SETTING: &str = "policy/state/";
 
 /// What the gateway serves as `MatcherService` (admin only): its in-process IDENT gallery, or
-/// the shard processes behind `--ident-shards` (see [`crate::engines::remote::ShardedMatcherApi`]).
+/// the shard processes behind `--ident-shards` (see [`crate::api::ShardedMatcherApi`]).
 pub enum MatcherServing {
     InProcess(Arc<dyn Matcher>),
     Shards(Arc<crate::engines::remote::RemoteIdent>),
