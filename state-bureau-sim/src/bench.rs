@@ -104,6 +104,13 @@ impl pb::submission_service_server::SubmissionService for Echo {
     ) -> Result<tonic::Response<Self::StreamResponsesStream>, tonic::Status> {
         Err(tonic::Status::unimplemented("echo baseline: Submit only"))
     }
+
+    async fn get_response_head(
+        &self,
+        _: tonic::Request<pb::GetResponseHeadRequest>,
+    ) -> Result<tonic::Response<pb::ResponseHead>, tonic::Status> {
+        Err(tonic::Status::unimplemented("echo baseline: Submit only"))
+    }
 }
 
 /// What one closed-loop phase measured.

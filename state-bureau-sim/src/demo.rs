@@ -563,7 +563,7 @@ pub async fn drive(
     let planned: std::collections::HashSet<String> =
         plan.iter().map(|b| b.submission.tcn.clone()).collect();
 
-    let (seen_tx, mut seen_rx) = mpsc::channel::<(Seen, Instant)>(4096);
+    let (seen_tx, seen_rx) = mpsc::channel::<(Seen, Instant)>(4096);
     let mut subscriptions = Vec::new();
     for office in data.world.field_offices.iter().map(|o| o.code.clone()) {
         let office_client = pki::connect_client(
@@ -605,6 +605,7 @@ pub async fn drive(
     states.dedup();
     let mut channels = BTreeMap::new();
     let mut bureau_clients = BTreeMap::new();
+    let mut heads = BTreeMap::new();
     for st in &states {
         let bureau =
             pki::connect_client(endpoint, pki, &Principal::Bureau { state: st.clone() }).await?;
@@ -612,8 +613,16 @@ pub async fn drive(
         let bureau_for_submit = bureau.clone();
         let tx = seen_tx.clone();
         let state = st.clone();
+        // A fresh gateway: read from the start. A shared one: only what comes after this
+        // point, so a run never first reads every earlier run's answers (its cost would
+        // grow with the history of the gateway, not with the run).
+        let head = match opts.run_tag.is_empty() {
+            true => 0,
+            false => response_head(&bureau).await?,
+        };
+        heads.insert(st.clone(), head);
         subscriptions.push(tokio::spawn(async move {
-            let mut s = bureau.follow_responses(None, true);
+            let mut s = bureau.follow_responses(Some(head), true);
             while let Some(r) = s.next().await? {
                 if tx
                     .send((Seen::Bureau(state.clone(), r), Instant::now()))
@@ -629,6 +638,16 @@ pub async fn drive(
         bureau_clients.insert(st.clone(), bureau_for_submit);
     }
     drop(seen_tx);
+    // Answers are collected from the moment the subscriptions open, while the bookings go
+    // out: each is timestamped as it arrives and none waits behind the submissions. (They
+    // used to be read only once every booking was sent, so a full channel held the
+    // subscriptions back, and answers looked as late as the submission phase was long.)
+    let results = bar(0, "results");
+    let collector = Collector::spawn(
+        seen_rx,
+        (!opts.run_tag.is_empty()).then(|| planned.clone()),
+        results.clone(),
+    );
 
     let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; plan.len()]));
     let receipts: Arc<Mutex<Vec<verify::ReceiptSlot>>> =
@@ -856,37 +875,15 @@ pub async fn drive(
 
     // Collect results until everything expected has arrived, then a little longer to catch
     // anything extra (duplicates, leaks).
-    let results = bar((expected_office + expected_bureau) as u64, "results");
-    let mut obs = Observations::default();
-    let deadline = tokio::time::Instant::now() + opts.settle_timeout;
-    let mut tail: Option<tokio::time::Instant> = None;
-    loop {
-        let until = tail.unwrap_or(deadline).min(deadline);
-        match tokio::time::timeout_at(until, seen_rx.recv()).await {
-            Ok(Some((seen, at))) => {
-                // Against a shared gateway, answers about other runs' bookings are not ours.
-                let tcn = match &seen {
-                    Seen::Office(_, n) => n.outcome.as_ref().map(|o| o.tcn.as_str()).unwrap_or(""),
-                    Seen::Bureau(_, r) => r.tcn.as_str(),
-                };
-                if !opts.run_tag.is_empty() && !planned.contains(tcn) {
-                    continue;
-                }
-                match seen {
-                    Seen::Office(office, n) => obs.office.push((office, n, at)),
-                    Seen::Bureau(state, r) => obs.bureau.push((state, r, at)),
-                }
-                results.inc(1);
-                if tail.is_none()
-                    && obs.office.len() >= expected_office
-                    && obs.bureau.len() >= expected_bureau
-                {
-                    tail = Some(tokio::time::Instant::now() + Duration::from_millis(500));
-                }
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
+    results.set_length((expected_office + expected_bureau) as u64);
+    let collected = collector
+        .finish(expected_office, expected_bureau, opts.settle_timeout)
+        .await?;
+    let mut obs = Observations {
+        office: collected.office,
+        bureau: collected.bureau,
+        ..Default::default()
+    };
     results.finish();
     obs.completed_in = t_submit.elapsed();
     for s in subscriptions {
@@ -965,7 +962,7 @@ pub async fn drive(
             .push((req.state, o.tcn.clone(), d.detainer_id));
     }
     for (state, bureau) in &bureau_clients {
-        let mut s = bureau.follow_responses(None, false);
+        let mut s = bureau.follow_responses(Some(heads[state]), false);
         while let Some(r) = s.next().await? {
             if let Some(pb::bureau_response::Body::Detainer(d)) = r.body
                 && planned.contains(&r.tcn)
@@ -976,6 +973,90 @@ pub async fn drive(
         }
     }
     Ok(obs)
+}
+
+/// The cursor of `bureau`'s latest response: following from it reads only what comes next.
+async fn response_head(bureau: &interop_proto::client::Client) -> anyhow::Result<u64> {
+    let mut c = bureau.submission_service();
+    Ok(c.get_response_head(pb::GetResponseHeadRequest {})
+        .await?
+        .into_inner()
+        .cursor)
+}
+
+type OfficeSeen = Vec<(String, pb::FieldOfficeNotification, Instant)>;
+type BureauSeen = Vec<(String, pb::BureauResponse, Instant)>;
+
+/// What the subscriptions delivered about this run's bookings, each answer with the moment it
+/// reached the driver.
+#[derive(Default)]
+struct Collected {
+    office: OfficeSeen,
+    bureau: BureauSeen,
+}
+
+/// Reads the subscriptions' answers as they arrive, from a task of its own.
+struct Collector {
+    counts: tokio::sync::watch::Receiver<(usize, usize)>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Collected>,
+}
+
+impl Collector {
+    /// Starts collecting from `rx`. With `ours`, answers about other bookings (other runs'
+    /// against a shared gateway) are skipped.
+    fn spawn(
+        mut rx: mpsc::Receiver<(Seen, Instant)>,
+        ours: Option<std::collections::HashSet<String>>,
+        results: ProgressBar,
+    ) -> Collector {
+        let (counts_tx, counts) = tokio::sync::watch::channel((0, 0));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut c = Collected::default();
+            loop {
+                let (seen, at) = tokio::select! {
+                    m = rx.recv() => match m { Some(m) => m, None => break },
+                    _ = &mut stopped => break,
+                };
+                let tcn = match &seen {
+                    Seen::Office(_, n) => n.outcome.as_ref().map(|o| o.tcn.as_str()).unwrap_or(""),
+                    Seen::Bureau(_, r) => r.tcn.as_str(),
+                };
+                if ours.as_ref().is_some_and(|p| !p.contains(tcn)) {
+                    continue;
+                }
+                match seen {
+                    Seen::Office(office, n) => c.office.push((office, n, at)),
+                    Seen::Bureau(state, r) => c.bureau.push((state, r, at)),
+                }
+                results.inc(1);
+                counts_tx.send_replace((c.office.len(), c.bureau.len()));
+            }
+            c
+        });
+        Collector { counts, stop, task }
+    }
+
+    /// Waits until `office` notifications and `bureau` responses have arrived (or `settle`
+    /// has passed), then half a second more to catch anything extra (duplicates, leaks), and
+    /// returns everything collected.
+    async fn finish(
+        mut self,
+        office: usize,
+        bureau: usize,
+        settle: Duration,
+    ) -> anyhow::Result<Collected> {
+        let deadline = tokio::time::Instant::now() + settle;
+        let all = self.counts.wait_for(|(o, b)| *o >= office && *b >= bureau);
+        let arrived = matches!(tokio::time::timeout_at(deadline, all).await, Ok(Ok(_)));
+        if arrived {
+            let tail = (tokio::time::Instant::now() + Duration::from_millis(500)).min(deadline);
+            tokio::time::sleep_until(tail).await;
+        }
+        let _ = self.stop.send(());
+        Ok(self.task.await?)
+    }
 }
 
 /// Checks that a directory holds a world; a helpful error otherwise.

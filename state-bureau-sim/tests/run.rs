@@ -258,3 +258,47 @@ async fn mid_run_policy_changes_are_checked_from_the_moment_of_change_and_undone
     let _ = s.stop.send(());
     s.task.await.unwrap().unwrap();
 }
+
+/// Runs against one gateway keep seeing answers live however much the gateway answered
+/// before (issue 29): after a first run leaves more responses in the bureaus' logs than the
+/// driver buffers (4,096), a second, slow open-loop run still sees every field-office
+/// notification within a generous liveness bound. The driver used to read each bureau's
+/// whole retained log first, and to read nothing until every booking was sent, so behind a
+/// full buffer its notifications looked as late as the run was long, and every run was worse
+/// than the one before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_after_a_long_history_still_sees_notifications_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path()).await;
+    let mut history = options(dir.path(), &s.endpoint, "HIST");
+    history.demo.bookings = 4_500;
+    history.demo.arrival = Arrival::Closed {
+        per_bureau_inflight: 16,
+    };
+    history.demo.settle_timeout = std::time::Duration::from_secs(600);
+    let v = demo::run_remote(history).await.unwrap();
+    assert!(v.passed(), "{:?}", v.violations);
+
+    // Eight seconds at 25 bookings a second: a driver that waits for the submissions to end
+    // sees its notifications seconds late.
+    let mut live = options(dir.path(), &s.endpoint, "LIVE");
+    live.demo.bookings = 200;
+    live.demo.arrival = Arrival::Poisson { rate: 25.0 };
+    live.demo.json = Some(dir.path().join("live.json"));
+    let v = demo::run_remote(live).await.unwrap();
+    assert!(v.passed(), "{:?}", v.violations);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("live.json")).unwrap()).unwrap();
+    let notification = &report["latency"]["field_office_notification"];
+    assert!(
+        notification["count"].as_u64().unwrap() > 0,
+        "{notification}"
+    );
+    let p99 = notification["p99_ms"].as_f64().unwrap();
+    assert!(
+        p99 < 3_000.0,
+        "field-office notification p99 {p99} ms after a long history: not live"
+    );
+    let _ = s.stop.send(());
+    s.task.await.unwrap().unwrap();
+}

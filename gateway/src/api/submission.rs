@@ -166,6 +166,20 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
         }))
     }
 
+    async fn get_response_head(
+        &self,
+        req: Request<pb::GetResponseHeadRequest>,
+    ) -> Res<pb::ResponseHead> {
+        let state = need_bureau(&req)?;
+        let cursor = *self
+            .0
+            .core
+            .store
+            .watch_head(&StreamKey::Bureau(state))
+            .borrow();
+        Ok(Response::new(pb::ResponseHead { cursor }))
+    }
+
     type StreamResponsesStream = ReceiverStream<Result<pb::BureauResponse, Status>>;
 
     async fn stream_responses(
