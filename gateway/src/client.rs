@@ -1,11 +1,11 @@
 //! Connecting to a gateway as one of its users, through the client library
-//! ([`interop_proto::client`]): the simulator and the end-to-end tests name users by their
+//! ([`interop_client`]): the simulator and the end-to-end tests name users by their
 //! [`Principal`] and PKI directory; everything else (TLS, deadlines, retries, resuming
 //! streams) is the library's.
 
 use crate::pki::PkiDir;
 use crate::principal::Principal;
-use interop_proto::client::{Client, ClientConfig, Role};
+use interop_client::{Client, ClientConfig, Role};
 use tonic::transport::Channel;
 
 /// The client library's name for a principal.

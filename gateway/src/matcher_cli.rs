@@ -150,14 +150,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match gateway {
         Some(gateway) => {
             let every = std::time::Duration::from_secs(follow_every_secs.max(1));
-            let admin = interop_proto::client::ClientConfig::from_pki_dir(
+            let admin = interop_client::ClientConfig::from_pki_dir(
                 gateway,
                 &pki,
-                &interop_proto::client::Role::Admin,
+                &interop_client::Role::Admin,
             )?
             .call_timeout(every.max(std::time::Duration::from_secs(10)))
             // Each interval is the next try: a start before the gateway's is not held up.
-            .retry(interop_proto::client::RetryPolicy::none())
+            .retry(interop_client::RetryPolicy::none())
             .connect_lazy()?;
             tokio::spawn(remote::follow_revocations(
                 admin.clone(),

@@ -1,16 +1,16 @@
 //! `interop`: the command line for the people who use the gateway — bureaus submit and read
 //! their responses, field offices watch their outcomes, administrators read and change
-//! policy. Built on [`interop_proto::client`], the same library the simulator and the tests
+//! policy. Built on [`interop_client`], the same library the simulator and the tests
 //! use.
 //!
 //! Exit codes: 0 done; 1 refused (by the gateway, or a booking file that is not valid);
 //! 2 usage (bad flags, missing PKI files); 3 unavailable (no connection, the gateway
 //! unavailable or shedding load after the retries, a deadline passed).
 
-use crate::booking_json::BookingJson;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use interop_proto::client::{
-    self, Client, ClientConfig, ClientError, CursorFile, Role, describe_status,
+use interop_client::booking_json::BookingJson;
+use interop_client::{
+    self as client, Client, ClientConfig, ClientError, CursorFile, Role, describe_status,
 };
 use interop_proto::v1 as pb;
 use std::io::{BufRead, Write};

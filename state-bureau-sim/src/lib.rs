@@ -5,11 +5,9 @@
 //! - [`bookings`]: planned bookings with fresh captures and their expected answers.
 //! - [`demo`]: the main job — an in-process gateway over real mTLS, driven by every bureau and
 //!   watched by every field office, with every answer verified ([`verify`]).
-//! - [`booking_json`]: bookings as JSON for the `interop` command line.
 //! - [`interop_cli`]: the `interop` command line for bureaus, field offices and admins.
 
 pub mod bench;
-pub mod booking_json;
 pub mod bookings;
 pub mod changes;
 pub mod cluster;
