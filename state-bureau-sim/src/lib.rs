@@ -2,10 +2,10 @@
 //!
 //! - [`generate`]: a world directory from a seed (states, jurisdictions, field offices,
 //!   population, FBI and IDENT galleries, ground truth).
-//! - [`bookings`]: planned bookings with fresh captures and their expected answers.
+//! - [`bookings`]: planned bookings with fresh captures and their expected answers, also
+//!   written as JSON lines for `interop submit` (the `bookings` command).
 //! - [`demo`]: the main job — an in-process gateway over real mTLS, driven by every bureau and
 //!   watched by every field office, with every answer verified ([`verify`]).
-//! - [`interop_cli`]: the `interop` command line for bureaus, field offices and admins.
 
 pub mod bench;
 pub mod bookings;
@@ -16,6 +16,5 @@ pub mod demo;
 pub mod generate;
 pub mod geography;
 pub mod html;
-pub mod interop_cli;
 pub mod timeline;
 pub mod verify;
