@@ -28,22 +28,19 @@ impl Client {
         after_cursor: Option<u64>,
         follow: bool,
     ) -> Follower<pb::BureauResponse> {
-        let this = self.clone();
         Follower::new(
+            self,
             after_cursor,
             follow,
-            self.clone(),
-            Box::new(move |after| {
-                let mut svc = this.submission_service();
-                Box::pin(async move {
-                    svc.stream_responses(pb::StreamResponsesRequest {
-                        after_cursor: after.unwrap_or(0),
-                        follow,
-                    })
-                    .await
-                    .map(tonic::Response::into_inner)
-                })
-            }),
+            Client::submission_service,
+            move |mut s, after| async move {
+                let after_cursor = after.unwrap_or(0);
+                let req = pb::StreamResponsesRequest {
+                    after_cursor,
+                    follow,
+                };
+                s.stream_responses(req).await
+            },
         )
     }
 
@@ -61,22 +58,18 @@ impl Client {
         after_cursor: Option<u64>,
         follow: bool,
     ) -> Follower<pb::FieldOfficeNotification> {
-        let this = self.clone();
         Follower::new(
+            self,
             after_cursor,
             follow,
-            self.clone(),
-            Box::new(move |after| {
-                let mut svc = this.field_office_service();
-                Box::pin(async move {
-                    svc.subscribe(pb::SubscribeRequest {
-                        after_cursor: after,
-                        follow,
-                    })
-                    .await
-                    .map(tonic::Response::into_inner)
-                })
-            }),
+            Client::field_office_service,
+            move |mut s, after_cursor| async move {
+                let req = pb::SubscribeRequest {
+                    after_cursor,
+                    follow,
+                };
+                s.subscribe(req).await
+            },
         )
     }
 
@@ -144,19 +137,31 @@ pub struct Follower<T> {
 }
 
 impl<T: Cursored> Follower<T> {
-    pub(crate) fn new(
+    /// Follows the stream `open` starts after a cursor, with a fresh stub from `stub` on the
+    /// gateway in use each time it (re-)opens.
+    fn new<S, Fut>(
+        client: &Client,
         after: Option<u64>,
         follow: bool,
-        client: Client,
-        open: OpenStream<T>,
-    ) -> Self {
+        stub: fn(&Client) -> S,
+        open: impl Fn(S, Option<u64>) -> Fut + Send + 'static,
+    ) -> Self
+    where
+        S: 'static,
+        Fut: Future<Output = Result<tonic::Response<tonic::Streaming<T>>, Status>> + Send + 'static,
+    {
+        let on = client.clone();
+        let open: OpenStream<T> = Box::new(move |after| {
+            let opened = open(stub(&on), after);
+            Box::pin(async move { opened.await.map(tonic::Response::into_inner) })
+        });
         Follower {
             open,
             stream: None,
             last: after,
             follow,
             retry: client.cfg.follow_retry,
-            client,
+            client: client.clone(),
             failures: 0,
         }
     }

@@ -44,16 +44,24 @@ fn run(mut c: Command) -> Output {
     out
 }
 
-/// The most populous state of the world (it gets the most bookings).
-fn busiest_state(w: &WorldFile) -> String {
+/// A gateway served by this test over a fresh world in a temporary directory: the directory,
+/// the gateway, its world, and the state and role (`bureau/XX`) of the bureau the test plays,
+/// the most populous state's (it gets the most bookings).
+async fn start() -> (tempfile::TempDir, common::Served, WorldFile, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path()).await;
+    let w: WorldFile = world::read_json(&dir.path().join("world"), world::WORLD_FILE).unwrap();
     let mut pop = BTreeMap::<&str, u64>::new();
     for j in &w.jurisdictions {
         *pop.entry(j.state.as_str()).or_default() += j.population;
     }
-    pop.into_iter()
+    let state = pop
+        .into_iter()
         .max_by_key(|(_, p)| *p)
         .map(|(s, _)| s.to_string())
-        .expect("a state")
+        .expect("a state");
+    let bureau = format!("bureau/{state}");
+    (dir, s, w, state, bureau)
 }
 
 /// Writes `count` planned bookings of `state` as JSON lines, as `state-bureau-sim bookings
@@ -83,12 +91,8 @@ fn field<'a>(line: &'a serde_json::Value, name: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bureau_submits_a_json_booking_and_a_refused_one_lists_every_violation() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, s, w, state, bureau) = start().await;
     let d = dir.path();
-    let s = serve(d).await;
-    let w: WorldFile = world::read_json(&d.join("world"), world::WORLD_FILE).unwrap();
-    let state = busiest_state(&w);
-    let bureau = format!("bureau/{state}");
     let lines = write_bookings(d, &state, 7, "ONE", 1);
     std::fs::write(d.join("booking.json"), &lines[0]).unwrap();
     let tcn = field(&serde_json::from_str(&lines[0]).unwrap(), "tcn").to_string();
@@ -265,13 +269,9 @@ impl Watcher {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_and_restarted_watcher_shows_each_outcome_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, s, w, state, bureau) = start().await;
     let d = dir.path();
-    let s = serve(d).await;
     let pki = PkiDir(d.join("pki"));
-    let w: WorldFile = world::read_json(&d.join("world"), world::WORLD_FILE).unwrap();
-    let state = busiest_state(&w);
-    let bureau = format!("bureau/{state}");
     let a = write_bookings(d, &state, 1, "A", 50);
     let b = write_bookings(d, &state, 2, "B", 50);
     // Watch the office covering most of these bookings.
@@ -417,13 +417,9 @@ async fn a_killed_and_restarted_watcher_shows_each_outcome_exactly_once() {
 /// next call on, listed), and reloading the gateway's certificates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_reads_the_statistics_and_the_audit_and_revokes_and_reloads() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, s, w, state, bureau) = start().await;
     let d = dir.path();
-    let s = serve(d).await;
     let pki = PkiDir(d.join("pki"));
-    let w: WorldFile = world::read_json(&d.join("world"), world::WORLD_FILE).unwrap();
-    let state = busiest_state(&w);
-    let bureau = format!("bureau/{state}");
     let lines = write_bookings(d, &state, 3, "ADM", 1);
     std::fs::write(d.join("booking.json"), &lines[0]).unwrap();
     let booking: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();

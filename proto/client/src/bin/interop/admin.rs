@@ -48,6 +48,7 @@ pub(crate) enum AdminCmd {
         /// With --month: only this state's rows (and the nation's).
         #[arg(long)]
         state: Option<String>,
+        /// An aligned table, CSV, or one JSON document.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         /// The same as --format json.

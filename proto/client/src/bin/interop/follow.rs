@@ -7,7 +7,7 @@
 //! lines, where what was printed is also what was recorded.
 
 use crate::{Failure, Outcome, print_json, short, time};
-use interop_client::{Client, CursorFile, Role};
+use interop_client::{Client, CursorFile, Cursored, Follower, Role};
 use interop_proto::v1 as pb;
 use std::path::PathBuf;
 
@@ -158,6 +158,25 @@ async fn stop_signal() {
     }
 }
 
+/// Hands each message of `f` to `each` until the stream ends (a stream that does not follow)
+/// or SIGINT/SIGTERM arrives. Stopping is only ever between messages, where what was printed
+/// is also what was recorded; the rest comes on the next run.
+async fn until_stopped<T: Cursored>(
+    mut f: Follower<T>,
+    mut each: impl AsyncFnMut(T) -> Outcome,
+) -> Outcome {
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        let next = tokio::select! {
+            n = f.next() => n?,
+            _ = &mut stop => return Ok(()),
+        };
+        let Some(m) = next else { return Ok(()) };
+        each(m).await?;
+    }
+}
+
 pub(crate) async fn responses(
     client: &Client,
     role: &Role,
@@ -170,21 +189,15 @@ pub(crate) async fn responses(
         return Err(Failure::usage("responses is for bureaus: --as bureau/XX"));
     }
     let (state, start) = start_cursor(state_file, role, after)?;
-    let mut f = client.follow_responses(start, follow);
-    let stop = stop_signal();
-    tokio::pin!(stop);
-    loop {
-        let next = tokio::select! {
-            n = f.next() => n?,
-            _ = &mut stop => break,
-        };
-        let Some(r) = next else { break };
+    let f = client.follow_responses(start, follow);
+    until_stopped(f, async |r| {
         print_response(&r, json);
         if let Some(s) = &state {
             s.save(r.cursor)?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
+    .await
 }
 
 pub(crate) async fn watch(
@@ -205,20 +218,11 @@ pub(crate) async fn watch(
         state_file.unwrap_or_else(|| PathBuf::from(format!("interop-watch-{office}.cursor")));
     let (state, start) = start_cursor(Some(path), role, after)?;
     let state = state.expect("a state file was given");
-    let mut f = client.subscription(start, !once);
+    let f = client.subscription(start, !once);
     if !json {
         outln!("{WATCH_HEADER}");
     }
-    let stop = stop_signal();
-    tokio::pin!(stop);
-    loop {
-        // Stopping between messages is clean: what was printed is recorded, the rest comes
-        // on the next run.
-        let next = tokio::select! {
-            n = f.next() => n?,
-            _ = &mut stop => break,
-        };
-        let Some(n) = next else { break };
+    until_stopped(f, async |n| {
         let o = n.outcome.clone().unwrap_or_default();
         let line = if json {
             outcome_json(n.cursor, &o).to_string()
@@ -230,6 +234,7 @@ pub(crate) async fn watch(
         if ack {
             client.ack(n.cursor).await?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
+    .await
 }

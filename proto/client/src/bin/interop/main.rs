@@ -8,8 +8,8 @@
 //! - `submit.rs`: `submit` (one booking, or a file of them over one stream) and `status`;
 //! - `follow.rs`: `responses` (a bureau's) and `watch` (a field office's), resumable from a
 //!   state file;
-//! - `admin.rs`: `admin ...`, every administrative command (the gateway's own command line
-//!   has no other admin commands than these).
+//! - `admin.rs`: `admin ...`, every administrative command (all that `interop-gateway admin`
+//!   did, with the same output, and more).
 //!
 //! Exit codes: 0 done; 1 refused (by the gateway, or a booking file that is not valid);
 //! 2 usage (bad flags, missing PKI files); 3 unavailable (no connection, the gateway
@@ -45,7 +45,7 @@ fn emit(args: std::fmt::Arguments<'_>) {
     name = "interop",
     version,
     about = "Client for the interop gateway: submit bookings, read responses, watch a field \
-             office's outcomes, administer policy",
+             office's outcomes, administer the gateway",
     after_help = "Exit codes: 0 ok, 1 refused, 2 usage, 3 unavailable."
 )]
 struct Cli {
