@@ -93,7 +93,7 @@ impl GatewayError {
 
     /// The gRPC code name this error maps to (for metrics labels).
     pub fn code_name(&self) -> &'static str {
-        interop_proto::client::code_name(self.code())
+        interop_client::code_name(self.code())
     }
 
     pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {

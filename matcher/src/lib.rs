@@ -6,12 +6,14 @@
 
 pub mod exhaustive;
 mod fmath;
-pub mod formats;
 pub mod gallery;
 mod pages;
 pub mod pattern;
 pub mod synth;
-pub mod template;
+
+/// The templates and the standard-record codec live in `interop-minutiae`, which the client
+/// uses without the matcher; they keep their paths here.
+pub use interop_minutiae::{formats, template};
 
 pub use exhaustive::ExhaustiveMatcher;
 pub use template::{FingerTemplate, Minutia, MinutiaKind, Tenprint};

@@ -1,12 +1,11 @@
 //! The `interop.v1` contract: messages and gRPC services of the interoperability link,
 //! generated from `proto/interop/v1/*.proto` at build time.
 //!
-//! Everything a client needs is here: the message types, the service clients and servers,
-//! and [`FILE_DESCRIPTOR_SET`] for reflection.
+//! The contract only: the message types, the service clients and servers, the service names
+//! and [`FILE_DESCRIPTOR_SET`] for reflection. The client library built on it (connecting,
+//! deadlines, retries, resuming streams) is the `interop-client` crate (`proto/client`).
 
 #![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
-
-pub mod client;
 
 pub mod v1 {
     tonic::include_proto!("interop.v1");

@@ -18,9 +18,9 @@
 use crate::bookings::{self, Booking, WorldData};
 use crate::demo::{self, Arrival, DemoOptions, RunOptions};
 use hdrhistogram::Histogram;
+use interop_client::Client;
 use interop_gateway::auth::principal::Principal;
 use interop_gateway_cli::pki;
-use interop_proto::client::Client;
 use interop_proto::v1 as pb;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -212,7 +212,7 @@ async fn clients_for(
                 state: b.state.clone(),
             };
             let c = pki::client_config(endpoint, pki, Some(&pki.client(&who)))?
-                .retry(interop_proto::client::RetryPolicy::none())
+                .retry(interop_client::RetryPolicy::none())
                 .connect()
                 .await?;
             out.insert(b.state.clone(), c);

@@ -267,6 +267,60 @@ pub fn plan(
         .collect()
 }
 
+/// Plans bookings over a world (as the demo does, deterministic in `seed`) and writes
+/// `count` of them as JSON lines, the `interop submit` format
+/// ([`interop_client::booking_json`]), to `out` ("-" = stdout): only `state`'s when given,
+/// with `tag` inserted into every TCN when given. Returns how many were written.
+pub fn write_planned(
+    world: &Path,
+    seed: u64,
+    count: usize,
+    state: Option<&str>,
+    tag: Option<&str>,
+    out: &Path,
+) -> anyhow::Result<usize> {
+    use anyhow::Context;
+    use interop_client::booking_json::BookingJson;
+    use std::io::Write;
+    crate::demo::require_world(world)?;
+    let data = WorldData::load(world)?;
+    if let Some(st) = state
+        && !data.world.states.iter().any(|s| s.code == st)
+    {
+        anyhow::bail!("state {st:?} is not in this world");
+    }
+    let (from, days) = crate::demo::booking_window();
+    // Plan enough that one state's share reaches `count`, then keep that state's.
+    let planned = if state.is_some() {
+        count.saturating_mul(64)
+    } else {
+        count
+    };
+    let mut bookings = plan(&data, seed, planned, from, days, &Default::default());
+    if let Some(t) = tag {
+        tag_tcns(&mut bookings, t);
+    }
+    let mut w: Box<dyn Write> = if out == Path::new("-") {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
+        ))
+    };
+    let mut n = 0;
+    for b in bookings
+        .iter()
+        .filter(|b| state.is_none_or(|st| b.state == st))
+        .take(count)
+    {
+        serde_json::to_writer(&mut w, &BookingJson::from_pb(&b.submission)?)?;
+        writeln!(w)?;
+        n += 1;
+    }
+    w.flush()?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

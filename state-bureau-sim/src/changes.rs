@@ -15,8 +15,8 @@
 use crate::bookings::Booking;
 use crate::verify::Observations;
 use anyhow::{Context, bail};
+use interop_client::Client;
 use interop_gateway::world::WorldFile;
-use interop_proto::client::Client;
 use interop_proto::v1 as pb;
 use std::collections::HashMap;
 use std::time::Instant;

@@ -618,7 +618,7 @@ pub async fn drive(
         // grow with the history of the gateway, not with the run).
         let head = match opts.run_tag.is_empty() {
             true => 0,
-            false => response_head(&bureau).await?,
+            false => bureau.response_head().await?,
         };
         heads.insert(st.clone(), head);
         subscriptions.push(tokio::spawn(async move {
@@ -973,15 +973,6 @@ pub async fn drive(
         }
     }
     Ok(obs)
-}
-
-/// The cursor of `bureau`'s latest response: following from it reads only what comes next.
-async fn response_head(bureau: &interop_proto::client::Client) -> anyhow::Result<u64> {
-    let mut c = bureau.submission_service();
-    Ok(c.get_response_head(pb::GetResponseHeadRequest {})
-        .await?
-        .into_inner()
-        .cursor)
 }
 
 type OfficeSeen = Vec<(String, pb::FieldOfficeNotification, Instant)>;

@@ -2,14 +2,12 @@
 //!
 //! - [`generate`]: a world directory from a seed (states, jurisdictions, field offices,
 //!   population, FBI and IDENT galleries, ground truth).
-//! - [`bookings`]: planned bookings with fresh captures and their expected answers.
+//! - [`bookings`]: planned bookings with fresh captures and their expected answers, also
+//!   written as JSON lines for `interop submit` (the `bookings` command).
 //! - [`demo`]: the main job — an in-process gateway over real mTLS, driven by every bureau and
 //!   watched by every field office, with every answer verified ([`verify`]).
-//! - [`booking_json`]: bookings as JSON for the `interop` command line.
-//! - [`interop_cli`]: the `interop` command line for bureaus, field offices and admins.
 
 pub mod bench;
-pub mod booking_json;
 pub mod bookings;
 pub mod changes;
 pub mod cluster;
@@ -18,7 +16,6 @@ pub mod demo;
 pub mod generate;
 pub mod geography;
 pub mod html;
-pub mod interop_cli;
 pub mod timeline;
 pub mod truth;
 pub mod verify;

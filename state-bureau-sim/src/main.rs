@@ -342,7 +342,7 @@ fn main() -> ExitCode {
             out,
         } => (|| {
             let tag = run_tag.as_deref().map(check_tag).transpose()?;
-            let n = state_bureau_sim::booking_json::write_planned(
+            let n = state_bureau_sim::bookings::write_planned(
                 &world,
                 seed,
                 count,

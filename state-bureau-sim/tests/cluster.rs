@@ -291,7 +291,7 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
 /// again and finishes it — one submission, its results once.
 #[test]
 fn while_the_log_is_down_nothing_is_receipted_and_it_resumes_when_back() {
-    use interop_proto::client::{ClientConfig, RetryPolicy, Role};
+    use interop_client::{ClientConfig, RetryPolicy, Role};
     use state_bureau_sim::bookings::{self, WorldData};
     if nats_server_for_test("log-outage test").is_none() {
         return;

@@ -2,6 +2,7 @@
 //! every case (activated and receiving, opted out, not activated, another state), a dev PKI,
 //! and a real gateway on a loopback port over mutual TLS. Tests talk to it only through gRPC.
 
+pub use interop_client::{Client, RetryPolicy};
 use interop_gateway::auth::principal::Principal;
 use interop_gateway::engines::{
     BackendError, CriminalHistory, GalleryBackend, IdentHit, IdentSearch,
@@ -12,7 +13,6 @@ use interop_gateway::{convert, server, store};
 use interop_gateway_cli::pki::{self, PkiDir};
 use interop_matcher::synth::{self, CaptureModel};
 use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
-pub use interop_proto::client::{Client, RetryPolicy};
 use interop_proto::v1 as pb;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

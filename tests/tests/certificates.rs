@@ -227,7 +227,7 @@ async fn connect_as(
     who: &IdentityFiles,
 ) -> anyhow::Result<tonic::transport::Channel> {
     Ok(pki::client_config(endpoint, trust, Some(who))?
-        .retry(interop_proto::client::RetryPolicy::none())
+        .retry(interop_client::RetryPolicy::none())
         .connect()
         .await?
         .channel())

@@ -3,9 +3,9 @@
 //! deliver each result exactly once; a bulk stream re-sends what was unanswered; a unary
 //! submission retries until the gateway is back; and a refusal is never retried.
 
+use interop_client::RetryPolicy;
 use interop_e2e::*;
 use interop_gateway::auth::principal::Principal;
-use interop_proto::client::RetryPolicy;
 use interop_proto::v1 as pb;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -155,7 +155,7 @@ async fn a_submission_waits_out_an_outage_and_a_refusal_is_not_retried() {
     bad.ori = "bad".into();
     let e = bureau.submit(bad).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let violations = interop_proto::client::field_violations(&e);
+    let violations = interop_client::field_violations(&e);
     assert!(violations.iter().any(|(f, _)| f == "ori"), "{violations:?}");
 
     // With retries off, an outage is reported as UNAVAILABLE.

@@ -41,7 +41,7 @@ async fn admin_answers(gw: &TestGateway) -> bool {
     let connected =
         match interop_gateway_cli::pki::client_config(&gw.endpoint, &gw.pki, Some(&admin)) {
             Ok(c) => c
-                .retry(interop_proto::client::RetryPolicy::none())
+                .retry(interop_client::RetryPolicy::none())
                 .connect()
                 .await
                 .ok(),

@@ -8,9 +8,9 @@
 //! identities, for the simulator and the tests.
 
 use anyhow::{Context, Result};
+use interop_client::{Client, ClientConfig, Role};
 pub use interop_gateway::auth::pki::{IdentityFiles, PkiDir};
 use interop_gateway::auth::principal::Principal;
-use interop_proto::client::{Client, ClientConfig, Role};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,

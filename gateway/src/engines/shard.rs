@@ -10,8 +10,8 @@ use crate::auth::tls::ServerTls;
 use crate::engines::gallery_log::{Change as Recorded, GalleryLog};
 use crate::server::ServeOptions;
 use crate::server::listener::{self, CallTracker, ListenStats};
+use interop_client::Client;
 use interop_matcher::{ExhaustiveMatcher, Matcher};
-use interop_proto::client::Client;
 use interop_proto::v1 as pb;
 use std::path::Path;
 use std::sync::Arc;
@@ -345,14 +345,14 @@ pub async fn run(
     match &l.gateway {
         Some(gateway) => {
             let every = l.follow_every.max(Duration::from_secs(1));
-            let admin = interop_proto::client::ClientConfig::from_pki_dir(
+            let admin = interop_client::ClientConfig::from_pki_dir(
                 gateway,
                 &l.pki,
-                &interop_proto::client::Role::Admin,
+                &interop_client::Role::Admin,
             )?
             .call_timeout(every.max(Duration::from_secs(10)))
             // Each interval is the next try: a start before the gateway's is not held up.
-            .retry(interop_proto::client::RetryPolicy::none())
+            .retry(interop_client::RetryPolicy::none())
             .connect_lazy()?;
             tokio::spawn(follow_revocations(
                 admin.clone(),

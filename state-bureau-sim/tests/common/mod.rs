@@ -1,5 +1,6 @@
 //! A gateway served in the test process on a loopback port, over a freshly generated world
-//! and PKI, for the tests that drive it from outside (`run`, the `interop` command line).
+//! and PKI, for the tests that drive it from outside: `run` here, and the `interop` command
+//! line's (`proto/client/tests/cli.rs` includes this file by path).
 
 #![allow(dead_code)]
 

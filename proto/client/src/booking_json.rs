@@ -1,5 +1,6 @@
 //! Bookings as JSON, the way people and scripts write them for `interop submit`, and the
-//! way `state-bureau-sim bookings` exports them from a world.
+//! way `state-bureau-sim bookings` exports them from a world (the simulator writes them with
+//! [`BookingJson::from_pb`], which is why this is library code and not the command line's).
 //!
 //! ```json
 //! {"tcn": "TX-20261125-000001", "ori": "TX2010000", "jurisdiction_id": "TX201",
@@ -21,7 +22,7 @@
 //! module only turns text into the wire message.
 
 use anyhow::{Context, bail};
-use interop_matcher::formats::{self, Format};
+use interop_minutiae::formats::{self, Format};
 use interop_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -294,57 +295,6 @@ impl BookingJson {
     }
 }
 
-/// Plans bookings over a world (as the demo does, deterministic in `seed`) and writes
-/// `count` of them as JSON lines to `out` ("-" = stdout): only `state`'s when given, with
-/// `tag` inserted into every TCN when given. Returns how many were written.
-pub fn write_planned(
-    world: &Path,
-    seed: u64,
-    count: usize,
-    state: Option<&str>,
-    tag: Option<&str>,
-    out: &Path,
-) -> anyhow::Result<usize> {
-    use std::io::Write;
-    crate::demo::require_world(world)?;
-    let data = crate::bookings::WorldData::load(world)?;
-    if let Some(st) = state
-        && !data.world.states.iter().any(|s| s.code == st)
-    {
-        bail!("state {st:?} is not in this world");
-    }
-    let (from, days) = crate::demo::booking_window();
-    // Plan enough that one state's share reaches `count`, then keep that state's.
-    let planned = if state.is_some() {
-        count.saturating_mul(64)
-    } else {
-        count
-    };
-    let mut plan = crate::bookings::plan(&data, seed, planned, from, days, &Default::default());
-    if let Some(t) = tag {
-        crate::bookings::tag_tcns(&mut plan, t);
-    }
-    let mut w: Box<dyn Write> = if out == Path::new("-") {
-        Box::new(std::io::stdout().lock())
-    } else {
-        Box::new(std::io::BufWriter::new(
-            std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
-        ))
-    };
-    let mut n = 0;
-    for b in plan
-        .iter()
-        .filter(|b| state.is_none_or(|st| b.state == st))
-        .take(count)
-    {
-        serde_json::to_writer(&mut w, &BookingJson::from_pb(&b.submission)?)?;
-        writeln!(w)?;
-        n += 1;
-    }
-    w.flush()?;
-    Ok(n)
-}
-
 /// Reads template files: one is sent as it is, several are merged into one record.
 fn merge_templates(
     base: &Path,
@@ -426,7 +376,7 @@ mod tests {
 
     #[test]
     fn per_finger_template_files_are_merged_into_one_record() {
-        use interop_matcher::template::{FingerTemplate, Minutia, MinutiaKind};
+        use interop_minutiae::template::{FingerTemplate, Minutia, MinutiaKind};
         let dir = tempfile::tempdir().unwrap();
         let finger = |position| FingerTemplate {
             position,

@@ -1,10 +1,11 @@
 //! The `interop` command line as its users run it: spawned processes against a gateway
-//! served by this test over real mutual TLS, with bookings written by
-//! `state-bureau-sim bookings`. A bureau submits a JSON booking and sees its receipt and
-//! responses; a refused booking prints every violation, exits 1 and changes nothing; a field
-//! office's watcher is killed (`kill -9` while idle, SIGTERM while results stream in) and
-//! restarted, and across its runs shows each outcome exactly once, matching what the gateway
-//! holds for that office.
+//! served by this test over real mutual TLS, with bookings written as
+//! `state-bureau-sim bookings` writes them. A bureau submits a JSON booking and sees its
+//! receipt and responses; a refused booking prints every violation, exits 1 and changes
+//! nothing; a field office's watcher is killed (`kill -9` while idle, SIGTERM while results
+//! stream in) and restarted, and across its runs shows each outcome exactly once, matching
+//! what the gateway holds for that office; an administrator reads the statistics and the
+//! disclosure audit, revokes a certificate and reloads the gateway's.
 
 use interop_gateway::auth::principal::Principal;
 use interop_gateway::world::{self, WorldFile};
@@ -16,6 +17,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+// The simulator's test gateway (a fresh world, PKI and gateway in this process), shared with
+// its own tests rather than copied.
+#[path = "../../../state-bureau-sim/tests/common/mod.rs"]
 mod common;
 use common::serve;
 
@@ -39,34 +43,40 @@ fn run(mut c: Command) -> Output {
     out
 }
 
-/// The most populous state of the world (it gets the most bookings).
-fn busiest_state(w: &WorldFile) -> String {
+/// A gateway served by this test over a fresh world in a temporary directory: the directory,
+/// the gateway, its world, and the state and role (`bureau/XX`) of the bureau the test plays,
+/// the most populous state's (it gets the most bookings).
+async fn start() -> (tempfile::TempDir, common::Served, WorldFile, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path()).await;
+    let w: WorldFile = world::read_json(&dir.path().join("world"), world::WORLD_FILE).unwrap();
     let mut pop = BTreeMap::<&str, u64>::new();
     for j in &w.jurisdictions {
         *pop.entry(j.state.as_str()).or_default() += j.population;
     }
-    pop.into_iter()
+    let state = pop
+        .into_iter()
         .max_by_key(|(_, p)| *p)
         .map(|(s, _)| s.to_string())
-        .expect("a state")
+        .expect("a state");
+    let bureau = format!("bureau/{state}");
+    (dir, s, w, state, bureau)
 }
 
-/// Writes `count` planned bookings of `state` as JSON lines with `state-bureau-sim bookings`.
+/// Writes `count` planned bookings of `state` as JSON lines, as `state-bureau-sim bookings
+/// --world DIR --seed SEED --count COUNT --state STATE --run-tag TAG` does.
 fn write_bookings(dir: &Path, state: &str, seed: u64, tag: &str, count: usize) -> Vec<String> {
     let file = dir.join(format!("{tag}.jsonl"));
-    let out = Command::new(env!("CARGO_BIN_EXE_state-bureau-sim"))
-        .args(["bookings", "--world"])
-        .arg(dir.join("world"))
-        .args(["--seed", &seed.to_string(), "--count", &count.to_string()])
-        .args(["--state", state, "--run-tag", tag, "--out"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let tag = format!("{tag}-");
+    state_bureau_sim::bookings::write_planned(
+        &dir.join("world"),
+        seed,
+        count,
+        Some(state),
+        Some(&tag),
+        &file,
+    )
+    .unwrap();
     std::fs::read_to_string(&file)
         .unwrap()
         .lines()
@@ -80,12 +90,8 @@ fn field<'a>(line: &'a serde_json::Value, name: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bureau_submits_a_json_booking_and_a_refused_one_lists_every_violation() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, s, w, state, bureau) = start().await;
     let d = dir.path();
-    let s = serve(d).await;
-    let w: WorldFile = world::read_json(&d.join("world"), world::WORLD_FILE).unwrap();
-    let state = busiest_state(&w);
-    let bureau = format!("bureau/{state}");
     let lines = write_bookings(d, &state, 7, "ONE", 1);
     std::fs::write(d.join("booking.json"), &lines[0]).unwrap();
     let tcn = field(&serde_json::from_str(&lines[0]).unwrap(), "tcn").to_string();
@@ -262,13 +268,9 @@ impl Watcher {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_and_restarted_watcher_shows_each_outcome_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, s, w, state, bureau) = start().await;
     let d = dir.path();
-    let s = serve(d).await;
     let pki = PkiDir(d.join("pki"));
-    let w: WorldFile = world::read_json(&d.join("world"), world::WORLD_FILE).unwrap();
-    let state = busiest_state(&w);
-    let bureau = format!("bureau/{state}");
     let a = write_bookings(d, &state, 1, "A", 50);
     let b = write_bookings(d, &state, 2, "B", 50);
     // Watch the office covering most of these bookings.
@@ -403,6 +405,146 @@ async fn a_killed_and_restarted_watcher_shows_each_outcome_exactly_once() {
         office_client.ack(0).await.unwrap(),
         last_cursor,
         "--ack acknowledged all"
+    );
+
+    let _ = s.stop.send(());
+    s.task.await.unwrap().unwrap();
+}
+
+/// Everything `interop-gateway admin` did, done with `interop admin`: the monthly statistics
+/// in its three forms, the disclosure audit as CSV, revoking a certificate (refused from its
+/// next call on, listed), and reloading the gateway's certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_reads_the_statistics_and_the_audit_and_revokes_and_reloads() {
+    let (dir, s, w, state, bureau) = start().await;
+    let d = dir.path();
+    let pki = PkiDir(d.join("pki"));
+    let lines = write_bookings(d, &state, 3, "ADM", 1);
+    std::fs::write(d.join("booking.json"), &lines[0]).unwrap();
+    let booking: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let tcn = field(&booking, "tcn").to_string();
+    let jurisdiction = field(&booking, "jurisdiction_id").to_string();
+    let month = field(&booking, "booked_at")[..7].to_string();
+    let mut c = interop(d, &s.endpoint);
+    c.args(["--as", &bureau, "submit", "booking.json", "--wait"]);
+    assert_eq!(run(c).status.code(), Some(0));
+    let admin = |args: &[&str]| {
+        let mut c = interop(d, &s.endpoint);
+        c.arg("admin").args(args);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(0), "admin {args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    // The month's statistics count the one booking, in every form.
+    let csv = admin(&[
+        "stats", "--month", &month, "--state", &state, "--format", "csv",
+    ]);
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows[0],
+        "month,kind,state,jurisdiction_id,submissions,ident_searches,matches,level1,level2,\
+         level3,non_criminal,detainers,removals"
+    );
+    let row = |prefix: String| {
+        let r = rows.iter().find(|r| r.starts_with(&prefix));
+        r.unwrap_or_else(|| panic!("no row {prefix} in {csv}"))
+            .to_string()
+    };
+    for prefix in [
+        format!("{month},jurisdiction,{state},{jurisdiction},1,"),
+        format!("{month},state,{state},,1,"),
+        format!("{month},national,,,1,"),
+    ] {
+        row(prefix);
+    }
+    let table = admin(&["stats", "--month", &month]);
+    assert!(
+        table.starts_with(&format!(
+            "interoperability statistics, bookings of {month}\n"
+        )),
+        "{table}"
+    );
+    assert!(table.lines().any(|l| l.starts_with("national")), "{table}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&admin(&["stats", "--month", &month, "--json"])).unwrap();
+    assert_eq!(doc["month"], month.as_str());
+    let national = doc["rows"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (national["kind"].clone(), national["submissions"].clone()),
+        ("national".into(), 1.into())
+    );
+
+    // The audit names the bureau, by its SPIFFE id and certificate serial, as a recipient of
+    // its booking's results.
+    let audit = admin(&["disclosures", "--tcn", &tcn]);
+    assert!(
+        audit.starts_with(
+            "seq,disclosed_at,recipient,certificate_serial,rpc,state,tcn,kind,cursor\n"
+        ),
+        "{audit}"
+    );
+    let serial_of = |st: &str| {
+        pki::serial_of_pem_file(&pki.client(&Principal::Bureau { state: st.into() }).cert).unwrap()
+    };
+    let own = format!(
+        "spiffe://interop.local/bureau/{state},{}",
+        serial_of(&state)
+    );
+    assert!(
+        audit
+            .lines()
+            .skip(1)
+            .any(|l| l.contains(&own) && l.contains(&tcn)),
+        "{own} missing from: {audit}"
+    );
+
+    // Revoking another state's bureau: listed, and refused from its next call on, while this
+    // bureau carries on. Only an admin may revoke.
+    let other = w
+        .states
+        .iter()
+        .map(|st| st.code.clone())
+        .find(|st| {
+            *st != state
+                && pki
+                    .client(&Principal::Bureau { state: st.clone() })
+                    .cert
+                    .exists()
+        })
+        .expect("another bureau");
+    let serial = serial_of(&other);
+    let mut c = interop(d, &s.endpoint);
+    c.args(["--as", &bureau, "admin", "revoke", "--serial", &serial]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PERMISSION_DENIED"));
+    let out = admin(&["revoke", "--serial", &serial, "--reason", "lost laptop"]);
+    assert!(out.contains(&serial), "{out}");
+    let out = admin(&["revoked"]);
+    assert!(
+        out.contains(&serial) && out.contains("lost laptop"),
+        "{out}"
+    );
+    let mut c = interop(d, &s.endpoint);
+    c.args(["--as", &format!("bureau/{other}"), "status", &tcn]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("UNAUTHENTICATED") && err.contains("revoked"),
+        "{err}"
+    );
+    let mut c = interop(d, &s.endpoint);
+    c.args(["--as", &bureau, "status", &tcn]);
+    assert_eq!(run(c).status.code(), Some(0));
+
+    // Reloading: the gateway re-reads its files and says what it presents and trusts.
+    let out = admin(&["reload"]);
+    let server = pki::serial_of_pem_file(&pki.server().cert).unwrap();
+    assert!(
+        out.contains(&server) && out.contains("1 client CA"),
+        "{out}"
     );
 
     let _ = s.stop.send(());
