@@ -12,6 +12,15 @@ use std::process::ExitCode;
     about = "Synthetic world generator and end-to-end driver for the interop gateway"
 )]
 struct Cli {
+    /// How log lines are written: text, or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "INTEROP_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: interop_gateway_cli::logging::LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -303,14 +312,10 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = Cli::parse();
+    interop_gateway_cli::logging::init(cli.log_format, "warn");
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let result = match Cli::parse().cmd {
+    let result = match cli.cmd {
         Cmd::Generate {
             seed,
             identities,

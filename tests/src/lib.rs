@@ -573,3 +573,82 @@ pub async fn wait_completed(gw: &TestGateway, state: &str, tcn: &str) {
     }
     panic!("{tcn} did not complete in 30 s");
 }
+
+/// The real gateway program as a child process, for the tests that must run the very
+/// program operators run (the `kill -9` test, the log test). The binary is the test crate's
+/// `interop-gateway-under-test`, whose path only an integration test knows
+/// (`env!("CARGO_BIN_EXE_interop-gateway-under-test")`).
+pub mod program {
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::process::Stdio;
+
+    /// Where one gateway's world, PKI, data and log live.
+    pub struct Dirs {
+        pub pki: PkiDir,
+        pub world: PathBuf,
+        pub data: PathBuf,
+        /// Its stdout and stderr, appended across restarts.
+        pub log: PathBuf,
+    }
+
+    pub struct Running {
+        pub child: tokio::process::Child,
+        pub endpoint: String,
+    }
+
+    /// The last 40 lines of a log file, for failure messages.
+    pub fn log_tail(log: &Path) -> String {
+        let s = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Starts the gateway program `bin` with `extra` flags and `RUST_LOG=rust_log`, and
+    /// waits until it answers an admin call over mutual TLS.
+    pub async fn start(bin: &str, d: &Dirs, extra: &[&str], rust_log: &str) -> Running {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&d.log)
+            .expect("log file");
+        let mut child = tokio::process::Command::new(bin)
+            .args(extra)
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--pki")
+            .arg(&d.pki.0)
+            .arg("--world")
+            .arg(&d.world)
+            .arg("--data")
+            .arg(&d.data)
+            .args(["--shards", "2", "--concurrency", "8", "--grace-secs", "1"])
+            .arg("--no-metrics")
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::from(log.try_clone().expect("log file")))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the gateway");
+        let endpoint = format!("https://127.0.0.1:{port}");
+        for _ in 0..600 {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!("gateway exited with {status}:\n{}", log_tail(&d.log));
+            }
+            if let Ok(ch) = pki::connect(&endpoint, &d.pki, &Principal::Admin).await
+                && pb::admin_service_client::AdminServiceClient::new(ch)
+                    .get_counters(pb::GetCountersRequest {})
+                    .await
+                    .is_ok()
+            {
+                return Running { child, endpoint };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("gateway did not come up:\n{}", log_tail(&d.log));
+    }
+}

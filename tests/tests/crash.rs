@@ -19,6 +19,7 @@
 //! INTEROP_CRASH_CYCLES=20 INTEROP_CRASH_SEED=5 cargo test --release -p interop-e2e --test crash -- --nocapture
 //! ```
 
+use interop_e2e::program::{self, Dirs, Running, log_tail};
 use interop_e2e::*;
 use interop_gateway::auth::principal::Principal;
 use interop_gateway_cli::pki::{self, PkiDir};
@@ -30,7 +31,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -95,70 +95,6 @@ struct Ledger {
     acked: BTreeMap<&'static str, u64>,
     /// Deliveries at or below a confirmed acknowledgement.
     redelivered_after_ack: Vec<String>,
-}
-
-struct Dirs {
-    pki: PkiDir,
-    world: PathBuf,
-    data: PathBuf,
-    log: PathBuf,
-}
-
-struct Running {
-    child: tokio::process::Child,
-    endpoint: String,
-}
-
-fn log_tail(log: &Path) -> String {
-    let s = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// Starts the gateway program and waits until it answers an admin call over mutual TLS.
-async fn start(d: &Dirs) -> Running {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&d.log)
-        .expect("log file");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_interop-gateway-under-test"))
-        .arg("serve")
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--pki")
-        .arg(&d.pki.0)
-        .arg("--world")
-        .arg(&d.world)
-        .arg("--data")
-        .arg(&d.data)
-        .args(["--shards", "2", "--concurrency", "8", "--grace-secs", "1"])
-        .arg("--no-metrics")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::from(log.try_clone().expect("log file")))
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the gateway");
-    let endpoint = format!("https://127.0.0.1:{port}");
-    for _ in 0..600 {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("gateway exited with {status}:\n{}", log_tail(&d.log));
-        }
-        if let Ok(ch) = pki::connect(&endpoint, &d.pki, &Principal::Admin).await
-            && AdminServiceClient::new(ch)
-                .get_counters(pb::GetCountersRequest {})
-                .await
-                .is_ok()
-        {
-            return Running { child, endpoint };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("gateway did not come up:\n{}", log_tail(&d.log));
 }
 
 async fn channel(r: &Running, pki: &PkiDir, who: Principal) -> Option<Channel> {
@@ -297,7 +233,13 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
 
     for cycle in 0..=cycles {
         let last = cycle == cycles;
-        let running = start(&d).await;
+        let running = program::start(
+            env!("CARGO_BIN_EXE_interop-gateway-under-test"),
+            &d,
+            &[],
+            "debug",
+        )
+        .await;
         // This life's work: the next batch, plus whatever earlier lives did not receipt.
         let offered = if last {
             plan.len()

@@ -22,6 +22,15 @@ use std::time::Duration;
     about = "The FBI/DHS interoperability gateway (synthetic emulation)"
 )]
 struct Cli {
+    /// How log lines are written: text, or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "INTEROP_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: crate::logging::LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -230,7 +239,7 @@ pub fn main_from(
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    crate::init_logging();
+    crate::logging::init(cli.log_format, "info");
     match cli.cmd {
         Cmd::Serve {
             listen,

@@ -13,6 +13,7 @@
 //! the crash test builds the gateway's own `main` to `kill -9` it).
 
 pub mod gateway;
+pub mod logging;
 pub mod matcher;
 pub mod pki;
 
@@ -29,15 +30,6 @@ pub async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
-}
-
-/// Logs to stderr at the level `RUST_LOG` sets (default `info`).
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
 }
 
 /// Runs `work` on a new multi-threaded runtime; an error is printed and exits 1 (both

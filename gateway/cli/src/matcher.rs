@@ -17,6 +17,15 @@ use std::path::PathBuf;
     about = "A matcher shard as its own process"
 )]
 struct Cli {
+    /// How log lines are written: text, or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "INTEROP_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: crate::logging::LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -102,7 +111,7 @@ pub fn main_from(
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    crate::init_logging();
+    crate::logging::init(cli.log_format, "info");
     let Cmd::Serve {
         listen,
         pki,

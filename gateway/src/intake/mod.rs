@@ -95,7 +95,7 @@ async fn admit(
         .await?
     {
         Accepted::New(r) => {
-            tracing::info!(bureau = %state, tcn = %sub.tcn, receipt = %r.receipt_id, fingers = sub.fingers.len(), "accepted");
+            tracing::debug!(bureau = %state, tcn = %sub.tcn, receipt = %r.receipt_id, fingers = sub.fingers.len(), "accepted");
             let out = receipt(&sub.tcn, &r, false);
             permit.send(Job {
                 slot: Some(slot),
@@ -107,7 +107,7 @@ async fn admit(
             Ok(out)
         }
         Accepted::Duplicate(r) => {
-            tracing::info!(bureau = %state, tcn = %sub.tcn, receipt = %r.receipt_id, "repeat of a received submission");
+            tracing::debug!(bureau = %state, tcn = %sub.tcn, receipt = %r.receipt_id, "repeat of a received submission");
             Ok(receipt(&sub.tcn, &r, true))
         }
     }

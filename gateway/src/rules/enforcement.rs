@@ -186,7 +186,7 @@ pub async fn issue_detainer(
         .await?
     {
         Once::Appended => {
-            tracing::info!(office, tcn = %r.tcn, "detainer issued");
+            tracing::debug!(office, tcn = %r.tcn, "detainer issued");
             gw.core
                 .metrics
                 .inc("interop_detainers_total", crate::metrics::office(office));

@@ -805,9 +805,15 @@ impl Store for NatsStore {
             };
             if self.write(claim).await?.claimed()? {
                 Counts::add(&self.counts.taken_over, 1);
-                tracing::info!(key = %p.key, from = %owner, "took over a stopped replica's submission");
+                tracing::debug!(key = %p.key, from = %owner, "took over a stopped replica's submission");
                 won.push(p);
             }
+        }
+        if !won.is_empty() {
+            tracing::info!(
+                submissions = won.len(),
+                "took over stopped replicas' unfinished submissions"
+            );
         }
         Ok(won)
     }

@@ -208,11 +208,13 @@ impl From<tonic::Status> for Failure {
 type Outcome = Result<(), Failure>;
 
 fn main() -> ExitCode {
+    // Warnings only by default, and colour only on a terminal.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     if let Cmd::Completions { shell } = cli.cmd {
