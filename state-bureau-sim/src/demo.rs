@@ -286,6 +286,7 @@ pub async fn serve_in_process(
         server::ServeOptions::default(),
     )
     .await?;
+    gw.serve_fbi_gallery(backends.criminal.matcher());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let endpoint = format!("https://{}", listener.local_addr()?);
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -324,6 +324,7 @@ impl TestGateway {
             inner,
             calls: AtomicUsize::new(0),
         });
+        let fbi = criminal.matcher();
         let criminal: Arc<dyn CriminalHistory> = Arc::new(criminal);
         // The previous gateway on this directory may still be releasing its database file.
         let open = || -> store::StoreResult<store::DynStore> {
@@ -353,6 +354,7 @@ impl TestGateway {
         )
         .await
         .expect("gateway start");
+        gateway.serve_fbi_gallery(fbi);
         let addr = listen.unwrap_or_else(|| "127.0.0.1:0".parse().expect("address"));
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let endpoint = format!("https://{}", listener.local_addr().expect("addr"));

@@ -206,6 +206,7 @@ async fn call(ch: Channel, rpc: &str, state: &str) -> Result<(), Status> {
             .search(pb::SearchRequest {
                 fingers,
                 max_candidates: 1,
+                ..Default::default()
             })
             .await
             .map(drop),

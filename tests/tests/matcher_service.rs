@@ -22,6 +22,7 @@ async fn enrol_search_remove_over_the_service() {
     let search = |n: u64| pb::SearchRequest {
         fingers: tenprint_to_pb(&capture(NOBODY, n)),
         max_candidates: 5,
+        ..Default::default()
     };
     // NOBODY is in no gallery: no hit.
     let before = m.search(search(1)).await.unwrap().into_inner();
@@ -120,6 +121,7 @@ async fn gallery_changes_outlive_a_restart() {
         .search(pb::SearchRequest {
             fingers: tenprint_to_pb(&capture(NOBODY, 2)),
             max_candidates: 5,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -143,4 +145,39 @@ async fn gallery_changes_outlive_a_restart() {
         !outcome.hit,
         "a removed subject was identified after a restart"
     );
+}
+
+/// The admin searches the FBI gallery too when it asks for it (to see where a
+/// criminal-history miss's mate ranks), and IDENT by default; a bureau may not search either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_searches_either_gallery() {
+    let gw = TestGateway::start().await;
+    let mut m = MatcherServiceClient::new(gw.channel(Principal::Admin).await);
+    let search = |person: u64, gallery: pb::Gallery| pb::SearchRequest {
+        fingers: tenprint_to_pb(&capture(person, 7)),
+        max_candidates: 3,
+        gallery: gallery as i32,
+    };
+    // FBI_ONLY has a criminal record and no IDENT encounter.
+    let fbi = m
+        .search(search(FBI_ONLY, pb::Gallery::Fbi))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(fbi.hit, "{fbi:?}");
+    for gallery in [pb::Gallery::Unspecified, pb::Gallery::Ident] {
+        let ident = m
+            .search(search(FBI_ONLY, gallery))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!ident.hit, "{gallery:?}: {ident:?}");
+    }
+    let mut bureau =
+        MatcherServiceClient::new(gw.channel(Principal::Bureau { state: "TX".into() }).await);
+    let refused = bureau
+        .search(search(FBI_ONLY, pb::Gallery::Fbi))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
 }

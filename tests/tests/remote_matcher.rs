@@ -232,6 +232,7 @@ async fn a_shard_refuses_certificates_revoked_at_the_gateway() {
                 .search(pb::SearchRequest {
                     fingers: interop_gateway::convert::tenprint_to_pb(&capture(NOBODY, 1)),
                     max_candidates: 1,
+                    ..Default::default()
                 })
                 .await
         }
@@ -321,6 +322,7 @@ async fn the_gateway_enrols_and_removes_on_every_replica_of_the_shard() {
     let probe = || pb::SearchRequest {
         fingers: interop_gateway::convert::tenprint_to_pb(&capture(NOBODY, 77)),
         max_candidates: 3,
+        ..Default::default()
     };
 
     // An enrolment at the gateway of a shard-0 id reaches both replicas.
@@ -461,6 +463,7 @@ async fn a_replica_makes_the_changes_it_missed_from_the_gateways_record() {
                 .search(pb::SearchRequest {
                     fingers: interop_gateway::convert::tenprint_to_pb(&capture(person, 91)),
                     max_candidates: 1,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -534,6 +537,7 @@ async fn a_replica_makes_the_changes_it_missed_from_the_gateways_record() {
             .search(pb::SearchRequest {
                 fingers: interop_gateway::convert::tenprint_to_pb(&capture(NOBODY, 92)),
                 max_candidates: 2,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -33,6 +33,9 @@ pub struct MatcherApi {
         Arc<crate::engines::gallery_log::GalleryLog>,
         Option<crate::store::DynStore>,
     )>,
+    /// At a gateway, the FBI gallery, searched when a request asks for it (admin only): so a
+    /// miss of the criminal-history check can be examined like one of IDENT's.
+    fbi: Option<Arc<dyn Matcher>>,
 }
 
 impl MatcherApi {
@@ -43,7 +46,57 @@ impl MatcherApi {
             running: Arc::new(tokio::sync::Semaphore::new(cores)),
             shard: None,
             log: None,
+            fbi: None,
         }
+    }
+
+    /// The same service, also searching the FBI gallery `fbi` when a request asks for it.
+    pub fn with_fbi(self, fbi: Option<Arc<dyn Matcher>>) -> Self {
+        MatcherApi { fbi, ..self }
+    }
+
+    /// A search of `r.fingers` in the gallery `r.gallery` names, within `deadline`.
+    async fn search_in(
+        &self,
+        r: pb::SearchRequest,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<pb::SearchResponse, GatewayError> {
+        let m = match (r.gallery(), &self.shard, &self.fbi) {
+            (pb::Gallery::Fbi, None, Some(fbi)) => fbi.clone(),
+            (pb::Gallery::Fbi, None, None) => {
+                return Err(GatewayError::FailedPrecondition(
+                    "gallery: the FBI gallery is not searched here".into(),
+                ));
+            }
+            // A shard process searches the gallery it holds.
+            _ => self.matcher.clone(),
+        };
+        let probe = search_fingers(&r.fingers)?;
+        let k = r.max_candidates.clamp(1, 100) as usize;
+        let permit = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let res = tokio::task::spawn_blocking(move || {
+            let r = m.search_before(&probe, k, deadline);
+            drop(permit);
+            r
+        })
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))??;
+        Ok(pb::SearchResponse {
+            hit: res.hit.is_some(),
+            candidates: res
+                .candidates
+                .iter()
+                .map(|c| pb::Candidate {
+                    subject_id: c.subject,
+                    score: c.score,
+                })
+                .collect(),
+        })
     }
 
     /// The service at a gateway: enrolments and removals go through `log`, recorded in
@@ -101,35 +154,9 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
     async fn search(&self, req: Request<pb::SearchRequest>) -> Res<pb::SearchResponse> {
         need_admin(&req)?;
         let deadline = grpc_timeout(req.metadata()).map(|t| std::time::Instant::now() + t);
-        let r = req.into_inner();
-        let probe = search_fingers(&r.fingers)?;
-        let k = r.max_candidates.clamp(1, 100) as usize;
-        let m = self.matcher.clone();
-        let permit = self
-            .running
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let res = tokio::task::spawn_blocking(move || {
-            let r = m.search_before(&probe, k, deadline);
-            drop(permit);
-            r
-        })
-        .await
-        .map_err(|e| GatewayError::Internal(e.to_string()))?
-        .map_err(GatewayError::from)?;
-        Ok(Response::new(pb::SearchResponse {
-            hit: res.hit.is_some(),
-            candidates: res
-                .candidates
-                .iter()
-                .map(|c| pb::Candidate {
-                    subject_id: c.subject,
-                    score: c.score,
-                })
-                .collect(),
-        }))
+        Ok(Response::new(
+            self.search_in(req.into_inner(), deadline).await?,
+        ))
     }
 
     async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Res<pb::EnrollResponse> {
@@ -228,12 +255,26 @@ fn grpc_timeout(meta: &tonic::metadata::MetadataMap) -> Option<std::time::Durati
 pub struct ShardedMatcherApi {
     pub ident: Arc<RemoteIdent>,
     pub log: Option<(Arc<GalleryLog>, crate::store::DynStore)>,
+    /// The FBI gallery, in process (see [`MatcherApi::with_fbi`]).
+    pub fbi: Option<MatcherApi>,
 }
 
 #[tonic::async_trait]
 impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
     async fn search(&self, req: Request<pb::SearchRequest>) -> Res<pb::SearchResponse> {
         need_admin(&req)?;
+        if req.get_ref().gallery() == pb::Gallery::Fbi {
+            let Some(fbi) = &self.fbi else {
+                return Err(GatewayError::FailedPrecondition(
+                    "gallery: the FBI gallery is not searched here".into(),
+                )
+                .into());
+            };
+            let deadline = grpc_timeout(req.metadata()).map(|t| std::time::Instant::now() + t);
+            return Ok(Response::new(
+                fbi.search_in(req.into_inner(), deadline).await?,
+            ));
+        }
         let mut r = req.into_inner();
         search_fingers(&r.fingers)?;
         let k = r.max_candidates.clamp(1, 100) as usize;

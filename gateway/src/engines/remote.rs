@@ -344,6 +344,7 @@ impl IdentSearch for RemoteIdent {
         let req = pb::SearchRequest {
             fingers: crate::convert::tenprint_to_pb(&prints),
             max_candidates: 1,
+            gallery: pb::Gallery::Ident as i32,
         };
         let answers = self.scatter(req).await.map_err(|why| {
             BackendError::Unavailable(format!(

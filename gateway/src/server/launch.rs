@@ -56,7 +56,7 @@ pub async fn run(
     let tls = server_tls(&pki)?;
     let store = open_store(&l).await?;
     tracing::info!(world = %l.world.display(), "loading galleries");
-    let (ident, criminal, matcher) = load_engines(&l, &pki).await?;
+    let (ident, criminal, matcher, fbi) = load_engines(&l, &pki).await?;
     let gw = Gateway::start(
         world_file,
         store,
@@ -66,6 +66,7 @@ pub async fn run(
         l.options.clone(),
     )
     .await?;
+    gw.serve_fbi_gallery(fbi);
     let listener = tokio::net::TcpListener::bind(l.listen)
         .await
         .with_context(|| format!("binding {}", l.listen))?;
@@ -115,10 +116,12 @@ async fn open_store(l: &Launch) -> anyhow::Result<DynStore> {
     }
 }
 
+/// IDENT, the FBI check, what `MatcherService` serves, and the FBI gallery's matcher.
 type Engines = (
     Arc<dyn IdentSearch>,
     Arc<dyn CriminalHistory>,
     Option<MatcherServing>,
+    Arc<dyn interop_matcher::Matcher>,
 );
 
 /// Both galleries in process, or IDENT over shard processes and the FBI gallery in process.
@@ -143,7 +146,8 @@ async fn load_engines(l: &Launch, pki: &PkiDir) -> anyhow::Result<Engines> {
                 };
                 engines::log_calibration(&cal, "--ident-fpir");
             }
-            Ok((b.ident, b.criminal, Some(MatcherServing::InProcess(m))))
+            let fbi = b.criminal.matcher();
+            Ok((b.ident, b.criminal, Some(MatcherServing::InProcess(m)), fbi))
         }
         Some(spec) => {
             let remote = Arc::new(RemoteIdent::new(spec, pki, &l.world, deadline)?);
@@ -160,10 +164,12 @@ async fn load_engines(l: &Launch, pki: &PkiDir) -> anyhow::Result<Engines> {
                 anyhow::Ok(b)
             })
             .await??;
+            let fbi = criminal.matcher();
             Ok((
                 remote.clone(),
                 Arc::new(criminal),
                 Some(MatcherServing::Shards(remote)),
+                fbi,
             ))
         }
     }

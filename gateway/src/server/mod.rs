@@ -109,6 +109,9 @@ pub struct Gateway {
     matcher: Option<MatcherServing>,
     /// The IDENT gallery's recorded changes (see [`crate::engines::gallery_log`]).
     gallery: Option<Arc<crate::engines::gallery_log::GalleryLog>>,
+    /// The FBI gallery, searched by `MatcherService.Search` when asked (see
+    /// [`Gateway::serve_fbi_gallery`]).
+    fbi_gallery: std::sync::OnceLock<Arc<dyn Matcher>>,
     options: ServeOptions,
     /// The TLS configuration being served, once [`Gateway::serve`] runs (for reloads).
     tls: std::sync::OnceLock<Arc<ServerTls>>,
@@ -216,6 +219,7 @@ impl Gateway {
             bureau_shares: Arc::default(),
             matcher,
             gallery,
+            fbi_gallery: std::sync::OnceLock::new(),
             options,
             tls: std::sync::OnceLock::new(),
             listen_stats: Arc::default(),
@@ -423,6 +427,13 @@ impl Gateway {
                 "certificates not reloaded, the current ones stay in use: {e:#}"
             ))
         })
+    }
+
+    /// Lets `MatcherService.Search` (admin only, and only where the gateway serves
+    /// `MatcherService`) search the FBI gallery `m` too, when a request asks for it. Call before
+    /// [`Gateway::serve`]; a second call is ignored.
+    pub fn serve_fbi_gallery(&self, m: Arc<dyn Matcher>) {
+        let _ = self.fbi_gallery.set(m);
     }
 
     /// Submissions waiting for a worker, and being processed.

@@ -82,7 +82,8 @@ impl Gateway {
                         MatcherApi::recorded(m.clone(), log.clone(), self.core.store.clone())
                     }
                     None => MatcherApi::new(m.clone()),
-                };
+                }
+                .with_fbi(self.fbi_gallery.get().cloned());
                 let svc = MatcherServiceServer::new(api).max_decoding_message_size(max);
                 router = router.add_service(InterceptedService::new(svc, authenticate));
             }
@@ -94,6 +95,7 @@ impl Gateway {
                 let api = ShardedMatcherApi {
                     ident: r.clone(),
                     log: self.gallery.clone().map(|g| (g, self.core.store.clone())),
+                    fbi: self.fbi_gallery.get().cloned().map(MatcherApi::new),
                 };
                 let svc = MatcherServiceServer::new(api).max_decoding_message_size(max);
                 router = router.add_service(InterceptedService::new(svc, authenticate));
