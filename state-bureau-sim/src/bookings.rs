@@ -58,10 +58,14 @@ impl WorldData {
 pub struct Expected {
     /// FBI number the criminal-history response must carry ("" = not identified).
     pub fbi_number: String,
+    /// The person's subject id in the FBI gallery (where a mate would rank).
+    pub fbi_subject: Option<u64>,
     /// IDENT is searched (jurisdiction activated on the booking date).
     pub searched: bool,
     /// FIN of the IDENT hit ("" = no hit).
     pub fin: String,
+    /// The person's subject id in the IDENT gallery, when searched.
+    pub ident_subject: Option<u64>,
     pub status: Option<ImmigrationStatus>,
     pub level: interop_gateway::rules::policy::Level,
     /// The field office that must be notified (when searched).
@@ -77,6 +81,9 @@ pub struct Booking {
     pub person: u64,
     pub submission: pb::Submission,
     pub expected: Expected,
+    /// The capture quality of the prints (the degradation factor of
+    /// [`CaptureModel::with_quality`]: 1 = the default capture model).
+    pub capture_quality: f32,
 }
 
 /// Reference priority level (civil enforcement priorities memo), written out independently
@@ -247,8 +254,10 @@ pub fn plan(
             };
             let expected = Expected {
                 fbi_number: fbi.map(|r| r.fbi_number.clone()).unwrap_or_default(),
+                fbi_subject: fbi.and(person.fbi_subject),
                 searched,
                 fin: ident.map(|r| r.fin.clone()).unwrap_or_default(),
+                ident_subject: ident.and(person.ident_subject),
                 status: ident.map(|r| r.status),
                 level: reference_level(fbi),
                 field_office: j.field_office.clone(),
@@ -262,6 +271,7 @@ pub fn plan(
                 person: person.id,
                 submission,
                 expected,
+                capture_quality: 1.0,
             }
         })
         .collect()

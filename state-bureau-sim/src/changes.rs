@@ -301,10 +301,13 @@ mod tests {
                 tcn: tcn.into(),
                 ..Default::default()
             },
+            capture_quality: 1.0,
             expected: Expected {
                 fbi_number: String::new(),
+                fbi_subject: None,
                 searched,
                 fin: String::new(),
+                ident_subject: None,
                 status: None,
                 level: interop_gateway::rules::policy::Level::None,
                 field_office: "HOU".into(),

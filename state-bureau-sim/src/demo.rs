@@ -21,7 +21,7 @@ use interop_gateway_cli::pki::PkiDir;
 use interop_proto::v1 as pb;
 use pb::field_office_service_client::FieldOfficeServiceClient;
 use pb::submission_service_client::SubmissionServiceClient;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -413,7 +413,7 @@ async fn drive_and_verify(
     setup_gateway: Duration,
 ) -> anyhow::Result<Verification> {
     let admin_ch = pki::connect(endpoint, pki, &Principal::Admin).await?;
-    let mut admin = pb::admin_service_client::AdminServiceClient::new(admin_ch);
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(admin_ch.clone());
     let months = verify::months(plan);
     let counters_before = admin
         .get_counters(pb::GetCountersRequest {})
@@ -505,7 +505,8 @@ async fn drive_and_verify(
 
     let held_to = obs.effective_plan.take();
     let plan: &[Booking] = held_to.as_deref().unwrap_or(plan);
-    let v = verify::verify(plan, &obs, &counters);
+    let mut v = verify::verify(plan, &obs, &counters);
+    mate_ranks(admin_ch, plan, &mut v).await;
     let mut report = verify::report(plan, &obs, &v, &counters, setup_world, setup_gateway);
     if let Some(split) = obs.change_split {
         let names: Vec<String> = opts.changes.iter().map(|c| c.to_string()).collect();
@@ -974,6 +975,47 @@ pub async fn drive(
         }
     }
     Ok(obs)
+}
+
+/// Asks the gateway (as admin, `MatcherService.Search`) where each listed matcher error's
+/// mate ranks among the top candidates for the booking's prints, in the engine's gallery.
+/// A gateway that serves no `MatcherService` leaves the ranks unknown (said in the listing).
+async fn mate_ranks(admin: tonic::transport::Channel, plan: &[Booking], v: &mut Verification) {
+    const CANDIDATES: u32 = 100;
+    let mut m = pb::matcher_service_client::MatcherServiceClient::new(admin);
+    let by_tcn: HashMap<&str, &Booking> = plan
+        .iter()
+        .map(|b| (b.submission.tcn.as_str(), b))
+        .collect();
+    for e in &mut v.errors {
+        let (Some(mate), Some(b)) = (e.mate, by_tcn.get(e.tcn.as_str())) else {
+            continue;
+        };
+        let gallery = match e.engine {
+            verify::Engine::Fbi => pb::Gallery::Fbi,
+            verify::Engine::Ident => pb::Gallery::Ident,
+        };
+        let req = pb::SearchRequest {
+            fingers: b.submission.fingers.clone(),
+            max_candidates: CANDIDATES,
+            gallery: gallery as i32,
+        };
+        match m.search(req).await {
+            Ok(r) => {
+                let rank = r
+                    .into_inner()
+                    .candidates
+                    .iter()
+                    .position(|c| c.subject_id == mate)
+                    .map(|i| i + 1);
+                e.mate_rank = Some(rank);
+            }
+            Err(s) => {
+                tracing::warn!(code = ?s.code(), "cannot ask the gateway where a mate ranks");
+                return;
+            }
+        }
+    }
 }
 
 type OfficeSeen = Vec<(String, pb::FieldOfficeNotification, Instant)>;

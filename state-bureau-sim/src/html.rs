@@ -328,6 +328,26 @@ svg .t{{font:bold 13px system-ui,sans-serif}} svg .a{{font:11px system-ui,sans-s
         }
     }
     b.push_str("</table>");
+    if let Some(rates) = report["matcher_rates"].as_array().filter(|r| !r.is_empty()) {
+        b.push_str(
+            "<h2>Matcher error rates</h2><p>A rate fails only if its whole 95% interval lies above the target.</p><table><tr><th>rate</th><th>errors</th><th>trials</th><th>95% interval</th><th>target</th></tr>",
+        );
+        for r in rates {
+            let (low, high, target) = (num(&r["low"]), num(&r["high"]), num(&r["target"]));
+            let cls = if low <= target { "pass" } else { "fail" };
+            let _ = write!(
+                b,
+                r#"<tr><td>{}</td><td class="{cls}">{}</td><td>{}</td><td>{:.3}% – {:.3}%</td><td>≤ {:.2}%</td></tr>"#,
+                esc(r["name"].as_str().unwrap_or_default()),
+                r["errors"],
+                r["trials"],
+                100.0 * low,
+                100.0 * high,
+                100.0 * target
+            );
+        }
+        b.push_str("</table>");
+    }
     if let Some(v) = report["violations"].as_array().filter(|v| !v.is_empty()) {
         b.push_str("<h2>Violations</h2><ul>");
         for line in v {

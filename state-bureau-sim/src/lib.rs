@@ -12,6 +12,7 @@ pub mod bookings;
 pub mod changes;
 pub mod cluster;
 pub mod cluster_bench;
+pub mod criteria;
 pub mod demo;
 pub mod generate;
 pub mod geography;

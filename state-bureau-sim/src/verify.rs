@@ -1,9 +1,14 @@
 //! Ground-truth verification of everything the gateway answered, and the summary report.
 //!
-//! Every check counts failures; the run passes only if every count is zero. Each violation
-//! is listed with its TCN (ids only: no biometric or biographic data).
+//! Deterministic invariants are checked strictly: every check counts failures, and one
+//! failure fails the run, each violation listed with its TCN (ids only: no biometric or
+//! biographic data). The matchers' error rates and the outlier review are statistical: they
+//! are judged by the criteria of [`crate::criteria`] (95% intervals against the targets, the
+//! review's power), so a run fails on them only when it shows something wrong, never on one
+//! unlucky search.
 
 use crate::bookings::Booking;
+use crate::criteria::{self, Planted, Rate};
 use hdrhistogram::Histogram;
 use interop_gateway::convert;
 use interop_proto::v1 as pb;
@@ -69,16 +74,68 @@ pub struct Check {
 
 #[derive(Clone, Debug, Default)]
 pub struct Verification {
+    /// The deterministic checks.
     pub checks: Vec<Check>,
     /// "TCN: what went wrong", at most [`MAX_LISTED`] of them.
     pub violations: Vec<String>,
+    /// Each engine's FNIR and FPIR, judged by their intervals.
+    pub rates: Vec<Rate>,
+    /// Every matcher error, for the listing (at most [`MAX_LISTED`]).
+    pub errors: Vec<MatcherError>,
+    /// Every planted outlier, with the power the run had to find it.
+    pub planted: Vec<Planted>,
+}
+
+/// Which engine answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Engine {
+    /// The FBI criminal-history check.
+    Fbi,
+    /// The DHS IDENT search.
+    Ident,
+}
+
+/// One wrong answer of a matcher: a mate missed (or another subject hit instead), or a hit
+/// for a person the gallery does not hold.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MatcherError {
+    pub tcn: String,
+    pub engine: Engine,
+    /// What happened, e.g. "missed FBI123 (no hit)".
+    pub what: String,
+    /// The capture quality of the booking's prints (1 = the default capture model).
+    pub capture_quality: f32,
+    /// The mate's gallery subject id, for a mated search.
+    pub mate: Option<u64>,
+    /// Where the mate ranked in the gateway's candidate list (1 = first), once asked:
+    /// `Some(None)` = not within the candidates returned.
+    pub mate_rank: Option<Option<usize>>,
+}
+
+impl MatcherError {
+    fn line(&self) -> String {
+        let rank = match (self.mate, self.mate_rank) {
+            (None, _) => String::new(),
+            (Some(_), None) => ", mate's rank not asked".into(),
+            (Some(_), Some(Some(r))) => format!(", mate ranked {r}"),
+            (Some(_), Some(None)) => ", mate not among the top candidates".into(),
+        };
+        format!(
+            "{}: {} (capture quality {}{rank})",
+            self.tcn, self.what, self.capture_quality
+        )
+    }
 }
 
 pub const MAX_LISTED: usize = 50;
 
 impl Verification {
+    /// Every deterministic check is 0, no error rate's interval lies wholly above its target,
+    /// and the review found every planted outlier it had the power to find.
     pub fn passed(&self) -> bool {
         self.checks.iter().all(|c| c.failures == 0)
+            && self.rates.iter().all(Rate::passed)
+            && !self.planted.iter().any(Planted::missed_with_power)
     }
     fn fail(&mut self, check: &'static str, tcn: &str, what: String) {
         match self.checks.iter_mut().find(|c| c.name == check) {
@@ -94,22 +151,33 @@ impl Verification {
     }
 }
 
+/// The deterministic checks, by name.
+pub const RECEIPTS: &str = "submissions without a receipt";
+pub const REPEATS: &str = "repeated TCN not idempotent";
+pub const CRIMINAL_HISTORY: &str = "criminal-history responses lost or duplicated";
+pub const STATUS: &str = "status or priority wrong";
+pub const NOT_ACTIVATED: &str = "searches of non-activated jurisdictions";
+pub const LOST: &str = "notifications lost or misrouted";
+pub const DUPLICATED: &str = "notifications duplicated";
+pub const LEAKS: &str = "opt-out leaks";
+pub const IMMIGRATION: &str = "immigration responses lost or duplicated";
+pub const ORDER: &str = "stream cursors out of order";
+pub const DETAINERS: &str = "detainers not delivered exactly once";
+pub const MONTHLY: &str = "monthly statistics differ from the answers";
+
 pub const CHECKS: &[&str] = &[
-    "submissions without a receipt",
-    "repeated TCN not idempotent",
-    "criminal-history responses wrong or missing",
-    "false matches",
-    "missed matches",
-    "status or priority wrong",
-    "searches of non-activated jurisdictions",
-    "notifications lost or misrouted",
-    "notifications duplicated",
-    "opt-out leaks",
-    "immigration responses lost or duplicated",
-    "stream cursors out of order",
-    "detainers not delivered exactly once",
-    "monthly statistics differ from ground truth",
-    "planted outliers missed by the review",
+    RECEIPTS,
+    REPEATS,
+    CRIMINAL_HISTORY,
+    STATUS,
+    NOT_ACTIVATED,
+    LOST,
+    DUPLICATED,
+    LEAKS,
+    IMMIGRATION,
+    ORDER,
+    DETAINERS,
+    MONTHLY,
 ];
 
 /// Precision and recall of the review's minor-traffic flags against the planted set.
@@ -164,7 +232,7 @@ pub fn verify(
                 failures: 0,
             })
             .collect(),
-        violations: vec![],
+        ..Default::default()
     };
     let by_tcn: HashMap<&str, &Booking> = plan
         .iter()
@@ -174,8 +242,8 @@ pub fn verify(
     for (b, r) in plan.iter().zip(&obs.receipts) {
         match r {
             Some(Ok(_)) => {}
-            Some(Err(e)) => v.fail(CHECKS[0], &b.submission.tcn, format!("refused: {e}")),
-            None => v.fail(CHECKS[0], &b.submission.tcn, "no answer".into()),
+            Some(Err(e)) => v.fail(RECEIPTS, &b.submission.tcn, format!("refused: {e}")),
+            None => v.fail(RECEIPTS, &b.submission.tcn, "no answer".into()),
         }
     }
     for (tcn, r) in &obs.repeats {
@@ -187,7 +255,7 @@ pub fn verify(
         match (r, first) {
             (Ok(again), Some(first)) if again.duplicate && again.receipt_id == first.receipt_id => {
             }
-            (r, _) => v.fail(CHECKS[1], tcn, format!("repeat answered {r:?}")),
+            (r, _) => v.fail(REPEATS, tcn, format!("repeat answered {r:?}")),
         }
     }
 
@@ -200,7 +268,7 @@ pub fn verify(
         let prev = last_cursor.insert(key, r.cursor).unwrap_or(0);
         if r.cursor <= prev {
             v.fail(
-                CHECKS[11],
+                ORDER,
                 &r.tcn,
                 format!("bureau {state} cursor {} after {prev}", r.cursor),
             );
@@ -217,35 +285,42 @@ pub fn verify(
         }
         if by_tcn.get(r.tcn.as_str()).is_none_or(|b| &b.state != state) {
             v.fail(
-                CHECKS[9],
+                LEAKS,
                 &r.tcn,
                 format!("bureau {state} got a response for a booking that is not its own"),
             );
         }
     }
+    let mut fbi = Tally::default();
     for b in plan {
         let tcn = b.submission.tcn.as_str();
         match ch.get(tcn).map(|v| v.as_slice()) {
-            Some([c])
-                if c.fbi_number == b.expected.fbi_number
-                    && c.identified == expect_identified(&b.expected.fbi_number) => {}
+            // The criminal-history check is a 1:N search: who it found is judged as a rate.
+            Some([c]) => {
+                fbi.judge(
+                    b,
+                    Engine::Fbi,
+                    (!b.expected.fbi_number.is_empty())
+                        .then_some((b.expected.fbi_number.as_str(), b.expected.fbi_subject)),
+                    (c.identified || !c.fbi_number.is_empty()).then_some(c.fbi_number.as_str()),
+                );
+            }
             other => v.fail(
-                CHECKS[2],
+                CRIMINAL_HISTORY,
                 tcn,
                 format!(
-                    "expected FBI number {:?}, got {:?}",
-                    b.expected.fbi_number,
-                    other.map(|cs| cs.iter().map(|c| c.fbi_number.clone()).collect::<Vec<_>>())
+                    "expected one criminal-history response, got {}",
+                    other.map_or(0, |cs| cs.len())
                 ),
             ),
         }
         let got = imm.get(tcn).copied().unwrap_or(0);
         if !b.expected.bureau_receives && got > 0 {
-            v.fail(CHECKS[9], tcn, format!("jurisdiction {} does not receive results, yet the bureau got {got} immigration response(s)", b.submission.jurisdiction_id));
+            v.fail(LEAKS, tcn, format!("jurisdiction {} does not receive results, yet the bureau got {got} immigration response(s)", b.submission.jurisdiction_id));
         }
         if b.expected.bureau_receives && got != 1 {
             v.fail(
-                CHECKS[10],
+                IMMIGRATION,
                 tcn,
                 format!("expected 1 immigration response, got {got}"),
             );
@@ -260,7 +335,7 @@ pub fn verify(
         let tcn = n.outcome.as_ref().map(|o| o.tcn.as_str()).unwrap_or("?");
         if n.cursor <= prev {
             v.fail(
-                CHECKS[11],
+                ORDER,
                 tcn,
                 format!("office {office} cursor {} after {prev}", n.cursor),
             );
@@ -272,13 +347,16 @@ pub fn verify(
                 .push((office.as_str(), o));
         }
     }
+    let mut ident = Tally::default();
+    // Matches by month as the field offices were told them, for the monthly statistics.
+    let mut told: BTreeMap<String, u64> = BTreeMap::new();
     for b in plan {
         let tcn = b.submission.tcn.as_str();
         let got = notes.get(tcn).map(|v| v.as_slice()).unwrap_or(&[]);
         if !b.expected.searched {
             if !got.is_empty() {
                 v.fail(
-                    CHECKS[6],
+                    NOT_ACTIVATED,
                     tcn,
                     format!(
                         "jurisdiction {} not activated on the booking date, yet searched",
@@ -289,11 +367,11 @@ pub fn verify(
             continue;
         }
         if got.len() > 1 {
-            v.fail(CHECKS[8], tcn, format!("{} notifications", got.len()));
+            v.fail(DUPLICATED, tcn, format!("{} notifications", got.len()));
         }
         let Some((office, o)) = got.first() else {
             v.fail(
-                CHECKS[7],
+                LOST,
                 tcn,
                 format!("no notification reached {}", b.expected.field_office),
             );
@@ -301,36 +379,26 @@ pub fn verify(
         };
         if *office != b.expected.field_office {
             v.fail(
-                CHECKS[7],
+                LOST,
                 tcn,
                 format!("notified {office}, expected {}", b.expected.field_office),
             );
         }
-        match (o.hit, b.expected.fin.is_empty()) {
-            (true, true) => v.fail(
-                CHECKS[3],
-                tcn,
-                format!("hit on {} for a person with no IDENT record", o.fin),
-            ),
-            (true, false) if o.fin != b.expected.fin => v.fail(
-                CHECKS[3],
-                tcn,
-                format!("hit on {}, expected {}", o.fin, b.expected.fin),
-            ),
-            (false, false) => v.fail(
-                CHECKS[4],
-                tcn,
-                format!("expected a hit on {}", b.expected.fin),
-            ),
-            _ => {}
-        }
+        *told.entry(month_of(b)).or_default() += o.hit as u64;
+        let right = ident.judge(
+            b,
+            Engine::Ident,
+            (!b.expected.fin.is_empty())
+                .then_some((b.expected.fin.as_str(), b.expected.ident_subject)),
+            o.hit.then_some(o.fin.as_str()),
+        );
+        // The determination is checked wherever the matcher answered right: it follows
+        // from the records, deterministically.
         let want_status = convert::status_to_pb(b.expected.status) as i32;
         let want_level = convert::level_to_pb(b.expected.level) as i32;
-        if o.hit == expect_identified(&b.expected.fin)
-            && (o.status != want_status || o.priority_level != want_level)
-        {
+        if right && (o.status != want_status || o.priority_level != want_level) {
             v.fail(
-                CHECKS[5],
+                STATUS,
                 tcn,
                 format!(
                     "status/level {}/{} expected {want_status}/{want_level}",
@@ -347,7 +415,7 @@ pub fn verify(
         let got = received.remove(d).unwrap_or(0);
         if got != 1 {
             v.fail(
-                CHECKS[12],
+                DETAINERS,
                 &d.1,
                 format!("detainer {} reached the jail {got} times", d.2),
             );
@@ -355,20 +423,24 @@ pub fn verify(
     }
     for (d, _) in received {
         v.fail(
-            CHECKS[12],
+            DETAINERS,
             &d.1,
             format!("jail of {} got detainer {} nobody issued", d.0, d.2),
         );
     }
 
-    // Monthly statistics against the ground truth:
-    // [submissions, searches, matches, detainers, removals].
+    // Monthly statistics against what was answered: [submissions, searches, matches,
+    // detainers, removals]. Submissions and searches are the ground truth's; matches are the
+    // hits the field offices were told of (a matcher's miss is judged above, as a rate, and
+    // the statistics must count what the program answered).
     let mut want: BTreeMap<String, [u64; 5]> = BTreeMap::new();
     for b in plan {
         let w = want.entry(month_of(b)).or_default();
         w[0] += 1;
         w[1] += b.expected.searched as u64;
-        w[2] += !b.expected.fin.is_empty() as u64;
+    }
+    for (month, hits) in told {
+        want.entry(month).or_default()[2] += hits;
     }
     for (_, tcn, _) in &obs.detainers_issued {
         if let Some(b) = by_tcn.get(tcn.as_str()) {
@@ -392,7 +464,7 @@ pub fn verify(
         });
         if got.as_ref() != Some(w) {
             v.fail(
-                CHECKS[13],
+                MONTHLY,
                 month,
                 format!(
                     "national [submissions, searches, matches, detainers, removals] {got:?}, expected {w:?}"
@@ -401,30 +473,130 @@ pub fn verify(
         }
     }
 
-    for j in &obs.planted {
-        let found = obs
-            .review_flags
-            .iter()
-            .any(|(f, m)| f == j && m == "minor_traffic_only_arrests");
-        if !found {
-            v.fail(
-                CHECKS[14],
-                j,
-                "planted skewed arrest mix not flagged".into(),
-            );
-        }
-    }
-
     let searched = plan.iter().filter(|b| b.expected.searched).count() as u64;
     let counted = counters.get("ident_searches").copied().unwrap_or(0);
     if counted != searched {
         v.fail(
-            CHECKS[6],
+            NOT_ACTIVATED,
             "-",
             format!("gateway counted {counted} IDENT searches, {searched} expected"),
         );
     }
+
+    // The statistical part.
+    for (engine, t) in [("FBI", fbi), ("IDENT", ident)] {
+        v.rates.push(Rate::new(
+            format!("{engine} FNIR (mated searches missed)"),
+            t.missed,
+            t.mated,
+            criteria::FNIR_TARGET,
+        ));
+        v.rates.push(Rate::new(
+            format!("{engine} FPIR (non-mated searches hit)"),
+            t.false_hits,
+            t.non_mated,
+            criteria::FPIR_TARGET,
+        ));
+        v.errors.extend(t.errors);
+    }
+    v.errors.truncate(MAX_LISTED);
+    v.planted = planted_power(plan, obs);
     v
+}
+
+/// One engine's answers, as a matcher's error rates count them.
+#[derive(Default)]
+struct Tally {
+    mated: u64,
+    missed: u64,
+    non_mated: u64,
+    false_hits: u64,
+    errors: Vec<MatcherError>,
+}
+
+impl Tally {
+    /// Counts one answer: `mate` is who the gallery holds for the booking's person (its
+    /// identifier and subject id), `found` whom the engine identified. Whether it was right.
+    fn judge(
+        &mut self,
+        b: &Booking,
+        engine: Engine,
+        mate: Option<(&str, Option<u64>)>,
+        found: Option<&str>,
+    ) -> bool {
+        let what = match (mate, found) {
+            (Some((want, _)), Some(got)) if got == want => None,
+            (None, None) => None,
+            (Some((want, _)), None) => Some(format!("missed {want} (no hit)")),
+            (Some((want, _)), Some(got)) => Some(format!("hit {got} instead of {want}")),
+            (None, Some(got)) => Some(format!("hit {got}, who is not in the gallery")),
+        };
+        match mate {
+            Some(_) => {
+                self.mated += 1;
+                self.missed += what.is_some() as u64;
+            }
+            None => {
+                self.non_mated += 1;
+                self.false_hits += what.is_some() as u64;
+            }
+        }
+        let Some(what) = what else { return true };
+        if self.errors.len() < MAX_LISTED {
+            self.errors.push(MatcherError {
+                tcn: b.submission.tcn.clone(),
+                engine,
+                what,
+                capture_quality: b.capture_quality,
+                mate: mate.and_then(|(_, s)| s),
+                mate_rank: None,
+            });
+        }
+        false
+    }
+}
+
+/// The power this run gave the review to flag each planted jurisdiction, from the run's
+/// own bookings (against a gateway with history the review counts earlier runs' bookings
+/// too; they are not this run's to judge).
+fn planted_power(plan: &[Booking], obs: &Observations) -> Vec<Planted> {
+    let minor_only = |b: &Booking| {
+        !b.submission.charges.is_empty()
+            && b.submission
+                .charges
+                .iter()
+                .all(|c| c.class == pb::OffenseClass::MinorTraffic as i32)
+    };
+    let rest: Vec<&Booking> = plan
+        .iter()
+        .filter(|b| !obs.planted.contains(&b.submission.jurisdiction_id))
+        .collect();
+    let p0 = rest.iter().filter(|b| minor_only(b)).count() as f64 / rest.len().max(1) as f64;
+    // A planted jurisdiction's arrests are pretextual minor-traffic-only stops at this share,
+    // the rest drawn as everywhere else.
+    let share = crate::bookings::PLANTED_MINOR_TRAFFIC_SHARE;
+    let p1 = share + (1.0 - share) * p0;
+    // The Benjamini–Hochberg threshold a true outlier meets when the planted ones are the
+    // review's discoveries.
+    let alpha = interop_gateway::rules::review::FDR * obs.planted.len() as f64
+        / f64::from(obs.review_tests.max(1));
+    obs.planted
+        .iter()
+        .map(|j| {
+            let n = plan
+                .iter()
+                .filter(|b| &b.submission.jurisdiction_id == j)
+                .count() as u64;
+            Planted {
+                jurisdiction: j.clone(),
+                bookings: n,
+                power: criteria::review_power(n, p0, p1, alpha),
+                flagged: obs.review_flags.iter().any(|(f, m)| {
+                    f == j && m == interop_gateway::rules::review::MEASURE_MINOR_TRAFFIC
+                }),
+            }
+        })
+        .collect()
 }
 
 /// The printed table and the JSON report.
@@ -655,6 +827,49 @@ pub fn report(
     for line in &v.violations {
         let _ = writeln!(t, "    - {line}");
     }
+    let _ = writeln!(
+        t,
+        "matcher error rates (fail only if the whole 95% interval lies above the target):"
+    );
+    for r in &v.rates {
+        let mark = if r.passed() { "ok  " } else { "FAIL" };
+        let _ = writeln!(
+            t,
+            "  [{mark}] {:<38} {:>5} / {:<6} = {:>7.3}%  95% [{:.3}%, {:.3}%]  target <= {:.2}%",
+            r.name,
+            r.errors,
+            r.trials,
+            100.0 * r.rate(),
+            100.0 * r.low,
+            100.0 * r.high,
+            100.0 * r.target
+        );
+    }
+    for e in &v.errors {
+        let _ = writeln!(t, "    - {}", e.line());
+    }
+    if !v.planted.is_empty() {
+        let _ = writeln!(
+            t,
+            "outlier review: planted skews (a miss fails only where the power was >= {:.2}):",
+            crate::criteria::MIN_POWER
+        );
+        for p in &v.planted {
+            let mark = if p.missed_with_power() {
+                "FAIL"
+            } else {
+                "ok  "
+            };
+            let _ = writeln!(
+                t,
+                "  [{mark}] {:<10} bookings {:>6}  power {:.2}  {}",
+                p.jurisdiction,
+                p.bookings,
+                p.power,
+                if p.flagged { "flagged" } else { "not flagged" }
+            );
+        }
+    }
     let _ = writeln!(t, "result: {}", if v.passed() { "PASS" } else { "FAIL" });
 
     let json = serde_json::json!({
@@ -670,11 +885,14 @@ pub fn report(
         "removals": obs.removals.len(),
         "outlier_review": {
             "tests": obs.review_tests,
-            "planted": obs.planted,
+            "planted": v.planted,
+            "min_power": crate::criteria::MIN_POWER,
             "flags": obs.review_flags,
             "precision": precision,
             "recall": recall,
         },
+        "matcher_rates": v.rates,
+        "matcher_errors": v.errors,
         "notifications_per_office": per_office,
         "per_state": per_state
             .iter()
@@ -698,9 +916,4 @@ pub fn report(
         "counters": counters.iter().collect::<BTreeMap<_, _>>(),
     });
     Report { table: t, json }
-}
-
-/// An expected identifier that is non-empty means "identified".
-fn expect_identified(id: &str) -> bool {
-    !id.is_empty()
 }

@@ -12,7 +12,7 @@ use state_bureau_sim::demo::{self, Arrival, DemoOptions, RunOptions};
 use std::path::Path;
 
 mod common;
-use common::{SEED, serve};
+use common::{SEED, serve, serve_with_ident};
 
 const BOOKINGS: usize = 160;
 
@@ -298,6 +298,92 @@ async fn a_run_after_a_long_history_still_sees_notifications_live() {
     assert!(
         p99 < 3_000.0,
         "field-office notification p99 {p99} ms after a long history: not live"
+    );
+    let _ = s.stop.send(());
+    s.task.await.unwrap().unwrap();
+}
+
+/// IDENT that never finds anyone (a broken matcher, not an unlucky one).
+struct Blind;
+
+#[interop_gateway::engines::async_trait]
+impl interop_gateway::engines::IdentSearch for Blind {
+    async fn search(
+        &self,
+        _: interop_matcher::Tenprint,
+    ) -> Result<Option<interop_gateway::engines::IdentHit>, interop_gateway::engines::BackendError>
+    {
+        Ok(None)
+    }
+}
+
+/// IDENT that never completes a search: every searched booking stays unfinished, so its
+/// answers never leave the gateway (a gateway that drops them, as its users see it).
+struct Dropping;
+
+#[interop_gateway::engines::async_trait]
+impl interop_gateway::engines::IdentSearch for Dropping {
+    async fn search(
+        &self,
+        _: interop_matcher::Tenprint,
+    ) -> Result<Option<interop_gateway::engines::IdentHit>, interop_gateway::engines::BackendError>
+    {
+        Err(interop_gateway::engines::BackendError::Unavailable(
+            "the test drops every search".into(),
+        ))
+    }
+}
+
+/// A statistical criterion still fails a broken matcher: a gateway whose IDENT finds no one
+/// misses every mate, and the run fails on IDENT's FNIR (its interval lies wholly above the
+/// target) with the misses listed, while every deterministic check passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blind_matcher_fails_by_its_error_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve_with_ident(dir.path(), |_| std::sync::Arc::new(Blind)).await;
+    let v = demo::run_remote(options(dir.path(), &s.endpoint, "BLIND"))
+        .await
+        .unwrap();
+    assert!(!v.passed(), "a blind matcher passed");
+    assert!(v.checks.iter().all(|c| c.failures == 0), "{:?}", v.checks);
+    let fnir = v
+        .rates
+        .iter()
+        .find(|r| r.name.starts_with("IDENT FNIR"))
+        .unwrap();
+    assert!(fnir.trials > 0 && fnir.errors == fnir.trials, "{fnir:?}");
+    assert!(!fnir.passed(), "{fnir:?}");
+    assert!(
+        v.errors
+            .iter()
+            .any(|e| e.what.contains("no hit") && e.mate_rank.is_some()),
+        "misses listed with the mate's rank: {:?}",
+        v.errors
+    );
+    let _ = s.stop.send(());
+    s.task.await.unwrap().unwrap();
+}
+
+/// Deterministic invariants stay strict: a gateway whose searched bookings never finish
+/// delivers no answers for them, and the run fails on lost notifications and criminal-history
+/// responses, however the statistics look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_drops_answers_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve_with_ident(dir.path(), |_| std::sync::Arc::new(Dropping)).await;
+    let mut o = options(dir.path(), &s.endpoint, "DROP");
+    o.demo.settle_timeout = std::time::Duration::from_secs(5);
+    let v = demo::run_remote(o).await.unwrap();
+    assert!(!v.passed(), "dropped answers went unnoticed");
+    assert!(
+        failures(&v, "notifications lost or misrouted") > 0,
+        "{:?}",
+        v.checks
+    );
+    assert!(
+        failures(&v, "criminal-history responses lost or duplicated") > 0,
+        "{:?}",
+        v.checks
     );
     let _ = s.stop.send(());
     s.task.await.unwrap().unwrap();

@@ -26,3 +26,50 @@ pub async fn serve(dir: &Path) -> Served {
         .await
         .unwrap()
 }
+
+/// Like [`serve`], with the gateway's IDENT engine replaced by what `wrap` makes of the real
+/// one: a broken engine, to show the verdict catches what it does.
+pub async fn serve_with_ident(
+    dir: &Path,
+    wrap: impl FnOnce(
+        std::sync::Arc<dyn interop_gateway::engines::IdentSearch>,
+    ) -> std::sync::Arc<dyn interop_gateway::engines::IdentSearch>,
+) -> Served {
+    use interop_gateway::{engines, server, store};
+    let world_dir = dir.join("world");
+    let wd = world_dir.clone();
+    tokio::task::spawn_blocking(move || state_bureau_sim::generate::generate(SEED, 1_200, &wd))
+        .await
+        .unwrap()
+        .unwrap();
+    let data = WorldData::load(&world_dir).unwrap();
+    let pki = pki::init_for_world(&dir.join("pki"), &data.world).unwrap();
+    let wd = world_dir.clone();
+    let b = tokio::task::spawn_blocking(move || engines::InProcess::load(&wd, 2))
+        .await
+        .unwrap()
+        .unwrap();
+    let gw = server::Gateway::start(
+        data.world.clone(),
+        store::open_embedded(&dir.join("data")).unwrap(),
+        wrap(b.ident.clone()),
+        b.criminal.clone(),
+        Some(server::MatcherServing::InProcess(b.ident.matcher())),
+        server::ServeOptions::default(),
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(
+        gw.serve(listener, server::server_tls(&pki).unwrap(), async {
+            let _ = stop_rx.await;
+        }),
+    );
+    Served {
+        endpoint,
+        stop,
+        task,
+    }
+}

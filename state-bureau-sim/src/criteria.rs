@@ -1,0 +1,166 @@
+//! How a run's statistical properties are judged, so that a verdict fails only on bugs
+//! (DESIGN.md §3.10).
+//!
+//! Deterministic invariants (loss, duplicates, order, routing, leaks, searches before
+//! activation) are checked strictly in [`crate::verify`]: one failure fails the run. Two kinds
+//! of answer are statistical, and a single event proves nothing about them:
+//!
+//! - **Matcher errors.** An honest 1:N matcher misses some mates and hits some strangers at a
+//!   rate. Each engine's error rates are estimated from the run — FNIR over the mated
+//!   searches (the person is in the gallery: a miss, or a hit on someone else, is a false
+//!   negative), FPIR over the non-mated ones (a hit is a false positive) — with a 95% Wilson
+//!   score interval, and a rate **fails only when its whole interval lies above the target**
+//!   the matcher documents ([`FNIR_TARGET`], [`FPIR_TARGET`]): the run then shows, at 95%
+//!   confidence, a matcher worse than promised. Every error is listed, with the booking's
+//!   capture quality and where the mate ranked, so a user can tell a hard print from a bug.
+//! - **The outlier review.** Whether a planted skew is found depends on how many bookings
+//!   the planted jurisdiction had. A planted outlier counts as missed only where the run had
+//!   at least [`MIN_POWER`] power to find it ([`review_power`]); the power of every planted
+//!   one, and the review's precision and recall, are reported either way.
+
+use interop_gateway::rules::review::binomial_upper_tail;
+
+/// The most FNIR the matcher may show, for mated searches (DESIGN.md §7: "FNIR ≤ 0.3% at
+/// FPIR 0.1% on a realistic capture-quality mix").
+pub const FNIR_TARGET: f64 = 0.003;
+/// The most FPIR the matcher may show, for non-mated searches (the rate its threshold is set
+/// for, DESIGN.md §7).
+pub const FPIR_TARGET: f64 = 0.001;
+/// A planted outlier the review misses fails the run only if the run had this much power to
+/// find it (the conventional 0.8).
+pub const MIN_POWER: f64 = 0.8;
+/// z for a two-sided 95% interval.
+const Z95: f64 = 1.959_963_984_540_054;
+
+/// The 95% Wilson score interval of `k` events in `n` trials (`(0, 1)` when `n` is 0). Unlike
+/// the normal approximation it stays inside [0, 1] and is honest at small counts, which is
+/// where error rates live: 0 of 1,000 gives [0, 0.38%], 1 of 1,000 [0.018%, 0.56%].
+pub fn wilson(k: u64, n: u64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let (k, n) = (k as f64, n as f64);
+    let p = k / n;
+    let z2 = Z95 * Z95;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = Z95 / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// One error rate of one engine, judged against its target.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Rate {
+    /// e.g. "IDENT FNIR".
+    pub name: String,
+    pub errors: u64,
+    pub trials: u64,
+    pub target: f64,
+    /// The 95% Wilson interval of `errors / trials`.
+    pub low: f64,
+    pub high: f64,
+    /// Each error: "TCN: what, capture quality, mate's rank".
+    pub listed: Vec<String>,
+}
+
+impl Rate {
+    pub fn new(name: impl Into<String>, errors: u64, trials: u64, target: f64) -> Rate {
+        let (low, high) = wilson(errors, trials);
+        Rate {
+            name: name.into(),
+            errors,
+            trials,
+            target,
+            low,
+            high,
+            listed: vec![],
+        }
+    }
+
+    /// The observed rate (0 with no trials).
+    pub fn rate(&self) -> f64 {
+        if self.trials == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.trials as f64
+        }
+    }
+
+    /// Fails only when the whole interval lies above the target.
+    pub fn passed(&self) -> bool {
+        self.low <= self.target
+    }
+}
+
+/// The power of the review to flag one planted jurisdiction with `n` bookings whose share of
+/// minor-traffic-only arrests is `p1`, against a rest-of-nation share `p0`: the chance that
+/// its one-sided exact binomial test rejects at level `alpha`. `alpha` stands in for the
+/// Benjamini–Hochberg threshold the gateway applies over all its tests (at FDR q with m tests
+/// and k true outliers, a true outlier's p-value is compared with about q·k/m).
+pub fn review_power(n: u64, p0: f64, p1: f64, alpha: f64) -> f64 {
+    if n == 0 || !(0.0..1.0).contains(&p0) {
+        return 0.0;
+    }
+    // The smallest count the test rejects: P(X ≥ c | n, p0) ≤ alpha.
+    let Some(c) = (0..=n).find(|&x| binomial_upper_tail(x, n, p0) <= alpha) else {
+        return 0.0;
+    };
+    binomial_upper_tail(c, n, p1)
+}
+
+/// One planted outlier's fate in the review.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Planted {
+    pub jurisdiction: String,
+    /// Bookings of this run in the jurisdiction.
+    pub bookings: u64,
+    pub power: f64,
+    pub flagged: bool,
+}
+
+impl Planted {
+    /// A miss counts only where the run had the power to find it.
+    pub fn missed_with_power(&self) -> bool {
+        !self.flagged && self.power >= MIN_POWER
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_intervals_match_published_values() {
+        // Newcombe (1998), table I: 0/10 → [0, 0.2775]; 1/10 → [0.0179, 0.4042];
+        // 81/263 → [0.2553, 0.3662].
+        let close = |(a, b): (f64, f64), (c, d): (f64, f64)| {
+            assert!((a - c).abs() < 5e-4 && (b - d).abs() < 5e-4, "{a} {b}")
+        };
+        close(wilson(0, 10), (0.0, 0.2775));
+        close(wilson(1, 10), (0.0179, 0.4042));
+        close(wilson(81, 263), (0.2553, 0.3662));
+        assert_eq!(wilson(0, 0), (0.0, 1.0));
+    }
+
+    /// One miss among a thousand mated searches is within a 0.3% target; ten are not.
+    #[test]
+    fn a_rate_fails_only_when_its_interval_lies_above_the_target() {
+        assert!(Rate::new("FNIR", 0, 5, FNIR_TARGET).passed());
+        assert!(Rate::new("FNIR", 1, 1_000, FNIR_TARGET).passed());
+        assert!(Rate::new("FNIR", 1, 350, FNIR_TARGET).passed());
+        let bad = Rate::new("FNIR", 10, 1_000, FNIR_TARGET);
+        assert!(!bad.passed(), "{bad:?}");
+        // Every search wrong: a broken matcher fails even on a small run.
+        assert!(!Rate::new("FPIR", 20, 20, FPIR_TARGET).passed());
+    }
+
+    #[test]
+    fn power_grows_with_the_bookings_and_the_skew() {
+        let alpha = 0.05 * 3.0 / 600.0;
+        let few = review_power(4, 0.05, 0.84, alpha);
+        let many = review_power(60, 0.05, 0.84, alpha);
+        assert!(few < MIN_POWER && many > 0.99, "{few} {many}");
+        // No skew: the power is about the level of the test, never more.
+        assert!(review_power(500, 0.05, 0.05, alpha) <= alpha);
+        assert_eq!(review_power(0, 0.05, 0.84, alpha), 0.0);
+    }
+}
