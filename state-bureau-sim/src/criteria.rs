@@ -14,9 +14,13 @@
 //!   confidence, a matcher worse than promised. Every error is listed, with the booking's
 //!   capture quality and where the mate ranked, so a user can tell a hard print from a bug.
 //! - **The outlier review.** Whether a planted skew is found depends on how many bookings
-//!   the planted jurisdiction had. A planted outlier counts as missed only where the run had
-//!   at least [`MIN_POWER`] power to find it ([`review_power`]); the power of every planted
-//!   one, and the review's precision and recall, are reported either way.
+//!   the planted jurisdiction had, and on chance. A planted outlier counts as missed only
+//!   where the run had at least [`MIN_POWER`] power to find it ([`review_power`]) **and** the
+//!   run's own bookings there were significant at the review's threshold (the test's p-value
+//!   on the counts this run planted): power alone would still fail one honest run in five at
+//!   0.8 (and one in ten at 0.9, as a 1,000-booking demo showed), a failure nobody could act
+//!   on; with both, a miss is the review not flagging evidence it was given. The power, the
+//!   p-value of every planted one, and the review's precision and recall are reported.
 
 use interop_gateway::rules::review::binomial_upper_tail;
 
@@ -111,16 +115,22 @@ pub fn review_power(n: u64, p0: f64, p1: f64, alpha: f64) -> f64 {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Planted {
     pub jurisdiction: String,
-    /// Bookings of this run in the jurisdiction.
+    /// Bookings of this run in the jurisdiction, and how many of them were minor-traffic-only.
     pub bookings: u64,
+    pub minor_traffic_only: u64,
+    /// The chance this run's design gave the review to flag it.
     pub power: f64,
+    /// The one-sided binomial p-value of what was planted, against the rest of the run.
+    pub p_value: f64,
+    /// Whether that p-value clears the review's threshold.
+    pub significant: bool,
     pub flagged: bool,
 }
 
 impl Planted {
-    /// A miss counts only where the run had the power to find it.
+    /// A miss counts only where the run had the power to find it and the evidence was there.
     pub fn missed_with_power(&self) -> bool {
-        !self.flagged && self.power >= MIN_POWER
+        !self.flagged && self.power >= MIN_POWER && self.significant
     }
 }
 
@@ -162,5 +172,26 @@ mod tests {
         // No skew: the power is about the level of the test, never more.
         assert!(review_power(500, 0.05, 0.05, alpha) <= alpha);
         assert_eq!(review_power(0, 0.05, 0.84, alpha), 0.0);
+    }
+
+    /// A miss fails the run only with the power and the evidence both there.
+    #[test]
+    fn a_planted_miss_counts_only_with_power_and_evidence() {
+        let p = |power: f64, significant: bool, flagged: bool| Planted {
+            jurisdiction: "TX217".into(),
+            bookings: 7,
+            minor_traffic_only: 3,
+            power,
+            p_value: 0.01,
+            significant,
+            flagged,
+        };
+        assert!(p(0.9, true, false).missed_with_power());
+        assert!(
+            !p(0.9, false, false).missed_with_power(),
+            "chance, not a bug"
+        );
+        assert!(!p(0.5, true, false).missed_with_power(), "too little power");
+        assert!(!p(0.9, true, true).missed_with_power());
     }
 }

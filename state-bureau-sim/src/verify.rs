@@ -583,14 +583,20 @@ fn planted_power(plan: &[Booking], obs: &Observations) -> Vec<Planted> {
     obs.planted
         .iter()
         .map(|j| {
-            let n = plan
+            let here: Vec<&Booking> = plan
                 .iter()
                 .filter(|b| &b.submission.jurisdiction_id == j)
-                .count() as u64;
+                .collect();
+            let n = here.len() as u64;
+            let x = here.iter().filter(|b| minor_only(b)).count() as u64;
+            let p_value = interop_gateway::rules::review::binomial_upper_tail(x, n, p0);
             Planted {
                 jurisdiction: j.clone(),
                 bookings: n,
+                minor_traffic_only: x,
                 power: criteria::review_power(n, p0, p1, alpha),
+                p_value,
+                significant: p_value <= alpha,
                 flagged: obs.review_flags.iter().any(|(f, m)| {
                     f == j && m == interop_gateway::rules::review::MEASURE_MINOR_TRAFFIC
                 }),
@@ -851,7 +857,7 @@ pub fn report(
     if !v.planted.is_empty() {
         let _ = writeln!(
             t,
-            "outlier review: planted skews (a miss fails only where the power was >= {:.2}):",
+            "outlier review: planted skews (a miss fails only with power >= {:.2} and significant evidence):",
             crate::criteria::MIN_POWER
         );
         for p in &v.planted {
@@ -862,9 +868,12 @@ pub fn report(
             };
             let _ = writeln!(
                 t,
-                "  [{mark}] {:<10} bookings {:>6}  power {:.2}  {}",
+                "  [{mark}] {:<10} bookings {:>6} ({} minor-traffic-only, p = {:.2e}{})  power {:.2}  {}",
                 p.jurisdiction,
                 p.bookings,
+                p.minor_traffic_only,
+                p.p_value,
+                if p.significant { ", significant" } else { "" },
                 p.power,
                 if p.flagged { "flagged" } else { "not flagged" }
             );
