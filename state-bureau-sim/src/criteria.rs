@@ -101,7 +101,8 @@ impl Rate {
 /// Benjamini–Hochberg threshold the gateway applies over all its tests (at FDR q with m tests
 /// and k true outliers, a true outlier's p-value is compared with about q·k/m).
 pub fn review_power(n: u64, p0: f64, p1: f64, alpha: f64) -> f64 {
-    if n == 0 || !(0.0..1.0).contains(&p0) {
+    // The review does not test a jurisdiction with fewer trials (no power, only noise).
+    if n < interop_gateway::rules::review::MIN_TRIALS || !(0.0..1.0).contains(&p0) {
         return 0.0;
     }
     // The smallest count the test rejects: P(X ≥ c | n, p0) ≤ alpha.
@@ -166,12 +167,14 @@ mod tests {
     #[test]
     fn power_grows_with_the_bookings_and_the_skew() {
         let alpha = 0.05 * 3.0 / 600.0;
-        let few = review_power(4, 0.05, 0.84, alpha);
+        let few = review_power(5, 0.05, 0.6, alpha);
         let many = review_power(60, 0.05, 0.84, alpha);
         assert!(few < MIN_POWER && many > 0.99, "{few} {many}");
         // No skew: the power is about the level of the test, never more.
         assert!(review_power(500, 0.05, 0.05, alpha) <= alpha);
         assert_eq!(review_power(0, 0.05, 0.84, alpha), 0.0);
+        // Below the review's minimum trials it tests nothing: no power at all.
+        assert_eq!(review_power(4, 0.01, 0.99, 0.5), 0.0);
     }
 
     /// A miss fails the run only with the power and the evidence both there.
