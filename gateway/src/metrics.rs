@@ -20,7 +20,9 @@
 //! | `interop_pipeline_in_flight` | gauge | — | submissions being processed |
 //! | `interop_subscriptions_active` | gauge | `kind` | open `field_office` / `bureau` streams |
 //! | `interop_connections_open` | gauge | — | client connections past their TLS handshake |
-//! | `interop_connections_total` | counter | `outcome` | TCP connections by fate: `accepted` (given a slot), `refused_over_limit`, `handshake_timeout`, `handshake_failed`, `idle_closed` (see `crate::auth::tls`) |
+//! | `interop_connections_total` | counter | `outcome` | TCP connections by fate: `accepted` (given a slot), `refused_over_limit`, `handshake_timeout`, `handshake_failed`, `idle_closed` (see `crate::server::listener`) |
+//! | `process_resident_memory_bytes` | gauge | — | the gateway process's resident memory (Linux) |
+//! | `process_open_fds` | gauge | — | its open file descriptors (Linux) |
 
 use dashmap::DashMap;
 use std::fmt::Write;
@@ -221,4 +223,33 @@ pub fn state(s: &str) -> String {
 
 pub fn office(o: &str) -> String {
     format!("office=\"{o}\"")
+}
+
+/// The process's resident memory and open file descriptors, in the Prometheus conventional
+/// names (Linux; nothing elsewhere), so a soak can see both stay flat over hours.
+pub fn process() -> String {
+    let mut out = String::new();
+    #[cfg(target_os = "linux")]
+    {
+        // statm: sizes in pages; the second field is the resident set.
+        let page = 4096u64;
+        if let Some(resident) = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        {
+            let _ = writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
+                resident * page
+            );
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            let _ = writeln!(
+                out,
+                "# HELP process_open_fds Open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {}",
+                fds.count()
+            );
+        }
+    }
+    out
 }

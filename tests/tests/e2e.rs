@@ -1164,6 +1164,12 @@ async fn metrics_endpoint_reports_stages_without_case_data() {
         1.0
     );
     assert_eq!(get("interop_pipeline_queued"), 0.0);
+    // The process's own figures, for a soak to watch over hours (Linux).
+    #[cfg(target_os = "linux")]
+    {
+        assert!(get("process_resident_memory_bytes") > 1e6, "{text}");
+        assert!(get("process_open_fds") > 3.0, "{text}");
+    }
     for secret in [
         "TX-METRIC",
         &fin(OVERSTAY_FELON),

@@ -162,7 +162,8 @@ impl Gateway {
                             .metrics
                             .render(gw.idle.queued(), gw.idle.in_flight())
                             + &gw.listen_stats.render()
-                            + &gw.core.store.render_metrics(),
+                            + &gw.core.store.render_metrics()
+                            + &crate::metrics::process(),
                     )
                 }
             }),
