@@ -55,6 +55,9 @@ pub struct DemoOptions {
     /// Inserted into every TCN (`TX20110305-<tag>0000123`) so runs against one gateway never
     /// collide; empty for the demo's fresh gateway.
     pub run_tag: String,
+    /// No progress bars and no printed report (the JSON and HTML are still written): for
+    /// programs that run many runs, such as `soak`.
+    pub quiet: bool,
 }
 
 /// Which RPC bureaus submit with.
@@ -162,8 +165,29 @@ impl Default for DemoOptions {
             change_at: 0.5,
             submit: SubmitMode::Mixed,
             failover: false,
+            quiet: false,
         }
     }
+}
+
+/// The seconds since 2026 in base 36 (5 or 6 characters of `0-9A-Z`): run tags from the clock
+/// tell runs against one gateway apart.
+pub fn clock_tag() -> String {
+    let mut n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .saturating_sub(1_767_225_600);
+    let mut digits = vec![];
+    loop {
+        digits.push(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap_or_default()
 }
 
 /// Bookings are dated over 2011–2012, when most (not all) jurisdictions were activated.
@@ -178,7 +202,10 @@ pub fn booking_window() -> (chrono::NaiveDate, u32) {
 /// (a guard against a runaway, far above any useful rate).
 const OPEN_LOOP_MAX_INFLIGHT: usize = 20_000;
 
-fn bar(len: u64, what: &str) -> ProgressBar {
+fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
     let pb = ProgressBar::new(len);
     pb.set_style(
         ProgressStyle::with_template(
@@ -334,13 +361,15 @@ pub async fn run_remote(opts: RunOptions) -> anyhow::Result<Verification> {
     .await?;
     bookings::tag_tcns(&mut plan, &d.run_tag);
     let plan = Arc::new(plan);
-    eprintln!(
-        "run {}: {} bookings against {} ({})",
-        d.run_tag.trim_end_matches('-'),
-        plan.len(),
-        opts.target,
-        d.arrival.describe()
-    );
+    if !d.quiet {
+        eprintln!(
+            "run {}: {} bookings against {} ({})",
+            d.run_tag.trim_end_matches('-'),
+            plan.len(),
+            opts.target,
+            d.arrival.describe()
+        );
+    }
     // Fail early and clearly if the gateway is not there or does not trust us.
     let admin_ch = pki::connect(&opts.target, &pki, &Principal::Admin)
         .await
@@ -528,11 +557,15 @@ async fn drive_and_verify(
             "changes": names, "at_share_of_receipts": opts.change_at, "held": split,
         });
     }
-    println!("{}", report.table);
+    if !opts.quiet {
+        println!("{}", report.table);
+    }
     if let Some(path) = &opts.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report.json)?)
             .with_context(|| format!("writing {}", path.display()))?;
-        println!("report written to {}", path.display());
+        if !opts.quiet {
+            println!("report written to {}", path.display());
+        }
     }
     if let Some(path) = &opts.html {
         let title = format!(
@@ -644,7 +677,7 @@ pub async fn drive(
     // out: each is timestamped as it arrives and none waits behind the submissions. (They
     // used to be read only once every booking was sent, so a full channel held the
     // subscriptions back, and answers looked as late as the submission phase was long.)
-    let results = bar(0, "results");
+    let results = bar(0, "results", opts.quiet);
     let collector = Collector::spawn(
         seen_rx,
         (!opts.run_tag.is_empty()).then(|| planned.clone()),
@@ -657,7 +690,7 @@ pub async fn drive(
     let receipt_hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let receipt_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; plan.len()]));
     let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let progress = bar(plan.len() as u64, "receipts");
+    let progress = bar(plan.len() as u64, "receipts", opts.quiet);
 
     // Open loop: every booking's intended send time, from a seeded Poisson process (at the
     // rate of the step it falls in, for a step profile).

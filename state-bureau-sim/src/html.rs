@@ -359,6 +359,92 @@ svg .t{{font:bold 13px system-ui,sans-serif}} svg .a{{font:11px system-ui,sans-s
     b
 }
 
+/// The report of a soak (`state-bureau-sim soak`): latency, memory, descriptors, disk and
+/// store writes per window, over time, and the windows' table.
+pub fn render_soak(soak: &Value) -> String {
+    let windows = soak["windows"].as_array().cloned().unwrap_or_default();
+    let passed = soak["passed"].as_bool().unwrap_or(false);
+    let series = |key: &str, scale: f64| -> Vec<(f64, f64)> {
+        windows
+            .iter()
+            .filter(|w| w[key].is_number())
+            .map(|w| (num(&w["at_min"]), num(&w[key]) * scale))
+            .collect()
+    };
+    let mut b = String::new();
+    let title = format!(
+        "interop soak: {} windows at {} bookings/s",
+        windows.len(),
+        fmt_num(num(&soak["rate_per_s"]))
+    );
+    let _ = write!(
+        b,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{t}</title><style>
+body{{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:900px}}
+h1{{font-size:20px}} h2{{font-size:16px;margin-top:28px}}
+table{{border-collapse:collapse}} td,th{{padding:2px 10px;border-bottom:1px solid #eee;text-align:right}}
+.pass{{color:#2ca02c;font-weight:bold}} .fail{{color:#d62728;font-weight:bold}}
+svg .t{{font:bold 13px system-ui,sans-serif}} svg .a{{font:11px system-ui,sans-serif;fill:#444}}
+</style></head><body><h1>{t}</h1><p>Result: <span class="{c}">{r}</span> — every window verified against the ground truth; all data synthetic.</p>"#,
+        t = esc(&title),
+        c = if passed { "pass" } else { "fail" },
+        r = if passed { "PASS" } else { "FAIL" }
+    );
+    b.push_str(&line_chart(
+        "Latency per window (ms)",
+        "minutes",
+        "ms",
+        &[
+            ("notification p99", series("notification_p99_ms", 1.0)),
+            ("notification p50", series("notification_p50_ms", 1.0)),
+            ("receipt p99", series("receipt_p99_ms", 1.0)),
+        ],
+    ));
+    let mib = 1.0 / (1u64 << 20) as f64;
+    b.push_str(&line_chart(
+        "Gateway memory and data (MiB)",
+        "minutes",
+        "MiB",
+        &[
+            ("resident memory", series("rss_bytes", mib)),
+            ("data directory", series("data_bytes", mib)),
+        ],
+    ));
+    b.push_str(&line_chart(
+        "Open file descriptors and store writes per booking",
+        "minutes",
+        "",
+        &[
+            ("open fds", series("open_fds", 1.0)),
+            (
+                "store writes per booking",
+                series("store_ops_per_booking", 1.0),
+            ),
+        ],
+    ));
+    b.push_str("<h2>Windows</h2><table><tr><th>window</th><th>minutes</th><th>bookings</th><th>verified</th><th>receipt p99 ms</th><th>notification p50 ms</th><th>notification p99 ms</th><th>RSS MiB</th><th>fds</th><th>data MiB</th></tr>");
+    for w in &windows {
+        let ok = w["passed"].as_bool().unwrap_or(false);
+        let _ = write!(
+            b,
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="{}">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            w["index"],
+            fmt_num(num(&w["at_min"])),
+            w["bookings"],
+            if ok { "pass" } else { "fail" },
+            if ok { "PASS" } else { "FAIL" },
+            fmt_num(num(&w["receipt_p99_ms"])),
+            fmt_num(num(&w["notification_p50_ms"])),
+            fmt_num(num(&w["notification_p99_ms"])),
+            fmt_num(num(&w["rss_bytes"]) * mib),
+            fmt_num(num(&w["open_fds"])),
+            fmt_num(num(&w["data_bytes"]) * mib),
+        );
+    }
+    b.push_str("</table></body></html>\n");
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ pub mod demo;
 pub mod generate;
 pub mod geography;
 pub mod html;
+pub mod soak;
 pub mod timeline;
 pub mod truth;
 pub mod verify;

@@ -185,6 +185,42 @@ enum Cmd {
         #[arg(long, default_value_t = 0.5)]
         change_at: f64,
     },
+    /// Hours at a steady open-loop rate against one gateway and data directory, every window
+    /// verified, with latency, memory, descriptors, disk and store writes per window (a
+    /// gateway started here as a child process unless --target is given).
+    Soak {
+        /// Holds the world, PKI, the child gateway's data and log, and each window's report.
+        #[arg(long, default_value = "soak")]
+        dir: PathBuf,
+        /// Drive a gateway running elsewhere instead (with --pki and --world).
+        #[arg(long, requires_all = ["pki", "world"])]
+        target: Option<String>,
+        /// With --target: its /metrics address (host:port), for its memory and store figures.
+        #[arg(long, requires = "target")]
+        metrics: Option<String>,
+        #[arg(long)]
+        pki: Option<PathBuf>,
+        #[arg(long)]
+        world: Option<PathBuf>,
+        #[arg(long, default_value_t = 2011)]
+        seed: u64,
+        /// Size of the world generated when --dir holds none.
+        #[arg(long, default_value_t = 5_000)]
+        identities: u64,
+        /// How long to soak.
+        #[arg(long, default_value_t = 1.0)]
+        hours: f64,
+        /// Minutes per window (one verified run each).
+        #[arg(long, default_value_t = 5.0)]
+        window_mins: f64,
+        /// Bookings a second (default: half the knee, measured first by a ramp).
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -265,21 +301,7 @@ fn parse_ramp(s: &str) -> anyhow::Result<Arrival> {
 
 /// A run tag from the clock: `R` and the seconds since 2026 in base 36, then `-`.
 fn clock_tag() -> String {
-    let mut n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        .saturating_sub(1_767_225_600);
-    let mut digits = vec![];
-    loop {
-        digits.push(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[(n % 36) as usize]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    digits.reverse();
-    format!("R{}-", String::from_utf8(digits).unwrap_or_default())
+    format!("R{}-", demo::clock_tag())
 }
 
 fn check_tag(tag: &str) -> anyhow::Result<String> {
@@ -499,6 +521,44 @@ fn main() -> ExitCode {
                 },
             )?;
             Ok(results.iter().all(|r| r.passed))
+        })(),
+        Cmd::Soak {
+            dir,
+            target,
+            metrics,
+            pki,
+            world,
+            seed,
+            identities,
+            hours,
+            window_mins,
+            rate,
+            json,
+            html,
+        } => (|| {
+            anyhow::ensure!(
+                hours.is_finite() && hours > 0.0 && window_mins.is_finite() && window_mins > 0.0,
+                "--hours and --window-mins must be positive numbers"
+            );
+            if let Some(r) = rate {
+                anyhow::ensure!(r.is_finite() && r > 0.0, "--rate must be a positive number");
+            }
+            rt.block_on(state_bureau_sim::soak::soak(
+                state_bureau_sim::soak::SoakOptions {
+                    target,
+                    metrics,
+                    dir,
+                    pki,
+                    world,
+                    seed,
+                    identities,
+                    duration: std::time::Duration::from_secs_f64(hours * 3600.0),
+                    window: std::time::Duration::from_secs_f64(window_mins * 60.0),
+                    rate,
+                    json,
+                    html,
+                },
+            ))
         })(),
         Cmd::Run {
             target,
