@@ -24,11 +24,7 @@ impl IndexedMatcher {
             )));
         }
         let probes: Vec<(SubjectId, Tenprint)> = {
-            let shards: Vec<_> = self
-                .shards
-                .iter()
-                .map(|s| s.read().expect("shard lock"))
-                .collect();
+            let shards = self.read_shards();
             let live: usize = shards.iter().map(|s| s.live()).sum();
             if live < 2 {
                 return Err(MatchError::Calibration(format!(

@@ -161,10 +161,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn relative_direction_remainder_is_exact_at_the_edges() {
+    /// Differences at the turns where a remainder or a branch changes: 0 and ±0, ±π, ±2π and
+    /// their neighbouring floats, and the ends of the domain (±2·2π, exclusive).
+    const AT_THE_EDGES: [f32; 15] = {
         const TAU: f32 = 2.0 * PI;
-        for x in [
+        [
             0.0,
             -0.0,
             1e-9,
@@ -180,30 +181,24 @@ mod tests {
             -3.0 * PI,
             (2.0 * TAU).next_down(),
             -(2.0 * TAU).next_down(),
-        ] {
-            assert_eq!(rem_tau(x).to_bits(), x.rem_euclid(TAU).to_bits(), "{x}");
+        ]
+    };
+
+    #[test]
+    fn relative_direction_remainder_is_exact_at_the_edges() {
+        for x in AT_THE_EDGES {
+            assert_eq!(
+                rem_tau(x).to_bits(),
+                x.rem_euclid(2.0 * PI).to_bits(),
+                "{x}"
+            );
         }
     }
 
     #[test]
     fn branch_free_angle_difference_is_exact_at_the_edges() {
         const TAU: f32 = 2.0 * PI;
-        let edge = [
-            0.0,
-            1e-9,
-            -1e-9,
-            TAU,
-            -TAU,
-            TAU.next_down(),
-            TAU.next_up(),
-            -TAU.next_down(),
-            -TAU.next_up(),
-            PI,
-            -PI,
-            2.0 * TAU.next_down(),
-            -(2.0 * TAU).next_down(),
-        ];
-        for d in edge {
+        for d in AT_THE_EDGES {
             for b in [0.0, 1.0, TAU.next_down(), TAU] {
                 let a = d + b;
                 assert_eq!(

@@ -92,7 +92,7 @@ use shard::Shard;
 use stage1::{Deadline, shortlist, stage1};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::Instant;
 use tuning::{Tuning, cascade_len};
 use words::Vocabulary;
@@ -175,6 +175,15 @@ impl IndexedMatcher {
     pub fn set_threshold(&self, threshold: f32) {
         self.threshold.store(threshold.to_bits(), Ordering::Relaxed);
     }
+
+    /// Every shard's read lock, held together: one consistent view of the gallery for as long
+    /// as the guards live.
+    fn read_shards(&self) -> Vec<RwLockReadGuard<'_, Shard>> {
+        self.shards
+            .iter()
+            .map(|s| s.read().expect("shard lock"))
+            .collect()
+    }
 }
 
 /// Keeps the `k` best by score (ties: lower subject id first, for determinism).
@@ -205,12 +214,8 @@ impl Matcher for IndexedMatcher {
         if deadline.passed() {
             return Err(MatchError::DeadlineExceeded);
         }
-        // Hold every shard's read lock for the whole search: one consistent gallery view.
-        let shards: Vec<_> = self
-            .shards
-            .iter()
-            .map(|s| s.read().expect("shard lock"))
-            .collect();
+        // Every shard's read lock for the whole search: one consistent gallery view.
+        let shards = self.read_shards();
         let v = self.vocabulary.read().expect("vocabulary lock");
         let st = stage1(&shards, &codes, self.tuning, &v, deadline)
             .ok_or(MatchError::DeadlineExceeded)?;

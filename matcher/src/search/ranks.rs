@@ -28,11 +28,7 @@ impl IndexedMatcher {
     /// diagnostic for the benchmark.
     pub fn stage1_postings(&self, probe: &Tenprint) -> Result<usize, MatchError> {
         let codes = ProbeCodes::new(probe)?;
-        let shards: Vec<_> = self
-            .shards
-            .iter()
-            .map(|s| s.read().expect("shard lock"))
-            .collect();
+        let shards = self.read_shards();
         let mut n = 0;
         let v = self.vocabulary.read().expect("vocabulary lock");
         for fk in weighted_keys(&v, &codes.words(), self.tuning.stop_share) {
@@ -56,11 +52,7 @@ impl IndexedMatcher {
         subject: SubjectId,
     ) -> Result<Option<ShortlistRanks>, MatchError> {
         let codes = ProbeCodes::new(probe)?;
-        let shards: Vec<_> = self
-            .shards
-            .iter()
-            .map(|s| s.read().expect("shard lock"))
-            .collect();
+        let shards = self.read_shards();
         let v = self.vocabulary.read().expect("vocabulary lock");
         let st = stage1(&shards, &codes, self.tuning, &v, Deadline(None))
             .expect("a search without a deadline finishes");

@@ -17,7 +17,7 @@
 //! The tests at the bottom check each AVX2 path against the portable one, bit for bit, where
 //! the CPU running them has AVX2.
 
-use super::edges::{Prepared, Scratch};
+use super::edges::{Edge, Prepared, Scratch};
 use super::enrol::finger_codes_portable;
 use super::geometry::{Point, binary_angdiff};
 use super::histogram::Code;
@@ -210,14 +210,9 @@ impl EdgeWindow for Portable {
             if hi - k < 8 {
                 w &= (1u64 << ((hi - k) * 8)) - 1;
             }
-            while w != 0 {
-                let j = k + (w.trailing_zeros() / 8) as usize;
-                pairs.push((probe.from as usize, gallery.edges[j].from as usize));
-                if pairs.len() >= 256 {
-                    return;
-                }
-                // A flag is 0 or 1, so its byte's lowest set bit is the flag.
-                w &= w - 1;
+            // A flag is 0 or 1, so its byte's lowest bit is the flag: a bit every eighth.
+            if push_matches(w, 8, k, probe.from, gallery.edges, pairs) {
+                return;
             }
             k += 8;
         }
@@ -287,16 +282,34 @@ fn window_avx2(
         if window.end - k < 16 {
             bits &= (1 << (2 * (window.end - k))) - 1;
         }
-        while bits != 0 {
-            let j = k + (bits.trailing_zeros() / 2) as usize;
-            pairs.push((probe.from as usize, gallery.edges[j].from as usize));
-            if pairs.len() >= 256 {
-                return;
-            }
-            bits &= bits - 1;
+        if push_matches(bits as u64, 2, k, probe.from, gallery.edges, pairs) {
+            return;
         }
         k += 16;
     }
+}
+
+/// Appends to `pairs` the gallery edges a window's match mask names, lowest first — bit
+/// `stride · i` set for edge `k + i`, and no other bit — paired with probe minutia `from`,
+/// until `pairs` holds 256; returns whether it does.
+#[inline(always)]
+fn push_matches(
+    mut mask: u64,
+    stride: u32,
+    k: usize,
+    from: u16,
+    edges: &[Edge],
+    pairs: &mut Vec<(usize, usize)>,
+) -> bool {
+    while mask != 0 {
+        let j = k + (mask.trailing_zeros() / stride) as usize;
+        pairs.push((from as usize, edges[j].from as usize));
+        if pairs.len() >= 256 {
+            return true;
+        }
+        mask &= mask - 1;
+    }
+    false
 }
 
 /// Every entry of `patterns` whose pattern score (see [`PatternTables`]) is at least `bar`,
