@@ -37,13 +37,13 @@
 //!
 //! A program, not a test: figures on shared machines are noisy; compare within one run.
 
-use interop_matcher::exhaustive::{
+use interop_matcher::search::{
     FirstCode, SHORTLIST_PER_CODE, ShortlistRanks, THRESHOLD, compare_fingers,
     pattern_shortlist_len, shortlist_len,
 };
 use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
 use interop_matcher::template::FingerTemplate;
-use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
+use interop_matcher::{IndexedMatcher, Matcher, Tenprint};
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -205,14 +205,14 @@ struct Speed {
 
 /// The probes searched one after another on the current pool (each search spread over its
 /// threads): searches/s and latency percentiles.
-fn timed_searches(m: &ExhaustiveMatcher, probes: &[Tenprint]) -> Speed {
+fn timed_searches(m: &IndexedMatcher, probes: &[Tenprint]) -> Speed {
     timed_streams(m, probes, 1)
 }
 
 /// The probes split between `streams` threads of the current pool, each searching its share
 /// one after another while the others do theirs: the searches/s of the whole, the latency of
 /// each search.
-fn timed_streams(m: &ExhaustiveMatcher, probes: &[Tenprint], streams: usize) -> Speed {
+fn timed_streams(m: &IndexedMatcher, probes: &[Tenprint], streams: usize) -> Speed {
     let t = Instant::now();
     let mut lat: Vec<f64> = probes
         .par_chunks(probes.len().div_ceil(streams).max(1))
@@ -251,7 +251,7 @@ fn main() {
     let generation_s = t.elapsed().as_secs_f64();
     let rss0 = rss_bytes();
     let t = Instant::now();
-    let mut m = ExhaustiveMatcher::new(a.shards);
+    let mut m = IndexedMatcher::new(a.shards);
     if let Some(share) = a.stop_share {
         m = m.with_stop_share(share);
     }

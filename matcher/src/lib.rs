@@ -4,18 +4,18 @@
 //! Identification is from the features of a capture only; nothing here ever sees a person
 //! id other than the gallery's own subject ids.
 
-pub mod exhaustive;
 mod fmath;
 pub mod gallery;
 mod pages;
 pub mod pattern;
+pub mod search;
 pub mod synth;
 
 /// The templates and the standard-record codec live in `interop-minutiae`, which the client
 /// uses without the matcher; they keep their paths here.
 pub use interop_minutiae::{formats, template};
 
-pub use exhaustive::ExhaustiveMatcher;
+pub use search::IndexedMatcher;
 pub use template::{FingerTemplate, Minutia, MinutiaKind, Tenprint};
 
 /// Gallery-local subject id (IDENT's FIN or the FBI number are mapped to it by the caller).

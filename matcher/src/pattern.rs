@@ -1,7 +1,7 @@
 //! A finger's pattern class (arch, tented arch, left loop, right loop, whorl) read from its
 //! minutiae: the classification the FBI's tenprint files were organised by long before
 //! automated matching (a person's ten classes narrow a search to a small share of the file),
-//! and the first code of a tenprint search here (see [`crate::exhaustive`]).
+//! and the first code of a tenprint search here (see [`crate::search`]).
 //!
 //! Minutiae point along the ridges, so their directions sample the ridge flow, and the flow is
 //! what a class is. The features are the flow's doubled-angle vectors (a direction and its

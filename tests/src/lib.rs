@@ -12,7 +12,7 @@ use interop_gateway::world::*;
 use interop_gateway::{convert, server, store};
 use interop_gateway_cli::pki::{self, PkiDir};
 use interop_matcher::synth::{self, CaptureModel};
-use interop_matcher::{ExhaustiveMatcher, Matcher, Tenprint};
+use interop_matcher::{IndexedMatcher, Matcher, Tenprint};
 use interop_proto::v1 as pb;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -156,7 +156,7 @@ fn gallery_entries() -> (Enrolled<ImmigrationRecord>, Enrolled<CriminalRecord>) 
 }
 
 fn backend<R: Clone + Send + Sync + 'static>(entries: Enrolled<R>) -> GalleryBackend<R> {
-    let matcher = ExhaustiveMatcher::new(2);
+    let matcher = IndexedMatcher::new(2);
     let mut records = BTreeMap::new();
     for (p, print, record) in entries {
         matcher.enroll(p, &print).expect("enrol");

@@ -384,7 +384,7 @@ pub async fn change_gallery(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use interop_matcher::ExhaustiveMatcher;
+    use interop_matcher::IndexedMatcher;
     use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
 
     fn print(person: u64, n: u64) -> Tenprint {
@@ -400,7 +400,7 @@ mod tests {
     /// settings again changes nothing. Other settings are not its business.
     #[test]
     fn recorded_changes_are_applied_over_the_gallery_once() {
-        let m = Arc::new(ExhaustiveMatcher::new(2));
+        let m = Arc::new(IndexedMatcher::new(2));
         for p in 1..=20 {
             m.enroll(p, &print(p, 0)).unwrap();
         }
@@ -449,7 +449,7 @@ mod tests {
         assert_eq!(decode(b"\"Removed\"").unwrap(), Change::Removed);
         assert_eq!(decode(&encode(&Change::Removed)).unwrap(), Change::Removed);
 
-        let m = Arc::new(ExhaustiveMatcher::new(1));
+        let m = Arc::new(IndexedMatcher::new(1));
         m.enroll(3, &print(3, 0)).unwrap();
         let log = GalleryLog::new(m.clone());
         let old: BTreeMap<String, Vec<u8>> =
@@ -532,7 +532,7 @@ mod tests {
 
         // At a shard: subject 40 was enrolled directly (as the gateway sent it), subject 2
         // never reached it. The listed print, as the shard decodes it, is the same change.
-        let m = Arc::new(ExhaustiveMatcher::new(1));
+        let m = Arc::new(IndexedMatcher::new(1));
         m.enroll(2, &print(2, 0)).unwrap();
         let shard = GalleryLog::new(m.clone());
         shard.enroll(None, 40, print(40, 1)).await.unwrap();

@@ -9,7 +9,7 @@
 
 use super::{BackendError, CriminalHistory, IdentHit, IdentSearch};
 use crate::world::{self, CriminalRecord, ImmigrationRecord, Records};
-use interop_matcher::{ExhaustiveMatcher, Matcher, SearchResult, Tenprint};
+use interop_matcher::{IndexedMatcher, Matcher, SearchResult, Tenprint};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,7 +121,7 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
         let entries = interop_matcher::gallery::read_gallery(&dir.join(gallery))
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(gallery).display()))?;
         let recs: Records<R> = world::read_json(dir, records)?;
-        let matcher = ExhaustiveMatcher::new(shards);
+        let matcher = IndexedMatcher::new(shards);
         for (subject, _) in &entries {
             anyhow::ensure!(
                 recs.contains_key(subject),
@@ -241,7 +241,7 @@ mod tests {
     /// A gallery of `n` people whose record is their own id, and a fresh capture of person 3.
     fn gallery(n: u64) -> (GalleryBackend<u64>, Tenprint) {
         let model = CaptureModel::default();
-        let matcher = ExhaustiveMatcher::new(2);
+        let matcher = IndexedMatcher::new(2);
         let mut records = BTreeMap::new();
         for p in 1..=n {
             matcher

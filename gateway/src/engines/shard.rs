@@ -11,7 +11,7 @@ use crate::engines::gallery_log::{Change as Recorded, GalleryLog};
 use crate::server::ServeOptions;
 use crate::server::listener::{self, CallTracker, ListenStats};
 use interop_client::Client;
-use interop_matcher::{ExhaustiveMatcher, Matcher};
+use interop_matcher::{IndexedMatcher, Matcher};
 use interop_proto::v1 as pb;
 use std::path::Path;
 use std::sync::Arc;
@@ -62,7 +62,7 @@ pub fn load_shard(
 ) -> anyhow::Result<Arc<dyn Matcher>> {
     let entries = interop_matcher::gallery::read_gallery(&dir.join(gallery))
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(gallery).display()))?;
-    let matcher = ExhaustiveMatcher::new(threads.max(1));
+    let matcher = IndexedMatcher::new(threads.max(1));
     let mine: Vec<_> = entries
         .into_iter()
         .filter(|(s, _)| shard.holds(*s))
@@ -434,7 +434,7 @@ mod tests {
         use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
         let model = CaptureModel::default();
         let shard = Shard { index: 1, count: 4 };
-        let m = ExhaustiveMatcher::new(2);
+        let m = IndexedMatcher::new(2);
         let prints: Vec<_> = (0..400u64)
             .filter(|p| shard.holds(*p))
             .map(|p| (p, capture(&master_tenprint(3, p), &model, p)))
@@ -444,7 +444,7 @@ mod tests {
         assert_eq!(cal.target_fpir, 0.05);
         assert_eq!(cal.searches, 100);
         assert!(cal.resolved, "100 searches resolve 5%");
-        assert!(cal.threshold < interop_matcher::exhaustive::THRESHOLD);
+        assert!(cal.threshold < interop_matcher::search::THRESHOLD);
         for stranger in 10_000..10_020u64 {
             let probe = capture(&master_tenprint(3, stranger), &model, 1);
             let r = m.search(&probe, 1).unwrap();

@@ -1,0 +1,122 @@
+//! The numbers a search's cost and accuracy hang on, set by measurement with `matcher-bench`
+//! (BENCHMARKS.md keeps what was measured when): how many subjects each stage keeps, which
+//! words stage 1 walks and the index keeps, and where the decision falls. The rules that turn
+//! them into lengths for a gallery of a given size are here too, and [`Tuning`], the settings
+//! a benchmark or a test may change on one matcher.
+
+use super::stage1::FirstCode;
+
+/// Subjects that reach the pairing stage per search: among those stage 1 kept, the best by
+/// the fused score — this many, plus one per [`SHORTLIST_GROWTH`] identities in the gallery
+/// (see [`shortlist_len`]) — with the best [`SHORTLIST_PER_CODE`] by each code alone. A
+/// mate's fused rank grows with the gallery (more impostors to outscore it), while stage 2 is
+/// most of a search in a small gallery: so a small fixed part, and a part that grows
+/// (`matcher-bench`'s rank table, BENCHMARKS.md).
+pub const SHORTLIST: usize = 5;
+/// The fused shortlist grows by one per this many enrolled identities: 30 at 1,000,000, a
+/// margin over the worst mate's fused rank measured there.
+pub const SHORTLIST_GROWTH: usize = 40_000;
+/// The guard for a probe one code misreads (see [`SHORTLIST`]).
+pub const SHORTLIST_PER_CODE: usize = 3;
+/// Subjects the word score keeps for the histogram code and the fused score in stage 1: this
+/// many, or one in [`CASCADE_SHARE`] of the gallery if more. A mate's word rank grows with the
+/// gallery; a fixed cascade of this length lost mates at 1,000,000 identities, the share keeps
+/// them (BENCHMARKS.md).
+pub const CASCADE: usize = 4096;
+/// See [`CASCADE`]: 20,000 kept at 1,000,000.
+pub const CASCADE_SHARE: usize = 50;
+/// With [`FirstCode::Patterns`], stage 1 keeps [`CASCADE`] subjects, or one in this many if
+/// more: 4,096 at 1,000,000. Ten agreeing classes put a mate near the top (BENCHMARKS.md); by
+/// estimate, a mate with two fingers classified wrongly ranks about 1,500th at 1,000,000,
+/// inside the cascade, and one with three may fall outside (1 in 460 of a poor card's).
+pub const PATTERN_CASCADE_SHARE: usize = 250;
+/// With [`FirstCode::Patterns`], the fused shortlist grows by one per this many identities:
+/// 15 at 1,000,000, a margin over the worst mate's fused rank measured there (the pattern
+/// code ranks mates better than the words, so it grows more slowly than [`SHORTLIST_GROWTH`]).
+pub const PATTERN_SHORTLIST_GROWTH: usize = 100_000;
+/// With fewer fingers than this a probe's pattern classes narrow the gallery too little (each
+/// agreeing finger leaves about a third of the strangers), and stage 1 ranks by words.
+pub const PATTERN_MIN_FINGERS: usize = 7;
+
+/// Words listed for more than this share of the gallery's entries are stop words: stage 1
+/// does not walk them. A trade between the postings a search walks and the word code's mate
+/// ranks: a smaller share walks fewer postings but loses mates (`matcher-bench --stop-share`,
+/// BENCHMARKS.md). It also sets what the index keeps (see [`DROP_SHARE`]).
+pub(super) const STOP_WORD_SHARE: f64 = 0.02;
+/// A word listed for at most this many entries is never a stop word: in a small gallery a
+/// share is a handful of fingers (2% of 200 is 4), and every word would be one.
+const STOP_MIN_DF: f64 = 20.0;
+
+/// The document frequency above which a word is a stop word in a gallery of `n`.
+pub(super) fn stop_above(n: usize, share: f64) -> f64 {
+    (share * n as f64).max(STOP_MIN_DF)
+}
+
+/// A word is dropped from the index for good once the gallery has had [`DROP_MIN_PRINTS`]
+/// prints enrolled and more than this share of them had it (see
+/// [`Vocabulary`](super::words::Vocabulary)): 15% above [`STOP_WORD_SHARE`], so a word stage 1
+/// would not walk. The margin matters: dropping at the stop share itself lost words whose
+/// share touched it once and settled below, and a wider margin keeps lists no search walks
+/// (BENCHMARKS.md).
+///
+/// The decision is the matcher's, over every shard, in enrolment order; each shard drops the
+/// lists at its next merge, so the keys dropped do not depend on the shard count. (A share
+/// over all prints moves less than a shard's would, which is why the margin can be this
+/// narrow.)
+pub(super) const DROP_SHARE: f64 = 1.15 * STOP_WORD_SHARE;
+/// Below this many prints enrolled nothing is dropped: shares over a small gallery are noise
+/// (a word 1.8% of prints have is 6.8 standard deviations below [`DROP_SHARE`] at this size).
+pub(super) const DROP_MIN_PRINTS: u64 = 16_384;
+
+/// Tenprint decision threshold on the fused score. With the calibrated capture model the
+/// highest impostor score measured was 0.20 and the lowest genuine 1.20 (`matcher-bench`,
+/// BENCHMARKS.md): 0.6 sits between the tails, a factor of three from each.
+pub const THRESHOLD: f32 = 0.6;
+
+/// Stage 1's settings a benchmark may change (see [`IndexedMatcher::with_cascade`] and
+/// [`IndexedMatcher::with_stop_share`]).
+///
+/// [`IndexedMatcher::with_cascade`]: super::IndexedMatcher::with_cascade
+/// [`IndexedMatcher::with_stop_share`]: super::IndexedMatcher::with_stop_share
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Tuning {
+    /// A fixed cascade length instead of the rule.
+    pub(super) cascade: Option<usize>,
+    /// See [`STOP_WORD_SHARE`].
+    pub(super) stop_share: f64,
+    /// Stage 1's first code (see [`FirstCode`]).
+    pub(super) first: FirstCode,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            cascade: None,
+            stop_share: STOP_WORD_SHARE,
+            first: FirstCode::Auto,
+        }
+    }
+}
+
+/// How many subjects stage 1 keeps by its first code in a gallery of `n`: `fixed`, or by the
+/// rule of [`CASCADE`] (of [`PATTERN_CASCADE_SHARE`] for the pattern classes).
+pub(super) fn cascade_len(fixed: Option<usize>, n: usize, patterns: bool) -> usize {
+    let share = if patterns {
+        PATTERN_CASCADE_SHARE
+    } else {
+        CASCADE_SHARE
+    };
+    fixed.unwrap_or(CASCADE.max(n / share)).min(n).max(1)
+}
+
+/// How many subjects the fused score shortlists in a gallery of `n` (see [`SHORTLIST`]) when
+/// the first code is the words.
+pub fn shortlist_len(n: usize) -> usize {
+    SHORTLIST + n / SHORTLIST_GROWTH
+}
+
+/// How many subjects the fused score shortlists in a gallery of `n` when the first code is
+/// the pattern classes (see [`PATTERN_SHORTLIST_GROWTH`]).
+pub fn pattern_shortlist_len(n: usize) -> usize {
+    SHORTLIST + n / PATTERN_SHORTLIST_GROWTH
+}
