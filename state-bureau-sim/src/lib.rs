@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod cluster_bench;
 pub mod criteria;
 pub mod demo;
+pub mod drive;
 pub mod generate;
 pub mod geography;
 pub mod html;
