@@ -594,6 +594,20 @@ pub mod program {
         pub log: PathBuf,
     }
 
+    impl Dirs {
+        /// The test world, its PKI, and empty data under `dir`.
+        pub fn new(dir: &Path) -> Dirs {
+            let d = Dirs {
+                pki: pki::init_for_world(&dir.join("pki"), &world()).expect("pki"),
+                world: dir.join("world"),
+                data: dir.join("data"),
+                log: dir.join("gateway.log"),
+            };
+            write_world_dir(&d.world).expect("world");
+            d
+        }
+    }
+
     pub struct Running {
         pub child: tokio::process::Child,
         pub endpoint: String,

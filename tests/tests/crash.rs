@@ -218,13 +218,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     let cycles = env_or("INTEROP_CRASH_CYCLES", DEFAULT_CYCLES as u64) as usize;
     let seed = env_or("INTEROP_CRASH_SEED", 11);
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Dirs {
-        pki: pki::init_for_world(&dir.path().join("pki"), &world()).expect("pki"),
-        world: dir.path().join("world"),
-        data: dir.path().join("data"),
-        log: dir.path().join("gateway.log"),
-    };
-    write_world_dir(&d.world).expect("world");
+    let d = Dirs::new(dir.path());
     let plan = plan(seed, cycles * BOOKINGS_PER_CYCLE);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xC4A5);

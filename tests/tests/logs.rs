@@ -14,13 +14,7 @@ use pb::submission_service_client::SubmissionServiceClient;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_logs_json_without_colour_and_nothing_per_submission() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Dirs {
-        pki: pki::init_for_world(&dir.path().join("pki"), &world()).expect("pki"),
-        world: dir.path().join("world"),
-        data: dir.path().join("data"),
-        log: dir.path().join("gateway.log"),
-    };
-    write_world_dir(&d.world).expect("world");
+    let d = Dirs::new(dir.path());
     let bin = env!("CARGO_BIN_EXE_interop-gateway-under-test");
     let running = program::start(bin, &d, &["--log-format", "json"], "info").await;
     let who = Principal::Bureau { state: "TX".into() };

@@ -234,8 +234,7 @@ pub fn main() -> std::process::ExitCode {
 pub fn main_from(
     args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
 ) -> std::process::ExitCode {
-    let cli = Cli::parse_from(args);
-    crate::block_on_to_exit(run(cli))
+    crate::run_cli(args, run)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

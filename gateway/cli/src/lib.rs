@@ -32,6 +32,15 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Parses `args` (the first is the program's name) as `C` and runs `run` with it to an exit
+/// code: the shape of both command lines' `main_from`.
+fn run_cli<C: clap::Parser, F: std::future::Future<Output = anyhow::Result<()>>>(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+    run: impl FnOnce(C) -> F,
+) -> std::process::ExitCode {
+    block_on_to_exit(run(C::parse_from(args)))
+}
+
 /// Runs `work` on a new multi-threaded runtime; an error is printed and exits 1 (both
 /// command lines end so).
 fn block_on_to_exit(

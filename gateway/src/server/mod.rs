@@ -350,21 +350,15 @@ impl Gateway {
         id: &str,
         p: &JurisdictionPolicy,
     ) -> Result<(), GatewayError> {
-        // Check first, persist, then apply: a change is visible only once it is durable.
         if self.core.policy.view(id).is_none() {
             return Err(GatewayError::NotFound(format!(
                 "jurisdiction_id: unknown jurisdiction {id:?}"
             )));
         }
-        let bytes = serde_json::to_vec(p).map_err(|e| GatewayError::Internal(e.to_string()))?;
-        self.core
-            .store
-            .put_setting(format!("{JURISDICTION_SETTING}{id}"), bytes)
-            .await?;
-        self.core
-            .policy
-            .set_jurisdiction(id, p.clone())
-            .map_err(|e| GatewayError::NotFound(e.to_string()))
+        self.persist(format!("{JURISDICTION_SETTING}{id}"), p, || {
+            self.core.policy.set_jurisdiction(id, p.clone())
+        })
+        .await
     }
 
     pub(crate) async fn persist_state(
@@ -377,15 +371,23 @@ impl Gateway {
                 "state: unknown state {code:?}"
             )));
         }
-        let bytes = serde_json::to_vec(p).map_err(|e| GatewayError::Internal(e.to_string()))?;
-        self.core
-            .store
-            .put_setting(format!("{STATE_SETTING}{code}"), bytes)
-            .await?;
-        self.core
-            .policy
-            .set_state(code, p.clone())
-            .map_err(|e| GatewayError::NotFound(e.to_string()))
+        self.persist(format!("{STATE_SETTING}{code}"), p, || {
+            self.core.policy.set_state(code, p.clone())
+        })
+        .await
+    }
+
+    /// Writes a policy setting, then applies it (checked first by the caller): a change is
+    /// visible only once it is durable.
+    async fn persist<T: serde::Serialize>(
+        &self,
+        key: String,
+        value: &T,
+        apply: impl FnOnce() -> Result<(), crate::rules::policy::PolicyError>,
+    ) -> Result<(), GatewayError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        self.core.store.put_setting(key, bytes).await?;
+        apply().map_err(|e| GatewayError::NotFound(e.to_string()))
     }
 
     /// Revokes the client certificate `serial` for `reason`: durable first, then in force, so

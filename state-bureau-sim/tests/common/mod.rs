@@ -11,8 +11,8 @@ use std::path::Path;
 
 pub const SEED: u64 = 31;
 
-/// Generates a world, issues a PKI and serves a fresh gateway on a loopback port.
-pub async fn serve(dir: &Path) -> Served {
+/// Generates a world under `dir/world` and issues a PKI for it under `dir/pki`.
+async fn world_and_pki(dir: &Path) -> (std::path::PathBuf, WorldData, pki::PkiDir) {
     let world_dir = dir.join("world");
     let wd = world_dir.clone();
     tokio::task::spawn_blocking(move || state_bureau_sim::generate::generate(SEED, 1_200, &wd))
@@ -21,6 +21,12 @@ pub async fn serve(dir: &Path) -> Served {
         .unwrap();
     let data = WorldData::load(&world_dir).unwrap();
     let pki = pki::init_for_world(&dir.join("pki"), &data.world).unwrap();
+    (world_dir, data, pki)
+}
+
+/// Generates a world, issues a PKI and serves a fresh gateway on a loopback port.
+pub async fn serve(dir: &Path) -> Served {
+    let (world_dir, data, pki) = world_and_pki(dir).await;
     // With MatcherService, for `interop admin remove-subject`.
     demo::serve_in_process(&world_dir, &dir.join("data"), &pki, &data.world, 2, true)
         .await
@@ -36,14 +42,7 @@ pub async fn serve_with_ident(
     ) -> std::sync::Arc<dyn interop_gateway::engines::IdentSearch>,
 ) -> Served {
     use interop_gateway::{engines, server, store};
-    let world_dir = dir.join("world");
-    let wd = world_dir.clone();
-    tokio::task::spawn_blocking(move || state_bureau_sim::generate::generate(SEED, 1_200, &wd))
-        .await
-        .unwrap()
-        .unwrap();
-    let data = WorldData::load(&world_dir).unwrap();
-    let pki = pki::init_for_world(&dir.join("pki"), &data.world).unwrap();
+    let (world_dir, data, pki) = world_and_pki(dir).await;
     let wd = world_dir.clone();
     let b = tokio::task::spawn_blocking(move || engines::InProcess::load(&wd, 2))
         .await
