@@ -24,6 +24,7 @@ use std::sync::RwLock;
 
 #[cfg(any(test, feature = "test-util"))]
 mod faults;
+mod retention;
 mod writer;
 #[cfg(any(test, feature = "test-util"))]
 pub use faults::IoFaults;
@@ -52,9 +53,12 @@ const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 const ONCE: TableDefinition<&str, &[u8]> = TableDefinition::new("once");
 /// (stream, acknowledged cursor) → when it was acknowledged (Unix ms), for retention.
 const ACK_TIMES: TableDefinition<(&str, u64), i64> = TableDefinition::new("ack_times");
-/// Most events one compaction removes, so it never holds the writer long; the rest go next time.
-const COMPACT_LIMIT: usize = 50_000;
-/// disclosure seq → postcard [`Disclosure`]. Append-only: nothing removes or rewrites a row.
+/// (bureau stream, cursor) → a time (Unix ms) by which every event up to that cursor had been
+/// appended: the stamps `Store::expire` writes, for retention by age. A few per stream per
+/// retention period, none on the write path.
+const APPEND_STAMPS: TableDefinition<(&str, u64), i64> = TableDefinition::new("append_stamps");
+/// disclosure seq → postcard [`Disclosure`]. Append-only: nothing rewrites a row, and only the
+/// archive pass removes the oldest, once they are archived.
 const DISCLOSURES: TableDefinition<u64, &[u8]> = TableDefinition::new("disclosures");
 /// (tcn, seq) and (recipient, seq) → (), so a filtered listing reads only its own rows.
 const DISCLOSURES_BY_TCN: TableDefinition<(&str, u64), ()> =
@@ -65,7 +69,8 @@ const DISCLOSURES_BY_RECIPIENT: TableDefinition<(&str, u64), ()> =
 const OWNERS: TableDefinition<&str, &str> = TableDefinition::new("owners");
 /// replica → when it last said it was alive (Unix ms, its own clock).
 const HEARTBEATS: TableDefinition<&str, i64> = TableDefinition::new("heartbeats");
-/// "next_seq" → next acceptance seq; "next_disclosure" → next disclosure seq.
+/// "next_seq" → next acceptance seq; "next_disclosure" → next disclosure seq;
+/// "disclosures_archived_through" → the last disclosure seq pruned after archiving.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 #[derive(Serialize, Deserialize)]
@@ -191,6 +196,10 @@ pub struct RedbStore {
     db: SharedDb,
     tx: mpsc::Sender<WriteOp>,
     heads: Arc<dashmap::DashMap<String, watch::Sender<u64>>>,
+    /// The database file; `None` in memory.
+    path: Option<PathBuf>,
+    /// One archive pass at a time (see [`crate::store::archive`]).
+    archiving: tokio::sync::Mutex<()>,
 }
 
 impl RedbStore {
@@ -256,6 +265,7 @@ impl RedbStore {
             txn.open_table(META).map_err(unavailable)?;
             txn.open_table(ONCE).map_err(unavailable)?;
             txn.open_table(ACK_TIMES).map_err(unavailable)?;
+            txn.open_table(APPEND_STAMPS).map_err(unavailable)?;
             txn.open_table(DISCLOSURES).map_err(unavailable)?;
             txn.open_table(DISCLOSURES_BY_TCN).map_err(unavailable)?;
             txn.open_table(DISCLOSURES_BY_RECIPIENT)
@@ -267,6 +277,7 @@ impl RedbStore {
         let heads = Arc::new(dashmap::DashMap::new());
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let db: SharedDb = Arc::new(RwLock::new(Some(db)));
+        let path = file.path.clone();
         let writer = Writer {
             db: db.clone(),
             file,
@@ -278,7 +289,13 @@ impl RedbStore {
             .name("store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(unavailable)?;
-        Ok(RedbStore { db, tx, heads })
+        Ok(RedbStore {
+            db,
+            tx,
+            heads,
+            path,
+            archiving: tokio::sync::Mutex::new(()),
+        })
     }
 
     fn db(&self) -> StoreResult<Arc<Database>> {
@@ -467,6 +484,27 @@ impl Store for RedbStore {
         submit_op(&self.tx, Op::Compact { acked_before_ms })
             .await?
             .compacted()
+    }
+
+    async fn expire(&self, appended_before_ms: i64, now_ms: i64) -> StoreResult<u64> {
+        let op = Op::Expire {
+            appended_before_ms,
+            now_ms,
+        };
+        submit_op(&self.tx, op).await?.compacted()
+    }
+
+    fn archive_dir(&self) -> Option<PathBuf> {
+        let data = self.path.as_deref()?.parent()?;
+        Some(crate::store::archive::dir_in(data))
+    }
+
+    async fn archive_disclosures(&self, before_ms: i64) -> StoreResult<Option<Archived>> {
+        self.archive_before(before_ms).await
+    }
+
+    async fn usage(&self) -> StoreResult<StoreUsage> {
+        self.usage_now().await
     }
 
     async fn record_disclosures(&self, records: Vec<Disclosure>) -> StoreResult<()> {
