@@ -391,6 +391,14 @@ impl TestGateway {
         Self::start_in(dir, pki, ident).await
     }
 
+    /// Stops the server and starts a new one on the same data with `options`.
+    pub async fn restart_with_options(mut self, options: ServeOptions) -> TestGateway {
+        self.shutdown().await;
+        let (dir, pki) = (self.dir.clone(), self.pki.clone());
+        drop(self);
+        Self::start_full(dir, pki, None, None, Some(options), None, None).await
+    }
+
     /// Stops the server and starts a new one on the same data and the same port, so clients
     /// that were connected can reconnect by themselves.
     pub async fn restart_on_same_port(mut self) -> TestGateway {
