@@ -196,7 +196,7 @@ async fn run(n: u64, args: &Args) -> anyhow::Result<Run> {
                 s.ack(office(i), head).await
             }
         });
-        for r in futures_join(acks).await {
+        for r in all_at_once(acks).await {
             r?;
         }
         let at = now_ms();
@@ -287,9 +287,9 @@ async fn run(n: u64, args: &Args) -> anyhow::Result<Run> {
 }
 
 /// Runs the futures at once (so the writer commits them together), answers in order.
-async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn all_at_once<F>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = fs.map(tokio::spawn).collect();

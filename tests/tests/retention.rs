@@ -56,7 +56,7 @@ async fn bureau_responses_expire_by_age_and_cursors_stand() {
     .await;
     assert_eq!(tx.response_head().await.unwrap(), head, "the head stands");
     // The field office acknowledged nothing: its outcomes stay, however old.
-    assert_eq!(office_log(&gw, "HOU", Some(0)).await.len(), 2);
+    assert_eq!(office_log(gw, "HOU", Some(0)).await.len(), 2);
     let metrics = gw.scrape().await;
     assert_eq!(
         figure(&metrics, "interop_store_events_kept{kind=\"bureau\"}"),
@@ -79,7 +79,7 @@ async fn bureau_responses_expire_by_age_and_cursors_stand() {
     b.submit(booking("TX-EXPIRE-0003", TX_RECEIVING, NOBODY))
         .await
         .unwrap();
-    wait_completed(&gw, "TX", "TX-EXPIRE-0003").await;
+    wait_completed(gw, "TX", "TX-EXPIRE-0003").await;
     let mut old = tx.follow_responses(Some(1), false);
     let mut cursors = vec![];
     while let Some(r) = old.next().await.unwrap() {
