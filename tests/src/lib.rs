@@ -565,6 +565,40 @@ pub async fn bureau_log(gw: &TestGateway, state: &str) -> Vec<pb::BureauResponse
     out
 }
 
+/// The whole disclosure audit (filtered by `tcn` and/or `recipient`, empty for all) through
+/// `ListDisclosures` as admin, `page_size` at a time, checking each page honours it.
+pub async fn list_disclosures(
+    gw: &TestGateway,
+    tcn: &str,
+    recipient: &str,
+    page_size: u32,
+) -> Vec<pb::Disclosure> {
+    let mut admin = gw.admin().await;
+    let mut out = vec![];
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .list_disclosures(pb::ListDisclosuresRequest {
+                tcn: tcn.into(),
+                recipient: recipient.into(),
+                page_size,
+                page_token,
+            })
+            .await
+            .expect("list disclosures")
+            .into_inner();
+        assert!(
+            page.disclosures.len() <= page_size as usize,
+            "page_size is honoured"
+        );
+        out.extend(page.disclosures);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 /// Waits until `tcn` has completed (polling GetStatus), at most 30 s.
 pub async fn wait_completed(gw: &TestGateway, state: &str, tcn: &str) {
     let mut c = gw.bureau(state).await;

@@ -7,7 +7,6 @@
 use interop_e2e::*;
 use interop_gateway::auth::principal::Principal;
 use interop_gateway::store::archive;
-use interop_proto::v1 as pb;
 use std::time::Duration;
 
 /// The figure `name` (with its labels, as written) on `/metrics`.
@@ -101,25 +100,8 @@ fn archived(data: &std::path::Path) -> Vec<u64> {
 }
 
 async fn listed(gw: &TestGateway) -> Vec<u64> {
-    let mut admin = gw.admin().await;
-    let mut out = vec![];
-    let mut page_token = String::new();
-    loop {
-        let page = admin
-            .list_disclosures(pb::ListDisclosuresRequest {
-                page_size: 1000,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(page.disclosures.iter().map(|d| d.seq));
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        page_token = page.next_page_token;
-    }
+    let all = list_disclosures(gw, "", "", 1000).await;
+    all.iter().map(|d| d.seq).collect()
 }
 
 /// With audit retention on (here: no period at all), delivered records go to the archive and
