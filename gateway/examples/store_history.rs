@@ -24,7 +24,7 @@
 //! **archive** (disclosure records written to a synced segment, then pruned).
 //!
 //! The store files go under `--dir` (default `target/store-history`, a real disk: commits are
-//! fsync'd), removed after each size.
+//! fsync'd), removed after each size unless `--keep`.
 
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -56,6 +56,9 @@ struct Args {
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Keep each store's directory (`--dir`/nN) after measuring, e.g. to profile it.
+    #[arg(long)]
+    keep: bool,
 }
 
 const OFFICES: usize = 8;
@@ -275,7 +278,14 @@ async fn run(n: u64, args: &Args) -> anyhow::Result<Run> {
 
     drop(s);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    match args.keep {
+        // The writer thread closes the file after the last handle goes: give a large file
+        // time to close cleanly, or the next open repairs it (walks every page).
+        true => tokio::time::sleep(Duration::from_secs(5)).await,
+        false => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
     Ok(Run {
         n,
         fill_s,
