@@ -23,6 +23,18 @@
 //! | `interop_connections_total` | counter | `outcome` | TCP connections by fate: `accepted` (given a slot), `refused_over_limit`, `handshake_timeout`, `handshake_failed`, `idle_closed` (see `crate::server::listener`) |
 //! | `process_resident_memory_bytes` | gauge | — | the gateway process's resident memory (Linux) |
 //! | `process_open_fds` | gauge | — | its open file descriptors (Linux) |
+//! | `interop_store_file_bytes` | gauge | — | size of the embedded store's file (`DATA/interop.redb`; absent for a replica's in-memory view) |
+//! | `interop_store_archive_bytes` | gauge | — | bytes of disclosure archive segments in `DATA/archive` |
+//! | `interop_store_archive_segments` | gauge | — | disclosure archive segments in `DATA/archive` |
+//! | `interop_store_events_kept` | gauge | `kind` | events held, `field_office` / `bureau` streams: bounded by retention |
+//! | `interop_store_events_appended_total` | counter | `kind` | events ever appended (the sum of stream heads) |
+//! | `interop_store_disclosures_kept` | gauge | — | disclosure records held in the store |
+//! | `interop_store_disclosures_archived_total` | counter | — | disclosure records archived, then pruned |
+//! | `interop_store_commits_total` | counter | — | embedded store transactions committed (one fsync each) |
+//! | `interop_store_ops_total` | counter | — | embedded store writes committed (accepts, completions, acks, disclosures, ...) |
+//!
+//! The `interop_store_*` figures are read from the store at scrape time (one read per stream,
+//! never per row: see [`crate::store::Store::usage`]).
 
 use dashmap::DashMap;
 use std::fmt::Write;
@@ -201,6 +213,65 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The `interop_store_*` lines for `u` (see the table above).
+pub fn render_store(u: &crate::store::StoreUsage) -> String {
+    let mut out = String::new();
+    let mut one = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (label, v) in rows {
+            match label.is_empty() {
+                true => writeln!(out, "{name} {v}"),
+                false => writeln!(out, "{name}{{{label}}} {v}"),
+            }
+            .ok();
+        }
+    };
+    if let Some(bytes) = u.file_bytes {
+        let help = "Size of the store's database file.";
+        one("interop_store_file_bytes", "gauge", help, &[("", bytes)]);
+    }
+    let help = "Bytes of disclosure archive segments.";
+    one(
+        "interop_store_archive_bytes",
+        "gauge",
+        help,
+        &[("", u.archive_bytes)],
+    );
+    let help = "Disclosure archive segments.";
+    let segments = [("", u.archive_segments)];
+    one("interop_store_archive_segments", "gauge", help, &segments);
+    let (office, bureau) = ("kind=\"field_office\"", "kind=\"bureau\"");
+    let help = "Events held, by kind of stream.";
+    let kept = [
+        (office, u.office_events_kept),
+        (bureau, u.bureau_events_kept),
+    ];
+    one("interop_store_events_kept", "gauge", help, &kept);
+    let help = "Events ever appended, by kind of stream.";
+    let appended = [
+        (office, u.office_events_appended),
+        (bureau, u.bureau_events_appended),
+    ];
+    one(
+        "interop_store_events_appended_total",
+        "counter",
+        help,
+        &appended,
+    );
+    let help = "Disclosure records held in the store.";
+    let kept = [("", u.disclosures_kept)];
+    one("interop_store_disclosures_kept", "gauge", help, &kept);
+    let help = "Disclosure records archived, then pruned.";
+    let archived = [("", u.disclosures_archived)];
+    one(
+        "interop_store_disclosures_archived_total",
+        "counter",
+        help,
+        &archived,
+    );
+    out
 }
 
 /// Decrements the active-subscription gauge when the stream ends.

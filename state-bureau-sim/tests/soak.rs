@@ -31,7 +31,12 @@ fn a_short_soak_verifies_each_window_and_reports_the_gateways_figures() {
     for w in windows {
         assert_eq!(w["passed"], true, "{w}");
         assert!(w["notification_p99_ms"].as_f64().unwrap() > 0.0, "{w}");
-        for figure in ["rss_bytes", "open_fds", "data_bytes"] {
+        for figure in [
+            "rss_bytes",
+            "open_fds",
+            "data_bytes",
+            "store_ops_per_booking",
+        ] {
             assert!(w[figure].as_f64().unwrap() > 0.0, "{figure}: {w}");
         }
     }

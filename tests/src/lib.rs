@@ -393,6 +393,14 @@ impl TestGateway {
         Self::start_in(dir, pki, ident).await
     }
 
+    /// Stops the server and starts a new one on the same data with `options`.
+    pub async fn restart_with_options(mut self, options: ServeOptions) -> TestGateway {
+        self.shutdown().await;
+        let (dir, pki) = (self.dir.clone(), self.pki.clone());
+        drop(self);
+        Self::start_full(dir, pki, None, None, Some(options), None, None).await
+    }
+
     /// Stops the server and starts a new one on the same data and the same port, so clients
     /// that were connected can reconnect by themselves.
     pub async fn restart_on_same_port(mut self) -> TestGateway {
@@ -557,6 +565,40 @@ pub async fn bureau_log(gw: &TestGateway, state: &str) -> Vec<pb::BureauResponse
         out.push(r);
     }
     out
+}
+
+/// The whole disclosure audit (filtered by `tcn` and/or `recipient`, empty for all) through
+/// `ListDisclosures` as admin, `page_size` at a time, checking each page honours it.
+pub async fn list_disclosures(
+    gw: &TestGateway,
+    tcn: &str,
+    recipient: &str,
+    page_size: u32,
+) -> Vec<pb::Disclosure> {
+    let mut admin = gw.admin().await;
+    let mut out = vec![];
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .list_disclosures(pb::ListDisclosuresRequest {
+                tcn: tcn.into(),
+                recipient: recipient.into(),
+                page_size,
+                page_token,
+            })
+            .await
+            .expect("list disclosures")
+            .into_inner();
+        assert!(
+            page.disclosures.len() <= page_size as usize,
+            "page_size is honoured"
+        );
+        out.extend(page.disclosures);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 /// Waits until `tcn` has completed (polling GetStatus), at most 30 s.

@@ -17,27 +17,7 @@ const STREAM_RESPONSES: &str = "interop.v1.SubmissionService/StreamResponses";
 const SUBSCRIBE: &str = "interop.v1.FieldOfficeService/Subscribe";
 
 async fn list(gw: &TestGateway, tcn: &str, recipient: &str) -> Vec<pb::Disclosure> {
-    let mut admin = gw.admin().await;
-    let mut out = vec![];
-    let mut token = String::new();
-    loop {
-        let page = admin
-            .list_disclosures(pb::ListDisclosuresRequest {
-                tcn: tcn.into(),
-                recipient: recipient.into(),
-                page_size: 3,
-                page_token: token,
-            })
-            .await
-            .expect("list disclosures")
-            .into_inner();
-        assert!(page.disclosures.len() <= 3, "page_size is honoured");
-        out.extend(page.disclosures);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
+    list_disclosures(gw, tcn, recipient, 3).await
 }
 
 fn kinds(d: &[pb::Disclosure], recipient: &str) -> Vec<(pb::DisclosureKind, String)> {

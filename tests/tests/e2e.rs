@@ -1170,6 +1170,9 @@ async fn metrics_endpoint_reports_stages_without_case_data() {
         assert!(get("process_resident_memory_bytes") > 1e6, "{text}");
         assert!(get("process_open_fds") > 3.0, "{text}");
     }
+    // The store's writes, for a soak's writes per booking.
+    assert!(get("interop_store_ops_total") >= 2.0, "{text}");
+    assert!(get("interop_store_commits_total") >= 1.0, "{text}");
     for secret in [
         "TX-METRIC",
         &fin(OVERSTAY_FELON),

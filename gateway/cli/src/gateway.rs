@@ -98,11 +98,15 @@ enum Cmd {
         /// With --ident-shards, each shard process takes `interop-matcher serve --fpir`.
         #[arg(long, conflicts_with = "ident_shards")]
         ident_fpir: Option<f64>,
-        /// Hours a field office's events are kept after it acknowledged them.
-        #[arg(long, default_value_t = 168.0)]
-        retention_hours: f64,
+        #[command(flatten)]
+        retention: Retention,
         #[command(flatten)]
         bounds: Bounds,
+    },
+    /// The disclosure audit of a stopped gateway's data directory: export, or archive and prune.
+    Audit {
+        #[command(subcommand)]
+        cmd: crate::audit::AuditCmd,
     },
     /// Development PKI.
     Pki {
@@ -200,6 +204,61 @@ impl Bounds {
     }
 }
 
+/// What `serve` keeps and for how long (README "Durability and crash recovery", "Disclosure
+/// audit"; [`server::retention`]).
+#[derive(clap::Args)]
+pub struct Retention {
+    /// Hours a field office's events are kept after it acknowledged them (what it has not
+    /// acknowledged is kept, however old).
+    #[arg(long, default_value_t = 168.0)]
+    retention_hours: f64,
+    /// Hours a bureau's responses are kept after they were appended (bureaus acknowledge
+    /// nothing, so age is the rule; above 0, so a bureau has time to read them). Default 30
+    /// days.
+    #[arg(long, default_value_t = 720.0)]
+    bureau_retention_hours: f64,
+    /// Archive disclosure records older than this many days to DATA/archive, then remove them
+    /// from the store (embedded store only; at least 1). Default: keep the whole audit.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    audit_retention_days: Option<u32>,
+}
+
+impl Retention {
+    pub fn apply(&self, o: server::ServeOptions) -> anyhow::Result<server::ServeOptions> {
+        let day = Duration::from_secs(24 * 3600);
+        Ok(server::ServeOptions {
+            retention: hours("--retention-hours", self.retention_hours, true)?,
+            bureau_retention: hours(
+                "--bureau-retention-hours",
+                self.bureau_retention_hours,
+                false,
+            )?,
+            audit_retention: self.audit_retention_days.map(|d| day * d),
+            ..o
+        })
+    }
+}
+
+/// Longest retention period a flag takes: a century, far past any use and well inside what a
+/// `Duration` holds.
+const MAX_RETENTION_HOURS: f64 = 100.0 * 365.25 * 24.0;
+
+/// A retention flag's hours as a period, or an error naming the flag: a number from 0 (or
+/// above 0 where `zero_ok` is false) to a century.
+fn hours(flag: &str, h: f64, zero_ok: bool) -> anyhow::Result<Duration> {
+    let low_ok = if zero_ok { h >= 0.0 } else { h > 0.0 };
+    anyhow::ensure!(
+        h.is_finite() && low_ok && h <= MAX_RETENTION_HOURS,
+        "{flag} must be a number of hours {} {MAX_RETENTION_HOURS} (a century), got {h}",
+        if zero_ok {
+            "from 0 to"
+        } else {
+            "above 0, up to"
+        }
+    );
+    Ok(Duration::from_secs_f64(h * 3600.0))
+}
+
 #[derive(Subcommand)]
 enum PkiCmd {
     /// Create a CA, a loopback server certificate and client certificates for every state
@@ -250,7 +309,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             grace_secs,
             metrics_listen,
             no_metrics,
-            retention_hours,
+            retention,
             bounds,
             ident_shards,
             search_deadline_ms,
@@ -258,10 +317,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store,
             replica_id,
         } => {
-            anyhow::ensure!(
-                retention_hours.is_finite() && retention_hours >= 0.0,
-                "--retention-hours must be a non-negative number"
-            );
             let launch = Launch {
                 listen,
                 pki,
@@ -274,15 +329,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ident_shards,
                 search_deadline: Duration::from_millis(search_deadline_ms),
                 ident_fpir,
-                options: bounds.apply(server::ServeOptions {
+                options: bounds.apply(retention.apply(server::ServeOptions {
                     concurrency,
                     grace: Duration::from_secs(grace_secs),
-                    retention: Duration::from_secs_f64(retention_hours * 3600.0),
                     ..Default::default()
-                })?,
+                })?)?,
             };
             server::launch::run(launch, crate::shutdown_signal()).await
         }
+        Cmd::Audit { cmd } => crate::audit::run(cmd).await,
         Cmd::Pki {
             cmd: PkiCmd::Init { out, world },
         } => {
@@ -377,6 +432,94 @@ mod tests {
         ]);
         let e = Cli::try_parse_from(both).err().expect("refused");
         assert!(e.to_string().contains("--ident-shards"), "{e}");
+    }
+
+    fn retention(extra: &[&str]) -> anyhow::Result<server::ServeOptions> {
+        let mut args = vec!["g", "serve", "--pki", "p", "--world", "w", "--data", "d"];
+        args.extend_from_slice(extra);
+        let Cmd::Serve { retention, .. } = Cli::try_parse_from(args)?.cmd else {
+            panic!("parsed as another command")
+        };
+        retention.apply(server::ServeOptions::default())
+    }
+
+    #[test]
+    fn retention_flags_default_to_the_serve_options_defaults() {
+        let d = server::ServeOptions::default();
+        let o = retention(&[]).unwrap();
+        assert_eq!(format!("{o:?}"), format!("{d:?}"));
+        assert_eq!(o.bureau_retention, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(
+            o.audit_retention, None,
+            "the audit is kept whole unless asked"
+        );
+    }
+
+    #[test]
+    fn retention_flags_apply_and_bad_values_are_refused_by_name() {
+        let o = retention(&[
+            "--retention-hours",
+            "0",
+            "--bureau-retention-hours",
+            "1.5",
+            "--audit-retention-days",
+            "365",
+        ])
+        .unwrap();
+        assert_eq!(o.retention, Duration::ZERO);
+        assert_eq!(o.bureau_retention, Duration::from_secs(5400));
+        assert_eq!(
+            o.audit_retention,
+            Some(Duration::from_secs(365 * 24 * 3600))
+        );
+        for (flag, value) in [
+            ("--retention-hours", "-1"),
+            ("--retention-hours", "NaN"),
+            ("--retention-hours", "1e300"),
+            ("--bureau-retention-hours", "0"),
+            ("--bureau-retention-hours", "inf"),
+            ("--bureau-retention-hours", "-5"),
+            ("--bureau-retention-hours", "a week"),
+            ("--audit-retention-days", "0"),
+            ("--audit-retention-days", "-1"),
+            ("--audit-retention-days", "1.5"),
+        ] {
+            let arg = format!("{flag}={value}");
+            let e = retention(&[&arg]).expect_err(value).to_string();
+            assert!(e.contains(flag), "{flag} {value}: {e}");
+        }
+    }
+
+    #[test]
+    fn audit_commands_parse_and_refuse_a_directory_without_a_store() {
+        let cli = Cli::try_parse_from([
+            "g",
+            "audit",
+            "archive",
+            "--data",
+            "d",
+            "--older-than-days",
+            "0",
+        ])
+        .unwrap();
+        assert!(matches!(cli.cmd, Cmd::Audit { .. }));
+        let e = Cli::try_parse_from(["g", "audit", "archive", "--data", "d"])
+            .err()
+            .expect("--older-than-days is required");
+        assert!(e.to_string().contains("--older-than-days"), "{e}");
+        let empty = tempfile::tempdir().unwrap();
+        let cmd = crate::audit::AuditCmd::Export {
+            data: empty.path().to_path_buf(),
+            tcn: String::new(),
+            recipient: String::new(),
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let e = rt.block_on(crate::audit::run(cmd)).unwrap_err().to_string();
+        assert!(e.contains("no store here"), "{e}");
+        assert!(
+            std::fs::read_dir(empty.path()).unwrap().next().is_none(),
+            "nothing created"
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! - [`gateway`]: `interop-gateway serve` (flags → [`interop_gateway::server::launch::Launch`])
 //!   and `interop-gateway pki init|issue`;
+//! - [`audit`]: `interop-gateway audit export|archive`, the disclosure audit of a stopped
+//!   gateway's data directory;
 //! - [`matcher`]: `interop-matcher serve`, one matcher shard as its own process (flags →
 //!   [`interop_gateway::engines::shard::ShardLaunch`]);
 //! - [`pki`]: the development PKI (rcgen), the NATS configuration of a cluster's shared log,
@@ -12,6 +14,7 @@
 //! command lines in process (`state-bureau-sim cluster` starts its gateways and shards so, and
 //! the crash test builds the gateway's own `main` to `kill -9` it).
 
+pub mod audit;
 pub mod gateway;
 pub mod logging;
 pub mod matcher;

@@ -11,6 +11,7 @@ use crate::auth::tls::{ServerTls, TlsFiles};
 use crate::server::listener::ListenStats;
 pub mod launch;
 pub mod listener;
+pub mod retention;
 mod serve;
 
 use crate::auth::pki::PkiDir;
@@ -54,8 +55,16 @@ pub struct ServeOptions {
     /// Per-call timeout for unary calls (streams are exempt: they end on shutdown).
     pub request_timeout: Duration,
     /// How long a field office's events are kept after it acknowledged them; then they are
-    /// compacted away. Bureau streams have no acknowledgement and are kept.
+    /// compacted away. What it has not acknowledged is kept, however old.
     pub retention: Duration,
+    /// How long a bureau's responses are kept after they were appended (bureaus acknowledge
+    /// nothing, so age is the only rule); then they are removed. See
+    /// [`crate::server::retention`].
+    pub bureau_retention: Duration,
+    /// Disclosure records older than this are archived to `DATA/archive` and then removed
+    /// from the store; `None` (the default) keeps the whole audit in the store. Embedded store
+    /// only. See [`crate::server::retention`].
+    pub audit_retention: Option<Duration>,
     /// Open client connections at once; past it a new connection is closed before TLS.
     pub max_connections: usize,
     /// A connection that has not finished its TLS handshake by then is closed (slow-loris).
@@ -81,6 +90,8 @@ impl Default for ServeOptions {
             max_subscriptions_per_identity: 64,
             request_timeout: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
+            bureau_retention: retention::BUREAU_RETENTION,
+            audit_retention: None,
             max_connections: 1024,
             tls_handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(300)),
@@ -190,6 +201,13 @@ impl Gateway {
             }
             None => None,
         };
+        if options.audit_retention.is_some() && store.archive_dir().is_none() {
+            anyhow::bail!(
+                "--audit-retention-days: this store does not archive the disclosure audit (only \
+                 the embedded store does; see README \"Disclosure audit\"); export it with \
+                 `interop admin disclosures` instead"
+            );
+        }
         apply_settings(&store, &policy, &revocations, gallery.as_deref()).await?;
         let core = Arc::new(Core {
             store: store.clone(),
@@ -225,7 +243,7 @@ impl Gateway {
             listen_stats: Arc::default(),
         });
         gw.recover().await?;
-        gw.start_compaction();
+        gw.start_retention();
         gw.start_replica_tasks();
         Ok(gw)
     }
@@ -272,29 +290,6 @@ impl Gateway {
                         gw.enqueue(won);
                     }
                     Err(e) => tracing::warn!(error = %e, "take-over sweep failed; will retry"),
-                }
-            }
-        });
-    }
-
-    /// Compacts acknowledged field-office events older than the retention period, every
-    /// quarter of it (between a second and ten minutes), until shutdown.
-    fn start_compaction(self: &Arc<Self>) {
-        let retention = self.options.retention;
-        let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
-        let store = self.core.store.clone();
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.wait_for(|s| *s) => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                let cutoff = crate::convert::now_ms() - retention.as_millis() as i64;
-                match store.compact(cutoff).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(events = n, "compacted acknowledged events"),
-                    Err(e) => tracing::warn!(error = %e, "compaction failed; will retry"),
                 }
             }
         });

@@ -153,6 +153,14 @@ impl Gateway {
             axum::routing::get(move || {
                 let gw = gw.clone();
                 async move {
+                    // The store's figures, unless it cannot answer now (then the rest still is).
+                    let store = match gw.core.store.usage().await {
+                        Ok(u) => crate::metrics::render_store(&u),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "store figures left out of /metrics");
+                            String::new()
+                        }
+                    };
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
@@ -163,6 +171,7 @@ impl Gateway {
                             .render(gw.idle.queued(), gw.idle.in_flight())
                             + &gw.listen_stats.render()
                             + &gw.core.store.render_metrics()
+                            + &store
                             + &crate::metrics::process(),
                     )
                 }

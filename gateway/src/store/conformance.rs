@@ -20,7 +20,10 @@ macro_rules! each_case {
             append_once_appends_once,
             concurrent_accepts_all_land,
             compaction_removes_only_old_acknowledged_events,
-            disclosures_are_append_only_ordered_and_filtered
+            disclosures_are_append_only_ordered_and_filtered,
+            expiry_removes_only_bureau_events_appended_before_the_cut_off,
+            retention_works_in_bounded_steps,
+            usage_counts_what_is_kept_and_what_was_appended
         );
     };
 }
@@ -415,4 +418,168 @@ pub async fn disclosures_are_append_only_ordered_and_filtered(open: Open, dir: &
         ),
         [6]
     );
+}
+
+fn bureau(state: &str) -> StreamKey {
+    StreamKey::Bureau(state.into())
+}
+
+/// Accepts and completes `tcn` with `events`.
+async fn append(s: &DynStore, tcn: &str, events: Vec<(StreamKey, Vec<u8>)>) {
+    s.accept(key(tcn), tcn.as_bytes().to_vec(), 0)
+        .await
+        .unwrap();
+    let c = Completion {
+        events,
+        counters: vec![],
+        summary: None,
+    };
+    assert!(s.complete(key(tcn), c).await.unwrap());
+}
+
+async fn cursors(s: &DynStore, stream: StreamKey, after: u64) -> Vec<u64> {
+    let read = s.read(stream, after, 100_000).await.unwrap();
+    read.into_iter().map(|(c, _)| c).collect()
+}
+
+/// Bureau retention by age: `expire` removes a bureau's events only once a stamp older than
+/// the cut-off covers them (stamps come from `expire` itself, at its own clock), never a
+/// younger event, never a field office's (acknowledged or not), and never moves a cursor or a
+/// head: a reader asking for an older cursor gets the stream from the first event kept, and new
+/// events continue after the head, across a reopen.
+pub async fn expiry_removes_only_bureau_events_appended_before_the_cut_off(open: Open, dir: &Path) {
+    let (tx, ca) = (bureau("TX"), bureau("CA"));
+    {
+        let s = open(dir).await;
+        let events = vec![
+            (tx.clone(), vec![1]),
+            (tx.clone(), vec![2]),
+            (office(), vec![1]),
+            (office(), vec![2]),
+        ];
+        append(&s, "T-1", events).await;
+        // Not stamped yet: even a cut-off far ahead removes nothing; this call stamps TX's
+        // head (2) with its own clock, 1,000.
+        assert_eq!(s.expire(i64::MAX - 1, 1_000).await.unwrap(), 0);
+        append(
+            &s,
+            "T-2",
+            vec![(tx.clone(), vec![3]), (ca.clone(), vec![1])],
+        )
+        .await;
+        // A stamp at the cut-off itself is not before it.
+        assert_eq!(s.expire(1_000, 2_000).await.unwrap(), 0);
+        assert_eq!(cursors(&s, tx.clone(), 0).await, [1, 2, 3]);
+        // Events 1 and 2 were appended by 1,000; 3 only by 2,000, so it stays.
+        assert_eq!(s.expire(1_001, 3_000).await.unwrap(), 2);
+        assert_eq!(cursors(&s, tx.clone(), 0).await, [3]);
+        assert_eq!(
+            cursors(&s, tx.clone(), 1).await,
+            [3],
+            "older cursors read on"
+        );
+        assert_eq!(cursors(&s, ca.clone(), 0).await, [1]);
+        assert_eq!(
+            s.expire(1_001, 4_000).await.unwrap(),
+            0,
+            "nothing more is due"
+        );
+        // Field offices keep their rule: unacknowledged events are never removed by age.
+        assert_eq!(s.expire(i64::MAX, i64::MAX).await.unwrap(), 2);
+        assert_eq!(cursors(&s, office(), 0).await, [1, 2]);
+        assert_eq!(s.acked(office()).await.unwrap(), 0);
+        assert!(cursors(&s, tx.clone(), 0).await.is_empty());
+    }
+    wait_released().await;
+    let s = open(dir).await;
+    assert!(cursors(&s, tx.clone(), 0).await.is_empty());
+    assert_eq!(*s.watch_head(&tx).borrow(), 3, "heads never change");
+    assert_eq!(*s.watch_head(&ca).borrow(), 1);
+    append(&s, "T-3", vec![(tx.clone(), vec![4])]).await;
+    assert_eq!(
+        cursors(&s, tx.clone(), 0).await,
+        [4],
+        "new events follow the head"
+    );
+    assert_eq!(cursors(&s, office(), 0).await, [1, 2]);
+    // Acknowledged office events follow the acknowledgement rule, not expiry's.
+    s.ack(office(), 2).await.unwrap();
+    assert_eq!(s.expire(i64::MAX, i64::MAX).await.unwrap(), 0);
+    assert_eq!(cursors(&s, office(), 0).await, [1, 2]);
+}
+
+/// One `compact` or `expire` call removes at most [`COMPACT_LIMIT`] events, and repeated calls
+/// remove the rest, in order, leaving the heads alone.
+pub async fn retention_works_in_bounded_steps(open: Open, dir: &Path) {
+    let s = open(dir).await;
+    let n = 2 * COMPACT_LIMIT + 5;
+    let chunk = 5_000;
+    for (i, start) in (0..n).step_by(chunk).enumerate() {
+        let len = chunk.min(n - start);
+        let events = (0..len)
+            .flat_map(|_| [(office(), vec![7]), (bureau("TX"), vec![7])])
+            .collect();
+        append(&s, &format!("T-{i}"), events).await;
+    }
+    let n = n as u64;
+    s.ack(office(), n).await.unwrap();
+    assert_eq!(
+        s.expire(0, 1_000).await.unwrap(),
+        0,
+        "stamps the bureau's head"
+    );
+    let limit = COMPACT_LIMIT as u64;
+    for expected in [limit, limit, 5, 0] {
+        assert_eq!(s.compact(i64::MAX).await.unwrap(), expected);
+        assert_eq!(s.expire(1_001, 2_000).await.unwrap(), expected);
+    }
+    assert!(cursors(&s, office(), 0).await.is_empty());
+    assert!(cursors(&s, bureau("TX"), 0).await.is_empty());
+    assert_eq!(*s.watch_head(&office()).borrow(), n);
+    assert_eq!(*s.watch_head(&bureau("TX")).borrow(), n);
+    assert_eq!(s.acked(office()).await.unwrap(), n);
+}
+
+/// `usage` counts the events each kind of stream holds and has ever had, and the disclosure
+/// records held, so `/metrics` shows retention bounding them.
+pub async fn usage_counts_what_is_kept_and_what_was_appended(open: Open, dir: &Path) {
+    let s = open(dir).await;
+    let empty = s.usage().await.unwrap();
+    assert_eq!(
+        (
+            empty.office_events_kept,
+            empty.bureau_events_appended,
+            empty.disclosures_kept
+        ),
+        (0, 0, 0)
+    );
+    let events = vec![
+        (office(), vec![1]),
+        (office(), vec![2]),
+        (StreamKey::Office("NYC".into()), vec![3]),
+        (bureau("TX"), vec![1]),
+    ];
+    append(&s, "T-1", events).await;
+    s.ack(office(), 1).await.unwrap();
+    assert_eq!(s.compact(i64::MAX).await.unwrap(), 1);
+    let d = Disclosure {
+        at_ms: 1,
+        recipient: "spiffe://interop.local/bureau/TX".into(),
+        serial: String::new(),
+        rpc: "interop.v1.SubmissionService/GetStatus".into(),
+        state: "TX".into(),
+        tcn: "T-1".into(),
+        kind: DisclosureKind::Status,
+        cursor: 0,
+    };
+    s.record_disclosures(vec![d.clone(), d]).await.unwrap();
+    let u = s.usage().await.unwrap();
+    assert_eq!((u.office_events_kept, u.office_events_appended), (2, 3));
+    assert_eq!((u.bureau_events_kept, u.bureau_events_appended), (1, 1));
+    assert_eq!((u.disclosures_kept, u.disclosures_archived), (2, 0));
+    if s.archive_dir().is_none() {
+        assert_eq!(u.file_bytes, None, "a store in memory has no file");
+    } else {
+        assert!(u.file_bytes.unwrap() > 0);
+    }
 }

@@ -17,26 +17,51 @@
 //! - **Retention**: [`Store::compact`] removes only events at or below an acknowledged cursor
 //!   whose acknowledgement is older than the cut-off; heads, acks and later cursors are
 //!   unchanged, and a stream never acknowledged (a bureau's) is never compacted.
+//! - **Bureau streams expire by age**: [`Store::expire`] removes only events of bureau streams,
+//!   and of those only events appended before the cut-off; a field office's events, heads and
+//!   later cursors are unchanged, so a reader asking for an older cursor gets the stream from
+//!   the first event kept. Append times are recorded by `expire` itself, as a stamp of each
+//!   bureau stream's head at the call's own clock (at most one stamp per stream per thousandth
+//!   of the period `now_ms - appended_before_ms`), never by the write path: an event's time is
+//!   the first stamp that covers it, so an event is never removed before it is older than the
+//!   cut-off, and may outlive it by up to one stamp interval and one call.
+//! - **Bounded steps**: one [`Store::compact`] or [`Store::expire`] call removes at most
+//!   [`COMPACT_LIMIT`] events and reads at most as many time rows, whatever the history; a
+//!   caller repeats while a call removes the limit. What a call costs follows what it removes.
 //! - **Recovery**: [`Store::unfinished`] lists every accepted, not yet completed submission in
 //!   acceptance order.
 //! - **Disclosure audit is append-only**: [`Store::record_disclosures`] appends records with
 //!   sequence numbers from 1, increasing by one in commit order, durably; nothing (compaction
-//!   included) ever changes or removes one. [`Store::disclosures`] pages through them in
-//!   sequence order, filtered by TCN and/or recipient.
+//!   and expiry included) ever changes or removes one, with the one exception below.
+//!   [`Store::disclosures`] pages through them in sequence order, filtered by TCN and/or
+//!   recipient.
+//! - **Archive before pruning**: [`Store::archive_disclosures`] (stores with a local directory
+//!   only; see [`Store::archive_dir`]) removes the oldest records delivered before the cut-off,
+//!   and only once they are in a segment file of the archive ([`archive`]) that is written,
+//!   synced and renamed into place. A pass that stopped between the two finds its segment and
+//!   prunes through it without writing a second copy: each record is archived exactly once.
+//!   Sequence numbers are never reused, and [`Store::disclosures`] pages over what is kept.
 //! - **Live heads**: [`Store::watch_head`] lets subscribers sleep until a stream grows, so
 //!   live delivery needs no per-subscriber buffer: a subscriber always reads from the log at
 //!   its own cursor, and a slow one costs reads, never memory or ingest speed.
 //!
+//! - **Usage**: [`Store::usage`] reports the file's size, the archive's, and the rows that grow
+//!   with history (events kept and appended per kind of stream, disclosures kept and archived),
+//!   at a cost that follows the number of streams, not of rows.
+//!
 //! The embedded backend is [`RedbStore`] (the default); [`NatsStore`] keeps the same contract
-//! on a NATS JetStream stream shared by several gateway replicas (`--store nats://...`).
+//! on a NATS JetStream stream shared by several gateway replicas (`--store nats://...`), except
+//! the audit archive: its replicas hold no data directory of their own, and its log keeps
+//! every entry anyway (see its module documentation).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub mod archive;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 mod nats;
@@ -203,6 +228,43 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Most events one [`Store::compact`] or [`Store::expire`] call removes (and most disclosure
+/// records one pruning step removes), so a retention step never holds the writer long: the
+/// rest go in the next call.
+pub const COMPACT_LIMIT: usize = 10_000;
+
+/// A segment of the disclosure audit moved to the archive by [`Store::archive_disclosures`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Archived {
+    /// The segment file and the sequence numbers it holds.
+    pub segment: archive::Segment,
+    /// Records removed from the store by this call.
+    pub pruned: u64,
+    /// `false`: the segment was already complete (a pass stopped between writing and
+    /// pruning); this call only pruned through it.
+    pub written: bool,
+}
+
+/// What the store holds, for `/metrics`: the figures that grow with history, so an operator
+/// sees retention bound them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreUsage {
+    /// Size of the database file; `None` for a store held in memory.
+    pub file_bytes: Option<u64>,
+    /// Segments of the disclosure archive, and their bytes.
+    pub archive_segments: u64,
+    pub archive_bytes: u64,
+    /// Events held, per kind of stream.
+    pub office_events_kept: u64,
+    pub bureau_events_kept: u64,
+    /// Events ever appended (the sum of heads), per kind of stream.
+    pub office_events_appended: u64,
+    pub bureau_events_appended: u64,
+    /// Disclosure records held, and moved to the archive.
+    pub disclosures_kept: u64,
+    pub disclosures_archived: u64,
+}
+
 /// The durable log. See the module documentation for the contract.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -247,8 +309,29 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> StoreResult<Vec<(u64, Disclosure)>>;
-    /// Removes events acknowledged before `acked_before_ms` (Unix ms); returns how many.
+    /// Removes events acknowledged before `acked_before_ms` (Unix ms); returns how many (at
+    /// most [`COMPACT_LIMIT`]).
     async fn compact(&self, acked_before_ms: i64) -> StoreResult<u64>;
+    /// Removes bureau-stream events appended before `appended_before_ms`, then stamps each
+    /// bureau stream's head with `now_ms` (see the contract); returns how many it removed (at
+    /// most [`COMPACT_LIMIT`]).
+    async fn expire(&self, appended_before_ms: i64, now_ms: i64) -> StoreResult<u64>;
+    /// Where [`Store::archive_disclosures`] writes its segments; `None` for a store that does
+    /// not archive the audit.
+    fn archive_dir(&self) -> Option<PathBuf> {
+        None
+    }
+    /// Moves the oldest disclosure records delivered before `before_ms` (Unix ms), at most
+    /// [`archive::SEGMENT_MAX`], to one archive segment, then removes them; `None` when none is
+    /// due. Refused by stores without an [`Store::archive_dir`].
+    async fn archive_disclosures(&self, before_ms: i64) -> StoreResult<Option<Archived>> {
+        let _ = before_ms;
+        Err(StoreError::Unavailable(
+            "this store does not archive the disclosure audit (the embedded store does)".into(),
+        ))
+    }
+    /// Disk and row figures for `/metrics`.
+    async fn usage(&self) -> StoreResult<StoreUsage>;
     /// The current head cursor of a stream, updated after each commit.
     fn watch_head(&self, stream: &StreamKey) -> watch::Receiver<u64>;
 
@@ -330,6 +413,17 @@ pub(crate) enum Op {
         key: SubmissionKey,
         from: String,
         to: String,
+    },
+    // New ops go last: a replicated log written by an earlier version still decodes.
+    /// Bureau retention by age (see [`Store::expire`]).
+    Expire {
+        appended_before_ms: i64,
+        now_ms: i64,
+    },
+    /// Removes up to [`COMPACT_LIMIT`] of the oldest disclosure records, none above
+    /// `through`; only ever sent once they are archived.
+    PruneDisclosures {
+        through: u64,
     },
 }
 

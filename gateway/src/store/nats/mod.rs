@@ -34,8 +34,15 @@
 //!
 //! **Limits, written down.** A replica's view lives in memory and is rebuilt by replaying the
 //! stream from its start when the replica starts (no snapshots yet), so start-up time and
-//! memory grow with the log; the stream itself is never trimmed (compaction trims the views'
-//! outbound events, not the log).
+//! memory grow with the log; the stream itself is never trimmed (compaction and bureau expiry
+//! are ops in the log like any other, appended by each replica's retention task and applied
+//! alike by every view: they trim the views' outbound events, not the log).
+//!
+//! **No audit archive.** The disclosure audit is not archived or pruned on this store
+//! ([`Store::archive_disclosures`] refuses, and a gateway asked for `--audit-retention-days`
+//! on it does not start): the log keeps every disclosure op whatever a view prunes, so pruning
+//! would bound no disk, and a segment written by whichever replica pruned would scatter the
+//! evidence across machines. Export it with `interop admin disclosures` (CSV, every page).
 
 use super::redb::RedbStore;
 use super::*;
@@ -767,6 +774,20 @@ impl Store for NatsStore {
         self.write(Op::Compact { acked_before_ms })
             .await?
             .compacted()
+    }
+
+    async fn expire(&self, appended_before_ms: i64, now_ms: i64) -> StoreResult<u64> {
+        let op = Op::Expire {
+            appended_before_ms,
+            now_ms,
+        };
+        self.write(op).await?.compacted()
+    }
+
+    /// The view's figures; it is held in memory, so there is no file size, and the audit is
+    /// not archived here (see the module documentation).
+    async fn usage(&self) -> StoreResult<StoreUsage> {
+        self.view.usage().await
     }
 
     fn watch_head(&self, stream: &StreamKey) -> watch::Receiver<u64> {

@@ -13,6 +13,9 @@ pub(super) struct Writer {
     pub(super) broken: bool,
     pub(super) heads: Arc<dashmap::DashMap<String, watch::Sender<u64>>>,
     pub(super) mode: CommitMode,
+    /// Transactions committed, and the ops they carried (for `/metrics`).
+    pub(super) commits: Arc<std::sync::atomic::AtomicU64>,
+    pub(super) ops: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// An op's answer, held until the batch is durable.
@@ -71,6 +74,10 @@ impl Writer {
             };
             match result {
                 Ok(answers) => {
+                    self.commits
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.ops
+                        .fetch_add(answers.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     // Durable: publish the new heads first, then answer, so a caller that
                     // reads right after its answer sees its events.
                     for (stream, head) in new_heads {
@@ -175,6 +182,7 @@ struct Tables<'t> {
     once: ::redb::Table<'t, &'static str, &'static [u8]>,
     meta: ::redb::Table<'t, &'static str, u64>,
     ack_times: ::redb::Table<'t, (&'static str, u64), i64>,
+    append_stamps: ::redb::Table<'t, (&'static str, u64), i64>,
     disclosures: ::redb::Table<'t, u64, &'static [u8]>,
     disclosures_by_tcn: ::redb::Table<'t, (&'static str, u64), ()>,
     disclosures_by_recipient: ::redb::Table<'t, (&'static str, u64), ()>,
@@ -195,6 +203,7 @@ impl<'t> Tables<'t> {
             once: txn.open_table(ONCE)?,
             meta: txn.open_table(META)?,
             ack_times: txn.open_table(ACK_TIMES)?,
+            append_stamps: txn.open_table(APPEND_STAMPS)?,
             disclosures: txn.open_table(DISCLOSURES)?,
             disclosures_by_tcn: txn.open_table(DISCLOSURES_BY_TCN)?,
             disclosures_by_recipient: txn.open_table(DISCLOSURES_BY_RECIPIENT)?,
@@ -264,6 +273,13 @@ impl<'t> Tables<'t> {
                 Ok(Outcome::Done)
             }
             Op::Claim { key, from, to } => Ok(Outcome::Claimed(self.claim(&key, &from, &to)?)),
+            Op::Expire {
+                appended_before_ms,
+                now_ms,
+            } => Ok(Outcome::Compacted(self.expire(appended_before_ms, now_ms)?)),
+            Op::PruneDisclosures { through } => {
+                Ok(Outcome::Compacted(self.prune_disclosures(through)?))
+            }
         })
     }
 
@@ -416,44 +432,80 @@ impl<'t> Tables<'t> {
     /// Removes, per stream, the events at or below the highest cursor acknowledged before
     /// `acked_before_ms`, with the acknowledgement times that are no longer needed.
     fn compact(&mut self, acked_before_ms: i64) -> Result<u64, ::redb::Error> {
-        let mut cut: BTreeMap<String, u64> = BTreeMap::new();
-        for row in self.ack_times.iter()? {
-            let (k, at) = row?;
-            let (stream, cursor) = k.value();
-            if at.value() < acked_before_ms {
-                let c = cut.entry(stream.to_string()).or_default();
-                *c = (*c).max(cursor);
+        let streams = stream_names(&self.heads, "")?;
+        trim(
+            &mut self.log,
+            &mut self.ack_times,
+            &streams,
+            acked_before_ms,
+        )
+    }
+
+    /// Bureau retention by age (see [`Store::expire`]): removes the events of bureau streams
+    /// covered by a stamp older than `appended_before_ms`, then stamps each bureau stream whose
+    /// head moved with `now_ms` — at most once per thousandth of the period, so a stream keeps
+    /// about a thousand stamps however often this runs. Stamping after trimming means a call
+    /// never removes what it has just stamped.
+    fn expire(&mut self, appended_before_ms: i64, now_ms: i64) -> Result<u64, ::redb::Error> {
+        let streams = stream_names(&self.heads, BUREAU_PREFIX)?;
+        let removed = trim(
+            &mut self.log,
+            &mut self.append_stamps,
+            &streams,
+            appended_before_ms,
+        )?;
+        let granule = now_ms.saturating_sub(appended_before_ms).max(0) / STAMPS_PER_PERIOD;
+        for (s, head) in &streams {
+            let s = s.as_str();
+            let last = self
+                .append_stamps
+                .range((s, 0)..=(s, u64::MAX))?
+                .next_back()
+                .transpose()?
+                .map(|(k, at)| (k.value().1, at.value()));
+            // A clock that went back waits until it passes the last stamp (the difference is
+            // negative): stamps never go back, so a stamp never understates an event's age.
+            let due = match last {
+                None => *head > 0,
+                Some((cursor, at)) => *head > cursor && now_ms.saturating_sub(at) >= granule,
+            };
+            if due {
+                self.append_stamps.insert((s, *head), now_ms)?;
             }
         }
-        let mut removed = 0usize;
-        for (stream, upto) in &cut {
-            let s = stream.as_str();
-            let limit = COMPACT_LIMIT.saturating_sub(removed);
-            if limit == 0 {
-                break;
-            }
-            let events: Vec<u64> = self
-                .log
-                .range((s, 0)..=(s, *upto))?
-                .take(limit)
-                .map(|r| r.map(|(k, _)| k.value().1))
-                .collect::<Result<_, _>>()?;
-            for c in &events {
-                self.log.remove((s, *c))?;
-            }
-            removed += events.len();
-            if self.log.range((s, 0)..=(s, *upto))?.next().is_none() {
-                let times: Vec<u64> = self
-                    .ack_times
-                    .range((s, 0)..=(s, *upto))?
-                    .map(|r| r.map(|(k, _)| k.value().1))
-                    .collect::<Result<_, _>>()?;
-                for c in times.into_iter().filter(|c| c < upto) {
-                    self.ack_times.remove((s, c))?;
-                }
+        Ok(removed)
+    }
+
+    /// Removes up to [`COMPACT_LIMIT`] of the oldest disclosure records (none above
+    /// `through`) and their index rows; the archive pass sends this only once they are in a
+    /// durable segment. Sequence numbers are not reused: `next_disclosure` is untouched.
+    fn prune_disclosures(&mut self, through: u64) -> Result<u64, ::redb::Error> {
+        let mut rows = Vec::new();
+        for row in self.disclosures.range(..=through)?.take(COMPACT_LIMIT) {
+            let (k, v) = row?;
+            let seq = k.value();
+            // An unreadable row's index rows cannot be named; the listing skips index rows
+            // whose record is gone, so the row still goes.
+            let d: Option<Disclosure> = decode(v.value(), || format!("disclosure {seq}")).ok();
+            rows.push((seq, d));
+        }
+        for (seq, d) in &rows {
+            self.disclosures.remove(*seq)?;
+            if let Some(d) = d {
+                self.disclosures_by_tcn.remove((d.tcn.as_str(), *seq))?;
+                self.disclosures_by_recipient
+                    .remove((d.recipient.as_str(), *seq))?;
             }
         }
-        Ok(removed as u64)
+        if let Some((last, _)) = rows.last() {
+            let before = self
+                .meta
+                .get(ARCHIVED_THROUGH)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            self.meta.insert(ARCHIVED_THROUGH, before.max(*last))?;
+        }
+        Ok(rows.len() as u64)
     }
 
     /// Appends disclosure records with the next sequence numbers, and their index rows.
@@ -480,4 +532,86 @@ impl<'t> Tables<'t> {
         self.counters.insert(name, v + n)?;
         Ok(())
     }
+}
+
+/// Bureau streams' names in the store's tables (see `StreamKey`'s `Display`).
+pub(super) const BUREAU_PREFIX: &str = "bureau/";
+/// Stamps per stream per retention period (see `Tables::expire`).
+const STAMPS_PER_PERIOD: i64 = 1_000;
+/// META key: the last disclosure seq pruned after archiving.
+pub(super) const ARCHIVED_THROUGH: &str = "disclosures_archived_through";
+
+/// The streams whose names start with `prefix`, with their heads: a few hundred rows at most
+/// (one per field office and bureau), never one per event.
+fn stream_names(
+    heads: &::redb::Table<'_, &'static str, u64>,
+    prefix: &str,
+) -> Result<Vec<(String, u64)>, ::redb::Error> {
+    let mut out = Vec::new();
+    for row in heads.range(prefix..)? {
+        let (k, v) = row?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        out.push((k.value().to_string(), v.value()));
+    }
+    Ok(out)
+}
+
+/// Retention's one step, for acknowledgements and append stamps alike: per stream, removes the
+/// events at or below the highest cursor whose time in `times` is before `before_ms`, and the
+/// time rows below the first event left. At most [`COMPACT_LIMIT`] events removed and as many
+/// time rows read in all; each call makes progress, the rest go in the next.
+///
+/// Flat over history: a stream's time rows are read from its oldest and the scan stops at the
+/// first that is not old enough (times rise with cursors; a clock that went back only stops
+/// it early), so a call reads what it removes plus one row a stream — never the events or
+/// acknowledgements still within the period, however many.
+fn trim(
+    log: &mut ::redb::Table<'_, (&'static str, u64), &'static [u8]>,
+    times: &mut ::redb::Table<'_, (&'static str, u64), i64>,
+    streams: &[(String, u64)],
+    before_ms: i64,
+) -> Result<u64, ::redb::Error> {
+    let (mut events_left, mut rows_left) = (COMPACT_LIMIT, COMPACT_LIMIT);
+    let mut removed = 0u64;
+    for (s, _) in streams {
+        if events_left == 0 || rows_left == 0 {
+            break;
+        }
+        let s = s.as_str();
+        let mut old = Vec::new();
+        for row in times.range((s, 0)..=(s, u64::MAX))?.take(rows_left) {
+            let (k, at) = row?;
+            if at.value() >= before_ms {
+                break;
+            }
+            old.push(k.value().1);
+        }
+        rows_left = rows_left.saturating_sub(old.len().max(1));
+        let Some(&upto) = old.last() else {
+            continue;
+        };
+        let events: Vec<u64> = log
+            .range((s, 0)..=(s, upto))?
+            .take(events_left)
+            .map(|r| r.map(|(k, _)| k.value().1))
+            .collect::<Result<_, _>>()?;
+        for c in &events {
+            log.remove((s, *c))?;
+        }
+        events_left -= events.len();
+        removed += events.len() as u64;
+        // A time row is spent once every event at or below it is gone; the newest old row
+        // stays, so the next call finds this stream's cut at once.
+        let first_left = log
+            .range((s, 0)..=(s, upto))?
+            .next()
+            .transpose()?
+            .map_or(upto, |(k, _)| k.value().1.min(upto));
+        for c in old.into_iter().filter(|c| *c < first_left) {
+            times.remove((s, c))?;
+        }
+    }
+    Ok(removed)
 }
