@@ -157,19 +157,101 @@ impl From<interop_matcher::MatchError> for GatewayError {
     }
 }
 
+/// Most field violations listed in an INVALID_ARGUMENT's `google.rpc.BadRequest` details.
+pub const MAX_LISTED_VIOLATIONS: usize = 100;
+/// Most bytes of field paths and rules listed there. The details travel base64-encoded in the
+/// `grpc-status-details-bin` trailer, where stock clients allow 8–16 KB of metadata: a
+/// submission wrong in ten thousand ways once made a 656 KB trailer, and a grpcio client saw
+/// RESOURCE_EXHAUSTED instead of the refusal.
+pub const MAX_LISTED_VIOLATION_BYTES: usize = 6 * 1024;
+
+/// The violations listed in a refusal's details: the first ones, up to
+/// [`MAX_LISTED_VIOLATIONS`] and [`MAX_LISTED_VIOLATION_BYTES`], then one entry on `request`
+/// counting the rest, so a client always learns how many there were.
+fn listed(violations: &[Violation]) -> ErrorDetails {
+    let mut details = ErrorDetails::new();
+    let mut bytes = 0;
+    let mut shown = 0;
+    for v in violations {
+        bytes += v.field.len() + v.rule.len();
+        if shown == MAX_LISTED_VIOLATIONS || bytes > MAX_LISTED_VIOLATION_BYTES {
+            break;
+        }
+        details.add_bad_request_violation(v.field.clone(), v.rule.clone());
+        shown += 1;
+    }
+    if shown < violations.len() {
+        details.add_bad_request_violation(
+            "request",
+            format!(
+                "{} more violations not listed ({} in all)",
+                violations.len() - shown,
+                violations.len()
+            ),
+        );
+    }
+    details
+}
+
 impl From<GatewayError> for Status {
     fn from(e: GatewayError) -> Status {
         let msg = e.to_string();
         match e {
             GatewayError::Invalid(violations) => {
-                let mut details = ErrorDetails::new();
-                for v in &violations {
-                    details.add_bad_request_violation(v.field.clone(), v.rule.clone());
-                }
-                Status::with_error_details(Code::InvalidArgument, msg, details)
+                Status::with_error_details(Code::InvalidArgument, msg, listed(&violations))
             }
             GatewayError::Relayed(status) => status,
             other => Status::new(other.code(), msg),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_violations_is_listed_in_part_with_a_count_of_the_rest() {
+        let many: Vec<Violation> = (0..10_200)
+            .map(|i| {
+                Violation::new(
+                    format!("fingers[{}].minutiae[{}].angle_deg", i % 10, i / 40),
+                    "must be 0..=359",
+                )
+            })
+            .collect();
+        let s = Status::from(GatewayError::Invalid(many));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().contains("and 10195 more"), "{}", s.message());
+        let listed = s.get_details_bad_request().expect("BadRequest details");
+        let v = &listed.field_violations;
+        assert!(v.len() <= MAX_LISTED_VIOLATIONS + 1, "{} listed", v.len());
+        let last = v.last().unwrap();
+        assert_eq!(last.field, "request");
+        assert!(
+            last.description.contains(&format!(
+                "{} more violations not listed (10200 in all)",
+                10_200 - (v.len() - 1)
+            )),
+            "{}",
+            last.description
+        );
+        // What goes on the wire, base64 in the trailer, stays well under a 16 KB limit.
+        assert!(
+            s.details().len() * 4 / 3 < 10 * 1024,
+            "{} bytes",
+            s.details().len()
+        );
+    }
+
+    #[test]
+    fn a_few_violations_are_all_listed_without_a_count() {
+        let few = vec![Violation::new("tcn", "empty"), Violation::new("ori", "bad")];
+        let s = Status::from(GatewayError::Invalid(few));
+        let v = s.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(
+            v.iter().map(|v| v.field.as_str()).collect::<Vec<_>>(),
+            ["tcn", "ori"]
+        );
     }
 }

@@ -589,6 +589,24 @@ async fn malformed_submissions_are_refused_and_change_nothing() {
         assert!(fields.iter().any(|x| x == f), "{f} not in {fields:?}");
     }
 
+    // Wrong in thousands of ways (every minutia of ten fingers out of range four ways): the
+    // refusal lists the first violations and counts the rest, in a trailer a stock client
+    // accepts (once 656 KB, which a grpcio client answered with RESOURCE_EXHAUSTED).
+    let mut flood = good.clone();
+    for f in &mut flood.fingers {
+        let mut m = f.minutiae[0];
+        (m.x, m.y, m.angle_deg, m.quality) = (60_000, 60_000, 400, 101);
+        f.minutiae = vec![m; 255];
+    }
+    let e = b.submit(flood).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    let listed = e.get_details_bad_request().expect("BadRequest details");
+    let v = &listed.field_violations;
+    assert!(v.len() <= 101, "{} listed", v.len());
+    let rest = &v.last().unwrap().description;
+    assert!(rest.contains("more violations not listed"), "{rest}");
+    assert!(e.details().len() < 8 * 1024, "{} bytes", e.details().len());
+
     // Over the message size cap: refused before decoding, nothing stored.
     let mut huge = good.clone();
     huge.biographics.as_mut().unwrap().place_of_birth = "P".repeat(300 * 1024);
