@@ -8,10 +8,16 @@
 //! goes away, when `follow` is false and the log is drained, at shutdown, or when the
 //! recipient's certificate is revoked (then with UNAUTHENTICATED).
 //!
-//! **Disclosure audit.** Each batch's disclosures (who gets which TCN's result, at which
-//! cursor) are committed to the store *before* the batch is handed to the connection, so the
-//! audit can over-report a delivery the client never read (it went away mid-batch) but never
-//! under-report one. If the audit cannot be written, nothing is delivered.
+//! **Disclosure audit.** Disclosures (who gets which TCN's result, at which cursor) are
+//! committed to the store *before* their messages are handed to the connection, so the audit
+//! never under-reports a delivery; if it cannot be written, nothing is delivered. To keep it
+//! from over-reporting much (a client that cancels after one message once left a row for each
+//! of a batch of up to 256, and could write thousands of rows a second that way), messages go
+//! to the connection in chunks, each recorded and handed over only once the connection has
+//! taken the previous one: the first chunk is one message, and each next one twice the last,
+//! up to the connection's channel. A row is written only for a message handed to the
+//! connection, and a client that stops reading stops the chunks within its flow-control
+//! window; a catch-up of thousands of messages still costs one audit write per 64.
 
 use crate::auth::principal::Principal;
 use crate::auth::revocation::Revocations;
@@ -174,6 +180,8 @@ pub fn follow<T: Send + 'static>(
         };
         let mut head = store.watch_head(&stream);
         let mut cursor = after;
+        // Messages recorded and handed over at once (see "Disclosure audit" above).
+        let mut chunk_len = 1;
         loop {
             if revocations.is_revoked(&recipient.serial) {
                 refuse(&tx).await;
@@ -200,19 +208,18 @@ pub fn follow<T: Send + 'static>(
             }
             // Messages up to the first event that does not decode; that one ends the stream
             // with DATA_LOSS after them, rather than skip an event the subscriber is owed.
-            let mut out = Vec::with_capacity(batch.len());
-            let mut audit = Vec::new();
+            let mut out = std::collections::VecDeque::with_capacity(batch.len());
             let mut unreadable = None;
             for (c, bytes) in batch {
                 match decode(c, &bytes) {
                     Ok((m, d)) => {
-                        if let Some(mut d) = d {
+                        let d = d.map(|mut d| {
                             if let StreamKey::Bureau(state) = &stream {
                                 d.state = state.clone();
                             }
-                            audit.push(recipient.disclosure(d, c));
-                        }
-                        out.push((c, m));
+                            d
+                        });
+                        out.push_back((c, m, d));
                     }
                     Err(e) => {
                         tracing::error!(%stream, cursor = c, error = %e, "stored event unreadable; stream ended");
@@ -221,19 +228,31 @@ pub fn follow<T: Send + 'static>(
                     }
                 }
             }
-            if let Err(e) = store.record_disclosures(audit).await {
-                let _ = tx.send(Err(GatewayError::from(e).into())).await;
-                return;
-            }
-            for (c, msg) in out {
+            while !out.is_empty() {
+                // The whole channel free: the client has taken everything handed over so far.
+                let Ok(permits) = tx.reserve_many(CHANNEL).await else {
+                    return;
+                };
+                let mut chunk: Vec<_> = out.drain(..chunk_len.min(out.len())).collect();
+                let audit = chunk
+                    .iter_mut()
+                    .filter_map(|(c, _, d)| d.take().map(|d| recipient.disclosure(d, *c)))
+                    .collect();
                 if revocations.is_revoked(&recipient.serial) {
+                    drop(permits);
                     refuse(&tx).await;
                     return;
                 }
-                if tx.send(Ok(msg)).await.is_err() {
+                if let Err(e) = store.record_disclosures(audit).await {
+                    drop(permits);
+                    let _ = tx.send(Err(GatewayError::from(e).into())).await;
                     return;
                 }
-                cursor = c;
+                for ((c, msg, _), permit) in chunk.into_iter().zip(permits) {
+                    permit.send(Ok(msg));
+                    cursor = c;
+                }
+                chunk_len = (chunk_len * 2).min(CHANNEL);
             }
             if let Some(e) = unreadable {
                 let _ = tx.send(Err(e.into())).await;
