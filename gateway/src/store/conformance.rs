@@ -14,6 +14,7 @@ macro_rules! each_case {
     ($test:ident) => {
         $test!(
             accept_is_idempotent_by_tcn,
+            receipts_reveal_nothing_of_other_bureaus,
             completion_appends_exactly_once_in_order,
             acks_are_monotonic_and_bounded,
             reopen_keeps_receipts_and_lists_unfinished,
@@ -73,6 +74,41 @@ pub async fn accept_is_idempotent_by_tcn(open: Open, dir: &Path) {
         s.accept(key("T-1"), b"one".to_vec(), 5).await.unwrap(),
         Accepted::Duplicate(first)
     );
+}
+
+/// A bureau's receipt ids are the same whatever other bureaus submit in between: they are
+/// numbered per bureau, so they cannot tell one state another's volume.
+pub async fn receipts_reveal_nothing_of_other_bureaus(open: Open, dir: &Path) {
+    let s = open(dir).await;
+    let from = |bureau: &str, tcn: &str| SubmissionKey {
+        bureau: bureau.into(),
+        tcn: tcn.into(),
+    };
+    let mut ids = Vec::new();
+    for (i, tcn) in ["T-1", "T-2", "T-3"].into_iter().enumerate() {
+        let Accepted::New(r) = s.accept(from("TX", tcn), vec![1], 1).await.unwrap() else {
+            panic!("new");
+        };
+        ids.push(r.receipt_id);
+        // Another state's submissions between this bureau's, more each time.
+        for j in 0..=i * 5 {
+            s.accept(from("CA", &format!("C-{i}-{j}")), vec![2], 1)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        ids,
+        [
+            "RCPT-TX-0000000001",
+            "RCPT-TX-0000000002",
+            "RCPT-TX-0000000003"
+        ]
+    );
+    let Accepted::New(ca) = s.accept(from("CA", "C-last"), vec![2], 1).await.unwrap() else {
+        panic!("new");
+    };
+    assert_eq!(ca.receipt_id, "RCPT-CA-0000000019");
 }
 
 /// Completion appends once, in order, atomically with its counters.

@@ -307,8 +307,17 @@ impl<'t> Tables<'t> {
         }
         let seq = self.meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1);
         self.meta.insert("next_seq", seq + 1)?;
+        // Receipts are numbered per bureau: a bureau learns its own volume from them, never
+        // another's (numbered by the global `seq` they were a side channel, issue 27).
+        let counter = format!("next_receipt/{}", key.bureau);
+        let n = self
+            .meta
+            .get(counter.as_str())?
+            .map(|v| v.value())
+            .unwrap_or(1);
+        self.meta.insert(counter.as_str(), n + 1)?;
         let receipt = ReceiptRecord {
-            receipt_id: format!("RCPT-{seq:010}"),
+            receipt_id: format!("RCPT-{}-{n:010}", key.bureau),
             accepted_at_ms: now_ms,
             seq,
         };
