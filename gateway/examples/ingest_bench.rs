@@ -18,7 +18,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use interop_gateway::convert;
 use interop_gateway::store::{
-    CommitMode, DynStore, NatsOptions, NatsStore, RedbStore, SubmissionKey,
+    CommitMode, DEFAULT_CACHE_BYTES, DynStore, NatsOptions, NatsStore, RedbStore, SubmissionKey,
 };
 use interop_matcher::synth;
 use interop_proto::v1 as pb;
@@ -67,7 +67,7 @@ async fn run(
 ) -> anyhow::Result<Figures> {
     let dir = args.dir.join(name);
     let _ = std::fs::remove_dir_all(&dir);
-    let store: DynStore = Arc::new(RedbStore::open_with(&dir, mode)?);
+    let store: DynStore = Arc::new(RedbStore::open_with(&dir, mode, DEFAULT_CACHE_BYTES)?);
     let f = load(vec![store], name, n, args, payload).await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(f)
@@ -174,7 +174,13 @@ async fn main() -> anyhow::Result<()> {
         // A fresh stream per run, so nothing earlier is replayed.
         let stream = format!("INGEST{}", std::process::id());
         let open = |replica: &str| {
-            let spec = format!("{url}/{stream}?replica={replica}");
+            // A benchmark against a server of one's own: plaintext is what is asked for.
+            let insecure = if url.starts_with("nats://") {
+                "&insecure=true"
+            } else {
+                ""
+            };
+            let spec = format!("{url}/{stream}?replica={replica}{insecure}");
             async move {
                 anyhow::Ok(
                     Arc::new(NatsStore::connect(NatsOptions::parse(&spec)?).await?) as DynStore,

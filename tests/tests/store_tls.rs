@@ -63,7 +63,12 @@ async fn the_log_admits_only_the_gateways_certificate() {
         "a refusal is not retried"
     );
 
-    let plain =
-        NatsStore::connect(NatsOptions::parse(&format!("nats://{addr}/LOG")).unwrap()).await;
+    let e = NatsOptions::parse(&format!("nats://{addr}/LOG"))
+        .expect_err("plaintext refused unless asked for by name");
+    assert!(e.to_string().contains("insecure=true"), "{e}");
+    let plain = NatsStore::connect(
+        NatsOptions::parse(&format!("nats://{addr}/LOG?insecure=true")).unwrap(),
+    )
+    .await;
     assert!(plain.is_err(), "a connection without TLS must be refused");
 }

@@ -54,10 +54,17 @@ enum Cmd {
         #[arg(long, env = "INTEROP_DATA")]
         data: Option<PathBuf>,
         /// The durable store: `embedded` (redb in --data, the default) or a NATS JetStream
-        /// log shared by gateway replicas, `nats://HOST:PORT[/STREAM][?replicas=N]`
+        /// log shared by gateway replicas, `tls://HOST:PORT[/STREAM][?replicas=N&ca=..&cert=..&key=..]`
+        /// (`nats://` plaintext only with `insecure=true`)
         /// (README "Beyond one machine").
         #[arg(long, env = "INTEROP_STORE", default_value = "embedded")]
         store: String,
+        /// The store's page cache in MiB (redb's read cache and write buffer; with a NATS
+        /// store, the replica's in-memory view's). Resident memory grows by up to this much as
+        /// the cache fills, then holds.
+        #[arg(long, default_value_t = (interop_gateway::store::DEFAULT_CACHE_BYTES >> 20) as u64,
+              value_parser = clap::value_parser!(u64).range(1..=65_536))]
+        store_cache_mib: u64,
         /// This gateway's name among replicas on a shared store; the same name after a
         /// restart resumes its unfinished work (default: a random one, whose work other
         /// replicas take over once it stops beating).
@@ -315,6 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             search_deadline_ms,
             ident_fpir,
             store,
+            store_cache_mib,
             replica_id,
         } => {
             let launch = Launch {
@@ -324,6 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 data,
                 store,
                 replica_id,
+                store_cache_bytes: (store_cache_mib as usize) << 20,
                 shards,
                 metrics_listen: (!no_metrics).then_some(metrics_listen),
                 ident_shards,
@@ -487,6 +496,31 @@ mod tests {
             let arg = format!("{flag}={value}");
             let e = retention(&[&arg]).expect_err(value).to_string();
             assert!(e.contains(flag), "{flag} {value}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_store_cache_defaults_to_the_stores_and_refuses_zero_by_name() {
+        let cache = |extra: &[&str]| {
+            let mut args = vec!["g", "serve", "--pki", "p", "--world", "w", "--data", "d"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|c| match c.cmd {
+                Cmd::Serve {
+                    store_cache_mib, ..
+                } => store_cache_mib,
+                _ => panic!("parsed as another command"),
+            })
+        };
+        assert_eq!(
+            cache(&[]).unwrap() << 20,
+            interop_gateway::store::DEFAULT_CACHE_BYTES as u64
+        );
+        assert_eq!(cache(&["--store-cache-mib", "64"]).unwrap(), 64);
+        for bad in ["0", "-1", "65537", "lots"] {
+            let e = cache(&["--store-cache-mib", bad])
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("--store-cache-mib"), "{bad}: {e}");
         }
     }
 

@@ -53,6 +53,14 @@ fn write_secret(path: &Path, pem: &str) -> Result<()> {
     let mut f = opts
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    // `mode` applies only when the file is created: an overwritten key keeps whatever mode
+    // it had, so set it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private", path.display()))?;
+    }
     f.write_all(pem.as_bytes())?;
     Ok(())
 }
@@ -185,7 +193,9 @@ pub struct InitOptions<'a> {
 /// Creates a CA, a loopback server certificate and client certificates for every given
 /// state bureau and field office plus one admin, in `out`.
 pub fn init(out: &Path, opts: &InitOptions<'_>) -> Result<PkiDir> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // It holds private keys: the owner's only.
+    interop_gateway::store::private_dir(out)
+        .with_context(|| format!("creating {}", out.display()))?;
     let dir = PkiDir(out.to_path_buf());
 
     let ca_key = KeyPair::generate()?;
@@ -306,4 +316,42 @@ pub fn client_config(
         &pki.ca_cert(),
         who.map(|f| (f.cert.as_path(), f.key.as_path())),
     )?)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_key_written_over_a_readable_file_becomes_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("bureau.key");
+        std::fs::write(&key, "old").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_secret(&key, "new").unwrap();
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "new");
+    }
+
+    #[test]
+    fn pki_init_makes_its_directory_private_even_when_it_existed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("pki");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+        init(
+            &out,
+            &InitOptions {
+                states: &["TX".to_string()],
+                offices: &[],
+            },
+        )
+        .unwrap();
+        assert_eq!(mode(&out), 0o700);
+    }
 }

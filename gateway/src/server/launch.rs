@@ -33,6 +33,8 @@ pub struct Launch {
     pub store: String,
     /// This gateway's name among replicas of a shared store.
     pub replica_id: Option<String>,
+    /// The store's page cache, in bytes (see `--store-cache-mib`).
+    pub store_cache_bytes: usize,
     /// Matcher shards per in-process gallery.
     pub shards: usize,
     /// Where to serve `/metrics` (plain HTTP); `None` serves none.
@@ -104,12 +106,12 @@ pub async fn run(
 async fn open_store(l: &Launch) -> anyhow::Result<DynStore> {
     match (l.store.as_str(), &l.data) {
         ("embedded", None) => anyhow::bail!("--data is required with the embedded store"),
-        ("embedded", Some(data)) => {
-            Ok(store::open_embedded(data).context("opening the data directory")?)
-        }
+        ("embedded", Some(data)) => store::open_spec("embedded", data, None, l.store_cache_bytes)
+            .await
+            .context("opening the data directory"),
         (spec, data) => {
             let dir = data.clone().unwrap_or_default();
-            store::open_spec(spec, &dir, l.replica_id.clone())
+            store::open_spec(spec, &dir, l.replica_id.clone(), l.store_cache_bytes)
                 .await
                 .context("opening the store")
         }

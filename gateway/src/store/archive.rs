@@ -91,7 +91,7 @@ pub fn write_segment(dir: &Path, records: &[(u64, Disclosure)]) -> io::Result<Se
     };
     let (first, last) = (*first, *last);
     if !dir.is_dir() {
-        std::fs::create_dir_all(dir)?;
+        super::private_dir(dir)?;
         if let Some(parent) = dir.parent() {
             sync_dir(parent)?;
         }
@@ -99,6 +99,7 @@ pub fn write_segment(dir: &Path, records: &[(u64, Disclosure)]) -> io::Result<Se
     let name = segment_name(first, last);
     let partial = dir.join(format!(".{name}{PARTIAL}"));
     let file = std::fs::File::create(&partial)?;
+    super::private_file(&partial)?;
     let mut out = io::BufWriter::new(file);
     for (seq, d) in records {
         out.write_all(json_line(*seq, d).as_bytes())?;
@@ -204,6 +205,16 @@ mod tests {
         assert_eq!(lines[0]["kind"], "Immigration");
         assert_eq!(lines[0]["disclosed_at"], "2011-06-02T07:33:20.500+00:00");
         assert_eq!(seg.bytes, text.len() as u64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&seg.path).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "an archived segment is the owner's only"
+            );
+        }
         assert_eq!(prepare(&archive, 8).unwrap(), Some(seg.clone()));
         assert_eq!(prepare(&archive, 9).unwrap(), None);
         assert_eq!(segments(&archive).unwrap(), [seg]);

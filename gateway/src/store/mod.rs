@@ -57,6 +57,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -71,7 +72,7 @@ pub use nats::test_server::{self, nats_server_for_test};
 pub use nats::{NatsOptions, NatsStore, nats_server_binary};
 #[cfg(any(test, feature = "test-util"))]
 pub use redb::IoFaults;
-pub use redb::{CommitMode, RedbStore};
+pub use redb::{CommitMode, DEFAULT_CACHE_BYTES, RedbStore};
 
 /// An outbound stream: a field office's notifications or a bureau's responses.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -503,29 +504,68 @@ pub(crate) async fn submit_op(tx: &mpsc::Sender<WriteOp>, op: Op) -> StoreResult
     rx.await.map_err(|_| StoreError::Closed)?
 }
 
-/// Opens the embedded default store in `dir`.
+/// Creates `dir` (and any missing parents) readable by its owner only, and makes an existing
+/// `dir` so: a data directory holds tenprints, biographics and the disclosure audit, which
+/// other users of the host must not read, whatever the umask.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        b.mode(0o700);
+        b.create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    b.create(dir)
+}
+
+/// Makes the file at `path` readable and writable by its owner only (a store file, an archive
+/// segment), whatever mode it was created or left with.
+pub fn private_file(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
+/// Opens the embedded default store in `dir` (page cache [`DEFAULT_CACHE_BYTES`]).
 pub fn open_embedded(dir: &Path) -> StoreResult<DynStore> {
     Ok(Arc::new(RedbStore::open(dir)?))
 }
 
-/// Opens the store a `--store` value names: `embedded` (in `dir`) or `nats://HOST:PORT...`
-/// (see [`NatsOptions::parse`]).
+/// Opens the store a `--store` value names: `embedded` (in `dir`) or `tls://HOST:PORT...`
+/// (see [`NatsOptions::parse`]), with `cache_bytes` of page cache (the embedded file's, or a
+/// NATS replica's in-memory view's).
 pub async fn open_spec(
     spec: &str,
     dir: &Path,
     replica: Option<String>,
+    cache_bytes: usize,
 ) -> anyhow::Result<DynStore> {
     if spec == "embedded" {
-        return Ok(open_embedded(dir)?);
+        return Ok(Arc::new(RedbStore::open_with(
+            dir,
+            CommitMode::Group,
+            cache_bytes,
+        )?));
     }
     if spec.starts_with("nats://") || spec.starts_with("tls://") {
         let mut options = NatsOptions::parse(spec)?;
         if let Some(r) = replica {
             options.replica = r;
         }
+        options.view_cache_bytes = cache_bytes;
         return Ok(Arc::new(NatsStore::connect(options).await?));
     }
     anyhow::bail!(
-        "--store: expected `embedded` or `nats://HOST:PORT[/STREAM][?replicas=N]`, got {spec:?}"
+        "--store: expected `embedded` or `tls://HOST:PORT[/STREAM][?replicas=N&ca=..&cert=..&key=..]`, got {spec:?}"
     )
 }

@@ -82,6 +82,10 @@ pub struct NatsOptions {
     pub key: Option<PathBuf>,
     /// How long a replica may be silent before others take its unfinished work.
     pub stale_after: Duration,
+    /// The page cache of this replica's in-memory view of the log.
+    pub view_cache_bytes: usize,
+    /// Plaintext to the server was asked for by name (`insecure=true`); the connection warns.
+    pub insecure: bool,
 }
 
 impl NatsOptions {
@@ -123,6 +127,8 @@ impl NatsOptions {
             cert: None,
             key: None,
             stale_after: STALE_AFTER,
+            view_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
+            insecure: false,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair
@@ -145,11 +151,16 @@ impl NatsOptions {
                         .map(Duration::from_millis)
                         .ok_or_else(|| anyhow::anyhow!("--store: stale_ms must be at least 100"))?
                 }
+                "insecure" => {
+                    o.insecure = v.parse().map_err(|_| {
+                        anyhow::anyhow!("--store: insecure must be true or false, got {v:?}")
+                    })?
+                }
                 "ca" => o.ca = Some(v.into()),
                 "cert" => o.cert = Some(v.into()),
                 "key" => o.key = Some(v.into()),
                 _ => anyhow::bail!(
-                    "--store {spec:?}: unknown option {k:?} (replicas, replica, stale_ms, ca, cert, key)"
+                    "--store {spec:?}: unknown option {k:?} (replicas, replica, stale_ms, ca, cert, key, insecure)"
                 ),
             }
         }
@@ -157,7 +168,19 @@ impl NatsOptions {
             o.cert.is_some() == o.key.is_some(),
             "--store: cert and key go together"
         );
+        // The log carries tenprints and biographics: in the clear only when asked for by name.
+        anyhow::ensure!(
+            o.encrypted() || o.insecure,
+            "--store {spec:?}: a plaintext, unauthenticated link to the log, which carries \
+             tenprints and biographics; use tls://HOST:PORT/STREAM?ca=CA.pem&cert=C.pem&key=K.pem \
+             (mutual TLS), or add insecure=true to accept plaintext on a network you trust"
+        );
         Ok(o)
+    }
+
+    /// Whether the link to the server is TLS.
+    fn encrypted(&self) -> bool {
+        self.url.starts_with("tls://") || self.ca.is_some()
     }
 
     fn subject(&self) -> String {
@@ -217,11 +240,17 @@ impl NatsStore {
     /// Connects, creates the stream if it is missing, replays the log into a fresh view and
     /// starts following it; returns once the view has caught up with the stream.
     pub async fn connect(o: NatsOptions) -> anyhow::Result<Self> {
+        if !o.encrypted() {
+            tracing::warn!(
+                url = %o.url,
+                "the store's log is reached in plaintext, without authentication: tenprints and biographics cross the network in the clear"
+            );
+        }
         let options = || {
             let mut c = async_nats::ConnectOptions::new()
                 .name(format!("interop-gateway {}", o.replica))
                 .connection_timeout(Duration::from_secs(5));
-            if o.url.starts_with("tls://") || o.ca.is_some() {
+            if o.encrypted() {
                 c = c.require_tls(true);
             }
             if let Some(ca) = &o.ca {
@@ -293,7 +322,7 @@ impl NatsStore {
         // This process's entries are told apart from an earlier run under the same replica
         // name (whose batch numbers, and JetStream message ids, also started at 1).
         let origin = format!("{}#{}", o.replica, random_hex(8));
-        let view = Arc::new(RedbStore::open_in_memory()?);
+        let view = Arc::new(RedbStore::open_in_memory(o.view_cache_bytes)?);
         let (stop_tx, stop) = watch::channel(false);
         let waiters: Arc<Mutex<HashMap<u64, Replies>>> = Arc::default();
         let (applied_tx, mut applied) = watch::channel(0u64);
@@ -1132,17 +1161,23 @@ pub(crate) mod tests {
     /// `--store` values: what parses, and a clear error for what does not.
     #[test]
     fn store_specs_parse_or_say_what_is_wrong() {
-        let o = NatsOptions::parse("nats://a:4222,b:4222/LOG?replicas=3&replica=gw1&stale_ms=500")
-            .unwrap();
+        let o = NatsOptions::parse(
+            "nats://a:4222,b:4222/LOG?replicas=3&replica=gw1&stale_ms=500&insecure=true",
+        )
+        .unwrap();
+        assert!(o.insecure);
         assert_eq!(o.url, "nats://a:4222,nats://b:4222");
         assert_eq!(
             (o.stream.as_str(), o.replicas, o.replica.as_str()),
             ("LOG", 3, "gw1")
         );
         assert_eq!(o.stale_after, Duration::from_millis(500));
-        let d = NatsOptions::parse("nats://127.0.0.1:4222").unwrap();
+        let d = NatsOptions::parse("tls://127.0.0.1:4222").unwrap();
         assert_eq!((d.stream.as_str(), d.replicas), ("INTEROP", 1));
         assert!(d.replica.starts_with("gw-"), "a random replica name");
+        assert!(!d.insecure);
+        // A CA makes a nats:// link TLS.
+        assert!(NatsOptions::parse("nats://x:1?ca=ca.pem").is_ok());
         for (spec, says) in [
             ("127.0.0.1:4222", "expected nats://"),
             ("http://x:1", "scheme"),
@@ -1153,6 +1188,9 @@ pub(crate) mod tests {
             ("nats://x:1?cert=c.pem", "cert and key go together"),
             ("nats://x:1?colour=red", "unknown option"),
             ("nats://x:1?replicas", "KEY=VALUE"),
+            ("nats://x:1", "plaintext"),
+            ("nats://x:1?insecure=false", "insecure=true"),
+            ("nats://x:1?insecure=yes", "insecure must be true or false"),
         ] {
             let e = NatsOptions::parse(spec).expect_err(spec).to_string();
             assert!(e.contains(says), "{spec}: {e}");

@@ -34,6 +34,12 @@ use writer::Writer;
 const MAX_BATCH: usize = 512;
 /// Depth of the queue in front of the writer; callers wait (backpressure) when it is full.
 const QUEUE_DEPTH: usize = 4096;
+/// redb's page cache (read cache and write buffer together) unless told otherwise
+/// (`interop-gateway serve --store-cache-mib`). redb's own default is 1 GiB, which a gateway
+/// fills over an hour of steady load and then holds: resident memory climbed by that much in
+/// a soak although nothing else grew. The hot pages are the tails of the logs and the pending
+/// table, far smaller than this.
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 /// "bureau/tcn" → postcard [`StoredSubmission`].
 const SUBMISSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("submissions");
@@ -69,7 +75,8 @@ const DISCLOSURES_BY_RECIPIENT: TableDefinition<(&str, u64), ()> =
 const OWNERS: TableDefinition<&str, &str> = TableDefinition::new("owners");
 /// replica → when it last said it was alive (Unix ms, its own clock).
 const HEARTBEATS: TableDefinition<&str, i64> = TableDefinition::new("heartbeats");
-/// "next_seq" → next acceptance seq; "next_disclosure" → next disclosure seq;
+/// "next_seq" → next acceptance seq; "next_receipt/BUREAU" → that bureau's next receipt
+/// number; "next_disclosure" → next disclosure seq;
 /// "disclosures_archived_through" → the last disclosure seq pruned after archiving.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -164,6 +171,8 @@ pub enum CommitMode {
 struct DbFile {
     /// `None`: in memory (a replica's view of a replicated log; see `store::nats`).
     path: Option<PathBuf>,
+    /// redb's page cache, in bytes.
+    cache_bytes: usize,
     /// Injected disk faults (tests only).
     #[cfg(any(test, feature = "test-util"))]
     faults: Option<Arc<IoFaults>>,
@@ -173,6 +182,7 @@ impl DbFile {
     fn open(&self) -> StoreResult<Database> {
         let Some(path) = &self.path else {
             return ::redb::Builder::new()
+                .set_cache_size(self.cache_bytes)
                 .create_with_backend(::redb::backends::InMemoryBackend::new())
                 .map_err(unavailable);
         };
@@ -180,7 +190,12 @@ impl DbFile {
         if let Some(faults) = &self.faults {
             return faults::open(path, faults.clone());
         }
-        Database::create(path).map_err(unavailable)
+        let db = ::redb::Builder::new()
+            .set_cache_size(self.cache_bytes)
+            .create(path)
+            .map_err(unavailable)?;
+        private_file(path).map_err(unavailable)?;
+        Ok(db)
     }
 }
 
@@ -206,15 +221,18 @@ pub struct RedbStore {
 }
 
 impl RedbStore {
-    /// Opens (or creates) `dir/interop.redb` and starts the writer thread (group commit).
+    /// Opens (or creates) `dir/interop.redb` and starts the writer thread (group commit), with
+    /// a page cache of [`DEFAULT_CACHE_BYTES`].
     pub fn open(dir: &Path) -> StoreResult<Self> {
-        Self::open_with(dir, CommitMode::Group)
+        Self::open_with(dir, CommitMode::Group, DEFAULT_CACHE_BYTES)
     }
 
-    /// Like [`RedbStore::open`], committing as `mode` says.
-    pub fn open_with(dir: &Path, mode: CommitMode) -> StoreResult<Self> {
+    /// Like [`RedbStore::open`], committing as `mode` says, with a page cache of
+    /// `cache_bytes`.
+    pub fn open_with(dir: &Path, mode: CommitMode, cache_bytes: usize) -> StoreResult<Self> {
         let file = DbFile {
             path: Some(Self::file_in(dir)?),
+            cache_bytes,
             #[cfg(any(test, feature = "test-util"))]
             faults: None,
         };
@@ -226,6 +244,7 @@ impl RedbStore {
     pub fn open_with_faults(dir: &Path, faults: Arc<IoFaults>) -> StoreResult<Self> {
         let file = DbFile {
             path: Some(Self::file_in(dir)?),
+            cache_bytes: DEFAULT_CACHE_BYTES,
             faults: Some(faults),
         };
         Self::open_db(file, CommitMode::Group)
@@ -233,9 +252,10 @@ impl RedbStore {
 
     /// A store held in memory only, committing without sync: the materialised view a
     /// replica of a replicated log applies entries to (see `store::nats`). Not durable.
-    pub(crate) fn open_in_memory() -> StoreResult<Self> {
+    pub(crate) fn open_in_memory(cache_bytes: usize) -> StoreResult<Self> {
         let file = DbFile {
             path: None,
+            cache_bytes,
             #[cfg(any(test, feature = "test-util"))]
             faults: None,
         };
@@ -249,7 +269,7 @@ impl RedbStore {
 
     /// The database file in `dir`, which is created if missing.
     fn file_in(dir: &Path) -> StoreResult<PathBuf> {
-        std::fs::create_dir_all(dir).map_err(unavailable)?;
+        private_dir(dir).map_err(unavailable)?;
         Ok(dir.join("interop.redb"))
     }
 
@@ -687,6 +707,24 @@ impl Store for RedbStore {
 mod tests {
     use super::super::conformance::{self, Open};
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_directory_and_file_are_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        // A new directory, nested, and an existing one left readable by others.
+        let fresh = dir.path().join("a/b/data");
+        let existing = dir.path().join("old");
+        std::fs::create_dir(&existing).unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for d in [&fresh, &existing] {
+            drop(RedbStore::open(d).unwrap());
+            assert_eq!(mode(d), 0o700, "{}", d.display());
+            assert_eq!(mode(&d.join("interop.redb")), 0o600, "{}", d.display());
+        }
+    }
 
     fn open() -> Open {
         |dir| {
