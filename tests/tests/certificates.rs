@@ -1,5 +1,6 @@
 //! Certificate lifecycle over real mutual TLS: revocation by serial (refused from the next
-//! call on, on old and new connections; open streams closed; durable across a restart) and
+//! call on, health and reflection included, on old connections; new connections refused at
+//! the handshake; open streams closed; durable across a restart) and
 //! reloading the server certificate and client CA bundle without a restart.
 
 use interop_e2e::*;
@@ -43,8 +44,11 @@ async fn next<T>(s: &mut tonic::Streaming<T>) -> Result<Option<T>, tonic::Status
         .expect("the stream neither delivered nor closed within 10 s")
 }
 
+#[track_caller]
 fn assert_revoked(r: Result<impl std::fmt::Debug, tonic::Status>, serial: &str) {
     match r {
+        // A channel that had to reconnect meets the refusal at the handshake instead.
+        Err(s) if format!("{s:?}").contains("received fatal alert: CertificateRevoked") => {}
         Err(s) => {
             assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
             assert!(
@@ -55,6 +59,36 @@ fn assert_revoked(r: Result<impl std::fmt::Debug, tonic::Status>, serial: &str) 
         }
         Ok(v) => panic!("a revoked certificate was answered {v:?}"),
     }
+}
+
+/// A new connection as `who` fails at the TLS handshake (the server sends TLS's
+/// `certificate_revoked` alert): connecting fails, or (TLS 1.3: the client's side of the
+/// handshake can end before the server has judged its certificate) the first call finds the
+/// connection closed. Either way no service answers, and the listener counts a failed handshake.
+async fn assert_refused_at_handshake(gw: &TestGateway, who: &Principal) {
+    use std::sync::atomic::Ordering;
+    let failed = || gw.gateway.listen_stats.handshake_failures.load(Ordering::Relaxed);
+    let before = failed();
+    if let Ok(c) = pki::connect_client(&gw.endpoint, &gw.pki, who).await {
+        let r = tonic_health::pb::health_client::HealthClient::new(c.channel())
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await;
+        match r {
+            Err(s) => assert!(
+                s.code() != Code::Unauthenticated,
+                "answered by a service, not refused at the handshake: {s:?}"
+            ),
+            Ok(r) => panic!("a revoked certificate connected and was answered {r:?}"),
+        }
+    }
+    // The server counts it once it has sent its alert, which the client may see first.
+    for _ in 0..100 {
+        if failed() > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the listener counted no failed handshake");
 }
 
 async fn listed(gw: &TestGateway) -> Vec<(String, String)> {
@@ -85,7 +119,9 @@ async fn a_revoked_certificate_is_refused_and_its_open_streams_are_closed() {
     wait_completed(&gw, "TX", tcn).await;
 
     // Both hold a following stream, and have read what is there.
-    let mut office = gw.office("HOU").await;
+    let hou_conn = gw.channel(hou()).await;
+    let mut office =
+        pb::field_office_service_client::FieldOfficeServiceClient::new(hou_conn.clone());
     let mut notes = office
         .subscribe(pb::SubscribeRequest {
             after_cursor: Some(0),
@@ -110,17 +146,34 @@ async fn a_revoked_certificate_is_refused_and_its_open_streams_are_closed() {
     assert_eq!(r.serial, hou_serial, "serials are normalised");
     assert_eq!(r.reason, "key compromise");
 
-    // The open stream is closed with the reason; the next call on the same connection and on
-    // a new one is refused.
+    // The open stream is closed with the reason; the next call on the same connection is
+    // refused, health and reflection too (a revoked certificate learns nothing of what is
+    // served), and a new connection is refused at the handshake.
     assert_revoked(next(&mut notes).await, &hou_serial);
     assert_revoked(office.ack(pb::AckRequest { cursor: 1 }).await, &hou_serial);
     assert_revoked(
-        gw.office("HOU")
-            .await
-            .ack(pb::AckRequest { cursor: 1 })
+        tonic_health::pb::health_client::HealthClient::new(hou_conn.clone())
+            .check(tonic_health::pb::HealthCheckRequest::default())
             .await,
         &hou_serial,
     );
+    let list = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    assert_revoked(
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+            hou_conn.clone(),
+        )
+        .server_reflection_info(tokio_stream::iter([list]))
+        .await,
+        &hou_serial,
+    );
+    assert_refused_at_handshake(&gw, &hou()).await;
     assert_eq!(
         gw.counters().await.get("submissions_accepted"),
         Some(&1),
@@ -197,13 +250,7 @@ async fn a_revoked_certificate_is_refused_and_its_open_streams_are_closed() {
     // (a new serial) works.
     let gw = gw.restart(None).await;
     assert_eq!(listed(&gw).await, want);
-    assert_revoked(
-        gw.office("HOU")
-            .await
-            .ack(pb::AckRequest { cursor: 0 })
-            .await,
-        &hou_serial,
-    );
+    assert_refused_at_handshake(&gw, &hou()).await;
     let dir = tempfile::tempdir().unwrap();
     let fresh = IdentityFiles {
         cert: dir.path().join("hou2.pem"),

@@ -36,6 +36,14 @@ pub struct Revocations {
     version: Arc<watch::Sender<u64>>,
 }
 
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocations")
+            .field("revoked", &self.list.read().map(|l| l.len()).unwrap_or(0))
+            .finish()
+    }
+}
+
 impl Default for Revocations {
     fn default() -> Self {
         Revocations {

@@ -5,13 +5,23 @@
 //! when it arrives, open connections keep the one they were made with, and a reload that fails
 //! (a missing file, a key that does not match its certificate) changes nothing and says why.
 //! The listener that uses it is [`crate::server::listener`].
+//!
+//! **Revoked certificates are refused at the handshake** (once the server is given its
+//! revocation list, [`ServerTls::refuse_revoked`]): the client gets TLS's own
+//! `certificate_revoked` alert, and no call, health check or reflection reaches a service. Each
+//! call is checked again, and open streams end, when a certificate is revoked later
+//! ([`crate::auth::revocation`]).
 
+use crate::auth::revocation::Revocations;
 use anyhow::Context;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::DistinguishedName;
+use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 
 /// Where the server's TLS material is read from (and re-read on reload).
 #[derive(Clone, Debug)]
@@ -32,26 +42,38 @@ pub struct Loaded {
     pub client_cas: usize,
 }
 
+/// The revocation list the handshake consults, once the server has given it one.
+type RevokedAt = Arc<OnceLock<Revocations>>;
+
 /// The server TLS configuration, replaceable while serving.
 pub struct ServerTls {
     files: TlsFiles,
+    revoked: RevokedAt,
     current: RwLock<(Arc<rustls::ServerConfig>, Loaded)>,
 }
 
 impl ServerTls {
     /// Reads the files and builds the configuration.
     pub fn load(files: TlsFiles) -> anyhow::Result<ServerTls> {
-        let current = build(&files)?;
+        let revoked = RevokedAt::default();
+        let current = build(&files, &revoked)?;
         Ok(ServerTls {
             files,
+            revoked,
             current: RwLock::new(current),
         })
+    }
+
+    /// From now on, handshakes with a client certificate that `revocations` lists fail with
+    /// the `certificate_revoked` alert. The first list given is kept (a server has one).
+    pub fn refuse_revoked(&self, revocations: Revocations) {
+        let _ = self.revoked.set(revocations);
     }
 
     /// Re-reads the files; on success new connections use them. On failure the configuration
     /// in use is kept and the error names the file and the problem.
     pub fn reload(&self) -> anyhow::Result<Loaded> {
-        let next = build(&self.files)?;
+        let next = build(&self.files, &self.revoked)?;
         let loaded = next.1.clone();
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
         tracing::info!(
@@ -83,7 +105,75 @@ fn read(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn build(files: &TlsFiles) -> anyhow::Result<(Arc<rustls::ServerConfig>, Loaded)> {
+/// The CA's verifier, then the revocation list: a certificate that chains to the CA but whose
+/// serial is revoked fails the handshake with `certificate_revoked`.
+#[derive(Debug)]
+struct RefuseRevoked {
+    chain: Arc<dyn ClientCertVerifier>,
+    revoked: RevokedAt,
+}
+
+impl ClientCertVerifier for RefuseRevoked {
+    fn offer_client_auth(&self) -> bool {
+        self.chain.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.chain.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .chain
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if let Some(list) = self.revoked.get()
+            && let Some(serial) = crate::auth::principal::serial_of_der(end_entity)
+            && list.is_revoked(&serial)
+        {
+            tracing::info!(serial, "TLS handshake refused: client certificate revoked");
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+fn build(
+    files: &TlsFiles,
+    revoked: &RevokedAt,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, Loaded)> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(&files.cert)?)
         .collect::<Result<_, _>>()
         .with_context(|| format!("{}: not a PEM certificate chain", files.cert.display()))?;
@@ -119,6 +209,10 @@ fn build(files: &TlsFiles) -> anyhow::Result<(Arc<rustls::ServerConfig>, Loaded)
     )
     .build()
     .context("building the client certificate verifier")?;
+    let verifier = Arc::new(RefuseRevoked {
+        chain: verifier,
+        revoked: revoked.clone(),
+    });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?

@@ -263,12 +263,17 @@ pub async fn serve_matcher(
         .await;
     let svc = MatcherServiceServer::new(crate::api::MatcherApi::for_shard(matcher, shard, log))
         .max_decoding_message_size(crate::intake::validate::MAX_MESSAGE_BYTES);
+    tls.refuse_revoked(revocations.clone());
+    let refused = revocations;
     let authenticate =
-        move |req| crate::auth::principal::authenticate_with(req, &|s: &str| revocations.reason(s));
+        move |req| crate::auth::principal::authenticate_with(req, &|s: &str| refused.reason(s));
     tracing::info!(addr = %listener.local_addr()?, "serving MatcherService over mutual TLS");
     let calls = CallTracker::default();
     let router = listener::grpc_server(&options, calls.clone())
-        .add_service(health_svc)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            health_svc,
+            authenticate.clone(),
+        ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             svc,
             authenticate,

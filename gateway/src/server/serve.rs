@@ -23,6 +23,7 @@ impl Gateway {
         tls: Arc<ServerTls>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        tls.refuse_revoked(self.revocations.clone());
         let _ = self.tls.set(tls.clone());
         // Every call: the certificate's identity, refused if its serial has been revoked.
         let revocations = self.revocations.clone();
@@ -63,15 +64,20 @@ impl Gateway {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
+        // Health and reflection too: a revoked certificate learns nothing, not even which
+        // services are here.
         let calls = CallTracker::default();
         let mut router = listener::grpc_server(&self.options, calls.clone())
             .add_service(InterceptedService::new(submission, authenticate.clone()))
             .add_service(InterceptedService::new(office, authenticate.clone()))
             .add_service(InterceptedService::new(admin, authenticate.clone()))
             .add_service(InterceptedService::new(criminal, authenticate.clone()))
-            .add_service(health_svc)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha);
+            .add_service(InterceptedService::new(health_svc, authenticate.clone()))
+            .add_service(InterceptedService::new(reflection_v1, authenticate.clone()))
+            .add_service(InterceptedService::new(
+                reflection_v1alpha,
+                authenticate.clone(),
+            ));
         match &self.matcher {
             Some(MatcherServing::InProcess(m)) => {
                 health
