@@ -420,6 +420,71 @@ async fn connections_without_a_trusted_client_certificate_are_refused() {
     assert_eq!(gw.counters().await.get("submissions_accepted"), None);
 }
 
+/// Bytes that are not the message a method takes: INVALID_ARGUMENT saying so (not INTERNAL,
+/// which a client cannot tell from a fault of ours), and nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_are_not_protobuf_are_invalid_argument() {
+    use interop_proto::codec::StrictCodec;
+    use prost::bytes::BufMut;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    /// Sends its bytes as they are; reads a `Receipt`.
+    #[derive(Default)]
+    struct Raw;
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    struct ReceiptDecoder(<StrictCodec<pb::Submission, pb::Receipt> as Codec>::Decoder);
+    impl Decoder for ReceiptDecoder {
+        type Item = pb::Receipt;
+        type Error = tonic::Status;
+        fn decode(&mut self, b: &mut DecodeBuf<'_>) -> Result<Option<pb::Receipt>, tonic::Status> {
+            self.0.decode(b)
+        }
+    }
+    #[derive(Default)]
+    struct RawCodec;
+    impl Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = pb::Receipt;
+        type Encoder = Raw;
+        type Decoder = ReceiptDecoder;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> ReceiptDecoder {
+            ReceiptDecoder(StrictCodec::<pb::Submission, pb::Receipt>::default().decoder())
+        }
+    }
+
+    let gw = TestGateway::start().await;
+    let ch = gw.channel(Principal::Bureau { state: "TX".into() }).await;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/interop.v1.SubmissionService/Submit",
+    );
+    // A truncated varint, a field with wire type 7 (there is none), a length past the end.
+    for garbage in [vec![0x08, 0xff], vec![0x0f, 0x01], vec![0x0a, 0x7f, 0x01]] {
+        let mut grpc = tonic::client::Grpc::new(ch.clone());
+        grpc.ready().await.unwrap();
+        let e = grpc
+            .unary(tonic::Request::new(garbage.clone()), path.clone(), RawCodec)
+            .await
+            .expect_err("garbage was accepted");
+        assert_eq!(e.code(), Code::InvalidArgument, "{garbage:02x?}: {e:?}");
+        assert!(
+            e.message().starts_with("malformed protobuf message"),
+            "{garbage:02x?}: {}",
+            e.message()
+        );
+    }
+    assert_eq!(gw.counters().await.get("submissions_accepted"), None);
+}
+
 /// Invariant 7: malformed submissions → INVALID_ARGUMENT naming the field; nothing stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_submissions_are_refused_and_change_nothing() {
