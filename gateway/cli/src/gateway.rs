@@ -63,7 +63,7 @@ enum Cmd {
         /// store, the replica's in-memory view's). Resident memory grows by up to this much as
         /// the cache fills, then holds.
         #[arg(long, default_value_t = (interop_gateway::store::DEFAULT_CACHE_BYTES >> 20) as u64,
-              value_parser = clap::value_parser!(u64).range(1..=65_536))]
+              value_parser = clap::value_parser!(u64).range(1..=65_536), allow_negative_numbers = true)]
         store_cache_mib: u64,
         /// This gateway's name among replicas on a shared store; the same name after a
         /// restart resumes its unfinished work (default: a random one, whose work other
@@ -137,9 +137,17 @@ pub struct Bounds {
     /// of the queue depth plus the concurrency.
     #[arg(long, default_value_t = 0)]
     max_queued_per_bureau: usize,
-    /// Open client connections at once; further connections are closed before TLS.
+    /// Open client connections (past their TLS handshake) at once; further connections are
+    /// closed before TLS.
     #[arg(long, env = "INTEROP_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
+    /// TLS handshakes in progress at once; a new connection that finds them all taken closes
+    /// the oldest (sockets that never speak cannot keep real clients out).
+    #[arg(long, default_value_t = 256)]
+    max_handshakes: usize,
+    /// The same, from one source address.
+    #[arg(long, default_value_t = 32)]
+    max_handshakes_per_address: usize,
     /// Concurrent HTTP/2 streams (calls) per connection.
     #[arg(long, default_value_t = 512)]
     max_streams_per_connection: u32,
@@ -153,7 +161,7 @@ pub struct Bounds {
     #[arg(long, default_value_t = 30)]
     request_timeout_secs: u64,
     /// A connection that has not completed its TLS handshake by then is closed (slow-loris).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     tls_handshake_timeout_secs: u64,
     /// A connection with no call in flight for this long is closed; 0 keeps idle connections.
     #[arg(long, default_value_t = 300)]
@@ -172,6 +180,10 @@ impl Bounds {
         anyhow::ensure!(
             self.max_connections > 0,
             "--max-connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_handshakes > 0 && self.max_handshakes_per_address > 0,
+            "--max-handshakes and --max-handshakes-per-address must be at least 1"
         );
         anyhow::ensure!(
             self.max_streams_per_connection > 0,
@@ -198,6 +210,8 @@ impl Bounds {
             admission_wait: Duration::from_millis(self.admission_wait_ms),
             max_queued_per_bureau: self.max_queued_per_bureau,
             max_connections: self.max_connections,
+            max_handshakes: self.max_handshakes,
+            max_handshakes_per_address: self.max_handshakes_per_address,
             max_streams_per_connection: self.max_streams_per_connection,
             max_subscriptions: self.max_subscriptions,
             max_subscriptions_per_identity: self.max_subscriptions_per_identity,

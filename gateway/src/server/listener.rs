@@ -1,13 +1,20 @@
 //! The listener every server of ours runs on (the gateway's, and a matcher shard's), built
 //! here instead of by tonic so that
 //!
-//! - **connections are bounded** ([`ListenOptions::max_connections`]): past the bound a new TCP
-//!   connection is closed at once, before any TLS work, so a flood costs an `accept` and a
-//!   `close` each;
+//! - **connections are bounded** ([`ListenOptions::max_connections`]): past the bound a
+//!   connection is closed as it arrives, before any TLS work, so a flood costs an `accept` and
+//!   a `close` each. Only connections past their handshake, which needs a certificate of our
+//!   CA, count against it;
+//! - **handshakes in progress have their own, smaller room**, in all
+//!   ([`ListenOptions::max_handshakes`]) and per source address
+//!   ([`ListenOptions::max_handshakes_per_address`]). When a new connection finds its room full,
+//!   the **oldest** handshake in it is closed to make way: sockets that never speak cannot keep
+//!   a real client out (1,100 of them once held all 1,024 slots, and a bureau's connections
+//!   waited and failed), while a real handshake, done in milliseconds, is almost never the
+//!   oldest;
 //! - **a handshake has a deadline** ([`ListenOptions::handshake_timeout`]): a slow-loris
-//!   client that opens a socket and never finishes the handshake is closed when it expires, and
-//!   holds one connection slot until then. Handshakes run in their own tasks, so a slow one
-//!   never delays the next accept;
+//!   client that opens a socket and never finishes the handshake is closed when it expires.
+//!   Handshakes run in their own tasks, so a slow one never delays the next accept;
 //! - **an idle connection is closed** ([`ListenOptions::idle_timeout`]): one with no call in
 //!   flight for that long. HTTP/2 keep-alive pings do not count as use;
 //! - the TLS configuration can be reloaded ([`ServerTls`]).
@@ -18,15 +25,16 @@
 
 use crate::auth::tls::ServerTls;
 use crate::server::ServeOptions;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, Router, TcpConnectInfo, TlsConnectInfo};
 
@@ -62,6 +70,8 @@ pub async fn serve(
         tls,
         ListenOptions {
             max_connections: o.max_connections,
+            max_handshakes: o.max_handshakes,
+            max_handshakes_per_address: o.max_handshakes_per_address,
             handshake_timeout: o.tls_handshake_timeout,
             idle_timeout: o.idle_timeout,
         },
@@ -77,7 +87,11 @@ pub async fn serve(
 /// Bounds of the listener. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct ListenOptions {
+    /// Connections past their handshake.
     pub max_connections: usize,
+    /// Handshakes in progress, in all and from one source address.
+    pub max_handshakes: usize,
+    pub max_handshakes_per_address: usize,
     pub handshake_timeout: Duration,
     /// `None`: idle connections are kept.
     pub idle_timeout: Option<Duration>,
@@ -91,6 +105,8 @@ pub struct ListenStats {
     pub refused_over_limit: AtomicU64,
     pub handshake_timeouts: AtomicU64,
     pub handshake_failures: AtomicU64,
+    /// Closed mid-handshake to make room for a newer connection (see the module docs).
+    pub handshake_evicted: AtomicU64,
     pub idle_closed: AtomicU64,
     pub open: AtomicUsize,
 }
@@ -109,6 +125,7 @@ impl ListenStats {
             ("refused_over_limit", &self.refused_over_limit),
             ("handshake_timeout", &self.handshake_timeouts),
             ("handshake_failed", &self.handshake_failures),
+            ("handshake_evicted", &self.handshake_evicted),
             ("idle_closed", &self.idle_closed),
         ] {
             out.push_str(&format!(
@@ -287,8 +304,75 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-/// Accepts TCP connections on `listener`, bounds them, handshakes each in its own task under
-/// the deadline, and yields the ones that complete. Stops when the returned stream is dropped.
+/// Handshakes in progress, oldest first, in all and by source address; each with the
+/// [`Notify`] that closes it when it is evicted.
+struct Handshaking {
+    max: usize,
+    max_per_address: usize,
+    next: u64,
+    all: BTreeMap<u64, (IpAddr, Arc<Notify>)>,
+    by_address: HashMap<IpAddr, std::collections::BTreeSet<u64>>,
+}
+
+impl Handshaking {
+    fn new(o: &ListenOptions) -> Self {
+        Handshaking {
+            max: o.max_handshakes.max(1),
+            max_per_address: o.max_handshakes_per_address.max(1),
+            next: 0,
+            all: BTreeMap::new(),
+            by_address: HashMap::new(),
+        }
+    }
+
+    /// Makes room for a handshake from `ip`, evicting the oldest of that address's (if it has
+    /// its fill) or else of all (if the room is full); returns its id and its eviction notice,
+    /// and how many were evicted.
+    fn begin(&mut self, ip: IpAddr) -> (u64, Arc<Notify>, u64) {
+        let mut evicted = 0;
+        let full_here = self
+            .by_address
+            .get(&ip)
+            .is_some_and(|ids| ids.len() >= self.max_per_address);
+        let oldest = if full_here {
+            self.by_address
+                .get(&ip)
+                .and_then(|ids| ids.first().copied())
+        } else if self.all.len() >= self.max {
+            self.all.keys().next().copied()
+        } else {
+            None
+        };
+        if let Some(id) = oldest
+            && let Some((_, notice)) = self.end(id)
+        {
+            notice.notify_one();
+            evicted += 1;
+        }
+        let id = self.next;
+        self.next += 1;
+        let notice = Arc::new(Notify::new());
+        self.all.insert(id, (ip, notice.clone()));
+        self.by_address.entry(ip).or_default().insert(id);
+        (id, notice, evicted)
+    }
+
+    /// Forgets handshake `id` (done, failed, timed out or evicted).
+    fn end(&mut self, id: u64) -> Option<(IpAddr, Arc<Notify>)> {
+        let (ip, notice) = self.all.remove(&id)?;
+        if let Some(ids) = self.by_address.get_mut(&ip) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_address.remove(&ip);
+            }
+        }
+        Some((ip, notice))
+    }
+}
+
+/// Accepts TCP connections on `listener`, handshakes each in its own task under the deadline
+/// and the handshake room's bounds, and yields the ones that complete while fewer than
+/// `max_connections` are open. Stops when the returned stream is dropped.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<ServerTls>,
@@ -298,6 +382,7 @@ pub fn incoming(
 ) -> ReceiverStream<Result<TlsConn, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let handshaking = Arc::new(Mutex::new(Handshaking::new(&opts)));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -313,24 +398,49 @@ pub fn incoming(
                     continue;
                 }
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if slots.available_permits() == 0 {
                 stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%peer, "connection refused: max_connections open");
                 drop(tcp);
                 continue;
-            };
+            }
             stats.accepted.fetch_add(1, Ordering::Relaxed);
+            let (id, evicted_notice, evicted) = handshaking
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .begin(peer.ip());
+            stats
+                .handshake_evicted
+                .fetch_add(evicted, Ordering::Relaxed);
             let _ = tcp.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
             let (tx, calls, stats, opts) = (tx.clone(), calls.clone(), stats.clone(), opts.clone());
+            let (slots, handshaking) = (slots.clone(), handshaking.clone());
             tokio::spawn(async move {
                 // Pinned here, not moved into the timeout: on a timeout the half-done handshake
                 // (and its socket) lives until the end of this task, so the counter is updated
                 // before the peer sees the connection close.
                 let accept = acceptor.accept(tcp);
                 tokio::pin!(accept);
-                match tokio::time::timeout(opts.handshake_timeout, accept.as_mut()).await {
+                let outcome = tokio::select! {
+                    r = tokio::time::timeout(opts.handshake_timeout, accept.as_mut()) => Some(r),
+                    _ = evicted_notice.notified() => None,
+                };
+                handshaking
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .end(id);
+                let Some(outcome) = outcome else {
+                    tracing::debug!(%peer, "handshake closed to make room for a newer connection");
+                    return;
+                };
+                match outcome {
                     Ok(Ok(inner)) => {
+                        let Ok(slot) = slots.try_acquire_owned() else {
+                            stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, "connection refused: max_connections open");
+                            return;
+                        };
                         stats.open.fetch_add(1, Ordering::Relaxed);
                         let activity = calls.register(peer);
                         activity.touch();

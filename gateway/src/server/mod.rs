@@ -65,8 +65,14 @@ pub struct ServeOptions {
     /// from the store; `None` (the default) keeps the whole audit in the store. Embedded store
     /// only. See [`crate::server::retention`].
     pub audit_retention: Option<Duration>,
-    /// Open client connections at once; past it a new connection is closed before TLS.
+    /// Open client connections (past their handshake) at once; past it a new connection is
+    /// closed before TLS.
     pub max_connections: usize,
+    /// TLS handshakes in progress at once, in all and from one source address; a new
+    /// connection that finds either full closes the oldest handshake there (see
+    /// [`listener`]).
+    pub max_handshakes: usize,
+    pub max_handshakes_per_address: usize,
     /// A connection that has not finished its TLS handshake by then is closed (slow-loris).
     pub tls_handshake_timeout: Duration,
     /// A connection with no call in flight for this long is closed; `None` keeps it.
@@ -93,7 +99,9 @@ impl Default for ServeOptions {
             bureau_retention: retention::BUREAU_RETENTION,
             audit_retention: None,
             max_connections: 1024,
-            tls_handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 256,
+            max_handshakes_per_address: 32,
+            tls_handshake_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(300)),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
