@@ -67,7 +67,12 @@ fn assert_revoked(r: Result<impl std::fmt::Debug, tonic::Status>, serial: &str) 
 /// connection closed. Either way no service answers, and the listener counts a failed handshake.
 async fn assert_refused_at_handshake(gw: &TestGateway, who: &Principal) {
     use std::sync::atomic::Ordering;
-    let failed = || gw.gateway.listen_stats.handshake_failures.load(Ordering::Relaxed);
+    let failed = || {
+        gw.gateway
+            .listen_stats
+            .handshake_failures
+            .load(Ordering::Relaxed)
+    };
     let before = failed();
     if let Ok(c) = pki::connect_client(&gw.endpoint, &gw.pki, who).await {
         let r = tonic_health::pb::health_client::HealthClient::new(c.channel())

@@ -277,6 +277,9 @@ impl ClientConfig {
                         .collect();
                     return Ok(Client::new(channels, i, self));
                 }
+                Err(e) if let Some(refused) = crate::retry::refused_at_handshake(&e) => {
+                    return Err(ClientError::Rpc(refused));
+                }
                 Err(e) if attempt < self.retry.max_attempts => {
                     tracing::debug!(attempt, error = %e, "connect failed; retrying");
                     tokio::time::sleep(self.retry.delay(attempt)).await;

@@ -185,6 +185,9 @@ impl<T: Cursored> Follower<T> {
     async fn backoff(&mut self, s: Status) -> Result<(), Status> {
         self.stream = None;
         self.failures += 1;
+        if let Some(refused) = crate::retry::refused_at_handshake(&s) {
+            return Err(refused);
+        }
         if !stream_retryable(s.code()) || self.failures >= self.retry.max_attempts {
             return Err(s);
         }

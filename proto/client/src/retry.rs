@@ -88,6 +88,43 @@ fn connection_broke(s: &Status) -> bool {
         && std::error::Error::source(s).is_some_and(|e| e.is::<tonic::transport::Error>())
 }
 
+/// The TLS alert the gateway sent about this client's certificate, when that is why a call
+/// failed (hyper reports it as a transport error: "received fatal alert: CertificateRevoked").
+fn tls_alert(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut src = Some(e);
+    while let Some(e) = src {
+        let text = e.to_string();
+        if let Some(i) = text.find("received fatal alert: ") {
+            let alert = &text[i + "received fatal alert: ".len()..];
+            return Some(
+                alert
+                    .chars()
+                    .take_while(char::is_ascii_alphanumeric)
+                    .collect(),
+            );
+        }
+        src = e.source();
+    }
+    None
+}
+
+/// A call (or a connection) that failed because the gateway refused this client's
+/// certificate at the TLS handshake, as the `UNAUTHENTICATED` it is, saying why (a revoked
+/// certificate, one from another CA, an expired one), rather than an `UNKNOWN` "transport
+/// error"; not worth repeating.
+pub(crate) fn refused_at_handshake(e: &(dyn std::error::Error + 'static)) -> Option<Status> {
+    let alert = tls_alert(e)?;
+    let why = match alert.as_str() {
+        "CertificateRevoked" => ": the certificate has been revoked",
+        "CertificateExpired" => ": the certificate has expired",
+        "UnknownCA" | "BadCertificate" => ": the gateway does not trust the certificate",
+        _ => "",
+    };
+    Some(Status::unauthenticated(format!(
+        "the gateway refused this client's certificate at the TLS handshake ({alert}){why}"
+    )))
+}
+
 /// Codes after which a broken stream is worth re-opening from its cursor: the connection
 /// dropped or the gateway restarted.
 pub(crate) fn stream_retryable(code: Code) -> bool {
@@ -145,6 +182,7 @@ impl Client {
                     timeout.as_millis()
                 ))),
             };
+            let result = result.map_err(|s| refused_at_handshake(&s).unwrap_or(s));
             match result {
                 Err(s)
                     if (retryable(s.code()) || connection_broke(&s))
@@ -163,6 +201,24 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_refused_at_the_handshake_reads_as_unauthenticated_saying_why() {
+        let alert = |text: &str| {
+            Status::from_error(Box::new(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                text.to_string(),
+            )))
+        };
+        let s = refused_at_handshake(&alert("received fatal alert: CertificateRevoked"))
+            .expect("a TLS alert");
+        assert_eq!(s.code(), Code::Unauthenticated);
+        assert!(s.message().contains("revoked"), "{}", s.message());
+        let s = refused_at_handshake(&alert("received fatal alert: UnknownCA")).unwrap();
+        assert!(s.message().contains("does not trust"), "{}", s.message());
+        assert!(refused_at_handshake(&alert("connection reset by peer")).is_none());
+        assert!(refused_at_handshake(&Status::unavailable("shedding")).is_none());
+    }
 
     #[test]
     fn a_call_cut_by_the_transport_is_repeated_and_a_gateway_answer_is_not() {

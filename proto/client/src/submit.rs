@@ -105,6 +105,9 @@ impl Client {
                 .await;
             let mut inbound = match opened {
                 Ok(r) => r.into_inner(),
+                Err(s) if let Some(refused) = crate::retry::refused_at_handshake(&s) => {
+                    return Err(refused);
+                }
                 Err(s)
                     if stream_retryable(s.code()) && stream_failures + 1 < retry.max_attempts =>
                 {

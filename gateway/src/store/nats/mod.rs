@@ -925,7 +925,9 @@ pub(crate) mod tests {
                     .as_ref()
                     .and_then(|m| m.get(&dir).cloned())
                     .expect("a server registered for this directory");
-                let o = NatsOptions::parse(&format!("{url}/{}", stream_for(&dir))).unwrap();
+                // A loopback server of the test's own: plaintext, asked for by name.
+                let o = NatsOptions::parse(&format!("{url}/{}?insecure=true", stream_for(&dir)))
+                    .unwrap();
                 Arc::new(NatsStore::connect(o).await.unwrap()) as DynStore
             })
         }
@@ -957,7 +959,11 @@ pub(crate) mod tests {
     }
 
     async fn replica(server: &NatsServer, name: &str, extra: &str) -> Arc<NatsStore> {
-        let o = NatsOptions::parse(&format!("{}/LOG?replica={name}{extra}", server.url)).unwrap();
+        let o = NatsOptions::parse(&format!(
+            "{}/LOG?insecure=true&replica={name}{extra}",
+            server.url
+        ))
+        .unwrap();
         Arc::new(NatsStore::connect(o).await.unwrap())
     }
 
