@@ -48,6 +48,8 @@ struct PhaseReport {
     name: &'static str,
     attempts: usize,
     receipted: usize,
+    /// The first failure's reason, if any failed.
+    first_error: Option<String>,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
@@ -58,14 +60,14 @@ struct PhaseReport {
 }
 
 /// One bureau: fresh connection, one submission, until `stop`. Returns each attempt's time
-/// to receipt (ms), or `None` where it failed.
+/// to receipt (ms), or why it failed.
 async fn bureau_loop(
     gw: Arc<TestGateway>,
     state: &'static str,
     tag: String,
     pause: Duration,
     stop: Arc<AtomicBool>,
-) -> Vec<Option<f64>> {
+) -> Vec<Result<f64, String>> {
     let mut out = Vec::new();
     let mut n = 0u32;
     while !stop.load(Ordering::Relaxed) {
@@ -86,11 +88,13 @@ async fn bureau_loop(
                 .await?;
             anyhow::Ok(())
         };
-        let ok = matches!(
-            tokio::time::timeout(Duration::from_secs(10), attempt).await,
-            Ok(Ok(()))
+        out.push(
+            match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+                Ok(Ok(())) => Ok(t.elapsed().as_secs_f64() * 1e3),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(_) => Err("no receipt within 10 s".into()),
+            },
         );
-        out.push(ok.then(|| t.elapsed().as_secs_f64() * 1e3));
         tokio::time::sleep(pause).await;
     }
     out
@@ -152,7 +156,7 @@ async fn main() {
                 tokio::spawn(bureau_loop(
                     gw.clone(),
                     "TX",
-                    format!("{name}{i}"),
+                    format!("{}{i}", name.to_uppercase()),
                     pause,
                     stop.clone(),
                 ))
@@ -164,12 +168,18 @@ async fn main() {
         for l in loops {
             results.extend(l.await.expect("bureau loop"));
         }
-        let mut ok: Vec<f64> = results.iter().flatten().copied().collect();
+        let mut ok: Vec<f64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .copied()
+            .collect();
+        let first_error = results.iter().find_map(|r| r.as_ref().err()).cloned();
         ok.sort_by(f64::total_cmp);
         let r = PhaseReport {
             name,
             attempts: results.len(),
             receipted: ok.len(),
+            first_error,
             p50_ms: pct(&ok, 50.0),
             p99_ms: pct(&ok, 99.0),
             max_ms: ok.last().copied().unwrap_or(f64::NAN),
@@ -210,6 +220,15 @@ async fn main() {
             r.handshake_timeouts
         );
     }
+    for r in &reports {
+        if let Some(e) = &r.first_error {
+            println!(
+                "{}: {} failed, the first: {e}",
+                r.name,
+                r.attempts - r.receipted
+            );
+        }
+    }
     let (q, f) = (&reports[0], &reports[1]);
     let share = |r: &PhaseReport| r.receipted as f64 / r.attempts.max(1) as f64;
     println!(
@@ -223,7 +242,7 @@ async fn main() {
             "phase": r.name, "attempts": r.attempts, "receipted": r.receipted,
             "success_share": share(r), "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "max_ms": r.max_ms,
             "flood_connects": r.flood_connects, "handshakes_evicted": r.handshakes_evicted,
-            "handshake_timeouts": r.handshake_timeouts,
+            "handshake_timeouts": r.handshake_timeouts, "first_error": r.first_error,
         })
     };
     let out = serde_json::json!({

@@ -8,10 +8,12 @@
 //! - **handshakes in progress have their own, smaller room**, in all
 //!   ([`ListenOptions::max_handshakes`]) and per source address
 //!   ([`ListenOptions::max_handshakes_per_address`]). When a new connection finds its room full,
-//!   the **oldest** handshake in it is closed to make way: sockets that never speak cannot keep
-//!   a real client out (1,100 of them once held all 1,024 slots, and a bureau's connections
-//!   waited and failed), while a real handshake, done in milliseconds, is almost never the
-//!   oldest;
+//!   the **oldest silent** connection in it (one that has sent nothing yet), or failing that
+//!   the oldest handshake, is closed to make way: sockets that never speak cannot keep a real
+//!   client out (1,100 of them once held all 1,024 slots, and a bureau's connections waited and
+//!   failed), because a real client sends its ClientHello at once. On Linux silent sockets do
+//!   not even reach the room: the kernel hands a connection over only once it has spoken
+//!   ([`defer_accept`], `TCP_DEFER_ACCEPT`);
 //! - **a handshake has a deadline** ([`ListenOptions::handshake_timeout`]): a slow-loris
 //!   client that opens a socket and never finishes the handshake is closed when it expires.
 //!   Handshakes run in their own tasks, so a slow one never delays the next accept;
@@ -304,13 +306,21 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-/// Handshakes in progress, oldest first, in all and by source address; each with the
-/// [`Notify`] that closes it when it is evicted.
+/// One handshake in progress.
+struct InProgress {
+    ip: IpAddr,
+    /// Closes it when it is evicted.
+    evict: Arc<Notify>,
+    /// Whether the client has sent anything yet.
+    spoke: bool,
+}
+
+/// Handshakes in progress, oldest first, in all and by source address.
 struct Handshaking {
     max: usize,
     max_per_address: usize,
     next: u64,
-    all: BTreeMap<u64, (IpAddr, Arc<Notify>)>,
+    all: BTreeMap<u64, InProgress>,
     by_address: HashMap<IpAddr, std::collections::BTreeSet<u64>>,
 }
 
@@ -325,49 +335,94 @@ impl Handshaking {
         }
     }
 
-    /// Makes room for a handshake from `ip`, evicting the oldest of that address's (if it has
-    /// its fill) or else of all (if the room is full); returns its id and its eviction notice,
-    /// and how many were evicted.
+    /// Makes room for a handshake from `ip`, evicting one of that address's (if it has its
+    /// fill) or else of all (if the room is full): the oldest silent one, or failing that the
+    /// oldest. Returns the new handshake's id and eviction notice, and how many were evicted.
     fn begin(&mut self, ip: IpAddr) -> (u64, Arc<Notify>, u64) {
         let mut evicted = 0;
-        let full_here = self
-            .by_address
-            .get(&ip)
-            .is_some_and(|ids| ids.len() >= self.max_per_address);
-        let oldest = if full_here {
-            self.by_address
-                .get(&ip)
-                .and_then(|ids| ids.first().copied())
+        let here = self.by_address.get(&ip);
+        let victim = if here.is_some_and(|ids| ids.len() >= self.max_per_address) {
+            here.and_then(|ids| self.pick(ids.iter().copied()))
         } else if self.all.len() >= self.max {
-            self.all.keys().next().copied()
+            self.pick(self.all.keys().copied())
         } else {
             None
         };
-        if let Some(id) = oldest
-            && let Some((_, notice)) = self.end(id)
+        if let Some(id) = victim
+            && let Some(gone) = self.end(id)
         {
-            notice.notify_one();
+            gone.evict.notify_one();
             evicted += 1;
         }
         let id = self.next;
         self.next += 1;
-        let notice = Arc::new(Notify::new());
-        self.all.insert(id, (ip, notice.clone()));
+        let evict = Arc::new(Notify::new());
+        self.all.insert(
+            id,
+            InProgress {
+                ip,
+                evict: evict.clone(),
+                spoke: false,
+            },
+        );
         self.by_address.entry(ip).or_default().insert(id);
-        (id, notice, evicted)
+        (id, evict, evicted)
+    }
+
+    /// The oldest silent handshake of `ids` (oldest first), or else the oldest.
+    fn pick(&self, mut ids: impl Iterator<Item = u64> + Clone) -> Option<u64> {
+        let silent = ids
+            .clone()
+            .find(|id| self.all.get(id).is_some_and(|h| !h.spoke));
+        silent.or_else(|| ids.next())
+    }
+
+    /// Handshake `id`'s client has sent its first bytes.
+    fn spoke(&mut self, id: u64) {
+        if let Some(h) = self.all.get_mut(&id) {
+            h.spoke = true;
+        }
     }
 
     /// Forgets handshake `id` (done, failed, timed out or evicted).
-    fn end(&mut self, id: u64) -> Option<(IpAddr, Arc<Notify>)> {
-        let (ip, notice) = self.all.remove(&id)?;
-        if let Some(ids) = self.by_address.get_mut(&ip) {
+    fn end(&mut self, id: u64) -> Option<InProgress> {
+        let gone = self.all.remove(&id)?;
+        if let Some(ids) = self.by_address.get_mut(&gone.ip) {
             ids.remove(&id);
             if ids.is_empty() {
-                self.by_address.remove(&ip);
+                self.by_address.remove(&gone.ip);
             }
         }
-        Some((ip, notice))
+        Some(gone)
     }
+}
+
+/// Asks the kernel to hand over a connection only once its client has sent something (Linux's
+/// `TCP_DEFER_ACCEPT`, up to `wait`): a socket that never speaks then waits in the kernel's
+/// queue, never in the handshake room, while a real client, whose ClientHello follows its
+/// connect at once, is accepted with it. Elsewhere, or if the option is refused, the room's
+/// eviction of silent sockets is the defence.
+fn defer_accept(listener: &TcpListener, wait: Duration) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let secs = wait.as_secs().clamp(1, 60) as libc::c_int;
+        // SAFETY: a valid, open socket descriptor, an int option and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&secs as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "TCP_DEFER_ACCEPT refused; silent sockets reach the handshake room");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (listener, wait);
 }
 
 /// Accepts TCP connections on `listener`, handshakes each in its own task under the deadline
@@ -380,6 +435,7 @@ pub fn incoming(
     calls: CallTracker,
     stats: Arc<ListenStats>,
 ) -> ReceiverStream<Result<TlsConn, std::io::Error>> {
+    defer_accept(&listener, opts.handshake_timeout);
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     let handshaking = Arc::new(Mutex::new(Handshaking::new(&opts)));
@@ -420,10 +476,26 @@ pub fn incoming(
                 // Pinned here, not moved into the timeout: on a timeout the half-done handshake
                 // (and its socket) lives until the end of this task, so the counter is updated
                 // before the peer sees the connection close.
+                let deadline = tokio::time::Instant::now() + opts.handshake_timeout;
+                // Silent until its first bytes arrive (or it closes): the first to make way.
+                let spoke = tokio::select! {
+                    r = tokio::time::timeout_at(deadline, tcp.readable()) => r.is_ok(),
+                    _ = evicted_notice.notified() => {
+                        tracing::debug!(%peer, "silent connection closed to make room for a newer one");
+                        return;
+                    }
+                };
+                // Past the deadline without a byte: the handshake below times out at once.
+                if spoke {
+                    handshaking
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .spoke(id);
+                }
                 let accept = acceptor.accept(tcp);
                 tokio::pin!(accept);
                 let outcome = tokio::select! {
-                    r = tokio::time::timeout(opts.handshake_timeout, accept.as_mut()) => Some(r),
+                    r = tokio::time::timeout_at(deadline, accept.as_mut()) => Some(r),
                     _ = evicted_notice.notified() => None,
                 };
                 handshaking
