@@ -13,7 +13,7 @@
 //!   client out (1,100 of them once held all 1,024 slots, and a bureau's connections waited and
 //!   failed), because a real client sends its ClientHello at once. On Linux silent sockets do
 //!   not even reach the room: the kernel hands a connection over only once it has spoken
-//!   ([`defer_accept`], `TCP_DEFER_ACCEPT`);
+//!   (`TCP_DEFER_ACCEPT`);
 //! - **a handshake has a deadline** ([`ListenOptions::handshake_timeout`]): a slow-loris
 //!   client that opens a socket and never finishes the handshake is closed when it expires.
 //!   Handshakes run in their own tasks, so a slow one never delays the next accept;
