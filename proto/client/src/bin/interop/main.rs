@@ -52,7 +52,7 @@ struct Cli {
     /// Gateway endpoint.
     #[arg(long, global = true, env = "INTEROP_TARGET", default_value = interop_client::DEFAULT_ENDPOINT)]
     target: String,
-    /// PKI directory (ca.pem, clients/<role>.pem and -key.pem), as `interop-gateway pki init`
+    /// PKI directory (ca.pem, clients/ROLE.pem and -key.pem), as `interop-gateway pki init`
     /// writes it.
     #[arg(long, global = true, env = "INTEROP_PKI")]
     pki: Option<PathBuf>,
@@ -124,7 +124,7 @@ enum Cmd {
     /// A field office's live view of every outcome in its area.
     Watch {
         /// The cursor is kept here; a restart continues exactly where it stopped (default
-        /// interop-watch-<OFFICE>.cursor in the current directory).
+        /// interop-watch-OFFICE.cursor in the current directory).
         #[arg(long)]
         state_file: Option<PathBuf>,
         /// Acknowledge each outcome once it is printed and recorded.
