@@ -605,11 +605,15 @@ pub async fn list_disclosures(
 pub async fn wait_completed(gw: &TestGateway, state: &str, tcn: &str) {
     let mut c = gw.bureau(state).await;
     for _ in 0..600 {
-        let s = c
-            .get_status(pb::GetStatusRequest { tcn: tcn.into() })
-            .await
-            .expect("status")
-            .into_inner();
+        let s = match c.get_status(pb::GetStatusRequest { tcn: tcn.into() }).await {
+            Ok(s) => s.into_inner(),
+            // Past the bureau's read rate (tests that wait on many at once): wait and ask again.
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(s) => panic!("status: {s:?}"),
+        };
         if s.stage == pb::Stage::Completed as i32 {
             return;
         }

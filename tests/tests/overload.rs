@@ -145,6 +145,77 @@ async fn a_flood_of_silent_sockets_cannot_keep_a_bureau_out() {
     drop(flood);
 }
 
+/// Reads that disclose case data are rate-limited per identity: a bureau's loop of status
+/// checks is refused past its burst, naming the limit, while another bureau reads on; the
+/// audit holds a row only for each status that was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_case_data_are_rate_limited_per_identity() {
+    let gw = TestGateway::start_with_options(
+        ServeOptions {
+            max_reads_per_identity: 5,
+            ..TestGateway::default_options()
+        },
+        None,
+    )
+    .await;
+    let tcn = "TX-READRATE-0001";
+    let mut tx = gw.bureau("TX").await;
+    tx.submit(booking(tcn, TX_RECEIVING, NOBODY)).await.unwrap();
+    let (mut answered, mut refused) = (0, 0);
+    for _ in 0..40 {
+        match tx
+            .get_status(pb::GetStatusRequest { tcn: tcn.into() })
+            .await
+        {
+            Ok(_) => answered += 1,
+            Err(s) => {
+                assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+                assert!(
+                    s.message().contains("read rate limit of 5 calls a second")
+                        && s.message().contains("retry in"),
+                    "{}",
+                    s.message()
+                );
+                refused += 1;
+            }
+        }
+    }
+    // A burst of 10, and what refilled while the loop ran (well under a second).
+    assert!((10..20).contains(&answered), "{answered} answered");
+    assert_eq!(answered + refused, 40);
+    // Another identity reads on.
+    let e = gw
+        .bureau("CA")
+        .await
+        .get_status(pb::GetStatusRequest {
+            tcn: "CA-UNKNOWN-0001".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::NotFound,
+        "another bureau is not limited: {e:?}"
+    );
+    // One audit row per answered status, none for a refused one.
+    let rows = gw
+        .admin()
+        .await
+        .list_disclosures(pb::ListDisclosuresRequest {
+            tcn: tcn.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .disclosures
+        .into_iter()
+        .filter(|d| d.rpc.ends_with("/GetStatus"))
+        .count();
+    assert_eq!(rows, answered);
+}
+
 /// Connections past their handshake are bounded too: with one held open, another is closed
 /// before TLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -156,6 +156,11 @@ pub struct Bounds {
     max_subscriptions: usize,
     #[arg(long, default_value_t = 64)]
     max_subscriptions_per_identity: usize,
+    /// Reads that disclose case data (GetStatus, GetResponseHead, opening a result stream) per
+    /// client identity per second, in bursts of twice that; past it RESOURCE_EXHAUSTED. 0 =
+    /// unlimited.
+    #[arg(long, default_value_t = 100)]
+    max_reads_per_identity: u32,
     /// Deadline of a unary call (or of opening a stream) when the client sets no shorter
     /// grpc-timeout.
     #[arg(long, default_value_t = 30)]
@@ -215,6 +220,7 @@ impl Bounds {
             max_streams_per_connection: self.max_streams_per_connection,
             max_subscriptions: self.max_subscriptions,
             max_subscriptions_per_identity: self.max_subscriptions_per_identity,
+            max_reads_per_identity: self.max_reads_per_identity,
             request_timeout: s(self.request_timeout_secs),
             tls_handshake_timeout: s(self.tls_handshake_timeout_secs),
             idle_timeout: (self.idle_timeout_secs > 0).then(|| s(self.idle_timeout_secs)),

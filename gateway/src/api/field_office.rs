@@ -3,7 +3,7 @@
 //! its durable cursor, and `IssueDetainer` and `RecordRemoval` record the officers' acts
 //! (decided in [`crate::rules::enforcement`]).
 
-use super::{Res, audit_unary, need_office, recipient, rpc, subscription};
+use super::{Res, audit_unary, limit_read, need_office, recipient, rpc, subscription};
 use crate::delivery::Disclosed;
 use crate::error::GatewayError;
 use crate::rules::enforcement;
@@ -23,6 +23,7 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
 
     async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Res<Self::SubscribeStream> {
         let office = need_office(&req)?;
+        limit_read(&self.0, &req, "Subscribe")?;
         let who = recipient(&req, rpc::SUBSCRIBE)?;
         let r = req.into_inner();
         let key = StreamKey::Office(office);

@@ -74,6 +74,12 @@ pub mod rpc {
     pub const RECORD_REMOVAL: &str = "interop.v1.FieldOfficeService/RecordRemoval";
 }
 
+/// Takes one of the caller's reads of case data (`what`: the RPC), or refuses with
+/// RESOURCE_EXHAUSTED: see [`crate::auth::rate`].
+fn limit_read<T>(gw: &Gateway, req: &Request<T>, what: &str) -> Result<(), GatewayError> {
+    gw.read_rate.admit(&principal(req)?.spiffe_id(), what)
+}
+
 /// The caller as a recipient of results through `rpc`.
 fn recipient<T>(req: &Request<T>, rpc: &'static str) -> Result<Recipient, GatewayError> {
     Ok(Recipient {

@@ -3,7 +3,7 @@
 //! `StreamResponses` read back what the gateway holds for the bureau, each delivery recorded
 //! in the disclosure audit first.
 
-use super::{Res, audit_unary, need_bureau, recipient, rpc, subscription};
+use super::{Res, audit_unary, limit_read, need_bureau, recipient, rpc, subscription};
 use crate::delivery::Disclosed;
 use crate::error::GatewayError;
 use crate::intake::{self, validate};
@@ -130,6 +130,7 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
 
     async fn get_status(&self, req: Request<pb::GetStatusRequest>) -> Res<pb::SubmissionStatus> {
         let state = need_bureau(&req)?;
+        limit_read(&self.0, &req, "GetStatus")?;
         let who = recipient(&req, rpc::GET_STATUS)?;
         let tcn = req.into_inner().tcn;
         if !validate::tcn_ok(&tcn) {
@@ -171,6 +172,7 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
         req: Request<pb::GetResponseHeadRequest>,
     ) -> Res<pb::ResponseHead> {
         let state = need_bureau(&req)?;
+        limit_read(&self.0, &req, "GetResponseHead")?;
         let cursor = *self
             .0
             .core
@@ -187,6 +189,7 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
         req: Request<pb::StreamResponsesRequest>,
     ) -> Res<Self::StreamResponsesStream> {
         let state = need_bureau(&req)?;
+        limit_read(&self.0, &req, "StreamResponses")?;
         let who = recipient(&req, rpc::STREAM_RESPONSES)?;
         let r = req.into_inner();
         let sub = subscription(

@@ -3,5 +3,6 @@
 
 pub mod pki;
 pub mod principal;
+pub mod rate;
 pub mod revocation;
 pub mod tls;

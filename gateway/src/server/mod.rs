@@ -52,6 +52,10 @@ pub struct ServeOptions {
     /// one is refused with RESOURCE_EXHAUSTED.
     pub max_subscriptions: usize,
     pub max_subscriptions_per_identity: usize,
+    /// Reads that disclose case data (`GetStatus`, `GetResponseHead`, opening a result stream)
+    /// per client identity per second, bursts of twice that; 0 = unlimited. See
+    /// [`crate::auth::rate`].
+    pub max_reads_per_identity: u32,
     /// Per-call timeout for unary calls (streams are exempt: they end on shutdown).
     pub request_timeout: Duration,
     /// How long a field office's events are kept after it acknowledged them; then they are
@@ -94,6 +98,7 @@ impl Default for ServeOptions {
             max_streams_per_connection: 512,
             max_subscriptions: 4096,
             max_subscriptions_per_identity: 64,
+            max_reads_per_identity: 100,
             request_timeout: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
             bureau_retention: retention::BUREAU_RETENTION,
@@ -123,6 +128,7 @@ pub struct Gateway {
     /// Revoked client certificates, checked on every call and by open streams.
     pub revocations: crate::auth::revocation::Revocations,
     pub(crate) subscription_limits: crate::delivery::SubscriptionLimits,
+    pub(crate) read_rate: crate::auth::rate::ReadRate,
     /// Each bureau's share of the pipeline.
     pub bureau_shares: Arc<crate::intake::BureauShares>,
     matcher: Option<MatcherServing>,
@@ -242,6 +248,7 @@ impl Gateway {
                 options.max_subscriptions,
                 options.max_subscriptions_per_identity,
             ),
+            read_rate: crate::auth::rate::ReadRate::new(options.max_reads_per_identity),
             bureau_shares: Arc::default(),
             matcher,
             gallery,
