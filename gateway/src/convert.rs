@@ -205,6 +205,8 @@ pub fn disclosure_kind_pb(k: DisclosureKind) -> pb::DisclosureKind {
         DisclosureKind::IdentOutcome => pb::DisclosureKind::IdentOutcome,
         DisclosureKind::Status => pb::DisclosureKind::Status,
         DisclosureKind::Removal => pb::DisclosureKind::Removal,
+        DisclosureKind::Gallery => pb::DisclosureKind::Gallery,
+        DisclosureKind::RapSheet => pb::DisclosureKind::RapSheet,
     }
 }
 

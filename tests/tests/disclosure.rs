@@ -255,3 +255,50 @@ async fn a_stream_cancelled_after_one_message_records_only_what_was_handed_over(
         "{rows} rows for {calls} calls that each read one message of {stored}"
     );
 }
+
+/// The admin's reads of a gallery and of rap sheets are recorded too (issue 27): a search's
+/// candidates and a criminal-history check each leave one row naming the admin and the RPC,
+/// before the answer leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admins_gallery_searches_and_rap_sheet_checks_are_recorded() {
+    const ADMIN: &str = "spiffe://interop.local/admin";
+    let gw = TestGateway::start().await;
+    let admin = gw.channel(Principal::Admin).await;
+    let fingers = interop_gateway::convert::tenprint_to_pb(&capture(OVERSTAY_FELON, 1));
+    pb::matcher_service_client::MatcherServiceClient::new(admin.clone())
+        .search(pb::SearchRequest {
+            fingers: fingers.clone(),
+            max_candidates: 5,
+            ..Default::default()
+        })
+        .await
+        .expect("search");
+    pb::criminal_history_service_client::CriminalHistoryServiceClient::new(admin)
+        .check(pb::CheckRequest {
+            tcn: "TX-ADMINREAD-0001".into(),
+            fingers,
+        })
+        .await
+        .expect("check");
+    let rows = list(&gw, "", ADMIN).await;
+    let seen: Vec<(pb::DisclosureKind, &str, &str)> = rows
+        .iter()
+        .map(|d| (d.kind(), d.rpc.as_str(), d.tcn.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                pb::DisclosureKind::Gallery,
+                "interop.v1.MatcherService/Search",
+                ""
+            ),
+            (
+                pb::DisclosureKind::RapSheet,
+                "interop.v1.CriminalHistoryService/Check",
+                "TX-ADMINREAD-0001"
+            ),
+        ]
+    );
+    assert!(rows.iter().all(|d| !d.certificate_serial.is_empty()));
+}

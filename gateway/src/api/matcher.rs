@@ -4,12 +4,13 @@
 //! [`MatcherApi::for_shard`]). Searches honour the caller's deadline; enrolments and removals
 //! at a gateway are recorded in its store (see [`crate::engines::gallery_log`]).
 
-use super::{Res, need_admin};
+use super::{Res, audit_admin_read, need_admin, recipient, rpc};
 use crate::engines::gallery_log::{self, GalleryLog, change_gallery};
 use crate::engines::remote::{Change, RemoteIdent};
 use crate::engines::shard::Shard;
 use crate::error::GatewayError;
 use crate::intake::validate::search_fingers;
+use crate::store::DisclosureKind;
 use interop_matcher::Matcher;
 use interop_proto::v1 as pb;
 use std::sync::Arc;
@@ -36,6 +37,9 @@ pub struct MatcherApi {
     /// At a gateway, the FBI gallery, searched when a request asks for it (admin only): so a
     /// miss of the criminal-history check can be examined like one of IDENT's.
     fbi: Option<Arc<dyn Matcher>>,
+    /// At a gateway, the store whose disclosure audit records each search and each listing of
+    /// templates (kind `Gallery`); a shard process records nothing (its caller is its gateway).
+    audit: Option<crate::store::DynStore>,
 }
 
 impl MatcherApi {
@@ -47,6 +51,16 @@ impl MatcherApi {
             shard: None,
             log: None,
             fbi: None,
+            audit: None,
+        }
+    }
+
+    /// The same service, recording each search and listing of templates in `store`'s
+    /// disclosure audit.
+    pub fn audited(self, store: crate::store::DynStore) -> Self {
+        MatcherApi {
+            audit: Some(store),
+            ..self
         }
     }
 
@@ -153,10 +167,11 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
     /// (waiting for a core counts), rather than finish an answer no one waits for.
     async fn search(&self, req: Request<pb::SearchRequest>) -> Res<pb::SearchResponse> {
         need_admin(&req)?;
+        let who = recipient(&req, rpc::SEARCH)?;
         let deadline = grpc_timeout(req.metadata()).map(|t| std::time::Instant::now() + t);
-        Ok(Response::new(
-            self.search_in(req.into_inner(), deadline).await?,
-        ))
+        let answer = self.search_in(req.into_inner(), deadline).await?;
+        audit_admin_read(self.audit.as_ref(), &who, DisclosureKind::Gallery, "").await?;
+        Ok(Response::new(answer))
     }
 
     async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Res<pb::EnrollResponse> {
@@ -197,10 +212,16 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
     ) -> Res<pb::ListChangesResponse> {
         need_admin(&req)?;
         match &self.log {
-            Some((log, Some(_))) => Ok(Response::new(gallery_log::list_changes(
-                log,
-                req.get_ref(),
-            )?)),
+            Some((log, Some(_))) => {
+                let who = recipient(&req, rpc::LIST_CHANGES)?;
+                let answer = gallery_log::list_changes(log, req.get_ref())?;
+                // Only a listing that carries templates discloses any (shards poll it).
+                if !answer.changes.is_empty() {
+                    let kind = DisclosureKind::Gallery;
+                    audit_admin_read(self.audit.as_ref(), &who, kind, "").await?;
+                }
+                Ok(Response::new(answer))
+            }
             _ => Err(GatewayError::FailedPrecondition(
                 "no gallery changes are recorded here: a shard process reads them from its gateway"
                     .into(),
@@ -257,11 +278,13 @@ pub struct ShardedMatcherApi {
     pub log: Option<(Arc<GalleryLog>, crate::store::DynStore)>,
     /// The FBI gallery, in process (see [`MatcherApi::with_fbi`]).
     pub fbi: Option<MatcherApi>,
+    /// The store whose disclosure audit records each search and listing of templates.
+    pub audit: Option<crate::store::DynStore>,
 }
 
-#[tonic::async_trait]
-impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
-    async fn search(&self, req: Request<pb::SearchRequest>) -> Res<pb::SearchResponse> {
+impl ShardedMatcherApi {
+    /// A search, not yet recorded.
+    async fn search_unaudited(&self, req: Request<pb::SearchRequest>) -> Res<pb::SearchResponse> {
         need_admin(&req)?;
         if req.get_ref().gallery() == pb::Gallery::Fbi {
             let Some(fbi) = &self.fbi else {
@@ -309,6 +332,17 @@ impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
         candidates.truncate(k);
         Ok(Response::new(pb::SearchResponse { hit, candidates }))
     }
+}
+
+#[tonic::async_trait]
+impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
+    async fn search(&self, req: Request<pb::SearchRequest>) -> Res<pb::SearchResponse> {
+        need_admin(&req)?;
+        let who = recipient(&req, rpc::SEARCH)?;
+        let answer = self.search_unaudited(req).await?;
+        audit_admin_read(self.audit.as_ref(), &who, DisclosureKind::Gallery, "").await?;
+        Ok(answer)
+    }
 
     async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Res<pb::EnrollResponse> {
         need_admin(&req)?;
@@ -353,10 +387,13 @@ impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
             )
             .into());
         };
-        Ok(Response::new(gallery_log::list_changes(
-            log,
-            req.get_ref(),
-        )?))
+        let who = recipient(&req, rpc::LIST_CHANGES)?;
+        let answer = gallery_log::list_changes(log, req.get_ref())?;
+        // Only a listing that carries templates discloses any (shards poll it).
+        if !answer.changes.is_empty() {
+            audit_admin_read(self.audit.as_ref(), &who, DisclosureKind::Gallery, "").await?;
+        }
+        Ok(Response::new(answer))
     }
 }
 

@@ -72,6 +72,34 @@ pub mod rpc {
     pub const SUBSCRIBE: &str = "interop.v1.FieldOfficeService/Subscribe";
     pub const ISSUE_DETAINER: &str = "interop.v1.FieldOfficeService/IssueDetainer";
     pub const RECORD_REMOVAL: &str = "interop.v1.FieldOfficeService/RecordRemoval";
+    pub const SEARCH: &str = "interop.v1.MatcherService/Search";
+    pub const LIST_CHANGES: &str = "interop.v1.MatcherService/ListChanges";
+    pub const CHECK: &str = "interop.v1.CriminalHistoryService/Check";
+}
+
+/// Records an admin's read of a gallery or a rap sheet in `store` before the answer leaves
+/// (ids only: who, when, through which RPC, and the TCN the request named, if any); `None`
+/// (a shard process, whose only caller is its gateway) records nothing. An answer whose record
+/// cannot be written is not given.
+async fn audit_admin_read(
+    store: Option<&crate::store::DynStore>,
+    who: &Recipient,
+    kind: DisclosureKind,
+    tcn: &str,
+) -> Result<(), GatewayError> {
+    let Some(store) = store else {
+        return Ok(());
+    };
+    let d = who.disclosure(
+        Disclosed {
+            state: String::new(),
+            tcn: tcn.to_string(),
+            kind,
+        },
+        0,
+    );
+    store.record_disclosures(vec![d]).await?;
+    Ok(())
 }
 
 /// Takes one of the caller's reads of case data (`what`: the RPC), or refuses with

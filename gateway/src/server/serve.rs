@@ -40,9 +40,11 @@ impl Gateway {
         let office = FieldOfficeServiceServer::new(FieldOfficeApi(self.clone()))
             .max_decoding_message_size(max);
         let admin = AdminServiceServer::new(AdminApi(self.clone())).max_decoding_message_size(max);
-        let criminal =
-            CriminalHistoryServiceServer::new(CriminalHistoryApi(self.core.criminal.clone()))
-                .max_decoding_message_size(max);
+        let criminal = CriminalHistoryServiceServer::new(CriminalHistoryApi {
+            engine: self.core.criminal.clone(),
+            audit: Some(self.core.store.clone()),
+        })
+        .max_decoding_message_size(max);
 
         let (health, health_svc) = tonic_health::server::health_reporter();
         health
@@ -89,7 +91,8 @@ impl Gateway {
                     }
                     None => MatcherApi::new(m.clone()),
                 }
-                .with_fbi(self.fbi_gallery.get().cloned());
+                .with_fbi(self.fbi_gallery.get().cloned())
+                .audited(self.core.store.clone());
                 let svc = MatcherServiceServer::new(api).max_decoding_message_size(max);
                 router = router.add_service(InterceptedService::new(svc, authenticate));
             }
@@ -102,6 +105,7 @@ impl Gateway {
                     ident: r.clone(),
                     log: self.gallery.clone().map(|g| (g, self.core.store.clone())),
                     fbi: self.fbi_gallery.get().cloned().map(MatcherApi::new),
+                    audit: Some(self.core.store.clone()),
                 };
                 let svc = MatcherServiceServer::new(api).max_decoding_message_size(max);
                 router = router.add_service(InterceptedService::new(svc, authenticate));

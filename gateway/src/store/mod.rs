@@ -165,6 +165,11 @@ pub enum DisclosureKind {
     Status,
     /// A recorded removal (to the field office that recorded it).
     Removal,
+    /// A gallery read by the admin: a `MatcherService.Search`'s candidates, or the enrolled
+    /// templates a `ListChanges` lists (the RPC says which).
+    Gallery,
+    /// A rap sheet read by the admin (`CriminalHistoryService.Check`).
+    RapSheet,
 }
 
 /// One delivery of a result: who received which submission's result, when, through which RPC.
