@@ -66,11 +66,7 @@ fn rss_kib(field: &str) -> u64 {
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    percentile(sorted, p).unwrap_or(0.0)
 }
 
 #[derive(Default)]
@@ -124,14 +120,6 @@ struct PhaseReport {
     queue_empty_s: Option<f64>,
     queue_at_end: usize,
     peak_rss_mib: f64,
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

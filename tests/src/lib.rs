@@ -714,3 +714,20 @@ pub mod program {
         panic!("gateway did not come up:\n{}", log_tail(&d.log));
     }
 }
+
+/// `NAME VALUE` from a benchmark example's arguments, parsed; `default` when it is absent or
+/// does not parse.
+pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `p`th percentile (nearest rank) of `sorted` (ascending); `None` when it is empty.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let i = ((p / 100.0) * last as f64).round() as usize;
+    Some(sorted[i.min(last)])
+}
