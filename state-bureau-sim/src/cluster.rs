@@ -11,7 +11,8 @@
 
 use crate::bookings::WorldData;
 use anyhow::Context;
-use interop_gateway_cli::pki::{self, PkiDir};
+use interop_gateway::auth::principal::Principal;
+use interop_gateway_cli::pki;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -189,11 +190,7 @@ impl Cluster {
         }
         let data = WorldData::load(&world)?;
         let pki_dir = o.dir.join("pki");
-        let pki = if PkiDir(pki_dir.clone()).ca_cert().exists() {
-            PkiDir(pki_dir.clone())
-        } else {
-            pki::init_for_world(&pki_dir, &data.world)?
-        };
+        let pki = pki::init_or_keep(&pki_dir, &data.world)?;
         let mut next = o.base_port;
         let mut port = || -> anyhow::Result<u16> {
             if o.base_port == 0 {
@@ -276,10 +273,19 @@ impl Cluster {
                 let port = port()?;
                 let name = format!("matcher-{shard}-{r}");
                 let addr = format!("127.0.0.1:{port}");
+                // Each process its own directory and key; a shard's replicas share its name.
+                let own = pki::issue_bundle(
+                    &pki.ca_dir_beside(),
+                    &Principal::Matcher {
+                        name: format!("ident-{shard}"),
+                    },
+                    &[],
+                    &o.dir.join(format!("pki-{name}")),
+                )?;
                 let p = spawn(
                     &name,
                     addr.clone(),
-                    serve_command(&exe, "matcher", &addr, &pki.0, &world)
+                    serve_command(&exe, "matcher", &addr, &own.0, &world)
                         .args(["--shard", &format!("{shard}/{}", o.shards)])
                         .args(["--threads", &o.matcher_threads.to_string()])
                         .args(["--gateway", &targets]),
@@ -304,10 +310,19 @@ impl Cluster {
         for (i, port) in gateway_ports.iter().enumerate() {
             let name = format!("gateway-{i}");
             let addr = format!("127.0.0.1:{port}");
+            // Each replica its own identity (spiffe://interop.local/gateway/<i>) and key.
+            let own = pki::issue_bundle(
+                &pki.ca_dir_beside(),
+                &Principal::Gateway {
+                    name: i.to_string(),
+                },
+                &[],
+                &o.dir.join(format!("pki-{name}")),
+            )?;
             let p = spawn(
                 &name,
                 addr.clone(),
-                serve_command(&exe, "gateway", &addr, &pki.0, &world)
+                serve_command(&exe, "gateway", &addr, &own.0, &world)
                     .args(["--store", &store, "--replica-id", &name])
                     .args(["--ident-shards", &shard_spec.join(",")])
                     .arg("--no-metrics"),

@@ -21,7 +21,7 @@
 use crate::demo::{self, Arrival, DemoOptions, RunOptions};
 use anyhow::Context;
 use interop_gateway::auth::principal::Principal;
-use interop_gateway_cli::pki::{self, PkiDir};
+use interop_gateway_cli::pki;
 use interop_proto::v1 as pb;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -284,11 +284,7 @@ async fn target(o: &SoakOptions) -> anyhow::Result<Target> {
         tokio::task::spawn_blocking(move || crate::generate::generate(seed, n, &w)).await??;
     }
     let data_world = crate::bookings::WorldData::load(&world)?;
-    let pki = if pki_dir.join("ca.pem").exists() {
-        PkiDir(pki_dir.clone())
-    } else {
-        pki::init_for_world(&pki_dir, &data_world.world)?
-    };
+    let pki = pki::init_or_keep(&pki_dir, &data_world.world)?;
     let port = free_port()?;
     let metrics = format!("127.0.0.1:{}", free_port()?);
     let log = std::fs::OpenOptions::new()

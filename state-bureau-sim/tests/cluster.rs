@@ -254,7 +254,14 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
     });
     cluster.restart("matcher-0-0").unwrap();
     rt.block_on(async {
-        let mut shard = matcher(addr("matcher-0-0")).await;
+        // A shard serves gateways only: asked as gateway-0 (its own directory in the cluster's).
+        let own = interop_gateway::auth::pki::PkiDir(cluster.pki.with_file_name("pki-gateway-0"));
+        let c = interop_gateway::auth::pki::workload_client(&own, &addr("matcher-0-0"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut shard = pb::matcher_service_client::MatcherServiceClient::new(c.channel());
         let e = shard.enroll(enrolment()).await.unwrap_err();
         assert_eq!(
             e.code(),

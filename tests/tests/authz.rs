@@ -380,7 +380,7 @@ async fn untrusted_expired_and_missing_certificates_reach_nothing() {
     };
     let today = chrono::Utc::now().date_naive();
     pki::issue_client_valid(
-        &gw.pki,
+        &gw.pki.ca_dir_beside(),
         &tx,
         &expired,
         today - chrono::Days::new(400),

@@ -261,7 +261,7 @@ async fn a_revoked_certificate_is_refused_and_its_open_streams_are_closed() {
         cert: dir.path().join("hou2.pem"),
         key: dir.path().join("hou2-key.pem"),
     };
-    pki::issue_client(&gw.pki, &hou(), &fresh).unwrap();
+    pki::issue_client(&gw.pki.ca_dir_beside(), &hou(), &fresh).unwrap();
     let ch = connect_as(&gw.endpoint, &gw.pki, &fresh).await.unwrap();
     let acked = pb::field_office_service_client::FieldOfficeServiceClient::new(ch)
         .ack(pb::AckRequest { cursor: 1 })
@@ -482,4 +482,120 @@ async fn a_revoked_bulk_stream_submits_nothing_more() {
         Some(&1),
         "the submission after the revocation was not received"
     );
+}
+
+/// The CA's key stays off serving hosts: `pki init` writes it to a directory of its own, `pki
+/// issue` makes one host's directory holding only that host's key, and `serve` refuses a
+/// directory that holds the CA's key (saying what to do) unless told it is a development
+/// setup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_key_stays_off_serving_hosts() {
+    let exe = env!("CARGO_BIN_EXE_interop-gateway-under-test");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pki");
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(exe)
+            .args(args)
+            .output()
+            .expect("run the gateway program")
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let r = run(&[&os("pki"), &os("init"), &os("--out"), out.as_os_str()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let pki = PkiDir(out.clone());
+    let ca = pki.ca_dir_beside();
+    assert!(!pki.ca_key().exists() && ca.ca_key().exists());
+    assert_eq!(
+        pki.workload().unwrap(),
+        Some(Principal::Gateway { name: "0".into() })
+    );
+
+    // One host's directory: a shard's own key, no one else's.
+    let shard = dir.path().join("shard");
+    let r = run(&[
+        &os("pki"),
+        &os("issue"),
+        &os("--ca"),
+        ca.0.as_os_str(),
+        &os("--id"),
+        &os("spiffe://interop.local/matcher/ident-0"),
+        &os("--host"),
+        &os("shard0.interop.internal"),
+        &os("--out"),
+        shard.as_os_str(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let mut files: Vec<String> = std::fs::read_dir(&shard)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["ca.pem", "server-key.pem", "server.pem"]);
+    // A bureau's: its client certificate; --host is for workloads, and is refused for it.
+    let r = run(&[
+        &os("pki"),
+        &os("issue"),
+        &os("--ca"),
+        ca.0.as_os_str(),
+        &os("--id"),
+        &os("spiffe://interop.local/bureau/TX"),
+        &os("--out"),
+        dir.path().join("tx").as_os_str(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(PkiDir(dir.path().join("tx")).client(&tx()).key.exists());
+    let r = run(&[
+        &os("pki"),
+        &os("issue"),
+        &os("--ca"),
+        ca.0.as_os_str(),
+        &os("--id"),
+        &os("spiffe://interop.local/bureau/TX"),
+        &os("--host"),
+        &os("x"),
+        &os("--out"),
+        dir.path().join("tx2").as_os_str(),
+    ]);
+    assert!(!r.status.success());
+    // Issuing from a serving directory (no CA key there) fails, naming where the CA is.
+    let r = run(&[
+        &os("pki"),
+        &os("issue"),
+        &os("--ca"),
+        out.as_os_str(),
+        &os("--id"),
+        &os("spiffe://interop.local/admin"),
+        &os("--out"),
+        dir.path().join("adm").as_os_str(),
+    ]);
+    assert!(!r.status.success());
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("ca-key.pem"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+
+    // A serving directory that holds the CA's key is refused before anything is served.
+    std::fs::copy(ca.ca_key(), pki.ca_key()).unwrap();
+    let world = dir.path().join("world");
+    write_world_dir(&world).unwrap();
+    let r = run(&[
+        &os("serve"),
+        &os("--listen"),
+        &os("127.0.0.1:0"),
+        &os("--pki"),
+        out.as_os_str(),
+        &os("--world"),
+        world.as_os_str(),
+        &os("--data"),
+        dir.path().join("data").as_os_str(),
+        &os("--no-metrics"),
+    ]);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("holds the CA's private key") && err.contains("--allow-ca-key"),
+        "{err}"
+    );
+    assert!(!dir.path().join("data").exists(), "a store was opened");
 }

@@ -392,7 +392,7 @@ async fn connections_without_a_trusted_client_certificate_are_refused() {
 
     let other = tempfile::tempdir().unwrap();
     let other_pki = interop_gateway_cli::pki::init(
-        other.path(),
+        &other.path().join("pki"),
         &interop_gateway_cli::pki::InitOptions {
             states: &["TX".into()],
             offices: &[],

@@ -4,8 +4,8 @@
 //! - a slow-loris TCP connection that never finishes the TLS handshake is closed after the
 //!   handshake timeout, and sockets that never finish cannot keep a real client out (the
 //!   oldest handshake makes way); open connections are bounded;
-//! - connections with no call in flight are closed after the idle timeout, while a following
-//!   stream on a quiet connection stays open;
+//! - connections not used for the idle timeout are closed, open streams that carry nothing
+//!   included (a follower re-opens after its last cursor);
 //! - a full pipeline refuses with RESOURCE_EXHAUSTED, stores nothing, and a call past its
 //!   `grpc-timeout` is abandoned by the server (and stores nothing either).
 
@@ -239,8 +239,12 @@ async fn open_connections_are_bounded() {
     drop(held);
 }
 
+/// A connection not used for the idle timeout is closed, and an open stream that carries
+/// nothing is no use: a Health `Watch` (one message, then silence) no longer keeps its
+/// connection forever. A quiet subscriber is closed like any idle client, and the client
+/// library's follower re-opens after its last cursor and delivers what comes next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_connections_are_closed_while_quiet_streams_stay_open() {
+async fn idle_connections_and_streams_that_carry_nothing_are_closed() {
     let gw = TestGateway::start_with_options(
         ServeOptions {
             idle_timeout: Some(Duration::from_millis(300)),
@@ -250,35 +254,46 @@ async fn idle_connections_are_closed_while_quiet_streams_stay_open() {
     )
     .await;
     let stats = gw.gateway.listen_stats.clone();
-    let mut office = gw.office("HOU").await;
-    let mut notes = office
-        .subscribe(pb::SubscribeRequest {
-            after_cursor: Some(0),
-            follow: true,
+    let mut watch = tonic_health::pb::health_client::HealthClient::new(
+        gw.channel(Principal::Bureau { state: "TX".into() }).await,
+    )
+    .watch(tonic_health::pb::HealthCheckRequest::default())
+    .await
+    .unwrap()
+    .into_inner();
+    watch.message().await.unwrap().expect("the first status");
+    let office = gw
+        .client(Principal::FieldOffice {
+            office: "HOU".into(),
         })
-        .await
-        .unwrap()
-        .into_inner();
+        .await;
+    let mut notes = office.subscribe(Some(0));
     let mut admin = gw.admin().await;
     admin.list_revoked(pb::ListRevokedRequest {}).await.unwrap();
-    let open_before = stats.open.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        stats.idle_closed.load(Ordering::Relaxed) >= 1,
-        "the admin connection had no call in flight"
-    );
-    assert!(stats.open.load(Ordering::Relaxed) < open_before);
 
-    // The subscription's connection carried an open call the whole time: still delivering.
+    // The watch carries nothing more: its connection is closed, and the stream ends.
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.message()).await;
+    assert!(
+        matches!(ended, Ok(Err(_)) | Ok(Ok(None))),
+        "the silent watch kept its connection: {ended:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        stats.idle_closed.load(Ordering::Relaxed) >= 3,
+        "the watch's, the quiet subscriber's and the admin's connections: {}",
+        stats.idle_closed.load(Ordering::Relaxed)
+    );
+
+    // The follower re-opens after its last cursor: the next outcome arrives once.
     let tcn = "TX-IDLE-0001";
     gw.bureau("TX")
         .await
         .submit(booking(tcn, TX_RECEIVING, NOBODY))
         .await
         .unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(10), notes.message())
+    let n = tokio::time::timeout(Duration::from_secs(10), notes.next())
         .await
-        .expect("the quiet stream still delivers")
+        .expect("the follower delivers after its connection was closed")
         .unwrap()
         .expect("a notification");
     assert_eq!(n.outcome.unwrap().tcn, tcn);

@@ -50,12 +50,14 @@ async fn serve_shard(
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let log = Arc::new(GalleryLog::new(m.clone()));
+    // The shard's own identity and key, beside the PKI: never the gateway's.
+    let own = pki::shard_bundle(pki, &format!("ident-{index}")).unwrap();
     let task = tokio::spawn(shard::serve_matcher(
         m,
         Shard { index, count: 2 },
         log.clone(),
         listener,
-        server::server_tls(pki).unwrap(),
+        server::server_tls(&own).unwrap(),
         server::ServeOptions::default(),
         revocations,
         async {
@@ -81,19 +83,26 @@ fn world_and_pki() -> (Arc<tempfile::TempDir>, std::path::PathBuf, pki::PkiDir) 
 
 type MatcherClient = pb::matcher_service_client::MatcherServiceClient<tonic::transport::Channel>;
 
-/// A `MatcherService` client to `addr` as the PKI's admin.
+/// A `MatcherService` client to the shard at `addr` as the PKI's gateway (`server.pem`, the
+/// only kind of caller a shard serves).
 async fn shard_admin(addr: SocketAddr, pki: &pki::PkiDir) -> MatcherClient {
-    use interop_gateway::auth::principal::Principal;
-    let c = interop_gateway_cli::pki::client_config(
-        &format!("https://{addr}"),
-        pki,
-        Some(&pki.client(&Principal::Admin)),
-    )
-    .unwrap()
-    .connect()
-    .await
-    .unwrap();
+    let c = interop_gateway::auth::pki::workload_client(pki, &format!("https://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     MatcherClient::new(c.channel())
+}
+
+/// A client of `gw` as matcher shard `name`, with its own certificate: how a shard follows its
+/// gateway.
+async fn as_shard(gw: &TestGateway, name: &str) -> interop_client::Client {
+    let own = pki::shard_bundle(&gw.pki, name).unwrap();
+    interop_gateway::auth::pki::workload_client(&own, &gw.endpoint)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 /// Enrols a capture of [`NOBODY`] as `subject_id`.
@@ -202,18 +211,23 @@ async fn a_shard_refuses_certificates_revoked_at_the_gateway() {
     let gw = TestGateway::start().await;
     let world_dir = tempfile::tempdir().unwrap();
     write_world_dir(world_dir.path()).unwrap();
-    // A second admin certificate: the one that will be revoked.
-    let spare = IdentityFiles {
-        cert: world_dir.path().join("admin2.pem"),
-        key: world_dir.path().join("admin2-key.pem"),
-    };
-    pki::issue_client(&gw.pki, &Principal::Admin, &spare).unwrap();
+    // A second gateway's certificate (another replica): the one that will be revoked.
+    let spare = pki::issue_bundle(
+        &gw.pki.ca_dir_beside(),
+        &Principal::Gateway {
+            name: "spare".into(),
+        },
+        &[],
+        &world_dir.path().join("gateway-spare"),
+    )
+    .unwrap()
+    .server();
     let serial = pki::serial_of_pem_file(&spare.cert).unwrap();
 
     let revocations = Revocations::default();
     let (stop_follow, stop_rx) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(shard::follow_revocations(
-        gw.client(Principal::Admin).await,
+        as_shard(&gw, "ident-0").await,
         revocations.clone(),
         Duration::from_millis(100),
         stop_rx,
@@ -267,8 +281,8 @@ async fn a_shard_refuses_certificates_revoked_at_the_gateway() {
     let e = refused.expect("the shard kept answering a revoked certificate");
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
     assert!(e.message().contains("revoked"), "{}", e.message());
-    // The other admin certificate still works.
-    search(gw.pki.client(&Principal::Admin))
+    // The other gateway's certificate still works.
+    search(gw.pki.server())
         .await
         .expect("an unrevoked certificate is served");
 
@@ -462,7 +476,8 @@ async fn a_replica_makes_the_changes_it_missed_from_the_gateways_record() {
     let mut m =
         pb::matcher_service_client::MatcherServiceClient::new(gw.channel(Principal::Admin).await);
     let shard0 = Shard { index: 0, count: 2 };
-    let admin = gw.client(Principal::Admin).await;
+    // Replicas follow the gateway as themselves.
+    let admin = as_shard(&gw, "ident-0").await;
     // What replica `addr` answers for a capture of `person`: its best candidate if a hit.
     let top = |addr: SocketAddr, person: u64| {
         let pki = pki.clone();
@@ -608,4 +623,138 @@ async fn a_replica_makes_the_changes_it_missed_from_the_gateways_record() {
     assert_eq!(ids, [CITIZEN, 8_000_010, 8_000_012]);
     let _ = s1.stop.send(());
     let _ = s1.task.await;
+}
+
+/// Workload identities hold only their own rights (least privilege between our parts): a shard
+/// serves gateways and no one else (the admin, a bureau, another shard: PERMISSION_DENIED,
+/// health included); at the gateway a shard may read the revocation list and the gallery
+/// changes and nothing more, and a gateway's certificate opens nothing at another gateway.
+/// The CA's key is in no serving directory, and a shard's directory holds its own key only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_identities_hold_only_their_own_rights() {
+    use interop_gateway::auth::principal::Principal;
+    let (_world_dir, pki, [s0a, s0b, s1], gw) = two_shards_and_a_gateway().await;
+    let shard_dir = pki::shard_bundle(&pki, "ident-1").unwrap();
+    let at = |addr: SocketAddr, files: pki::IdentityFiles| {
+        let pki = pki.clone();
+        async move {
+            pki::client_config(&format!("https://{addr}"), &pki, Some(&files))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap()
+                .channel()
+        }
+    };
+    let probe = pb::SearchRequest {
+        fingers: interop_gateway::convert::tenprint_to_pb(&capture(NOBODY, 5)),
+        max_candidates: 1,
+        ..Default::default()
+    };
+    let denied = |r: Result<(), tonic::Status>, who: &str, what: &str| match r {
+        Err(e) if e.code() == tonic::Code::PermissionDenied => {}
+        other => panic!("{who} {what}: {other:?}"),
+    };
+
+    // At a shard: the gateway is served; nobody else is, health included.
+    let ch = at(s1.addr, pki.server()).await;
+    MatcherClient::new(ch.clone())
+        .search(probe.clone())
+        .await
+        .expect("the gateway's search");
+    tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("the gateway's health check");
+    for (who, files) in [
+        ("admin", pki.client(&Principal::Admin)),
+        (
+            "bureau TX",
+            pki.client(&Principal::Bureau { state: "TX".into() }),
+        ),
+        ("shard ident-1", shard_dir.server()),
+    ] {
+        let ch = at(s1.addr, files).await;
+        let r = MatcherClient::new(ch.clone()).search(probe.clone()).await;
+        denied(r.map(drop), who, "searching a shard");
+        let r = MatcherClient::new(ch.clone())
+            .enroll(enrol(8_000_021))
+            .await;
+        denied(r.map(drop), who, "enrolling at a shard");
+        let r = tonic_health::pb::health_client::HealthClient::new(ch)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await;
+        denied(r.map(drop), who, "a shard's health");
+    }
+
+    // At the gateway, as a shard: the revocation list and its gallery changes, nothing else.
+    let gw_addr: SocketAddr = gw.endpoint.trim_start_matches("https://").parse().unwrap();
+    let ch = at(gw_addr, shard_dir.server()).await;
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(ch.clone());
+    admin
+        .list_revoked(pb::ListRevokedRequest {})
+        .await
+        .expect("a shard reads the revocation list");
+    let mut matcher = MatcherClient::new(ch.clone());
+    matcher
+        .list_changes(pb::ListChangesRequest {
+            shard_index: 1,
+            shard_count: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("a shard reads its gallery changes");
+    let r = admin
+        .get_policy(pb::GetPolicyRequest {
+            jurisdiction_id: TX_RECEIVING.into(),
+        })
+        .await;
+    denied(r.map(drop), "a shard", "reading a policy");
+    denied(
+        matcher.search(probe.clone()).await.map(drop),
+        "a shard",
+        "searching the gateway",
+    );
+    denied(
+        matcher.enroll(enrol(8_000_021)).await.map(drop),
+        "a shard",
+        "enrolling at the gateway",
+    );
+    let r = pb::submission_service_client::SubmissionServiceClient::new(ch)
+        .submit(booking("TX-WORKLOAD-1", TX_RECEIVING, NOBODY))
+        .await;
+    denied(r.map(drop), "a shard", "submitting");
+
+    // A gateway's certificate opens nothing at a gateway.
+    let ch = at(gw_addr, pki.server()).await;
+    let r = pb::admin_service_client::AdminServiceClient::new(ch.clone())
+        .list_revoked(pb::ListRevokedRequest {})
+        .await;
+    denied(r.map(drop), "a gateway", "reading the revocation list");
+    let r = MatcherClient::new(ch).search(probe).await;
+    denied(r.map(drop), "a gateway", "searching another gateway");
+
+    // Keys: the CA's only in its own directory; a shard's directory holds its own key only.
+    assert!(
+        !pki.ca_key().exists(),
+        "the CA key is in the serving directory"
+    );
+    assert!(pki.ca_dir_beside().ca_key().exists());
+    let mut files: Vec<String> = std::fs::read_dir(&shard_dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["ca.pem", "server-key.pem", "server.pem"]);
+    assert_eq!(
+        shard_dir.workload().unwrap(),
+        Some(Principal::Matcher {
+            name: "ident-1".into()
+        })
+    );
+
+    for s in [s0a, s0b, s1] {
+        let _ = s.stop.send(());
+        let _ = s.task.await;
+    }
 }

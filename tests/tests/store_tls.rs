@@ -12,7 +12,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_admits_only_the_gateways_certificate() {
     let pki_dir = tempfile::tempdir().unwrap();
-    let pki = pki::init_default(pki_dir.path()).unwrap();
+    let pki = pki::init_default(&pki_dir.path().join("pki")).unwrap();
     let mut addr = String::new();
     let Some(_server) = test_server::start_server_with(
         "the_log_admits_only_the_gateways_certificate",

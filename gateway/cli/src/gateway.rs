@@ -7,7 +7,7 @@
 use crate::pki;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use interop_gateway::auth::pki::{IdentityFiles, PkiDir};
+use interop_gateway::auth::pki::PkiDir;
 use interop_gateway::auth::principal::Principal;
 use interop_gateway::server::{self, launch::Launch};
 use interop_gateway::world;
@@ -44,9 +44,15 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, env = "INTEROP_LISTEN", default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
-        /// PKI directory (from `pki init`).
+        /// PKI directory (from `pki init`, or a host's from `pki issue`): ca.pem, and this
+        /// gateway's own certificate and key (server.pem naming
+        /// spiffe://interop.local/gateway/NAME, also what it calls shards as).
         #[arg(long, env = "INTEROP_PKI")]
         pki: PathBuf,
+        /// Serve even though the PKI directory holds the CA's private key (ca-key.pem): a
+        /// development setup only. Without it such a directory is refused.
+        #[arg(long)]
+        allow_ca_key: bool,
         /// World directory (from `state-bureau-sim generate`).
         #[arg(long, env = "INTEROP_WORLD")]
         world: PathBuf,
@@ -168,7 +174,9 @@ pub struct Bounds {
     /// A connection that has not completed its TLS handshake by then is closed (slow-loris).
     #[arg(long, default_value_t = 5)]
     tls_handshake_timeout_secs: u64,
-    /// A connection with no call in flight for this long is closed; 0 keeps idle connections.
+    /// A connection not used for this long is closed: no call started, no message sent, no
+    /// call ended (an open stream that carries nothing is no use; followers re-open after
+    /// their last cursor). 0 keeps idle connections; else at least --request-timeout-secs.
     #[arg(long, default_value_t = 300)]
     idle_timeout_secs: u64,
     /// HTTP/2 PING interval, and how long an unanswered PING may wait before the connection
@@ -209,6 +217,15 @@ impl Bounds {
         ] {
             anyhow::ensure!(v > 0, "{flag} must be at least 1");
         }
+        // A unary call sends nothing until it answers: an idle timeout shorter than its
+        // deadline would close connections with calls still being answered.
+        anyhow::ensure!(
+            self.idle_timeout_secs == 0 || self.idle_timeout_secs >= self.request_timeout_secs,
+            "--idle-timeout-secs ({}) must be 0 or at least --request-timeout-secs ({}): a call \
+             still being answered would count as idle",
+            self.idle_timeout_secs,
+            self.request_timeout_secs
+        );
         let s = Duration::from_secs;
         Ok(server::ServeOptions {
             queue_depth: self.queue_depth,
@@ -288,25 +305,36 @@ fn hours(flag: &str, h: f64, zero_ok: bool) -> anyhow::Result<Duration> {
 
 #[derive(Subcommand)]
 enum PkiCmd {
-    /// Create a CA, a loopback server certificate and client certificates for every state
-    /// bureau, every field office and an admin.
+    /// Create a development PKI: a CA in its own directory (OUT-ca, or --ca-out), and in OUT
+    /// the gateway's loopback certificate (spiffe://interop.local/gateway/0) and client
+    /// certificates for every state bureau, every field office and an admin.
     Init {
         #[arg(long)]
         out: PathBuf,
+        /// Where the CA (ca.pem, ca-key.pem) goes: never a serving directory. Default: OUT-ca.
+        #[arg(long)]
+        ca_out: Option<PathBuf>,
         /// Take the states and field offices from this world instead of the built-in lists.
         #[arg(long)]
         world: Option<PathBuf>,
     },
-    /// Issue one more client certificate: writes PREFIX.pem and PREFIX-key.pem.
+    /// Issue one host's PKI directory: ca.pem and the identity's certificate and key. A
+    /// gateway replica or a matcher shard gets server.pem (serving and calling as itself, for
+    /// the --host names); a bureau, a field office or the admin gets clients/STEM.pem.
     Issue {
-        /// PKI directory holding ca.pem and ca-key.pem.
+        /// The CA's directory (ca.pem and ca-key.pem; `pki init --out DIR` writes DIR-ca).
         #[arg(long)]
         ca: PathBuf,
-        /// SPIFFE id, e.g. spiffe://interop.local/bureau/TX.
+        /// SPIFFE id, e.g. spiffe://interop.local/matcher/ident-0,
+        /// spiffe://interop.local/gateway/east-1 or spiffe://interop.local/bureau/TX.
         #[arg(long)]
         id: String,
+        /// The host's directory to write (created owner-only).
         #[arg(long)]
         out: PathBuf,
+        /// A DNS name or IP address the workload serves on (repeatable; default: loopback).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
 }
 
@@ -329,6 +357,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Serve {
             listen,
             pki,
+            allow_ca_key,
             world,
             data,
             shards,
@@ -348,6 +377,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let launch = Launch {
                 listen,
                 pki,
+                allow_ca_key,
                 world,
                 data,
                 store,
@@ -368,33 +398,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Audit { cmd } => crate::audit::run(cmd).await,
         Cmd::Pki {
-            cmd: PkiCmd::Init { out, world },
+            cmd: PkiCmd::Init { out, ca_out, world },
         } => {
-            let dir = match world {
+            let (states, offices): (Vec<String>, Vec<String>) = match world {
                 Some(w) => {
                     let wf: world::WorldFile = world::read_json(&w, world::WORLD_FILE)?;
-                    pki::init_for_world(&out, &wf)?
+                    (
+                        wf.states.iter().map(|s| s.code.clone()).collect(),
+                        wf.field_offices.iter().map(|o| o.code.clone()).collect(),
+                    )
                 }
-                None => pki::init_default(&out)?,
+                None => (
+                    pki::DEFAULT_STATES.iter().map(|s| s.to_string()).collect(),
+                    pki::DEFAULT_OFFICES.iter().map(|s| s.to_string()).collect(),
+                ),
             };
+            let ca = ca_out.map_or_else(|| PkiDir(out.clone()).ca_dir_beside(), pki::CaDir);
+            let opts = pki::InitOptions {
+                states: &states,
+                offices: &offices,
+            };
+            let dir = pki::init_with_ca(&out, &ca, &opts)?;
             println!(
-                "wrote a CA, a server certificate and client certificates to {}",
+                "wrote the CA to {} (keep it off serving hosts), and the gateway's certificate \
+                 and client certificates to {}",
+                ca.0.display(),
                 dir.0.display()
             );
             Ok(())
         }
         Cmd::Pki {
-            cmd: PkiCmd::Issue { ca, id, out },
+            cmd: PkiCmd::Issue { ca, id, out, hosts },
         } => {
             let p = Principal::from_spiffe(&id).with_context(|| {
-                format!("--id {id:?} is not an interop identity (spiffe://interop.local/bureau/XX, /field-office/XXX or /admin)")
+                format!("--id {id:?} is not an interop identity (spiffe://interop.local/bureau/XX, /field-office/XXX, /admin, /gateway/NAME or /matcher/NAME)")
             })?;
-            let files = IdentityFiles {
-                cert: PathBuf::from(format!("{}.pem", out.display())),
-                key: PathBuf::from(format!("{}-key.pem", out.display())),
-            };
-            pki::issue_client(&PkiDir(ca), &p, &files)?;
-            println!("wrote {} and {}", files.cert.display(), files.key.display());
+            let dir = pki::issue_bundle(&pki::CaDir(ca), &p, &hosts, &out)?;
+            println!("wrote {}'s directory {}", p.spiffe_id(), dir.0.display());
             Ok(())
         }
     }
@@ -594,5 +634,9 @@ mod tests {
             e.to_string().contains("--tls-handshake-timeout-secs"),
             "{e}"
         );
+        let e = parse(&["--idle-timeout-secs", "10", "--request-timeout-secs", "30"]).unwrap_err();
+        assert!(e.to_string().contains("--idle-timeout-secs (10)"), "{e}");
+        let o = parse(&["--idle-timeout-secs", "30", "--request-timeout-secs", "30"]).unwrap();
+        assert_eq!(o.idle_timeout, Some(Duration::from_secs(30)));
     }
 }

@@ -44,9 +44,15 @@ enum Cmd {
     Serve {
         #[arg(long, default_value = "127.0.0.1:7001")]
         listen: SocketAddr,
-        /// PKI directory (server certificate; callers need the admin certificate).
+        /// This shard's PKI directory (from `interop-gateway pki issue --id
+        /// spiffe://interop.local/matcher/NAME`): ca.pem and its own certificate and key
+        /// (server.pem), with which it serves gateways (no one else) and follows --gateway.
         #[arg(long)]
         pki: PathBuf,
+        /// Serve even though the PKI directory holds the CA's private key (ca-key.pem): a
+        /// development setup only.
+        #[arg(long)]
+        allow_ca_key: bool,
         /// World directory holding the gallery files.
         #[arg(long)]
         world: PathBuf,
@@ -58,7 +64,7 @@ enum Cmd {
         /// Threads per search.
         #[arg(long, default_value_t = 2)]
         threads: usize,
-        /// The gateway this shard follows (as the PKI's admin), e.g. https://127.0.0.1:50051:
+        /// The gateway this shard follows (as itself), e.g. https://127.0.0.1:50051:
         /// its revocation list (a certificate revoked there is refused here too) and, for the
         /// IDENT gallery, the gallery changes recorded there (enrolments and removals made at
         /// the gateway, read before serving and then every interval, so this shard has the ones
@@ -114,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cmd::Serve {
         listen,
         pki,
+        allow_ca_key,
         world,
         gallery,
         shard,
@@ -127,6 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let launch = ShardLaunch {
         listen,
         pki,
+        allow_ca_key,
         world,
         gallery: match gallery {
             Gallery::Ident => shard::Gallery::Ident,

@@ -1,7 +1,10 @@
-//! A development PKI for mutual TLS (`interop-gateway pki`): one CA, a server certificate
-//! for loopback, and client certificates carrying SPIFFE identities (see
-//! [`interop_gateway::auth::principal`]), laid out as [`PkiDir`] says. Keys are generated at
-//! run time with rcgen and written with owner-only permissions; none is ever committed.
+//! A development PKI for mutual TLS (`interop-gateway pki`): one CA, kept in a directory of
+//! its own ([`CaDir`], `<dir>-ca`), and a serving directory laid out as [`PkiDir`] says: the
+//! gateway's workload certificate (`spiffe://interop.local/gateway/0`, for loopback) and client
+//! certificates carrying SPIFFE identities (see [`interop_gateway::auth::principal`]).
+//! [`issue_bundle`] makes one host's directory: a matcher shard's, another gateway replica's,
+//! one bureau's. Keys are generated at run time with rcgen and written with owner-only
+//! permissions; none is ever committed.
 //!
 //! Also here: the NATS server configuration and `--store` value of a cluster's shared log
 //! (the gateways' own store certificate), and connecting to a gateway as one of the PKI's
@@ -9,7 +12,7 @@
 
 use anyhow::{Context, Result};
 use interop_client::{Client, ClientConfig, Role};
-pub use interop_gateway::auth::pki::{IdentityFiles, PkiDir};
+pub use interop_gateway::auth::pki::{CaDir, IdentityFiles, PkiDir};
 use interop_gateway::auth::principal::Principal;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -74,10 +77,14 @@ fn write_pair(files: &IdentityFiles, cert_pem: &str, key: &KeyPair) -> Result<()
     write_secret(&files.key, &key.serialize_pem())
 }
 
-/// Loads the CA from a PKI directory, as an issuer.
-fn load_issuer(dir: &PkiDir) -> Result<Issuer<'static, KeyPair>> {
-    let key_pem = std::fs::read_to_string(dir.ca_key())
-        .with_context(|| format!("reading {}", dir.ca_key().display()))?;
+/// Loads the CA from its directory, as an issuer.
+fn load_issuer(dir: &CaDir) -> Result<Issuer<'static, KeyPair>> {
+    let key_pem = std::fs::read_to_string(dir.ca_key()).with_context(|| {
+        format!(
+            "reading {} (the CA's directory: `pki init --out DIR` writes it to DIR-ca)",
+            dir.ca_key().display()
+        )
+    })?;
     let cert_pem = std::fs::read_to_string(dir.ca_cert())
         .with_context(|| format!("reading {}", dir.ca_cert().display()))?;
     let key = KeyPair::from_pem(&key_pem).context("parsing the CA key")?;
@@ -90,13 +97,19 @@ fn load_issuer(dir: &PkiDir) -> Result<Issuer<'static, KeyPair>> {
 pub const STORE_CLIENT_NAME: &str = "gateway.store.interop.local";
 
 /// Issues the gateways' certificate for the store's NATS server ([`PkiDir::store_client`])
-/// unless it is there already; returns its files.
+/// unless it is there already (`pki init` issues it), with the CA beside `dir`; returns its
+/// files.
 pub fn ensure_store_client(dir: &PkiDir) -> Result<IdentityFiles> {
     let files = dir.store_client();
     if files.cert.exists() && files.key.exists() {
         return Ok(files);
     }
-    let issuer = load_issuer(dir)?;
+    let issuer = load_issuer(&dir.ca_dir_beside())?;
+    issue_store_client(&issuer, &files)?;
+    Ok(files)
+}
+
+fn issue_store_client(issuer: &Issuer<'_, KeyPair>, files: &IdentityFiles) -> Result<()> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(vec![STORE_CLIENT_NAME.to_string()])?;
     params
@@ -105,9 +118,8 @@ pub fn ensure_store_client(dir: &PkiDir) -> Result<IdentityFiles> {
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     validity(&mut params, 365);
-    let cert = params.signed_by(&key, &issuer)?;
-    write_pair(&files, &cert.pem(), &key)?;
-    Ok(files)
+    let cert = params.signed_by(&key, issuer)?;
+    write_pair(files, &cert.pem(), &key)
 }
 
 /// A `nats-server` configuration for the shared store: JetStream in `store_dir`, listening on
@@ -139,7 +151,7 @@ pub fn nats_store_spec(dir: &PkiDir, addr: &str, stream: &str) -> Result<String>
 
 /// Issues a client certificate for `principal`, signed by the CA in `ca_dir`, to the given
 /// files.
-pub fn issue_client(ca_dir: &PkiDir, principal: &Principal, out: &IdentityFiles) -> Result<()> {
+pub fn issue_client(ca_dir: &CaDir, principal: &Principal, out: &IdentityFiles) -> Result<()> {
     let issuer = load_issuer(ca_dir)?;
     let (pem, key) = client_cert(&issuer, principal)?;
     write_pair(out, &pem, &key)
@@ -148,7 +160,7 @@ pub fn issue_client(ca_dir: &PkiDir, principal: &Principal, out: &IdentityFiles)
 /// Issues a client certificate valid only from `not_before` to `not_after` (for tests of
 /// expired and not-yet-valid certificates).
 pub fn issue_client_valid(
-    ca_dir: &PkiDir,
+    ca_dir: &CaDir,
     principal: &Principal,
     out: &IdentityFiles,
     not_before: chrono::NaiveDate,
@@ -184,19 +196,111 @@ fn client_cert(issuer: &Issuer<'_, KeyPair>, principal: &Principal) -> Result<(S
     Ok((cert.pem(), key))
 }
 
+/// The host names and addresses a workload certificate is issued for when none are given:
+/// loopback.
+pub const LOOPBACK_HOSTS: &[&str] = &["localhost", "127.0.0.1", "::1"];
+
+/// A workload certificate's parameters: `who`'s SPIFFE URI, the names and addresses in
+/// `hosts` (what clients check when they connect to it), for serving and for calling the
+/// other parts.
+fn workload_params(who: &Principal, hosts: &[String]) -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, who.file_stem());
+    params.subject_alt_names = vec![SanType::URI(who.spiffe_id().try_into()?)];
+    for h in hosts {
+        params
+            .subject_alt_names
+            .push(match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(h.clone().try_into()?),
+            });
+    }
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    validity(&mut params, 365);
+    Ok(params)
+}
+
+/// Writes one host's PKI directory `out`, issued by the CA in `ca`: `ca.pem`, and for a
+/// workload (a gateway replica, a matcher shard) its own certificate and key as `server.pem`
+/// and `server-key.pem`, valid for `hosts` (loopback if empty); for anyone else (a bureau, a
+/// field office, the admin) `clients/<stem>.pem` and its key. It never holds the CA's key,
+/// nor anyone else's.
+pub fn issue_bundle(ca: &CaDir, who: &Principal, hosts: &[String], out: &Path) -> Result<PkiDir> {
+    let issuer = load_issuer(ca)?;
+    interop_gateway::store::private_dir(out)
+        .with_context(|| format!("creating {}", out.display()))?;
+    let dir = PkiDir(out.to_path_buf());
+    std::fs::copy(ca.ca_cert(), dir.ca_cert())
+        .with_context(|| format!("copying {}", ca.ca_cert().display()))?;
+    if who.is_workload() {
+        let hosts: Vec<String> = if hosts.is_empty() {
+            LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect()
+        } else {
+            hosts.to_vec()
+        };
+        let key = KeyPair::generate()?;
+        let cert = workload_params(who, &hosts)?.signed_by(&key, &issuer)?;
+        write_pair(&dir.server(), &cert.pem(), &key)?;
+    } else {
+        anyhow::ensure!(
+            hosts.is_empty(),
+            "--host is for workload identities (gateway, matcher); {} is a client",
+            who.spiffe_id()
+        );
+        let (pem, key) = client_cert(&issuer, who)?;
+        write_pair(&dir.client(who), &pem, &key)?;
+    }
+    Ok(dir)
+}
+
+/// A matcher shard's own PKI directory beside the development PKI `pki` (`<pki>-matcher-NAME`),
+/// for loopback: what `interop-matcher serve --pki` takes.
+pub fn shard_bundle(pki: &PkiDir, name: &str) -> Result<PkiDir> {
+    let mut dir = pki.0.file_name().unwrap_or_default().to_os_string();
+    dir.push(format!("-matcher-{name}"));
+    issue_bundle(
+        &pki.ca_dir_beside(),
+        &Principal::Matcher { name: name.into() },
+        &[],
+        &pki.0.with_file_name(dir),
+    )
+}
+
+/// The name of the development gateway's workload identity (`spiffe://interop.local/gateway/0`).
+pub const DEV_GATEWAY: &str = "0";
+
 /// What `pki init` issues client certificates for.
 pub struct InitOptions<'a> {
     pub states: &'a [String],
     pub offices: &'a [String],
 }
 
-/// Creates a CA, a loopback server certificate and client certificates for every given
-/// state bureau and field office plus one admin, in `out`.
+/// Creates a CA in `<out>-ca` (its key goes nowhere else) and, in `out`, the gateway's
+/// workload certificate for loopback, the store client's, and client certificates for every
+/// given state bureau and field office plus one admin.
 pub fn init(out: &Path, opts: &InitOptions<'_>) -> Result<PkiDir> {
-    // It holds private keys: the owner's only.
+    init_with_ca(out, &PkiDir(out.to_path_buf()).ca_dir_beside(), opts)
+}
+
+/// [`init`] with the CA written to `ca_dir`.
+pub fn init_with_ca(out: &Path, ca_dir: &CaDir, opts: &InitOptions<'_>) -> Result<PkiDir> {
+    // They hold private keys: the owner's only.
     interop_gateway::store::private_dir(out)
         .with_context(|| format!("creating {}", out.display()))?;
+    interop_gateway::store::private_dir(&ca_dir.0)
+        .with_context(|| format!("creating {}", ca_dir.0.display()))?;
     let dir = PkiDir(out.to_path_buf());
+    anyhow::ensure!(
+        ca_dir.0 != dir.0,
+        "the CA's directory must not be the serving directory {}",
+        dir.0.display()
+    );
 
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
@@ -206,26 +310,23 @@ pub fn init(out: &Path, opts: &InitOptions<'_>) -> Result<PkiDir> {
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     validity(&mut ca, 3650);
     let ca_cert = ca.self_signed(&ca_key)?;
+    std::fs::write(ca_dir.ca_cert(), ca_cert.pem())?;
+    write_secret(&ca_dir.ca_key(), &ca_key.serialize_pem())?;
     std::fs::write(dir.ca_cert(), ca_cert.pem())?;
-    write_secret(&dir.ca_key(), &ca_key.serialize_pem())?;
+    // A directory written by an older `pki init` held the CA key beside the server's.
+    if dir.ca_key().exists() {
+        std::fs::remove_file(dir.ca_key())?;
+    }
     let issuer = Issuer::new(ca, ca_key);
 
     let key = KeyPair::generate()?;
-    let mut server = CertificateParams::new(vec!["localhost".to_string()])?;
-    server
-        .distinguished_name
-        .push(DnType::CommonName, "interop gateway");
-    server
-        .subject_alt_names
-        .push(SanType::IpAddress([127, 0, 0, 1].into()));
-    server
-        .subject_alt_names
-        .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    validity(&mut server, 365);
-    let cert = server.signed_by(&key, &issuer)?;
+    let hosts: Vec<String> = LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect();
+    let gateway = Principal::Gateway {
+        name: DEV_GATEWAY.into(),
+    };
+    let cert = workload_params(&gateway, &hosts)?.signed_by(&key, &issuer)?;
     write_pair(&dir.server(), &cert.pem(), &key)?;
+    issue_store_client(&issuer, &dir.store_client())?;
 
     let mut principals = vec![Principal::Admin];
     principals.extend(
@@ -259,6 +360,18 @@ pub fn init_for_world(out: &Path, world: &interop_gateway::world::WorldFile) -> 
     )
 }
 
+/// The development PKI in `out` if one is there in the current layout (its CA apart, in
+/// `<out>-ca`), or a new one for `world` (a directory written before the CA had its own, which
+/// a gateway would refuse to serve from, is written again).
+pub fn init_or_keep(out: &Path, world: &interop_gateway::world::WorldFile) -> Result<PkiDir> {
+    let kept = PkiDir(out.to_path_buf());
+    if kept.ca_cert().exists() && !kept.ca_key().exists() && kept.ca_dir_beside().ca_key().exists()
+    {
+        return Ok(kept);
+    }
+    init_for_world(out, world)
+}
+
 /// `init` with the default lists of states and field offices.
 pub fn init_default(out: &Path) -> Result<PkiDir> {
     let states: Vec<String> = DEFAULT_STATES.iter().map(|s| s.to_string()).collect();
@@ -282,19 +395,24 @@ pub fn serial_of_pem_file(path: &Path) -> Result<String> {
         .with_context(|| format!("{}: unreadable certificate", path.display()))
 }
 
-/// The client library's name for a principal.
-pub fn role(p: &Principal) -> Role {
-    match p {
+/// The client library's name for a principal; workloads have none (they call as their own
+/// `server.pem`: see [`interop_gateway::auth::pki::workload_client`]).
+pub fn role(p: &Principal) -> Result<Role> {
+    Ok(match p {
         Principal::Bureau { state } => Role::Bureau(state.clone()),
         Principal::FieldOffice { office } => Role::FieldOffice(office.clone()),
         Principal::Admin => Role::Admin,
-    }
+        Principal::Gateway { .. } | Principal::Matcher { .. } => anyhow::bail!(
+            "{} is a workload identity: it calls with its own server.pem, not a client role",
+            p.spiffe_id()
+        ),
+    })
 }
 
 /// A client for `endpoint` (e.g. `https://127.0.0.1:50051`) as `who`, with the PKI
 /// directory's certificates.
 pub async fn connect_client(endpoint: &str, pki: &PkiDir, who: &Principal) -> Result<Client> {
-    Ok(ClientConfig::from_pki_dir(endpoint, &pki.0, &role(who))?
+    Ok(ClientConfig::from_pki_dir(endpoint, &pki.0, &role(who)?)?
         .connect()
         .await?)
 }

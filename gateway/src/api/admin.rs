@@ -2,7 +2,7 @@
 //! before it applies), the field offices, counters and the monthly statistics, the quarterly
 //! review, the disclosure audit, and client-certificate revocation and reload.
 
-use super::{Res, need_admin};
+use super::{Res, need_admin, need_admin_or_shard};
 use crate::auth::principal::{Principal, normalize_serial, serial};
 use crate::convert;
 use crate::error::{GatewayError, Violation};
@@ -291,7 +291,8 @@ impl pb::admin_service_server::AdminService for AdminApi {
         &self,
         req: Request<pb::ListRevokedRequest>,
     ) -> Res<pb::ListRevokedResponse> {
-        need_admin(&req)?;
+        // Shards follow it, as themselves.
+        need_admin_or_shard(&req)?;
         let revoked = self
             .0
             .revocations

@@ -1,10 +1,10 @@
-//! `MatcherService` (admin only: it exposes a whole gallery): over the gateway's in-process
-//! IDENT gallery ([`MatcherApi`]), over the shard processes behind `--ident-shards`
-//! ([`ShardedMatcherApi`]), and as a shard process serves it (`interop-matcher`, see
-//! [`MatcherApi::for_shard`]). Searches honour the caller's deadline; enrolments and removals
+//! `MatcherService` (admin only at a gateway: it exposes a whole gallery; shards may list
+//! their gallery changes): over the gateway's in-process IDENT gallery ([`MatcherApi`]), over
+//! the shard processes behind `--ident-shards` ([`ShardedMatcherApi`]), and as a shard process
+//! serves it (`interop-matcher`, see [`MatcherApi::for_shard`]), to gateway identities only. Searches honour the caller's deadline; enrolments and removals
 //! at a gateway are recorded in its store (see [`crate::engines::gallery_log`]).
 
-use super::{Res, audit_admin_read, need_admin, recipient, rpc};
+use super::{Res, audit_admin_read, need_admin, need_admin_or_shard, need_gateway, recipient, rpc};
 use crate::engines::gallery_log::{self, GalleryLog, change_gallery};
 use crate::engines::remote::{Change, RemoteIdent};
 use crate::engines::shard::Shard;
@@ -28,6 +28,9 @@ pub struct MatcherApi {
     /// The ids this gallery may hold: a shard process holds only its own (see
     /// [`MatcherApi::for_shard`]).
     shard: Option<Shard>,
+    /// Who may call: at a gateway the admin (and, for `ListChanges`, shards); at a shard
+    /// process, gateways only (set by [`MatcherApi::for_shard`]).
+    serves_gateways: bool,
     /// Where its enrolments and removals are noted (see [`crate::engines::gallery_log`]) and, at a
     /// gateway, the store that records them; a shard process has no store.
     log: Option<(
@@ -49,9 +52,20 @@ impl MatcherApi {
             matcher,
             running: Arc::new(tokio::sync::Semaphore::new(cores)),
             shard: None,
+            serves_gateways: false,
             log: None,
             fbi: None,
             audit: None,
+        }
+    }
+
+    /// PERMISSION_DENIED unless the caller may use this service: the admin at a gateway, a
+    /// gateway at a shard process.
+    fn need_caller<T>(&self, req: &Request<T>) -> Result<(), GatewayError> {
+        if self.serves_gateways {
+            need_gateway(req)
+        } else {
+            need_admin(req)
         }
     }
 
@@ -126,7 +140,7 @@ impl MatcherApi {
         }
     }
 
-    /// The service of shard `shard`: an enrolment or removal of a subject another shard holds
+    /// The service of shard `shard`, to gateway identities only: an enrolment or removal of a subject another shard holds
     /// is refused with INVALID_ARGUMENT naming the shard that holds it, and changes nothing.
     /// Without this check a shard took any id, so a subject could be enrolled in two shards
     /// at once, and a removal sent to the shard that holds its id missed the copy elsewhere.
@@ -139,6 +153,7 @@ impl MatcherApi {
     ) -> Self {
         MatcherApi {
             shard: Some(shard),
+            serves_gateways: true,
             log: Some((log, None)),
             ..Self::new(matcher)
         }
@@ -166,7 +181,7 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
     /// Honours the caller's deadline (its `grpc-timeout`): the search gives up when it passes
     /// (waiting for a core counts), rather than finish an answer no one waits for.
     async fn search(&self, req: Request<pb::SearchRequest>) -> Res<pb::SearchResponse> {
-        need_admin(&req)?;
+        self.need_caller(&req)?;
         let who = recipient(&req, rpc::SEARCH)?;
         let deadline = grpc_timeout(req.metadata()).map(|t| std::time::Instant::now() + t);
         let answer = self.search_in(req.into_inner(), deadline).await?;
@@ -175,7 +190,7 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
     }
 
     async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Res<pb::EnrollResponse> {
-        need_admin(&req)?;
+        self.need_caller(&req)?;
         let r = req.into_inner();
         self.check_holds(r.subject_id)?;
         let print = search_fingers(&r.fingers)?;
@@ -189,7 +204,7 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
     }
 
     async fn remove(&self, req: Request<pb::RemoveRequest>) -> Res<pb::RemoveResponse> {
-        need_admin(&req)?;
+        self.need_caller(&req)?;
         let subject = req.into_inner().subject_id;
         self.check_holds(subject)?;
         let size = match &self.log {
@@ -210,7 +225,11 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
         &self,
         req: Request<pb::ListChangesRequest>,
     ) -> Res<pb::ListChangesResponse> {
-        need_admin(&req)?;
+        if self.serves_gateways {
+            need_gateway(&req)?;
+        } else {
+            need_admin_or_shard(&req)?;
+        }
         match &self.log {
             Some((log, Some(_))) => {
                 let who = recipient(&req, rpc::LIST_CHANGES)?;
@@ -380,7 +399,7 @@ impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
         &self,
         req: Request<pb::ListChangesRequest>,
     ) -> Res<pb::ListChangesResponse> {
-        need_admin(&req)?;
+        need_admin_or_shard(&req)?;
         let Some((log, _)) = &self.log else {
             return Err(GatewayError::FailedPrecondition(
                 "this gateway records no gallery changes".into(),

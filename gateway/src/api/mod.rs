@@ -9,8 +9,8 @@
 //! |---|---|---|
 //! | `SubmissionService` | [`submission`] | state bureaus |
 //! | `FieldOfficeService` | [`field_office`] | ICE field offices |
-//! | `AdminService` | [`admin`] | the admin |
-//! | `MatcherService` | [`matcher`] | the admin (and the gateway, calling shard processes) |
+//! | `AdminService` | [`admin`] | the admin (`ListRevoked`: matcher shards too) |
+//! | `MatcherService` | [`matcher`] | the admin (`ListChanges`: shards too); at a shard process, gateways only |
 //! | `CriminalHistoryService` | [`criminal_history`] | the admin |
 
 pub mod admin;
@@ -62,6 +62,28 @@ fn need_admin<T>(req: &Request<T>) -> Result<(), GatewayError> {
         _ => Err(GatewayError::PermissionDenied(
             "this call needs the admin identity".into(),
         )),
+    }
+}
+
+/// PERMISSION_DENIED unless the caller is the admin or a matcher shard: for what shards follow
+/// at their gateway (the revocation list, the gallery changes), and nothing else.
+fn need_admin_or_shard<T>(req: &Request<T>) -> Result<(), GatewayError> {
+    match principal(req)? {
+        Principal::Admin | Principal::Matcher { .. } => Ok(()),
+        _ => Err(GatewayError::PermissionDenied(
+            "this call needs the admin identity or a matcher shard's".into(),
+        )),
+    }
+}
+
+/// PERMISSION_DENIED unless the caller is a gateway: all that a matcher shard process serves.
+fn need_gateway<T>(req: &Request<T>) -> Result<(), GatewayError> {
+    match principal(req)? {
+        Principal::Gateway { .. } => Ok(()),
+        other => Err(GatewayError::PermissionDenied(format!(
+            "a matcher shard serves gateways only, not {}",
+            other.spiffe_id()
+        ))),
     }
 }
 

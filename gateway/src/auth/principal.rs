@@ -3,7 +3,11 @@
 //!
 //! Identities are SPIFFE-style URI SANs in the `interop.local` trust domain:
 //! `spiffe://interop.local/bureau/<STATE>`, `spiffe://interop.local/field-office/<OFFICE>`
-//! and `spiffe://interop.local/admin`. The [`authenticate`] interceptor turns the verified
+//! and `spiffe://interop.local/admin` name people and agencies; our own parts have workload
+//! identities, `spiffe://interop.local/gateway/<replica>` and
+//! `spiffe://interop.local/matcher/<shard>`, each with its own certificate and key (a gateway
+//! calls shards as itself; a shard serves only gateways, and reads the gateway's revocations
+//! and gallery changes as itself). The [`authenticate`] interceptor turns the verified
 //! peer certificate into a [`Principal`] stored in the request's extensions; handlers read it
 //! with [`principal`] and never look at certificates themselves.
 
@@ -18,8 +22,21 @@ pub enum Principal {
     Bureau { state: String },
     /// An ICE field office: reads its own area of responsibility only.
     FieldOffice { office: String },
-    /// Administrators: policy and statistics.
+    /// Administrators: policy and statistics. A person's role, never a process's.
     Admin,
+    /// A gateway replica (workload identity): what matcher shards serve.
+    Gateway { name: String },
+    /// A matcher shard process (workload identity): at a gateway it may read the revocation
+    /// list and its shard's gallery changes, nothing else.
+    Matcher { name: String },
+}
+
+/// A workload's name: 1 to 40 of `a-z`, `0-9` and `-`, starting with a letter or digit.
+pub fn workload_name_ok(s: &str) -> bool {
+    (1..=40).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
 }
 
 impl Principal {
@@ -38,6 +55,12 @@ impl Principal {
             ["", "field-office", o] if upper(o, 3..=3) => Some(Principal::FieldOffice {
                 office: o.to_string(),
             }),
+            ["", "gateway", n] if workload_name_ok(n) => Some(Principal::Gateway {
+                name: n.to_string(),
+            }),
+            ["", "matcher", n] if workload_name_ok(n) => Some(Principal::Matcher {
+                name: n.to_string(),
+            }),
             _ => None,
         }
     }
@@ -49,7 +72,15 @@ impl Principal {
                 format!("spiffe://{TRUST_DOMAIN}/field-office/{office}")
             }
             Principal::Admin => format!("spiffe://{TRUST_DOMAIN}/admin"),
+            Principal::Gateway { name } => format!("spiffe://{TRUST_DOMAIN}/gateway/{name}"),
+            Principal::Matcher { name } => format!("spiffe://{TRUST_DOMAIN}/matcher/{name}"),
         }
+    }
+
+    /// Whether this is one of our own processes (a gateway or a shard) rather than a person
+    /// or an agency.
+    pub fn is_workload(&self) -> bool {
+        matches!(self, Principal::Gateway { .. } | Principal::Matcher { .. })
     }
 
     /// Short file-name form used by the dev PKI: `bureau-TX`, `field-office-HOU`, `admin`.
@@ -58,6 +89,8 @@ impl Principal {
             Principal::Bureau { state } => format!("bureau-{state}"),
             Principal::FieldOffice { office } => format!("field-office-{office}"),
             Principal::Admin => "admin".into(),
+            Principal::Gateway { name } => format!("gateway-{name}"),
+            Principal::Matcher { name } => format!("matcher-{name}"),
         }
     }
 
@@ -203,6 +236,12 @@ mod tests {
             "spiffe://interop.local/admin/x",
             "https://interop.local/admin",
             "spiffe://interop.localhost/admin",
+            "spiffe://interop.local/gateway/",
+            "spiffe://interop.local/gateway/Main",
+            "spiffe://interop.local/gateway/-a",
+            "spiffe://interop.local/matcher/ident_0",
+            "spiffe://interop.local/matcher/ident-0/x",
+            &format!("spiffe://interop.local/matcher/{}", "a".repeat(41)),
         ] {
             assert_eq!(Principal::from_spiffe(bad), None, "{bad}");
         }
@@ -225,6 +264,10 @@ mod tests {
             Principal::Bureau { state: "CA".into() },
             Principal::FieldOffice {
                 office: "SFR".into(),
+            },
+            Principal::Gateway { name: "0".into() },
+            Principal::Matcher {
+                name: "ident-1".into(),
             },
         ] {
             assert_eq!(Principal::from_spiffe(&p.spiffe_id()), Some(p));

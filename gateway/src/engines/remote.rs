@@ -9,8 +9,9 @@
 //! error, never a "no hit": the pipeline retries it with backoff and the submission waits (a
 //! missed match sent to a field office as a no-hit would be a wrong answer, DESIGN.md §8).
 //!
-//! The gateway calls the shards with the admin identity of its PKI directory (the matcher
-//! service is admin only); the immigration records of hits are read from the world directory,
+//! The gateway calls the shards as itself: the workload identity of its PKI directory's
+//! `server.pem` (`spiffe://interop.local/gateway/<replica>`), the only kind a shard serves;
+//! the immigration records of hits are read from the world directory,
 //! so prints and records never travel together. Enrolments and removals made at the gateway
 //! go to every replica of the shard that holds the id (see
 //! [`crate::api::ShardedMatcherApi`]).
@@ -20,7 +21,7 @@ use crate::engines::gallery_log::GalleryLog;
 use crate::engines::{BackendError, IdentHit, IdentSearch};
 use crate::error::GatewayError;
 use crate::world::{self, ImmigrationRecord, Records};
-use interop_client::{Client, ClientConfig, RetryPolicy, Role};
+use interop_client::{Client, RetryPolicy};
 use interop_matcher::Tenprint;
 use interop_proto::v1 as pb;
 use std::path::Path;
@@ -50,11 +51,15 @@ impl RemoteIdent {
         world_dir: &Path,
         deadline: Duration,
     ) -> anyhow::Result<RemoteIdent> {
+        // Checked here, not at the first search: a gateway whose certificate names no gateway
+        // would have every search refused by its shards.
+        let me = pki.workload_as("gateway")?;
+        tracing::info!(identity = %me.spiffe_id(), "calling the IDENT shards as");
         let mut shards = vec![];
         for (i, part) in spec.split(',').enumerate() {
             let mut replicas = vec![];
             for url in part.split('|').map(str::trim).filter(|u| !u.is_empty()) {
-                let c = ClientConfig::from_pki_dir(url, &pki.0, &Role::Admin)?
+                let c = crate::auth::pki::workload_client(pki, url)?
                     .retry(RetryPolicy::none())
                     .call_timeout(deadline)
                     .connect_lazy()?;

@@ -1,7 +1,8 @@
 //! One shard of a gallery as its own process (`interop-matcher serve --shard i/N`): it loads
 //! the subjects whose id is `i` modulo `N`, serves `interop.v1.MatcherService` on the same
-//! bounded mutual-TLS listener as the gateway ([`crate::server::listener`]), and, with
-//! `--gateway`, follows the gateway as its admin: its revocation list, and (an IDENT shard)
+//! bounded mutual-TLS listener as the gateway ([`crate::server::listener`]) to gateway
+//! identities only, and, with `--gateway`, follows the gateway as itself (the matcher
+//! identity its `server.pem` names): its revocation list, and (an IDENT shard)
 //! the gallery changes recorded there, so a replica that restarted or was unreachable catches
 //! up by itself ([`follow_gallery`]).
 
@@ -93,17 +94,17 @@ pub fn calibrate_shard(
 }
 
 /// Keeps `revocations` in step with the gateway's revocation list: asks `gateway`
-/// (`AdminService.ListRevoked`, as `admin`) every `every` and adds what is new. A shard refuses
+/// (`AdminService.ListRevoked`, as the shard) every `every` and adds what is new. A shard refuses
 /// a revoked certificate within one interval of its revocation at the gateway; while the
 /// gateway cannot be reached, the list the shard has stays in force.
 pub async fn follow_revocations(
-    admin: Client,
+    gateway: Client,
     revocations: crate::auth::revocation::Revocations,
     every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        let mut stub = pb::admin_service_client::AdminServiceClient::new(admin.channel());
+        let mut stub = pb::admin_service_client::AdminServiceClient::new(gateway.channel());
         match stub.list_revoked(pb::ListRevokedRequest {}).await {
             Ok(list) => {
                 for r in list.into_inner().revoked {
@@ -197,7 +198,7 @@ pub async fn pull_changes(
 }
 
 /// Keeps shard `shard`'s gallery, through `log`, in step with the gallery changes recorded at
-/// `gateway` (as its admin): reads them every `every` (see [`pull_changes`]), starting from
+/// `gateway` (as the shard): reads them every `every` (see [`pull_changes`]), starting from
 /// `known` (the version a first read before serving got, or 0). A replica that restarted, or
 /// could not be reached when an enrolment or removal was made at the gateway, has it within
 /// an interval of reaching the gateway; while it cannot, it keeps what it has, and the
@@ -241,8 +242,8 @@ pub async fn follow_gallery(
     }
 }
 
-/// Serves `matcher`, shard `shard` of a gallery, as `interop.v1.MatcherService` (admin only,
-/// mutual TLS) with health, on `listener` with the bounds of `options` until `shutdown`,
+/// Serves `matcher`, shard `shard` of a gallery, as `interop.v1.MatcherService` (gateway
+/// identities only, mutual TLS: any other is refused PERMISSION_DENIED, health included), on `listener` with the bounds of `options` until `shutdown`,
 /// refusing certificates `revocations` lists, and enrolments and removals of ids other shards
 /// hold. Changes are made through `log` (the matcher's: see [`follow_gallery`]).
 #[allow(clippy::too_many_arguments)]
@@ -265,8 +266,18 @@ pub async fn serve_matcher(
         .max_decoding_message_size(crate::intake::validate::MAX_MESSAGE_BYTES);
     tls.refuse_revoked(revocations.clone());
     let refused = revocations;
-    let authenticate =
-        move |req| crate::auth::principal::authenticate_with(req, &|s: &str| refused.reason(s));
+    let authenticate = move |req| {
+        let req = crate::auth::principal::authenticate_with(req, &|s: &str| refused.reason(s))?;
+        match crate::auth::principal::principal(&req) {
+            Ok(crate::auth::principal::Principal::Gateway { .. }) => Ok(req),
+            Ok(other) => Err(crate::error::GatewayError::PermissionDenied(format!(
+                "a matcher shard serves gateways only, not {}",
+                other.spiffe_id()
+            ))
+            .into()),
+            Err(e) => Err(e.into()),
+        }
+    };
     tracing::info!(addr = %listener.local_addr()?, "serving MatcherService over mutual TLS");
     let calls = CallTracker::default();
     let router = listener::grpc_server(&options, calls.clone())
@@ -295,15 +306,18 @@ pub enum Gallery {
 #[derive(Clone, Debug)]
 pub struct ShardLaunch {
     pub listen: std::net::SocketAddr,
-    /// PKI directory (server certificate; callers need the admin certificate).
+    /// This shard's PKI directory: `ca.pem`, and its own certificate and key (`server.pem`,
+    /// naming `spiffe://interop.local/matcher/<shard>`), no CA key.
     pub pki: std::path::PathBuf,
+    /// Serve even though the PKI directory holds the CA's key (a development setup).
+    pub allow_ca_key: bool,
     /// World directory holding the gallery files.
     pub world: std::path::PathBuf,
     pub gallery: Gallery,
     pub shard: Shard,
     /// Threads per search.
     pub threads: usize,
-    /// The gateway to follow (revocations, and for IDENT the gallery changes), as its admin.
+    /// The gateway to follow (revocations, and for IDENT the gallery changes), as this shard.
     pub gateway: Option<String>,
     pub follow_every: Duration,
     /// Calibrate for this FPIR of the whole gallery (this shard's share: F / N).
@@ -323,7 +337,9 @@ pub async fn run(
         Gallery::Ident => crate::world::IDENT_GALLERY_FILE,
         Gallery::Fbi => crate::world::FBI_GALLERY_FILE,
     };
-    let tls = crate::server::server_tls(&crate::auth::pki::PkiDir(l.pki.clone()))?;
+    let pki = crate::auth::pki::PkiDir(l.pki.clone());
+    pki.refuse_ca_key(l.allow_ca_key)?;
+    let tls = crate::server::server_tls(&pki)?;
     let (dir, shard, threads) = (l.world.clone(), l.shard, l.threads);
     let matcher =
         tokio::task::spawn_blocking(move || load_shard(&dir, file, shard, threads)).await??;
@@ -350,17 +366,15 @@ pub async fn run(
     match &l.gateway {
         Some(gateway) => {
             let every = l.follow_every.max(Duration::from_secs(1));
-            let admin = interop_client::ClientConfig::from_pki_dir(
-                gateway,
-                &l.pki,
-                &interop_client::Role::Admin,
-            )?
-            .call_timeout(every.max(Duration::from_secs(10)))
-            // Each interval is the next try: a start before the gateway's is not held up.
-            .retry(interop_client::RetryPolicy::none())
-            .connect_lazy()?;
+            let me = pki.workload_as("matcher")?;
+            tracing::info!(identity = %me.spiffe_id(), "following the gateway as");
+            let gateway_client = crate::auth::pki::workload_client(&pki, gateway)?
+                .call_timeout(every.max(Duration::from_secs(10)))
+                // Each interval is the next try: a start before the gateway's is not held up.
+                .retry(interop_client::RetryPolicy::none())
+                .connect_lazy()?;
             tokio::spawn(follow_revocations(
-                admin.clone(),
+                gateway_client.clone(),
                 revocations.clone(),
                 every,
                 stop_rx.clone(),
@@ -371,7 +385,7 @@ pub async fn run(
                 // The changes made at the gateway while this shard was down, before it serves.
                 // If the gateway cannot be reached, serve what the world's gallery holds and
                 // keep trying: the gateway refuses answers naming a subject it removed.
-                let known = match pull_changes(&admin, &log, shard, 0).await {
+                let known = match pull_changes(&gateway_client, &log, shard, 0).await {
                     Ok((version, made)) => {
                         tracing::info!(
                             changes = made,
@@ -385,7 +399,7 @@ pub async fn run(
                     }
                 };
                 tokio::spawn(follow_gallery(
-                    admin,
+                    gateway_client,
                     log.clone(),
                     shard,
                     known,

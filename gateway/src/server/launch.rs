@@ -23,8 +23,10 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct Launch {
     pub listen: SocketAddr,
-    /// PKI directory (server certificate and key, the client CA bundle).
+    /// PKI directory (the gateway's own certificate and key, the client CA bundle; no CA key).
     pub pki: PathBuf,
+    /// Serve even though the PKI directory holds the CA's key (a development setup).
+    pub allow_ca_key: bool,
     /// World directory (from `state-bureau-sim generate`).
     pub world: PathBuf,
     /// Data directory of the embedded store (required with it).
@@ -55,6 +57,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let world_file: WorldFile = world::read_json(&l.world, world::WORLD_FILE)?;
     let pki = PkiDir(l.pki.clone());
+    pki.refuse_ca_key(l.allow_ca_key)?;
     let tls = server_tls(&pki)?;
     let store = open_store(&l).await?;
     tracing::info!(world = %l.world.display(), "loading galleries");

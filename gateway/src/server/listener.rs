@@ -17,8 +17,12 @@
 //! - **a handshake has a deadline** ([`ListenOptions::handshake_timeout`]): a slow-loris
 //!   client that opens a socket and never finishes the handshake is closed when it expires.
 //!   Handshakes run in their own tasks, so a slow one never delays the next accept;
-//! - **an idle connection is closed** ([`ListenOptions::idle_timeout`]): one with no call in
-//!   flight for that long. HTTP/2 keep-alive pings do not count as use;
+//! - **an idle connection is closed** ([`ListenOptions::idle_timeout`]): one on which no call
+//!   has started, sent a message or ended for that long. An open stream that carries nothing
+//!   does not count as use (a Health `Watch` once kept a connection forever), nor do HTTP/2
+//!   keep-alive pings; a quiet subscriber is closed like any idle client and re-opens after
+//!   its last cursor (the client library's followers do so by themselves). The idle timeout
+//!   is never shorter than a unary call's deadline, so a call still being answered is not cut;
 //! - the TLS configuration can be reloaded ([`ServerTls`]).
 //!
 //! Connections come out as [`TlsConn`], which tonic serves like its own TLS streams: the peer
@@ -139,8 +143,9 @@ impl ListenStats {
     }
 }
 
-/// Calls in flight per connection, by peer address, so the idle timer of a connection knows
-/// whether it is in use (see [`TrackCalls`], the layer that counts them).
+/// The last use of each connection, by peer address: a call starting, a message of its
+/// answer sent, a call ending (see [`TrackCalls`], the layer that notes them), so the idle
+/// timer of a connection knows when it was last used.
 #[derive(Clone, Default)]
 pub struct CallTracker {
     // Sharded: every call looks its connection up once.
@@ -149,8 +154,7 @@ pub struct CallTracker {
 
 #[derive(Debug)]
 struct Activity {
-    in_flight: AtomicUsize,
-    /// Milliseconds since `epoch` of the last call's start or end.
+    /// Milliseconds since `epoch` of the last use.
     last_ms: AtomicU64,
     epoch: Instant,
 }
@@ -160,41 +164,41 @@ impl Activity {
         self.last_ms
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
-    fn idle_for(&self) -> Option<Duration> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
+    /// How long since the connection was last used.
+    fn idle_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        Some(self.epoch.elapsed().saturating_sub(last))
+        self.epoch.elapsed().saturating_sub(last)
     }
 }
 
-/// Marks one call in flight on a connection until dropped.
+/// One call on a connection: notes its uses, and its end when dropped.
 pub struct CallGuard(Option<Arc<Activity>>);
+
+impl CallGuard {
+    /// A message of the call's answer was sent.
+    fn used(&self) {
+        if let Some(a) = &self.0 {
+            a.touch();
+        }
+    }
+}
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        if let Some(a) = self.0.take() {
-            a.touch();
-            a.in_flight.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.used();
     }
 }
 
 impl CallTracker {
     /// A call from `peer` starts; it ends when the guard is dropped.
     pub fn begin(&self, peer: Option<SocketAddr>) -> CallGuard {
-        let a = peer.and_then(|p| self.conns.get(&p).map(|a| a.clone()));
-        if let Some(a) = &a {
-            a.in_flight.fetch_add(1, Ordering::AcqRel);
-            a.touch();
-        }
-        CallGuard(a)
+        let g = CallGuard(peer.and_then(|p| self.conns.get(&p).map(|a| a.clone())));
+        g.used();
+        g
     }
 
     fn register(&self, peer: SocketAddr) -> Arc<Activity> {
         let a = Arc::new(Activity {
-            in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         });
@@ -228,15 +232,15 @@ impl Drop for TlsConn {
 }
 
 impl TlsConn {
-    /// `Err` once the connection has had no call in flight for the idle timeout. Polled on
-    /// every read, with a timer so an otherwise silent connection is woken to check.
+    /// `Err` once the connection has not been used for the idle timeout. Polled on every
+    /// read, with a timer so an otherwise silent connection is woken to check.
     fn check_idle(&mut self, cx: &mut TaskContext<'_>) -> std::io::Result<()> {
         let Some((limit, sleep)) = &mut self.idle else {
             return Ok(());
         };
         while sleep.as_mut().poll(cx).is_ready() {
             match self.activity.idle_for() {
-                Some(idle) if idle >= *limit => {
+                idle if idle >= *limit => {
                     self.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(peer = %self.peer, "idle connection closed");
                     return Err(std::io::Error::new(
@@ -244,12 +248,8 @@ impl TlsConn {
                         "connection idle past the idle timeout",
                     ));
                 }
-                Some(idle) => {
+                idle => {
                     let at = tokio::time::Instant::now() + (*limit - idle);
-                    sleep.as_mut().reset(at);
-                }
-                None => {
-                    let at = tokio::time::Instant::now() + *limit;
                     sleep.as_mut().reset(at);
                 }
             }
@@ -545,8 +545,8 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
-/// A tower layer that counts each call in flight on its connection (by peer address) from
-/// the request until its response body ends, for the idle timeout.
+/// A tower layer that notes each call's uses of its connection (by peer address): its start,
+/// each frame of its answer, its end, for the idle timeout.
 #[derive(Clone)]
 pub struct TrackCalls(pub CallTracker);
 
@@ -597,7 +597,7 @@ where
     }
 }
 
-/// A response body that keeps its call counted until it ends or is dropped.
+/// A response body that notes each frame it sends, and its end, as uses of its connection.
 pub struct GuardedBody<B> {
     inner: B,
     _guard: CallGuard,
@@ -611,7 +611,11 @@ impl<B: http_body::Body + Unpin> http_body::Body for GuardedBody<B> {
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &frame {
+            self._guard.used();
+        }
+        frame
     }
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
@@ -625,19 +629,36 @@ impl<B: http_body::Body + Unpin> http_body::Body for GuardedBody<B> {
 mod tests {
     use super::*;
 
+    /// A call's start, its answer's messages and its end are uses; a call that stays open
+    /// carrying nothing is not (the connection ages as if it had none).
     #[test]
-    fn a_connection_with_a_call_in_flight_is_never_idle() {
+    fn an_open_call_that_carries_nothing_does_not_keep_a_connection_in_use() {
         let calls = CallTracker::default();
         let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let first = calls.register(peer);
-        assert!(first.idle_for().is_some());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(first.idle_for() >= Duration::from_millis(30));
         let call = calls.begin(Some(peer));
-        let other = calls.begin(Some(peer));
-        assert_eq!(first.idle_for(), None);
+        assert!(
+            first.idle_for() < Duration::from_millis(30),
+            "a start is a use"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            first.idle_for() >= Duration::from_millis(30),
+            "an open call that sends nothing"
+        );
+        call.used();
+        assert!(
+            first.idle_for() < Duration::from_millis(30),
+            "a message is a use"
+        );
+        std::thread::sleep(Duration::from_millis(30));
         drop(call);
-        assert_eq!(first.idle_for(), None, "one call still open");
-        drop(other);
-        assert!(first.idle_for().unwrap() < Duration::from_secs(5));
+        assert!(
+            first.idle_for() < Duration::from_millis(30),
+            "an end is a use"
+        );
         // Calls from an unknown peer are not counted anywhere.
         assert!(calls.begin(None).0.is_none());
     }
@@ -649,8 +670,12 @@ mod tests {
         let old = calls.register(peer);
         let new = calls.register(peer);
         calls.forget(peer, &old);
+        std::thread::sleep(Duration::from_millis(30));
         let g = calls.begin(Some(peer));
-        assert_eq!(new.idle_for(), None, "the new connection's call is counted");
+        assert!(
+            new.idle_for() < Duration::from_millis(30),
+            "the new connection's call is counted"
+        );
         drop(g);
         calls.forget(peer, &new);
         assert!(calls.begin(Some(peer)).0.is_none());

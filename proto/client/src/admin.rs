@@ -150,8 +150,8 @@ impl Client {
         .await
     }
 
-    /// Takes a subject out of the served matcher's gallery (the gateway serves its IDENT
-    /// gallery, an `interop-matcher serve` process its shard): the gallery size after.
+    /// Takes a subject out of the gateway's IDENT gallery (in process or behind
+    /// `--ident-shards`): the gallery size after.
     pub async fn remove_subject(&self, subject_id: u64) -> Result<u64, Status> {
         let req = pb::RemoveRequest { subject_id };
         self.unary(Client::matcher_service, req, |mut s, r| async move {

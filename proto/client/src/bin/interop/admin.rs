@@ -35,9 +35,9 @@ pub(crate) enum AdminCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Take a subject out of the gallery the target serves (the gateway: IDENT's, also
-    /// behind --ident-shards, where every replica of its shard must answer; an
-    /// `interop-matcher serve` process: its shard's). No later search finds it.
+    /// Take a subject out of the gateway's IDENT gallery (also behind --ident-shards, where
+    /// every replica of its shard must answer; shard processes serve gateways only, so the
+    /// change goes through the gateway, which records it). No later search finds it.
     RemoveSubject { subject_id: u64 },
     /// The gateway's counters, or with --month the monthly statistics per jurisdiction,
     /// state and nation.
