@@ -431,6 +431,16 @@ pub(crate) enum Op {
     PruneDisclosures {
         through: u64,
     },
+    /// An accept whose payload is sealed for the shared log (JetStream: see
+    /// `nats::sealed`): `digest` is the SHA-256 of the payload in the clear, by which a resend
+    /// is told from a conflict. Last, so logs written before it still decode.
+    AcceptSealed {
+        key: SubmissionKey,
+        sealed: Vec<u8>,
+        digest: Vec<u8>,
+        now_ms: i64,
+        owner: String,
+    },
 }
 
 /// What applying an [`Op`] answered.

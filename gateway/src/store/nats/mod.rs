@@ -38,11 +38,18 @@
 //! are ops in the log like any other, appended by each replica's retention task and applied
 //! alike by every view: they trim the views' outbound events, not the log).
 //!
+//! **Payloads sealed, then shredded.** A submission's payload goes into the log encrypted under
+//! a key of its own, kept in a key-value bucket beside the log; when the submission completes
+//! the key is purged, so the tenprint in the never-trimmed log can no longer be read, as the
+//! embedded store erases a completed payload (see [`sealed`]).
+//!
 //! **No audit archive.** The disclosure audit is not archived or pruned on this store
 //! ([`Store::archive_disclosures`] refuses, and a gateway asked for `--audit-retention-days`
 //! on it does not start): the log keeps every disclosure op whatever a view prunes, so pruning
 //! would bound no disk, and a segment written by whichever replica pruned would scatter the
 //! evidence across machines. Export it with `interop admin disclosures` (CSV, every page).
+
+mod sealed;
 
 use super::redb::RedbStore;
 use super::*;
@@ -62,6 +69,9 @@ pub const MAX_ENTRY_BYTES: usize = 768 * 1024;
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long a replica may be silent before others take its unfinished work.
 pub const STALE_AFTER: Duration = Duration::from_secs(10);
+/// How often each replica purges payload keys left behind (a purge that failed at completion,
+/// an accept that never reached the log).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Longest a write waits for the server's acknowledgement and its own application.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -206,6 +216,8 @@ struct Counts {
     append_failures: std::sync::atomic::AtomicU64,
     lost_accepts: std::sync::atomic::AtomicU64,
     taken_over: std::sync::atomic::AtomicU64,
+    shredded: std::sync::atomic::AtomicU64,
+    shred_failures: std::sync::atomic::AtomicU64,
 }
 
 impl Counts {
@@ -226,6 +238,8 @@ pub struct NatsStore {
     /// so [`Store::take_over`] hands them to the pipeline.
     lost: Arc<Mutex<Vec<SubmissionKey>>>,
     counts: Arc<Counts>,
+    /// The keys of pending submissions' sealed payloads.
+    keys: Arc<sealed::Keys>,
     /// The last log entry applied to the view.
     applied: watch::Receiver<u64>,
     /// Stops the background tasks when the store is dropped.
@@ -319,6 +333,7 @@ impl NatsStore {
             );
         }
 
+        let keys = Arc::new(sealed::Keys::open_bucket(&js, &o.stream, o.replicas).await?);
         // This process's entries are told apart from an earlier run under the same replica
         // name (whose batch numbers, and JetStream message ids, also started at 1).
         let origin = format!("{}#{}", o.replica, random_hex(8));
@@ -359,6 +374,7 @@ impl NatsStore {
             settings,
             lost,
             counts,
+            keys,
             applied,
             _stop: stop_tx,
         };
@@ -370,6 +386,39 @@ impl NatsStore {
     /// This replica's name.
     pub fn replica(&self) -> &str {
         &self.replica
+    }
+
+    /// `pending` with their payloads opened (see [`sealed`]).
+    async fn opened(&self, pending: Vec<Pending>) -> StoreResult<Vec<Pending>> {
+        let mut out = Vec::with_capacity(pending.len());
+        for mut p in pending {
+            p.payload = self
+                .keys
+                .open(&p.key, std::mem::take(&mut p.payload))
+                .await?;
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    /// Purges `key`'s payload key (its submission completed). A failure is counted and left
+    /// to the sweep: the completion stands.
+    async fn shred(&self, key: &SubmissionKey) {
+        match self.keys.shred(key).await {
+            Ok(()) => Counts::add(&self.counts.shredded, 1),
+            Err(e) => {
+                Counts::add(&self.counts.shred_failures, 1);
+                tracing::warn!(key = %key, error = %e, "payload key not purged; the sweep will");
+            }
+        }
+    }
+
+    async fn shred_if_completed(&self, key: &SubmissionKey) {
+        if let Ok(Some(s)) = self.view.submission(key.clone()).await
+            && s.completed
+        {
+            self.shred(key).await;
+        }
     }
 
     async fn write(&self, op: Op) -> StoreResult<Outcome> {
@@ -394,11 +443,33 @@ impl NatsStore {
         let every = HEARTBEAT.min(self.stale_after / 4);
         let tx = self.tx.clone();
         let replica = self.replica.clone();
+        let (keys, view, counts) = (self.keys.clone(), self.view.clone(), self.counts.clone());
+        let mut last_sweep = std::time::Instant::now();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => return,
                     _ = tokio::time::sleep(every) => {}
+                }
+                if last_sweep.elapsed() >= SWEEP_EVERY {
+                    last_sweep = std::time::Instant::now();
+                    let state = |k: SubmissionKey| {
+                        let view = view.clone();
+                        async move { Ok(view.submission(k).await?.map(|s| s.completed)) }
+                    };
+                    match keys.sweep(state).await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            Counts::add(&counts.shredded, n);
+                            tracing::info!(
+                                keys = n,
+                                "payload keys of completed submissions purged by the sweep"
+                            );
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "payload key sweep failed; trying again next time")
+                        }
+                    }
                 }
                 let op = Op::Heartbeat {
                     replica: replica.clone(),
@@ -643,7 +714,7 @@ async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
                 };
                 setting |= matches!(op, Op::Setting { .. });
                 accepts.push(match &op {
-                    Op::Accept { key, .. } => Some(key.clone()),
+                    Op::Accept { key, .. } | Op::AcceptSealed { key, .. } => Some(key.clone()),
                     _ => None,
                 });
                 let (reply, rx) = oneshot::channel();
@@ -700,25 +771,42 @@ impl Store for NatsStore {
         payload: Vec<u8>,
         now_ms: i64,
     ) -> StoreResult<Accepted> {
-        self.write(Op::Accept {
-            key,
-            payload,
-            now_ms,
-            owner: self.replica.clone(),
-        })
-        .await?
-        .accepted()
+        let digest = super::redb::digest(&payload);
+        let sealed = self.keys.seal(&key, &payload).await?;
+        drop(payload);
+        let answer = self
+            .write(Op::AcceptSealed {
+                key: key.clone(),
+                sealed,
+                digest,
+                now_ms,
+                owner: self.replica.clone(),
+            })
+            .await
+            .and_then(Outcome::accepted);
+        // A resend of a completed submission made a key of its own: nothing will need it.
+        if !matches!(answer, Ok(Accepted::New(_))) {
+            self.shred_if_completed(&key).await;
+        }
+        answer
     }
 
     async fn complete(&self, key: SubmissionKey, completion: Completion) -> StoreResult<bool> {
         if let Some(s) = self.view.submission(key.clone()).await?
             && s.completed
         {
+            self.shred(&key).await;
             return Ok(false);
         }
-        self.write(Op::Complete { key, completion })
+        let done = self
+            .write(Op::Complete {
+                key: key.clone(),
+                completion,
+            })
             .await?
-            .completed()
+            .completed()?;
+        self.shred(&key).await;
+        Ok(done)
     }
 
     async fn append_once(
@@ -741,7 +829,8 @@ impl Store for NatsStore {
     }
 
     async fn unfinished(&self) -> StoreResult<Vec<Pending>> {
-        self.view.unfinished().await
+        let pending = self.view.unfinished().await?;
+        self.opened(pending).await
     }
 
     async fn read(
@@ -824,14 +913,15 @@ impl Store for NatsStore {
     }
 
     async fn resumable(&self) -> StoreResult<Vec<Pending>> {
-        Ok(self
+        let mine = self
             .view
             .unfinished_owned()
             .await?
             .into_iter()
             .filter(|(_, owner, _)| owner == &self.replica || owner.is_empty())
             .map(|(p, _, _)| p)
-            .collect())
+            .collect();
+        self.opened(mine).await
     }
 
     async fn take_over(&self) -> StoreResult<Vec<Pending>> {
@@ -865,7 +955,7 @@ impl Store for NatsStore {
                 "took over stopped replicas' unfinished submissions"
             );
         }
-        Ok(won)
+        self.opened(won).await
     }
 
     fn watch_settings(&self) -> Option<watch::Receiver<u64>> {
@@ -888,12 +978,18 @@ impl Store for NatsStore {
              interop_store_lost_accepts_total {}\n\
              # HELP interop_store_taken_over_total Submissions this replica took over from stopped replicas.\n\
              # TYPE interop_store_taken_over_total counter\n\
-             interop_store_taken_over_total {}\n",
+             interop_store_taken_over_total {}\n\
+             # HELP interop_store_payload_keys_purged_total Payload keys of completed submissions purged (their sealed payloads in the log unreadable), and purges that failed (left to the sweep).\n\
+             # TYPE interop_store_payload_keys_purged_total counter\n\
+             interop_store_payload_keys_purged_total{{outcome=\"ok\"}} {}\n\
+             interop_store_payload_keys_purged_total{{outcome=\"failed\"}} {}\n",
             *self.applied.borrow(),
             get(&c.appended),
             get(&c.append_failures),
             get(&c.lost_accepts),
             get(&c.taken_over),
+            get(&c.shredded),
+            get(&c.shred_failures),
         )
     }
 }
@@ -1162,6 +1258,126 @@ pub(crate) mod tests {
         // The winners now resume them as their own.
         let owned = b.resumable().await.unwrap().len() + c.resumable().await.unwrap().len();
         assert_eq!(owned, 9 + 1);
+    }
+
+    /// Every entry of the stream `name` on `server`, raw.
+    async fn raw_log(server: &NatsServer, name: &str) -> Vec<Vec<u8>> {
+        let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
+        let stream = js.get_stream(name).await.unwrap();
+        let last = stream.get_info().await.unwrap().state.last_sequence;
+        let mut out = vec![];
+        for seq in 1..=last {
+            if let Ok(m) = stream.get_raw_message(seq).await {
+                out.push(m.payload.to_vec());
+            }
+        }
+        out
+    }
+
+    /// A payload goes into the log sealed, opens for any replica while it is pending, and can
+    /// no longer be opened once its submission completes (its key is purged; the ciphertext
+    /// stays in the never-trimmed log). Resends are still told from conflicts by content, also
+    /// after completion and by a replica that replayed the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn payloads_are_sealed_in_the_log_and_shredded_on_completion() {
+        let Some(server) = start_server("payloads_are_sealed_in_the_log_and_shredded") else {
+            return;
+        };
+        let a = replica(&server, "a", "").await;
+        let b = replica(&server, "b", "").await;
+        let print = b"TENPRINT minutiae of a person 0123456789".to_vec();
+        let k = key("T-SEAL");
+        assert!(matches!(
+            a.accept(k.clone(), print.clone(), 1).await.unwrap(),
+            Accepted::New(_)
+        ));
+        let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            !raw_log(&server, "LOG")
+                .await
+                .iter()
+                .any(|e| contains(e, &print)),
+            "the payload is in the log in the clear"
+        );
+        // Pending: the accepting replica opens it, and so does another (from the bucket).
+        let pending = |s: Arc<NatsStore>| async move { s.unfinished().await.unwrap() };
+        assert_eq!(pending(a.clone()).await[0].payload, print);
+        eventually("b sees the accept", || {
+            let b = b.clone();
+            async move { !b.unfinished().await.unwrap().is_empty() }
+        })
+        .await;
+        assert_eq!(pending(b.clone()).await[0].payload, print);
+        let sealed_entry = sealed::tests::entry(&k);
+        let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
+        let bucket = js.get_key_value("LOG_KEYS").await.unwrap();
+        assert!(bucket.get(&sealed_entry).await.unwrap().is_some());
+
+        // Completed: the key is gone, so the ciphertext in the log opens for nobody.
+        assert!(a.complete(k.clone(), Completion::default()).await.unwrap());
+        assert!(
+            bucket.get(&sealed_entry).await.unwrap().is_none(),
+            "key kept"
+        );
+        assert!(
+            a.render_metrics()
+                .contains("interop_store_payload_keys_purged_total{outcome=\"ok\"} 1")
+        );
+        // A resend is a duplicate, another payload a conflict; neither leaves a key behind.
+        assert!(matches!(
+            a.accept(k.clone(), print.clone(), 2).await.unwrap(),
+            Accepted::Duplicate(_)
+        ));
+        assert!(matches!(
+            a.accept(k.clone(), b"other".to_vec(), 2).await,
+            Err(StoreError::Conflict)
+        ));
+        assert!(
+            bucket.get(&sealed_entry).await.unwrap().is_none(),
+            "resend's key kept"
+        );
+        // A replica started now replays the log to the same answers.
+        let c = replica(&server, "c", "").await;
+        assert!(c.submission(k.clone()).await.unwrap().unwrap().completed);
+        assert!(matches!(
+            c.accept(k, print, 3).await.unwrap(),
+            Accepted::Duplicate(_)
+        ));
+    }
+
+    /// A key whose accept never reached the log is purged by the sweep (seen without a
+    /// submission twice in a row); a pending submission's key is kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sweep_purges_keys_nothing_needs() {
+        let Some(server) = start_server("the_sweep_purges_keys_nothing_needs") else {
+            return;
+        };
+        let a = replica(&server, "a", "").await;
+        a.accept(key("T-PENDING"), b"p".to_vec(), 1).await.unwrap();
+        a.keys.seal(&key("T-ORPHAN"), b"o").await.unwrap();
+        let state = |k: SubmissionKey| {
+            let view = a.view.clone();
+            async move { Ok(view.submission(k).await?.map(|s| s.completed)) }
+        };
+        assert_eq!(a.keys.sweep(state).await.unwrap(), 0, "first seen");
+        assert_eq!(a.keys.sweep(state).await.unwrap(), 1, "still an orphan");
+        let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
+        let bucket = js.get_key_value("LOG_KEYS").await.unwrap();
+        assert!(
+            bucket
+                .get(sealed::tests::entry(&key("T-ORPHAN")))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            bucket
+                .get(sealed::tests::entry(&key("T-PENDING")))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(a.unfinished().await.unwrap()[0].payload, b"p");
     }
 
     /// `--store` values: what parses, and a clear error for what does not.

@@ -91,7 +91,7 @@ struct StoredSubmission {
     summary: Option<Vec<u8>>,
 }
 
-fn digest(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn digest(payload: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, payload)
         .as_ref()
         .to_vec()

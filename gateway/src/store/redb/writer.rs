@@ -237,8 +237,19 @@ impl<'t> Tables<'t> {
                 payload,
                 now_ms,
                 owner,
+            } => {
+                let digest = digest(&payload);
+                self.accept(&key, payload, digest, now_ms, &owner)?
+                    .map(Outcome::Accepted)
+            }
+            Op::AcceptSealed {
+                key,
+                sealed,
+                digest,
+                now_ms,
+                owner,
             } => self
-                .accept(&key, payload, now_ms, &owner)?
+                .accept(&key, sealed, digest, now_ms, &owner)?
                 .map(Outcome::Accepted),
             Op::Complete { key, completion } => self
                 .complete(&key, completion, new_heads)?
@@ -285,10 +296,14 @@ impl<'t> Tables<'t> {
 
     /// The inner result is the caller's answer (a conflict refuses only this op); the outer
     /// one is a storage failure that fails the whole batch.
+    /// Accepts `payload` (stored as given: sealed, on the shared log) under `key`, unless the
+    /// key is held: then a duplicate if `digest` (of the payload in the clear) is the one held,
+    /// a conflict if not.
     fn accept(
         &mut self,
         key: &SubmissionKey,
         payload: Vec<u8>,
+        digest: Vec<u8>,
         now_ms: i64,
         owner: &str,
     ) -> Result<StoreResult<Accepted>, ::redb::Error> {
@@ -299,7 +314,7 @@ impl<'t> Tables<'t> {
                 // Refuses this op only: the rest of the batch commits.
                 Err(e) => return Ok(Err(e)),
             };
-            return Ok(if s.digest == digest(&payload) {
+            return Ok(if s.digest == digest {
                 Ok(Accepted::Duplicate(s.receipt))
             } else {
                 Err(StoreError::Conflict)
@@ -324,7 +339,7 @@ impl<'t> Tables<'t> {
         let stored = StoredSubmission {
             receipt: receipt.clone(),
             completed: false,
-            digest: digest(&payload),
+            digest,
             payload,
             summary: None,
         };
