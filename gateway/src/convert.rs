@@ -227,3 +227,20 @@ pub fn policy_pb(v: &PolicyView) -> pb::JurisdictionPolicy {
         effective_receives_results: v.effective_receives_results(),
     }
 }
+
+/// An IDENT record's biographics, as the contract carries them.
+pub fn biographics_pb(b: &crate::world::Biographics) -> pb::Biographics {
+    pb::Biographics {
+        name: b.name.clone(),
+        date_of_birth: b
+            .date_of_birth
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .unwrap_or_default(),
+        sex: match b.sex.as_str() {
+            "F" => pb::Sex::Female,
+            "M" => pb::Sex::Male,
+            _ => pb::Sex::Unknown,
+        } as i32,
+        place_of_birth: b.place_of_birth.clone(),
+    }
+}

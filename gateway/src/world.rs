@@ -129,6 +129,22 @@ pub struct ImmigrationRecord {
     pub status: ImmigrationStatus,
     /// Last entry to the United States, if known (recent unlawful entrants).
     pub last_entry: Option<NaiveDate>,
+    /// Who the record is of, as the federal database holds it (synthetic). Returned with an
+    /// identification, never logged. Absent from worlds generated before it existed.
+    #[serde(default)]
+    pub biographics: Biographics,
+}
+
+/// Biographical information of an IDENT record (synthetic): what a receiving agency gets with
+/// an identification, beside ICE's status determination (seed 001: "biographical information
+/// from federal databases").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Biographics {
+    pub name: String,
+    pub date_of_birth: Option<NaiveDate>,
+    /// `F` or `M`, as recorded.
+    pub sex: String,
+    pub place_of_birth: String,
 }
 
 /// `fbi-records.json` / `ident-records.json`: records by gallery subject id.

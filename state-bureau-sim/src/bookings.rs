@@ -72,6 +72,8 @@ pub struct Expected {
     pub field_office: String,
     /// The bureau must receive the immigration response (searched and receiving).
     pub bureau_receives: bool,
+    /// The biographics of the IDENT record an identification returns.
+    pub biographics: Option<interop_gateway::world::Biographics>,
 }
 
 /// One booking to submit.
@@ -265,6 +267,7 @@ pub fn plan(
                     && j.receives_results
                     && st.can_receive_electronically
                     && !st.opted_out,
+                biographics: ident.map(|r| r.biographics.clone()),
             };
             Booking {
                 state: j.state.clone(),

@@ -160,12 +160,23 @@ pub struct Applied {
 }
 
 /// How many bookings were held to each policy.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Split {
     pub old: usize,
     pub new: usize,
     /// In flight across the change: either policy, as observed.
     pub either: usize,
+    /// In flight, identified under neither policy (no-hits are disclosed to no one), and
+    /// searched under one policy only: whether the gateway searched them cannot be seen, so
+    /// the searches counted may differ from the plan by these (TCNs).
+    pub unseen_search: std::collections::BTreeSet<String>,
+}
+
+/// What a booking's answers show under a plan's expectation: (the field office is told of an
+/// identification, the bureau is told of it). No-hits are told to no one.
+fn told(b: &Booking) -> (bool, bool) {
+    let identified = !b.expected.fin.is_empty();
+    (identified, identified && b.expected.bureau_receives)
 }
 
 /// Which policy a booking is held to, from its send time and when its results arrived.
@@ -242,11 +253,13 @@ pub fn effective_plan(
                 Held::Either => {
                     split.either += 1;
                     let seen = (notified.contains_key(tcn), bureau_imm.contains_key(tcn));
-                    if (n.expected.searched, n.expected.bureau_receives) == seen {
-                        n
-                    } else {
-                        o
+                    if told(n) == seen
+                        && told(o) == seen
+                        && n.expected.searched != o.expected.searched
+                    {
+                        split.unseen_search.insert(tcn.to_string());
                     }
+                    if told(n) == seen { n } else { o }
                 }
             };
             chosen.clone()
@@ -280,8 +293,12 @@ pub fn expected_counts(
                 o.expected.bureau_receives && n.expected.bureau_receives,
             )
         };
-        office += searched as usize;
-        bureau += 1 + receives as usize;
+        // Identifications as the ground truth has them under the policy (a matcher's miss is
+        // never sent: the settle loop waits for completions, not for these).
+        let identified =
+            searched && !n.expected.fin.is_empty() && (after || !o.expected.fin.is_empty());
+        office += identified as usize;
+        bureau += 1 + (receives && identified) as usize;
     }
     (office, bureau)
 }
@@ -306,12 +323,18 @@ mod tests {
                 fbi_number: String::new(),
                 fbi_subject: None,
                 searched,
-                fin: String::new(),
+                // Everyone searched is identified here (their results can be seen).
+                fin: if searched {
+                    "FIN1".into()
+                } else {
+                    String::new()
+                },
                 ident_subject: None,
                 status: None,
                 level: interop_gateway::rules::policy::Level::None,
                 field_office: "HOU".into(),
                 bureau_receives: receives,
+                biographics: None,
             },
         }
     }

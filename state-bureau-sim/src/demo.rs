@@ -580,6 +580,11 @@ async fn drive_and_verify(
 /// Asks the gateway (as admin, `MatcherService.Search`) where each listed matcher error's
 /// mate ranks among the top candidates for the booking's prints, in the engine's gallery.
 /// A gateway that serves no `MatcherService` leaves the ranks unknown (said in the listing).
+///
+/// Field offices hear of identifications only, so a booking they heard nothing of looks like
+/// a miss from outside. Where the gateway's own matcher identifies the mate from the same
+/// prints (a hit, the mate first), the identification was made and then lost: that fails
+/// "notifications lost or misrouted", a deterministic check, not the matcher's rate.
 async fn mate_ranks(admin: tonic::transport::Channel, plan: &[Booking], v: &mut Verification) {
     const CANDIDATES: u32 = 100;
     let mut m = pb::matcher_service_client::MatcherServiceClient::new(admin);
@@ -587,6 +592,7 @@ async fn mate_ranks(admin: tonic::transport::Channel, plan: &[Booking], v: &mut 
         .iter()
         .map(|b| (b.submission.tcn.as_str(), b))
         .collect();
+    let mut lost = Vec::new();
     for e in &mut v.errors {
         let (Some(mate), Some(b)) = (e.mate, by_tcn.get(e.tcn.as_str())) else {
             continue;
@@ -602,19 +608,33 @@ async fn mate_ranks(admin: tonic::transport::Channel, plan: &[Booking], v: &mut 
         };
         match m.search(req).await {
             Ok(r) => {
+                let r = r.into_inner();
                 let rank = r
-                    .into_inner()
                     .candidates
                     .iter()
                     .position(|c| c.subject_id == mate)
                     .map(|i| i + 1);
                 e.mate_rank = Some(rank);
+                if e.engine == verify::Engine::Ident
+                    && e.what.ends_with("(no hit)")
+                    && r.hit
+                    && rank == Some(1)
+                {
+                    lost.push(e.tcn.clone());
+                }
             }
             Err(s) => {
                 tracing::warn!(code = ?s.code(), "cannot ask the gateway where a mate ranks");
-                return;
+                break;
             }
         }
+    }
+    for tcn in lost {
+        v.fail(
+            verify::LOST,
+            &tcn,
+            "the gateway's matcher identifies the mate from these prints, yet no identification reached the field office".into(),
+        );
     }
 }
 

@@ -355,8 +355,20 @@ pub async fn drive(
     // Collect results until everything expected has arrived, then a little longer to catch
     // anything extra (duplicates, leaks).
     results.set_length((expected_office + expected_bureau) as u64);
+    // Every receipted booking completes with one criminal-history response.
+    let receipted = receipts
+        .lock()
+        .expect("receipts")
+        .iter()
+        .filter(|r| matches!(r, Some(Ok(_))))
+        .count();
     let collected = collector
-        .finish(expected_office, expected_bureau, opts.settle_timeout)
+        .finish(
+            receipted,
+            expected_office,
+            expected_bureau,
+            opts.settle_timeout,
+        )
         .await?;
     let mut obs = Observations {
         office: collected.office,
@@ -467,7 +479,8 @@ struct Collected {
 
 /// Reads the subscriptions' answers as they arrive, from a task of its own.
 struct Collector {
-    counts: tokio::sync::watch::Receiver<(usize, usize)>,
+    /// (office notifications, bureau responses, criminal-history responses) so far.
+    counts: tokio::sync::watch::Receiver<(usize, usize, usize)>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Collected>,
 }
@@ -480,7 +493,8 @@ impl Collector {
         ours: Option<std::collections::HashSet<String>>,
         results: ProgressBar,
     ) -> Collector {
-        let (counts_tx, counts) = tokio::sync::watch::channel((0, 0));
+        let (counts_tx, counts) = tokio::sync::watch::channel((0, 0, 0));
+        let mut criminal_history = 0;
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut c = Collected::default();
@@ -498,29 +512,44 @@ impl Collector {
                 }
                 match seen {
                     Seen::Office(office, n) => c.office.push((office, n, at)),
-                    Seen::Bureau(state, r) => c.bureau.push((state, r, at)),
+                    Seen::Bureau(state, r) => {
+                        criminal_history += usize::from(matches!(
+                            r.body,
+                            Some(pb::bureau_response::Body::CriminalHistory(_))
+                        ));
+                        c.bureau.push((state, r, at))
+                    }
                 }
                 results.inc(1);
-                counts_tx.send_replace((c.office.len(), c.bureau.len()));
+                counts_tx.send_replace((c.office.len(), c.bureau.len(), criminal_history));
             }
             c
         });
         Collector { counts, stop, task }
     }
 
-    /// Waits until `office` notifications and `bureau` responses have arrived (or `settle`
-    /// has passed), then half a second more to catch anything extra (duplicates, leaks), and
-    /// returns everything collected.
+    /// Waits until `completions` criminal-history responses have arrived — every booking's
+    /// completion carries one, appended atomically with its identification, if any — and the
+    /// `office` notifications and `bureau` responses the ground truth expects (at most two
+    /// seconds more: a matcher's miss is never sent), or until `settle` has passed; then half
+    /// a second more to catch anything extra (duplicates, leaks), and returns everything
+    /// collected.
     async fn finish(
         mut self,
+        completions: usize,
         office: usize,
         bureau: usize,
         settle: Duration,
     ) -> anyhow::Result<Collected> {
         let deadline = tokio::time::Instant::now() + settle;
-        let all = self.counts.wait_for(|(o, b)| *o >= office && *b >= bureau);
-        let arrived = matches!(tokio::time::timeout_at(deadline, all).await, Ok(Ok(_)));
+        let done = self.counts.wait_for(|(_, _, ch)| *ch >= completions);
+        let arrived = matches!(tokio::time::timeout_at(deadline, done).await, Ok(Ok(_)));
         if arrived {
+            let more = (tokio::time::Instant::now() + Duration::from_secs(2)).min(deadline);
+            let all = self
+                .counts
+                .wait_for(|(o, b, _)| *o >= office && *b >= bureau);
+            let _ = tokio::time::timeout_at(more, all).await;
             let tail = (tokio::time::Instant::now() + Duration::from_millis(500)).min(deadline);
             tokio::time::sleep_until(tail).await;
         }

@@ -291,6 +291,14 @@ pub fn generate_with(
                     fin: format!("FIN{:010}", 1_000_000_000 + subject * 17),
                     status,
                     last_entry,
+                    // The person's own, as recorded at the immigration contact (no draw from
+                    // the generator: the rest of the world is as before).
+                    biographics: interop_gateway::world::Biographics {
+                        name: name.clone(),
+                        date_of_birth: Some(dob),
+                        sex: if female { "F" } else { "M" }.into(),
+                        place_of_birth: place_of_birth.clone(),
+                    },
                 },
             );
             subject

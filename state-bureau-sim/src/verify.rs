@@ -137,7 +137,7 @@ impl Verification {
             && self.rates.iter().all(Rate::passed)
             && !self.planted.iter().any(Planted::missed_with_power)
     }
-    fn fail(&mut self, check: &'static str, tcn: &str, what: String) {
+    pub(crate) fn fail(&mut self, check: &'static str, tcn: &str, what: String) {
         match self.checks.iter_mut().find(|c| c.name == check) {
             Some(c) => c.failures += 1,
             None => self.checks.push(Check {
@@ -160,7 +160,12 @@ pub const NOT_ACTIVATED: &str = "searches of non-activated jurisdictions";
 pub const LOST: &str = "notifications lost or misrouted";
 pub const DUPLICATED: &str = "notifications duplicated";
 pub const LEAKS: &str = "opt-out leaks";
+/// An outcome without an identification reached someone: no-hits are counted, never
+/// disclosed (DESIGN §3.2; seed 001, "where there is a positive match").
+pub const NO_HITS: &str = "no-hits disclosed";
 pub const IMMIGRATION: &str = "immigration responses lost or duplicated";
+/// An identification must carry the identified record's biographics (seed 001).
+pub const BIOGRAPHICS: &str = "identification biographics wrong";
 pub const ORDER: &str = "stream cursors out of order";
 pub const DETAINERS: &str = "detainers not delivered exactly once";
 pub const MONTHLY: &str = "monthly statistics differ from the answers";
@@ -174,7 +179,9 @@ pub const CHECKS: &[&str] = &[
     LOST,
     DUPLICATED,
     LEAKS,
+    NO_HITS,
     IMMIGRATION,
+    BIOGRAPHICS,
     ORDER,
     DETAINERS,
     MONTHLY,
@@ -277,8 +284,20 @@ pub fn verify(
             Some(pb::bureau_response::Body::CriminalHistory(c)) => {
                 ch.entry(r.tcn.as_str()).or_default().push(c)
             }
-            Some(pb::bureau_response::Body::Immigration(_)) => {
-                *imm.entry(r.tcn.as_str()).or_default() += 1
+            Some(pb::bureau_response::Body::Immigration(i)) => {
+                *imm.entry(r.tcn.as_str()).or_default() += 1;
+                if i.outcome
+                    .as_ref()
+                    .is_none_or(|o| !o.hit || o.fin.is_empty())
+                {
+                    v.fail(
+                        NO_HITS,
+                        &r.tcn,
+                        format!(
+                            "bureau {state} got an immigration response without an identification"
+                        ),
+                    );
+                }
             }
             // Detainers are checked from `Observations::detainers_*`.
             Some(pb::bureau_response::Body::Detainer(_)) | None => {}
@@ -318,13 +337,6 @@ pub fn verify(
         if !b.expected.bureau_receives && got > 0 {
             v.fail(LEAKS, tcn, format!("jurisdiction {} does not receive results, yet the bureau got {got} immigration response(s)", b.submission.jurisdiction_id));
         }
-        if b.expected.bureau_receives && got != 1 {
-            v.fail(
-                IMMIGRATION,
-                tcn,
-                format!("expected 1 immigration response, got {got}"),
-            );
-        }
     }
 
     // Field-office side.
@@ -341,6 +353,14 @@ pub fn verify(
             );
         }
         if let Some(o) = &n.outcome {
+            if !o.hit || o.fin.is_empty() {
+                v.fail(
+                    NO_HITS,
+                    tcn,
+                    format!("office {office} was sent an outcome without an identification"),
+                );
+                continue;
+            }
             notes
                 .entry(o.tcn.as_str())
                 .or_default()
@@ -353,8 +373,10 @@ pub fn verify(
     for b in plan {
         let tcn = b.submission.tcn.as_str();
         let got = notes.get(tcn).map(|v| v.as_slice()).unwrap_or(&[]);
+        // Told to the bureau as an identification (where its jurisdiction receives results).
+        let bureau_told = imm.get(tcn).copied().unwrap_or(0);
         if !b.expected.searched {
-            if !got.is_empty() {
+            if !got.is_empty() || bureau_told > 0 {
                 v.fail(
                     NOT_ACTIVATED,
                     tcn,
@@ -369,11 +391,37 @@ pub fn verify(
         if got.len() > 1 {
             v.fail(DUPLICATED, tcn, format!("{} notifications", got.len()));
         }
-        let Some((office, o)) = got.first() else {
+        // Identifications only: a booking the office heard nothing of was a no-hit, as far as
+        // anyone outside the gateway can tell. If the bureau was told of an identification the
+        // office was not, it was lost; a mate missed is judged as the matcher's rate (and the
+        // run asks the gateway's matcher whether it finds the mate: `demo::mate_ranks`).
+        if b.expected.bureau_receives && bureau_told != got.len().min(1) {
             v.fail(
-                LOST,
+                IMMIGRATION,
                 tcn,
-                format!("no notification reached {}", b.expected.field_office),
+                format!(
+                    "{} identification(s) reached the field office, {bureau_told} immigration response(s) the bureau",
+                    got.len()
+                ),
+            );
+        }
+        let Some((office, o)) = got.first() else {
+            if bureau_told > 0 {
+                v.fail(
+                    LOST,
+                    tcn,
+                    format!(
+                        "the bureau was told of an identification, {} was not",
+                        b.expected.field_office
+                    ),
+                );
+            }
+            ident.judge(
+                b,
+                Engine::Ident,
+                (!b.expected.fin.is_empty())
+                    .then_some((b.expected.fin.as_str(), b.expected.ident_subject)),
+                None,
             );
             continue;
         };
@@ -384,18 +432,30 @@ pub fn verify(
                 format!("notified {office}, expected {}", b.expected.field_office),
             );
         }
-        *told.entry(month_of(b)).or_default() += o.hit as u64;
+        *told.entry(month_of(b)).or_default() += 1;
         let right = ident.judge(
             b,
             Engine::Ident,
             (!b.expected.fin.is_empty())
                 .then_some((b.expected.fin.as_str(), b.expected.ident_subject)),
-            o.hit.then_some(o.fin.as_str()),
+            Some(o.fin.as_str()),
         );
         // The determination is checked wherever the matcher answered right: it follows
         // from the records, deterministically.
         let want_status = convert::status_to_pb(b.expected.status) as i32;
         let want_level = convert::level_to_pb(b.expected.level) as i32;
+        let want_bio = b
+            .expected
+            .biographics
+            .as_ref()
+            .map(interop_gateway::convert::biographics_pb);
+        if right && o.biographics != want_bio {
+            v.fail(
+                BIOGRAPHICS,
+                tcn,
+                "the identification's biographics are not the identified record's".into(),
+            );
+        }
         if right && (o.status != want_status || o.priority_level != want_level) {
             v.fail(
                 STATUS,
@@ -429,6 +489,16 @@ pub fn verify(
         );
     }
 
+    // Searches are counted by the gateway, never seen: a booking in flight across a policy
+    // change and identified under neither policy may have been searched or not.
+    let unseen = |month: Option<&str>| {
+        obs.change_split.as_ref().map_or(0, |s| {
+            plan.iter()
+                .filter(|b| s.unseen_search.contains(&b.submission.tcn))
+                .filter(|b| month.is_none_or(|m| month_of(b) == m))
+                .count() as u64
+        })
+    };
     // Monthly statistics against what was answered: [submissions, searches, matches,
     // detainers, removals]. Submissions and searches are the ground truth's; matches are the
     // hits the field offices were told of (a matcher's miss is judged above, as a rate, and
@@ -462,7 +532,11 @@ pub fn verify(
                 r.removals,
             ]
         });
-        if got.as_ref() != Some(w) {
+        // The searches of this month's unseen in-flight bookings may go either way.
+        let fits = got.as_ref().is_some_and(|g| {
+            g[0] == w[0] && g[2..] == w[2..] && g[1].abs_diff(w[1]) <= unseen(Some(month))
+        });
+        if !fits {
             v.fail(
                 MONTHLY,
                 month,
@@ -475,11 +549,14 @@ pub fn verify(
 
     let searched = plan.iter().filter(|b| b.expected.searched).count() as u64;
     let counted = counters.get("ident_searches").copied().unwrap_or(0);
-    if counted != searched {
+    if counted.abs_diff(searched) > unseen(None) {
         v.fail(
             NOT_ACTIVATED,
             "-",
-            format!("gateway counted {counted} IDENT searches, {searched} expected"),
+            format!(
+                "gateway counted {counted} IDENT searches, {searched} expected (give or take {} in flight across a policy change)",
+                unseen(None)
+            ),
         );
     }
 
@@ -692,7 +769,8 @@ pub fn report(
         .iter()
         .filter(|r| matches!(r, Some(Ok(_))))
         .count();
-    let searches = obs.office.len();
+    // Counted by the gateway: field offices hear of identifications only.
+    let searches = counters.get("ident_searches").copied().unwrap_or(0) as usize;
     let withheld = counters
         .get("immigration_responses_withheld")
         .copied()
@@ -720,10 +798,11 @@ pub fn report(
     );
     let _ = writeln!(
         t,
-        "  {:<34} {:>10}  ({:.2}% of submissions; program reported ~6.3%)",
+        "  {:<34} {:>10}  ({:.2}% of submissions, {:.2}% of IDENT searches; program reported ~6.3%)",
         "IDENT matches",
         matches,
-        100.0 * matches as f64 / n.max(1) as f64
+        100.0 * matches as f64 / n.max(1) as f64,
+        100.0 * matches as f64 / searches.max(1) as f64
     );
     let _ = writeln!(
         t,

@@ -92,12 +92,14 @@ async fn a_gateway_that_leaks_to_an_opted_out_jurisdiction_is_caught() {
     // The opted-out jurisdiction this run searches most often.
     let data = WorldData::load(&dir.path().join("world")).unwrap();
     let (from, days) = demo::booking_window();
-    let plan = bookings::plan(&data, SEED, BOOKINGS, from, days, &Default::default());
+    // Only identifications are sent at all: enough bookings that a non-receiving
+    // jurisdiction has several.
+    const LEAK_BOOKINGS: usize = 600;
+    let plan = bookings::plan(&data, SEED, LEAK_BOOKINGS, from, days, &Default::default());
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
-    for b in plan
-        .iter()
-        .filter(|b| b.expected.searched && !b.expected.bureau_receives)
-    {
+    for b in plan.iter().filter(|b| {
+        b.expected.searched && !b.expected.bureau_receives && !b.expected.fin.is_empty()
+    }) {
         *counts
             .entry(b.submission.jurisdiction_id.as_str())
             .or_default() += 1;
@@ -105,7 +107,7 @@ async fn a_gateway_that_leaks_to_an_opted_out_jurisdiction_is_caught() {
     let (victim, n) = counts
         .into_iter()
         .max_by_key(|(_, n)| *n)
-        .expect("the plan searches an opted-out jurisdiction");
+        .expect("the plan identifies someone in a jurisdiction that does not receive results");
     let pki = pki::PkiDir(dir.path().join("pki"));
     let ch = pki::connect(&s.endpoint, &pki, &Principal::Admin)
         .await
@@ -141,9 +143,9 @@ async fn a_gateway_that_leaks_to_an_opted_out_jurisdiction_is_caught() {
             .await
             .unwrap();
     }
-    let v = demo::run_remote(options(dir.path(), &s.endpoint, "LEAK"))
-        .await
-        .unwrap();
+    let mut o = options(dir.path(), &s.endpoint, "LEAK");
+    o.demo.bookings = LEAK_BOOKINGS;
+    let v = demo::run_remote(o).await.unwrap();
     assert!(!v.passed(), "the leak went unnoticed");
     assert!(
         failures(&v, "opt-out leaks") >= n,
@@ -336,7 +338,10 @@ impl interop_gateway::engines::IdentSearch for Dropping {
 
 /// A statistical criterion still fails a broken matcher: a gateway whose IDENT finds no one
 /// misses every mate, and the run fails on IDENT's FNIR (its interval lies wholly above the
-/// target) with the misses listed, while every deterministic check passes.
+/// target) with the misses listed. Field offices hear of identifications only, so from outside
+/// a miss looks like a lost identification; here the gateway's `MatcherService` still runs the
+/// real matcher, finds the listed mates first, and the run says so as lost identifications
+/// (only the pipeline's engine is blind). Every other deterministic check passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blind_matcher_fails_by_its_error_rate() {
     let dir = tempfile::tempdir().unwrap();
@@ -345,7 +350,14 @@ async fn a_blind_matcher_fails_by_its_error_rate() {
         .await
         .unwrap();
     assert!(!v.passed(), "a blind matcher passed");
-    assert!(v.checks.iter().all(|c| c.failures == 0), "{:?}", v.checks);
+    assert!(
+        v.checks
+            .iter()
+            .all(|c| c.failures == 0 || c.name == "notifications lost or misrouted"),
+        "{:?}",
+        v.checks
+    );
+    assert!(failures(&v, "notifications lost or misrouted") > 0);
     let fnir = v
         .rates
         .iter()

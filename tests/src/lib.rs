@@ -94,6 +94,16 @@ pub fn fin(person: u64) -> String {
     format!("FIN{person:010}")
 }
 
+/// The synthetic biographics IDENT holds for `person` in the test world.
+pub fn biographics(person: u64) -> interop_gateway::world::Biographics {
+    interop_gateway::world::Biographics {
+        name: format!("Person {person}"),
+        date_of_birth: chrono::NaiveDate::from_ymd_opt(1980, 1, 1 + (person % 28) as u32),
+        sex: if person.is_multiple_of(2) { "F" } else { "M" }.into(),
+        place_of_birth: "Oaxaca, Mexico".into(),
+    }
+}
+
 pub fn fbi_number(person: u64) -> String {
     format!("FBI{person:09}")
 }
@@ -133,6 +143,7 @@ fn gallery_entries() -> (Enrolled<ImmigrationRecord>, Enrolled<CriminalRecord>) 
                 fin: fin(p),
                 status,
                 last_entry: None,
+                biographics: biographics(p),
             };
             (p, enrol(p), record)
         })

@@ -188,10 +188,10 @@ async fn a_revoked_certificate_is_refused_and_its_open_streams_are_closed() {
     // Others are unaffected: the bureau's stream still follows.
     let second = "TX-REVOKE-0002";
     bureau
-        .submit(booking(second, TX_RECEIVING, NOBODY))
+        .submit(booking(second, TX_RECEIVING, OVERSTAY_FELON))
         .await
         .unwrap();
-    // Its criminal-history and (no-hit) immigration responses.
+    // Its criminal-history and immigration responses (an identification).
     let mut seen_second = 0;
     while seen_second < 2 {
         match next(&mut responses).await.unwrap() {

@@ -189,7 +189,9 @@ async fn field_office_resumes_from_its_cursor() {
     let mut b = gw.bureau("TX").await;
     let tcns: Vec<String> = (0..5).map(|i| format!("TX-RESUME-{i:04}")).collect();
     for t in &tcns {
-        b.submit(booking(t, TX_RECEIVING, NOBODY)).await.unwrap();
+        b.submit(booking(t, TX_RECEIVING, OVERSTAY_FELON))
+            .await
+            .unwrap();
     }
     for t in &tcns {
         wait_completed(&gw, "TX", t).await;
@@ -243,7 +245,7 @@ async fn field_office_resumes_from_its_cursor() {
     for c in &cursors[2..] {
         assert_eq!(live.message().await.unwrap().unwrap().cursor, *c);
     }
-    b.submit(booking("TX-RESUME-LIVE", TX_RECEIVING, NOBODY))
+    b.submit(booking("TX-RESUME-LIVE", TX_RECEIVING, OVERSTAY_FELON))
         .await
         .unwrap();
     let n = tokio::time::timeout(std::time::Duration::from_secs(30), live.message())
@@ -868,7 +870,7 @@ async fn a_stalled_subscriber_does_not_hold_back_ingest() {
     let n = 120;
     let mut b = gw.bureau("TX").await;
     let subs: Vec<pb::Submission> = (0..n)
-        .map(|i| booking(&format!("TX-STALL-{i:04}"), TX_RECEIVING, NOBODY))
+        .map(|i| booking(&format!("TX-STALL-{i:04}"), TX_RECEIVING, OVERSTAY_FELON))
         .collect();
     let mut out = b
         .submit_stream(tokio_stream::iter(subs.clone()))
@@ -1364,7 +1366,7 @@ async fn quarterly_review_flags_a_planted_outlier_only() {
 async fn a_full_disk_is_unavailable_never_acknowledged_and_recovers() {
     let (gw, faults) = TestGateway::start_with_faults().await;
     let mut b = gw.bureau("TX").await;
-    b.submit(booking("TX-DISK-0001", TX_RECEIVING, NOBODY))
+    b.submit(booking("TX-DISK-0001", TX_RECEIVING, OVERSTAY_FELON))
         .await
         .unwrap();
     wait_completed(&gw, "TX", "TX-DISK-0001").await;
@@ -1422,7 +1424,9 @@ async fn acknowledged_outcomes_are_compacted_after_retention() {
     let gw = TestGateway::start_with_retention(std::time::Duration::ZERO).await;
     let mut b = gw.bureau("TX").await;
     for t in ["TX-RETAIN-0001", "TX-RETAIN-0002", "TX-RETAIN-0003"] {
-        b.submit(booking(t, TX_RECEIVING, NOBODY)).await.unwrap();
+        b.submit(booking(t, TX_RECEIVING, OVERSTAY_FELON))
+            .await
+            .unwrap();
         wait_completed(&gw, "TX", t).await;
     }
     let mut hou = gw.office("HOU").await;

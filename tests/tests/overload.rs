@@ -284,11 +284,11 @@ async fn idle_connections_and_streams_that_carry_nothing_are_closed() {
         stats.idle_closed.load(Ordering::Relaxed)
     );
 
-    // The follower re-opens after its last cursor: the next outcome arrives once.
+    // The follower re-opens after its last cursor: the next identification arrives once.
     let tcn = "TX-IDLE-0001";
     gw.bureau("TX")
         .await
-        .submit(booking(tcn, TX_RECEIVING, NOBODY))
+        .submit(booking(tcn, TX_RECEIVING, OVERSTAY_FELON))
         .await
         .unwrap();
     let n = tokio::time::timeout(Duration::from_secs(10), notes.next())

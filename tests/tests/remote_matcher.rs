@@ -164,8 +164,8 @@ async fn searches_scatter_to_shards_and_wait_for_a_missing_one() {
     let hit = office_outcome(&gw, "TX-SHARD-0001").await.expect("outcome");
     assert!(hit.hit);
     assert_eq!(hit.fin, fin(OVERSTAY_FELON));
-    let miss = office_outcome(&gw, "TX-SHARD-0002").await.expect("outcome");
-    assert!(!miss.hit && miss.fin.is_empty());
+    // Identifications only: a booking of someone IDENT does not hold reaches no office.
+    assert!(office_outcome(&gw, "TX-SHARD-0002").await.is_none());
 
     // The shard holding the person goes down: the search is incomplete, so the submission
     // waits — no outcome at all, never a no-hit — until the shard is back.
@@ -391,8 +391,8 @@ async fn the_gateway_enrols_and_removes_on_every_replica_of_the_shard() {
         .await
         .unwrap();
     wait_completed(&gw, "TX", "TX-SHARD-0101").await;
-    let outcome = office_outcome(&gw, "TX-SHARD-0101").await.expect("outcome");
-    assert!(!outcome.hit, "a removed subject was identified");
+    let outcome = office_outcome(&gw, "TX-SHARD-0101").await;
+    assert!(outcome.is_none(), "a removed subject was identified");
 
     // Shard 1 restarts: it loads the world's gallery again, subject 1 included (shards keep
     // changes in memory only). The gateway refuses its answer naming the removed subject,
@@ -406,9 +406,9 @@ async fn the_gateway_enrols_and_removes_on_every_replica_of_the_shard() {
         .await
         .unwrap();
     wait_completed(&gw, "TX", "TX-SHARD-0102").await;
-    let outcome = office_outcome(&gw, "TX-SHARD-0102").await.expect("outcome");
+    let outcome = office_outcome(&gw, "TX-SHARD-0102").await;
     assert!(
-        !outcome.hit,
+        outcome.is_none(),
         "a removed subject was identified by a restarted shard"
     );
     let e = direct(addr1)

@@ -40,7 +40,9 @@ async fn bureau_responses_expire_by_age_and_cursors_stand() {
     let gw = TestGateway::start_with_options(options, None).await;
     let mut b = gw.bureau("TX").await;
     for t in ["TX-EXPIRE-0001", "TX-EXPIRE-0002"] {
-        b.submit(booking(t, TX_RECEIVING, NOBODY)).await.unwrap();
+        b.submit(booking(t, TX_RECEIVING, OVERSTAY_FELON))
+            .await
+            .unwrap();
         wait_completed(&gw, "TX", t).await;
     }
     let first = bureau_log(&gw, "TX").await;
@@ -75,7 +77,7 @@ async fn bureau_responses_expire_by_age_and_cursors_stand() {
     assert!(figure(&metrics, "interop_store_file_bytes") > 0);
 
     // New responses continue after the head; an old cursor reads from the first one kept.
-    b.submit(booking("TX-EXPIRE-0003", TX_RECEIVING, NOBODY))
+    b.submit(booking("TX-EXPIRE-0003", TX_RECEIVING, OVERSTAY_FELON))
         .await
         .unwrap();
     wait_completed(gw, "TX", "TX-EXPIRE-0003").await;

@@ -1,8 +1,9 @@
 //! The pipeline that takes a durably received submission to completion:
 //! criminal-history check (always) and, when the jurisdiction is activated on the booking
 //! date, the IDENT search — concurrently — then status determination, then one atomic
-//! [`Store::complete`](crate::store::Store::complete) that appends the field-office
-//! notification and the bureau's responses.
+//! [`Store::complete`](crate::store::Store::complete) that appends the bureau's responses and,
+//! for an identification (an IDENT hit), the field office's notification. A no-hit is
+//! counted and disclosed to no one (DESIGN §3.2).
 //!
 //! Exactly once in effect: completion is idempotent by `(bureau, TCN)`, so a submission
 //! processed again after a crash (recovery replays every unfinished one) appends nothing
@@ -203,6 +204,9 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
     };
     let (criminal, ident) = tokio::join!(criminal, ident);
     let searched = ident.as_ref().is_ok_and(|i| i.is_some());
+    let identified = ident
+        .as_ref()
+        .is_ok_and(|i| i.as_ref().is_some_and(|h| h.is_some()));
     let record = criminal.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
     let ident = ident.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
 
@@ -261,47 +265,51 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
             if det.recommendation != policy::Recommendation::None {
                 count(counters::DETAINERS);
             }
-            let mut outcome = pb::IdentOutcome {
-                tcn: sub.tcn.clone(),
-                jurisdiction_id: sub.jurisdiction_id.clone(),
-                ori: sub.ori.clone(),
-                booked_at: sub.booked_at,
-                hit: hit.is_some(),
-                fin: hit
-                    .as_ref()
-                    .map(|h| h.record.fin.clone())
-                    .unwrap_or_default(),
-                score: hit.as_ref().map_or(0.0, |h| h.score),
-                fbi_number: record
-                    .as_ref()
-                    .map(|r| r.fbi_number.clone())
-                    .unwrap_or_default(),
-                determined_at: Some(convert::timestamp_ms(convert::now_ms())),
-                ..Default::default()
-            };
-            convert::apply_determination(&mut outcome, &det);
-            // Invariant 2: the field office covering the jurisdiction always gets the outcome.
-            count(counters::OFFICE_NOTIFICATIONS);
-            // Kept with the submission (no biometrics) so a field office can act on it later.
-            completion.summary = Some(outcome.encode_to_vec());
-            events.push((
-                StreamKey::Office(routing.field_office.clone()),
-                outcome.encode_to_vec(),
-            ));
-            // Invariant 3: the bureau gets it only where its jurisdiction receives results.
-            if routing.bureau_receives {
-                count(counters::IMMIGRATION_RESPONSES);
+            // Identifications only (DESIGN §3.2; seed 001: "where there is a positive
+            // match" the agency gets ICE's determination): a no-hit is counted above and
+            // disclosed to no one — no field office, no bureau, no stored outcome.
+            if let Some(hit) = &hit {
+                let mut outcome = pb::IdentOutcome {
+                    tcn: sub.tcn.clone(),
+                    jurisdiction_id: sub.jurisdiction_id.clone(),
+                    ori: sub.ori.clone(),
+                    booked_at: sub.booked_at,
+                    hit: true,
+                    fin: hit.record.fin.clone(),
+                    score: hit.score,
+                    fbi_number: record
+                        .as_ref()
+                        .map(|r| r.fbi_number.clone())
+                        .unwrap_or_default(),
+                    determined_at: Some(convert::timestamp_ms(convert::now_ms())),
+                    biographics: Some(convert::biographics_pb(&hit.record.biographics)),
+                    ..Default::default()
+                };
+                convert::apply_determination(&mut outcome, &det);
+                // Invariant 2: the field office covering the jurisdiction always gets the
+                // identification.
+                count(counters::OFFICE_NOTIFICATIONS);
+                // Kept with the submission (no biometrics) so a field office can act on it later.
+                completion.summary = Some(outcome.encode_to_vec());
                 events.push((
-                    bureau,
-                    bureau_event(
-                        &sub.tcn,
-                        pb::bureau_response::Body::Immigration(pb::ImmigrationResponse {
-                            outcome: Some(outcome),
-                        }),
-                    ),
+                    StreamKey::Office(routing.field_office.clone()),
+                    outcome.encode_to_vec(),
                 ));
-            } else {
-                count(counters::WITHHELD);
+                // Invariant 3: the bureau gets it only where its jurisdiction receives results.
+                if routing.bureau_receives {
+                    count(counters::IMMIGRATION_RESPONSES);
+                    events.push((
+                        bureau,
+                        bureau_event(
+                            &sub.tcn,
+                            pb::bureau_response::Body::Immigration(pb::ImmigrationResponse {
+                                outcome: Some(outcome),
+                            }),
+                        ),
+                    ));
+                } else {
+                    count(counters::WITHHELD);
+                }
             }
         }
     }
@@ -317,6 +325,8 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
                 "interop_ident_searches_total",
                 office(&routing.field_office),
             );
+        }
+        if identified {
             m.inc("interop_notifications_total", office(&routing.field_office));
             let since = (convert::now_ms() - job.accepted_ms).max(0) as u64;
             m.observe("notification", std::time::Duration::from_millis(since));

@@ -41,7 +41,7 @@ async fn enforceable_outcome(
     }
     let not_found = || {
         GatewayError::NotFound(
-            "tcn: no IDENT outcome with this TCN in your area of responsibility".into(),
+            "tcn: no identification with this TCN in your area of responsibility".into(),
         )
     };
     let key = SubmissionKey {

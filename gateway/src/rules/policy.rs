@@ -402,6 +402,7 @@ mod tests {
             fin: "FIN0000000001".into(),
             status,
             last_entry: last_entry.map(d),
+            biographics: Default::default(),
         }
     }
 
