@@ -111,6 +111,13 @@ impl pb::submission_service_server::SubmissionService for Echo {
     ) -> Result<tonic::Response<pb::ResponseHead>, tonic::Status> {
         Err(tonic::Status::unimplemented("echo baseline: Submit only"))
     }
+
+    async fn acknowledge_detainer_copy(
+        &self,
+        _: tonic::Request<pb::AcknowledgeDetainerCopyRequest>,
+    ) -> Result<tonic::Response<pb::DetainerCopyGiven>, tonic::Status> {
+        Err(tonic::Status::unimplemented("echo baseline: Submit only"))
+    }
 }
 
 /// What one closed-loop phase measured.

@@ -141,11 +141,16 @@ fn wait_listening(p: &mut Proc, within: Duration, log: &Path) -> anyhow::Result<
             return Ok(());
         }
         if let Some(status) = p.child.try_wait()? {
+            // Its last words, so the reason survives the log's directory.
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
             anyhow::bail!(
-                "{} exited ({status}) before listening on {}; see {}",
+                "{} exited ({status}) before listening on {}; see {}; it ended with:\n{}",
                 p.name,
                 p.addr,
-                log.display()
+                log.display(),
+                tail.join("\n")
             );
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -458,6 +458,28 @@ pub async fn drive(
             if let Some(pb::bureau_response::Body::Detainer(d)) = r.body
                 && planned.contains(&r.tcn)
             {
+                // The form's notice as the documents give it, and the jail's acknowledgement
+                // that the person got a copy (asked twice: recorded once).
+                if d.notice.as_ref() != Some(&interop_gateway::rules::detainer::notice()) {
+                    obs.detainer_notices_wrong.push(r.tcn.clone());
+                }
+                let mut jail = SubmissionServiceClient::new(bureau.channel());
+                let ack = pb::AcknowledgeDetainerCopyRequest {
+                    tcn: r.tcn.clone(),
+                    given_at: Some(prost_types::Timestamp {
+                        seconds: chrono::Utc::now().timestamp(),
+                        nanos: 0,
+                    }),
+                };
+                let first = jail
+                    .acknowledge_detainer_copy(ack.clone())
+                    .await?
+                    .into_inner();
+                let again = jail.acknowledge_detainer_copy(ack).await?.into_inner();
+                if first == again && first.detainer_id == d.detainer_id {
+                    obs.detainer_copies
+                        .push((state.clone(), r.tcn.clone(), first.detainer_id));
+                }
                 obs.detainers_received
                     .push((state.clone(), r.tcn, d.detainer_id));
             }

@@ -45,6 +45,10 @@ pub struct Observations {
     pub detainers_issued: Vec<(String, String, String)>,
     /// Detainers the bureaus' jails received: (state, tcn, detainer id).
     pub detainers_received: Vec<(String, String, String)>,
+    /// Detainers whose form notice differs from the documents' (TCNs).
+    pub detainer_notices_wrong: Vec<String>,
+    /// Detainer copies the jails acknowledged, recorded once: (state, tcn, detainer id).
+    pub detainer_copies: Vec<(String, String, String)>,
     /// Removals the field offices recorded: (state, tcn).
     pub removals: Vec<(String, String)>,
     /// Jurisdictions planted with skewed arrest mixes.
@@ -168,6 +172,9 @@ pub const IMMIGRATION: &str = "immigration responses lost or duplicated";
 pub const BIOGRAPHICS: &str = "identification biographics wrong";
 pub const ORDER: &str = "stream cursors out of order";
 pub const DETAINERS: &str = "detainers not delivered exactly once";
+/// A detainer must carry the form's notice as the documents give it, and the jail's
+/// acknowledgement that the person got a copy must be recorded once.
+pub const DETAINER_NOTICES: &str = "detainer notices or copies wrong";
 pub const MONTHLY: &str = "monthly statistics differ from the answers";
 
 pub const CHECKS: &[&str] = &[
@@ -184,6 +191,7 @@ pub const CHECKS: &[&str] = &[
     BIOGRAPHICS,
     ORDER,
     DETAINERS,
+    DETAINER_NOTICES,
     MONTHLY,
 ];
 
@@ -464,6 +472,22 @@ pub fn verify(
                     "status/level {}/{} expected {want_status}/{want_level}",
                     o.status, o.priority_level
                 ),
+            );
+        }
+    }
+    for tcn in &obs.detainer_notices_wrong {
+        v.fail(
+            DETAINER_NOTICES,
+            tcn,
+            "the detainer's form notice is not the documents'".into(),
+        );
+    }
+    for d in &obs.detainers_received {
+        if !obs.detainer_copies.contains(d) {
+            v.fail(
+                DETAINER_NOTICES,
+                &d.1,
+                format!("the jail's copy of detainer {} was not recorded once", d.2),
             );
         }
     }

@@ -103,3 +103,106 @@ async fn a_no_hit_is_counted_and_disclosed_to_no_one() {
         (e_none.code(), e_none.message())
     );
 }
+
+/// The detainer form as the documents give it (seeds 000, 001): its notice travels with the
+/// detainer to the jail, and the jail's acknowledgement that the person got a copy is recorded
+/// once; a TCN without a detainer, another state's detainer or a bad time is refused and
+/// records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detainer_carries_the_forms_notice_and_the_jail_acknowledges_the_copy() {
+    let gw = TestGateway::start().await;
+    let tcn = "TX-FORM-0001";
+    gw.bureau("TX")
+        .await
+        .submit(booking(tcn, TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap();
+    wait_completed(&gw, "TX", tcn).await;
+    let now = || prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp(),
+        nanos: 0,
+    };
+    let d = gw
+        .office("HOU")
+        .await
+        .issue_detainer(pb::IssueDetainerRequest {
+            state: "TX".into(),
+            tcn: tcn.into(),
+            scheduled_release: Some(prost_types::Timestamp {
+                seconds: 1_307_120_400,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The notice, as the jail receives it.
+    let log = bureau_log(&gw, "TX").await;
+    let received = log
+        .iter()
+        .find_map(|r| match &r.body {
+            Some(pb::bureau_response::Body::Detainer(d)) => Some(d.clone()),
+            _ => None,
+        })
+        .expect("the jail got the detainer");
+    let n = received.notice.expect("the form's notice");
+    assert_eq!(n.form_revision, "2011-12");
+    assert!(n.copy_to_person && n.weekends_and_holidays_excluded);
+    assert_eq!(n.hold_hours, 48);
+    assert_eq!(n.complaint_instruction_languages, 6);
+    assert_eq!(n.joint_intake_center, "1-877-2INTAKE (877-246-8253)");
+    assert_eq!(n.lesc_hotline, "(855) 448-6903");
+    assert!(n.notify_lesc_if_victim_or_witness);
+
+    // The jail acknowledges the copy; asked again, the first record stands.
+    let mut jail = gw.bureau("TX").await;
+    let ask = |tcn: &str, given_at| pb::AcknowledgeDetainerCopyRequest {
+        tcn: tcn.into(),
+        given_at,
+    };
+    let first = jail
+        .acknowledge_detainer_copy(ask(tcn, Some(now())))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.detainer_id, d.detainer_id);
+    let again = jail
+        .acknowledge_detainer_copy(ask(tcn, Some(now())))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, first, "recorded once");
+    assert_eq!(gw.counters().await.get("detainer_copies_given"), Some(&1));
+
+    // Refused, and nothing recorded: no detainer for the TCN, another state's bureau, no or a
+    // future time.
+    let e = jail
+        .acknowledge_detainer_copy(ask("TX-FORM-0404", Some(now())))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let e = gw
+        .bureau("CA")
+        .await
+        .acknowledge_detainer_copy(ask(tcn, Some(now())))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    for bad in [
+        None,
+        Some(prost_types::Timestamp {
+            seconds: chrono::Utc::now().timestamp() + 86_400,
+            nanos: 0,
+        }),
+    ] {
+        let e = jail
+            .acknowledge_detainer_copy(ask("TX-FORM-0001", bad))
+            .await
+            .unwrap_err();
+        // Checked even once the acknowledgement is recorded.
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("given_at"), "{}", e.message());
+    }
+    assert_eq!(gw.counters().await.get("detainer_copies_given"), Some(&1));
+}

@@ -167,6 +167,17 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
         }))
     }
 
+    async fn acknowledge_detainer_copy(
+        &self,
+        req: Request<pb::AcknowledgeDetainerCopyRequest>,
+    ) -> Res<pb::DetainerCopyGiven> {
+        let state = need_bureau(&req)?;
+        let given =
+            crate::rules::enforcement::acknowledge_copy(&self.0, &state, req.into_inner()).await?;
+        tracing::debug!(tcn = %given.tcn, "detainer copy acknowledged");
+        Ok(Response::new(given))
+    }
+
     async fn get_response_head(
         &self,
         req: Request<pb::GetResponseHeadRequest>,

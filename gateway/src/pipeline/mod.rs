@@ -64,6 +64,8 @@ pub mod counters {
     pub const DETAINERS: &str = "detainer_recommendations";
     pub const DETAINERS_ISSUED: &str = "detainers_issued";
     pub const REMOVALS: &str = "removals_recorded";
+    /// Detainer copies the jails acknowledged giving to the person held.
+    pub const DETAINER_COPIES_GIVEN: &str = "detainer_copies_given";
 }
 
 /// Starts `concurrency` workers; returns the queue to feed them. `halt` (set once the

@@ -29,6 +29,37 @@ use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Weekday};
 /// How long a detainer may hold a person beyond release, counted on business days only.
 pub const HOLD_HOURS: i64 = 48;
 
+/// The detainer form's revision: revised, in effect December 2011 (DESIGN §2; seed 000: "ICE
+/// has revised the detainer form").
+pub const FORM_REVISION: &str = "2011-12";
+/// Seed 001: the form "provides instructions, in six languages".
+pub const COMPLAINT_INSTRUCTION_LANGUAGES: u32 = 6;
+/// Seed 001: "contact the ICE Joint Intake Center at 1-877-2INTAKE (877-246-8253)". The same
+/// document prints it once more as "1-877-2-INTAKE (1-877-246-8263)"; 2INTAKE spells 246-8253,
+/// so that is the number given.
+pub const JOINT_INTAKE_CENTER: &str = "1-877-2INTAKE (877-246-8253)";
+/// Seed 001: "That hotline is (855) 448-6903", answered by the LESC, for people who believe they
+/// were identified as crime victims or who are U.S. citizens.
+pub const LESC_HOTLINE: &str = "(855) 448-6903";
+
+/// What the detainer form tells the jail and the person (seeds 000, 001: a copy to the person;
+/// the 48-hour hold, weekends and holidays excluded, to interview; complaint instructions in
+/// six languages; the Joint Intake Center and the LESC hotline; the jail asked to notify the
+/// LESC of a possible victim or a witness).
+pub fn notice() -> interop_proto::v1::DetainerNotice {
+    interop_proto::v1::DetainerNotice {
+        form_revision: FORM_REVISION.into(),
+        copy_to_person: true,
+        hold_hours: HOLD_HOURS as u32,
+        weekends_and_holidays_excluded: true,
+        purpose: "to allow ICE to interview the person".into(),
+        complaint_instruction_languages: COMPLAINT_INSTRUCTION_LANGUAGES,
+        joint_intake_center: JOINT_INTAKE_CENTER.into(),
+        lesc_hotline: LESC_HOTLINE.into(),
+        notify_lesc_if_victim_or_witness: true,
+    }
+}
+
 fn nth(year: i32, month: u32, wd: Weekday, n: u8) -> NaiveDate {
     NaiveDate::from_weekday_of_month_opt(year, month, wd, n).expect("valid nth weekday")
 }

@@ -161,6 +161,7 @@ pub async fn issue_detainer(
         hold_until: Some(ts(hold)),
         operative_on_conviction: recommendation == pb::Recommendation::DetainerOnConviction,
         issued_at: Some(convert::timestamp_ms(convert::now_ms())),
+        notice: Some(detainer::notice()),
     };
     let event = pb::BureauResponse {
         cursor: 0,
@@ -203,4 +204,78 @@ pub async fn issue_detainer(
 fn stat_key(outcome: &pb::IdentOutcome, metric: &str) -> String {
     let booked = booked_at(outcome).map(|t| t.date()).unwrap_or_default();
     statistics::key(&statistics::month(booked), &outcome.jurisdiction_id, metric)
+}
+
+/// Records the jail's acknowledgement that the person held under the detainer of `tcn` (a
+/// booking of `state`) was given a copy of the form: see
+/// `SubmissionService.AcknowledgeDetainerCopy`. Once per detainer; a repeat returns the first
+/// record.
+pub async fn acknowledge_copy(
+    gw: &Gateway,
+    state: &str,
+    r: pb::AcknowledgeDetainerCopyRequest,
+) -> Result<pb::DetainerCopyGiven, GatewayError> {
+    if !validate::tcn_ok(&r.tcn) {
+        return Err(GatewayError::invalid(
+            "tcn",
+            "must be 8 to 40 characters of A-Z, 0-9 and '-'",
+        ));
+    }
+    let given_ms = r
+        .given_at
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.try_into().ok()?))
+        .ok_or_else(|| GatewayError::invalid("given_at", "is required and must be a valid time"))?
+        .timestamp_millis();
+    let stored = gw
+        .core
+        .store
+        .once_record(format!("detainer/{state}/{}", r.tcn))
+        .await?
+        .ok_or_else(|| {
+            GatewayError::NotFound("tcn: no detainer was issued for this TCN of your state".into())
+        })?;
+    let d = pb::Detainer::decode(stored.as_slice()).map_err(|_| {
+        GatewayError::DataLoss(format!("stored detainer of {} is unreadable", r.tcn))
+    })?;
+    // A copy is given after the detainer is issued (a minute's clock skew allowed), and not in
+    // the future.
+    let issued_ms = d
+        .issued_at
+        .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+    let now = convert::now_ms();
+    if given_ms < issued_ms - 60_000 || given_ms > now + 60_000 {
+        return Err(GatewayError::invalid(
+            "given_at",
+            "must be after the detainer was issued and not in the future",
+        ));
+    }
+    let given = pb::DetainerCopyGiven {
+        detainer_id: d.detainer_id.clone(),
+        tcn: r.tcn.clone(),
+        given_at: Some(convert::timestamp_ms(given_ms)),
+        recorded_at: Some(convert::timestamp_ms(now)),
+    };
+    let completion = Completion {
+        events: vec![],
+        counters: vec![(counters::DETAINER_COPIES_GIVEN.to_string(), 1)],
+        summary: None,
+    };
+    match gw
+        .core
+        .store
+        .append_once(
+            format!("detainer-copy/{state}/{}", r.tcn),
+            given.encode_to_vec(),
+            completion,
+        )
+        .await?
+    {
+        Once::Appended => Ok(given),
+        Once::Existing(bytes) => pb::DetainerCopyGiven::decode(bytes.as_slice()).map_err(|_| {
+            GatewayError::DataLoss(format!(
+                "stored acknowledgement of {}'s detainer copy is unreadable",
+                r.tcn
+            ))
+        }),
+    }
 }

@@ -196,6 +196,11 @@ pub async fn append_once_appends_once(open: Open, dir: &Path) {
         Once::Existing(b"first".to_vec())
     );
     assert_eq!(
+        s.once_record("d/T-1".into()).await.unwrap().as_deref(),
+        Some(&b"first"[..])
+    );
+    assert_eq!(s.once_record("d/T-2".into()).await.unwrap(), None);
+    assert_eq!(
         s.read(StreamKey::Bureau("TX".into()), 0, 10)
             .await
             .unwrap()

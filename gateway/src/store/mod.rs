@@ -290,6 +290,8 @@ pub trait Store: Send + Sync + 'static {
         record: Vec<u8>,
         completion: Completion,
     ) -> StoreResult<Once>;
+    /// The record [`Store::append_once`] holds under `once_key`, if any.
+    async fn once_record(&self, once_key: String) -> StoreResult<Option<Vec<u8>>>;
     async fn submission(&self, key: SubmissionKey) -> StoreResult<Option<SubmissionState>>;
     async fn unfinished(&self) -> StoreResult<Vec<Pending>>;
     async fn read(

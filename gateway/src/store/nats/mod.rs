@@ -824,6 +824,10 @@ impl Store for NatsStore {
         .once()
     }
 
+    async fn once_record(&self, once_key: String) -> StoreResult<Option<Vec<u8>>> {
+        self.view.once_record(once_key).await
+    }
+
     async fn submission(&self, key: SubmissionKey) -> StoreResult<Option<SubmissionState>> {
         self.view.submission(key).await
     }

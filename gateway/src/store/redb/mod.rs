@@ -441,6 +441,15 @@ impl Store for RedbStore {
         .once()
     }
 
+    async fn once_record(&self, once_key: String) -> StoreResult<Option<Vec<u8>>> {
+        self.blocking_read(move |db| {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(ONCE)?;
+            Ok(t.get(once_key.as_str())?.map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+
     async fn submission(&self, key: SubmissionKey) -> StoreResult<Option<SubmissionState>> {
         let k = key.to_string();
         self.blocking_read(move |db| {
