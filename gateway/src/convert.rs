@@ -223,7 +223,7 @@ pub fn policy_pb(v: &PolicyView) -> pb::JurisdictionPolicy {
             .unwrap_or_default(),
         receives_results: v.policy.receives_results,
         can_receive_electronically: v.state.can_receive_electronically,
-        state_opted_out: v.state.opted_out,
+        state_declines_results: v.state.declines_results,
         effective_receives_results: v.effective_receives_results(),
     }
 }

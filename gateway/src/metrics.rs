@@ -13,7 +13,7 @@
 //! | `interop_completed_total` | counter | `state` | submissions taken to completion |
 //! | `interop_ident_searches_total` | counter | `office` | IDENT searches, by field office covering the booking |
 //! | `interop_notifications_total` | counter | `office` | outcomes appended to a field office's stream |
-//! | `interop_withheld_total` | counter | `state` | immigration responses withheld by opt-out |
+//! | `interop_withheld_total` | counter | `state` | identifications withheld from bureaus whose jurisdiction chose not to receive them |
 //! | `interop_detainers_total` | counter | `office` | detainers issued |
 //! | `interop_stage_seconds` | histogram | `stage` | latency of `receipt` (validate + durable accept), `criminal_history`, `ident_search`, `notification` (receipt to durable notification) |
 //! | `interop_pipeline_queued` | gauge | — | submissions waiting for a worker |
@@ -101,7 +101,7 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "interop_withheld_total",
         "counter",
-        "Immigration responses withheld by opt-out.",
+        "Identifications withheld from bureaus whose jurisdiction chose not to receive them.",
     ),
     ("interop_detainers_total", "counter", "Detainers issued."),
 ];

@@ -67,8 +67,11 @@ pub struct State {
     pub name: String,
     /// Relative population (people, for weighting bookings).
     pub population: u64,
-    /// The state ended its agreement: none of its jurisdictions receive results.
-    pub opted_out: bool,
+    /// The state chose not to receive the identifications (a state that ended its agreement):
+    /// none of its jurisdictions receive them. The documents insist this is not an opt-out of
+    /// the program (seed 000). Worlds written before the rename say `opted_out`.
+    #[serde(alias = "opted_out")]
+    pub declines_results: bool,
     /// The state's systems can receive immigration responses electronically.
     pub can_receive_electronically: bool,
 }

@@ -266,7 +266,7 @@ pub fn plan(
                 bureau_receives: searched
                     && j.receives_results
                     && st.can_receive_electronically
-                    && !st.opted_out,
+                    && !st.declines_results,
                 biographics: ident.map(|r| r.biographics.clone()),
             };
             Booking {

@@ -29,37 +29,38 @@ pub const ACTIVATED_ON: &str = "2008-10-27";
 pub enum PolicyChange {
     /// The state ends its agreement: its bureaus stop receiving immigration responses (its
     /// field offices still get every outcome).
-    OptOut { state: String },
+    Decline { state: String },
     /// The jurisdiction is activated: its bookings are searched in IDENT from then on.
     Activate { jurisdiction: String },
 }
 
 impl PolicyChange {
-    /// Parses `opt-out:STATE` or `activate:JURISDICTION`.
+    /// Parses `decline:STATE` (`opt-out:STATE`, the old name, is read too) or
+    /// `activate:JURISDICTION`.
     pub fn parse(s: &str) -> anyhow::Result<PolicyChange> {
         match s.split_once(':') {
-            Some(("opt-out", st)) if !st.is_empty() => Ok(PolicyChange::OptOut {
+            Some(("decline" | "opt-out", st)) if !st.is_empty() => Ok(PolicyChange::Decline {
                 state: st.to_string(),
             }),
             Some(("activate", j)) if !j.is_empty() => Ok(PolicyChange::Activate {
                 jurisdiction: j.to_string(),
             }),
-            _ => bail!("--change {s:?}: expected opt-out:STATE or activate:JURISDICTION"),
+            _ => bail!("--change {s:?}: expected decline:STATE or activate:JURISDICTION"),
         }
     }
 
     /// Checks the change makes a difference in this world.
     pub fn check(&self, world: &WorldFile) -> anyhow::Result<()> {
         match self {
-            PolicyChange::OptOut { state } => {
+            PolicyChange::Decline { state } => {
                 let st = world
                     .states
                     .iter()
                     .find(|s| &s.code == state)
-                    .with_context(|| format!("--change opt-out:{state}: no such state"))?;
+                    .with_context(|| format!("--change decline:{state}: no such state"))?;
                 anyhow::ensure!(
-                    !st.opted_out,
-                    "--change opt-out:{state}: the state has opted out already"
+                    !st.declines_results,
+                    "--change decline:{state}: the state declines results already"
                 );
             }
             PolicyChange::Activate { jurisdiction } => {
@@ -83,9 +84,9 @@ impl PolicyChange {
     /// The world as it is after the change.
     pub fn apply(&self, world: &mut WorldFile) {
         match self {
-            PolicyChange::OptOut { state } => {
+            PolicyChange::Decline { state } => {
                 for s in world.states.iter_mut().filter(|s| &s.code == state) {
-                    s.opted_out = true;
+                    s.declines_results = true;
                 }
             }
             PolicyChange::Activate { jurisdiction } => {
@@ -103,7 +104,7 @@ impl PolicyChange {
     /// Makes the change on the gateway (as admin).
     pub async fn make(&self, admin: &Client) -> Result<(), tonic::Status> {
         match self {
-            PolicyChange::OptOut { state } => admin.set_state_policy(state, true).await.map(drop),
+            PolicyChange::Decline { state } => admin.set_state_policy(state, true).await.map(drop),
             PolicyChange::Activate { jurisdiction } => admin
                 .set_policy(pb::SetPolicyRequest {
                     jurisdiction_id: jurisdiction.clone(),
@@ -118,8 +119,11 @@ impl PolicyChange {
     /// Puts the gateway's policy back as `world` (before the change) has it.
     pub async fn undo(&self, admin: &Client, world: &WorldFile) -> Result<(), tonic::Status> {
         match self {
-            PolicyChange::OptOut { state } => {
-                let was = world.states.iter().any(|s| &s.code == state && s.opted_out);
+            PolicyChange::Decline { state } => {
+                let was = world
+                    .states
+                    .iter()
+                    .any(|s| &s.code == state && s.declines_results);
                 admin.set_state_policy(state, was).await.map(drop)
             }
             PolicyChange::Activate { jurisdiction } => {
@@ -146,7 +150,7 @@ impl PolicyChange {
 impl std::fmt::Display for PolicyChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PolicyChange::OptOut { state } => write!(f, "opt-out:{state}"),
+            PolicyChange::Decline { state } => write!(f, "decline:{state}"),
             PolicyChange::Activate { jurisdiction } => write!(f, "activate:{jurisdiction}"),
         }
     }
@@ -423,10 +427,10 @@ mod tests {
 
     #[test]
     fn changes_parse_and_print_back() {
-        for s in ["opt-out:CA", "activate:TX205"] {
+        for s in ["decline:CA", "activate:TX205"] {
             assert_eq!(PolicyChange::parse(s).unwrap().to_string(), s);
         }
-        for bad in ["opt-out:", "activate", "deactivate:TX1", ""] {
+        for bad in ["decline:", "opt-out:", "activate", "deactivate:TX1", ""] {
             assert!(PolicyChange::parse(bad).is_err(), "{bad}");
         }
     }

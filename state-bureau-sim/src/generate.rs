@@ -14,7 +14,7 @@
 
 use crate::bookings::mix;
 use crate::geography::{
-    self, BORDER_STATES, FIELD_OFFICES, NOT_ELECTRONIC, OPTED_OUT_STATES, STATES,
+    self, BORDER_STATES, DECLINING_STATES, FIELD_OFFICES, NOT_ELECTRONIC, STATES,
 };
 use crate::truth::{Person, TRUTH_FILE, Truth};
 use chrono::NaiveDate;
@@ -51,7 +51,7 @@ impl Default for Shares {
         }
     }
 }
-const SHARE_OPTED_OUT_JURISDICTIONS: f64 = 0.07;
+const SHARE_NOT_RECEIVING_JURISDICTIONS: f64 = 0.07;
 const SHARE_NEVER_ACTIVATED: f64 = 0.05;
 
 /// What was generated.
@@ -115,7 +115,7 @@ pub fn geography(rng: &mut ChaCha8Rng) -> (Vec<State>, Vec<FieldOffice>, Vec<Jur
             code: code.to_string(),
             name: name.to_string(),
             population: pop * 1000,
-            opted_out: OPTED_OUT_STATES.contains(code),
+            declines_results: DECLINING_STATES.contains(code),
             can_receive_electronically: !NOT_ELECTRONIC.contains(code),
         })
         .collect();
@@ -154,7 +154,7 @@ pub fn geography(rng: &mut ChaCha8Rng) -> (Vec<State>, Vec<FieldOffice>, Vec<Jur
             let days = rng.random_range(span.0..=span.1);
             let never = rng.random::<f64>() < SHARE_NEVER_ACTIVATED;
             let activated_on = (!never).then(|| first + chrono::Days::new(days));
-            let receives_results = rng.random::<f64>() >= SHARE_OPTED_OUT_JURISDICTIONS;
+            let receives_results = rng.random::<f64>() >= SHARE_NOT_RECEIVING_JURISDICTIONS;
             let n_agencies = rng.random_range(1..=3u32);
             let agencies = (1..=n_agencies).map(|a| format!("{id}{a:02}00")).collect();
             jurisdictions.push(Jurisdiction {

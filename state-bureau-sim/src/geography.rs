@@ -71,7 +71,7 @@ pub const STATES: &[(&str, &str, u64, u32)] = &[
 
 /// States that ended their Secure Communities agreements in 2011 (their jurisdictions do not
 /// receive results; the field offices still do).
-pub const OPTED_OUT_STATES: &[&str] = &["IL", "NY", "MA"];
+pub const DECLINING_STATES: &[&str] = &["IL", "NY", "MA"];
 
 /// States and territories without electronic receipt of immigration responses.
 pub const NOT_ELECTRONIC: &[&str] = &["GU", "VI", "MP", "WY"];

@@ -187,7 +187,10 @@ svg .t{{font:bold 13px system-ui,sans-serif}} svg .a{{font:11px system-ui,sans-s
             "immigration_responses_sent",
             "immigration responses to bureaus",
         ),
-        ("immigration_responses_withheld", "withheld by opt-out"),
+        (
+            "immigration_responses_withheld",
+            "withheld (not received by choice)",
+        ),
         ("detainers_issued", "detainers issued"),
         ("receipt_throughput_per_s", "receipt throughput /s"),
         ("end_to_end_throughput_per_s", "end-to-end throughput /s"),
@@ -463,7 +466,7 @@ mod tests {
               "knee_per_s": 10.0},
             "notifications_per_office": {"HOU": 2},
             "per_state": {"TX": {"submissions": 3, "matches": 1, "match_rate": 0.333}},
-            "verification": {"opt-out leaks": 1},
+            "verification": {"leaks to jurisdictions not receiving": 1},
             "violations": ["TX201 <script>"],
         });
         let page = render("run <1>", &report);

@@ -176,7 +176,8 @@ enum Cmd {
         /// each).
         #[arg(long, value_enum, default_value = "mixed")]
         submit: state_bureau_sim::demo::SubmitMode,
-        /// Change policy mid-run: opt-out:STATE (the state ends its agreement) or
+        /// Change policy mid-run: decline:STATE (the state ends its agreement and chooses not to
+        /// receive the identifications; opt-out:STATE is read too) or
         /// activate:JURISDICTION; repeatable. Every booking is checked against the policy in
         /// force when it was processed; the policy is put back at the end.
         #[arg(long = "change", value_name = "CHANGE")]

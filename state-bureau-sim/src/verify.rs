@@ -163,7 +163,7 @@ pub const STATUS: &str = "status or priority wrong";
 pub const NOT_ACTIVATED: &str = "searches of non-activated jurisdictions";
 pub const LOST: &str = "notifications lost or misrouted";
 pub const DUPLICATED: &str = "notifications duplicated";
-pub const LEAKS: &str = "opt-out leaks";
+pub const LEAKS: &str = "leaks to jurisdictions not receiving";
 /// An outcome without an identification reached someone: no-hits are counted, never
 /// disclosed (DESIGN §3.2; seed 001, "where there is a positive match").
 pub const NO_HITS: &str = "no-hits disclosed";
@@ -836,7 +836,7 @@ pub fn report(
     let _ = writeln!(
         t,
         "  {:<34} {:>10}",
-        "responses withheld by opt-out", withheld
+        "withheld (not received by choice)", withheld
     );
     let _ = writeln!(
         t,

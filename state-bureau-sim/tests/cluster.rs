@@ -131,7 +131,7 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
         );
     }
 
-    // gateway-0 comes back under its own name, and a state's opt-out made at gateway-1 is in
+    // gateway-0 comes back under its own name, and a state's choice not to receive results made at gateway-1 is in
     // force at gateway-0 (and lifted again) without a restart: replicas hold one policy.
     if let Err(e) = cluster.restart("gateway-0") {
         let log =
@@ -154,24 +154,24 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
                 !world
                     .states
                     .iter()
-                    .any(|s| s.code == j.state && s.opted_out)
+                    .any(|s| s.code == j.state && s.declines_results)
             })
-            .expect("a jurisdiction of a state that has not opted out");
-        for opted_out in [true, false] {
-            at1.set_state_policy(&j.state, opted_out).await.unwrap();
+            .expect("a jurisdiction of a state that receives results");
+        for declines_results in [true, false] {
+            at1.set_state_policy(&j.state, declines_results).await.unwrap();
             let mut seen = None;
             for _ in 0..100 {
                 let p = at0.get_policy(&j.id).await.unwrap();
-                seen = Some(p.state_opted_out);
-                if p.state_opted_out == opted_out {
+                seen = Some(p.state_declines_results);
+                if p.state_declines_results == declines_results {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             assert_eq!(
                 seen,
-                Some(opted_out),
-                "{}'s opt-out set to {opted_out} at gateway-1 is not in force at gateway-0",
+                Some(declines_results),
+                "{}'s choice not to receive set to {declines_results} at gateway-1 is not in force at gateway-0",
                 j.state
             );
         }

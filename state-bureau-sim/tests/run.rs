@@ -1,5 +1,5 @@
 //! `state-bureau-sim run` against a gateway in this process, over real mutual TLS: a seeded
-//! short open-loop run passes every check, and a gateway that leaks — one opted-out
+//! short open-loop run passes every check, and a gateway that leaks — one non-receiving
 //! jurisdiction reconfigured to receive immigration responses, against the program's ground
 //! truth — is caught by the verifier with that jurisdiction's TCNs. This proves the checks can
 //! fail.
@@ -86,10 +86,10 @@ async fn a_seeded_open_loop_run_passes_and_a_second_run_does_not_collide() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_that_leaks_to_an_opted_out_jurisdiction_is_caught() {
+async fn a_gateway_that_leaks_to_a_non_receiving_jurisdiction_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let s = serve(dir.path()).await;
-    // The opted-out jurisdiction this run searches most often.
+    // The non-receiving jurisdiction this run identifies people in most often.
     let data = WorldData::load(&dir.path().join("world")).unwrap();
     let (from, days) = demo::booking_window();
     // Only identifications are sent at all: enough bookings that a non-receiving
@@ -121,7 +121,7 @@ async fn a_gateway_that_leaks_to_an_opted_out_jurisdiction_is_caught() {
         .await
         .unwrap()
         .into_inner();
-    if p.state_opted_out || !p.can_receive_electronically {
+    if p.state_declines_results || !p.can_receive_electronically {
         // The state-level choice still withholds: flip it too, so the gateway truly leaks.
         let ch = pki::connect(&s.endpoint, &pki, &Principal::Admin)
             .await
@@ -130,7 +130,7 @@ async fn a_gateway_that_leaks_to_an_opted_out_jurisdiction_is_caught() {
         admin
             .set_state_policy(pb::SetStatePolicyRequest {
                 state: p.state.clone(),
-                opted_out: false,
+                declines_results: false,
             })
             .await
             .unwrap();
@@ -148,7 +148,7 @@ async fn a_gateway_that_leaks_to_an_opted_out_jurisdiction_is_caught() {
     let v = demo::run_remote(o).await.unwrap();
     assert!(!v.passed(), "the leak went unnoticed");
     assert!(
-        failures(&v, "opt-out leaks") >= n,
+        failures(&v, "leaks to jurisdictions not receiving") >= n,
         "expected at least {n} leaks in {victim}: {:?}",
         v.violations
     );
@@ -194,7 +194,7 @@ async fn mid_run_policy_changes_are_checked_from_the_moment_of_change_and_undone
         let mut o = options(dir.path(), &s.endpoint, &format!("CHG{attempt}"));
         o.demo.arrival = Arrival::Poisson { rate: 150.0 };
         o.demo.changes = vec![
-            PolicyChange::OptOut {
+            PolicyChange::Decline {
                 state: state.to_string(),
             },
             PolicyChange::Activate {
@@ -238,7 +238,7 @@ async fn mid_run_policy_changes_are_checked_from_the_moment_of_change_and_undone
             .get_policy(&any_in_state.id)
             .await
             .unwrap()
-            .state_opted_out
+            .state_declines_results
     );
 
     // A change that makes no difference is refused before anything is sent.

@@ -1,5 +1,5 @@
 //! Shared harness for the end-to-end tests: a small, hand-built world whose policies cover
-//! every case (activated and receiving, opted out, not activated, another state), a dev PKI,
+//! every case (activated and receiving, not receiving by choice, not activated, another state), a dev PKI,
 //! and a real gateway on a loopback port over mutual TLS. Tests talk to it only through gRPC.
 
 pub use interop_client::{Client, RetryPolicy};
@@ -23,8 +23,8 @@ use tonic::transport::Channel;
 pub const SEED: u64 = 7;
 /// Activated, receives results, Houston field office.
 pub const TX_RECEIVING: &str = "TX201";
-/// Activated, opted out of receiving results.
-pub const TX_OPTED_OUT: &str = "TX203";
+/// Activated, chose not to receive results.
+pub const TX_NOT_RECEIVING: &str = "TX203";
 /// Never activated.
 pub const TX_NOT_ACTIVATED: &str = "TX205";
 /// Another state, Los Angeles field office.
@@ -61,7 +61,7 @@ pub fn world() -> WorldFile {
         code: code.into(),
         name: code.into(),
         population: 1000,
-        opted_out: false,
+        declines_results: false,
         can_receive_electronically: true,
     };
     WorldFile {
@@ -83,7 +83,7 @@ pub fn world() -> WorldFile {
         ],
         jurisdictions: vec![
             j(TX_RECEIVING, "TX", "HOU", Some("2009-01-01"), true),
-            j(TX_OPTED_OUT, "TX", "HOU", Some("2009-01-01"), false),
+            j(TX_NOT_RECEIVING, "TX", "HOU", Some("2009-01-01"), false),
             j(TX_NOT_ACTIVATED, "TX", "HOU", None, true),
             j(CA_RECEIVING, "CA", "LOS", Some("2009-01-01"), true),
         ],

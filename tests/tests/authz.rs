@@ -151,7 +151,7 @@ async fn call(ch: Channel, rpc: &str, state: &str) -> Result<(), Status> {
         "SetStatePolicy" => admin
             .set_state_policy(pb::SetStatePolicyRequest {
                 state: "CA".into(),
-                opted_out: false,
+                declines_results: false,
             })
             .await
             .map(drop),

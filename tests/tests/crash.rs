@@ -10,7 +10,7 @@
 //!   response only where the jurisdiction receives them, and the monthly statistics count it
 //!   once;
 //! - a field office never sees again what it acknowledged, and misses nothing;
-//! - no opt-out leak, no search of a jurisdiction that is not activated.
+//! - no leak to a jurisdiction that does not receive results, no search of a jurisdiction that is not activated.
 //!
 //! The normal suite runs [`DEFAULT_CYCLES`] kills. The long version, which prints the same
 //! figures:
@@ -37,7 +37,12 @@ use tonic::transport::Channel;
 const DEFAULT_CYCLES: usize = 3;
 const BOOKINGS_PER_CYCLE: usize = 40;
 const SENDERS_PER_BUREAU: usize = 3;
-const JURISDICTIONS: [&str; 4] = [TX_RECEIVING, TX_OPTED_OUT, TX_NOT_ACTIVATED, CA_RECEIVING];
+const JURISDICTIONS: [&str; 4] = [
+    TX_RECEIVING,
+    TX_NOT_RECEIVING,
+    TX_NOT_ACTIVATED,
+    CA_RECEIVING,
+];
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -449,7 +454,11 @@ async fn verify(
                 duplicates += imm.saturating_sub(1);
                 problems.push(format!(
                     "{tcn}: {imm} immigration responses, expected {want_imm}{}",
-                    if !p.receives() { " (opt-out leak)" } else { "" }
+                    if !p.receives() {
+                        " (a leak: the jurisdiction does not receive)"
+                    } else {
+                        ""
+                    }
                 ));
             }
         }

@@ -1,6 +1,6 @@
 //! The disclosure audit over real mutual TLS: every result delivered to anyone is recorded
 //! (who, which TCN, when, through which RPC), readable only by the admin role, append-only
-//! across a restart, and carrying ids only. An opted-out jurisdiction's complaint can be
+//! across a restart, and carrying ids only. A non-receiving jurisdiction's complaint can be
 //! answered from it: its bureau never appears as a recipient of an immigration result, while
 //! its field office does.
 
@@ -28,22 +28,22 @@ fn kinds(d: &[pb::Disclosure], recipient: &str) -> Vec<(pb::DisclosureKind, Stri
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn opted_out_bureau_never_receives_immigration_results_and_the_audit_shows_it() {
+async fn a_non_receiving_bureau_never_receives_immigration_results_and_the_audit_shows_it() {
     let gw = TestGateway::start().await;
-    let opted_out = "TX-AUDIT-0001";
+    let declines_results = "TX-AUDIT-0001";
     let receiving = "TX-AUDIT-0002";
     let mut tx = gw.bureau("TX").await;
-    tx.submit(booking(opted_out, TX_OPTED_OUT, OVERSTAY_FELON))
+    tx.submit(booking(declines_results, TX_NOT_RECEIVING, OVERSTAY_FELON))
         .await
         .unwrap();
     tx.submit(booking(receiving, TX_RECEIVING, OVERSTAY_FELON))
         .await
         .unwrap();
-    wait_completed(&gw, "TX", opted_out).await;
+    wait_completed(&gw, "TX", declines_results).await;
     wait_completed(&gw, "TX", receiving).await;
     // Nothing is delivered yet but status answers: no stream disclosure so far.
     assert!(
-        list(&gw, opted_out, "")
+        list(&gw, declines_results, "")
             .await
             .iter()
             .all(|d| d.kind() == pb::DisclosureKind::Status)
@@ -55,7 +55,7 @@ async fn opted_out_bureau_never_receives_immigration_results_and_the_audit_shows
         .await
         .issue_detainer(pb::IssueDetainerRequest {
             state: "TX".into(),
-            tcn: opted_out.into(),
+            tcn: declines_results.into(),
             scheduled_release: Some(prost_types::Timestamp {
                 seconds: 1_307_000_000,
                 nanos: 0,
@@ -65,9 +65,9 @@ async fn opted_out_bureau_never_receives_immigration_results_and_the_audit_shows
         .unwrap();
     let bureau = bureau_log(&gw, "TX").await;
 
-    // The opted-out booking: the office got the outcome (stream) and its detainer (unary);
+    // The non-receiving jurisdiction's booking: the office got the outcome (stream) and its detainer (unary);
     // the bureau got criminal history, status and the detainer — never an immigration result.
-    let audit = list(&gw, opted_out, "").await;
+    let audit = list(&gw, declines_results, "").await;
     let office_got = kinds(&audit, HOU_OFFICE);
     assert!(office_got.contains(&(pb::DisclosureKind::IdentOutcome, SUBSCRIBE.into())));
     assert!(office_got.contains(&(
@@ -82,10 +82,10 @@ async fn opted_out_bureau_never_receives_immigration_results_and_the_audit_shows
         "interop.v1.SubmissionService/GetStatus".into()
     )));
     for d in &audit {
-        assert_eq!((d.state.as_str(), d.tcn.as_str()), ("TX", opted_out));
+        assert_eq!((d.state.as_str(), d.tcn.as_str()), ("TX", declines_results));
         if d.kind() == pb::DisclosureKind::Immigration {
             panic!(
-                "opted-out booking disclosed as immigration result to {}",
+                "non-receiving booking disclosed as immigration result to {}",
                 d.recipient
             );
         }

@@ -71,15 +71,15 @@ async fn activated_receiving_jurisdiction_reaches_office_and_bureau() {
     assert!(office_log(&gw, "LOS", Some(0)).await.is_empty());
 }
 
-/// Invariants 2 and 3: an opted-out jurisdiction's booking reaches the field office and never
+/// Invariants 2 and 3: a non-receiving jurisdiction's booking reaches the field office and never
 /// the bureau — checked on every message the bureau can read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn opted_out_jurisdiction_reaches_office_never_bureau() {
+async fn a_non_receiving_jurisdiction_reaches_office_never_bureau() {
     let gw = TestGateway::start().await;
     let tcn = "TX-OPTOUT-0001";
     let mut bureau = gw.bureau("TX").await;
     bureau
-        .submit(booking(tcn, TX_OPTED_OUT, OVERSTAY_FELON))
+        .submit(booking(tcn, TX_NOT_RECEIVING, OVERSTAY_FELON))
         .await
         .unwrap();
     wait_completed(&gw, "TX", tcn).await;
@@ -908,7 +908,7 @@ fn at(s: &str) -> prost_types::Timestamp {
 }
 
 /// Detainers: issued by the covering field office only, once per booking, held 48 business
-/// hours past release, delivered to the jail even where the jurisdiction opted out of
+/// hours past release, delivered to the jail even where the jurisdiction chose not to receive
 /// immigration responses — which it still never gets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn field_office_issues_a_detainer_delivered_to_the_jail() {
@@ -916,7 +916,7 @@ async fn field_office_issues_a_detainer_delivered_to_the_jail() {
     let tcn = "TX-DETAIN-0001";
     gw.bureau("TX")
         .await
-        .submit(booking(tcn, TX_OPTED_OUT, OVERSTAY_FELON))
+        .submit(booking(tcn, TX_NOT_RECEIVING, OVERSTAY_FELON))
         .await
         .unwrap();
     gw.bureau("TX")
@@ -936,7 +936,7 @@ async fn field_office_issues_a_detainer_delivered_to_the_jail() {
     let mut hou = gw.office("HOU").await;
     let d = hou.issue_detainer(req.clone()).await.unwrap().into_inner();
     assert_eq!(d.hold_until, Some(at("2011-06-07 17:00")));
-    assert_eq!(d.jurisdiction_id, TX_OPTED_OUT);
+    assert_eq!(d.jurisdiction_id, TX_NOT_RECEIVING);
     assert!(!d.operative_on_conviction);
     let again = hou.issue_detainer(req.clone()).await.unwrap().into_inner();
     assert_eq!(
@@ -953,7 +953,7 @@ async fn field_office_issues_a_detainer_delivered_to_the_jail() {
     assert_eq!(
         immigration_bodies(&log, tcn),
         0,
-        "opted out: still no immigration response"
+        "not receiving: still no immigration response"
     );
     assert!(
         !format!("{log:?}").contains(&fin(OVERSTAY_FELON)),
@@ -1006,7 +1006,7 @@ async fn monthly_statistics_survive_a_restart_and_count_exactly() {
     b.submit(booking("TX-STATS-0001", TX_RECEIVING, OVERSTAY_FELON))
         .await
         .unwrap(); // hit, Level 2
-    b.submit(booking("TX-STATS-0002", TX_OPTED_OUT, CITIZEN))
+    b.submit(booking("TX-STATS-0002", TX_NOT_RECEIVING, CITIZEN))
         .await
         .unwrap(); // hit, not removable
     b.submit(booking("TX-STATS-0003", TX_NOT_ACTIVATED, OVERSTAY_FELON))
@@ -1109,7 +1109,7 @@ async fn monthly_statistics_survive_a_restart_and_count_exactly() {
         ]
     };
     assert_eq!(cols(row(TX_RECEIVING)), [1, 1, 1, 0, 1, 0, 0, 1, 1]);
-    assert_eq!(cols(row(TX_OPTED_OUT)), [1, 1, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(cols(row(TX_NOT_RECEIVING)), [1, 1, 1, 0, 0, 0, 0, 0, 0]);
     assert_eq!(cols(row(TX_NOT_ACTIVATED)), [1, 0, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(cols(row(CA_RECEIVING)), [1, 1, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(
@@ -1175,10 +1175,10 @@ async fn monthly_statistics_survive_a_restart_and_count_exactly() {
 async fn metrics_endpoint_reports_stages_without_case_data() {
     let gw = TestGateway::start().await;
     let mut b = gw.bureau("TX").await;
-    b.submit(booking("TX-METRIC-0001", TX_OPTED_OUT, OVERSTAY_FELON))
+    b.submit(booking("TX-METRIC-0001", TX_NOT_RECEIVING, OVERSTAY_FELON))
         .await
         .unwrap();
-    b.submit(booking("TX-METRIC-0001", TX_OPTED_OUT, OVERSTAY_FELON))
+    b.submit(booking("TX-METRIC-0001", TX_NOT_RECEIVING, OVERSTAY_FELON))
         .await
         .unwrap();
     let _ = b
@@ -1287,7 +1287,7 @@ async fn quarterly_review_flags_a_planted_outlier_only() {
             "TX",
             minor(booking(&format!("TX-PLANT-{i:04}"), TX_RECEIVING, NOBODY)),
         ));
-        let normal = booking(&format!("TX-NORM-{i:04}"), TX_OPTED_OUT, NOBODY);
+        let normal = booking(&format!("TX-NORM-{i:04}"), TX_NOT_RECEIVING, NOBODY);
         subs.push(("TX", if i < 2 { minor(normal) } else { normal }));
         let ca = booking(&format!("CA-NORM-{i:04}"), CA_RECEIVING, NOBODY);
         subs.push(("CA", if i < 3 { minor(ca) } else { ca }));

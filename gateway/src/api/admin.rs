@@ -90,14 +90,14 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 GatewayError::NotFound(format!("state: unknown state {:?}", r.state))
             })?;
         let new = StatePolicy {
-            opted_out: r.opted_out,
+            declines_results: r.declines_results,
             ..cur
         };
         self.0.persist_state(&r.state, &new).await?;
-        tracing::info!(state = %r.state, opted_out = r.opted_out, "state policy changed");
+        tracing::info!(state = %r.state, declines_results = r.declines_results, "state policy changed");
         Ok(Response::new(pb::StatePolicy {
             state: r.state,
-            opted_out: new.opted_out,
+            declines_results: new.declines_results,
         }))
     }
 

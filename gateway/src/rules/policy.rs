@@ -30,7 +30,10 @@ pub struct JurisdictionPolicy {
 /// A state's policy as it stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatePolicy {
-    pub opted_out: bool,
+    /// The state chose not to receive the identifications. Stored by gateways before the
+    /// rename as `opted_out`.
+    #[serde(alias = "opted_out")]
+    pub declines_results: bool,
     pub can_receive_electronically: bool,
 }
 
@@ -58,7 +61,7 @@ impl PolicyView {
     pub fn effective_receives_results(&self) -> bool {
         self.policy.receives_results
             && self.state.can_receive_electronically
-            && !self.state.opted_out
+            && !self.state.declines_results
     }
 }
 
@@ -121,7 +124,7 @@ impl PolicyBook {
                 (
                     s.code.clone(),
                     StatePolicy {
-                        opted_out: s.opted_out,
+                        declines_results: s.declines_results,
                         can_receive_electronically: s.can_receive_electronically,
                     },
                 )
@@ -542,11 +545,11 @@ mod tests {
             activated_on: act.map(d),
             receives_results: rr,
         };
-        let s = |code: &str, opted_out: bool, elec: bool| State {
+        let s = |code: &str, declines_results: bool, elec: bool| State {
             code: code.into(),
             name: code.into(),
             population: 1,
-            opted_out,
+            declines_results,
             can_receive_electronically: elec,
         };
         PolicyBook::new(&WorldFile {
@@ -571,6 +574,20 @@ mod tests {
         })
     }
 
+    /// A state policy stored before the rename (`opted_out`) still reads, as the new field.
+    #[test]
+    fn a_state_policy_stored_under_the_old_name_still_reads() {
+        let old: StatePolicy =
+            serde_json::from_str(r#"{"opted_out":true,"can_receive_electronically":true}"#)
+                .unwrap();
+        assert!(old.declines_results && old.can_receive_electronically);
+        let now = serde_json::to_string(&old).unwrap();
+        assert!(
+            now.contains("declines_results") && !now.contains("opted_out"),
+            "{now}"
+        );
+    }
+
     #[test]
     fn routing_table() {
         let b = book();
@@ -592,13 +609,13 @@ mod tests {
         assert_eq!(
             r("TX003", "2011-01-01"),
             (true, false),
-            "jurisdiction opted out"
+            "jurisdiction does not receive results"
         );
         assert_eq!(r("TX005", "2011-01-01"), (false, true), "never activated");
         assert_eq!(
             r("IL001", "2011-01-01"),
             (true, false),
-            "state opt-out overrides"
+            "a state that declines overrides"
         );
         assert_eq!(
             r("GU001", "2011-01-01"),
@@ -614,7 +631,7 @@ mod tests {
         b.set_state(
             "IL",
             StatePolicy {
-                opted_out: false,
+                declines_results: false,
                 can_receive_electronically: true,
             },
         )
@@ -644,7 +661,7 @@ mod tests {
             b.set_state(
                 "ZZ",
                 StatePolicy {
-                    opted_out: true,
+                    declines_results: true,
                     can_receive_electronically: true
                 }
             ),

@@ -14,7 +14,7 @@
 //!   holidays excluded). A bureau that asks for an older cursor gets its stream from the first
 //!   response kept; cursors and heads never change.
 //! - **The disclosure audit** (`--audit-retention-days`, off by default): an audit is evidence
-//!   (an opt-out complaint, CRCL's investigations, the quarterly review), so it is kept whole
+//!   (a complaint of a leak to a jurisdiction that does not receive results, CRCL's investigations, the quarterly review), so it is kept whole
 //!   unless an operator asks otherwise. When asked, records older than the period are first
 //!   written to an archive segment in `DATA/archive` and synced, and only then removed
 //!   ([`crate::store::Store::archive_disclosures`]; the crash rules are

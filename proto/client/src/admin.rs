@@ -1,4 +1,4 @@
-//! Administration, as the admin identity: jurisdictions' policies and states' opt-outs, the
+//! Administration, as the admin identity: jurisdictions' policies and states' choices not to receive results, the
 //! field offices, counters and monthly statistics, the disclosure audit, client certificate
 //! revocation and reloading, and the IDENT gallery's subjects.
 //!
@@ -40,15 +40,15 @@ impl Client {
         .await
     }
 
-    /// Sets or lifts a state's opt-out.
+    /// Sets or lifts a state's choice not to receive the identifications.
     pub async fn set_state_policy(
         &self,
         state: &str,
-        opted_out: bool,
+        declines_results: bool,
     ) -> Result<pb::StatePolicy, Status> {
         let req = pb::SetStatePolicyRequest {
             state: state.into(),
-            opted_out,
+            declines_results,
         };
         self.unary(Client::admin_service, req, |mut s, r| async move {
             s.set_state_policy(r).await

@@ -1,5 +1,5 @@
 //! `interop admin ...`: every administrative command, as the admin identity (the default
-//! role here). Policy and opt-outs, jurisdictions and field offices, counters and the monthly
+//! role here). Policy and states' choices not to receive results, jurisdictions and field offices, counters and the monthly
 //! statistics, the disclosure audit, certificate revocation and reloading, and taking a
 //! subject out of the IDENT gallery.
 //!
@@ -20,8 +20,13 @@ pub(crate) enum AdminCmd {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
-    /// Set or lift a state's opt-out of receiving immigration responses.
-    StateOptOut { state: String, opted_out: YesNo },
+    /// Set or lift a state's choice not to receive the identifications (not an opt-out of the
+    /// program: the field office still gets them).
+    #[command(alias = "state-opt-out")]
+    StateDeclinesResults {
+        state: String,
+        declines_results: YesNo,
+    },
     /// Jurisdictions and their policies.
     Jurisdictions {
         /// Only this state's.
@@ -155,15 +160,20 @@ pub(crate) async fn admin(client: &Client, cmd: AdminCmd) -> Outcome {
                 .await?;
             print_policy(&p, json);
         }
-        AdminCmd::StateOptOut { state, opted_out } => {
-            let p = client.set_state_policy(&state, opted_out.get()).await?;
+        AdminCmd::StateDeclinesResults {
+            state,
+            declines_results,
+        } => {
+            let p = client
+                .set_state_policy(&state, declines_results.get())
+                .await?;
             outln!(
                 "{}: {}",
                 p.state,
-                if p.opted_out {
-                    "opted out (its bureaus receive no immigration responses)"
+                if p.declines_results {
+                    "declines results (its bureaus receive no identifications)"
                 } else {
-                    "not opted out"
+                    "receives results"
                 }
             );
         }
@@ -318,7 +328,7 @@ fn policy_json(p: &pb::JurisdictionPolicy) -> serde_json::Value {
         "field_office": p.field_office, "activated_on": p.activated_on,
         "receives_results": p.receives_results,
         "can_receive_electronically": p.can_receive_electronically,
-        "state_opted_out": p.state_opted_out,
+        "state_declines_results": p.state_declines_results,
         "effective_receives_results": p.effective_receives_results,
     })
 }
@@ -327,7 +337,7 @@ fn policy_line(p: &pb::JurisdictionPolicy) -> String {
     let yn = |b: bool| if b { "yes" } else { "no" };
     format!(
         "{:<8} {:<30} {:<4} activated {:<10}  receives results {:<3} (electronic {:<3}, state \
-         opted out {:<3}) => bureau gets immigration responses: {}",
+         declines {:<3}) => bureau gets immigration responses: {}",
         p.jurisdiction_id,
         p.name,
         p.field_office,
@@ -338,7 +348,7 @@ fn policy_line(p: &pb::JurisdictionPolicy) -> String {
         },
         yn(p.receives_results),
         yn(p.can_receive_electronically),
-        yn(p.state_opted_out),
+        yn(p.state_declines_results),
         yn(p.effective_receives_results)
     )
 }
