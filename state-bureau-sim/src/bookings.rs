@@ -101,7 +101,7 @@ fn reference_level(record: Option<&CriminalRecord>) -> interop_gateway::rules::p
                 fel += 1
             }
             Offense::Felony => fel += 1,
-            Offense::MinorTraffic => {}
+            // Every crime punishable by less than a year, minor traffic included (seed 001).
             _ => mis += 1,
         }
     }

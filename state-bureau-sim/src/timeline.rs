@@ -89,7 +89,8 @@ pub fn build(
         .map(|(i, b)| (b.submission.tcn.as_str(), i))
         .collect();
     let secs = |at: Instant| at.saturating_duration_since(t0).as_secs_f64();
-    // Each booking's first notification (an office gets exactly one per searched booking).
+    // Each booking's first notification (an office gets exactly one per identification; a
+    // no-hit is sent to no one, so only identified bookings have an end-to-end latency).
     let mut notified: Vec<Option<Instant>> = vec![None; plan.len()];
     for (_, n, at) in &obs.office {
         if let Some(i) = n

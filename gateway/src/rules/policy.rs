@@ -252,10 +252,13 @@ pub struct Determination {
 pub const RECENT_ENTRY_DAYS: i64 = 3 * 365;
 
 /// Criminal priority level from prior convictions (civil enforcement priorities memo,
-/// March 2011): Level 1 — an aggravated felony or two or more felonies; Level 2 — any felony
-/// or three or more misdemeanors; Level 3 — any other crime (punishable by less than a year).
-/// DUI, hit-and-run and reckless driving causing injury count as misdemeanors here; minor
-/// traffic convictions count only toward Level 3.
+/// March 2011, as seed 001 quotes it): Level 1 — "aggravated felonies ... or two or more crimes
+/// each punishable by more than one year"; Level 2 — "any felony or three or more crimes each
+/// punishable by less than one year, commonly referred to as 'misdemeanors'"; Level 3 — "crimes
+/// punishable by less than one year". Every conviction for a crime punishable by less than a
+/// year counts toward Level 2's three: DUI, hit-and-run, reckless driving causing injury, and
+/// minor criminal traffic offences too (the memo asks for particular discretion with those,
+/// which is the officer's, not a lower count; they were once left out here, issue 25).
 pub fn priority_level(convictions: &[Offense]) -> Level {
     let aggravated = convictions
         .iter()
@@ -271,6 +274,7 @@ pub fn priority_level(convictions: &[Offense]) -> Level {
             matches!(
                 o,
                 Offense::Misdemeanor
+                    | Offense::MinorTraffic
                     | Offense::Dui
                     | Offense::HitAndRun
                     | Offense::RecklessDrivingInjury
@@ -385,7 +389,10 @@ mod tests {
             (&[Misdemeanor], Level::Three),
             (&[Misdemeanor, Misdemeanor], Level::Three),
             (&[Misdemeanor, Dui, HitAndRun], Level::Two),
-            (&[Misdemeanor, MinorTraffic, MinorTraffic], Level::Three),
+            // Three crimes each punishable by less than a year, minor traffic ones included.
+            (&[Misdemeanor, MinorTraffic, MinorTraffic], Level::Two),
+            (&[MinorTraffic, MinorTraffic, MinorTraffic], Level::Two),
+            (&[MinorTraffic, MinorTraffic], Level::Three),
             (&[Felony], Level::Two),
             (&[Felony, Misdemeanor], Level::Two),
             (&[Felony, Felony], Level::One),
