@@ -510,20 +510,32 @@ async fn the_ca_key_stays_off_serving_hosts() {
         Some(Principal::Gateway { name: "0".into() })
     );
 
+    // `pki issue --ca CA --id ID [--host H] --out OUT`.
+    let issue = |ca: &std::path::Path, id: &str, host: Option<&str>, out: &std::path::Path| {
+        let mut args = vec![
+            os("pki"),
+            os("issue"),
+            os("--ca"),
+            ca.as_os_str().into(),
+            os("--id"),
+            os(id),
+            os("--out"),
+            out.as_os_str().into(),
+        ];
+        if let Some(h) = host {
+            args.extend([os("--host"), os(h)]);
+        }
+        run(&args.iter().map(|a| a.as_os_str()).collect::<Vec<_>>())
+    };
+
     // One host's directory: a shard's own key, no one else's.
     let shard = dir.path().join("shard");
-    let r = run(&[
-        &os("pki"),
-        &os("issue"),
-        &os("--ca"),
-        ca.0.as_os_str(),
-        &os("--id"),
-        &os("spiffe://interop.local/matcher/ident-0"),
-        &os("--host"),
-        &os("shard0.interop.internal"),
-        &os("--out"),
-        shard.as_os_str(),
-    ]);
+    let r = issue(
+        &ca.0,
+        "spiffe://interop.local/matcher/ident-0",
+        Some("shard0.interop.internal"),
+        &shard,
+    );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let mut files: Vec<String> = std::fs::read_dir(&shard)
         .unwrap()
@@ -532,42 +544,19 @@ async fn the_ca_key_stays_off_serving_hosts() {
     files.sort();
     assert_eq!(files, ["ca.pem", "server-key.pem", "server.pem"]);
     // A bureau's: its client certificate; --host is for workloads, and is refused for it.
-    let r = run(&[
-        &os("pki"),
-        &os("issue"),
-        &os("--ca"),
-        ca.0.as_os_str(),
-        &os("--id"),
-        &os("spiffe://interop.local/bureau/TX"),
-        &os("--out"),
-        dir.path().join("tx").as_os_str(),
-    ]);
+    let tx_id = "spiffe://interop.local/bureau/TX";
+    let r = issue(&ca.0, tx_id, None, &dir.path().join("tx"));
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(PkiDir(dir.path().join("tx")).client(&tx()).key.exists());
-    let r = run(&[
-        &os("pki"),
-        &os("issue"),
-        &os("--ca"),
-        ca.0.as_os_str(),
-        &os("--id"),
-        &os("spiffe://interop.local/bureau/TX"),
-        &os("--host"),
-        &os("x"),
-        &os("--out"),
-        dir.path().join("tx2").as_os_str(),
-    ]);
+    let r = issue(&ca.0, tx_id, Some("x"), &dir.path().join("tx2"));
     assert!(!r.status.success());
     // Issuing from a serving directory (no CA key there) fails, naming where the CA is.
-    let r = run(&[
-        &os("pki"),
-        &os("issue"),
-        &os("--ca"),
-        out.as_os_str(),
-        &os("--id"),
-        &os("spiffe://interop.local/admin"),
-        &os("--out"),
-        dir.path().join("adm").as_os_str(),
-    ]);
+    let r = issue(
+        &out,
+        "spiffe://interop.local/admin",
+        None,
+        &dir.path().join("adm"),
+    );
     assert!(!r.status.success());
     assert!(
         String::from_utf8_lossy(&r.stderr).contains("ca-key.pem"),
