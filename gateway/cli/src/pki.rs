@@ -226,6 +226,20 @@ fn workload_params(who: &Principal, hosts: &[String]) -> Result<CertificateParam
     Ok(params)
 }
 
+/// Issues `who`'s workload certificate for `hosts` (loopback if empty) to `files`.
+fn issue_workload(
+    issuer: &Issuer<'_, KeyPair>,
+    who: &Principal,
+    hosts: &[String],
+    files: &IdentityFiles,
+) -> Result<()> {
+    let loopback: Vec<String> = LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect();
+    let hosts = if hosts.is_empty() { &loopback } else { hosts };
+    let key = KeyPair::generate()?;
+    let cert = workload_params(who, hosts)?.signed_by(&key, issuer)?;
+    write_pair(files, &cert.pem(), &key)
+}
+
 /// Writes one host's PKI directory `out`, issued by the CA in `ca`: `ca.pem`, and for a
 /// workload (a gateway replica, a matcher shard) its own certificate and key as `server.pem`
 /// and `server-key.pem`, valid for `hosts` (loopback if empty); for anyone else (a bureau, a
@@ -239,14 +253,7 @@ pub fn issue_bundle(ca: &CaDir, who: &Principal, hosts: &[String], out: &Path) -
     std::fs::copy(ca.ca_cert(), dir.ca_cert())
         .with_context(|| format!("copying {}", ca.ca_cert().display()))?;
     if who.is_workload() {
-        let hosts: Vec<String> = if hosts.is_empty() {
-            LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect()
-        } else {
-            hosts.to_vec()
-        };
-        let key = KeyPair::generate()?;
-        let cert = workload_params(who, &hosts)?.signed_by(&key, &issuer)?;
-        write_pair(&dir.server(), &cert.pem(), &key)?;
+        issue_workload(&issuer, who, hosts, &dir.server())?;
     } else {
         anyhow::ensure!(
             hosts.is_empty(),
@@ -319,13 +326,10 @@ pub fn init_with_ca(out: &Path, ca_dir: &CaDir, opts: &InitOptions<'_>) -> Resul
     }
     let issuer = Issuer::new(ca, ca_key);
 
-    let key = KeyPair::generate()?;
-    let hosts: Vec<String> = LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect();
     let gateway = Principal::Gateway {
         name: DEV_GATEWAY.into(),
     };
-    let cert = workload_params(&gateway, &hosts)?.signed_by(&key, &issuer)?;
-    write_pair(&dir.server(), &cert.pem(), &key)?;
+    issue_workload(&issuer, &gateway, &[], &dir.server())?;
     issue_store_client(&issuer, &dir.store_client())?;
 
     let mut principals = vec![Principal::Admin];

@@ -92,7 +92,8 @@ impl PkiDir {
     /// (`want` says which, for the error): what a process calls the other parts as.
     pub fn workload_as(&self, want: &str) -> anyhow::Result<Principal> {
         match self.workload()? {
-            Some(p) if p.is_workload() && p.spiffe_id().contains(&format!("/{want}/")) => Ok(p),
+            Some(p @ Principal::Gateway { .. }) if want == "gateway" => Ok(p),
+            Some(p @ Principal::Matcher { .. }) if want == "matcher" => Ok(p),
             other => anyhow::bail!(
                 "{}: the certificate names {} rather than a {want} identity \
                  (spiffe://interop.local/{want}/NAME); issue this host's bundle with \
