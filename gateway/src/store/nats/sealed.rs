@@ -19,7 +19,8 @@
 //! A payload reads back in the clear only from [`Keys::open`]; a log written before payloads
 //! were sealed holds them in the clear, and they read as they are.
 
-use super::super::{StoreError, StoreResult, SubmissionKey};
+use super::super::redb::RedbStore;
+use super::super::{Store, StoreError, StoreResult, SubmissionKey};
 use async_nats::jetstream::{self, kv};
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -220,24 +221,18 @@ impl Keys {
             .map_err(|e| unavailable("purge", e))
     }
 
-    /// Purges the keys of completed submissions (a purge that failed at completion), and of
-    /// submissions that were never accepted (seen so at two sweeps in a row): `state` says
-    /// whether a submission is completed (`Some(true)`), pending, or unknown (`None`). Returns
-    /// how many it purged.
-    pub(super) async fn sweep<F, Fut>(&self, state: F) -> StoreResult<u64>
-    where
-        F: Fn(SubmissionKey) -> Fut,
-        Fut: std::future::Future<Output = StoreResult<Option<bool>>>,
-    {
+    /// Purges the keys of submissions `view` holds as completed (a purge that failed at
+    /// completion), and of submissions it does not hold at all at two sweeps in a row (an
+    /// accept that never reached the log). Returns how many it purged.
+    pub(super) async fn sweep(&self, view: &RedbStore) -> StoreResult<u64> {
         let mut names = self.kv.keys().await.map_err(|e| unavailable("list", e))?;
         let mut purged = 0;
         let mut orphans = HashSet::new();
         while let Some(name) = names.next().await {
             let name = name.map_err(|e| unavailable("list", e))?;
             let Some(key) = key_of(&name) else { continue };
-            let shred = match state(key.clone()).await? {
-                Some(true) => true,
-                Some(false) => false,
+            let shred = match view.submission(key.clone()).await? {
+                Some(s) => s.completed,
                 None => {
                     let again = self.orphans.lock().expect("orphans").contains(&name);
                     orphans.insert(name.clone());

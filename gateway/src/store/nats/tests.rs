@@ -1,0 +1,421 @@
+//! The JetStream store against a real `nats-server` (skipped, loudly, without one): the
+//! store contract's conformance suite, replicas sharing one log, take-over, and sealed
+//! payloads.
+
+use super::super::conformance::{self, Open};
+use super::test_server::{NatsServer, start_server};
+use super::*;
+use std::path::Path;
+
+/// Which server each conformance test's directory uses (the suite opens by directory).
+static SERVERS: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
+
+fn stream_for(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    format!("T{:016x}", h.finish())
+}
+
+fn open() -> Open {
+    |dir| {
+        let dir = dir.to_path_buf();
+        Box::pin(async move {
+            let url = SERVERS
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(|m| m.get(&dir).cloned())
+                .expect("a server registered for this directory");
+            // A loopback server of the test's own: plaintext, asked for by name.
+            let o =
+                NatsOptions::parse(&format!("{url}/{}?insecure=true", stream_for(&dir))).unwrap();
+            Arc::new(NatsStore::connect(o).await.unwrap()) as DynStore
+        })
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let Some(server) = start_server(stringify!($name)) else { return };
+            let dir = tempfile::tempdir().unwrap();
+            SERVERS
+                .lock()
+                .unwrap()
+                .get_or_insert_with(HashMap::new)
+                .insert(dir.path().to_path_buf(), server.url.clone());
+            conformance::$name(open(), dir.path()).await;
+        }
+    )*};
+}
+
+conformance::each_case!(conformance);
+
+fn key(tcn: &str) -> SubmissionKey {
+    SubmissionKey {
+        bureau: "TX".into(),
+        tcn: tcn.into(),
+    }
+}
+
+async fn replica(server: &NatsServer, name: &str, extra: &str) -> Arc<NatsStore> {
+    let o = NatsOptions::parse(&format!(
+        "{}/LOG?insecure=true&replica={name}{extra}",
+        server.url
+    ))
+    .unwrap();
+    Arc::new(NatsStore::connect(o).await.unwrap())
+}
+
+/// Waits (bounded) until `f` holds: another replica's write reaches this one's view after
+/// a moment, not at once.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not seen within 5 s");
+}
+
+use std::future::Future;
+
+/// Two replicas on one log: a TCN is one submission whichever replica sees it, even when
+/// both accept it at the same moment; one replica's completion, acks and settings are the
+/// other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_log() {
+    let Some(server) = start_server("replicas_share_one_log") else {
+        return;
+    };
+    let a = replica(&server, "a", "").await;
+    let b = replica(&server, "b", "").await;
+    let Accepted::New(first) = a.accept(key("T-1"), b"one".to_vec(), 1).await.unwrap() else {
+        panic!("first accept is new")
+    };
+    assert_eq!(
+        b.accept(key("T-1"), b"one".to_vec(), 2).await.unwrap(),
+        Accepted::Duplicate(first.clone())
+    );
+    assert!(matches!(
+        b.accept(key("T-1"), b"two".to_vec(), 3).await,
+        Err(StoreError::Conflict)
+    ));
+
+    // The same new TCN at both replicas at once: exactly one submission.
+    for i in 0..20 {
+        let k = key(&format!("RACE-{i}"));
+        let (x, y) = tokio::join!(
+            a.accept(k.clone(), b"p".to_vec(), 4),
+            b.accept(k.clone(), b"p".to_vec(), 4)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        match (&x, &y) {
+            (Accepted::New(r), Accepted::Duplicate(d))
+            | (Accepted::Duplicate(d), Accepted::New(r)) => assert_eq!(r, d),
+            _ => panic!("one new and one duplicate expected, got {x:?} and {y:?}"),
+        }
+    }
+
+    let office = StreamKey::Office("HOU".into());
+    let mut head_b = b.watch_head(&office);
+    let c = Completion {
+        events: vec![
+            (office.clone(), b"e1".to_vec()),
+            (office.clone(), b"e2".to_vec()),
+        ],
+        counters: vec![("n".into(), 2)],
+        summary: None,
+    };
+    assert!(a.complete(key("T-1"), c.clone()).await.unwrap());
+    tokio::time::timeout(Duration::from_secs(5), head_b.wait_for(|h| *h == 2))
+        .await
+        .expect("the other replica's head moves")
+        .unwrap();
+    assert_eq!(
+        b.read(office.clone(), 0, 10).await.unwrap(),
+        vec![(1, b"e1".to_vec()), (2, b"e2".to_vec())]
+    );
+    assert!(
+        !b.complete(key("T-1"), c).await.unwrap(),
+        "completed once, at whichever replica"
+    );
+    assert_eq!(b.counters().await.unwrap().get("n"), Some(&2));
+
+    assert_eq!(b.ack(office.clone(), 2).await.unwrap(), 2);
+    eventually("an ack at the other replica", || {
+        let a = a.clone();
+        let office = office.clone();
+        async move { a.acked(office).await.unwrap() == 2 }
+    })
+    .await;
+
+    let mut changed = a.watch_settings().unwrap();
+    b.put_setting("policy/x".into(), b"y".to_vec())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), changed.changed())
+        .await
+        .expect("a setting changed at the other replica is signalled")
+        .unwrap();
+    assert_eq!(
+        a.settings()
+            .await
+            .unwrap()
+            .get("policy/x")
+            .map(|v| v.as_slice()),
+        Some(&b"y"[..])
+    );
+}
+
+/// A replica restarted under the same name writes again at once (its first entries must
+/// not pass for the earlier run's, which had the same batch numbers) and resumes its own
+/// unfinished submissions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_under_its_name_writes_and_resumes() {
+    let Some(server) = start_server("a_replica_restarted_under_its_name_writes_and_resumes") else {
+        return;
+    };
+    let a = replica(&server, "a", "").await;
+    a.accept(key("BEFORE"), vec![1], 1).await.unwrap();
+    drop(a);
+    let again = tokio::time::timeout(Duration::from_secs(10), replica(&server, "a", ""))
+        .await
+        .expect("the restarted replica's first write (a heartbeat) is confirmed");
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        again.accept(key("AFTER"), vec![2], 2),
+    )
+    .await
+    .expect("a write after the restart is confirmed");
+    assert!(matches!(r.unwrap(), Accepted::New(_)));
+    let mine: Vec<String> = again
+        .resumable()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.key.tcn)
+        .collect();
+    assert_eq!(mine, ["BEFORE", "AFTER"]);
+}
+
+/// A replica that stops beating loses its unfinished submissions to exactly one other
+/// replica; a live one's are never taken, and a restarted replica resumes its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_replicas_work_is_taken_over_once() {
+    let Some(server) = start_server("a_stopped_replicas_work_is_taken_over_once") else {
+        return;
+    };
+    let fast = "&stale_ms=300";
+    let a = replica(&server, "a", fast).await;
+    let b = replica(&server, "b", fast).await;
+    let c = replica(&server, "c", fast).await;
+    for i in 0..10 {
+        a.accept(key(&format!("A-{i}")), vec![i], 1).await.unwrap();
+    }
+    b.accept(key("B-0"), vec![9], 1).await.unwrap();
+    a.complete(key("A-0"), Completion::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(b.take_over().await.unwrap().is_empty(), "a is alive");
+    assert_eq!(
+        a.resumable().await.unwrap().len(),
+        9,
+        "a resumes its own unfinished ones"
+    );
+
+    drop(a); // stops its heartbeats
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (won_b, won_c) = tokio::join!(b.take_over(), c.take_over());
+    let (won_b, won_c) = (won_b.unwrap(), won_c.unwrap());
+    let mut all: Vec<String> = won_b
+        .iter()
+        .chain(&won_c)
+        .map(|p| p.key.tcn.clone())
+        .collect();
+    all.sort();
+    let expected: Vec<String> = (1..10).map(|i| format!("A-{i}")).collect();
+    assert_eq!(all, expected, "each unfinished submission of a, taken once");
+    assert!(all.iter().all(|t| t != "B-0"), "b is alive: its work stays");
+    let taken = |m: String| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("interop_store_taken_over_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("the take-over counter")
+    };
+    assert_eq!(
+        taken(b.render_metrics()) + taken(c.render_metrics()),
+        9,
+        "/metrics counts what was taken over"
+    );
+    assert!(b.render_metrics().contains("interop_store_log_applied "));
+    eventually("claims visible everywhere", || {
+        let c = c.clone();
+        async move { c.take_over().await.unwrap().is_empty() }
+    })
+    .await;
+    // The winners now resume them as their own.
+    let owned = b.resumable().await.unwrap().len() + c.resumable().await.unwrap().len();
+    assert_eq!(owned, 9 + 1);
+}
+
+/// Every entry of the stream `name` on `server`, raw.
+async fn raw_log(server: &NatsServer, name: &str) -> Vec<Vec<u8>> {
+    let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
+    let stream = js.get_stream(name).await.unwrap();
+    let last = stream.get_info().await.unwrap().state.last_sequence;
+    let mut out = vec![];
+    for seq in 1..=last {
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            out.push(m.payload.to_vec());
+        }
+    }
+    out
+}
+
+/// A payload goes into the log sealed, opens for any replica while it is pending, and can
+/// no longer be opened once its submission completes (its key is purged; the ciphertext
+/// stays in the never-trimmed log). Resends are still told from conflicts by content, also
+/// after completion and by a replica that replayed the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_are_sealed_in_the_log_and_shredded_on_completion() {
+    let Some(server) = start_server("payloads_are_sealed_in_the_log_and_shredded") else {
+        return;
+    };
+    let a = replica(&server, "a", "").await;
+    let b = replica(&server, "b", "").await;
+    let print = b"TENPRINT minutiae of a person 0123456789".to_vec();
+    let k = key("T-SEAL");
+    assert!(matches!(
+        a.accept(k.clone(), print.clone(), 1).await.unwrap(),
+        Accepted::New(_)
+    ));
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        !raw_log(&server, "LOG")
+            .await
+            .iter()
+            .any(|e| contains(e, &print)),
+        "the payload is in the log in the clear"
+    );
+    // Pending: the accepting replica opens it, and so does another (from the bucket).
+    let pending = |s: Arc<NatsStore>| async move { s.unfinished().await.unwrap() };
+    assert_eq!(pending(a.clone()).await[0].payload, print);
+    eventually("b sees the accept", || {
+        let b = b.clone();
+        async move { !b.unfinished().await.unwrap().is_empty() }
+    })
+    .await;
+    assert_eq!(pending(b.clone()).await[0].payload, print);
+    let sealed_entry = sealed::tests::entry(&k);
+    let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
+    let bucket = js.get_key_value("LOG_KEYS").await.unwrap();
+    assert!(bucket.get(&sealed_entry).await.unwrap().is_some());
+
+    // Completed: the key is gone, so the ciphertext in the log opens for nobody.
+    assert!(a.complete(k.clone(), Completion::default()).await.unwrap());
+    assert!(
+        bucket.get(&sealed_entry).await.unwrap().is_none(),
+        "key kept"
+    );
+    assert!(
+        a.render_metrics()
+            .contains("interop_store_payload_keys_purged_total{outcome=\"ok\"} 1")
+    );
+    // A resend is a duplicate, another payload a conflict; neither leaves a key behind.
+    assert!(matches!(
+        a.accept(k.clone(), print.clone(), 2).await.unwrap(),
+        Accepted::Duplicate(_)
+    ));
+    assert!(matches!(
+        a.accept(k.clone(), b"other".to_vec(), 2).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(
+        bucket.get(&sealed_entry).await.unwrap().is_none(),
+        "resend's key kept"
+    );
+    // A replica started now replays the log to the same answers.
+    let c = replica(&server, "c", "").await;
+    assert!(c.submission(k.clone()).await.unwrap().unwrap().completed);
+    assert!(matches!(
+        c.accept(k, print, 3).await.unwrap(),
+        Accepted::Duplicate(_)
+    ));
+}
+
+/// A key whose accept never reached the log is purged by the sweep (seen without a
+/// submission twice in a row); a pending submission's key is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_purges_keys_nothing_needs() {
+    let Some(server) = start_server("the_sweep_purges_keys_nothing_needs") else {
+        return;
+    };
+    let a = replica(&server, "a", "").await;
+    a.accept(key("T-PENDING"), b"p".to_vec(), 1).await.unwrap();
+    a.keys.seal(&key("T-ORPHAN"), b"o").await.unwrap();
+    assert_eq!(a.keys.sweep(&a.view).await.unwrap(), 0, "first seen");
+    assert_eq!(a.keys.sweep(&a.view).await.unwrap(), 1, "still an orphan");
+    let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
+    let bucket = js.get_key_value("LOG_KEYS").await.unwrap();
+    assert!(
+        bucket
+            .get(sealed::tests::entry(&key("T-ORPHAN")))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        bucket
+            .get(sealed::tests::entry(&key("T-PENDING")))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(a.unfinished().await.unwrap()[0].payload, b"p");
+}
+
+/// `--store` values: what parses, and a clear error for what does not.
+#[test]
+fn store_specs_parse_or_say_what_is_wrong() {
+    let o = NatsOptions::parse(
+        "nats://a:4222,b:4222/LOG?replicas=3&replica=gw1&stale_ms=500&insecure=true",
+    )
+    .unwrap();
+    assert!(o.insecure);
+    assert_eq!(o.url, "nats://a:4222,nats://b:4222");
+    assert_eq!(
+        (o.stream.as_str(), o.replicas, o.replica.as_str()),
+        ("LOG", 3, "gw1")
+    );
+    assert_eq!(o.stale_after, Duration::from_millis(500));
+    let d = NatsOptions::parse("tls://127.0.0.1:4222").unwrap();
+    assert_eq!((d.stream.as_str(), d.replicas), ("INTEROP", 1));
+    assert!(d.replica.starts_with("gw-"), "a random replica name");
+    assert!(!d.insecure);
+    // A CA makes a nats:// link TLS.
+    assert!(NatsOptions::parse("nats://x:1?ca=ca.pem").is_ok());
+    for (spec, says) in [
+        ("127.0.0.1:4222", "expected nats://"),
+        ("http://x:1", "scheme"),
+        ("nats:///LOG", "no server address"),
+        ("nats://x:1/a.b", "stream name"),
+        ("nats://x:1?replicas=9", "replicas must be 1 to 5"),
+        ("nats://x:1?stale_ms=5", "stale_ms"),
+        ("nats://x:1?cert=c.pem", "cert and key go together"),
+        ("nats://x:1?colour=red", "unknown option"),
+        ("nats://x:1?replicas", "KEY=VALUE"),
+        ("nats://x:1", "plaintext"),
+        ("nats://x:1?insecure=false", "insecure=true"),
+        ("nats://x:1?insecure=yes", "insecure must be true or false"),
+    ] {
+        let e = NatsOptions::parse(spec).expect_err(spec).to_string();
+        assert!(e.contains(says), "{spec}: {e}");
+    }
+}
