@@ -126,19 +126,22 @@ pub async fn record_removal(
     }
 }
 
+/// The time a request's `field` gives, or INVALID_ARGUMENT naming it.
+fn required_time(
+    t: Option<prost_types::Timestamp>,
+    field: &str,
+) -> Result<chrono::DateTime<chrono::Utc>, GatewayError> {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.try_into().ok()?))
+        .ok_or_else(|| GatewayError::invalid(field, "is required and must be a valid time"))
+}
+
 /// Issues a detainer: see `FieldOfficeService.IssueDetainer`.
 pub async fn issue_detainer(
     gw: &Gateway,
     office: &str,
     r: pb::IssueDetainerRequest,
 ) -> Result<pb::Detainer, GatewayError> {
-    let release = r
-        .scheduled_release
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.try_into().ok()?))
-        .ok_or_else(|| {
-            GatewayError::invalid("scheduled_release", "is required and must be a valid time")
-        })?
-        .naive_utc();
+    let release = required_time(r.scheduled_release, "scheduled_release")?.naive_utc();
     let outcome = enforceable_outcome(gw, office, &r.state, &r.tcn).await?;
     if booked_at(&outcome)
         .is_some_and(|b| release < b || release > b + chrono::Duration::days(5 * 366))
@@ -221,11 +224,7 @@ pub async fn acknowledge_copy(
             "must be 8 to 40 characters of A-Z, 0-9 and '-'",
         ));
     }
-    let given_ms = r
-        .given_at
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.try_into().ok()?))
-        .ok_or_else(|| GatewayError::invalid("given_at", "is required and must be a valid time"))?
-        .timestamp_millis();
+    let given_ms = required_time(r.given_at, "given_at")?.timestamp_millis();
     let stored = gw
         .core
         .store
