@@ -76,6 +76,14 @@ pub struct Expected {
     pub biographics: Option<interop_gateway::world::Biographics>,
 }
 
+impl Expected {
+    /// IDENT holds the person and the jurisdiction is searched: an identification, the only
+    /// outcome anyone is told of (no-hits are disclosed to no one).
+    pub fn identified(&self) -> bool {
+        !self.fin.is_empty()
+    }
+}
+
 /// One booking to submit.
 #[derive(Clone, Debug)]
 pub struct Booking {

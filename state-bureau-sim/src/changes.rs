@@ -179,7 +179,7 @@ pub struct Split {
 /// What a booking's answers show under a plan's expectation: (the field office is told of an
 /// identification, the bureau is told of it). No-hits are told to no one.
 fn told(b: &Booking) -> (bool, bool) {
-    let identified = !b.expected.fin.is_empty();
+    let identified = b.expected.identified();
     (identified, identified && b.expected.bureau_receives)
 }
 
@@ -299,8 +299,7 @@ pub fn expected_counts(
         };
         // Identifications as the ground truth has them under the policy (a matcher's miss is
         // never sent: the settle loop waits for completions, not for these).
-        let identified =
-            searched && !n.expected.fin.is_empty() && (after || !o.expected.fin.is_empty());
+        let identified = searched && n.expected.identified() && (after || o.expected.identified());
         office += identified as usize;
         bureau += 1 + (receives && identified) as usize;
     }

@@ -233,6 +233,11 @@ fn month_of(b: &Booking) -> String {
         .unwrap_or_default()
 }
 
+/// Whether an outcome as sent is an identification (a hit naming a FIN).
+fn identifies(o: &pb::IdentOutcome) -> bool {
+    o.hit && !o.fin.is_empty()
+}
+
 /// Checks every observation against the plan's expected answers.
 pub fn verify(
     plan: &[Booking],
@@ -294,10 +299,7 @@ pub fn verify(
             }
             Some(pb::bureau_response::Body::Immigration(i)) => {
                 *imm.entry(r.tcn.as_str()).or_default() += 1;
-                if i.outcome
-                    .as_ref()
-                    .is_none_or(|o| !o.hit || o.fin.is_empty())
-                {
+                if i.outcome.as_ref().is_none_or(|o| !identifies(o)) {
                     v.fail(
                         NO_HITS,
                         &r.tcn,
@@ -361,7 +363,7 @@ pub fn verify(
             );
         }
         if let Some(o) = &n.outcome {
-            if !o.hit || o.fin.is_empty() {
+            if !identifies(o) {
                 v.fail(
                     NO_HITS,
                     tcn,
