@@ -94,7 +94,6 @@ pub fn apply_determination(out: &mut pb::IdentOutcome, d: &Determination) {
         .map(|n| non_criminal_to_pb(*n) as i32)
         .collect();
     out.recommendation = recommendation_to_pb(d.recommendation) as i32;
-    out.discretion = d.discretion;
 }
 
 /// A validated finger record as a matcher template (validation guarantees the ranges).
@@ -207,6 +206,9 @@ pub fn disclosure_kind_pb(k: DisclosureKind) -> pb::DisclosureKind {
         DisclosureKind::Removal => pb::DisclosureKind::Removal,
         DisclosureKind::Gallery => pb::DisclosureKind::Gallery,
         DisclosureKind::RapSheet => pb::DisclosureKind::RapSheet,
+        DisclosureKind::Decision => pb::DisclosureKind::Decision,
+        DisclosureKind::LescNotice => pb::DisclosureKind::LescNotice,
+        DisclosureKind::DetainerReview => pb::DisclosureKind::DetainerReview,
     }
 }
 

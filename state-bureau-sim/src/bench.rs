@@ -118,6 +118,20 @@ impl pb::submission_service_server::SubmissionService for Echo {
     ) -> Result<tonic::Response<pb::DetainerCopyGiven>, tonic::Status> {
         Err(tonic::Status::unimplemented("echo baseline: Submit only"))
     }
+
+    async fn report_conviction(
+        &self,
+        _: tonic::Request<pb::ReportConvictionRequest>,
+    ) -> Result<tonic::Response<pb::DetainerOperative>, tonic::Status> {
+        Err(tonic::Status::unimplemented("echo baseline: Submit only"))
+    }
+
+    async fn notify_lesc(
+        &self,
+        _: tonic::Request<pb::NotifyLescRequest>,
+    ) -> Result<tonic::Response<pb::LescNotice>, tonic::Status> {
+        Err(tonic::Status::unimplemented("echo baseline: Submit only"))
+    }
 }
 
 /// What one closed-loop phase measured.

@@ -172,6 +172,20 @@ pub fn plan(
     days: u32,
     planted: &std::collections::BTreeSet<String>,
 ) -> Vec<Booking> {
+    plan_iter(data, seed, from, days, planted)
+        .take(count)
+        .collect()
+}
+
+/// The bookings of [`plan`], one at a time and without end: booking `i` is the same whatever
+/// the count, so a plan of `n` is the first `n` of a longer one.
+pub fn plan_iter<'a>(
+    data: &'a WorldData,
+    seed: u64,
+    from: NaiveDate,
+    days: u32,
+    planted: &'a std::collections::BTreeSet<String>,
+) -> impl Iterator<Item = Booking> + 'a {
     let jurisdictions: BTreeMap<&str, &world::Jurisdiction> = data
         .world
         .jurisdictions
@@ -186,106 +200,132 @@ pub fn plan(
         .collect();
     let model = CaptureModel::default();
     let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, 0xB00C, 0));
-    (0..count)
-        .map(|i| {
-            let person: &Person = &data.truth.people[rng.random_range(0..data.truth.people.len())];
-            let j = jurisdictions[person.jurisdiction.as_str()];
-            let st = states[j.state.as_str()];
-            let day = from + chrono::Days::new(rng.random_range(0..days as u64));
-            let secs = rng.random_range(0..86_400u32);
-            let at: NaiveDateTime = day.and_hms_opt(0, 0, 0).expect("midnight")
-                + chrono::Duration::seconds(secs as i64);
-            let n_charges = 1 + (rng.random::<f64>() * rng.random::<f64>() * 3.0) as usize;
-            let mut charges: Vec<pb::Charge> = (0..n_charges)
-                .map(|_| {
-                    let (o, code) = draw_charge(&mut rng);
-                    pb::Charge {
-                        code: code.to_string(),
-                        class: convert::offense_to_pb(o) as i32,
-                    }
-                })
-                .collect();
-            // Planted outliers: pretextual stops booked as minor traffic offences only.
-            if planted.contains(&j.id) && rng.random::<f64>() < PLANTED_MINOR_TRAFFIC_SHARE {
-                charges = vec![pb::Charge {
-                    code: "28-3473".into(),
-                    class: convert::offense_to_pb(Offense::MinorTraffic) as i32,
-                }];
-            }
-            let victim_or_witness = rng.random::<f64>() < 0.01;
-            let agency = &j.agencies[rng.random_range(0..j.agencies.len())];
-            let master = synth::master_tenprint(data.world.meta.seed, person.id);
-            let capture = synth::capture(
-                &master,
-                &model,
-                mix(
-                    data.world.meta.seed ^ BOOKING_CAPTURE_DOMAIN,
-                    person.id,
-                    i as u64,
-                ),
-            );
-            let tcn = format!(
-                "{}{:04}{:02}{:02}-{:07}",
-                j.state,
-                day.year(),
-                day.month(),
-                day.day(),
-                i
-            );
-            let submission = pb::Submission {
-                tcn,
-                ori: agency.clone(),
-                jurisdiction_id: j.id.clone(),
-                booked_at: Some(prost_types::Timestamp {
-                    seconds: at.and_utc().timestamp(),
-                    nanos: 0,
-                }),
-                charges,
-                biographics: Some(pb::Biographics {
-                    name: person.name.clone(),
-                    date_of_birth: person.date_of_birth.to_string(),
-                    sex: if person.female {
-                        pb::Sex::Female
-                    } else {
-                        pb::Sex::Male
-                    } as i32,
-                    place_of_birth: person.place_of_birth.clone(),
-                }),
-                fingers: convert::tenprint_to_pb(&capture),
-                victim_or_witness,
-                ..Default::default()
-            };
-            let fbi = person.fbi_subject.and_then(|s| data.fbi.get(&s));
-            let searched = j.activated_on.is_some_and(|d| day >= d);
-            let ident = if searched {
-                person.ident_subject.and_then(|s| data.ident.get(&s))
-            } else {
-                None
-            };
-            let expected = Expected {
-                fbi_number: fbi.map(|r| r.fbi_number.clone()).unwrap_or_default(),
-                fbi_subject: fbi.and(person.fbi_subject),
-                searched,
-                fin: ident.map(|r| r.fin.clone()).unwrap_or_default(),
-                ident_subject: ident.and(person.ident_subject),
-                status: ident.map(|r| r.status),
-                level: reference_level(fbi),
-                field_office: j.field_office.clone(),
-                bureau_receives: searched
-                    && j.receives_results
-                    && st.can_receive_electronically
-                    && !st.declines_results,
-                biographics: ident.map(|r| r.biographics.clone()),
-            };
-            Booking {
-                state: j.state.clone(),
-                person: person.id,
-                submission,
-                expected,
-                capture_quality: 1.0,
-            }
-        })
-        .collect()
+    (0usize..).map(move |i| {
+        let person: &Person = &data.truth.people[rng.random_range(0..data.truth.people.len())];
+        let j = jurisdictions[person.jurisdiction.as_str()];
+        let st = states[j.state.as_str()];
+        let day = from + chrono::Days::new(rng.random_range(0..days as u64));
+        let secs = rng.random_range(0..86_400u32);
+        let at: NaiveDateTime =
+            day.and_hms_opt(0, 0, 0).expect("midnight") + chrono::Duration::seconds(secs as i64);
+        let n_charges = 1 + (rng.random::<f64>() * rng.random::<f64>() * 3.0) as usize;
+        let mut charges: Vec<pb::Charge> = (0..n_charges)
+            .map(|_| {
+                let (o, code) = draw_charge(&mut rng);
+                pb::Charge {
+                    code: code.to_string(),
+                    class: convert::offense_to_pb(o) as i32,
+                }
+            })
+            .collect();
+        // Planted outliers: pretextual stops booked as minor traffic offences only.
+        if planted.contains(&j.id) && rng.random::<f64>() < PLANTED_MINOR_TRAFFIC_SHARE {
+            charges = vec![pb::Charge {
+                code: "28-3473".into(),
+                class: convert::offense_to_pb(Offense::MinorTraffic) as i32,
+            }];
+        }
+
+        let agency = &j.agencies[rng.random_range(0..j.agencies.len())];
+        let master = synth::master_tenprint(data.world.meta.seed, person.id);
+        let capture = synth::capture(
+            &master,
+            &model,
+            mix(
+                data.world.meta.seed ^ BOOKING_CAPTURE_DOMAIN,
+                person.id,
+                i as u64,
+            ),
+        );
+        let tcn = format!(
+            "{}{:04}{:02}{:02}-{:07}",
+            j.state,
+            day.year(),
+            day.month(),
+            day.day(),
+            i
+        );
+        let submission = pb::Submission {
+            tcn,
+            ori: agency.clone(),
+            jurisdiction_id: j.id.clone(),
+            booked_at: Some(prost_types::Timestamp {
+                seconds: at.and_utc().timestamp(),
+                nanos: 0,
+            }),
+            charges,
+            biographics: Some(pb::Biographics {
+                name: person.name.clone(),
+                date_of_birth: person.date_of_birth.to_string(),
+                sex: if person.female {
+                    pb::Sex::Female
+                } else {
+                    pb::Sex::Male
+                } as i32,
+                place_of_birth: person.place_of_birth.clone(),
+            }),
+            fingers: convert::tenprint_to_pb(&capture),
+            ..Default::default()
+        };
+        let fbi = person.fbi_subject.and_then(|s| data.fbi.get(&s));
+        let searched = j.activated_on.is_some_and(|d| day >= d);
+        let ident = if searched {
+            person.ident_subject.and_then(|s| data.ident.get(&s))
+        } else {
+            None
+        };
+        let expected = Expected {
+            fbi_number: fbi.map(|r| r.fbi_number.clone()).unwrap_or_default(),
+            fbi_subject: fbi.and(person.fbi_subject),
+            searched,
+            fin: ident.map(|r| r.fin.clone()).unwrap_or_default(),
+            ident_subject: ident.and(person.ident_subject),
+            status: ident.map(|r| r.status),
+            level: reference_level(fbi),
+            field_office: j.field_office.clone(),
+            bureau_receives: searched
+                && j.receives_results
+                && st.can_receive_electronically
+                && !st.declines_results,
+            biographics: ident.map(|r| r.biographics.clone()),
+        };
+        Booking {
+            state: j.state.clone(),
+            person: person.id,
+            submission,
+            expected,
+            capture_quality: 1.0,
+        }
+    })
+}
+
+/// The bookings [`write_planned`] writes, with what each must be answered, from a loaded
+/// world.
+pub fn planned(
+    data: &WorldData,
+    seed: u64,
+    count: usize,
+    state: Option<&str>,
+    tag: Option<&str>,
+) -> anyhow::Result<Vec<Booking>> {
+    if let Some(st) = state
+        && !data.world.states.iter().any(|s| s.code == st)
+    {
+        anyhow::bail!("state {st:?} is not in this world");
+    }
+    let (from, days) = crate::demo::booking_window();
+    // The national plan's first `count` bookings of the state (looking at most 64 times as
+    // far, for a state with few people).
+    let none = Default::default();
+    let mut bookings: Vec<Booking> = plan_iter(data, seed, from, days, &none)
+        .take(count.saturating_mul(if state.is_some() { 64 } else { 1 }))
+        .filter(|b| state.is_none_or(|st| b.state == st))
+        .take(count)
+        .collect();
+    if let Some(t) = tag {
+        tag_tcns(&mut bookings, t);
+    }
+    Ok(bookings)
 }
 
 /// Plans bookings over a world (as the demo does, deterministic in `seed`) and writes
@@ -304,23 +344,7 @@ pub fn write_planned(
     use interop_client::booking_json::BookingJson;
     use std::io::Write;
     crate::demo::require_world(world)?;
-    let data = WorldData::load(world)?;
-    if let Some(st) = state
-        && !data.world.states.iter().any(|s| s.code == st)
-    {
-        anyhow::bail!("state {st:?} is not in this world");
-    }
-    let (from, days) = crate::demo::booking_window();
-    // Plan enough that one state's share reaches `count`, then keep that state's.
-    let planned = if state.is_some() {
-        count.saturating_mul(64)
-    } else {
-        count
-    };
-    let mut bookings = plan(&data, seed, planned, from, days, &Default::default());
-    if let Some(t) = tag {
-        tag_tcns(&mut bookings, t);
-    }
+    let bookings = planned(&WorldData::load(world)?, seed, count, state, tag)?;
     let mut w: Box<dyn Write> = if out == Path::new("-") {
         Box::new(std::io::stdout().lock())
     } else {
@@ -328,18 +352,12 @@ pub fn write_planned(
             std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
         ))
     };
-    let mut n = 0;
-    for b in bookings
-        .iter()
-        .filter(|b| state.is_none_or(|st| b.state == st))
-        .take(count)
-    {
+    for b in &bookings {
         serde_json::to_writer(&mut w, &BookingJson::from_pb(&b.submission)?)?;
         writeln!(w)?;
-        n += 1;
     }
     w.flush()?;
-    Ok(n)
+    Ok(bookings.len())
 }
 
 #[cfg(test)]

@@ -25,6 +25,17 @@ use std::time::Instant;
 /// County, Texas, 27 October 2008), before every booking the simulator dates.
 pub const ACTIVATED_ON: &str = "2008-10-27";
 
+/// The advance notice of an activation on `on` (YYYY-MM-DD): given the gateway's
+/// advance-notice period before it; none for a deactivation ("").
+fn notice_for(on: &str) -> String {
+    on.parse::<chrono::NaiveDate>()
+        .map(|d| {
+            (d - chrono::Duration::days(interop_gateway::rules::policy::ADVANCE_NOTICE_DAYS))
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum PolicyChange {
     /// The state ends its agreement: its bureaus stop receiving immigration responses (its
@@ -109,6 +120,7 @@ impl PolicyChange {
                 .set_policy(pb::SetPolicyRequest {
                     jurisdiction_id: jurisdiction.clone(),
                     activated_on: Some(ACTIVATED_ON.into()),
+                    notice_on: notice_for(ACTIVATED_ON),
                     ..Default::default()
                 })
                 .await
@@ -137,6 +149,7 @@ impl PolicyChange {
                 admin
                     .set_policy(pb::SetPolicyRequest {
                         jurisdiction_id: jurisdiction.clone(),
+                        notice_on: notice_for(&was),
                         activated_on: Some(was),
                         ..Default::default()
                     })
@@ -352,6 +365,7 @@ mod tests {
             pb::FieldOfficeNotification {
                 cursor: 1,
                 outcome: Some(outcome),
+                lesc_notice: None,
             },
             at,
         )

@@ -420,7 +420,13 @@ fn stats_delta(after: &pb::StatsRow, before: &pb::StatsRow) -> pb::StatsRow {
         minor_traffic_only_arrests: after.minor_traffic_only_arrests
             - before.minor_traffic_only_arrests,
         removals: after.removals - before.removals,
-        ..after.clone()
+        detainers_recommended: after.detainers_recommended - before.detainers_recommended,
+        decided_no_action: after.decided_no_action - before.decided_no_action,
+        decided_discretion: after.decided_discretion - before.decided_discretion,
+        lesc_notices: after.lesc_notices - before.lesc_notices,
+        detainers_lifted: after.detainers_lifted - before.detainers_lifted,
+        state: after.state.clone(),
+        jurisdiction_id: after.jurisdiction_id.clone(),
     }
 }
 

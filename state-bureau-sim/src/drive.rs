@@ -1,8 +1,8 @@
 //! Driving a gateway with a plan: every bureau submits its bookings (open loop at their
 //! intended times, or closed loop), every field office and bureau stream is followed, and
-//! every answer is collected with the moment it reached the driver; then the field offices
-//! act on the recommendations (detainers, removals). What was seen goes to
-//! [`crate::verify`].
+//! every answer is collected with the moment it reached the driver; then the ICE side acts
+//! on the identifications ([`crate::officers`]: decisions, detainers, LESC notices, reviews,
+//! removals). What was seen goes to [`crate::verify`].
 //!
 //! Answers are collected from the moment the subscriptions open, in a task of their own, and
 //! against a shared gateway each bureau is followed from where its stream stands when the
@@ -17,7 +17,6 @@ use indicatif::ProgressBar;
 use interop_gateway::auth::principal::Principal;
 use interop_gateway_cli::pki::{self, PkiDir};
 use interop_proto::v1 as pb;
-use pb::field_office_service_client::FieldOfficeServiceClient;
 use pb::submission_service_client::SubmissionServiceClient;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -390,101 +389,37 @@ pub async fn drive(
     obs.receipts = receipts.lock().expect("receipts").clone();
     obs.set_receipt_latency(receipt_hist.lock().expect("hist").clone());
     obs.repeats = repeats;
-
-    // Field offices act on the recommendations: one detainer per recommending outcome, asked
-    // for twice (the second must return the same detainer and deliver nothing new), with the
-    // jail's scheduled release a day and a half after booking.
-    let mut office_clients: BTreeMap<String, FieldOfficeServiceClient<tonic::transport::Channel>> =
-        BTreeMap::new();
-    for (office, n, _) in &obs.office {
-        let Some(o) = &n.outcome else { continue };
-        let recommended = [
-            pb::Recommendation::Detainer as i32,
-            pb::Recommendation::DetainerOnConviction as i32,
-        ];
-        if !recommended.contains(&o.recommendation) {
-            continue;
-        }
-        if !office_clients.contains_key(office) {
-            let ch = pki::connect(
-                endpoint,
-                pki,
-                &Principal::FieldOffice {
-                    office: office.clone(),
-                },
-            )
-            .await?;
-            office_clients.insert(office.clone(), FieldOfficeServiceClient::new(ch));
-        }
-        let c = office_clients.get_mut(office).expect("just inserted");
-        let booked = o.booked_at.unwrap_or_default();
-        let req = pb::IssueDetainerRequest {
-            state: o.ori[..2].to_string(),
-            tcn: o.tcn.clone(),
-            scheduled_release: Some(prost_types::Timestamp {
-                seconds: booked.seconds + 36 * 3600,
-                nanos: 0,
-            }),
-        };
-        let d = c.issue_detainer(req.clone()).await?.into_inner();
-        let again = c.issue_detainer(req.clone()).await?.into_inner();
-        anyhow::ensure!(
-            again.detainer_id == d.detainer_id,
-            "detainer for {} issued twice",
-            o.tcn
-        );
-        // About a third of those held are later removed (deterministic from the TCN); the
-        // office records it, twice, and the monthly statistics must count it once.
-        if removed(&o.tcn) {
-            let day = chrono::DateTime::from_timestamp(booked.seconds, 0)
-                .unwrap_or_default()
-                .date_naive()
-                + chrono::Duration::days(45);
-            let r = pb::RecordRemovalRequest {
-                state: req.state.clone(),
-                tcn: o.tcn.clone(),
-                removed_on: day.to_string(),
-            };
-            c.record_removal(r.clone()).await?;
-            c.record_removal(r).await?;
-            obs.removals.push((req.state.clone(), o.tcn.clone()));
-        }
-        obs.detainers_issued
-            .push((req.state, o.tcn.clone(), d.detainer_id));
-    }
-    for (state, bureau) in &bureau_clients {
-        let mut s = bureau.follow_responses(Some(heads[state]), false);
-        while let Some(r) = s.next().await? {
-            if let Some(pb::bureau_response::Body::Detainer(d)) = r.body
-                && planned.contains(&r.tcn)
+    // The activations made, whose advance notices the bureaus must have read (those of the
+    // states that took part; another state's bureau is not followed).
+    if obs.applied.is_some() {
+        for c in &opts.changes {
+            if let crate::changes::PolicyChange::Activate { jurisdiction } = c
+                && let Some(j) = data
+                    .world
+                    .jurisdictions
+                    .iter()
+                    .find(|j| &j.id == jurisdiction)
+                && bureau_clients.contains_key(&j.state)
             {
-                // The form's notice as the documents give it, and the jail's acknowledgement
-                // that the person got a copy (asked twice: recorded once).
-                if d.notice.as_ref() != Some(&interop_gateway::rules::detainer::notice()) {
-                    obs.detainer_notices_wrong.push(r.tcn.clone());
-                }
-                let mut jail = SubmissionServiceClient::new(bureau.channel());
-                let ack = pb::AcknowledgeDetainerCopyRequest {
-                    tcn: r.tcn.clone(),
-                    given_at: Some(prost_types::Timestamp {
-                        seconds: chrono::Utc::now().timestamp(),
-                        nanos: 0,
-                    }),
-                };
-                let first = jail
-                    .acknowledge_detainer_copy(ack.clone())
-                    .await?
-                    .into_inner();
-                let again = jail.acknowledge_detainer_copy(ack).await?.into_inner();
-                if first == again && first.detainer_id == d.detainer_id {
-                    obs.detainer_copies
-                        .push((state.clone(), r.tcn.clone(), first.detainer_id));
-                }
-                obs.detainers_received
-                    .push((state.clone(), r.tcn, d.detainer_id));
+                obs.activations.push((
+                    j.state.clone(),
+                    j.id.clone(),
+                    crate::changes::ACTIVATED_ON.into(),
+                ));
             }
         }
     }
+
+    crate::officers::act(
+        endpoint,
+        pki,
+        &mut obs,
+        &bureau_clients,
+        &heads,
+        &planned,
+        opts.settle_timeout,
+    )
+    .await?;
     Ok(obs)
 }
 
@@ -530,6 +465,13 @@ impl Collector {
                     Seen::Bureau(_, r) => r.tcn.as_str(),
                 };
                 if ours.as_ref().is_some_and(|p| !p.contains(tcn)) {
+                    continue;
+                }
+                // Activation notices are about no booking: read after the run
+                // (`crate::officers`), never counted among the answers awaited.
+                if let Seen::Bureau(_, r) = &seen
+                    && matches!(r.body, Some(pb::bureau_response::Body::ActivationNotice(_)))
+                {
                     continue;
                 }
                 match seen {
@@ -578,12 +520,4 @@ impl Collector {
         let _ = self.stop.send(());
         Ok(self.task.await?)
     }
-}
-
-/// Whether the simulated office removes the person held under `tcn` (about one in three).
-fn removed(tcn: &str) -> bool {
-    let h = tcn
-        .bytes()
-        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-    h % 3 == 0
 }

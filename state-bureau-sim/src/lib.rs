@@ -18,6 +18,7 @@ pub mod drive;
 pub mod generate;
 pub mod geography;
 pub mod html;
+pub mod officers;
 pub mod soak;
 pub mod timeline;
 pub mod truth;

@@ -51,6 +51,32 @@ pub struct Observations {
     pub detainer_copies: Vec<(String, String, String)>,
     /// Removals the field offices recorded: (state, tcn).
     pub removals: Vec<(String, String)>,
+    /// The offices' decisions on identifications, as asked and as recorded.
+    pub decisions: Vec<DecisionSeen>,
+    /// LESC notices given (by jails and on the hotline): (office whose detainer it concerns,
+    /// notice id — empty when a repeat answered differently, tcn).
+    pub lesc_sent: Vec<(String, String, String)>,
+    /// LESC notices the offices read on their streams: (office, notice id).
+    pub lesc_received: Vec<(String, String)>,
+    /// The offices' reviews of detainers after LESC notices.
+    pub reviews: Vec<ReviewSeen>,
+    /// Lifts the jails received: (state, tcn, detainer id).
+    pub lifts_received: Vec<(String, String, String)>,
+    /// Whether a removal asked under a lifted detainer was refused (asked once, if any was
+    /// lifted).
+    pub removal_after_lift_refused: Option<bool>,
+    /// The activations the run made mid-run: (state, jurisdiction, activation date), and the
+    /// advance notices the bureaus read after the run's start: (state, notice).
+    pub activations: Vec<(String, String, String)>,
+    /// Convictions the bureaus reported on detainers operative only on conviction: (state,
+    /// tcn, detainer id made operative — empty when a repeat answered differently), and the
+    /// operative notices the jails read: (state, tcn, detainer id).
+    pub convictions: Vec<(String, String, String)>,
+    pub operative_received: Vec<(String, String, String)>,
+    /// Whether a removal asked before the conviction of a detainer operative only on
+    /// conviction was refused (asked once, if any).
+    pub removal_before_conviction_refused: Option<bool>,
+    pub activation_notices: Vec<(String, pb::ActivationNotice)>,
     /// Jurisdictions planted with skewed arrest mixes.
     pub planted: std::collections::BTreeSet<String>,
     /// The outlier review's flags: (jurisdiction, measure), and how many tests it ran.
@@ -64,7 +90,46 @@ pub struct Observations {
     pub completed_in: Duration,
 }
 
+/// One decision a simulated office made (`crate::officers`) and what the gateway recorded.
+#[derive(Clone, Debug)]
+pub struct DecisionSeen {
+    pub state: String,
+    /// The action and reasons asked for, and the recommendation the identification carried.
+    pub asked: i32,
+    pub reasons: Vec<i32>,
+    pub recommendation: i32,
+    pub decision: pb::Decision,
+    /// Asking again returned the same decision.
+    pub repeat_same: bool,
+    /// Asked of one decision per run: another action was refused afterwards.
+    pub other_refused: Option<bool>,
+}
+
+/// One detainer review a simulated office made after an LESC notice.
+#[derive(Clone, Debug)]
+pub struct ReviewSeen {
+    pub state: String,
+    pub tcn: String,
+    pub lift: bool,
+    pub review: pb::DetainerReview,
+    pub repeat_same: bool,
+}
+
 impl Observations {
+    /// Milliseconds from each reviewed detainer's first LESC notice to the office's decision.
+    pub fn review_latency_ms(&self) -> Vec<i64> {
+        let ms = |t: &Option<prost_types::Timestamp>| {
+            t.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+        };
+        let mut v: Vec<i64> = self
+            .reviews
+            .iter()
+            .map(|r| ms(&r.review.decided_at) - ms(&r.review.first_notice_at))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     pub fn set_receipt_latency(&mut self, h: Histogram<u64>) {
         self.receipt_latency = Some(h);
     }
@@ -176,6 +241,23 @@ pub const DETAINERS: &str = "detainers not delivered exactly once";
 /// acknowledgement that the person got a copy must be recorded once.
 pub const DETAINER_NOTICES: &str = "detainer notices or copies wrong";
 pub const MONTHLY: &str = "monthly statistics differ from the answers";
+/// Each office's decision is recorded as made, beside the recommendation it overrides or
+/// follows, once (seed 000: ICE "determines what immigration enforcement action, if any, is
+/// appropriate").
+pub const DECISIONS: &str = "decisions not recorded as made";
+/// Each LESC notice reaches the office whose detainer it concerns, once (seed 001).
+pub const LESC: &str = "LESC notices not delivered exactly once";
+/// Each review is recorded as made; each lift reaches the jail once; a lifted detainer
+/// removes no one.
+pub const REVIEWS: &str = "detainer reviews or lifts wrong";
+/// Each activation the run made reached its state's bureau as an advance notice, once, given
+/// at least the advance-notice period before the activation (seed 000: "Prior to the
+/// activation of new jurisdictions within a state, ICE will provide advance notice").
+pub const ACTIVATION_NOTICES: &str = "activation notices missing or late";
+/// A detainer operative only on conviction becomes operative when the conviction is reported,
+/// and the jail is told once; before it, no one is removed under it (seed 001: "ICE will only
+/// consider making a detainer operative upon conviction").
+pub const OPERATIVE: &str = "detainers made operative wrong";
 
 pub const CHECKS: &[&str] = &[
     RECEIPTS,
@@ -192,6 +274,11 @@ pub const CHECKS: &[&str] = &[
     ORDER,
     DETAINERS,
     DETAINER_NOTICES,
+    DECISIONS,
+    LESC,
+    REVIEWS,
+    ACTIVATION_NOTICES,
+    OPERATIVE,
     MONTHLY,
 ];
 
@@ -309,8 +396,14 @@ pub fn verify(
                     );
                 }
             }
-            // Detainers are checked from `Observations::detainers_*`.
-            Some(pb::bureau_response::Body::Detainer(_)) | None => {}
+            // Detainers and lifts are checked from what the ICE side asked
+            // (`Observations::detainers_*`, `reviews`).
+            Some(pb::bureau_response::Body::Detainer(_))
+            | Some(pb::bureau_response::Body::DetainerLifted(_))
+            | Some(pb::bureau_response::Body::DetainerOperative(_))
+            | None => {}
+            // About no booking: checked from `Observations::activation_notices`.
+            Some(pb::bureau_response::Body::ActivationNotice(_)) => continue,
         }
         if by_tcn.get(r.tcn.as_str()).is_none_or(|b| &b.state != state) {
             v.fail(
@@ -380,6 +473,8 @@ pub fn verify(
     let mut ident = Tally::default();
     // Matches by month as the field offices were told them, for the monthly statistics.
     let mut told: BTreeMap<String, u64> = BTreeMap::new();
+    // Of those, the identifications whose recommendation was a detainer.
+    let mut recommended: BTreeMap<String, u64> = BTreeMap::new();
     for b in plan {
         let tcn = b.submission.tcn.as_str();
         let got = notes.get(tcn).map(|v| v.as_slice()).unwrap_or(&[]);
@@ -443,6 +538,9 @@ pub fn verify(
             );
         }
         *told.entry(month_of(b)).or_default() += 1;
+        if o.recommendation != pb::Recommendation::None as i32 {
+            *recommended.entry(month_of(b)).or_default() += 1;
+        }
         let right = ident.judge(
             b,
             Engine::Ident,
@@ -515,6 +613,9 @@ pub fn verify(
         );
     }
 
+    check_decisions(&mut v, obs);
+    check_activation_notices(&mut v, obs);
+
     // Searches are counted by the gateway, never seen: a booking in flight across a policy
     // change and identified under neither policy may have been searched or not.
     let unseen = |month: Option<&str>| {
@@ -529,7 +630,7 @@ pub fn verify(
     // detainers, removals]. Submissions and searches are the ground truth's; matches are the
     // hits the field offices were told of (a matcher's miss is judged above, as a rate, and
     // the statistics must count what the program answered).
-    let mut want: BTreeMap<String, [u64; 5]> = BTreeMap::new();
+    let mut want: BTreeMap<String, [u64; 10]> = BTreeMap::new();
     for b in plan {
         let w = want.entry(month_of(b)).or_default();
         w[0] += 1;
@@ -537,6 +638,31 @@ pub fn verify(
     }
     for (month, hits) in told {
         want.entry(month).or_default()[2] += hits;
+    }
+    for (month, n) in recommended {
+        want.entry(month).or_default()[5] += n;
+    }
+    for d in &obs.decisions {
+        let slot = match pb::Action::try_from(d.decision.action) {
+            Ok(pb::Action::NoAction) => 6,
+            Ok(pb::Action::Discretion) => 7,
+            _ => continue,
+        };
+        if let Some(b) = by_tcn.get(d.decision.tcn.as_str()) {
+            want.entry(month_of(b)).or_default()[slot] += 1;
+        }
+    }
+    for (_, id, tcn) in &obs.lesc_sent {
+        if let Some(b) = by_tcn.get(tcn.as_str())
+            && !id.is_empty()
+        {
+            want.entry(month_of(b)).or_default()[8] += 1;
+        }
+    }
+    for r in obs.reviews.iter().filter(|r| r.review.lifted) {
+        if let Some(b) = by_tcn.get(r.tcn.as_str()) {
+            want.entry(month_of(b)).or_default()[9] += 1;
+        }
     }
     for (_, tcn, _) in &obs.detainers_issued {
         if let Some(b) = by_tcn.get(tcn.as_str()) {
@@ -556,6 +682,11 @@ pub fn verify(
                 r.matches,
                 r.detainers_issued,
                 r.removals,
+                r.detainers_recommended,
+                r.decided_no_action,
+                r.decided_discretion,
+                r.lesc_notices,
+                r.detainers_lifted,
             ]
         });
         // The searches of this month's unseen in-flight bookings may go either way.
@@ -567,7 +698,7 @@ pub fn verify(
                 MONTHLY,
                 month,
                 format!(
-                    "national [submissions, searches, matches, detainers, removals] {got:?}, expected {w:?}"
+                    "national [submissions, searches, matches, detainers, removals, recommended, no action, discretion, LESC notices, lifted] {got:?}, expected {w:?}"
                 ),
             );
         }
@@ -847,6 +978,27 @@ pub fn report(
         obs.detainers_issued.len(),
         obs.removals.len()
     );
+    let ice = ice_side(obs);
+    let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let _ = writeln!(
+        t,
+        "  {:<34} {:>10} / {} / {}  ({} against the recommendation)",
+        "decisions: detain / none / discr.",
+        num(&ice["decided_detainer"]),
+        num(&ice["decided_no_action"]),
+        num(&ice["decided_discretion"]),
+        num(&ice["against_recommendation"])
+    );
+    let _ = writeln!(
+        t,
+        "  {:<34} {:>10} / {} / {}  (notice to review p50 {} ms, max {} ms)",
+        "LESC notices / reviews / lifted",
+        num(&ice["lesc_notices"]),
+        num(&ice["reviews"]),
+        num(&ice["lifted"]),
+        num(&ice["review_latency_ms"]["p50"]),
+        num(&ice["review_latency_ms"]["max"])
+    );
     let _ = writeln!(
         t,
         "  {:<34} {:>10.1} /s  ({:.2} s for all receipts)",
@@ -997,6 +1149,8 @@ pub fn report(
         "immigration_responses_withheld": withheld,
         "detainers_issued": obs.detainers_issued.len(),
         "removals": obs.removals.len(),
+        "ice_side": ice_side(obs),
+        "activation_notices": obs.activation_notices.len(),
         "outlier_review": {
             "tests": obs.review_tests,
             "planted": v.planted,
@@ -1030,4 +1184,234 @@ pub fn report(
         "counters": counters.iter().collect::<BTreeMap<_, _>>(),
     });
     Report { table: t, json }
+}
+
+/// The offices' decisions, the LESC notices and the reviews against what the simulated ICE
+/// side asked (`crate::officers`).
+fn check_decisions(v: &mut Verification, obs: &Observations) {
+    for d in &obs.decisions {
+        let got = &d.decision;
+        let tcn = got.tcn.as_str();
+        if got.action != d.asked || got.reasons != d.reasons {
+            v.fail(
+                DECISIONS,
+                tcn,
+                format!(
+                    "asked action {} reasons {:?}, recorded {} {:?}",
+                    d.asked, d.reasons, got.action, got.reasons
+                ),
+            );
+        }
+        if got.recommendation != d.recommendation {
+            v.fail(
+                DECISIONS,
+                tcn,
+                format!(
+                    "the decision kept recommendation {}, the identification said {}",
+                    got.recommendation, d.recommendation
+                ),
+            );
+        }
+        if (got.action == pb::Action::Detainer as i32) != got.detainer.is_some() {
+            v.fail(
+                DECISIONS,
+                tcn,
+                "a detainer decision without a detainer, or a detainer without one".into(),
+            );
+        }
+        if !d.repeat_same {
+            v.fail(DECISIONS, tcn, "deciding again changed the decision".into());
+        }
+        if d.other_refused == Some(false) {
+            v.fail(
+                DECISIONS,
+                tcn,
+                "a second, different decision was not refused".into(),
+            );
+        }
+    }
+    let mut received: HashMap<(&str, &str), usize> = HashMap::new();
+    for (office, id) in &obs.lesc_received {
+        *received.entry((office.as_str(), id.as_str())).or_default() += 1;
+    }
+    for (office, id, tcn) in &obs.lesc_sent {
+        if id.is_empty() {
+            v.fail(LESC, tcn, "a repeated notice answered differently".into());
+            continue;
+        }
+        let got = received
+            .remove(&(office.as_str(), id.as_str()))
+            .unwrap_or(0);
+        if got != 1 {
+            v.fail(
+                LESC,
+                tcn,
+                format!("notice {id} reached {office} {got} times"),
+            );
+        }
+    }
+    for ((office, id), _) in received {
+        v.fail(LESC, id, format!("{office} read notice {id} nobody gave"));
+    }
+    let mut lifts: HashMap<&str, usize> = HashMap::new();
+    for (_, tcn, _) in &obs.lifts_received {
+        *lifts.entry(tcn.as_str()).or_default() += 1;
+    }
+    for r in &obs.reviews {
+        if r.review.lifted != r.lift || !r.repeat_same {
+            v.fail(
+                REVIEWS,
+                &r.tcn,
+                format!(
+                    "asked lift={}, recorded lifted={} (repeat same: {})",
+                    r.lift, r.review.lifted, r.repeat_same
+                ),
+            );
+        }
+        let got = lifts.remove(r.tcn.as_str()).unwrap_or(0);
+        let want = usize::from(r.review.lifted);
+        if got != want {
+            v.fail(
+                REVIEWS,
+                &r.tcn,
+                format!("the jail received {got} lift(s), expected {want}"),
+            );
+        }
+    }
+    for (tcn, n) in lifts {
+        v.fail(
+            REVIEWS,
+            tcn,
+            format!("the jail received {n} lift(s) nobody decided"),
+        );
+    }
+    let mut operative: HashMap<&str, usize> = HashMap::new();
+    for (_, tcn, _) in &obs.operative_received {
+        *operative.entry(tcn.as_str()).or_default() += 1;
+    }
+    for (state, tcn, id) in &obs.convictions {
+        let got = operative.remove(tcn.as_str()).unwrap_or(0);
+        if id.is_empty() || got != 1 {
+            v.fail(
+                OPERATIVE,
+                tcn,
+                format!(
+                    "the conviction reported by {state}: recorded {id:?}, the jail told {got} times"
+                ),
+            );
+        }
+    }
+    for (tcn, n) in operative {
+        v.fail(
+            OPERATIVE,
+            tcn,
+            format!("the jail was told {n} times of a conviction nobody reported"),
+        );
+    }
+    if obs.removal_before_conviction_refused == Some(false) {
+        v.fail(
+            OPERATIVE,
+            "-",
+            "a removal under a detainer operative only on conviction was recorded before the conviction".into(),
+        );
+    }
+    if obs.removal_after_lift_refused == Some(false) {
+        v.fail(
+            REVIEWS,
+            "-",
+            "a removal under a lifted detainer was recorded".into(),
+        );
+    }
+}
+
+/// What the ICE side decided and heard, for the report: decisions by action (and how many went
+/// against the recommendation), LESC notices, reviews, lifts, and the time from a detainer's
+/// first LESC notice to the office's review.
+pub fn ice_side(obs: &Observations) -> serde_json::Value {
+    let action = |a: pb::Action| {
+        obs.decisions
+            .iter()
+            .filter(|d| d.decision.action == a as i32)
+            .count()
+    };
+    let against = obs
+        .decisions
+        .iter()
+        .filter(|d| {
+            let detains = d.decision.action == pb::Action::Detainer as i32;
+            let advised = d.decision.recommendation != pb::Recommendation::None as i32;
+            detains != advised
+        })
+        .count();
+    let latency = obs.review_latency_ms();
+    let at = |q: f64| {
+        latency
+            .get(((latency.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    serde_json::json!({
+        "decided_detainer": action(pb::Action::Detainer),
+        "decided_no_action": action(pb::Action::NoAction),
+        "decided_discretion": action(pb::Action::Discretion),
+        "against_recommendation": against,
+        "lesc_notices": obs.lesc_sent.len(),
+        "reviews": obs.reviews.len(),
+        "lifted": obs.reviews.iter().filter(|r| r.review.lifted).count(),
+        "review_latency_ms": {"p50": at(0.5), "max": latency.last().copied().unwrap_or(0)},
+    })
+}
+
+/// Every activation made in the run was announced to its state's bureau once, in advance;
+/// no other notice came.
+fn check_activation_notices(v: &mut Verification, obs: &Observations) {
+    let mut got: HashMap<(&str, &str, &str), Vec<&pb::ActivationNotice>> = HashMap::new();
+    for (state, n) in &obs.activation_notices {
+        got.entry((
+            state.as_str(),
+            n.jurisdiction_id.as_str(),
+            n.activate_on.as_str(),
+        ))
+        .or_default()
+        .push(n);
+    }
+    for (state, j, on) in &obs.activations {
+        let notices = got
+            .remove(&(state.as_str(), j.as_str(), on.as_str()))
+            .unwrap_or_default();
+        let [n] = notices.as_slice() else {
+            v.fail(
+                ACTIVATION_NOTICES,
+                j,
+                format!(
+                    "bureau {state} got {} notices of the activation on {on}",
+                    notices.len()
+                ),
+            );
+            continue;
+        };
+        let early = match (n.notice_on.parse(), on.parse()) {
+            (Ok(notice), Ok(on)) => {
+                interop_gateway::rules::policy::check_notice(notice, on).is_ok()
+            }
+            _ => false,
+        };
+        if !early {
+            v.fail(
+                ACTIVATION_NOTICES,
+                j,
+                format!(
+                    "notice given {} for the activation on {on}: not in advance",
+                    n.notice_on
+                ),
+            );
+        }
+    }
+    for ((state, j, on), _) in got {
+        v.fail(
+            ACTIVATION_NOTICES,
+            j,
+            format!("bureau {state} got a notice of an activation on {on} nobody made"),
+        );
+    }
 }

@@ -207,6 +207,8 @@ async fn mid_run_policy_changes_are_checked_from_the_moment_of_change_and_undone
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("chg.json")).unwrap()).unwrap();
         held = report["policy_changes"]["held"].clone();
+        // The activation was announced to the state's bureau in advance, once (verified).
+        assert_eq!(report["activation_notices"], 1, "{report}");
         if held["new"].as_u64().unwrap() > 0 && held["old"].as_u64().unwrap() > 0 {
             break;
         }

@@ -32,11 +32,15 @@ pub const CA_RECEIVING: &str = "CA037";
 
 /// People of the test world. Person 1 has an IDENT record (visa overstay) and a felony
 /// conviction; person 2 an IDENT record (citizen); person 3 no record; person 4 an FBI record
-/// only. People 100.. fill both galleries so a search has impostors to reject.
+/// only; person 5 an IDENT record (visa overstay) only. People 100.. fill both galleries so a
+/// search has impostors to reject.
 pub const OVERSTAY_FELON: u64 = 1;
 pub const CITIZEN: u64 = 2;
 pub const NOBODY: u64 = 3;
 pub const FBI_ONLY: u64 = 4;
+/// An IDENT record (visa overstay) and no criminal record: arrested solely for a minor traffic
+/// offence, a detainer is operative only on conviction.
+pub const OVERSTAY_NO_RECORD: u64 = 5;
 
 pub fn ori(jurisdiction: &str) -> String {
     format!("{jurisdiction}0100")
@@ -132,6 +136,7 @@ fn gallery_entries() -> (Enrolled<ImmigrationRecord>, Enrolled<CriminalRecord>) 
     let ident_people = [
         (OVERSTAY_FELON, ImmigrationStatus::VisaOverstay),
         (CITIZEN, ImmigrationStatus::UsCitizen),
+        (OVERSTAY_NO_RECORD, ImmigrationStatus::VisaOverstay),
     ];
     let fbi_people = [OVERSTAY_FELON, FBI_ONLY];
     let filler = 100..160u64;
@@ -518,6 +523,18 @@ impl Drop for TestGateway {
     }
 }
 
+/// A field office's decision to lodge a detainer (reason: a criminal priority) on `tcn` of
+/// `state`, the jail releasing the person at `release`.
+pub fn detain(state: &str, tcn: &str, release: prost_types::Timestamp) -> pb::DecideRequest {
+    pb::DecideRequest {
+        state: state.into(),
+        tcn: tcn.into(),
+        action: pb::Action::Detainer as i32,
+        reasons: vec![pb::Reason::CriminalPriority as i32],
+        scheduled_release: Some(release),
+    }
+}
+
 /// A valid booking of `person` in `jurisdiction`, booked on 2011-06-01.
 pub fn booking(tcn: &str, jurisdiction: &str, person: u64) -> pb::Submission {
     pb::Submission {
@@ -539,7 +556,6 @@ pub fn booking(tcn: &str, jurisdiction: &str, person: u64) -> pb::Submission {
             place_of_birth: "Synthetic".into(),
         }),
         fingers: convert::tenprint_to_pb(&capture(person, tcn.len() as u64)),
-        victim_or_witness: false,
         ..Default::default()
     }
 }

@@ -12,6 +12,7 @@ use interop_proto::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use pb::criminal_history_service_client::CriminalHistoryServiceClient;
 use pb::field_office_service_client::FieldOfficeServiceClient;
+use pb::lesc_service_client::LescServiceClient;
 use pb::matcher_service_client::MatcherServiceClient;
 use pb::submission_service_client::SubmissionServiceClient;
 use tonic::transport::Channel;
@@ -21,21 +22,26 @@ use tonic::{Code, Status};
 enum Service {
     Submission,
     FieldOffice,
+    Lesc,
     Admin,
     Matcher,
     CriminalHistory,
 }
 
 /// Every RPC of every service the gateway serves.
-const RPCS: [(&str, Service); 24] = [
+const RPCS: [(&str, Service); 28] = [
     ("Submit", Service::Submission),
     ("SubmitStream", Service::Submission),
     ("GetStatus", Service::Submission),
     ("StreamResponses", Service::Submission),
+    ("NotifyLesc", Service::Submission),
+    ("ReportConviction", Service::Submission),
     ("Subscribe", Service::FieldOffice),
     ("Ack", Service::FieldOffice),
-    ("IssueDetainer", Service::FieldOffice),
+    ("Decide", Service::FieldOffice),
     ("RecordRemoval", Service::FieldOffice),
+    ("ReviewDetainer", Service::FieldOffice),
+    ("RecordHotlineCall", Service::Lesc),
     ("GetPolicy", Service::Admin),
     ("SetPolicy", Service::Admin),
     ("SetStatePolicy", Service::Admin),
@@ -59,6 +65,7 @@ fn allowed(who: &Principal, service: Service) -> bool {
         (who, service),
         (Principal::Bureau { .. }, Service::Submission)
             | (Principal::FieldOffice { .. }, Service::FieldOffice)
+            | (Principal::Lesc, Service::Lesc)
             | (
                 Principal::Admin,
                 Service::Admin | Service::Matcher | Service::CriminalHistory
@@ -70,6 +77,7 @@ fn allowed(who: &Principal, service: Service) -> bool {
 async fn call(ch: Channel, rpc: &str, state: &str) -> Result<(), Status> {
     let mut sub = SubmissionServiceClient::new(ch.clone());
     let mut office = FieldOfficeServiceClient::new(ch.clone());
+    let mut lesc = LescServiceClient::new(ch.clone());
     let mut admin = AdminServiceClient::new(ch.clone());
     let mut matcher = MatcherServiceClient::new(ch.clone());
     let mut criminal = CriminalHistoryServiceClient::new(ch);
@@ -114,11 +122,52 @@ async fn call(ch: Channel, rpc: &str, state: &str) -> Result<(), Status> {
             Ok(())
         }
         "Ack" => office.ack(pb::AckRequest { cursor: 0 }).await.map(drop),
-        "IssueDetainer" => office
-            .issue_detainer(pb::IssueDetainerRequest {
+        "Decide" => office
+            .decide(pb::DecideRequest {
                 state: state.into(),
                 tcn,
+                action: pb::Action::Detainer as i32,
+                reasons: vec![pb::Reason::CriminalPriority as i32],
                 scheduled_release: Some(prost_types::Timestamp {
+                    seconds: 1_307_000_000,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .map(drop),
+        "ReviewDetainer" => office
+            .review_detainer(pb::ReviewDetainerRequest {
+                state: state.into(),
+                tcn,
+                lift: true,
+                reasons: vec![pb::Reason::VictimOrWitness as i32],
+            })
+            .await
+            .map(drop),
+        "NotifyLesc" => sub
+            .notify_lesc(pb::NotifyLescRequest {
+                tcn,
+                concerns: vec![pb::LescConcern::Witness as i32],
+                noticed_at: Some(prost_types::Timestamp {
+                    seconds: 1_307_000_000,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .map(drop),
+        "ReportConviction" => sub
+            .report_conviction(pb::ReportConvictionRequest {
+                tcn,
+                convicted_on: "2011-07-01".into(),
+            })
+            .await
+            .map(drop),
+        "RecordHotlineCall" => lesc
+            .record_hotline_call(pb::RecordHotlineCallRequest {
+                state: state.into(),
+                tcn,
+                concerns: vec![pb::LescConcern::CrimeVictim as i32],
+                called_at: Some(prost_types::Timestamp {
                     seconds: 1_307_000_000,
                     nanos: 0,
                 }),
@@ -251,6 +300,7 @@ async fn every_role_reaches_only_its_own_services() {
             },
             "CA",
         ),
+        (Principal::Lesc, "TX"),
         (Principal::Admin, "TX"),
     ];
     let mut wrong = vec![];
@@ -284,7 +334,7 @@ async fn every_role_reaches_only_its_own_services() {
             }
         }
     }
-    assert_eq!(cells, 5 * RPCS.len());
+    assert_eq!(cells, 6 * RPCS.len());
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
@@ -319,19 +369,34 @@ async fn out_of_scope_data_is_indistinguishable_from_absent() {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "a TX agency's ORI");
 
-    // A field office of another area: detainer and removal answers match an absent TCN.
+    // A field office of another area: decision, review and removal answers match an absent
+    // TCN.
     let mut los = gw.office("LOS").await;
-    let detainer = |tcn: &str| pb::IssueDetainerRequest {
+    let detainer = |tcn: &str| pb::DecideRequest {
         state: "TX".into(),
         tcn: tcn.into(),
+        action: pb::Action::Detainer as i32,
+        reasons: vec![pb::Reason::CriminalPriority as i32],
         scheduled_release: Some(prost_types::Timestamp {
             seconds: 1_307_000_000,
             nanos: 0,
         }),
     };
-    let real = los.issue_detainer(detainer(tcn)).await.unwrap_err();
+    let real = los.decide(detainer(tcn)).await.unwrap_err();
+    let absent = los.decide(detainer("TX-SCOPE-9999")).await.unwrap_err();
+    assert_eq!(
+        (real.code(), real.message()),
+        (absent.code(), absent.message())
+    );
+    let review = |tcn: &str| pb::ReviewDetainerRequest {
+        state: "TX".into(),
+        tcn: tcn.into(),
+        lift: true,
+        reasons: vec![pb::Reason::VictimOrWitness as i32],
+    };
+    let real = los.review_detainer(review(tcn)).await.unwrap_err();
     let absent = los
-        .issue_detainer(detainer("TX-SCOPE-9999"))
+        .review_detainer(review("TX-SCOPE-9999"))
         .await
         .unwrap_err();
     assert_eq!(

@@ -53,14 +53,14 @@ async fn a_non_receiving_bureau_never_receives_immigration_results_and_the_audit
     assert_eq!(office.len(), 2);
     gw.office("HOU")
         .await
-        .issue_detainer(pb::IssueDetainerRequest {
-            state: "TX".into(),
-            tcn: declines_results.into(),
-            scheduled_release: Some(prost_types::Timestamp {
+        .decide(detain(
+            "TX",
+            declines_results,
+            prost_types::Timestamp {
                 seconds: 1_307_000_000,
                 nanos: 0,
-            }),
-        })
+            },
+        ))
         .await
         .unwrap();
     let bureau = bureau_log(&gw, "TX").await;
@@ -71,8 +71,8 @@ async fn a_non_receiving_bureau_never_receives_immigration_results_and_the_audit
     let office_got = kinds(&audit, HOU_OFFICE);
     assert!(office_got.contains(&(pb::DisclosureKind::IdentOutcome, SUBSCRIBE.into())));
     assert!(office_got.contains(&(
-        pb::DisclosureKind::Detainer,
-        "interop.v1.FieldOfficeService/IssueDetainer".into()
+        pb::DisclosureKind::Decision,
+        "interop.v1.FieldOfficeService/Decide".into()
     )));
     let bureau_got = kinds(&audit, TX_BUREAU);
     assert!(bureau_got.contains(&(pb::DisclosureKind::CriminalHistory, STREAM_RESPONSES.into())));

@@ -928,21 +928,17 @@ async fn field_office_issues_a_detainer_delivered_to_the_jail() {
     wait_completed(&gw, "TX", "TX-DETAIN-0002").await;
 
     // Friday 17:00 release → Tuesday 17:00 (the weekend does not count).
-    let req = pb::IssueDetainerRequest {
-        state: "TX".into(),
-        tcn: tcn.into(),
-        scheduled_release: Some(at("2011-06-03 17:00")),
-    };
+    let req = detain("TX", tcn, at("2011-06-03 17:00"));
     let mut hou = gw.office("HOU").await;
-    let d = hou.issue_detainer(req.clone()).await.unwrap().into_inner();
+    let decision = hou.decide(req.clone()).await.unwrap().into_inner();
+    assert_eq!(decision.action, pb::Action::Detainer as i32);
+    assert_eq!(decision.recommendation, pb::Recommendation::Detainer as i32);
+    let d = decision.detainer.clone().unwrap();
     assert_eq!(d.hold_until, Some(at("2011-06-07 17:00")));
     assert_eq!(d.jurisdiction_id, TX_NOT_RECEIVING);
     assert!(!d.operative_on_conviction);
-    let again = hou.issue_detainer(req.clone()).await.unwrap().into_inner();
-    assert_eq!(
-        again.detainer_id, d.detainer_id,
-        "a booking has one detainer"
-    );
+    let again = hou.decide(req.clone()).await.unwrap().into_inner();
+    assert_eq!(again, decision, "a booking has one decision");
 
     let log = bureau_log(&gw, "TX").await;
     let detainers = log
@@ -960,11 +956,11 @@ async fn field_office_issues_a_detainer_delivered_to_the_jail() {
         "the detainer carries no identification"
     );
 
-    // Another office, a bureau, a booking without a recommendation, a bad release time.
+    // Another office, a bureau, a bad release time.
     let e = gw
         .office("LOS")
         .await
-        .issue_detainer(req.clone())
+        .decide(req.clone())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
@@ -972,26 +968,15 @@ async fn field_office_issues_a_detainer_delivered_to_the_jail() {
         gw.channel(Principal::Bureau { state: "TX".into() }).await,
     );
     assert_eq!(
-        as_bureau
-            .issue_detainer(req.clone())
-            .await
-            .unwrap_err()
-            .code(),
+        as_bureau.decide(req.clone()).await.unwrap_err().code(),
         Code::PermissionDenied
     );
-    let citizen = pb::IssueDetainerRequest {
-        tcn: "TX-DETAIN-0002".into(),
-        ..req.clone()
-    };
-    assert_eq!(
-        hou.issue_detainer(citizen).await.unwrap_err().code(),
-        Code::FailedPrecondition
-    );
-    let early = pb::IssueDetainerRequest {
+    let early = pb::DecideRequest {
         scheduled_release: Some(at("2001-01-01 00:00")),
+        tcn: "TX-DETAIN-0002".into(),
         ..req
     };
-    let e = hou.issue_detainer(early).await.unwrap_err();
+    let e = hou.decide(early).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("scheduled_release"));
     assert_eq!(gw.counters().await.get("detainers_issued"), Some(&1));
@@ -1017,15 +1002,11 @@ async fn monthly_statistics_survive_a_restart_and_count_exactly() {
     }
     gw.office("HOU")
         .await
-        .issue_detainer(pb::IssueDetainerRequest {
-            state: "TX".into(),
-            tcn: "TX-STATS-0001".into(),
-            scheduled_release: Some(at("2011-06-02 09:00")),
-        })
+        .decide(detain("TX", "TX-STATS-0001", at("2011-06-02 09:00")))
         .await
         .unwrap();
-    // A removal: once per booking (a repeat returns the first), never for a booking without
-    // an enforcement recommendation, never dated before the booking, never sent to the jail.
+    // A removal: once per booking (a repeat returns the first), never for a booking the office
+    // did not decide to detain, never dated before the booking, never sent to the jail.
     let mut hou = gw.office("HOU").await;
     let removal = |tcn: &str, on: &str| pb::RecordRemovalRequest {
         state: "TX".into(),

@@ -84,19 +84,18 @@ async fn a_no_hit_is_counted_and_disclosed_to_no_one() {
     // A detainer on the no-hit is refused exactly as on a TCN that does not exist: the
     // refusal tells the office nothing of the booking.
     let mut hou = gw.office("HOU").await;
-    let ask = |tcn: &str| pb::IssueDetainerRequest {
-        state: "TX".into(),
-        tcn: tcn.into(),
-        scheduled_release: Some(prost_types::Timestamp {
-            seconds: 1_307_120_400, // 2011-06-03 17:00 UTC
-            nanos: 0,
-        }),
+    let ask = |tcn: &str| {
+        detain(
+            "TX",
+            tcn,
+            prost_types::Timestamp {
+                seconds: 1_307_120_400, // 2011-06-03 17:00 UTC
+                nanos: 0,
+            },
+        )
     };
-    let e_miss = hou.issue_detainer(ask(miss)).await.unwrap_err();
-    let e_none = hou
-        .issue_detainer(ask("TX-NEVER-SENT-01"))
-        .await
-        .unwrap_err();
+    let e_miss = hou.decide(ask(miss)).await.unwrap_err();
+    let e_none = hou.decide(ask("TX-NEVER-SENT-01")).await.unwrap_err();
     assert_eq!(e_miss.code(), tonic::Code::NotFound, "{e_miss:?}");
     assert_eq!(
         (e_miss.code(), e_miss.message()),
@@ -125,17 +124,19 @@ async fn a_detainer_carries_the_forms_notice_and_the_jail_acknowledges_the_copy(
     let d = gw
         .office("HOU")
         .await
-        .issue_detainer(pb::IssueDetainerRequest {
-            state: "TX".into(),
-            tcn: tcn.into(),
-            scheduled_release: Some(prost_types::Timestamp {
+        .decide(detain(
+            "TX",
+            tcn,
+            prost_types::Timestamp {
                 seconds: 1_307_120_400,
                 nanos: 0,
-            }),
-        })
+            },
+        ))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .detainer
+        .expect("a detainer decision carries its detainer");
 
     // The notice, as the jail receives it.
     let log = bureau_log(&gw, "TX").await;

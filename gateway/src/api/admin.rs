@@ -7,7 +7,7 @@ use crate::auth::principal::{Principal, normalize_serial, serial};
 use crate::convert;
 use crate::error::{GatewayError, Violation};
 use crate::intake::validate;
-use crate::rules::policy::{JurisdictionPolicy, PolicyView, StatePolicy};
+use crate::rules::policy::{self, JurisdictionPolicy, PolicyView, StatePolicy};
 use crate::rules::{review, statistics};
 use crate::server::Gateway;
 use crate::store::DisclosureFilter;
@@ -30,6 +30,53 @@ impl AdminApi {
         self.0.core.policy.view(id).ok_or_else(|| {
             GatewayError::NotFound(format!("jurisdiction_id: unknown jurisdiction {id:?}"))
         })
+    }
+
+    /// Appends the advance notice of `v`'s activation on `on` to its state's bureau stream. A
+    /// retried change finds its date in force and gives no second notice; only a crash between
+    /// the notice and the policy write can give one twice (at least once, never lost).
+    async fn give_notice(
+        &self,
+        v: &PolicyView,
+        notice_on: chrono::NaiveDate,
+        on: chrono::NaiveDate,
+    ) -> Result<(), GatewayError> {
+        use crate::store::{Completion, StreamKey};
+        use prost::Message;
+        let notice = pb::ActivationNotice {
+            jurisdiction_id: v.jurisdiction.id.clone(),
+            jurisdiction_name: v.jurisdiction.name.clone(),
+            notice_on: notice_on.to_string(),
+            activate_on: on.to_string(),
+        };
+        let event = pb::BureauResponse {
+            cursor: 0,
+            tcn: String::new(),
+            body: Some(pb::bureau_response::Body::ActivationNotice(notice.clone())),
+        };
+        let completion = Completion {
+            events: vec![(
+                StreamKey::Bureau(v.jurisdiction.state.clone()),
+                event.encode_to_vec(),
+            )],
+            counters: vec![(crate::pipeline::counters::ACTIVATION_NOTICES.into(), 1)],
+            summary: None,
+        };
+        self.0
+            .core
+            .store
+            .append_once(
+                format!(
+                    "activation-notice/{}/{on}/{}",
+                    v.jurisdiction.id,
+                    convert::now_ms()
+                ),
+                notice.encode_to_vec(),
+                completion,
+            )
+            .await?;
+        tracing::info!(jurisdiction = %v.jurisdiction.id, %on, %notice_on, "activation notice given");
+        Ok(())
     }
 }
 
@@ -57,6 +104,43 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 )
             })?),
         };
+        // A new activation date needs its advance notice, which goes out before the policy
+        // changes (seed 000: "Prior to the activation ... ICE will provide advance notice").
+        // A new date needs its notice; repeating the date in force (with or without its
+        // notice) is a retry and gives none.
+        let new_date = activated_on.filter(|d| Some(*d) != cur.policy.activated_on);
+        let notice_on = || -> Result<chrono::NaiveDate, GatewayError> {
+            r.notice_on
+                .parse()
+                .map_err(|_| GatewayError::invalid("notice_on", "must be a date YYYY-MM-DD"))
+        };
+        match (new_date, activated_on, r.notice_on.as_str()) {
+            (None, _, "") => {}
+            (None, Some(on), _) if r.activated_on.is_some() => {
+                policy::check_notice(notice_on()?, on)
+                    .map_err(|why| GatewayError::invalid("notice_on", why))?;
+            }
+            (None, _, _) => {
+                return Err(GatewayError::invalid(
+                    "notice_on",
+                    "is given only with a new activated_on date",
+                )
+                .into());
+            }
+            (Some(_), _, "") => {
+                return Err(GatewayError::invalid(
+                    "notice_on",
+                    "is required with a new activated_on date: the state and local governments get advance notice",
+                )
+                .into());
+            }
+            (Some(on), _, _) => {
+                let notice_on = notice_on()?;
+                policy::check_notice(notice_on, on)
+                    .map_err(|why| GatewayError::invalid("notice_on", why))?;
+                self.give_notice(&cur, notice_on, on).await?;
+            }
+        }
         let new = JurisdictionPolicy {
             activated_on,
             receives_results: r.receives_results.unwrap_or(cur.policy.receives_results),

@@ -1,12 +1,13 @@
-//! `FieldOfficeService`, for ICE field offices: `Subscribe` delivers the IDENT outcomes of the
-//! office's area of responsibility from a cursor (each delivery audited first), `Ack` moves
-//! its durable cursor, and `IssueDetainer` and `RecordRemoval` record the officers' acts
-//! (decided in [`crate::rules::enforcement`]).
+//! `FieldOfficeService`, for ICE field offices: `Subscribe` delivers the identifications of
+//! the office's area of responsibility and the LESC notices about its detainers from a cursor
+//! (each delivery audited first), `Ack` moves its durable cursor, and `Decide`,
+//! `RecordRemoval` and `ReviewDetainer` record the officers' acts (checked in
+//! [`crate::rules::enforcement`] and [`crate::rules::lesc`]).
 
 use super::{Res, audit_unary, limit_read, need_office, recipient, rpc, subscription};
 use crate::delivery::Disclosed;
 use crate::error::GatewayError;
-use crate::rules::enforcement;
+use crate::rules::{enforcement, lesc};
 use crate::server::Gateway;
 use crate::store::{DisclosureKind, StreamKey};
 use interop_proto::v1 as pb;
@@ -42,11 +43,30 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
             self.0.core.metrics.subscription("field_office"),
             sub,
             |cursor, bytes| {
-                let outcome = pb::IdentOutcome::decode(bytes).map_err(|_| {
+                let unreadable = || {
                     GatewayError::DataLoss(format!(
                         "stored notification at cursor {cursor} is unreadable"
                     ))
-                })?;
+                };
+                // An LESC notice is stored as an OfficeLogEntry (field 100), an identification
+                // as a bare IdentOutcome, which has no field 100.
+                if let Some(notice) = pb::OfficeLogEntry::decode(bytes)
+                    .map_err(|_| unreadable())?
+                    .lesc_notice
+                {
+                    let disclosed = Disclosed {
+                        state: notice.state.clone(),
+                        tcn: notice.tcn.clone(),
+                        kind: DisclosureKind::LescNotice,
+                    };
+                    let n = pb::FieldOfficeNotification {
+                        cursor,
+                        outcome: None,
+                        lesc_notice: Some(notice),
+                    };
+                    return Ok((n, Some(disclosed)));
+                }
+                let outcome = pb::IdentOutcome::decode(bytes).map_err(|_| unreadable())?;
                 let disclosed = Disclosed {
                     state: outcome.ori.get(..2).unwrap_or_default().to_string(),
                     tcn: outcome.tcn.clone(),
@@ -56,6 +76,7 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
                     pb::FieldOfficeNotification {
                         cursor,
                         outcome: Some(outcome),
+                        lesc_notice: None,
                     },
                     Some(disclosed),
                 ))
@@ -88,20 +109,40 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
         Ok(Response::new(removal))
     }
 
-    async fn issue_detainer(&self, req: Request<pb::IssueDetainerRequest>) -> Res<pb::Detainer> {
+    async fn decide(&self, req: Request<pb::DecideRequest>) -> Res<pb::Decision> {
         let office = need_office(&req)?;
-        let who = recipient(&req, rpc::ISSUE_DETAINER)?;
+        let who = recipient(&req, rpc::DECIDE)?;
         let r = req.into_inner();
         let state = r.state.clone();
-        let detainer = enforcement::issue_detainer(&self.0, &office, r).await?;
+        let decision = enforcement::decide(&self.0, &office, r).await?;
         audit_unary(
             &self.0,
             &who,
             &state,
-            &detainer.tcn,
-            DisclosureKind::Detainer,
+            &decision.tcn,
+            DisclosureKind::Decision,
         )
         .await?;
-        Ok(Response::new(detainer))
+        Ok(Response::new(decision))
+    }
+
+    async fn review_detainer(
+        &self,
+        req: Request<pb::ReviewDetainerRequest>,
+    ) -> Res<pb::DetainerReview> {
+        let office = need_office(&req)?;
+        let who = recipient(&req, rpc::REVIEW_DETAINER)?;
+        let r = req.into_inner();
+        let state = r.state.clone();
+        let review = lesc::review(&self.0, &office, r).await?;
+        audit_unary(
+            &self.0,
+            &who,
+            &state,
+            &review.tcn,
+            DisclosureKind::DetainerReview,
+        )
+        .await?;
+        Ok(Response::new(review))
     }
 }

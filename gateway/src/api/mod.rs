@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `SubmissionService` | [`submission`] | state bureaus |
 //! | `FieldOfficeService` | [`field_office`] | ICE field offices |
+//! | `LescService` | [`lesc`] | ICE's Law Enforcement Support Center |
 //! | `AdminService` | [`admin`] | the admin (`ListRevoked`: matcher shards too) |
 //! | `MatcherService` | [`matcher`] | the admin (`ListChanges`: shards too); at a shard process, gateways only |
 //! | `CriminalHistoryService` | [`criminal_history`] | the admin |
@@ -16,12 +17,14 @@
 pub mod admin;
 pub mod criminal_history;
 pub mod field_office;
+pub mod lesc;
 pub mod matcher;
 pub mod submission;
 
 pub use admin::AdminApi;
 pub use criminal_history::CriminalHistoryApi;
 pub use field_office::FieldOfficeApi;
+pub use lesc::LescApi;
 pub use matcher::{MatcherApi, ShardedMatcherApi};
 pub use submission::SubmissionApi;
 
@@ -51,6 +54,16 @@ fn need_office<T>(req: &Request<T>) -> Result<String, GatewayError> {
         Principal::FieldOffice { office } => Ok(office),
         _ => Err(GatewayError::PermissionDenied(
             "this call needs a field office identity".into(),
+        )),
+    }
+}
+
+/// PERMISSION_DENIED unless the caller is ICE's Law Enforcement Support Center.
+fn need_lesc<T>(req: &Request<T>) -> Result<(), GatewayError> {
+    match principal(req)? {
+        Principal::Lesc => Ok(()),
+        _ => Err(GatewayError::PermissionDenied(
+            "this call needs the LESC identity".into(),
         )),
     }
 }
@@ -92,7 +105,11 @@ pub mod rpc {
     pub const GET_STATUS: &str = "interop.v1.SubmissionService/GetStatus";
     pub const STREAM_RESPONSES: &str = "interop.v1.SubmissionService/StreamResponses";
     pub const SUBSCRIBE: &str = "interop.v1.FieldOfficeService/Subscribe";
-    pub const ISSUE_DETAINER: &str = "interop.v1.FieldOfficeService/IssueDetainer";
+    pub const DECIDE: &str = "interop.v1.FieldOfficeService/Decide";
+    pub const REVIEW_DETAINER: &str = "interop.v1.FieldOfficeService/ReviewDetainer";
+    pub const NOTIFY_LESC: &str = "interop.v1.SubmissionService/NotifyLesc";
+    pub const REPORT_CONVICTION: &str = "interop.v1.SubmissionService/ReportConviction";
+    pub const RECORD_HOTLINE_CALL: &str = "interop.v1.LescService/RecordHotlineCall";
     pub const RECORD_REMOVAL: &str = "interop.v1.FieldOfficeService/RecordRemoval";
     pub const SEARCH: &str = "interop.v1.MatcherService/Search";
     pub const LIST_CHANGES: &str = "interop.v1.MatcherService/ListChanges";

@@ -193,6 +193,37 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
         Ok(Response::new(pb::ResponseHead { cursor }))
     }
 
+    async fn notify_lesc(&self, req: Request<pb::NotifyLescRequest>) -> Res<pb::LescNotice> {
+        let state = need_bureau(&req)?;
+        let who = recipient(&req, rpc::NOTIFY_LESC)?;
+        let r = req.into_inner();
+        let notice = crate::rules::lesc::notify(
+            &self.0,
+            pb::LescSource::Jail,
+            &state,
+            &r.tcn,
+            &r.concerns,
+            r.noticed_at,
+            "noticed_at",
+        )
+        .await?;
+        audit_unary(&self.0, &who, &state, &r.tcn, DisclosureKind::LescNotice).await?;
+        Ok(Response::new(notice))
+    }
+
+    async fn report_conviction(
+        &self,
+        req: Request<pb::ReportConvictionRequest>,
+    ) -> Res<pb::DetainerOperative> {
+        let state = need_bureau(&req)?;
+        let who = recipient(&req, rpc::REPORT_CONVICTION)?;
+        let r = req.into_inner();
+        let tcn = r.tcn.clone();
+        let operative = crate::rules::enforcement::report_conviction(&self.0, &state, r).await?;
+        audit_unary(&self.0, &who, &state, &tcn, DisclosureKind::Detainer).await?;
+        Ok(Response::new(operative))
+    }
+
     type StreamResponsesStream = ReceiverStream<Result<pb::BureauResponse, Status>>;
 
     async fn stream_responses(
@@ -225,6 +256,10 @@ impl pb::submission_service_server::SubmissionService for SubmissionApi {
                     Some(Body::CriminalHistory(_)) => Some(DisclosureKind::CriminalHistory),
                     Some(Body::Immigration(_)) => Some(DisclosureKind::Immigration),
                     Some(Body::Detainer(_)) => Some(DisclosureKind::Detainer),
+                    Some(Body::DetainerLifted(_)) => Some(DisclosureKind::DetainerReview),
+                    Some(Body::DetainerOperative(_)) => Some(DisclosureKind::Detainer),
+                    // Policy, not case data: nothing of a submission is disclosed.
+                    Some(Body::ActivationNotice(_)) => None,
                     None => None,
                 };
                 // The state is filled in by `follow`: a bureau stream holds only that

@@ -2,8 +2,8 @@
 //! request field.
 //!
 //! Identities are SPIFFE-style URI SANs in the `interop.local` trust domain:
-//! `spiffe://interop.local/bureau/<STATE>`, `spiffe://interop.local/field-office/<OFFICE>`
-//! and `spiffe://interop.local/admin` name people and agencies; our own parts have workload
+//! `spiffe://interop.local/bureau/<STATE>`, `spiffe://interop.local/field-office/<OFFICE>`,
+//! `spiffe://interop.local/lesc` and `spiffe://interop.local/admin` name people and agencies; our own parts have workload
 //! identities, `spiffe://interop.local/gateway/<replica>` and
 //! `spiffe://interop.local/matcher/<shard>`, each with its own certificate and key (a gateway
 //! calls shards as itself; a shard serves only gateways, and reads the gateway's revocations
@@ -22,6 +22,8 @@ pub enum Principal {
     Bureau { state: String },
     /// An ICE field office: reads its own area of responsibility only.
     FieldOffice { office: String },
+    /// ICE's Law Enforcement Support Center: records calls to the hotline on the detainer form.
+    Lesc,
     /// Administrators: policy and statistics. A person's role, never a process's.
     Admin,
     /// A gateway replica (workload identity): what matcher shards serve.
@@ -49,6 +51,7 @@ impl Principal {
         };
         match parts.as_slice() {
             ["", "admin"] => Some(Principal::Admin),
+            ["", "lesc"] => Some(Principal::Lesc),
             ["", "bureau", st] if upper(st, 2..=2) => Some(Principal::Bureau {
                 state: st.to_string(),
             }),
@@ -72,6 +75,7 @@ impl Principal {
                 format!("spiffe://{TRUST_DOMAIN}/field-office/{office}")
             }
             Principal::Admin => format!("spiffe://{TRUST_DOMAIN}/admin"),
+            Principal::Lesc => format!("spiffe://{TRUST_DOMAIN}/lesc"),
             Principal::Gateway { name } => format!("spiffe://{TRUST_DOMAIN}/gateway/{name}"),
             Principal::Matcher { name } => format!("spiffe://{TRUST_DOMAIN}/matcher/{name}"),
         }
@@ -89,6 +93,7 @@ impl Principal {
             Principal::Bureau { state } => format!("bureau-{state}"),
             Principal::FieldOffice { office } => format!("field-office-{office}"),
             Principal::Admin => "admin".into(),
+            Principal::Lesc => "lesc".into(),
             Principal::Gateway { name } => format!("gateway-{name}"),
             Principal::Matcher { name } => format!("matcher-{name}"),
         }
@@ -227,6 +232,10 @@ mod tests {
             Principal::from_spiffe("spiffe://interop.local/admin"),
             Some(Principal::Admin)
         );
+        assert_eq!(
+            Principal::from_spiffe("spiffe://interop.local/lesc"),
+            Some(Principal::Lesc)
+        );
         for bad in [
             "spiffe://other.local/admin",
             "spiffe://interop.local/bureau/tx",
@@ -234,6 +243,7 @@ mod tests {
             "spiffe://interop.local/bureau/TX/extra",
             "spiffe://interop.local/field-office/HO",
             "spiffe://interop.local/admin/x",
+            "spiffe://interop.local/lesc/x",
             "https://interop.local/admin",
             "spiffe://interop.localhost/admin",
             "spiffe://interop.local/gateway/",
@@ -261,6 +271,7 @@ mod tests {
     fn spiffe_ids_round_trip() {
         for p in [
             Principal::Admin,
+            Principal::Lesc,
             Principal::Bureau { state: "CA".into() },
             Principal::FieldOffice {
                 office: "SFR".into(),

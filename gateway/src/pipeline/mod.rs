@@ -66,6 +66,18 @@ pub mod counters {
     pub const REMOVALS: &str = "removals_recorded";
     /// Detainer copies the jails acknowledged giving to the person held.
     pub const DETAINER_COPIES_GIVEN: &str = "detainer_copies_given";
+    /// The field offices' other decisions on identifications (detainers are
+    /// `DETAINERS_ISSUED`).
+    pub const DECIDED_NO_ACTION: &str = "decided_no_action";
+    pub const DECIDED_DISCRETION: &str = "decided_discretion";
+    /// LESC notices recorded (from jails and from the hotline), detainer reviews, and lifts.
+    pub const LESC_NOTICES: &str = "lesc_notices";
+    pub const DETAINER_REVIEWS: &str = "detainer_reviews";
+    pub const DETAINERS_LIFTED: &str = "detainers_lifted";
+    /// Detainers operative on conviction made operative by a reported conviction.
+    pub const DETAINERS_MADE_OPERATIVE: &str = "detainers_made_operative";
+    /// Advance notices of activation given to the states.
+    pub const ACTIVATION_NOTICES: &str = "activation_notices";
 }
 
 /// Starts `concurrency` workers; returns the queue to feed them. `halt` (set once the
@@ -258,7 +270,6 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
                 hit.as_ref().map(|h| &h.record),
                 record.as_ref(),
                 &job.valid.charges,
-                sub.victim_or_witness,
                 job.valid.booked_on,
             );
             for metric in statistics::outcome_metrics(hit.is_some(), &det) {

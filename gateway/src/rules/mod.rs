@@ -2,6 +2,7 @@
 
 pub mod detainer;
 pub mod enforcement;
+pub mod lesc;
 pub mod policy;
 pub mod review;
 pub mod statistics;

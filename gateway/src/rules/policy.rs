@@ -213,6 +213,23 @@ impl PolicyBook {
     }
 }
 
+/// How many days before an activation ICE gives the state and local governments notice of it,
+/// at least. **Assumption**: seed 000 promises "advance notice" ("Prior to the activation of
+/// new jurisdictions within a state, ICE will provide advance notice to both the state and
+/// local governments") but gives no period; thirty days is ours.
+pub const ADVANCE_NOTICE_DAYS: i64 = 30;
+
+/// Checks an activation's notice: given at least [`ADVANCE_NOTICE_DAYS`] before it.
+pub fn check_notice(notice_on: NaiveDate, activate_on: NaiveDate) -> Result<(), String> {
+    let days = (activate_on - notice_on).num_days();
+    if days < ADVANCE_NOTICE_DAYS {
+        return Err(format!(
+            "must be at least {ADVANCE_NOTICE_DAYS} days before activated_on {activate_on} (it is {days}): the state and local governments get advance notice"
+        ));
+    }
+    Ok(())
+}
+
 /// Criminal priority level from convictions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -244,7 +261,6 @@ pub struct Determination {
     pub level: Level,
     pub non_criminal: Vec<NonCriminal>,
     pub recommendation: Recommendation,
-    pub discretion: bool,
 }
 
 /// How recent an unlawful entry must be to count as "recent" (the 2011 priorities memo's
@@ -317,7 +333,6 @@ pub fn determine(
     ident: Option<&ImmigrationRecord>,
     record: Option<&CriminalRecord>,
     charges: &[Offense],
-    victim_or_witness: bool,
     booked_on: NaiveDate,
 ) -> Determination {
     let convictions: Vec<Offense> = record
@@ -330,7 +345,6 @@ pub fn determine(
             level,
             non_criminal: vec![],
             recommendation: Recommendation::None,
-            discretion: victim_or_witness,
         };
     };
     let mut non_criminal = Vec::new();
@@ -348,16 +362,19 @@ pub fn determine(
         ImmigrationStatus::Fugitive => non_criminal.push(NonCriminal::Fugitive),
         _ => {}
     }
-    let recommendation = if victim_or_witness || !removable(ident.status, level) {
-        // Victims and witnesses are flagged for discretion, not enforcement.
+    let recommendation = if !removable(ident.status, level) {
         Recommendation::None
     } else if !charges.is_empty()
         && charges.iter().all(|c| *c == Offense::MinorTraffic)
-        && convictions.is_empty()
+        && convictions.iter().all(|c| *c == Offense::MinorTraffic)
+        && level <= Level::Three
         && non_criminal.is_empty()
     {
-        // Arrested solely for a minor traffic offence, no prior conviction, no other
-        // priority: the detainer becomes operative only on conviction (June 2011 memo).
+        // Arrested solely for a minor traffic offence, "not previously ... convicted of other
+        // crimes" (prior minor traffic convictions are not other crimes), and "not within any
+        // other ICE priority category" (no non-criminal priority; not Level 1 or 2, which three
+        // minor traffic convictions reach): the detainer becomes operative only on conviction
+        // (June 2011 memo, as seed 001 quotes it).
         Recommendation::DetainerOnConviction
     } else {
         Recommendation::Detainer
@@ -367,7 +384,6 @@ pub fn determine(
         level,
         non_criminal,
         recommendation,
-        discretion: victim_or_witness,
     }
 }
 
@@ -436,7 +452,6 @@ mod tests {
             None,
             Some(&rap(&[Felony, Felony])),
             &[Felony],
-            false,
             d("2011-05-01"),
         );
         assert_eq!(out.status, None);
@@ -451,7 +466,6 @@ mod tests {
             Some(&ident(ImmigrationStatus::UsCitizen, None)),
             Some(&rap(&[AggravatedFelony])),
             &[Felony],
-            false,
             day,
         );
         assert_eq!(c.recommendation, Recommendation::None);
@@ -459,7 +473,6 @@ mod tests {
             Some(&ident(ImmigrationStatus::LawfulPermanentResident, None)),
             Some(&rap(&[Felony])),
             &[Felony],
-            false,
             day,
         );
         assert_eq!(l.recommendation, Recommendation::None);
@@ -467,7 +480,6 @@ mod tests {
             Some(&ident(ImmigrationStatus::LawfulPermanentResident, None)),
             Some(&rap(&[AggravatedFelony])),
             &[Felony],
-            false,
             day,
         );
         assert_eq!(l1.recommendation, Recommendation::Detainer);
@@ -477,26 +489,41 @@ mod tests {
     fn minor_traffic_only_detainer_operative_on_conviction() {
         let day = d("2011-05-01");
         let overstay = ident(ImmigrationStatus::VisaOverstay, None);
-        let m = determine(Some(&overstay), None, &[MinorTraffic], false, day);
+        let m = determine(Some(&overstay), None, &[MinorTraffic], day);
         assert_eq!(m.recommendation, Recommendation::DetainerOnConviction);
         // DUI is never minor.
-        let dui = determine(Some(&overstay), None, &[Dui], false, day);
+        let dui = determine(Some(&overstay), None, &[Dui], day);
         assert_eq!(dui.recommendation, Recommendation::Detainer);
-        // A prior conviction removes the exception.
+        // A prior conviction of another crime removes the exception ...
         let prior = determine(
             Some(&overstay),
-            Some(&rap(&[MinorTraffic])),
+            Some(&rap(&[Misdemeanor])),
             &[MinorTraffic],
-            false,
             day,
         );
         assert_eq!(prior.recommendation, Recommendation::Detainer);
+        // ... a prior minor traffic conviction does not (it is no "other crime") ...
+        let traffic = determine(
+            Some(&overstay),
+            Some(&rap(&[MinorTraffic, MinorTraffic])),
+            &[MinorTraffic],
+            day,
+        );
+        assert_eq!(traffic.recommendation, Recommendation::DetainerOnConviction);
+        // ... unless there are three, which make Level 2: another priority category.
+        let three = determine(
+            Some(&overstay),
+            Some(&rap(&[MinorTraffic, MinorTraffic, MinorTraffic])),
+            &[MinorTraffic],
+            day,
+        );
+        assert_eq!(three.level, Level::Two);
+        assert_eq!(three.recommendation, Recommendation::Detainer);
         // So does another priority.
         let fugitive = determine(
             Some(&ident(ImmigrationStatus::Fugitive, None)),
             None,
             &[MinorTraffic],
-            false,
             day,
         );
         assert_eq!(fugitive.recommendation, Recommendation::Detainer);
@@ -509,7 +536,6 @@ mod tests {
             Some(&ident(ImmigrationStatus::UnlawfulEntry, Some("2010-01-01"))),
             None,
             &[Misdemeanor],
-            false,
             d("2011-05-01"),
         );
         assert_eq!(
@@ -520,25 +546,10 @@ mod tests {
             Some(&ident(ImmigrationStatus::UnlawfulEntry, Some("2001-01-01"))),
             None,
             &[Misdemeanor],
-            false,
             d("2011-05-01"),
         );
         assert!(old.non_criminal.is_empty());
         assert_eq!(old.recommendation, Recommendation::Detainer);
-    }
-
-    #[test]
-    fn victims_and_witnesses_get_discretion_not_enforcement() {
-        let v = determine(
-            Some(&ident(ImmigrationStatus::PriorRemoval, None)),
-            Some(&rap(&[Felony, Felony])),
-            &[Misdemeanor],
-            true,
-            d("2011-05-01"),
-        );
-        assert!(v.discretion);
-        assert_eq!(v.recommendation, Recommendation::None);
-        assert_eq!(v.status, Some(ImmigrationStatus::PriorRemoval));
     }
 
     fn book() -> PolicyBook {

@@ -23,6 +23,14 @@ pub const LEVEL2: &str = "id_level2";
 pub const LEVEL3: &str = "id_level3";
 pub const NON_CRIMINAL: &str = "id_non_criminal";
 pub const DETAINERS_ISSUED: &str = "detainers_issued";
+/// Identifications whose automated recommendation was a detainer: advice, counted apart from
+/// what the offices decided (`detainers_issued`, `decided_no_action`, `decided_discretion`).
+pub const DETAINERS_RECOMMENDED: &str = "detainers_recommended";
+pub const DECIDED_NO_ACTION: &str = "decided_no_action";
+pub const DECIDED_DISCRETION: &str = "decided_discretion";
+/// LESC notices about people under detainers, by the booking's month and jurisdiction.
+pub const LESC_NOTICES: &str = "lesc_notices";
+pub const DETAINERS_LIFTED: &str = "detainers_lifted";
 /// Removals recorded by field offices (the simulator plays their part).
 pub const REMOVALS: &str = "removals";
 /// Bookings whose every charge is a minor traffic offence (for the outlier review).
@@ -107,6 +115,7 @@ pub fn outcome_metrics(hit: bool, d: &Determination) -> Vec<&'static str> {
             Level::Three => LEVEL3,
             Level::None => NON_CRIMINAL,
         });
+        m.push(DETAINERS_RECOMMENDED);
     }
     m
 }
@@ -123,6 +132,11 @@ fn add(row: &mut pb::StatsRow, metric: &str, n: u64) {
         DETAINERS_ISSUED => row.detainers_issued += n,
         MINOR_TRAFFIC_ONLY => row.minor_traffic_only_arrests += n,
         REMOVALS => row.removals += n,
+        DETAINERS_RECOMMENDED => row.detainers_recommended += n,
+        DECIDED_NO_ACTION => row.decided_no_action += n,
+        DECIDED_DISCRETION => row.decided_discretion += n,
+        LESC_NOTICES => row.lesc_notices += n,
+        DETAINERS_LIFTED => row.detainers_lifted += n,
         _ => {}
     }
 }
@@ -176,6 +190,11 @@ pub fn table(
             target.detainers_issued += row.detainers_issued;
             target.minor_traffic_only_arrests += row.minor_traffic_only_arrests;
             target.removals += row.removals;
+            target.detainers_recommended += row.detainers_recommended;
+            target.decided_no_action += row.decided_no_action;
+            target.decided_discretion += row.decided_discretion;
+            target.lesc_notices += row.lesc_notices;
+            target.detainers_lifted += row.detainers_lifted;
         }
     }
     // The national row is always the whole country; the filter narrows the other rows.
@@ -248,7 +267,6 @@ mod tests {
             level,
             non_criminal: vec![NonCriminal::Fugitive],
             recommendation: rec,
-            discretion: false,
         }
     }
 
@@ -264,14 +282,14 @@ mod tests {
         );
         assert_eq!(
             outcome_metrics(true, &det(Level::Two, Recommendation::Detainer)),
-            [IDENT_SEARCHES, MATCHES, LEVEL2]
+            [IDENT_SEARCHES, MATCHES, LEVEL2, DETAINERS_RECOMMENDED]
         );
         assert_eq!(
             outcome_metrics(
                 true,
                 &det(Level::None, Recommendation::DetainerOnConviction)
             ),
-            [IDENT_SEARCHES, MATCHES, NON_CRIMINAL]
+            [IDENT_SEARCHES, MATCHES, NON_CRIMINAL, DETAINERS_RECOMMENDED]
         );
     }
 

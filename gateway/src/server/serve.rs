@@ -3,7 +3,9 @@
 //! plain-HTTP listener.
 
 use super::{Gateway, MatcherServing, listener};
-use crate::api::{AdminApi, CriminalHistoryApi, FieldOfficeApi, MatcherApi, SubmissionApi};
+use crate::api::{
+    AdminApi, CriminalHistoryApi, FieldOfficeApi, LescApi, MatcherApi, SubmissionApi,
+};
 use crate::auth::principal::authenticate_with;
 use crate::auth::tls::ServerTls;
 use crate::intake::validate;
@@ -31,6 +33,7 @@ impl Gateway {
         use pb::admin_service_server::AdminServiceServer;
         use pb::criminal_history_service_server::CriminalHistoryServiceServer;
         use pb::field_office_service_server::FieldOfficeServiceServer;
+        use pb::lesc_service_server::LescServiceServer;
         use pb::matcher_service_server::MatcherServiceServer;
         use pb::submission_service_server::SubmissionServiceServer;
 
@@ -39,6 +42,7 @@ impl Gateway {
             .max_decoding_message_size(max);
         let office = FieldOfficeServiceServer::new(FieldOfficeApi(self.clone()))
             .max_decoding_message_size(max);
+        let lesc = LescServiceServer::new(LescApi(self.clone())).max_decoding_message_size(max);
         let admin = AdminServiceServer::new(AdminApi(self.clone())).max_decoding_message_size(max);
         let criminal = CriminalHistoryServiceServer::new(CriminalHistoryApi {
             engine: self.core.criminal.clone(),
@@ -53,6 +57,7 @@ impl Gateway {
         health
             .set_serving::<FieldOfficeServiceServer<FieldOfficeApi>>()
             .await;
+        health.set_serving::<LescServiceServer<LescApi>>().await;
         health.set_serving::<AdminServiceServer<AdminApi>>().await;
         health
             .set_serving::<CriminalHistoryServiceServer<CriminalHistoryApi>>()
@@ -72,6 +77,7 @@ impl Gateway {
         let mut router = listener::grpc_server(&self.options, calls.clone())
             .add_service(InterceptedService::new(submission, authenticate.clone()))
             .add_service(InterceptedService::new(office, authenticate.clone()))
+            .add_service(InterceptedService::new(lesc, authenticate.clone()))
             .add_service(InterceptedService::new(admin, authenticate.clone()))
             .add_service(InterceptedService::new(criminal, authenticate.clone()))
             .add_service(InterceptedService::new(health_svc, authenticate.clone()))

@@ -170,6 +170,12 @@ pub enum DisclosureKind {
     Gallery,
     /// A rap sheet read by the admin (`CriminalHistoryService.Check`).
     RapSheet,
+    /// A field office's decision on an identification (to the office that made it).
+    Decision,
+    /// An LESC notice (to the office whose detainer it concerns, and to whoever gave it).
+    LescNotice,
+    /// A detainer review (to the office that made it; a lift also to the jail).
+    DetainerReview,
 }
 
 /// One delivery of a result: who received which submission's result, when, through which RPC.

@@ -37,8 +37,6 @@ pub struct BookingJson {
     pub booked_at: String,
     pub charges: Vec<ChargeJson>,
     pub biographics: BiographicsJson,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub victim_or_witness: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fingers: Vec<FingerJson>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -223,7 +221,6 @@ impl BookingJson {
                         .collect(),
                 })
                 .collect(),
-            victim_or_witness: self.victim_or_witness,
             minutiae_record: record,
             minutiae_record_format: format as i32,
         })
@@ -264,7 +261,6 @@ impl BookingJson {
                 sex,
                 place_of_birth: bio.place_of_birth,
             },
-            victim_or_witness: s.victim_or_witness,
             fingers: s
                 .fingers
                 .iter()
@@ -362,6 +358,12 @@ mod tests {
         let typo = sample().replace("\"ori\"", "\"orri\"");
         let e = BookingJson::parse(&typo).unwrap_err().to_string();
         assert!(e.contains("unknown field `orri`"), "{e}");
+        // The booking carries no victim or witness flag (seed 000: no change to the customary
+        // booking process; victims reach ICE through LESC notices): a file that still sets
+        // it is refused, naming the field, rather than silently ignored.
+        let flag = sample().replace("\"ori\"", "\"victim_or_witness\": true, \"ori\"");
+        let e = BookingJson::parse(&flag).unwrap_err().to_string();
+        assert!(e.contains("unknown field `victim_or_witness`"), "{e}");
         let class = sample().replace("\"dui\"", "\"jaywalking\"");
         let e = BookingJson::parse(&class).unwrap_err().to_string();
         assert!(e.contains("jaywalking") && e.contains("line"), "{e}");

@@ -35,6 +35,8 @@ const MAX_DECODE: usize = 4 * 1024 * 1024;
 pub enum Role {
     Bureau(String),
     FieldOffice(String),
+    /// ICE's Law Enforcement Support Center (the detainer form's hotline).
+    Lesc,
     Admin,
 }
 
@@ -45,6 +47,7 @@ impl Role {
             Role::Bureau(s) => format!("bureau-{s}"),
             Role::FieldOffice(o) => format!("field-office-{o}"),
             Role::Admin => "admin".into(),
+            Role::Lesc => "lesc".into(),
         }
     }
 }
@@ -55,6 +58,7 @@ impl std::fmt::Display for Role {
             Role::Bureau(s) => write!(f, "bureau/{s}"),
             Role::FieldOffice(o) => write!(f, "field-office/{o}"),
             Role::Admin => f.write_str("admin"),
+            Role::Lesc => f.write_str("lesc"),
         }
     }
 }
@@ -67,11 +71,12 @@ impl FromStr for Role {
         };
         match s.split_once('/') {
             None if s == "admin" => Ok(Role::Admin),
+            None if s == "lesc" => Ok(Role::Lesc),
             Some(("bureau", st)) if code_ok(st, 2..=2) => Ok(Role::Bureau(st.into())),
             Some(("field-office", o)) if code_ok(o, 3..=3) => Ok(Role::FieldOffice(o.into())),
             _ => Err(ClientError::Config(format!(
                 "unknown role {s:?}: expected bureau/XX (a two-letter state), \
-                 field-office/XXX (a three-letter office code) or admin"
+                 field-office/XXX (a three-letter office code), lesc or admin"
             ))),
         }
     }

@@ -1,7 +1,7 @@
 //! The cursor-ordered streams, followed through disconnects: a bureau's responses
 //! ([`Client::follow_responses`]) and a field office's outcomes ([`Client::subscribe`]), the
 //! [`CursorFile`] that keeps a follower's place across runs, and what a field office sends
-//! back about what it read ([`Client::ack`], [`Client::issue_detainer`]).
+//! back about what it read ([`Client::ack`], [`Client::decide`]).
 //!
 //! Every message of these streams carries a cursor that only grows, and the gateway can
 //! replay from any cursor it still keeps. So a [`Follower`] needs no help from the caller to
@@ -95,13 +95,11 @@ impl Client {
         .map(|a| a.acked_cursor)
     }
 
-    /// Issues (or returns the existing) detainer for a booking in the office's area.
-    pub async fn issue_detainer(
-        &self,
-        req: pb::IssueDetainerRequest,
-    ) -> Result<pb::Detainer, Status> {
+    /// Records (or returns the same earlier) decision on an identification in the office's
+    /// area: a detainer, no action, or discretion.
+    pub async fn decide(&self, req: pb::DecideRequest) -> Result<pb::Decision, Status> {
         self.unary(Client::field_office_service, req, |mut s, r| async move {
-            s.issue_detainer(r).await
+            s.decide(r).await
         })
         .await
     }

@@ -20,7 +20,7 @@
 //! - [`follow`]: [`Client::follow_responses`] (bureau) and [`Client::subscribe`] (field
 //!   office), streams that resume by themselves from the last cursor after a disconnect or a
 //!   gateway restart, so the caller sees each result once; [`CursorFile`] keeps the cursor
-//!   across runs; [`Client::ack`] and [`Client::issue_detainer`].
+//!   across runs; [`Client::ack`] and [`Client::decide`].
 //! - [`admin`]: typed admin calls (policy, statistics, the disclosure audit, revocation,
 //!   reloading certificates, gallery subjects).
 //! - [`error`]: [`ClientError`], and a refusal as a person reads it ([`describe_status`]).

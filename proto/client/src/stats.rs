@@ -1,6 +1,7 @@
 //! The monthly interoperability statistics table, as the program published it: per
 //! jurisdiction, per state and national, the bookings of one month with their IDENT searches,
-//! matches, identifications by level, detainers and removals.
+//! matches, identifications by level, detainers recommended and what the field offices
+//! decided (detainers, no action, discretion), LESC notices, detainers lifted, and removals.
 //!
 //! One renderer for every program that prints it (`interop admin stats` is the command line's
 //! way to), so the columns, their names and their order are the same wherever the table
@@ -23,7 +24,7 @@ pub enum StatsFormat {
 }
 
 /// The figures of a row, in the order of [`COLUMNS`].
-const COLUMNS: [&str; 9] = [
+const COLUMNS: [&str; 14] = [
     "submissions",
     "ident_searches",
     "matches",
@@ -31,11 +32,16 @@ const COLUMNS: [&str; 9] = [
     "level2",
     "level3",
     "non_criminal",
+    "recommended",
     "detainers",
+    "no_action",
+    "discretion",
+    "lesc_notices",
+    "lifted",
     "removals",
 ];
 
-fn figures(r: &pb::StatsRow) -> [u64; 9] {
+fn figures(r: &pb::StatsRow) -> [u64; 14] {
     [
         r.submissions,
         r.ident_searches,
@@ -44,7 +50,12 @@ fn figures(r: &pb::StatsRow) -> [u64; 9] {
         r.identified_level2,
         r.identified_level3,
         r.identified_non_criminal,
+        r.detainers_recommended,
         r.detainers_issued,
+        r.decided_no_action,
+        r.decided_discretion,
+        r.lesc_notices,
+        r.detainers_lifted,
         r.removals,
     ]
 }
@@ -136,6 +147,8 @@ mod tests {
             detainers_issued: 1,
             removals: 0,
             minor_traffic_only_arrests: 9,
+            detainers_recommended: 2,
+            ..Default::default()
         };
         pb::MonthlyStats {
             month: "2011-06".into(),
@@ -152,10 +165,11 @@ mod tests {
         assert_eq!(
             csv,
             "month,kind,state,jurisdiction_id,submissions,ident_searches,matches,level1,level2,\
-             level3,non_criminal,detainers,removals\n\
-             2011-06,jurisdiction,TX,TX201,5,4,2,1,0,0,1,1,0\n\
-             2011-06,state,TX,,5,4,2,1,0,0,1,1,0\n\
-             2011-06,national,,,7,6,2,1,0,0,1,1,0\n"
+             level3,non_criminal,recommended,detainers,no_action,discretion,lesc_notices,lifted,\
+             removals\n\
+             2011-06,jurisdiction,TX,TX201,5,4,2,1,0,0,1,2,1,0,0,0,0,0\n\
+             2011-06,state,TX,,5,4,2,1,0,0,1,2,1,0,0,0,0,0\n\
+             2011-06,national,,,7,6,2,1,0,0,1,2,1,0,0,0,0,0\n"
         );
 
         let table = render_monthly_stats(&s, StatsFormat::Table);
@@ -172,7 +186,9 @@ mod tests {
         );
         assert_eq!(
             lines[4].split_whitespace().collect::<Vec<_>>(),
-            ["national", "7", "6", "2", "1", "0", "0", "1", "1", "0"]
+            [
+                "national", "7", "6", "2", "1", "0", "0", "1", "2", "1", "0", "0", "0", "0", "0"
+            ]
         );
 
         let json: serde_json::Value =
@@ -195,7 +211,7 @@ mod tests {
         let csv = render_monthly_stats(&empty, StatsFormat::Csv);
         assert_eq!(
             csv.lines().nth(1),
-            Some("1999-01,national,,,0,0,0,0,0,0,0,0,0")
+            Some("1999-01,national,,,0,0,0,0,0,0,0,0,0,0,0,0,0,0")
         );
     }
 }

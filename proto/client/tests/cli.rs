@@ -268,29 +268,43 @@ impl Watcher {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_and_restarted_watcher_shows_each_outcome_exactly_once() {
-    let (dir, s, w, state, bureau) = start().await;
+    let (dir, s, _, state, bureau) = start().await;
     let d = dir.path();
     let pki = PkiDir(d.join("pki"));
-    let a = write_bookings(d, &state, 1, "A", 50);
-    let b = write_bookings(d, &state, 2, "B", 50);
-    // Watch the office covering most of these bookings.
-    let office_of: BTreeMap<&str, &str> = w
-        .jurisdictions
-        .iter()
-        .map(|j| (j.id.as_str(), j.field_office.as_str()))
-        .collect();
-    let mut per_office = BTreeMap::<&str, usize>::new();
-    for l in a.iter().chain(&b) {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        *per_office
-            .entry(office_of[field(&v, "jurisdiction_id")])
-            .or_default() += 1;
-    }
-    let office = per_office
-        .into_iter()
-        .max_by_key(|(_, n)| *n)
-        .map(|(o, _)| o.to_string())
-        .unwrap();
+    // Watch the office with the most identifications among batch A's bookings, with enough of
+    // them (at least 5) to kill the watcher part-way, and enough in batch B (at least 3) that
+    // run 2 stops part-way through them and run 3 has the rest: the counts grow until the
+    // world's identification rate gives them, so the test does not rest on one seed's luck.
+    let world = state_bureau_sim::bookings::WorldData::load(&d.join("world")).unwrap();
+    let identified = |seed: u64, tag: &str, count: usize| {
+        let plan =
+            state_bureau_sim::bookings::planned(&world, seed, count, Some(&state), Some(tag))
+                .unwrap();
+        let mut per_office = BTreeMap::<String, usize>::new();
+        for b in plan.iter().filter(|b| b.expected.identified()) {
+            *per_office
+                .entry(b.expected.field_office.clone())
+                .or_default() += 1;
+        }
+        per_office
+    };
+    let enough = |seed: u64, tag: &str, least: usize, office: Option<&str>| {
+        (50..=800)
+            .step_by(50)
+            .find_map(|count| {
+                let per_office = identified(seed, tag, count);
+                let (o, n) = match office {
+                    Some(o) => (o.to_string(), per_office.get(o).copied().unwrap_or(0)),
+                    None => per_office.into_iter().max_by_key(|(_, n)| *n)?,
+                };
+                (n >= least).then_some((o, count))
+            })
+            .unwrap_or_else(|| panic!("fewer than {least} identifications in 800 bookings"))
+    };
+    let (office, count_a) = enough(1, "A-", 5, None);
+    let (_, count_b) = enough(2, "B-", 3, Some(&office));
+    let a = write_bookings(d, &state, 1, "A", count_a);
+    let b = write_bookings(d, &state, 2, "B", count_b);
     let watch = |extra: &[&str]| {
         let mut c = interop(d, &s.endpoint);
         c.args(["--as", &format!("field-office/{office}"), "watch", "--json"])
@@ -444,7 +458,8 @@ async fn an_admin_reads_the_statistics_and_the_audit_and_revokes_and_reloads() {
     assert_eq!(
         rows[0],
         "month,kind,state,jurisdiction_id,submissions,ident_searches,matches,level1,level2,\
-         level3,non_criminal,detainers,removals"
+         level3,non_criminal,recommended,detainers,no_action,discretion,lesc_notices,lifted,\
+         removals"
     );
     let row = |prefix: String| {
         let r = rows.iter().find(|r| r.starts_with(&prefix));

@@ -102,9 +102,13 @@ pub(crate) enum PolicyCmd {
     /// Change the given fields; the others stay as they are.
     Set {
         jurisdiction: String,
-        /// YYYY-MM-DD, or "none" to deactivate.
+        /// YYYY-MM-DD, or "none" to deactivate. A new date needs --notice-on.
         #[arg(long)]
         activated_on: Option<String>,
+        /// YYYY-MM-DD: when the state and local governments were given notice of the
+        /// activation, at least 30 days before --activated-on.
+        #[arg(long)]
+        notice_on: Option<String>,
         #[arg(long)]
         receives_results: Option<YesNo>,
         #[arg(long)]
@@ -136,6 +140,7 @@ pub(crate) async fn admin(client: &Client, cmd: AdminCmd) -> Outcome {
                 PolicyCmd::Set {
                     jurisdiction,
                     activated_on,
+                    notice_on,
                     receives_results,
                     can_receive_electronically,
                     json,
@@ -156,6 +161,7 @@ pub(crate) async fn admin(client: &Client, cmd: AdminCmd) -> Outcome {
                     activated_on: activated_on.map(|d| if d == "none" { String::new() } else { d }),
                     receives_results: receives_results.map(YesNo::get),
                     can_receive_electronically: can_receive_electronically.map(YesNo::get),
+                    notice_on: notice_on.unwrap_or_default(),
                 })
                 .await?;
             print_policy(&p, json);

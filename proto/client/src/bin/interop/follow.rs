@@ -26,32 +26,55 @@ fn outcome_json(cursor: u64, o: &pb::IdentOutcome) -> serde_json::Value {
         "priority_level": short(o.priority_level().as_str_name(), "PRIORITY_LEVEL_"),
         "non_criminal_priorities": o.non_criminal_priorities().map(|p| short(p.as_str_name(), "NON_CRIMINAL_PRIORITY_")).collect::<Vec<_>>(),
         "recommendation": short(o.recommendation().as_str_name(), "RECOMMENDATION_"),
-        "discretion": o.discretion,
         "fbi_number": o.fbi_number,
     })
 }
 
-const WATCH_HEADER: &str = "DETERMINED             TCN                       JURIS.   STATUS                 LEVEL  RECOMMENDATION          DISCRETION";
+fn notice_json(cursor: u64, n: &pb::LescNotice) -> serde_json::Value {
+    serde_json::json!({
+        "cursor": cursor,
+        "lesc_notice": n.notice_id,
+        "tcn": n.tcn,
+        "state": n.state,
+        "detainer_id": n.detainer_id,
+        "source": short(n.source().as_str_name(), "LESC_SOURCE_"),
+        "concerns": n.concerns().map(|c| short(c.as_str_name(), "LESC_CONCERN_")).collect::<Vec<_>>(),
+        "noticed_at": time(n.noticed_at.as_ref()),
+    })
+}
+
+const WATCH_HEADER: &str = "DETERMINED             TCN                       JURIS.   STATUS                 LEVEL  RECOMMENDATION";
 
 fn outcome_line(o: &pb::IdentOutcome) -> String {
-    let status = if o.hit {
-        short(o.status().as_str_name(), "IMMIGRATION_STATUS_")
-    } else {
-        "no-hit".into()
-    };
+    let status = short(o.status().as_str_name(), "IMMIGRATION_STATUS_");
     let level = match o.priority_level() {
         pb::PriorityLevel::Unspecified => "-".to_string(),
         l => short(l.as_str_name(), "PRIORITY_LEVEL_"),
     };
     format!(
-        "{:<22} {:<25} {:<8} {:<22} {:<6} {:<23} {}",
+        "{:<22} {:<25} {:<8} {:<22} {:<6} {}",
         time(o.determined_at.as_ref()),
         o.tcn,
         o.jurisdiction_id,
         status,
         level,
         short(o.recommendation().as_str_name(), "RECOMMENDATION_"),
-        if o.discretion { "yes" } else { "-" }
+    )
+}
+
+fn notice_line(n: &pb::LescNotice) -> String {
+    let concerns: Vec<String> = n
+        .concerns()
+        .map(|c| short(c.as_str_name(), "LESC_CONCERN_"))
+        .collect();
+    format!(
+        "{:<22} {:<25} LESC notice {} ({}): {} — review the detainer {}",
+        time(n.noticed_at.as_ref()),
+        n.tcn,
+        n.notice_id,
+        short(n.source().as_str_name(), "LESC_SOURCE_"),
+        concerns.join(", "),
+        n.detainer_id,
     )
 }
 
@@ -81,10 +104,9 @@ pub(crate) fn print_response(r: &pb::BureauResponse, json: bool) {
         (Some(Body::Immigration(i)), false) => {
             let o = i.outcome.clone().unwrap_or_default();
             outln!(
-                "{:>8}  {}  immigration: {} {} {}",
+                "{:>8}  {}  identification: {} {}",
                 r.cursor,
                 r.tcn,
-                if o.hit { "hit" } else { "no hit" },
                 short(o.status().as_str_name(), "IMMIGRATION_STATUS_"),
                 short(o.recommendation().as_str_name(), "RECOMMENDATION_")
             )
@@ -102,6 +124,28 @@ pub(crate) fn print_response(r: &pb::BureauResponse, json: bool) {
                 ""
             }
         ),
+        (Some(Body::DetainerLifted(l)), false) => outln!(
+            "{:>8}  {}  detainer {} lifted at {}",
+            r.cursor,
+            r.tcn,
+            l.detainer_id,
+            time(l.lifted_at.as_ref())
+        ),
+        (Some(Body::ActivationNotice(n)), false) => outln!(
+            "{:>8}  notice of {}: {} ({}) is activated on {} (bookings from then on are checked against IDENT)",
+            r.cursor,
+            n.notice_on,
+            n.jurisdiction_id,
+            n.jurisdiction_name,
+            n.activate_on
+        ),
+        (Some(Body::DetainerOperative(o)), false) => outln!(
+            "{:>8}  {}  detainer {} operative: convicted on {}",
+            r.cursor,
+            r.tcn,
+            o.detainer_id,
+            o.convicted_on
+        ),
         (None, false) => outln!("{:>8}  {}  (empty response)", r.cursor, r.tcn),
         (body, true) => {
             let body = match body {
@@ -114,6 +158,13 @@ pub(crate) fn print_response(r: &pb::BureauResponse, json: bool) {
                     "detainer_id": d.detainer_id, "field_office": d.field_office,
                     "hold_until": time(d.hold_until.as_ref()),
                     "operative_on_conviction": d.operative_on_conviction}}),
+                Some(Body::DetainerLifted(l)) => serde_json::json!({"detainer_lifted": {
+                    "detainer_id": l.detainer_id, "lifted_at": time(l.lifted_at.as_ref())}}),
+                Some(Body::ActivationNotice(n)) => serde_json::json!({"activation_notice": {
+                    "jurisdiction_id": n.jurisdiction_id, "jurisdiction_name": n.jurisdiction_name,
+                    "notice_on": n.notice_on, "activate_on": n.activate_on}}),
+                Some(Body::DetainerOperative(o)) => serde_json::json!({"detainer_operative": {
+                    "detainer_id": o.detainer_id, "convicted_on": o.convicted_on}}),
                 None => serde_json::json!({}),
             };
             print_json(&serde_json::json!({"cursor": r.cursor, "tcn": r.tcn, "body": body}));
@@ -223,11 +274,13 @@ pub(crate) async fn watch(
         outln!("{WATCH_HEADER}");
     }
     until_stopped(f, async |n| {
-        let o = n.outcome.clone().unwrap_or_default();
-        let line = if json {
-            outcome_json(n.cursor, &o).to_string()
-        } else {
-            outcome_line(&o)
+        let line = match (&n.lesc_notice, json) {
+            (Some(notice), true) => notice_json(n.cursor, notice).to_string(),
+            (Some(notice), false) => notice_line(notice),
+            (None, true) => {
+                outcome_json(n.cursor, &n.outcome.clone().unwrap_or_default()).to_string()
+            }
+            (None, false) => outcome_line(&n.outcome.clone().unwrap_or_default()),
         };
         outln!("{line}");
         state.save(n.cursor)?;
