@@ -425,6 +425,13 @@ fn stats_delta(after: &pb::StatsRow, before: &pb::StatsRow) -> pb::StatsRow {
         decided_discretion: after.decided_discretion - before.decided_discretion,
         lesc_notices: after.lesc_notices - before.lesc_notices,
         detainers_lifted: after.detainers_lifted - before.detainers_lifted,
+        removed_level1: after.removed_level1 - before.removed_level1,
+        removed_level2: after.removed_level2 - before.removed_level2,
+        removed_level3: after.removed_level3 - before.removed_level3,
+        removed_non_criminal_priority: after.removed_non_criminal_priority
+            - before.removed_non_criminal_priority,
+        removed_outside_priorities: after.removed_outside_priorities
+            - before.removed_outside_priorities,
         state: after.state.clone(),
         jurisdiction_id: after.jurisdiction_id.clone(),
     }

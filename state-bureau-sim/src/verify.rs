@@ -627,10 +627,10 @@ pub fn verify(
         })
     };
     // Monthly statistics against what was answered: [submissions, searches, matches,
-    // detainers, removals]. Submissions and searches are the ground truth's; matches are the
+    // detainers, removals, ..., removals by category]. Submissions and searches are the ground truth's; matches are the
     // hits the field offices were told of (a matcher's miss is judged above, as a rate, and
     // the statistics must count what the program answered).
-    let mut want: BTreeMap<String, [u64; 10]> = BTreeMap::new();
+    let mut want: BTreeMap<String, [u64; 15]> = BTreeMap::new();
     for b in plan {
         let w = want.entry(month_of(b)).or_default();
         w[0] += 1;
@@ -671,7 +671,27 @@ pub fn verify(
     }
     for (_, tcn) in &obs.removals {
         if let Some(b) = by_tcn.get(tcn.as_str()) {
-            want.entry(month_of(b)).or_default()[4] += 1;
+            let w = want.entry(month_of(b)).or_default();
+            w[4] += 1;
+            // The documents' categories: convicted people by level (the ground truth's),
+            // the rest within the non-criminal priorities the office was told of, or not.
+            use interop_gateway::rules::policy::Level;
+            let told_priority =
+                notes
+                    .get(tcn.as_str())
+                    .and_then(|n| n.first())
+                    .is_some_and(|(_, o)| {
+                        o.non_criminal_priorities
+                            .iter()
+                            .any(|p| *p != pb::NonCriminalPriority::Unspecified as i32)
+                    });
+            w[match b.expected.level {
+                Level::One => 10,
+                Level::Two => 11,
+                Level::Three => 12,
+                Level::None if told_priority => 13,
+                Level::None => 14,
+            }] += 1;
         }
     }
     for (month, w) in &want {
@@ -687,6 +707,11 @@ pub fn verify(
                 r.decided_discretion,
                 r.lesc_notices,
                 r.detainers_lifted,
+                r.removed_level1,
+                r.removed_level2,
+                r.removed_level3,
+                r.removed_non_criminal_priority,
+                r.removed_outside_priorities,
             ]
         });
         // The searches of this month's unseen in-flight bookings may go either way.
@@ -698,7 +723,7 @@ pub fn verify(
                 MONTHLY,
                 month,
                 format!(
-                    "national [submissions, searches, matches, detainers, removals, recommended, no action, discretion, LESC notices, lifted] {got:?}, expected {w:?}"
+                    "national [submissions, searches, matches, detainers, removals, recommended, no action, discretion, LESC notices, lifted, removed L1, L2, L3, non-criminal priority, outside priorities] {got:?}, expected {w:?}"
                 ),
             );
         }
@@ -980,6 +1005,18 @@ pub fn report(
     );
     let ice = ice_side(obs);
     let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let rm = removals_by_category(obs);
+    let _ = writeln!(
+        t,
+        "  {:<34} {:>10} / {} / {} / {} / {}  ({:.0}% within priorities; documents: 94% through FY2011, seed 001)",
+        "removed: L1 / L2 / L3 / nc. prio / other",
+        num(&rm["level1"]),
+        num(&rm["level2"]),
+        num(&rm["level3"]),
+        num(&rm["non_criminal_priority"]),
+        num(&rm["outside_priorities"]),
+        rm["within_priorities"].as_f64().unwrap_or(0.0) * 100.0
+    );
     let _ = writeln!(
         t,
         "  {:<34} {:>10} / {} / {}  ({} against the recommendation)",
@@ -1149,6 +1186,7 @@ pub fn report(
         "immigration_responses_withheld": withheld,
         "detainers_issued": obs.detainers_issued.len(),
         "removals": obs.removals.len(),
+        "removals_by_category": removals_by_category(obs),
         "ice_side": ice_side(obs),
         "activation_notices": obs.activation_notices.len(),
         "outlier_review": {
@@ -1322,6 +1360,28 @@ fn check_decisions(v: &mut Verification, obs: &Observations) {
             "a removal under a lifted detainer was recorded".into(),
         );
     }
+}
+
+/// Removals as the gateway's monthly statistics report them, by the documents' categories,
+/// and the share within ICE's priorities (every category but the last).
+fn removals_by_category(obs: &Observations) -> serde_json::Value {
+    let sum = |f: fn(&pb::StatsRow) -> u64| obs.monthly.values().map(f).sum::<u64>();
+    let (l1, l2, l3, nc, other) = (
+        sum(|r| r.removed_level1),
+        sum(|r| r.removed_level2),
+        sum(|r| r.removed_level3),
+        sum(|r| r.removed_non_criminal_priority),
+        sum(|r| r.removed_outside_priorities),
+    );
+    let all = l1 + l2 + l3 + nc + other;
+    serde_json::json!({
+        "level1": l1,
+        "level2": l2,
+        "level3": l3,
+        "non_criminal_priority": nc,
+        "outside_priorities": other,
+        "within_priorities": (all - other) as f64 / all.max(1) as f64,
+    })
 }
 
 /// What the ICE side decided and heard, for the report: decisions by action (and how many went

@@ -1087,15 +1087,27 @@ async fn monthly_statistics_survive_a_restart_and_count_exactly() {
             r.identified_non_criminal,
             r.detainers_issued,
             r.removals,
+            // The removed person was identified at Level 2: reported in that category.
+            r.removed_level2,
+            r.removed_level1
+                + r.removed_level3
+                + r.removed_non_criminal_priority
+                + r.removed_outside_priorities,
         ]
     };
-    assert_eq!(cols(row(TX_RECEIVING)), [1, 1, 1, 0, 1, 0, 0, 1, 1]);
-    assert_eq!(cols(row(TX_NOT_RECEIVING)), [1, 1, 1, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(cols(row(TX_NOT_ACTIVATED)), [1, 0, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(cols(row(CA_RECEIVING)), [1, 1, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(cols(row(TX_RECEIVING)), [1, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0]);
+    assert_eq!(
+        cols(row(TX_NOT_RECEIVING)),
+        [1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(
+        cols(row(TX_NOT_ACTIVATED)),
+        [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(cols(row(CA_RECEIVING)), [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(
         cols(june.national.clone().unwrap()),
-        [4, 3, 2, 0, 1, 0, 0, 1, 1]
+        [4, 3, 2, 0, 1, 0, 0, 1, 1, 1, 0]
     );
     let tx = june
         .states
@@ -1103,7 +1115,7 @@ async fn monthly_statistics_survive_a_restart_and_count_exactly() {
         .find(|r| r.state == "TX")
         .unwrap()
         .clone();
-    assert_eq!(cols(tx), [3, 2, 2, 0, 1, 0, 0, 1, 1]);
+    assert_eq!(cols(tx), [3, 2, 2, 0, 1, 0, 0, 1, 1, 1, 0]);
 
     let ca_only = admin
         .get_monthly_stats(pb::GetMonthlyStatsRequest {

@@ -258,6 +258,10 @@ pub async fn record_removal(
         counters: vec![
             (counters::REMOVALS.to_string(), 1),
             (stat_key(&outcome, statistics::REMOVALS), 1),
+            (
+                stat_key(&outcome, statistics::removal_category(&outcome)),
+                1,
+            ),
         ],
         summary: None,
     };

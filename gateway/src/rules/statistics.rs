@@ -33,6 +33,12 @@ pub const LESC_NOTICES: &str = "lesc_notices";
 pub const DETAINERS_LIFTED: &str = "detainers_lifted";
 /// Removals recorded by field offices (the simulator plays their part).
 pub const REMOVALS: &str = "removals";
+/// Removals by the categories the documents report them in (see [`removal_category`]).
+pub const REMOVED_LEVEL1: &str = "removed_level1";
+pub const REMOVED_LEVEL2: &str = "removed_level2";
+pub const REMOVED_LEVEL3: &str = "removed_level3";
+pub const REMOVED_NON_CRIMINAL_PRIORITY: &str = "removed_non_criminal_priority";
+pub const REMOVED_OUTSIDE_PRIORITIES: &str = "removed_outside_priorities";
 /// Bookings whose every charge is a minor traffic offence (for the outlier review).
 pub const MINOR_TRAFFIC_ONLY: &str = "minor_traffic_only";
 
@@ -120,6 +126,30 @@ pub fn outcome_metrics(hit: bool, d: &Determination) -> Vec<&'static str> {
     m
 }
 
+/// The category a removal is reported in, as the documents report removals: convicted
+/// people by the memo's level ("more than 166,000 immigrants convicted of crimes ... more than
+/// 61,000 ... aggravated felony (level 1) offenses", seed 000); the rest by whether they fell
+/// within ICE's non-criminal priorities, recent illegal entrants, repeat violators and
+/// fugitives ("94 percent of all removals identified through Secure Communities fell within
+/// these stated priorities", seed 001), or outside them (its footnote 4: entry without
+/// inspection, overstays, visa violations, and convictions not in the records at the time).
+/// The level and priorities are those of the identification: the records as they stood.
+pub fn removal_category(outcome: &pb::IdentOutcome) -> &'static str {
+    match pb::PriorityLevel::try_from(outcome.priority_level) {
+        Ok(pb::PriorityLevel::PriorityLevel1) => REMOVED_LEVEL1,
+        Ok(pb::PriorityLevel::PriorityLevel2) => REMOVED_LEVEL2,
+        Ok(pb::PriorityLevel::PriorityLevel3) => REMOVED_LEVEL3,
+        _ if outcome
+            .non_criminal_priorities
+            .iter()
+            .any(|p| *p != pb::NonCriminalPriority::Unspecified as i32) =>
+        {
+            REMOVED_NON_CRIMINAL_PRIORITY
+        }
+        _ => REMOVED_OUTSIDE_PRIORITIES,
+    }
+}
+
 fn add(row: &mut pb::StatsRow, metric: &str, n: u64) {
     match metric {
         SUBMISSIONS => row.submissions += n,
@@ -137,6 +167,11 @@ fn add(row: &mut pb::StatsRow, metric: &str, n: u64) {
         DECIDED_DISCRETION => row.decided_discretion += n,
         LESC_NOTICES => row.lesc_notices += n,
         DETAINERS_LIFTED => row.detainers_lifted += n,
+        REMOVED_LEVEL1 => row.removed_level1 += n,
+        REMOVED_LEVEL2 => row.removed_level2 += n,
+        REMOVED_LEVEL3 => row.removed_level3 += n,
+        REMOVED_NON_CRIMINAL_PRIORITY => row.removed_non_criminal_priority += n,
+        REMOVED_OUTSIDE_PRIORITIES => row.removed_outside_priorities += n,
         _ => {}
     }
 }
@@ -195,6 +230,11 @@ pub fn table(
             target.decided_discretion += row.decided_discretion;
             target.lesc_notices += row.lesc_notices;
             target.detainers_lifted += row.detainers_lifted;
+            target.removed_level1 += row.removed_level1;
+            target.removed_level2 += row.removed_level2;
+            target.removed_level3 += row.removed_level3;
+            target.removed_non_criminal_priority += row.removed_non_criminal_priority;
+            target.removed_outside_priorities += row.removed_outside_priorities;
         }
     }
     // The national row is always the whole country; the filter narrows the other rows.
@@ -290,6 +330,43 @@ mod tests {
                 &det(Level::None, Recommendation::DetainerOnConviction)
             ),
             [IDENT_SEARCHES, MATCHES, NON_CRIMINAL, DETAINERS_RECOMMENDED]
+        );
+    }
+
+    #[test]
+    fn removals_are_reported_by_level_then_by_non_criminal_priority() {
+        let outcome = |level: pb::PriorityLevel, nc: &[pb::NonCriminalPriority]| pb::IdentOutcome {
+            priority_level: level as i32,
+            non_criminal_priorities: nc.iter().map(|p| *p as i32).collect(),
+            ..Default::default()
+        };
+        use pb::NonCriminalPriority as Nc;
+        use pb::PriorityLevel as L;
+        // A conviction level wins over any non-criminal priority.
+        assert_eq!(
+            removal_category(&outcome(L::PriorityLevel1, &[Nc::ImmigrationFugitive])),
+            REMOVED_LEVEL1
+        );
+        assert_eq!(
+            removal_category(&outcome(L::PriorityLevel2, &[])),
+            REMOVED_LEVEL2
+        );
+        assert_eq!(
+            removal_category(&outcome(L::PriorityLevel3, &[])),
+            REMOVED_LEVEL3
+        );
+        assert_eq!(
+            removal_category(&outcome(L::None, &[Nc::RecentUnlawfulEntrant])),
+            REMOVED_NON_CRIMINAL_PRIORITY
+        );
+        // An overstay with no conviction and no priority: footnote 4's remainder.
+        assert_eq!(
+            removal_category(&outcome(L::None, &[])),
+            REMOVED_OUTSIDE_PRIORITIES
+        );
+        assert_eq!(
+            removal_category(&outcome(L::Unspecified, &[Nc::Unspecified])),
+            REMOVED_OUTSIDE_PRIORITIES
         );
     }
 

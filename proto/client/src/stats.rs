@@ -1,7 +1,8 @@
 //! The monthly interoperability statistics table, as the program published it: per
 //! jurisdiction, per state and national, the bookings of one month with their IDENT searches,
 //! matches, identifications by level, detainers recommended and what the field offices
-//! decided (detainers, no action, discretion), LESC notices, detainers lifted, and removals.
+//! decided (detainers, no action, discretion), LESC notices, detainers lifted, and removals
+//! (in all and by the categories the documents report them in).
 //!
 //! One renderer for every program that prints it (`interop admin stats` is the command line's
 //! way to), so the columns, their names and their order are the same wherever the table
@@ -24,7 +25,7 @@ pub enum StatsFormat {
 }
 
 /// The figures of a row, in the order of [`COLUMNS`].
-const COLUMNS: [&str; 14] = [
+const COLUMNS: [&str; 19] = [
     "submissions",
     "ident_searches",
     "matches",
@@ -39,9 +40,14 @@ const COLUMNS: [&str; 14] = [
     "lesc_notices",
     "lifted",
     "removals",
+    "removed_level1",
+    "removed_level2",
+    "removed_level3",
+    "removed_non_criminal_priority",
+    "removed_outside_priorities",
 ];
 
-fn figures(r: &pb::StatsRow) -> [u64; 14] {
+fn figures(r: &pb::StatsRow) -> [u64; 19] {
     [
         r.submissions,
         r.ident_searches,
@@ -57,6 +63,11 @@ fn figures(r: &pb::StatsRow) -> [u64; 14] {
         r.lesc_notices,
         r.detainers_lifted,
         r.removals,
+        r.removed_level1,
+        r.removed_level2,
+        r.removed_level3,
+        r.removed_non_criminal_priority,
+        r.removed_outside_priorities,
     ]
 }
 
@@ -113,14 +124,16 @@ pub fn render_monthly_stats(s: &pb::MonthlyStats, format: StatsFormat) -> String
         StatsFormat::Table => {
             let _ = writeln!(out, "interoperability statistics, bookings of {}", s.month);
             let _ = write!(out, "{:<13} {:<6} {:<8}", "", "state", "juris.");
+            // Each column as wide as its name, and room for ten digits.
+            let width = |h: &str| h.len().max(10);
             for h in COLUMNS {
-                let _ = write!(out, " {h:>14}");
+                let _ = write!(out, " {h:>w$}", w = width(h));
             }
             let _ = writeln!(out);
             for (kind, r) in rows {
                 let _ = write!(out, "{kind:<13} {:<6} {:<8}", r.state, r.jurisdiction_id);
-                for v in figures(r) {
-                    let _ = write!(out, " {v:>14}");
+                for (h, v) in COLUMNS.iter().zip(figures(r)) {
+                    let _ = write!(out, " {v:>w$}", w = width(h));
                 }
                 let _ = writeln!(out);
             }
@@ -145,7 +158,9 @@ mod tests {
             identified_level3: 0,
             identified_non_criminal: 1,
             detainers_issued: 1,
-            removals: 0,
+            removals: 3,
+            removed_level1: 2,
+            removed_outside_priorities: 1,
             minor_traffic_only_arrests: 9,
             detainers_recommended: 2,
             ..Default::default()
@@ -166,10 +181,11 @@ mod tests {
             csv,
             "month,kind,state,jurisdiction_id,submissions,ident_searches,matches,level1,level2,\
              level3,non_criminal,recommended,detainers,no_action,discretion,lesc_notices,lifted,\
-             removals\n\
-             2011-06,jurisdiction,TX,TX201,5,4,2,1,0,0,1,2,1,0,0,0,0,0\n\
-             2011-06,state,TX,,5,4,2,1,0,0,1,2,1,0,0,0,0,0\n\
-             2011-06,national,,,7,6,2,1,0,0,1,2,1,0,0,0,0,0\n"
+             removals,removed_level1,removed_level2,removed_level3,removed_non_criminal_priority,\
+             removed_outside_priorities\n\
+             2011-06,jurisdiction,TX,TX201,5,4,2,1,0,0,1,2,1,0,0,0,0,3,2,0,0,0,1\n\
+             2011-06,state,TX,,5,4,2,1,0,0,1,2,1,0,0,0,0,3,2,0,0,0,1\n\
+             2011-06,national,,,7,6,2,1,0,0,1,2,1,0,0,0,0,3,2,0,0,0,1\n"
         );
 
         let table = render_monthly_stats(&s, StatsFormat::Table);
@@ -187,7 +203,8 @@ mod tests {
         assert_eq!(
             lines[4].split_whitespace().collect::<Vec<_>>(),
             [
-                "national", "7", "6", "2", "1", "0", "0", "1", "2", "1", "0", "0", "0", "0", "0"
+                "national", "7", "6", "2", "1", "0", "0", "1", "2", "1", "0", "0", "0", "0", "3",
+                "2", "0", "0", "0", "1"
             ]
         );
 
@@ -200,6 +217,7 @@ mod tests {
         assert_eq!(rows[0]["jurisdiction_id"], "TX201");
         assert_eq!(rows[2]["submissions"], 7);
         assert_eq!(rows[2]["non_criminal"], 1);
+        assert_eq!(rows[2]["removed_outside_priorities"], 1);
     }
 
     #[test]
@@ -211,7 +229,7 @@ mod tests {
         let csv = render_monthly_stats(&empty, StatsFormat::Csv);
         assert_eq!(
             csv.lines().nth(1),
-            Some("1999-01,national,,,0,0,0,0,0,0,0,0,0,0,0,0,0,0")
+            Some("1999-01,national,,,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0")
         );
     }
 }

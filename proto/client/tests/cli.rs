@@ -459,7 +459,8 @@ async fn an_admin_reads_the_statistics_and_the_audit_and_revokes_and_reloads() {
         rows[0],
         "month,kind,state,jurisdiction_id,submissions,ident_searches,matches,level1,level2,\
          level3,non_criminal,recommended,detainers,no_action,discretion,lesc_notices,lifted,\
-         removals"
+         removals,removed_level1,removed_level2,removed_level3,removed_non_criminal_priority,\
+         removed_outside_priorities"
     );
     let row = |prefix: String| {
         let r = rows.iter().find(|r| r.starts_with(&prefix));
