@@ -86,6 +86,26 @@ async fn assert_refused_at_handshake(gw: &TestGateway, who: &Principal) {
             Ok(r) => panic!("a revoked certificate connected and was answered {r:?}"),
         }
     }
+    // Asked directly (what the client library does when a call's connection broke and the
+    // alert was lost with it), the gateway's answer is the refusal, every time.
+    for _ in 0..3 {
+        let cfg = interop_client::ClientConfig::from_pki_dir(
+            &gw.endpoint,
+            &gw.pki.0,
+            &pki::role(who).unwrap(),
+        )
+        .unwrap();
+        let refused = cfg
+            .handshake_refusal()
+            .await
+            .expect("the probe sees the refusal");
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+        assert!(
+            refused.message().contains("revoked"),
+            "{}",
+            refused.message()
+        );
+    }
     // The server counts it once it has sent its alert, which the client may see first.
     for _ in 0..100 {
         if failed() > before {
@@ -179,6 +199,14 @@ async fn a_revoked_certificate_is_refused_and_its_open_streams_are_closed() {
         &hou_serial,
     );
     assert_refused_at_handshake(&gw, &hou()).await;
+    // The probe tells the accepted from the refused: the admin's certificate stands.
+    let admin = interop_client::ClientConfig::from_pki_dir(
+        &gw.endpoint,
+        &gw.pki.0,
+        &pki::role(&Principal::Admin).unwrap(),
+    )
+    .unwrap();
+    assert!(admin.handshake_refusal().await.is_none());
     assert_eq!(
         gw.counters().await.get("submissions_accepted"),
         Some(&1),

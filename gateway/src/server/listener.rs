@@ -492,7 +492,7 @@ pub fn incoming(
                         .unwrap_or_else(|e| e.into_inner())
                         .spoke(id);
                 }
-                let accept = acceptor.accept(tcp);
+                let accept = acceptor.accept(tcp).into_fallible();
                 tokio::pin!(accept);
                 let outcome = tokio::select! {
                     r = tokio::time::timeout_at(deadline, accept.as_mut()) => Some(r),
@@ -530,9 +530,10 @@ pub fn incoming(
                         };
                         let _ = tx.send(Ok(conn)).await;
                     }
-                    Ok(Err(e)) => {
+                    Ok(Err((e, tcp))) => {
                         stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        linger_close(tcp).await;
                     }
                     Err(_) => {
                         stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -543,6 +544,32 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// How long a connection whose handshake failed is read from before it is closed.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Closes a connection whose handshake failed so that the peer reads the alert sent to it
+/// (e.g. `certificate_revoked`). In TLS 1.3 a client sends its first request right after its
+/// certificate; closing with those bytes unread makes the kernel reset the connection, and a
+/// reset discards the alert at the client before it is read: a refused certificate would look
+/// like a dropped connection (CANCELLED) instead of the UNAUTHENTICATED it is. So: FIN after
+/// the alert, then read and discard what the peer still sends until it closes, for at most
+/// [`LINGER`] and 64 KiB.
+async fn linger_close(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let mut left = 64 * 1024usize;
+    let _ = tokio::time::timeout(LINGER, async {
+        while left > 0 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// A tower layer that notes each call's uses of its connection (by peer address): its start,

@@ -87,11 +87,11 @@ impl FromStr for Role {
 #[derive(Clone)]
 pub struct ClientConfig {
     endpoint: String,
-    ca_pem: Vec<u8>,
-    identity: Option<(Vec<u8>, Vec<u8>)>,
-    server_name: String,
+    pub(crate) ca_pem: Vec<u8>,
+    pub(crate) identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub(crate) server_name: String,
     pub(crate) call_timeout: Duration,
-    connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     pub(crate) retry: RetryPolicy,
     pub(crate) follow_retry: RetryPolicy,
 }
@@ -214,6 +214,18 @@ impl ClientConfig {
 
     pub fn endpoint_url(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Whether the (first) gateway refuses this identity's certificate at the TLS handshake:
+    /// the `UNAUTHENTICATED` saying why (revoked, expired, another CA), or `None` when it
+    /// accepts it or cannot be asked. One probe connection; see the `probe` module.
+    pub async fn handshake_refusal(&self) -> Option<tonic::Status> {
+        crate::probe::handshake_refusal(self, self.endpoint_at(0)?).await
+    }
+
+    /// The `i`th gateway address.
+    pub(crate) fn endpoint_at(&self, i: usize) -> Option<&str> {
+        self.endpoints().get(i).copied()
     }
 
     /// The gateway addresses, in order (`endpoint` may list several, comma-separated).

@@ -52,6 +52,7 @@ pub mod booking_json;
 pub mod config;
 pub mod error;
 pub mod follow;
+mod probe;
 pub mod retry;
 pub mod stats;
 pub mod submit;

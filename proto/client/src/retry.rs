@@ -192,6 +192,14 @@ impl Client {
                     self.failover_from(on);
                     tokio::time::sleep(retry.delay(attempt)).await;
                 }
+                Err(s) if connection_broke(&s) => {
+                    // The alert of a certificate refused at the handshake may have been lost
+                    // with the connection: ask once, directly.
+                    let url = self.cfg.endpoint_at(on).unwrap_or_default();
+                    return Err(crate::probe::handshake_refusal(&self.cfg, url)
+                        .await
+                        .unwrap_or(s));
+                }
                 other => return other,
             }
         }
