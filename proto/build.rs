@@ -12,6 +12,7 @@ const FILES: &[&str] = &[
     "proto/interop/v1/admin.proto",
     "proto/interop/v1/matcher.proto",
     "proto/interop/v1/criminal_history.proto",
+    "proto/interop/v1/complaint.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -209,6 +209,8 @@ pub fn disclosure_kind_pb(k: DisclosureKind) -> pb::DisclosureKind {
         DisclosureKind::Decision => pb::DisclosureKind::Decision,
         DisclosureKind::LescNotice => pb::DisclosureKind::LescNotice,
         DisclosureKind::DetainerReview => pb::DisclosureKind::DetainerReview,
+        DisclosureKind::Complaint => pb::DisclosureKind::Complaint,
+        DisclosureKind::ComplaintFlag => pb::DisclosureKind::ComplaintFlag,
     }
 }
 

@@ -365,7 +365,7 @@ mod tests {
             pb::FieldOfficeNotification {
                 cursor: 1,
                 outcome: Some(outcome),
-                lesc_notice: None,
+                ..Default::default()
             },
             at,
         )

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 enum Seen {
-    Office(String, pb::FieldOfficeNotification),
-    Bureau(String, pb::BureauResponse),
+    Office(String, Box<pb::FieldOfficeNotification>),
+    Bureau(String, Box<pb::BureauResponse>),
 }
 
 /// Submits every booking and collects every answer until all expected ones arrived (or the
@@ -63,7 +63,7 @@ pub async fn drive(
             while let Some(n) = s.next().await? {
                 let cursor = n.cursor;
                 if tx
-                    .send((Seen::Office(office.clone(), n), Instant::now()))
+                    .send((Seen::Office(office.clone(), Box::new(n)), Instant::now()))
                     .await
                     .is_err()
                 {
@@ -103,7 +103,7 @@ pub async fn drive(
             let mut s = bureau.follow_responses(Some(head), true);
             while let Some(r) = s.next().await? {
                 if tx
-                    .send((Seen::Bureau(state.clone(), r), Instant::now()))
+                    .send((Seen::Bureau(state.clone(), Box::new(r)), Instant::now()))
                     .await
                     .is_err()
                 {
@@ -475,13 +475,13 @@ impl Collector {
                     continue;
                 }
                 match seen {
-                    Seen::Office(office, n) => c.office.push((office, n, at)),
+                    Seen::Office(office, n) => c.office.push((office, *n, at)),
                     Seen::Bureau(state, r) => {
                         criminal_history += usize::from(matches!(
                             r.body,
                             Some(pb::bureau_response::Body::CriminalHistory(_))
                         ));
-                        c.bureau.push((state, r, at))
+                        c.bureau.push((state, *r, at))
                     }
                 }
                 results.inc(1);

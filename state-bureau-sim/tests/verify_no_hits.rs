@@ -46,7 +46,7 @@ fn a_disclosed_no_hit_fails_the_verdict() {
             pb::FieldOfficeNotification {
                 cursor: 1,
                 outcome: Some(no_hit.clone()),
-                lesc_notice: None,
+                ..Default::default()
             },
             Instant::now(),
         )],

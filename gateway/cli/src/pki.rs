@@ -332,7 +332,7 @@ pub fn init_with_ca(out: &Path, ca_dir: &CaDir, opts: &InitOptions<'_>) -> Resul
     issue_workload(&issuer, &gateway, &[], &dir.server())?;
     issue_store_client(&issuer, &dir.store_client())?;
 
-    let mut principals = vec![Principal::Admin, Principal::Lesc];
+    let mut principals = vec![Principal::Admin, Principal::Lesc, Principal::Crcl];
     principals.extend(
         opts.states
             .iter()
@@ -407,6 +407,7 @@ pub fn role(p: &Principal) -> Result<Role> {
         Principal::FieldOffice { office } => Role::FieldOffice(office.clone()),
         Principal::Admin => Role::Admin,
         Principal::Lesc => Role::Lesc,
+        Principal::Crcl => Role::Crcl,
         Principal::Gateway { .. } | Principal::Matcher { .. } => anyhow::bail!(
             "{} is a workload identity: it calls with its own server.pem, not a client role",
             p.spiffe_id()

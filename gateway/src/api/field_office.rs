@@ -48,12 +48,23 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
                         "stored notification at cursor {cursor} is unreadable"
                     ))
                 };
-                // An LESC notice is stored as an OfficeLogEntry (field 100), an identification
-                // as a bare IdentOutcome, which has no field 100.
-                if let Some(notice) = pb::OfficeLogEntry::decode(bytes)
-                    .map_err(|_| unreadable())?
-                    .lesc_notice
-                {
+                // An LESC notice or a complaint flag is stored as an OfficeLogEntry (fields
+                // 100, 101), an identification as a bare IdentOutcome, which has neither.
+                let entry = pb::OfficeLogEntry::decode(bytes).map_err(|_| unreadable())?;
+                if let Some(flag) = entry.complaint_flag {
+                    let disclosed = Disclosed {
+                        state: flag.state.clone(),
+                        tcn: flag.tcn.clone(),
+                        kind: DisclosureKind::ComplaintFlag,
+                    };
+                    let n = pb::FieldOfficeNotification {
+                        cursor,
+                        complaint_flag: Some(flag),
+                        ..Default::default()
+                    };
+                    return Ok((n, Some(disclosed)));
+                }
+                if let Some(notice) = entry.lesc_notice {
                     let disclosed = Disclosed {
                         state: notice.state.clone(),
                         tcn: notice.tcn.clone(),
@@ -61,8 +72,8 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
                     };
                     let n = pb::FieldOfficeNotification {
                         cursor,
-                        outcome: None,
                         lesc_notice: Some(notice),
+                        ..Default::default()
                     };
                     return Ok((n, Some(disclosed)));
                 }
@@ -76,7 +87,7 @@ impl pb::field_office_service_server::FieldOfficeService for FieldOfficeApi {
                     pb::FieldOfficeNotification {
                         cursor,
                         outcome: Some(outcome),
-                        lesc_notice: None,
+                        ..Default::default()
                     },
                     Some(disclosed),
                 ))

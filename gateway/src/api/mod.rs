@@ -10,11 +10,13 @@
 //! | `SubmissionService` | [`submission`] | state bureaus |
 //! | `FieldOfficeService` | [`field_office`] | ICE field offices |
 //! | `LescService` | [`lesc`] | ICE's Law Enforcement Support Center |
+//! | `ComplaintService` | [`complaints`] | CRCL's intake; reads also the admin and field offices (their area) |
 //! | `AdminService` | [`admin`] | the admin (`ListRevoked`: matcher shards too) |
 //! | `MatcherService` | [`matcher`] | the admin (`ListChanges`: shards too); at a shard process, gateways only |
 //! | `CriminalHistoryService` | [`criminal_history`] | the admin |
 
 pub mod admin;
+pub mod complaints;
 pub mod criminal_history;
 pub mod field_office;
 pub mod lesc;
@@ -22,6 +24,7 @@ pub mod matcher;
 pub mod submission;
 
 pub use admin::AdminApi;
+pub use complaints::ComplaintApi;
 pub use criminal_history::CriminalHistoryApi;
 pub use field_office::FieldOfficeApi;
 pub use lesc::LescApi;
@@ -111,6 +114,10 @@ pub mod rpc {
     pub const REPORT_CONVICTION: &str = "interop.v1.SubmissionService/ReportConviction";
     pub const RECORD_HOTLINE_CALL: &str = "interop.v1.LescService/RecordHotlineCall";
     pub const RECORD_REMOVAL: &str = "interop.v1.FieldOfficeService/RecordRemoval";
+    pub const FILE_COMPLAINT: &str = "interop.v1.ComplaintService/FileComplaint";
+    pub const ADVANCE_COMPLAINT: &str = "interop.v1.ComplaintService/AdvanceComplaint";
+    pub const GET_COMPLAINT: &str = "interop.v1.ComplaintService/GetComplaint";
+    pub const LIST_COMPLAINTS: &str = "interop.v1.ComplaintService/ListComplaints";
     pub const SEARCH: &str = "interop.v1.MatcherService/Search";
     pub const LIST_CHANGES: &str = "interop.v1.MatcherService/ListChanges";
     pub const CHECK: &str = "interop.v1.CriminalHistoryService/Check";

@@ -24,6 +24,9 @@ pub enum Principal {
     FieldOffice { office: String },
     /// ICE's Law Enforcement Support Center: records calls to the hotline on the detainer form.
     Lesc,
+    /// The DHS Office for Civil Rights and Civil Liberties' complaint intake: records and
+    /// moves civil-rights complaints (`ComplaintService`).
+    Crcl,
     /// Administrators: policy and statistics. A person's role, never a process's.
     Admin,
     /// A gateway replica (workload identity): what matcher shards serve.
@@ -52,6 +55,7 @@ impl Principal {
         match parts.as_slice() {
             ["", "admin"] => Some(Principal::Admin),
             ["", "lesc"] => Some(Principal::Lesc),
+            ["", "crcl"] => Some(Principal::Crcl),
             ["", "bureau", st] if upper(st, 2..=2) => Some(Principal::Bureau {
                 state: st.to_string(),
             }),
@@ -76,6 +80,7 @@ impl Principal {
             }
             Principal::Admin => format!("spiffe://{TRUST_DOMAIN}/admin"),
             Principal::Lesc => format!("spiffe://{TRUST_DOMAIN}/lesc"),
+            Principal::Crcl => format!("spiffe://{TRUST_DOMAIN}/crcl"),
             Principal::Gateway { name } => format!("spiffe://{TRUST_DOMAIN}/gateway/{name}"),
             Principal::Matcher { name } => format!("spiffe://{TRUST_DOMAIN}/matcher/{name}"),
         }
@@ -94,6 +99,7 @@ impl Principal {
             Principal::FieldOffice { office } => format!("field-office-{office}"),
             Principal::Admin => "admin".into(),
             Principal::Lesc => "lesc".into(),
+            Principal::Crcl => "crcl".into(),
             Principal::Gateway { name } => format!("gateway-{name}"),
             Principal::Matcher { name } => format!("matcher-{name}"),
         }
@@ -236,6 +242,10 @@ mod tests {
             Principal::from_spiffe("spiffe://interop.local/lesc"),
             Some(Principal::Lesc)
         );
+        assert_eq!(
+            Principal::from_spiffe("spiffe://interop.local/crcl"),
+            Some(Principal::Crcl)
+        );
         for bad in [
             "spiffe://other.local/admin",
             "spiffe://interop.local/bureau/tx",
@@ -244,6 +254,7 @@ mod tests {
             "spiffe://interop.local/field-office/HO",
             "spiffe://interop.local/admin/x",
             "spiffe://interop.local/lesc/x",
+            "spiffe://interop.local/crcl/x",
             "https://interop.local/admin",
             "spiffe://interop.localhost/admin",
             "spiffe://interop.local/gateway/",
@@ -272,6 +283,7 @@ mod tests {
         for p in [
             Principal::Admin,
             Principal::Lesc,
+            Principal::Crcl,
             Principal::Bureau { state: "CA".into() },
             Principal::FieldOffice {
                 office: "SFR".into(),

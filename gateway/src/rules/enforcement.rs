@@ -220,6 +220,13 @@ pub async fn record_removal(
             "tcn: the office has not decided on a detainer for this booking".into(),
         ));
     }
+    let open = crate::rules::complaints::open_by_booked_person(gw, &r.state, &r.tcn).await?;
+    if open > 0 {
+        return Err(GatewayError::FailedPrecondition(format!(
+            "tcn: the person has {open} open civil-rights complaint(s): complainants are not \
+             removed while CRCL investigates"
+        )));
+    }
     if crate::rules::lesc::stored_review(gw, &r.state, &r.tcn)
         .await?
         .is_some_and(|v| v.lifted)

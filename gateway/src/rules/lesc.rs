@@ -101,6 +101,7 @@ pub async fn notify(
     };
     let entry = pb::OfficeLogEntry {
         lesc_notice: Some(notice.clone()),
+        ..Default::default()
     };
     let completion = Completion {
         events: vec![(
@@ -183,10 +184,19 @@ pub async fn review(
             }
         }
     }
-    let Some(first_notice) = first_notice else {
-        return Err(GatewayError::FailedPrecondition(
-            "tcn: no LESC notice about this person has been received".into(),
-        ));
+    // A civil-rights complaint by the person is as much a reason to review (seed 000: ICE
+    // acts "to ensure witnesses and complainants are able to remain in the United States");
+    // the notice-to-review time is measured from LESC notices only.
+    let by_complaint = first_notice.is_none()
+        && crate::rules::complaints::filed_by_booked_person(gw, &r.state, &r.tcn).await?;
+    let first_notice = match first_notice {
+        Some(t) => t,
+        None if by_complaint => convert::timestamp_ms(convert::now_ms()),
+        None => {
+            return Err(GatewayError::FailedPrecondition(
+                "tcn: no LESC notice or complaint about this person has been received".into(),
+            ));
+        }
     };
     let outcome = stored_outcome(gw, &r.state, &r.tcn).await?.ok_or_else(|| {
         GatewayError::DataLoss(format!(
@@ -240,6 +250,7 @@ pub async fn review(
         )
         .await?
     {
+        Once::Appended if by_complaint => Ok(review),
         Once::Appended => {
             let waited =
                 now - (first_notice.seconds * 1000 + i64::from(first_notice.nanos) / 1_000_000);

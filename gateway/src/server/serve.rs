@@ -4,7 +4,7 @@
 
 use super::{Gateway, MatcherServing, listener};
 use crate::api::{
-    AdminApi, CriminalHistoryApi, FieldOfficeApi, LescApi, MatcherApi, SubmissionApi,
+    AdminApi, ComplaintApi, CriminalHistoryApi, FieldOfficeApi, LescApi, MatcherApi, SubmissionApi,
 };
 use crate::auth::principal::authenticate_with;
 use crate::auth::tls::ServerTls;
@@ -31,6 +31,7 @@ impl Gateway {
         let revocations = self.revocations.clone();
         let authenticate = move |req| authenticate_with(req, &|s: &str| revocations.reason(s));
         use pb::admin_service_server::AdminServiceServer;
+        use pb::complaint_service_server::ComplaintServiceServer;
         use pb::criminal_history_service_server::CriminalHistoryServiceServer;
         use pb::field_office_service_server::FieldOfficeServiceServer;
         use pb::lesc_service_server::LescServiceServer;
@@ -43,6 +44,8 @@ impl Gateway {
         let office = FieldOfficeServiceServer::new(FieldOfficeApi(self.clone()))
             .max_decoding_message_size(max);
         let lesc = LescServiceServer::new(LescApi(self.clone())).max_decoding_message_size(max);
+        let complaints =
+            ComplaintServiceServer::new(ComplaintApi(self.clone())).max_decoding_message_size(max);
         let admin = AdminServiceServer::new(AdminApi(self.clone())).max_decoding_message_size(max);
         let criminal = CriminalHistoryServiceServer::new(CriminalHistoryApi {
             engine: self.core.criminal.clone(),
@@ -58,6 +61,9 @@ impl Gateway {
             .set_serving::<FieldOfficeServiceServer<FieldOfficeApi>>()
             .await;
         health.set_serving::<LescServiceServer<LescApi>>().await;
+        health
+            .set_serving::<ComplaintServiceServer<ComplaintApi>>()
+            .await;
         health.set_serving::<AdminServiceServer<AdminApi>>().await;
         health
             .set_serving::<CriminalHistoryServiceServer<CriminalHistoryApi>>()
@@ -78,6 +84,7 @@ impl Gateway {
             .add_service(InterceptedService::new(submission, authenticate.clone()))
             .add_service(InterceptedService::new(office, authenticate.clone()))
             .add_service(InterceptedService::new(lesc, authenticate.clone()))
+            .add_service(InterceptedService::new(complaints, authenticate.clone()))
             .add_service(InterceptedService::new(admin, authenticate.clone()))
             .add_service(InterceptedService::new(criminal, authenticate.clone()))
             .add_service(InterceptedService::new(health_svc, authenticate.clone()))

@@ -81,6 +81,9 @@ pub enum StreamKey {
     Office(String),
     /// State identification bureau, by state code.
     Bureau(String),
+    /// Civil-rights complaints, in the order they were filed (never acknowledged or expired:
+    /// the index `ListComplaints` reads).
+    Complaints,
 }
 
 impl fmt::Display for StreamKey {
@@ -88,6 +91,7 @@ impl fmt::Display for StreamKey {
         match self {
             StreamKey::Office(c) => write!(f, "office/{c}"),
             StreamKey::Bureau(s) => write!(f, "bureau/{s}"),
+            StreamKey::Complaints => f.write_str("complaints"),
         }
     }
 }
@@ -176,6 +180,10 @@ pub enum DisclosureKind {
     LescNotice,
     /// A detainer review (to the office that made it; a lift also to the jail).
     DetainerReview,
+    /// A civil-rights complaint (to CRCL, the admin, or the field office of its booking).
+    Complaint,
+    /// A complaint's flag on a detainer (to the office that issued it).
+    ComplaintFlag,
 }
 
 /// One delivery of a result: who received which submission's result, when, through which RPC.

@@ -37,6 +37,8 @@ pub enum Role {
     FieldOffice(String),
     /// ICE's Law Enforcement Support Center (the detainer form's hotline).
     Lesc,
+    /// The DHS Office for Civil Rights and Civil Liberties' complaint intake.
+    Crcl,
     Admin,
 }
 
@@ -48,6 +50,7 @@ impl Role {
             Role::FieldOffice(o) => format!("field-office-{o}"),
             Role::Admin => "admin".into(),
             Role::Lesc => "lesc".into(),
+            Role::Crcl => "crcl".into(),
         }
     }
 }
@@ -59,6 +62,7 @@ impl std::fmt::Display for Role {
             Role::FieldOffice(o) => write!(f, "field-office/{o}"),
             Role::Admin => f.write_str("admin"),
             Role::Lesc => f.write_str("lesc"),
+            Role::Crcl => f.write_str("crcl"),
         }
     }
 }
@@ -72,11 +76,12 @@ impl FromStr for Role {
         match s.split_once('/') {
             None if s == "admin" => Ok(Role::Admin),
             None if s == "lesc" => Ok(Role::Lesc),
+            None if s == "crcl" => Ok(Role::Crcl),
             Some(("bureau", st)) if code_ok(st, 2..=2) => Ok(Role::Bureau(st.into())),
             Some(("field-office", o)) if code_ok(o, 3..=3) => Ok(Role::FieldOffice(o.into())),
             _ => Err(ClientError::Config(format!(
                 "unknown role {s:?}: expected bureau/XX (a two-letter state), \
-                 field-office/XXX (a three-letter office code), lesc or admin"
+                 field-office/XXX (a three-letter office code), lesc, crcl or admin"
             ))),
         }
     }

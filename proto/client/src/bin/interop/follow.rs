@@ -43,6 +43,29 @@ fn notice_json(cursor: u64, n: &pb::LescNotice) -> serde_json::Value {
     })
 }
 
+fn flag_json(cursor: u64, f: &pb::ComplaintFlag) -> serde_json::Value {
+    serde_json::json!({
+        "cursor": cursor,
+        "complaint": f.complaint_id,
+        "tcn": f.tcn,
+        "state": f.state,
+        "detainer_id": f.detainer_id,
+        "allegation": short(f.allegation().as_str_name(), "ALLEGATION_"),
+        "received_on": f.received_on,
+    })
+}
+
+fn flag_line(f: &pb::ComplaintFlag) -> String {
+    format!(
+        "{:<22} {:<25} complaint {} ({}) by the person held — review the detainer {}; no removal while it is open",
+        f.received_on,
+        f.tcn,
+        f.complaint_id,
+        short(f.allegation().as_str_name(), "ALLEGATION_"),
+        f.detainer_id,
+    )
+}
+
 const WATCH_HEADER: &str = "DETERMINED             TCN                       JURIS.   STATUS                 LEVEL  RECOMMENDATION";
 
 fn outcome_line(o: &pb::IdentOutcome) -> String {
@@ -275,6 +298,13 @@ pub(crate) async fn watch(
     }
     until_stopped(f, async |n| {
         let line = match (&n.lesc_notice, json) {
+            _ if let Some(flag) = &n.complaint_flag => {
+                if json {
+                    flag_json(n.cursor, flag).to_string()
+                } else {
+                    flag_line(flag)
+                }
+            }
             (Some(notice), true) => notice_json(n.cursor, notice).to_string(),
             (Some(notice), false) => notice_line(notice),
             (None, true) => {
