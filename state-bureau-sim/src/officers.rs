@@ -24,14 +24,21 @@
 //! - **Courts convict** about one in two of those held under a detainer operative only on
 //!   conviction (arrested solely for a minor traffic offence), 30 days after booking; the
 //!   bureau reports it and the detainer becomes operative.
+//! - **Civil-rights complaints**: one in twenty people held under a detainer that stands
+//!   complain of racial profiling through the Joint Intake Center, 10 days after booking; CRCL
+//!   takes it 2 days later and then, by equal shares, keeps it under investigation (open),
+//!   closes it not substantiated, notifies DOJ and closes it substantiated, or sees it
+//!   withdrawn ([`complaint_path`]). The office reads the flag on its stream.
 //! - **About one in three** people held under a detainer that stands (and, if operative only
-//!   on conviction, was made operative) are removed, 45 days after booking.
+//!   on conviction, was made operative) are removed, 45 days after booking, except those whose
+//!   complaint is still open (the removal is asked of one of them, and must be refused).
 
-use crate::verify::{DecisionSeen, Observations, ReviewSeen};
+use crate::verify::{ComplaintSeen, DecisionSeen, Observations, ReviewSeen};
 use interop_client::Client;
 use interop_gateway::auth::principal::Principal;
 use interop_gateway_cli::pki::{self, PkiDir};
 use interop_proto::v1 as pb;
+use pb::complaint_service_client::ComplaintServiceClient;
 use pb::field_office_service_client::FieldOfficeServiceClient;
 use pb::lesc_service_client::LescServiceClient;
 use pb::submission_service_client::SubmissionServiceClient;
@@ -52,6 +59,54 @@ const SALT_AGAINST: u32 = 0xA6A1;
 const SALT_LESC: u32 = 0x1E5C;
 const SALT_REMOVAL: u32 = 0x4E30;
 const SALT_COURT: u32 = 0xC0C7;
+const SALT_COMPLAINT: u32 = 0xC8C1;
+const SALT_COMPLAINT_PATH: u32 = 0xC8C2;
+
+/// Whether the person held under `tcn`'s standing detainer complains to CRCL (about one in
+/// twenty).
+pub fn complains(tcn: &str) -> bool {
+    draw(tcn, SALT_COMPLAINT, 20) == 0
+}
+
+/// The stages CRCL moves `tcn`'s complaint to after it was received, each with its day
+/// counted from the day received, and the outcome it closes with (`Unspecified`: still
+/// open).
+pub fn complaint_path(tcn: &str) -> (Vec<(pb::ComplaintStage, u64)>, pb::ComplaintOutcome) {
+    use pb::ComplaintOutcome as O;
+    use pb::ComplaintStage as S;
+    match draw(tcn, SALT_COMPLAINT_PATH, 4) {
+        0 => (
+            vec![(S::WithCrcl, 2), (S::UnderInvestigation, 10)],
+            O::Unspecified,
+        ),
+        1 => (
+            vec![
+                (S::WithCrcl, 2),
+                (S::UnderInvestigation, 10),
+                (S::Closed, 60),
+            ],
+            O::NotSubstantiated,
+        ),
+        2 => (
+            vec![
+                (S::WithCrcl, 2),
+                (S::UnderInvestigation, 10),
+                (S::DojNotified, 40),
+                (S::Closed, 90),
+            ],
+            O::Substantiated,
+        ),
+        _ => (vec![(S::WithCrcl, 2), (S::Closed, 5)], O::Withdrawn),
+    }
+}
+
+/// The day a complaint about `booked` is received (10 days after booking).
+pub fn complaint_received(booked: &prost_types::Timestamp) -> chrono::NaiveDate {
+    chrono::DateTime::from_timestamp(booked.seconds, 0)
+        .unwrap_or_default()
+        .date_naive()
+        + chrono::Duration::days(10)
+}
 
 /// Whether the court convicts the person held under a detainer operative only on conviction
 /// (about one in two), 30 days after booking.
@@ -417,8 +472,89 @@ pub async fn act(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Complaints: some of those whose detainer stands complain; CRCL moves each along its
+    // path (every request twice: the repeat changes nothing).
+    let mut crcl: Option<ComplaintServiceClient<tonic::transport::Channel>> = None;
+    let mut open_complaint: HashSet<String> = HashSet::new();
+    for (state, d) in &held {
+        if lifted_now.contains(&d.tcn) || !complains(&d.tcn) {
+            continue;
+        }
+        let Some((office, o)) = outcomes.get(&d.tcn) else {
+            continue;
+        };
+        if crcl.is_none() {
+            let ch = pki::connect(endpoint, pki, &Principal::Crcl).await?;
+            crcl = Some(ComplaintServiceClient::new(ch));
+        }
+        let c = crcl.as_mut().expect("just connected");
+        let received = complaint_received(&o.booked_at.unwrap_or_default());
+        let filing = pb::FileComplaintRequest {
+            intake_id: format!("JIC-{}", d.tcn),
+            complainant: pb::ComplainantKind::Person as i32,
+            complainant_is_booked_person: true,
+            state: state.clone(),
+            tcn: d.tcn.clone(),
+            jurisdiction_id: String::new(),
+            allegation: pb::Allegation::RacialOrEthnicProfiling as i32,
+            channel: pb::ComplaintChannel::JointIntakeCenter as i32,
+            received_on: received.to_string(),
+        };
+        let first = c.file_complaint(filing.clone()).await?.into_inner();
+        let mut repeats_same = c.file_complaint(filing).await?.into_inner() == first;
+        let (path, outcome) = complaint_path(&d.tcn);
+        let mut last = first;
+        for (stage, day) in &path {
+            let req = pb::AdvanceComplaintRequest {
+                complaint_id: last.complaint_id.clone(),
+                stage: *stage as i32,
+                on: (received + chrono::Days::new(*day)).to_string(),
+                outcome: if *stage == pb::ComplaintStage::Closed {
+                    outcome as i32
+                } else {
+                    0
+                },
+            };
+            last = c.advance_complaint(req.clone()).await?.into_inner();
+            repeats_same &= c.advance_complaint(req).await?.into_inner() == last;
+        }
+        if outcome == pb::ComplaintOutcome::Unspecified {
+            open_complaint.insert(d.tcn.clone());
+        }
+        obs.complaints.push(ComplaintSeen {
+            state: state.clone(),
+            tcn: d.tcn.clone(),
+            office: office.clone(),
+            complaint: last,
+            repeats_same,
+        });
+    }
+    // Each office reads the flags of its detainers' complaints.
+    let mut want_flags: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in &obs.complaints {
+        *want_flags.entry(c.office.as_str()).or_default() += 1;
+    }
+    for (office, want) in want_flags {
+        loop {
+            let mut got = Vec::new();
+            let mut s = offices[office].subscription(last_cursor.get(office).copied(), false);
+            while let Some(n) = s.next().await? {
+                if let Some(f) = n.complaint_flag
+                    && planned.contains(&f.tcn)
+                {
+                    got.push((office.to_string(), f.complaint_id));
+                }
+            }
+            if got.len() >= want || Instant::now() > deadline {
+                obs.complaint_flags_received.extend(got);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     // Removals: about a third of those whose detainer stands, recorded twice (counted once);
-    // a lifted detainer's removal must be refused.
+    // a lifted detainer's removal must be refused, and so must an open complainant's.
     let lifted: HashSet<&str> = obs
         .reviews
         .iter()
@@ -434,6 +570,7 @@ pub async fn act(
         .map(|(_, d)| d.tcn.as_str())
         .collect();
     let mut asked_lifted = false;
+    let mut asked_complainant = false;
     let mut asked_unconvicted = false;
     for (state, tcn, _) in detained {
         let Some((office, o)) = outcomes.get(&tcn) else {
@@ -463,6 +600,15 @@ pub async fn act(
                 asked_unconvicted = true;
                 let refused = c.record_removal(r).await;
                 obs.removal_before_conviction_refused =
+                    Some(refused.is_err_and(|s| s.code() == tonic::Code::FailedPrecondition));
+            }
+            continue;
+        }
+        if open_complaint.contains(&tcn) {
+            if !asked_complainant {
+                asked_complainant = true;
+                let refused = c.record_removal(r).await;
+                obs.removal_of_complainant_refused =
                     Some(refused.is_err_and(|s| s.code() == tonic::Code::FailedPrecondition));
             }
             continue;

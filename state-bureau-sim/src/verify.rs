@@ -76,6 +76,12 @@ pub struct Observations {
     /// Whether a removal asked before the conviction of a detainer operative only on
     /// conviction was refused (asked once, if any).
     pub removal_before_conviction_refused: Option<bool>,
+    /// Civil-rights complaints the people held filed (`crate::officers`), as CRCL left them,
+    /// and the flags the offices read: (office, complaint id).
+    pub complaints: Vec<ComplaintSeen>,
+    pub complaint_flags_received: Vec<(String, String)>,
+    /// Whether a removal asked of a person with an open complaint was refused (asked once).
+    pub removal_of_complainant_refused: Option<bool>,
     pub activation_notices: Vec<(String, pb::ActivationNotice)>,
     /// Jurisdictions planted with skewed arrest mixes.
     pub planted: std::collections::BTreeSet<String>,
@@ -103,6 +109,18 @@ pub struct DecisionSeen {
     pub repeat_same: bool,
     /// Asked of one decision per run: another action was refused afterwards.
     pub other_refused: Option<bool>,
+}
+
+/// One complaint a person held filed, as the gateway answered its last stage.
+#[derive(Clone, Debug)]
+pub struct ComplaintSeen {
+    pub state: String,
+    pub tcn: String,
+    /// The office whose detainer holds the person.
+    pub office: String,
+    pub complaint: pb::Complaint,
+    /// Every request asked twice answered the same.
+    pub repeats_same: bool,
 }
 
 /// One detainer review a simulated office made after an LESC notice.
@@ -258,6 +276,10 @@ pub const ACTIVATION_NOTICES: &str = "activation notices missing or late";
 /// and the jail is told once; before it, no one is removed under it (seed 001: "ICE will only
 /// consider making a detainer operative upon conviction").
 pub const OPERATIVE: &str = "detainers made operative wrong";
+/// Each complaint stands where CRCL moved it, with its dates and outcome; the detainer of a
+/// person who complains is flagged to its office once; an open complainant is not removed
+/// (seed 000: "witnesses and complainants are able to remain in the United States").
+pub const COMPLAINTS: &str = "complaints' path, flags or protection wrong";
 
 pub const CHECKS: &[&str] = &[
     RECEIPTS,
@@ -279,6 +301,7 @@ pub const CHECKS: &[&str] = &[
     REVIEWS,
     ACTIVATION_NOTICES,
     OPERATIVE,
+    COMPLAINTS,
     MONTHLY,
 ];
 
@@ -1008,6 +1031,15 @@ pub fn report(
     let rm = removals_by_category(obs);
     let _ = writeln!(
         t,
+        "  {:<34} {:>10} / {} / {} / {}",
+        "complaints: filed / open / DOJ / closed",
+        num(&ice["complaints"]["filed"]),
+        num(&ice["complaints"]["open"]),
+        num(&ice["complaints"]["doj_notified"]),
+        num(&ice["complaints"]["closed"])
+    );
+    let _ = writeln!(
+        t,
         "  {:<34} {:>10} / {} / {} / {} / {}  ({:.0}% within priorities; documents: 94% through FY2011, seed 001)",
         "removed: L1 / L2 / L3 / nc. prio / other",
         num(&rm["level1"]),
@@ -1353,11 +1385,90 @@ fn check_decisions(v: &mut Verification, obs: &Observations) {
             "a removal under a detainer operative only on conviction was recorded before the conviction".into(),
         );
     }
+    check_complaints(v, obs);
     if obs.removal_after_lift_refused == Some(false) {
         v.fail(
             REVIEWS,
             "-",
             "a removal under a lifted detainer was recorded".into(),
+        );
+    }
+}
+
+fn check_complaints(v: &mut Verification, obs: &Observations) {
+    let mut flags: HashMap<(&str, &str), usize> = HashMap::new();
+    for (office, id) in &obs.complaint_flags_received {
+        *flags.entry((office.as_str(), id.as_str())).or_default() += 1;
+    }
+    for c in &obs.complaints {
+        // The ground truth: the path the simulator's CRCL followed.
+        let received = c
+            .complaint
+            .steps
+            .first()
+            .map(|s| s.on.clone())
+            .unwrap_or_default();
+        let (path, outcome) = crate::officers::complaint_path(&c.tcn);
+        let mut want = vec![(pb::ComplaintStage::Received as i32, received.clone())];
+        if let Ok(r) = received.parse::<chrono::NaiveDate>() {
+            want.extend(
+                path.iter()
+                    .map(|(s, d)| (*s as i32, (r + chrono::Days::new(*d)).to_string())),
+            );
+        }
+        let got: Vec<(i32, String)> = c
+            .complaint
+            .steps
+            .iter()
+            .map(|s| (s.stage, s.on.clone()))
+            .collect();
+        let want_stage = want.last().map(|w| w.0).unwrap_or_default();
+        if got != want
+            || c.complaint.stage != want_stage
+            || c.complaint.outcome != outcome as i32
+            || !c.complaint.detainer_flagged
+            || !c.repeats_same
+        {
+            v.fail(
+                COMPLAINTS,
+                &c.tcn,
+                format!(
+                    "complaint {}: stages {got:?} (stage {}, outcome {}, flagged {}, repeats same {}), expected {want:?} closing {:?}",
+                    c.complaint.complaint_id,
+                    c.complaint.stage,
+                    c.complaint.outcome,
+                    c.complaint.detainer_flagged,
+                    c.repeats_same,
+                    outcome
+                ),
+            );
+        }
+        let n = flags
+            .remove(&(c.office.as_str(), c.complaint.complaint_id.as_str()))
+            .unwrap_or(0);
+        if n != 1 {
+            v.fail(
+                COMPLAINTS,
+                &c.tcn,
+                format!(
+                    "{} read the flag of complaint {} {n} times",
+                    c.office, c.complaint.complaint_id
+                ),
+            );
+        }
+    }
+    for ((office, id), _) in flags {
+        v.fail(
+            COMPLAINTS,
+            id,
+            format!("{office} read a flag of a complaint nobody filed"),
+        );
+    }
+    if obs.removal_of_complainant_refused == Some(false) {
+        v.fail(
+            COMPLAINTS,
+            "-",
+            "a person with an open civil-rights complaint was removed".into(),
         );
     }
 }
@@ -1419,6 +1530,12 @@ pub fn ice_side(obs: &Observations) -> serde_json::Value {
         "reviews": obs.reviews.len(),
         "lifted": obs.reviews.iter().filter(|r| r.review.lifted).count(),
         "review_latency_ms": {"p50": at(0.5), "max": latency.last().copied().unwrap_or(0)},
+        "complaints": {
+            "filed": obs.complaints.len(),
+            "open": obs.complaints.iter().filter(|c| c.complaint.stage != pb::ComplaintStage::Closed as i32).count(),
+            "doj_notified": obs.complaints.iter().filter(|c| c.complaint.steps.iter().any(|s| s.stage == pb::ComplaintStage::DojNotified as i32)).count(),
+            "closed": obs.complaints.iter().filter(|c| c.complaint.stage == pb::ComplaintStage::Closed as i32).count(),
+        },
     })
 }
 

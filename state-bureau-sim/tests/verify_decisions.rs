@@ -176,3 +176,67 @@ fn a_conviction_that_makes_nothing_operative_fails() {
         );
     }
 }
+
+#[test]
+fn complaints_are_held_to_crcls_path_their_flags_and_the_complainants_protection() {
+    use state_bureau_sim::officers::complaint_path;
+    use state_bureau_sim::verify::ComplaintSeen;
+    // A complaint as CRCL moved it along the simulator's path for TCN.
+    let (path, outcome) = complaint_path(TCN);
+    let mut steps = vec![pb::ComplaintStep {
+        stage: pb::ComplaintStage::Received as i32,
+        on: "2011-06-10".into(),
+    }];
+    let received: chrono::NaiveDate = "2011-06-10".parse().unwrap();
+    for (stage, day) in &path {
+        steps.push(pb::ComplaintStep {
+            stage: *stage as i32,
+            on: (received + chrono::Days::new(*day)).to_string(),
+        });
+    }
+    let id = format!("CRCL-JIC-{TCN}");
+    let seen = ComplaintSeen {
+        state: "TX".into(),
+        tcn: TCN.into(),
+        office: "HOU".into(),
+        complaint: pb::Complaint {
+            complaint_id: id.clone(),
+            stage: steps.last().unwrap().stage,
+            steps,
+            outcome: outcome as i32,
+            detainer_flagged: true,
+            ..Default::default()
+        },
+        repeats_same: true,
+    };
+    let ok = || Observations {
+        complaints: vec![seen.clone()],
+        complaint_flags_received: vec![("HOU".into(), id.clone())],
+        removal_of_complainant_refused: Some(true),
+        ..Default::default()
+    };
+    let v = verify::verify(&[], &ok(), &HashMap::new());
+    assert_eq!(failures(&v, verify::COMPLAINTS), 0, "{:?}", v.violations);
+
+    // A gateway that loses a stage, drops the flag, or removes an open complainant fails,
+    // naming the TCN where there is one.
+    let mut lost_stage = ok();
+    lost_stage.complaints[0].complaint.steps.pop();
+    let mut no_flag = ok();
+    no_flag.complaint_flags_received.clear();
+    let mut removed = ok();
+    removed.removal_of_complainant_refused = Some(false);
+    for (name, o) in [
+        ("lost stage", lost_stage),
+        ("no flag", no_flag),
+        ("removed", removed),
+    ] {
+        let v = verify::verify(&[], &o, &HashMap::new());
+        assert!(
+            failures(&v, verify::COMPLAINTS) >= 1,
+            "{name}: {:?}",
+            v.violations
+        );
+        assert!(!v.passed(), "{name}");
+    }
+}
