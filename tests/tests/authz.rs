@@ -242,7 +242,7 @@ async fn call(ch: Channel, rpc: &str, state: &str) -> Result<(), Status> {
             .map(drop),
         "QuarterlyReview" => admin
             .quarterly_review(pb::QuarterlyReviewRequest {
-                quarter: "2011Q2".into(),
+                quarter: "FY2011Q3".into(),
                 ..Default::default()
             })
             .await

@@ -1307,7 +1307,7 @@ async fn quarterly_review_flags_a_planted_outlier_only() {
         .admin()
         .await
         .quarterly_review(pb::QuarterlyReviewRequest {
-            quarter: "2011Q2".into(),
+            quarter: "FY2011Q3".into(),
             ..Default::default()
         })
         .await
@@ -1334,22 +1334,25 @@ async fn quarterly_review_flags_a_planted_outlier_only() {
     let mut admin = gw.admin().await;
     let q3 = admin
         .quarterly_review(pb::QuarterlyReviewRequest {
-            quarter: "2011Q3".into(),
+            quarter: "FY2011Q4".into(),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     assert!(q3.flags.is_empty());
-    let e = admin
-        .quarterly_review(pb::QuarterlyReviewRequest {
-            quarter: "2011-Q3".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("quarter"));
+    // A malformed quarter, a calendar one, and one before the review began are refused.
+    for bad in ["2011-Q3", "2011Q3", "FY2011Q2"] {
+        let e = admin
+            .quarterly_review(pb::QuarterlyReviewRequest {
+                quarter: bad.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad}");
+        assert!(e.message().starts_with("quarter"), "{bad}: {}", e.message());
+    }
 }
 
 /// A full disk (issue: durability): the gateway refuses with UNAVAILABLE and a clear message,

@@ -52,8 +52,24 @@ pub fn valid_month(m: &str) -> bool {
     NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").is_ok() && m.len() == 7
 }
 
-/// The months of a review period: a quarter `YYYYQn`, or `from..=to` (both `YYYY-MM`, at
-/// most 36 months). `Err` names the field at fault.
+/// The first quarter the review covers: fiscal year 2011's third (seed 001: "The data review
+/// process initiated with data from the third quarter of fiscal year 2011 (April 1-June 30,
+/// 2011)").
+pub const FIRST_REVIEWED_QUARTER: (i32, u32) = (2011, 3);
+
+/// The first month (year, month) of fiscal quarter `q` of fiscal year `fy`: the federal fiscal
+/// year `fy` runs from October of `fy - 1` to September of `fy`, so Q1 is October–December of
+/// the year before and Q3 is April–June.
+pub fn fiscal_quarter_start(fy: i32, q: u32) -> (i32, u32) {
+    if q == 1 {
+        (fy - 1, 10)
+    } else {
+        (fy, 3 * q - 5)
+    }
+}
+
+/// The months of a review period: a fiscal quarter `FYyyyyQn` (from FY2011Q3 on), or
+/// `from..=to` (both `YYYY-MM`, at most 36 months). `Err` names the field at fault.
 pub fn period(
     quarter: &str,
     from: &str,
@@ -61,18 +77,32 @@ pub fn period(
 ) -> Result<Vec<String>, (&'static str, &'static str)> {
     let (from, to) = if !quarter.is_empty() {
         let q = quarter.as_bytes();
-        let ok = q.len() == 6
-            && q[4] == b'Q'
-            && (b'1'..=b'4').contains(&q[5])
-            && quarter[..4].parse::<i32>().is_ok();
+        let ok = q.len() == 8
+            && quarter.starts_with("FY")
+            && q[6] == b'Q'
+            && (b'1'..=b'4').contains(&q[7])
+            && quarter[2..6].bytes().all(|b| b.is_ascii_digit());
         if !ok {
-            return Err(("quarter", "must be YYYYQn with n 1..=4"));
+            return Err((
+                "quarter",
+                "must be a fiscal quarter FYyyyyQn with n 1..=4 (FY2012Q1 is October-December 2011)",
+            ));
         }
-        let y: i32 = quarter[..4].parse().expect("checked");
-        let first = (q[5] - b'1') as u32 * 3 + 1;
+        let fy: i32 = quarter[2..6].parse().expect("checked");
+        let n = u32::from(q[7] - b'0');
+        if (fy, n) < FIRST_REVIEWED_QUARTER {
+            return Err((
+                "quarter",
+                "is before the review began: FY2011Q3 (April-June 2011) is the first",
+            ));
+        }
+        let (y, m) = fiscal_quarter_start(fy, n);
+        let first =
+            NaiveDate::from_ymd_opt(y, m, 1).ok_or(("quarter", "is not a valid quarter"))?;
         (
-            NaiveDate::from_ymd_opt(y, first, 1).ok_or(("quarter", "is not a valid quarter"))?,
-            NaiveDate::from_ymd_opt(y, first + 2, 1)
+            first,
+            first
+                .checked_add_months(chrono::Months::new(2))
                 .ok_or(("quarter", "is not a valid quarter"))?,
         )
     } else {
@@ -372,15 +402,31 @@ mod tests {
 
     #[test]
     fn review_periods() {
+        // Hand-computed fiscal quarters: FY2011 Q3 is April-June 2011 (seed 001), FY2012 Q1
+        // October-December 2011, FY2011 Q4 July-September 2011, FY2013 Q2 January-March 2013.
         assert_eq!(
-            period("2011Q3", "", "").unwrap(),
+            period("FY2011Q3", "", "").unwrap(),
+            ["2011-04", "2011-05", "2011-06"]
+        );
+        assert_eq!(
+            period("FY2012Q1", "", "").unwrap(),
+            ["2011-10", "2011-11", "2011-12"]
+        );
+        assert_eq!(
+            period("FY2011Q4", "", "").unwrap(),
             ["2011-07", "2011-08", "2011-09"]
         );
-        assert_eq!(period("", "2011-11", "2012-02").unwrap().len(), 4);
         assert_eq!(
-            period("2011Q5", "", ""),
-            Err(("quarter", "must be YYYYQn with n 1..=4"))
+            period("FY2013Q2", "", "").unwrap(),
+            ["2013-01", "2013-02", "2013-03"]
         );
+        // Before the review began, a calendar quarter, and malformed ones are refused.
+        for bad in [
+            "FY2011Q2", "FY2010Q4", "2011Q3", "FY2011Q5", "FY11Q3", "fy2011q3",
+        ] {
+            assert_eq!(period(bad, "", "").unwrap_err().0, "quarter", "{bad}");
+        }
+        assert_eq!(period("", "2011-11", "2012-02").unwrap().len(), 4);
         assert_eq!(
             period("", "2011-13", "2012-01").unwrap_err().0,
             "from_month"

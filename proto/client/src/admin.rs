@@ -102,6 +102,29 @@ impl Client {
         .await
     }
 
+    /// The quarterly outlier review of a fiscal quarter (`FYyyyyQn`) or a span of months.
+    pub async fn quarterly_review(
+        &self,
+        req: pb::QuarterlyReviewRequest,
+    ) -> Result<pb::OutlierReview, Status> {
+        self.unary(Client::admin_service, req, |mut s, r| async move {
+            s.quarterly_review(r).await
+        })
+        .await
+    }
+
+    /// Civil-rights complaints filed after `after_cursor`, in filing order (CRCL and the
+    /// admin).
+    pub async fn list_complaints(
+        &self,
+        req: pb::ListComplaintsRequest,
+    ) -> Result<pb::ListComplaintsResponse, Status> {
+        self.unary(Client::complaint_service, req, |mut s, r| async move {
+            s.list_complaints(r).await
+        })
+        .await
+    }
+
     /// One page of the disclosure audit, oldest first; pass the answer's
     /// `next_page_token` back for the next (empty when there is none).
     pub async fn list_disclosures(

@@ -413,6 +413,15 @@ impl Client {
         AdminServiceClient::new(self.channel()).max_decoding_message_size(MAX_DECODE)
     }
 
+    /// The generated complaint stub on this connection (CRCL's intake; reads also the admin
+    /// and field offices).
+    pub fn complaint_service(
+        &self,
+    ) -> interop_proto::v1::complaint_service_client::ComplaintServiceClient<Channel> {
+        interop_proto::v1::complaint_service_client::ComplaintServiceClient::new(self.channel())
+            .max_decoding_message_size(MAX_DECODE)
+    }
+
     /// The generated matcher stub on this connection (the gateway serves its IDENT gallery
     /// through it, a matcher shard process its shard).
     pub fn matcher_service(&self) -> MatcherServiceClient<Channel> {

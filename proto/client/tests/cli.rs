@@ -491,6 +491,24 @@ async fn an_admin_reads_the_statistics_and_the_audit_and_revokes_and_reloads() {
         ("national".into(), 1.into())
     );
 
+    // The outlier review of a fiscal quarter (FY2011Q3 is April-June 2011), and the
+    // complaints (none yet); a calendar quarter is refused, saying what is expected.
+    let review = admin(&["review", "--quarter", "FY2011Q3"]);
+    assert!(
+        review.starts_with("outlier review 2011-04..2011-06: "),
+        "{review}"
+    );
+    let mut c = interop(d, &s.endpoint);
+    c.args(["admin", "review", "--quarter", "2011Q3"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("FYyyyyQn"),
+        "{err}"
+    );
+    assert_eq!(admin(&["complaints"]), "");
+
     // The audit names the bureau, by its SPIFFE id and certificate serial, as a recipient of
     // its booking's results.
     let audit = admin(&["disclosures", "--tcn", &tcn]);

@@ -60,6 +60,29 @@ pub(crate) enum AdminCmd {
         #[arg(long, conflicts_with = "format")]
         json: bool,
     },
+    /// The quarterly outlier review of a federal fiscal quarter (FY2011Q3, April-June 2011,
+    /// is the first), or of a span of months: the jurisdictions flagged, most significant
+    /// first, with the figures behind each.
+    Review {
+        /// FYyyyyQn, e.g. FY2012Q1 (October-December 2011).
+        #[arg(long, required_unless_present = "from")]
+        quarter: Option<String>,
+        /// YYYY-MM: review these months instead (with --to).
+        #[arg(long, requires = "to", conflicts_with = "quarter")]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Civil-rights complaints in filing order: id, stage, outcome, jurisdiction, booking.
+    Complaints {
+        /// Only those filed after this cursor.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// The disclosure audit: who received which TCN's result, when, through which RPC (all
     /// pages, oldest first; CSV).
     Disclosures {
@@ -223,6 +246,22 @@ pub(crate) async fn admin(client: &Client, cmd: AdminCmd) -> Outcome {
             stats(client, month, state, format).await?;
         }
         AdminCmd::Disclosures { tcn, recipient } => disclosures(client, tcn, recipient).await?,
+        AdminCmd::Review {
+            quarter,
+            from,
+            to,
+            json,
+        } => {
+            let r = client
+                .quarterly_review(pb::QuarterlyReviewRequest {
+                    quarter: quarter.unwrap_or_default(),
+                    from_month: from.unwrap_or_default(),
+                    to_month: to.unwrap_or_default(),
+                })
+                .await?;
+            review(&r, json);
+        }
+        AdminCmd::Complaints { after, json } => complaints(client, after, json).await?,
         AdminCmd::Revoke { serial, reason } => {
             let r = client.revoke_certificate(&serial, &reason).await?;
             outln!("revoked {} ({})", r.serial, r.reason);
@@ -285,6 +324,91 @@ async fn stats(
     let text = render_monthly_stats(&m, format);
     outln!("{}", text.trim_end_matches('\n'));
     Ok(())
+}
+
+fn review(r: &pb::OutlierReview, json: bool) {
+    if json {
+        let flags: Vec<serde_json::Value> = r
+            .flags
+            .iter()
+            .map(|f| {
+                serde_json::json!({"jurisdiction_id": f.jurisdiction_id, "state": f.state,
+                    "measure": f.measure, "count": f.count, "trials": f.trials, "rate": f.rate,
+                    "state_rate": f.state_rate, "national_rate": f.national_rate,
+                    "rest_of_nation_rate": f.rest_of_nation_rate, "p_value": f.p_value})
+            })
+            .collect();
+        print_json(
+            &serde_json::json!({"from_month": r.from_month, "to_month": r.to_month,
+            "tests": r.tests, "false_discovery_rate": r.false_discovery_rate,
+            "min_trials": r.min_trials, "flags": flags}),
+        );
+        return;
+    }
+    outln!(
+        "outlier review {}..{}: {} tests, false-discovery rate {}, {} flag(s)",
+        r.from_month,
+        r.to_month,
+        r.tests,
+        r.false_discovery_rate,
+        r.flags.len()
+    );
+    for f in &r.flags {
+        outln!(
+            "{:<8} {:<3} {:<30} {:>6}/{:<6} {:>6.1}% (rest of nation {:.1}%, state {:.1}%)  p={:.2e}",
+            f.jurisdiction_id,
+            f.state,
+            f.measure,
+            f.count,
+            f.trials,
+            f.rate * 100.0,
+            f.rest_of_nation_rate * 100.0,
+            f.state_rate * 100.0,
+            f.p_value
+        );
+    }
+}
+
+/// Every complaint filed after `after`, 1,000 at a time.
+async fn complaints(client: &Client, mut after: u64, json: bool) -> Outcome {
+    loop {
+        let page = client
+            .list_complaints(pb::ListComplaintsRequest {
+                after_cursor: after,
+                limit: 1000,
+            })
+            .await?;
+        if page.complaints.is_empty() {
+            return Ok(());
+        }
+        for l in &page.complaints {
+            after = l.cursor;
+            let Some(c) = &l.complaint else { continue };
+            let f = c.filing.clone().unwrap_or_default();
+            let stage = crate::short(c.stage().as_str_name(), "COMPLAINT_STAGE_");
+            let outcome = crate::short(c.outcome().as_str_name(), "COMPLAINT_OUTCOME_");
+            let since = c.steps.last().map(|s| s.on.as_str()).unwrap_or("");
+            if json {
+                print_json(
+                    &serde_json::json!({"cursor": l.cursor, "complaint_id": c.complaint_id,
+                    "stage": stage, "since": since, "outcome": outcome,
+                    "jurisdiction_id": c.jurisdiction_id, "state": f.state, "tcn": f.tcn,
+                    "allegation": crate::short(f.allegation().as_str_name(), "ALLEGATION_"),
+                    "detainer_flagged": c.detainer_flagged}),
+                );
+            } else {
+                outln!(
+                    "{:<24} {:<20} {:<10} {:<18} {:<8} {}",
+                    c.complaint_id,
+                    stage,
+                    since,
+                    outcome,
+                    c.jurisdiction_id,
+                    f.tcn
+                );
+            }
+        }
+    }
 }
 
 /// The whole audit (filtered), a page of 1,000 at a time, printed as each page comes.
