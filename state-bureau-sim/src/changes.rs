@@ -22,7 +22,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 /// The date a mid-run activation takes effect from: the program's first activation (Harris
-/// County, Texas, 27 October 2008), before every booking the simulator dates.
+/// County, Texas, 27 October 2008: [`crate::calibration::FIRST_ON`]), before every booking the
+/// simulator dates.
 pub const ACTIVATED_ON: &str = "2008-10-27";
 
 /// The advance notice of an activation on `on` (YYYY-MM-DD): given the gateway's
@@ -60,7 +61,9 @@ impl PolicyChange {
         }
     }
 
-    /// Checks the change makes a difference in this world.
+    /// Checks the change makes a difference in this world. Every jurisdiction is activated by
+    /// FY 2013 (seed 000), so one worth activating is one not yet activated when the booking
+    /// window opens: its bookings before its own date are then searched too.
     pub fn check(&self, world: &WorldFile) -> anyhow::Result<()> {
         match self {
             PolicyChange::Decline { state } => {
@@ -82,11 +85,13 @@ impl PolicyChange {
                     .with_context(|| {
                         format!("--change activate:{jurisdiction}: no such jurisdiction")
                     })?;
-                anyhow::ensure!(
-                    j.activated_on
-                        .is_none_or(|d| d.to_string().as_str() > ACTIVATED_ON),
-                    "--change activate:{jurisdiction}: activated already"
-                );
+                let (from, _) = crate::demo::booking_window();
+                if let Some(d) = j.activated_on.filter(|d| *d <= from) {
+                    bail!(
+                        "--change activate:{jurisdiction}: activated already, on {d}, before \
+                         the first booking date ({from})"
+                    );
+                }
             }
         }
         Ok(())
@@ -436,6 +441,52 @@ mod tests {
         // The settle loop waits for what is certain: only AFTER is searched for sure.
         let (office, bureau) = expected_counts(&old, &new, &obs.sent_at, Some(a));
         assert_eq!((office, bureau), (1, 4 + 1));
+    }
+
+    #[test]
+    fn a_mid_run_activation_dates_from_the_first_activation() {
+        assert_eq!(ACTIVATED_ON, crate::calibration::FIRST_ON.to_string());
+    }
+
+    /// An activation is refused where the jurisdiction is active at every booking date, and
+    /// allowed where it is not yet active when the window opens.
+    #[test]
+    fn an_activation_must_make_a_difference_to_the_window() {
+        use rand::SeedableRng;
+        let (states, field_offices, jurisdictions) =
+            crate::generate::geography(&mut rand_chacha::ChaCha8Rng::seed_from_u64(7));
+        let world = WorldFile {
+            meta: interop_gateway::world::WorldMeta {
+                seed: 7,
+                identities: 0,
+                version: 1,
+            },
+            states,
+            field_offices,
+            jurisdictions,
+        };
+        let (from, _) = crate::demo::booking_window();
+        let activate = |on: &dyn Fn(chrono::NaiveDate) -> bool| {
+            let j = world
+                .jurisdictions
+                .iter()
+                .find(|j| j.activated_on.is_some_and(on))
+                .unwrap();
+            PolicyChange::Activate {
+                jurisdiction: j.id.clone(),
+            }
+            .check(&world)
+        };
+        let e = activate(&|d| d <= from).unwrap_err().to_string();
+        assert!(e.contains("activated already"), "{e}");
+        activate(&|d| d > from).unwrap();
+        assert!(
+            PolicyChange::Activate {
+                jurisdiction: "NOWHERE".into()
+            }
+            .check(&world)
+            .is_err()
+        );
     }
 
     #[test]

@@ -7,15 +7,16 @@
 //! enrolment captures use their own seed domain ([`ENROL_DOMAIN`]) so they never coincide
 //! with a booking capture.
 //!
-//! Proportions (tunable constants below) are chosen so that bookings dated 2011–2012 land
-//! near the program's reported national match rate (~6.3%: 692,788 matches of about 11
-//! million submissions by September 2011): about 9% of people have an IDENT record and
-//! roughly 70% of bookings fall in an activated jurisdiction.
+//! Proportions (tunable constants below) are calibrated against the program's published
+//! figures ([`crate::calibration`]): 3,181 jurisdictions, activated on the documents' schedule
+//! ([`crate::activation`]), and a share of people in IDENT that makes the demo's bookings
+//! match about 6.3% of their IDENT searches (692,788 matches of over 11,000,000 submissions
+//! checked through the program by September 2011, seed 003). `generate` prints the table.
 
+use crate::activation;
 use crate::bookings::mix;
-use crate::geography::{
-    self, BORDER_STATES, DECLINING_STATES, FIELD_OFFICES, NOT_ELECTRONIC, STATES,
-};
+use crate::calibration::Calibration;
+use crate::geography::{self, DECLINING_STATES, FIELD_OFFICES, NOT_ELECTRONIC, STATES};
 use crate::truth::{Person, TRUTH_FILE, Truth};
 use chrono::NaiveDate;
 use interop_gateway::world::*;
@@ -32,11 +33,13 @@ pub const ENROL_DOMAIN: u64 = 0xE4_8011;
 pub const WORLD_VERSION: u32 = 1;
 
 /// Shares of the population with an FBI criminal record and with an IDENT (immigration)
-/// encounter. The defaults put the national match rate of a demo run near the program's
-/// reported ~6.3% (692,788 matches of 11 million submissions by September 2011): with 0.08
-/// of people in IDENT, 2,000 planned bookings over 5,000 identities match 6.2-7.1% over seeds
-/// 2011, 7 and 99 (6.5% on average). Small worlds vary more from seed to seed than that:
-/// bookings draw people with replacement, so a few repeat bookings swing the rate.
+/// encounter. A booking's IDENT search matches when IDENT holds the person, so the IDENT share
+/// sets the matches per IDENT search: 0.063 makes the demo's world expect 6.3%, the
+/// documents' rate (692,788 of over 11,000,000, seed 003; the calibration table prints the
+/// world's expectation, and `calibration`'s test holds it). Exactly this share of the people
+/// is in IDENT (rounded), so a world's expectation moves from seed to seed only by where they
+/// live (about 0.2 points); a run's bookings draw people with replacement, so its own rate
+/// varies around that by its Wilson interval (the report prints it).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Shares {
     pub criminal: f64,
@@ -47,12 +50,11 @@ impl Default for Shares {
     fn default() -> Self {
         Shares {
             criminal: 0.35,
-            ident: 0.08,
+            ident: 0.063,
         }
     }
 }
 const SHARE_NOT_RECEIVING_JURISDICTIONS: f64 = 0.07;
-const SHARE_NEVER_ACTIVATED: f64 = 0.05;
 
 /// What was generated.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,6 +66,8 @@ pub struct GenerateSummary {
     pub people: usize,
     pub fbi_records: usize,
     pub ident_records: usize,
+    /// The world against the documents' figures.
+    pub calibration: Calibration,
 }
 
 impl fmt::Display for GenerateSummary {
@@ -78,11 +82,12 @@ impl fmt::Display for GenerateSummary {
             "  {:<28} {:>8}",
             "FBI records (gallery)", self.fbi_records
         )?;
-        write!(
+        writeln!(
             f,
             "  {:<28} {:>8}",
             "IDENT records (gallery)", self.ident_records
-        )
+        )?;
+        write!(f, "{}", self.calibration)
     }
 }
 
@@ -107,6 +112,18 @@ fn cumulative(weights: impl Iterator<Item = u64>) -> Vec<u64> {
         .collect()
 }
 
+/// `k` distinct numbers of `1..=n`, at random (Floyd's algorithm: `k` draws, whatever `n`).
+fn random_subset(rng: &mut ChaCha8Rng, n: u64, k: u64) -> std::collections::BTreeSet<u64> {
+    let mut set = std::collections::BTreeSet::new();
+    for j in n - k.min(n) + 1..=n {
+        let t = rng.random_range(1..=j);
+        if !set.insert(t) {
+            set.insert(j);
+        }
+    }
+    set
+}
+
 /// States, field offices and jurisdictions with their policy.
 pub fn geography(rng: &mut ChaCha8Rng) -> (Vec<State>, Vec<FieldOffice>, Vec<Jurisdiction>) {
     let states: Vec<State> = STATES
@@ -126,10 +143,10 @@ pub fn geography(rng: &mut ChaCha8Rng) -> (Vec<State>, Vec<FieldOffice>, Vec<Jur
             name: name.to_string(),
         })
         .collect();
-    let first = date("2008-10-27");
     let mut jurisdictions = Vec::new();
-    for (code, _, pop, counties) in STATES {
-        let n = *counties as usize;
+    let mut large = Vec::new();
+    for ((code, _, pop, _), n) in STATES.iter().zip(geography::jurisdiction_counts()) {
+        let n = n as usize;
         // County sizes are very unequal: Zipf-like weights over a shuffled order.
         let mut ranks: Vec<usize> = (1..=n).collect();
         for i in (1..n).rev() {
@@ -141,19 +158,7 @@ pub fn geography(rng: &mut ChaCha8Rng) -> (Vec<State>, Vec<FieldOffice>, Vec<Jur
             let fips = 2 * i as u32 + 1;
             let id = format!("{code}{fips:03}");
             let population = ((*pop as f64) * 1000.0 * w / total).round().max(100.0) as u64;
-            let large = ranks[i] <= (n / 10).max(1);
-            // Activation: border states and large counties first (the rollout began with
-            // Harris County, TX on 2008-10-27 and reached every jurisdiction by 2013-01-22).
-            let span = if BORDER_STATES.contains(code) {
-                (0, 500)
-            } else if large {
-                (100, 800)
-            } else {
-                (250, 1548)
-            };
-            let days = rng.random_range(span.0..=span.1);
-            let never = rng.random::<f64>() < SHARE_NEVER_ACTIVATED;
-            let activated_on = (!never).then(|| first + chrono::Days::new(days));
+            large.push(ranks[i] <= (n / 10).max(1));
             let receives_results = rng.random::<f64>() >= SHARE_NOT_RECEIVING_JURISDICTIONS;
             let n_agencies = rng.random_range(1..=3u32);
             let agencies = (1..=n_agencies).map(|a| format!("{id}{a:02}00")).collect();
@@ -164,10 +169,24 @@ pub fn geography(rng: &mut ChaCha8Rng) -> (Vec<State>, Vec<FieldOffice>, Vec<Jur
                 field_office: geography::field_office(code, fips).to_string(),
                 agencies,
                 population,
-                activated_on,
+                activated_on: None,
                 receives_results,
             });
         }
+    }
+    // Activation dates, on the documents' schedule (every jurisdiction by FY 2013).
+    let candidates: Vec<activation::Candidate> = jurisdictions
+        .iter()
+        .zip(&large)
+        .map(|(j, &large)| activation::Candidate {
+            id: &j.id,
+            state: &j.state,
+            large,
+        })
+        .collect();
+    let dates = activation::schedule(rng, &candidates);
+    for (j, d) in jurisdictions.iter_mut().zip(dates) {
+        j.activated_on = Some(d);
     }
     (states, offices, jurisdictions)
 }
@@ -233,6 +252,14 @@ pub fn generate_with(
         *cum = cumulative(js.iter().map(|j| j.population));
     }
 
+    // Exactly the IDENT share of the people (rounded), chosen at random: drawn person by
+    // person, a world of 5,000 would miss the share by ±0.7 points (two standard deviations)
+    // from seed to seed, and the matches per IDENT search with it.
+    let in_ident = random_subset(
+        &mut rng,
+        identities,
+        (shares.ident * identities as f64).round() as u64,
+    );
     let mut people = Vec::with_capacity(identities as usize);
     let mut fbi_records: Records<CriminalRecord> = BTreeMap::new();
     let mut ident_records: Records<ImmigrationRecord> = BTreeMap::new();
@@ -275,7 +302,7 @@ pub fn generate_with(
             );
             subject
         });
-        let ident_subject = (rng.random::<f64>() < shares.ident).then(|| {
+        let ident_subject = in_ident.contains(&id).then(|| {
             let subject = ident_records.len() as u64 + 1;
             let status = immigration_status(&mut rng);
             let last_entry = matches!(
@@ -331,15 +358,6 @@ pub fn generate_with(
         });
     }
 
-    let summary = GenerateSummary {
-        seed,
-        states: states.len(),
-        jurisdictions: jurisdictions.len(),
-        field_offices: field_offices.len(),
-        people: people.len(),
-        fbi_records: fbi_records.len(),
-        ident_records: ident_records.len(),
-    };
     let world = WorldFile {
         meta: WorldMeta {
             seed,
@@ -349,6 +367,16 @@ pub fn generate_with(
         states,
         field_offices,
         jurisdictions,
+    };
+    let summary = GenerateSummary {
+        seed,
+        states: world.states.len(),
+        jurisdictions: world.jurisdictions.len(),
+        field_offices: world.field_offices.len(),
+        people: people.len(),
+        fbi_records: fbi_records.len(),
+        ident_records: ident_records.len(),
+        calibration: Calibration::of(&world, &people),
     };
     write_json(out, WORLD_FILE, &world)?;
     write_json(out, FBI_RECORDS_FILE, &fbi_records)?;
@@ -398,11 +426,7 @@ mod tests {
     #[test]
     fn geography_is_complete_and_consistent() {
         let (states, offices, js) = geography(&mut ChaCha8Rng::seed_from_u64(1));
-        assert!(
-            (3181 - 60..=3181 + 60).contains(&(js.len() as i64)),
-            "{} jurisdictions",
-            js.len()
-        );
+        assert_eq!(js.len(), 3181, "the documents' jurisdictions (seed 001)");
         assert_eq!(offices.len(), 24);
         let codes: BTreeSet<_> = offices.iter().map(|o| o.code.as_str()).collect();
         for o in &offices {
@@ -423,8 +447,8 @@ mod tests {
                 assert!(a.starts_with(&j.id) && a.starts_with(&j.state));
             }
         }
-        let never = js.iter().filter(|j| j.activated_on.is_none()).count() as f64 / js.len() as f64;
-        assert!((0.02..0.09).contains(&never), "{never}");
+        // Every jurisdiction is activated by FY 2013 (seed 000; `activation`'s tests).
+        assert!(js.iter().all(|j| j.activated_on.is_some()));
         let opted = js.iter().filter(|j| !j.receives_results).count() as f64 / js.len() as f64;
         assert!((0.03..0.12).contains(&opted), "{opted}");
         assert_eq!(
@@ -452,7 +476,8 @@ mod tests {
         let fbi_share = s.fbi_records as f64 / 2000.0;
         let ident_share = s.ident_records as f64 / 2000.0;
         assert!((0.30..0.40).contains(&fbi_share), "{fbi_share}");
-        assert!((0.06..0.12).contains(&ident_share), "{ident_share}");
+        assert_eq!(s.ident_records, 126, "0.063 of 2,000, exactly");
+        assert!((0.06..0.07).contains(&ident_share), "{ident_share}");
         for p in &truth.people {
             if let Some(f) = p.fbi_subject {
                 assert!(fbi.contains_key(&f));

@@ -1,7 +1,7 @@
 //! The geography of the program: US states and territories with their 2010 populations and
-//! county-equivalent counts (the program activated county by county — about 3,181
-//! jurisdictions), and ICE's 24 Enforcement and Removal Operations field offices with their
-//! areas of responsibility.
+//! county-equivalent counts (the program activated county by county: 3,181 jurisdictions, seed
+//! 001 — [`jurisdiction_counts`] scales the census counts to that total), and ICE's 24
+//! Enforcement and Removal Operations field offices with their areas of responsibility.
 //!
 //! County numbers are odd, as FIPS county codes are (001, 003, ...), so the few split states
 //! can be divided by real county codes where it matters: the Los Angeles and San Diego
@@ -68,6 +68,37 @@ pub const STATES: &[(&str, &str, u64, u32)] = &[
     ("VI", "U.S. Virgin Islands", 106, 3),
     ("MP", "Northern Mariana Islands", 54, 4),
 ];
+
+/// The number of jurisdictions the documents give: `001`, "providing information to each of
+/// the 3,181 jurisdictions".
+pub const JURISDICTIONS: u32 = 3_181;
+
+/// Each state's number of jurisdictions, in [`STATES`] order, summing to exactly
+/// [`JURISDICTIONS`].
+///
+/// **Assumption**: the census county-equivalents of [`STATES`] sum to 3,229, and the documents
+/// do not say how their 3,181 divide among the states (some county-equivalents have no jail
+/// of their own, or share one). So every state's census count is scaled by 3,181 / 3,229
+/// (largest remainders, ties to the earlier state, at least one each): a state keeps about
+/// 98.5% of its counties, numbered 001, 003, ... as before.
+pub fn jurisdiction_counts() -> Vec<u32> {
+    let census: u64 = STATES.iter().map(|s| s.3 as u64).sum();
+    let target = JURISDICTIONS as u64;
+    // Quotas in units of 1/census: state i is owed counties_i * target / census.
+    let owed: Vec<u64> = STATES.iter().map(|s| s.3 as u64 * target).collect();
+    let mut counts: Vec<u64> = owed.iter().map(|q| (q / census).max(1)).collect();
+    let mut order: Vec<usize> = (0..STATES.len()).collect();
+    // Largest remainder first; a state already raised to one has no remainder left.
+    order.sort_by_key(|&i| {
+        let rem = owed[i].saturating_sub(counts[i] * census);
+        (std::cmp::Reverse(rem), i)
+    });
+    let short = target - counts.iter().sum::<u64>();
+    for &i in order.iter().take(short as usize) {
+        counts[i] += 1;
+    }
+    counts.into_iter().map(|c| c as u32).collect()
+}
 
 /// States that ended their Secure Communities agreements in 2011 (their jurisdictions do not
 /// receive results; the field offices still do).
@@ -208,3 +239,30 @@ pub const PLACES_OF_BIRTH: &[&str] = &[
     "Haiti",
     "Nigeria",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_jurisdiction_total_is_the_documents_3181() {
+        let counts = jurisdiction_counts();
+        assert_eq!(counts.len(), STATES.len());
+        assert_eq!(counts.iter().sum::<u32>(), 3_181);
+        for (n, (code, _, _, census)) in counts.iter().zip(STATES) {
+            // Scaling by 3,181 / 3,229 moves no state by more than one county and two
+            // percent (plus the one it may be rounded up by), and leaves none empty.
+            assert!(*n >= 1 && n <= census, "{code}: {n} of {census}");
+            assert!(
+                (*census as f64 * 0.98 - 1.0) <= *n as f64,
+                "{code}: {n} of {census}"
+            );
+        }
+        // The counties the field offices are split by remain: county 2k+1 is the state's
+        // (k+1)th (Harris TX201 the 101st; California's highest named is 113, New York's 119).
+        let count = |st: &str| counts[STATES.iter().position(|s| s.0 == st).unwrap()];
+        assert!(count("TX") >= 101);
+        assert!(count("CA") >= 57);
+        assert!(count("NY") >= 60);
+    }
+}

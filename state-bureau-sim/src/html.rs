@@ -1,7 +1,7 @@
 //! A self-contained HTML report of a run: the summary, the ground-truth checks, and charts
 //! drawn as inline SVG (throughput and latency percentiles over time, per-field-office
-//! notifications, match rate per state, the step profile). No script, no stylesheet or font
-//! from the network: it opens in a browser on an air-gapped machine.
+//! notifications, matches per IDENT search per state, the step profile). No script, no
+//! stylesheet or font from the network: it opens in a browser on an air-gapped machine.
 //!
 //! It is rendered from the JSON report, so both always say the same thing.
 
@@ -201,10 +201,16 @@ svg .t{{font:bold 13px system-ui,sans-serif}} svg .a{{font:11px system-ui,sans-s
             fmt_num(num(&report[k]))
         );
     }
+    let ci = &report["matches_per_ident_search_95"];
     let _ = write!(
         b,
-        "<tr><td>match rate</td><td>{:.2}% (program reported ~6.3%)</td></tr></table>",
-        100.0 * num(&report["match_rate"])
+        "<tr><td>matches per IDENT search</td><td>{:.2}% [{:.2}, {:.2}] (documents: {:.1}%, seed 003)</td></tr>\
+         <tr><td>matches per submission</td><td>{:.2}% (FBI-only submissions included)</td></tr></table>",
+        100.0 * num(&report["matches_per_ident_search"]),
+        100.0 * num(&ci[0]),
+        100.0 * num(&ci[1]),
+        100.0 * crate::calibration::documents_matches_per_ident_search(),
+        100.0 * num(&report["matches_per_submission"])
     );
 
     b.push_str("<h2>Latency (ms, from intended send time)</h2><table><tr><th></th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>");
@@ -307,16 +313,19 @@ svg .t{{font:bold 13px system-ui,sans-serif}} svg .a{{font:11px system-ui,sans-s
         let bars: Vec<(String, f64, String)> = per_state
             .iter()
             .map(|(st, v)| {
-                let rate = 100.0 * num(&v["match_rate"]);
+                let rate = 100.0 * num(&v["matches_per_ident_search"]);
                 (
                     st.clone(),
                     rate,
-                    format!("{rate:.1}% of {}", v["submissions"]),
+                    format!("{rate:.1}% of {} IDENT searches", v["ident_searches"]),
                 )
             })
             .collect();
         b.push_str("<h2>States</h2>");
-        b.push_str(&bar_chart("IDENT match rate per state (%)", &bars));
+        b.push_str(&bar_chart(
+            "IDENT matches per IDENT search, per state (%)",
+            &bars,
+        ));
     }
 
     b.push_str("<h2>Ground-truth verification (all must be 0)</h2><table>");
@@ -457,7 +466,9 @@ mod tests {
         let report = serde_json::json!({
             "passed": false,
             "submissions": 3,
-            "match_rate": 0.0625,
+            "matches_per_ident_search": 0.0625,
+            "matches_per_ident_search_95": [0.05, 0.075],
+            "matches_per_submission": 0.05,
             "latency": {"receipt": {"p50_ms": 1.5}},
             "timeline": {"interval_secs": 1.0, "intervals": [
                 {"t": 0.0, "offered_per_s": 2.0, "receipts_per_s": 2.0},
@@ -465,7 +476,8 @@ mod tests {
               "steps": [{"offered_per_s": 10.0, "receipts_per_s": 9.9, "refused": 0}],
               "knee_per_s": 10.0},
             "notifications_per_office": {"HOU": 2},
-            "per_state": {"TX": {"submissions": 3, "matches": 1, "match_rate": 0.333}},
+            "per_state": {"TX": {"submissions": 3, "ident_searches": 2, "matches": 1,
+                                  "matches_per_ident_search": 0.5, "matches_per_submission": 0.333}},
             "verification": {"leaks to jurisdictions not receiving": 1},
             "violations": ["TX201 <script>"],
         });
@@ -480,5 +492,7 @@ mod tests {
             "nothing from the network"
         );
         assert!(page.contains(r#"class="fail">1"#));
+        assert!(page.contains("6.25% [5.00, 7.50] (documents: 6.3%, seed 003)"));
+        assert!(page.contains("50.0% of 2 IDENT searches"));
     }
 }

@@ -7,8 +7,10 @@
 //! - [`demo`]: the main job — an in-process gateway over real mTLS, driven by every bureau and
 //!   watched by every field office, with every answer verified ([`verify`]).
 
+pub mod activation;
 pub mod bench;
 pub mod bookings;
+pub mod calibration;
 pub mod changes;
 pub mod cluster;
 pub mod cluster_bench;

@@ -948,10 +948,12 @@ pub fn report(
         }
     }
     let mut per_office: BTreeMap<&str, usize> = BTreeMap::new();
-    // Per state: (submissions, IDENT matches).
-    let mut per_state: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    // Per state: (submissions, IDENT searches as planned, IDENT matches).
+    let mut per_state: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
     for b in plan {
-        per_state.entry(b.state.as_str()).or_default().0 += 1;
+        let e = per_state.entry(b.state.as_str()).or_default();
+        e.0 += 1;
+        e.1 += b.expected.searched as usize;
     }
     let mut matches = 0;
     for (office, n, at) in &obs.office {
@@ -961,7 +963,7 @@ pub fn report(
             if o.hit
                 && let Some(i) = tcn_index.get(o.tcn.as_str())
             {
-                per_state.entry(plan[*i].state.as_str()).or_default().1 += 1;
+                per_state.entry(plan[*i].state.as_str()).or_default().2 += 1;
             }
             if let Some(us) = since_sent(&o.tcn, at) {
                 note_lat.record(us).ok();
@@ -1001,13 +1003,25 @@ pub fn report(
         "not activated (FBI check only)",
         n.saturating_sub(searches)
     );
+    let _ = writeln!(t, "  {:<34} {:>10}", "IDENT matches", matches);
+    // The documents' rate counts submissions made through the program, each checked against
+    // IDENT (seed 003): per IDENT search, not per submission.
+    let per_search = matches as f64 / searches.max(1) as f64;
+    let (low, high) = criteria::wilson(matches as u64, searches as u64);
     let _ = writeln!(
         t,
-        "  {:<34} {:>10}  ({:.2}% of submissions, {:.2}% of IDENT searches; program reported ~6.3%)",
-        "IDENT matches",
-        matches,
-        100.0 * matches as f64 / n.max(1) as f64,
-        100.0 * matches as f64 / searches.max(1) as f64
+        "  {:<34} {:>9.2}%  [{:.2}, {:.2}] (documents: {:.1}%, seed 003)",
+        "matches per IDENT search",
+        100.0 * per_search,
+        100.0 * low,
+        100.0 * high,
+        100.0 * crate::calibration::documents_matches_per_ident_search()
+    );
+    let _ = writeln!(
+        t,
+        "  {:<34} {:>9.2}%  (FBI-only submissions included)",
+        "matches per submission",
+        100.0 * matches as f64 / n.max(1) as f64
     );
     let _ = writeln!(
         t,
@@ -1213,7 +1227,9 @@ pub fn report(
         "criminal_history_hits": ch_hits,
         "ident_searches": searches,
         "ident_matches": matches,
-        "match_rate": matches as f64 / n.max(1) as f64,
+        "matches_per_ident_search": per_search,
+        "matches_per_ident_search_95": [low, high],
+        "matches_per_submission": matches as f64 / n.max(1) as f64,
         "immigration_responses_sent": sent_imm,
         "immigration_responses_withheld": withheld,
         "detainers_issued": obs.detainers_issued.len(),
@@ -1234,10 +1250,12 @@ pub fn report(
         "notifications_per_office": per_office,
         "per_state": per_state
             .iter()
-            .map(|(st, (subs, m))| (*st, serde_json::json!({
+            .map(|(st, (subs, searched, m))| (*st, serde_json::json!({
                 "submissions": subs,
+                "ident_searches": searched,
                 "matches": m,
-                "match_rate": *m as f64 / (*subs).max(1) as f64,
+                "matches_per_ident_search": *m as f64 / (*searched).max(1) as f64,
+                "matches_per_submission": *m as f64 / (*subs).max(1) as f64,
             })))
             .collect::<BTreeMap<_, _>>(),
         "timeline": timeline,

@@ -167,8 +167,8 @@ async fn mid_run_policy_changes_are_checked_from_the_moment_of_change_and_undone
     let dir = tempfile::tempdir().unwrap();
     let s = serve(dir.path()).await;
     let data = WorldData::load(&dir.path().join("world")).unwrap();
-    // The state this run books most in, opting out; the busiest never-activated jurisdiction,
-    // activated.
+    // The state this run books most in, opting out; the busiest jurisdiction not yet activated
+    // at any of the run's booking dates (every one is by January 2013), activated.
     let (from, days) = demo::booking_window();
     let plan = bookings::plan(&data, SEED, BOOKINGS, from, days, &Default::default());
     let mut per_state = std::collections::BTreeMap::<&str, usize>::new();
@@ -180,7 +180,10 @@ async fn mid_run_policy_changes_are_checked_from_the_moment_of_change_and_undone
         .world
         .jurisdictions
         .iter()
-        .filter(|j| j.activated_on.is_none())
+        .filter(|j| {
+            j.activated_on
+                .is_none_or(|d| d >= from + chrono::Days::new(days as u64))
+        })
         .max_by_key(|j| j.population)
         .unwrap()
         .id
@@ -225,9 +228,16 @@ async fn mid_run_policy_changes_are_checked_from_the_moment_of_change_and_undone
     )
     .await
     .unwrap();
+    let was = data
+        .world
+        .jurisdictions
+        .iter()
+        .find(|j| j.id == jurisdiction)
+        .and_then(|j| j.activated_on)
+        .unwrap();
     assert_eq!(
         admin.get_policy(&jurisdiction).await.unwrap().activated_on,
-        ""
+        was.to_string()
     );
     let any_in_state = data
         .world
@@ -243,22 +253,21 @@ async fn mid_run_policy_changes_are_checked_from_the_moment_of_change_and_undone
             .state_declines_results
     );
 
-    // A change that makes no difference is refused before anything is sent.
+    // A change that makes no difference is refused before anything is sent: activating a
+    // jurisdiction active at every booking date.
     let mut o = options(dir.path(), &s.endpoint, "CHG2");
     o.demo.changes = vec![PolicyChange::Activate {
         jurisdiction: data
             .world
             .jurisdictions
             .iter()
-            .find(|j| {
-                j.activated_on
-                    .is_some_and(|d| d.to_string().as_str() < "2008-10-27")
-            })
-            .map(|j| j.id.clone())
-            .unwrap_or_else(|| "NOWHERE".into()),
+            .find(|j| j.activated_on.is_some_and(|d| d <= from))
+            .unwrap()
+            .id
+            .clone(),
     }];
     let e = demo::run_remote(o).await.unwrap_err().to_string();
-    assert!(e.contains("--change activate:"), "{e}");
+    assert!(e.contains("activated already"), "{e}");
     let _ = s.stop.send(());
     s.task.await.unwrap().unwrap();
 }
