@@ -1046,7 +1046,7 @@ pub fn report(
     let _ = writeln!(
         t,
         "  {:<34} {:>10} / {} / {} / {}",
-        "complaints: filed / open / DOJ / closed",
+        "complaints filed/open/DOJ/closed",
         num(&ice["complaints"]["filed"]),
         num(&ice["complaints"]["open"]),
         num(&ice["complaints"]["doj_notified"]),
@@ -1055,7 +1055,7 @@ pub fn report(
     let _ = writeln!(
         t,
         "  {:<34} {:>10} / {} / {} / {} / {}  ({:.0}% within priorities; documents: 94% through FY2011, seed 001)",
-        "removed: L1 / L2 / L3 / nc. prio / other",
+        "removed L1/L2/L3/nc. prio/other",
         num(&rm["level1"]),
         num(&rm["level2"]),
         num(&rm["level3"]),
