@@ -30,7 +30,8 @@
 //!   closes it not substantiated, notifies DOJ and closes it substantiated, or sees it
 //!   withdrawn ([`complaint_path`]). The office reads the flag on its stream.
 //! - **About one in three** people held under a detainer that stands (and, if operative only
-//!   on conviction, was made operative) are removed, 45 days after booking, except those whose
+//!   on conviction, was made operative) and within ICE's priorities are removed, one in forty
+//!   of the rest ([`removed`]), 45 days after booking, except those whose
 //!   complaint is still open (the removal is asked of one of them, and must be refused).
 
 use crate::verify::{ComplaintSeen, DecisionSeen, Observations, ReviewSeen};
@@ -172,9 +173,18 @@ pub fn review(o: &pb::IdentOutcome) -> (bool, Vec<pb::Reason>) {
     }
 }
 
-/// Whether the person held under `tcn`'s standing detainer is removed (about one in three).
-pub fn removed(tcn: &str) -> bool {
-    draw(tcn, SALT_REMOVAL, 3) == 0
+/// Whether the person held under the standing detainer of identification `o` is removed:
+/// about one in three of those within ICE's priorities (a conviction, or a non-criminal
+/// priority), one in forty of the rest, so that removals fall within the priorities about as
+/// often as the documents report (seed 001: "Through fiscal year 2011, 94 percent of all
+/// removals identified through Secure Communities fell within these stated priorities").
+pub fn removed(o: &pb::IdentOutcome) -> bool {
+    let convicted = !matches!(
+        pb::PriorityLevel::try_from(o.priority_level),
+        Ok(pb::PriorityLevel::None | pb::PriorityLevel::Unspecified) | Err(_)
+    );
+    let priority = convicted || !o.non_criminal_priorities.is_empty();
+    draw(&o.tcn, SALT_REMOVAL, if priority { 3 } else { 40 }) == 0
 }
 
 fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
@@ -613,7 +623,7 @@ pub async fn act(
             }
             continue;
         }
-        if removed(&tcn) {
+        if removed(o) {
             c.record_removal(r.clone()).await?;
             c.record_removal(r).await?;
             obs.removals.push((state, tcn));
@@ -773,5 +783,33 @@ mod tests {
             .count();
         // 3/40 = 7.5%; the hash spreads TCNs evenly (within a percentage point).
         assert!((2_600..3_400).contains(&reached), "{reached}");
+    }
+
+    #[test]
+    fn removals_fall_within_the_priorities_about_as_the_documents_report() {
+        let n = 40_000;
+        let count = |level, nc: &[pb::NonCriminalPriority]| {
+            (0..n)
+                .filter(|i| {
+                    removed(&outcome(
+                        &format!("TX-{i:08}"),
+                        pb::ImmigrationStatus::VisaOverstay,
+                        level,
+                        nc,
+                        pb::Recommendation::Detainer,
+                    ))
+                })
+                .count()
+        };
+        // A third of those within the priorities, a fortieth of the rest (within a point).
+        let l3 = count(pb::PriorityLevel::PriorityLevel3, &[]);
+        let fugitive = count(
+            pb::PriorityLevel::None,
+            &[pb::NonCriminalPriority::ImmigrationFugitive],
+        );
+        let other = count(pb::PriorityLevel::None, &[]);
+        assert!((12_900..13_800).contains(&l3), "{l3}");
+        assert!((12_900..13_800).contains(&fugitive), "{fugitive}");
+        assert!((600..1_400).contains(&other), "{other}");
     }
 }

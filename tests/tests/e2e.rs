@@ -1303,6 +1303,28 @@ async fn quarterly_review_flags_a_planted_outlier_only() {
     for (st, s) in &subs {
         wait_completed(&gw, st, &s.tcn).await;
     }
+    // Complaints of profiling: two about the planted county in June (the quarter), one about
+    // a California county in July (the next); the review lists them beside its flags.
+    let mut crcl = pb::complaint_service_client::ComplaintServiceClient::new(
+        gw.channel(Principal::Crcl).await,
+    );
+    for (intake, jurisdiction, on) in [
+        ("ORG-1", TX_RECEIVING, "2011-06-20"),
+        ("ORG-2", TX_RECEIVING, "2011-06-21"),
+        ("ORG-3", CA_RECEIVING, "2011-07-02"),
+    ] {
+        crcl.file_complaint(pb::FileComplaintRequest {
+            intake_id: intake.into(),
+            complainant: pb::ComplainantKind::Organisation as i32,
+            jurisdiction_id: jurisdiction.into(),
+            allegation: pb::Allegation::RacialOrEthnicProfiling as i32,
+            channel: pb::ComplaintChannel::Crcl as i32,
+            received_on: on.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
     let review = gw
         .admin()
         .await
@@ -1330,6 +1352,23 @@ async fn quarterly_review_flags_a_planted_outlier_only() {
     assert_eq!((f.count, f.trials), (25, 25));
     assert!((f.rest_of_nation_rate - 0.1).abs() < 1e-9);
     assert!(f.p_value < 1e-20);
+    assert_eq!(f.profiling_complaints, 2);
+    let complained: Vec<(&str, u64, bool)> = review
+        .complained_of
+        .iter()
+        .map(|c| {
+            (
+                c.jurisdiction_id.as_str(),
+                c.profiling_complaints,
+                c.flagged,
+            )
+        })
+        .collect();
+    assert_eq!(
+        complained,
+        [(TX_RECEIVING, 2, true)],
+        "July's is the next quarter's"
+    );
     // Another quarter has nothing to flag; a bad quarter is refused.
     let mut admin = gw.admin().await;
     let q3 = admin
@@ -1341,6 +1380,18 @@ async fn quarterly_review_flags_a_planted_outlier_only() {
         .unwrap()
         .into_inner();
     assert!(q3.flags.is_empty());
+    let complained: Vec<(&str, u64, bool)> = q3
+        .complained_of
+        .iter()
+        .map(|c| {
+            (
+                c.jurisdiction_id.as_str(),
+                c.profiling_complaints,
+                c.flagged,
+            )
+        })
+        .collect();
+    assert_eq!(complained, [(CA_RECEIVING, 1, false)]);
     // A malformed quarter, a calendar one, and one before the review began are refused.
     for bad in ["2011-Q3", "2011Q3", "FY2011Q2"] {
         let e = admin

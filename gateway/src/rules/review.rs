@@ -86,6 +86,8 @@ pub struct Figures {
     pub minor_traffic_only: u64,
     pub identifications: u64,
     pub low_priority: u64,
+    /// Civil-rights complaints of profiling about the jurisdiction (by month received).
+    pub profiling_complaints: u64,
 }
 
 /// `AdminService.QuarterlyReview`: the review of the months `r` names, over the durable
@@ -154,6 +156,7 @@ pub fn review(policy: &PolicyBook, figures: &BTreeMap<String, Figures>) -> pb::O
                 national_rate: nat_x as f64 / nat_n as f64,
                 rest_of_nation_rate: rest_rate,
                 p_value: binomial_upper_tail(x, n, rest_rate),
+                profiling_complaints: f.profiling_complaints,
             });
         }
     }
@@ -167,11 +170,32 @@ pub fn review(policy: &PolicyBook, figures: &BTreeMap<String, Figures>) -> pb::O
         .map(|(t, _)| t)
         .collect();
     flags.sort_by(|a, b| a.p_value.total_cmp(&b.p_value));
+    // Complaints are read beside the statistics: the jurisdictions complained of, and
+    // whether the test flagged them too.
+    let mut complained_of: Vec<pb::ComplainedOf> = figures
+        .iter()
+        .filter(|(_, f)| f.profiling_complaints > 0)
+        .map(|(jid, f)| pb::ComplainedOf {
+            jurisdiction_id: jid.clone(),
+            state: policy
+                .jurisdiction(jid)
+                .map(|j| j.state.clone())
+                .unwrap_or_default(),
+            profiling_complaints: f.profiling_complaints,
+            flagged: flags.iter().any(|x| &x.jurisdiction_id == jid),
+        })
+        .collect();
+    complained_of.sort_by(|a, b| {
+        b.profiling_complaints
+            .cmp(&a.profiling_complaints)
+            .then_with(|| a.jurisdiction_id.cmp(&b.jurisdiction_id))
+    });
     pb::OutlierReview {
         tests: tested,
         false_discovery_rate: FDR,
         min_trials: MIN_TRIALS,
         flags,
+        complained_of,
         ..Default::default()
     }
 }

@@ -320,6 +320,7 @@ pub fn review_figures(
                 f.identifications += n;
                 f.low_priority += n;
             }
+            crate::rules::complaints::FILED_PROFILING => f.profiling_complaints += n,
             _ => {}
         }
     }

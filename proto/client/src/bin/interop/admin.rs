@@ -335,13 +335,22 @@ fn review(r: &pb::OutlierReview, json: bool) {
                 serde_json::json!({"jurisdiction_id": f.jurisdiction_id, "state": f.state,
                     "measure": f.measure, "count": f.count, "trials": f.trials, "rate": f.rate,
                     "state_rate": f.state_rate, "national_rate": f.national_rate,
-                    "rest_of_nation_rate": f.rest_of_nation_rate, "p_value": f.p_value})
+                    "rest_of_nation_rate": f.rest_of_nation_rate, "p_value": f.p_value,
+                    "profiling_complaints": f.profiling_complaints})
+            })
+            .collect();
+        let complained: Vec<serde_json::Value> = r
+            .complained_of
+            .iter()
+            .map(|c| {
+                serde_json::json!({"jurisdiction_id": c.jurisdiction_id, "state": c.state,
+                    "profiling_complaints": c.profiling_complaints, "flagged": c.flagged})
             })
             .collect();
         print_json(
             &serde_json::json!({"from_month": r.from_month, "to_month": r.to_month,
             "tests": r.tests, "false_discovery_rate": r.false_discovery_rate,
-            "min_trials": r.min_trials, "flags": flags}),
+            "min_trials": r.min_trials, "flags": flags, "complained_of": complained}),
         );
         return;
     }
@@ -365,6 +374,15 @@ fn review(r: &pb::OutlierReview, json: bool) {
             f.rest_of_nation_rate * 100.0,
             f.state_rate * 100.0,
             f.p_value
+        );
+    }
+    for c in &r.complained_of {
+        outln!(
+            "{:<8} {:<3} {} complaint(s) of profiling{}",
+            c.jurisdiction_id,
+            c.state,
+            c.profiling_complaints,
+            if c.flagged { ", flagged above" } else { "" }
         );
     }
 }
