@@ -43,9 +43,9 @@ fn complainant_prefix(state: &str, tcn: &str) -> String {
     format!("complainant/{state}/{tcn}/")
 }
 
-/// The intake's reference: 1 to 32 of `A-Z`, `0-9` and `-`.
+/// The intake's reference: 1 to 48 of `A-Z`, `0-9` and `-`.
 fn intake_id_ok(s: &str) -> bool {
-    (1..=32).contains(&s.len())
+    (1..=48).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
 }
@@ -94,7 +94,7 @@ pub async fn file(
     if !intake_id_ok(&r.intake_id) {
         return Err(GatewayError::invalid(
             "intake_id",
-            "must be 1 to 32 characters of A-Z, 0-9 and '-'",
+            "must be 1 to 48 characters of A-Z, 0-9 and '-'",
         ));
     }
     if !known::<pb::ComplainantKind>(r.complainant, 0) {
@@ -498,7 +498,9 @@ mod tests {
     #[test]
     fn intake_ids() {
         assert!(intake_id_ok("JIC-2011-0001"));
-        for bad in ["", "jic-1", "A B", &"A".repeat(33), "A/B"] {
+        // A prefix and the longest TCN (40) fit.
+        assert!(intake_id_ok(&format!("JIC-{}", "T".repeat(40))));
+        for bad in ["", "jic-1", "A B", &"A".repeat(49), "A/B"] {
             assert!(!intake_id_ok(bad), "{bad}");
         }
     }
