@@ -459,6 +459,16 @@ async fn drive_and_verify(
         .into_inner()
         .values;
     let stats_before = national_stats(&mut admin, &months).await?;
+    let window = pb::QuarterlyReviewRequest {
+        quarter: String::new(),
+        from_month: months.first().cloned().unwrap_or_default(),
+        to_month: months.last().cloned().unwrap_or_default(),
+    };
+    let complained_before = admin
+        .quarterly_review(window.clone())
+        .await?
+        .into_inner()
+        .complained_of;
 
     // Mid-run policy changes: the same bookings planned over the changed world give what
     // each must get once the change is made.
@@ -524,16 +534,45 @@ async fn drive_and_verify(
         let before = stats_before.get(&month).cloned().unwrap_or_default();
         obs.monthly.insert(month, stats_delta(&after, &before));
     }
+    // Organisations complain to CRCL of profiling in each planted jurisdiction, in the
+    // window's first month.
+    if !planted.is_empty()
+        && let Some(mut crcl) = crate::officers::crcl_client(endpoint, pki).await?
+    {
+        for j in &planted {
+            let c = crcl
+                .file_complaint(pb::FileComplaintRequest {
+                    intake_id: format!("ORG-{}{j}", opts.run_tag),
+                    complainant: pb::ComplainantKind::Organisation as i32,
+                    jurisdiction_id: j.clone(),
+                    allegation: pb::Allegation::RacialOrEthnicProfiling as i32,
+                    channel: pb::ComplaintChannel::Crcl as i32,
+                    received_on: format!("{}-15", window.from_month),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            obs.org_complaints.push((j.clone(), c.complaint_id));
+        }
+    }
     // The outlier review over the whole booking window: at demo volumes a single quarter has
     // too few bookings per jurisdiction for any test to have power.
-    let review = admin
-        .quarterly_review(pb::QuarterlyReviewRequest {
-            quarter: String::new(),
-            from_month: months.first().cloned().unwrap_or_default(),
-            to_month: months.last().cloned().unwrap_or_default(),
-        })
-        .await?
-        .into_inner();
+    let review = admin.quarterly_review(window).await?.into_inner();
+    let before: BTreeMap<&str, u64> = complained_before
+        .iter()
+        .map(|c| (c.jurisdiction_id.as_str(), c.profiling_complaints))
+        .collect();
+    obs.review_complained = Some(
+        review
+            .complained_of
+            .iter()
+            .filter_map(|c| {
+                let n = c.profiling_complaints
+                    - before.get(c.jurisdiction_id.as_str()).copied().unwrap_or(0);
+                (n > 0).then(|| (c.jurisdiction_id.clone(), (n, c.flagged)))
+            })
+            .collect(),
+    );
     obs.review_tests = review.tests;
     obs.review_flags = review
         .flags

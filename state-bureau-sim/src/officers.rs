@@ -101,6 +101,23 @@ pub fn complaint_path(tcn: &str) -> (Vec<(pb::ComplaintStage, u64)>, pb::Complai
     }
 }
 
+/// CRCL's intake at `endpoint`, or `None` (said once on stderr) where the PKI predates the
+/// `crcl` identity (`pki init` issues it): the run then files no complaints.
+pub async fn crcl_client(
+    endpoint: &str,
+    pki: &PkiDir,
+) -> anyhow::Result<Option<ComplaintServiceClient<tonic::transport::Channel>>> {
+    if !pki.client(&Principal::Crcl).cert.exists() {
+        eprintln!(
+            "note: {} has no crcl certificate (made before complaints existed): no complaints are filed in this run",
+            pki.0.display()
+        );
+        return Ok(None);
+    }
+    let ch = pki::connect(endpoint, pki, &Principal::Crcl).await?;
+    Ok(Some(ComplaintServiceClient::new(ch)))
+}
+
 /// The day a complaint about `booked` is received (10 days after booking).
 pub fn complaint_received(booked: &prost_types::Timestamp) -> chrono::NaiveDate {
     chrono::DateTime::from_timestamp(booked.seconds, 0)
@@ -484,20 +501,21 @@ pub async fn act(
 
     // Complaints: some of those whose detainer stands complain; CRCL moves each along its
     // path (every request twice: the repeat changes nothing).
-    let mut crcl: Option<ComplaintServiceClient<tonic::transport::Channel>> = None;
+    let complainants: Vec<&(String, pb::Detainer)> = held
+        .iter()
+        .filter(|(_, d)| !lifted_now.contains(&d.tcn) && complains(&d.tcn))
+        .collect();
+    let mut crcl = if complainants.is_empty() {
+        None
+    } else {
+        crcl_client(endpoint, pki).await?
+    };
     let mut open_complaint: HashSet<String> = HashSet::new();
-    for (state, d) in &held {
-        if lifted_now.contains(&d.tcn) || !complains(&d.tcn) {
-            continue;
-        }
+    for (state, d) in complainants {
         let Some((office, o)) = outcomes.get(&d.tcn) else {
             continue;
         };
-        if crcl.is_none() {
-            let ch = pki::connect(endpoint, pki, &Principal::Crcl).await?;
-            crcl = Some(ComplaintServiceClient::new(ch));
-        }
-        let c = crcl.as_mut().expect("just connected");
+        let Some(c) = crcl.as_mut() else { break };
         let received = complaint_received(&o.booked_at.unwrap_or_default());
         let filing = pb::FileComplaintRequest {
             intake_id: format!("JIC-{}", d.tcn),

@@ -82,6 +82,13 @@ pub struct Observations {
     pub complaint_flags_received: Vec<(String, String)>,
     /// Whether a removal asked of a person with an open complaint was refused (asked once).
     pub removal_of_complainant_refused: Option<bool>,
+    /// Organisations' complaints of profiling about the planted jurisdictions: (jurisdiction,
+    /// complaint id).
+    pub org_complaints: Vec<(String, String)>,
+    /// The review's jurisdictions complained of in the booking window, as differences from
+    /// before the run: jurisdiction → (complaints of profiling, flagged). `None` where the run
+    /// did not ask.
+    pub review_complained: Option<BTreeMap<String, (u64, bool)>>,
     pub activation_notices: Vec<(String, pb::ActivationNotice)>,
     /// Jurisdictions planted with skewed arrest mixes.
     pub planted: std::collections::BTreeSet<String>,
@@ -1481,6 +1488,40 @@ fn check_complaints(v: &mut Verification, obs: &Observations) {
             id,
             format!("{office} read a flag of a complaint nobody filed"),
         );
+    }
+    // The review lists the complaints of profiling received in the window: the
+    // organisations', and the people's received within it (10 days after booking).
+    if let Some(got) = &obs.review_complained {
+        let mut want: BTreeMap<String, u64> = BTreeMap::new();
+        for (j, _) in &obs.org_complaints {
+            *want.entry(j.clone()).or_default() += 1;
+        }
+        for c in &obs.complaints {
+            let month = c.complaint.steps.first().and_then(|s| s.on.get(..7));
+            if month.is_some_and(|m| obs.monthly.contains_key(m)) {
+                *want.entry(c.complaint.jurisdiction_id.clone()).or_default() += 1;
+            }
+        }
+        let counts: BTreeMap<String, u64> = got.iter().map(|(j, (n, _))| (j.clone(), *n)).collect();
+        if counts != want {
+            v.fail(
+                COMPLAINTS,
+                "-",
+                format!("the review lists complaints of profiling {counts:?}, expected {want:?}"),
+            );
+        }
+        for (j, (_, flagged)) in got {
+            let test_flagged = obs.review_flags.iter().any(|(f, _)| f == j);
+            if *flagged != test_flagged {
+                v.fail(
+                    COMPLAINTS,
+                    j,
+                    format!(
+                        "the review says flagged={flagged} beside complaints, its flags say {test_flagged}"
+                    ),
+                );
+            }
+        }
     }
     if obs.removal_of_complainant_refused == Some(false) {
         v.fail(

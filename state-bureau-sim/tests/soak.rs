@@ -15,8 +15,9 @@ fn a_short_soak_verifies_each_window_and_reports_the_gateways_figures() {
         .arg("--dir")
         .arg(dir.path().join("soak"))
         .args(["--identities", "1200", "--rate", "20"])
-        // Two windows of 6 s.
-        .args(["--hours", "0.0034", "--window-mins", "0.1"])
+        // Two windows of 6 s of arrivals each: 18 s in all, so that the second starts even
+        // when the first, with its settling and verification, takes half as long again.
+        .args(["--hours", "0.005", "--window-mins", "0.1"])
         .arg("--json")
         .arg(&json)
         .arg("--html")
@@ -27,7 +28,7 @@ fn a_short_soak_verifies_each_window_and_reports_the_gateways_figures() {
     assert!(out.status.success(), "soak failed:\n{stderr}");
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let windows = report["windows"].as_array().unwrap();
-    assert_eq!(windows.len(), 2, "{report}");
+    assert!(windows.len() >= 2, "{report}");
     for w in windows {
         assert_eq!(w["passed"], true, "{w}");
         assert!(w["notification_p99_ms"].as_f64().unwrap() > 0.0, "{w}");

@@ -240,3 +240,41 @@ fn complaints_are_held_to_crcls_path_their_flags_and_the_complainants_protection
         assert!(!v.passed(), "{name}");
     }
 }
+
+#[test]
+fn the_review_must_list_the_complaints_of_profiling_received_in_the_window() {
+    let obs = |listed: &[(&str, u64, bool)], flags: &[&str]| Observations {
+        org_complaints: vec![("TX201".into(), "CRCL-ORG-TX201".into())],
+        review_complained: Some(
+            listed
+                .iter()
+                .map(|(j, n, f)| (j.to_string(), (*n, *f)))
+                .collect(),
+        ),
+        review_flags: flags
+            .iter()
+            .map(|j| (j.to_string(), "minor_traffic_only_arrests".into()))
+            .collect(),
+        ..Default::default()
+    };
+    let ok = verify::verify(
+        &[],
+        &obs(&[("TX201", 1, true)], &["TX201"]),
+        &HashMap::new(),
+    );
+    assert_eq!(failures(&ok, verify::COMPLAINTS), 0, "{:?}", ok.violations);
+    // A complaint the review does not count, one it counts twice, or a "flagged" that its own
+    // flags contradict: each fails.
+    for (listed, flags) in [
+        (vec![], vec!["TX201"]),
+        (vec![("TX201", 2, true)], vec!["TX201"]),
+        (vec![("TX201", 1, false)], vec!["TX201"]),
+    ] {
+        let v = verify::verify(&[], &obs(&listed, &flags), &HashMap::new());
+        assert!(
+            failures(&v, verify::COMPLAINTS) >= 1,
+            "{listed:?}: {:?}",
+            v.violations
+        );
+    }
+}
