@@ -463,6 +463,17 @@ impl TestGateway {
         )
     }
 
+    /// Books `person` under `tcn` in `jurisdiction` as `state`'s bureau and waits until the
+    /// submission has completed (at most 30 s).
+    pub async fn book(&self, state: &str, tcn: &str, jurisdiction: &str, person: u64) {
+        self.bureau(state)
+            .await
+            .submit(booking(tcn, jurisdiction, person))
+            .await
+            .unwrap();
+        wait_completed(self, state, tcn).await;
+    }
+
     pub async fn office(
         &self,
         office: &str,

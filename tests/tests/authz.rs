@@ -396,12 +396,7 @@ async fn every_role_reaches_only_its_own_services() {
 async fn out_of_scope_data_is_indistinguishable_from_absent() {
     let gw = TestGateway::start().await;
     let tcn = "TX-SCOPE-0001";
-    gw.bureau("TX")
-        .await
-        .submit(booking(tcn, TX_RECEIVING, OVERSTAY_FELON))
-        .await
-        .unwrap();
-    wait_completed(&gw, "TX", tcn).await;
+    gw.book("TX", tcn, TX_RECEIVING, OVERSTAY_FELON).await;
 
     // A bureau of another state: same answer for the real TCN and for one never used.
     let mut ca = gw.bureau("CA").await;

@@ -50,12 +50,7 @@ fn step(id: &str, stage: pb::ComplaintStage, on: &str) -> pb::AdvanceComplaintRe
 async fn a_complaint_by_a_detained_person_is_flagged_investigated_and_keeps_them_here() {
     let gw = TestGateway::start().await;
     let held = "TX-CRCL-0001";
-    gw.bureau("TX")
-        .await
-        .submit(booking(held, TX_RECEIVING, OVERSTAY_FELON))
-        .await
-        .unwrap();
-    wait_completed(&gw, "TX", held).await;
+    gw.book("TX", held, TX_RECEIVING, OVERSTAY_FELON).await;
     let mut hou = gw.office("HOU").await;
     hou.decide(detain("TX", held, release())).await.unwrap();
     let mut crcl = as_(&gw, Principal::Crcl).await;
@@ -290,12 +285,7 @@ async fn a_complaint_by_a_detained_person_is_flagged_investigated_and_keeps_them
 async fn complaints_are_read_in_scope_listed_in_order_and_every_read_is_audited() {
     let gw = TestGateway::start().await;
     let tcn = "TX-CRCL-0002";
-    gw.bureau("TX")
-        .await
-        .submit(booking(tcn, TX_RECEIVING, OVERSTAY_FELON))
-        .await
-        .unwrap();
-    wait_completed(&gw, "TX", tcn).await;
+    gw.book("TX", tcn, TX_RECEIVING, OVERSTAY_FELON).await;
     let mut crcl = as_(&gw, Principal::Crcl).await;
     // An organisation's complaint about a jurisdiction, filed with CRCL directly: with CRCL
     // from the start, no detainer flagged.

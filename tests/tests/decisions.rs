@@ -320,12 +320,7 @@ async fn a_detainer_stored_before_decisions_reads_as_a_detainer_decision() {
     use prost::Message;
     let gw = TestGateway::start().await;
     let tcn = "TX-LEGACY-0001";
-    gw.bureau("TX")
-        .await
-        .submit(booking(tcn, TX_RECEIVING, OVERSTAY_FELON))
-        .await
-        .unwrap();
-    wait_completed(&gw, "TX", tcn).await;
+    gw.book("TX", tcn, TX_RECEIVING, OVERSTAY_FELON).await;
     let old = pb::Detainer {
         detainer_id: format!("DET-TX-{tcn}"),
         tcn: tcn.into(),

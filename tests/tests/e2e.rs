@@ -123,12 +123,7 @@ async fn a_non_receiving_jurisdiction_reaches_office_never_bureau() {
 async fn not_activated_jurisdiction_is_never_searched() {
     let gw = TestGateway::start().await;
     let tcn = "TX-NOTACT-0001";
-    gw.bureau("TX")
-        .await
-        .submit(booking(tcn, TX_NOT_ACTIVATED, OVERSTAY_FELON))
-        .await
-        .unwrap();
-    wait_completed(&gw, "TX", tcn).await;
+    gw.book("TX", tcn, TX_NOT_ACTIVATED, OVERSTAY_FELON).await;
     assert_eq!(gw.ident_searches(), 0, "the IDENT matcher was called");
     assert!(office_log(&gw, "HOU", Some(0)).await.is_empty());
     let log = bureau_log(&gw, "TX").await;
@@ -140,12 +135,8 @@ async fn not_activated_jurisdiction_is_never_searched() {
     assert_eq!(immigration_bodies(&log, tcn), 0);
     assert_eq!(gw.counters().await.get("ident_searches"), None);
     // Control: the same person in an activated jurisdiction is searched.
-    gw.bureau("TX")
-        .await
-        .submit(booking("TX-NOTACT-0002", TX_RECEIVING, OVERSTAY_FELON))
-        .await
-        .unwrap();
-    wait_completed(&gw, "TX", "TX-NOTACT-0002").await;
+    gw.book("TX", "TX-NOTACT-0002", TX_RECEIVING, OVERSTAY_FELON)
+        .await;
     assert_eq!(gw.ident_searches(), 1);
 }
 
@@ -785,12 +776,8 @@ async fn admin_policy_changes_apply_and_persist() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("activated_on"));
 
-    gw.bureau("TX")
-        .await
-        .submit(booking("TX-POLICY-0001", TX_RECEIVING, OVERSTAY_FELON))
-        .await
-        .unwrap();
-    wait_completed(&gw, "TX", "TX-POLICY-0001").await;
+    gw.book("TX", "TX-POLICY-0001", TX_RECEIVING, OVERSTAY_FELON)
+        .await;
     assert_eq!(
         immigration_bodies(&bureau_log(&gw, "TX").await, "TX-POLICY-0001"),
         0

@@ -111,12 +111,7 @@ async fn a_no_hit_is_counted_and_disclosed_to_no_one() {
 async fn a_detainer_carries_the_forms_notice_and_the_jail_acknowledges_the_copy() {
     let gw = TestGateway::start().await;
     let tcn = "TX-FORM-0001";
-    gw.bureau("TX")
-        .await
-        .submit(booking(tcn, TX_RECEIVING, OVERSTAY_FELON))
-        .await
-        .unwrap();
-    wait_completed(&gw, "TX", tcn).await;
+    gw.book("TX", tcn, TX_RECEIVING, OVERSTAY_FELON).await;
     let now = || prost_types::Timestamp {
         seconds: chrono::Utc::now().timestamp(),
         nanos: 0,
