@@ -1340,20 +1340,16 @@ async fn quarterly_review_flags_a_planted_outlier_only() {
     assert!((f.rest_of_nation_rate - 0.1).abs() < 1e-9);
     assert!(f.p_value < 1e-20);
     assert_eq!(f.profiling_complaints, 2);
-    let complained: Vec<(&str, u64, bool)> = review
-        .complained_of
-        .iter()
-        .map(|c| {
-            (
-                c.jurisdiction_id.as_str(),
-                c.profiling_complaints,
-                c.flagged,
-            )
-        })
-        .collect();
+    // The jurisdictions complained of, as (id, complaints, flagged).
+    let complained = |r: &pb::OutlierReview| -> Vec<(String, u64, bool)> {
+        r.complained_of
+            .iter()
+            .map(|c| (c.jurisdiction_id.clone(), c.profiling_complaints, c.flagged))
+            .collect()
+    };
     assert_eq!(
-        complained,
-        [(TX_RECEIVING, 2, true)],
+        complained(&review),
+        [(TX_RECEIVING.to_string(), 2, true)],
         "July's is the next quarter's"
     );
     // Another quarter has nothing to flag; a bad quarter is refused.
@@ -1367,18 +1363,7 @@ async fn quarterly_review_flags_a_planted_outlier_only() {
         .unwrap()
         .into_inner();
     assert!(q3.flags.is_empty());
-    let complained: Vec<(&str, u64, bool)> = q3
-        .complained_of
-        .iter()
-        .map(|c| {
-            (
-                c.jurisdiction_id.as_str(),
-                c.profiling_complaints,
-                c.flagged,
-            )
-        })
-        .collect();
-    assert_eq!(complained, [(CA_RECEIVING, 1, false)]);
+    assert_eq!(complained(&q3), [(CA_RECEIVING.to_string(), 1, false)]);
     // A malformed quarter, a calendar one, and one before the review began are refused.
     for bad in ["2011-Q3", "2011Q3", "FY2011Q2"] {
         let e = admin

@@ -418,16 +418,27 @@ pub async fn advance(
     }
 }
 
+/// How many complaints the person booked under `(state, tcn)` filed, and how many of those
+/// were closed.
+async fn by_booked_person(
+    gw: &Gateway,
+    state: &str,
+    tcn: &str,
+) -> Result<(u64, u64), GatewayError> {
+    let prefix = complainant_prefix(state, tcn);
+    let c = gw.core.store.counters_with_prefix(prefix.clone()).await?;
+    let n = |k: &str| c.get(&format!("{prefix}{k}")).copied().unwrap_or(0);
+    Ok((n("filed"), n("closed")))
+}
+
 /// Complaints filed by the person booked under `(state, tcn)` that are still open.
 pub async fn open_by_booked_person(
     gw: &Gateway,
     state: &str,
     tcn: &str,
 ) -> Result<u64, GatewayError> {
-    let prefix = complainant_prefix(state, tcn);
-    let c = gw.core.store.counters_with_prefix(prefix.clone()).await?;
-    let n = |k: &str| c.get(&format!("{prefix}{k}")).copied().unwrap_or(0);
-    Ok(n("filed").saturating_sub(n("closed")))
+    let (filed, closed) = by_booked_person(gw, state, tcn).await?;
+    Ok(filed.saturating_sub(closed))
 }
 
 /// Whether the person booked under `(state, tcn)` ever filed a complaint (a reason to review
@@ -437,9 +448,7 @@ pub async fn filed_by_booked_person(
     state: &str,
     tcn: &str,
 ) -> Result<bool, GatewayError> {
-    let prefix = complainant_prefix(state, tcn);
-    let c = gw.core.store.counters_with_prefix(prefix.clone()).await?;
-    Ok(c.get(&format!("{prefix}filed")).copied().unwrap_or(0) > 0)
+    Ok(by_booked_person(gw, state, tcn).await?.0 > 0)
 }
 
 /// Up to `limit` complaints filed after `after`, in filing order.
