@@ -246,5 +246,7 @@ pub fn biographics_pb(b: &crate::world::Biographics) -> pb::Biographics {
             _ => pb::Sex::Unknown,
         } as i32,
         place_of_birth: b.place_of_birth.clone(),
+        // The federal record's biographics carry no race or ethnicity here.
+        ..Default::default()
     }
 }

@@ -99,6 +99,73 @@ pub struct Jurisdiction {
     pub activated_on: Option<NaiveDate>,
     /// The jurisdiction chose to receive immigration results itself.
     pub receives_results: bool,
+    /// The jurisdiction's arrests in a year by race/ethnicity and offence class, as its
+    /// agencies report them to the FBI's Uniform Crime Reporting program: the arrest-rate
+    /// data the quarterly profiling review compares identifications against (seed 001).
+    /// Absent from worlds generated before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrests: Option<ArrestData>,
+}
+
+/// Race/ethnicity as the review groups people: Hispanic (of any race, from the booking's
+/// ethnicity code), else the booking's race code (NCIC: W, B, A, I).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    Hispanic,
+    White,
+    Black,
+    AsianPacificIslander,
+    AmericanIndian,
+}
+
+impl Group {
+    pub const ALL: [Group; 5] = [
+        Group::Hispanic,
+        Group::White,
+        Group::Black,
+        Group::AsianPacificIslander,
+        Group::AmericanIndian,
+    ];
+
+    /// The name used in counters, flags and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::Hispanic => "hispanic",
+            Group::White => "white",
+            Group::Black => "black",
+            Group::AsianPacificIslander => "asian_pacific_islander",
+            Group::AmericanIndian => "american_indian",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Group> {
+        Group::ALL.into_iter().find(|g| g.as_str() == s)
+    }
+}
+
+/// One year of a jurisdiction's arrests (see [`Jurisdiction::arrests`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrestData {
+    /// The reporting year.
+    pub year: i32,
+    pub groups: Vec<GroupArrests>,
+}
+
+/// Arrests of one race/ethnicity group by offence class: `serious` (felonies), `minor_traffic`
+/// (arrests on minor traffic charges only), `other` (the rest: misdemeanours, DUI, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupArrests {
+    pub group: Group,
+    pub serious: u64,
+    pub other: u64,
+    pub minor_traffic: u64,
+}
+
+impl GroupArrests {
+    pub fn total(&self) -> u64 {
+        self.serious + self.other + self.minor_traffic
+    }
 }
 
 /// `world.json`.

@@ -136,14 +136,6 @@ fn draw_charge(rng: &mut ChaCha8Rng) -> (Offense, &'static str) {
     }
 }
 
-/// Plans `count` bookings over the world, deterministic in `seed`. Bookings are dated from
-/// `from` over `days` days. People are drawn uniformly from the population (which the
-/// generator spread by state population), with replacement: repeat bookings happen.
-/// Share of arrests in a planted jurisdiction that are pretextual minor-traffic-only arrests.
-pub const PLANTED_MINOR_TRAFFIC_SHARE: f64 = 0.8;
-
-/// The `k` most populous jurisdictions: where the demo plants skewed arrest mixes (they get
-/// enough bookings for the outlier review to have power).
 /// Inserts `tag` after the date in every TCN (`TX20110305-0000123` → `TX20110305-R1-0000123`)
 /// so repeated runs against one gateway never reuse a TCN. `tag` must be `A-Z0-9-` and keep
 /// TCNs within 40 characters.
@@ -158,11 +150,18 @@ pub fn tag_tcns(plan: &mut [Booking], tag: &str) {
     }
 }
 
-pub fn planted_jurisdictions(world: &WorldFile, k: usize) -> std::collections::BTreeSet<String> {
-    let mut js: Vec<&world::Jurisdiction> = world.jurisdictions.iter().collect();
-    js.sort_by(|a, b| b.population.cmp(&a.population).then(a.id.cmp(&b.id)));
-    js.into_iter().take(k).map(|j| j.id.clone()).collect()
+/// Up to `k` of the jurisdictions the world planted profiling in (`generate
+/// --plant-profiling`): the bookings follow the world's policing there (and in its decoys).
+pub fn planted_jurisdictions(truth: &Truth, k: usize) -> std::collections::BTreeSet<String> {
+    truth.profiling.planted.iter().take(k).cloned().collect()
 }
+
+/// Plans `count` bookings over the world, deterministic in `seed`. Bookings are dated from
+/// `from` over `days` days. People are drawn from the population (which the generator spread
+/// by state population), with replacement: repeat bookings happen. Where `planted` is not
+/// empty, the bookings follow the world's policing patterns ([`crate::profiling`]): in the
+/// planted jurisdictions the target group is arrested more often, often on pretextual
+/// minor-traffic-only charges; in the decoys everyone is, alike.
 
 pub fn plan(
     data: &WorldData,
@@ -200,8 +199,34 @@ pub fn plan_iter<'a>(
         .collect();
     let model = CaptureModel::default();
     let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, 0xB00C, 0));
+    let profiling = if planted.is_empty() {
+        crate::profiling::Profiling::default()
+    } else {
+        crate::profiling::Profiling {
+            planted: planted.clone(),
+            ..data.truth.profiling.clone()
+        }
+    };
+    // Booking weights, where a pattern makes some people arrested more often.
+    let weight = |p: &Person| p.group.map_or(1, |g| profiling.weight(&p.jurisdiction, g));
+    let cumulative: Option<Vec<u64>> = data.truth.people.iter().any(|p| weight(p) > 1).then(|| {
+        data.truth
+            .people
+            .iter()
+            .scan(0u64, |acc, p| {
+                *acc += weight(p);
+                Some(*acc)
+            })
+            .collect()
+    });
     (0usize..).map(move |i| {
-        let person: &Person = &data.truth.people[rng.random_range(0..data.truth.people.len())];
+        let person: &Person = match &cumulative {
+            None => &data.truth.people[rng.random_range(0..data.truth.people.len())],
+            Some(cum) => {
+                let x = rng.random_range(0..*cum.last().expect("people"));
+                &data.truth.people[cum.partition_point(|&c| c <= x)]
+            }
+        };
         let j = jurisdictions[person.jurisdiction.as_str()];
         let st = states[j.state.as_str()];
         let day = from + chrono::Days::new(rng.random_range(0..days as u64));
@@ -218,8 +243,11 @@ pub fn plan_iter<'a>(
                 }
             })
             .collect();
-        // Planted outliers: pretextual stops booked as minor traffic offences only.
-        if planted.contains(&j.id) && rng.random::<f64>() < PLANTED_MINOR_TRAFFIC_SHARE {
+        // Pretextual stops (or strict enforcement for all) booked as minor traffic only.
+        let share = person
+            .group
+            .map_or(0.0, |g| profiling.pretext_share(&j.id, g));
+        if share > 0.0 && rng.random::<f64>() < share {
             charges = vec![pb::Charge {
                 code: "28-3473".into(),
                 class: convert::offense_to_pb(Offense::MinorTraffic) as i32,
@@ -263,6 +291,12 @@ pub fn plan_iter<'a>(
                     pb::Sex::Male
                 } as i32,
                 place_of_birth: person.place_of_birth.clone(),
+                race: race_pb(person.group) as i32,
+                ethnicity: match person.group {
+                    None => pb::Ethnicity::Unspecified,
+                    Some(world::Group::Hispanic) => pb::Ethnicity::Hispanic,
+                    Some(_) => pb::Ethnicity::NotHispanic,
+                } as i32,
             }),
             fingers: convert::tenprint_to_pb(&capture),
             ..Default::default()
@@ -297,6 +331,18 @@ pub fn plan_iter<'a>(
             capture_quality: 1.0,
         }
     })
+}
+
+/// The NCIC race code a booking records for a group (Hispanic people mostly as white, as
+/// arrest records do).
+fn race_pb(g: Option<world::Group>) -> pb::Race {
+    match g {
+        None => pb::Race::Unspecified,
+        Some(world::Group::Hispanic | world::Group::White) => pb::Race::White,
+        Some(world::Group::Black) => pb::Race::Black,
+        Some(world::Group::AsianPacificIslander) => pb::Race::AsianPacificIslander,
+        Some(world::Group::AmericanIndian) => pb::Race::AmericanIndianAlaskaNative,
+    }
 }
 
 /// The bookings [`write_planned`] writes, with what each must be answered, from a loaded

@@ -262,6 +262,7 @@ mod tests {
             population: 1,
             activated_on: on.map(|d| d.parse().unwrap()),
             receives_results: true,
+            arrests: None,
         };
         let world = WorldFile {
             meta: WorldMeta {
@@ -288,6 +289,7 @@ mod tests {
             date_of_birth: date(1980, 1, 1),
             female: false,
             place_of_birth: String::new(),
+            group: None,
         };
         let people = [p(1, "A", false), p(2, "B", true), p(3, "C", true)];
         // Ten days from 2011-01-01: A searched 10 days, B 5, C none → 5 / 15.

@@ -13,8 +13,8 @@
 //!   the matcher documents ([`FNIR_TARGET`], [`FPIR_TARGET`]): the run then shows, at 95%
 //!   confidence, a matcher worse than promised. Every error is listed, with the booking's
 //!   capture quality and where the mate ranked, so a user can tell a hard print from a bug.
-//! - **The outlier review.** Whether a planted skew is found depends on how many bookings
-//!   the planted jurisdiction had, and on chance. A planted outlier counts as missed only
+//! - **The profiling review.** Whether planted profiling is found depends on how many
+//!   identifications of the target group the planted jurisdiction had, and on chance. A planted outlier counts as missed only
 //!   where the run had at least [`MIN_POWER`] power to find it ([`review_power`]) **and** the
 //!   run's own bookings there were significant at the review's threshold (the test's p-value
 //!   on the counts this run planted): power alone would still fail one honest run in five at
@@ -95,8 +95,8 @@ impl Rate {
     }
 }
 
-/// The power of the review to flag one planted jurisdiction with `n` bookings whose share of
-/// minor-traffic-only arrests is `p1`, against a rest-of-nation share `p0`: the chance that
+/// The power of the review to flag one planted jurisdiction with `n` identifications whose
+/// share of minor-traffic-only arrests is `p1`, against an expected share `p0`: the chance that
 /// its one-sided exact binomial test rejects at level `alpha`. `alpha` stands in for the
 /// Benjamini–Hochberg threshold the gateway applies over all its tests (at FDR q with m tests
 /// and k true outliers, a true outlier's p-value is compared with about q·k/m).
@@ -116,12 +116,13 @@ pub fn review_power(n: u64, p0: f64, p1: f64, alpha: f64) -> f64 {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Planted {
     pub jurisdiction: String,
-    /// Bookings of this run in the jurisdiction, and how many of them were minor-traffic-only.
-    pub bookings: u64,
+    /// This run's identifications of the target group in the jurisdiction, and how many of
+    /// them were arrested on minor traffic charges only.
+    pub identifications: u64,
     pub minor_traffic_only: u64,
     /// The chance this run's design gave the review to flag it.
     pub power: f64,
-    /// The one-sided binomial p-value of what was planted, against the rest of the run.
+    /// The one-sided binomial p-value of what was planted, at the review's expected rate.
     pub p_value: f64,
     /// Whether that p-value clears the review's threshold.
     pub significant: bool,
@@ -182,7 +183,7 @@ mod tests {
     fn a_planted_miss_counts_only_with_power_and_evidence() {
         let p = |power: f64, significant: bool, flagged: bool| Planted {
             jurisdiction: "TX217".into(),
-            bookings: 7,
+            identifications: 7,
             minor_traffic_only: 3,
             power,
             p_value: 0.01,

@@ -194,6 +194,80 @@ pub fn booking_window() -> (chrono::NaiveDate, u32) {
     )
 }
 
+type AdminClient = pb::admin_service_client::AdminServiceClient<tonic::transport::Channel>;
+
+/// The profiling review's figures for the window (`review`) and each quarter.
+async fn review_figures(
+    admin: &mut AdminClient,
+    window: &pb::OutlierReview,
+    quarters: &[String],
+) -> anyhow::Result<crate::verify::review::FigureMap> {
+    use crate::verify::review::{WINDOW, figure_map};
+    let mut out = figure_map(WINDOW, window);
+    for q in quarters {
+        let r = admin
+            .quarterly_review(pb::QuarterlyReviewRequest {
+                quarter: q.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        out.extend(figure_map(q, &r));
+    }
+    Ok(out)
+}
+
+/// Each closed quarter's latest stored assessment beside its review on demand, once the
+/// schedule has caught up with the run's bookings (at most [`ASSESSMENT_WAIT`]; what stands
+/// then is judged).
+async fn await_assessments(
+    admin: &mut AdminClient,
+    quarters: &[String],
+) -> anyhow::Result<Vec<crate::verify::review::AssessmentSeen>> {
+    let deadline = Instant::now() + ASSESSMENT_WAIT;
+    loop {
+        let mut seen = Vec::new();
+        for q in quarters {
+            let stored = match admin
+                .get_assessment(pb::GetAssessmentRequest {
+                    quarter: q.clone(),
+                    revision: 0,
+                })
+                .await
+            {
+                Ok(a) => Some(a.into_inner()),
+                Err(s) if s.code() == tonic::Code::NotFound => None,
+                Err(s) => return Err(s.into()),
+            };
+            let on_demand = admin
+                .quarterly_review(pb::QuarterlyReviewRequest {
+                    quarter: q.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            seen.push(crate::verify::review::AssessmentSeen {
+                quarter: q.clone(),
+                stored,
+                on_demand,
+            });
+        }
+        let current = seen.iter().all(|a| {
+            a.stored
+                .as_ref()
+                .and_then(|s| s.review.as_ref())
+                .is_some_and(|r| r.figures == a.on_demand.figures)
+        });
+        if current || Instant::now() > deadline {
+            return Ok(seen);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// How long the run waits for the scheduled assessments to catch up with its bookings.
+const ASSESSMENT_WAIT: Duration = Duration::from_secs(30);
+
 /// Open loop: the most submissions one bureau has in flight before the driver itself waits
 /// (a guard against a runaway, far above any useful rate).
 pub(crate) const OPEN_LOOP_MAX_INFLIGHT: usize = 20_000;
@@ -243,7 +317,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Verification> {
     let (from, days) = booking_window();
     let plan_data = data.clone();
     let (seed, count) = (opts.seed, opts.bookings);
-    let planted = bookings::planted_jurisdictions(&data.world, opts.plant_outliers);
+    let planted = bookings::planted_jurisdictions(&data.truth, opts.plant_outliers);
     let plan_planted = planted.clone();
     let plan = Arc::new(
         tokio::task::spawn_blocking(move || {
@@ -348,7 +422,7 @@ pub async fn run_remote(opts: RunOptions) -> anyhow::Result<Verification> {
     );
     let d = &opts.demo;
     let (from, days) = booking_window();
-    let planted = bookings::planted_jurisdictions(&data.world, d.plant_outliers);
+    let planted = bookings::planted_jurisdictions(&data.truth, d.plant_outliers);
     let (plan_data, plan_planted, seed, count) =
         (data.clone(), planted.clone(), d.seed, d.bookings);
     let mut plan = tokio::task::spawn_blocking(move || {
@@ -464,11 +538,10 @@ async fn drive_and_verify(
         from_month: months.first().cloned().unwrap_or_default(),
         to_month: months.last().cloned().unwrap_or_default(),
     };
-    let complained_before = admin
-        .quarterly_review(window.clone())
-        .await?
-        .into_inner()
-        .complained_of;
+    let review_before = admin.quarterly_review(window.clone()).await?.into_inner();
+    let complained_before = review_before.complained_of.clone();
+    let quarters = crate::verify::review::quarters(plan);
+    let figures_before = review_figures(&mut admin, &review_before, &quarters).await?;
 
     // Mid-run policy changes: the same bookings planned over the changed world give what
     // each must get once the change is made.
@@ -576,9 +649,26 @@ async fn drive_and_verify(
     obs.review_tests = review.tests;
     obs.review_flags = review
         .flags
-        .into_iter()
-        .map(|f| (f.jurisdiction_id, f.measure))
+        .iter()
+        .map(|f| (f.jurisdiction_id.clone(), f.group.clone()))
         .collect();
+    let figures_after = review_figures(&mut admin, &review, &quarters).await?;
+    obs.review_figures = Some(crate::verify::review::delta(
+        &figures_after,
+        &figures_before,
+    ));
+    obs.review_window = Some(review);
+    obs.assessments =
+        await_assessments(&mut admin, &crate::verify::review::closed_quarters(plan)).await?;
+    if !planted.is_empty() {
+        obs.decoys = data.truth.profiling.decoys.clone();
+        obs.target_group = data
+            .truth
+            .profiling
+            .target
+            .map(|g| g.as_str().to_string())
+            .unwrap_or_default();
+    }
     obs.planted = planted;
 
     let held_to = obs.effective_plan.take();

@@ -44,6 +44,9 @@ pub const WORLD_VERSION: u32 = 1;
 pub struct Shares {
     pub criminal: f64,
     pub ident: f64,
+    /// Jurisdictions planted with racial profiling, and as many decoys (strict traffic
+    /// enforcement for all), for the profiling review ([`crate::profiling`]).
+    pub profiling: usize,
 }
 
 impl Default for Shares {
@@ -51,6 +54,7 @@ impl Default for Shares {
         Shares {
             criminal: 0.35,
             ident: 0.063,
+            profiling: 3,
         }
     }
 }
@@ -171,6 +175,7 @@ pub fn geography(rng: &mut ChaCha8Rng) -> (Vec<State>, Vec<FieldOffice>, Vec<Jur
                 population,
                 activated_on: None,
                 receives_results,
+                arrests: None,
             });
         }
     }
@@ -239,7 +244,11 @@ pub fn generate_with(
     }
     std::fs::create_dir_all(out)?;
     let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, 0x3011, 0));
-    let (states, field_offices, jurisdictions) = geography(&mut rng);
+    let (states, field_offices, mut jurisdictions) = geography(&mut rng);
+    let profiling = crate::profiling::Profiling::choose(&jurisdictions, shares.profiling);
+    for j in &mut jurisdictions {
+        j.arrests = Some(crate::profiling::arrest_data(j, &profiling, shares.ident));
+    }
 
     // People spread by state population, then by county population within the state.
     let state_cum = cumulative(states.iter().map(|s| s.population));
@@ -355,6 +364,12 @@ pub fn generate_with(
             date_of_birth: dob,
             female,
             place_of_birth,
+            group: Some(crate::profiling::group_of(
+                seed,
+                id,
+                ident_subject.is_some(),
+                &st.code,
+            )),
         });
     }
 
@@ -381,7 +396,7 @@ pub fn generate_with(
     write_json(out, WORLD_FILE, &world)?;
     write_json(out, FBI_RECORDS_FILE, &fbi_records)?;
     write_json(out, IDENT_RECORDS_FILE, &ident_records)?;
-    write_json(out, TRUTH_FILE, &Truth { people })?;
+    write_json(out, TRUTH_FILE, &Truth { people, profiling })?;
     interop_matcher::gallery::write_gallery(&out.join(FBI_GALLERY_FILE), &fbi_gallery)?;
     interop_matcher::gallery::write_gallery(&out.join(IDENT_GALLERY_FILE), &ident_gallery)?;
     Ok(summary)

@@ -21,6 +21,7 @@ pub mod generate;
 pub mod geography;
 pub mod html;
 pub mod officers;
+pub mod profiling;
 pub mod soak;
 pub mod timeline;
 pub mod truth;

@@ -41,6 +41,11 @@ enum Cmd {
         /// default makes the demo's world expect the documents' 6.3%, seed 003).
         #[arg(long, default_value_t = 0.063)]
         share_ident: f64,
+        /// Plant racial profiling (pretextual minor-traffic arrests of Hispanic people) in
+        /// this many of the most populous jurisdictions, and as many decoys after them (strict
+        /// traffic enforcement for everyone): the ground truth of the profiling review.
+        #[arg(long, default_value_t = 3)]
+        plant_profiling: usize,
         #[arg(long)]
         out: PathBuf,
     },
@@ -344,12 +349,14 @@ fn main() -> ExitCode {
             identities,
             share_criminal,
             share_ident,
+            plant_profiling,
             out,
         } => {
             let t = std::time::Instant::now();
             let shares = state_bureau_sim::generate::Shares {
                 criminal: share_criminal,
                 ident: share_ident,
+                profiling: plant_profiling,
             };
             state_bureau_sim::generate::generate_with(seed, identities, shares, &out).map(|s| {
                 println!("{s}");

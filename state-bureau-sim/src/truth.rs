@@ -24,10 +24,17 @@ pub struct Person {
     pub date_of_birth: NaiveDate,
     pub female: bool,
     pub place_of_birth: String,
+    /// Race/ethnicity group (recorded on bookings as NCIC race and ethnicity codes). Absent
+    /// from worlds generated before it existed: then none is recorded.
+    #[serde(default)]
+    pub group: Option<interop_gateway::world::Group>,
 }
 
 /// `truth.json`: the simulator's ground truth.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Truth {
     pub people: Vec<Person>,
+    /// The planted policing patterns the profiling review must find (or not).
+    #[serde(default)]
+    pub profiling: crate::profiling::Profiling,
 }

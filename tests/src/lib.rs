@@ -50,6 +50,28 @@ fn d(s: &str) -> chrono::NaiveDate {
     s.parse().expect("date")
 }
 
+/// Arrest-rate data of the test world: one year of arrests, 1,000 per group, with a tenth on
+/// minor traffic charges only; TX203 (strict traffic enforcement for everyone) six tenths.
+pub fn arrests(jurisdiction: &str) -> ArrestData {
+    let minor = if jurisdiction == TX_NOT_RECEIVING {
+        600
+    } else {
+        100
+    };
+    ArrestData {
+        year: 2011,
+        groups: Group::ALL
+            .iter()
+            .map(|&group| GroupArrests {
+                group,
+                serious: 200,
+                other: 800 - minor,
+                minor_traffic: minor,
+            })
+            .collect(),
+    }
+}
+
 pub fn world() -> WorldFile {
     let j = |id: &str, state: &str, office: &str, act: Option<&str>, rr: bool| Jurisdiction {
         id: id.into(),
@@ -60,6 +82,7 @@ pub fn world() -> WorldFile {
         population: 1000,
         activated_on: act.map(d),
         receives_results: rr,
+        arrests: Some(arrests(id)),
     };
     let s = |code: &str| State {
         code: code.into(),
@@ -306,6 +329,7 @@ impl TestGateway {
     pub fn default_options() -> ServeOptions {
         ServeOptions {
             grace: std::time::Duration::from_millis(200),
+            assessment_interval: std::time::Duration::from_millis(200),
             ..Default::default()
         }
     }
@@ -565,6 +589,8 @@ pub fn booking(tcn: &str, jurisdiction: &str, person: u64) -> pb::Submission {
             date_of_birth: "1980-02-03".into(),
             sex: pb::Sex::Male as i32,
             place_of_birth: "Synthetic".into(),
+            race: pb::Race::White as i32,
+            ethnicity: pb::Ethnicity::Hispanic as i32,
         }),
         fingers: convert::tenprint_to_pb(&capture(person, tcn.len() as u64)),
         ..Default::default()

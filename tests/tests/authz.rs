@@ -31,7 +31,7 @@ enum Service {
 }
 
 /// Every RPC of every service the gateway serves.
-const RPCS: [(&str, Service); 32] = [
+const RPCS: [(&str, Service); 34] = [
     ("Submit", Service::Submission),
     ("SubmitStream", Service::Submission),
     ("GetStatus", Service::Submission),
@@ -52,6 +52,8 @@ const RPCS: [(&str, Service); 32] = [
     ("GetCounters", Service::Admin),
     ("GetMonthlyStats", Service::Admin),
     ("QuarterlyReview", Service::Admin),
+    ("GetAssessment", Service::Admin),
+    ("ListAssessments", Service::Admin),
     ("ListDisclosures", Service::Admin),
     ("RevokeCertificate", Service::Admin),
     ("ListRevoked", Service::Admin),
@@ -245,6 +247,17 @@ async fn call(ch: Channel, rpc: &str, state: &str) -> Result<(), Status> {
                 quarter: "FY2011Q3".into(),
                 ..Default::default()
             })
+            .await
+            .map(drop),
+        "GetAssessment" => admin
+            .get_assessment(pb::GetAssessmentRequest {
+                quarter: "FY2011Q3".into(),
+                revision: 0,
+            })
+            .await
+            .map(drop),
+        "ListAssessments" => admin
+            .list_assessments(pb::ListAssessmentsRequest {})
             .await
             .map(drop),
         "ListDisclosures" => admin

@@ -8,7 +8,7 @@ use crate::convert;
 use crate::error::{GatewayError, Violation};
 use crate::intake::validate;
 use crate::rules::policy::{self, JurisdictionPolicy, PolicyView, StatePolicy};
-use crate::rules::{review, statistics};
+use crate::rules::{assessment, review, statistics};
 use crate::server::Gateway;
 use crate::store::DisclosureFilter;
 use interop_proto::v1 as pb;
@@ -261,6 +261,24 @@ impl pb::admin_service_server::AdminService for AdminApi {
         let r = req.into_inner();
         let review = review::quarterly(&self.0.core.store, &self.0.core.policy, &r).await?;
         Ok(Response::new(review))
+    }
+
+    async fn get_assessment(
+        &self,
+        req: Request<pb::GetAssessmentRequest>,
+    ) -> Res<pb::QuarterlyAssessment> {
+        need_admin(&req)?;
+        let core = &self.0.core;
+        let a = assessment::get(&core.store, &core.assessor, &req.into_inner()).await?;
+        Ok(Response::new(a))
+    }
+
+    async fn list_assessments(
+        &self,
+        req: Request<pb::ListAssessmentsRequest>,
+    ) -> Res<pb::ListAssessmentsResponse> {
+        need_admin(&req)?;
+        Ok(Response::new(assessment::list(&self.0.core.store).await?))
     }
 
     async fn list_disclosures(

@@ -8,7 +8,7 @@
 //! | `jurisdiction_id` | a known jurisdiction of the bureau's state |
 //! | `booked_at` | present, valid; not more than 5 minutes in the future; not before 1990-01-01 |
 //! | `charges` | 1..=20; `code` 1..=32 printable ASCII; `class` specified |
-//! | `biographics` | present; `name` 1..=100 characters, no control characters; `date_of_birth` YYYY-MM-DD, after 1900-01-01 and not after the booking; `place_of_birth` ≤ 64 characters, no control characters |
+//! | `biographics` | present; `name` 1..=100 characters, no control characters; `date_of_birth` YYYY-MM-DD, after 1900-01-01 and not after the booking; `place_of_birth` ≤ 64 characters, no control characters; `sex`, `race`, `ethnicity` known values (unspecified allowed) |
 //! | `fingers` | 1..=10 records; `position` 1..=10 and unique; `image_width`/`image_height` 1..=2000; `resolution_ppi` 500 |
 //! | `fingers[i].minutiae` | 1..=255; `x` < width, `y` < height; `angle_deg` 0..=359; `type` specified; `quality` 0..=100 |
 //! | whole message | at most [`MAX_MESSAGE_BYTES`] (set on the server, not tonic's default) |
@@ -43,6 +43,8 @@ pub struct ValidSubmission {
     pub booked_on: NaiveDate,
     pub charges: Vec<Offense>,
     pub prints: Tenprint,
+    /// The person's race/ethnicity group for the profiling review (`None`: not recorded).
+    pub group: Option<crate::world::Group>,
 }
 
 pub fn tcn_ok(tcn: &str) -> bool {
@@ -237,6 +239,12 @@ pub fn submission(
             if pb::Sex::try_from(b.sex).is_err() {
                 bad("biographics.sex", "is not a known value".into());
             }
+            if pb::Race::try_from(b.race).is_err() {
+                bad("biographics.race", "is not a known value".into());
+            }
+            if pb::Ethnicity::try_from(b.ethnicity).is_err() {
+                bad("biographics.ethnicity", "is not a known value".into());
+            }
         }
     }
 
@@ -325,7 +333,24 @@ pub fn submission(
         booked_on,
         charges,
         prints: convert::tenprint_from_pb(&sub.fingers),
+        group: sub.biographics.as_ref().and_then(group_of),
     })
+}
+
+/// The review's race/ethnicity group of a booking's biographics: Hispanic by ethnicity,
+/// else by race; `None` where neither is recorded.
+pub fn group_of(b: &pb::Biographics) -> Option<crate::world::Group> {
+    use crate::world::Group;
+    if b.ethnicity == pb::Ethnicity::Hispanic as i32 {
+        return Some(Group::Hispanic);
+    }
+    match pb::Race::try_from(b.race).ok()? {
+        pb::Race::White => Some(Group::White),
+        pb::Race::Black => Some(Group::Black),
+        pb::Race::AsianPacificIslander => Some(Group::AsianPacificIslander),
+        pb::Race::AmericanIndianAlaskaNative => Some(Group::AmericanIndian),
+        pb::Race::Unspecified | pb::Race::Unknown => None,
+    }
 }
 /// The fingers of a matcher request (`Search`, `Enroll`, `Check`), checked against the same
 /// limits as a submission's, as the template the matcher takes.

@@ -49,6 +49,8 @@ pub struct Core {
     pub ident: Arc<dyn IdentSearch>,
     pub criminal: Arc<dyn CriminalHistory>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Log time and the quarters the scheduled profiling review is to assess.
+    pub assessor: Arc<crate::rules::assessment::Assessor>,
 }
 
 /// Counter names (also reported by `AdminService.GetCounters`).
@@ -236,11 +238,11 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
     let mut count = |name: &str| moved.push(name.to_string());
     count(counters::COMPLETED);
     let charges = &job.valid.charges;
-    if !charges.is_empty()
+    let minor_traffic_only = !charges.is_empty()
         && charges
             .iter()
-            .all(|c| *c == crate::world::Offense::MinorTraffic)
-    {
+            .all(|c| *c == crate::world::Offense::MinorTraffic);
+    if minor_traffic_only {
         count(&statistics::key(
             &month,
             jurisdiction,
@@ -274,6 +276,15 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
             );
             for metric in statistics::outcome_metrics(hit.is_some(), &det) {
                 count(&statistics::key(&month, jurisdiction, metric));
+            }
+            // The profiling review's figures: identifications by race/ethnicity group.
+            if let (Some(g), true) = (
+                job.valid.group,
+                hit.is_some() && det.recommendation != policy::Recommendation::None,
+            ) {
+                for metric in statistics::group_metrics(g, minor_traffic_only) {
+                    count(&statistics::key(&month, jurisdiction, &metric));
+                }
             }
             if det.recommendation != policy::Recommendation::None {
                 count(counters::DETAINERS);
@@ -329,6 +340,7 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
     completion.events = events;
     completion.counters = moved.into_iter().map(|n| (n, 1)).collect();
     let appended = core.store.complete(job.key.clone(), completion).await?;
+    core.assessor.note(job.valid.booked_on);
     if appended {
         use crate::metrics::{office, state};
         let m = &core.metrics;

@@ -1,5 +1,6 @@
 //! The program's rules.
 
+pub mod assessment;
 pub mod complaints;
 pub mod detainer;
 pub mod enforcement;

@@ -562,6 +562,7 @@ mod tests {
             population: 1,
             activated_on: act.map(d),
             receives_results: rr,
+            arrests: None,
         };
         let s = |code: &str, declines_results: bool, elec: bool| State {
             code: code.into(),

@@ -156,6 +156,22 @@ pub fn outcome_metrics(hit: bool, d: &Determination) -> Vec<&'static str> {
     m
 }
 
+/// Prefix of the identification counters by race/ethnicity group (`idg_<group>`), and suffix
+/// of those arrested on minor traffic charges only (`idg_<group>_mt`).
+pub const GROUP_PREFIX: &str = "idg_";
+pub const GROUP_MINOR_SUFFIX: &str = "_mt";
+
+/// The metrics one identification of a person of `group` adds to (the profiling review's
+/// figures, seed 001: "data for aliens identified by the program").
+pub fn group_metrics(group: crate::world::Group, minor_traffic_only: bool) -> Vec<String> {
+    let all = format!("{GROUP_PREFIX}{}", group.as_str());
+    let mut m = vec![all.clone()];
+    if minor_traffic_only {
+        m.push(format!("{all}{GROUP_MINOR_SUFFIX}"));
+    }
+    m
+}
+
 /// The category a removal is reported in, as the documents report removals: convicted
 /// people by the memo's level ("more than 166,000 immigrants convicted of crimes ... more than
 /// 61,000 ... aggravated felony (level 1) offenses", seed 000); the rest by whether they fell
@@ -313,15 +329,25 @@ pub fn review_figures(
         };
         let f = out.entry(jid.to_string()).or_default();
         match metric {
-            SUBMISSIONS => f.submissions += n,
-            MINOR_TRAFFIC_ONLY => f.minor_traffic_only += n,
-            LEVEL1 | LEVEL2 => f.identifications += n,
-            LEVEL3 | NON_CRIMINAL => {
-                f.identifications += n;
-                f.low_priority += n;
-            }
+            LEVEL1 | LEVEL2 | LEVEL3 | NON_CRIMINAL => f.identifications += n,
             crate::rules::complaints::FILED_PROFILING => f.profiling_complaints += n,
-            _ => {}
+            m => {
+                let Some(g) = m.strip_prefix(GROUP_PREFIX) else {
+                    continue;
+                };
+                let (g, minor) = match g.strip_suffix(GROUP_MINOR_SUFFIX) {
+                    Some(g) => (g, true),
+                    None => (g, false),
+                };
+                if let Some(g) = crate::world::Group::parse(g) {
+                    let e = f.by_group.entry(g).or_default();
+                    if minor {
+                        e.0 += n;
+                    } else {
+                        e.1 += n;
+                    }
+                }
+            }
         }
     }
     out

@@ -85,6 +85,9 @@ pub struct ServeOptions {
     /// is closed as dead.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// How often the scheduled profiling review looks for quarters to assess (see
+    /// [`crate::rules::assessment`]).
+    pub assessment_interval: Duration,
 }
 
 impl Default for ServeOptions {
@@ -110,6 +113,7 @@ impl Default for ServeOptions {
             idle_timeout: Some(Duration::from_secs(300)),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
+            assessment_interval: Duration::from_secs(2),
         }
     }
 }
@@ -229,6 +233,7 @@ impl Gateway {
             ident,
             criminal,
             metrics: Arc::new(crate::metrics::Metrics::default()),
+            assessor: Arc::default(),
         });
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (halt_tx, halt) = watch::channel(false);
@@ -259,8 +264,28 @@ impl Gateway {
         });
         gw.recover().await?;
         gw.start_retention();
+        gw.start_assessments();
         gw.start_replica_tasks();
         Ok(gw)
+    }
+
+    /// Runs the scheduled profiling review every [`ServeOptions::assessment_interval`] until
+    /// shutdown.
+    fn start_assessments(self: &Arc<Self>) {
+        let core = self.core.clone();
+        let every = self.options.assessment_interval;
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if let Err(e) = core.assessor.pass(&core.store, &core.policy).await {
+                    tracing::warn!(error = %e, "quarterly assessment pass failed; will retry");
+                }
+            }
+        });
     }
 
     /// With a replicated store: reloads policy and revocations whenever a setting changes (at

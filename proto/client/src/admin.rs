@@ -113,6 +113,27 @@ impl Client {
         .await
     }
 
+    /// A stored quarterly assessment (the latest revision unless one is named).
+    pub async fn get_assessment(
+        &self,
+        req: pb::GetAssessmentRequest,
+    ) -> Result<pb::QuarterlyAssessment, Status> {
+        self.unary(Client::admin_service, req, |mut s, r| async move {
+            s.get_assessment(r).await
+        })
+        .await
+    }
+
+    /// The quarters assessed so far.
+    pub async fn list_assessments(&self) -> Result<pb::ListAssessmentsResponse, Status> {
+        self.unary(
+            Client::admin_service,
+            pb::ListAssessmentsRequest {},
+            |mut s, r| async move { s.list_assessments(r).await },
+        )
+        .await
+    }
+
     /// Civil-rights complaints filed after `after_cursor`, in filing order (CRCL and the
     /// admin).
     pub async fn list_complaints(

@@ -7,7 +7,7 @@
 //!  "booked_at": "2026-11-25T10:30:00Z",
 //!  "charges": [{"code": "49.04", "class": "dui"}],
 //!  "biographics": {"name": "…", "date_of_birth": "1990-04-01", "sex": "male",
-//!                  "place_of_birth": "…"},
+//!                  "place_of_birth": "…", "race": "white", "ethnicity": "hispanic"},
 //!  "fingers": [{"position": 1, "width": 500, "height": 600,
 //!               "minutiae": [{"x": 120, "y": 200, "angle": 45, "kind": "ending",
 //!                             "quality": 80}]}]}
@@ -71,6 +71,30 @@ pub struct BiographicsJson {
     pub sex: SexJson,
     #[serde(default)]
     pub place_of_birth: String,
+    /// NCIC race code, as a word; absent = not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub race: Option<RaceJson>,
+    /// NCIC ethnicity code, as a word; absent = not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethnicity: Option<EthnicityJson>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RaceJson {
+    White,
+    Black,
+    AsianPacificIslander,
+    AmericanIndianAlaskaNative,
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EthnicityJson {
+    Hispanic,
+    NotHispanic,
+    Unknown,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +220,22 @@ impl BookingJson {
                 date_of_birth: self.biographics.date_of_birth.clone(),
                 sex: sex as i32,
                 place_of_birth: self.biographics.place_of_birth.clone(),
+                race: match self.biographics.race {
+                    None => pb::Race::Unspecified,
+                    Some(RaceJson::White) => pb::Race::White,
+                    Some(RaceJson::Black) => pb::Race::Black,
+                    Some(RaceJson::AsianPacificIslander) => pb::Race::AsianPacificIslander,
+                    Some(RaceJson::AmericanIndianAlaskaNative) => {
+                        pb::Race::AmericanIndianAlaskaNative
+                    }
+                    Some(RaceJson::Unknown) => pb::Race::Unknown,
+                } as i32,
+                ethnicity: match self.biographics.ethnicity {
+                    None => pb::Ethnicity::Unspecified,
+                    Some(EthnicityJson::Hispanic) => pb::Ethnicity::Hispanic,
+                    Some(EthnicityJson::NotHispanic) => pb::Ethnicity::NotHispanic,
+                    Some(EthnicityJson::Unknown) => pb::Ethnicity::Unknown,
+                } as i32,
             }),
             fingers: self
                 .fingers
@@ -256,10 +296,26 @@ impl BookingJson {
                 })
                 .collect::<anyhow::Result<_>>()?,
             biographics: BiographicsJson {
-                name: bio.name,
-                date_of_birth: bio.date_of_birth,
+                name: bio.name.clone(),
+                date_of_birth: bio.date_of_birth.clone(),
                 sex,
-                place_of_birth: bio.place_of_birth,
+                place_of_birth: bio.place_of_birth.clone(),
+                race: match bio.race() {
+                    pb::Race::Unspecified => None,
+                    pb::Race::White => Some(RaceJson::White),
+                    pb::Race::Black => Some(RaceJson::Black),
+                    pb::Race::AsianPacificIslander => Some(RaceJson::AsianPacificIslander),
+                    pb::Race::AmericanIndianAlaskaNative => {
+                        Some(RaceJson::AmericanIndianAlaskaNative)
+                    }
+                    pb::Race::Unknown => Some(RaceJson::Unknown),
+                },
+                ethnicity: match bio.ethnicity() {
+                    pb::Ethnicity::Unspecified => None,
+                    pb::Ethnicity::Hispanic => Some(EthnicityJson::Hispanic),
+                    pb::Ethnicity::NotHispanic => Some(EthnicityJson::NotHispanic),
+                    pb::Ethnicity::Unknown => Some(EthnicityJson::Unknown),
+                },
             },
             fingers: s
                 .fingers

@@ -48,6 +48,7 @@
 //! ```
 
 pub mod admin;
+pub mod assessment;
 pub mod booking_json;
 pub mod config;
 pub mod error;

@@ -491,12 +491,29 @@ async fn an_admin_reads_the_statistics_and_the_audit_and_revokes_and_reloads() {
         ("national".into(), 1.into())
     );
 
-    // The outlier review of a fiscal quarter (FY2011Q3 is April-June 2011), and the
+    // The profiling review of a fiscal quarter (FY2011Q3 is April-June 2011), and the
     // complaints (none yet); a calendar quarter is refused, saying what is expected.
     let review = admin(&["review", "--quarter", "FY2011Q3"]);
     assert!(
-        review.starts_with("outlier review 2011-04..2011-06: "),
+        review.starts_with("profiling review 2011-04..2011-06: "),
         "{review}"
+    );
+    // No quarter is assessed yet: the list is empty, and one quarter says when it will be.
+    assert_eq!(admin(&["assessment"]), "");
+    let mut c = interop(d, &s.endpoint);
+    c.args([
+        "admin",
+        "assessment",
+        "FY2011Q3",
+        "--html",
+        "/nonexistent/x.html",
+    ]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("NOT_FOUND") && err.contains("2011-07-30"),
+        "{err}"
     );
     let mut c = interop(d, &s.endpoint);
     c.args(["admin", "review", "--quarter", "2011Q3"]);

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 mod ice;
 mod report;
+pub mod review;
 pub use ice::ice_side;
 use ice::{check_activation_notices, check_decisions};
 pub use report::{Report, report};
@@ -96,11 +97,21 @@ pub struct Observations {
     /// did not ask.
     pub review_complained: Option<BTreeMap<String, (u64, bool)>>,
     pub activation_notices: Vec<(String, pb::ActivationNotice)>,
-    /// Jurisdictions planted with skewed arrest mixes.
+    /// Jurisdictions planted with racial profiling whose bookings this run follows, the
+    /// decoys, and the target group (ground truth).
     pub planted: std::collections::BTreeSet<String>,
-    /// The outlier review's flags: (jurisdiction, measure), and how many tests it ran.
+    pub decoys: std::collections::BTreeSet<String>,
+    pub target_group: String,
+    /// The profiling review over the booking window: its flags (jurisdiction, group), how
+    /// many tests it ran, and the whole review.
     pub review_flags: Vec<(String, String)>,
     pub review_tests: u32,
+    pub review_window: Option<pb::OutlierReview>,
+    /// What the review's figures grew by during the run, for the window and each quarter
+    /// (`None` where the run did not ask).
+    pub review_figures: Option<review::FigureMap>,
+    /// Each quarter the schedule must have assessed, after the run.
+    pub assessments: Vec<review::AssessmentSeen>,
     /// National monthly statistics as the gateway reports them, by month.
     pub monthly: BTreeMap<String, pb::StatsRow>,
     /// Re-submissions of already receipted TCNs.
@@ -315,30 +326,9 @@ pub const CHECKS: &[&str] = &[
     ACTIVATION_NOTICES,
     OPERATIVE,
     COMPLAINTS,
+    review::REVIEW,
     MONTHLY,
 ];
-
-/// Precision and recall of the review's minor-traffic flags against the planted set.
-pub fn review_quality(obs: &Observations) -> (f64, f64) {
-    let flagged: std::collections::BTreeSet<&str> = obs
-        .review_flags
-        .iter()
-        .filter(|(_, m)| m == "minor_traffic_only_arrests")
-        .map(|(j, _)| j.as_str())
-        .collect();
-    let hits = flagged.iter().filter(|j| obs.planted.contains(**j)).count() as f64;
-    let precision = if flagged.is_empty() {
-        1.0
-    } else {
-        hits / flagged.len() as f64
-    };
-    let recall = if obs.planted.is_empty() {
-        1.0
-    } else {
-        hits / obs.planted.len() as f64
-    };
-    (precision, recall)
-}
 
 /// The booking months of a plan, `YYYY-MM`.
 pub fn months(plan: &[Booking]) -> Vec<String> {
@@ -511,6 +501,8 @@ pub fn verify(
     let mut told: BTreeMap<String, u64> = BTreeMap::new();
     // Of those, the identifications whose recommendation was a detainer.
     let mut recommended: BTreeMap<String, u64> = BTreeMap::new();
+    // Their TCNs: the profiling review counts these.
+    let mut identified: std::collections::BTreeSet<&str> = Default::default();
     for b in plan {
         let tcn = b.submission.tcn.as_str();
         let got = notes.get(tcn).map(|v| v.as_slice()).unwrap_or(&[]);
@@ -576,6 +568,7 @@ pub fn verify(
         *told.entry(month_of(b)).or_default() += 1;
         if o.recommendation != pb::Recommendation::None as i32 {
             *recommended.entry(month_of(b)).or_default() += 1;
+            identified.insert(tcn);
         }
         let right = ident.judge(
             b,
@@ -795,7 +788,8 @@ pub fn verify(
         v.errors.extend(t.errors);
     }
     v.errors.truncate(MAX_LISTED);
-    v.planted = planted_power(plan, obs);
+    review::check(&mut v, plan, obs, &identified);
+    v.planted = review::planted_power(plan, obs, &identified);
     v
 }
 
@@ -849,53 +843,4 @@ impl Tally {
         }
         false
     }
-}
-
-/// The power this run gave the review to flag each planted jurisdiction, from the run's
-/// own bookings (against a gateway with history the review counts earlier runs' bookings
-/// too; they are not this run's to judge).
-fn planted_power(plan: &[Booking], obs: &Observations) -> Vec<Planted> {
-    let minor_only = |b: &Booking| {
-        !b.submission.charges.is_empty()
-            && b.submission
-                .charges
-                .iter()
-                .all(|c| c.class == pb::OffenseClass::MinorTraffic as i32)
-    };
-    let rest: Vec<&Booking> = plan
-        .iter()
-        .filter(|b| !obs.planted.contains(&b.submission.jurisdiction_id))
-        .collect();
-    let p0 = rest.iter().filter(|b| minor_only(b)).count() as f64 / rest.len().max(1) as f64;
-    // A planted jurisdiction's arrests are pretextual minor-traffic-only stops at this share,
-    // the rest drawn as everywhere else.
-    let share = crate::bookings::PLANTED_MINOR_TRAFFIC_SHARE;
-    let p1 = share + (1.0 - share) * p0;
-    // The Benjamini–Hochberg threshold a true outlier meets when the planted ones are the
-    // review's discoveries.
-    let alpha = interop_gateway::rules::review::FDR * obs.planted.len() as f64
-        / f64::from(obs.review_tests.max(1));
-    obs.planted
-        .iter()
-        .map(|j| {
-            let here: Vec<&Booking> = plan
-                .iter()
-                .filter(|b| &b.submission.jurisdiction_id == j)
-                .collect();
-            let n = here.len() as u64;
-            let x = here.iter().filter(|b| minor_only(b)).count() as u64;
-            let p_value = interop_gateway::rules::review::binomial_upper_tail(x, n, p0);
-            Planted {
-                jurisdiction: j.clone(),
-                bookings: n,
-                minor_traffic_only: x,
-                power: criteria::review_power(n, p0, p1, alpha),
-                p_value,
-                significant: p_value <= alpha,
-                flagged: obs.review_flags.iter().any(|(f, m)| {
-                    f == j && m == interop_gateway::rules::review::MEASURE_MINOR_TRAFFIC
-                }),
-            }
-        })
-        .collect()
 }

@@ -220,16 +220,43 @@ pub fn report(
         setup_world.as_secs_f64(),
         setup_gateway.as_secs_f64()
     );
-    let (precision, recall) = review_quality(obs);
+    let (precision, recall) = super::review::quality(obs);
+    let decoys_flagged = obs
+        .review_flags
+        .iter()
+        .filter(|(j, _)| obs.decoys.contains(j))
+        .count();
     let _ = writeln!(
         t,
-        "  {:<34} {:>10}  ({} tests; {} planted; precision {:.2}, recall {:.2})",
-        "outlier review flags",
+        "  {:<34} {:>10}  ({} tests, {} powered; {} planted, {} decoys flagged; precision {:.2}, recall {:.2})",
+        "profiling review flags",
         obs.review_flags.len(),
         obs.review_tests,
+        obs.review_window.as_ref().map_or(0, |r| r.powered_tests),
         obs.planted.len(),
+        decoys_flagged,
         precision,
         recall
+    );
+    let assessed: Vec<String> = obs
+        .assessments
+        .iter()
+        .map(|a| match &a.stored {
+            Some(s) => format!(
+                "{} r{} {} flag(s)",
+                a.quarter,
+                s.revision,
+                s.review.as_ref().map_or(0, |r| r.flags.len())
+            ),
+            None => format!("{} missing", a.quarter),
+        })
+        .collect();
+    let _ = writeln!(
+        t,
+        "  {:<34} {:>10}  ({})",
+        "quarterly assessments (DOJ)",
+        obs.assessments.len(),
+        assessed.join("; ")
     );
     let _ = writeln!(t, "latency (from send):");
     t.push_str(&pct_line("receipt", receipt_lat));
@@ -314,7 +341,8 @@ pub fn report(
     if !v.planted.is_empty() {
         let _ = writeln!(
             t,
-            "outlier review: planted skews (a miss fails only with power >= {:.2} and significant evidence):",
+            "profiling review: planted profiling of {} people (a miss fails only with power >= {:.2} and significant evidence):",
+            obs.target_group,
             crate::criteria::MIN_POWER
         );
         for p in &v.planted {
@@ -325,9 +353,9 @@ pub fn report(
             };
             let _ = writeln!(
                 t,
-                "  [{mark}] {:<10} bookings {:>6} ({} minor-traffic-only, p = {:.2e}{})  power {:.2}  {}",
+                "  [{mark}] {:<10} identified {:>6} ({} minor-traffic-only, p = {:.2e}{})  power {:.2}  {}",
                 p.jurisdiction,
-                p.bookings,
+                p.identifications,
                 p.minor_traffic_only,
                 p.p_value,
                 if p.significant { ", significant" } else { "" },
@@ -354,8 +382,17 @@ pub fn report(
         "removals_by_category": removals_by_category(obs),
         "ice_side": ice_side(obs),
         "activation_notices": obs.activation_notices.len(),
-        "outlier_review": {
+        "profiling_review": {
             "tests": obs.review_tests,
+            "decoys": obs.decoys,
+            "decoys_flagged": decoys_flagged,
+            "target_group": obs.target_group,
+            "assessments": obs.assessments.iter().map(|a| serde_json::json!({
+                "quarter": a.quarter,
+                "revision": a.stored.as_ref().map(|s| s.revision),
+                "flags": a.stored.as_ref().and_then(|s| s.review.as_ref()).map(|r| r.flags.iter().map(|f| (f.jurisdiction_id.clone(), f.group.clone())).collect::<Vec<_>>()),
+                "in_depth": a.stored.as_ref().map(|s| s.in_depth.iter().map(|d| serde_json::json!({"jurisdiction": d.jurisdiction_id, "group": d.group, "persists": d.persists})).collect::<Vec<_>>()),
+            })).collect::<Vec<_>>(),
             "planted": v.planted,
             "min_power": crate::criteria::MIN_POWER,
             "flags": obs.review_flags,

@@ -60,9 +60,9 @@ pub(crate) enum AdminCmd {
         #[arg(long, conflicts_with = "format")]
         json: bool,
     },
-    /// The quarterly outlier review of a federal fiscal quarter (FY2011Q3, April-June 2011,
-    /// is the first), or of a span of months: the jurisdictions flagged, most significant
-    /// first, with the figures behind each.
+    /// The profiling review of a federal fiscal quarter (FY2011Q3, April-June 2011, is the
+    /// first), or of a span of months, computed now: the jurisdictions and groups flagged
+    /// against their arrest-rate data, most significant first, with the figures behind each.
     Review {
         /// FYyyyyQn, e.g. FY2012Q1 (October-December 2011).
         #[arg(long, required_unless_present = "from")]
@@ -74,6 +74,24 @@ pub(crate) enum AdminCmd {
         to: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// The quarterly assessments the gateway ran on schedule and shares with DOJ: without a
+    /// quarter, the list; with one, the latest revision (or --revision), its flags and the
+    /// in-depth analysis of last quarter's outliers. --out and --html write the DOJ export
+    /// (JSON, and a self-contained HTML page).
+    Assessment {
+        /// FYyyyyQn, e.g. FY2011Q3.
+        quarter: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        revision: u32,
+        #[arg(long)]
+        json: bool,
+        /// Write the assessment as JSON to this file.
+        #[arg(long, requires = "quarter")]
+        out: Option<std::path::PathBuf>,
+        /// Write the assessment as a self-contained HTML page to this file.
+        #[arg(long, requires = "quarter")]
+        html: Option<std::path::PathBuf>,
     },
     /// Civil-rights complaints in filing order: id, stage, outcome, jurisdiction, booking.
     Complaints {
@@ -261,6 +279,13 @@ pub(crate) async fn admin(client: &Client, cmd: AdminCmd) -> Outcome {
                 .await?;
             review(&r, json);
         }
+        AdminCmd::Assessment {
+            quarter,
+            revision,
+            json,
+            out,
+            html,
+        } => assessment(client, quarter, revision, json, html, out).await?,
         AdminCmd::Complaints { after, json } => complaints(client, after, json).await?,
         AdminCmd::Revoke { serial, reason } => {
             let r = client.revoke_certificate(&serial, &reason).await?;
@@ -328,51 +353,30 @@ async fn stats(
 
 fn review(r: &pb::OutlierReview, json: bool) {
     if json {
-        let flags: Vec<serde_json::Value> = r
-            .flags
-            .iter()
-            .map(|f| {
-                serde_json::json!({"jurisdiction_id": f.jurisdiction_id, "state": f.state,
-                    "measure": f.measure, "count": f.count, "trials": f.trials, "rate": f.rate,
-                    "state_rate": f.state_rate, "national_rate": f.national_rate,
-                    "rest_of_nation_rate": f.rest_of_nation_rate, "p_value": f.p_value,
-                    "profiling_complaints": f.profiling_complaints})
-            })
-            .collect();
-        let complained: Vec<serde_json::Value> = r
-            .complained_of
-            .iter()
-            .map(|c| {
-                serde_json::json!({"jurisdiction_id": c.jurisdiction_id, "state": c.state,
-                    "profiling_complaints": c.profiling_complaints, "flagged": c.flagged})
-            })
-            .collect();
-        print_json(
-            &serde_json::json!({"from_month": r.from_month, "to_month": r.to_month,
-            "tests": r.tests, "false_discovery_rate": r.false_discovery_rate,
-            "min_trials": r.min_trials, "flags": flags, "complained_of": complained}),
-        );
+        print_json(&interop_client::assessment::review_json(r));
         return;
     }
     outln!(
-        "outlier review {}..{}: {} tests, false-discovery rate {}, {} flag(s)",
+        "profiling review {}..{}: {} identifications, {} tests ({} powered), false-discovery rate {}, {} flag(s)",
         r.from_month,
         r.to_month,
+        r.identifications,
         r.tests,
+        r.powered_tests,
         r.false_discovery_rate,
         r.flags.len()
     );
     for f in &r.flags {
         outln!(
-            "{:<8} {:<3} {:<30} {:>6}/{:<6} {:>6.1}% (rest of nation {:.1}%, state {:.1}%)  p={:.2e}",
+            "{:<8} {:<3} {:<24} {:>5}/{:<5} minor traffic {:>5.1}% (arrest data {:.1}%, expected {:.1}%)  p={:.2e}",
             f.jurisdiction_id,
             f.state,
-            f.measure,
+            f.group,
             f.count,
             f.trials,
             f.rate * 100.0,
-            f.rest_of_nation_rate * 100.0,
-            f.state_rate * 100.0,
+            f.arrest_rate * 100.0,
+            f.expected_rate * 100.0,
             f.p_value
         );
     }
@@ -385,6 +389,91 @@ fn review(r: &pb::OutlierReview, json: bool) {
             if c.flagged { ", flagged above" } else { "" }
         );
     }
+}
+
+/// A stored quarterly assessment (or, without a quarter, the list of them); with `--html`
+/// and `--out`, the DOJ export written to files.
+async fn assessment(
+    client: &Client,
+    quarter: Option<String>,
+    revision: u32,
+    json: bool,
+    html: Option<std::path::PathBuf>,
+    out: Option<std::path::PathBuf>,
+) -> Outcome {
+    let Some(quarter) = quarter else {
+        let l = client.list_assessments().await?;
+        if json {
+            print_json(&serde_json::json!(
+                l.assessments
+                    .iter()
+                    .map(|a| serde_json::json!({
+                "quarter": a.quarter, "revision": a.revision, "data_through": a.data_through,
+                "tests": a.tests, "flags": a.flags}))
+                    .collect::<Vec<_>>()
+            ));
+        } else {
+            for a in &l.assessments {
+                outln!(
+                    "{} revision {:<3} data through {}  {} tests, {} flag(s)",
+                    a.quarter,
+                    a.revision,
+                    a.data_through,
+                    a.tests,
+                    a.flags
+                );
+            }
+        }
+        return Ok(());
+    };
+    let a = client
+        .get_assessment(pb::GetAssessmentRequest { quarter, revision })
+        .await?;
+    let doc = interop_client::assessment::assessment_json(&a);
+    let write = |path: &std::path::Path, bytes: Vec<u8>| {
+        std::fs::write(path, bytes)
+            .map_err(|e| Failure::usage(format!("writing {}: {e}", path.display())))
+    };
+    if let Some(path) = &out {
+        write(path, serde_json::to_vec_pretty(&doc).unwrap_or_default())?;
+    }
+    if let Some(path) = &html {
+        write(
+            path,
+            interop_client::assessment::assessment_html(&a).into_bytes(),
+        )?;
+    }
+    if json {
+        print_json(&doc);
+        return Ok(());
+    }
+    outln!(
+        "{} revision {} (data through {})",
+        a.quarter,
+        a.revision,
+        a.data_through
+    );
+    if let Some(r) = &a.review {
+        review(r, false);
+    }
+    for d in &a.in_depth {
+        outln!(
+            "in depth: {:<8} {:<24} last quarter p={:.2e}; now {}/{} (expected {:.1}%) p={:.2e}  {}",
+            d.jurisdiction_id,
+            d.group,
+            d.previous_p_value,
+            d.count,
+            d.trials,
+            d.expected_rate * 100.0,
+            d.p_value,
+            if d.persists {
+                "persists"
+            } else {
+                "does not persist"
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Every complaint filed after `after`, 1,000 at a time.
