@@ -162,7 +162,6 @@ pub fn planted_jurisdictions(truth: &Truth, k: usize) -> std::collections::BTree
 /// empty, the bookings follow the world's policing patterns ([`crate::profiling`]): in the
 /// planted jurisdictions the target group is arrested more often, often on pretextual
 /// minor-traffic-only charges; in the decoys everyone is, alike.
-
 pub fn plan(
     data: &WorldData,
     seed: u64,

@@ -14,13 +14,14 @@
 //!   confidence, a matcher worse than promised. Every error is listed, with the booking's
 //!   capture quality and where the mate ranked, so a user can tell a hard print from a bug.
 //! - **The profiling review.** Whether planted profiling is found depends on how many
-//!   identifications of the target group the planted jurisdiction had, and on chance. A planted outlier counts as missed only
-//!   where the run had at least [`MIN_POWER`] power to find it ([`review_power`]) **and** the
-//!   run's own bookings there were significant at the review's threshold (the test's p-value
-//!   on the counts this run planted): power alone would still fail one honest run in five at
-//!   0.8 (and one in ten at 0.9, as a 1,000-booking demo showed), a failure nobody could act
-//!   on; with both, a miss is the review not flagging evidence it was given. The power, the
-//!   p-value of every planted one, and the review's precision and recall are reported.
+//!   identifications of the target group the planted jurisdiction had, and on chance. A
+//!   planted jurisdiction counts as missed only where the run had at least [`MIN_POWER`] power
+//!   to find it ([`review_power`]) **and** the run's own identifications there were
+//!   significant at Benjamini–Hochberg's threshold for a first discovery (FDR/m, which BH
+//!   always flags): power alone would still fail one honest run in five at 0.8, a failure
+//!   nobody could act on; with both, a miss is the review not flagging evidence it was given.
+//!   The power, the p-value of every planted one, the decoys flagged, and the review's
+//!   precision and recall are reported.
 
 use interop_gateway::rules::review::binomial_upper_tail;
 

@@ -36,7 +36,7 @@ pub struct DemoOptions {
     pub shards: usize,
     /// How long to wait for all results after the last receipt.
     pub settle_timeout: Duration,
-    /// Jurisdictions planted with a skewed (pretextual minor-traffic) arrest mix.
+    /// Bookings follow the world's planted profiling in up to this many jurisdictions (0: none).
     pub plant_outliers: usize,
     /// How bookings arrive.
     pub arrival: Arrival,
@@ -607,16 +607,30 @@ async fn drive_and_verify(
         let before = stats_before.get(&month).cloned().unwrap_or_default();
         obs.monthly.insert(month, stats_delta(&after, &before));
     }
-    // Organisations complain to CRCL of profiling in each planted jurisdiction, in the
-    // window's first month.
+    // Organisations complain to CRCL of profiling in each planted jurisdiction, and a public
+    // agency (a public defender's office) in each decoy, in the window's first month: the
+    // review lists them all, beside its flags.
+    let decoys = if planted.is_empty() {
+        Default::default()
+    } else {
+        data.truth.profiling.decoys.clone()
+    };
     if !planted.is_empty()
         && let Some(mut crcl) = crate::officers::crcl_client(endpoint, pki).await?
     {
-        for j in &planted {
+        let who = planted
+            .iter()
+            .map(|j| (j, "ORG", pb::ComplainantKind::Organisation))
+            .chain(
+                decoys
+                    .iter()
+                    .map(|j| (j, "AGY", pb::ComplainantKind::Agency)),
+            );
+        for (j, prefix, kind) in who {
             let c = crcl
                 .file_complaint(pb::FileComplaintRequest {
-                    intake_id: format!("ORG-{}{j}", opts.run_tag),
-                    complainant: pb::ComplainantKind::Organisation as i32,
+                    intake_id: format!("{prefix}-{}{j}", opts.run_tag),
+                    complainant: kind as i32,
                     jurisdiction_id: j.clone(),
                     allegation: pb::Allegation::RacialOrEthnicProfiling as i32,
                     channel: pb::ComplaintChannel::Crcl as i32,
@@ -628,7 +642,7 @@ async fn drive_and_verify(
             obs.org_complaints.push((j.clone(), c.complaint_id));
         }
     }
-    // The outlier review over the whole booking window: at demo volumes a single quarter has
+    // The profiling review over the whole booking window: at demo volumes a single quarter has
     // too few bookings per jurisdiction for any test to have power.
     let review = admin.quarterly_review(window).await?.into_inner();
     let before: BTreeMap<&str, u64> = complained_before
@@ -661,7 +675,7 @@ async fn drive_and_verify(
     obs.assessments =
         await_assessments(&mut admin, &crate::verify::review::closed_quarters(plan)).await?;
     if !planted.is_empty() {
-        obs.decoys = data.truth.profiling.decoys.clone();
+        obs.decoys = decoys;
         obs.target_group = data
             .truth
             .profiling

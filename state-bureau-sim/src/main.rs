@@ -115,8 +115,9 @@ enum Cmd {
         /// Matcher shards per gallery.
         #[arg(long, default_value_t = 4)]
         shards: usize,
-        /// Plant skewed (pretextual minor-traffic) arrest mixes in this many of the most
-        /// populous jurisdictions; the outlier review must flag them.
+        /// Bookings follow the world's planted racial profiling (`generate --plant-profiling`)
+        /// in up to this many jurisdictions, and its decoys; the profiling review must flag
+        /// the planted ones where the run gives it the power. 0: bookings without them.
         #[arg(long, default_value_t = 3)]
         plant_outliers: usize,
     },
@@ -167,8 +168,8 @@ enum Cmd {
         /// Seconds to wait for all answers after the last receipt.
         #[arg(long, default_value_t = 180)]
         settle_secs: u64,
-        /// Plant skewed arrest mixes in this many jurisdictions (the review then runs over
-        /// everything the gateway holds for those months).
+        /// Bookings follow the world's planted profiling in up to this many jurisdictions (the
+        /// review then runs over everything the gateway holds for those months).
         #[arg(long, default_value_t = 0)]
         plant_outliers: usize,
         /// Also write the report as JSON here.

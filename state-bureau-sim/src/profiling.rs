@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// Seed domain of the race/ethnicity draw.
-const GROUP_DOMAIN: u64 = 0x6E0_0F;
+const GROUP_DOMAIN: u64 = 0x0006_E00F;
 /// Arrests per person a year (UCR 2010: about 13.1 million arrests of 309 million people).
 pub const ARRESTS_PER_PERSON: f64 = 0.042;
 /// Shares of arrests on serious (felony) and on minor-traffic-only charges, everywhere; the

@@ -41,7 +41,7 @@ pub fn quarter_of(d: NaiveDate) -> Quarter {
     if m >= 10 {
         (y + 1, 1)
     } else {
-        (y, (m + 2) / 3 + 1)
+        (y, m.div_ceil(3) + 1)
     }
 }
 

@@ -102,7 +102,7 @@ impl Client {
         .await
     }
 
-    /// The quarterly outlier review of a fiscal quarter (`FYyyyyQn`) or a span of months.
+    /// The profiling review of a fiscal quarter (`FYyyyyQn`) or a span of months.
     pub async fn quarterly_review(
         &self,
         req: pb::QuarterlyReviewRequest,

@@ -2,7 +2,7 @@
 //!
 //! Deterministic invariants are checked strictly: every check counts failures, and one
 //! failure fails the run, each violation listed with its TCN (ids only: no biometric or
-//! biographic data). The matchers' error rates and the outlier review are statistical: they
+//! biographic data). The matchers' error rates and the profiling review are statistical: they
 //! are judged by the criteria of [`crate::criteria`] (95% intervals against the targets, the
 //! review's power), so a run fails on them only when it shows something wrong, never on one
 //! unlucky search.
@@ -89,8 +89,8 @@ pub struct Observations {
     pub complaint_flags_received: Vec<(String, String)>,
     /// Whether a removal asked of a person with an open complaint was refused (asked once).
     pub removal_of_complainant_refused: Option<bool>,
-    /// Organisations' complaints of profiling about the planted jurisdictions: (jurisdiction,
-    /// complaint id).
+    /// Organisations' complaints of profiling about the planted jurisdictions, and agencies'
+    /// about the decoys: (jurisdiction, complaint id).
     pub org_complaints: Vec<(String, String)>,
     /// The review's jurisdictions complained of in the booking window, as differences from
     /// before the run: jurisdiction → (complaints of profiling, flagged). `None` where the run
