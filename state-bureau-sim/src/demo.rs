@@ -33,6 +33,8 @@ pub struct DemoOptions {
     pub json: Option<PathBuf>,
     /// Also write a self-contained HTML report with charts here.
     pub html: Option<PathBuf>,
+    /// Write each closed quarter's DOJ assessment here (`FYyyyyQn.json`, `FYyyyyQn.html`).
+    pub doj: Option<PathBuf>,
     pub shards: usize,
     /// How long to wait for all results after the last receipt.
     pub settle_timeout: Duration,
@@ -150,6 +152,7 @@ impl Default for DemoOptions {
             dir: None,
             json: None,
             html: None,
+            doj: None,
             shards: 4,
             settle_timeout: Duration::from_secs(180),
             plant_outliers: 3,
@@ -263,6 +266,31 @@ async fn await_assessments(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The DOJ export of every stored assessment: JSON and a self-contained HTML page each.
+fn write_doj(
+    dir: &std::path::Path,
+    seen: &[crate::verify::review::AssessmentSeen],
+) -> anyhow::Result<()> {
+    use interop_client::assessment::{assessment_html, assessment_json};
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut written = 0;
+    for a in seen {
+        let Some(stored) = &a.stored else { continue };
+        let path = dir.join(format!("{}.json", a.quarter));
+        std::fs::write(&path, serde_json::to_vec_pretty(&assessment_json(stored))?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let path = dir.join(format!("{}.html", a.quarter));
+        std::fs::write(&path, assessment_html(stored))
+            .with_context(|| format!("writing {}", path.display()))?;
+        written += 1;
+    }
+    eprintln!(
+        "{written} quarterly assessment(s) for DOJ written to {}",
+        dir.display()
+    );
+    Ok(())
 }
 
 /// How long the run waits for the scheduled assessments to catch up with its bookings.
@@ -674,6 +702,9 @@ async fn drive_and_verify(
     obs.review_window = Some(review);
     obs.assessments =
         await_assessments(&mut admin, &crate::verify::review::closed_quarters(plan)).await?;
+    if let Some(dir) = &opts.doj {
+        write_doj(dir, &obs.assessments)?;
+    }
     if !planted.is_empty() {
         obs.decoys = decoys;
         obs.target_group = data

@@ -112,6 +112,9 @@ enum Cmd {
         /// Also write a self-contained HTML report with charts here.
         #[arg(long)]
         html: Option<PathBuf>,
+        /// Write each closed quarter's DOJ assessment (JSON and HTML) into this directory.
+        #[arg(long)]
+        doj: Option<PathBuf>,
         /// Matcher shards per gallery.
         #[arg(long, default_value_t = 4)]
         shards: usize,
@@ -178,6 +181,9 @@ enum Cmd {
         /// Also write a self-contained HTML report with charts here.
         #[arg(long)]
         html: Option<PathBuf>,
+        /// Write each closed quarter's DOJ assessment (JSON and HTML) into this directory.
+        #[arg(long)]
+        doj: Option<PathBuf>,
         /// How bureaus submit: unary (Submit), stream (SubmitStream) or mixed (half the states
         /// each).
         #[arg(long, value_enum, default_value = "mixed")]
@@ -424,6 +430,7 @@ fn main() -> ExitCode {
             dir,
             json,
             html,
+            doj,
             shards,
             plant_outliers,
         } => rt
@@ -434,6 +441,7 @@ fn main() -> ExitCode {
                 dir,
                 json,
                 html,
+                doj,
                 shards,
                 plant_outliers,
                 ..Default::default()
@@ -585,6 +593,7 @@ fn main() -> ExitCode {
             plant_outliers,
             json,
             html,
+            doj,
             changes,
             change_at,
             submit,
@@ -629,6 +638,7 @@ fn main() -> ExitCode {
                     bookings,
                     json,
                     html,
+                    doj,
                     plant_outliers,
                     arrival,
                     changes,

@@ -278,12 +278,9 @@ async fn attempt(core: &Core, job: &Job) -> Result<bool, GatewayError> {
                 count(&statistics::key(&month, jurisdiction, metric));
             }
             // The profiling review's figures: identifications by race/ethnicity group.
-            if let (Some(g), true) = (
-                job.valid.group,
-                hit.is_some() && det.recommendation != policy::Recommendation::None,
-            ) {
-                for metric in statistics::group_metrics(g, minor_traffic_only) {
-                    count(&statistics::key(&month, jurisdiction, &metric));
+            if hit.is_some() && det.recommendation != policy::Recommendation::None {
+                for metric in statistics::group_metrics(job.valid.group, minor_traffic_only) {
+                    count(&statistics::review_key(&month, jurisdiction, &metric));
                 }
             }
             if det.recommendation != policy::Recommendation::None {

@@ -216,6 +216,11 @@ pub async fn file(
             statistics::key(&month, &jurisdiction_id, FILED_PROFILING),
             1,
         ));
+        // And where the profiling review reads (statistics::review_key).
+        counters.push((
+            statistics::review_key(&month, &jurisdiction_id, FILED_PROFILING),
+            1,
+        ));
     }
     if r.complainant_is_booked_person {
         counters.push((format!("{}filed", complainant_prefix(&r.state, &r.tcn)), 1));

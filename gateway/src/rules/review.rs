@@ -164,27 +164,54 @@ impl Baseline {
     }
 }
 
+/// The probabilities `P(X = k)`, k = 0..=n, of `X ~ Binomial(n, p)` (0 < p < 1).
+fn pmf(n: u64, p: f64) -> Vec<f64> {
+    let lf = ln_factorials(n);
+    let (lp, lq) = (p.ln(), (1.0 - p).ln());
+    (0..=n)
+        .map(|k| {
+            (lf[n as usize] - lf[k as usize] - lf[(n - k) as usize]
+                + k as f64 * lp
+                + (n - k) as f64 * lq)
+                .exp()
+        })
+        .collect()
+}
+
 /// The power of a one-sided exact binomial test of `n` trials at rate `p0` and level `alpha`
-/// to reject when the true odds are twice `p0`'s.
+/// to reject when the true odds are twice `p0`'s. Linear in `n` (the review runs it for every
+/// test of every scheduled pass).
 pub fn power_at_double_odds(n: u64, p0: f64, alpha: f64) -> f64 {
-    if n == 0 || !(0.0..1.0).contains(&p0) {
+    if n == 0 || !(p0 > 0.0 && p0 < 1.0) {
         return 0.0;
     }
-    let Some(c) = (0..=n).find(|&x| binomial_upper_tail(x, n, p0) <= alpha) else {
+    // The smallest count the test rejects: the upper tail under p0 at most alpha.
+    let null = pmf(n, p0);
+    let mut tail = 0.0;
+    let mut c = None;
+    for k in (0..=n as usize).rev() {
+        tail += null[k];
+        if tail > alpha {
+            break;
+        }
+        c = Some(k);
+    }
+    let Some(c) = c else {
         return 0.0;
     };
     let o = 2.0 * p0 / (1.0 - p0);
-    binomial_upper_tail(c, n, o / (1.0 + o))
+    pmf(n, o / (1.0 + o))[c..].iter().sum::<f64>().min(1.0)
 }
 
-/// The figures of the months `months` from the durable monthly counters.
+/// The figures of the months `months` from the review's durable counters
+/// ([`statistics::review_key`]).
 pub async fn figures_of(
     store: &DynStore,
     months: &[String],
 ) -> Result<BTreeMap<String, Figures>, GatewayError> {
     let mut counters = BTreeMap::new();
     for m in months {
-        counters.extend(store.counters_with_prefix(format!("m/{m}/")).await?);
+        counters.extend(store.counters_with_prefix(format!("r/{m}/")).await?);
     }
     Ok(statistics::review_figures(&counters))
 }
@@ -494,5 +521,11 @@ mod tests {
         assert!((0.0..=1.0).contains(&small) && small < 0.3, "{small}");
         assert!(large > 0.99, "{large}");
         assert_eq!(power_at_double_odds(0, 0.1, 0.01), 0.0);
+        // Hand-checked: n = 10, p0 = 0.1, alpha = 0.01: P(X ≥ 4 | 0.1) = 0.0128 > 0.01 and
+        // P(X ≥ 5 | 0.1) = 0.00163, so the test rejects at 5; doubled odds give p1 = 2/11.
+        let p1: f64 = 2.0 / 11.0;
+        let want = binomial_upper_tail(5, 10, p1);
+        assert!((power_at_double_odds(10, 0.1, 0.01) - want).abs() < 1e-12);
+        assert!(binomial_upper_tail(4, 10, 0.1) > 0.01 && binomial_upper_tail(5, 10, 0.1) <= 0.01);
     }
 }

@@ -156,14 +156,25 @@ pub fn outcome_metrics(hit: bool, d: &Determination) -> Vec<&'static str> {
     m
 }
 
-/// Prefix of the identification counters by race/ethnicity group (`idg_<group>`), and suffix
-/// of those arrested on minor traffic charges only (`idg_<group>_mt`).
+/// The profiling review's counters live apart from the monthly statistics, under
+/// `r/<YYYY-MM>/<jurisdiction>/<metric>`, so a review reads only them: as many as the
+/// jurisdictions and groups with identifications, not every statistic of every jurisdiction.
+pub fn review_key(month: &str, jurisdiction: &str, metric: &str) -> String {
+    format!("r/{month}/{jurisdiction}/{metric}")
+}
+
+/// Identifications by race/ethnicity group (`idg_<group>`), those arrested on minor traffic
+/// charges only (`idg_<group>_mt`), and identifications with no race/ethnicity recorded.
 pub const GROUP_PREFIX: &str = "idg_";
 pub const GROUP_MINOR_SUFFIX: &str = "_mt";
+pub const GROUP_UNRECORDED: &str = "idg_unrecorded";
 
-/// The metrics one identification of a person of `group` adds to (the profiling review's
-/// figures, seed 001: "data for aliens identified by the program").
-pub fn group_metrics(group: crate::world::Group, minor_traffic_only: bool) -> Vec<String> {
+/// The review metrics one identification adds to (seed 001: "data for aliens identified by
+/// the program"): its group's, or the unrecorded count.
+pub fn group_metrics(group: Option<crate::world::Group>, minor_traffic_only: bool) -> Vec<String> {
+    let Some(group) = group else {
+        return vec![GROUP_UNRECORDED.to_string()];
+    };
     let all = format!("{GROUP_PREFIX}{}", group.as_str());
     let mut m = vec![all.clone()];
     if minor_traffic_only {
@@ -322,14 +333,14 @@ pub fn review_figures(
     let mut out: BTreeMap<String, crate::rules::review::Figures> = BTreeMap::new();
     for (k, n) in counters {
         let mut parts = k.splitn(4, '/');
-        let (Some("m"), Some(_month), Some(jid), Some(metric)) =
+        let (Some("r"), Some(_month), Some(jid), Some(metric)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             continue;
         };
         let f = out.entry(jid.to_string()).or_default();
         match metric {
-            LEVEL1 | LEVEL2 | LEVEL3 | NON_CRIMINAL => f.identifications += n,
+            GROUP_UNRECORDED => f.identifications += n,
             crate::rules::complaints::FILED_PROFILING => f.profiling_complaints += n,
             m => {
                 let Some(g) = m.strip_prefix(GROUP_PREFIX) else {
@@ -345,6 +356,7 @@ pub fn review_figures(
                         e.0 += n;
                     } else {
                         e.1 += n;
+                        f.identifications += n;
                     }
                 }
             }
