@@ -323,6 +323,70 @@ pub async fn drive(
     for s in senders {
         s.await??;
     }
+    // Bureaus retry what the gateway shed ("the pipeline is full; retry with backoff"): the
+    // same TCN again (idempotent), with exponential backoff, for up to [`SHED_RETRY_FOR`];
+    // only what is still refused then counts as refused. Latency stays from the first send.
+    let shed: Vec<usize> = receipts
+        .lock()
+        .expect("receipts")
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, Some(Err(e)) if is_shed(e)))
+        .map(|(i, _)| i)
+        .collect();
+    let retried = shed.len();
+    if retried > 0 {
+        let mut tasks = tokio::task::JoinSet::new();
+        let sem = Arc::new(tokio::sync::Semaphore::new(inflight.clamp(1, 64)));
+        for i in shed {
+            let permit = sem.clone().acquire_owned().await?;
+            let mut c = SubmissionServiceClient::new(channels[&plan[i].state].clone());
+            let bureau = bureau_clients[&plan[i].state].clone();
+            let failover = opts.failover;
+            let sub = plan[i].submission.clone();
+            let (receipts, receipt_at, hist, sent_at) = (
+                receipts.clone(),
+                receipt_at.clone(),
+                receipt_hist.clone(),
+                sent_at.clone(),
+            );
+            tasks.spawn(async move {
+                let first = Instant::now();
+                let mut backoff = Duration::from_millis(50);
+                let r = loop {
+                    tokio::time::sleep(backoff).await;
+                    let sent = if failover {
+                        bureau.submit(sub.clone()).await
+                    } else {
+                        c.submit(sub.clone()).await.map(|r| r.into_inner())
+                    };
+                    match sent {
+                        Ok(r) => break Ok(r),
+                        Err(s)
+                            if s.code() == tonic::Code::ResourceExhausted
+                                && first.elapsed() < SHED_RETRY_FOR =>
+                        {
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                        }
+                        Err(s) => break Err(format!("{:?}: {}", s.code(), s.message())),
+                    }
+                };
+                let now = Instant::now();
+                if r.is_ok()
+                    && let Some(start) = sent_at.lock().expect("sent")[i]
+                {
+                    hist.lock()
+                        .expect("hist")
+                        .record(now.saturating_duration_since(start).as_micros() as u64)
+                        .ok();
+                }
+                receipts.lock().expect("receipts")[i] = Some(r);
+                receipt_at.lock().expect("receipt times")[i] = Some(now);
+                drop(permit);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
     progress.finish();
     let submit_elapsed = t_submit.elapsed();
     let applied = match change_task {
@@ -389,6 +453,7 @@ pub async fn drive(
     obs.receipts = receipts.lock().expect("receipts").clone();
     obs.set_receipt_latency(receipt_hist.lock().expect("hist").clone());
     obs.repeats = repeats;
+    obs.shed_and_retried = retried;
     // The activations made, whose advance notices the bureaus must have read (those of the
     // states that took part; another state's bureau is not followed).
     if obs.applied.is_some() {
@@ -520,4 +585,14 @@ impl Collector {
         let _ = self.stop.send(());
         Ok(self.task.await?)
     }
+}
+
+/// How long a bureau keeps retrying a submission the gateway shed.
+const SHED_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// A refusal that asks the caller to come back (RESOURCE_EXHAUSTED), as the unary path and
+/// the stream path write it.
+fn is_shed(e: &str) -> bool {
+    e.starts_with("ResourceExhausted")
+        || e.starts_with(&format!("code {}:", tonic::Code::ResourceExhausted as i32))
 }

@@ -114,6 +114,8 @@ pub struct Observations {
     pub assessments: Vec<review::AssessmentSeen>,
     /// National monthly statistics as the gateway reports them, by month.
     pub monthly: BTreeMap<String, pb::StatsRow>,
+    /// Submissions the gateway shed (RESOURCE_EXHAUSTED) that the bureaus retried.
+    pub shed_and_retried: usize,
     /// Re-submissions of already receipted TCNs.
     pub repeats: Vec<(String, Result<pb::Receipt, String>)>,
     pub submit_elapsed: Duration,

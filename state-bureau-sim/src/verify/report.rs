@@ -111,7 +111,15 @@ pub fn report(
     let mut t = String::new();
     let _ = writeln!(t, "\n== interop: summary ==");
     let _ = writeln!(t, "  {:<34} {:>10}", "submissions", n);
-    let _ = writeln!(t, "  {:<34} {:>10}", "receipts", receipts);
+    if obs.shed_and_retried > 0 {
+        let _ = writeln!(
+            t,
+            "  {:<34} {:>10}  ({} shed by the gateway and sent again with backoff)",
+            "receipts", receipts, obs.shed_and_retried
+        );
+    } else {
+        let _ = writeln!(t, "  {:<34} {:>10}", "receipts", receipts);
+    }
     let _ = writeln!(t, "  {:<34} {:>10}", "criminal-history hits", ch_hits);
     let _ = writeln!(t, "  {:<34} {:>10}", "IDENT searches", searches);
     let _ = writeln!(
@@ -369,6 +377,7 @@ pub fn report(
     let json = serde_json::json!({
         "submissions": n,
         "receipts": receipts,
+        "shed_and_retried": obs.shed_and_retried,
         "criminal_history_hits": ch_hits,
         "ident_searches": searches,
         "ident_matches": matches,
