@@ -6,7 +6,7 @@
 use super::IndexedMatcher;
 use super::probe::ProbeCodes;
 use super::stage1::{Deadline, FirstCode, Kept, first_code_scores, stage1};
-use super::tuning::{SHORTLIST_PER_CODE, pattern_shortlist_len, shortlist_len};
+use super::tuning::{PATTERN_TIES_MAX, SHORTLIST_PER_CODE, pattern_shortlist_len, shortlist_len};
 use super::words::weighted_keys;
 use crate::{MatchError, SubjectId, Tenprint};
 
@@ -92,8 +92,26 @@ impl IndexedMatcher {
         let among_kept = |f: fn(&Kept) -> f32| {
             me.map(|me| above(f(me), &mut st.kept.iter().map(|k| (k.shard, k.entry, f(k)))))
         };
+        // Among the subjects tied at the best pattern score, by the fused score (the order
+        // `stage1::shortlist` pairs them in).
+        let tied_at_top = me.filter(|_| st.patterns).and_then(|me| {
+            let top = st.kept.iter().map(|k| k.word).max_by(f32::total_cmp)?;
+            (me.word == top).then(|| {
+                st.kept
+                    .iter()
+                    .filter(|k| k.word == top)
+                    .filter(|k| {
+                        k.fused
+                            .total_cmp(&me.fused)
+                            .then(me.subject.cmp(&k.subject))
+                            .is_gt()
+                    })
+                    .count()
+            })
+        });
         Ok(Some(ShortlistRanks {
             by_patterns: st.patterns,
+            tied_at_top,
             word,
             histogram,
             fused: among_kept(|k| k.fused),
@@ -116,6 +134,9 @@ pub struct ShortlistRanks {
     pub fused: Option<usize>,
     /// By the histogram score among the kept subjects.
     pub histogram_kept: Option<usize>,
+    /// With the pattern classes first, by the fused score among the subjects tied at the best
+    /// pattern score, if the subject is one of them (see `PATTERN_TIES_MAX`).
+    pub tied_at_top: Option<usize>,
 }
 
 impl ShortlistRanks {
@@ -129,6 +150,7 @@ impl ShortlistRanks {
         self.fused.is_some_and(|f| f < len)
             || self.word < SHORTLIST_PER_CODE
             || self.histogram_kept.is_some_and(|h| h < SHORTLIST_PER_CODE)
+            || self.tied_at_top.is_some_and(|t| t < PATTERN_TIES_MAX)
     }
 }
 

@@ -16,7 +16,7 @@ use super::patterns::{PATTERN_UNIT, PatternTables, pattern_best};
 use super::probe::ProbeCodes;
 use super::shard::Shard;
 use super::tuning::{
-    SHORTLIST_PER_CODE, Tuning, cascade_len, pattern_shortlist_len, shortlist_len,
+    PATTERN_TIES_MAX, SHORTLIST_PER_CODE, Tuning, cascade_len, pattern_shortlist_len, shortlist_len,
 };
 use super::words::{Vocabulary, weighted_keys};
 use crate::SubjectId;
@@ -330,9 +330,26 @@ pub(super) fn shortlist(st: &Stage1) -> Vec<(usize, usize)> {
     .into_iter()
     .flatten()
     .collect();
+    if st.patterns {
+        short.extend(tied_at_top(st));
+    }
     short.sort_unstable();
     short.dedup();
     short
+}
+
+/// The subjects tied at the best pattern score, the best [`PATTERN_TIES_MAX`] of them by the
+/// fused score (ties to the lower subject id).
+fn tied_at_top(st: &Stage1) -> Vec<(usize, usize)> {
+    let Some(top) = st.kept.iter().map(|c| c.word).max_by(f32::total_cmp) else {
+        return vec![];
+    };
+    let mut tied: Vec<&Kept> = st.kept.iter().filter(|c| c.word == top).collect();
+    tied.sort_by(|a, b| b.fused.total_cmp(&a.fused).then(a.subject.cmp(&b.subject)));
+    tied.into_iter()
+        .take(PATTERN_TIES_MAX)
+        .map(|c| (c.shard, c.entry))
+        .collect()
 }
 
 #[cfg(test)]
@@ -363,6 +380,63 @@ mod tests {
             got.sort_by_key(|g| g.0);
             prop_assert_eq!(got, want);
         }
+    }
+
+    /// The 1,000,000-person world's FBI miss in small: the mate ties seven strangers at the
+    /// best pattern score and ranks ninth by the fused score (the histogram breaks the tie
+    /// against it); the shortlist of eight still pairs it, with every other tied subject.
+    #[test]
+    fn every_subject_tied_at_the_best_pattern_score_is_paired() {
+        let kept = |subject: u64, word: f32, fused: f32| Kept {
+            shard: 0,
+            entry: subject as usize,
+            subject,
+            word,
+            hist: 0.0,
+            fused,
+        };
+        let n = 350_147;
+        let mut kept_list: Vec<Kept> = (0..8)
+            .map(|s| kept(s, 11.685, 6.1 + s as f32 * 0.01))
+            .collect();
+        // The mate: tied at the top pattern score, ninth by the fused score.
+        kept_list.push(kept(64_574, 11.685, 6.0127));
+        // Strangers with nine classes of ten and strong histograms: above the mate, fused.
+        kept_list.extend((100..110).map(|s| kept(s, 10.9, 6.03)));
+        // A long tail below.
+        kept_list.extend((1000..3000).map(|s| kept(s, 5.0, 0.0)));
+        let st = Stage1 {
+            n,
+            kept: kept_list,
+            patterns: true,
+        };
+        assert_eq!(pattern_shortlist_len(n), 8);
+        let short = shortlist(&st);
+        assert!(short.contains(&(0, 64_574)), "the mate is paired");
+        for s in 0..8 {
+            assert!(short.contains(&(0, s)));
+        }
+        // The ties add what the fused shortlist lacked, nothing more: 9 tied, the fused eight
+        // (some of them the nine-class strangers), the per-code guards.
+        assert!(
+            short.len() <= 8 + 9 + 2 * SHORTLIST_PER_CODE,
+            "{}",
+            short.len()
+        );
+        // Ties are capped: a probe of very common classes does not pair thousands.
+        let st = Stage1 {
+            n,
+            kept: (0..5000).map(|s| kept(s, 3.0, (s % 97) as f32)).collect(),
+            patterns: true,
+        };
+        assert!(shortlist(&st).len() <= 8 + PATTERN_TIES_MAX + 2 * SHORTLIST_PER_CODE);
+        // The word path is as it was.
+        let st = Stage1 {
+            n,
+            kept: (0..5000).map(|s| kept(s, 3.0, (s % 97) as f32)).collect(),
+            patterns: false,
+        };
+        assert!(shortlist(&st).len() <= shortlist_len(n) + 2 * SHORTLIST_PER_CODE);
     }
 
     #[test]

@@ -34,6 +34,15 @@ pub const PATTERN_CASCADE_SHARE: usize = 250;
 /// 15 at 1,000,000, a margin over the worst mate's fused rank measured there (the pattern
 /// code ranks mates better than the words, so it grows more slowly than [`SHORTLIST_GROWTH`]).
 pub const PATTERN_SHORTLIST_GROWTH: usize = 100_000;
+/// With [`FirstCode::Patterns`], every subject tied at the best pattern score is paired too,
+/// up to this many (the best by the fused score first). A probe whose ten classes are common
+/// leaves strangers with exactly its mate's pattern score, and among those the histogram code
+/// alone decides the fused rank: in a 1,000,000-person world a clean booking's FBI mate (the
+/// best score in the gallery, 3.50 against an impostor's 0.26) tied with seven strangers and
+/// ranked ninth by the fused score, one place past the shortlist, and was never paired. Ties
+/// at the top carry no information to break, so they are paired rather than guessed between;
+/// mates share the top score with a median of one stranger, at the 99th percentile eight.
+pub const PATTERN_TIES_MAX: usize = 16;
 /// With fewer fingers than this a probe's pattern classes narrow the gallery too little (each
 /// agreeing finger leaves about a third of the strangers), and stage 1 ranks by words.
 pub const PATTERN_MIN_FINGERS: usize = 7;
