@@ -317,7 +317,7 @@ pub(crate) fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
 }
 
 /// Runs the demo; returns the verification (its `passed()` decides the exit code).
-pub async fn run(opts: DemoOptions) -> anyhow::Result<Verification> {
+pub async fn run(mut opts: DemoOptions) -> anyhow::Result<Verification> {
     let tmp;
     let dir: PathBuf = match &opts.dir {
         Some(d) => d.clone(),
@@ -347,12 +347,24 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Verification> {
     let (seed, count) = (opts.seed, opts.bookings);
     let planted = bookings::planted_jurisdictions(&data.truth, opts.plant_outliers);
     let plan_planted = planted.clone();
-    let plan = Arc::new(
-        tokio::task::spawn_blocking(move || {
-            bookings::plan(&plan_data, seed, count, from, days, &plan_planted)
-        })
-        .await?,
-    );
+    let mut plan = tokio::task::spawn_blocking(move || {
+        bookings::plan(&plan_data, seed, count, from, days, &plan_planted)
+    })
+    .await?;
+    // A data directory with earlier runs in it: their TCNs are taken (the same TCN again is
+    // the first booking's receipt, and the offices' decisions on it stand), so this run's
+    // are tagged, as `run` does against a gateway with history.
+    if opts.run_tag.is_empty() && std::fs::read_dir(&data_dir).is_ok_and(|mut d| d.next().is_some())
+    {
+        opts.run_tag = clock_tag();
+        eprintln!(
+            "{} holds earlier runs: this run's TCNs are tagged {}",
+            data_dir.display(),
+            opts.run_tag
+        );
+    }
+    bookings::tag_tcns(&mut plan, &opts.run_tag);
+    let plan = Arc::new(plan);
     let setup_world = t0.elapsed();
 
     // The gateway, in-process, on a loopback port, over mutual TLS.

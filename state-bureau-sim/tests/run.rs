@@ -411,3 +411,25 @@ async fn a_gateway_that_drops_answers_is_caught() {
     let _ = s.stop.send(());
     s.task.await.unwrap().unwrap();
 }
+
+/// `demo --dir` twice on one directory: the second run finds the first's data, tags its TCNs
+/// (else they would be the first run's bookings again, whose receipts and the offices'
+/// decisions stand), and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_demo_on_one_directory_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || DemoOptions {
+        seed: SEED,
+        identities: 1_500,
+        bookings: 200,
+        dir: Some(dir.path().to_path_buf()),
+        shards: 2,
+        quiet: true,
+        settle_timeout: std::time::Duration::from_secs(60),
+        ..Default::default()
+    };
+    for run in 1..=2 {
+        let v = demo::run(opts()).await.unwrap();
+        assert!(v.passed(), "run {run}: {:?}", v.violations);
+    }
+}
