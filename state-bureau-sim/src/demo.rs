@@ -420,7 +420,12 @@ pub async fn serve_in_process(
         backends.ident.clone(),
         backends.criminal.clone(),
         matcher_service.then(|| server::MatcherServing::InProcess(backends.ident.matcher())),
-        server::ServeOptions::default(),
+        server::ServeOptions {
+            // A run of seconds: look for quarters to assess on its time scale, so the verdict
+            // finds every closed quarter caught up soon after the last booking.
+            assessment_interval: Duration::from_millis(500),
+            ..Default::default()
+        },
     )
     .await?;
     gw.serve_fbi_gallery(backends.criminal.matcher());

@@ -330,6 +330,10 @@ impl TestGateway {
         ServeOptions {
             grace: std::time::Duration::from_millis(200),
             assessment_interval: std::time::Duration::from_millis(200),
+            assessment_pacing: interop_gateway::rules::assessment::Pacing {
+                quiet: std::time::Duration::from_millis(300),
+                max_gap: std::time::Duration::from_secs(5),
+            },
             ..Default::default()
         }
     }

@@ -9,8 +9,9 @@
 //!   (bookings arrive late; the documents give no delay, so this is an assumption). From
 //!   FY2011Q3, the quarter the review began with.
 //! - **Revisions.** A closed quarter is assessed once; a booking of it completed later (late
-//!   data) marks it for a new revision at the next pass, and a revision whose flags changed
-//!   marks the next quarter too (its in-depth analysis follows them). Each revision is a
+//!   data) marks it for a new revision, made once no late booking has arrived for a while or
+//!   after the longest gap ([`Pacing`]), and a revision whose flags changed revises the next
+//!   quarter too (its in-depth analysis follows them). Each revision is a
 //!   write-once record `assessment/<FYyyyyQn>/<revision>`, counted by `assessment_rev/<FYyyyyQn>`
 //!   in the same transaction, so replicas agree on the latest and none is ever rewritten.
 //! - **Cost follows new work**: a pass reads the counters of the quarters marked since the
@@ -25,9 +26,10 @@ use crate::store::{Completion, DynStore, Once};
 use chrono::{Datelike, NaiveDate};
 use interop_proto::v1 as pb;
 use prost::Message;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
 
 /// Days after a quarter's end before it is reviewed (an assumption: the documents give none).
 pub const SETTLE_DAYS: u64 = 30;
@@ -89,26 +91,74 @@ fn revision_counter(q: Quarter) -> String {
     format!("assessment_rev/{}", name(q))
 }
 
+/// How often a closed quarter is revised for late bookings: once none has arrived for
+/// `quiet`, or, while they keep arriving, once `max_gap` has passed since its last revision.
+/// So a burst of late data makes one revision, not one per pass, and a gateway that runs for
+/// days stores a bounded number per quarter.
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing {
+    pub quiet: Duration,
+    pub max_gap: Duration,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            quiet: Duration::from_secs(1),
+            max_gap: Duration::from_secs(600),
+        }
+    }
+}
+
 /// Log time and the quarters to assess, shared by the pipeline and the scheduled pass.
 #[derive(Debug, Default)]
 pub struct Assessor {
+    pacing: Pacing,
     /// Days from the common era of the latest booking completed since start (0 = none).
     through: AtomicI32,
-    /// Quarters with bookings completed since their last assessment.
-    dirty: Mutex<BTreeSet<Quarter>>,
+    /// Quarters with bookings completed since their last assessment, and when the latest was.
+    dirty: Mutex<BTreeMap<Quarter, Instant>>,
+    /// When this gateway last assessed each quarter.
+    assessed_at: Mutex<BTreeMap<Quarter, Instant>>,
     /// One pass at a time.
     pass: tokio::sync::Mutex<()>,
 }
 
 impl Assessor {
+    pub fn new(pacing: Pacing) -> Assessor {
+        Assessor {
+            pacing,
+            ..Default::default()
+        }
+    }
+
     /// A booking of `booked_on` completed.
     pub fn note(&self, booked_on: NaiveDate) {
         self.through
             .fetch_max(booked_on.num_days_from_ce(), Ordering::Relaxed);
         let q = quarter_of(booked_on);
         if q >= statistics::FIRST_REVIEWED_QUARTER {
-            self.dirty.lock().expect("poisoned").insert(q);
+            self.dirty
+                .lock()
+                .expect("poisoned")
+                .insert(q, Instant::now());
         }
+    }
+
+    /// Whether a quarter assessed before is to be revised now (see [`Pacing`]); takes its
+    /// mark if so.
+    fn revise_now(&self, q: Quarter, now: Instant) -> bool {
+        let mut dirty = self.dirty.lock().expect("poisoned");
+        let Some(&marked) = dirty.get(&q) else {
+            return false;
+        };
+        let last = self.assessed_at.lock().expect("poisoned").get(&q).copied();
+        let due = now.saturating_duration_since(marked) >= self.pacing.quiet
+            || last.is_none_or(|t| now.saturating_duration_since(t) >= self.pacing.max_gap);
+        if due {
+            dirty.remove(&q);
+        }
+        due
     }
 
     /// Log time: the latest booking date seen since start.
@@ -139,8 +189,11 @@ impl Assessor {
         let mut carry = false;
         while due_on(q) <= through {
             let rev = assessed.get(&revision_counter(q)).copied().unwrap_or(0) as u32;
-            let marked = self.dirty.lock().expect("poisoned").remove(&q);
-            if rev == 0 || marked || carry {
+            let never = rev == 0;
+            if never || carry || self.revise_now(q, Instant::now()) {
+                if never {
+                    self.dirty.lock().expect("poisoned").remove(&q);
+                }
                 let before = if rev > 0 {
                     load(store, q, rev).await?.and_then(|a| a.review)
                 } else {
@@ -158,6 +211,10 @@ impl Assessor {
                         .unwrap_or_default()
                 };
                 carry = flags(&before) != flags(&a.review);
+                self.assessed_at
+                    .lock()
+                    .expect("poisoned")
+                    .insert(q, Instant::now());
                 done.push(a);
             } else {
                 carry = false;
@@ -342,7 +399,33 @@ mod tests {
         a.note(d("2011-08-02"));
         a.note(d("2011-05-01"));
         assert_eq!(a.through(), Some(d("2011-08-02")));
-        let dirty = a.dirty.lock().unwrap().clone();
-        assert_eq!(dirty, BTreeSet::from([(2011, 3), (2011, 4)]));
+        let dirty: Vec<Quarter> = a.dirty.lock().unwrap().keys().copied().collect();
+        assert_eq!(dirty, [(2011, 3), (2011, 4)]);
+    }
+
+    #[test]
+    fn late_data_revises_a_quarter_once_quiet_or_after_the_longest_gap() {
+        let a = Assessor::new(Pacing {
+            quiet: Duration::from_secs(5),
+            max_gap: Duration::from_secs(60),
+        });
+        let q = (2011, 3);
+        let t0 = Instant::now();
+        a.assessed_at.lock().unwrap().insert(q, t0);
+        a.note(d("2011-05-01"));
+        // Bookings still arriving: not yet.
+        assert!(!a.revise_now(q, t0 + Duration::from_secs(1)));
+        // Quiet for 5 s: now, once.
+        assert!(a.revise_now(q, t0 + Duration::from_secs(6)));
+        assert!(!a.revise_now(q, t0 + Duration::from_secs(7)));
+        // Arriving without a pause: by the longest gap.
+        a.note(d("2011-05-02"));
+        let marked = a.dirty.lock().unwrap()[&q];
+        a.dirty
+            .lock()
+            .unwrap()
+            .insert(q, marked + Duration::from_secs(100));
+        assert!(!a.revise_now(q, t0 + Duration::from_secs(59)));
+        assert!(a.revise_now(q, t0 + Duration::from_secs(61)));
     }
 }

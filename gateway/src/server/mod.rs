@@ -88,6 +88,8 @@ pub struct ServeOptions {
     /// How often the scheduled profiling review looks for quarters to assess (see
     /// [`crate::rules::assessment`]).
     pub assessment_interval: Duration,
+    /// How often a closed quarter is revised for late bookings.
+    pub assessment_pacing: crate::rules::assessment::Pacing,
 }
 
 impl Default for ServeOptions {
@@ -114,6 +116,7 @@ impl Default for ServeOptions {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             assessment_interval: Duration::from_secs(2),
+            assessment_pacing: Default::default(),
         }
     }
 }
@@ -233,7 +236,9 @@ impl Gateway {
             ident,
             criminal,
             metrics: Arc::new(crate::metrics::Metrics::default()),
-            assessor: Arc::default(),
+            assessor: Arc::new(crate::rules::assessment::Assessor::new(
+                options.assessment_pacing,
+            )),
         });
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (halt_tx, halt) = watch::channel(false);
