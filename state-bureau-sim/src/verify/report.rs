@@ -234,17 +234,38 @@ pub fn report(
         .iter()
         .filter(|(j, _)| obs.decoys.contains(j))
         .count();
+    // Recall means something only where a planted jurisdiction was tested at all (enough
+    // identifications of its target group); say so rather than print a bare 0.
+    let tested_planted = obs.review_window.as_ref().map_or(0, |w| {
+        obs.planted
+            .iter()
+            .filter(|j| {
+                w.tested
+                    .iter()
+                    .any(|t| &t.jurisdiction_id == *j && t.group == obs.target_group)
+            })
+            .count()
+    });
+    let recall_text = if !obs.planted.is_empty() && tested_planted == 0 {
+        format!(
+            "recall n/a: no planted jurisdiction had {} identifications of the group to test",
+            interop_gateway::rules::review::MIN_TRIALS
+        )
+    } else {
+        format!("recall {recall:.2}")
+    };
     let _ = writeln!(
         t,
-        "  {:<34} {:>10}  ({} tests, {} powered; {} planted, {} decoys flagged; precision {:.2}, recall {:.2})",
+        "  {:<34} {:>10}  ({} tests, {} powered; {} planted, {} tested, {} decoys flagged; precision {:.2}, {})",
         "profiling review flags",
         obs.review_flags.len(),
         obs.review_tests,
         obs.review_window.as_ref().map_or(0, |r| r.powered_tests),
         obs.planted.len(),
+        tested_planted,
         decoys_flagged,
         precision,
-        recall
+        recall_text
     );
     let assessed: Vec<String> = obs
         .assessments
@@ -395,6 +416,7 @@ pub fn report(
             "tests": obs.review_tests,
             "decoys": obs.decoys,
             "decoys_flagged": decoys_flagged,
+            "planted_tested": tested_planted,
             "target_group": obs.target_group,
             "assessments": obs.assessments.iter().map(|a| serde_json::json!({
                 "quarter": a.quarter,
