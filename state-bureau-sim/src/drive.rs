@@ -297,7 +297,7 @@ pub async fn drive(
                         tokio::time::sleep_until(at.into()).await;
                     }
                     let permit = sem.clone().acquire_owned().await?;
-                    let mut c = SubmissionServiceClient::new(ch.clone());
+                    let ch = ch.clone();
                     let bureau = bureau.clone();
                     let sub = plan[i].submission.clone();
                     let sent_at = sent_at.clone();
@@ -305,12 +305,9 @@ pub async fn drive(
                     tasks.spawn(async move {
                         let start = at.unwrap_or_else(Instant::now);
                         sent_at.lock().expect("sent")[i] = Some(start);
-                        let r = if failover {
-                            bureau.submit(sub).await
-                        } else {
-                            c.submit(sub).await.map(|r| r.into_inner())
-                        }
-                        .map_err(|s| format!("{:?}: {}", s.code(), s.message()));
+                        let r = submit_unary(failover, &bureau, &ch, sub)
+                            .await
+                            .map_err(|s| format!("{:?}: {}", s.code(), s.message()));
                         record(i, r, start);
                         drop(permit);
                     });
@@ -340,7 +337,7 @@ pub async fn drive(
         let sem = Arc::new(tokio::sync::Semaphore::new(inflight.clamp(1, 64)));
         for i in shed {
             let permit = sem.clone().acquire_owned().await?;
-            let mut c = SubmissionServiceClient::new(channels[&plan[i].state].clone());
+            let ch = channels[&plan[i].state].clone();
             let bureau = bureau_clients[&plan[i].state].clone();
             let failover = opts.failover;
             let sub = plan[i].submission.clone();
@@ -355,12 +352,7 @@ pub async fn drive(
                 let mut backoff = Duration::from_millis(50);
                 let r = loop {
                     tokio::time::sleep(backoff).await;
-                    let sent = if failover {
-                        bureau.submit(sub.clone()).await
-                    } else {
-                        c.submit(sub.clone()).await.map(|r| r.into_inner())
-                    };
-                    match sent {
+                    match submit_unary(failover, &bureau, &ch, sub.clone()).await {
                         Ok(r) => break Ok(r),
                         Err(s)
                             if s.code() == tonic::Code::ResourceExhausted
@@ -403,12 +395,13 @@ pub async fn drive(
     // Repeats of already-receipted TCNs must return the original receipt, and change nothing.
     let mut repeats = Vec::new();
     for b in plan.iter().take(10) {
-        let r = if opts.failover {
-            bureau_clients[&b.state].submit(b.submission.clone()).await
-        } else {
-            let mut c = SubmissionServiceClient::new(channels[&b.state].clone());
-            c.submit(b.submission.clone()).await.map(|r| r.into_inner())
-        };
+        let r = submit_unary(
+            opts.failover,
+            &bureau_clients[&b.state],
+            &channels[&b.state],
+            b.submission.clone(),
+        )
+        .await;
         repeats.push((
             b.submission.tcn.clone(),
             r.map_err(|s| s.message().to_string()),
@@ -584,6 +577,24 @@ impl Collector {
         }
         let _ = self.stop.send(());
         Ok(self.task.await?)
+    }
+}
+
+/// One unary submission as a bureau: through the client library, which fails over between
+/// gateway replicas, when `failover`; else straight on the bureau's channel.
+async fn submit_unary(
+    failover: bool,
+    bureau: &interop_client::Client,
+    ch: &tonic::transport::Channel,
+    sub: pb::Submission,
+) -> Result<pb::Receipt, tonic::Status> {
+    if failover {
+        bureau.submit(sub).await
+    } else {
+        SubmissionServiceClient::new(ch.clone())
+            .submit(sub)
+            .await
+            .map(|r| r.into_inner())
     }
 }
 

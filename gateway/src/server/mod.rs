@@ -274,18 +274,32 @@ impl Gateway {
         Ok(gw)
     }
 
-    /// Runs the scheduled profiling review every [`ServeOptions::assessment_interval`] until
-    /// shutdown.
-    fn start_assessments(self: &Arc<Self>) {
-        let core = self.core.clone();
-        let every = self.options.assessment_interval;
+    /// Runs `tick` every `period` (the first after one period) until shutdown: the
+    /// gateway's periodic work (retention, assessments, take-over sweeps).
+    pub(super) fn every<F, Fut>(&self, period: Duration, mut tick: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = shutdown.wait_for(|s| *s) => return,
-                    _ = tokio::time::sleep(every) => {}
+                    _ = tokio::time::sleep(period) => {}
                 }
+                tick().await;
+            }
+        });
+    }
+
+    /// Runs the scheduled profiling review every [`ServeOptions::assessment_interval`] until
+    /// shutdown.
+    fn start_assessments(self: &Arc<Self>) {
+        let core = self.core.clone();
+        self.every(self.options.assessment_interval, move || {
+            let core = core.clone();
+            async move {
                 if let Err(e) = core.assessor.pass(&core.store, &core.policy).await {
                     tracing::warn!(error = %e, "quarterly assessment pass failed; will retry");
                 }
@@ -318,13 +332,9 @@ impl Gateway {
             }
         });
         let gw = self.clone();
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.wait_for(|s| *s) => return,
-                    _ = tokio::time::sleep(TAKE_OVER_EVERY) => {}
-                }
+        self.every(TAKE_OVER_EVERY, move || {
+            let gw = gw.clone();
+            async move {
                 match gw.core.store.take_over().await {
                     Ok(won) if won.is_empty() => {}
                     Ok(won) => {

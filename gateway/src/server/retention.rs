@@ -116,13 +116,9 @@ impl Gateway {
         .unwrap_or(o.retention);
         let every = (shortest / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
         let store = self.core.store.clone();
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.wait_for(|s| *s) => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
+        self.every(every, move || {
+            let (store, o) = (store.clone(), o.clone());
+            async move {
                 match pass(&store, &o, crate::convert::now_ms()).await {
                     Ok(p) => {
                         if p.office_events + p.bureau_events > 0 {
