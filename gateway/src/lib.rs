@@ -16,12 +16,13 @@
 //!    translate, and every refusal is an [`error::GatewayError`], which becomes a gRPC status
 //!    in one place ([`error`]).
 //! 3. **[`intake`]** — the booking is validated field by field ([`intake::validate`]),
-//!    admitted (its bureau's share, room in the pipeline), and durably accepted: the store's
-//!    receipt is the bureau's answer.
+//!    admitted (within the backlog's budget; it never waits for the pipeline), and durably
+//!    accepted: the store's receipt is the bureau's answer.
 //! 4. **[`store`]** — the durable log ([`store::Store`]; embedded [`store::RedbStore`], or
 //!    [`store::NatsStore`] shared by replicas): receipts, pending work, the outbound streams
 //!    and their cursors, counters, settings, the disclosure audit.
-//! 5. **[`pipeline`]** — a worker takes the job and consults the **[`engines`]** at once: the
+//! 5. **[`pipeline`]** — a worker takes the next receipted booking from the
+//!    [`pipeline::backlog`] (the store's pending submissions, bureaus in turn) and consults the **[`engines`]** at once: the
 //!    FBI check always, the IDENT search only if the jurisdiction is activated on the booking
 //!    date (in process, or scattered to matcher shard processes).
 //! 6. **[`rules`]** — the program's rules decide what the answers mean: routing and status

@@ -9,15 +9,20 @@
 //! | `interop_receipts_total` | counter | `state` | submissions durably accepted (first receipt) |
 //! | `interop_duplicates_total` | counter | `state` | repeats of a held TCN answered with the first receipt |
 //! | `interop_refused_total` | counter | `state`, `code` | submissions refused (gRPC code name) |
-//! | `interop_shed_total` | counter | — | submissions refused because the pipeline was full |
+//! | `interop_shed_total` | counter | — | submissions refused because the backlog was past its budget |
 //! | `interop_completed_total` | counter | `state` | submissions taken to completion |
 //! | `interop_ident_searches_total` | counter | `office` | IDENT searches, by field office covering the booking |
 //! | `interop_notifications_total` | counter | `office` | outcomes appended to a field office's stream |
 //! | `interop_withheld_total` | counter | `state` | identifications withheld from bureaus whose jurisdiction chose not to receive them |
 //! | `interop_detainers_total` | counter | `office` | detainers issued |
 //! | `interop_stage_seconds` | histogram | `stage` | latency of `receipt` (validate + durable accept), `criminal_history`, `ident_search`, `notification` (receipt to durable notification) |
-//! | `interop_pipeline_queued` | gauge | — | submissions waiting for a worker |
+//! | `interop_pipeline_queued` | gauge | — | receipted submissions waiting for a worker |
 //! | `interop_pipeline_in_flight` | gauge | — | submissions being processed |
+//! | `interop_backlog_bytes` | gauge | — | encoded bytes of the receipted, unfinished submissions |
+//! | `interop_backlog_oldest_wait_seconds` | gauge | — | how long the oldest waiting submission has waited |
+//! | `interop_backlog_bureaus` | gauge | — | bureaus with work in the backlog |
+//! | `interop_backlog_completions_per_second` | gauge | — | recent completion rate (10 s moving average) |
+//! | `interop_backlog_drain_seconds` | gauge | — | estimated time to drain the backlog at that rate (`+Inf` when nothing completes) |
 //! | `interop_subscriptions_active` | gauge | `kind` | open `field_office` / `bureau` streams |
 //! | `interop_connections_open` | gauge | — | client connections past their TLS handshake |
 //! | `interop_connections_total` | counter | `outcome` | TCP connections by fate: `accepted` (given a slot), `refused_over_limit`, `handshake_timeout`, `handshake_failed`, `idle_closed` (see `crate::server::listener`) |
@@ -81,7 +86,7 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "interop_shed_total",
         "counter",
-        "Submissions refused because the pipeline was full.",
+        "Submissions refused because the backlog was past its budget.",
     ),
     (
         "interop_completed_total",
@@ -139,8 +144,9 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition; `queued` and `in_flight` are read at scrape time.
-    pub fn render(&self, queued: usize, in_flight: usize) -> String {
+    /// The Prometheus text exposition; the backlog's figures are read at scrape time.
+    pub fn render(&self, backlog: &crate::pipeline::backlog::Figures) -> String {
+        let (queued, in_flight) = (backlog.waiting, backlog.in_flight);
         let mut out = String::new();
         for (name, kind, help) in HELP {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -200,6 +206,41 @@ impl Metrics {
             out,
             "# HELP interop_pipeline_in_flight Submissions being processed.\n# TYPE interop_pipeline_in_flight gauge\ninterop_pipeline_in_flight {in_flight}"
         );
+        let drain = backlog
+            .drain()
+            .map_or("+Inf".to_string(), |d| format!("{:.1}", d.as_secs_f64()));
+        for (name, help, value) in [
+            (
+                "interop_backlog_bytes",
+                "Encoded bytes of the receipted, unfinished submissions.",
+                backlog.bytes.to_string(),
+            ),
+            (
+                "interop_backlog_oldest_wait_seconds",
+                "How long the oldest waiting submission has waited for a worker.",
+                format!("{:.3}", backlog.oldest_wait.as_secs_f64()),
+            ),
+            (
+                "interop_backlog_bureaus",
+                "Bureaus with work in the backlog.",
+                backlog.bureaus.to_string(),
+            ),
+            (
+                "interop_backlog_completions_per_second",
+                "Recent completion rate (10 s moving average).",
+                format!("{:.2}", backlog.completions_per_s),
+            ),
+            (
+                "interop_backlog_drain_seconds",
+                "Estimated time to drain the backlog at the recent completion rate.",
+                drain,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP interop_subscriptions_active Open response streams.\n# TYPE interop_subscriptions_active gauge"

@@ -320,7 +320,7 @@ pub async fn drive(
     for s in senders {
         s.await??;
     }
-    // Bureaus retry what the gateway shed ("the pipeline is full; retry with backoff"): the
+    // Bureaus retry what the gateway shed ("backlog past its budget ...; retry with backoff"): the
     // same TCN again (idempotent), with exponential backoff, for up to [`SHED_RETRY_FOR`];
     // only what is still refused then counts as refused. Latency stays from the first send.
     let shed: Vec<usize> = receipts

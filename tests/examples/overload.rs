@@ -18,12 +18,13 @@
 //! galleries) are CPU work, so processing saturates at tens of submissions a second while the
 //! load generator (same process, same cores) needs little. `--ident-ms N` adds a fixed IDENT
 //! service time with `--ident-parallel` slots, to model a remote matcher of known capacity.
-//! The queue and the workers are kept small (`--queue-depth` 64, `--workers` 8) as a
+//! The backlog budget and the workers are kept small (`--backlog-max` 72, `--workers` 8) as a
 //! deployment with a latency target would set them: admitted work then waits at most about
-//! (queue + workers) / capacity seconds, plus the admission wait.
+//! backlog / capacity seconds. (The default budget, 100,000, is sized for the program's
+//! volume: a backlog that drains in minutes, with receipts never waiting for it.)
 //!
 //! ```sh
-//! cargo run --release -p interop-e2e --example overload -- [--seconds 10] [--queue-depth 64] \
+//! cargo run --release -p interop-e2e --example overload -- [--seconds 10] [--backlog-max 72] \
 //!     [--workers 8] [--calibrate-rate 200] [--ident-ms 0] [--ident-parallel 4] [--json target/overload.json]
 //! ```
 
@@ -126,7 +127,7 @@ struct PhaseReport {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let seconds: f64 = arg(&args, "--seconds", 10.0);
-    let queue_depth: usize = arg(&args, "--queue-depth", 64);
+    let backlog_max: usize = arg(&args, "--backlog-max", 72);
     let calibrate_rate: f64 = arg(&args, "--calibrate-rate", 200.0);
     let ident_ms: u64 = arg(&args, "--ident-ms", 0);
     let ident_parallel: usize = arg(&args, "--ident-parallel", 4);
@@ -147,14 +148,14 @@ async fn main() {
         })
     };
     let options = ServeOptions {
-        queue_depth,
         concurrency: workers,
-        // One bureau sends everything here: its share is the whole pipeline, so the
-        // pipeline's own bound is what sheds.
-        max_queued_per_bureau: queue_depth + workers,
+        // One bureau sends everything here: its share is the whole budget.
+        backlog: interop_gateway::pipeline::BacklogBudget {
+            max_submissions: backlog_max,
+            ..Default::default()
+        },
         ..TestGateway::default_options()
     };
-    let admission_wait = options.admission_wait;
     let concurrency = options.concurrency;
     let gw = Arc::new(TestGateway::start_with_options(options, Some(ident)).await);
 
@@ -404,13 +405,12 @@ async fn main() {
         format!("IDENT stand-in {ident_ms} ms x {ident_parallel}")
     };
     println!(
-        "overload: in-process gateway over mTLS, {stand_in}; queue depth {queue_depth}, \
-         admission wait {} ms, {concurrency} workers",
-        admission_wait.as_millis()
+        "overload: in-process gateway over mTLS, {stand_in}; backlog budget {backlog_max}, \
+         {concurrency} workers"
     );
     println!(
-        "capacity (completion rate while saturated): {capacity:.0} submissions/s; (queue + workers) / capacity = {:.1} s",
-        (queue_depth + workers) as f64 / capacity
+        "capacity (completion rate while saturated): {capacity:.0} submissions/s; backlog / capacity = {:.1} s",
+        backlog_max as f64 / capacity
     );
     println!(
         "  {:<16} {:>8} {:>9} {:>9} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8}",
@@ -493,8 +493,7 @@ async fn main() {
             })
             .collect();
         let body = format!(
-            "{{\"ident_ms\":{ident_ms},\"ident_parallel\":{ident_parallel},\"queue_depth\":{queue_depth},\"admission_wait_ms\":{},\"workers\":{concurrency},\"capacity_per_s\":{capacity:.1},\"phases\":[{}],\"admitted\":{admitted_total},\"lost\":{lost},\"delivered_twice\":{duplicated},\"drain_s\":{drain_s:.2},\"peak_rss_hwm_mib\":{hwm_mib:.1}}}\n",
-            admission_wait.as_millis(),
+            "{{\"ident_ms\":{ident_ms},\"ident_parallel\":{ident_parallel},\"backlog_max\":{backlog_max},\"workers\":{concurrency},\"capacity_per_s\":{capacity:.1},\"phases\":[{}],\"admitted\":{admitted_total},\"lost\":{lost},\"delivered_twice\":{duplicated},\"drain_s\":{drain_s:.2},\"peak_rss_hwm_mib\":{hwm_mib:.1}}}\n",
             phases.join(",")
         );
         std::fs::write(&path, body).expect("write json");

@@ -6,11 +6,13 @@
 //!   oldest handshake makes way); open connections are bounded;
 //! - connections not used for the idle timeout are closed, open streams that carry nothing
 //!   included (a follower re-opens after its last cursor);
-//! - a full pipeline refuses with RESOURCE_EXHAUSTED, stores nothing, and a call past its
-//!   `grpc-timeout` is abandoned by the server (and stores nothing either).
+//! - receipts never wait for the pipeline; a backlog past its budget refuses with
+//!   RESOURCE_EXHAUSTED and stores nothing, and then only bureaus over their share of it;
+//! - bureaus take turns, so a quiet bureau's submission does not wait behind a flood.
 
 use interop_e2e::*;
 use interop_gateway::auth::principal::Principal;
+use interop_gateway::pipeline::BacklogBudget;
 use interop_gateway::server::ServeOptions;
 use interop_proto::v1 as pb;
 use std::sync::Arc;
@@ -309,89 +311,86 @@ async fn idle_connections_and_streams_that_carry_nothing_are_closed() {
     assert!(ok, "the channel reconnects after an idle close");
 }
 
-/// A stalled IDENT keeps the one worker busy, so the queue (depth 1) fills.
-fn stalled_options(admission_wait: Duration) -> ServeOptions {
+/// One worker, a stalled IDENT, and a backlog budget of `max` submissions.
+fn stalled_options(max: usize) -> ServeOptions {
     ServeOptions {
         concurrency: 1,
-        queue_depth: 1,
-        admission_wait,
-        // The pipeline's own bound is under test here, not a bureau's share.
-        max_queued_per_bureau: 100,
+        backlog: BacklogBudget {
+            max_submissions: max,
+            ..Default::default()
+        },
         ..TestGateway::default_options()
     }
 }
 
-/// Submits until one is refused; returns the refusal, the TCN and how long that call took.
-async fn fill_until_refused(
-    gw: &TestGateway,
-    prefix: &str,
-    timeout: Option<Duration>,
-) -> (tonic::Status, String, Duration) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_do_not_wait_for_the_pipeline() {
+    // The one worker is stuck on its first search; receipts still come, one durable append
+    // each, and nothing is refused while the backlog is within its budget.
+    let gw =
+        TestGateway::start_with_options(stalled_options(1000), Some(Arc::new(StalledIdent))).await;
     let mut tx = gw.bureau("TX").await;
-    for i in 0..20 {
-        let tcn = format!("{prefix}-{i:04}");
-        let mut req = tonic::Request::new(booking(&tcn, TX_RECEIVING, NOBODY));
-        if let Some(t) = timeout {
-            req.set_timeout(t);
-        }
-        let started = Instant::now();
-        if let Err(e) = tx.submit(req).await {
-            return (e, tcn, started.elapsed());
-        }
+    for i in 0..200 {
+        let r = tx
+            .submit(booking(&format!("TX-NOWAIT-{i:04}"), TX_RECEIVING, NOBODY))
+            .await
+            .expect("admitted within the budget")
+            .into_inner();
+        assert!(!r.duplicate);
     }
-    panic!("20 submissions were all admitted with one worker and a queue of one");
+    assert_eq!(gw.gateway.pipeline_depth(), (199, 1));
+    let metrics = gw.scrape().await;
+    assert!(metrics.contains("interop_pipeline_queued 199"), "{metrics}");
+    assert!(metrics.contains("interop_backlog_bureaus 1"), "{metrics}");
+    // Nothing completes, so the drain time is unknown.
+    assert!(
+        metrics.contains("interop_backlog_drain_seconds +Inf"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_pipeline_sheds_with_resource_exhausted_and_stores_nothing() {
-    let gw = TestGateway::start_with_options(
-        stalled_options(Duration::from_millis(50)),
-        Some(Arc::new(StalledIdent)),
-    )
-    .await;
-    let (e, tcn, _) = fill_until_refused(&gw, "TX-SHED", None).await;
-    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-    assert!(e.message().contains("pipeline is full"), "{}", e.message());
-    let status = gw
-        .bureau("TX")
+async fn a_backlog_past_its_budget_refuses_with_resource_exhausted_and_stores_nothing() {
+    let gw =
+        TestGateway::start_with_options(stalled_options(3), Some(Arc::new(StalledIdent))).await;
+    let mut tx = gw.bureau("TX").await;
+    for i in 0..3 {
+        tx.submit(booking(&format!("TX-SHED-{i:04}"), TX_RECEIVING, NOBODY))
+            .await
+            .expect("within the budget");
+    }
+    let e = tx
+        .submit(booking("TX-SHED-0003", TX_RECEIVING, NOBODY))
         .await
-        .get_status(pb::GetStatusRequest { tcn })
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    for part in [
+        "backlog past its budget",
+        "the backlog holds 3 submissions (the limit is 3) and bureau TX holds 3",
+        "nothing has completed in the last minute",
+        "retry with backoff",
+    ] {
+        assert!(e.message().contains(part), "{part:?} in {}", e.message());
+    }
+    let status = tx
+        .get_status(pb::GetStatusRequest {
+            tcn: "TX-SHED-0003".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(
         status.code(),
         Code::NotFound,
-        "a shed submission is not stored"
+        "a refused submission is not stored"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_past_its_grpc_timeout_is_abandoned_and_stores_nothing() {
-    // Without the deadline, a call that finds the queue full would wait 5 s for room.
-    let gw = TestGateway::start_with_options(
-        stalled_options(Duration::from_secs(5)),
-        Some(Arc::new(StalledIdent)),
-    )
-    .await;
-    let (e, tcn, took) =
-        fill_until_refused(&gw, "TX-DEADLINE", Some(Duration::from_millis(300))).await;
-    // tonic's server-side deadline (our client sets no local one, only the header) answers
-    // CANCELLED "Timeout expired"; the call never reached RESOURCE_EXHAUSTED.
-    assert_eq!(e.code(), Code::Cancelled, "{e:?}");
-    assert_eq!(e.message(), "Timeout expired");
-    assert!(
-        took < Duration::from_secs(4),
-        "answered at its deadline, not after the 5 s admission wait ({took:?})"
-    );
-    // The server dropped the call: nothing was stored, then or later.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let status = gw
-        .bureau("TX")
+    // A repeat of a held submission still gets its receipt.
+    let again = tx
+        .submit(booking("TX-SHED-0001", TX_RECEIVING, NOBODY))
         .await
-        .get_status(pb::GetStatusRequest { tcn })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound);
+        .expect("a repeat is answered")
+        .into_inner();
+    assert!(again.duplicate);
+    assert!(gw.scrape().await.contains("interop_shed_total 1"));
 }
 
 async fn follow_office(
@@ -473,64 +472,118 @@ impl interop_gateway::engines::IdentSearch for GatedIdent {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_bureau_cannot_take_the_whole_pipeline() {
+async fn past_the_budget_a_flooding_bureau_is_refused_while_others_get_in() {
     let (open, gate) = tokio::sync::watch::channel(false);
-    let gw = TestGateway::start_with_options(
-        ServeOptions {
-            concurrency: 1,
-            queue_depth: 16,
-            max_queued_per_bureau: 2,
-            ..TestGateway::default_options()
-        },
-        Some(Arc::new(GatedIdent(gate))),
-    )
-    .await;
+    let gw =
+        TestGateway::start_with_options(stalled_options(4), Some(Arc::new(GatedIdent(gate)))).await;
     let mut tx = gw.bureau("TX").await;
-    for i in 0..2 {
+    for i in 0..4 {
         tx.submit(booking(&format!("TX-SHARE-{i:04}"), TX_RECEIVING, NOBODY))
             .await
-            .expect("within the share");
+            .expect("within the budget");
     }
     let e = tx
-        .submit(booking("TX-SHARE-0002", TX_RECEIVING, NOBODY))
+        .submit(booking("TX-SHARE-0004", TX_RECEIVING, NOBODY))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(
         e.message()
-            .contains("bureau TX already has 2 submissions waiting"),
+            .contains("bureau TX holds 4 of them (its share is 4)"),
         "{}",
         e.message()
     );
-    let not_stored = tx
-        .get_status(pb::GetStatusRequest {
-            tcn: "TX-SHARE-0002".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(not_stored.code(), Code::NotFound);
-    // Another bureau still gets in while TX is at its share.
-    gw.bureau("CA")
-        .await
-        .submit(booking("CA-SHARE-0001", CA_RECEIVING, NOBODY))
-        .await
-        .expect("another bureau is admitted");
-    // Once TX's submissions are processed, its share is free again.
-    open.send(true).unwrap();
+    // Another bureau holds nothing of the backlog: it still gets in, up to its share.
+    let mut ca = gw.bureau("CA").await;
     for i in 0..2 {
+        ca.submit(booking(&format!("CA-SHARE-{i:04}"), CA_RECEIVING, NOBODY))
+            .await
+            .expect("another bureau is admitted");
+    }
+    assert!(
+        ca.submit(booking("CA-SHARE-0002", CA_RECEIVING, NOBODY))
+            .await
+            .is_err(),
+        "at its share"
+    );
+    // Once TX's submissions are processed, it is admitted again.
+    open.send(true).unwrap();
+    for i in 0..4 {
         wait_completed(&gw, "TX", &format!("TX-SHARE-{i:04}")).await;
     }
-    let mut admitted = false;
-    for _ in 0..100 {
-        if tx
-            .submit(booking("TX-SHARE-0002", TX_RECEIVING, NOBODY))
-            .await
-            .is_ok()
-        {
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    tx.submit(booking("TX-SHARE-0004", TX_RECEIVING, NOBODY))
+        .await
+        .expect("admitted once its backlog drained");
+}
+
+/// IDENT that answers one search per permit the test adds.
+struct SteppedIdent(Arc<tokio::sync::Semaphore>);
+
+#[interop_gateway::engines::async_trait]
+impl interop_gateway::engines::IdentSearch for SteppedIdent {
+    async fn search(
+        &self,
+        _prints: interop_matcher::Tenprint,
+    ) -> Result<Option<interop_gateway::engines::IdentHit>, interop_gateway::engines::BackendError>
+    {
+        self.0.acquire().await.expect("open").forget();
+        Ok(None)
     }
-    assert!(admitted, "the share was not given back");
+}
+
+async fn completed(gw: &TestGateway, state: &str, tcn: &str) -> bool {
+    gw.bureau(state)
+        .await
+        .get_status(pb::GetStatusRequest { tcn: tcn.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .stage
+        == pb::Stage::Completed as i32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bureaus_take_turns_so_a_quiet_bureau_does_not_wait_behind_a_flood() {
+    let steps = Arc::new(tokio::sync::Semaphore::new(0));
+    let gw = TestGateway::start_with_options(
+        ServeOptions {
+            max_reads_per_identity: 0,
+            // Nothing kept decoded: every submission is read back from the store.
+            backlog: BacklogBudget {
+                memory_bytes: 0,
+                ..Default::default()
+            },
+            ..stalled_options(1000)
+        },
+        Some(Arc::new(SteppedIdent(steps.clone()))),
+    )
+    .await;
+    // TX floods 30 submissions; then CA sends one.
+    let mut tx = gw.bureau("TX").await;
+    for i in 0..30 {
+        tx.submit(booking(&format!("TX-FLOOD-{i:04}"), TX_RECEIVING, NOBODY))
+            .await
+            .unwrap();
+    }
+    gw.bureau("CA")
+        .await
+        .submit(booking("CA-QUIET-0001", CA_RECEIVING, NOBODY))
+        .await
+        .unwrap();
+    // The worker took TX's first at once, and TX's turn came before CA had work; CA's is
+    // next, not TX's 28 others.
+    steps.add_permits(3);
+    wait_completed(&gw, "CA", "CA-QUIET-0001").await;
+    let tx_done = {
+        let mut n = 0;
+        for i in 0..30 {
+            n += usize::from(completed(&gw, "TX", &format!("TX-FLOOD-{i:04}")).await);
+        }
+        n
+    };
+    assert_eq!(tx_done, 2, "CA's submission waited for {tx_done} of TX's");
+    // The rest drain, in TX's own order.
+    steps.add_permits(1000);
+    wait_completed(&gw, "TX", "TX-FLOOD-0029").await;
+    assert_eq!(gw.gateway.pipeline_depth(), (0, 0));
 }

@@ -131,18 +131,22 @@ enum Cmd {
 /// The overload bounds of `serve` (README "Overload"); defaults from [`server::ServeOptions`].
 #[derive(clap::Args)]
 pub struct Bounds {
-    /// Receipted submissions waiting for a worker; past it submissions are refused with
-    /// RESOURCE_EXHAUSTED after --admission-wait-ms.
-    #[arg(long, env = "INTEROP_QUEUE_DEPTH", default_value_t = 8192)]
-    queue_depth: usize,
-    /// How long a submission waits for room in a full queue before it is refused.
-    #[arg(long, default_value_t = 250)]
-    admission_wait_ms: u64,
-    /// Receipted submissions one bureau may have waiting for processing; past it its new
-    /// submissions are refused (RESOURCE_EXHAUSTED) while other bureaus' get in. 0 = a quarter
-    /// of the queue depth plus the concurrency.
-    #[arg(long, default_value_t = 0)]
-    max_queued_per_bureau: usize,
+    /// The backlog's budget: receipted submissions not yet completed. Past it, a bureau holding
+    /// at least an equal share of it is refused (RESOURCE_EXHAUSTED, nothing stored) while the
+    /// others still get in.
+    #[arg(long, env = "INTEROP_BACKLOG_MAX", default_value_t = 100_000)]
+    backlog_max: usize,
+    /// The same budget in MiB of stored submissions.
+    #[arg(long, default_value_t = 1024)]
+    backlog_max_mib: u64,
+    /// A bureau whose oldest submission has waited this long for processing is refused until
+    /// it has been taken.
+    #[arg(long, default_value_t = 600)]
+    backlog_max_age_secs: u64,
+    /// MiB of receipted submissions kept decoded in memory; the rest are read back from the
+    /// store when a worker takes them.
+    #[arg(long, default_value_t = 64)]
+    backlog_memory_mib: u64,
     /// Open client connections (past their TLS handshake) at once; further connections are
     /// closed before TLS.
     #[arg(long, env = "INTEROP_MAX_CONNECTIONS", default_value_t = 1024)]
@@ -189,7 +193,11 @@ pub struct Bounds {
 
 impl Bounds {
     pub fn apply(&self, o: server::ServeOptions) -> anyhow::Result<server::ServeOptions> {
-        anyhow::ensure!(self.queue_depth > 0, "--queue-depth must be at least 1");
+        anyhow::ensure!(self.backlog_max > 0, "--backlog-max must be at least 1");
+        anyhow::ensure!(
+            self.backlog_max_mib > 0,
+            "--backlog-max-mib must be at least 1"
+        );
         anyhow::ensure!(
             self.max_connections > 0,
             "--max-connections must be at least 1"
@@ -207,6 +215,7 @@ impl Bounds {
             "--max-subscriptions and --max-subscriptions-per-identity must be at least 1"
         );
         for (flag, v) in [
+            ("--backlog-max-age-secs", self.backlog_max_age_secs),
             ("--request-timeout-secs", self.request_timeout_secs),
             (
                 "--tls-handshake-timeout-secs",
@@ -228,9 +237,12 @@ impl Bounds {
         );
         let s = Duration::from_secs;
         Ok(server::ServeOptions {
-            queue_depth: self.queue_depth,
-            admission_wait: Duration::from_millis(self.admission_wait_ms),
-            max_queued_per_bureau: self.max_queued_per_bureau,
+            backlog: interop_gateway::pipeline::BacklogBudget {
+                max_submissions: self.backlog_max,
+                max_bytes: self.backlog_max_mib << 20,
+                max_age: s(self.backlog_max_age_secs),
+                memory_bytes: self.backlog_memory_mib << 20,
+            },
             max_connections: self.max_connections,
             max_handshakes: self.max_handshakes,
             max_handshakes_per_address: self.max_handshakes_per_address,

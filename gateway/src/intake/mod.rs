@@ -1,19 +1,20 @@
 //! Intake: how a booking gets in. A submission is validated ([`validate`]: every field, every
-//! limit, before anything is stored), admitted (its bureau's share of the pipeline, then room
-//! in the pipeline's queue, both refused fast with RESOURCE_EXHAUSTED), durably accepted by
-//! the store (the receipt: a repeat of a held TCN gets the same receipt, DESIGN.md §3.1), and
-//! handed to the pipeline. Nothing is stored for a refused submission (§3.7).
+//! limit, before anything is stored), admitted (within the backlog's budget: see
+//! [`crate::pipeline::backlog`]; refused fast with RESOURCE_EXHAUSTED past it), durably
+//! accepted by the store (the receipt: a repeat of a held TCN gets the same receipt, DESIGN.md
+//! §3.1), and added to the backlog the workers take from. Admission never waits for the
+//! pipeline: a receipt costs validation and one durable append. Nothing is stored for a
+//! refused submission (§3.7).
 
 pub mod validate;
 
 use crate::convert;
 use crate::error::GatewayError;
-use crate::pipeline::Job;
+use crate::pipeline::backlog::{Entry, Prepared};
 use crate::server::Gateway;
 use crate::store::{Accepted, ReceiptRecord, SubmissionKey};
 use interop_proto::v1 as pb;
 use prost::Message;
-use std::sync::Arc;
 
 /// The receipt of a stored submission, as the bureau gets it.
 pub fn receipt(tcn: &str, r: &ReceiptRecord, duplicate: bool) -> pb::Receipt {
@@ -65,29 +66,16 @@ async fn admit(
 ) -> Result<pb::Receipt, GatewayError> {
     let sub = validate::expand_minutiae_record(sub)?;
     let valid = validate::submission(state, &gw.core.policy, &sub, chrono::Utc::now())?;
-    // Admission control before anything is stored: a bureau past its share, or a full
-    // pipeline, is refused fast.
-    let share = gw.per_bureau_share();
-    let Some(slot) = gw.bureau_shares.take(state, share) else {
-        return Err(GatewayError::ResourceExhausted(format!(
-            "bureau {state} already has {share} submissions waiting for processing (its share \
-             of the pipeline); retry with backoff"
-        )));
-    };
-    let permit = match tokio::time::timeout(gw.options().admission_wait, gw.jobs.reserve()).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(_)) => return Err(GatewayError::Unavailable("gateway is shutting down".into())),
-        Err(_) => {
-            return Err(GatewayError::ResourceExhausted(
-                "the pipeline is full; retry with backoff".into(),
-            ));
-        }
-    };
     let key = SubmissionKey {
         bureau: state.to_string(),
         tcn: sub.tcn.clone(),
     };
     let payload = sub.encode_to_vec();
+    let bytes = payload.len() as u64;
+    // Within the backlog's budget, or refused before anything is stored.
+    gw.backlog
+        .admit(&key, bytes, convert::now_ms())
+        .map_err(GatewayError::ResourceExhausted)?;
     match gw
         .core
         .store
@@ -97,70 +85,20 @@ async fn admit(
         Accepted::New(r) => {
             tracing::debug!(bureau = %state, tcn = %sub.tcn, receipt = %r.receipt_id, fingers = sub.fingers.len(), "accepted");
             let out = receipt(&sub.tcn, &r, false);
-            permit.send(Job {
-                slot: Some(slot),
-                accepted_ms: r.accepted_at_ms,
+            gw.backlog.push(Entry {
                 key,
-                submission: sub,
-                valid,
+                accepted_ms: r.accepted_at_ms,
+                bytes,
+                prepared: Some(Box::new(Prepared {
+                    submission: sub,
+                    valid,
+                })),
             });
             Ok(out)
         }
         Accepted::Duplicate(r) => {
             tracing::debug!(bureau = %state, tcn = %sub.tcn, receipt = %r.receipt_id, "repeat of a received submission");
             Ok(receipt(&sub.tcn, &r, true))
-        }
-    }
-}
-
-/// Each bureau's receipted submissions not yet processed (queued or in flight), so one bureau
-/// cannot fill the whole queue: past its share, its new submissions are refused before they
-/// are stored while other bureaus' still get in.
-#[derive(Default)]
-pub struct BureauShares {
-    waiting: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-}
-
-/// A bureau's place in the pipeline, given back when its job is done (or dropped at a halt).
-pub struct BureauSlot {
-    shares: Arc<BureauShares>,
-    bureau: String,
-}
-
-impl BureauShares {
-    /// Takes a place for `bureau` unless it already has `max` submissions waiting.
-    pub fn take(self: &Arc<Self>, bureau: &str, max: usize) -> Option<BureauSlot> {
-        let mut w = self.waiting.lock().expect("bureau shares");
-        let n = w.entry(bureau.to_string()).or_default();
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(BureauSlot {
-            shares: self.clone(),
-            bureau: bureau.to_string(),
-        })
-    }
-
-    /// Submissions `bureau` has waiting.
-    pub fn waiting(&self, bureau: &str) -> usize {
-        self.waiting
-            .lock()
-            .expect("bureau shares")
-            .get(bureau)
-            .copied()
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for BureauSlot {
-    fn drop(&mut self) {
-        let mut w = self.shares.waiting.lock().expect("bureau shares");
-        if let Some(n) = w.get_mut(&self.bureau) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                w.remove(&self.bureau);
-            }
         }
     }
 }

@@ -10,9 +10,8 @@
 //! twice. A backend failure is retried with backoff, never turned into "no match" (a missed
 //! match reported as a no-hit would be a wrong answer to a field office).
 //!
-//! Bounded: jobs wait in a queue of `queue_depth` (default [`QUEUE_DEPTH`]); at most
-//! `concurrency` are in flight.
-//! Submissions that find the queue full are refused before they are stored.
+//! Workers take receipted submissions from the [`backlog`] (the store's pending submissions,
+//! bureaus in turn); at most `concurrency` are in flight.
 
 use crate::convert;
 use crate::engines::{CriminalHistory, IdentSearch};
@@ -25,16 +24,14 @@ use interop_proto::v1 as pb;
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::watch;
 use tracing::Instrument;
 
-/// Default depth of the queue in front of the workers.
-pub const QUEUE_DEPTH: usize = 8192;
+pub mod backlog;
+pub use backlog::{Backlog, BacklogBudget, Entry};
 
 /// One submission to process.
 pub struct Job {
-    /// The bureau's place in the pipeline (none for submissions resumed at start).
-    pub slot: Option<crate::intake::BureauSlot>,
     pub key: SubmissionKey,
     /// When the receipt was given (ms since the epoch), for the notification latency.
     pub accepted_ms: i64,
@@ -82,97 +79,109 @@ pub mod counters {
     pub const ACTIVATION_NOTICES: &str = "activation_notices";
 }
 
-/// Starts `concurrency` workers; returns the queue to feed them. `halt` (set once the
+/// Starts `concurrency` workers taking submissions from `backlog`. `halt` (set once the
 /// server's grace period is over) drops whatever is still in flight: it stays pending in the
 /// store and is resumed on the next start.
 pub fn start(
     core: Arc<Core>,
+    backlog: Arc<Backlog>,
     concurrency: usize,
-    queue_depth: usize,
     halt: watch::Receiver<bool>,
-) -> (mpsc::Sender<Job>, Idle) {
-    let (tx, mut rx) = mpsc::channel::<Job>(queue_depth.max(1));
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let idle = Idle {
-        permits: permits.clone(),
-        concurrency,
-        queue: tx.downgrade(),
-    };
-    let shutdown = halt;
-    let mut halted = shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            let job = tokio::select! {
-                j = rx.recv() => match j { Some(j) => j, None => return },
-                _ = halted.wait_for(|h| *h) => return,
-            };
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            let core = core.clone();
-            let mut shutdown = shutdown.clone();
-            let span =
-                tracing::info_span!("submission", bureau = %job.key.bureau, tcn = %job.key.tcn);
-            tokio::spawn(
-                async move {
-                    let mut halt = shutdown.clone();
-                    tokio::select! {
-                        _ = process(&core, job, &mut shutdown) => {}
-                        _ = halt.wait_for(|h| *h) => tracing::info!("halted; left pending for recovery"),
+) {
+    for _ in 0..concurrency.max(1) {
+        let core = core.clone();
+        let backlog = backlog.clone();
+        let mut halted = halt.clone();
+        let mut shutdown = halt.clone();
+        tokio::spawn(async move {
+            loop {
+                let entry = tokio::select! {
+                    e = backlog.take() => e,
+                    _ = halted.wait_for(|h| *h) => return,
+                };
+                let span = tracing::info_span!("submission", bureau = %entry.key.bureau, tcn = %entry.key.tcn);
+                let (key, bytes) = (entry.key.clone(), entry.bytes);
+                tokio::select! {
+                    completed = process(&core, entry, &mut shutdown).instrument(span) => {
+                        backlog.done(&key, bytes, completed);
                     }
-                    drop(permit);
+                    _ = halted.wait_for(|h| *h) => {
+                        tracing::info!(%key, "halted; left pending for recovery");
+                        return;
+                    }
                 }
-                .instrument(span),
-            );
+            }
+        });
+    }
+}
+
+/// The job for a backlog entry: as intake prepared it, or read back from the store. `None`:
+/// nothing to do (completed meanwhile), or the stored submission cannot be processed (logged;
+/// it stays pending in the store).
+async fn load(core: &Core, entry: &mut Entry) -> Result<Option<Job>, GatewayError> {
+    if let Some(p) = entry.prepared.take() {
+        return Ok(Some(Job {
+            key: entry.key.clone(),
+            accepted_ms: entry.accepted_ms,
+            submission: p.submission,
+            valid: p.valid,
+        }));
+    }
+    let Some(p) = core.store.pending(entry.key.clone()).await? else {
+        return Ok(None);
+    };
+    let Ok(submission) = pb::Submission::decode(p.payload.as_slice()) else {
+        tracing::error!(key = %p.key, "stored submission is unreadable; left pending");
+        return Ok(None);
+    };
+    // It passed validation when received; only the world could have changed.
+    let now = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+    match crate::intake::validate::submission(&p.key.bureau, &core.policy, &submission, now) {
+        Ok(valid) => Ok(Some(Job {
+            key: p.key,
+            accepted_ms: p.receipt.accepted_at_ms,
+            submission,
+            valid,
+        })),
+        Err(e) => {
+            tracing::error!(key = %p.key, error = %e, "stored submission no longer valid; left pending");
+            Ok(None)
         }
-    });
-    (tx, idle)
-}
-
-/// Tells whether the pipeline has nothing queued or in flight (for graceful shutdown).
-#[derive(Clone)]
-pub struct Idle {
-    permits: Arc<Semaphore>,
-    concurrency: usize,
-    queue: mpsc::WeakSender<Job>,
-}
-
-impl Idle {
-    /// Submissions waiting in the queue.
-    pub fn queued(&self) -> usize {
-        self.queue
-            .upgrade()
-            .map_or(0, |q| q.max_capacity() - q.capacity())
-    }
-
-    /// Submissions being processed.
-    pub fn in_flight(&self) -> usize {
-        self.concurrency - self.permits.available_permits()
-    }
-
-    pub fn is_idle(&self) -> bool {
-        let queue_empty = self
-            .queue
-            .upgrade()
-            .is_none_or(|q| q.capacity() == q.max_capacity());
-        queue_empty && self.permits.available_permits() == self.concurrency
     }
 }
 
-/// Processes a job until it completes, retrying failures. Returns early only at shutdown:
-/// the submission stays pending in the store and is resumed on the next start.
-async fn process(core: &Core, job: Job, shutdown: &mut watch::Receiver<bool>) {
+/// Processes a backlog entry until it completes, retrying failures; returns whether this
+/// call completed it. Returns early only at shutdown: the submission stays pending in the
+/// store and is resumed on the next start.
+async fn process(core: &Core, mut entry: Entry, shutdown: &mut watch::Receiver<bool>) -> bool {
     let mut backoff = Duration::from_millis(50);
+    let mut job = None;
     loop {
-        match attempt(core, &job).await {
+        if job.is_none() {
+            match load(core, &mut entry).await {
+                Ok(Some(j)) => job = Some(j),
+                Ok(None) => return false,
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "reading a pending submission failed; will retry");
+                    if *shutdown.borrow() {
+                        return false;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        let job = job.as_ref().expect("loaded");
+        match attempt(core, job).await {
             Ok(done) => {
                 tracing::debug!(appended = done, "completed");
-                return;
+                return true;
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "processing failed; will retry");
                 if *shutdown.borrow() {
-                    return;
+                    return false;
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

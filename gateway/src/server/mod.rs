@@ -17,17 +17,14 @@ mod serve;
 use crate::auth::pki::PkiDir;
 use crate::engines::{CriminalHistory, IdentSearch};
 use crate::error::GatewayError;
-use crate::intake::validate;
-use crate::pipeline::{self, Core, Job};
+use crate::pipeline::{self, Core};
 use crate::rules::policy::{JurisdictionPolicy, PolicyBook, StatePolicy};
 use crate::store::DynStore;
 use crate::world::WorldFile;
 use interop_matcher::Matcher;
-use interop_proto::v1 as pb;
-use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Tunables with defaults that work: every bound the gateway keeps, in one place (the README's
 /// "Overload" section explains each and its flag).
@@ -35,15 +32,10 @@ use tokio::sync::{mpsc, watch};
 pub struct ServeOptions {
     /// Submissions processed at once (the pipeline's semaphore).
     pub concurrency: usize,
-    /// Receipted submissions waiting for a worker. With `concurrency` this bounds the
-    /// submissions in flight; a submission that finds it full waits `admission_wait`, then is
-    /// refused with RESOURCE_EXHAUSTED before anything is stored.
-    pub queue_depth: usize,
-    pub admission_wait: Duration,
-    /// Receipted submissions one bureau may have waiting for processing (queued or in
-    /// flight); past it its new submissions are refused with RESOURCE_EXHAUSTED while other
-    /// bureaus' still get in. 0 = a quarter of `queue_depth + concurrency` (at least 1).
-    pub max_queued_per_bureau: usize,
+    /// How much receipted, unfinished work is taken on: past it, the bureaus holding more
+    /// than their share are refused with RESOURCE_EXHAUSTED before anything is stored (see
+    /// [`crate::pipeline::backlog`]).
+    pub backlog: pipeline::BacklogBudget,
     /// How long in-flight calls may run after shutdown begins.
     pub grace: Duration,
     /// Concurrent HTTP/2 streams per connection.
@@ -96,9 +88,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             concurrency: 64,
-            queue_depth: pipeline::QUEUE_DEPTH,
-            admission_wait: Duration::from_millis(250),
-            max_queued_per_bureau: 0,
+            backlog: Default::default(),
             grace: Duration::from_secs(5),
             max_streams_per_connection: 512,
             max_subscriptions: 4096,
@@ -125,19 +115,17 @@ impl Default for ServeOptions {
 pub struct Gateway {
     pub core: Arc<Core>,
     pub world: Arc<WorldFile>,
-    pub jobs: mpsc::Sender<Job>,
+    /// Receipted submissions not yet completed, and the order the workers take them in.
+    pub backlog: Arc<pipeline::Backlog>,
     pub shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
     /// Set after the grace period: the pipeline drops in-flight work.
     halt_tx: watch::Sender<bool>,
-    idle: pipeline::Idle,
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
     /// Revoked client certificates, checked on every call and by open streams.
     pub revocations: crate::auth::revocation::Revocations,
     pub(crate) subscription_limits: crate::delivery::SubscriptionLimits,
     pub(crate) read_rate: crate::auth::rate::ReadRate,
-    /// Each bureau's share of the pipeline.
-    pub bureau_shares: Arc<crate::intake::BureauShares>,
     matcher: Option<MatcherServing>,
     /// The IDENT gallery's recorded changes (see [`crate::engines::gallery_log`]).
     gallery: Option<Arc<crate::engines::gallery_log::GalleryLog>>,
@@ -242,16 +230,15 @@ impl Gateway {
         });
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (halt_tx, halt) = watch::channel(false);
-        let (jobs, idle) =
-            pipeline::start(core.clone(), options.concurrency, options.queue_depth, halt);
+        let backlog = Arc::new(pipeline::Backlog::new(options.backlog.clone()));
+        pipeline::start(core.clone(), backlog.clone(), options.concurrency, halt);
         let gw = Arc::new(Gateway {
             core,
             world: Arc::new(world),
-            jobs,
+            backlog,
             shutdown,
             shutdown_tx,
             halt_tx,
-            idle,
             admin_lock: tokio::sync::Mutex::new(()),
             revocations,
             subscription_limits: crate::delivery::SubscriptionLimits::new(
@@ -259,7 +246,6 @@ impl Gateway {
                 options.max_subscriptions_per_identity,
             ),
             read_rate: crate::auth::rate::ReadRate::new(options.max_reads_per_identity),
-            bureau_shares: Arc::default(),
             matcher,
             gallery,
             fbi_gallery: std::sync::OnceLock::new(),
@@ -362,37 +348,17 @@ impl Gateway {
         Ok(())
     }
 
-    /// Feeds stored submissions to the pipeline from a task (there may be more than the
-    /// queue holds).
-    fn enqueue(self: &Arc<Self>, pending: Vec<crate::store::Pending>) {
-        let gw = self.clone();
-        tokio::spawn(async move {
-            for p in pending {
-                let Ok(sub) = pb::Submission::decode(p.payload.as_slice()) else {
-                    tracing::error!(key = %p.key, "stored submission is unreadable; left pending");
-                    continue;
-                };
-                // It passed validation when received; only the world could have changed.
-                let now = chrono::DateTime::<chrono::Utc>::MAX_UTC;
-                let valid = match validate::submission(&p.key.bureau, &gw.core.policy, &sub, now) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::error!(key = %p.key, error = %e, "stored submission no longer valid; left pending");
-                        continue;
-                    }
-                };
-                let job = Job {
-                    slot: None,
-                    accepted_ms: p.receipt.accepted_at_ms,
-                    key: p.key,
-                    submission: sub,
-                    valid,
-                };
-                if gw.jobs.send(job).await.is_err() {
-                    return;
-                }
-            }
-        });
+    /// Puts stored pending submissions in the backlog (their payloads are read back when a
+    /// worker takes them).
+    fn enqueue(&self, pending: Vec<crate::store::Pending>) {
+        for p in pending {
+            self.backlog.push(pipeline::Entry {
+                bytes: p.payload.len() as u64,
+                key: p.key,
+                accepted_ms: p.receipt.accepted_at_ms,
+                prepared: None,
+            });
+        }
     }
 
     pub(crate) async fn persist_jurisdiction(
@@ -490,20 +456,13 @@ impl Gateway {
 
     /// Submissions waiting for a worker, and being processed.
     pub fn pipeline_depth(&self) -> (usize, usize) {
-        (self.idle.queued(), self.idle.in_flight())
+        let f = self.backlog.figures();
+        (f.waiting, f.in_flight)
     }
 
     /// The bounds this gateway runs with.
     pub fn options(&self) -> &ServeOptions {
         &self.options
-    }
-
-    /// Receipted submissions one bureau may have waiting for processing.
-    pub fn per_bureau_share(&self) -> usize {
-        match self.options.max_queued_per_bureau {
-            0 => ((self.options.queue_depth + self.options.concurrency) / 4).max(1),
-            n => n,
-        }
     }
 
     /// What TLS material is served now, once serving.

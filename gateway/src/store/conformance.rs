@@ -254,6 +254,18 @@ pub async fn reopen_keeps_receipts_and_lists_unfinished(open: Open, dir: &Path) 
     assert_eq!(tcns, ["T-1", "T-3"]);
     assert_eq!(pending[0].payload, b"a");
     assert_eq!(pending[0].receipt, first);
+    // One pending submission, with its payload; none once completed, none never accepted.
+    let one = s
+        .pending(key("T-3"))
+        .await
+        .unwrap()
+        .expect("T-3 is pending");
+    assert_eq!((one.key, one.payload.as_slice()), (key("T-3"), &b"c"[..]));
+    assert!(s.pending(key("T-2")).await.unwrap().is_none(), "completed");
+    assert!(
+        s.pending(key("T-9")).await.unwrap().is_none(),
+        "never accepted"
+    );
     let st = s.submission(key("T-2")).await.unwrap().unwrap();
     assert!(st.completed);
     assert_eq!(

@@ -308,6 +308,9 @@ pub trait Store: Send + Sync + 'static {
     async fn once_record(&self, once_key: String) -> StoreResult<Option<Vec<u8>>>;
     async fn submission(&self, key: SubmissionKey) -> StoreResult<Option<SubmissionState>>;
     async fn unfinished(&self) -> StoreResult<Vec<Pending>>;
+    /// The accepted, not yet completed submission `key`, with its payload; `None` if it is
+    /// completed or was never accepted.
+    async fn pending(&self, key: SubmissionKey) -> StoreResult<Option<Pending>>;
     async fn read(
         &self,
         stream: StreamKey,

@@ -833,6 +833,13 @@ impl Store for NatsStore {
         self.opened(pending).await
     }
 
+    async fn pending(&self, key: SubmissionKey) -> StoreResult<Option<Pending>> {
+        match self.view.pending(key).await? {
+            Some(p) => Ok(self.opened(vec![p]).await?.pop()),
+            None => Ok(None),
+        }
+    }
+
     async fn read(
         &self,
         stream: StreamKey,

@@ -468,6 +468,24 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn pending(&self, key: SubmissionKey) -> StoreResult<Option<Pending>> {
+        let k = key.to_string();
+        self.blocking_read(move |db| {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(SUBMISSIONS)?;
+            let Some(v) = t.get(k.as_str())? else {
+                return Ok(None);
+            };
+            let s: StoredSubmission = decode(v.value(), || format!("submission {k}"))?;
+            Ok((!s.completed).then_some(Pending {
+                key,
+                receipt: s.receipt,
+                payload: s.payload,
+            }))
+        })
+        .await
+    }
+
     async fn unfinished(&self) -> StoreResult<Vec<Pending>> {
         self.blocking_read(|db| {
             let txn = db.begin_read()?;
