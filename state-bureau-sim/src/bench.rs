@@ -7,10 +7,14 @@
 //! 2. **Gateway, durable ingest**: the real gateway in this process (embedded store, group
 //!    commit, pipeline running behind) under the same closed loop. Reported as a ratio to the
 //!    echo's rate and latency.
-//! 3. **Gateway, end to end**: a fresh gateway under an open-loop step profile with every
+//! 3. **One bureau**: both again with only the busiest state's bookings, from its one
+//!    client (a fresh gateway).
+//! 4. **Gateway, end to end**: a fresh gateway under an open-loop step profile with every
 //!    field office subscribed and every answer verified against ground truth (the `run`
 //!    machinery): submission → field-office notification p99 per step and the knee; the p99 at
 //!    the step nearest half the knee is the headline figure.
+//! 5. **Fairness** ([`crate::fairness`]): a quiet bureau's latency alone and beside a bureau
+//!    flooding at ten times its rate, on a fresh gateway.
 //!
 //! Also measured: how fast the simulator plans bookings (captures included), so the driver
 //! is never mistaken for the bottleneck. Figures print as a table and go to JSON.
@@ -49,7 +53,7 @@ impl Default for BenchOptions {
             identities: 5_000,
             seconds: 8.0,
             concurrency: 64,
-            e2e_max_rate: 120.0,
+            e2e_max_rate: 360.0,
             e2e_step_secs: 4.0,
             json: None,
         }
@@ -206,7 +210,7 @@ async fn closed_loop(
 }
 
 /// `TX20110305-0000123` on round 0; `TX20110305-0000123-R5` on round 5 (within 40 chars).
-fn unique_tcn(tcn: &str, round: usize) -> String {
+pub(crate) fn unique_tcn(tcn: &str, round: usize) -> String {
     if round == 0 {
         return tcn.to_string();
     }
@@ -287,9 +291,25 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let echo_clients = clients_for(&echo_endpoint, &pki, &plan).await?;
     eprintln!("echo baseline: {} s closed loop", opts.seconds);
     let echo = closed_loop(
-        "echo (mTLS, no work)",
+        "echo, all bureaus",
         &echo_clients,
         &plan,
+        opts.concurrency,
+        opts.seconds,
+    )
+    .await?;
+    // One bureau alone: the busiest state's bookings, from its one client.
+    let (one_state, _) = crate::fairness::pick_states(&plan)?;
+    let one_plan: Arc<Vec<Booking>> = Arc::new(
+        plan.iter()
+            .filter(|b| b.state == one_state)
+            .cloned()
+            .collect(),
+    );
+    let echo_one = closed_loop(
+        &format!("echo, one bureau ({one_state})"),
+        &echo_clients,
+        &one_plan,
         opts.concurrency,
         opts.seconds,
     )
@@ -315,9 +335,35 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let gw_clients = clients_for(&endpoint, &pki, &plan).await?;
     eprintln!("gateway durable ingest: {} s closed loop", opts.seconds);
     let ingest = closed_loop(
-        "gateway (durable receipt)",
+        "gateway, all bureaus",
         &gw_clients,
         &plan,
+        opts.concurrency,
+        opts.seconds,
+    )
+    .await?;
+    drop(gw_clients);
+    let _ = stop.send(());
+    let _ = task.await;
+    // One bureau, on a fresh gateway (the first one's backlog would be in its way).
+    let demo::Served {
+        endpoint,
+        stop,
+        task,
+    } = demo::serve_in_process(
+        &world_dir,
+        &dir.join("data-ingest-one"),
+        &pki,
+        &data.world,
+        4,
+        false,
+    )
+    .await?;
+    let gw_clients = clients_for(&endpoint, &pki, &plan).await?;
+    let ingest_one = closed_loop(
+        &format!("gateway, one bureau ({one_state})"),
+        &gw_clients,
+        &one_plan,
         opts.concurrency,
         opts.seconds,
     )
@@ -367,11 +413,37 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let _ = stop.send(());
     let _ = task.await;
     let e2e: serde_json::Value = serde_json::from_slice(&std::fs::read(&e2e_json)?)?;
+    let knee = e2e["timeline"]["knee_per_s"].as_f64();
+
+    // 4. Fairness, on a fresh gateway: a quiet bureau at a fifth of the knee, alone and beside
+    // a bureau flooding at ten times that (twice what the gateway can process).
+    let demo::Served {
+        endpoint,
+        stop,
+        task,
+    } = demo::serve_in_process(
+        &world_dir,
+        &dir.join("data-fairness"),
+        &pki,
+        &data.world,
+        4,
+        false,
+    )
+    .await?;
+    let quiet_per_s = (knee.unwrap_or(opts.e2e_max_rate) / 5.0).max(1.0);
+    eprintln!(
+        "fairness: a quiet bureau at {quiet_per_s:.1}/s alone, then beside a flood at {:.0}/s",
+        10.0 * quiet_per_s
+    );
+    let gw_clients = clients_for(&endpoint, &pki, &plan).await?;
+    let fairness = crate::fairness::measure(&gw_clients, &plan, quiet_per_s, opts.seconds).await?;
+    drop(gw_clients);
+    let _ = stop.send(());
+    let _ = task.await;
     let steps = e2e["timeline"]["steps"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    let knee = e2e["timeline"]["knee_per_s"].as_f64();
     let half = knee.map(|k| k / 2.0);
     let at_half = half.and_then(|h| {
         steps
@@ -385,6 +457,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     });
 
     let ratio = ingest.per_s / echo.per_s.max(1e-9);
+    let ratio_one = ingest_one.per_s / echo_one.per_s.max(1e-9);
     let mut t = String::new();
     use std::fmt::Write;
     let _ = writeln!(
@@ -396,7 +469,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         "  {:<28} {:>10} {:>8} {:>10} {:>9} {:>9} {:>9}",
         "phase", "requests", "errors", "per s", "p50 ms", "p99 ms", "p99.9 ms"
     );
-    for p in [&echo, &ingest] {
+    for p in [&echo, &ingest, &echo_one, &ingest_one] {
         let _ = writeln!(
             t,
             "  {:<28} {:>10} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>9.2}",
@@ -405,9 +478,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     }
     let _ = writeln!(
         t,
-        "  durable ingest / echo rate: {:.2} (target >= 0.50); p99 ratio {:.1}x",
+        "  durable ingest / echo rate, all bureaus: {:.2}; one bureau: {:.2} (target >= 0.50); p99 ratio {:.1}x, {:.1}x",
         ratio,
-        ingest.p99_ms / echo.p99_ms.max(1e-9)
+        ratio_one,
+        ingest.p99_ms / echo.p99_ms.max(1e-9),
+        ingest_one.p99_ms / echo_one.p99_ms.max(1e-9)
     );
     let _ = writeln!(
         t,
@@ -443,6 +518,27 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
             );
         }
     }
+    let f = &fairness;
+    let _ = writeln!(
+        t,
+        "fairness: quiet bureau {} at {:.1}/s, flooding bureau {} at {:.0}/s, open loop, {:.0} s each",
+        f.quiet_state, f.quiet_per_s, f.flood_state, f.flood_per_s, f.seconds
+    );
+    for p in [&f.alone, &f.with_flood] {
+        let _ = writeln!(
+            t,
+            "  {:<34} sent {:>5}  answered {:>5}  p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms",
+            p.name, p.sent, p.answered, p.p50_ms, p.p99_ms, p.max_ms
+        );
+    }
+    let _ = writeln!(
+        t,
+        "  the flood: {} sent, {} receipted, {} refused; quiet p99 beside it / alone: {:.2} (target <= 2)",
+        f.with_flood.flood_sent,
+        f.with_flood.flood_receipted,
+        f.with_flood.flood_refused,
+        f.p99_ratio
+    );
     println!("{t}");
     let json = serde_json::json!({
         "identities": opts.identities,
@@ -450,6 +546,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         "echo": echo,
         "gateway_ingest": ingest,
         "ingest_to_echo_rate": ratio,
+        "echo_one_bureau": echo_one,
+        "gateway_ingest_one_bureau": ingest_one,
+        "ingest_to_echo_rate_one_bureau": ratio_one,
+        "fairness": fairness,
         "simulator_plan_per_s": plan_per_s,
         "e2e_steps": steps,
         "e2e_knee_per_s": knee,

@@ -17,6 +17,7 @@ pub mod cluster_bench;
 pub mod criteria;
 pub mod demo;
 pub mod drive;
+pub mod fairness;
 pub mod generate;
 pub mod geography;
 pub mod html;

@@ -84,8 +84,9 @@ enum Cmd {
         /// Submissions in flight in the closed loops.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
-        /// End-to-end phase: six steps up to this many bookings a second.
-        #[arg(long, default_value_t = 120.0)]
+        /// End-to-end phase: six steps up to this many bookings a second (past the knee of
+        /// the default world on two cores, so the knee is found).
+        #[arg(long, default_value_t = 360.0)]
         e2e_max_rate: f64,
         /// Seconds per end-to-end step.
         #[arg(long, default_value_t = 4.0)]

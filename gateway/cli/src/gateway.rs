@@ -79,9 +79,10 @@ enum Cmd {
         /// Matcher shards per gallery.
         #[arg(long, default_value_t = 4)]
         shards: usize,
-        /// Submissions processed concurrently.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
+        /// Submissions processed at once (default: four per core with the matcher in process,
+        /// 64 with --ident-shards).
+        #[arg(long)]
+        concurrency: Option<usize>,
         /// Seconds in-flight calls may run after SIGINT/SIGTERM.
         #[arg(long, default_value_t = 5)]
         grace_secs: u64,
@@ -386,6 +387,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store_cache_mib,
             replica_id,
         } => {
+            let concurrency = match (concurrency, &ident_shards) {
+                (Some(n), _) => n.max(1),
+                (None, Some(_)) => server::SHARDED_CONCURRENCY,
+                (None, None) => server::in_process_concurrency(),
+            };
             let launch = Launch {
                 listen,
                 pki,

@@ -30,7 +30,12 @@ use tokio::sync::watch;
 /// "Overload" section explains each and its flag).
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
-    /// Submissions processed at once (the pipeline's semaphore).
+    /// Submissions processed at once (the pipeline's workers). Default
+    /// [`in_process_concurrency`]: with the matcher in this process, each submission in flight
+    /// queues for the same cores, so more workers only lengthen every submission's time in
+    /// flight (and a quiet bureau's behind a flood's). Matcher shards over the network want
+    /// more, to cover the round trips (`serve` takes [`SHARDED_CONCURRENCY`] with
+    /// `--ident-shards`).
     pub concurrency: usize,
     /// How much receipted, unfinished work is taken on: past it, the bureaus holding more
     /// than their share are refused with RESOURCE_EXHAUSTED before anything is stored (see
@@ -87,7 +92,7 @@ pub struct ServeOptions {
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
-            concurrency: 64,
+            concurrency: in_process_concurrency(),
             backlog: Default::default(),
             grace: Duration::from_secs(5),
             max_streams_per_connection: 512,
@@ -110,6 +115,15 @@ impl Default for ServeOptions {
         }
     }
 }
+
+/// Workers for a gateway that searches in process: four per core (the FBI check and the IDENT
+/// search of one submission run at once, and a completion waits for its commit).
+pub fn in_process_concurrency() -> usize {
+    4 * std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Workers for a gateway whose IDENT search goes to matcher shard processes.
+pub const SHARDED_CONCURRENCY: usize = 64;
 
 /// The running gateway's shared state.
 pub struct Gateway {
@@ -350,12 +364,12 @@ impl Gateway {
 
     /// Puts stored pending submissions in the backlog (their payloads are read back when a
     /// worker takes them).
-    fn enqueue(&self, pending: Vec<crate::store::Pending>) {
+    fn enqueue(&self, pending: Vec<crate::store::PendingKey>) {
         for p in pending {
             self.backlog.push(pipeline::Entry {
-                bytes: p.payload.len() as u64,
+                bytes: p.bytes,
                 key: p.key,
-                accepted_ms: p.receipt.accepted_at_ms,
+                accepted_ms: p.accepted_at_ms,
                 prepared: None,
             });
         }

@@ -228,6 +228,26 @@ pub struct Pending {
     pub payload: Vec<u8>,
 }
 
+/// A pending submission without its payload: what the pipeline's backlog indexes (the payload
+/// is read with [`Store::pending`] when a worker takes it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingKey {
+    pub key: SubmissionKey,
+    pub accepted_at_ms: i64,
+    /// The stored payload's size.
+    pub bytes: u64,
+}
+
+impl PendingKey {
+    pub fn of(p: &Pending) -> Self {
+        PendingKey {
+            key: p.key.clone(),
+            accepted_at_ms: p.receipt.accepted_at_ms,
+            bytes: p.payload.len() as u64,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The TCN is held with a different payload.
@@ -360,18 +380,24 @@ pub trait Store: Send + Sync + 'static {
     /// The current head cursor of a stream, updated after each commit.
     fn watch_head(&self, stream: &StreamKey) -> watch::Receiver<u64>;
 
-    /// What this process resumes when it starts: every unfinished submission for a store only
-    /// it writes; for a replicated store, those this replica owns (others' are taken over
-    /// through [`Store::take_over`] once their replica stops).
-    async fn resumable(&self) -> StoreResult<Vec<Pending>> {
-        self.unfinished().await
+    /// What this process resumes when it starts, in acceptance order, without payloads: every
+    /// unfinished submission for a store only it writes; for a replicated store, those this
+    /// replica owns (others' are taken over through [`Store::take_over`] once their replica
+    /// stops).
+    async fn resumable(&self) -> StoreResult<Vec<PendingKey>> {
+        Ok(self
+            .unfinished()
+            .await?
+            .iter()
+            .map(PendingKey::of)
+            .collect())
     }
 
     /// Replicated stores: claims the unfinished submissions of replicas that have stopped
     /// beating, exactly one replica winning each, and returns those this one won — with this
     /// replica's own submissions that reached the log although their caller was told the
     /// write failed (nothing else queues them). The embedded store has no other replica.
-    async fn take_over(&self) -> StoreResult<Vec<Pending>> {
+    async fn take_over(&self) -> StoreResult<Vec<PendingKey>> {
         Ok(Vec::new())
     }
 
@@ -398,6 +424,9 @@ pub type DynStore = Arc<dyn Store>;
 pub(crate) enum Op {
     Accept {
         key: SubmissionKey,
+        // As bytes, not a sequence of u8: the same postcard encoding, written and read in one
+        // copy rather than byte by byte.
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
         now_ms: i64,
         /// The replica that will process it (empty for the embedded store).
@@ -455,6 +484,7 @@ pub(crate) enum Op {
     /// is told from a conflict. Last, so logs written before it still decode.
     AcceptSealed {
         key: SubmissionKey,
+        #[serde(with = "serde_bytes")]
         sealed: Vec<u8>,
         digest: Vec<u8>,
         now_ms: i64,

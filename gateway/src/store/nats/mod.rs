@@ -919,26 +919,26 @@ impl Store for NatsStore {
         self.view.watch_head(stream)
     }
 
-    async fn resumable(&self) -> StoreResult<Vec<Pending>> {
-        let mine = self
+    /// Keys only: a payload is opened (a key-value read) when a worker takes it, not here.
+    async fn resumable(&self) -> StoreResult<Vec<PendingKey>> {
+        Ok(self
             .view
             .unfinished_owned()
             .await?
-            .into_iter()
+            .iter()
             .filter(|(_, owner, _)| owner == &self.replica || owner.is_empty())
-            .map(|(p, _, _)| p)
-            .collect();
-        self.opened(mine).await
+            .map(|(p, _, _)| PendingKey::of(p))
+            .collect())
     }
 
-    async fn take_over(&self) -> StoreResult<Vec<Pending>> {
+    async fn take_over(&self) -> StoreResult<Vec<PendingKey>> {
         let stale_before = now_ms() - self.stale_after.as_millis() as i64;
         let lost: std::collections::HashSet<SubmissionKey> =
             self.lost.lock().expect("lost").drain(..).collect();
         let mut won = Vec::new();
         for (p, owner, beat) in self.view.unfinished_owned().await? {
             if owner == self.replica && lost.contains(&p.key) {
-                won.push(p);
+                won.push(PendingKey::of(&p));
                 continue;
             }
             if owner == self.replica || owner.is_empty() || beat.is_some_and(|b| b >= stale_before)
@@ -953,7 +953,7 @@ impl Store for NatsStore {
             if self.write(claim).await?.claimed()? {
                 Counts::add(&self.counts.taken_over, 1);
                 tracing::debug!(key = %p.key, from = %owner, "took over a stopped replica's submission");
-                won.push(p);
+                won.push(PendingKey::of(&p));
             }
         }
         if !won.is_empty() {
@@ -962,7 +962,7 @@ impl Store for NatsStore {
                 "took over stopped replicas' unfinished submissions"
             );
         }
-        self.opened(won).await
+        Ok(won)
     }
 
     fn watch_settings(&self) -> Option<watch::Receiver<u64>> {

@@ -87,7 +87,10 @@ struct StoredSubmission {
     /// SHA-256 of the encoded submission: repeats are compared by it, because the payload
     /// itself is dropped once processing completes.
     digest: Vec<u8>,
+    // As bytes (see `Op::Accept`): the same postcard encoding as a sequence of u8.
+    #[serde(with = "serde_bytes")]
     payload: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     summary: Option<Vec<u8>>,
 }
 
@@ -468,6 +471,31 @@ impl Store for RedbStore {
         .await
     }
 
+    /// Row by row, keeping no payload: memory at start follows the number of pending
+    /// submissions, not their size.
+    async fn resumable(&self) -> StoreResult<Vec<PendingKey>> {
+        self.blocking_read(|db| {
+            let txn = db.begin_read()?;
+            let pending = txn.open_table(PENDING)?;
+            let subs = txn.open_table(SUBMISSIONS)?;
+            let mut out = Vec::new();
+            for row in pending.iter()? {
+                let (_, k) = row?;
+                let k = k.value().to_string();
+                if let Some(v) = subs.get(k.as_str())? {
+                    let s: StoredSubmission = decode(v.value(), || format!("submission {k}"))?;
+                    out.push(PendingKey {
+                        key: submission_key(&k)?,
+                        accepted_at_ms: s.receipt.accepted_at_ms,
+                        bytes: s.payload.len() as u64,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn pending(&self, key: SubmissionKey) -> StoreResult<Option<Pending>> {
         let k = key.to_string();
         self.blocking_read(move |db| {
@@ -734,6 +762,38 @@ impl Store for RedbStore {
 mod tests {
     use super::super::conformance::{self, Open};
     use super::*;
+
+    /// Rows written before payloads were serialised as bytes still read, and the new rows are
+    /// the same bytes: postcard writes a sequence of u8 and a byte string alike.
+    #[test]
+    fn payloads_as_bytes_keep_the_stored_encoding() {
+        #[derive(Serialize)]
+        struct Before {
+            receipt: ReceiptRecord,
+            completed: bool,
+            digest: Vec<u8>,
+            payload: Vec<u8>,
+            summary: Option<Vec<u8>>,
+        }
+        let receipt = ReceiptRecord {
+            receipt_id: "R-1".into(),
+            accepted_at_ms: 7,
+            seq: 1,
+        };
+        let before = Before {
+            receipt: receipt.clone(),
+            completed: false,
+            digest: vec![1; 32],
+            payload: (0..=255).collect(),
+            summary: Some(vec![9, 8, 7]),
+        };
+        let old = postcard::to_allocvec(&before).unwrap();
+        let read: StoredSubmission = decode(&old, || "test".into()).unwrap();
+        assert_eq!(read.payload, before.payload);
+        assert_eq!(read.summary, before.summary);
+        assert_eq!(read.receipt, receipt);
+        assert_eq!(postcard::to_allocvec(&read).unwrap(), old);
+    }
 
     #[cfg(unix)]
     #[test]
