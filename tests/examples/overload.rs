@@ -6,7 +6,7 @@
 //! writes JSON.
 //!
 //! Phases, one in-process gateway over mutual TLS (clients in the same process):
-//! 1. **calibrate** — offer far more than can be processed (`--calibrate-rate`, 200/s) for
+//! 1. **calibrate** — offer far more than can be processed (`--calibrate-rate`, 1000/s) for
 //!    4 s; capacity C is the rate at which submissions complete (reach the field office)
 //!    meanwhile, i.e. while the gateway is also busy refusing;
 //! 2. **baseline** — open-loop arrivals at 0.5·C: the latencies of a gateway at ease;
@@ -25,7 +25,7 @@
 //!
 //! ```sh
 //! cargo run --release -p interop-e2e --example overload -- [--seconds 10] [--backlog-max 72] \
-//!     [--workers 8] [--calibrate-rate 200] [--ident-ms 0] [--ident-parallel 4] [--json target/overload.json]
+//!     [--workers 8] [--calibrate-rate 1000] [--ident-ms 0] [--ident-parallel 4] [--json target/overload.json]
 //! ```
 
 use interop_e2e::*;
@@ -128,7 +128,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let seconds: f64 = arg(&args, "--seconds", 10.0);
     let backlog_max: usize = arg(&args, "--backlog-max", 72);
-    let calibrate_rate: f64 = arg(&args, "--calibrate-rate", 200.0);
+    let calibrate_rate: f64 = arg(&args, "--calibrate-rate", 1000.0);
     let ident_ms: u64 = arg(&args, "--ident-ms", 0);
     let ident_parallel: usize = arg(&args, "--ident-parallel", 4);
     let workers: usize = arg(&args, "--workers", 8);
@@ -235,7 +235,9 @@ async fn main() {
     for _ in 0..4 {
         clients.push(gw.bureau("TX").await);
     }
-    let template = booking("TX-OVERLOAD-TEMPLATE", TX_RECEIVING, NOBODY);
+    // An identification: since no-hits are disclosed to no one (RULES.md), only an IDENT hit
+    // reaches the field office this example follows.
+    let template = booking("TX-OVERLOAD-TEMPLATE", TX_RECEIVING, OVERSTAY_FELON);
     let seq = Arc::new(AtomicU64::new(0));
 
     let run_phase = |index: usize, phase: Phase| {
