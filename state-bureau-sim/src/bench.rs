@@ -246,6 +246,53 @@ async fn clients_for(
     Ok(out)
 }
 
+/// Where one bench run keeps its world, PKI and gateways' data.
+struct Place<'a> {
+    dir: &'a std::path::Path,
+    world_dir: &'a std::path::Path,
+    pki: &'a pki::PkiDir,
+    data: &'a WorldData,
+}
+
+impl Place<'_> {
+    /// A fresh in-process gateway with its own data directory `name`.
+    async fn gateway(&self, name: &str) -> anyhow::Result<demo::Served> {
+        let data_dir = self.dir.join(name);
+        demo::serve_in_process(
+            self.world_dir,
+            &data_dir,
+            self.pki,
+            &self.data.world,
+            4,
+            false,
+        )
+        .await
+    }
+
+    /// A closed loop of `plan` against a fresh gateway `name`, stopped afterwards.
+    async fn ingest(
+        &self,
+        name: &str,
+        label: &str,
+        plan: &Arc<Vec<Booking>>,
+        opts: &BenchOptions,
+    ) -> anyhow::Result<Phase> {
+        let served = self.gateway(name).await?;
+        let clients = clients_for(&served.endpoint, self.pki, plan).await?;
+        eprintln!("{label}: {} s closed loop", opts.seconds);
+        let phase = closed_loop(label, &clients, plan, opts.concurrency, opts.seconds).await;
+        drop(clients);
+        stop(served).await;
+        phase
+    }
+}
+
+/// Stops a gateway and waits for it.
+async fn stop(served: demo::Served) {
+    let _ = served.stop.send(());
+    let _ = served.task.await;
+}
+
 pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
@@ -318,74 +365,28 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let _ = echo_stop.send(());
     let _ = echo_task.await;
 
-    // 2. The gateway's durable ingest, same loop.
-    let demo::Served {
-        endpoint,
-        stop,
-        task,
-    } = demo::serve_in_process(
-        &world_dir,
-        &dir.join("data-ingest"),
-        &pki,
-        &data.world,
-        4,
-        false,
-    )
-    .await?;
-    let gw_clients = clients_for(&endpoint, &pki, &plan).await?;
-    eprintln!("gateway durable ingest: {} s closed loop", opts.seconds);
-    let ingest = closed_loop(
-        "gateway, all bureaus",
-        &gw_clients,
-        &plan,
-        opts.concurrency,
-        opts.seconds,
-    )
-    .await?;
-    drop(gw_clients);
-    let _ = stop.send(());
-    let _ = task.await;
-    // One bureau, on a fresh gateway (the first one's backlog would be in its way).
-    let demo::Served {
-        endpoint,
-        stop,
-        task,
-    } = demo::serve_in_process(
-        &world_dir,
-        &dir.join("data-ingest-one"),
-        &pki,
-        &data.world,
-        4,
-        false,
-    )
-    .await?;
-    let gw_clients = clients_for(&endpoint, &pki, &plan).await?;
-    let ingest_one = closed_loop(
-        &format!("gateway, one bureau ({one_state})"),
-        &gw_clients,
-        &one_plan,
-        opts.concurrency,
-        opts.seconds,
-    )
-    .await?;
-    drop(gw_clients);
-    let _ = stop.send(());
-    let _ = task.await;
+    // 2. The gateway's durable ingest, same loop; then one bureau, on a fresh gateway (the
+    // first one's backlog would be in its way).
+    let place = Place {
+        dir,
+        world_dir: &world_dir,
+        pki: &pki,
+        data: &data,
+    };
+    let ingest = place
+        .ingest("data-ingest", "gateway, all bureaus", &plan, &opts)
+        .await?;
+    let ingest_one = place
+        .ingest(
+            "data-ingest-one",
+            &format!("gateway, one bureau ({one_state})"),
+            &one_plan,
+            &opts,
+        )
+        .await?;
 
     // 3. End to end on a fresh gateway: open-loop steps, every answer verified.
-    let demo::Served {
-        endpoint,
-        stop,
-        task,
-    } = demo::serve_in_process(
-        &world_dir,
-        &dir.join("data-e2e"),
-        &pki,
-        &data.world,
-        4,
-        false,
-    )
-    .await?;
+    let served = place.gateway("data-e2e").await?;
     let step = opts.e2e_max_rate / 6.0;
     let arrival = Arrival::Steps {
         start: step,
@@ -396,7 +397,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let e2e_json = dir.join("e2e.json");
     eprintln!("gateway end to end: open-loop steps, verified");
     let v = demo::run_remote(RunOptions {
-        target: endpoint,
+        target: served.endpoint.clone(),
         pki: dir.join("pki"),
         world: world_dir.clone(),
         demo: DemoOptions {
@@ -410,36 +411,22 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         },
     })
     .await?;
-    let _ = stop.send(());
-    let _ = task.await;
+    stop(served).await;
     let e2e: serde_json::Value = serde_json::from_slice(&std::fs::read(&e2e_json)?)?;
     let knee = e2e["timeline"]["knee_per_s"].as_f64();
 
     // 4. Fairness, on a fresh gateway: a quiet bureau at a fifth of the knee, alone and beside
     // a bureau flooding at ten times that (twice what the gateway can process).
-    let demo::Served {
-        endpoint,
-        stop,
-        task,
-    } = demo::serve_in_process(
-        &world_dir,
-        &dir.join("data-fairness"),
-        &pki,
-        &data.world,
-        4,
-        false,
-    )
-    .await?;
+    let served = place.gateway("data-fairness").await?;
     let quiet_per_s = (knee.unwrap_or(opts.e2e_max_rate) / 5.0).max(1.0);
     eprintln!(
         "fairness: a quiet bureau at {quiet_per_s:.1}/s alone, then beside a flood at {:.0}/s",
         10.0 * quiet_per_s
     );
-    let gw_clients = clients_for(&endpoint, &pki, &plan).await?;
+    let gw_clients = clients_for(&served.endpoint, &pki, &plan).await?;
     let fairness = crate::fairness::measure(&gw_clients, &plan, quiet_per_s, opts.seconds).await?;
     drop(gw_clients);
-    let _ = stop.send(());
-    let _ = task.await;
+    stop(served).await;
     let steps = e2e["timeline"]["steps"]
         .as_array()
         .cloned()

@@ -377,6 +377,29 @@ impl RedbStore {
         .await
     }
 
+    /// `f` of every unfinished submission, in acceptance order, one row at a time.
+    async fn each_unfinished<T: Send + 'static>(
+        &self,
+        mut f: impl FnMut(SubmissionKey, StoredSubmission) -> T + Send + 'static,
+    ) -> StoreResult<Vec<T>> {
+        self.blocking_read(move |db| {
+            let txn = db.begin_read()?;
+            let pending = txn.open_table(PENDING)?;
+            let subs = txn.open_table(SUBMISSIONS)?;
+            let mut out = Vec::new();
+            for row in pending.iter()? {
+                let (_, k) = row?;
+                let k = k.value().to_string();
+                if let Some(v) = subs.get(k.as_str())? {
+                    let s: StoredSubmission = decode(v.value(), || format!("submission {k}"))?;
+                    out.push(f(submission_key(&k)?, s));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn blocking_read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> StoreResult<T> + Send + 'static,
@@ -474,24 +497,10 @@ impl Store for RedbStore {
     /// Row by row, keeping no payload: memory at start follows the number of pending
     /// submissions, not their size.
     async fn resumable(&self) -> StoreResult<Vec<PendingKey>> {
-        self.blocking_read(|db| {
-            let txn = db.begin_read()?;
-            let pending = txn.open_table(PENDING)?;
-            let subs = txn.open_table(SUBMISSIONS)?;
-            let mut out = Vec::new();
-            for row in pending.iter()? {
-                let (_, k) = row?;
-                let k = k.value().to_string();
-                if let Some(v) = subs.get(k.as_str())? {
-                    let s: StoredSubmission = decode(v.value(), || format!("submission {k}"))?;
-                    out.push(PendingKey {
-                        key: submission_key(&k)?,
-                        accepted_at_ms: s.receipt.accepted_at_ms,
-                        bytes: s.payload.len() as u64,
-                    });
-                }
-            }
-            Ok(out)
+        self.each_unfinished(|key, s| PendingKey {
+            key,
+            accepted_at_ms: s.receipt.accepted_at_ms,
+            bytes: s.payload.len() as u64,
         })
         .await
     }
@@ -515,24 +524,10 @@ impl Store for RedbStore {
     }
 
     async fn unfinished(&self) -> StoreResult<Vec<Pending>> {
-        self.blocking_read(|db| {
-            let txn = db.begin_read()?;
-            let pending = txn.open_table(PENDING)?;
-            let subs = txn.open_table(SUBMISSIONS)?;
-            let mut out = Vec::new();
-            for row in pending.iter()? {
-                let (_, k) = row?;
-                let k = k.value().to_string();
-                if let Some(v) = subs.get(k.as_str())? {
-                    let s: StoredSubmission = decode(v.value(), || format!("submission {k}"))?;
-                    out.push(Pending {
-                        key: submission_key(&k)?,
-                        receipt: s.receipt,
-                        payload: s.payload,
-                    });
-                }
-            }
-            Ok(out)
+        self.each_unfinished(|key, s| Pending {
+            key,
+            receipt: s.receipt,
+            payload: s.payload,
         })
         .await
     }
