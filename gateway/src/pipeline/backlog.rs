@@ -183,10 +183,6 @@ impl Backlog {
         }
     }
 
-    pub fn budget(&self) -> &BacklogBudget {
-        &self.budget
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("backlog")
     }
@@ -344,11 +340,6 @@ impl Backlog {
     pub fn figures(&self) -> Figures {
         let inner = self.lock();
         self.figures_of(&inner, Instant::now(), crate::convert::now_ms())
-    }
-
-    /// Submissions `bureau` has in the backlog (waiting or in flight).
-    pub fn held_by(&self, bureau: &str) -> usize {
-        self.lock().bureaus.get(bureau).map_or(0, Bureau::held)
     }
 
     fn figures_of(&self, inner: &Inner, now: Instant, now_ms: i64) -> Figures {

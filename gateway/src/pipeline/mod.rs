@@ -150,34 +150,15 @@ async fn load(core: &Core, entry: &mut Entry) -> Result<Option<Job>, GatewayErro
     }
 }
 
-/// Processes a backlog entry until it completes, retrying failures; returns whether this
-/// call completed it. Returns early only at shutdown: the submission stays pending in the
-/// store and is resumed on the next start.
+/// Processes a backlog entry until it completes, retrying failures (reading it back from the
+/// store included); returns whether this call completed it. Returns early only at shutdown:
+/// the submission stays pending in the store and is resumed on the next start.
 async fn process(core: &Core, mut entry: Entry, shutdown: &mut watch::Receiver<bool>) -> bool {
     let mut backoff = Duration::from_millis(50);
     let mut job = None;
     loop {
-        if job.is_none() {
-            match load(core, &mut entry).await {
-                Ok(Some(j)) => job = Some(j),
-                Ok(None) => return false,
-                Err(err) => {
-                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "reading a pending submission failed; will retry");
-                    if *shutdown.borrow() {
-                        return false;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            }
-        }
-        let job = job.as_ref().expect("loaded");
-        match attempt(core, job).await {
-            Ok(done) => {
-                tracing::debug!(appended = done, "completed");
-                return true;
-            }
+        match step(core, &mut entry, &mut job).await {
+            Ok(completed) => return completed,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "processing failed; will retry");
                 if *shutdown.borrow() {
@@ -188,6 +169,20 @@ async fn process(core: &Core, mut entry: Entry, shutdown: &mut watch::Receiver<b
             }
         }
     }
+}
+
+/// One try: the job (loaded once, then kept across tries), then an attempt. `Ok(false)`:
+/// nothing to do (see [`load`]).
+async fn step(core: &Core, entry: &mut Entry, job: &mut Option<Job>) -> Result<bool, GatewayError> {
+    if job.is_none() {
+        match load(core, entry).await? {
+            Some(j) => *job = Some(j),
+            None => return Ok(false),
+        }
+    }
+    let done = attempt(core, job.as_ref().expect("loaded")).await?;
+    tracing::debug!(appended = done, "completed");
+    Ok(true)
 }
 
 fn bureau_event(tcn: &str, body: pb::bureau_response::Body) -> Vec<u8> {

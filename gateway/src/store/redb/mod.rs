@@ -377,6 +377,19 @@ impl RedbStore {
         .await
     }
 
+    /// The stored row of submission `key`, if any.
+    async fn stored(&self, key: &SubmissionKey) -> StoreResult<Option<StoredSubmission>> {
+        let k = key.to_string();
+        self.blocking_read(move |db| {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(SUBMISSIONS)?;
+            t.get(k.as_str())?
+                .map(|v| decode(v.value(), || format!("submission {k}")))
+                .transpose()
+        })
+        .await
+    }
+
     /// `f` of every unfinished submission, in acceptance order, one row at a time.
     async fn each_unfinished<T: Send + 'static>(
         &self,
@@ -477,21 +490,11 @@ impl Store for RedbStore {
     }
 
     async fn submission(&self, key: SubmissionKey) -> StoreResult<Option<SubmissionState>> {
-        let k = key.to_string();
-        self.blocking_read(move |db| {
-            let txn = db.begin_read()?;
-            let t = txn.open_table(SUBMISSIONS)?;
-            let Some(v) = t.get(k.as_str())? else {
-                return Ok(None);
-            };
-            let s: StoredSubmission = decode(v.value(), || format!("submission {k}"))?;
-            Ok(Some(SubmissionState {
-                receipt: s.receipt,
-                completed: s.completed,
-                summary: s.summary,
-            }))
-        })
-        .await
+        Ok(self.stored(&key).await?.map(|s| SubmissionState {
+            receipt: s.receipt,
+            completed: s.completed,
+            summary: s.summary,
+        }))
     }
 
     /// Row by row, keeping no payload: memory at start follows the number of pending
@@ -506,21 +509,15 @@ impl Store for RedbStore {
     }
 
     async fn pending(&self, key: SubmissionKey) -> StoreResult<Option<Pending>> {
-        let k = key.to_string();
-        self.blocking_read(move |db| {
-            let txn = db.begin_read()?;
-            let t = txn.open_table(SUBMISSIONS)?;
-            let Some(v) = t.get(k.as_str())? else {
-                return Ok(None);
-            };
-            let s: StoredSubmission = decode(v.value(), || format!("submission {k}"))?;
-            Ok((!s.completed).then_some(Pending {
+        Ok(self
+            .stored(&key)
+            .await?
+            .filter(|s| !s.completed)
+            .map(|s| Pending {
                 key,
                 receipt: s.receipt,
                 payload: s.payload,
             }))
-        })
-        .await
     }
 
     async fn unfinished(&self) -> StoreResult<Vec<Pending>> {
