@@ -18,6 +18,9 @@ use super::simd::finger_codes;
 use super::words::push_words;
 use crate::template::FingerTemplate;
 use crate::{MatchError, SubjectId, Tenprint};
+
+/// A bulk load's prints staged per shard, with how many postings they have.
+type Staged = Vec<(Vec<(SubjectId, Enrolled)>, usize)>;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -169,11 +172,20 @@ impl IndexedMatcher {
     /// each shard took: a print becomes searchable with its batch, every one by the time this
     /// returns.
     pub fn enroll_many(&self, prints: &[(SubjectId, Tenprint)]) -> Result<(), MatchError> {
-        type Item = (SubjectId, Enrolled);
-        let mut staged: Vec<(Vec<Item>, usize)> =
-            (0..self.shards.len()).map(|_| (Vec::new(), 0)).collect();
+        self.enroll_stream(std::iter::once(Ok(prints)))
+    }
+
+    /// [`IndexedMatcher::enroll_many`] over prints that arrive in chunks (a gallery file read
+    /// as it is enrolled, see [`crate::gallery::GalleryReader`]): the batches span chunks, so
+    /// the index is built as from one slice, and only a chunk's prints are held at once. Stops
+    /// at the first error, the stream's or a refused print's.
+    pub fn enroll_stream<C: AsRef<[(SubjectId, Tenprint)]>>(
+        &self,
+        chunks: impl Iterator<Item = Result<C, MatchError>>,
+    ) -> Result<(), MatchError> {
+        let mut staged: Staged = (0..self.shards.len()).map(|_| (Vec::new(), 0)).collect();
         // Takes each shard's staged prints once they are `full` (or all, if not given).
-        let commit = |staged: &mut Vec<(Vec<Item>, usize)>, full: bool| {
+        let commit = |staged: &mut Staged, full: bool| {
             self.shards.par_iter().zip(staged.par_iter_mut()).for_each(
                 |(shard, (items, postings))| {
                     if items.is_empty() {
@@ -192,6 +204,26 @@ impl IndexedMatcher {
                 },
             );
         };
+        for c in chunks {
+            let c = match c {
+                Ok(c) => c,
+                Err(e) => {
+                    commit(&mut staged, false);
+                    return Err(e);
+                }
+            };
+            self.enroll_chunk(c.as_ref(), &mut staged, &commit)?;
+        }
+        commit(&mut staged, false);
+        Ok(())
+    }
+
+    fn enroll_chunk(
+        &self,
+        prints: &[(SubjectId, Tenprint)],
+        staged: &mut Staged,
+        commit: &impl Fn(&mut Staged, bool),
+    ) -> Result<(), MatchError> {
         // Chunks bound the prepared fingers held at once.
         for chunk in prints.chunks(1024) {
             let prepared: Vec<_> = chunk.par_iter().map(|(_, t)| admissible(t)).collect();
@@ -223,12 +255,11 @@ impl IndexedMatcher {
                 }
             }
             if let Some(e) = refused {
-                commit(&mut staged, false);
+                commit(staged, false);
                 return Err(e);
             }
-            commit(&mut staged, true);
+            commit(staged, true);
         }
-        commit(&mut staged, false);
         Ok(())
     }
 

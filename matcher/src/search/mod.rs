@@ -50,7 +50,8 @@
 //! removed entries (a subject enrolled again gets a new entry). Stage 1's word weights stop
 //! counting a removed print at once. The decision threshold can be set from the gallery for a
 //! target FPIR (`calibrate.rs`), and `ranks.rs` reports where a subject ranks in stage 1, for
-//! the benchmark.
+//! the benchmark. A built gallery can be saved and read back whole (`snapshot.rs`), so a
+//! gateway need not enrol a million prints again at each start.
 
 mod calibrate;
 mod edges;
@@ -67,6 +68,7 @@ mod ranks;
 mod reference;
 mod shard;
 mod simd;
+pub mod snapshot;
 mod stage1;
 #[cfg(test)]
 mod tests;
@@ -77,6 +79,7 @@ pub use geometry::MAX_COORD;
 pub use memory::GalleryBytes;
 pub use pairing::compare_fingers;
 pub use ranks::ShortlistRanks;
+pub use snapshot::SnapshotError;
 pub use stage1::FirstCode;
 pub use tuning::{
     CASCADE, CASCADE_SHARE, PATTERN_CASCADE_SHARE, PATTERN_MIN_FINGERS, PATTERN_SHORTLIST_GROWTH,

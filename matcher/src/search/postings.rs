@@ -161,6 +161,23 @@ fn decode(bytes: &[u8], lo: usize, count: usize, mut f: impl FnMut(usize)) {
 }
 
 impl Postings {
+    /// An index from its folded arrays (an index snapshot's, see [`super::snapshot`]), with an
+    /// empty tail.
+    pub(super) fn from_parts(
+        offsets: Vec<u32>,
+        counts: Vec<u32>,
+        last: Vec<u32>,
+        bytes: Vec<u8>,
+    ) -> Postings {
+        Postings {
+            offsets,
+            counts,
+            last,
+            bytes,
+            ..Postings::default()
+        }
+    }
+
     /// Adds `entry` to `key`'s list, unless the matcher has dropped the key (`dropped`, see
     /// [`Vocabulary`](super::words::Vocabulary)).
     pub(super) fn push(&mut self, key: u32, entry: u32, dropped: &[u64]) {
