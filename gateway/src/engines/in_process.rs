@@ -9,7 +9,7 @@
 
 use super::{BackendError, CriminalHistory, IdentHit, IdentSearch};
 use crate::world::{self, CriminalRecord, ImmigrationRecord, Records};
-use interop_matcher::{IndexedMatcher, Matcher, SearchResult, Tenprint};
+use interop_matcher::{Matcher, SearchResult, Tenprint};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,31 +113,33 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
         self
     }
 
-    /// Loads a gallery file and its records from a world directory and enrols them.
+    /// Loads a gallery file and its records from a world directory: the gallery from its
+    /// index snapshot, or built and saved as one (see [`super::index`]), while the records are
+    /// read beside it. Every subject must have a record.
     pub fn load(dir: &Path, gallery: &str, records: &str, shards: usize) -> anyhow::Result<Self>
     where
-        R: serde::de::DeserializeOwned,
+        R: serde::de::DeserializeOwned + Send,
     {
-        let entries = interop_matcher::gallery::read_gallery(&dir.join(gallery))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(gallery).display()))?;
-        let recs: Records<R> = world::read_json(dir, records)?;
-        let matcher = IndexedMatcher::new(shards);
-        for (subject, _) in &entries {
-            anyhow::ensure!(
-                recs.contains_key(subject),
-                "{gallery}: subject {subject} has no record in {records}"
+        let (loaded, recs) = std::thread::scope(|s| {
+            let recs = s.spawn(|| world::read_json::<Records<R>>(dir, records));
+            let loaded = super::index::load_gallery(dir, gallery, shards, None);
+            (loaded, recs.join().expect("records reader"))
+        });
+        let (loaded, recs) = (loaded?, recs?);
+        let mut missing = loaded
+            .matcher
+            .subjects()
+            .into_iter()
+            .filter(|s| !recs.contains_key(s));
+        if let Some(subject) = missing.next() {
+            anyhow::bail!(
+                "{gallery}: subject {subject} has no record in {records} (and {} more)",
+                missing.count()
             );
         }
-        // A bulk load: prepared on every core, then the last enrolments folded into the
-        // compressed index.
-        matcher
-            .enroll_many(&entries)
-            .map_err(|e| anyhow::anyhow!("{gallery}: {e}"))?;
-        matcher.compact();
-        let sample = entries.into_iter().next().map(|(_, t)| t);
         Ok(GalleryBackend {
-            sample,
-            ..Self::new(Arc::new(matcher), recs)
+            sample: loaded.sample,
+            ..Self::new(Arc::new(loaded.matcher), recs)
         })
     }
 
@@ -241,7 +243,7 @@ mod tests {
     /// A gallery of `n` people whose record is their own id, and a fresh capture of person 3.
     fn gallery(n: u64) -> (GalleryBackend<u64>, Tenprint) {
         let model = CaptureModel::default();
-        let matcher = IndexedMatcher::new(2);
+        let matcher = interop_matcher::IndexedMatcher::new(2);
         let mut records = BTreeMap::new();
         for p in 1..=n {
             matcher
@@ -301,5 +303,31 @@ mod tests {
             .unwrap();
         let e = b.identify(probe).await.unwrap_err();
         assert!(e.to_string().contains("no core free"), "{e}");
+    }
+
+    /// A gallery whose subjects are not all in the records is refused at load, naming one.
+    #[test]
+    fn a_subject_without_a_record_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = CaptureModel::default();
+        let prints: Vec<(u64, Tenprint)> = (1..=12)
+            .map(|p| (p, capture(&master_tenprint(8, p), &model, p)))
+            .collect();
+        interop_matcher::gallery::write_gallery(&dir.path().join("g.bin"), &prints).unwrap();
+        let mut records: BTreeMap<u64, u64> = (1..=12).map(|p| (p, p)).collect();
+        world::write_json(dir.path(), "r.json", &records).unwrap();
+        let loaded = GalleryBackend::<u64>::load(dir.path(), "g.bin", "r.json", 2).unwrap();
+        assert_eq!(loaded.matcher().len(), 12);
+        records.remove(&7);
+        records.remove(&9);
+        world::write_json(dir.path(), "r.json", &records).unwrap();
+        let e = GalleryBackend::<u64>::load(dir.path(), "g.bin", "r.json", 2)
+            .err()
+            .expect("a gallery with unrecorded subjects is refused")
+            .to_string();
+        assert!(
+            e.contains("g.bin: subject") && e.contains("has no record in r.json (and 1 more)"),
+            "{e}"
+        );
     }
 }

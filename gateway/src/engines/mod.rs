@@ -13,9 +13,11 @@
 //! | [`remote`] | IDENT over matcher shard processes, scattered and gathered |
 //! | [`shard`] | one shard as its own process (`interop-matcher serve`) |
 //! | [`gallery_log`] | the IDENT gallery's enrolments and removals, recorded in the store |
+//! | [`index`] | a world's gallery file made into a matcher: from its index snapshot, or built and saved as one |
 
 pub mod gallery_log;
 pub mod in_process;
+pub mod index;
 pub mod remote;
 pub mod shard;
 

@@ -12,7 +12,7 @@ use crate::engines::gallery_log::{Change as Recorded, GalleryLog};
 use crate::server::ServeOptions;
 use crate::server::listener::{self, CallTracker, ListenStats};
 use interop_client::Client;
-use interop_matcher::{IndexedMatcher, Matcher};
+use interop_matcher::Matcher;
 use interop_proto::v1 as pb;
 use std::path::Path;
 use std::sync::Arc;
@@ -54,27 +54,16 @@ impl Shard {
 }
 
 /// Loads the subjects of one shard of a world's gallery file (e.g. `ident-gallery.bin`) into
-/// an in-memory matcher searched with `threads` threads.
+/// an in-memory matcher searched with `threads` threads: from the shard's index snapshot, or
+/// built and saved as one (see [`crate::engines::index`]).
 pub fn load_shard(
     dir: &Path,
     gallery: &str,
     shard: Shard,
     threads: usize,
 ) -> anyhow::Result<Arc<dyn Matcher>> {
-    let entries = interop_matcher::gallery::read_gallery(&dir.join(gallery))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(gallery).display()))?;
-    let matcher = IndexedMatcher::new(threads.max(1));
-    let mine: Vec<_> = entries
-        .into_iter()
-        .filter(|(s, _)| shard.holds(*s))
-        .collect();
-    // A bulk load: prepared on every core, then the last enrolments folded into the
-    // compressed index.
-    matcher
-        .enroll_many(&mine)
-        .map_err(|e| anyhow::anyhow!("{gallery}: {e}"))?;
-    matcher.compact();
-    Ok(Arc::new(matcher))
+    let loaded = crate::engines::index::load_gallery(dir, gallery, threads, Some(shard))?;
+    Ok(Arc::new(loaded.matcher))
 }
 
 /// Sets a shard's hit/no-hit threshold so that the whole gallery, searched across its
@@ -453,7 +442,7 @@ mod tests {
         use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
         let model = CaptureModel::default();
         let shard = Shard { index: 1, count: 4 };
-        let m = IndexedMatcher::new(2);
+        let m = interop_matcher::IndexedMatcher::new(2);
         let prints: Vec<_> = (0..400u64)
             .filter(|p| shard.holds(*p))
             .map(|p| (p, capture(&master_tenprint(3, p), &model, p)))

@@ -125,6 +125,12 @@ impl IndexedMatcher {
         }
     }
 
+    /// The subjects enrolled, in no particular order.
+    pub fn subjects(&self) -> Vec<SubjectId> {
+        let enrolled = self.enrolled.lock().expect("enrolled lock");
+        enrolled.iter().copied().collect()
+    }
+
     /// The same matcher keeping `k` subjects (at least 1) by word score for the histogram code
     /// and the fused score, instead of [`CASCADE`]: for tests and the benchmark, to see what
     /// the cascade costs and loses.
