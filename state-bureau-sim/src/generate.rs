@@ -14,12 +14,14 @@
 //! checked through the program by September 2011, seed 003). `generate` prints the table.
 
 use crate::activation;
+use crate::background::{self, Background};
 use crate::bookings::mix;
 use crate::calibration::Calibration;
 use crate::geography::{self, DECLINING_STATES, FIELD_OFFICES, NOT_ELECTRONIC, STATES};
 use crate::truth::{Person, TRUTH_FILE, Truth};
 use chrono::NaiveDate;
 use interop_gateway::world::*;
+use interop_matcher::gallery::GalleryWriter;
 use interop_matcher::synth::{self, CaptureModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -70,6 +72,8 @@ pub struct GenerateSummary {
     pub people: usize,
     pub fbi_records: usize,
     pub ident_records: usize,
+    /// People enrolled in each gallery beyond the world's own (never booked).
+    pub background: Background,
     /// The world against the documents' figures.
     pub calibration: Calibration,
 }
@@ -91,6 +95,14 @@ impl fmt::Display for GenerateSummary {
             "  {:<28} {:>8}",
             "IDENT records (gallery)", self.ident_records
         )?;
+        for (what, n) in [
+            ("FBI background (gallery)", self.background.fbi),
+            ("IDENT background (gallery)", self.background.ident),
+        ] {
+            if n > 0 {
+                writeln!(f, "  {what:<28} {n:>8}")?;
+            }
+        }
         write!(f, "{}", self.calibration)
     }
 }
@@ -222,17 +234,80 @@ fn immigration_status(rng: &mut ChaCha8Rng) -> ImmigrationStatus {
     }
 }
 
+/// A criminal record for FBI subject `subject`: arrests, and convictions for some of them.
+pub(crate) fn criminal_record(rng: &mut ChaCha8Rng, subject: u64) -> CriminalRecord {
+    let prior_arrests = rng.random_range(1..=10u32);
+    let n = rng.random_range(0..=prior_arrests.min(6));
+    let convictions = (0..n)
+        .map(|_| Conviction {
+            offense: conviction_class(rng),
+            convicted_on: date("1995-01-01") + chrono::Days::new(rng.random_range(0..5_800)),
+        })
+        .collect();
+    CriminalRecord {
+        fbi_number: format!("FBI{:09}", 100_000_000 + subject * 13),
+        prior_arrests,
+        convictions,
+    }
+}
+
+/// An IDENT record for subject `subject` with this status and biography; a recent entry date
+/// for those whose status comes from one.
+pub(crate) fn immigration_record(
+    rng: &mut ChaCha8Rng,
+    subject: u64,
+    status: ImmigrationStatus,
+    biographics: Biographics,
+) -> ImmigrationRecord {
+    let last_entry = matches!(
+        status,
+        ImmigrationStatus::UnlawfulEntry
+            | ImmigrationStatus::VisaOverstay
+            | ImmigrationStatus::PriorRemoval
+    )
+    .then(|| date("2000-01-01") + chrono::Days::new(rng.random_range(0..4_200)));
+    ImmigrationRecord {
+        fin: format!("FIN{:010}", 1_000_000_000 + subject * 17),
+        status,
+        last_entry,
+        biographics,
+    }
+}
+
+/// A person's name, date of birth, sex (true: female) and place of birth.
+pub(crate) fn biography(rng: &mut ChaCha8Rng) -> (String, NaiveDate, bool, String) {
+    let dob = date("1950-01-01") + chrono::Days::new(rng.random_range(0..16_800));
+    let female = rng.random::<f64>() < 0.25;
+    let name = format!(
+        "{} {}",
+        geography::FIRST_NAMES[rng.random_range(0..geography::FIRST_NAMES.len())],
+        geography::LAST_NAMES[rng.random_range(0..geography::LAST_NAMES.len())]
+    );
+    let place_of_birth = geography::PLACES_OF_BIRTH
+        [rng.random_range(0..geography::PLACES_OF_BIRTH.len())]
+    .to_string();
+    (name, dob, female, place_of_birth)
+}
+
 /// Writes a world of `identities` people seeded with `seed` into `out`, with the default
 /// [`Shares`].
 pub fn generate(seed: u64, identities: u64, out: &Path) -> anyhow::Result<GenerateSummary> {
-    generate_with(seed, identities, Shares::default(), out)
+    generate_with(
+        seed,
+        identities,
+        Shares::default(),
+        Background::default(),
+        out,
+    )
 }
 
-/// Writes a world with the given shares of criminal and immigration records.
+/// Writes a world with the given shares of criminal and immigration records, and galleries
+/// with `background` people enrolled beyond the world's own ([`crate::background`]).
 pub fn generate_with(
     seed: u64,
     identities: u64,
     shares: Shares,
+    background: Background,
     out: &Path,
 ) -> anyhow::Result<GenerateSummary> {
     anyhow::ensure!(identities >= 1, "--identities must be at least 1");
@@ -273,85 +348,50 @@ pub fn generate_with(
     let mut fbi_records: Records<CriminalRecord> = BTreeMap::new();
     let mut ident_records: Records<ImmigrationRecord> = BTreeMap::new();
     let model = CaptureModel::default();
-    let mut fbi_gallery = Vec::new();
-    let mut ident_gallery = Vec::new();
+    // Templates go to the gallery files as they are made: a million of them do not fit.
+    let mut fbi_gallery = GalleryWriter::create(&out.join(FBI_GALLERY_FILE))?;
+    let mut ident_gallery = GalleryWriter::create(&out.join(IDENT_GALLERY_FILE))?;
     for id in 1..=identities {
         let st = &states[pick(&mut rng, &state_cum)];
         let (js, cum) = &by_state[st.code.as_str()];
         let j = js[pick(&mut rng, cum)];
-        let dob = date("1950-01-01") + chrono::Days::new(rng.random_range(0..16_800));
-        let female = rng.random::<f64>() < 0.25;
-        let name = format!(
-            "{} {}",
-            geography::FIRST_NAMES[rng.random_range(0..geography::FIRST_NAMES.len())],
-            geography::LAST_NAMES[rng.random_range(0..geography::LAST_NAMES.len())]
-        );
-        let place_of_birth = geography::PLACES_OF_BIRTH
-            [rng.random_range(0..geography::PLACES_OF_BIRTH.len())]
-        .to_string();
+        let (name, dob, female, place_of_birth) = biography(&mut rng);
 
         let fbi_subject = (rng.random::<f64>() < shares.criminal).then(|| {
             let subject = fbi_records.len() as u64 + 1;
-            let prior_arrests = rng.random_range(1..=10u32);
-            let n = rng.random_range(0..=prior_arrests.min(6));
-            let convictions = (0..n)
-                .map(|_| Conviction {
-                    offense: conviction_class(&mut rng),
-                    convicted_on: date("1995-01-01")
-                        + chrono::Days::new(rng.random_range(0..5_800)),
-                })
-                .collect();
-            fbi_records.insert(
-                subject,
-                CriminalRecord {
-                    fbi_number: format!("FBI{:09}", 100_000_000 + subject * 13),
-                    prior_arrests,
-                    convictions,
-                },
-            );
+            fbi_records.insert(subject, criminal_record(&mut rng, subject));
             subject
         });
         let ident_subject = in_ident.contains(&id).then(|| {
             let subject = ident_records.len() as u64 + 1;
             let status = immigration_status(&mut rng);
-            let last_entry = matches!(
-                status,
-                ImmigrationStatus::UnlawfulEntry
-                    | ImmigrationStatus::VisaOverstay
-                    | ImmigrationStatus::PriorRemoval
-            )
-            .then(|| date("2000-01-01") + chrono::Days::new(rng.random_range(0..4_200)));
+            // The person's own biography, as recorded at the immigration contact (no draw
+            // from the generator: the rest of the world is as before).
+            let biographics = Biographics {
+                name: name.clone(),
+                date_of_birth: Some(dob),
+                sex: if female { "F" } else { "M" }.into(),
+                place_of_birth: place_of_birth.clone(),
+            };
             ident_records.insert(
                 subject,
-                ImmigrationRecord {
-                    fin: format!("FIN{:010}", 1_000_000_000 + subject * 17),
-                    status,
-                    last_entry,
-                    // The person's own, as recorded at the immigration contact (no draw from
-                    // the generator: the rest of the world is as before).
-                    biographics: interop_gateway::world::Biographics {
-                        name: name.clone(),
-                        date_of_birth: Some(dob),
-                        sex: if female { "F" } else { "M" }.into(),
-                        place_of_birth: place_of_birth.clone(),
-                    },
-                },
+                immigration_record(&mut rng, subject, status, biographics),
             );
             subject
         });
         if fbi_subject.is_some() || ident_subject.is_some() {
             let master = synth::master_tenprint(seed, id);
             if let Some(s) = fbi_subject {
-                fbi_gallery.push((
+                fbi_gallery.push(
                     s,
-                    synth::capture(&master, &model, mix(seed ^ ENROL_DOMAIN, id, 1)),
-                ));
+                    &synth::capture(&master, &model, mix(seed ^ ENROL_DOMAIN, id, 1)),
+                )?;
             }
             if let Some(s) = ident_subject {
-                ident_gallery.push((
+                ident_gallery.push(
                     s,
-                    synth::capture(&master, &model, mix(seed ^ ENROL_DOMAIN, id, 2)),
-                ));
+                    &synth::capture(&master, &model, mix(seed ^ ENROL_DOMAIN, id, 2)),
+                )?;
             }
         }
         people.push(Person {
@@ -391,14 +431,33 @@ pub fn generate_with(
         people: people.len(),
         fbi_records: fbi_records.len(),
         ident_records: ident_records.len(),
+        background,
         calibration: Calibration::of(&world, &people),
     };
     write_json(out, WORLD_FILE, &world)?;
-    write_json(out, FBI_RECORDS_FILE, &fbi_records)?;
-    write_json(out, IDENT_RECORDS_FILE, &ident_records)?;
     write_json(out, TRUTH_FILE, &Truth { people, profiling })?;
-    interop_matcher::gallery::write_gallery(&out.join(FBI_GALLERY_FILE), &fbi_gallery)?;
-    interop_matcher::gallery::write_gallery(&out.join(IDENT_GALLERY_FILE), &ident_gallery)?;
+    let bar = crate::demo::bar(background.fbi + background.ident, "background", false);
+    background::write(
+        seed,
+        background::FBI_DOMAIN,
+        fbi_gallery,
+        &fbi_records,
+        &out.join(FBI_RECORDS_FILE),
+        background.fbi,
+        background::criminal_record,
+        &|n| bar.set_position(n),
+    )?;
+    background::write(
+        seed,
+        background::IDENT_DOMAIN,
+        ident_gallery,
+        &ident_records,
+        &out.join(IDENT_RECORDS_FILE),
+        background.ident,
+        background::immigration_record,
+        &|n| bar.set_position(background.fbi + n),
+    )?;
+    bar.finish_and_clear();
     Ok(summary)
 }
 

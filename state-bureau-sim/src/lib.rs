@@ -8,6 +8,7 @@
 //!   watched by every field office, with every answer verified ([`verify`]).
 
 pub mod activation;
+pub mod background;
 pub mod bench;
 pub mod bookings;
 pub mod calibration;

@@ -46,6 +46,14 @@ enum Cmd {
         /// traffic enforcement for everyone): the ground truth of the profiling review.
         #[arg(long, default_value_t = 3)]
         plant_profiling: usize,
+        /// People enrolled in the FBI gallery beyond the world's own: arrested elsewhere,
+        /// never booked here (templates and records only, written as a stream).
+        #[arg(long, default_value_t = 0)]
+        fbi_background: u64,
+        /// People enrolled in IDENT beyond the world's own (visa applicants, border crossers:
+        /// mostly in lawful status; never booked).
+        #[arg(long, default_value_t = 0)]
+        ident_background: u64,
         #[arg(long)]
         out: PathBuf,
     },
@@ -358,6 +366,8 @@ fn main() -> ExitCode {
             share_criminal,
             share_ident,
             plant_profiling,
+            fbi_background,
+            ident_background,
             out,
         } => {
             let t = std::time::Instant::now();
@@ -366,7 +376,17 @@ fn main() -> ExitCode {
                 ident: share_ident,
                 profiling: plant_profiling,
             };
-            state_bureau_sim::generate::generate_with(seed, identities, shares, &out).map(|s| {
+            state_bureau_sim::generate::generate_with(
+                seed,
+                identities,
+                shares,
+                state_bureau_sim::background::Background {
+                    fbi: fbi_background,
+                    ident: ident_background,
+                },
+                &out,
+            )
+            .map(|s| {
                 println!("{s}");
                 println!(
                     "world written to {} in {:.1} s",
