@@ -25,6 +25,7 @@ pub mod html;
 pub mod officers;
 pub mod profiling;
 pub mod soak;
+pub mod startup;
 pub mod timeline;
 pub mod truth;
 pub mod verify;

@@ -243,6 +243,22 @@ enum Cmd {
         #[arg(long)]
         html: Option<PathBuf>,
     },
+    /// Time the gateway's start-up on a world and measure its memory once it serves: a first
+    /// start that builds the galleries' indexes (and saves their snapshots), then starts that
+    /// read the snapshots.
+    Startup {
+        /// World directory (from `generate`); its index snapshots are removed first.
+        #[arg(long)]
+        world: PathBuf,
+        /// Holds the PKI, each start's data directory and log.
+        #[arg(long, default_value = "startup")]
+        dir: PathBuf,
+        /// Starts in all, the first building the indexes.
+        #[arg(long, default_value_t = 3)]
+        starts: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -560,6 +576,23 @@ fn main() -> ExitCode {
             )?;
             Ok(results.iter().all(|r| r.passed))
         })(),
+        Cmd::Startup {
+            world,
+            dir,
+            starts,
+            json,
+        } => rt
+            .block_on(state_bureau_sim::startup::startup(
+                state_bureau_sim::startup::StartupOptions { world, dir, starts },
+            ))
+            .and_then(|s| {
+                println!("{s}");
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_vec_pretty(&s)?)?;
+                    println!("JSON written to {}", path.display());
+                }
+                Ok(true)
+            }),
         Cmd::Soak {
             dir,
             target,
