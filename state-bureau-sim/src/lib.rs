@@ -13,6 +13,7 @@ pub mod bench;
 pub mod bookings;
 pub mod calibration;
 pub mod changes;
+pub mod cost;
 pub mod cluster;
 pub mod cluster_bench;
 pub mod criteria;

@@ -243,6 +243,28 @@ enum Cmd {
         #[arg(long)]
         html: Option<PathBuf>,
     },
+    /// The gateway's CPU per booking beside its searches' CPU in the matcher alone: the same
+    /// galleries and bookings, in one run.
+    Cost {
+        /// World directory (from `generate`), with its index snapshots (`startup` makes them).
+        #[arg(long)]
+        world: PathBuf,
+        /// Holds the PKI, the gateway's data directory and log, and the run's report.
+        #[arg(long, default_value = "cost")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2011)]
+        seed: u64,
+        #[arg(long, default_value_t = 1_600)]
+        bookings: usize,
+        /// Bookings a second offered to the gateway (open loop).
+        #[arg(long, default_value_t = 40.0)]
+        rate: f64,
+        /// Shards per gallery, as the gateway's --shards.
+        #[arg(long, default_value_t = 4)]
+        shards: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Time the gateway's start-up on a world and measure its memory once it serves: a first
     /// start that builds the galleries' indexes (and saves their snapshots), then starts that
     /// read the snapshots.
@@ -576,6 +598,31 @@ fn main() -> ExitCode {
             )?;
             Ok(results.iter().all(|r| r.passed))
         })(),
+        Cmd::Cost {
+            world,
+            dir,
+            seed,
+            bookings,
+            rate,
+            shards,
+            json,
+        } => rt
+            .block_on(state_bureau_sim::cost::cost(state_bureau_sim::cost::CostOptions {
+                world,
+                dir,
+                seed,
+                bookings,
+                rate,
+                shards,
+            }))
+            .and_then(|c| {
+                println!("{c}");
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_vec_pretty(&c)?)?;
+                    println!("JSON written to {}", path.display());
+                }
+                Ok(c.verdict_passed)
+            }),
         Cmd::Startup {
             world,
             dir,

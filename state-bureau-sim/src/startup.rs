@@ -93,6 +93,99 @@ impl fmt::Display for Startup {
     }
 }
 
+/// The gateway as a child process: this program's `gateway serve` on loopback, serving a world
+/// from a data directory, logging JSON to a file.
+pub(crate) struct Child {
+    process: tokio::process::Child,
+    pub pid: u32,
+    pub endpoint: String,
+}
+
+impl Child {
+    /// Starts it and waits (up to 10 minutes) for its first answered admin call.
+    pub async fn spawn(
+        world: &Path,
+        pki: &pki::PkiDir,
+        data: &Path,
+        log: &Path,
+    ) -> anyhow::Result<Child> {
+        let port = crate::soak::free_port()?;
+        let began = Instant::now();
+        let mut process = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["gateway", "--log-format", "json", "serve"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--pki")
+            .arg(&pki.0)
+            .arg("--world")
+            .arg(world)
+            .arg("--data")
+            .arg(data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the gateway")?;
+        let pid = process.id().context("the gateway's pid")?;
+        let endpoint = format!("https://127.0.0.1:{port}");
+        loop {
+            if let Ok(ch) = pki::connect(&endpoint, pki, &Principal::Admin).await
+                && pb::admin_service_client::AdminServiceClient::new(ch)
+                    .get_counters(pb::GetCountersRequest {})
+                    .await
+                    .is_ok()
+            {
+                break;
+            }
+            if let Some(status) = process.try_wait()? {
+                anyhow::bail!("the gateway exited ({status}); see {}", log.display());
+            }
+            anyhow::ensure!(
+                began.elapsed() < Duration::from_secs(600),
+                "the gateway did not come up within 10 minutes (see {})",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Child {
+            process,
+            pid,
+            endpoint,
+        })
+    }
+
+    /// CPU time the process has used so far (user and system), from `/proc/PID/stat`.
+    pub fn cpu(&self) -> anyhow::Result<Duration> {
+        cpu_of(&format!("/proc/{}/stat", self.pid))
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.process.start_kill()?;
+        self.process.wait().await?;
+        Ok(())
+    }
+}
+
+/// User and system CPU time from a `/proc/.../stat` file (fields 14 and 15, in clock ticks of
+/// 1/100 s: Linux's `USER_HZ` on every architecture it supports).
+pub(crate) fn cpu_of(stat: &str) -> anyhow::Result<Duration> {
+    let text = std::fs::read_to_string(stat).with_context(|| stat.to_string())?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("a stat line without a command name")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .context("a short stat line")?
+            .parse()
+            .with_context(|| format!("{stat}: field {}", i + 3))
+    };
+    // After the name, field 3 (state) is index 0, so utime (14) and stime (15) are 11 and 12.
+    Ok(Duration::from_millis(10 * (ticks(11)? + ticks(12)?)))
+}
+
 /// Index snapshots in a world directory (`*.index`).
 fn snapshots(world: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(std::fs::read_dir(world)
@@ -136,49 +229,12 @@ pub async fn startup(o: StartupOptions) -> anyhow::Result<Startup> {
             std::fs::remove_dir_all(&data)?;
         }
         let log_path = o.dir.join(format!("gateway-{n}.log"));
-        let port = crate::soak::free_port()?;
         let began = Instant::now();
-        let mut child = tokio::process::Command::new(std::env::current_exe()?)
-            .args(["gateway", "--log-format", "json", "serve"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--pki")
-            .arg(&pki.0)
-            .arg("--world")
-            .arg(&o.world)
-            .arg("--data")
-            .arg(&data)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log_path)?)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the gateway")?;
-        let pid = child.id().context("the gateway's pid")?;
-        let endpoint = format!("https://127.0.0.1:{port}");
-        let deadline = began + Duration::from_secs(600);
-        loop {
-            if let Ok(ch) = pki::connect(&endpoint, &pki, &Principal::Admin).await
-                && pb::admin_service_client::AdminServiceClient::new(ch)
-                    .get_counters(pb::GetCountersRequest {})
-                    .await
-                    .is_ok()
-            {
-                break;
-            }
-            if let Some(status) = child.try_wait()? {
-                anyhow::bail!("the gateway exited ({status}); see {}", log_path.display());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the gateway did not come up within 10 minutes (see {})",
-                log_path.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let child = Child::spawn(&o.world, &pki, &data, &log_path).await?;
         let ready_s = began.elapsed().as_secs_f64();
-        let rss = proc_status(pid, "VmRSS:").unwrap_or(0);
-        let peak = proc_status(pid, "VmHWM:").unwrap_or(0);
-        child.start_kill()?;
-        child.wait().await?;
+        let rss = proc_status(child.pid, "VmRSS:").unwrap_or(0);
+        let peak = proc_status(child.pid, "VmHWM:").unwrap_or(0);
+        child.stop().await?;
         let log = std::fs::read_to_string(&log_path)?;
         let loaded = log
             .matches("gallery loaded from its index snapshot")
@@ -242,6 +298,23 @@ mod tests {
             .collect();
         found.sort();
         assert_eq!(found, ["a.index", "b.shard-0-of-2.index"]);
+    }
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let stat = dir.path().join("stat");
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+        // utime stime ...
+        std::fs::write(&stat, "42 (a b) c) S 1 42 42 0 -1 4194304 10 0 0 0 250 75 0 0 20 0 3\n")
+            .unwrap();
+        assert_eq!(
+            cpu_of(stat.to_str().unwrap()).unwrap(),
+            Duration::from_millis(3_250)
+        );
+        std::fs::write(&stat, "42 (x) S 1\n").unwrap();
+        assert!(cpu_of(stat.to_str().unwrap()).is_err());
+        assert!(cpu_of("/proc/self/stat").is_ok());
     }
 
     #[tokio::test]
