@@ -97,7 +97,10 @@ impl fmt::Display for Cost {
         )?;
         for (what, s) in [
             ("matcher alone (two at a time)", &self.matcher),
-            (&*format!("gateway at {}/s (verified run)", self.rate), &self.gateway),
+            (
+                &*format!("gateway at {}/s (verified run)", self.rate),
+                &self.gateway,
+            ),
         ] {
             writeln!(
                 f,
@@ -162,7 +165,10 @@ fn matcher_alone(
 
 pub async fn cost(o: CostOptions) -> anyhow::Result<Cost> {
     anyhow::ensure!(o.bookings >= 1, "--bookings must be at least 1");
-    anyhow::ensure!(o.rate.is_finite() && o.rate > 0.0, "--rate must be positive");
+    anyhow::ensure!(
+        o.rate.is_finite() && o.rate > 0.0,
+        "--rate must be positive"
+    );
     anyhow::ensure!(o.shards >= 1, "--shards must be at least 1");
     std::fs::create_dir_all(&o.dir)?;
     let data = WorldData::load(&o.world)?;
@@ -177,8 +183,7 @@ pub async fn cost(o: CostOptions) -> anyhow::Result<Cost> {
             )
         })
         .collect();
-    let (fbi_searches, ident_searches) =
-        (probes.len(), probes.iter().filter(|(_, s)| *s).count());
+    let (fbi_searches, ident_searches) = (probes.len(), probes.iter().filter(|(_, s)| *s).count());
     let pki = interop_gateway_cli::pki::init_or_keep(&o.dir.join("pki"), &data.world)?;
     drop((plan, data));
     eprintln!("cost: the matcher alone, {} bookings", probes.len());

@@ -607,14 +607,16 @@ fn main() -> ExitCode {
             shards,
             json,
         } => rt
-            .block_on(state_bureau_sim::cost::cost(state_bureau_sim::cost::CostOptions {
-                world,
-                dir,
-                seed,
-                bookings,
-                rate,
-                shards,
-            }))
+            .block_on(state_bureau_sim::cost::cost(
+                state_bureau_sim::cost::CostOptions {
+                    world,
+                    dir,
+                    seed,
+                    bookings,
+                    rate,
+                    shards,
+                },
+            ))
             .and_then(|c| {
                 println!("{c}");
                 if let Some(path) = json {

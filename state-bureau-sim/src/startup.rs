@@ -306,8 +306,11 @@ mod tests {
         let stat = dir.path().join("stat");
         // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
         // utime stime ...
-        std::fs::write(&stat, "42 (a b) c) S 1 42 42 0 -1 4194304 10 0 0 0 250 75 0 0 20 0 3\n")
-            .unwrap();
+        std::fs::write(
+            &stat,
+            "42 (a b) c) S 1 42 42 0 -1 4194304 10 0 0 0 250 75 0 0 20 0 3\n",
+        )
+        .unwrap();
         assert_eq!(
             cpu_of(stat.to_str().unwrap()).unwrap(),
             Duration::from_millis(3_250)

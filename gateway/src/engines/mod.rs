@@ -66,7 +66,8 @@ pub async fn on_search_pool<T: Send + 'static>(
         // The caller may have gone (its deadline passed): nothing to tell.
         let _ = tx.send(out);
     });
-    rx.await.map_err(|_| "the search pool dropped a search".to_string())?
+    rx.await
+        .map_err(|_| "the search pool dropped a search".to_string())?
 }
 
 #[derive(Debug, thiserror::Error)]

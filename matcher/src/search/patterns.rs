@@ -323,7 +323,9 @@ pub(super) fn pattern_best<S: std::ops::Deref<Target = Shard> + Sync>(
 mod tests {
     #[test]
     fn the_bars_sample_is_about_one_entry_in_64_at_every_size() {
-        for n in [0usize, 1, 63, 64, 1_000, 4_095, 4_096, 4_097, 10_000, 250_000] {
+        for n in [
+            0usize, 1, 63, 64, 1_000, 4_095, 4_096, 4_097, 10_000, 250_000,
+        ] {
             let v: Vec<u32> = (0..n as u32).collect();
             let got: Vec<u32> = super::sample_of(&v).copied().collect();
             let want = n.div_ceil(64);
