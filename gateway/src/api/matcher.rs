@@ -107,13 +107,13 @@ impl MatcherApi {
             .acquire_owned()
             .await
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let res = crate::engines::on_search_pool(move || {
+        let res = tokio::task::spawn_blocking(move || {
             let r = m.search_before(&probe, k, deadline);
             drop(permit);
             r
         })
         .await
-        .map_err(GatewayError::Internal)??;
+        .map_err(|e| GatewayError::Internal(e.to_string()))??;
         Ok(pb::SearchResponse {
             hit: res.hit.is_some(),
             candidates: res

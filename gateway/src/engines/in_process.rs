@@ -1,9 +1,8 @@
 //! The embedded default: a gallery searched in process ([`GalleryBackend`]), over the
 //! world's gallery file and records, as IDENT and as the FBI stub ([`InProcess`] loads both).
 //!
-//! Matching is CPU-bound: it runs on rayon's pool ([`super::on_search_pool`]), where each
-//! search fans out over its shards, with at most one search per core in flight so searches do
-//! not thrash each other. A search has a deadline
+//! Matching is CPU-bound: it runs on the blocking pool, with at most one search per core in
+//! flight so searches do not thrash each other. A search has a deadline
 //! ([`DEFAULT_SEARCH_DEADLINE`] unless set), counted from when it is asked for, so the wait
 //! for a core counts too: a search past it gives up (it never answers "no hit" for a search it
 //! did not finish) and the submission is retried later, like any engine failure.
@@ -161,9 +160,9 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
             .map_err(|_| BackendError::Unavailable("shutting down".into()))?;
         let matcher = self.matcher.clone();
         let result: SearchResult =
-            super::on_search_pool(move || matcher.search_before(&prints, 1, Some(deadline)))
+            tokio::task::spawn_blocking(move || matcher.search_before(&prints, 1, Some(deadline)))
                 .await
-                .map_err(BackendError::Unavailable)?
+                .map_err(|e| BackendError::Unavailable(e.to_string()))?
                 .map_err(|e| BackendError::Matcher(e.to_string()))?;
         Ok(result
             .hit

@@ -47,29 +47,6 @@ pub fn log_calibration(cal: &interop_matcher::Calibration, flag: &str) {
     }
 }
 
-/// Runs CPU-bound matcher work (a search) on rayon's pool — the pool a search already fans out
-/// on — and awaits its result. One scheduler for CPU work: a search asked for on a tokio
-/// blocking thread would hand its shards to the rayon workers and sleep on them, two thread
-/// switches more per search, and the blocking threads would be more runnable threads than
-/// cores. A panic in `f` is an error here, never the process's end.
-pub async fn on_search_pool<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    rayon::spawn(move || {
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
-            p.downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a search panicked".into())
-        });
-        // The caller may have gone (its deadline passed): nothing to tell.
-        let _ = tx.send(out);
-    });
-    rx.await
-        .map_err(|_| "the search pool dropped a search".to_string())?
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("matcher: {0}")]
@@ -95,20 +72,4 @@ pub trait IdentSearch: Send + Sync + 'static {
 pub trait CriminalHistory: Send + Sync + 'static {
     /// The rap sheet of the person, if the prints match one.
     async fn check(&self, prints: Tenprint) -> Result<Option<CriminalRecord>, BackendError>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::on_search_pool;
-
-    #[tokio::test]
-    async fn work_on_the_search_pool_answers_and_a_panic_is_an_error() {
-        assert_eq!(on_search_pool(|| 6 * 7).await, Ok(42));
-        let e = on_search_pool(|| -> u8 { panic!("boom in a search") })
-            .await
-            .unwrap_err();
-        assert_eq!(e, "boom in a search");
-        // The pool is still there for the next.
-        assert_eq!(on_search_pool(|| 1).await, Ok(1));
-    }
 }
