@@ -18,9 +18,7 @@
 //! background with IDENT background.
 
 use crate::bookings::mix;
-use interop_gateway::world::{
-    Biographics, CriminalRecord, ImmigrationRecord, ImmigrationStatus, Records,
-};
+use interop_gateway::world::{Biographics, ImmigrationRecord, ImmigrationStatus, Records};
 use interop_matcher::gallery::GalleryWriter;
 use interop_matcher::synth::{self, CaptureModel};
 use rand::{Rng, SeedableRng};
@@ -182,12 +180,6 @@ where
     writer.finish()?;
     gallery.finish()?;
     Ok(())
-}
-
-/// An FBI background record: someone arrested (and sometimes convicted) elsewhere. The same
-/// draws as a world person's record ([`crate::generate`]).
-pub fn criminal_record(rng: &mut ChaCha8Rng, subject: u64) -> CriminalRecord {
-    crate::generate::criminal_record(rng, subject)
 }
 
 /// An IDENT background record: mostly people the program has no interest in. The mix is this

@@ -436,7 +436,8 @@ pub fn generate_with(
     };
     write_json(out, WORLD_FILE, &world)?;
     write_json(out, TRUTH_FILE, &Truth { people, profiling })?;
-    let bar = crate::demo::bar(background.fbi + background.ident, "background", false);
+    let extra = background.fbi + background.ident;
+    let bar = crate::demo::bar(extra, "background", extra == 0);
     background::write(
         seed,
         background::FBI_DOMAIN,
@@ -444,7 +445,8 @@ pub fn generate_with(
         &fbi_records,
         &out.join(FBI_RECORDS_FILE),
         background.fbi,
-        background::criminal_record,
+        // Drawn as a world person's record is.
+        criminal_record,
         &|n| bar.set_position(n),
     )?;
     background::write(

@@ -360,6 +360,20 @@ fn parse_ramp(s: &str) -> anyhow::Result<Arrival> {
 }
 
 /// A run tag from the clock: `R` and the seconds since 2026 in base 36, then `-`.
+/// Prints a benchmark's table and, if asked, writes its JSON.
+fn print_and_write<T: std::fmt::Display + serde::Serialize>(
+    figures: &T,
+    json: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    println!("{figures}");
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_vec_pretty(figures)?)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        println!("JSON written to {}", path.display());
+    }
+    Ok(())
+}
+
 fn clock_tag() -> String {
     format!("R{}-", demo::clock_tag())
 }
@@ -618,11 +632,7 @@ fn main() -> ExitCode {
                 },
             ))
             .and_then(|c| {
-                println!("{c}");
-                if let Some(path) = json {
-                    std::fs::write(&path, serde_json::to_vec_pretty(&c)?)?;
-                    println!("JSON written to {}", path.display());
-                }
+                print_and_write(&c, json)?;
                 Ok(c.verdict_passed)
             }),
         Cmd::Startup {
@@ -635,11 +645,7 @@ fn main() -> ExitCode {
                 state_bureau_sim::startup::StartupOptions { world, dir, starts },
             ))
             .and_then(|s| {
-                println!("{s}");
-                if let Some(path) = json {
-                    std::fs::write(&path, serde_json::to_vec_pretty(&s)?)?;
-                    println!("JSON written to {}", path.display());
-                }
+                print_and_write(&s, json)?;
                 Ok(true)
             }),
         Cmd::Soak {
