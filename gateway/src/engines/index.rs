@@ -103,9 +103,8 @@ pub fn load_gallery(
             }
         }
     }
-    let matcher = build(&mut reader, gallery, threads, shard)?;
+    let (matcher, sample) = build(&mut reader, gallery, threads, shard)?;
     let built_ms = started.elapsed().as_millis() as u64;
-    let sample = first_print(&mut GalleryReader::open(&path).map_err(|e| anyhow::anyhow!("{e}"))?)?;
     match &key {
         Some(key) => {
             let saving = Instant::now();
@@ -144,16 +143,19 @@ pub fn load_gallery(
     })
 }
 
-/// Enrols the entries `reader` yields (those `shard` holds), logging progress.
+/// Enrols the entries `reader` yields (those `shard` holds), logging progress; returns the
+/// matcher and the file's first print, kept as it went by (a file of format 1 is decoded
+/// whole when opened, so it is not opened again for it).
 fn build(
     reader: &mut GalleryReader,
     gallery: &str,
     threads: usize,
     shard: Option<Shard>,
-) -> anyhow::Result<IndexedMatcher> {
+) -> anyhow::Result<(IndexedMatcher, Option<Tenprint>)> {
     let matcher = IndexedMatcher::new(threads);
     let total = reader.count();
     let (mut read, mut said) = (0u64, Instant::now());
+    let mut sample = None;
     let chunks = std::iter::from_fn(|| {
         if said.elapsed() >= PROGRESS_EVERY {
             tracing::info!(gallery, read, of = total, "building the gallery");
@@ -162,6 +164,9 @@ fn build(
         match reader.next_chunk(CHUNK) {
             Ok(chunk) if chunk.is_empty() => None,
             Ok(mut chunk) => {
+                if read == 0 {
+                    sample = chunk.first().map(|(_, t)| t.clone());
+                }
                 read += chunk.len() as u64;
                 if let Some(s) = shard {
                     chunk.retain(|(subject, _)| s.holds(*subject));
@@ -177,7 +182,7 @@ fn build(
         .enroll_stream(chunks)
         .map_err(|e| anyhow::anyhow!("{gallery}: {e}"))?;
     matcher.compact();
-    Ok(matcher)
+    Ok((matcher, sample))
 }
 
 fn first_print(reader: &mut GalleryReader) -> anyhow::Result<Option<Tenprint>> {
