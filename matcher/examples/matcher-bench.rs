@@ -14,8 +14,12 @@
 //! `--profile-threads N` repeats them on N threads instead, for an A/B of the threaded rate),
 //! `--stop-share X` (stage 1 walks only words listed for at most this share of the gallery,
 //! instead of the matcher's default: to tune it), `--first auto|words|patterns` (stage 1's
-//! first code, default auto: to compare them on one gallery), `--probe-quality Q` (the search
-//! probes' capture quality, 1 = default, 2 = a poor card; the gallery stays at the default).
+//! first code, default auto: to compare them on one gallery), `--probe-band B` (the search
+//! probes' capture: `mix`, the default, draws each booking's band from the mix of real
+//! bookings, `interop_matcher::capture`; `livescan`, `ink` or `poor` puts every probe in one
+//! band), `--probe-quality Q` (a stress knob instead: every probe finger captured with the
+//! plain model scaled by Q, 1 = the gallery's, 2 = a poor card, no missing or swapped
+//! fingers). The gallery is always captured with the default model.
 //!
 //! Prints a table and writes `DIR/matcher-bench-<identities>.json`:
 //! - the generator's time for the gallery's prints (master prints and a capture each, on every
@@ -25,11 +29,14 @@
 //!   gateway under load runs them (`spawn_blocking` per request, one shared thread pool);
 //! - FNIR at FPIR 0.1% and 1% (thresholds set from the non-mated searches' top scores; with
 //!   fewer than 1,000 non-mated searches the 0.1% point is the highest score, and says so),
-//!   and FNIR/FPIR at the matcher's own threshold; the threshold the matcher calibrates for
-//!   FPIR 0.1% from its own gallery (`calibrate_threshold`), with FPIR and FNIR there on the
-//!   probes above, which the calibration never saw;
+//!   and FNIR/FPIR at the matcher's fixed threshold; the threshold the matcher calibrates for
+//!   FPIR 0.1% from its own gallery (`calibrate_threshold`, what the gateway ships), with
+//!   FPIR and FNIR there on the probes above, which the calibration never saw; every rate
+//!   with its 95% Wilson interval, and FNIR per capture band;
 //! - single-finger 1:1 EER of our comparison and of NIST Bozorth3 (the `fprint-bozorth3` port,
-//!   a dev-dependency only) on the same pairs, with genuine/impostor histograms;
+//!   a dev-dependency only) on the same pairs, in each capture band (an enrolment finger
+//!   against a booking's finger of the band, dry, wet and smudged ones included), with
+//!   genuine/impostor histograms;
 //! - the exhaustive baseline: every gallery finger paired with the probe (no shortlist), timed
 //!   on a subsample of the gallery and extrapolated linearly — labelled as such;
 //! - effective finger comparisons per second (gallery fingers × searches/s), beside NGI's
@@ -37,11 +44,13 @@
 //!
 //! A program, not a test: figures on shared machines are noisy; compare within one run.
 
+use interop_matcher::capture::{Band, Mix, booking_capture};
 use interop_matcher::search::{
     FirstCode, SHORTLIST_PER_CODE, ShortlistRanks, THRESHOLD, compare_fingers,
     pattern_shortlist_len, shortlist_len,
 };
-use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
+use interop_matcher::stats::wilson;
+use interop_matcher::synth::{CaptureModel, MasterTenprint, capture, master_tenprint};
 use interop_matcher::template::FingerTemplate;
 use interop_matcher::{IndexedMatcher, Matcher, Tenprint};
 use rayon::prelude::*;
@@ -59,6 +68,9 @@ struct Args {
     profile_threads: usize,
     stop_share: Option<f64>,
     first: FirstCode,
+    /// The probes' capture: `None` the plain model at `probe_quality`, or a band mix.
+    probe_mix: Option<Mix>,
+    probe_label: String,
     probe_quality: f32,
 }
 
@@ -69,6 +81,8 @@ fn args() -> Args {
         profile_threads: 1,
         stop_share: None,
         first: FirstCode::Auto,
+        probe_mix: Some(Mix::DEFAULT),
+        probe_label: "the mix of real bookings".into(),
         probe_quality: 1.0,
         identities: 10_000,
         searches: 300,
@@ -123,7 +137,23 @@ fn args() -> Args {
                     .unwrap_or_else(|| {
                         eprintln!("--probe-quality needs a factor between 0 and 5 (1 = default)");
                         std::process::exit(2)
-                    })
+                    });
+                a.probe_mix = None;
+                a.probe_label = format!("plain capture quality {}", a.probe_quality);
+            }
+            "--probe-band" => {
+                let v = v.get(i + 1).map(String::as_str).unwrap_or("");
+                if v == "mix" {
+                    a.probe_mix = Some(Mix::DEFAULT);
+                    a.probe_label = "the mix of real bookings".into();
+                } else {
+                    let band: Band = v.parse().unwrap_or_else(|e| {
+                        eprintln!("--probe-band: {e} (or mix)");
+                        std::process::exit(2)
+                    });
+                    a.probe_mix = Some(Mix::only(band));
+                    a.probe_label = format!("{} only", band.name());
+                }
             }
             "--out" => {
                 a.out = v.get(i + 1).cloned().unwrap_or(a.out);
@@ -156,6 +186,37 @@ fn rss_bytes() -> u64 {
 
 fn enrolment(p: u64, model: &CaptureModel) -> Tenprint {
     capture(&master_tenprint(SEED, p), model, 0xE0_0000 + p)
+}
+
+/// A search probe of `master`: a booking's capture from the mix (its band) or the plain
+/// model at the stress factor (no band).
+fn probe_capture(a: &Args, master: &MasterTenprint, seed: u64) -> (Option<Band>, Tenprint) {
+    match a.probe_mix {
+        Some(mix) => {
+            let c = booking_capture(master, mix.draw(seed), seed);
+            (Some(c.band), c.print)
+        }
+        None => (
+            None,
+            capture(master, &CaptureModel::with_quality(a.probe_quality), seed),
+        ),
+    }
+}
+
+/// A rate and its 95% interval, in per cent: "0.300% [0.10, 0.87]".
+fn pct(k: u64, n: u64) -> String {
+    let (lo, hi) = wilson(k, n);
+    format!(
+        "{:.3}% [{:.2}, {:.2}]",
+        100.0 * k as f64 / n.max(1) as f64,
+        100.0 * lo,
+        100.0 * hi
+    )
+}
+
+fn rate_json(k: u64, n: u64) -> serde_json::Value {
+    let (lo, hi) = wilson(k, n);
+    serde_json::json!({"errors": k, "trials": n, "rate": k as f64 / n.max(1) as f64, "ci95": [lo, hi]})
 }
 
 fn bozorth(f: &FingerTemplate) -> Vec<fprint_bozorth3::Minutia> {
@@ -195,6 +256,83 @@ fn histogram(v: &[f64], hi: f64) -> Vec<usize> {
         h[((x / hi.max(1e-9)) * 19.999).clamp(0.0, 19.0) as usize] += 1;
     }
     h
+}
+
+/// Single-finger comparisons of one band: ours and Bozorth3's scores, and their EERs.
+struct SingleFinger {
+    band: Option<Band>,
+    g_ours: Vec<f64>,
+    i_ours: Vec<f64>,
+    g_boz: Vec<f64>,
+    i_boz: Vec<f64>,
+    eer_ours: f64,
+    eer_boz: f64,
+    hi_ours: f64,
+    hi_boz: f64,
+}
+
+/// `a.pairs` genuine and impostor pairs: an enrolment finger (default model) against a
+/// booking's finger of the same person, or of another, in `band` (or the plain stress model).
+/// A pair whose second finger is missing from the booking is drawn again from the next person.
+fn single_finger(a: &Args, band: Option<Band>) -> SingleFinger {
+    let model = CaptureModel::default();
+    let second = |master: &MasterTenprint, seed: u64, position: u8| {
+        let print = match band {
+            Some(b) => {
+                let c = booking_capture(master, b, seed);
+                // The finger truly at `position`, wherever a swap recorded it.
+                let label = match c.swapped {
+                    Some((x, y)) if position == x => y,
+                    Some((x, y)) if position == y => x,
+                    _ => position,
+                };
+                return c.print.fingers.into_iter().find(|f| f.position == label);
+            }
+            None => capture(master, &CaptureModel::with_quality(a.probe_quality), seed),
+        };
+        print.fingers.into_iter().find(|f| f.position == position)
+    };
+    let pairs: Vec<(f64, f64, f64, f64)> = (0..a.pairs)
+        .into_par_iter()
+        .map(|i| {
+            let position = (i % 10) as u8 + 1;
+            (0..)
+                .find_map(|k: u64| {
+                    let j = i + k * 1_000_003;
+                    let master = master_tenprint(SEED, 1_000_000 + j);
+                    let x = capture(&master, &model, 2 * j)
+                        .fingers
+                        .into_iter()
+                        .find(|f| f.position == position)?;
+                    let y = second(&master, 2 * j + 1, position)?;
+                    let o = second(&master_tenprint(SEED, 2_000_000 + j), 3 * j, position)?;
+                    let (bx, by, bo) = (bozorth(&x), bozorth(&y), bozorth(&o));
+                    Some((
+                        compare_fingers(&x, &y) as f64,
+                        compare_fingers(&x, &o) as f64,
+                        fprint_bozorth3::match_score(&bx, &by) as f64,
+                        fprint_bozorth3::match_score(&bx, &bo) as f64,
+                    ))
+                })
+                .expect("a printable finger")
+        })
+        .collect();
+    let g_ours: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+    let i_ours: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+    let g_boz: Vec<f64> = pairs.iter().map(|p| p.2).collect();
+    let i_boz: Vec<f64> = pairs.iter().map(|p| p.3).collect();
+    let hi = |v: &[f64], w: &[f64]| v.iter().chain(w).copied().fold(0.0, f64::max);
+    SingleFinger {
+        band,
+        eer_ours: eer(&g_ours, &i_ours),
+        eer_boz: eer(&g_boz, &i_boz),
+        hi_ours: hi(&g_ours, &i_ours),
+        hi_boz: hi(&g_boz, &i_boz),
+        g_ours,
+        i_ours,
+        g_boz,
+        i_boz,
+    }
 }
 
 struct Speed {
@@ -237,9 +375,6 @@ fn timed_streams(m: &IndexedMatcher, probes: &[Tenprint], streams: usize) -> Spe
 fn main() {
     let a = args();
     let model = CaptureModel::default();
-    // The search probes' capture model (the gallery's and the single-finger pairs' is the
-    // default): `--probe-quality 2` searches poor cards against a gallery of good ones.
-    let probe_model = CaptureModel::with_quality(a.probe_quality);
 
     // Gallery build: captures are made first (on every core, timed on their own: the
     // generator's speed), so the build time is enrolment alone.
@@ -269,23 +404,24 @@ fn main() {
     let sample: Vec<(u64, Tenprint)> = prints.iter().take(1000).cloned().collect();
     drop(prints);
 
-    // Mated (fresh captures of enrolled people) and non-mated (never enrolled) probes.
-    let mated: Vec<(u64, Tenprint)> = (0..a.searches)
+    // Mated (fresh captures of enrolled people) and non-mated (never enrolled) probes, each
+    // with its capture band.
+    let mated: Vec<(u64, Option<Band>, Tenprint)> = (0..a.searches)
+        .into_par_iter()
         .map(|i| {
             let p = 1 + (i * 7919) % a.identities;
-            (
-                p,
-                capture(&master_tenprint(SEED, p), &probe_model, 0xB0_0000 + p),
-            )
+            let (band, print) = probe_capture(&a, &master_tenprint(SEED, p), 0xB0_0000 + p);
+            (p, band, print)
         })
         .collect();
-    let non_mated: Vec<Tenprint> = (0..a.searches)
-        .map(|i| capture(&master_tenprint(SEED, 50_000_000 + i), &probe_model, i))
+    let non_mated: Vec<(Option<Band>, Tenprint)> = (0..a.searches)
+        .into_par_iter()
+        .map(|i| probe_capture(&a, &master_tenprint(SEED, 50_000_000 + i), i))
         .collect();
     let all: Vec<Tenprint> = mated
         .iter()
-        .map(|(_, t)| t.clone())
-        .chain(non_mated.iter().cloned())
+        .map(|(_, _, t)| t.clone())
+        .chain(non_mated.iter().map(|(_, t)| t.clone()))
         .collect();
 
     let pool = |n| {
@@ -329,7 +465,7 @@ fn main() {
     // non-mated ones.
     let mut mated_top: Vec<f64> = vec![];
     let (mut missed, mut wrong) = (0, 0);
-    for (p, probe) in &mated {
+    for (p, _, probe) in &mated {
         let r = m.search(probe, 1).expect("search");
         let top = r.candidates.first();
         mated_top.push(
@@ -346,7 +482,7 @@ fn main() {
     // ranks is below the shortlist size, so this is the shortlist the gallery size needs.
     let ranks: Vec<ShortlistRanks> = mated
         .iter()
-        .map(|(p, probe)| {
+        .map(|(p, _, probe)| {
             m.shortlist_ranks(probe, *p)
                 .expect("ranks")
                 .expect("mate enrolled")
@@ -354,18 +490,17 @@ fn main() {
         .collect();
     // Postings stage 1 walks per search (the part that grows with the gallery).
     // Postings walked by the probes ranked by words (each probe's code decided once).
-    let (by_patterns, walked) =
-        mated
-            .iter()
-            .fold((0, vec![]), |(n, mut walked), (_, probe)| {
-                match m.first_code_for(probe).expect("code") {
-                    FirstCode::Words => {
-                        walked.push(m.stage1_postings(probe).expect("postings"));
-                        (n, walked)
-                    }
-                    _ => (n + 1, walked),
+    let (by_patterns, walked) = mated
+        .iter()
+        .fold((0, vec![]), |(n, mut walked), (_, _, probe)| {
+            match m.first_code_for(probe).expect("code") {
+                FirstCode::Words => {
+                    walked.push(m.stage1_postings(probe).expect("postings"));
+                    (n, walked)
                 }
-            });
+                _ => (n + 1, walked),
+            }
+        });
     let walked_mean = walked.iter().sum::<usize>() as f64 / walked.len().max(1) as f64;
     let rank_stats = |f: &dyn Fn(&ShortlistRanks) -> usize| {
         let mut v: Vec<usize> = ranks.iter().map(f).collect();
@@ -399,7 +534,7 @@ fn main() {
         .collect();
     let mut non_top: Vec<f64> = non_mated
         .iter()
-        .map(|probe| {
+        .map(|(_, probe)| {
             m.search(probe, 1)
                 .expect("search")
                 .candidates
@@ -440,31 +575,48 @@ fn main() {
         .count() as f64
         / mated_top.len() as f64;
     m.set_threshold(THRESHOLD);
+    // FNIR by capture band, at the FPIR 0.1% point and at the calibrated threshold.
+    let bands: Vec<(Option<Band>, u64, u64, u64)> = {
+        let mut seen: Vec<Option<Band>> = mated.iter().map(|(_, b, _)| *b).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.into_iter()
+            .map(|band| {
+                let tops: Vec<f64> = mated
+                    .iter()
+                    .zip(&mated_top)
+                    .filter(|((_, b, _), _)| *b == band)
+                    .map(|(_, s)| *s)
+                    .collect();
+                let below = |t: f64| tops.iter().filter(|s| **s < t).count() as u64;
+                (
+                    band,
+                    tops.len() as u64,
+                    below(t1),
+                    below(cal.threshold as f64),
+                )
+            })
+            .collect()
+    };
+    let band_name = |b: Option<Band>| b.map_or("plain", Band::name);
 
-    // Single finger, ours and Bozorth3 on the same pairs.
-    let (mut g_ours, mut i_ours, mut g_boz, mut i_boz) = (vec![], vec![], vec![], vec![]);
+    // Single finger, ours and Bozorth3 on the same pairs, per capture band of the second
+    // finger (the first is an enrolment at the default model).
     let t = Instant::now();
-    for i in 0..a.pairs {
-        let master = master_tenprint(SEED, 1_000_000 + i);
-        let f = (i % 10) as usize;
-        let x = capture(&master, &model, 2 * i).fingers[f].clone();
-        let y = capture(&master, &model, 2 * i + 1).fingers[f].clone();
-        let o = capture(&master_tenprint(SEED, 2_000_000 + i), &model, 3 * i).fingers[f].clone();
-        g_ours.push(compare_fingers(&x, &y) as f64);
-        i_ours.push(compare_fingers(&x, &o) as f64);
-        let (bx, by, bo) = (bozorth(&x), bozorth(&y), bozorth(&o));
-        g_boz.push(fprint_bozorth3::match_score(&bx, &by) as f64);
-        i_boz.push(fprint_bozorth3::match_score(&bx, &bo) as f64);
-    }
+    let pair_bands: Vec<Option<Band>> = match a.probe_mix {
+        Some(_) => Band::ALL.iter().copied().map(Some).collect(),
+        None => vec![None],
+    };
+    let single: Vec<SingleFinger> = pair_bands
+        .iter()
+        .map(|&band| single_finger(&a, band))
+        .collect();
     let pairs_s = t.elapsed().as_secs_f64();
-    let (eer_ours, eer_boz) = (eer(&g_ours, &i_ours), eer(&g_boz, &i_boz));
-    let hi_ours = g_ours.iter().chain(&i_ours).copied().fold(0.0, f64::max);
-    let hi_boz = g_boz.iter().chain(&i_boz).copied().fold(0.0, f64::max);
 
     // Exhaustive baseline: pair every finger of a gallery subsample with the probe.
     let base_probes = 5.min(mated.len());
     let t = Instant::now();
-    for (_, probe) in mated.iter().take(base_probes) {
+    for (_, _, probe) in mated.iter().take(base_probes) {
         for (_, g) in &sample {
             for (pf, gf) in probe.fingers.iter().zip(&g.fingers) {
                 std::hint::black_box(compare_fingers(pf, gf));
@@ -477,8 +629,8 @@ fn main() {
     let effective = fingers as f64 * two.per_s;
     let n = a.identities;
     println!(
-        "== matcher-bench: {n} identities in {} shards, {} mated + {} non-mated searches (probes at capture quality {}) ==",
-        a.shards, a.searches, a.searches, a.probe_quality
+        "== matcher-bench: {n} identities in {} shards, {} mated + {} non-mated searches (probes: {}) ==",
+        a.shards, a.searches, a.searches, a.probe_label
     );
     println!(
         "  generation (master prints + a capture, all cores) {generation_s:>7.2} s  ({:.0} identities/s)",
@@ -519,9 +671,9 @@ fn main() {
         "  effective finger comparisons   {effective:>10.3e} /s  (NGI 2011: 2.5e9 /s over a data centre)"
     );
     println!(
-        "  tenprint at threshold {THRESHOLD}:    FNIR {:.3}% (missed {missed}, wrong {wrong})  FPIR {:.3}%",
-        100.0 * (missed + wrong) as f64 / a.searches as f64,
-        100.0 * false_hits as f64 / a.searches as f64
+        "  tenprint at the fixed threshold {THRESHOLD}: FNIR {} (missed {missed}, wrong {wrong})  FPIR {}",
+        pct(missed + wrong, a.searches),
+        pct(false_hits as u64, a.searches)
     );
     for (fpir, t, fnir, floor) in [(0.1, t1, fnir1, floor1), (1.0, t2, fnir2, floor2)] {
         println!(
@@ -535,7 +687,7 @@ fn main() {
         );
     }
     println!(
-        "  self-calibrated for FPIR 0.1% ({} enrolled prints as probes, {cal_s:.1} s): threshold {:.3}{}; on the probes above FPIR {:.3}%, FNIR {:.3}%",
+        "  self-calibrated for FPIR 0.1% (shipped; {} enrolled prints as probes, {cal_s:.1} s): threshold {:.3}{}; on the probes above FPIR {}, FNIR {}",
         cal.searches,
         cal.threshold,
         if cal.resolved {
@@ -543,9 +695,23 @@ fn main() {
         } else {
             " (not resolved: above the highest impostor)"
         },
-        100.0 * cal_fpir,
-        100.0 * cal_fnir
+        pct(
+            (cal_fpir * non_top.len() as f64).round() as u64,
+            non_top.len() as u64
+        ),
+        pct(
+            (cal_fnir * mated_top.len() as f64).round() as u64,
+            mated_top.len() as u64
+        )
     );
+    for (band, n, at_t1, at_cal) in &bands {
+        println!(
+            "    band {:<9} {n:>6} mated: FNIR at FPIR 0.1% {}   at the calibrated threshold {}",
+            band_name(*band),
+            pct(*at_t1, *n),
+            pct(*at_cal, *n)
+        );
+    }
     println!(
         "  stage 1's first code ({:?}): pattern classes for {by_patterns} of {} mated probes; words for the others, walking {walked_mean:.0} postings a search ({:.1} per identity)",
         a.first,
@@ -596,13 +762,16 @@ fn main() {
             .join(", "),
         short_len
     );
-    println!(
-        "  single finger, {} pairs:    EER ours {:.2}%   Bozorth3 {:.2}%  ({:.1} s for both)",
-        a.pairs,
-        100.0 * eer_ours,
-        100.0 * eer_boz,
-        pairs_s
-    );
+    for sf in &single {
+        println!(
+            "  single finger, {:<9} {} pairs: EER ours {:.2}%   Bozorth3 {:.2}%",
+            band_name(sf.band),
+            a.pairs,
+            100.0 * sf.eer_ours,
+            100.0 * sf.eer_boz,
+        );
+    }
+    println!("    ({pairs_s:.1} s for all pairs, both matchers)");
     let json = serde_json::json!({
         "identities": n,
         "shards": a.shards,
@@ -636,6 +805,8 @@ fn main() {
             "threshold": THRESHOLD,
             "fnir": (missed + wrong) as f64 / a.searches as f64,
             "fpir": false_hits as f64 / a.searches as f64,
+            "fnir_ci95": wilson(missed + wrong, a.searches),
+            "fpir_ci95": wilson(false_hits as u64, a.searches),
             "fnir_at_fpir_0_1pct": {"fnir": fnir1, "threshold": t1, "under_resolved": floor1},
             "fnir_at_fpir_1pct": {"fnir": fnir2, "threshold": t2, "under_resolved": floor2},
             "self_calibrated_fpir_0_1pct": {
@@ -647,12 +818,18 @@ fn main() {
                 "fpir_on_probes": cal_fpir,
                 "fnir_on_probes": cal_fnir,
             },
+            "by_band": bands.iter().map(|(band, n, at_t1, at_cal)| serde_json::json!({
+                "band": band_name(*band),
+                "mated": n,
+                "fnir_at_fpir_0_1pct": rate_json(*at_t1, *n),
+                "fnir_at_calibrated": rate_json(*at_cal, *n),
+            })).collect::<Vec<_>>(),
         },
         "shortlist": {
             "size_fused": short_len,
             "size_per_code": SHORTLIST_PER_CODE,
             "first_code": format!("{:?}", a.first),
-            "probe_quality": a.probe_quality,
+            "probes": a.probe_label,
             "mated_probes_ranked_by_patterns": by_patterns,
             "postings_walked_per_search_by_words": walked_mean,
             "mate_rank_first_code": {"p50": by_words.0, "p99": by_words.1, "max": by_words.2},
@@ -663,13 +840,14 @@ fn main() {
             "mates_not_kept_by_cascade": not_kept,
             "mates_lost_at_k": beyond.iter().map(|(k, n, g)| serde_json::json!({"k": k, "lost": n, "lost_with_guard": g})).collect::<Vec<_>>(),
         },
-        "single_finger": {
+        "single_finger": single.iter().map(|sf| serde_json::json!({
+            "band": band_name(sf.band),
             "pairs": a.pairs,
-            "eer_ours": eer_ours,
-            "eer_bozorth3": eer_boz,
-            "ours_histogram": {"max": hi_ours, "genuine": histogram(&g_ours, hi_ours), "impostor": histogram(&i_ours, hi_ours)},
-            "bozorth3_histogram": {"max": hi_boz, "genuine": histogram(&g_boz, hi_boz), "impostor": histogram(&i_boz, hi_boz)},
-        },
+            "eer_ours": sf.eer_ours,
+            "eer_bozorth3": sf.eer_boz,
+            "ours_histogram": {"max": sf.hi_ours, "genuine": histogram(&sf.g_ours, sf.hi_ours), "impostor": histogram(&sf.i_ours, sf.hi_ours)},
+            "bozorth3_histogram": {"max": sf.hi_boz, "genuine": histogram(&sf.g_boz, sf.hi_boz), "impostor": histogram(&sf.i_boz, sf.hi_boz)},
+        })).collect::<Vec<_>>(),
     });
     std::fs::create_dir_all(&a.out).expect("output directory");
     let path = format!("{}/matcher-bench-{n}.json", a.out);

@@ -4,11 +4,13 @@
 //! Identification is from the features of a capture only; nothing here ever sees a person
 //! id other than the gallery's own subject ids.
 
+pub mod capture;
 mod fmath;
 pub mod gallery;
 mod pages;
 pub mod pattern;
 pub mod search;
+pub mod stats;
 pub mod synth;
 
 /// The templates and the standard-record codec live in `interop-minutiae`, which the client
@@ -67,8 +69,8 @@ pub struct Calibration {
     pub searches: usize,
     pub highest_impostor: f32,
     /// Whether the searches resolve the target (at least 1 / `target_fpir` of them); if not,
-    /// the threshold is just above the highest impostor score, and the FPIR there is only
-    /// known to be below about 1 / `searches`.
+    /// the threshold is extrapolated from the tail of the impostor scores seen (see
+    /// `search/calibrate.rs`), never below the highest of them.
     pub resolved: bool,
 }
 
@@ -101,6 +103,10 @@ pub trait Matcher: Send + Sync {
         target_fpir: f64,
         searches: usize,
     ) -> Result<Calibration, MatchError>;
+    /// The score at which a search's best candidate is a hit.
+    fn threshold(&self) -> f32;
+    /// Sets the hit/no-hit threshold (searches that start afterwards use it).
+    fn set_threshold(&self, threshold: f32);
     /// Number of enrolled subjects.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {

@@ -72,6 +72,9 @@ pub struct MasterFinger {
 #[derive(Clone, Debug, PartialEq)]
 pub struct MasterTenprint {
     pub fingers: Vec<MasterFinger>,
+    /// Positions of the fingers the person does not have (amputated): no capture holds them,
+    /// and a booking records them as such (see [`crate::capture`]).
+    pub amputated: Vec<u8>,
 }
 
 /// How a capture deviates from the master fingers. [`CaptureModel::default`] is the
@@ -96,6 +99,9 @@ pub struct CaptureModel {
     pub p_partial: f32,
     /// Probability that an ending is read as a bifurcation or the reverse.
     pub p_type_flip: f32,
+    /// The extractor's confidence in the capture: true minutiae's quality is scaled by it
+    /// (a poor impression's minutiae are reported with lower quality).
+    pub quality_scale: f32,
 }
 
 impl Default for CaptureModel {
@@ -112,6 +118,7 @@ impl Default for CaptureModel {
             spurious: 4.0,
             p_partial: 0.4,
             p_type_flip: 0.12,
+            quality_scale: 1.0,
         }
     }
 }
@@ -131,6 +138,8 @@ impl CaptureModel {
             spurious: d.spurious * f,
             p_partial: (d.p_partial * f).min(1.0),
             p_type_flip: (d.p_type_flip * f).min(0.5),
+            // 1 at the default and better; 0.85 for a poor card (2.0).
+            quality_scale: (1.0 - 0.15 * (f - 1.0)).clamp(0.6, 1.0),
         }
     }
 }
@@ -266,10 +275,15 @@ fn master_finger(seed: u64, person: u64, position: u8) -> MasterFinger {
 pub fn master_tenprint(seed: u64, person: u64) -> MasterTenprint {
     MasterTenprint {
         fingers: (1..=10).map(|p| master_finger(seed, person, p)).collect(),
+        amputated: crate::capture::amputated(seed, person),
     }
 }
 
-fn capture_finger(f: &MasterFinger, model: &CaptureModel, rng: &mut ChaCha8Rng) -> FingerTemplate {
+pub(crate) fn capture_finger(
+    f: &MasterFinger,
+    model: &CaptureModel,
+    rng: &mut ChaCha8Rng,
+) -> FingerTemplate {
     let (w, h) = (f.width as f32, f.height as f32);
     let (cx, cy) = (w / 2.0, h / 2.0);
     let rot = (rng.random::<f32>() * 2.0 - 1.0) * model.rotation_deg.to_radians();
@@ -338,7 +352,8 @@ fn capture_finger(f: &MasterFinger, model: &CaptureModel, rng: &mut ChaCha8Rng) 
         } else {
             m.kind
         };
-        let q = (m.quality as f32 + normal(rng) * 8.0).clamp(1.0, 100.0) as u8;
+        let q =
+            ((m.quality as f32 + normal(rng) * 8.0) * model.quality_scale).clamp(1.0, 100.0) as u8;
         place(x, y, a, kind, q, &mut out);
     }
     // Spurious minutiae (scars, creases, noise), along the flow like real false detections.
@@ -365,18 +380,22 @@ fn capture_finger(f: &MasterFinger, model: &CaptureModel, rng: &mut ChaCha8Rng) 
 }
 
 /// One capture (booking or enrolment) of a master tenprint; deterministic in `capture_seed`.
+/// Every finger the person has is captured with `model` (a booking's capture, with its
+/// quality band and impression conditions, is [`crate::capture::booking_capture`]).
 pub fn capture(master: &MasterTenprint, model: &CaptureModel, capture_seed: u64) -> Tenprint {
     Tenprint {
         fingers: master
             .fingers
             .iter()
-            .map(|f| {
-                let mut rng =
-                    ChaCha8Rng::seed_from_u64(mix(capture_seed, f.position as u64, 0xCA97));
-                capture_finger(f, model, &mut rng)
-            })
+            .filter(|f| !master.amputated.contains(&f.position))
+            .map(|f| capture_finger(f, model, &mut finger_rng(capture_seed, f.position)))
             .collect(),
     }
+}
+
+/// The random stream of one finger of one capture.
+pub(crate) fn finger_rng(capture_seed: u64, position: u8) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(mix(capture_seed, position as u64, 0xCA97))
 }
 
 #[cfg(test)]

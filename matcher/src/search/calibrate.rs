@@ -2,7 +2,7 @@
 //! identification rate (FPIR): the gallery's own prints, searched with themselves left out,
 //! are the non-mated searches an operator would otherwise have to supply.
 
-use super::IndexedMatcher;
+use super::{IndexedMatcher, MIN_TAIL_SEARCHES, SMALL_GALLERY_FLOOR, THRESHOLD};
 use crate::{Calibration, MatchError, Matcher, SubjectId, Tenprint};
 use rayon::prelude::*;
 
@@ -10,9 +10,9 @@ impl IndexedMatcher {
     /// [`Matcher::calibrate_threshold`]: the threshold for `target_fpir` from `searches` of
     /// the gallery's own prints, each searched with itself left out (see the trait impl).
     ///
-    /// The default, [`THRESHOLD`](super::THRESHOLD), sits far above these points (FPIR 0.1%
-    /// was 0.21 at 1,000,000 identities in `matcher-bench`): this is for an operator who wants
-    /// the decision at a stated FPIR instead.
+    /// The gateway calibrates every gallery it loads this way, for FPIR 0.1% unless told
+    /// otherwise; the fixed [`THRESHOLD`](super::THRESHOLD) sits far above that point (0.21 at
+    /// 100,000 and 1,000,000 identities in `matcher-bench`) and misses poor prints.
     pub(super) fn calibrate(
         &self,
         target_fpir: f64,
@@ -60,17 +60,50 @@ impl IndexedMatcher {
         impostors.sort_by(|a, b| b.total_cmp(a));
         let n = impostors.len();
         // At most `allowed` impostors reach a threshold just above the one ranked there.
-        let allowed = ((target_fpir * n as f64).floor() as usize).min(n - 1);
-        let threshold = impostors[allowed].next_up();
+        // Just above the k-th best impostor score: a stranger's best score exceeds it with
+        // probability k / (n + 1), so k = target · (n + 1) (just above the k + 1-th, as this
+        // was, gave FPIR 0.2% where 0.1% was asked).
+        let k = (target_fpir * (n + 1) as f64).floor() as usize;
+        let resolved = k >= 1;
+        let threshold = if resolved {
+            impostors[k.min(n) - 1].next_up()
+        } else {
+            unresolved_threshold(&impostors, target_fpir)
+        };
         self.set_threshold(threshold);
         Ok(Calibration {
             target_fpir,
             threshold,
             searches: n,
             highest_impostor: impostors[0],
-            resolved: n as f64 * target_fpir >= 1.0,
+            resolved,
         })
     }
+}
+
+/// The threshold for `target_fpir` from impostor scores (best first) too few to hold a
+/// `target_fpir` share of them: their tail extrapolated. The best tenth (at least 5) above the
+/// next one, `u`, are fitted with an exponential tail (the maximum-likelihood rate of the
+/// excesses over `u`), and the threshold is where that tail falls to `target_fpir`:
+/// `u + ln(k / (n · target_fpir)) / rate`. Sums of finger scores have tails lighter than
+/// exponential, so the fit errs high: the FPIR there is at most the target, to first order.
+/// Never below the highest impostor seen, nor [`SMALL_GALLERY_FLOOR`]; with fewer than
+/// [`MIN_TAIL_SEARCHES`] scores nothing is fitted and the fixed [`THRESHOLD`] stays (or the
+/// highest impostor, if above).
+fn unresolved_threshold(impostors: &[f32], target_fpir: f64) -> f32 {
+    let n = impostors.len();
+    let highest = impostors[0].next_up().max(SMALL_GALLERY_FLOOR);
+    if n < MIN_TAIL_SEARCHES {
+        return highest.max(THRESHOLD);
+    }
+    let k = (n / 10).max(5);
+    let u = impostors[k] as f64;
+    let mean_excess = impostors[..k].iter().map(|&s| s as f64 - u).sum::<f64>() / k as f64;
+    if mean_excess <= 0.0 {
+        return highest;
+    }
+    let t = u + mean_excess * (k as f64 / (n as f64 * target_fpir)).ln();
+    (t as f32).max(highest)
 }
 
 #[cfg(test)]
@@ -104,6 +137,7 @@ mod tests {
         assert_eq!((c.searches, c.resolved), (200, true), "{c:?}");
         assert!(loose.threshold < c.threshold, "{loose:?} {c:?}");
         assert!(c.threshold <= c.highest_impostor.next_up(), "{c:?}");
+        // 200 searches at 2%: just above the 4th best of them (k = 0.02 · 201).
         assert!(c.threshold < THRESHOLD, "the default sits above: {c:?}");
         assert_eq!(m.threshold(), c.threshold);
         // 200 strangers: about 2% reach it (4 expected); far more would mean it does not hold.
@@ -120,9 +154,14 @@ mod tests {
                 Some(p)
             );
         }
-        // Unresolvable: just above the highest impostor seen, and said so.
+        // Unresolvable: the tail extrapolated, above the highest impostor seen and the
+        // resolved 2% point, and said so; too few searches to fit keep the fixed threshold.
         let tight = m.calibrate_threshold(0.001, 50).unwrap();
         assert!(!tight.resolved);
-        assert_eq!(tight.threshold, tight.highest_impostor.next_up());
+        assert!(tight.threshold > tight.highest_impostor, "{tight:?}");
+        assert!(tight.threshold >= SMALL_GALLERY_FLOOR, "{tight:?}");
+        assert!(tight.threshold < THRESHOLD, "{tight:?}");
+        let few = m.calibrate_threshold(0.001, MIN_TAIL_SEARCHES - 1).unwrap();
+        assert_eq!(few.threshold, THRESHOLD.max(few.highest_impostor.next_up()));
     }
 }

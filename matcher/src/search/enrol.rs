@@ -99,12 +99,13 @@ fn enrolled_fingers_with(
     for (s, f) in at_slot.into_iter().enumerate() {
         let Some(f) = f else { continue };
         let start = out.minutiae.len();
-        out.minutiae.extend(f.minutiae.iter().map(pack));
+        out.minutiae
+            .extend(f.minutiae.iter().filter(super::geometry::used(f)).map(pack));
         points.clear();
         points.extend(out.minutiae[start..].iter().map(|p| unpack(*p)));
         let words_before = out.words.len();
         out.hists[s] = finger_codes(points, scratch, &mut out.words);
-        out.counts[s] = f.minutiae.len() as u16;
+        out.counts[s] = (out.minutiae.len() - start) as u16;
         // At most one per word: under 2^16.
         out.word_counts[s] = (out.words.len() - words_before) as u16;
     }

@@ -67,9 +67,34 @@ fn kind_bit(k: MinutiaKind) -> u8 {
     }
 }
 
+#[cfg(test)]
 pub(super) fn points(f: &FingerTemplate) -> Vec<Point> {
     f.minutiae
         .iter()
+        .map(|m| point(m.x, m.y, m.angle_deg, kind_bit(m.kind)))
+        .collect()
+}
+
+/// Which of finger `f`'s minutiae the matcher uses, on both sides (a probe's and an
+/// enrolled print's alike, so a gallery print searched as a probe in calibration is the print
+/// a booking's would be): those reported at [`MIN_PROBE_QUALITY`] or better, and those of
+/// unknown quality (0, as ISO/IEC 19794-2 has it); all of them if fewer than [`MIN_RELIABLE`]
+/// are.
+///
+/// [`MIN_PROBE_QUALITY`]: super::tuning::MIN_PROBE_QUALITY
+/// [`MIN_RELIABLE`]: super::tuning::MIN_RELIABLE
+pub(super) fn used(f: &FingerTemplate) -> impl Fn(&&Minutia) -> bool + use<> {
+    use super::tuning::{MIN_PROBE_QUALITY, MIN_RELIABLE};
+    let reliable = |m: &&Minutia| m.quality == 0 || m.quality >= MIN_PROBE_QUALITY;
+    let all = f.minutiae.iter().filter(reliable).count() < MIN_RELIABLE;
+    move |m| all || reliable(m)
+}
+
+/// A finger's [`used`] minutiae as points.
+pub(super) fn used_points(f: &FingerTemplate) -> Vec<Point> {
+    f.minutiae
+        .iter()
+        .filter(used(f))
         .map(|m| point(m.x, m.y, m.angle_deg, kind_bit(m.kind)))
         .collect()
 }

@@ -160,7 +160,7 @@ impl Shard {
 mod tests {
     use super::*;
     use crate::search::enrol::enrolled_fingers;
-    use crate::search::geometry::{points, slot};
+    use crate::search::geometry::{slot, used_points};
     use crate::search::reference::{enrol_capture, probe};
     use proptest::prelude::*;
 
@@ -183,7 +183,7 @@ mod tests {
             let codes: Vec<(usize, Code)> = q
                 .fingers
                 .iter()
-                .map(|f| (slot(f.position).unwrap(), quantise(&histogram(&points(f), &mut Scratch::default()))))
+                .map(|f| (slot(f.position).unwrap(), quantise(&histogram(&used_points(f), &mut Scratch::default()))))
                 .collect();
             let scores = shard.histogram_scores(&codes);
             for (t, score) in prints.iter().zip(scores) {
@@ -191,8 +191,8 @@ mod tests {
                 for f in &q.fingers {
                     let g = t.fingers.iter().find(|g| g.position == f.position).unwrap();
                     let (hp, hg) = (
-                        histogram(&points(f), &mut Scratch::default()),
-                        histogram(&points(g), &mut Scratch::default()),
+                        histogram(&used_points(f), &mut Scratch::default()),
+                        histogram(&used_points(g), &mut Scratch::default()),
                     );
                     let exact: u32 = quantise(&hp)
                         .iter()

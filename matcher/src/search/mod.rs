@@ -82,9 +82,9 @@ pub use ranks::ShortlistRanks;
 pub use snapshot::SnapshotError;
 pub use stage1::FirstCode;
 pub use tuning::{
-    CASCADE, CASCADE_SHARE, PATTERN_CASCADE_SHARE, PATTERN_MIN_FINGERS, PATTERN_SHORTLIST_GROWTH,
-    SHORTLIST, SHORTLIST_GROWTH, SHORTLIST_PER_CODE, THRESHOLD, pattern_shortlist_len,
-    shortlist_len,
+    CASCADE, CASCADE_SHARE, MIN_TAIL_SEARCHES, PATTERN_CASCADE_SHARE, PATTERN_MIN_FINGERS,
+    PATTERN_SHORTLIST_GROWTH, SHORTLIST, SHORTLIST_GROWTH, SHORTLIST_PER_CODE, SMALL_GALLERY_FLOOR,
+    THRESHOLD, pattern_shortlist_len, shortlist_len,
 };
 
 use crate::{Calibration, Candidate, MatchError, Matcher, SearchResult, SubjectId, Tenprint};
@@ -263,8 +263,9 @@ impl Matcher for IndexedMatcher {
     /// `searches` enrolled prints (spread evenly over the gallery) are searched as probes,
     /// each with itself left out — a non-mated search, as the gallery holds each person once
     /// — and the threshold is put just above the impostor score that at most `target_fpir` of
-    /// them reach. A target the searches cannot resolve (fewer than 1 / `target_fpir`) puts it
-    /// just above the highest impostor score seen, and says so. Costs `searches` searches; the
+    /// them reach. A target the searches cannot resolve (fewer than 1 / `target_fpir`: a
+    /// gallery of fewer prints) puts it where the tail of their impostor scores, extrapolated,
+    /// falls to the target (never below the highest seen), and says so. Costs `searches` searches; the
     /// threshold is unchanged on error.
     fn calibrate_threshold(
         &self,
@@ -272,6 +273,14 @@ impl Matcher for IndexedMatcher {
         searches: usize,
     ) -> Result<Calibration, MatchError> {
         self.calibrate(target_fpir, searches)
+    }
+
+    fn threshold(&self) -> f32 {
+        IndexedMatcher::threshold(self)
+    }
+
+    fn set_threshold(&self, threshold: f32) {
+        IndexedMatcher::set_threshold(self, threshold)
     }
 
     fn len(&self) -> usize {

@@ -3,7 +3,7 @@
 //! demand its edge words (stage 1's side).
 
 use super::edges::{Prepared, Scratch, prepare};
-use super::geometry::{POSITIONS, points, slot};
+use super::geometry::{POSITIONS, slot, used_points};
 use super::histogram::{Code, histogram, quantise};
 use super::patterns::PATTERN_CLASSES;
 use super::stage1::FirstCode;
@@ -25,7 +25,7 @@ impl ProbeCodes {
             .fingers
             .iter()
             .filter(|f| !f.minutiae.is_empty())
-            .filter_map(|f| Some((slot(f.position)?, prepare(points(f)))))
+            .filter_map(|f| Some((slot(f.position)?, prepare(used_points(f)))))
             .collect();
         if fingers.is_empty() {
             return Err(MatchError::EmptyProbe);

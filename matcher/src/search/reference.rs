@@ -6,7 +6,7 @@
 use super::edges::prepare;
 use super::edges::{Edge, NEIGHBOURS, Prepared};
 use super::geometry::binary_angle;
-use super::geometry::{Point, points, slot};
+use super::geometry::{Point, slot, used_points};
 use super::pairing::{Align, EDGE_DIST, EDGE_TURNS, PAIR_ANGLE, PAIR_DIST};
 use super::words::{FingerKeys, key, words};
 use crate::Tenprint;
@@ -159,7 +159,7 @@ pub(super) fn shortlist_score(probe: &[FingerKeys], print: &Tenprint) -> f32 {
     for fk in probe {
         let (sl, keys) = (&fk.slot, &fk.keys);
         if let Some(g) = print.fingers.iter().find(|g| slot(g.position) == Some(*sl)) {
-            let words = words(&prepare(points(g)).edges);
+            let words = words(&prepare(used_points(g)).edges);
             let common: u32 = words
                 .iter()
                 .filter_map(|w| keys.iter().find(|(k, _)| *k == key(*sl, *w)))

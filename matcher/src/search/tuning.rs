@@ -82,6 +82,29 @@ pub(super) const DROP_MIN_PRINTS: u64 = 16_384;
 /// BENCHMARKS.md): 0.6 sits between the tails, a factor of three from each.
 pub const THRESHOLD: f32 = 0.6;
 
+/// Minutiae reported below this quality are left out, of probes and enrolled prints alike
+/// (see `geometry::used`). Extractors report spurious minutiae — from creases, scars, a dry or
+/// wet impression — with low quality, and on a poor print they are many: each lowers the
+/// mate's finger score (paired² over both counts) and adds edges to stage 1's codes that
+/// match nothing. At 100,000 identities, probes all in the poor band, leaving out those below
+/// 35 took FNIR at FPIR 0.1% from 7.0% to 4.5% (`matcher-bench --probe-band poor`,
+/// BENCHMARKS.md).
+pub const MIN_PROBE_QUALITY: u8 = 35;
+/// A finger keeps all its minutiae if fewer than this many reach [`MIN_PROBE_QUALITY`]: a
+/// few reliable minutiae pair with anything.
+pub const MIN_RELIABLE: usize = 8;
+
+/// A calibration whose searches cannot resolve its target FPIR (a gallery of fewer than
+/// 1 / FPIR prints) extrapolates the tail of the impostor scores it has (see `calibrate.rs`),
+/// if it has at least this many; with fewer it keeps [`THRESHOLD`].
+pub const MIN_TAIL_SEARCHES: usize = 20;
+/// A calibration that cannot resolve its target never goes below this score. A stranger's
+/// best score hardly depends on the gallery's size (stage 2 pairs a short list whatever the
+/// size): the FPIR 0.1% point of booking-mix strangers measured 0.21 against galleries of 200
+/// and 500, 0.22 at 2,000, 0.23 at 100,000 — while a few hundred self-searches, extrapolated,
+/// put it as low as 0.20 (FPIR 0.28%).
+pub const SMALL_GALLERY_FLOOR: f32 = 0.22;
+
 /// Stage 1's settings a benchmark may change (see [`IndexedMatcher::with_cascade`] and
 /// [`IndexedMatcher::with_stop_share`]).
 ///

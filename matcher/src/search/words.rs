@@ -312,7 +312,7 @@ mod tests {
     use crate::search::IndexedMatcher;
     use crate::search::edges::prepare;
     use crate::search::enrol::enrolled_fingers;
-    use crate::search::geometry::{points, slot};
+    use crate::search::geometry::{slot, used_points};
     use crate::search::probe::ProbeCodes;
     use crate::search::reference::{enrol_capture, probe, shortlist_score};
     use crate::search::tuning::STOP_WORD_SHARE;
@@ -529,7 +529,7 @@ mod tests {
             let prepared: Vec<(usize, Prepared)> = q
                 .fingers
                 .iter()
-                .map(|f| (slot(f.position).unwrap(), prepare(points(f))))
+                .map(|f| (slot(f.position).unwrap(), prepare(used_points(f))))
                 .collect();
             let keys = weighted_keys(&v, &probe_words(&prepared), STOP_WORD_SHARE);
             let indexed = shard.word_scores(&keys, Deadline(None)).unwrap();
