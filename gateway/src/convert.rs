@@ -153,6 +153,23 @@ pub fn tenprint_to_pb(t: &Tenprint) -> Vec<pb::FingerRecord> {
     t.fingers.iter().map(finger_to_pb).collect()
 }
 
+/// A booking's missing fingers as the submission records them.
+pub fn missing_to_pb(
+    missing: &[(u8, interop_matcher::capture::Missing)],
+) -> Vec<pb::MissingFinger> {
+    use interop_matcher::capture::Missing;
+    missing
+        .iter()
+        .map(|(p, m)| pb::MissingFinger {
+            position: *p as u32,
+            reason: match m {
+                Missing::Amputated => pb::MissingReason::Amputated,
+                Missing::UnableToPrint => pb::MissingReason::UnableToPrint,
+            } as i32,
+        })
+        .collect()
+}
+
 pub fn timestamp_ms(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: ms.div_euclid(1000),

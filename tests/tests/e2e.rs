@@ -584,6 +584,33 @@ async fn malformed_submissions_are_refused_and_change_nothing() {
             s.fingers.extend(std::iter::repeat_n(f, 10));
         }),
         ("fingers[0].position", |s| s.fingers[0].position = 0),
+        ("missing_fingers[0].position", |s| {
+            s.missing_fingers = vec![pb::MissingFinger {
+                position: s.fingers[0].position,
+                reason: pb::MissingReason::Amputated as i32,
+            }]
+        }),
+        ("missing_fingers[0].position", |s| {
+            s.missing_fingers = vec![pb::MissingFinger {
+                position: 11,
+                reason: pb::MissingReason::UnableToPrint as i32,
+            }]
+        }),
+        ("missing_fingers[1].position", |s| {
+            let gone = s.fingers.pop().unwrap().position;
+            let m = pb::MissingFinger {
+                position: gone,
+                reason: pb::MissingReason::Amputated as i32,
+            };
+            s.missing_fingers = vec![m, m];
+        }),
+        ("missing_fingers[0].reason", |s| {
+            let gone = s.fingers.pop().unwrap().position;
+            s.missing_fingers = vec![pb::MissingFinger {
+                position: gone,
+                reason: 0,
+            }];
+        }),
         ("fingers[0].image_width", |s| s.fingers[0].image_width = 0),
         ("fingers[0].image_width", |s| {
             s.fingers[0].image_height = 2001

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use interop_gateway::auth::pki::PkiDir;
 use interop_gateway::auth::principal::Principal;
+use interop_gateway::engines;
 use interop_gateway::server::{self, launch::Launch};
 use interop_gateway::world;
 use std::net::SocketAddr;
@@ -105,13 +106,10 @@ enum Cmd {
         #[arg(long, alias = "shard-deadline-ms", default_value_t = 5_000,
               value_parser = clap::value_parser!(u64).range(1..))]
         search_deadline_ms: u64,
-        /// Put IDENT's hit/no-hit threshold at this false-positive identification rate (e.g.
-        /// 0.001), calibrated from the gallery at start: up to 1,000 enrolled prints searched
-        /// as non-mated probes (the log says the threshold and whether the searches resolve
-        /// the rate). Default: the matcher's fixed threshold (0.6), far above FPIR 0.1%.
-        /// With --ident-shards, each shard process takes `interop-matcher serve --fpir`.
-        #[arg(long, conflicts_with = "ident_shards")]
-        ident_fpir: Option<f64>,
+        /// How the galleries' hit/no-hit thresholds are set (with --ident-shards, the FBI
+        /// gallery's here, and each IDENT shard process takes the same options).
+        #[command(flatten)]
+        threshold: ThresholdArgs,
         #[command(flatten)]
         retention: Retention,
         #[command(flatten)]
@@ -127,6 +125,64 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PkiCmd,
     },
+}
+
+/// How each gallery's hit/no-hit threshold is set at start, for `serve` and the matcher
+/// shards (README "Accuracy").
+#[derive(clap::Args, Clone, Debug)]
+pub struct ThresholdArgs {
+    /// The false-positive identification rate each gallery's hit/no-hit threshold is set
+    /// for, calibrated from the gallery at start: up to --calibration-searches of its own
+    /// prints searched as non-mated probes (the log says the threshold and whether they
+    /// resolve the rate). A gallery of fewer than 1 / F prints cannot: it takes the matcher's
+    /// small-gallery threshold (0.25), or just above its highest impostor if that is higher.
+    /// A shard of N takes F / N.
+    #[arg(long, alias = "ident-fpir", default_value_t = engines::DEFAULT_FPIR,
+          value_parser = fpir_in_range)]
+    pub fpir: f64,
+    /// How many of a gallery's prints to search to calibrate it (1 / F resolve the rate; a
+    /// shard of N searches at least N / F).
+    #[arg(long, default_value_t = engines::CALIBRATION_SEARCHES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub calibration_searches: u64,
+    /// A fixed hit/no-hit score instead of a calibrated one. The matcher's own, 0.6, sits far
+    /// above FPIR 0.1% and misses poor prints (BENCHMARKS.md).
+    #[arg(long, conflicts_with_all = ["fpir", "calibration_searches"], value_parser = score_in_range)]
+    pub threshold: Option<f32>,
+}
+
+impl ThresholdArgs {
+    pub fn rule(&self) -> engines::ThresholdRule {
+        engines::ThresholdRule::from_options(
+            self.fpir,
+            self.threshold,
+            self.calibration_searches as usize,
+        )
+    }
+}
+
+/// A false-positive identification rate: a number above 0 and below 1.
+fn fpir_in_range(s: &str) -> Result<f64, String> {
+    let f: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if f > 0.0 && f < 1.0 {
+        Ok(f)
+    } else {
+        Err(format!(
+            "{f} is not a rate above 0 and below 1 (e.g. 0.001)"
+        ))
+    }
+}
+
+/// A fused score threshold: a finite number above 0.
+fn score_in_range(s: &str) -> Result<f32, String> {
+    let t: f32 = s.parse().map_err(|e| format!("{e}"))?;
+    if t.is_finite() && t > 0.0 {
+        Ok(t)
+    } else {
+        Err(format!(
+            "{t} is not a score above 0 (the matcher's own is 0.6)"
+        ))
+    }
 }
 
 /// The overload bounds of `serve` (README "Overload"); defaults from [`server::ServeOptions`].
@@ -382,7 +438,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bounds,
             ident_shards,
             search_deadline_ms,
-            ident_fpir,
+            threshold,
             store,
             store_cache_mib,
             replica_id,
@@ -405,7 +461,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 metrics_listen: (!no_metrics).then_some(metrics_listen),
                 ident_shards,
                 search_deadline: Duration::from_millis(search_deadline_ms),
-                ident_fpir,
+                threshold: threshold.rule(),
                 options: bounds.apply(retention.apply(server::ServeOptions {
                     concurrency,
                     grace: Duration::from_secs(grace_secs),
@@ -503,22 +559,40 @@ mod tests {
         assert!(e.to_string().contains("--search-deadline-ms"), "{e}");
     }
 
+    /// Calibration for FPIR 0.1% is the default; `--ident-fpir` is still read as `--fpir`;
+    /// a fixed threshold replaces calibration and cannot be given with it; bad values are
+    /// refused naming the option.
     #[test]
-    fn ident_fpir_is_for_the_in_process_matcher_only() {
-        let args = ["g", "serve", "--pki", "p", "--world", "w", "--data", "d"];
-        let cli = Cli::try_parse_from(args.iter().chain(&["--ident-fpir", "0.001"])).unwrap();
-        let Cmd::Serve { ident_fpir, .. } = cli.cmd else {
-            panic!("parsed as another command")
+    fn thresholds_are_calibrated_unless_fixed() {
+        let rule = |extra: &[&str]| -> Result<engines::ThresholdRule, clap::Error> {
+            let args = ["g", "serve", "--pki", "p", "--world", "w", "--data", "d"];
+            let Cmd::Serve { threshold, .. } = Cli::try_parse_from(args.iter().chain(extra))?.cmd
+            else {
+                panic!("parsed as another command")
+            };
+            Ok(threshold.rule())
         };
-        assert_eq!(ident_fpir, Some(0.001));
-        let both = args.iter().chain(&[
-            "--ident-fpir",
-            "0.001",
-            "--ident-shards",
-            "https://127.0.0.1:7001",
-        ]);
-        let e = Cli::try_parse_from(both).err().expect("refused");
-        assert!(e.to_string().contains("--ident-shards"), "{e}");
+        assert_eq!(rule(&[]).unwrap(), engines::ThresholdRule::default());
+        assert_eq!(
+            rule(&["--ident-fpir", "0.01"]).unwrap(),
+            engines::ThresholdRule::Calibrated {
+                fpir: 0.01,
+                searches: 1_000
+            }
+        );
+        assert_eq!(
+            rule(&["--threshold", "0.6"]).unwrap(),
+            engines::ThresholdRule::Fixed(0.6)
+        );
+        for (bad, names) in [
+            (&["--threshold", "0.6", "--fpir", "0.01"][..], "--fpir"),
+            (&["--fpir", "1.5"], "--fpir"),
+            (&["--threshold=-1"], "--threshold"),
+            (&["--calibration-searches", "0"], "--calibration-searches"),
+        ] {
+            let e = rule(bad).expect_err("refused");
+            assert!(e.to_string().contains(names), "{bad:?}: {e}");
+        }
     }
 
     fn retention(extra: &[&str]) -> anyhow::Result<server::ServeOptions> {

@@ -3,7 +3,7 @@
 //! Flags become a [`ShardLaunch`]; running it is the library's
 //! ([`interop_gateway::engines::shard::run`]).
 
-use crate::gateway::Bounds;
+use crate::gateway::{Bounds, ThresholdArgs};
 use clap::{Parser, Subcommand, ValueEnum};
 use interop_gateway::engines::shard::{self, Shard, ShardLaunch};
 use interop_gateway::server::ServeOptions;
@@ -74,33 +74,15 @@ enum Cmd {
         /// How often to read the gateway's revocation list and gallery changes.
         #[arg(long, default_value_t = 10, alias = "revocations-every-secs")]
         follow_every_secs: u64,
-        /// Put the hit/no-hit threshold where the whole gallery, all N shards together, has
-        /// this false-positive identification rate (e.g. 0.001): this shard is calibrated for
-        /// F / N from its own subjects at start (the log says the threshold and whether the
-        /// searches resolve the rate). Default: the matcher's fixed threshold (0.6). Give
-        /// every shard the same F.
-        #[arg(long, value_parser = fpir_in_range)]
-        fpir: Option<f64>,
-        /// With --fpir: how many of the shard's subjects to search (with themselves left out)
-        /// to set the threshold; N / F of them resolve the rate.
-        #[arg(long, default_value_t = 2_000, requires = "fpir")]
-        calibration_searches: usize,
+        /// How the hit/no-hit threshold is set: give every shard the same options (a
+        /// calibration's FPIR is the whole gallery's, all N shards together; this shard is
+        /// calibrated for F / N from its own subjects).
+        #[command(flatten)]
+        threshold: ThresholdArgs,
         /// The listener's bounds, as the gateway's (the pipeline's have no effect here).
         #[command(flatten)]
         bounds: Bounds,
     },
-}
-
-/// A false-positive identification rate: a number above 0 and below 1.
-fn fpir_in_range(s: &str) -> Result<f64, String> {
-    let f: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if f > 0.0 && f < 1.0 {
-        Ok(f)
-    } else {
-        Err(format!(
-            "{f} is not a rate above 0 and below 1 (e.g. 0.001)"
-        ))
-    }
 }
 
 /// Runs `interop-matcher` with the process's arguments.
@@ -127,8 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         threads,
         gateway,
         follow_every_secs,
-        fpir,
-        calibration_searches,
+        threshold,
         bounds,
     } = cli.cmd;
     let launch = ShardLaunch {
@@ -144,8 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         threads,
         gateway,
         follow_every: std::time::Duration::from_secs(follow_every_secs),
-        fpir,
-        calibration_searches,
+        threshold: threshold.rule(),
         options: bounds.apply(ServeOptions::default())?,
     };
     shard::run(launch, crate::shutdown_signal()).await
@@ -155,23 +135,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// A shard calibrates for FPIR 0.1% of the gallery by default, takes the gateway's
+    /// threshold options, and refuses bad ones naming them.
     #[test]
-    fn fpir_is_a_rate_and_calibration_searches_need_it() {
+    fn a_shard_takes_the_gateways_threshold_options() {
         let args = ["m", "serve", "--pki", "p", "--world", "w", "--shard", "1/2"];
         let parse = |extra: &[&str]| Cli::try_parse_from(args.iter().chain(extra));
-        let Cmd::Serve {
-            fpir,
-            calibration_searches,
-            ..
-        } = parse(&["--fpir", "0.001"]).unwrap().cmd;
-        assert_eq!((fpir, calibration_searches), (Some(0.001), 2_000));
+        let Cmd::Serve { threshold, .. } = parse(&[]).unwrap().cmd;
+        assert_eq!(
+            threshold.rule(),
+            interop_gateway::engines::ThresholdRule::default()
+        );
+        let Cmd::Serve { threshold, .. } = parse(&["--threshold", "0.5"]).unwrap().cmd;
+        assert_eq!(
+            threshold.rule(),
+            interop_gateway::engines::ThresholdRule::Fixed(0.5)
+        );
         for bad in ["0", "1", "-0.1", "x"] {
             let e = parse(&[&format!("--fpir={bad}")]).err().expect("refused");
             assert!(e.to_string().contains("--fpir"), "{e}");
         }
-        let e = parse(&["--calibration-searches", "10"])
-            .err()
-            .expect("refused without --fpir");
-        assert!(e.to_string().contains("--fpir"), "{e}");
     }
 }

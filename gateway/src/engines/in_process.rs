@@ -194,16 +194,24 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    /// Both galleries, searched with [`DEFAULT_SEARCH_DEADLINE`].
+    /// Both galleries, searched with [`DEFAULT_SEARCH_DEADLINE`], their thresholds
+    /// calibrated for the default FPIR ([`super::ThresholdRule::default`]).
     pub fn load(dir: &Path, shards: usize) -> anyhow::Result<Self> {
-        Self::load_with_deadline(dir, shards, DEFAULT_SEARCH_DEADLINE)
+        Self::load_with(
+            dir,
+            shards,
+            DEFAULT_SEARCH_DEADLINE,
+            super::ThresholdRule::default(),
+        )
     }
 
-    /// Both galleries, each search given `deadline`.
-    pub fn load_with_deadline(
+    /// Both galleries, each search given `deadline`, each gallery's hit/no-hit threshold set
+    /// by `threshold` once it is loaded.
+    pub fn load_with(
         dir: &Path,
         shards: usize,
         deadline: Duration,
+        threshold: super::ThresholdRule,
     ) -> anyhow::Result<Self> {
         let (ident, criminal) = std::thread::scope(|s| {
             let i = s.spawn(|| {
@@ -227,9 +235,13 @@ impl InProcess {
                 c.join().expect("loader thread"),
             )
         });
+        let (ident, criminal) = (ident?, criminal?);
+        // One after the other: each calibration's searches spread over every core.
+        threshold.apply(ident.matcher().as_ref(), "IDENT")?;
+        threshold.apply(criminal.matcher().as_ref(), "FBI")?;
         Ok(InProcess {
-            ident: Arc::new(ident?.with_deadline(deadline)),
-            criminal: Arc::new(criminal?.with_deadline(deadline)),
+            ident: Arc::new(ident.with_deadline(deadline)),
+            criminal: Arc::new(criminal.with_deadline(deadline)),
         })
     }
 }

@@ -66,20 +66,26 @@ pub fn load_shard(
     Ok(Arc::new(loaded.matcher))
 }
 
-/// Sets a shard's hit/no-hit threshold so that the whole gallery, searched across its
-/// `shard.count` shards, has the false-positive identification rate `gallery_fpir`: the
-/// gateway reports a hit when any shard does, and the shards hold disjoint impostors, so
-/// each is calibrated for `gallery_fpir / count` (the rates add, to first order). The shard
-/// calibrates from its own subjects (`searches` of them searched with themselves left out:
-/// see [`Matcher::calibrate_threshold`]), which resolve the rate with at least
-/// `count / gallery_fpir` searches.
-pub fn calibrate_shard(
-    matcher: &dyn Matcher,
-    gallery_fpir: f64,
+/// A shard's threshold rule from the gallery's: the whole gallery, searched across its
+/// `shard.count` shards, is to have the false-positive identification rate `gallery_fpir`.
+/// The gateway reports a hit when any shard does, and the shards hold disjoint impostors, so
+/// each is calibrated for `gallery_fpir / count` (the rates add, to first order), from its own
+/// subjects (see [`Matcher::calibrate_threshold`]), searching at least the
+/// `count / gallery_fpir` that resolve it. A fixed threshold is the same on every shard.
+pub fn shard_rule(
+    gallery: crate::engines::ThresholdRule,
     shard: Shard,
-    searches: usize,
-) -> Result<interop_matcher::Calibration, interop_matcher::MatchError> {
-    matcher.calibrate_threshold(gallery_fpir / shard.count as f64, searches)
+) -> crate::engines::ThresholdRule {
+    match gallery {
+        crate::engines::ThresholdRule::Calibrated { fpir, searches } => {
+            let fpir = fpir / shard.count as f64;
+            crate::engines::ThresholdRule::Calibrated {
+                fpir,
+                searches: searches.max((1.0 / fpir).ceil() as usize),
+            }
+        }
+        fixed => fixed,
+    }
 }
 
 /// Keeps `revocations` in step with the gateway's revocation list: asks `gateway`
@@ -309,9 +315,9 @@ pub struct ShardLaunch {
     /// The gateway to follow (revocations, and for IDENT the gallery changes), as this shard.
     pub gateway: Option<String>,
     pub follow_every: Duration,
-    /// Calibrate for this FPIR of the whole gallery (this shard's share: F / N).
-    pub fpir: Option<f64>,
-    pub calibration_searches: usize,
+    /// How this shard's threshold is set; a calibration's FPIR is the whole gallery's (this
+    /// shard takes its share: F / N).
+    pub threshold: crate::engines::ThresholdRule,
     /// Connection, stream and call bounds (the gateway's listener's).
     pub options: ServeOptions,
 }
@@ -333,19 +339,17 @@ pub async fn run(
     let matcher =
         tokio::task::spawn_blocking(move || load_shard(&dir, file, shard, threads)).await??;
     tracing::info!(shard = %shard, subjects = matcher.len(), "shard loaded");
-    if let Some(fpir) = l.fpir {
-        let (m, searches) = (matcher.clone(), l.calibration_searches);
-        let cal =
-            tokio::task::spawn_blocking(move || calibrate_shard(m.as_ref(), fpir, shard, searches))
-                .await?
-                .map_err(|e| anyhow::anyhow!("--fpir: {e}"))?;
+    let rule = shard_rule(l.threshold, shard);
+    if let crate::engines::ThresholdRule::Calibrated { fpir, .. } = rule {
         tracing::info!(
-            gallery_fpir = fpir,
+            shard_fpir = fpir,
             shards = shard.count,
-            "--fpir: this shard's share"
+            "calibrating for this shard's share of the gallery's FPIR"
         );
-        crate::engines::log_calibration(&cal, "--fpir");
     }
+    let m = matcher.clone();
+    tokio::task::spawn_blocking(move || rule.apply(m.as_ref(), &format!("shard {shard}")))
+        .await??;
     let log = Arc::new(GalleryLog::new(matcher.clone()));
     let listener = tokio::net::TcpListener::bind(l.listen)
         .await
@@ -448,8 +452,24 @@ mod tests {
             .map(|p| (p, capture(&master_tenprint(3, p), &model, p)))
             .collect();
         m.enroll_many(&prints).unwrap();
-        let cal = calibrate_shard(&m, 0.2, shard, 100).unwrap();
-        assert_eq!(cal.target_fpir, 0.05);
+        let rule = shard_rule(
+            crate::engines::ThresholdRule::Calibrated {
+                fpir: 0.2,
+                searches: 100,
+            },
+            shard,
+        );
+        assert_eq!(
+            shard_rule(crate::engines::ThresholdRule::Fixed(0.4), shard),
+            crate::engines::ThresholdRule::Fixed(0.4)
+        );
+        rule.apply(&m, "shard").unwrap();
+        let cal = m.calibrate_threshold(0.05, 100).unwrap();
+        assert_eq!(
+            m.threshold(),
+            cal.threshold,
+            "the rule calibrated for 0.2 / 4"
+        );
         assert_eq!(cal.searches, 100);
         assert!(cal.resolved, "100 searches resolve 5%");
         assert!(cal.threshold < interop_matcher::search::THRESHOLD);
@@ -460,6 +480,11 @@ mod tests {
             assert_eq!(r.hit.is_some(), best >= cal.threshold, "{best} {cal:?}");
         }
         // A rate that is not one is refused, and the threshold stays.
-        assert!(calibrate_shard(&m, 0.0, shard, 100).is_err());
+        let bad = crate::engines::ThresholdRule::Calibrated {
+            fpir: 0.0,
+            searches: 100,
+        };
+        assert!(bad.apply(&m, "shard").is_err());
+        assert_eq!(m.threshold(), cal.threshold);
     }
 }

@@ -11,6 +11,7 @@
 //! | `biographics` | present; `name` 1..=100 characters, no control characters; `date_of_birth` YYYY-MM-DD, after 1900-01-01 and not after the booking; `place_of_birth` ≤ 64 characters, no control characters; `sex`, `race`, `ethnicity` known values (unspecified allowed) |
 //! | `fingers` | 1..=10 records; `position` 1..=10 and unique; `image_width`/`image_height` 1..=2000; `resolution_ppi` 500 |
 //! | `fingers[i].minutiae` | 1..=255; `x` < width, `y` < height; `angle_deg` 0..=359; `type` specified; `quality` 0..=100 |
+//! | `missing_fingers` | `position` 1..=10, unique, not one of `fingers`; `reason` specified |
 //! | whole message | at most [`MAX_MESSAGE_BYTES`] (set on the server, not tonic's default) |
 //!
 //! Permission checks that depend on who is calling (the ORI's state) come first, so a
@@ -324,6 +325,36 @@ pub fn submission(
                     format!("{} is outside 0..=100", m.quality),
                 );
             }
+        }
+    }
+
+    let mut missing = [false; 11];
+    for (i, m) in sub.missing_fingers.iter().enumerate() {
+        let p = || format!("missing_fingers[{i}].position");
+        if !(1..=10).contains(&m.position) {
+            bad(&p(), format!("must be 1..=10 (got {})", m.position));
+        } else if seen[m.position as usize] {
+            bad(
+                &p(),
+                format!(
+                    "finger {} is recorded missing and printed in fingers",
+                    m.position
+                ),
+            );
+        } else if std::mem::replace(&mut missing[m.position as usize], true) {
+            bad(
+                &p(),
+                format!("finger {} is recorded missing twice", m.position),
+            );
+        }
+        if !matches!(
+            pb::MissingReason::try_from(m.reason),
+            Ok(pb::MissingReason::Amputated | pb::MissingReason::UnableToPrint)
+        ) {
+            bad(
+                &format!("missing_fingers[{i}].reason"),
+                "must be AMPUTATED or UNABLE_TO_PRINT".into(),
+            );
         }
     }
 

@@ -45,8 +45,9 @@ pub struct Launch {
     pub ident_shards: Option<String>,
     /// How long a matcher search may take (see `--search-deadline-ms`).
     pub search_deadline: Duration,
-    /// Calibrate the in-process IDENT gallery's threshold for this FPIR at start.
-    pub ident_fpir: Option<f64>,
+    /// How the in-process galleries' hit/no-hit thresholds are set at start (IDENT's shard
+    /// processes set their own).
+    pub threshold: engines::ThresholdRule,
     pub options: ServeOptions,
 }
 
@@ -131,27 +132,17 @@ type Engines = (
 
 /// Both galleries in process, or IDENT over shard processes and the FBI gallery in process.
 async fn load_engines(l: &Launch, pki: &PkiDir) -> anyhow::Result<Engines> {
-    let (dir, shards, deadline) = (l.world.clone(), l.shards, l.search_deadline);
+    let (dir, shards, deadline, rule) = (l.world.clone(), l.shards, l.search_deadline, l.threshold);
     match &l.ident_shards {
         None => {
             let b = tokio::task::spawn_blocking(move || {
-                let b = InProcess::load_with_deadline(&dir, shards, deadline)?;
+                let b = InProcess::load_with(&dir, shards, deadline, rule)?;
                 b.ident.log_deadline_fit("IDENT")?;
                 b.criminal.log_deadline_fit("FBI")?;
                 anyhow::Ok(b)
             })
             .await??;
-            let m = b.ident.matcher();
-            if let Some(fpir) = l.ident_fpir {
-                let cal = {
-                    let m = m.clone();
-                    tokio::task::spawn_blocking(move || m.calibrate_threshold(fpir, 1000))
-                        .await?
-                        .map_err(|e| anyhow::anyhow!("--ident-fpir: {e}"))?
-                };
-                engines::log_calibration(&cal, "--ident-fpir");
-            }
-            let fbi = b.criminal.matcher();
+            let (m, fbi) = (b.ident.matcher(), b.criminal.matcher());
             Ok((b.ident, b.criminal, Some(MatcherServing::InProcess(m)), fbi))
         }
         Some(spec) => {
@@ -170,6 +161,8 @@ async fn load_engines(l: &Launch, pki: &PkiDir) -> anyhow::Result<Engines> {
             })
             .await??;
             let fbi = criminal.matcher();
+            let m = fbi.clone();
+            tokio::task::spawn_blocking(move || rule.apply(m.as_ref(), "FBI")).await??;
             Ok((
                 remote.clone(),
                 Arc::new(criminal),

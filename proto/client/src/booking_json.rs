@@ -41,6 +41,24 @@ pub struct BookingJson {
     pub fingers: Vec<FingerJson>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub template_files: Vec<PathBuf>,
+    /// Fingers the booking could not print: `{"position": 7, "reason": "amputated"}` (or
+    /// `"unable_to_print"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_fingers: Vec<MissingFingerJson>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MissingFingerJson {
+    pub position: u32,
+    pub reason: MissingReasonJson,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingReasonJson {
+    Amputated,
+    UnableToPrint,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -263,6 +281,17 @@ impl BookingJson {
                 .collect(),
             minutiae_record: record,
             minutiae_record_format: format as i32,
+            missing_fingers: self
+                .missing_fingers
+                .iter()
+                .map(|m| pb::MissingFinger {
+                    position: m.position,
+                    reason: match m.reason {
+                        MissingReasonJson::Amputated => pb::MissingReason::Amputated,
+                        MissingReasonJson::UnableToPrint => pb::MissingReason::UnableToPrint,
+                    } as i32,
+                })
+                .collect(),
         })
     }
 
@@ -343,6 +372,23 @@ impl BookingJson {
                 })
                 .collect(),
             template_files: vec![],
+            missing_fingers: s
+                .missing_fingers
+                .iter()
+                .map(|m| {
+                    let reason = match m.reason() {
+                        pb::MissingReason::Amputated => MissingReasonJson::Amputated,
+                        pb::MissingReason::UnableToPrint => MissingReasonJson::UnableToPrint,
+                        pb::MissingReason::Unspecified => {
+                            bail!("missing finger {} without a reason", m.position)
+                        }
+                    };
+                    Ok(MissingFingerJson {
+                        position: m.position,
+                        reason,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
         })
     }
 }
