@@ -11,7 +11,7 @@ use interop_gateway::convert;
 use interop_gateway::world::{
     self, CriminalRecord, ImmigrationRecord, ImmigrationStatus, Offense, Records, WorldFile,
 };
-use interop_matcher::synth::{self, CaptureModel};
+use interop_matcher::{capture, synth};
 use interop_proto::v1 as pb;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -91,9 +91,11 @@ pub struct Booking {
     pub person: u64,
     pub submission: pb::Submission,
     pub expected: Expected,
-    /// The capture quality of the prints (the degradation factor of
-    /// [`CaptureModel::with_quality`]: 1 = the default capture model).
-    pub capture_quality: f32,
+    /// The capture band of the prints (the verdict judges poor captures' misses apart).
+    pub band: capture::Band,
+    /// How the prints were taken: the capture band and what went wrong with single fingers
+    /// ([`interop_matcher::capture::BookingCapture::describe`]).
+    pub capture: String,
 }
 
 /// Reference priority level (civil enforcement priorities memo), written out independently
@@ -196,7 +198,6 @@ pub fn plan_iter<'a>(
         .iter()
         .map(|s| (s.code.as_str(), s))
         .collect();
-    let model = CaptureModel::default();
     let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, 0xB00C, 0));
     let profiling = if planted.is_empty() {
         crate::profiling::Profiling::default()
@@ -255,15 +256,14 @@ pub fn plan_iter<'a>(
 
         let agency = &j.agencies[rng.random_range(0..j.agencies.len())];
         let master = synth::master_tenprint(data.world.meta.seed, person.id);
-        let capture = synth::capture(
-            &master,
-            &model,
-            mix(
-                data.world.meta.seed ^ BOOKING_CAPTURE_DOMAIN,
-                person.id,
-                i as u64,
-            ),
+        // Each agency takes prints its own way (mostly livescan, or mostly cards).
+        let capture_seed = mix(
+            data.world.meta.seed ^ BOOKING_CAPTURE_DOMAIN,
+            person.id,
+            i as u64,
         );
+        let band = capture::Mix::for_agency(agency).draw(capture_seed);
+        let capture = capture::booking_capture(&master, band, capture_seed);
         let tcn = format!(
             "{}{:04}{:02}{:02}-{:07}",
             j.state,
@@ -297,7 +297,8 @@ pub fn plan_iter<'a>(
                     Some(_) => pb::Ethnicity::NotHispanic,
                 } as i32,
             }),
-            fingers: convert::tenprint_to_pb(&capture),
+            fingers: convert::tenprint_to_pb(&capture.print),
+            missing_fingers: convert::missing_to_pb(&capture.missing),
             ..Default::default()
         };
         let fbi = person.fbi_subject.and_then(|s| data.fbi.get(&s));
@@ -327,7 +328,8 @@ pub fn plan_iter<'a>(
             person: person.id,
             submission,
             expected,
-            capture_quality: 1.0,
+            band,
+            capture: capture.describe(),
         }
     })
 }

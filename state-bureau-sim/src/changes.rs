@@ -339,7 +339,8 @@ mod tests {
                 tcn: tcn.into(),
                 ..Default::default()
             },
-            capture_quality: 1.0,
+            band: interop_matcher::capture::Band::Livescan,
+            capture: "livescan".into(),
             expected: Expected {
                 fbi_number: String::new(),
                 fbi_subject: None,

@@ -216,8 +216,8 @@ pub struct MatcherError {
     pub engine: Engine,
     /// What happened, e.g. "missed FBI123 (no hit)".
     pub what: String,
-    /// The capture quality of the booking's prints (1 = the default capture model).
-    pub capture_quality: f32,
+    /// How the booking's prints were taken (band, and what went wrong with single fingers).
+    pub capture: String,
     /// The mate's gallery subject id, for a mated search.
     pub mate: Option<u64>,
     /// Where the mate ranked in the gateway's candidate list (1 = first), once asked:
@@ -234,8 +234,8 @@ impl MatcherError {
             (Some(_), Some(None)) => ", mate not among the top candidates".into(),
         };
         format!(
-            "{}: {} (capture quality {}{rank})",
-            self.tcn, self.what, self.capture_quality
+            "{}: {} (capture: {}{rank})",
+            self.tcn, self.what, self.capture
         )
     }
 }
@@ -442,18 +442,24 @@ pub fn verify(
         }
     }
     let mut fbi = Tally::default();
+    // Bookings whose criminal-history search found the wrong person (or missed): their
+    // priority level follows from the record found, so it is judged with the search's rate.
+    let mut fbi_wrong: std::collections::HashSet<&str> = Default::default();
     for b in plan {
         let tcn = b.submission.tcn.as_str();
         match ch.get(tcn).map(|v| v.as_slice()) {
             // The criminal-history check is a 1:N search: who it found is judged as a rate.
             Some([c]) => {
-                fbi.judge(
+                let right = fbi.judge(
                     b,
                     Engine::Fbi,
                     (!b.expected.fbi_number.is_empty())
                         .then_some((b.expected.fbi_number.as_str(), b.expected.fbi_subject)),
                     (c.identified || !c.fbi_number.is_empty()).then_some(c.fbi_number.as_str()),
                 );
+                if !right {
+                    fbi_wrong.insert(tcn);
+                }
             }
             other => v.fail(
                 CRIMINAL_HISTORY,
@@ -579,8 +585,9 @@ pub fn verify(
                 .then_some((b.expected.fin.as_str(), b.expected.ident_subject)),
             Some(o.fin.as_str()),
         );
-        // The determination is checked wherever the matcher answered right: it follows
-        // from the records, deterministically.
+        // The determination is checked wherever the matchers answered right: it follows
+        // from the records, deterministically (the level from the rap sheet the FBI search
+        // found).
         let want_status = convert::status_to_pb(b.expected.status) as i32;
         let want_level = convert::level_to_pb(b.expected.level) as i32;
         let want_bio = b
@@ -595,7 +602,8 @@ pub fn verify(
                 "the identification's biographics are not the identified record's".into(),
             );
         }
-        if right && (o.status != want_status || o.priority_level != want_level) {
+        let level_wrong = !fbi_wrong.contains(tcn) && o.priority_level != want_level;
+        if right && (o.status != want_status || level_wrong) {
             v.fail(
                 STATUS,
                 tcn,
@@ -776,10 +784,16 @@ pub fn verify(
     // The statistical part.
     for (engine, t) in [("FBI", fbi), ("IDENT", ident)] {
         v.rates.push(Rate::new(
-            format!("{engine} FNIR (mated searches missed)"),
-            t.missed,
-            t.mated,
+            format!("{engine} FNIR (mated, livescan and ink card)"),
+            t.missed - t.missed_poor,
+            t.mated - t.mated_poor,
             criteria::FNIR_TARGET,
+        ));
+        v.rates.push(Rate::new(
+            format!("{engine} FNIR (mated, poor captures)"),
+            t.missed_poor,
+            t.mated_poor,
+            criteria::POOR_FNIR_TARGET,
         ));
         v.rates.push(Rate::new(
             format!("{engine} FPIR (non-mated searches hit)"),
@@ -800,6 +814,9 @@ pub fn verify(
 struct Tally {
     mated: u64,
     missed: u64,
+    /// Of `mated` and `missed`, the poor captures'.
+    mated_poor: u64,
+    missed_poor: u64,
     non_mated: u64,
     false_hits: u64,
     errors: Vec<MatcherError>,
@@ -826,6 +843,10 @@ impl Tally {
             Some(_) => {
                 self.mated += 1;
                 self.missed += what.is_some() as u64;
+                if b.band == interop_matcher::capture::Band::Poor {
+                    self.mated_poor += 1;
+                    self.missed_poor += what.is_some() as u64;
+                }
             }
             None => {
                 self.non_mated += 1;
@@ -838,7 +859,7 @@ impl Tally {
                 tcn: b.submission.tcn.clone(),
                 engine,
                 what,
-                capture_quality: b.capture_quality,
+                capture: b.capture.clone(),
                 mate: mate.and_then(|(_, s)| s),
                 mate_rank: None,
             });
