@@ -31,12 +31,12 @@ use interop_gateway::rules::review::binomial_upper_tail;
 /// 1 in 925 on those bands at 100,000 identities, BENCHMARKS.md "Poor prints").
 pub const FNIR_TARGET: f64 = 0.003;
 /// The most FNIR the matcher may show on poor captures (the capture model's `poor` band, about
-/// one booking in fourteen). This is what the matcher measures there — 4.0% at 100,000
-/// identities, 95% interval up to 5.4% (BENCHMARKS.md "Poor prints") — not DESIGN.md's 1%,
-/// which it does not yet meet (issue 24): a verdict judged against a rate the matcher is known
-/// to miss would fail honest runs, a failure nobody could act on. It fails a matcher doing
-/// worse than it is documented to.
-pub const POOR_FNIR_TARGET: f64 = 0.05;
+/// one booking in fourteen). This is what the matcher measures there at its shipped
+/// threshold — 4.0% at 100,000 identities, 6.3% at 1,000,000 (95% interval up to 8.0%:
+/// BENCHMARKS.md "Poor prints") — not DESIGN.md's 1%, which it does not yet meet (issue 24):
+/// a verdict judged against a rate the matcher is known to miss would fail honest runs, a
+/// failure nobody could act on. It fails a matcher doing worse than it is documented to.
+pub const POOR_FNIR_TARGET: f64 = 0.08;
 /// The most FPIR the matcher may show, for non-mated searches (the rate its threshold is set
 /// for, DESIGN.md §7).
 pub const FPIR_TARGET: f64 = 0.001;
@@ -144,6 +144,17 @@ mod tests {
         assert!(!bad.passed(), "{bad:?}");
         // Every search wrong: a broken matcher fails even on a small run.
         assert!(!Rate::new("FPIR", 20, 20, FPIR_TARGET).passed());
+    }
+
+    /// Poor captures are judged against what the matcher measures on them: its documented
+    /// rate passes however long the run, a matcher several times worse fails.
+    #[test]
+    fn poor_captures_are_judged_against_their_own_rate() {
+        assert!(Rate::new("FNIR poor", 63, 1_000, POOR_FNIR_TARGET).passed());
+        assert!(Rate::new("FNIR poor", 630, 10_000, POOR_FNIR_TARGET).passed());
+        assert!(!Rate::new("FNIR poor", 200, 1_000, POOR_FNIR_TARGET).passed());
+        // The same misses among good captures fail.
+        assert!(!Rate::new("FNIR", 63, 1_000, FNIR_TARGET).passed());
     }
 
     #[test]
