@@ -455,6 +455,29 @@ mod tests {
         assert_eq!(BookingJson::from_pb(&pb).unwrap(), BookingJson { ..b });
     }
 
+    /// Missing fingers travel both ways with their reason; an unknown reason is refused,
+    /// naming it.
+    #[test]
+    fn missing_fingers_round_trip_with_their_reason() {
+        let text = sample().replace(
+            "\"fingers\":",
+            "\"missing_fingers\":[{\"position\":7,\"reason\":\"amputated\"},{\"position\":9,\"reason\":\"unable_to_print\"}],\"fingers\":",
+        );
+        let b = BookingJson::parse(&text).unwrap();
+        let pb = b.to_pb(Path::new(".")).unwrap();
+        assert_eq!(pb.missing_fingers.len(), 2);
+        assert_eq!(pb.missing_fingers[0].position, 7);
+        assert_eq!(pb.missing_fingers[0].reason(), pb::MissingReason::Amputated);
+        assert_eq!(
+            pb.missing_fingers[1].reason(),
+            pb::MissingReason::UnableToPrint
+        );
+        assert_eq!(BookingJson::from_pb(&pb).unwrap(), b);
+        let bad = text.replace("\"amputated\"", "\"lost\"");
+        let e = BookingJson::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("lost") && e.contains("line"), "{e}");
+    }
+
     #[test]
     fn typos_and_bad_values_are_errors_that_say_where() {
         let typo = sample().replace("\"ori\"", "\"orri\"");
