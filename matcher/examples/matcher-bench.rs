@@ -564,16 +564,17 @@ fn main() {
         .calibrate_threshold(0.001, (a.identities as usize).min(1000))
         .expect("calibrate");
     let cal_s = t.elapsed().as_secs_f64();
-    let cal_fpir = non_top
+    // Strangers hit and mates missed at it, counted (the rates follow).
+    let cal_false = non_top
         .iter()
         .filter(|s| **s >= cal.threshold as f64)
-        .count() as f64
-        / non_top.len() as f64;
-    let cal_fnir = mated_top
+        .count() as u64;
+    let cal_missed = mated_top
         .iter()
         .filter(|s| **s < cal.threshold as f64)
-        .count() as f64
-        / mated_top.len() as f64;
+        .count() as u64;
+    let cal_fpir = cal_false as f64 / non_top.len() as f64;
+    let cal_fnir = cal_missed as f64 / mated_top.len() as f64;
     m.set_threshold(THRESHOLD);
     // FNIR by capture band, at the FPIR 0.1% point and at the calibrated threshold.
     let bands: Vec<(Option<Band>, u64, u64, u64)> = {
@@ -693,16 +694,10 @@ fn main() {
         if cal.resolved {
             ""
         } else {
-            " (not resolved: above the highest impostor)"
+            " (not resolved: extrapolated from the impostor tail)"
         },
-        pct(
-            (cal_fpir * non_top.len() as f64).round() as u64,
-            non_top.len() as u64
-        ),
-        pct(
-            (cal_fnir * mated_top.len() as f64).round() as u64,
-            mated_top.len() as u64
-        )
+        pct(cal_false, non_top.len() as u64),
+        pct(cal_missed, mated_top.len() as u64)
     );
     for (band, n, at_t1, at_cal) in &bands {
         println!(

@@ -103,11 +103,7 @@ impl ThresholdRule {
 /// Logs a threshold calibration of `gallery` (see
 /// [`interop_matcher::Matcher::calibrate_threshold`]), with a warning if its searches could
 /// not resolve the target rate.
-pub fn log_calibration(
-    cal: &interop_matcher::Calibration,
-    gallery: &str,
-    took: std::time::Duration,
-) {
+fn log_calibration(cal: &interop_matcher::Calibration, gallery: &str, took: std::time::Duration) {
     tracing::info!(
         gallery,
         target_fpir = cal.target_fpir,

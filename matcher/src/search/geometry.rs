@@ -67,36 +67,34 @@ fn kind_bit(k: MinutiaKind) -> u8 {
     }
 }
 
+fn as_point(m: &Minutia) -> Point {
+    point(m.x, m.y, m.angle_deg, kind_bit(m.kind))
+}
+
+/// All of a finger's minutiae as points (a search uses [`used_points`]).
 #[cfg(test)]
 pub(super) fn points(f: &FingerTemplate) -> Vec<Point> {
-    f.minutiae
-        .iter()
-        .map(|m| point(m.x, m.y, m.angle_deg, kind_bit(m.kind)))
-        .collect()
+    f.minutiae.iter().map(as_point).collect()
 }
 
 /// Which of finger `f`'s minutiae the matcher uses, on both sides (a probe's and an
 /// enrolled print's alike, so a gallery print searched as a probe in calibration is the print
-/// a booking's would be): those reported at [`MIN_PROBE_QUALITY`] or better, and those of
+/// a booking's would be): those reported at [`MIN_MINUTIA_QUALITY`] or better, and those of
 /// unknown quality (0, as ISO/IEC 19794-2 has it); all of them if fewer than [`MIN_RELIABLE`]
 /// are.
 ///
-/// [`MIN_PROBE_QUALITY`]: super::tuning::MIN_PROBE_QUALITY
+/// [`MIN_MINUTIA_QUALITY`]: super::tuning::MIN_MINUTIA_QUALITY
 /// [`MIN_RELIABLE`]: super::tuning::MIN_RELIABLE
 pub(super) fn used(f: &FingerTemplate) -> impl Fn(&&Minutia) -> bool + use<> {
-    use super::tuning::{MIN_PROBE_QUALITY, MIN_RELIABLE};
-    let reliable = |m: &&Minutia| m.quality == 0 || m.quality >= MIN_PROBE_QUALITY;
+    use super::tuning::{MIN_MINUTIA_QUALITY, MIN_RELIABLE};
+    let reliable = |m: &&Minutia| m.quality == 0 || m.quality >= MIN_MINUTIA_QUALITY;
     let all = f.minutiae.iter().filter(reliable).count() < MIN_RELIABLE;
     move |m| all || reliable(m)
 }
 
 /// A finger's [`used`] minutiae as points.
 pub(super) fn used_points(f: &FingerTemplate) -> Vec<Point> {
-    f.minutiae
-        .iter()
-        .filter(used(f))
-        .map(|m| point(m.x, m.y, m.angle_deg, kind_bit(m.kind)))
-        .collect()
+    f.minutiae.iter().filter(used(f)).map(as_point).collect()
 }
 
 /// A gallery minutia in 32 bits: x and y (11 bits each, up to [`MAX_COORD`]), the direction

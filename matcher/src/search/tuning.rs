@@ -87,10 +87,10 @@ pub const THRESHOLD: f32 = 0.6;
 /// wet impression — with low quality, and on a poor print they are many: each lowers the
 /// mate's finger score (paired² over both counts) and adds edges to stage 1's codes that
 /// match nothing. At 100,000 identities, probes all in the poor band, leaving out those below
-/// 35 took FNIR at FPIR 0.1% from 7.0% to 4.5% (`matcher-bench --probe-band poor`,
+/// 35 took FNIR at FPIR 0.1% from 7.0% to 4.0% (`matcher-bench --probe-band poor`,
 /// BENCHMARKS.md).
-pub const MIN_PROBE_QUALITY: u8 = 35;
-/// A finger keeps all its minutiae if fewer than this many reach [`MIN_PROBE_QUALITY`]: a
+pub const MIN_MINUTIA_QUALITY: u8 = 35;
+/// A finger keeps all its minutiae if fewer than this many reach [`MIN_MINUTIA_QUALITY`]: a
 /// few reliable minutiae pair with anything.
 pub const MIN_RELIABLE: usize = 8;
 
