@@ -14,7 +14,9 @@
 //! `--profile-threads N` repeats them on N threads instead, for an A/B of the threaded rate),
 //! `--stop-share X` (stage 1 walks only words listed for at most this share of the gallery,
 //! instead of the matcher's default: to tune it), `--first auto|words|patterns` (stage 1's
-//! first code, default auto: to compare them on one gallery), `--probe-band B` (the search
+//! first code, default auto: to compare them on one gallery), `--swap-shortlist K` (subjects
+//! paired under their best swap hypothesis, default `SWAP_SHORTLIST`; the run also measures
+//! none, side by side), `--probe-band B` (the search
 //! probes' capture: `mix`, the default, draws each booking's band from the mix of real
 //! bookings, `interop_matcher::capture`; `livescan`, `ink` or `poor` puts every probe in one
 //! band), `--probe-quality Q` (a stress knob instead: every probe finger captured with the
@@ -46,7 +48,7 @@
 
 use interop_matcher::capture::{Band, Mix, booking_capture};
 use interop_matcher::search::{
-    FirstCode, SHORTLIST_PER_CODE, ShortlistRanks, THRESHOLD, compare_fingers,
+    FirstCode, SHORTLIST_PER_CODE, SWAP_SHORTLIST, ShortlistRanks, THRESHOLD, compare_fingers,
     pattern_shortlist_len, shortlist_len,
 };
 use interop_matcher::stats::wilson;
@@ -68,6 +70,8 @@ struct Args {
     profile_threads: usize,
     stop_share: Option<f64>,
     first: FirstCode,
+    /// Subjects paired under their best swap hypothesis (`SWAP_SHORTLIST` by default).
+    swaps: usize,
     /// The probes' capture: `None` the plain model at `probe_quality`, or a band mix.
     probe_mix: Option<Mix>,
     probe_label: String,
@@ -81,6 +85,7 @@ fn args() -> Args {
         profile_threads: 1,
         stop_share: None,
         first: FirstCode::Auto,
+        swaps: SWAP_SHORTLIST,
         probe_mix: Some(Mix::DEFAULT),
         probe_label: "the mix of real bookings".into(),
         probe_quality: 1.0,
@@ -118,6 +123,7 @@ fn args() -> Args {
                         }),
                 )
             }
+            "--swap-shortlist" => a.swaps = num(i) as usize,
             "--first" => {
                 a.first = match v.get(i + 1).map(String::as_str) {
                     Some("auto") => FirstCode::Auto,
@@ -188,19 +194,64 @@ fn enrolment(p: u64, model: &CaptureModel) -> Tenprint {
     capture(&master_tenprint(SEED, p), model, 0xE0_0000 + p)
 }
 
-/// A search probe of `master`: a booking's capture from the mix (its band) or the plain
-/// model at the stress factor (no band).
-fn probe_capture(a: &Args, master: &MasterTenprint, seed: u64) -> (Option<Band>, Tenprint) {
+/// A search probe of `master`: a booking's capture from the mix (its band, and whether two
+/// fingers were swapped) or the plain model at the stress factor (no band, no swap).
+fn probe_capture(a: &Args, master: &MasterTenprint, seed: u64) -> (Option<Band>, bool, Tenprint) {
     match a.probe_mix {
         Some(mix) => {
             let c = booking_capture(master, mix.draw(seed), seed);
-            (Some(c.band), c.print)
+            (Some(c.band), c.swapped.is_some(), c.print)
         }
         None => (
             None,
+            false,
             capture(master, &CaptureModel::with_quality(a.probe_quality), seed),
         ),
     }
+}
+
+/// FNIR at the smallest threshold with at most `fpir` of the non-mated searches' top scores
+/// (`non_top`, ascending) at or above it, over the mated searches' mate scores: (threshold,
+/// FNIR, whether the FPIR is unresolved — no non-mated search may reach it).
+fn fnir_at(non_top: &[f64], mated_top: &[f64], fpir: f64) -> (f64, f64, bool) {
+    let allowed = (fpir * non_top.len() as f64).floor() as usize;
+    let t = if allowed == 0 {
+        non_top.last().copied().unwrap_or(0.0) + 1e-6
+    } else {
+        non_top[non_top.len() - allowed]
+    };
+    let fnir = mated_top.iter().filter(|s| **s < t).count() as f64 / mated_top.len() as f64;
+    (t, fnir, allowed == 0)
+}
+
+/// Each mated search's score for its mate (0 if the mate is not the top candidate).
+fn mate_tops(m: &IndexedMatcher, mated: &[Mated]) -> Vec<f64> {
+    mated
+        .iter()
+        .map(|(p, _, probe)| {
+            let r = m.search(probe, 1).expect("search");
+            r.candidates
+                .first()
+                .filter(|c| c.subject == *p)
+                .map_or(0.0, |c| c.score as f64)
+        })
+        .collect()
+}
+
+/// Each non-mated search's top score, ascending.
+fn non_tops(m: &IndexedMatcher, non_mated: &[(Option<Band>, Tenprint)]) -> Vec<f64> {
+    let mut v: Vec<f64> = non_mated
+        .iter()
+        .map(|(_, probe)| {
+            m.search(probe, 1)
+                .expect("search")
+                .candidates
+                .first()
+                .map_or(0.0, |c| c.score as f64)
+        })
+        .collect();
+    v.sort_by(|x, y| x.total_cmp(y));
+    v
 }
 
 /// A rate and its 95% interval, in per cent: "0.300% [0.10, 0.87]".
@@ -335,6 +386,9 @@ fn single_finger(a: &Args, band: Option<Band>) -> SingleFinger {
     }
 }
 
+/// A mated search: the person, the probe's capture band, the probe.
+type Mated = (u64, Option<Band>, Tenprint);
+
 struct Speed {
     per_s: f64,
     p50_ms: f64,
@@ -345,6 +399,47 @@ struct Speed {
 /// threads): searches/s and latency percentiles.
 fn timed_searches(m: &IndexedMatcher, probes: &[Tenprint]) -> Speed {
     timed_streams(m, probes, 1)
+}
+
+/// What pairing `with` subjects under a swap hypothesis costs against none: the probes in
+/// `rounds` blocks, each searched one after another under both settings, the order
+/// alternating from block to block, on the current pool. Returns the median and the range of
+/// the blocks' time ratios (with / without), and the mean ms a search under each: on a shared,
+/// noisy machine a ratio within each block is steadier than two rates measured apart.
+fn swap_cost(
+    m: &mut IndexedMatcher,
+    probes: &[Tenprint],
+    with: usize,
+    rounds: usize,
+) -> (f64, f64, f64, f64, f64) {
+    let (mut ratios, mut total) = (vec![], [0f64; 2]);
+    for (r, block) in probes
+        .chunks(probes.len().div_ceil(rounds).max(1))
+        .enumerate()
+    {
+        let mut secs = [0f64; 2];
+        for i in [r % 2, 1 - r % 2] {
+            m.set_swap_shortlist(if i == 0 { with } else { 0 });
+            let t = Instant::now();
+            for p in block {
+                std::hint::black_box(m.search(p, 5).expect("search"));
+            }
+            secs[i] = t.elapsed().as_secs_f64();
+        }
+        ratios.push(secs[0] / secs[1]);
+        total[0] += secs[0];
+        total[1] += secs[1];
+    }
+    m.set_swap_shortlist(with);
+    ratios.sort_by(|a, b| a.total_cmp(b));
+    let n = probes.len() as f64;
+    (
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+        1e3 * total[0] / n,
+        1e3 * total[1] / n,
+    )
 }
 
 /// The probes split between `streams` threads of the current pool, each searching its share
@@ -391,6 +486,7 @@ fn main() {
         m = m.with_stop_share(share);
     }
     m.set_first_code(a.first);
+    m.set_swap_shortlist(a.swaps);
     // Bulk load: prints prepared on every core, as the gateway loads a gallery file.
     m.enroll_many(&prints).expect("enrol");
     // Fold the last enrolments into the compressed index, as a bulk load would.
@@ -406,17 +502,21 @@ fn main() {
 
     // Mated (fresh captures of enrolled people) and non-mated (never enrolled) probes, each
     // with its capture band.
-    let mated: Vec<(u64, Option<Band>, Tenprint)> = (0..a.searches)
+    let (mated, mated_swapped): (Vec<Mated>, Vec<bool>) = (0..a.searches)
         .into_par_iter()
         .map(|i| {
             let p = 1 + (i * 7919) % a.identities;
-            let (band, print) = probe_capture(&a, &master_tenprint(SEED, p), 0xB0_0000 + p);
-            (p, band, print)
+            let (band, swapped, print) =
+                probe_capture(&a, &master_tenprint(SEED, p), 0xB0_0000 + p);
+            ((p, band, print), swapped)
         })
-        .collect();
+        .unzip();
     let non_mated: Vec<(Option<Band>, Tenprint)> = (0..a.searches)
         .into_par_iter()
-        .map(|i| probe_capture(&a, &master_tenprint(SEED, 50_000_000 + i), i))
+        .map(|i| {
+            let (band, _, print) = probe_capture(&a, &master_tenprint(SEED, 50_000_000 + i), i);
+            (band, print)
+        })
         .collect();
     let all: Vec<Tenprint> = mated
         .iter()
@@ -532,31 +632,10 @@ fn main() {
             (k, lost(0), lost(SHORTLIST_PER_CODE))
         })
         .collect();
-    let mut non_top: Vec<f64> = non_mated
-        .iter()
-        .map(|(_, probe)| {
-            m.search(probe, 1)
-                .expect("search")
-                .candidates
-                .first()
-                .map_or(0.0, |c| c.score as f64)
-        })
-        .collect();
-    non_top.sort_by(|x, y| x.total_cmp(y));
+    let non_top = non_tops(&m, &non_mated);
     let false_hits = non_top.iter().filter(|s| **s >= THRESHOLD as f64).count();
-    let fnir_at = |fpir: f64| {
-        // The smallest threshold with at most `fpir` of non-mated searches at or above it.
-        let allowed = (fpir * non_top.len() as f64).floor() as usize;
-        let t = if allowed == 0 {
-            non_top.last().copied().unwrap_or(0.0) + 1e-6
-        } else {
-            non_top[non_top.len() - allowed]
-        };
-        let fnir = mated_top.iter().filter(|s| **s < t).count() as f64 / mated_top.len() as f64;
-        (t, fnir, allowed == 0)
-    };
-    let (t1, fnir1, floor1) = fnir_at(0.001);
-    let (t2, fnir2, floor2) = fnir_at(0.01);
+    let (t1, fnir1, floor1) = fnir_at(&non_top, &mated_top, 0.001);
+    let (t2, fnir2, floor2) = fnir_at(&non_top, &mated_top, 0.01);
     // The matcher's own operating point for FPIR 0.1%, set from enrolled prints searched with
     // themselves left out, then checked on the probes above, which it never saw.
     let t = Instant::now();
@@ -576,6 +655,24 @@ fn main() {
     let cal_fpir = cal_false as f64 / non_top.len() as f64;
     let cal_fnir = cal_missed as f64 / mated_top.len() as f64;
     m.set_threshold(THRESHOLD);
+    // The same gallery and probes with no swap hypothesis scored (`swaps.rs`): what the
+    // hypotheses cost and what they find, side by side.
+    let (cost, cost_lo, cost_hi, ms_with, ms_without) =
+        pool(1).install(|| swap_cost(&mut m, &all, a.swaps, 20));
+    m.set_swap_shortlist(0);
+    let plain_mated = mate_tops(&m, &mated);
+    let plain_non = non_tops(&m, &non_mated);
+    m.set_swap_shortlist(a.swaps);
+    let (plain_t1, plain_fnir1, _) = fnir_at(&plain_non, &plain_mated, 0.001);
+    let swapped_missed = |tops: &[f64], t: f64| {
+        (0..tops.len())
+            .filter(|&i| mated_swapped[i] && tops[i] < t)
+            .count()
+    };
+    let (plain_swapped_missed, swapped_missed_t1) = (
+        swapped_missed(&plain_mated, plain_t1),
+        swapped_missed(&mated_top, t1),
+    );
     // FNIR by capture band, at the FPIR 0.1% point and at the calibrated threshold.
     let bands: Vec<(Option<Band>, u64, u64, u64)> = {
         let mut seen: Vec<Option<Band>> = mated.iter().map(|(_, b, _)| *b).collect();
@@ -699,6 +796,13 @@ fn main() {
         pct(cal_false, non_top.len() as u64),
         pct(cal_missed, mated_top.len() as u64)
     );
+    println!(
+        "  swap hypotheses (pairing the best {} under two adjacent fingers swapped), against none on the same gallery: a search on one thread {ms_with:.2} ms against {ms_without:.2} ms, {cost:.2}x (median of 20 interleaved blocks, range {cost_lo:.2}-{cost_hi:.2}); FNIR at FPIR 0.1% {:.3}% against {:.3}%; swapped probes missed there {swapped_missed_t1} against {plain_swapped_missed} of {}",
+        a.swaps,
+        100.0 * fnir1,
+        100.0 * plain_fnir1,
+        mated_swapped.iter().filter(|s| **s).count()
+    );
     for (band, n, at_t1, at_cal) in &bands {
         println!(
             "    band {:<9} {n:>6} mated: FNIR at FPIR 0.1% {}   at the calibrated threshold {}",
@@ -756,6 +860,26 @@ fn main() {
             .collect::<Vec<_>>()
             .join(", "),
         short_len
+    );
+    // The mates missed at the shipped threshold: which were lost before pairing (stage 1 did
+    // not shortlist them), and which had two fingers swapped.
+    let lost_in_stage1 = |r: &ShortlistRanks| !r.shortlisted(a.identities as usize);
+    let misses: Vec<usize> = (0..mated.len())
+        .filter(|&i| mated_top[i] < cal.threshold as f64)
+        .collect();
+    let miss_stage1 = misses
+        .iter()
+        .filter(|&&i| lost_in_stage1(&ranks[i]))
+        .count();
+    let miss_swapped = misses.iter().filter(|&&i| mated_swapped[i]).count();
+    let swapped_all = mated_swapped.iter().filter(|s| **s).count();
+    let swapped_missed_stage1 = misses
+        .iter()
+        .filter(|&&i| mated_swapped[i] && lost_in_stage1(&ranks[i]))
+        .count();
+    println!(
+        "  mates missed at the calibrated threshold: {}; lost in stage 1 {miss_stage1}; with two fingers swapped {miss_swapped} ({swapped_missed_stage1} of them in stage 1), of {swapped_all} swapped probes",
+        misses.len()
     );
     for sf in &single {
         println!(
@@ -833,6 +957,8 @@ fn main() {
             "mate_rank_fused": {"p50": by_fused.0, "p99": by_fused.1, "max": by_fused.2},
             "cascade": m.cascade_len_for(code),
             "mates_not_kept_by_cascade": not_kept,
+            "missed_at_calibrated": {"missed": misses.len(), "lost_in_stage1": miss_stage1, "swapped": miss_swapped, "swapped_lost_in_stage1": swapped_missed_stage1, "swapped_probes": swapped_all},
+            "swap_hypotheses": {"swap_shortlist": a.swaps, "ms_per_search_one_thread": ms_with, "ms_per_search_one_thread_without": ms_without, "cost_ratio_median": cost, "cost_ratio_range": [cost_lo, cost_hi], "fnir_at_fpir_0_1": fnir1, "fnir_at_fpir_0_1_without": plain_fnir1, "swapped_missed": swapped_missed_t1, "swapped_missed_without": plain_swapped_missed},
             "mates_lost_at_k": beyond.iter().map(|(k, n, g)| serde_json::json!({"k": k, "lost": n, "lost_with_guard": g})).collect::<Vec<_>>(),
         },
         "single_finger": single.iter().map(|sf| serde_json::json!({

@@ -70,6 +70,7 @@ mod shard;
 mod simd;
 pub mod snapshot;
 mod stage1;
+mod swaps;
 #[cfg(test)]
 mod tests;
 mod tuning;
@@ -84,7 +85,7 @@ pub use stage1::FirstCode;
 pub use tuning::{
     CASCADE, CASCADE_SHARE, MIN_TAIL_SEARCHES, PATTERN_CASCADE_SHARE, PATTERN_MIN_FINGERS,
     PATTERN_SHORTLIST_GROWTH, SHORTLIST, SHORTLIST_GROWTH, SHORTLIST_PER_CODE, SMALL_GALLERY_FLOOR,
-    THRESHOLD, pattern_shortlist_len, shortlist_len,
+    SWAP_SHORTLIST, THRESHOLD, pattern_shortlist_len, shortlist_len,
 };
 
 use crate::{Calibration, Candidate, MatchError, Matcher, SearchResult, SubjectId, Tenprint};
@@ -152,6 +153,13 @@ impl IndexedMatcher {
     pub fn with_first_code(mut self, first: FirstCode) -> Self {
         self.tuning.first = first;
         self
+    }
+
+    /// Sets how many subjects are paired under their best swap hypothesis (see
+    /// [`SWAP_SHORTLIST`]; 0: none, and no hypothesis is scored), on a matcher already loaded:
+    /// for the benchmark, to measure what the hypotheses cost and find on one gallery.
+    pub fn set_swap_shortlist(&mut self, k: usize) {
+        self.tuning.swaps = k;
     }
 
     /// Sets stage 1's first code of a matcher already loaded (see [`FirstCode`]).
@@ -233,14 +241,14 @@ impl Matcher for IndexedMatcher {
         // Stage 2 on the shortlist, in parallel.
         let scored: Vec<Candidate> = short
             .par_iter()
-            .map(|&(si, ei)| {
+            .map(|s| {
                 if deadline.passed() {
                     return None;
                 }
-                let shard = &shards[si];
+                let shard = &shards[s.shard];
                 Some(Candidate {
-                    subject: shard.subjects[ei],
-                    score: stage2_score(probe, shard, ei),
+                    subject: shard.subjects[s.entry],
+                    score: stage2_score(probe, shard, s.entry, s.reading),
                 })
             })
             .collect::<Option<_>>()

@@ -6,6 +6,8 @@
 use super::IndexedMatcher;
 use super::probe::ProbeCodes;
 use super::stage1::{Deadline, FirstCode, Kept, first_code_scores, stage1};
+#[cfg(doc)]
+use super::tuning::SWAP_SHORTLIST;
 use super::tuning::{PATTERN_TIES_MAX, SHORTLIST_PER_CODE, pattern_shortlist_len, shortlist_len};
 use super::words::weighted_keys;
 use crate::{MatchError, SubjectId, Tenprint};
@@ -109,8 +111,21 @@ impl IndexedMatcher {
                     .count()
             })
         });
+        // Among the subjects a swap hypothesis raises, by the fused score under their best.
+        let swapped = me.and_then(|me| {
+            let (_, mine) = me.swap?;
+            Some(
+                st.kept
+                    .iter()
+                    .filter_map(|k| Some((k, k.swap?.1)))
+                    .filter(|(k, x)| x.total_cmp(&mine).then(me.subject.cmp(&k.subject)).is_gt())
+                    .count(),
+            )
+        });
         Ok(Some(ShortlistRanks {
             by_patterns: st.patterns,
+            swapped,
+            swap_shortlist: st.swaps,
             tied_at_top,
             word,
             histogram,
@@ -137,6 +152,12 @@ pub struct ShortlistRanks {
     /// With the pattern classes first, by the fused score among the subjects tied at the best
     /// pattern score, if the subject is one of them (see `PATTERN_TIES_MAX`).
     pub tied_at_top: Option<usize>,
+    /// With the pattern classes first, by the fused score under the best swap hypothesis
+    /// (`swaps.rs`), among the subjects one raises, if one raises the subject's.
+    pub swapped: Option<usize>,
+    /// How many the search pairs under their best swap hypothesis ([`SWAP_SHORTLIST`] unless
+    /// the benchmark set another).
+    pub swap_shortlist: usize,
 }
 
 impl ShortlistRanks {
@@ -151,6 +172,7 @@ impl ShortlistRanks {
             || self.word < SHORTLIST_PER_CODE
             || self.histogram_kept.is_some_and(|h| h < SHORTLIST_PER_CODE)
             || self.tied_at_top.is_some_and(|t| t < PATTERN_TIES_MAX)
+            || self.swapped.is_some_and(|t| t < self.swap_shortlist)
     }
 }
 

@@ -6,8 +6,8 @@
 //! the answer). An [`Avx2`] value is the proof of it: only [`Avx2::detect`] makes one, so a
 //! safe function that takes one may run code compiled for AVX2. Three hot paths run so:
 //!
-//! - enrolment's edges, words and histogram ([`finger_codes`]) and stage 2
-//!   ([`stage2_score`]): the portable Rust code compiled a second time with AVX2 enabled, so
+//! - enrolment's edges, words and histogram ([`finger_codes`]), stage 1's swap hypotheses
+//!   ([`swap_deltas`]) and stage 2 ([`stage2_score`]): the portable Rust code compiled a second time with AVX2 enabled, so
 //!   its vectorised loops take eight lanes where SSE2 has four — the same operations on the
 //!   same values, so the same bits;
 //! - stage 2's edge window ([`EdgeWindow`]) and the pattern scan ([`pattern_over`]):
@@ -20,10 +20,11 @@
 use super::edges::{Edge, Prepared, Scratch};
 use super::enrol::finger_codes_portable;
 use super::geometry::{Point, binary_angdiff};
-use super::histogram::Code;
-use super::pairing::{EDGE_TURNS, GalleryEdges, ProbeEdge, Stage2Work, stage2_score_with};
+use super::histogram::{Code, HIST};
+use super::pairing::{EDGE_TURNS, GalleryEdges, ProbeEdge, Reading, Stage2Work, stage2_score_with};
 use super::patterns::PatternTables;
 use super::shard::Shard;
+use super::swaps::{self, Deltas, SwapProbe};
 use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
@@ -91,19 +92,89 @@ pub(super) fn finger_codes_avx2(
     unsafe { compiled(points, scratch, words) }
 }
 
+/// Entry `e`'s changes of score under the probe's swap hypotheses
+/// ([`SwapProbe::deltas_with`]): with the AVX2 dot product where the CPU has it (the portable
+/// one, a lane at a time, had been a fifth of a search), the same integers either way.
+#[inline]
+pub(super) fn swap_deltas(sw: &SwapProbe, shard: &Shard, e: usize, t: &PatternTables) -> Deltas {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(avx2) = Avx2::detect() {
+        return swap_deltas_avx2(avx2, sw, shard, e, t);
+    }
+    sw.deltas_with(shard, e, t, swaps::cross)
+}
+
+/// [`swap_deltas`] compiled for AVX2, with [`cross_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(super) fn swap_deltas_avx2(
+    _: Avx2,
+    sw: &SwapProbe,
+    shard: &Shard,
+    e: usize,
+    t: &PatternTables,
+) -> Deltas {
+    #[target_feature(enable = "avx2")]
+    fn compiled(sw: &SwapProbe, shard: &Shard, e: usize, t: &PatternTables) -> Deltas {
+        // (A closure in a function compiled for AVX2 may call one.)
+        sw.deltas_with(shard, e, t, |p, a, b| cross_avx2(p, a, b))
+    }
+    // SAFETY: an `Avx2` exists only where the CPU has AVX2.
+    unsafe { compiled(sw, shard, e, t) }
+}
+
+/// [`swaps::cross`] in AVX2: both codes widened to 16-bit lanes, subtracted, and multiplied
+/// with the probe's differences in two multiply-adds of 16-bit pairs into 32-bit sums (each
+/// pair's sum at most 2 · 255², exact), then summed across lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn cross_avx2(pd: &[i16; HIST], ha: &Code, hb: &Code) -> i32 {
+    use std::arch::x86_64::*;
+    const _: () = assert!(HIST == 32);
+    // SAFETY: each code is 32 bytes, and `pd` 32 `i16`s: one 32-byte read of each code and
+    // two of `pd`.
+    let (a, b, p_lo, p_hi) = unsafe {
+        (
+            _mm256_loadu_si256(ha.as_ptr() as *const __m256i),
+            _mm256_loadu_si256(hb.as_ptr() as *const __m256i),
+            _mm256_loadu_si256(pd.as_ptr() as *const __m256i),
+            _mm256_loadu_si256(pd.as_ptr().add(16) as *const __m256i),
+        )
+    };
+    let widen = |v: __m256i| {
+        (
+            _mm256_cvtepu8_epi16(_mm256_castsi256_si128(v)),
+            _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(v)),
+        )
+    };
+    let ((a_lo, a_hi), (b_lo, b_hi)) = (widen(a), widen(b));
+    let sums = _mm256_add_epi32(
+        _mm256_madd_epi16(p_lo, _mm256_sub_epi16(b_lo, a_lo)),
+        _mm256_madd_epi16(p_hi, _mm256_sub_epi16(b_hi, a_hi)),
+    );
+    let x = _mm_add_epi32(
+        _mm256_castsi256_si128(sums),
+        _mm256_extracti128_si256::<1>(sums),
+    );
+    let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0b01_00_11_10>(x));
+    let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0b10_11_00_01>(x));
+    _mm_cvtsi128_si32(x)
+}
+
 /// Stage 2's score of entry `e` ([`stage2_score_with`]), compiled for AVX2 and with the AVX2
 /// edge window where the CPU has it: most of a search at 1,000,000 identities.
 pub(super) fn stage2_score(
     probe: &[(usize, Prepared)],
     shard: &Shard,
     e: usize,
+    reading: Reading,
     w: &mut Stage2Work,
 ) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if let Some(avx2) = Avx2::detect() {
-        return stage2_score_avx2(avx2, probe, shard, e, w);
+        return stage2_score_avx2(avx2, probe, shard, e, reading, w);
     }
-    stage2_score_portable(probe, shard, e, w)
+    stage2_score_portable(probe, shard, e, reading, w)
 }
 
 /// [`stage2_score`] for any CPU.
@@ -111,9 +182,10 @@ pub(super) fn stage2_score_portable(
     probe: &[(usize, Prepared)],
     shard: &Shard,
     e: usize,
+    reading: Reading,
     w: &mut Stage2Work,
 ) -> f32 {
-    stage2_score_with(probe, shard, e, w, Portable)
+    stage2_score_with(probe, shard, e, reading, w, Portable)
 }
 
 /// [`stage2_score`] compiled for AVX2, with the AVX2 edge window.
@@ -124,6 +196,7 @@ pub(super) fn stage2_score_avx2(
     probe: &[(usize, Prepared)],
     shard: &Shard,
     e: usize,
+    reading: Reading,
     w: &mut Stage2Work,
 ) -> f32 {
     #[target_feature(enable = "avx2")]
@@ -132,12 +205,13 @@ pub(super) fn stage2_score_avx2(
         probe: &[(usize, Prepared)],
         shard: &Shard,
         e: usize,
+        reading: Reading,
         w: &mut Stage2Work,
     ) -> f32 {
-        stage2_score_with(probe, shard, e, w, avx2)
+        stage2_score_with(probe, shard, e, reading, w, avx2)
     }
     // SAFETY: an `Avx2` exists only where the CPU has AVX2.
-    unsafe { compiled(avx2, probe, shard, e, w) }
+    unsafe { compiled(avx2, probe, shard, e, reading, w) }
 }
 
 /// One pairing of two fingers ([`compare_in`](super::pairing::compare_in)) compiled for AVX2
@@ -499,10 +573,41 @@ mod tests {
         }
     }
 
+    /// The swap hypotheses' deltas with the AVX2 dot product are the portable ones, exactly.
+    #[test]
+    fn avx2_swap_deltas_are_the_portable_ones() {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = Avx2::detect() {
+            let m = IndexedMatcher::new(1);
+            for p in 1..=40 {
+                m.enroll(p, &enrol_capture(p)).unwrap();
+            }
+            let shard = m.shards[0].read().unwrap();
+            for p in 1..=10 {
+                let codes = ProbeCodes::new(&probe(p, 4)).unwrap();
+                let (sw, t) = (SwapProbe::new(&codes), PatternTables::new(&codes.patterns));
+                for e in 0..40 {
+                    assert_eq!(
+                        swap_deltas_avx2(avx2, &sw, &shard, e, &t),
+                        sw.deltas_with(&shard, e, &t, swaps::cross)
+                    );
+                }
+            }
+        }
+    }
+
     /// Stage 2 compiled for AVX2 scores mated and non-mated entries as the portable build
     /// does, to the bit (and prints the two builds' times, alternated, with `--nocapture`).
     #[test]
     fn avx2_stage2_scores_are_the_portable_ones() {
+        // Straight, and under swap hypotheses of each hand.
+        const SWAPS: [Reading; 5] = [
+            Reading::Straight,
+            Reading::Swapped { slot: 0 },
+            Reading::Swapped { slot: 3 },
+            Reading::Swapped { slot: 6 },
+            Reading::Swapped { slot: 8 },
+        ];
         #[cfg(target_arch = "x86_64")]
         if let Some(avx2) = Avx2::detect() {
             let m = IndexedMatcher::new(1);
@@ -520,7 +625,9 @@ mod tests {
                 let mut a: Vec<u32> = Vec::new();
                 for c in &probes {
                     for e in 0..60 {
-                        a.push(stage2_score_portable(&c.fingers, &shard, e, &mut work).to_bits());
+                        let swap = SWAPS[e % SWAPS.len()];
+                        let x = stage2_score_portable(&c.fingers, &shard, e, swap, &mut work);
+                        a.push(x.to_bits());
                     }
                 }
                 portable += t.elapsed();
@@ -528,7 +635,8 @@ mod tests {
                 let mut b: Vec<u32> = Vec::new();
                 for c in &probes {
                     for e in 0..60 {
-                        let x = stage2_score_avx2(avx2, &c.fingers, &shard, e, &mut work);
+                        let swap = SWAPS[e % SWAPS.len()];
+                        let x = stage2_score_avx2(avx2, &c.fingers, &shard, e, swap, &mut work);
                         b.push(x.to_bits());
                     }
                 }

@@ -12,11 +12,15 @@
 //! Every selection here breaks ties by subject id, never by where a subject sits, so the
 //! answers do not depend on how the gallery is sharded.
 
+use super::pairing::Reading;
 use super::patterns::{PATTERN_UNIT, PatternTables, pattern_best};
 use super::probe::ProbeCodes;
 use super::shard::Shard;
+use super::simd::{prefetch, swap_deltas};
+use super::swaps::SwapProbe;
 use super::tuning::{
-    PATTERN_TIES_MAX, SHORTLIST_PER_CODE, Tuning, cascade_len, pattern_shortlist_len, shortlist_len,
+    PATTERN_TIES_MAX, SHORTLIST_PER_CODE, SWAP_SCORED, Tuning, cascade_len, pattern_shortlist_len,
+    shortlist_len,
 };
 use super::words::{Vocabulary, weighted_keys};
 use crate::SubjectId;
@@ -138,6 +142,9 @@ pub(super) struct Kept {
     pub(super) word: f32,
     pub(super) hist: f32,
     pub(super) fused: f32,
+    /// With the pattern classes first, the best swap hypothesis that raises the fused score
+    /// (see [`super::swaps`]): its first slot, and the fused score under it.
+    pub(super) swap: Option<(usize, f32)>,
 }
 
 /// What stage 1 found for a probe: the subjects the first code kept (the best
@@ -148,6 +155,8 @@ pub(super) struct Stage1 {
     pub(super) kept: Vec<Kept>,
     /// The first code was the pattern classes (`Kept::word` is their score).
     pub(super) patterns: bool,
+    /// How many are paired under their best swap hypothesis (see [`SWAP_SHORTLIST`](super::tuning::SWAP_SHORTLIST)).
+    pub(super) swaps: usize,
 }
 
 /// Stage 1, a cascade. The first code, the pattern classes or the word index (see
@@ -167,12 +176,14 @@ pub(super) fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
     let n: usize = shards.iter().map(|s| s.len()).sum();
     let patterns = codes.ranks_by_patterns(tuning.first);
     let m = cascade_len(tuning.cascade, n, patterns);
+    // A tenprint probe's tables, and its swap hypotheses (see [`super::swaps`]).
+    let tables = patterns.then(|| PatternTables::new(&codes.patterns));
+    let swaps = (patterns && tuning.swaps > 0).then(|| SwapProbe::new(codes));
     type Best = Vec<(usize, f32)>;
     // Each shard's best by the first code, and the first code's mean and 1 / spread over every
     // entry.
-    let (best, (mw, iw)): (Vec<Best>, (f32, f32)) = if patterns {
-        let tables = PatternTables::new(&codes.patterns);
-        let (best, (sum, sq)) = pattern_best(shards, &tables, m, deadline)?;
+    let (best, (mw, iw)): (Vec<Best>, (f32, f32)) = if let Some(tables) = &tables {
+        let (best, (sum, sq)) = pattern_best(shards, tables, m, deadline)?;
         let u = PATTERN_UNIT as f64;
         (
             best,
@@ -228,6 +239,7 @@ pub(super) fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
                         word,
                         hist: shards[shard].histogram_score(entry, &codes.hists) as f32,
                         fused: 0.0,
+                        swap: None,
                     }
                 })
         })
@@ -239,7 +251,54 @@ pub(super) fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
     for k in &mut kept {
         k.fused = (k.word - mw) * iw + (k.hist - mh) * ih;
     }
-    Some(Stage1 { n, kept, patterns })
+    if let (Some(sw), Some(t)) = (&swaps, &tables) {
+        score_swaps(shards, &mut kept, sw, t, (iw / PATTERN_UNIT, ih));
+    }
+    Some(Stage1 {
+        n,
+        kept,
+        patterns,
+        swaps: tuning.swaps,
+    })
+}
+
+/// Scores the swap hypotheses (see [`super::swaps`]) of the best [`SWAP_SCORED`] of `kept` by
+/// the fused score (ties to the lower subject id), with the fused score's `weights` (the
+/// pattern code's per unit, the histogram's): each gets its best hypothesis that raises its
+/// fused score, if one does. A swapped mate still stands out on its other eight fingers, so
+/// it is among them (`matcher-bench`); scoring every kept subject cost a tenth of a search, in
+/// cache misses on the pattern codes more than in arithmetic.
+fn score_swaps<S: std::ops::Deref<Target = Shard> + Sync>(
+    shards: &[S],
+    kept: &mut [Kept],
+    sw: &SwapProbe,
+    tables: &PatternTables,
+    (pattern_weight, hist_weight): (f32, f32),
+) {
+    let order = |a: &Kept, b: &Kept| b.fused.total_cmp(&a.fused).then(a.subject.cmp(&b.subject));
+    let k = SWAP_SCORED.min(kept.len());
+    if k == 0 {
+        return;
+    }
+    if kept.len() > k {
+        kept.select_nth_unstable_by(k - 1, order);
+    }
+    const AHEAD: usize = 8;
+    let ask = |c: &Kept| {
+        shards[c.shard].prefetch_hists(c.entry);
+        prefetch(&shards[c.shard].patterns, c.entry);
+    };
+    kept[..k].iter().take(AHEAD).for_each(ask);
+    for i in 0..k {
+        if let Some(c) = kept.get(i + AHEAD).filter(|_| i + AHEAD < k) {
+            ask(c);
+        }
+        let c = &mut kept[i];
+        let d = swap_deltas(sw, &shards[c.shard], c.entry, tables);
+        c.swap = sw
+            .best(&d, pattern_weight, hist_weight)
+            .map(|(h, gain)| (sw.slot(h), c.fused + gain));
+    }
 }
 
 /// Every entry's first-code score, per shard, as [`stage1`] scores it for `codes`: for the
@@ -298,10 +357,19 @@ fn mean_and_inverse_spread(n: usize, (sum, sq): (f64, f64)) -> (f32, f32) {
     (mean as f32, inv as f32)
 }
 
-/// The subjects stage 2 pairs, as `(shard, entry)`, sorted, without repeats: among those stage 1
-/// kept, the best [`shortlist_len`] by the fused score and the best [`SHORTLIST_PER_CODE`] by
-/// each code.
-pub(super) fn shortlist(st: &Stage1) -> Vec<(usize, usize)> {
+/// A subject stage 2 pairs: where it is, and how ([`Reading`]: straight, or under a swap
+/// hypothesis too; see [`super::swaps`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Short {
+    pub(super) shard: usize,
+    pub(super) entry: usize,
+    pub(super) reading: Reading,
+}
+
+/// The subjects stage 2 pairs, sorted by place, each once: among those stage 1 kept, the best
+/// [`shortlist_len`] by the fused score, the best [`SHORTLIST_PER_CODE`] by each code, and the
+/// best [`SWAP_SHORTLIST`](super::tuning::SWAP_SHORTLIST) by their best swap hypothesis (paired under it too).
+pub(super) fn shortlist(st: &Stage1) -> Vec<Short> {
     let n = st.n;
     // Ties to the lower subject id, not the lower entry: the same subjects however the
     // gallery is sharded (a print enrolled under several ids ties on every code).
@@ -335,7 +403,51 @@ pub(super) fn shortlist(st: &Stage1) -> Vec<(usize, usize)> {
     }
     short.sort_unstable();
     short.dedup();
-    short
+    // Those listed under a swap hypothesis are read under it too; the others straight.
+    let mut swapped: Vec<(usize, usize, usize)> = best_swapped(st).collect();
+    swapped.sort_unstable();
+    let mut out: Vec<Short> = short
+        .iter()
+        .map(|&(shard, entry)| Short {
+            shard,
+            entry,
+            reading: match swapped.binary_search_by(|x| (x.0, x.1).cmp(&(shard, entry))) {
+                Ok(i) => Reading::Swapped { slot: swapped[i].2 },
+                Err(_) => Reading::Straight,
+            },
+        })
+        .collect();
+    out.extend(
+        swapped
+            .iter()
+            .filter(|x| short.binary_search(&(x.0, x.1)).is_err())
+            .map(|&(shard, entry, slot)| Short {
+                shard,
+                entry,
+                reading: Reading::Swapped { slot },
+            }),
+    );
+    out.sort_unstable_by_key(|s| (s.shard, s.entry));
+    out
+}
+
+/// The best [`SWAP_SHORTLIST`](super::tuning::SWAP_SHORTLIST) (`st.swaps`) subjects by the fused score under their best swap
+/// hypothesis, among those one raises (ties to the lower subject id).
+fn best_swapped(st: &Stage1) -> impl Iterator<Item = (usize, usize, usize)> {
+    let mut v: Vec<(f32, SubjectId, (usize, usize, usize))> = st
+        .kept
+        .iter()
+        .filter_map(|c| {
+            let (slot, score) = c.swap?;
+            Some((score, c.subject, (c.shard, c.entry, slot)))
+        })
+        .collect();
+    let k = st.swaps;
+    if v.len() > k && k > 0 {
+        v.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    }
+    v.truncate(k);
+    v.into_iter().map(|(_, _, at)| at)
 }
 
 /// The subjects tied at the best pattern score, the best [`PATTERN_TIES_MAX`] of them by the
@@ -358,6 +470,7 @@ mod tests {
     use crate::Matcher;
     use crate::search::IndexedMatcher;
     use crate::search::reference::{enrol_capture, probe};
+    use crate::search::tuning::SWAP_SHORTLIST;
     use proptest::prelude::*;
 
     proptest! {
@@ -394,6 +507,7 @@ mod tests {
             word,
             hist: 0.0,
             fused,
+            swap: None,
         };
         let n = 350_147;
         let mut kept_list: Vec<Kept> = (0..8)
@@ -409,9 +523,11 @@ mod tests {
             n,
             kept: kept_list,
             patterns: true,
+            swaps: SWAP_SHORTLIST,
         };
         assert_eq!(pattern_shortlist_len(n), 8);
-        let short = shortlist(&st);
+        let short: Vec<(usize, usize)> =
+            shortlist(&st).iter().map(|s| (s.shard, s.entry)).collect();
         assert!(short.contains(&(0, 64_574)), "the mate is paired");
         for s in 0..8 {
             assert!(short.contains(&(0, s)));
@@ -428,6 +544,7 @@ mod tests {
             n,
             kept: (0..5000).map(|s| kept(s, 3.0, (s % 97) as f32)).collect(),
             patterns: true,
+            swaps: SWAP_SHORTLIST,
         };
         assert!(shortlist(&st).len() <= 8 + PATTERN_TIES_MAX + 2 * SHORTLIST_PER_CODE);
         // The word path is as it was.
@@ -435,6 +552,7 @@ mod tests {
             n,
             kept: (0..5000).map(|s| kept(s, 3.0, (s % 97) as f32)).collect(),
             patterns: false,
+            swaps: SWAP_SHORTLIST,
         };
         assert!(shortlist(&st).len() <= shortlist_len(n) + 2 * SHORTLIST_PER_CODE);
     }

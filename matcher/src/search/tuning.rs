@@ -43,6 +43,13 @@ pub const PATTERN_SHORTLIST_GROWTH: usize = 100_000;
 /// at the top carry no information to break, so they are paired rather than guessed between;
 /// mates share the top score with a median of one stranger, at the 99th percentile eight.
 pub const PATTERN_TIES_MAX: usize = 16;
+/// With [`FirstCode::Patterns`], the subjects stage 1 scores best under a swap hypothesis
+/// (two adjacent fingers read in each other's place; see `swaps.rs`) that raises their fused
+/// score are paired too, this many, under the hypothesis and straight.
+pub const SWAP_SHORTLIST: usize = 3;
+/// With [`FirstCode::Patterns`], how many of the subjects stage 1 kept have their swap
+/// hypotheses scored: the best by the straight fused score.
+pub const SWAP_SCORED: usize = 512;
 /// With fewer fingers than this a probe's pattern classes narrow the gallery too little (each
 /// agreeing finger leaves about a third of the strangers), and stage 1 ranks by words.
 pub const PATTERN_MIN_FINGERS: usize = 7;
@@ -118,6 +125,8 @@ pub(super) struct Tuning {
     pub(super) stop_share: f64,
     /// Stage 1's first code (see [`FirstCode`]).
     pub(super) first: FirstCode,
+    /// See [`SWAP_SHORTLIST`]; 0 scores no swap hypothesis.
+    pub(super) swaps: usize,
 }
 
 impl Default for Tuning {
@@ -126,6 +135,7 @@ impl Default for Tuning {
             cascade: None,
             stop_share: STOP_WORD_SHARE,
             first: FirstCode::Auto,
+            swaps: SWAP_SHORTLIST,
         }
     }
 }
