@@ -72,6 +72,8 @@ struct Args {
     first: FirstCode,
     /// Subjects paired under their best swap hypothesis (`SWAP_SHORTLIST` by default).
     swaps: usize,
+    /// Kept subjects whose swap hypotheses are scored (`SWAP_SCORED` by default).
+    swap_scored: Option<usize>,
     /// The probes' capture: `None` the plain model at `probe_quality`, or a band mix.
     probe_mix: Option<Mix>,
     probe_label: String,
@@ -86,6 +88,7 @@ fn args() -> Args {
         stop_share: None,
         first: FirstCode::Auto,
         swaps: SWAP_SHORTLIST,
+        swap_scored: None,
         probe_mix: Some(Mix::DEFAULT),
         probe_label: "the mix of real bookings".into(),
         probe_quality: 1.0,
@@ -124,6 +127,7 @@ fn args() -> Args {
                 )
             }
             "--swap-shortlist" => a.swaps = num(i) as usize,
+            "--swap-scored" => a.swap_scored = Some(num(i) as usize),
             "--first" => {
                 a.first = match v.get(i + 1).map(String::as_str) {
                     Some("auto") => FirstCode::Auto,
@@ -487,6 +491,9 @@ fn main() {
     }
     m.set_first_code(a.first);
     m.set_swap_shortlist(a.swaps);
+    if let Some(k) = a.swap_scored {
+        m.set_swap_scored(k);
+    }
     // Bulk load: prints prepared on every core, as the gateway loads a gallery file.
     m.enroll_many(&prints).expect("enrol");
     // Fold the last enrolments into the compressed index, as a bulk load would.
@@ -877,9 +884,17 @@ fn main() {
         .iter()
         .filter(|&&i| mated_swapped[i] && lost_in_stage1(&ranks[i]))
         .count();
+    // Of the swapped mates lost in stage 1: no hypothesis scored for them (not among the best
+    // `SWAP_SCORED` by the fused score, or none raised it), or their rank under it.
+    let swap_ranks: Vec<String> = misses
+        .iter()
+        .filter(|&&i| mated_swapped[i] && lost_in_stage1(&ranks[i]))
+        .map(|&i| ranks[i].swapped.map_or("-".to_string(), |r| r.to_string()))
+        .collect();
     println!(
-        "  mates missed at the calibrated threshold: {}; lost in stage 1 {miss_stage1}; with two fingers swapped {miss_swapped} ({swapped_missed_stage1} of them in stage 1), of {swapped_all} swapped probes",
-        misses.len()
+        "  mates missed at the calibrated threshold: {}; lost in stage 1 {miss_stage1}; with two fingers swapped {miss_swapped} ({swapped_missed_stage1} of them in stage 1, their rank by the best hypothesis: {}; -: none scored), of {swapped_all} swapped probes",
+        misses.len(),
+        swap_ranks.join(" ")
     );
     for sf in &single {
         println!(

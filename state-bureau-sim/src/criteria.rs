@@ -32,11 +32,12 @@ use interop_gateway::rules::review::binomial_upper_tail;
 pub const FNIR_TARGET: f64 = 0.003;
 /// The most FNIR the matcher may show on poor captures (the capture model's `poor` band, about
 /// one booking in fourteen). This is what the matcher measures there at its shipped
-/// threshold — 4.0% at 100,000 identities, 6.3% at 1,000,000 (95% interval up to 8.0%:
-/// BENCHMARKS.md "Poor prints") — not DESIGN.md's 1%, which it does not yet meet (issue 24):
-/// a verdict judged against a rate the matcher is known to miss would fail honest runs, a
-/// failure nobody could act on. It fails a matcher doing worse than it is documented to.
-pub const POOR_FNIR_TARGET: f64 = 0.08;
+/// threshold — 2.3% at 100,000 identities, 5.1% at 1,000,000 (95% interval up to 6.6%:
+/// BENCHMARKS.md "Mis-sequenced fingers") — not DESIGN.md's 1%, which it does not yet meet
+/// (issue 24): a verdict judged against a rate the matcher is known to miss would fail honest
+/// runs, a failure nobody could act on. It fails a matcher doing worse than it is documented
+/// to.
+pub const POOR_FNIR_TARGET: f64 = 0.07;
 /// The most FPIR the matcher may show, for non-mated searches (the rate its threshold is set
 /// for, DESIGN.md §7).
 pub const FPIR_TARGET: f64 = 0.001;
@@ -150,9 +151,9 @@ mod tests {
     /// rate passes however long the run, a matcher several times worse fails.
     #[test]
     fn poor_captures_are_judged_against_their_own_rate() {
-        assert!(Rate::new("FNIR poor", 63, 1_000, POOR_FNIR_TARGET).passed());
-        assert!(Rate::new("FNIR poor", 630, 10_000, POOR_FNIR_TARGET).passed());
-        assert!(!Rate::new("FNIR poor", 200, 1_000, POOR_FNIR_TARGET).passed());
+        assert!(Rate::new("FNIR poor", 51, 1_000, POOR_FNIR_TARGET).passed());
+        assert!(Rate::new("FNIR poor", 510, 10_000, POOR_FNIR_TARGET).passed());
+        assert!(!Rate::new("FNIR poor", 120, 1_000, POOR_FNIR_TARGET).passed());
         // The same misses among good captures fail.
         assert!(!Rate::new("FNIR", 63, 1_000, FNIR_TARGET).passed());
     }

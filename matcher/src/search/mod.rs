@@ -17,10 +17,14 @@
 //! 3. **Stage 1, the second code**: only the kept subjects' pair-distance histograms
 //!    (`histogram.rs`) are read. The two codes' z-scores are summed, and the best
 //!    [`shortlist_len`] by the fused score, with the best [`SHORTLIST_PER_CODE`] by each code
-//!    alone, go on.
+//!    alone, go on. For a tenprint probe, the best [`SWAP_SCORED`] by the fused score are also
+//!    scored under each swap hypothesis — two adjacent fingers of one hand recorded in each
+//!    other's place, as mis-sequenced bookings have them (`swaps.rs`) — and the best
+//!    [`SWAP_SHORTLIST`] by their best hypothesis go on too, to be paired under it.
 //! 4. **Stage 2, pairing** (`pairing.rs`): for each shortlisted subject and common finger,
 //!    matched edge pairs propose alignments, the one most pairs agree with is applied, and
-//!    minutiae are paired greedily; a subject's score is the sum over its fingers. The best
+//!    minutiae are paired greedily; a subject's score is the sum over its fingers (under a
+//!    swap hypothesis, the higher of the straight and the crosswise readings). The best
 //!    candidates are returned, the first a hit if it reaches the [`THRESHOLD`].
 //!
 //! How many subjects each stage keeps, and why, is in `tuning.rs`. Everything that depends on
@@ -85,7 +89,7 @@ pub use stage1::FirstCode;
 pub use tuning::{
     CASCADE, CASCADE_SHARE, MIN_TAIL_SEARCHES, PATTERN_CASCADE_SHARE, PATTERN_MIN_FINGERS,
     PATTERN_SHORTLIST_GROWTH, SHORTLIST, SHORTLIST_GROWTH, SHORTLIST_PER_CODE, SMALL_GALLERY_FLOOR,
-    SWAP_SHORTLIST, THRESHOLD, pattern_shortlist_len, shortlist_len,
+    SWAP_SCORED, SWAP_SHORTLIST, THRESHOLD, pattern_shortlist_len, shortlist_len,
 };
 
 use crate::{Calibration, Candidate, MatchError, Matcher, SearchResult, SubjectId, Tenprint};
@@ -160,6 +164,12 @@ impl IndexedMatcher {
     /// for the benchmark, to measure what the hypotheses cost and find on one gallery.
     pub fn set_swap_shortlist(&mut self, k: usize) {
         self.tuning.swaps = k;
+    }
+
+    /// Sets how many kept subjects have their swap hypotheses scored (see [`SWAP_SCORED`]):
+    /// for the benchmark.
+    pub fn set_swap_scored(&mut self, k: usize) {
+        self.tuning.swap_scored = k;
     }
 
     /// Sets stage 1's first code of a matcher already loaded (see [`FirstCode`]).

@@ -19,8 +19,7 @@ use super::shard::Shard;
 use super::simd::{prefetch, swap_deltas};
 use super::swaps::SwapProbe;
 use super::tuning::{
-    PATTERN_TIES_MAX, SHORTLIST_PER_CODE, SWAP_SCORED, Tuning, cascade_len, pattern_shortlist_len,
-    shortlist_len,
+    PATTERN_TIES_MAX, SHORTLIST_PER_CODE, Tuning, cascade_len, pattern_shortlist_len, shortlist_len,
 };
 use super::words::{Vocabulary, weighted_keys};
 use crate::SubjectId;
@@ -252,7 +251,8 @@ pub(super) fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
         k.fused = (k.word - mw) * iw + (k.hist - mh) * ih;
     }
     if let (Some(sw), Some(t)) = (&swaps, &tables) {
-        score_swaps(shards, &mut kept, sw, t, (iw / PATTERN_UNIT, ih));
+        let k = tuning.swap_scored;
+        score_swaps(shards, &mut kept, k, sw, t, (iw / PATTERN_UNIT, ih));
     }
     Some(Stage1 {
         n,
@@ -262,21 +262,21 @@ pub(super) fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
     })
 }
 
-/// Scores the swap hypotheses (see [`super::swaps`]) of the best [`SWAP_SCORED`] of `kept` by
-/// the fused score (ties to the lower subject id), with the fused score's `weights` (the
-/// pattern code's per unit, the histogram's): each gets its best hypothesis that raises its
-/// fused score, if one does. A swapped mate still stands out on its other eight fingers, so
-/// it is among them (`matcher-bench`); scoring every kept subject cost a tenth of a search, in
-/// cache misses on the pattern codes more than in arithmetic.
+/// Scores the swap hypotheses (see [`super::swaps`]) of the best `scored` of `kept` by the
+/// fused score (ties to the lower subject id; see
+/// [`SWAP_SCORED`](super::tuning::SWAP_SCORED)), with the fused score's weights (the pattern
+/// code's per unit, the histogram's): each gets its best hypothesis that raises its fused
+/// score, if one does.
 fn score_swaps<S: std::ops::Deref<Target = Shard> + Sync>(
     shards: &[S],
     kept: &mut [Kept],
+    scored: usize,
     sw: &SwapProbe,
     tables: &PatternTables,
     (pattern_weight, hist_weight): (f32, f32),
 ) {
     let order = |a: &Kept, b: &Kept| b.fused.total_cmp(&a.fused).then(a.subject.cmp(&b.subject));
-    let k = SWAP_SCORED.min(kept.len());
+    let k = scored.min(kept.len());
     if k == 0 {
         return;
     }

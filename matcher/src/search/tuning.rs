@@ -45,10 +45,17 @@ pub const PATTERN_SHORTLIST_GROWTH: usize = 100_000;
 pub const PATTERN_TIES_MAX: usize = 16;
 /// With [`FirstCode::Patterns`], the subjects stage 1 scores best under a swap hypothesis
 /// (two adjacent fingers read in each other's place; see `swaps.rs`) that raises their fused
-/// score are paired too, this many, under the hypothesis and straight.
+/// score are paired too, this many, under the hypothesis and straight. At 100,000 identities,
+/// every probe poor, every kept subject scored: 1 found 14 of the 21 swapped mates missed
+/// without, 2 found 17, 3 found 19.
 pub const SWAP_SHORTLIST: usize = 3;
 /// With [`FirstCode::Patterns`], how many of the subjects stage 1 kept have their swap
-/// hypotheses scored: the best by the straight fused score.
+/// hypotheses scored: the best by the straight fused score (a swapped mate still stands out
+/// on its other eight fingers). A trade of speed for poor prints: with every probe poor at
+/// 1,000,000 identities, scoring these 512 took FNIR at FPIR 0.1% from 5.7% to 4.4% for 1.06–
+/// 1.11× the search time, and scoring all 4,096 kept to 3.8% for 1.22× (the pattern codes'
+/// cache misses more than the arithmetic); on the mix of real bookings the difference is a
+/// few in 10,000 (BENCHMARKS.md "Mis-sequenced fingers").
 pub const SWAP_SCORED: usize = 512;
 /// With fewer fingers than this a probe's pattern classes narrow the gallery too little (each
 /// agreeing finger leaves about a third of the strangers), and stage 1 ranks by words.
@@ -127,6 +134,8 @@ pub(super) struct Tuning {
     pub(super) first: FirstCode,
     /// See [`SWAP_SHORTLIST`]; 0 scores no swap hypothesis.
     pub(super) swaps: usize,
+    /// See [`SWAP_SCORED`].
+    pub(super) swap_scored: usize,
 }
 
 impl Default for Tuning {
@@ -136,6 +145,7 @@ impl Default for Tuning {
             stop_share: STOP_WORD_SHARE,
             first: FirstCode::Auto,
             swaps: SWAP_SHORTLIST,
+            swap_scored: SWAP_SCORED,
         }
     }
 }
