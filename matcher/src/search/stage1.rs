@@ -247,6 +247,7 @@ pub(super) fn stage1<S: std::ops::Deref<Target = Shard> + Sync>(
         (a + k.hist as f64, b + k.hist as f64 * k.hist as f64)
     });
     let (mh, ih) = mean_and_inverse_spread(kept.len(), moments);
+    let ih = ih * codes.hist_weight();
     for k in &mut kept {
         k.fused = (k.word - mw) * iw + (k.hist - mh) * ih;
     }

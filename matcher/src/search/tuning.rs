@@ -96,6 +96,16 @@ pub(super) const DROP_MIN_PRINTS: u64 = 16_384;
 /// BENCHMARKS.md): 0.6 sits between the tails, a factor of three from each.
 pub const THRESHOLD: f32 = 0.6;
 
+/// A probe whose minutiae the extractor rated below this on average (over those it rated) is
+/// a poor capture: the bands' means do not overlap (livescan 68–73, ink card 63–69, poor
+/// 49–58, BENCHMARKS.md).
+pub const POOR_PROBE_QUALITY: f32 = 60.0;
+/// The histogram code's weight in the fused score for a poor probe (1 for others): its pair
+/// histograms read a poor print badly (a poor mate's median rank by them at 1,000,000
+/// identities is 233rd, by its pattern classes 2nd), so they mostly add noise to the pattern
+/// classes' ranking.
+pub const POOR_HIST_WEIGHT: f32 = 0.5;
+
 /// Minutiae reported below this quality are left out, of probes and enrolled prints alike
 /// (see `geometry::used`). Extractors report spurious minutiae — from creases, scars, a dry or
 /// wet impression — with low quality, and on a poor print they are many: each lowers the
