@@ -127,12 +127,6 @@ fn serve_command(exe: &Path, role: &str, addr: &str, pki: &Path, world: &Path) -
     c
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// Waits until something listens on `addr`, or the process exits, or `within` passes.
 fn wait_listening(p: &mut Proc, within: Duration, log: &Path) -> anyhow::Result<()> {
     let until = Instant::now() + within;
@@ -199,7 +193,7 @@ impl Cluster {
         let mut next = o.base_port;
         let mut port = || -> anyhow::Result<u16> {
             if o.base_port == 0 {
-                return free_port();
+                return crate::soak::free_port();
             }
             let p = next;
             next = next.checked_add(1).context("ports past 65535")?;
