@@ -2,7 +2,7 @@
 //! identification rate (FPIR): the gallery's own prints, searched with themselves left out,
 //! are the non-mated searches an operator would otherwise have to supply.
 
-use super::{IndexedMatcher, MIN_TAIL_SEARCHES, SMALL_GALLERY_FLOOR, THRESHOLD};
+use super::{IndexedMatcher, MIN_TAIL_SEARCHES, STRANGER_FLOOR, STRANGER_FLOOR_FPIR, THRESHOLD};
 use crate::{Calibration, MatchError, Matcher, SubjectId, Tenprint};
 use rayon::prelude::*;
 
@@ -70,6 +70,13 @@ impl IndexedMatcher {
         } else {
             unresolved_threshold(&impostors, target_fpir)
         };
+        // The gallery's own prints are cleaner probes than bookings: never below what
+        // strangers of the booking mix reach (see [`STRANGER_FLOOR`]).
+        let threshold = if target_fpir <= STRANGER_FLOOR_FPIR {
+            threshold.max(STRANGER_FLOOR)
+        } else {
+            threshold
+        };
         self.set_threshold(threshold);
         Ok(Calibration {
             target_fpir,
@@ -87,12 +94,13 @@ impl IndexedMatcher {
 /// excesses over `u`), and the threshold is where that tail falls to `target_fpir`:
 /// `u + ln(k / (n · target_fpir)) / rate`. Sums of finger scores have tails lighter than
 /// exponential, so the fit errs high: the FPIR there is at most the target, to first order.
-/// Never below the highest impostor seen, nor [`SMALL_GALLERY_FLOOR`]; with fewer than
+/// Never below the highest impostor seen (nor, for FPIR 0.1%, [`STRANGER_FLOOR`], as a
+/// resolved calibration); with fewer than
 /// [`MIN_TAIL_SEARCHES`] scores nothing is fitted and the fixed [`THRESHOLD`] stays (or the
 /// highest impostor, if above).
 fn unresolved_threshold(impostors: &[f32], target_fpir: f64) -> f32 {
     let n = impostors.len();
-    let highest = impostors[0].next_up().max(SMALL_GALLERY_FLOOR);
+    let highest = impostors[0].next_up();
     if n < MIN_TAIL_SEARCHES {
         return highest.max(THRESHOLD);
     }
@@ -159,7 +167,7 @@ mod tests {
         let tight = m.calibrate_threshold(0.001, 50).unwrap();
         assert!(!tight.resolved);
         assert!(tight.threshold > tight.highest_impostor, "{tight:?}");
-        assert!(tight.threshold >= SMALL_GALLERY_FLOOR, "{tight:?}");
+        assert!(tight.threshold >= STRANGER_FLOOR, "{tight:?}");
         assert!(tight.threshold < THRESHOLD, "{tight:?}");
         let few = m.calibrate_threshold(0.001, MIN_TAIL_SEARCHES - 1).unwrap();
         assert_eq!(few.threshold, THRESHOLD.max(few.highest_impostor.next_up()));

@@ -88,8 +88,9 @@ pub use snapshot::SnapshotError;
 pub use stage1::FirstCode;
 pub use tuning::{
     CASCADE, CASCADE_SHARE, MIN_TAIL_SEARCHES, PATTERN_CASCADE_SHARE, PATTERN_MIN_FINGERS,
-    PATTERN_SHORTLIST_GROWTH, SHORTLIST, SHORTLIST_GROWTH, SHORTLIST_PER_CODE, SMALL_GALLERY_FLOOR,
-    SWAP_SCORED, SWAP_SHORTLIST, THRESHOLD, pattern_shortlist_len, shortlist_len,
+    PATTERN_SHORTLIST_GROWTH, SHORTLIST, SHORTLIST_GROWTH, SHORTLIST_PER_CODE, STRANGER_FLOOR,
+    STRANGER_FLOOR_FPIR, SWAP_SCORED, SWAP_SHORTLIST, THRESHOLD, pattern_shortlist_len,
+    shortlist_len,
 };
 
 use crate::{Calibration, Candidate, MatchError, Matcher, SearchResult, SubjectId, Tenprint};

@@ -320,10 +320,10 @@ pub(super) enum Reading {
 /// slot), read as `reading` says. (A subject listed for its swap hypothesis alone is paired
 /// whole however its two fingers read crosswise: dropping those whose crosswise reading did
 /// not score higher saved a fifth of the hypotheses' cost and lost two poor mates in 1,000,
-/// whose straight reading alone would have been a hit.) Most of a search at 1,000,000 identities, so where the CPU has AVX2 the same code
-/// runs compiled for it (see [`super::simd::stage2_score`]): twice the lanes in the vectorised
-/// loops, the same operations on the same values, so the same score to the bit (a test
-/// checks it).
+/// whose straight reading alone would have been a hit.) Most of a search at 1,000,000
+/// identities, so where the CPU has AVX2 the same code runs compiled for it (see
+/// [`super::simd::stage2_score`]): twice the lanes in the vectorised loops, the same
+/// operations on the same values, so the same score to the bit (a test checks it).
 pub(super) fn stage2_score(
     probe: &[(usize, Prepared)],
     shard: &Shard,

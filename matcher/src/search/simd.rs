@@ -4,12 +4,13 @@
 //!
 //! The build targets any x86-64, so AVX2 is detected at run time (the standard library caches
 //! the answer). An [`Avx2`] value is the proof of it: only [`Avx2::detect`] makes one, so a
-//! safe function that takes one may run code compiled for AVX2. Three hot paths run so:
+//! safe function that takes one may run code compiled for AVX2. The hot paths run so:
 //!
 //! - enrolment's edges, words and histogram ([`finger_codes`]), stage 1's swap hypotheses
-//!   ([`swap_deltas`]) and stage 2 ([`stage2_score`]): the portable Rust code compiled a second time with AVX2 enabled, so
-//!   its vectorised loops take eight lanes where SSE2 has four — the same operations on the
-//!   same values, so the same bits;
+//!   ([`swap_deltas`]) and stage 2 ([`stage2_score`]): the portable Rust code compiled a
+//!   second time with AVX2 enabled, so its vectorised loops take eight lanes where SSE2 has
+//!   four — the same operations on the same values, so the same bits (the swap hypotheses'
+//!   dot product is hand-written, [`cross_avx2`]: the compiler left it scalar);
 //! - stage 2's edge window ([`EdgeWindow`]) and the pattern scan ([`pattern_over`]):
 //!   hand-written intrinsics beside the portable loops they replace, which give the same
 //!   answers in the same order.

@@ -5,9 +5,11 @@
 //! [`PATTERN_MIN_FINGERS`](super::PATTERN_MIN_FINGERS) fingers, the edge words through the
 //! inverted index ([`super::words`]) for one with fewer (see [`FirstCode`]). The best of them
 //! ([`cascade_len`]) are kept, and only those have their second code, the histogram
-//! ([`super::histogram`]), read. The two scores are fused (the sum of their z-scores), and
-//! [`shortlist`] takes the best by the fused score, and the best few by each code alone, on to
-//! stage 2 ([`super::pairing`]).
+//! ([`super::histogram`]), read. The two scores are fused (the sum of their z-scores; a poor
+//! capture's histograms weigh half), and [`shortlist`] takes the best by the fused score, and
+//! the best few by each code alone, on to stage 2 ([`super::pairing`]). For a tenprint probe,
+//! the best kept are also scored under each swap hypothesis (two adjacent fingers read in
+//! each other's place, [`super::swaps`]), and the best few by it go on to be paired under it.
 //!
 //! Every selection here breaks ties by subject id, never by where a subject sits, so the
 //! answers do not depend on how the gallery is sharded.
@@ -154,7 +156,8 @@ pub(super) struct Stage1 {
     pub(super) kept: Vec<Kept>,
     /// The first code was the pattern classes (`Kept::word` is their score).
     pub(super) patterns: bool,
-    /// How many are paired under their best swap hypothesis (see [`SWAP_SHORTLIST`](super::tuning::SWAP_SHORTLIST)).
+    /// How many are paired under their best swap hypothesis (see
+    /// [`SWAP_SHORTLIST`](super::tuning::SWAP_SHORTLIST)).
     pub(super) swaps: usize,
 }
 
@@ -291,8 +294,8 @@ fn score_swaps<S: std::ops::Deref<Target = Shard> + Sync>(
     };
     kept[..k].iter().take(AHEAD).for_each(ask);
     for i in 0..k {
-        if let Some(c) = kept.get(i + AHEAD).filter(|_| i + AHEAD < k) {
-            ask(c);
+        if i + AHEAD < k {
+            ask(&kept[i + AHEAD]);
         }
         let c = &mut kept[i];
         let d = swap_deltas(sw, &shards[c.shard], c.entry, tables);
@@ -369,7 +372,8 @@ pub(super) struct Short {
 
 /// The subjects stage 2 pairs, sorted by place, each once: among those stage 1 kept, the best
 /// [`shortlist_len`] by the fused score, the best [`SHORTLIST_PER_CODE`] by each code, and the
-/// best [`SWAP_SHORTLIST`](super::tuning::SWAP_SHORTLIST) by their best swap hypothesis (paired under it too).
+/// best `st.swaps` ([`SWAP_SHORTLIST`](super::tuning::SWAP_SHORTLIST)) by their best swap
+/// hypothesis (paired under it too).
 pub(super) fn shortlist(st: &Stage1) -> Vec<Short> {
     let n = st.n;
     // Ties to the lower subject id, not the lower entry: the same subjects however the
@@ -404,36 +408,35 @@ pub(super) fn shortlist(st: &Stage1) -> Vec<Short> {
     }
     short.sort_unstable();
     short.dedup();
-    // Those listed under a swap hypothesis are read under it too; the others straight.
-    let mut swapped: Vec<(usize, usize, usize)> = best_swapped(st).collect();
-    swapped.sort_unstable();
     let mut out: Vec<Short> = short
-        .iter()
-        .map(|&(shard, entry)| Short {
+        .into_iter()
+        .map(|(shard, entry)| Short {
             shard,
             entry,
-            reading: match swapped.binary_search_by(|x| (x.0, x.1).cmp(&(shard, entry))) {
-                Ok(i) => Reading::Swapped { slot: swapped[i].2 },
-                Err(_) => Reading::Straight,
-            },
+            reading: Reading::Straight,
         })
         .collect();
-    out.extend(
-        swapped
-            .iter()
-            .filter(|x| short.binary_search(&(x.0, x.1)).is_err())
-            .map(|&(shard, entry, slot)| Short {
+    // Those listed under a swap hypothesis are read under it too (a few, among a few dozen).
+    for (shard, entry, slot) in best_swapped(st) {
+        let reading = Reading::Swapped { slot };
+        match out
+            .iter_mut()
+            .find(|s| (s.shard, s.entry) == (shard, entry))
+        {
+            Some(s) => s.reading = reading,
+            None => out.push(Short {
                 shard,
                 entry,
-                reading: Reading::Swapped { slot },
+                reading,
             }),
-    );
+        }
+    }
     out.sort_unstable_by_key(|s| (s.shard, s.entry));
     out
 }
 
-/// The best [`SWAP_SHORTLIST`](super::tuning::SWAP_SHORTLIST) (`st.swaps`) subjects by the fused score under their best swap
-/// hypothesis, among those one raises (ties to the lower subject id).
+/// The best `st.swaps` subjects by the fused score under their best swap hypothesis, among
+/// those one raises (ties to the lower subject id), as (shard, entry, the hypothesis's slot).
 fn best_swapped(st: &Stage1) -> impl Iterator<Item = (usize, usize, usize)> {
     let mut v: Vec<(f32, SubjectId, (usize, usize, usize))> = st
         .kept
