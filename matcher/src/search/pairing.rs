@@ -358,20 +358,27 @@ pub(super) fn stage2_score_with<W: EdgeWindow>(
     window: W,
 ) -> f32 {
     let Reading::Swapped { slot: a } = reading else {
-        return sum_over(probe, shard, e, w, window, |_| true, |s| s);
+        return sum_over(probe, shard, e, w, window, |_| true, |s| s, |_| false).0;
     };
     let pair = |s| s == a || s == a + 1;
     let other = |s| if s == a { a + 1 } else { a };
-    let straight = sum_over(probe, shard, e, w, window, pair, |s| s);
-    let crosswise = sum_over(probe, shard, e, w, window, pair, other);
-    sum_over(probe, shard, e, w, window, |s| !pair(s), |s| s) + straight.max(crosswise)
+    // The straight reading summed as [`Reading::Straight`] sums it (so a hypothesis that does
+    // not win leaves the score to the bit), with what its two slots add.
+    let (straight, pair_straight) = sum_over(probe, shard, e, w, window, |_| true, |s| s, pair);
+    let crosswise = sum_over(probe, shard, e, w, window, pair, other, |_| false).0;
+    if crosswise > pair_straight {
+        straight - pair_straight + crosswise
+    } else {
+        straight
+    }
 }
 
 /// The sum of [`compare_in`] over the probe's fingers whose slot `keep` accepts, each against
 /// the gallery's finger at `to(slot)`, a gallery finger prepared once for consecutive probe
-/// fingers in its slot. A function inlined where it is called rather than a closure, so it is
-/// compiled with its caller's target features (a closure is not inlined, and ran stage 2
-/// without AVX2, a quarter slower).
+/// fingers in its slot; and the part of it from the slots `part` accepts. A function inlined
+/// where it is called rather than a closure, so it is compiled with its caller's target
+/// features (a closure is not inlined, and ran stage 2 without AVX2, a quarter slower).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn sum_over<W: EdgeWindow>(
     probe: &[(usize, Prepared)],
@@ -381,17 +388,22 @@ fn sum_over<W: EdgeWindow>(
     window: W,
     keep: impl Fn(usize) -> bool,
     to: impl Fn(usize) -> usize,
-) -> f32 {
-    let mut score = 0.0;
+    part: impl Fn(usize) -> bool,
+) -> (f32, f32) {
+    let (mut score, mut of_part) = (0.0, 0.0);
     let mut prepared = None;
     for (s, p) in probe.iter().filter(|(s, _)| keep(*s)) {
         if prepared != Some(to(*s)) {
             shard.finger_into(e, to(*s), &mut w.gallery, &mut w.scratch, &mut w.keys);
             prepared = Some(to(*s));
         }
-        score += compare_in(p, &w.gallery, &mut w.compare, window);
+        let x = compare_in(p, &w.gallery, &mut w.compare, window);
+        score += x;
+        if part(*s) {
+            of_part += x;
+        }
     }
-    score
+    (score, of_part)
 }
 
 /// 1:1 similarity of two finger templates (0..=1), of the minutiae a search uses (see
