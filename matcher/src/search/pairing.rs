@@ -306,7 +306,7 @@ fn passed(lens: &[f32], from: usize, below: impl Fn(f32) -> bool) -> usize {
 }
 
 /// How stage 2 reads a subject's fingers against the probe's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Reading {
     /// Position by position.
     Straight,

@@ -41,14 +41,13 @@ impl ProbeCodes {
                 patterns[s] = Some(crate::pattern::probabilities(f));
             }
         }
-        let rated: Vec<u8> = probe
+        let (rated, sum) = probe
             .fingers
             .iter()
-            .flat_map(|f| f.minutiae.iter().map(|m| m.quality))
-            .filter(|q| *q > 0)
-            .collect();
-        let quality = (!rated.is_empty())
-            .then(|| rated.iter().map(|q| *q as f32).sum::<f32>() / rated.len() as f32);
+            .flat_map(|f| &f.minutiae)
+            .filter(|m| m.quality > 0)
+            .fold((0u32, 0u32), |(n, sum), m| (n + 1, sum + m.quality as u32));
+        let quality = (rated > 0).then(|| sum as f32 / rated as f32);
         Ok(ProbeCodes {
             patterns,
             quality,

@@ -7,14 +7,16 @@
 //! ones were missed, and all but one were lost in stage 1 (`matcher-bench --probe-band poor`,
 //! BENCHMARKS.md).
 //!
-//! So for a tenprint probe, stage 1 also scores each kept subject under each swap hypothesis:
-//! the probe's fingers at slots `a` and `a + 1` compared with the subject's at `a + 1` and `a`.
-//! The fused score changes only by those two slots' terms ([`SwapProbe::deltas`]: two pattern
-//! classes and four histogram dot products per hypothesis), so a hypothesis costs a few
-//! dozen operations on codes already in the cache. The best [`SWAP_SHORTLIST`] subjects by
-//! their best hypothesis, where it beats the straight reading, are paired too, under it and
-//! straight (stage 2 keeps the higher score; see `pairing::stage2_score`).
+//! So for a tenprint probe, stage 1 also scores the best [`SWAP_SCORED`] kept subjects (by the
+//! fused score) under each swap hypothesis: the probe's fingers at slots `a` and `a + 1`
+//! compared with the subject's at `a + 1` and `a`. The fused score changes only by those two
+//! slots' terms ([`SwapProbe::deltas_with`]: two pattern classes and one dot product of
+//! histogram differences per hypothesis), so a hypothesis costs a few dozen operations on
+//! codes just read. The best [`SWAP_SHORTLIST`] subjects by their best hypothesis, where it
+//! beats the straight reading, are paired too, under it and straight (stage 2 keeps the
+//! higher score; see `pairing::stage2_score`).
 //!
+//! [`SWAP_SCORED`]: super::tuning::SWAP_SCORED
 //! [`SWAP_SHORTLIST`]: super::tuning::SWAP_SHORTLIST
 
 use super::geometry::POSITIONS;
