@@ -210,7 +210,12 @@ pub fn galleries() -> (
     GalleryBackend<CriminalRecord>,
 ) {
     let (ident, fbi) = gallery_entries();
-    (backend(ident), backend(fbi))
+    // One search per core over both, as the gateway loads them.
+    let slots = Arc::new(interop_gateway::engines::slots::SearchSlots::per_core());
+    (
+        backend(ident).with_slots(slots.clone()),
+        backend(fbi).with_slots(slots),
+    )
 }
 
 /// Writes the test world as a world directory (what `interop-gateway serve --world` reads).
@@ -230,16 +235,20 @@ pub fn write_world_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Counts IDENT searches, to prove which bookings reach the matcher.
+/// Counts IDENT searches, to prove which bookings reach the matcher, and notes the lane each
+/// waited for a core in (see `interop_gateway::engines::slots`).
 pub struct CountingIdent {
     pub inner: Arc<dyn IdentSearch>,
     pub calls: AtomicUsize,
+    pub lanes: std::sync::Mutex<Vec<String>>,
 }
 
 #[interop_gateway::engines::async_trait]
 impl IdentSearch for CountingIdent {
     async fn search(&self, prints: Tenprint) -> Result<Option<IdentHit>, BackendError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let lane = interop_gateway::engines::slots::current_lane();
+        self.lanes.lock().unwrap().push(lane.to_string());
         self.inner.search(prints).await
     }
 }
@@ -367,6 +376,7 @@ impl TestGateway {
         let counting = Arc::new(CountingIdent {
             inner,
             calls: AtomicUsize::new(0),
+            lanes: Default::default(),
         });
         let fbi = criminal.matcher();
         let criminal: Arc<dyn CriminalHistory> = Arc::new(criminal);
@@ -551,6 +561,11 @@ impl TestGateway {
 
     pub fn ident_searches(&self) -> usize {
         self.ident_calls.calls.load(Ordering::SeqCst)
+    }
+
+    /// The lane each IDENT search waited for a core in, in order.
+    pub fn ident_lanes(&self) -> Vec<String> {
+        self.ident_calls.lanes.lock().unwrap().clone()
     }
 }
 

@@ -138,6 +138,8 @@ async fn not_activated_jurisdiction_is_never_searched() {
     gw.book("TX", "TX-NOTACT-0002", TX_RECEIVING, OVERSTAY_FELON)
         .await;
     assert_eq!(gw.ident_searches(), 1);
+    // It waited for a core in its bureau's lane (see `engines::slots`).
+    assert_eq!(gw.ident_lanes(), ["TX"]);
 }
 
 /// Invariant 1: a repeated TCN returns the same receipt and is processed once; the same TCN

@@ -2,18 +2,18 @@
 //! world's gallery file and records, as IDENT and as the FBI stub ([`InProcess`] loads both).
 //!
 //! Matching is CPU-bound: it runs on the blocking pool, with at most one search per core in
-//! flight so searches do not thrash each other. A search has a deadline
+//! flight over both galleries, handed out bureau by bureau ([`super::slots`]). A search has a deadline
 //! ([`DEFAULT_SEARCH_DEADLINE`] unless set), counted from when it is asked for, so the wait
 //! for a core counts too: a search past it gives up (it never answers "no hit" for a search it
 //! did not finish) and the submission is retried later, like any engine failure.
 
+use super::slots::{SearchSlots, current_lane};
 use super::{BackendError, CriminalHistory, IdentHit, IdentSearch};
 use crate::world::{self, CriminalRecord, ImmigrationRecord, Records};
 use interop_matcher::{Matcher, SearchResult, Tenprint};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 
 /// How long an in-process search may take, waiting for a core included, unless set with
 /// [`GalleryBackend::with_deadline`] (`interop-gateway serve --search-deadline-ms`). A search
@@ -24,7 +24,8 @@ pub const DEFAULT_SEARCH_DEADLINE: Duration = Duration::from_secs(5);
 pub struct GalleryBackend<R> {
     matcher: Arc<dyn Matcher>,
     records: Arc<Records<R>>,
-    permits: Arc<Semaphore>,
+    /// Where a search waits for a core: shared with the other gallery (see [`InProcess`]).
+    slots: Arc<SearchSlots>,
     deadline: Duration,
     /// One of the gallery's own prints (see [`GalleryBackend::deadline_fit`]), when loaded
     /// from a file.
@@ -49,12 +50,12 @@ impl DeadlineFit {
 }
 
 impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
+    /// A backend with search slots of its own, one per core (see [`GalleryBackend::with_slots`]).
     pub fn new(matcher: Arc<dyn Matcher>, records: Records<R>) -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         GalleryBackend {
             matcher,
             records: Arc::new(records),
-            permits: Arc::new(Semaphore::new(cores)),
+            slots: Arc::new(SearchSlots::per_core()),
             deadline: DEFAULT_SEARCH_DEADLINE,
             sample: None,
         }
@@ -113,6 +114,13 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
         self
     }
 
+    /// The same backend with its searches waiting for `slots`, shared with other backends so
+    /// that all of them together run one search per slot.
+    pub fn with_slots(mut self, slots: Arc<SearchSlots>) -> Self {
+        self.slots = slots;
+        self
+    }
+
     /// Loads a gallery file and its records from a world directory: the gallery from its
     /// index snapshot, or built and saved as one (see [`super::index`]), while the records are
     /// read beside it. Every subject must have a record.
@@ -149,15 +157,14 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
 
     async fn identify(&self, prints: Tenprint) -> Result<Option<(f32, R)>, BackendError> {
         let deadline = Instant::now() + self.deadline;
-        let _permit = tokio::time::timeout_at(deadline.into(), self.permits.acquire())
+        let _slot = tokio::time::timeout_at(deadline.into(), self.slots.acquire(current_lane()))
             .await
             .map_err(|_| {
                 BackendError::Unavailable(format!(
                     "no core free within the search deadline of {} ms",
                     self.deadline.as_millis()
                 ))
-            })?
-            .map_err(|_| BackendError::Unavailable("shutting down".into()))?;
+            })?;
         let matcher = self.matcher.clone();
         let result: SearchResult =
             tokio::task::spawn_blocking(move || matcher.search_before(&prints, 1, Some(deadline)))
@@ -239,9 +246,11 @@ impl InProcess {
         // One after the other: each calibration's searches spread over every core.
         threshold.apply(ident.matcher().as_ref(), "IDENT")?;
         threshold.apply(criminal.matcher().as_ref(), "FBI")?;
+        // One search per core over both galleries (see [`super::slots`]).
+        let slots = Arc::new(SearchSlots::per_core());
         Ok(InProcess {
-            ident: Arc::new(ident.with_deadline(deadline)),
-            criminal: Arc::new(criminal.with_deadline(deadline)),
+            ident: Arc::new(ident.with_deadline(deadline).with_slots(slots.clone())),
+            criminal: Arc::new(criminal.with_deadline(deadline).with_slots(slots)),
         })
     }
 }
@@ -302,19 +311,23 @@ mod tests {
         assert!(fit.too_tight());
     }
 
-    /// The wait for a core counts: with every core busy, a search gives up at its deadline.
+    /// The wait for a core counts: with every core busy — here with the other gallery's
+    /// search, as both share their slots — a search gives up at its deadline; once the core
+    /// is free it runs.
     #[tokio::test]
     async fn waiting_for_a_core_counts_against_the_deadline() {
+        let slots = Arc::new(SearchSlots::new(1));
         let (b, probe) = gallery(10);
-        let b = b.with_deadline(Duration::from_millis(50));
-        let _all = b
-            .permits
-            .clone()
-            .acquire_many_owned(b.permits.available_permits() as u32)
-            .await
-            .unwrap();
-        let e = b.identify(probe).await.unwrap_err();
+        let b = b
+            .with_deadline(Duration::from_millis(50))
+            .with_slots(slots.clone());
+        let other_gallery = slots.acquire("CA".into()).await;
+        let e = b.identify(probe.clone()).await.unwrap_err();
         assert!(e.to_string().contains("no core free"), "{e}");
+        drop(other_gallery);
+        assert_eq!(slots.free(), 1, "the search that gave up holds no slot");
+        let (_, record) = b.identify(probe).await.unwrap().expect("a hit");
+        assert_eq!(record, 3);
     }
 
     /// A gallery whose subjects are not all in the records is refused at load, naming one.

@@ -12,6 +12,7 @@
 //! | [`in_process`] | both galleries in this process (the default) |
 //! | [`remote`] | IDENT over matcher shard processes, scattered and gathered |
 //! | [`shard`] | one shard as its own process (`interop-matcher serve`) |
+//! | [`slots`] | the cores the in-process galleries search on, handed out bureau by bureau |
 //! | [`gallery_log`] | the IDENT gallery's enrolments and removals, recorded in the store |
 //! | [`index`] | a world's gallery file made into a matcher: from its index snapshot, or built and saved as one |
 
@@ -20,6 +21,7 @@ pub mod in_process;
 pub mod index;
 pub mod remote;
 pub mod shard;
+pub mod slots;
 
 /// The attribute the engine traits are declared with, for implementations elsewhere.
 pub use async_trait::async_trait;

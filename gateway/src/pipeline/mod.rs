@@ -11,7 +11,9 @@
 //! match reported as a no-hit would be a wrong answer to a field office).
 //!
 //! Workers take receipted submissions from the [`backlog`] (the store's pending submissions,
-//! bureaus in turn); at most `concurrency` are in flight.
+//! bureaus in turn); at most `concurrency` are in flight. Their in-process searches then wait
+//! for a core bureau by bureau too ([`crate::engines::slots`]), so a flooding bureau's
+//! submissions in flight do not stand between another bureau's and the CPU.
 
 use crate::convert;
 use crate::engines::{CriminalHistory, IdentSearch};
@@ -101,8 +103,10 @@ pub fn start(
                 };
                 let span = tracing::info_span!("submission", bureau = %entry.key.bureau, tcn = %entry.key.tcn);
                 let (key, bytes) = (entry.key.clone(), entry.bytes);
+                // Its searches wait for a core in its bureau's lane (see `engines::slots`).
+                let work = process(&core, entry, &mut shutdown).instrument(span);
                 tokio::select! {
-                    completed = process(&core, entry, &mut shutdown).instrument(span) => {
+                    completed = crate::engines::slots::in_lane(&key.bureau, work) => {
                         backlog.done(&key, bytes, completed);
                     }
                     _ = halted.wait_for(|h| *h) => {
