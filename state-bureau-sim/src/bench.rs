@@ -43,6 +43,11 @@ pub struct BenchOptions {
     /// Step profile of the end-to-end phase: up to this rate, in 6 steps.
     pub e2e_max_rate: f64,
     pub e2e_step_secs: f64,
+    /// The fairness phase's quiet rate; `None`: a fifth of the knee.
+    pub quiet_rate: Option<f64>,
+    /// A world directory to use instead of generating one of `identities` (e.g. a
+    /// 1,000,000-person world with its index snapshots).
+    pub world: Option<PathBuf>,
     pub json: Option<PathBuf>,
 }
 
@@ -55,6 +60,8 @@ impl Default for BenchOptions {
             concurrency: 64,
             e2e_max_rate: 360.0,
             e2e_step_secs: 4.0,
+            quiet_rate: None,
+            world: None,
             json: None,
         }
     }
@@ -296,9 +303,11 @@ async fn stop(served: demo::Served) {
 pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
-    let world_dir = dir.join("world");
+    let world_dir = opts.world.clone().unwrap_or_else(|| dir.join("world"));
     let (seed, n, wd) = (opts.seed, opts.identities, world_dir.clone());
-    tokio::task::spawn_blocking(move || crate::generate::generate(seed, n, &wd)).await??;
+    if opts.world.is_none() {
+        tokio::task::spawn_blocking(move || crate::generate::generate(seed, n, &wd)).await??;
+    }
     let data = Arc::new(WorldData::load(&world_dir)?);
     let pki = pki::init_for_world(&dir.join("pki"), &data.world)?;
 
@@ -415,10 +424,13 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let e2e: serde_json::Value = serde_json::from_slice(&std::fs::read(&e2e_json)?)?;
     let knee = e2e["timeline"]["knee_per_s"].as_f64();
 
-    // 4. Fairness, on a fresh gateway: a quiet bureau at a fifth of the knee, alone and beside
-    // a bureau flooding at ten times that (twice what the gateway can process).
+    // 4. Fairness, on a fresh gateway: a quiet bureau at a fifth of the knee (or as asked),
+    // alone and beside a bureau flooding at ten times that (twice what the gateway can
+    // process).
     let served = place.gateway("data-fairness").await?;
-    let quiet_per_s = (knee.unwrap_or(opts.e2e_max_rate) / 5.0).max(1.0);
+    let quiet_per_s = opts
+        .quiet_rate
+        .unwrap_or_else(|| (knee.unwrap_or(opts.e2e_max_rate) / 5.0).max(1.0));
     eprintln!(
         "fairness: a quiet bureau at {quiet_per_s:.1}/s alone, then beside a flood at {:.0}/s",
         10.0 * quiet_per_s

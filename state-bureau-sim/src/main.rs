@@ -99,6 +99,16 @@ enum Cmd {
         /// Seconds per end-to-end step.
         #[arg(long, default_value_t = 4.0)]
         e2e_step_secs: f64,
+        /// Fairness phase: the quiet bureau's bookings a second (the flood sends ten times
+        /// that); by default a fifth of the knee the end-to-end phase found. Fix it to compare
+        /// two builds at the same load.
+        #[arg(long)]
+        quiet_rate: Option<f64>,
+        /// Use this world directory (from `generate`) instead of generating one of
+        /// `--identities`: e.g. a 1,000,000-person world, whose galleries load from their
+        /// index snapshots.
+        #[arg(long)]
+        world: Option<PathBuf>,
         /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -475,6 +485,8 @@ fn main() -> ExitCode {
             concurrency,
             e2e_max_rate,
             e2e_step_secs,
+            quiet_rate,
+            world,
             json,
         } => (|| {
             anyhow::ensure!(
@@ -483,6 +495,10 @@ fn main() -> ExitCode {
             );
             anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
             anyhow::ensure!(e2e_max_rate > 0.0, "--e2e-max-rate must be positive");
+            anyhow::ensure!(
+                quiet_rate.is_none_or(|r| r > 0.0),
+                "--quiet-rate must be positive"
+            );
             rt.block_on(state_bureau_sim::bench::run(
                 state_bureau_sim::bench::BenchOptions {
                     seed,
@@ -491,6 +507,8 @@ fn main() -> ExitCode {
                     concurrency,
                     e2e_max_rate,
                     e2e_step_secs,
+                    quiet_rate,
+                    world,
                     json,
                 },
             ))

@@ -210,7 +210,7 @@ pub fn galleries() -> (
     GalleryBackend<CriminalRecord>,
 ) {
     let (ident, fbi) = gallery_entries();
-    // One search per core over both, as the gateway loads them.
+    // One set of search threads for both, as the gateway loads them.
     let slots = Arc::new(interop_gateway::engines::slots::SearchSlots::per_core());
     (
         backend(ident).with_slots(slots.clone()),

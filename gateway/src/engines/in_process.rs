@@ -1,8 +1,8 @@
 //! The embedded default: a gallery searched in process ([`GalleryBackend`]), over the
 //! world's gallery file and records, as IDENT and as the FBI stub ([`InProcess`] loads both).
 //!
-//! Matching is CPU-bound: it runs on the blocking pool, with at most one search per core in
-//! flight over both galleries, handed out bureau by bureau ([`super::slots`]). A search has a deadline
+//! Matching is CPU-bound: it runs on the search threads both galleries share, which take
+//! searches bureau by bureau ([`super::slots`]). A search has a deadline
 //! ([`DEFAULT_SEARCH_DEADLINE`] unless set), counted from when it is asked for, so the wait
 //! for a core counts too: a search past it gives up (it never answers "no hit" for a search it
 //! did not finish) and the submission is retried later, like any engine failure.
@@ -13,6 +13,7 @@ use crate::world::{self, CriminalRecord, ImmigrationRecord, Records};
 use interop_matcher::{Matcher, SearchResult, Tenprint};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long an in-process search may take, waiting for a core included, unless set with
@@ -50,7 +51,7 @@ impl DeadlineFit {
 }
 
 impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
-    /// A backend with search slots of its own, one per core (see [`GalleryBackend::with_slots`]).
+    /// A backend with search threads of its own (see [`GalleryBackend::with_slots`]).
     pub fn new(matcher: Arc<dyn Matcher>, records: Records<R>) -> Self {
         GalleryBackend {
             matcher,
@@ -114,8 +115,8 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
         self
     }
 
-    /// The same backend with its searches waiting for `slots`, shared with other backends so
-    /// that all of them together run one search per slot.
+    /// The same backend with its searches run by `slots`, shared with other backends so that
+    /// all of them together run as many searches at once as it has threads.
     pub fn with_slots(mut self, slots: Arc<SearchSlots>) -> Self {
         self.slots = slots;
         self
@@ -157,20 +158,30 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
 
     async fn identify(&self, prints: Tenprint) -> Result<Option<(f32, R)>, BackendError> {
         let deadline = Instant::now() + self.deadline;
-        let _slot = tokio::time::timeout_at(deadline.into(), self.slots.acquire(current_lane()))
+        let matcher = self.matcher.clone();
+        let started = Arc::new(AtomicBool::new(false));
+        let search = self.slots.run(current_lane(), started.clone(), move || {
+            matcher.search_before(&prints, 1, Some(deadline))
+        });
+        // The search itself stops at the deadline (the matcher checks it as it goes); this
+        // stops the wait for a thread, and a search not started by then is skipped.
+        let result: SearchResult = tokio::time::timeout_at(deadline.into(), search)
             .await
             .map_err(|_| {
-                BackendError::Unavailable(format!(
-                    "no core free within the search deadline of {} ms",
-                    self.deadline.as_millis()
-                ))
-            })?;
-        let matcher = self.matcher.clone();
-        let result: SearchResult =
-            tokio::task::spawn_blocking(move || matcher.search_before(&prints, 1, Some(deadline)))
-                .await
-                .map_err(|e| BackendError::Unavailable(e.to_string()))?
-                .map_err(|e| BackendError::Matcher(e.to_string()))?;
+                BackendError::Unavailable(if started.load(Ordering::Acquire) {
+                    format!(
+                        "the search ran past its deadline of {} ms",
+                        self.deadline.as_millis()
+                    )
+                } else {
+                    format!(
+                        "no core free within the search deadline of {} ms",
+                        self.deadline.as_millis()
+                    )
+                })
+            })?
+            .map_err(|e| BackendError::Unavailable(format!("search not run: {e:?}")))?
+            .map_err(|e| BackendError::Matcher(e.to_string()))?;
         Ok(result
             .hit
             .and_then(|c| self.records.get(&c.subject).map(|r| (c.score, r.clone()))))
@@ -246,7 +257,7 @@ impl InProcess {
         // One after the other: each calibration's searches spread over every core.
         threshold.apply(ident.matcher().as_ref(), "IDENT")?;
         threshold.apply(criminal.matcher().as_ref(), "FBI")?;
-        // One search per core over both galleries (see [`super::slots`]).
+        // One set of search threads for both galleries (see [`super::slots`]).
         let slots = Arc::new(SearchSlots::per_core());
         Ok(InProcess {
             ident: Arc::new(ident.with_deadline(deadline).with_slots(slots.clone())),
@@ -321,13 +332,23 @@ mod tests {
         let b = b
             .with_deadline(Duration::from_millis(50))
             .with_slots(slots.clone());
-        let other_gallery = slots.acquire("CA".into()).await;
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let s = slots.clone();
+        let other_gallery = tokio::spawn(async move {
+            s.run("CA".into(), Default::default(), move || held.recv())
+                .await
+                .unwrap()
+        });
+        while slots.load() != (0, 1) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let e = b.identify(probe.clone()).await.unwrap_err();
         assert!(e.to_string().contains("no core free"), "{e}");
-        drop(other_gallery);
-        assert_eq!(slots.free(), 1, "the search that gave up holds no slot");
+        release.send(()).unwrap();
+        other_gallery.await.unwrap().unwrap();
         let (_, record) = b.identify(probe).await.unwrap().expect("a hit");
         assert_eq!(record, 3);
+        assert_eq!(slots.load(), (0, 0), "the search that gave up was skipped");
     }
 
     /// A gallery whose subjects are not all in the records is refused at load, naming one.

@@ -1,31 +1,42 @@
 //! The search slots: one scheduler for the CPU the in-process galleries search on, shared by
 //! both (issue 28: "one scheduler for CPU work").
 //!
-//! A search is CPU-bound and spreads itself over every core (the matcher's stages run on
-//! rayon), so running more searches at once than there are cores only interleaves them: each
-//! takes longer, none finishes sooner, and a submission's results wait for the slowest of its
-//! two. So at most one search per core runs, over both galleries together (each gallery had
-//! its own allowance, so up to twice that ran), and the rest wait here for a slot.
+//! A search is CPU-bound and spreads its stages over every core (they run on rayon), so the
+//! searches of both galleries run on a few threads of their own ([`SearchSlots`],
+//! [`SEARCHES_PER_CORE`] per core), each taking the next search as soon as it finishes one.
+//! (Before, each gallery ran one search per core on tokio's blocking pool, two per core in
+//! all, the rest waiting first come first served.)
 //!
 //! **Fair by bureau.** Waiting searches are kept in a queue per *lane* — the bureau whose
-//! submission asked for them ([`in_lane`]) — and a freed slot goes to the lanes in turn, the
-//! oldest waiting search of each. A bureau flooding the gateway past what it can search fills
-//! its own queue; another bureau's search waits for one slot to free, not behind every search
-//! the flood has in flight. (The backlog already takes submissions bureau by bureau: this is
-//! the same rule where the CPU is handed out.)
+//! submission asked for them ([`in_lane`]) — and a free thread takes from the lanes in turn,
+//! the oldest waiting search of each. A bureau flooding the gateway past what it can search
+//! fills its own queue; another bureau's search waits for a thread to free, not behind every
+//! search the flood has in flight. (The backlog already takes submissions bureau by bureau:
+//! this is the same rule where the CPU is handed out.) It matters where searches are long: at
+//! 1,000,000 identities, a quiet bureau's p99 beside a flood at twice the knee was 95 ms
+//! with the lanes and 152 ms with one queue (24–25 ms alone; BENCHMARKS.md).
 //!
-//! A waiter that gives up (its search deadline passed while it waited; see
-//! [`super::in_process`]) takes no slot: a freed slot passes over it to the next.
+//! A search whose caller stopped waiting (its deadline passed; see [`super::in_process`]) is
+//! skipped when its turn comes.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::oneshot;
 
 tokio::task_local! {
     /// The lane of the searches this task asks for (see [`in_lane`]).
     static LANE: Arc<str>;
 }
+
+/// Search threads per core. A search's own steps (preparing the probe, selecting each
+/// stage's list) run on its thread while rayon's threads wait, and its stages on rayon's while
+/// it waits; two searches per core overlap the one's serial steps with the other's stages, and
+/// keep the searches' share of the cores beside tokio's workers (intake, delivery). With one
+/// per core the knee of `state-bureau-sim bench`'s steps (5,000 people) fell from 300 to 240
+/// bookings a second in three runs of four (BENCHMARKS.md).
+pub const SEARCHES_PER_CORE: usize = 2;
 
 /// Runs `work` with the searches it asks for queued in `lane` (the pipeline passes the
 /// submitting bureau). Searches asked for outside any lane share the lane `""`.
@@ -38,215 +49,290 @@ pub fn current_lane() -> Arc<str> {
     LANE.try_with(Arc::clone).unwrap_or_else(|_| Arc::from(""))
 }
 
-/// A number of slots, handed to lanes in turn (see the module comment).
+/// Threads that run searches, taking them from the lanes in turn (see the module comment).
+/// Dropping it lets the threads finish what is queued and exit.
 pub struct SearchSlots {
-    state: Arc<Mutex<State>>,
-    total: usize,
+    shared: Arc<Shared>,
+    threads: usize,
 }
 
-struct State {
-    free: usize,
-    /// Per lane with someone waiting: its waiters, oldest first.
-    waiting: HashMap<Arc<str>, VecDeque<oneshot::Sender<Slot>>>,
-    /// The lanes with someone waiting, in the order they get the next slots.
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Queue {
+    /// Per lane with a search waiting: its searches, oldest first.
+    waiting: HashMap<Arc<str>, VecDeque<Job>>,
+    /// The lanes with a search waiting, in the order they are served.
     turn: VecDeque<Arc<str>>,
+    /// Searches running now.
+    running: usize,
+    closed: bool,
 }
 
-/// A held slot; dropping it hands the slot to the next waiter in turn, or frees it.
-pub struct Slot {
-    /// `None` once disarmed (a slot that found no taker and was handed on).
-    state: Option<Arc<Mutex<State>>>,
+impl Queue {
+    /// The next search in turn: the oldest of the lane at the front, which then goes to the
+    /// back if it has more.
+    fn next(&mut self) -> Option<Job> {
+        let lane = self.turn.pop_front()?;
+        let queue = self.waiting.get_mut(&lane).expect("a lane in turn waits");
+        let job = queue.pop_front().expect("a lane in turn waits");
+        if queue.is_empty() {
+            self.waiting.remove(&lane);
+        } else {
+            self.turn.push_back(lane);
+        }
+        Some(job)
+    }
+}
+
+/// Why a search gave no answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotRun {
+    /// The slots were shut down.
+    Closed,
+    /// The search panicked (its thread goes on to the next).
+    Panicked,
 }
 
 impl SearchSlots {
-    /// `total` slots (at least one).
-    pub fn new(total: usize) -> Self {
-        let total = total.max(1);
-        SearchSlots {
-            state: Arc::new(Mutex::new(State {
-                free: total,
-                waiting: HashMap::new(),
-                turn: VecDeque::new(),
-            })),
-            total,
+    /// `threads` searches at once (at least one).
+    pub fn new(threads: usize) -> Self {
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+        });
+        for i in 0..threads {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("search-{i}"))
+                .spawn(move || shared.serve())
+                .expect("a search thread");
         }
+        SearchSlots { shared, threads }
     }
 
-    /// One slot per core of this machine.
+    /// [`SEARCHES_PER_CORE`] threads per core of this machine.
     pub fn per_core() -> Self {
-        Self::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        Self::new(SEARCHES_PER_CORE * std::thread::available_parallelism().map_or(2, |n| n.get()))
     }
 
-    pub fn total(&self) -> usize {
-        self.total
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
-    /// Slots free now (for tests and metrics).
-    pub fn free(&self) -> usize {
-        self.state.lock().expect("slots lock").free
+    /// Searches waiting for a thread now (skipped ones included until their turn comes), and
+    /// searches running.
+    pub fn load(&self) -> (usize, usize) {
+        let q = self.shared.queue.lock().expect("slots lock");
+        (q.waiting.values().map(VecDeque::len).sum(), q.running)
     }
 
-    /// Searches waiting for a slot now, those that gave up included until a freed slot
-    /// passes over them.
-    pub fn waiting(&self) -> usize {
-        let s = self.state.lock().expect("slots lock");
-        s.waiting.values().map(VecDeque::len).sum()
-    }
-
-    /// A slot for a search in `lane`: at once if one is free, else when the lanes' turn and
-    /// this lane's queue come to it. Cancel-safe: dropping the future gives up the place.
-    pub async fn acquire(&self, lane: Arc<str>) -> Slot {
-        let rx = {
-            let mut s = self.state.lock().expect("slots lock");
-            // A free slot means nobody waits: a freed slot goes to a waiter first.
-            if s.free > 0 {
-                s.free -= 1;
-                return Slot {
-                    state: Some(self.state.clone()),
-                };
+    /// Runs `search` on a search thread when its turn in `lane` comes, and returns what it
+    /// returned. `started` is set as it starts. Cancel-safe: dropping the future before then
+    /// skips the search.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        lane: Arc<str>,
+        started: Arc<AtomicBool>,
+        search: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, NotRun> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            if tx.is_closed() {
+                return; // nobody waits for it any more
             }
-            let (tx, rx) = oneshot::channel();
-            let State { waiting, turn, .. } = &mut *s;
+            started.store(true, Ordering::Release);
+            let _ = tx.send(search());
+        });
+        {
+            let mut q = self.shared.queue.lock().expect("slots lock");
+            if q.closed {
+                return Err(NotRun::Closed);
+            }
+            let Queue { waiting, turn, .. } = &mut *q;
             let queue = waiting.entry(lane.clone()).or_default();
             if queue.is_empty() {
                 turn.push_back(lane);
             }
-            queue.push_back(tx);
-            rx
-        };
-        // The sender is only ever dropped after sending, or with the slots themselves, which
-        // outlive every search that holds them.
-        rx.await
-            .expect("search slots dropped while a search waited")
+            queue.push_back(job);
+        }
+        self.shared.ready.notify_one();
+        // The job drops its sender unanswered only if the search panicked.
+        rx.await.map_err(|_| NotRun::Panicked)
     }
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let Some(state) = self.state.take() else {
-            return;
-        };
-        let mut s = state.lock().expect("slots lock");
-        let State {
-            free,
-            waiting,
-            turn,
-        } = &mut *s;
-        while let Some(lane) = turn.pop_front() {
-            let queue = waiting.get_mut(&lane).expect("a lane in turn has waiters");
-            let tx = queue.pop_front().expect("a lane in turn has waiters");
-            if queue.is_empty() {
-                waiting.remove(&lane);
+impl Shared {
+    /// A search thread: the next search in turn, until closed and drained.
+    fn serve(&self) {
+        let mut q = self.queue.lock().expect("slots lock");
+        loop {
+            if let Some(job) = q.next() {
+                q.running += 1;
+                drop(q);
+                // A search that panics loses its answer (its caller is told), not the thread.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                q = self.queue.lock().expect("slots lock");
+                q.running -= 1;
+            } else if q.closed {
+                return;
             } else {
-                turn.push_back(lane);
-            }
-            let handed = Slot {
-                state: Some(state.clone()),
-            };
-            match tx.send(handed) {
-                Ok(()) => return,
-                // It gave up waiting: the slot passes on, without this one's drop handing it.
-                Err(mut unclaimed) => unclaimed.state = None,
+                q = self.ready.wait(q).expect("slots lock");
             }
         }
-        *free += 1;
+    }
+}
+
+impl Drop for SearchSlots {
+    fn drop(&mut self) {
+        self.shared.queue.lock().expect("slots lock").closed = true;
+        self.shared.ready.notify_all();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
     use std::time::Duration;
 
-    /// Waits until `n` searches are queued.
-    async fn queued(slots: &SearchSlots, n: usize) {
-        for _ in 0..1000 {
-            if slots.waiting() == n {
+    /// Waits until the slots have (queued, running) searches.
+    async fn until(slots: &SearchSlots, load: (usize, usize)) {
+        for _ in 0..2000 {
+            if slots.load() == load {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        panic!("{} queued, not {n}", slots.waiting());
+        panic!("{:?} queued and running, not {load:?}", slots.load());
     }
 
-    #[tokio::test]
-    async fn no_more_than_the_slots_are_held_at_once() {
-        let slots = Arc::new(SearchSlots::new(2));
-        let a = slots.acquire("CA".into()).await;
-        let _b = slots.acquire("CA".into()).await;
-        assert_eq!(slots.free(), 0);
+    /// A search that holds its thread until `release` is sent to; returns once it runs, as the
+    /// `running`th.
+    async fn holding(
+        slots: &Arc<SearchSlots>,
+        lane: &str,
+        running: usize,
+    ) -> (mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, held) = mpsc::channel::<()>();
         let s = slots.clone();
-        let third = tokio::spawn(async move { s.acquire("TX".into()).await });
-        queued(&slots, 1).await;
-        assert!(!third.is_finished(), "a third slot was handed out");
-        drop(a);
-        let c = tokio::time::timeout(Duration::from_secs(5), third)
+        let lane: Arc<str> = lane.into();
+        let task = tokio::spawn(async move {
+            s.run(lane, Default::default(), move || {
+                let _ = held.recv();
+            })
             .await
-            .expect("the freed slot went to the waiter")
             .unwrap();
-        assert_eq!((slots.free(), slots.waiting()), (0, 0));
-        drop(c);
-        assert_eq!(slots.free(), 1);
+        });
+        until(slots, (0, running)).await;
+        (release, task)
     }
 
-    /// A bureau with many searches waiting does not keep another's behind all of them: the
-    /// slots go to the lanes in turn, each lane's oldest first.
     #[tokio::test]
-    async fn freed_slots_go_to_the_lanes_in_turn() {
+    async fn no_more_searches_run_at_once_than_there_are_threads() {
+        let slots = Arc::new(SearchSlots::new(2));
+        let (r1, t1) = holding(&slots, "CA", 1).await;
+        let (r2, t2) = holding(&slots, "CA", 2).await;
+        let started = Arc::new(AtomicBool::new(false));
+        let s = slots.clone();
+        let st = started.clone();
+        let third = tokio::spawn(async move { s.run("TX".into(), st, || 7).await });
+        until(&slots, (1, 2)).await;
+        assert!(!started.load(Ordering::Acquire), "a third search ran");
+        r1.send(()).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("the freed thread took the waiting search")
+            .unwrap();
+        assert_eq!(got, Ok(7));
+        assert!(started.load(Ordering::Acquire));
+        r2.send(()).unwrap();
+        t1.await.unwrap();
+        t2.await.unwrap();
+    }
+
+    /// A bureau with many searches waiting does not keep another's behind all of them: a free
+    /// thread takes from the lanes in turn, each lane's oldest first.
+    #[tokio::test]
+    async fn searches_run_lane_by_lane_in_turn() {
         let slots = Arc::new(SearchSlots::new(1));
-        let held = slots.acquire("CA".into()).await;
-        let (tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+        let (release, held) = holding(&slots, "CA", 1).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for (i, lane) in ["CA", "CA", "CA", "TX", "CA", "NY"].into_iter().enumerate() {
-            let (s, tx) = (slots.clone(), tx.clone());
+            let (s, order) = (slots.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                let slot = s.acquire(lane.into()).await;
-                tx.send(format!("{lane}{i}")).unwrap();
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                drop(slot);
+                s.run(lane.into(), Default::default(), move || {
+                    order.lock().unwrap().push(format!("{lane}{i}"))
+                })
+                .await
+                .unwrap();
             }));
             // Queued in this order.
-            queued(&slots, i + 1).await;
+            until(&slots, (i + 1, 1)).await;
         }
-        drop(held);
+        release.send(()).unwrap();
+        held.await.unwrap();
         for t in tasks {
             t.await.unwrap();
         }
-        drop(tx);
-        let mut got = Vec::new();
-        while let Some(x) = order.recv().await {
-            got.push(x);
-        }
+        let got = order.lock().unwrap().clone();
         assert_eq!(got, ["CA0", "TX3", "NY5", "CA1", "CA2", "CA4"]);
-        assert_eq!(slots.free(), 1);
     }
 
-    /// A search that gave up waiting (its deadline passed) takes no slot: the freed slot goes
-    /// to the next in turn, and with nobody left it is free again.
+    /// A search whose caller stopped waiting (its deadline passed) is skipped: it never runs,
+    /// and the thread goes on to the next.
     #[tokio::test]
-    async fn a_waiter_that_gave_up_takes_no_slot() {
+    async fn a_search_nobody_waits_for_is_skipped() {
         let slots = Arc::new(SearchSlots::new(1));
-        let held = slots.acquire("CA".into()).await;
-        let gave_up =
-            tokio::time::timeout(Duration::from_millis(20), slots.acquire("TX".into())).await;
-        assert!(gave_up.is_err(), "no slot was free");
+        let (release, held) = holding(&slots, "CA", 1).await;
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(20),
+            slots.run("TX".into(), Default::default(), move || {
+                r.store(true, Ordering::Release)
+            }),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the thread was busy");
         let s = slots.clone();
-        let next = tokio::spawn(async move { s.acquire("NY".into()).await });
-        queued(&slots, 2).await;
-        drop(held);
-        let slot = tokio::time::timeout(Duration::from_secs(5), next)
+        let next = tokio::spawn(async move { s.run("NY".into(), Default::default(), || 1).await });
+        until(&slots, (2, 1)).await;
+        release.send(()).unwrap();
+        held.await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), next)
             .await
-            .expect("the slot passed over the one that gave up")
+            .expect("the next search ran")
             .unwrap();
-        assert_eq!((slots.free(), slots.waiting()), (0, 0));
-        drop(slot);
-        assert_eq!(slots.free(), 1);
+        assert_eq!(got, Ok(1));
+        assert!(
+            !ran.load(Ordering::Acquire),
+            "a search nobody waited for ran"
+        );
+        assert_eq!(slots.load(), (0, 0));
+    }
 
-        // Nobody left but one that gave up: the slot is free again.
-        let held = slots.acquire("CA".into()).await;
-        let _ = tokio::time::timeout(Duration::from_millis(5), slots.acquire("TX".into())).await;
-        drop(held);
-        assert_eq!((slots.free(), slots.waiting()), (1, 0));
+    /// A search that panics is answered as such, and its thread goes on to the next.
+    #[tokio::test]
+    async fn a_search_that_panics_loses_its_answer_not_the_thread() {
+        let slots = SearchSlots::new(1);
+        let got = slots
+            .run("CA".into(), Default::default(), || -> u8 {
+                panic!("a bug")
+            })
+            .await;
+        assert_eq!(got, Err(NotRun::Panicked));
+        assert_eq!(
+            slots.run("CA".into(), Default::default(), || 2).await,
+            Ok(2)
+        );
     }
 
     #[tokio::test]
