@@ -23,6 +23,9 @@
 //! | `interop_backlog_bureaus` | gauge | — | bureaus with work in the backlog |
 //! | `interop_backlog_completions_per_second` | gauge | — | recent completion rate (10 s moving average) |
 //! | `interop_backlog_drain_seconds` | gauge | — | estimated time to drain the backlog at that rate (`+Inf` when nothing completes) |
+//! | `interop_search_waiting` | gauge | — | in-process searches waiting for a search thread (see [`crate::engines::slots`]) |
+//! | `interop_search_running` | gauge | — | in-process searches running |
+//! | `interop_search_threads` | gauge | — | search threads (both galleries share them) |
 //! | `interop_subscriptions_active` | gauge | `kind` | open `field_office` / `bureau` streams |
 //! | `interop_connections_open` | gauge | — | client connections past their TLS handshake |
 //! | `interop_connections_total` | counter | `outcome` | TCP connections by fate: `accepted` (given a slot), `refused_over_limit`, `handshake_timeout`, `handshake_failed`, `idle_closed` (see `crate::server::listener`) |
@@ -257,6 +260,37 @@ impl Metrics {
 }
 
 /// The `interop_store_*` lines for `u` (see the table above).
+/// The search threads' gauges (nothing for a gateway with no in-process gallery).
+pub fn render_search(load: Option<crate::engines::slots::SearchLoad>) -> String {
+    let Some(l) = load else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (name, help, value) in [
+        (
+            "interop_search_waiting",
+            "In-process searches waiting for a search thread.",
+            l.waiting,
+        ),
+        (
+            "interop_search_running",
+            "In-process searches running.",
+            l.running,
+        ),
+        (
+            "interop_search_threads",
+            "Search threads, shared by both in-process galleries.",
+            l.threads,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+    out
+}
+
 pub fn render_store(u: &crate::store::StoreUsage) -> String {
     let mut out = String::new();
     let mut one = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {

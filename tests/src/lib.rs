@@ -251,6 +251,10 @@ impl IdentSearch for CountingIdent {
         self.lanes.lock().unwrap().push(lane.to_string());
         self.inner.search(prints).await
     }
+
+    fn search_load(&self) -> Option<interop_gateway::engines::slots::SearchLoad> {
+        self.inner.search_load()
+    }
 }
 
 /// An IDENT that never answers: submissions stay unfinished (to test recovery).

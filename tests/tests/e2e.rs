@@ -1258,6 +1258,10 @@ async fn metrics_endpoint_reports_stages_without_case_data() {
         1.0
     );
     assert_eq!(get("interop_pipeline_queued"), 0.0);
+    // The search threads both galleries share: idle once the booking is done.
+    assert_eq!(get("interop_search_waiting"), 0.0);
+    assert_eq!(get("interop_search_running"), 0.0);
+    assert!(get("interop_search_threads") >= 2.0, "{text}");
     // The process's own figures, for a soak to watch over hours (Linux).
     #[cfg(target_os = "linux")]
     {

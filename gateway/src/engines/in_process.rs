@@ -196,12 +196,20 @@ impl IdentSearch for GalleryBackend<ImmigrationRecord> {
             .await?
             .map(|(score, record)| IdentHit { score, record }))
     }
+
+    fn search_load(&self) -> Option<super::slots::SearchLoad> {
+        Some(self.slots.figures())
+    }
 }
 
 #[async_trait::async_trait]
 impl CriminalHistory for GalleryBackend<CriminalRecord> {
     async fn check(&self, prints: Tenprint) -> Result<Option<CriminalRecord>, BackendError> {
         Ok(self.identify(prints).await?.map(|(_, r)| r))
+    }
+
+    fn search_load(&self) -> Option<super::slots::SearchLoad> {
+        Some(self.slots.figures())
     }
 }
 

@@ -145,12 +145,23 @@ pub struct IdentHit {
 pub trait IdentSearch: Send + Sync + 'static {
     /// `Ok(None)` is a completed search with no hit; an incomplete search is an error.
     async fn search(&self, prints: Tenprint) -> Result<Option<IdentHit>, BackendError>;
+
+    /// Its searches waiting and running on this process's search threads, where it has them
+    /// (see [`slots`]), for `/metrics`.
+    fn search_load(&self) -> Option<slots::SearchLoad> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
 pub trait CriminalHistory: Send + Sync + 'static {
     /// The rap sheet of the person, if the prints match one.
     async fn check(&self, prints: Tenprint) -> Result<Option<CriminalRecord>, BackendError>;
+
+    /// See [`IdentSearch::search_load`].
+    fn search_load(&self) -> Option<slots::SearchLoad> {
+        None
+    }
 }
 
 #[cfg(test)]

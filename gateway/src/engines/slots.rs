@@ -90,6 +90,14 @@ impl Queue {
     }
 }
 
+/// The search threads' figures at one moment (see [`SearchSlots::figures`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SearchLoad {
+    pub waiting: usize,
+    pub running: usize,
+    pub threads: usize,
+}
+
 /// Why a search gave no answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NotRun {
@@ -131,6 +139,16 @@ impl SearchSlots {
     pub fn load(&self) -> (usize, usize) {
         let q = self.shared.queue.lock().expect("slots lock");
         (q.waiting.values().map(VecDeque::len).sum(), q.running)
+    }
+
+    /// What `/metrics` shows of the search threads.
+    pub fn figures(&self) -> SearchLoad {
+        let (waiting, running) = self.load();
+        SearchLoad {
+            waiting,
+            running,
+            threads: self.threads,
+        }
     }
 
     /// Runs `search` on a search thread when its turn in `lane` comes, and returns what it

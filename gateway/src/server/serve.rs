@@ -190,6 +190,10 @@ impl Gateway {
                             "text/plain; version=0.0.4",
                         )],
                         gw.core.metrics.render(&gw.backlog.figures())
+                            + &crate::metrics::render_search(
+                                (gw.core.ident.search_load())
+                                    .or_else(|| gw.core.criminal.search_load()),
+                            )
                             + &gw.listen_stats.render()
                             + &gw.core.store.render_metrics()
                             + &store
