@@ -180,7 +180,7 @@ impl<R: Clone + Send + Sync + 'static> GalleryBackend<R> {
                     )
                 })
             })?
-            .map_err(|e| BackendError::Unavailable(format!("search not run: {e:?}")))?
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?
             .map_err(|e| BackendError::Matcher(e.to_string()))?;
         Ok(result
             .hit
@@ -347,7 +347,7 @@ mod tests {
                 .await
                 .unwrap()
         });
-        while slots.load() != (0, 1) {
+        while slots.figures().queued_and_running() != (0, 1) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let e = b.identify(probe.clone()).await.unwrap_err();
@@ -356,7 +356,11 @@ mod tests {
         other_gallery.await.unwrap().unwrap();
         let (_, record) = b.identify(probe).await.unwrap().expect("a hit");
         assert_eq!(record, 3);
-        assert_eq!(slots.load(), (0, 0), "the search that gave up was skipped");
+        assert_eq!(
+            slots.figures().queued_and_running(),
+            (0, 0),
+            "the search that gave up was skipped"
+        );
     }
 
     /// A gallery whose subjects are not all in the records is refused at load, naming one.

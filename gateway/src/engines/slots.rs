@@ -98,12 +98,21 @@ pub struct SearchLoad {
     pub threads: usize,
 }
 
+impl SearchLoad {
+    /// (waiting, running).
+    pub fn queued_and_running(&self) -> (usize, usize) {
+        (self.waiting, self.running)
+    }
+}
+
 /// Why a search gave no answer.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NotRun {
     /// The slots were shut down.
+    #[error("the search threads were shut down")]
     Closed,
     /// The search panicked (its thread goes on to the next).
+    #[error("the search panicked")]
     Panicked,
 }
 
@@ -130,23 +139,13 @@ impl SearchSlots {
         Self::new(SEARCHES_PER_CORE * std::thread::available_parallelism().map_or(2, |n| n.get()))
     }
 
-    pub fn threads(&self) -> usize {
-        self.threads
-    }
-
-    /// Searches waiting for a thread now (skipped ones included until their turn comes), and
-    /// searches running.
-    pub fn load(&self) -> (usize, usize) {
-        let q = self.shared.queue.lock().expect("slots lock");
-        (q.waiting.values().map(VecDeque::len).sum(), q.running)
-    }
-
-    /// What `/metrics` shows of the search threads.
+    /// Searches waiting for a thread now (skipped ones included until their turn comes),
+    /// searches running, and threads: what `/metrics` shows.
     pub fn figures(&self) -> SearchLoad {
-        let (waiting, running) = self.load();
+        let q = self.shared.queue.lock().expect("slots lock");
         SearchLoad {
-            waiting,
-            running,
+            waiting: q.waiting.values().map(VecDeque::len).sum(),
+            running: q.running,
             threads: self.threads,
         }
     }
@@ -223,12 +222,12 @@ mod tests {
     /// Waits until the slots have (queued, running) searches.
     async fn until(slots: &SearchSlots, load: (usize, usize)) {
         for _ in 0..2000 {
-            if slots.load() == load {
+            if slots.figures().queued_and_running() == load {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        panic!("{:?} queued and running, not {load:?}", slots.load());
+        panic!("{:?}, not {load:?} queued and running", slots.figures());
     }
 
     /// A search that holds its thread until `release` is sent to; returns once it runs, as the
@@ -334,7 +333,7 @@ mod tests {
             !ran.load(Ordering::Acquire),
             "a search nobody waited for ran"
         );
-        assert_eq!(slots.load(), (0, 0));
+        assert_eq!(slots.figures().queued_and_running(), (0, 0));
     }
 
     /// A search that panics is answered as such, and its thread goes on to the next.

@@ -191,7 +191,9 @@ impl Gateway {
                         )],
                         gw.core.metrics.render(&gw.backlog.figures())
                             + &crate::metrics::render_search(
-                                (gw.core.ident.search_load())
+                                gw.core
+                                    .ident
+                                    .search_load()
                                     .or_else(|| gw.core.criminal.search_load()),
                             )
                             + &gw.listen_stats.render()
