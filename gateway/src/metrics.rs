@@ -20,6 +20,7 @@
 //! | `interop_pipeline_in_flight` | gauge | — | submissions being processed |
 //! | `interop_backlog_bytes` | gauge | — | encoded bytes of the receipted, unfinished submissions |
 //! | `interop_backlog_oldest_wait_seconds` | gauge | — | how long the oldest waiting submission has waited |
+//! | `interop_backlog_parked` | gauge | — | shared work (JetStream): submissions receipted here, waiting in the shared log or being processed by another replica |
 //! | `interop_backlog_bureaus` | gauge | — | bureaus with work in the backlog |
 //! | `interop_backlog_completions_per_second` | gauge | — | recent completion rate (10 s moving average) |
 //! | `interop_backlog_drain_seconds` | gauge | — | estimated time to drain the backlog at that rate (`+Inf` when nothing completes) |
@@ -222,6 +223,11 @@ impl Metrics {
                 "interop_backlog_oldest_wait_seconds",
                 "How long the oldest waiting submission has waited for a worker.",
                 format!("{:.3}", backlog.oldest_wait.as_secs_f64()),
+            ),
+            (
+                "interop_backlog_parked",
+                "Shared work: submissions receipted here, waiting in the shared log or being processed by another replica.",
+                backlog.parked.to_string(),
             ),
             (
                 "interop_backlog_bureaus",

@@ -2,7 +2,8 @@
 //! gateway replicas on its JetStream log, two matcher shards with two replicas each. The
 //! simulator drives both gateways and verifies every answer against the ground truth while
 //! both replicas of a matcher shard and then a gateway are killed (SIGKILL) mid-run: no
-//! receipted submission lost (the survivor takes over the dead one's unfinished work),
+//! receipted submission lost (the shared work hands the dead one's unfinished part to the
+//! survivor),
 //! nothing delivered twice, nothing acknowledged at the dead gateway delivered again by the
 //! survivor, no false "no match" for searches the dark shard missed. Then gallery changes made
 //! at one gateway while a shard replica is down reach the other gateway's record, and the
@@ -288,10 +289,11 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
 
     cluster.down();
     let log = std::fs::read_to_string(dir.path().join("logs/gateway-1.log")).unwrap();
-    // One line per take-over pass, with how many submissions it took (no line per booking).
+    // One line per upkeep pass, with how many submissions the shared work handed it that
+    // gateway-0 had taken and not finished (no line per booking).
     let taken: usize = log
         .lines()
-        .filter(|l| l.contains("took over stopped replicas' unfinished submissions"))
+        .filter(|l| l.contains("took over unfinished work another replica had taken"))
         .filter_map(|l| {
             l.split("submissions=")
                 .nth(1)?

@@ -85,7 +85,7 @@ async fn admit(
         Accepted::New(r) => {
             tracing::debug!(bureau = %state, tcn = %sub.tcn, receipt = %r.receipt_id, fingers = sub.fingers.len(), "accepted");
             let out = receipt(&sub.tcn, &r, false);
-            gw.backlog.push(Entry {
+            let entry = Entry {
                 key,
                 accepted_ms: r.accepted_at_ms,
                 bytes,
@@ -93,7 +93,13 @@ async fn admit(
                     submission: sub,
                     valid,
                 })),
-            });
+            };
+            // Shared work: whichever replica is free processes it; counted here until done.
+            if gw.shared_work {
+                gw.backlog.park(entry);
+            } else {
+                gw.backlog.push(entry);
+            }
             Ok(out)
         }
         Accepted::Duplicate(r) => {

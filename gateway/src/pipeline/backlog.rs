@@ -23,11 +23,19 @@
 //!
 //! The refusal names the backlog, the bureau's part of it and the estimated time to drain it
 //! at the current completion rate (also in `/metrics`).
+//!
+//! **Shared work** (a replicated store whose replicas share the pending work: see
+//! [`crate::store::WorkFeed`]). A receipted submission is *parked* here: it counts against
+//! this replica's budget until it completes, wherever it is processed, but is queued for this
+//! replica's workers only when the store hands it out ([`Backlog::push`]; what intake kept
+//! decoded is used then). The store hands out work only while [`Backlog::wait_room`] says
+//! the workers have room, so what waits, waits in the log for whichever replica is free. The
+//! budget is then per replica: what it receipted and no replica has completed yet.
 
 use crate::intake::validate::ValidSubmission;
 use crate::store::SubmissionKey;
 use interop_proto::v1 as pb;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -79,6 +87,8 @@ pub struct Entry {
 pub struct Figures {
     /// Waiting for a worker.
     pub waiting: usize,
+    /// Shared work: receipted here, waiting in the shared log or taken by another replica.
+    pub parked: usize,
     /// Taken by a worker, not yet completed.
     pub in_flight: usize,
     pub bytes: u64,
@@ -93,6 +103,11 @@ pub struct Figures {
 impl Figures {
     /// Receipted and not completed.
     pub fn total(&self) -> usize {
+        self.waiting + self.in_flight + self.parked
+    }
+
+    /// Held for this replica's workers: waiting or in flight.
+    pub fn local(&self) -> usize {
         self.waiting + self.in_flight
     }
 
@@ -114,12 +129,21 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 struct Bureau {
     waiting: VecDeque<Entry>,
     in_flight: usize,
+    /// Shared work receipted here, by (acceptance time, TCN).
+    parked: BTreeMap<(i64, String), Entry>,
     bytes: u64,
 }
 
 impl Bureau {
     fn held(&self) -> usize {
-        self.waiting.len() + self.in_flight
+        self.waiting.len() + self.in_flight + self.parked.len()
+    }
+
+    /// When its oldest waiting submission (here or, parked, in the shared log) was receipted.
+    fn oldest_ms(&self) -> Option<i64> {
+        let here = self.waiting.front().map(|e| e.accepted_ms);
+        let parked = self.parked.keys().next().map(|(t, _)| *t);
+        here.into_iter().chain(parked).min()
     }
 }
 
@@ -145,8 +169,11 @@ struct Inner {
     bureaus: HashMap<String, Bureau>,
     /// Bureaus with submissions waiting, in the order they take their turns.
     turns: VecDeque<String>,
-    /// Every key in the backlog (waiting or in flight): a submission is never held twice.
+    /// Every key in the backlog (waiting, in flight or parked): a submission is never held
+    /// twice.
     held: HashSet<SubmissionKey>,
+    /// Parked keys' acceptance times (the key of their bureau's `parked`).
+    parked: HashMap<SubmissionKey, i64>,
     waiting: usize,
     in_flight: usize,
     bytes: u64,
@@ -159,6 +186,8 @@ struct Inner {
 pub struct Backlog {
     inner: Mutex<Inner>,
     ready: Notify,
+    /// A submission was taken: room for the store to hand out more (shared work).
+    room: Notify,
     budget: BacklogBudget,
 }
 
@@ -169,6 +198,7 @@ impl Backlog {
                 bureaus: HashMap::new(),
                 turns: VecDeque::new(),
                 held: HashSet::new(),
+                parked: HashMap::new(),
                 waiting: 0,
                 in_flight: 0,
                 bytes: 0,
@@ -179,6 +209,7 @@ impl Backlog {
                 },
             }),
             ready: Notify::new(),
+            room: Notify::new(),
             budget,
         }
     }
@@ -198,10 +229,8 @@ impl Backlog {
         }
         let b = &self.budget;
         let mine = inner.bureaus.get(&key.bureau);
-        let (held, oldest) = mine.map_or((0, None), |m| {
-            (m.held(), m.waiting.front().map(|e| e.accepted_ms))
-        });
-        let total = inner.waiting + inner.in_flight;
+        let (held, oldest) = mine.map_or((0, None), |m| (m.held(), m.oldest_ms()));
+        let total = inner.waiting + inner.in_flight + inner.parked.len();
         let active = inner.bureaus.len() + usize::from(mine.is_none());
         let share = b.max_submissions.div_ceil(active).max(1);
         let over_count = total >= b.max_submissions && held >= share;
@@ -253,21 +282,30 @@ impl Backlog {
         ))
     }
 
-    /// Adds a receipted submission (intake after its receipt; recovery and take-over for
-    /// what the store holds pending). A key already in the backlog is ignored. Returns whether
-    /// it was added.
+    /// Adds a receipted submission for the workers (intake after its receipt; recovery, and
+    /// the store's feed of shared work). A key already in the backlog is ignored, unless it
+    /// is parked here: then it is queued, with what intake kept of it. Returns whether it was
+    /// queued.
     pub fn push(&self, mut entry: Entry) -> bool {
         {
-            let mut inner = self.lock();
-            if !inner.held.insert(entry.key.clone()) {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            if let Some(at) = inner.parked.remove(&entry.key) {
+                let b = inner
+                    .bureaus
+                    .get_mut(&entry.key.bureau)
+                    .expect("a parked key's bureau");
+                entry = b
+                    .parked
+                    .remove(&(at, entry.key.tcn.clone()))
+                    .expect("a parked entry");
+                // Counted in `bytes` and `memory` when it was parked.
+                inner.bytes -= entry.bytes;
+                b.bytes -= entry.bytes;
+            } else if !inner.held.insert(entry.key.clone()) {
                 return false;
-            }
-            if entry.prepared.is_some() {
-                if inner.memory + entry.bytes > self.budget.memory_bytes {
-                    entry.prepared = None;
-                } else {
-                    inner.memory += entry.bytes;
-                }
+            } else {
+                self.keep_prepared(inner, &mut entry);
             }
             inner.waiting += 1;
             inner.bytes += entry.bytes;
@@ -281,6 +319,76 @@ impl Backlog {
         }
         self.ready.notify_one();
         true
+    }
+
+    /// Shared work: counts a submission receipted here against the budget until it completes
+    /// (at any replica: [`Backlog::done`] or [`Backlog::completed_elsewhere`]), without
+    /// queueing it; the store's feed queues it if it hands it to this replica. A key already
+    /// held is ignored; returns whether it was parked.
+    pub fn park(&self, mut entry: Entry) -> bool {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if !inner.held.insert(entry.key.clone()) {
+            return false;
+        }
+        self.keep_prepared(inner, &mut entry);
+        inner.parked.insert(entry.key.clone(), entry.accepted_ms);
+        inner.bytes += entry.bytes;
+        let b = inner.bureaus.entry(entry.key.bureau.clone()).or_default();
+        b.bytes += entry.bytes;
+        b.parked
+            .insert((entry.accepted_ms, entry.key.tcn.clone()), entry);
+        true
+    }
+
+    /// Shared work: a submission parked here was completed by another replica.
+    pub fn completed_elsewhere(&self, key: &SubmissionKey) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(at) = inner.parked.remove(key) else {
+            return;
+        };
+        inner.held.remove(key);
+        let b = inner
+            .bureaus
+            .get_mut(&key.bureau)
+            .expect("a parked key's bureau");
+        let entry = b
+            .parked
+            .remove(&(at, key.tcn.clone()))
+            .expect("a parked entry");
+        b.bytes -= entry.bytes;
+        let empty = b.held() == 0;
+        if empty {
+            inner.bureaus.remove(&key.bureau);
+        }
+        inner.bytes -= entry.bytes;
+        if entry.prepared.is_some() {
+            inner.memory -= entry.bytes;
+        }
+    }
+
+    /// Keeps `entry`'s decoded submission while the memory budget allows.
+    fn keep_prepared(&self, inner: &mut Inner, entry: &mut Entry) {
+        if entry.prepared.is_some() {
+            if inner.memory + entry.bytes > self.budget.memory_bytes {
+                entry.prepared = None;
+            } else {
+                inner.memory += entry.bytes;
+            }
+        }
+    }
+
+    /// Waits until fewer than `max` submissions wait for a worker (shared work: the store
+    /// hands out more only then).
+    pub async fn wait_room(&self, max: usize) {
+        loop {
+            let room = self.room.notified();
+            if self.lock().waiting < max {
+                return;
+            }
+            room.await;
+        }
     }
 
     /// The next submission to process: the bureau whose turn it is gives its oldest. `None`
@@ -299,6 +407,8 @@ impl Backlog {
         if entry.prepared.is_some() {
             inner.memory -= entry.bytes;
         }
+        drop(inner);
+        self.room.notify_one();
         Some(entry)
     }
 
@@ -343,13 +453,10 @@ impl Backlog {
     }
 
     fn figures_of(&self, inner: &Inner, now: Instant, now_ms: i64) -> Figures {
-        let oldest = inner
-            .bureaus
-            .values()
-            .filter_map(|b| b.waiting.front().map(|e| e.accepted_ms))
-            .min();
+        let oldest = inner.bureaus.values().filter_map(Bureau::oldest_ms).min();
         Figures {
             waiting: inner.waiting,
+            parked: inner.parked.len(),
             in_flight: inner.in_flight,
             bytes: inner.bytes,
             oldest_wait: oldest.map_or(Duration::ZERO, |t| {
@@ -552,6 +659,97 @@ mod tests {
             ..entry("TX", 2, 0)
         });
         assert!(b.try_take().unwrap().prepared.is_some());
+    }
+
+    fn decoded() -> Option<Box<Prepared>> {
+        Some(Box::new(Prepared {
+            submission: pb::Submission::default(),
+            valid: ValidSubmission {
+                booked_on: chrono::NaiveDate::from_ymd_opt(2011, 1, 1).unwrap(),
+                charges: vec![],
+                prints: Default::default(),
+                group: None,
+            },
+        }))
+    }
+
+    /// Shared work: a parked submission counts against the budget (and its bureau's age)
+    /// until it completes at any replica, is queued only when handed out, keeps what intake
+    /// decoded when it is, and is never held twice.
+    #[test]
+    fn parked_work_counts_until_done_anywhere_and_is_queued_only_when_handed_out() {
+        let b = Backlog::new(BacklogBudget {
+            max_age: Duration::from_secs(60),
+            memory_bytes: 10_000,
+            ..budget(3)
+        });
+        for i in 0..3 {
+            assert!(b.park(Entry {
+                prepared: decoded(),
+                ..entry("TX", i, 1_000 * i as i64)
+            }));
+        }
+        assert!(!b.park(entry("TX", 0, 0)), "held once");
+        assert!(b.try_take().is_none(), "parked work is not queued");
+        let f = b.figures();
+        assert_eq!(
+            (f.waiting, f.in_flight, f.parked, f.total(), f.local()),
+            (0, 0, 3, 3, 0)
+        );
+        assert_eq!(f.bytes, 3000);
+        assert!(
+            b.admit(&key("TX", 9), 1000, 0).is_err(),
+            "the budget counts parked work"
+        );
+        let e = b.admit(&key("TX", 9), 1000, 61_000).unwrap_err();
+        assert!(e.contains("oldest submission has waited"), "{e}");
+
+        // Handed out here: queued with what intake decoded.
+        assert!(b.push(entry("TX", 1, 1_000)));
+        let taken = b.try_take().expect("queued once handed out");
+        assert_eq!(taken.key, key("TX", 1));
+        assert!(taken.prepared.is_some(), "intake's decoding is used");
+        assert!(
+            !b.push(entry("TX", 1, 1_000)),
+            "in flight: not queued twice"
+        );
+        b.done(&key("TX", 1), taken.bytes, true);
+
+        // Completed by another replica: no longer counted.
+        b.completed_elsewhere(&key("TX", 0));
+        b.completed_elsewhere(&key("TX", 0));
+        let f = b.figures();
+        assert_eq!((f.parked, f.total(), f.bytes), (1, 1, 1000));
+        // TX-2, receipted at 2 s, is its oldest now.
+        b.admit(&key("TX", 9), 1000, 61_000)
+            .expect("TX-2 has waited 59 s");
+        let e = b.admit(&key("TX", 9), 1000, 62_500).unwrap_err();
+        assert!(e.contains("1 min 0 s"), "{e}");
+        b.completed_elsewhere(&key("TX", 2));
+        let f = b.figures();
+        assert_eq!((f.total(), f.bytes, f.bureaus), (0, 0, 0));
+        // Work receipted elsewhere is queued as it comes.
+        assert!(b.push(entry("CA", 0, 5)));
+        assert_eq!(b.try_take().unwrap().key, key("CA", 0));
+    }
+
+    /// The store hands out more only while fewer than the limit wait for a worker.
+    #[tokio::test]
+    async fn room_opens_when_a_worker_takes() {
+        let b = std::sync::Arc::new(Backlog::new(budget(10)));
+        b.push(entry("TX", 0, 0));
+        b.push(entry("TX", 1, 0));
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.wait_room(2).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "two wait: no room under 2");
+        b.try_take().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("room once one is taken")
+            .unwrap();
     }
 
     #[tokio::test]

@@ -151,10 +151,10 @@ pub struct Gateway {
     tls: std::sync::OnceLock<Arc<ServerTls>>,
     /// Connection counters of the listener.
     pub listen_stats: Arc<ListenStats>,
+    /// The store's replicas share the pending work: intake parks what it receipts, and the
+    /// store's feed queues what this replica is to process (see [`pipeline::Backlog::park`]).
+    pub(crate) shared_work: bool,
 }
-
-/// How often a gateway on a replicated store looks for stopped replicas' work.
-const TAKE_OVER_EVERY: Duration = Duration::from_secs(2);
 
 /// Applies persisted policy overrides and revocations (at start, and when a replica changed
 /// them). Applying one again is harmless.
@@ -245,6 +245,7 @@ impl Gateway {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (halt_tx, halt) = watch::channel(false);
         let backlog = Arc::new(pipeline::Backlog::new(options.backlog.clone()));
+        let feed = store.work_feed();
         pipeline::start(core.clone(), backlog.clone(), options.concurrency, halt);
         let gw = Arc::new(Gateway {
             core,
@@ -266,8 +267,12 @@ impl Gateway {
             options,
             tls: std::sync::OnceLock::new(),
             listen_stats: Arc::default(),
+            shared_work: feed.is_some(),
         });
         gw.recover().await?;
+        if let Some(feed) = feed {
+            gw.start_work_feed(feed);
+        }
         gw.start_retention();
         gw.start_assessments();
         gw.start_replica_tasks();
@@ -308,8 +313,7 @@ impl Gateway {
     }
 
     /// With a replicated store: reloads policy and revocations whenever a setting changes (at
-    /// any replica), and every [`TAKE_OVER_EVERY`] takes over the unfinished submissions of
-    /// replicas that stopped. Nothing to do for the embedded store.
+    /// any replica). Nothing to do for the embedded store.
     fn start_replica_tasks(self: &Arc<Self>) {
         let Some(mut settings) = self.core.store.watch_settings() else {
             return;
@@ -331,27 +335,51 @@ impl Gateway {
                 }
             }
         });
-        let gw = self.clone();
-        self.every(TAKE_OVER_EVERY, move || {
-            let gw = gw.clone();
-            async move {
-                match gw.core.store.take_over().await {
-                    Ok(won) if won.is_empty() => {}
-                    Ok(won) => {
-                        tracing::info!(
-                            count = won.len(),
-                            "processing submissions taken over from a stopped replica"
-                        );
-                        gw.enqueue(won);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "take-over sweep failed; will retry"),
+    }
+
+    /// With a store whose replicas share the pending work: queues what the store hands this
+    /// replica while the workers have room (twice their number waiting), and stops counting
+    /// what it receipted once another replica completed it. Stops taking at shutdown: what is
+    /// left goes back to the other replicas when the store closes.
+    fn start_work_feed(self: &Arc<Self>, feed: crate::store::WorkFeed) {
+        let crate::store::WorkFeed {
+            mut take,
+            mut completed,
+        } = feed;
+        let room = self.options.concurrency.max(1) * 2;
+        let backlog = self.backlog.clone();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = backlog.wait_room(room) => {}
                 }
+                let p = tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    p = take.recv() => match p {
+                        Some(p) => p,
+                        None => return,
+                    },
+                };
+                backlog.push(pipeline::Entry {
+                    bytes: p.bytes,
+                    key: p.key,
+                    accepted_ms: p.accepted_at_ms,
+                    prepared: None,
+                });
+            }
+        });
+        let backlog = self.backlog.clone();
+        tokio::spawn(async move {
+            while let Some(key) = completed.recv().await {
+                backlog.completed_elsewhere(&key);
             }
         });
     }
 
-    /// Re-queues every receipted submission whose processing had not finished (with a
-    /// replicated store: those this replica owns).
+    /// Re-queues every receipted submission whose processing had not finished (none with a
+    /// store whose replicas share the pending work: its feed hands them out).
     async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
         let pending = self.core.store.resumable().await?;
         if pending.is_empty() {

@@ -154,7 +154,7 @@ impl Gateway {
         // Give the pipeline the same grace to finish, then drop what is left: it stays
         // pending in the store and is resumed on the next start.
         let deadline = tokio::time::Instant::now() + grace;
-        while self.backlog.figures().total() > 0 && tokio::time::Instant::now() < deadline {
+        while self.backlog.figures().local() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = self.halt_tx.send(true);

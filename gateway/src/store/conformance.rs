@@ -246,15 +246,25 @@ pub async fn reopen_keeps_receipts_and_lists_unfinished(open: Open, dir: &Path) 
         s.accept(key("T-3"), b"c".to_vec(), 3).await.unwrap();
         s.complete(key("T-2"), Completion::default()).await.unwrap();
         s.put_setting("x".into(), b"y".to_vec()).await.unwrap();
-        // What this process would resume: the unfinished ones, in order, keys only (a
-        // replicated store's replica resumes those it accepted).
-        let keys: Vec<(String, i64)> = s
+        // What this process would resume: the unfinished ones, in order, keys only (a store
+        // whose replicas share the pending work hands them out through its feed instead).
+        let mut keys: Vec<(String, i64)> = s
             .resumable()
             .await
             .unwrap()
             .into_iter()
             .map(|p| (p.key.tcn, p.accepted_at_ms))
             .collect();
+        if let Some(mut feed) = s.work_feed() {
+            assert!(keys.is_empty(), "shared work is not also resumed");
+            while keys.len() < 2 {
+                let p = tokio::time::timeout(std::time::Duration::from_secs(5), feed.take.recv())
+                    .await
+                    .expect("the feed hands out the unfinished submissions")
+                    .expect("an open feed");
+                keys.push((p.key.tcn, p.accepted_at_ms));
+            }
+        }
         assert_eq!(keys, [("T-1".to_string(), 1), ("T-3".to_string(), 3)]);
     }
     wait_released().await;

@@ -381,9 +381,8 @@ pub trait Store: Send + Sync + 'static {
     fn watch_head(&self, stream: &StreamKey) -> watch::Receiver<u64>;
 
     /// What this process resumes when it starts, in acceptance order, without payloads: every
-    /// unfinished submission for a store only it writes; for a replicated store, those this
-    /// replica owns (others' are taken over through [`Store::take_over`] once their replica
-    /// stops).
+    /// unfinished submission for a store only it writes; nothing for a store whose replicas
+    /// share the pending work (its [`Store::work_feed`] hands it out).
     async fn resumable(&self) -> StoreResult<Vec<PendingKey>> {
         Ok(self
             .unfinished()
@@ -391,14 +390,6 @@ pub trait Store: Send + Sync + 'static {
             .iter()
             .map(PendingKey::of)
             .collect())
-    }
-
-    /// Replicated stores: claims the unfinished submissions of replicas that have stopped
-    /// beating, exactly one replica winning each, and returns those this one won — with this
-    /// replica's own submissions that reached the log although their caller was told the
-    /// write failed (nothing else queues them). The embedded store has no other replica.
-    async fn take_over(&self) -> StoreResult<Vec<PendingKey>> {
-        Ok(Vec::new())
     }
 
     /// Replicated stores: a counter bumped whenever a setting changes (possibly at another
@@ -412,6 +403,26 @@ pub trait Store: Send + Sync + 'static {
     fn render_metrics(&self) -> String {
         String::new()
     }
+
+    /// Replicated stores whose replicas share the pending work: the feed of submissions this
+    /// replica is handed to process, whichever replica receipted them (see [`WorkFeed`]).
+    /// Taken once; `None` when this process processes what it receipts (the embedded store),
+    /// or when it was taken already.
+    fn work_feed(&self) -> Option<WorkFeed> {
+        None
+    }
+}
+
+/// Shared pending work (JetStream: a durable consumer of the log's accepts, shared by every
+/// replica). A replica takes from `take` only while it has room, so what it does not take
+/// stays in the log for the others; a replica that stops leaves what it took and did not
+/// complete to the others.
+pub struct WorkFeed {
+    /// Submissions handed to this replica to process (pending when handed out).
+    pub take: mpsc::Receiver<PendingKey>,
+    /// Submissions this replica receipted that were completed (by any replica), so it stops
+    /// counting them against its backlog budget.
+    pub completed: mpsc::UnboundedReceiver<SubmissionKey>,
 }
 
 /// Shared handle.
@@ -429,7 +440,8 @@ pub(crate) enum Op {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
         now_ms: i64,
-        /// The replica that will process it (empty for the embedded store).
+        /// The replica meant to process it, in logs written before the shared work (empty
+        /// since, and for the embedded store).
         owner: String,
     },
     Complete {
@@ -456,13 +468,14 @@ pub(crate) enum Op {
     Disclose {
         records: Vec<Disclosure>,
     },
-    /// A replica is alive (replicated stores only).
+    /// A replica started (replicated stores only; older logs beat every 2 s).
     Heartbeat {
         replica: String,
         at_ms: i64,
     },
     /// Moves an unfinished submission from a replica that stopped beating to another; applied
-    /// only if `from` still owns it, so of several replicas claiming at once exactly one wins.
+    /// only if `from` still owns it. Written only by versions before the shared work (kept so
+    /// their logs still decode and replay alike).
     Claim {
         key: SubmissionKey,
         from: String,
@@ -489,6 +502,11 @@ pub(crate) enum Op {
         digest: Vec<u8>,
         now_ms: i64,
         owner: String,
+    },
+    /// Hands out again, as shared work, submissions accepted before the log had a work
+    /// subject (JetStream: a log written by an earlier version); changes nothing in a view.
+    Requeue {
+        keys: Vec<SubmissionKey>,
     },
 }
 
@@ -542,12 +560,6 @@ impl Outcome {
     pub(crate) fn compacted(self) -> StoreResult<u64> {
         match self {
             Outcome::Compacted(n) => Ok(n),
-            o => Err(unexpected(o)),
-        }
-    }
-    pub(crate) fn claimed(self) -> StoreResult<bool> {
-        match self {
-            Outcome::Claimed(b) => Ok(b),
             o => Err(unexpected(o)),
         }
     }

@@ -25,12 +25,21 @@
 //! - **Group commit**: a replica's writes that are queued together go into one entry (at most
 //!   [`MAX_BATCH`] ops or [`MAX_ENTRY_BYTES`]), one round trip to the server for all of them.
 //!
-//! **Work done once.** An accepted submission is owned by the replica that accepted it; only
-//! the owner processes it. Each replica appends a heartbeat every [`HEARTBEAT`]; when an
-//! owner's last heartbeat is older than [`STALE_AFTER`], any other replica may append a
-//! [`Op::Claim`] for its unfinished submissions, applied only if the owner is still the one
-//! claimed from, so exactly one claimant wins each. If the old owner was only slow, not gone,
-//! both may process it, and completion's exactly-once rule still appends its results once.
+//! **The log is the queue, shared.** Accepts go into the log on a subject of their own (the
+//! work subject, `interop.log.STREAM.work`), and one durable JetStream consumer of that
+//! subject ([`WORK_CONSUMER`]) is shared by every replica: each replica pulls the next entry
+//! of accepts only while its workers have room, and hands the submissions in it that are still
+//! pending to its pipeline ([`Store::work_feed`]). So whichever replica is free processes the
+//! next submission, whoever receipted it, and what no replica has room for waits in the log.
+//! An entry is acknowledged once every submission in it has completed (at any replica);
+//! until then the replica holding it tells the server it is still working, every third of
+//! [`STALE_AFTER`]. A replica that stops gives back what it held (a negative acknowledgement,
+//! when it stops cleanly); one that dies leaves it unacknowledged, and the server hands it to
+//! another replica after [`STALE_AFTER`]. A submission processed twice (a replica slow past
+//! that limit) is still completed once: completion's exactly-once rule appends its results
+//! once. Logs written before the work subject existed are upgraded when a replica connects:
+//! the subject is added and the submissions they left unfinished are handed out again
+//! ([`Op::Requeue`]).
 //!
 //! **Limits, written down.** A replica's view lives in memory and is rebuilt by replaying the
 //! stream from its start when the replica starts (no snapshots yet), so start-up time and
@@ -54,7 +63,7 @@ mod sealed;
 use super::redb::RedbStore;
 use super::*;
 use async_nats::jetstream::{self, consumer, stream};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -65,10 +74,15 @@ pub const MAX_BATCH: usize = 512;
 /// Most bytes of ops in one log entry (the server's default message limit is 1 MiB; one
 /// submission is at most 256 KiB).
 pub const MAX_ENTRY_BYTES: usize = 768 * 1024;
-/// How often a replica says it is alive (at most; a quarter of the staleness limit if less).
-pub const HEARTBEAT: Duration = Duration::from_secs(2);
-/// How long a replica may be silent before others take its unfinished work.
+/// How long work taken by a replica that stopped answering waits before the server hands it
+/// to another (the work consumer's acknowledgement wait; `stale_ms` in the store spec).
 pub const STALE_AFTER: Duration = Duration::from_secs(10);
+/// The durable consumer of the work subject, shared by every replica.
+pub const WORK_CONSUMER: &str = "interop-work";
+/// Submissions handed to the pipeline and not yet taken by it (the rest wait in the log).
+const HANDED_AHEAD: usize = 16;
+/// Most keys in one [`Op::Requeue`].
+const REQUEUE_CHUNK: usize = 1000;
 /// How often each replica purges payload keys left behind (a purge that failed at completion,
 /// an accept that never reached the log).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -90,7 +104,7 @@ pub struct NatsOptions {
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
-    /// How long a replica may be silent before others take its unfinished work.
+    /// How long work taken by a replica that stopped answering waits before others get it.
     pub stale_after: Duration,
     /// The page cache of this replica's in-memory view of the log.
     pub view_cache_bytes: usize,
@@ -196,6 +210,19 @@ impl NatsOptions {
     fn subject(&self) -> String {
         format!("interop.log.{}", self.stream)
     }
+
+    /// The subject of entries that carry accepts: the shared work.
+    fn work_subject(&self) -> String {
+        format!("interop.log.{}.work", self.stream)
+    }
+}
+
+/// Whether `op` goes into an entry on the work subject.
+fn is_work(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Accept { .. } | Op::AcceptSealed { .. } | Op::Requeue { .. }
+    )
 }
 
 /// One message of the log: a batch of encoded [`Op`]s from one replica.
@@ -214,10 +241,55 @@ type Replies = Vec<oneshot::Sender<StoreResult<Outcome>>>;
 struct Counts {
     appended: std::sync::atomic::AtomicU64,
     append_failures: std::sync::atomic::AtomicU64,
-    lost_accepts: std::sync::atomic::AtomicU64,
-    taken_over: std::sync::atomic::AtomicU64,
+    handed_out: std::sync::atomic::AtomicU64,
+    redelivered: std::sync::atomic::AtomicU64,
+    /// Pending submissions in those entries, handed to this replica's pipeline.
+    redelivered_submissions: std::sync::atomic::AtomicU64,
     shredded: std::sync::atomic::AtomicU64,
     shred_failures: std::sync::atomic::AtomicU64,
+}
+
+/// Work entries this replica took from the consumer and has not acknowledged, with the
+/// submissions in each still open.
+#[derive(Default)]
+struct Taken {
+    entries: HashMap<u64, (jetstream::Message, HashSet<SubmissionKey>)>,
+    /// Which entries hold a key (a resend's accept, or a requeue, puts a key in several).
+    by_key: HashMap<SubmissionKey, Vec<u64>>,
+}
+
+impl Taken {
+    fn hold(&mut self, seq: u64, msg: jetstream::Message, keys: HashSet<SubmissionKey>) {
+        for k in &keys {
+            self.by_key.entry(k.clone()).or_default().push(seq);
+        }
+        self.entries.insert(seq, (msg, keys));
+    }
+
+    /// `key` needs no more work: the entries left with nothing open, to acknowledge.
+    fn release(&mut self, key: &SubmissionKey) -> Vec<jetstream::Message> {
+        let mut done = Vec::new();
+        for seq in self.by_key.remove(key).unwrap_or_default() {
+            let Some((_, open)) = self.entries.get_mut(&seq) else {
+                continue;
+            };
+            open.remove(key);
+            if open.is_empty() {
+                done.extend(self.entries.remove(&seq).map(|(m, _)| m));
+            }
+        }
+        done
+    }
+}
+
+/// Acknowledges finished work entries (a failure is only logged: the server hands the entry
+/// out again, and the one who takes it finds nothing pending in it).
+async fn ack_all(msgs: Vec<jetstream::Message>) {
+    for m in msgs {
+        if let Err(e) = m.ack().await {
+            tracing::warn!(error = %e, "work entry not acknowledged; it will be handed out again");
+        }
+    }
 }
 
 impl Counts {
@@ -231,12 +303,10 @@ pub struct NatsStore {
     view: Arc<RedbStore>,
     tx: mpsc::Sender<WriteOp>,
     replica: String,
-    stale_after: Duration,
     settings: watch::Receiver<u64>,
-    /// Submissions this replica accepted whose caller never heard (the append's answer was
-    /// lost, e.g. the server went away after storing it): nobody queued them for processing,
-    /// so [`Store::take_over`] hands them to the pipeline.
-    lost: Arc<Mutex<Vec<SubmissionKey>>>,
+    /// The shared work, until the gateway takes its feed (and the handing out starts).
+    feed: Mutex<Option<(WorkFeed, HandOut, watch::Receiver<bool>)>>,
+    taken: Arc<Mutex<Taken>>,
     counts: Arc<Counts>,
     /// The keys of pending submissions' sealed payloads.
     keys: Arc<sealed::Keys>,
@@ -303,11 +373,12 @@ impl NatsStore {
             .await
             .map_err(|e| anyhow::anyhow!("NATS server at {}: {e}", o.url))?;
         let js = jetstream::new(client);
-        let subject = o.subject();
+        let (subject, work_subject) = (o.subject(), o.work_subject());
+        let subjects = vec![subject.clone(), work_subject.clone()];
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: o.stream.clone(),
-                subjects: vec![subject.clone()],
+                subjects: subjects.clone(),
                 storage: stream::StorageType::File,
                 num_replicas: o.replicas,
                 duplicate_window: Duration::from_secs(120),
@@ -316,9 +387,19 @@ impl NatsStore {
             .await
             .map_err(|e| anyhow::anyhow!("JetStream stream {}: {e}", o.stream))?;
         let mut info = stream.cached_info().clone();
-        if info.config.subjects != [subject.clone()] {
+        // A log written before accepts had a subject of their own gets it; what it left
+        // unfinished is handed out again once the view has caught up.
+        let upgraded = info.config.subjects == [subject.clone()];
+        if upgraded {
+            let mut config = info.config.clone();
+            config.subjects = subjects.clone();
+            js.update_stream(config).await.map_err(|e| {
+                anyhow::anyhow!("JetStream stream {}: adding {work_subject}: {e}", o.stream)
+            })?;
+            tracing::info!(stream = %o.stream, "log upgraded: accepts now go to the shared work subject");
+        } else if info.config.subjects != subjects {
             anyhow::bail!(
-                "JetStream stream {} exists with subjects {:?}, not {subject}",
+                "JetStream stream {} exists with subjects {:?}, not {subjects:?}",
                 o.stream,
                 info.config.subjects
             );
@@ -332,6 +413,25 @@ impl NatsStore {
                 info.state.first_sequence
             );
         }
+        let consumer = stream
+            .get_or_create_consumer(
+                WORK_CONSUMER,
+                consumer::pull::Config {
+                    durable_name: Some(WORK_CONSUMER.to_string()),
+                    description: Some(
+                        "submissions to process, shared by the gateway replicas".into(),
+                    ),
+                    filter_subject: work_subject.clone(),
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: o.stale_after,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("JetStream consumer {WORK_CONSUMER} of {}: {e}", o.stream)
+            })?;
 
         let keys = Arc::new(sealed::Keys::open_bucket(&js, &o.stream, o.replicas).await?);
         // This process's entries are told apart from an earlier run under the same replica
@@ -342,8 +442,9 @@ impl NatsStore {
         let waiters: Arc<Mutex<HashMap<u64, Replies>>> = Arc::default();
         let (applied_tx, mut applied) = watch::channel(0u64);
         let (settings_tx, settings) = watch::channel(0u64);
-        let lost: Arc<Mutex<Vec<SubmissionKey>>> = Arc::default();
+        let (completed_tx, completed) = mpsc::unbounded_channel();
         let counts: Arc<Counts> = Arc::default();
+        let taken: Arc<Mutex<Taken>> = Arc::default();
         tokio::spawn(follow(
             Follow {
                 stream: stream.clone(),
@@ -352,34 +453,53 @@ impl NatsStore {
                 waiters: waiters.clone(),
                 applied: applied_tx,
                 settings: settings_tx,
-                lost: lost.clone(),
-                counts: counts.clone(),
-                live_after: last,
+                completed: completed_tx,
             },
             stop.clone(),
         ));
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(propose(js, subject, origin, rx, waiters, counts.clone()));
+        tokio::spawn(propose(
+            js,
+            [subject, work_subject],
+            origin,
+            rx,
+            waiters,
+            counts.clone(),
+        ));
         // Catch up before serving: a replica must not answer from a view behind the log.
         tokio::time::timeout(Duration::from_secs(300), applied.wait_for(|a| *a >= last))
             .await
             .map_err(|_| anyhow::anyhow!("replaying the log ({last} entries) took over 5 minutes"))?
             .map_err(|_| anyhow::anyhow!("log follower stopped"))?;
+        // Handing out starts when the gateway takes the feed: a process that only reads or
+        // writes the store (a tool, a test) takes no work from the replicas.
+        let (take_tx, take) = mpsc::channel(HANDED_AHEAD);
+        let hand_out = HandOut {
+            consumer,
+            view: view.clone(),
+            applied: applied.clone(),
+            to: take_tx,
+            taken: taken.clone(),
+            counts: counts.clone(),
+        };
         tracing::info!(stream = %o.stream, replica = %o.replica, entries = last, "JetStream store ready");
         let store = NatsStore {
             view,
             tx,
             replica: o.replica,
-            stale_after: o.stale_after,
             settings,
-            lost,
+            feed: Mutex::new(Some((WorkFeed { take, completed }, hand_out, stop.clone()))),
+            taken,
             counts,
             keys,
             applied,
             _stop: stop_tx,
         };
         store.heartbeat().await?;
-        store.start_heartbeats(stop);
+        if upgraded {
+            store.requeue_unfinished().await?;
+        }
+        store.start_upkeep(stop, o.stale_after);
         Ok(store)
     }
 
@@ -439,17 +559,59 @@ impl NatsStore {
         .done()
     }
 
-    fn start_heartbeats(&self, mut stop: watch::Receiver<bool>) {
-        let every = HEARTBEAT.min(self.stale_after / 4);
-        let tx = self.tx.clone();
-        let replica = self.replica.clone();
+    /// Hands out again every unfinished submission (a log upgraded from before the work
+    /// subject: its accepts are not on it).
+    async fn requeue_unfinished(&self) -> StoreResult<()> {
+        let keys: Vec<SubmissionKey> = self
+            .view
+            .unfinished()
+            .await?
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        let n = keys.len();
+        for chunk in keys.chunks(REQUEUE_CHUNK) {
+            let op = Op::Requeue {
+                keys: chunk.to_vec(),
+            };
+            self.write(op).await?.done()?;
+        }
+        if n > 0 {
+            tracing::info!(
+                submissions = n,
+                "unfinished submissions of the upgraded log handed out again as shared work"
+            );
+        }
+        Ok(())
+    }
+
+    /// The replica's upkeep until the store is dropped: tells the server it is still working
+    /// on the work entries it holds (acknowledging those whose submissions all completed,
+    /// wherever), and purges payload keys left behind. When the store is dropped, gives back
+    /// what it holds so other replicas take it at once.
+    fn start_upkeep(&self, mut stop: watch::Receiver<bool>, stale_after: Duration) {
+        let every = (stale_after / 3).max(Duration::from_millis(30));
         let (keys, view, counts) = (self.keys.clone(), self.view.clone(), self.counts.clone());
+        let taken = self.taken.clone();
         let mut last_sweep = std::time::Instant::now();
+        let mut redelivered = 0;
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = stop.wait_for(|s| *s) => break,
                     _ = tokio::time::sleep(every) => {}
+                }
+                keep_taken(&taken, &view).await;
+                // One line per pass, not per submission.
+                let now = counts
+                    .redelivered_submissions
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                if now > redelivered {
+                    tracing::info!(
+                        submissions = now - redelivered,
+                        "took over unfinished work another replica had taken (it stopped, or was slower than stale_ms)"
+                    );
+                    redelivered = now;
                 }
                 if last_sweep.elapsed() >= SWEEP_EVERY {
                     last_sweep = std::time::Instant::now();
@@ -467,15 +629,51 @@ impl NatsStore {
                         }
                     }
                 }
-                let op = Op::Heartbeat {
-                    replica: replica.clone(),
-                    at_ms: now_ms(),
-                };
-                if let Err(e) = submit_op(&tx, op).await {
-                    tracing::warn!(error = %e, "heartbeat not written");
-                }
+            }
+            let held: Vec<jetstream::Message> = {
+                let mut t = taken.lock().expect("taken");
+                t.by_key.clear();
+                t.entries.drain().map(|(_, (m, _))| m).collect()
+            };
+            for m in held {
+                // Best effort: unanswered, the server hands it out after `stale_after`.
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    m.ack_with(jetstream::AckKind::Nak(None)),
+                )
+                .await;
             }
         });
+    }
+}
+
+/// Acknowledges the held work entries whose submissions all completed (at any replica) or
+/// are gone, and tells the server this replica is still working on the rest.
+async fn keep_taken(taken: &Mutex<Taken>, view: &RedbStore) {
+    let open: Vec<SubmissionKey> = taken
+        .lock()
+        .expect("taken")
+        .by_key
+        .keys()
+        .cloned()
+        .collect();
+    let mut finished = Vec::new();
+    for k in open {
+        if !matches!(view.submission(k.clone()).await, Ok(Some(s)) if !s.completed) {
+            finished.push(k);
+        }
+    }
+    let (done, working): (Vec<_>, Vec<_>) = {
+        let mut t = taken.lock().expect("taken");
+        let done: Vec<_> = finished.iter().flat_map(|k| t.release(k)).collect();
+        let working: Vec<_> = t.entries.values().map(|(m, _)| m.clone()).collect();
+        (done, working)
+    };
+    ack_all(done).await;
+    for m in working {
+        if let Err(e) = m.ack_with(jetstream::AckKind::Progress).await {
+            tracing::warn!(error = %e, "work entry's progress not reported");
+        }
     }
 }
 
@@ -515,10 +713,12 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Appends this replica's writes to the log, in entries of up to [`MAX_BATCH`] ops.
+/// Appends this replica's writes to the log, in entries of up to [`MAX_BATCH`] ops: accepts
+/// in entries on the work subject, everything else on the log's own (`subjects`: the log's,
+/// the work's).
 async fn propose(
     js: jetstream::Context,
-    subject: String,
+    subjects: [String; 2],
     origin: String,
     mut rx: mpsc::Receiver<WriteOp>,
     waiters: Arc<Mutex<HashMap<u64, Replies>>>,
@@ -537,10 +737,13 @@ async fn propose(
         let mut ops = Vec::new();
         let mut replies = Vec::new();
         let mut bytes = 0usize;
+        let work = is_work(&first.op);
         let mut next = Some(first);
         while let Some(w) = next.take() {
             let encoded = postcard::to_allocvec(&w.op).expect("serialisable op");
-            if !ops.is_empty() && bytes + encoded.len() > MAX_ENTRY_BYTES {
+            if !ops.is_empty()
+                && (bytes + encoded.len() > MAX_ENTRY_BYTES || is_work(&w.op) != work)
+            {
                 carry = Some(w);
                 break;
             }
@@ -562,7 +765,7 @@ async fn propose(
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("{origin}-{batch_no}").as_str());
         let sent = async {
-            js.publish_with_headers(subject.clone(), headers, payload.into())
+            js.publish_with_headers(subjects[usize::from(work)].clone(), headers, payload.into())
                 .await
                 .map_err(unavailable)?
                 .await
@@ -608,10 +811,8 @@ struct Follow {
     waiters: Arc<Mutex<HashMap<u64, Replies>>>,
     applied: watch::Sender<u64>,
     settings: watch::Sender<u64>,
-    lost: Arc<Mutex<Vec<SubmissionKey>>>,
-    counts: Arc<Counts>,
-    /// Entries up to here were written before this replica started (replayed, not lost).
-    live_after: u64,
+    /// Submissions this process accepted, when they complete (at any replica).
+    completed: mpsc::UnboundedSender<SubmissionKey>,
 }
 
 /// Follows the log from its start, applying each entry to the view in stream order and
@@ -624,10 +825,10 @@ async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
         waiters,
         applied,
         settings,
-        lost,
-        counts,
-        live_after,
+        completed,
     } = f;
+    // What this process accepted and has not seen completed.
+    let mut mine: HashSet<SubmissionKey> = HashSet::new();
     let mut next = 1u64;
     loop {
         let consumer = stream
@@ -696,7 +897,7 @@ async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
                 }
             };
             let mut answers = Vec::with_capacity(entry.ops.len());
-            let mut accepts = Vec::with_capacity(entry.ops.len());
+            let mut keys = Vec::with_capacity(entry.ops.len());
             let mut setting = false;
             for bytes in &entry.ops {
                 let op: Op = match postcard::from_bytes(bytes) {
@@ -704,13 +905,15 @@ async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
                     Err(e) => {
                         tracing::error!(seq, error = %e, "unreadable op skipped");
                         answers.push(None);
-                        accepts.push(None);
+                        keys.push(None);
                         continue;
                     }
                 };
                 setting |= matches!(op, Op::Setting { .. });
-                accepts.push(match &op {
-                    Op::Accept { key, .. } | Op::AcceptSealed { key, .. } => Some(key.clone()),
+                keys.push(match &op {
+                    Op::Accept { key, .. }
+                    | Op::AcceptSealed { key, .. }
+                    | Op::Complete { key, .. } => Some(key.clone()),
                     _ => None,
                 });
                 let (reply, rx) = oneshot::channel();
@@ -726,27 +929,21 @@ async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
                     None => Err(StoreError::Unavailable("unreadable log entry".into())),
                 });
             }
-            if entry.origin == me {
-                let replies = waiters.lock().expect("waiters").remove(&entry.batch);
-                match replies {
-                    Some(replies) => {
-                        for (r, o) in replies.into_iter().zip(outcomes) {
-                            drop(r.send(o));
-                        }
+            let ours = entry.origin == me;
+            for (k, o) in keys.into_iter().zip(&outcomes) {
+                match (k, o) {
+                    (Some(k), Ok(Outcome::Accepted(Accepted::New(_)))) if ours => {
+                        mine.insert(k);
                     }
-                    // Appended, but its callers were told it failed: new submissions among
-                    // them are ours to process, and nothing else will queue them.
-                    None if seq > live_after => {
-                        let mut l = lost.lock().expect("lost");
-                        for (k, o) in accepts.into_iter().zip(outcomes) {
-                            if let (Some(k), Ok(Outcome::Accepted(Accepted::New(_)))) = (k, o) {
-                                tracing::warn!(key = %k, "accepted after its caller was refused; queued for processing");
-                                Counts::add(&counts.lost_accepts, 1);
-                                l.push(k);
-                            }
-                        }
+                    (Some(k), Ok(Outcome::Completed(true))) if mine.remove(&k) => {
+                        drop(completed.send(k));
                     }
-                    None => {}
+                    _ => {}
+                }
+            }
+            if ours && let Some(replies) = waiters.lock().expect("waiters").remove(&entry.batch) {
+                for (r, o) in replies.into_iter().zip(outcomes) {
+                    drop(r.send(o));
                 }
             }
             next = seq + 1;
@@ -756,6 +953,133 @@ async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Takes work entries from the shared consumer while the pipeline has room, and hands it the
+/// submissions in them that are still pending.
+struct HandOut {
+    consumer: consumer::Consumer<consumer::pull::Config>,
+    view: Arc<RedbStore>,
+    applied: watch::Receiver<u64>,
+    to: mpsc::Sender<PendingKey>,
+    taken: Arc<Mutex<Taken>>,
+    counts: Arc<Counts>,
+}
+
+impl HandOut {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        loop {
+            // Room first: what this replica has no room for stays in the log for the others.
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                permit = self.to.reserve() => match permit {
+                    Ok(p) => drop(p),
+                    Err(_) => return,
+                },
+            }
+            let fetched = self
+                .consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await;
+            let mut batch = match fetched {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared work: fetch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            loop {
+                let msg = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    m = batch.next() => m,
+                };
+                match msg {
+                    Some(Ok(m)) => {
+                        if !self.hand(m, &mut stop).await {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "shared work: fetch failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// Hands out the pending submissions of one work entry; `false` once stopping.
+    async fn hand(&mut self, msg: jetstream::Message, stop: &mut watch::Receiver<bool>) -> bool {
+        let (seq, delivered) = match msg.info() {
+            Ok(i) => (i.stream_sequence, i.delivered),
+            Err(e) => {
+                tracing::warn!(error = %e, "shared work: an entry without metadata; skipped");
+                return true;
+            }
+        };
+        let redelivered = delivered > 1;
+        if redelivered {
+            Counts::add(&self.counts.redelivered, 1);
+        }
+        // The view must hold the entry before it can say what in it is still pending.
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return false,
+            r = self.applied.wait_for(|a| *a >= seq) => if r.is_err() { return false },
+        }
+        let keys: Vec<SubmissionKey> = match postcard::from_bytes::<Entry>(&msg.payload) {
+            Ok(entry) => entry
+                .ops
+                .iter()
+                .filter_map(|b| postcard::from_bytes::<Op>(b).ok())
+                .flat_map(|op| match op {
+                    Op::Accept { key, .. } | Op::AcceptSealed { key, .. } => vec![key],
+                    Op::Requeue { keys } => keys,
+                    _ => Vec::new(),
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(seq, error = %e, "shared work: unreadable entry; nothing in it can be processed");
+                Vec::new()
+            }
+        };
+        let mut open = Vec::new();
+        let mut seen = HashSet::new();
+        for k in keys {
+            if !seen.insert(k.clone()) {
+                continue;
+            }
+            match self.view.pending(k).await {
+                Ok(Some(p)) => open.push(PendingKey::of(&p)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "shared work: the view failed; entry left to be handed out again");
+                    return true;
+                }
+            }
+        }
+        if open.is_empty() {
+            ack_all(vec![msg]).await;
+            return true;
+        }
+        if redelivered {
+            Counts::add(&self.counts.redelivered_submissions, open.len() as u64);
+        }
+        let held = open.iter().map(|p| p.key.clone()).collect();
+        self.taken.lock().expect("taken").hold(seq, msg, held);
+        for p in open {
+            Counts::add(&self.counts.handed_out, 1);
+            if self.to.send(p).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -776,7 +1100,8 @@ impl Store for NatsStore {
                 sealed,
                 digest,
                 now_ms,
-                owner: self.replica.clone(),
+                // Whichever replica takes it from the shared work processes it.
+                owner: String::new(),
             })
             .await
             .and_then(Outcome::accepted);
@@ -792,6 +1117,8 @@ impl Store for NatsStore {
             && s.completed
         {
             self.shred(&key).await;
+            let finished = self.taken.lock().expect("taken").release(&key);
+            ack_all(finished).await;
             return Ok(false);
         }
         let done = self
@@ -802,6 +1129,8 @@ impl Store for NatsStore {
             .await?
             .completed()?;
         self.shred(&key).await;
+        let finished = self.taken.lock().expect("taken").release(&key);
+        ack_all(finished).await;
         Ok(done)
     }
 
@@ -919,50 +1248,16 @@ impl Store for NatsStore {
         self.view.watch_head(stream)
     }
 
-    /// Keys only: a payload is opened (a key-value read) when a worker takes it, not here.
+    /// Nothing: every unfinished submission is handed out through the shared work (see
+    /// [`Store::work_feed`]), to whichever replica has room.
     async fn resumable(&self) -> StoreResult<Vec<PendingKey>> {
-        Ok(self
-            .view
-            .unfinished_owned()
-            .await?
-            .iter()
-            .filter(|(_, owner, _)| owner == &self.replica || owner.is_empty())
-            .map(|(p, _, _)| PendingKey::of(p))
-            .collect())
+        Ok(Vec::new())
     }
 
-    async fn take_over(&self) -> StoreResult<Vec<PendingKey>> {
-        let stale_before = now_ms() - self.stale_after.as_millis() as i64;
-        let lost: std::collections::HashSet<SubmissionKey> =
-            self.lost.lock().expect("lost").drain(..).collect();
-        let mut won = Vec::new();
-        for (p, owner, beat) in self.view.unfinished_owned().await? {
-            if owner == self.replica && lost.contains(&p.key) {
-                won.push(PendingKey::of(&p));
-                continue;
-            }
-            if owner == self.replica || owner.is_empty() || beat.is_some_and(|b| b >= stale_before)
-            {
-                continue;
-            }
-            let claim = Op::Claim {
-                key: p.key.clone(),
-                from: owner.clone(),
-                to: self.replica.clone(),
-            };
-            if self.write(claim).await?.claimed()? {
-                Counts::add(&self.counts.taken_over, 1);
-                tracing::debug!(key = %p.key, from = %owner, "took over a stopped replica's submission");
-                won.push(PendingKey::of(&p));
-            }
-        }
-        if !won.is_empty() {
-            tracing::info!(
-                submissions = won.len(),
-                "took over stopped replicas' unfinished submissions"
-            );
-        }
-        Ok(won)
+    fn work_feed(&self) -> Option<WorkFeed> {
+        let (feed, hand_out, stop) = self.feed.lock().expect("feed").take()?;
+        tokio::spawn(hand_out.run(stop));
+        Some(feed)
     }
 
     fn watch_settings(&self) -> Option<watch::Receiver<u64>> {
@@ -980,12 +1275,15 @@ impl Store for NatsStore {
              # TYPE interop_store_log_appends_total counter\n\
              interop_store_log_appends_total{{outcome=\"ok\"}} {}\n\
              interop_store_log_appends_total{{outcome=\"failed\"}} {}\n\
-             # HELP interop_store_lost_accepts_total Submissions appended after their caller was refused, queued by this replica.\n\
-             # TYPE interop_store_lost_accepts_total counter\n\
-             interop_store_lost_accepts_total {}\n\
-             # HELP interop_store_taken_over_total Submissions this replica took over from stopped replicas.\n\
-             # TYPE interop_store_taken_over_total counter\n\
-             interop_store_taken_over_total {}\n\
+             # HELP interop_store_work_handed_out_total Submissions the shared work handed to this replica's pipeline.\n\
+             # TYPE interop_store_work_handed_out_total counter\n\
+             interop_store_work_handed_out_total {}\n\
+             # HELP interop_store_work_redelivered_total Work entries this replica took that another replica had taken and not finished (it stopped, or was slower than stale_ms).\n\
+             # TYPE interop_store_work_redelivered_total counter\n\
+             interop_store_work_redelivered_total {}\n\
+             # HELP interop_store_work_held Work entries this replica holds, not yet finished.\n\
+             # TYPE interop_store_work_held gauge\n\
+             interop_store_work_held {}\n\
              # HELP interop_store_payload_keys_purged_total Payload keys of completed submissions purged (their sealed payloads in the log unreadable), and purges that failed (left to the sweep).\n\
              # TYPE interop_store_payload_keys_purged_total counter\n\
              interop_store_payload_keys_purged_total{{outcome=\"ok\"}} {}\n\
@@ -993,8 +1291,9 @@ impl Store for NatsStore {
             *self.applied.borrow(),
             get(&c.appended),
             get(&c.append_failures),
-            get(&c.lost_accepts),
-            get(&c.taken_over),
+            get(&c.handed_out),
+            get(&c.redelivered),
+            self.taken.lock().expect("taken").entries.len(),
             get(&c.shredded),
             get(&c.shred_failures),
         )

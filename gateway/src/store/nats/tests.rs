@@ -1,6 +1,6 @@
 //! The JetStream store against a real `nats-server` (skipped, loudly, without one): the
-//! store contract's conformance suite, replicas sharing one log, take-over, and sealed
-//! payloads.
+//! store contract's conformance suite, replicas sharing one log and its pending work, and
+//! sealed payloads.
 
 use super::super::conformance::{self, Open};
 use super::test_server::{NatsServer, start_server};
@@ -175,17 +175,36 @@ async fn replicas_share_one_log() {
     );
 }
 
+/// Takes what `feed` hands out until nothing more comes within `quiet`.
+async fn drain(feed: &mut WorkFeed, quiet: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Ok(Some(p)) = tokio::time::timeout(quiet, feed.take.recv()).await {
+        got.push(p.key.tcn);
+    }
+    got
+}
+
 /// A replica restarted under the same name writes again at once (its first entries must
-/// not pass for the earlier run's, which had the same batch numbers) and resumes its own
-/// unfinished submissions.
+/// not pass for the earlier run's, which had the same batch numbers), and what it held
+/// unfinished when it stopped is handed out again with what it accepts after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_restarted_under_its_name_writes_and_resumes() {
-    let Some(server) = start_server("a_replica_restarted_under_its_name_writes_and_resumes") else {
+async fn a_restarted_replica_writes_and_its_unfinished_work_is_handed_out_again() {
+    let Some(server) = start_server("a_restarted_replica_writes_and_its_work_is_handed_out") else {
         return;
     };
     let a = replica(&server, "a", "").await;
+    assert!(
+        a.resumable().await.unwrap().is_empty(),
+        "the shared work hands it out, not a resume list"
+    );
     a.accept(key("BEFORE"), vec![1], 1).await.unwrap();
-    drop(a);
+    let mut feed = a.work_feed().expect("the shared work's feed");
+    assert!(a.work_feed().is_none(), "the feed is taken once");
+    assert_eq!(
+        drain(&mut feed, Duration::from_millis(500)).await,
+        ["BEFORE"]
+    );
+    drop((feed, a)); // stops, giving back what it held
     let again = tokio::time::timeout(Duration::from_secs(10), replica(&server, "a", ""))
         .await
         .expect("the restarted replica's first write (a heartbeat) is confirmed");
@@ -196,73 +215,181 @@ async fn a_replica_restarted_under_its_name_writes_and_resumes() {
     .await
     .expect("a write after the restart is confirmed");
     assert!(matches!(r.unwrap(), Accepted::New(_)));
-    let mine: Vec<String> = again
-        .resumable()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.key.tcn)
-        .collect();
-    assert_eq!(mine, ["BEFORE", "AFTER"]);
+    let mut feed = again.work_feed().unwrap();
+    let mut got = drain(&mut feed, Duration::from_millis(1500)).await;
+    got.sort();
+    assert_eq!(got, ["AFTER", "BEFORE"]);
 }
 
-/// A replica that stops beating loses its unfinished submissions to exactly one other
-/// replica; a live one's are never taken, and a restarted replica resumes its own.
+/// The pending work is shared: each replica takes only what it has room for, the rest waits
+/// in the log for the others, nothing is handed to two live replicas, what a replica held
+/// when it stopped goes to another, and a completed submission is never handed out again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_replicas_work_is_taken_over_once() {
-    let Some(server) = start_server("a_stopped_replicas_work_is_taken_over_once") else {
+async fn the_pending_work_is_shared_and_a_stopped_replicas_goes_to_the_others() {
+    let Some(server) = start_server("the_pending_work_is_shared") else {
         return;
     };
-    let fast = "&stale_ms=300";
+    let fast = "&stale_ms=600";
     let a = replica(&server, "a", fast).await;
     let b = replica(&server, "b", fast).await;
     let c = replica(&server, "c", fast).await;
-    for i in 0..10 {
-        a.accept(key(&format!("A-{i}")), vec![i], 1).await.unwrap();
+    let n = 3 * HANDED_AHEAD;
+    for i in 0..n {
+        a.accept(key(&format!("A-{i:02}")), vec![i as u8], 1)
+            .await
+            .unwrap();
     }
-    b.accept(key("B-0"), vec![9], 1).await.unwrap();
-    a.complete(key("A-0"), Completion::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(b.take_over().await.unwrap().is_empty(), "a is alive");
-    assert_eq!(
-        a.resumable().await.unwrap().len(),
-        9,
-        "a resumes its own unfinished ones"
+    a.complete(key("A-00"), Completion::default())
+        .await
+        .unwrap();
+    // b and c take what they have room for; neither takes what the other holds.
+    let (mut fb, mut fc) = (b.work_feed().unwrap(), c.work_feed().unwrap());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut at_b = Vec::new();
+    while let Ok(p) = fb.take.try_recv() {
+        at_b.push(p.key.tcn);
+    }
+    let mut at_c = Vec::new();
+    while let Ok(p) = fc.take.try_recv() {
+        at_c.push(p.key.tcn);
+    }
+    assert!(
+        (1..=HANDED_AHEAD + 1).contains(&at_b.len())
+            && (1..=HANDED_AHEAD + 1).contains(&at_c.len()),
+        "each replica takes what it has room for: b {}, c {}",
+        at_b.len(),
+        at_c.len()
     );
-
-    drop(a); // stops its heartbeats
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let (won_b, won_c) = tokio::join!(b.take_over(), c.take_over());
-    let (won_b, won_c) = (won_b.unwrap(), won_c.unwrap());
-    let mut all: Vec<String> = won_b
-        .iter()
-        .chain(&won_c)
-        .map(|p| p.key.tcn.clone())
-        .collect();
+    assert!(
+        at_b.iter().all(|t| !at_c.contains(t)),
+        "no submission at two live replicas"
+    );
+    assert!(
+        !at_b.contains(&"A-00".to_string()) && !at_c.contains(&"A-00".to_string()),
+        "a completed submission is not handed out"
+    );
+    for t in &at_b {
+        b.complete(key(t), Completion::default()).await.unwrap();
+    }
+    // b stops holding what it took after those; c, draining, gets all the rest once.
+    let held_by_b = drain(&mut fb, Duration::from_millis(300)).await;
+    assert!(!held_by_b.is_empty(), "b took more once it had room");
+    drop((fb, b));
+    let mut rest = at_c.clone();
+    loop {
+        let got = drain(&mut fc, Duration::from_millis(1500)).await;
+        if got.is_empty() {
+            break;
+        }
+        for t in &got {
+            c.complete(key(t), Completion::default()).await.unwrap();
+        }
+        rest.extend(got);
+    }
+    for t in &at_c {
+        c.complete(key(t), Completion::default()).await.unwrap();
+    }
+    let mut all: Vec<String> = at_b.iter().chain(&rest).cloned().collect();
     all.sort();
-    let expected: Vec<String> = (1..10).map(|i| format!("A-{i}")).collect();
-    assert_eq!(all, expected, "each unfinished submission of a, taken once");
-    assert!(all.iter().all(|t| t != "B-0"), "b is alive: its work stays");
-    let taken = |m: String| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("interop_store_taken_over_total "))
-            .and_then(|v| v.parse::<u64>().ok())
-            .expect("the take-over counter")
-    };
-    assert_eq!(
-        taken(b.render_metrics()) + taken(c.render_metrics()),
-        9,
-        "/metrics counts what was taken over"
+    all.dedup();
+    let expected: Vec<String> = (1..n).map(|i| format!("A-{i:02}")).collect();
+    assert_eq!(all, expected, "every pending submission handed out");
+    for t in &held_by_b {
+        assert!(
+            rest.contains(t),
+            "{t}, held by b when it stopped, went to c"
+        );
+    }
+    assert!(
+        at_b.iter().all(|t| !rest.contains(t)),
+        "what b completed is not handed out again"
     );
-    assert!(b.render_metrics().contains("interop_store_log_applied "));
-    eventually("claims visible everywhere", || {
+    let count = |m: &str, name: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+    let m = c.render_metrics();
+    assert_eq!(
+        count(&m, "interop_store_work_handed_out_total "),
+        rest.len() as u64
+    );
+    assert!(count(&m, "interop_store_work_redelivered_total ") >= 1);
+    eventually("c acknowledges what it finished", || {
         let c = c.clone();
-        async move { c.take_over().await.unwrap().is_empty() }
+        async move { count(&c.render_metrics(), "interop_store_work_held ") == 0 }
     })
     .await;
-    // The winners now resume them as their own.
-    let owned = b.resumable().await.unwrap().len() + c.resumable().await.unwrap().len();
-    assert_eq!(owned, 9 + 1);
+}
+
+/// A log written before accepts had a subject of their own: the first replica to connect
+/// adds the subject and hands out again what the log left unfinished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_from_before_the_work_subject_is_upgraded_and_its_work_handed_out() {
+    let Some(server) = start_server("a_log_from_before_the_work_subject") else {
+        return;
+    };
+    let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
+    js.create_stream(stream::Config {
+        name: "LOG".into(),
+        subjects: vec!["interop.log.LOG".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // An accept as an earlier version appended it: sealed, owned, on the log's subject.
+    let keys = sealed::Keys::open_bucket(&js, "LOG", 1).await.unwrap();
+    let mut ops = Vec::new();
+    for tcn in ["OLD-1", "OLD-2"] {
+        let op = Op::AcceptSealed {
+            key: key(tcn),
+            sealed: keys.seal(&key(tcn), b"old").await.unwrap(),
+            digest: super::super::redb::digest(b"old"),
+            now_ms: 1,
+            owner: "gone".into(),
+        };
+        ops.push(postcard::to_allocvec(&op).unwrap());
+    }
+    let entry = Entry {
+        origin: "gone#1".into(),
+        batch: 1,
+        ops,
+    };
+    js.publish(
+        "interop.log.LOG",
+        postcard::to_allocvec(&entry).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let a = replica(&server, "a", "").await;
+    a.complete(key("OLD-2"), Completion::default())
+        .await
+        .unwrap();
+    let mut feed = a.work_feed().unwrap();
+    assert_eq!(
+        drain(&mut feed, Duration::from_millis(1000)).await,
+        ["OLD-1"]
+    );
+    let p = a
+        .pending(key("OLD-1"))
+        .await
+        .unwrap()
+        .expect("still pending");
+    assert_eq!(p.payload, b"old", "its sealed payload opens");
+    let info = js
+        .get_stream("LOG")
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(
+        info.config.subjects,
+        ["interop.log.LOG", "interop.log.LOG.work"]
+    );
 }
 
 /// Every entry of the stream `name` on `server`, raw.

@@ -337,46 +337,6 @@ impl RedbStore {
             .ok_or_else(recovering)
     }
 
-    /// Every unfinished submission in acceptance order, with the replica that owns it and
-    /// when that replica last beat (replicated stores; empty owner for the embedded one).
-    pub(crate) async fn unfinished_owned(
-        &self,
-    ) -> StoreResult<Vec<(Pending, String, Option<i64>)>> {
-        self.blocking_read(|db| {
-            let txn = db.begin_read()?;
-            let pending = txn.open_table(PENDING)?;
-            let subs = txn.open_table(SUBMISSIONS)?;
-            let owners = txn.open_table(OWNERS)?;
-            let beats = txn.open_table(HEARTBEATS)?;
-            let mut out = Vec::new();
-            for row in pending.iter()? {
-                let (_, k) = row?;
-                let k = k.value().to_string();
-                let Some(v) = subs.get(k.as_str())? else {
-                    continue;
-                };
-                let s: StoredSubmission = decode(v.value(), || format!("submission {k}"))?;
-                let key = submission_key(&k)?;
-                let owner = owners
-                    .get(k.as_str())?
-                    .map(|v| v.value().to_string())
-                    .unwrap_or_default();
-                let beat = beats.get(owner.as_str())?.map(|v| v.value());
-                out.push((
-                    Pending {
-                        key,
-                        receipt: s.receipt,
-                        payload: s.payload,
-                    },
-                    owner,
-                    beat,
-                ));
-            }
-            Ok(out)
-        })
-        .await
-    }
-
     /// The stored row of submission `key`, if any.
     async fn stored(&self, key: &SubmissionKey) -> StoreResult<Option<StoredSubmission>> {
         let k = key.to_string();

@@ -291,6 +291,7 @@ impl<'t> Tables<'t> {
             Op::PruneDisclosures { through } => {
                 Ok(Outcome::Compacted(self.prune_disclosures(through)?))
             }
+            Op::Requeue { .. } => Ok(Outcome::Done),
         })
     }
 
