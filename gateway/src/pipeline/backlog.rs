@@ -631,17 +631,7 @@ mod tests {
             memory_bytes: 1500,
             ..budget(1000)
         });
-        let prepared = || {
-            Some(Box::new(Prepared {
-                submission: pb::Submission::default(),
-                valid: ValidSubmission {
-                    booked_on: chrono::NaiveDate::from_ymd_opt(2011, 1, 1).unwrap(),
-                    charges: vec![],
-                    prints: Default::default(),
-                    group: None,
-                },
-            }))
-        };
+        let prepared = decoded;
         for i in 0..2 {
             b.push(Entry {
                 prepared: prepared(),

@@ -636,10 +636,11 @@ impl NatsStore {
                 t.entries.drain().map(|(_, (m, _))| m).collect()
             };
             for m in held {
-                // Best effort: unanswered, the server hands it out after `stale_after`.
+                // Confirmed by the server (a plain publish could be lost as the connection
+                // closes); unanswered, the server hands it out after `stale_after`.
                 let _ = tokio::time::timeout(
                     Duration::from_secs(1),
-                    m.ack_with(jetstream::AckKind::Nak(None)),
+                    m.double_ack_with(jetstream::AckKind::Nak(None)),
                 )
                 .await;
             }
@@ -659,8 +660,11 @@ async fn keep_taken(taken: &Mutex<Taken>, view: &RedbStore) {
         .collect();
     let mut finished = Vec::new();
     for k in open {
-        if !matches!(view.submission(k.clone()).await, Ok(Some(s)) if !s.completed) {
-            finished.push(k);
+        // Completed, or never accepted (a resend refused as a conflict); a failed read keeps it.
+        match view.submission(k.clone()).await {
+            Ok(Some(s)) if !s.completed => {}
+            Ok(_) => finished.push(k),
+            Err(_) => {}
         }
     }
     let (done, working): (Vec<_>, Vec<_>) = {
