@@ -252,8 +252,8 @@ impl IdentSearch for CountingIdent {
         self.inner.search(prints).await
     }
 
-    fn search_load(&self) -> Option<interop_gateway::engines::slots::SearchLoad> {
-        self.inner.search_load()
+    fn search_slots(&self) -> Option<Arc<interop_gateway::engines::slots::SearchSlots>> {
+        self.inner.search_slots()
     }
 }
 

@@ -22,9 +22,14 @@ use tonic::{Request, Response};
 /// thread. A caller that gives up (its deadline passed) drops its call, and a search still
 /// waiting is then never run: without this bound an overloaded shard started every queued
 /// search at once, each took longer than its caller would wait, and every retry added work.
+/// At a gateway that searches in process they run on its search threads, in a lane of their
+/// own ([`ADMIN_LANE`]) beside the bureaus' (see [`crate::engines::slots`]), so the admin's
+/// searches and the pipeline's share the cores rather than oversubscribe them.
 pub struct MatcherApi {
     matcher: Arc<dyn Matcher>,
     running: Arc<tokio::sync::Semaphore>,
+    /// The gateway's search threads, where it has them (see [`MatcherApi::on_slots`]).
+    slots: Option<Arc<crate::engines::slots::SearchSlots>>,
     /// The ids this gallery may hold: a shard process holds only its own (see
     /// [`MatcherApi::for_shard`]).
     shard: Option<Shard>,
@@ -45,12 +50,30 @@ pub struct MatcherApi {
     audit: Option<crate::store::DynStore>,
 }
 
+/// The search threads' lane of the admin's `MatcherService` searches at a gateway.
+pub const ADMIN_LANE: &str = "(admin)";
+
+fn answer(res: &interop_matcher::SearchResult) -> pb::SearchResponse {
+    pb::SearchResponse {
+        hit: res.hit.is_some(),
+        candidates: res
+            .candidates
+            .iter()
+            .map(|c| pb::Candidate {
+                subject_id: c.subject,
+                score: c.score,
+            })
+            .collect(),
+    }
+}
+
 impl MatcherApi {
     pub fn new(matcher: Arc<dyn Matcher>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         MatcherApi {
             matcher,
             running: Arc::new(tokio::sync::Semaphore::new(cores)),
+            slots: None,
             shard: None,
             serves_gateways: false,
             log: None,
@@ -83,6 +106,12 @@ impl MatcherApi {
         MatcherApi { fbi, ..self }
     }
 
+    /// The same service, its searches run on `slots` (the gateway's search threads, where it
+    /// has them) in the lane [`ADMIN_LANE`].
+    pub fn on_slots(self, slots: Option<Arc<crate::engines::slots::SearchSlots>>) -> Self {
+        MatcherApi { slots, ..self }
+    }
+
     /// A search of `r.fingers` in the gallery `r.gallery` names, within `deadline`.
     async fn search_in(
         &self,
@@ -101,6 +130,25 @@ impl MatcherApi {
         };
         let probe = search_fingers(&r.fingers)?;
         let k = r.max_candidates.clamp(1, 100) as usize;
+        if let Some(slots) = &self.slots {
+            let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let search = slots.run(ADMIN_LANE.into(), started, move || {
+                m.search_before(&probe, k, deadline)
+            });
+            // Not run at all if the caller's deadline passes while it waits for a thread.
+            let res = match deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), search)
+                    .await
+                    .map_err(|_| {
+                        GatewayError::DeadlineExceeded(
+                            "no search thread free before the deadline".into(),
+                        )
+                    })?,
+                None => search.await,
+            }
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))??;
+            return Ok(answer(&res));
+        }
         let permit = self
             .running
             .clone()
@@ -114,17 +162,7 @@ impl MatcherApi {
         })
         .await
         .map_err(|e| GatewayError::Internal(e.to_string()))??;
-        Ok(pb::SearchResponse {
-            hit: res.hit.is_some(),
-            candidates: res
-                .candidates
-                .iter()
-                .map(|c| pb::Candidate {
-                    subject_id: c.subject,
-                    score: c.score,
-                })
-                .collect(),
-        })
+        Ok(answer(&res))
     }
 
     /// The service at a gateway: enrolments and removals go through `log`, recorded in
@@ -419,7 +457,76 @@ impl pb::matcher_service_server::MatcherService for ShardedMatcherApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engines::slots::SearchSlots;
+    use interop_matcher::synth::{CaptureModel, capture, master_tenprint};
     use std::time::Duration;
+
+    /// At a gateway the admin's searches take their turn on the pipeline's search threads,
+    /// in a lane of their own: while the only thread is busy the search waits (using no
+    /// thread), runs once it is free, and is refused if its deadline passes first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn admin_searches_take_their_turn_on_the_gateways_search_threads() {
+        let m = Arc::new(interop_matcher::IndexedMatcher::new(1));
+        let print = |p: u64, n: u64| capture(&master_tenprint(3, p), &CaptureModel::default(), n);
+        for p in 1..=20 {
+            m.enroll(p, &print(p, 0)).unwrap();
+        }
+        let slots = Arc::new(SearchSlots::new(1));
+        let api = Arc::new(MatcherApi::new(m).on_slots(Some(slots.clone())));
+        let probe = pb::SearchRequest {
+            fingers: crate::convert::tenprint_to_pb(&print(7, 1)),
+            max_candidates: 1,
+            ..Default::default()
+        };
+        let request = move || probe.clone();
+        // A bureau's search holding the only thread until released.
+        let busy = |slots: &Arc<SearchSlots>| {
+            let (release, wait) = std::sync::mpsc::channel::<()>();
+            let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let slots = slots.clone();
+            let job = async move {
+                slots
+                    .run("TX".into(), started, move || wait.recv().ok())
+                    .await
+            };
+            (release, tokio::spawn(job))
+        };
+        /// Until `(waiting, running)` searches.
+        async fn load(slots: &SearchSlots, n: (usize, usize)) {
+            for _ in 0..500 {
+                if slots.figures().queued_and_running() == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("never {n:?} searches waiting and running");
+        }
+
+        let (release, job) = busy(&slots);
+        load(&slots, (0, 1)).await;
+        let search = tokio::spawn({
+            let api = api.clone();
+            let r = request();
+            async move { api.search_in(r, None).await }
+        });
+        load(&slots, (1, 1)).await;
+        assert!(!search.is_finished(), "it waits for the busy thread");
+        release.send(()).unwrap();
+        job.await.unwrap().unwrap();
+        let found = search.await.unwrap().unwrap();
+        assert_eq!(found.candidates[0].subject_id, 7);
+
+        let (release, job) = busy(&slots);
+        load(&slots, (0, 1)).await;
+        let deadline = std::time::Instant::now() + Duration::from_millis(100);
+        let e = api.search_in(request(), Some(deadline)).await.unwrap_err();
+        assert!(matches!(e, GatewayError::DeadlineExceeded(_)), "{e:?}");
+        release.send(()).unwrap();
+        job.await.unwrap().unwrap();
+        // Nothing left behind (that a search whose caller left is skipped, not run, is
+        // `engines::slots`' own test).
+        load(&slots, (0, 0)).await;
+    }
 
     #[test]
     fn grpc_timeouts_parse_as_the_protocol_writes_them() {

@@ -197,8 +197,8 @@ impl IdentSearch for GalleryBackend<ImmigrationRecord> {
             .map(|(score, record)| IdentHit { score, record }))
     }
 
-    fn search_load(&self) -> Option<super::slots::SearchLoad> {
-        Some(self.slots.figures())
+    fn search_slots(&self) -> Option<Arc<SearchSlots>> {
+        Some(self.slots.clone())
     }
 }
 
@@ -208,8 +208,8 @@ impl CriminalHistory for GalleryBackend<CriminalRecord> {
         Ok(self.identify(prints).await?.map(|(_, r)| r))
     }
 
-    fn search_load(&self) -> Option<super::slots::SearchLoad> {
-        Some(self.slots.figures())
+    fn search_slots(&self) -> Option<Arc<SearchSlots>> {
+        Some(self.slots.clone())
     }
 }
 

@@ -29,6 +29,7 @@ pub use in_process::{DEFAULT_SEARCH_DEADLINE, DeadlineFit, GalleryBackend, InPro
 
 use crate::world::{CriminalRecord, ImmigrationRecord};
 use interop_matcher::Tenprint;
+use std::sync::Arc;
 
 /// The false-positive identification rate a gallery's hit/no-hit threshold is set for by
 /// default (DESIGN.md §7: FNIR is judged at FPIR 0.1%).
@@ -149,6 +150,12 @@ pub trait IdentSearch: Send + Sync + 'static {
     /// Its searches waiting and running on this process's search threads, where it has them
     /// (see [`slots`]), for `/metrics`.
     fn search_load(&self) -> Option<slots::SearchLoad> {
+        self.search_slots().map(|s| s.figures())
+    }
+
+    /// This process's search threads, where it searches in process: other searches of the
+    /// process (the admin's `MatcherService`) take their turn on them too.
+    fn search_slots(&self) -> Option<Arc<slots::SearchSlots>> {
         None
     }
 }
@@ -160,6 +167,11 @@ pub trait CriminalHistory: Send + Sync + 'static {
 
     /// See [`IdentSearch::search_load`].
     fn search_load(&self) -> Option<slots::SearchLoad> {
+        self.search_slots().map(|s| s.figures())
+    }
+
+    /// See [`IdentSearch::search_slots`].
+    fn search_slots(&self) -> Option<Arc<slots::SearchSlots>> {
         None
     }
 }

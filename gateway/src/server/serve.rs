@@ -105,6 +105,7 @@ impl Gateway {
                     None => MatcherApi::new(m.clone()),
                 }
                 .with_fbi(self.fbi_gallery.get().cloned())
+                .on_slots(self.core.ident.search_slots())
                 .audited(self.core.store.clone());
                 let svc = MatcherServiceServer::new(api).max_decoding_message_size(max);
                 router = router.add_service(InterceptedService::new(svc, authenticate));
@@ -114,12 +115,15 @@ impl Gateway {
                 health
                     .set_serving::<MatcherServiceServer<ShardedMatcherApi>>()
                     .await;
-                let api = ShardedMatcherApi {
-                    ident: r.clone(),
-                    log: self.gallery.clone().map(|g| (g, self.core.store.clone())),
-                    fbi: self.fbi_gallery.get().cloned().map(MatcherApi::new),
-                    audit: Some(self.core.store.clone()),
-                };
+                let api =
+                    ShardedMatcherApi {
+                        ident: r.clone(),
+                        log: self.gallery.clone().map(|g| (g, self.core.store.clone())),
+                        fbi: self.fbi_gallery.get().cloned().map(|m| {
+                            MatcherApi::new(m).on_slots(self.core.criminal.search_slots())
+                        }),
+                        audit: Some(self.core.store.clone()),
+                    };
                 let svc = MatcherServiceServer::new(api).max_decoding_message_size(max);
                 router = router.add_service(InterceptedService::new(svc, authenticate));
             }
