@@ -420,6 +420,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     interop_gateway_cli::logging::init(cli.log_format, "warn");
+    interop_gateway::engines::slots::search_pool();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = match cli.cmd {
         Cmd::Generate {

@@ -94,6 +94,8 @@ pub fn main() -> std::process::ExitCode {
 pub fn main_from(
     args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
 ) -> std::process::ExitCode {
+    // Before anything uses rayon: its threads run the searches, at their priority.
+    interop_gateway::engines::slots::search_pool();
     crate::run_cli(args, run)
 }
 
