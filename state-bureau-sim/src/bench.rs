@@ -520,8 +520,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let f = &fairness;
     let _ = writeln!(
         t,
-        "fairness: quiet bureau {} at {:.1}/s, flooding bureau {} at {:.0}/s, open loop, {:.0} s each",
-        f.quiet_state, f.quiet_per_s, f.flood_state, f.flood_per_s, f.seconds
+        "fairness: quiet bureau {} at {:.1}/s, flooding bureau {} at {:.0}/s, open loop, {:.0} s each after {:.0} s of warm-up (both at the quiet rate, unmeasured)",
+        f.quiet_state, f.quiet_per_s, f.flood_state, f.flood_per_s, f.seconds, f.warm_up_seconds
     );
     for p in [&f.alone, &f.with_flood] {
         let _ = writeln!(
