@@ -41,7 +41,12 @@
 //! the subject is added and the submissions they left unfinished are handed out again
 //! ([`Op::Requeue`]).
 //!
-//! **Limits, written down.** A replica's view lives in memory and is rebuilt by replaying the
+//! **Limits, written down.** The consumer hands out entries in the order they were appended:
+//! bureaus take turns within what a replica has taken (its backlog), not in the log, so past
+//! the replicas' capacity a flooding bureau's entries in the log delay a quiet bureau's (a
+//! consumer per bureau, pulled in turn, would fix it). One entry goes to one replica whole: a
+//! group commit of many accepts is shared by entry, not by submission. A replica's view lives
+//! in memory and is rebuilt by replaying the
 //! stream from its start when the replica starts (no snapshots yet), so start-up time and
 //! memory grow with the log; the stream itself is never trimmed (compaction and bureau expiry
 //! are ops in the log like any other, appended by each replica's retention task and applied
