@@ -368,6 +368,21 @@ impl Backlog {
         }
     }
 
+    /// Shared work: up to `n` parked keys receipted before `before_ms`, oldest first (to
+    /// check against the store: a completion can pass its own receipt's parking, see
+    /// [`crate::server::Gateway`]'s work feed).
+    pub fn parked_before(&self, before_ms: i64, n: usize) -> Vec<SubmissionKey> {
+        let inner = self.lock();
+        let mut keys: Vec<(i64, &SubmissionKey)> = inner
+            .parked
+            .iter()
+            .filter(|(_, at)| **at < before_ms)
+            .map(|(k, at)| (*at, k))
+            .collect();
+        keys.sort_by(|a, b| (a.0, &a.1.bureau, &a.1.tcn).cmp(&(b.0, &b.1.bureau, &b.1.tcn)));
+        keys.into_iter().take(n).map(|(_, k)| k.clone()).collect()
+    }
+
     /// Keeps `entry`'s decoded submission while the memory budget allows.
     fn keep_prepared(&self, inner: &mut Inner, entry: &mut Entry) {
         if entry.prepared.is_some() {
@@ -718,6 +733,15 @@ mod tests {
         b.completed_elsewhere(&key("TX", 2));
         let f = b.figures();
         assert_eq!((f.total(), f.bytes, f.bureaus), (0, 0, 0));
+        // The parked keys a sweep checks: the old ones, oldest first.
+        b.park(entry("TX", 7, 500));
+        b.park(entry("TX", 8, 100));
+        b.park(entry("TX", 9, 900));
+        assert_eq!(b.parked_before(600, 10), [key("TX", 8), key("TX", 7)]);
+        assert_eq!(b.parked_before(600, 1), [key("TX", 8)]);
+        for i in 7..10 {
+            b.completed_elsewhere(&key("TX", i));
+        }
         // Work receipted elsewhere is queued as it comes.
         assert!(b.push(entry("CA", 0, 5)));
         assert_eq!(b.try_take().unwrap().key, key("CA", 0));

@@ -156,6 +156,11 @@ pub struct Gateway {
     pub(crate) shared_work: bool,
 }
 
+/// Shared work: how often the oldest parked submissions are checked against the store, and
+/// how many at most (see [`Gateway::start_work_feed`]).
+const PARKED_SWEEP_EVERY: Duration = Duration::from_secs(10);
+const PARKED_SWEEP_MAX: usize = 1_000;
+
 /// Applies persisted policy overrides and revocations (at start, and when a replica changed
 /// them). Applying one again is harmless.
 async fn apply_settings(
@@ -374,6 +379,23 @@ impl Gateway {
         tokio::spawn(async move {
             while let Some(key) = completed.recv().await {
                 backlog.completed_elsewhere(&key);
+            }
+        });
+        // A submission can be handed out, processed and completed (anywhere) before intake,
+        // which receipted it, has parked it; then its completion came first and nothing would
+        // unpark it. The oldest parked keys are checked against the store now and then.
+        let gw = self.clone();
+        self.every(PARKED_SWEEP_EVERY, move || {
+            let gw = gw.clone();
+            async move {
+                let before = crate::convert::now_ms() - PARKED_SWEEP_EVERY.as_millis() as i64;
+                for key in gw.backlog.parked_before(before, PARKED_SWEEP_MAX) {
+                    if let Ok(Some(s)) = gw.core.store.submission(key.clone()).await
+                        && s.completed
+                    {
+                        gw.backlog.completed_elsewhere(&key);
+                    }
+                }
             }
         });
     }
