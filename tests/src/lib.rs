@@ -267,6 +267,16 @@ impl IdentSearch for StalledIdent {
     }
 }
 
+/// Which store a test gateway runs on.
+enum StoreSpec {
+    /// The embedded store in its data directory.
+    Embedded,
+    /// The embedded store, its file failing writes while the switch is on.
+    Faulty(Arc<store::IoFaults>),
+    /// This one.
+    Given(store::DynStore),
+}
+
 /// A gateway under test.
 pub struct TestGateway {
     pub endpoint: String,
@@ -300,7 +310,16 @@ impl TestGateway {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         let pki = pki::init_for_world(&dir.path().join("pki"), &world()).expect("pki");
         let faults = Arc::new(store::IoFaults::default());
-        let gw = Self::start_full(dir, pki, None, Some(faults.clone()), None, None, None).await;
+        let gw = Self::start_full(
+            dir,
+            pki,
+            None,
+            StoreSpec::Faulty(faults.clone()),
+            None,
+            None,
+            None,
+        )
+        .await;
         (gw, faults)
     }
 
@@ -310,7 +329,7 @@ impl TestGateway {
         pki: PkiDir,
         ident: Option<Arc<dyn IdentSearch>>,
     ) -> TestGateway {
-        Self::start_full(dir, pki, ident, None, None, None, None).await
+        Self::start_full(dir, pki, ident, StoreSpec::Embedded, None, None, None).await
     }
 
     /// A gateway whose IDENT is `shards` (shard processes), served as its `MatcherService`
@@ -322,7 +341,16 @@ impl TestGateway {
     ) -> TestGateway {
         let ident: Arc<dyn IdentSearch> = shards.clone();
         let serving = server::MatcherServing::Shards(shards);
-        Self::start_full(dir, pki, Some(ident), None, None, None, Some(serving)).await
+        Self::start_full(
+            dir,
+            pki,
+            Some(ident),
+            StoreSpec::Embedded,
+            None,
+            None,
+            Some(serving),
+        )
+        .await
     }
 
     /// A fresh gateway that compacts acknowledged field-office events `retention` after
@@ -334,7 +362,16 @@ impl TestGateway {
             retention,
             ..Self::default_options()
         };
-        Self::start_full(dir, pki, None, None, Some(options), None, None).await
+        Self::start_full(
+            dir,
+            pki,
+            None,
+            StoreSpec::Embedded,
+            Some(options),
+            None,
+            None,
+        )
+        .await
     }
 
     /// The options every test gateway runs with unless a test says otherwise: the defaults,
@@ -358,14 +395,36 @@ impl TestGateway {
     ) -> TestGateway {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         let pki = pki::init_for_world(&dir.path().join("pki"), &world()).expect("pki");
-        Self::start_full(dir, pki, ident, None, Some(options), None, None).await
+        Self::start_full(
+            dir,
+            pki,
+            ident,
+            StoreSpec::Embedded,
+            Some(options),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// A fresh gateway on `store` (e.g. a replica of a JetStream log), with these options
+    /// and, if given, another IDENT.
+    pub async fn start_on_store(
+        store: store::DynStore,
+        options: ServeOptions,
+        ident: Option<Arc<dyn IdentSearch>>,
+    ) -> TestGateway {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let pki = pki::init_for_world(&dir.path().join("pki"), &world()).expect("pki");
+        let store = StoreSpec::Given(store);
+        Self::start_full(dir, pki, ident, store, Some(options), None, None).await
     }
 
     async fn start_full(
         dir: Arc<tempfile::TempDir>,
         pki: PkiDir,
         ident: Option<Arc<dyn IdentSearch>>,
-        faults: Option<Arc<store::IoFaults>>,
+        store: StoreSpec,
         options: Option<ServeOptions>,
         listen: Option<std::net::SocketAddr>,
         matcher: Option<server::MatcherServing>,
@@ -386,12 +445,13 @@ impl TestGateway {
         let criminal: Arc<dyn CriminalHistory> = Arc::new(criminal);
         // The previous gateway on this directory may still be releasing its database file.
         let open = || -> store::StoreResult<store::DynStore> {
-            match &faults {
-                None => store::open_embedded(&data),
-                Some(f) => Ok(Arc::new(store::RedbStore::open_with_faults(
+            match &store {
+                StoreSpec::Embedded => store::open_embedded(&data),
+                StoreSpec::Faulty(f) => Ok(Arc::new(store::RedbStore::open_with_faults(
                     &data,
                     f.clone(),
                 )?)),
+                StoreSpec::Given(s) => Ok(s.clone()),
             }
         };
         let mut store = open();
@@ -456,7 +516,16 @@ impl TestGateway {
         self.shutdown().await;
         let (dir, pki) = (self.dir.clone(), self.pki.clone());
         drop(self);
-        Self::start_full(dir, pki, None, None, Some(options), None, None).await
+        Self::start_full(
+            dir,
+            pki,
+            None,
+            StoreSpec::Embedded,
+            Some(options),
+            None,
+            None,
+        )
+        .await
     }
 
     /// Stops the server and starts a new one on the same data and the same port, so clients
@@ -470,7 +539,7 @@ impl TestGateway {
             .parse()
             .expect("endpoint address");
         drop(self);
-        Self::start_full(dir, pki, None, None, None, Some(addr), None).await
+        Self::start_full(dir, pki, None, StoreSpec::Embedded, None, Some(addr), None).await
     }
 
     pub async fn shutdown(&mut self) {
