@@ -24,7 +24,9 @@ use tonic::{Request, Response};
 /// search at once, each took longer than its caller would wait, and every retry added work.
 /// At a gateway that searches in process they run on its search threads, in a lane of their
 /// own ([`ADMIN_LANE`]) beside the bureaus' (see [`crate::engines::slots`]), so the admin's
-/// searches and the pipeline's share the cores rather than oversubscribe them.
+/// searches and the pipeline's share the cores rather than oversubscribe them. A shard
+/// process runs its gateways' searches on search threads of its own, in the lane each names
+/// ([`LANE_HEADER`]: the bureau), so it too takes them bureau by bureau.
 pub struct MatcherApi {
     matcher: Arc<dyn Matcher>,
     running: Arc<tokio::sync::Semaphore>,
@@ -52,6 +54,21 @@ pub struct MatcherApi {
 
 /// The search threads' lane of the admin's `MatcherService` searches at a gateway.
 pub const ADMIN_LANE: &str = "(admin)";
+
+/// The request header by which a gateway tells a shard process the lane of its search (the
+/// bureau whose submission asks; see [`crate::engines::slots`]).
+pub const LANE_HEADER: &str = "interop-lane";
+
+/// Longest lane a shard takes from [`LANE_HEADER`] (a bureau's code is two letters).
+const MAX_LANE: usize = 32;
+
+/// Names `lane` in a search request to a shard process (see [`LANE_HEADER`]); a lane that
+/// cannot be a header value is left out (the shard then uses the lane `""`).
+pub fn name_lane<T>(call: &mut Request<T>, lane: &str) {
+    if let Ok(v) = tonic::metadata::MetadataValue::try_from(lane) {
+        call.metadata_mut().insert(LANE_HEADER, v);
+    }
+}
 
 fn answer(res: &interop_matcher::SearchResult) -> pb::SearchResponse {
     pb::SearchResponse {
@@ -116,6 +133,7 @@ impl MatcherApi {
     async fn search_in(
         &self,
         r: pb::SearchRequest,
+        lane: Arc<str>,
         deadline: Option<std::time::Instant>,
     ) -> Result<pb::SearchResponse, GatewayError> {
         let m = match (r.gallery(), &self.shard, &self.fbi) {
@@ -132,9 +150,7 @@ impl MatcherApi {
         let k = r.max_candidates.clamp(1, 100) as usize;
         if let Some(slots) = &self.slots {
             let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let search = slots.run(ADMIN_LANE.into(), started, move || {
-                m.search_before(&probe, k, deadline)
-            });
+            let search = slots.run(lane, started, move || m.search_before(&probe, k, deadline));
             // Not run at all if the caller's deadline passes while it waits for a thread.
             let res = match deadline {
                 Some(d) => tokio::time::timeout_at(d.into(), search)
@@ -193,8 +209,24 @@ impl MatcherApi {
             shard: Some(shard),
             serves_gateways: true,
             log: Some((log, None)),
+            // Its own search threads, taking the gateways' searches bureau by bureau.
+            slots: Some(Arc::new(crate::engines::slots::SearchSlots::per_core())),
             ..Self::new(matcher)
         }
+    }
+
+    /// The search threads' lane of `req`: at a shard process the bureau its gateway names
+    /// ([`LANE_HEADER`]; none: the lane `""`), at a gateway the admin's ([`ADMIN_LANE`]).
+    fn lane_of<T>(&self, req: &Request<T>) -> Arc<str> {
+        if !self.serves_gateways {
+            return ADMIN_LANE.into();
+        }
+        req.metadata()
+            .get(LANE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|l| l.len() <= MAX_LANE)
+            .unwrap_or("")
+            .into()
     }
 
     fn check_holds(&self, subject: u64) -> Result<(), GatewayError> {
@@ -222,7 +254,8 @@ impl pb::matcher_service_server::MatcherService for MatcherApi {
         self.need_caller(&req)?;
         let who = recipient(&req, rpc::SEARCH)?;
         let deadline = grpc_timeout(req.metadata()).map(|t| std::time::Instant::now() + t);
-        let answer = self.search_in(req.into_inner(), deadline).await?;
+        let lane = self.lane_of(&req);
+        let answer = self.search_in(req.into_inner(), lane, deadline).await?;
         audit_admin_read(self.audit.as_ref(), &who, DisclosureKind::Gallery, "").await?;
         Ok(Response::new(answer))
     }
@@ -352,16 +385,16 @@ impl ShardedMatcherApi {
             };
             let deadline = grpc_timeout(req.metadata()).map(|t| std::time::Instant::now() + t);
             return Ok(Response::new(
-                fbi.search_in(req.into_inner(), deadline).await?,
+                fbi.search_in(req.into_inner(), ADMIN_LANE.into(), deadline)
+                    .await?,
             ));
         }
         let mut r = req.into_inner();
         search_fingers(&r.fingers)?;
         let k = r.max_candidates.clamp(1, 100) as usize;
         r.max_candidates = k as u32;
-        let answers = self
-            .ident
-            .scatter(r)
+        // The shards take it in the admin's lane.
+        let answers = crate::engines::slots::in_lane(ADMIN_LANE, self.ident.scatter(r))
             .await
             .map_err(|why| GatewayError::Unavailable(format!("search incomplete: {why}")))?;
         self.ident
@@ -464,6 +497,29 @@ mod tests {
     /// At a gateway the admin's searches take their turn on the pipeline's search threads,
     /// in a lane of their own: while the only thread is busy the search waits (using no
     /// thread), runs once it is free, and is refused if its deadline passes first.
+    /// A shard process takes each search in the lane its gateway names (the bureau), so it
+    /// too takes searches bureau by bureau; a gateway's own `MatcherService` is the admin's.
+    #[test]
+    fn a_shard_takes_the_lane_its_gateway_names() {
+        let m = Arc::new(interop_matcher::IndexedMatcher::new(1));
+        let log = Arc::new(crate::engines::gallery_log::GalleryLog::for_shards());
+        let shard = MatcherApi::for_shard(m.clone(), Shard { index: 0, count: 1 }, log);
+        let at_gateway = MatcherApi::new(m);
+        let named = |lane: &str| {
+            let mut call = Request::new(());
+            name_lane(&mut call, lane);
+            call
+        };
+        assert_eq!(&*shard.lane_of(&named("TX")), "TX");
+        assert_eq!(&*shard.lane_of(&Request::new(())), "", "no lane named");
+        assert_eq!(&*shard.lane_of(&named(&"X".repeat(33))), "", "too long");
+        assert!(
+            named("bad\nlane").metadata().get(LANE_HEADER).is_none(),
+            "not a header value: left out"
+        );
+        assert_eq!(&*at_gateway.lane_of(&named("TX")), ADMIN_LANE);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn admin_searches_take_their_turn_on_the_gateways_search_threads() {
         let m = Arc::new(interop_matcher::IndexedMatcher::new(1));
@@ -507,7 +563,7 @@ mod tests {
         let search = tokio::spawn({
             let api = api.clone();
             let r = request();
-            async move { api.search_in(r, None).await }
+            async move { api.search_in(r, ADMIN_LANE.into(), None).await }
         });
         load(&slots, (1, 1)).await;
         assert!(!search.is_finished(), "it waits for the busy thread");
@@ -515,11 +571,16 @@ mod tests {
         job.await.unwrap().unwrap();
         let found = search.await.unwrap().unwrap();
         assert_eq!(found.candidates[0].subject_id, 7);
+        // (A thread counts itself idle just after sending its answer.)
+        load(&slots, (0, 0)).await;
 
         let (release, job) = busy(&slots);
         load(&slots, (0, 1)).await;
         let deadline = std::time::Instant::now() + Duration::from_millis(100);
-        let e = api.search_in(request(), Some(deadline)).await.unwrap_err();
+        let e = api
+            .search_in(request(), ADMIN_LANE.into(), Some(deadline))
+            .await
+            .unwrap_err();
         assert!(matches!(e, GatewayError::DeadlineExceeded(_)), "{e:?}");
         release.send(()).unwrap();
         job.await.unwrap().unwrap();

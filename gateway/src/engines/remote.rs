@@ -110,6 +110,7 @@ async fn ask_shard(
     first: usize,
     req: pb::SearchRequest,
     deadline: Duration,
+    lane: Arc<str>,
 ) -> Result<pb::SearchResponse, String> {
     let mut why = String::new();
     let n = replicas.len();
@@ -120,6 +121,8 @@ async fn ask_shard(
         // this side stops waiting.
         let mut call = tonic::Request::new(req.clone());
         call.set_timeout(deadline);
+        // The bureau whose submission asks, so the shard takes searches bureau by bureau too.
+        crate::api::matcher::name_lane(&mut call, &lane);
         match tokio::time::timeout(deadline, stub.search(call)).await {
             Ok(Ok(resp)) => return Ok(resp.into_inner()),
             Ok(Err(s)) => why = format!("replica {r}: {:?}: {}", s.code(), s.message()),
@@ -138,10 +141,12 @@ impl RemoteIdent {
     ) -> Result<Vec<pb::SearchResponse>, String> {
         let mut asks = tokio::task::JoinSet::new();
         let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let lane = crate::engines::slots::current_lane();
         for (i, replicas) in self.shards.iter().enumerate() {
             let (replicas, req, deadline) = (replicas.clone(), req.clone(), self.deadline);
             let first = turn % replicas.len();
-            asks.spawn(async move { (i, ask_shard(replicas, first, req, deadline).await) });
+            let lane = lane.clone();
+            asks.spawn(async move { (i, ask_shard(replicas, first, req, deadline, lane).await) });
         }
         let (mut answers, mut missing) = (vec![], vec![]);
         while let Some(done) = asks.join_next().await {
