@@ -182,6 +182,25 @@ struct Inner {
     rate: Rate,
 }
 
+impl Inner {
+    /// Takes `key`'s parked entry out of the parked work and its bytes out of the counts
+    /// (its bureau stays, and so do `held` and `memory`); `None` if it is not parked.
+    fn unpark(&mut self, key: &SubmissionKey) -> Option<Entry> {
+        let at = self.parked.remove(key)?;
+        let b = self
+            .bureaus
+            .get_mut(&key.bureau)
+            .expect("a parked key's bureau");
+        let entry = b
+            .parked
+            .remove(&(at, key.tcn.clone()))
+            .expect("a parked entry");
+        b.bytes -= entry.bytes;
+        self.bytes -= entry.bytes;
+        Some(entry)
+    }
+}
+
 /// See the module documentation.
 pub struct Backlog {
     inner: Mutex<Inner>,
@@ -290,18 +309,9 @@ impl Backlog {
         {
             let mut guard = self.lock();
             let inner = &mut *guard;
-            if let Some(at) = inner.parked.remove(&entry.key) {
-                let b = inner
-                    .bureaus
-                    .get_mut(&entry.key.bureau)
-                    .expect("a parked key's bureau");
-                entry = b
-                    .parked
-                    .remove(&(at, entry.key.tcn.clone()))
-                    .expect("a parked entry");
-                // Counted in `bytes` and `memory` when it was parked.
-                inner.bytes -= entry.bytes;
-                b.bytes -= entry.bytes;
+            if let Some(parked) = inner.unpark(&entry.key) {
+                // Still counted in `memory` (added to `bytes` again below).
+                entry = parked;
             } else if !inner.held.insert(entry.key.clone()) {
                 return false;
             } else {
@@ -343,26 +353,18 @@ impl Backlog {
 
     /// Shared work: a submission parked here was completed by another replica.
     pub fn completed_elsewhere(&self, key: &SubmissionKey) {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let Some(at) = inner.parked.remove(key) else {
+        let mut inner = self.lock();
+        let Some(entry) = inner.unpark(key) else {
             return;
         };
         inner.held.remove(key);
-        let b = inner
+        if inner
             .bureaus
-            .get_mut(&key.bureau)
-            .expect("a parked key's bureau");
-        let entry = b
-            .parked
-            .remove(&(at, key.tcn.clone()))
-            .expect("a parked entry");
-        b.bytes -= entry.bytes;
-        let empty = b.held() == 0;
-        if empty {
+            .get(&key.bureau)
+            .is_some_and(|b| b.held() == 0)
+        {
             inner.bureaus.remove(&key.bureau);
         }
-        inner.bytes -= entry.bytes;
         if entry.prepared.is_some() {
             inner.memory -= entry.bytes;
         }
@@ -646,10 +648,9 @@ mod tests {
             memory_bytes: 1500,
             ..budget(1000)
         });
-        let prepared = decoded;
         for i in 0..2 {
             b.push(Entry {
-                prepared: prepared(),
+                prepared: decoded(),
                 ..entry("TX", i, 0)
             });
         }
@@ -660,7 +661,7 @@ mod tests {
         );
         // Taking frees memory for the next.
         b.push(Entry {
-            prepared: prepared(),
+            prepared: decoded(),
             ..entry("TX", 2, 0)
         });
         assert!(b.try_take().unwrap().prepared.is_some());
