@@ -356,22 +356,11 @@ impl TestGateway {
     /// A fresh gateway that compacts acknowledged field-office events `retention` after
     /// their acknowledgement.
     pub async fn start_with_retention(retention: std::time::Duration) -> TestGateway {
-        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let pki = pki::init_for_world(&dir.path().join("pki"), &world()).expect("pki");
         let options = ServeOptions {
             retention,
             ..Self::default_options()
         };
-        Self::start_full(
-            dir,
-            pki,
-            None,
-            StoreSpec::Embedded,
-            Some(options),
-            None,
-            None,
-        )
-        .await
+        Self::start_with_options(options, None).await
     }
 
     /// The options every test gateway runs with unless a test says otherwise: the defaults,
