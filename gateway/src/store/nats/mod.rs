@@ -22,35 +22,42 @@
 //!   applied it. Note that a single `nats-server` syncs its files to disk on its own schedule
 //!   (`sync_interval`), not on every message; run a JetStream cluster with 3 replicas for
 //!   data that must survive a machine's loss.
-//! - **Group commit**: a replica's writes that are queued together go into one entry (at most
-//!   [`MAX_BATCH`] ops or [`MAX_ENTRY_BYTES`]), one round trip to the server for all of them.
+//! - **Group commit**: a replica's writes that are queued together (at most [`MAX_BATCH`] ops
+//!   or [`MAX_ENTRY_BYTES`]) go into one entry per bureau's accepts and one for the rest,
+//!   published together: one round trip to the server for all of them.
 //!
-//! **The log is the queue, shared.** Accepts go into the log on a subject of their own (the
-//! work subject, `interop.log.STREAM.work`), and one durable JetStream consumer of that
-//! subject ([`WORK_CONSUMER`]) is shared by every replica: each replica pulls the next entry
-//! of accepts only while its workers have room, and hands the submissions in it that are still
-//! pending to its pipeline ([`Store::work_feed`]). So whichever replica is free processes the
-//! next submission, whoever receipted it, and what no replica has room for waits in the log.
+//! **The log is the queue, shared.** Accepts go into the log on subjects of their own, one
+//! per bureau (the work subjects, `interop.log.STREAM.work.BUREAU`, where BUREAU is the
+//! bureau's name, or `=` and its bytes in hex if it is not plain letters, digits, `_` and `-`),
+//! and each has one
+//! durable JetStream consumer (`interop-work-BUREAU`, [`WORK_CONSUMER`]) shared by every
+//! replica. A replica takes work only while its workers have room, and takes it bureau by
+//! bureau in turn, submission by submission: one pending submission of a bureau, then one of
+//! the next bureau with work, pulling the next entry from a bureau's consumer when it has none
+//! of that bureau's in hand ([`Store::work_feed`]). So a bureau that floods the log delays its
+//! own work, not another's; whichever replica is free processes the next submission, whoever
+//! receipted it; and what no replica has room for waits in the log.
 //! An entry is acknowledged once every submission in it has completed (at any replica);
 //! until then the replica holding it tells the server it is still working, every third of
 //! [`STALE_AFTER`]. A replica that stops gives back what it held (a negative acknowledgement,
 //! when it stops cleanly); one that dies leaves it unacknowledged, and the server hands it to
 //! another replica after [`STALE_AFTER`]. A submission processed twice (a replica slow past
 //! that limit) is still completed once: completion's exactly-once rule appends its results
-//! once. Logs written before the work subject existed are upgraded when a replica connects:
-//! the subject is added and the submissions they left unfinished are handed out again
-//! ([`Op::Requeue`]).
+//! once. Logs written before the work subjects existed (no work subject, or one for every
+//! bureau) are upgraded when a replica connects: the subjects are added, the old consumer
+//! removed, and the submissions they left unfinished are handed out again
+//! ([`Op::Requeue`]). Upgrade every replica together: an earlier version refuses to start on
+//! an upgraded log, and one still running would not take part in the new work.
 //!
-//! **Limits, written down.** The consumer hands out entries in the order they were appended:
-//! bureaus take turns within what a replica has taken (its backlog), not in the log, so past
-//! the replicas' capacity a flooding bureau's entries in the log delay a quiet bureau's (a
-//! consumer per bureau, pulled in turn, would fix it). One entry goes to one replica whole: a
-//! group commit of many accepts is shared by entry, not by submission. A replica's view lives
-//! in memory and is rebuilt by replaying the
-//! stream from its start when the replica starts (no snapshots yet), so start-up time and
-//! memory grow with the log; the stream itself is never trimmed (compaction and bureau expiry
-//! are ops in the log like any other, appended by each replica's retention task and applied
-//! alike by every view: they trim the views' outbound events, not the log).
+//! **Limits, written down.** One entry goes to one replica whole: a group commit of many of a
+//! bureau's accepts is shared between replicas by entry, not by submission (within a replica
+//! the bureaus still take turns by submission). A replica asks every bureau's consumer at least
+//! once a second (work given back, or left by a replica that died, is announced by nothing new
+//! in the log). A replica's view lives in memory and is rebuilt by replaying the stream from
+//! its start when the replica starts (no snapshots yet), so start-up time and memory grow with
+//! the log; the stream itself is never trimmed (compaction and bureau expiry are ops in the
+//! log like any other, appended by each replica's retention task and applied alike by every
+//! view: they trim the views' outbound events, not the log).
 //!
 //! **Payloads sealed, then shredded.** A submission's payload goes into the log encrypted under
 //! a key of its own, kept in a key-value bucket beside the log; when the submission completes
@@ -74,7 +81,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio_stream::StreamExt;
-use work::{HANDED_AHEAD, HandOut, Taken, give_back, is_work, keep_taken, release};
+use work::{HANDED_AHEAD, HandOut, Taken, give_back, keep_taken, lane_token, release, work_lane};
 
 /// Most ops in one log entry.
 pub const MAX_BATCH: usize = 512;
@@ -84,8 +91,11 @@ pub const MAX_ENTRY_BYTES: usize = 768 * 1024;
 /// How long work taken by a replica that stopped answering waits before the server hands it
 /// to another (the work consumer's acknowledgement wait; `stale_ms` in the store spec).
 pub const STALE_AFTER: Duration = Duration::from_secs(10);
-/// The durable consumer of the work subject, shared by every replica.
+/// The durable consumers of the work subjects, one per bureau (this, a dash and the lane),
+/// each shared by every replica.
 pub const WORK_CONSUMER: &str = "interop-work";
+/// The one consumer of every bureau's work in logs from before the work was split by bureau.
+const EARLIER_WORK_CONSUMER: &str = "interop-work";
 /// Most keys in one [`Op::Requeue`].
 const REQUEUE_CHUNK: usize = 1000;
 /// How often each replica purges payload keys left behind (a purge that failed at completion,
@@ -212,13 +222,39 @@ impl NatsOptions {
         self.url.starts_with("tls://") || self.ca.is_some()
     }
 
-    fn subject(&self) -> String {
-        format!("interop.log.{}", self.stream)
+    fn subjects(&self) -> Subjects {
+        let log = format!("interop.log.{}", self.stream);
+        Subjects {
+            work: format!("{log}.work"),
+            log,
+        }
+    }
+}
+
+/// The log's subjects: its own, for every op but accepts, and one per bureau for the
+/// entries of that bureau's accepts (the shared work).
+#[derive(Clone, Debug)]
+struct Subjects {
+    log: String,
+    /// The work subjects' prefix; on its own, the one subject of every bureau's accepts in
+    /// logs written before the work was split by bureau.
+    work: String,
+}
+
+impl Subjects {
+    /// The subject of `bureau`'s accepts.
+    fn work(&self, bureau: &str) -> String {
+        format!("{}.{}", self.work, lane_token(bureau))
     }
 
-    /// The subject of entries that carry accepts: the shared work.
-    fn work_subject(&self) -> String {
-        format!("interop.log.{}.work", self.stream)
+    /// The stream's subjects.
+    fn all(&self) -> Vec<String> {
+        vec![self.log.clone(), format!("{}.>", self.work)]
+    }
+
+    /// The lane (a bureau's subject token) of an entry on `subject`, if it is work.
+    fn lane_of<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        subject.strip_prefix(self.work.as_str())?.strip_prefix('.')
     }
 }
 
@@ -327,12 +363,11 @@ impl NatsStore {
             .await
             .map_err(|e| anyhow::anyhow!("NATS server at {}: {e}", o.url))?;
         let js = jetstream::new(client);
-        let (subject, work_subject) = (o.subject(), o.work_subject());
-        let subjects = vec![subject.clone(), work_subject.clone()];
+        let subjects = o.subjects();
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: o.stream.clone(),
-                subjects: subjects.clone(),
+                subjects: subjects.all(),
                 storage: stream::StorageType::File,
                 num_replicas: o.replicas,
                 duplicate_window: Duration::from_secs(120),
@@ -341,21 +376,32 @@ impl NatsStore {
             .await
             .map_err(|e| anyhow::anyhow!("JetStream stream {}: {e}", o.stream))?;
         let mut info = stream.cached_info().clone();
-        // A log written before accepts had a subject of their own gets it; what it left
-        // unfinished is handed out again once the view has caught up.
-        let upgraded = info.config.subjects == [subject.clone()];
+        // A log written before each bureau's accepts had a subject of their own gets them;
+        // what it left unfinished is handed out again once the view has caught up.
+        let earlier = [
+            vec![subjects.log.clone()],
+            vec![subjects.log.clone(), subjects.work.clone()],
+        ];
+        let upgraded = earlier.contains(&info.config.subjects);
         if upgraded {
             let mut config = info.config.clone();
-            config.subjects = subjects.clone();
+            config.subjects = subjects.all();
             js.update_stream(config).await.map_err(|e| {
-                anyhow::anyhow!("JetStream stream {}: adding {work_subject}: {e}", o.stream)
+                anyhow::anyhow!(
+                    "JetStream stream {}: adding the work subjects: {e}",
+                    o.stream
+                )
             })?;
-            tracing::info!(stream = %o.stream, "log upgraded: accepts now go to the shared work subject");
-        } else if info.config.subjects != subjects {
+            // The one consumer of every bureau's work, if the log had it: its entries are
+            // handed out again, bureau by bureau.
+            let _ = stream.delete_consumer(EARLIER_WORK_CONSUMER).await;
+            tracing::info!(stream = %o.stream, "log upgraded: each bureau's accepts now go to a work subject of its own");
+        } else if info.config.subjects != subjects.all() {
             anyhow::bail!(
-                "JetStream stream {} exists with subjects {:?}, not {subjects:?}",
+                "JetStream stream {} exists with subjects {:?}, not {:?}",
                 o.stream,
-                info.config.subjects
+                info.config.subjects,
+                subjects.all()
             );
         }
         let last = info.state.last_sequence;
@@ -367,25 +413,6 @@ impl NatsStore {
                 info.state.first_sequence
             );
         }
-        let consumer = stream
-            .get_or_create_consumer(
-                WORK_CONSUMER,
-                consumer::pull::Config {
-                    durable_name: Some(WORK_CONSUMER.to_string()),
-                    description: Some(
-                        "submissions to process, shared by the gateway replicas".into(),
-                    ),
-                    filter_subject: work_subject.clone(),
-                    deliver_policy: consumer::DeliverPolicy::All,
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: o.stale_after,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("JetStream consumer {WORK_CONSUMER} of {}: {e}", o.stream)
-            })?;
 
         let keys = Arc::new(sealed::Keys::open_bucket(&js, &o.stream, o.replicas).await?);
         // This process's entries are told apart from an earlier run under the same replica
@@ -397,6 +424,7 @@ impl NatsStore {
         let (applied_tx, mut applied) = watch::channel(0u64);
         let (settings_tx, settings) = watch::channel(0u64);
         let (completed_tx, completed) = mpsc::unbounded_channel();
+        let (lanes_tx, lanes) = watch::channel(HashMap::new());
         let counts: Arc<Counts> = Arc::default();
         let taken: Arc<Mutex<Taken>> = Arc::default();
         tokio::spawn(follow(
@@ -408,13 +436,15 @@ impl NatsStore {
                 applied: applied_tx,
                 settings: settings_tx,
                 completed: completed_tx,
+                subjects: subjects.clone(),
+                lanes: lanes_tx,
             },
             stop.clone(),
         ));
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(propose(
             js,
-            [subject, work_subject],
+            subjects.clone(),
             origin,
             rx,
             waiters,
@@ -429,7 +459,10 @@ impl NatsStore {
         // writes the store (a tool, a test) takes no work from the replicas.
         let (take_tx, take) = mpsc::channel(HANDED_AHEAD);
         let hand_out = HandOut {
-            consumer,
+            stream,
+            subjects,
+            stale_after: o.stale_after,
+            lanes,
             view: view.clone(),
             applied: applied.clone(),
             to: take_tx,
@@ -516,19 +549,22 @@ impl NatsStore {
     /// Hands out again every unfinished submission (a log upgraded from before the work
     /// subject: its accepts are not on it).
     async fn requeue_unfinished(&self) -> StoreResult<()> {
-        let keys: Vec<SubmissionKey> = self
-            .view
-            .unfinished()
-            .await?
-            .into_iter()
-            .map(|p| p.key)
-            .collect();
-        let n = keys.len();
-        for chunk in keys.chunks(REQUEUE_CHUNK) {
-            let op = Op::Requeue {
-                keys: chunk.to_vec(),
-            };
-            self.write(op).await?.done()?;
+        let mut by_bureau: BTreeMap<String, Vec<SubmissionKey>> = BTreeMap::new();
+        for p in self.view.unfinished().await? {
+            by_bureau
+                .entry(p.key.bureau.clone())
+                .or_default()
+                .push(p.key);
+        }
+        let n: usize = by_bureau.values().map(Vec::len).sum();
+        // One bureau's keys to an op: each goes on that bureau's work subject.
+        for keys in by_bureau.values() {
+            for chunk in keys.chunks(REQUEUE_CHUNK) {
+                let op = Op::Requeue {
+                    keys: chunk.to_vec(),
+                };
+                self.write(op).await?.done()?;
+            }
         }
         if n > 0 {
             tracing::info!(
@@ -625,12 +661,14 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Appends this replica's writes to the log, in entries of up to [`MAX_BATCH`] ops: accepts
-/// in entries on the work subject, everything else on the log's own (`subjects`: the log's,
-/// the work's).
+/// Appends this replica's writes to the log. The writes queued together (at most
+/// [`MAX_BATCH`] ops or [`MAX_ENTRY_BYTES`]) are split by where they go: each bureau's
+/// accepts in one entry on that bureau's work subject, everything else in one entry on the
+/// log's own subject. The entries are published together, then their acknowledgements
+/// awaited: one round trip for them all.
 async fn propose(
     js: jetstream::Context,
-    subjects: [String; 2],
+    subjects: Subjects,
     origin: String,
     mut rx: mpsc::Receiver<WriteOp>,
     waiters: Arc<Mutex<HashMap<u64, Replies>>>,
@@ -646,69 +684,87 @@ async fn propose(
                 None => return,
             },
         };
-        let mut ops = Vec::new();
-        let mut replies = Vec::new();
-        let mut bytes = 0usize;
-        let work = is_work(&first.op);
+        // (lane, ops, replies), in the order each lane first appeared.
+        let mut entries: Vec<(Option<String>, Vec<Vec<u8>>, Replies)> = Vec::new();
+        let (mut n, mut bytes) = (0usize, 0usize);
         let mut next = Some(first);
         while let Some(w) = next.take() {
             let encoded = postcard::to_allocvec(&w.op).expect("serialisable op");
-            if !ops.is_empty()
-                && (bytes + encoded.len() > MAX_ENTRY_BYTES || is_work(&w.op) != work)
-            {
+            if n > 0 && bytes + encoded.len() > MAX_ENTRY_BYTES {
                 carry = Some(w);
                 break;
             }
+            let lane = work_lane(&w.op).map(str::to_string);
+            let at = match entries.iter().position(|(l, _, _)| *l == lane) {
+                Some(i) => i,
+                None => {
+                    entries.push((lane, Vec::new(), Vec::new()));
+                    entries.len() - 1
+                }
+            };
             bytes += encoded.len();
-            ops.push(encoded);
-            replies.push(w.reply);
-            if ops.len() < MAX_BATCH {
+            n += 1;
+            entries[at].1.push(encoded);
+            entries[at].2.push(w.reply);
+            if n < MAX_BATCH {
                 next = rx.try_recv().ok();
             }
         }
-        batch_no += 1;
-        let entry = Entry {
-            origin: origin.clone(),
-            batch: batch_no,
-            ops,
-        };
-        let payload = postcard::to_allocvec(&entry).expect("serialisable entry");
-        waiters.lock().expect("waiters").insert(batch_no, replies);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("{origin}-{batch_no}").as_str());
-        let sent = async {
-            js.publish_with_headers(subjects[usize::from(work)].clone(), headers, payload.into())
+        let mut sent = Vec::with_capacity(entries.len());
+        for (lane, ops, replies) in entries {
+            batch_no += 1;
+            let entry = Entry {
+                origin: origin.clone(),
+                batch: batch_no,
+                ops,
+            };
+            let payload = postcard::to_allocvec(&entry).expect("serialisable entry");
+            waiters.lock().expect("waiters").insert(batch_no, replies);
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("{origin}-{batch_no}").as_str());
+            let subject = match &lane {
+                Some(bureau) => subjects.work(bureau),
+                None => subjects.log.clone(),
+            };
+            let published = js
+                .publish_with_headers(subject, headers, payload.into())
                 .await
-                .map_err(unavailable)?
-                .await
-                .map_err(unavailable)
-                .and_then(|ack| match ack.duplicate {
-                    // Never resent, so a duplicate means an id clash: its callers would wait
-                    // for an entry that is not coming.
-                    true => Err(StoreError::Unavailable(format!(
-                        "JetStream took entry {origin}-{batch_no} for a duplicate"
-                    ))),
-                    false => Ok(ack),
-                })
-        };
-        let sent = sent.await;
-        Counts::add(
-            if sent.is_ok() {
-                &counts.appended
-            } else {
-                &counts.append_failures
-            },
-            1,
-        );
-        if let Err(e) = sent {
-            // The entry may or may not be in the log; if it is, applying it answers nobody
-            // (its callers were told to retry, and every op is idempotent).
-            tracing::warn!(error = %e, batch = batch_no, "log append failed; writes refused");
-            if let Some(replies) = waiters.lock().expect("waiters").remove(&batch_no) {
-                for r in replies {
-                    drop(r.send(Err(StoreError::Unavailable(format!(
-                        "JetStream append failed: {e}"
-                    )))));
+                .map_err(unavailable);
+            sent.push((batch_no, published));
+        }
+        for (batch, published) in sent {
+            let acked = match published {
+                Ok(ack) => ack
+                    .await
+                    .map_err(unavailable)
+                    .and_then(|ack| match ack.duplicate {
+                        // Never resent, so a duplicate means an id clash: its callers would wait
+                        // for an entry that is not coming.
+                        true => Err(StoreError::Unavailable(format!(
+                            "JetStream took entry {origin}-{batch} for a duplicate"
+                        ))),
+                        false => Ok(ack),
+                    }),
+                Err(e) => Err(e),
+            };
+            Counts::add(
+                if acked.is_ok() {
+                    &counts.appended
+                } else {
+                    &counts.append_failures
+                },
+                1,
+            );
+            if let Err(e) = acked {
+                // The entry may or may not be in the log; if it is, applying it answers
+                // nobody (its callers were told to retry, and every op is idempotent).
+                tracing::warn!(error = %e, batch, "log append failed; writes refused");
+                if let Some(replies) = waiters.lock().expect("waiters").remove(&batch) {
+                    for r in replies {
+                        drop(r.send(Err(StoreError::Unavailable(format!(
+                            "JetStream append failed: {e}"
+                        )))));
+                    }
                 }
             }
         }
@@ -725,6 +781,9 @@ struct Follow {
     settings: watch::Sender<u64>,
     /// Submissions this process accepted, when they complete (at any replica).
     completed: mpsc::UnboundedSender<SubmissionKey>,
+    subjects: Subjects,
+    /// Each lane of the shared work (a bureau's subject token) and its last entry applied.
+    lanes: watch::Sender<HashMap<String, u64>>,
 }
 
 /// Follows the log from its start, applying each entry to the view in stream order and
@@ -738,6 +797,8 @@ async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
         applied,
         settings,
         completed,
+        subjects,
+        lanes,
     } = f;
     // What this process accepted and has not seen completed.
     let mut mine: HashSet<SubmissionKey> = HashSet::new();
@@ -860,6 +921,11 @@ async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
             }
             next = seq + 1;
             applied.send_replace(seq);
+            if let Some(lane) = subjects.lane_of(&msg.subject) {
+                lanes.send_modify(|l| {
+                    l.insert(lane.to_string(), seq);
+                });
+            }
             if setting {
                 settings.send_modify(|v| *v += 1);
             }

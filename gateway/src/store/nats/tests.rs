@@ -342,20 +342,46 @@ async fn the_pending_work_is_shared_and_a_stopped_replicas_goes_to_the_others() 
 }
 
 /// A log written before accepts had a subject of their own: the first replica to connect
-/// adds the subject and hands out again what the log left unfinished.
+/// adds the work subjects and hands out again what the log left unfinished.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_from_before_the_work_subject_is_upgraded_and_its_work_handed_out() {
-    let Some(server) = start_server("a_log_from_before_the_work_subject") else {
+    upgraded_from("a_log_from_before_the_work_subject", &["interop.log.LOG"]).await;
+}
+
+/// A log from when every bureau's accepts shared one work subject and one consumer: the
+/// same, bureau by bureau, and the old consumer is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_with_one_work_subject_for_every_bureau_is_upgraded() {
+    upgraded_from(
+        "a_log_with_one_work_subject",
+        &["interop.log.LOG", "interop.log.LOG.work"],
+    )
+    .await;
+}
+
+/// An earlier version's log on `subjects`, with its accepts on the last of them.
+async fn upgraded_from(name: &str, subjects: &[&str]) {
+    let Some(server) = start_server(name) else {
         return;
     };
     let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
-    js.create_stream(stream::Config {
-        name: "LOG".into(),
-        subjects: vec!["interop.log.LOG".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let old = js
+        .create_stream(stream::Config {
+            name: "LOG".into(),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    if subjects.len() > 1 {
+        old.create_consumer(consumer::pull::Config {
+            durable_name: Some("interop-work".into()),
+            filter_subject: subjects[1].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
     // An accept as an earlier version appended it: sealed, owned, on the log's subject.
     let keys = sealed::Keys::open_bucket(&js, "LOG", 1).await.unwrap();
     let mut ops = Vec::new();
@@ -375,7 +401,7 @@ async fn a_log_from_before_the_work_subject_is_upgraded_and_its_work_handed_out(
         ops,
     };
     js.publish(
-        "interop.log.LOG",
+        subjects.last().unwrap().to_string(),
         postcard::to_allocvec(&entry).unwrap().into(),
     )
     .await
@@ -406,8 +432,108 @@ async fn a_log_from_before_the_work_subject_is_upgraded_and_its_work_handed_out(
         .unwrap();
     assert_eq!(
         info.config.subjects,
-        ["interop.log.LOG", "interop.log.LOG.work"]
+        ["interop.log.LOG", "interop.log.LOG.work.>"]
     );
+    let consumers = work_consumers(&js.get_stream("LOG").await.unwrap()).await;
+    assert_eq!(
+        consumers,
+        ["interop-work-TX"],
+        "one consumer a bureau, the old one gone"
+    );
+}
+
+/// The durable work consumers of `stream` (the followers' are ephemeral, named at random).
+async fn work_consumers(stream: &stream::Stream) -> Vec<String> {
+    let mut names: Vec<String> = stream
+        .consumer_names()
+        .filter_map(|n| n.ok().filter(|n| n.starts_with("interop-work")))
+        .collect()
+        .await;
+    names.sort();
+    names
+}
+
+fn of(bureau: &str, tcn: &str) -> SubmissionKey {
+    SubmissionKey {
+        bureau: bureau.into(),
+        tcn: tcn.into(),
+    }
+}
+
+/// Each bureau's work has a consumer of its own, and a replica takes them in turn,
+/// submission by submission: a bureau whose backlog fills the log (one submission an entry,
+/// and a burst group-committed into a few) delays its own work, not another's. Every
+/// submission is still handed out once, a bureau's name that cannot be a subject's token
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bureau_flooding_the_log_delays_its_own_work_not_anothers() {
+    let Some(server) = start_server("a_bureau_flooding_the_log") else {
+        return;
+    };
+    let a = replica(&server, "a", "").await;
+    let singles = 2 * HANDED_AHEAD;
+    for i in 0..singles {
+        a.accept(of("CA", &format!("CA-{i:03}")), vec![1], 1)
+            .await
+            .unwrap();
+    }
+    let burst: Vec<_> = (singles..singles + 100)
+        .map(|i| {
+            let a = a.clone();
+            tokio::spawn(async move { a.accept(of("CA", &format!("CA-{i:03}")), vec![1], 1).await })
+        })
+        .collect();
+    for t in burst {
+        assert!(matches!(t.await.unwrap().unwrap(), Accepted::New(_)));
+    }
+    a.accept(of("TX", "TX-1"), vec![2], 2).await.unwrap();
+    a.accept(of("New York.1 *", "NY-1"), vec![3], 3)
+        .await
+        .unwrap();
+    let mut feed = a.work_feed().unwrap();
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        let p = tokio::time::timeout(Duration::from_secs(5), feed.take.recv())
+            .await
+            .expect("work handed out")
+            .expect("the feed");
+        first.push(p.key.tcn);
+    }
+    assert!(
+        first.contains(&"TX-1".to_string()) && first.contains(&"NY-1".to_string()),
+        "each quiet bureau's submission among the first three handed out, behind {} of the \
+         flood's: {first:?}",
+        singles + 100
+    );
+    let mut all = first;
+    all.extend(drain(&mut feed, Duration::from_millis(1500)).await);
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "nothing handed out twice");
+    assert_eq!(all.len(), singles + 100 + 2, "everything handed out");
+    let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
+    assert_eq!(
+        work_consumers(&js.get_stream("LOG").await.unwrap()).await,
+        [
+            "interop-work-=4e657720596f726b2e31202a",
+            "interop-work-CA",
+            "interop-work-TX"
+        ]
+    );
+}
+
+#[test]
+fn a_bureaus_lane_is_its_name_or_its_bytes_in_hex() {
+    assert_eq!(work::lane_token("CA"), "CA");
+    assert_eq!(work::lane_token("ny_state-2"), "ny_state-2");
+    assert_eq!(work::lane_token("a.b"), "=612e62");
+    assert_eq!(
+        work::lane_token("=61"),
+        "=3d3631",
+        "no plain name collides with a hex one"
+    );
+    assert_eq!(work::lane_token(""), "=");
 }
 
 /// Every entry of the stream `name` on `server`, raw.

@@ -3,16 +3,40 @@
 //! [`super`], "The log is the queue, shared").
 
 use super::*;
+use std::collections::VecDeque;
 
 /// Submissions handed to the pipeline and not yet taken by it (the rest wait in the log).
 pub(super) const HANDED_AHEAD: usize = 16;
 
-/// Whether `op` goes into an entry on the work subject.
-pub(super) fn is_work(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Accept { .. } | Op::AcceptSealed { .. } | Op::Requeue { .. }
-    )
+/// How often a replica asks again every bureau's consumer, whatever the log showed: work
+/// given back by a replica that stopped, or left by one that died, is announced by nothing
+/// new in the log.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// The bureau whose work `op` is (its accepts go into entries on that bureau's work subject),
+/// or `None` for an op of the log's own subject.
+pub(super) fn work_lane(op: &Op) -> Option<&str> {
+    match op {
+        Op::Accept { key, .. } | Op::AcceptSealed { key, .. } => Some(&key.bureau),
+        Op::Requeue { keys } => keys.first().map(|k| k.bureau.as_str()),
+        _ => None,
+    }
+}
+
+/// `bureau` as one token of a subject and part of a consumer's name: itself when it is
+/// letters, digits, `_` and `-` (every bureau the project's own tools name), else `=` and its
+/// bytes in hex (no plain name starts with `=`, so two bureaus never share a lane).
+pub(super) fn lane_token(bureau: &str) -> String {
+    let plain = !bureau.is_empty()
+        && bureau
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        bureau.to_string()
+    } else {
+        let hex: String = bureau.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("={hex}")
+    }
 }
 
 /// Work entries this replica took from the consumer and has not acknowledged, with the
@@ -121,10 +145,28 @@ pub(super) async fn keep_taken(taken: &Mutex<Taken>, view: &RedbStore) {
     }
 }
 
-/// Takes work entries from the shared consumer while the pipeline has room, and hands it the
-/// submissions in them that are still pending.
+/// One bureau's shared work, as this replica sees it.
+struct Lane {
+    token: String,
+    /// Its durable consumer, once looked up (or created).
+    consumer: Option<consumer::Consumer<consumer::pull::Config>>,
+    /// The last of its entries the view applied that this replica knows of.
+    seen: u64,
+    /// Whether its consumer may have an entry for this replica.
+    more: bool,
+    /// Submissions of the entries taken, not yet handed to the pipeline.
+    in_hand: VecDeque<SubmissionKey>,
+}
+
+/// Takes work from the shared consumers while the pipeline has room, bureau by bureau in
+/// turn, and hands it the submissions that are still pending: one of a bureau's, then one of
+/// the next bureau's, so a bureau that floods the log delays its own work, not others'.
 pub(super) struct HandOut {
-    pub(super) consumer: consumer::Consumer<consumer::pull::Config>,
+    pub(super) stream: stream::Stream,
+    pub(super) subjects: Subjects,
+    pub(super) stale_after: Duration,
+    /// Every lane the log has work on, and its last entry applied (from the follower).
+    pub(super) lanes: watch::Receiver<HashMap<String, u64>>,
     pub(super) view: Arc<RedbStore>,
     pub(super) applied: watch::Receiver<u64>,
     pub(super) to: mpsc::Sender<PendingKey>,
@@ -134,54 +176,125 @@ pub(super) struct HandOut {
 
 impl HandOut {
     pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut lanes: Vec<Lane> = Vec::new();
+        let mut turn = 0usize;
+        let mut polled = tokio::time::Instant::now();
         loop {
             // Room first: what this replica has no room for stays in the log for the others.
-            tokio::select! {
+            let permit = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 permit = self.to.reserve() => match permit {
-                    Ok(p) => drop(p),
+                    Ok(p) => p,
                     Err(_) => return,
                 },
-            }
-            let fetched = self
-                .consumer
-                .fetch()
-                .max_messages(1)
-                .expires(Duration::from_secs(1))
-                .messages()
-                .await;
-            let mut batch = match fetched {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(error = %e, "shared work: fetch failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
             };
-            loop {
-                let msg = tokio::select! {
+            learn_lanes(&mut self.lanes, &mut lanes);
+            if polled.elapsed() >= POLL_EVERY {
+                polled = tokio::time::Instant::now();
+                lanes.iter_mut().for_each(|l| l.more = true);
+            }
+            let Some(at) = (0..lanes.len())
+                .map(|i| (turn + i) % lanes.len())
+                .find(|&i| !lanes[i].in_hand.is_empty() || lanes[i].more)
+            else {
+                // Nothing to take: wait for new work in the log, or the next poll.
+                drop(permit);
+                tokio::select! {
                     _ = stop.wait_for(|s| *s) => return,
-                    m = batch.next() => m,
-                };
-                match msg {
-                    Some(Ok(m)) => {
-                        if !self.hand(m, &mut stop).await {
-                            return;
-                        }
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "shared work: fetch failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        break;
-                    }
-                    None => break,
+                    _ = self.lanes.changed() => {}
+                    _ = tokio::time::sleep_until(polled + POLL_EVERY) => {}
+                }
+                continue;
+            };
+            let lane = &mut lanes[at];
+            if lane.in_hand.is_empty() && !self.take_entry(lane, &mut stop).await {
+                return;
+            }
+            let Some(key) = lane.in_hand.pop_front() else {
+                continue; // its consumer had nothing for this replica: the next lane's turn
+            };
+            turn = at + 1;
+            match self.view.pending(key.clone()).await {
+                Ok(Some(p)) => {
+                    Counts::add(&self.counts.handed_out, 1);
+                    permit.send(PendingKey::of(&p));
+                }
+                // Completed since it was taken (at another replica, or by a resend's
+                // conflict): nothing to do, and its entry may be finished.
+                Ok(None) => release(&self.taken, &key).await,
+                Err(e) => {
+                    // Held, so its entry is given back or redelivered rather than lost.
+                    tracing::error!(key = %key, error = %e, "shared work: the view failed; submission left to be handed out again");
                 }
             }
         }
     }
 
-    /// Hands out the pending submissions of one work entry; `false` once stopping.
-    async fn hand(&mut self, msg: jetstream::Message, stop: &mut watch::Receiver<bool>) -> bool {
+    /// Takes one entry from `lane`'s consumer into its hand (or marks the lane empty);
+    /// `false` once stopping.
+    async fn take_entry(&self, lane: &mut Lane, stop: &mut watch::Receiver<bool>) -> bool {
+        if lane.consumer.is_none() {
+            let name = format!("{WORK_CONSUMER}-{}", lane.token);
+            let made = self
+                .stream
+                .get_or_create_consumer(
+                    &name,
+                    consumer::pull::Config {
+                        durable_name: Some(name.clone()),
+                        description: Some(
+                            "one bureau's submissions to process, shared by the gateway replicas"
+                                .into(),
+                        ),
+                        filter_subject: format!("{}.{}", self.subjects.work, lane.token),
+                        deliver_policy: consumer::DeliverPolicy::All,
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        ack_wait: self.stale_after,
+                        ..Default::default()
+                    },
+                )
+                .await;
+            match made {
+                Ok(c) => lane.consumer = Some(c),
+                Err(e) => {
+                    tracing::warn!(consumer = %name, error = %e, "shared work: no consumer; retrying");
+                    return pause(stop).await;
+                }
+            }
+        }
+        let consumer = lane.consumer.as_ref().expect("looked up above");
+        // No wait: an empty lane answers at once, and the next lane has its turn.
+        let mut batch = match consumer.fetch().max_messages(1).messages().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "shared work: fetch failed; retrying");
+                return pause(stop).await;
+            }
+        };
+        let msg = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return false,
+            m = batch.next() => m,
+        };
+        match msg {
+            Some(Ok(m)) => self.hold(lane, m, stop).await,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "shared work: fetch failed; retrying");
+                pause(stop).await
+            }
+            None => {
+                lane.more = false;
+                true
+            }
+        }
+    }
+
+    /// Holds one work entry and puts its pending submissions in `lane`'s hand; `false` once
+    /// stopping.
+    async fn hold(
+        &self,
+        lane: &mut Lane,
+        msg: jetstream::Message,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
         let (seq, delivered) = match msg.info() {
             Ok(i) => (i.stream_sequence, i.delivered),
             Err(e) => {
@@ -194,9 +307,10 @@ impl HandOut {
             Counts::add(&self.counts.redelivered, 1);
         }
         // The view must hold the entry before it can say what in it is still pending.
+        let mut applied = self.applied.clone();
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return false,
-            r = self.applied.wait_for(|a| *a >= seq) => if r.is_err() { return false },
+            r = applied.wait_for(|a| *a >= seq) => if r.is_err() { return false },
         }
         let keys: Vec<SubmissionKey> = match postcard::from_bytes::<Entry>(&msg.payload) {
             Ok(entry) => entry
@@ -220,8 +334,8 @@ impl HandOut {
             if !seen.insert(k.clone()) {
                 continue;
             }
-            match self.view.pending(k).await {
-                Ok(Some(p)) => open.push(PendingKey::of(&p)),
+            match self.view.pending(k.clone()).await {
+                Ok(Some(_)) => open.push(k),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(seq, error = %e, "shared work: the view failed; entry left to be handed out again");
@@ -236,14 +350,40 @@ impl HandOut {
         if redelivered {
             Counts::add(&self.counts.redelivered_submissions, open.len() as u64);
         }
-        let held = open.iter().map(|p| p.key.clone()).collect();
-        self.taken.lock().expect("taken").hold(seq, msg, held);
-        for p in open {
-            Counts::add(&self.counts.handed_out, 1);
-            if self.to.send(p).await.is_err() {
-                return false;
-            }
-        }
+        self.taken
+            .lock()
+            .expect("taken")
+            .hold(seq, msg, open.iter().cloned().collect());
+        lane.in_hand.extend(open);
         true
+    }
+}
+
+/// Adds the lanes the log has newly shown, and marks those with new entries.
+fn learn_lanes(log: &mut watch::Receiver<HashMap<String, u64>>, lanes: &mut Vec<Lane>) {
+    let known = log.borrow_and_update();
+    for (token, &seq) in known.iter() {
+        match lanes.iter_mut().find(|l| &l.token == token) {
+            Some(l) if l.seen < seq => {
+                l.seen = seq;
+                l.more = true;
+            }
+            Some(_) => {}
+            None => lanes.push(Lane {
+                token: token.clone(),
+                consumer: None,
+                seen: seq,
+                more: true,
+                in_hand: VecDeque::new(),
+            }),
+        }
+    }
+}
+
+/// Waits a moment after a failure; `false` once stopping.
+async fn pause(stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => false,
+        _ = tokio::time::sleep(Duration::from_millis(500)) => true,
     }
 }
