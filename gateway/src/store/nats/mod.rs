@@ -364,17 +364,19 @@ impl NatsStore {
             .map_err(|e| anyhow::anyhow!("NATS server at {}: {e}", o.url))?;
         let js = jetstream::new(client);
         let subjects = o.subjects();
-        let stream = js
-            .get_or_create_stream(stream::Config {
+        let stream = get_or_create_stream(
+            &js,
+            stream::Config {
                 name: o.stream.clone(),
                 subjects: subjects.all(),
                 storage: stream::StorageType::File,
                 num_replicas: o.replicas,
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("JetStream stream {}: {e}", o.stream))?;
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("JetStream stream {}: {e}", o.stream))?;
         let mut info = stream.cached_info().clone();
         // A log written before each bureau's accepts had a subject of their own gets them;
         // what it left unfinished is handed out again once the view has caught up.
@@ -622,6 +624,23 @@ impl NatsStore {
             }
             give_back(&taken).await;
         });
+    }
+}
+
+/// The stream `config` names, created if it is missing. Two replicas starting at once can
+/// both find it missing; the one whose creation loses the race (a server may answer it as
+/// "subjects overlap" rather than as the same stream) finds it made by the other.
+async fn get_or_create_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> anyhow::Result<stream::Stream> {
+    let name = config.name.clone();
+    match js.get_or_create_stream(config).await {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            js.get_stream(&name).await.map_err(|_| anyhow::anyhow!(e))
+        }
     }
 }
 

@@ -94,19 +94,22 @@ impl Keys {
         // The bucket's stream as `create_key_value` would make it, made directly: that call
         // first asks for the account's limits in a form older servers (Debian's 2.9) do not
         // answer in.
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: format!("KV_{bucket}"),
-            description: Some("interop: keys of pending submissions' sealed payloads".into()),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: replicas.max(1),
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: jetstream::stream::DiscardPolicy::New,
-            ..Default::default()
-        })
+        super::get_or_create_stream(
+            js,
+            jetstream::stream::Config {
+                name: format!("KV_{bucket}"),
+                description: Some("interop: keys of pending submissions' sealed payloads".into()),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas.max(1),
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: jetstream::stream::DiscardPolicy::New,
+                ..Default::default()
+            },
+        )
         .await
         .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {bucket}: {e}"))?;
         let kv = js

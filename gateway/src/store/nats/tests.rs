@@ -523,6 +523,30 @@ async fn a_bureau_flooding_the_log_delays_its_own_work_not_anothers() {
     );
 }
 
+/// Replicas started at once on a fresh server all connect: those that lose the race to
+/// create the log's stream or the payload keys' bucket find them made by another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_at_once_on_a_fresh_server_all_connect() {
+    for round in 0..12 {
+        let Some(server) = start_server(&format!("replicas_starting_at_once_{round}")) else {
+            return;
+        };
+        let starts: Vec<_> = (0..8)
+            .map(|i| {
+                let o =
+                    NatsOptions::parse(&format!("{}/LOG?insecure=true&replica=r{i}", server.url))
+                        .unwrap();
+                tokio::spawn(NatsStore::connect(o))
+            })
+            .collect();
+        for (i, s) in starts.into_iter().enumerate() {
+            if let Err(e) = s.await.unwrap() {
+                panic!("round {round}: replica {i} did not connect: {e:#}");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_bureaus_lane_is_its_name_or_its_bytes_in_hex() {
     assert_eq!(work::lane_token("CA"), "CA");
