@@ -941,8 +941,11 @@ async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
             next = seq + 1;
             applied.send_replace(seq);
             if let Some(lane) = subjects.lane_of(&msg.subject) {
-                lanes.send_modify(|l| {
-                    l.insert(lane.to_string(), seq);
+                lanes.send_modify(|l| match l.get_mut(lane) {
+                    Some(last) => *last = seq,
+                    None => {
+                        l.insert(lane.to_string(), seq);
+                    }
                 });
             }
             if setting {

@@ -188,7 +188,9 @@ impl HandOut {
                     Err(_) => return,
                 },
             };
-            learn_lanes(&mut self.lanes, &mut lanes);
+            if lanes.is_empty() || self.lanes.has_changed().unwrap_or(false) {
+                learn_lanes(&mut self.lanes, &mut lanes);
+            }
             if polled.elapsed() >= POLL_EVERY {
                 polled = tokio::time::Instant::now();
                 lanes.iter_mut().for_each(|l| l.more = true);
