@@ -512,6 +512,14 @@ async fn a_bureau_flooding_the_log_delays_its_own_work_not_anothers() {
     all.dedup();
     assert_eq!(all.len(), n, "nothing handed out twice");
     assert_eq!(all.len(), singles + 100 + 2, "everything handed out");
+    // An idle replica hands out new work as the log shows it, not at its next poll.
+    let t = std::time::Instant::now();
+    a.accept(of("TX", "TX-2"), vec![4], 4).await.unwrap();
+    let p = tokio::time::timeout(Duration::from_millis(400), feed.take.recv())
+        .await
+        .expect("new work handed out at once, not at the next poll")
+        .unwrap();
+    assert_eq!(p.key.tcn, "TX-2", "after {:?}", t.elapsed());
     let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
     assert_eq!(
         work_consumers(&js.get_stream("LOG").await.unwrap()).await,

@@ -179,6 +179,9 @@ impl HandOut {
         let mut lanes: Vec<Lane> = Vec::new();
         let mut turn = 0usize;
         let mut polled = tokio::time::Instant::now();
+        // Whether the log may have shown new lanes or entries (a change seen by `changed`
+        // is no longer `has_changed`).
+        let mut look = true;
         loop {
             // Room first: what this replica has no room for stays in the log for the others.
             let permit = tokio::select! {
@@ -188,8 +191,9 @@ impl HandOut {
                     Err(_) => return,
                 },
             };
-            if lanes.is_empty() || self.lanes.has_changed().unwrap_or(false) {
+            if look || self.lanes.has_changed().unwrap_or(false) {
                 learn_lanes(&mut self.lanes, &mut lanes);
+                look = false;
             }
             if polled.elapsed() >= POLL_EVERY {
                 polled = tokio::time::Instant::now();
@@ -203,7 +207,7 @@ impl HandOut {
                 drop(permit);
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => return,
-                    _ = self.lanes.changed() => {}
+                    _ = self.lanes.changed() => look = true,
                     _ = tokio::time::sleep_until(polled + POLL_EVERY) => {}
                 }
                 continue;
