@@ -231,7 +231,7 @@ pub(crate) fn unique_tcn(tcn: &str, round: usize) -> String {
     format!("{tcn}-R{}", String::from_utf8_lossy(&digits))
 }
 
-async fn clients_for(
+pub(crate) async fn clients_for(
     endpoint: &str,
     pki: &pki::PkiDir,
     plan: &[Booking],

@@ -6,11 +6,23 @@
 //! Honest labelling: every process of every shape shares this machine's cores with the driver,
 //! so more processes cannot add capacity here; what the figures show is each shape's overhead
 //! (CPU per booking, by role) and whether it still answers everything correctly.
+//!
+//! With `--fairness-rate R`, each shape then also measures the fairness figure of
+//! `state-bureau-sim bench` (`crate::fairness`): the busiest bureau floods at 10 R while the
+//! next sends R, alone and then beside the flood, the flood's submissions to the first gateway
+//! and the quiet bureau's to the last, so on JetStream what the quiet bureau waits for is
+//! whatever the shared log hands out before its work. `--exe` runs the gateways and matchers
+//! from another build of this program (the driver and the figures stay this one's): an A/B of
+//! two builds on one machine.
 
+use crate::bookings::{self, WorldData};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::demo::{self, Arrival, DemoOptions, RunOptions};
+use crate::fairness::{self, Fairness};
+use interop_gateway_cli::pki;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What to measure.
@@ -23,6 +35,12 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// `(gateways, matcher shards)` shapes on JetStream, after the embedded baseline.
     pub shapes: Vec<(usize, u64)>,
+    /// The fairness phase's quiet rate (`None`: no fairness phase).
+    pub fairness_rate: Option<f64>,
+    /// Seconds of each fairness phase.
+    pub fairness_seconds: f64,
+    /// The program run as gateways and matchers (`None`: this one).
+    pub exe: Option<PathBuf>,
     pub json: Option<PathBuf>,
 }
 
@@ -34,6 +52,9 @@ impl Default for BenchOptions {
             bookings: 600,
             concurrency: 2,
             shapes: vec![(1, 1), (1, 2), (1, 4), (2, 2), (2, 4)],
+            fairness_rate: None,
+            fairness_seconds: 8.0,
+            exe: None,
             json: None,
         }
     }
@@ -53,6 +74,8 @@ pub struct ShapeResult {
     pub notification_p99_ms: f64,
     /// CPU milliseconds per booking, by role (gateways, matchers, nats summed over processes).
     pub cpu_ms_per_booking: BTreeMap<String, f64>,
+    /// With `--fairness-rate`: the quiet bureau alone and beside the flood.
+    pub fairness: Option<Fairness>,
 }
 
 fn role(name: &str) -> String {
@@ -75,6 +98,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<ShapeResult>> {
             dir: o.dir.clone(),
             identities: o.identities,
             embedded: true,
+            exe: o.exe.clone(),
             ..Default::default()
         },
     )];
@@ -87,6 +111,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<ShapeResult>> {
                 gateways: *g,
                 shards: *s,
                 shard_replicas: 1,
+                exe: o.exe.clone(),
                 ..Default::default()
             },
         ));
@@ -118,6 +143,16 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<ShapeResult>> {
             let used = after - before.get(&name).copied().unwrap_or(0.0);
             *cpu.entry(role(&name)).or_default() += used * 1000.0 / o.bookings as f64;
         }
+        let fairness = match o.fairness_rate {
+            Some(rate) => {
+                eprintln!(
+                    "    fairness: a quiet bureau at {rate:.1}/s alone, then beside a flood at {:.0}/s",
+                    10.0 * rate
+                );
+                Some(rt.block_on(measure_fairness(&cluster, rate, o.fairness_seconds))?)
+            }
+            None => None,
+        };
         drop(cluster);
         let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
         let r = ShapeResult {
@@ -131,6 +166,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<ShapeResult>> {
             notification_p50_ms: f(&j, &["latency", "field_office_notification", "p50_ms"]),
             notification_p99_ms: f(&j, &["latency", "field_office_notification", "p99_ms"]),
             cpu_ms_per_booking: cpu,
+            fairness,
         };
         eprintln!(
             "    {:.1} s, {} — end to end {:.1}/s",
@@ -164,6 +200,26 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<ShapeResult>> {
         eprintln!("wrote {}", path.display());
     }
     Ok(results)
+}
+
+/// The fairness figure against `cluster`: the flood's bookings to its first gateway, the quiet
+/// bureau's to its last (the same one on a single gateway).
+async fn measure_fairness(cluster: &Cluster, rate: f64, seconds: f64) -> anyhow::Result<Fairness> {
+    let data = Arc::new(WorldData::load(&cluster.world)?);
+    let pki = pki::init_or_keep(&cluster.pki, &data.world)?;
+    let (from, days) = demo::booking_window();
+    let pd = data.clone();
+    let plan = tokio::task::spawn_blocking(move || {
+        bookings::plan(&pd, 2011, 2_000, from, days, &Default::default())
+    })
+    .await?;
+    let (flood_state, _) = fairness::pick_states(&plan)?;
+    let targets: Vec<&str> = cluster.targets.split(',').collect();
+    let (first, last) = (targets[0], targets[targets.len() - 1]);
+    let mut clients = crate::bench::clients_for(last, &pki, &plan).await?;
+    let at_first = crate::bench::clients_for(first, &pki, &plan).await?;
+    clients.insert(flood_state.clone(), at_first[&flood_state].clone());
+    fairness::measure(&clients, &plan, rate, seconds).await
 }
 
 fn print_table(results: &[ShapeResult], o: &BenchOptions) {
@@ -201,5 +257,27 @@ fn print_table(results: &[ShapeResult], o: &BenchOptions) {
             r.notification_p50_ms,
             r.notification_p99_ms
         );
+    }
+    if results.iter().any(|r| r.fairness.is_some()) {
+        println!(
+            "\nfairness: the quiet bureau's notification p99 alone, then beside a flood at ten times its rate (flood to the first gateway, quiet to the last)"
+        );
+        println!(
+            "{:<58} {:>8} {:>10} {:>10} {:>8} {:>14}",
+            "shape", "quiet/s", "alone p99", "flood p99", "ratio", "flood refused"
+        );
+        for r in results {
+            if let Some(f) = &r.fairness {
+                println!(
+                    "{:<58} {:>8.1} {:>10.1} {:>10.1} {:>8.2} {:>14}",
+                    r.shape,
+                    f.quiet_per_s,
+                    f.alone.p99_ms,
+                    f.with_flood.p99_ms,
+                    f.p99_ratio,
+                    f.with_flood.flood_refused
+                );
+            }
+        }
     }
 }

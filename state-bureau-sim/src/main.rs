@@ -337,6 +337,17 @@ enum ClusterCmd {
         /// Shapes on JetStream as GATEWAYSxSHARDS, comma-separated.
         #[arg(long, default_value = "1x1,1x2,1x4,2x2,2x4")]
         shapes: String,
+        /// Also measure each shape's fairness: a quiet bureau at this rate alone, then beside
+        /// a bureau flooding at ten times it.
+        #[arg(long)]
+        fairness_rate: Option<f64>,
+        /// Seconds of each fairness phase.
+        #[arg(long, default_value_t = 8.0)]
+        fairness_seconds: f64,
+        /// Run the gateways and matchers from this build of state-bureau-sim instead of this
+        /// one (an A/B of two builds; the driver stays this one).
+        #[arg(long)]
+        exe: Option<PathBuf>,
         #[arg(long, default_value = "bench/results/cluster-bench.json")]
         json: PathBuf,
     },
@@ -602,6 +613,9 @@ fn main() -> ExitCode {
                     bookings,
                     concurrency,
                     shapes,
+                    fairness_rate,
+                    fairness_seconds,
+                    exe,
                     json,
                 },
         } => (|| {
@@ -619,6 +633,13 @@ fn main() -> ExitCode {
                 bookings > 0 && concurrency > 0,
                 "--bookings and --concurrency must be at least 1"
             );
+            anyhow::ensure!(
+                fairness_rate.is_none_or(|r| r > 0.0) && fairness_seconds > 0.0,
+                "--fairness-rate and --fairness-seconds must be positive"
+            );
+            if let Some(exe) = &exe {
+                anyhow::ensure!(exe.is_file(), "--exe {}: no such program", exe.display());
+            }
             let results = state_bureau_sim::cluster_bench::run(
                 &state_bureau_sim::cluster_bench::BenchOptions {
                     dir,
@@ -626,6 +647,9 @@ fn main() -> ExitCode {
                     bookings,
                     concurrency,
                     shapes,
+                    fairness_rate,
+                    fairness_seconds,
+                    exe,
                     json: Some(json),
                 },
             )?;
