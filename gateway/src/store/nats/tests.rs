@@ -520,6 +520,28 @@ async fn a_bureau_flooding_the_log_delays_its_own_work_not_anothers() {
         .expect("new work handed out at once, not at the next poll")
         .unwrap();
     assert_eq!(p.key.tcn, "TX-2", "after {:?}", t.elapsed());
+    // Group commit split the burst by bureau: every entry on a bureau's work subject holds
+    // that bureau's accepts and nothing else, and no accept went anywhere else.
+    let mut accepts = 0;
+    for (subject, payload) in raw_entries(&server, "LOG").await {
+        let entry: Entry = postcard::from_bytes(&payload).unwrap();
+        for op in entry
+            .ops
+            .iter()
+            .map(|b| postcard::from_bytes::<Op>(b).unwrap())
+        {
+            match (&op, subject.strip_prefix("interop.log.LOG.work.")) {
+                (Op::AcceptSealed { key, .. }, Some(lane)) => {
+                    assert_eq!(lane, work::lane_token(&key.bureau), "{key} on {subject}");
+                    accepts += 1;
+                }
+                (Op::AcceptSealed { key, .. }, None) => panic!("{key}'s accept on {subject}"),
+                (_, Some(_)) => panic!("only accepts on a work subject, not on {subject}"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(accepts, singles + 100 + 3);
     let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
     assert_eq!(
         work_consumers(&js.get_stream("LOG").await.unwrap()).await,
@@ -570,13 +592,22 @@ fn a_bureaus_lane_is_its_name_or_its_bytes_in_hex() {
 
 /// Every entry of the stream `name` on `server`, raw.
 async fn raw_log(server: &NatsServer, name: &str) -> Vec<Vec<u8>> {
+    raw_entries(server, name)
+        .await
+        .into_iter()
+        .map(|(_, payload)| payload)
+        .collect()
+}
+
+/// Every entry of the stream `name` on `server`, with its subject.
+async fn raw_entries(server: &NatsServer, name: &str) -> Vec<(String, Vec<u8>)> {
     let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
     let stream = js.get_stream(name).await.unwrap();
     let last = stream.get_info().await.unwrap().state.last_sequence;
     let mut out = vec![];
     for seq in 1..=last {
         if let Ok(m) = stream.get_raw_message(seq).await {
-            out.push(m.payload.to_vec());
+            out.push((m.subject.to_string(), m.payload.to_vec()));
         }
     }
     out
