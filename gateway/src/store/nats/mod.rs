@@ -278,6 +278,10 @@ struct Counts {
     redelivered: std::sync::atomic::AtomicU64,
     /// Pending submissions in those entries, handed to this replica's pipeline.
     redelivered_submissions: std::sync::atomic::AtomicU64,
+    /// Bureaus whose work this replica takes in turn (gauge).
+    lanes: std::sync::atomic::AtomicU64,
+    /// Submissions taken from the log, not yet handed to the pipeline (gauge).
+    in_hand: std::sync::atomic::AtomicU64,
     shredded: std::sync::atomic::AtomicU64,
     shred_failures: std::sync::atomic::AtomicU64,
 }
@@ -1155,6 +1159,12 @@ impl Store for NatsStore {
              # HELP interop_store_work_held Work entries this replica holds, not yet finished.\n\
              # TYPE interop_store_work_held gauge\n\
              interop_store_work_held {}\n\
+             # HELP interop_store_work_lanes Bureaus whose shared work this replica takes in turn (a durable consumer each).\n\
+             # TYPE interop_store_work_lanes gauge\n\
+             interop_store_work_lanes {}\n\
+             # HELP interop_store_work_in_hand Submissions this replica took from the log and has not yet handed to its pipeline (no other replica takes them meanwhile).\n\
+             # TYPE interop_store_work_in_hand gauge\n\
+             interop_store_work_in_hand {}\n\
              # HELP interop_store_payload_keys_purged_total Payload keys of completed submissions purged (their sealed payloads in the log unreadable), and purges that failed (left to the sweep).\n\
              # TYPE interop_store_payload_keys_purged_total counter\n\
              interop_store_payload_keys_purged_total{{outcome=\"ok\"}} {}\n\
@@ -1165,6 +1175,8 @@ impl Store for NatsStore {
             get(&c.handed_out),
             get(&c.redelivered),
             self.taken.lock().expect("taken").len(),
+            get(&c.lanes),
+            get(&c.in_hand),
             get(&c.shredded),
             get(&c.shred_failures),
         )

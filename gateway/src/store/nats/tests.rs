@@ -542,6 +542,14 @@ async fn a_bureau_flooding_the_log_delays_its_own_work_not_anothers() {
         }
     }
     assert_eq!(accepts, singles + 100 + 3);
+    let m = a.render_metrics();
+    let gauge = |name: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+    };
+    assert_eq!(gauge("interop_store_work_lanes ").as_deref(), Some("3"));
+    assert_eq!(gauge("interop_store_work_in_hand ").as_deref(), Some("0"));
     let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
     assert_eq!(
         work_consumers(&js.get_stream("LOG").await.unwrap()).await,

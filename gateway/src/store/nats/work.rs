@@ -194,6 +194,9 @@ impl HandOut {
             if look || self.lanes.has_changed().unwrap_or(false) {
                 learn_lanes(&mut self.lanes, &mut lanes);
                 look = false;
+                self.counts
+                    .lanes
+                    .store(lanes.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
             if polled.elapsed() >= POLL_EVERY {
                 polled = tokio::time::Instant::now();
@@ -219,6 +222,9 @@ impl HandOut {
             let Some(key) = lane.in_hand.pop_front() else {
                 continue; // its consumer had nothing for this replica: the next lane's turn
             };
+            self.counts
+                .in_hand
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             turn = at + 1;
             match self.view.pending(key.clone()).await {
                 Ok(Some(p)) => {
@@ -360,6 +366,7 @@ impl HandOut {
             .lock()
             .expect("taken")
             .hold(seq, msg, open.iter().cloned().collect());
+        Counts::add(&self.counts.in_hand, open.len() as u64);
         lane.in_hand.extend(open);
         true
     }
