@@ -585,6 +585,63 @@ async fn replicas_starting_at_once_on_a_fresh_server_all_connect() {
     }
 }
 
+/// A bureau's consumer deleted from under a replica (an operator's slip): the other bureaus'
+/// work goes on being handed out, and the lost one is made again and its work handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_consumer_stalls_no_other_bureau_and_is_made_again() {
+    let Some(server) = start_server("a_deleted_consumer") else {
+        return;
+    };
+    let a = replica(&server, "a", "").await;
+    for b in ["CA", "TX"] {
+        a.accept(of(b, &format!("{b}-1")), vec![1], 1)
+            .await
+            .unwrap();
+    }
+    let mut feed = a.work_feed().unwrap();
+    let mut got = drain(&mut feed, Duration::from_millis(500)).await;
+    got.sort();
+    assert_eq!(got, ["CA-1", "TX-1"]);
+    for t in &got {
+        let b = &t[..2];
+        a.complete(of(b, t), Completion::default()).await.unwrap();
+    }
+    let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
+    let stream = js.get_stream("LOG").await.unwrap();
+    assert!(
+        stream
+            .delete_consumer("interop-work-CA")
+            .await
+            .unwrap()
+            .success
+    );
+    // Several of each, so each lane's turn comes round while the other is failing.
+    for i in 2..6 {
+        for b in ["CA", "TX"] {
+            a.accept(of(b, &format!("{b}-{i}")), vec![1], 1)
+                .await
+                .unwrap();
+        }
+    }
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while got.len() < 8 && std::time::Instant::now() < deadline {
+        if let Ok(Some(p)) =
+            tokio::time::timeout(Duration::from_millis(200), feed.take.recv()).await
+        {
+            got.push(p.key.tcn);
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "CA-2", "CA-3", "CA-4", "CA-5", "TX-2", "TX-3", "TX-4", "TX-5"
+        ],
+        "every bureau's new work, the deleted consumer's made again"
+    );
+}
+
 #[test]
 fn a_bureaus_lane_is_its_name_or_its_bytes_in_hex() {
     assert_eq!(work::lane_token("CA"), "CA");

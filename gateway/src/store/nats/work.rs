@@ -12,6 +12,9 @@ pub(super) const HANDED_AHEAD: usize = 16;
 /// given back by a replica that stopped, or left by one that died, is announced by nothing
 /// new in the log.
 const POLL_EVERY: Duration = Duration::from_secs(1);
+/// Longest a fetch from one bureau's consumer is waited for (it asks the server not to wait,
+/// so an answer takes a round trip).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The bureau whose work `op` is (its accepts go into entries on that bureau's work subject),
 /// or `None` for an op of the log's own subject.
@@ -268,8 +271,8 @@ impl HandOut {
             match made {
                 Ok(c) => lane.consumer = Some(c),
                 Err(e) => {
-                    tracing::warn!(consumer = %name, error = %e, "shared work: no consumer; retrying");
-                    return pause(stop).await;
+                    tracing::warn!(consumer = %name, error = %e, "shared work: no consumer; retrying at the next poll");
+                    return failed(lane, stop).await;
                 }
             }
         }
@@ -278,19 +281,25 @@ impl HandOut {
         let mut batch = match consumer.fetch().max_messages(1).messages().await {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(error = %e, "shared work: fetch failed; retrying");
-                return pause(stop).await;
+                tracing::warn!(lane = %lane.token, error = %e, "shared work: fetch failed; retrying at the next poll");
+                return failed(lane, stop).await;
             }
         };
+        // A fetch that asks nothing to wait answers at once; one that does not (its consumer
+        // deleted under it: the request then goes unanswered) would stall every lane.
         let msg = tokio::select! {
             _ = stop.wait_for(|s| *s) => return false,
-            m = batch.next() => m,
+            m = tokio::time::timeout(FETCH_TIMEOUT, batch.next()) => m,
+        };
+        let Ok(msg) = msg else {
+            tracing::warn!(lane = %lane.token, "shared work: the fetch went unanswered; retrying at the next poll");
+            return failed(lane, stop).await;
         };
         match msg {
             Some(Ok(m)) => self.hold(lane, m, stop).await,
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "shared work: fetch failed; retrying");
-                pause(stop).await
+                tracing::warn!(lane = %lane.token, error = %e, "shared work: fetch failed; retrying at the next poll");
+                failed(lane, stop).await
             }
             None => {
                 lane.more = false;
@@ -393,10 +402,15 @@ fn learn_lanes(log: &mut watch::Receiver<HashMap<String, u64>>, lanes: &mut Vec<
     }
 }
 
-/// Waits a moment after a failure; `false` once stopping.
-async fn pause(stop: &mut watch::Receiver<bool>) -> bool {
+/// After `lane`'s consumer failed: the lane waits for the next poll (the other lanes keep
+/// their turns meanwhile), and its consumer is looked up again then (an operator may have
+/// deleted it). Waits a moment, so a server that is down is not asked in a tight loop;
+/// `false` once stopping.
+async fn failed(lane: &mut Lane, stop: &mut watch::Receiver<bool>) -> bool {
+    lane.more = false;
+    lane.consumer = None;
     tokio::select! {
         _ = stop.wait_for(|s| *s) => false,
-        _ = tokio::time::sleep(Duration::from_millis(500)) => true,
+        _ = tokio::time::sleep(Duration::from_millis(100)) => true,
     }
 }
