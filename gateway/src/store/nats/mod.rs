@@ -53,7 +53,8 @@
 //! bureau's accepts is shared between replicas by entry, not by submission (within a replica
 //! the bureaus still take turns by submission). A replica asks every bureau's consumer at least
 //! once a second (work given back, or left by a replica that died, is announced by nothing new
-//! in the log). A replica's view lives in memory and is rebuilt by replaying the stream from
+//! in the log); a consumer that fails (deleted, or its fetch unanswered for 2 s) sits out until
+//! then, and is looked up or made again, while the other bureaus keep their turns. A replica's view lives in memory and is rebuilt by replaying the stream from
 //! its start when the replica starts (no snapshots yet), so start-up time and memory grow with
 //! the log; the stream itself is never trimmed (compaction and bureau expiry are ops in the
 //! log like any other, appended by each replica's retention task and applied alike by every
