@@ -213,12 +213,19 @@ async fn measure_fairness(cluster: &Cluster, rate: f64, seconds: f64) -> anyhow:
         bookings::plan(&pd, 2011, 2_000, from, days, &Default::default())
     })
     .await?;
-    let (flood_state, _) = fairness::pick_states(&plan)?;
+    let (flood_state, quiet_state) = fairness::pick_states(&plan)?;
+    // A client for each of the two bureaus only, each at its gateway.
+    let of = |state: &str| -> Vec<_> {
+        plan.iter()
+            .filter(|b| b.state == state)
+            .take(1)
+            .cloned()
+            .collect()
+    };
     let targets: Vec<&str> = cluster.targets.split(',').collect();
     let (first, last) = (targets[0], targets[targets.len() - 1]);
-    let mut clients = crate::bench::clients_for(last, &pki, &plan).await?;
-    let at_first = crate::bench::clients_for(first, &pki, &plan).await?;
-    clients.insert(flood_state.clone(), at_first[&flood_state].clone());
+    let mut clients = crate::bench::clients_for(last, &pki, &of(&quiet_state)).await?;
+    clients.extend(crate::bench::clients_for(first, &pki, &of(&flood_state)).await?);
     fairness::measure(&clients, &plan, rate, seconds).await
 }
 

@@ -245,7 +245,12 @@ struct Subjects {
 impl Subjects {
     /// The subject of `bureau`'s accepts.
     fn work(&self, bureau: &str) -> String {
-        format!("{}.{}", self.work, lane_token(bureau))
+        self.lane(&lane_token(bureau))
+    }
+
+    /// The work subject of the lane `token` (see [`lane_token`]).
+    fn lane(&self, token: &str) -> String {
+        format!("{}.{token}", self.work)
     }
 
     /// The stream's subjects.

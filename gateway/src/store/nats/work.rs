@@ -260,7 +260,7 @@ impl HandOut {
                             "one bureau's submissions to process, shared by the gateway replicas"
                                 .into(),
                         ),
-                        filter_subject: format!("{}.{}", self.subjects.work, lane.token),
+                        filter_subject: self.subjects.lane(&lane.token),
                         deliver_policy: consumer::DeliverPolicy::All,
                         ack_policy: consumer::AckPolicy::Explicit,
                         ack_wait: self.stale_after,
