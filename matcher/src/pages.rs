@@ -49,7 +49,9 @@ pub(crate) fn onto_huge_pages<T: Copy>(v: &mut Vec<T>) -> usize {
 
 /// Gives the memory the allocator holds free back to the kernel (glibc keeps what a bulk
 /// load's short-lived buffers freed, and it stays resident). Returns whether any was given
-/// back; elsewhere than glibc, nothing is done.
+/// back; elsewhere than glibc, nothing is done. (A program whose global allocator is another,
+/// as `state-bureau-sim`'s is mimalloc, which returns freed memory on its own, trims only
+/// what glibc still holds: harmless.)
 pub(crate) fn give_back_free_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

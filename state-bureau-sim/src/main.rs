@@ -5,6 +5,14 @@ use state_bureau_sim::demo::{self, Arrival, DemoOptions, RunOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's allocator: a gateway receipting every bureau at once allocates
+/// and frees many small buffers on every thread (HTTP/2 frames, decoded submissions, store
+/// batches), and glibc's malloc and free were a tenth of the CPU under ingest. With it the
+/// gateway gave 3,447 and 3,628 durable receipts/s against 2,512 and 2,743 (`bench`, two
+/// interleaved runs each; BENCHMARKS.md "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "state-bureau-sim",
