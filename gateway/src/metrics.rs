@@ -32,7 +32,7 @@
 //! | `interop_connections_total` | counter | `outcome` | TCP connections by fate: `accepted` (given a slot), `refused_over_limit`, `handshake_timeout`, `handshake_failed`, `idle_closed` (see `crate::server::listener`) |
 //! | `process_resident_memory_bytes` | gauge | — | the gateway process's resident memory (Linux) |
 //! | `process_open_fds` | gauge | — | its open file descriptors (Linux) |
-//! | `interop_store_file_bytes` | gauge | — | size of the embedded store's file (`DATA/interop.redb`; absent for a replica's in-memory view) |
+//! | `interop_store_file_bytes` | gauge | — | size of the embedded store's file (`DATA/interop.redb`), or of a JetStream replica's view of the log (`DATA/view-STREAM.redb`; absent for a view in memory) |
 //! | `interop_store_archive_bytes` | gauge | — | bytes of disclosure archive segments in `DATA/archive` |
 //! | `interop_store_archive_segments` | gauge | — | disclosure archive segments in `DATA/archive` |
 //! | `interop_store_events_kept` | gauge | `kind` | events held, `field_office` / `bureau` streams: bounded by retention |

@@ -57,7 +57,8 @@ enum Cmd {
         /// World directory (from `state-bureau-sim generate`).
         #[arg(long, env = "INTEROP_WORLD")]
         world: PathBuf,
-        /// Data directory for the embedded store.
+        /// Data directory: the embedded store's file, or, with a NATS --store, where this
+        /// replica keeps its view of the log (restarted, it applies only what the log gained).
         #[arg(long, env = "INTEROP_DATA")]
         data: Option<PathBuf>,
         /// The durable store: `embedded` (redb in --data, the default) or a NATS JetStream

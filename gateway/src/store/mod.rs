@@ -508,6 +508,15 @@ pub(crate) enum Op {
     Requeue {
         keys: Vec<SubmissionKey>,
     },
+    /// A replica's view of a replicated log records that it holds every entry through
+    /// `applied` of the log `log` identifies (JetStream: see `nats`), in the same commit as
+    /// the entry's ops; `durable`: synced to disk with everything before it. Never in a log:
+    /// only a view's own file holds it.
+    Checkpoint {
+        log: u64,
+        applied: u64,
+        durable: bool,
+    },
 }
 
 /// What applying an [`Op`] answered.
@@ -619,7 +628,7 @@ pub fn open_embedded(dir: &Path) -> StoreResult<DynStore> {
 
 /// Opens the store a `--store` value names: `embedded` (in `dir`) or `tls://HOST:PORT...`
 /// (see [`NatsOptions::parse`]), with `cache_bytes` of page cache (the embedded file's, or a
-/// NATS replica's in-memory view's).
+/// NATS replica's view's, kept in `dir` if it is not empty).
 pub async fn open_spec(
     spec: &str,
     dir: &Path,
@@ -639,6 +648,10 @@ pub async fn open_spec(
             options.replica = r;
         }
         options.view_cache_bytes = cache_bytes;
+        // With a data directory, the replica keeps its view of the log there.
+        if !dir.as_os_str().is_empty() {
+            options.view_dir = Some(dir.to_path_buf());
+        }
         return Ok(Arc::new(NatsStore::connect(options).await?));
     }
     anyhow::bail!(

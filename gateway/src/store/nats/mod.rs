@@ -4,10 +4,10 @@
 //! **A replicated log of writes.** Every write is an [`Op`] (the same ops the embedded writer
 //! applies). A replica appends its writes to one JetStream stream (subject `interop.log` by
 //! default) as entries, and every replica — the writer included — follows that stream with an
-//! ordered consumer and applies each entry, in stream order, to its own materialised view: an
-//! in-memory [`RedbStore`] running exactly the embedded store's code. Because applying an op is
-//! deterministic (ops carry their own clock), every replica's view is the same function of the
-//! same log, so:
+//! ordered consumer and applies each entry, in stream order, to its own materialised view: a
+//! [`RedbStore`] (in memory, or in a file of its own: see [`view`]) running exactly the
+//! embedded store's code. Because applying an op is deterministic (ops carry their own clock),
+//! every replica's view is the same function of the same log, so:
 //! - **Atomic completion**: one completion is one op inside one JetStream message; it is in
 //!   the log whole or not at all. (JetStream has no multi-message transaction, so a stream per
 //!   outbound queue could not give this.)
@@ -54,11 +54,12 @@
 //! the bureaus still take turns by submission). A replica asks every bureau's consumer at least
 //! once a second (work given back, or left by a replica that died, is announced by nothing new
 //! in the log); a consumer that fails (deleted, or its fetch unanswered for 2 s) sits out until
-//! then, and is looked up or made again, while the other bureaus keep their turns. A replica's view lives in memory and is rebuilt by replaying the stream from
-//! its start when the replica starts (no snapshots yet), so start-up time and memory grow with
-//! the log; the stream itself is never trimmed (compaction and bureau expiry are ops in the
-//! log like any other, appended by each replica's retention task and applied alike by every
-//! view: they trim the views' outbound events, not the log).
+//! then, and is looked up or made again, while the other bureaus keep their turns. A replica
+//! with a data directory keeps its view in a file there and, restarted, applies only the
+//! entries the log gained meanwhile (see [`view`]); one without rebuilds its view in memory by
+//! replaying the stream from its start. The stream itself is never trimmed (compaction and
+//! bureau expiry are ops in the log like any other, appended by each replica's retention task
+//! and applied alike by every view: they trim the views' outbound events, not the log).
 //!
 //! **Payloads sealed, then shredded.** A submission's payload goes into the log encrypted under
 //! a key of its own, kept in a key-value bucket beside the log; when the submission completes
@@ -71,12 +72,15 @@
 //! would bound no disk, and a segment written by whichever replica pruned would scatter the
 //! evidence across machines. Export it with `interop admin disclosures` (CSV, every page).
 
+mod follow;
 mod sealed;
+mod view;
 mod work;
 
 use super::redb::RedbStore;
 use super::*;
 use async_nats::jetstream::{self, consumer, stream};
+use follow::{Follow, follow};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -122,8 +126,12 @@ pub struct NatsOptions {
     pub key: Option<PathBuf>,
     /// How long work taken by a replica that stopped answering waits before others get it.
     pub stale_after: Duration,
-    /// The page cache of this replica's in-memory view of the log.
+    /// The page cache of this replica's view of the log.
     pub view_cache_bytes: usize,
+    /// Where this replica keeps its view of the log (`view-STREAM.redb`), so a restart
+    /// applies only what the log gained meanwhile; `None`: in memory, rebuilt from the log's
+    /// start at every start (see `view.rs`).
+    pub view_dir: Option<PathBuf>,
     /// Plaintext to the server was asked for by name (`insecure=true`); the connection warns.
     pub insecure: bool,
 }
@@ -168,6 +176,7 @@ impl NatsOptions {
             key: None,
             stale_after: STALE_AFTER,
             view_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
+            view_dir: None,
             insecure: false,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -290,6 +299,8 @@ struct Counts {
     in_hand: std::sync::atomic::AtomicU64,
     shredded: std::sync::atomic::AtomicU64,
     shred_failures: std::sync::atomic::AtomicU64,
+    /// The last entry this replica's view held from its file when it started (gauge).
+    resumed: std::sync::atomic::AtomicU64,
 }
 
 impl Counts {
@@ -417,7 +428,10 @@ impl NatsStore {
             );
         }
         let last = info.state.last_sequence;
-        if info.state.first_sequence > 1 && info.state.messages > 0 {
+        // This replica's view: its file, resumed where it stopped, or built from entry 1.
+        let (view, from) = view::open(&o, &info).await?;
+        let view = Arc::new(view);
+        if info.state.first_sequence > from && info.state.messages > 0 {
             info = stream.get_info().await?;
             anyhow::bail!(
                 "JetStream stream {} starts at entry {}: its head was removed, so no view can be rebuilt",
@@ -430,19 +444,34 @@ impl NatsStore {
         // This process's entries are told apart from an earlier run under the same replica
         // name (whose batch numbers, and JetStream message ids, also started at 1).
         let origin = format!("{}#{}", o.replica, random_hex(8));
-        let view = Arc::new(RedbStore::open_in_memory(o.view_cache_bytes)?);
         let (stop_tx, stop) = watch::channel(false);
         let waiters: Arc<Mutex<HashMap<u64, Replies>>> = Arc::default();
         let (applied_tx, mut applied) = watch::channel(0u64);
         let (settings_tx, settings) = watch::channel(0u64);
         let (completed_tx, completed) = mpsc::unbounded_channel();
-        let (lanes_tx, lanes) = watch::channel(HashMap::new());
+        // A resumed view applies only new entries: the bureaus with work in it are its lanes
+        // until the log shows theirs again.
+        let mut known = HashMap::new();
+        if from > 1 {
+            for p in view.unfinished().await? {
+                known.insert(lane_token(&p.key.bureau), 0);
+            }
+        }
+        let (lanes_tx, lanes) = watch::channel(known);
         let counts: Arc<Counts> = Arc::default();
+        counts
+            .resumed
+            .store(from - 1, std::sync::atomic::Ordering::Relaxed);
         let taken: Arc<Mutex<Taken>> = Arc::default();
         tokio::spawn(follow(
             Follow {
                 stream: stream.clone(),
                 view: view.writer(),
+                from,
+                checkpoints: o
+                    .view_dir
+                    .as_ref()
+                    .map(|_| view::Checkpoints::new(view::log_id(&info), from)),
                 me: origin.clone(),
                 waiters: waiters.clone(),
                 applied: applied_tx,
@@ -800,172 +829,6 @@ async fn propose(
     }
 }
 
-/// What the log follower works with.
-struct Follow {
-    stream: stream::Stream,
-    view: mpsc::Sender<WriteOp>,
-    me: String,
-    waiters: Arc<Mutex<HashMap<u64, Replies>>>,
-    applied: watch::Sender<u64>,
-    settings: watch::Sender<u64>,
-    /// Submissions this process accepted, when they complete (at any replica).
-    completed: mpsc::UnboundedSender<SubmissionKey>,
-    subjects: Subjects,
-    /// Each lane of the shared work (a bureau's subject token) and its last entry applied.
-    lanes: watch::Sender<HashMap<String, u64>>,
-}
-
-/// Follows the log from its start, applying each entry to the view in stream order and
-/// answering this replica's own writes; recreates its consumer after errors.
-async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
-    let Follow {
-        stream,
-        view,
-        me,
-        waiters,
-        applied,
-        settings,
-        completed,
-        subjects,
-        lanes,
-    } = f;
-    // What this process accepted and has not seen completed.
-    let mut mine: HashSet<SubmissionKey> = HashSet::new();
-    let mut next = 1u64;
-    loop {
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: next,
-                },
-                ..Default::default()
-            })
-            .await;
-        let mut messages = match consumer {
-            Ok(c) => match c.messages().await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "log follower: no messages; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "log follower: no consumer; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        // Caught up with an empty log: say so, so `connect` can return.
-        applied.send_if_modified(|a| {
-            let caught = next - 1;
-            if *a < caught {
-                *a = caught;
-                true
-            } else {
-                false
-            }
-        });
-        loop {
-            let msg = tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                m = messages.next() => m,
-            };
-            let msg = match msg {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "log follower error; resuming at entry {next}");
-                    break;
-                }
-                None => break,
-            };
-            let seq = match msg.info() {
-                Ok(i) => i.stream_sequence,
-                Err(e) => {
-                    tracing::warn!(error = %e, "log entry without metadata; resuming");
-                    break;
-                }
-            };
-            if seq < next {
-                continue; // redelivered after a recreate
-            }
-            let entry: Entry = match postcard::from_bytes(&msg.payload) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(seq, error = %e, "unreadable log entry skipped");
-                    next = seq + 1;
-                    applied.send_replace(seq);
-                    continue;
-                }
-            };
-            let mut answers = Vec::with_capacity(entry.ops.len());
-            let mut keys = Vec::with_capacity(entry.ops.len());
-            let mut setting = false;
-            for bytes in &entry.ops {
-                let op: Op = match postcard::from_bytes(bytes) {
-                    Ok(op) => op,
-                    Err(e) => {
-                        tracing::error!(seq, error = %e, "unreadable op skipped");
-                        answers.push(None);
-                        keys.push(None);
-                        continue;
-                    }
-                };
-                setting |= matches!(op, Op::Setting { .. });
-                keys.push(match &op {
-                    Op::Accept { key, .. }
-                    | Op::AcceptSealed { key, .. }
-                    | Op::Complete { key, .. } => Some(key.clone()),
-                    _ => None,
-                });
-                let (reply, rx) = oneshot::channel();
-                if view.send(WriteOp { op, reply }).await.is_err() {
-                    return;
-                }
-                answers.push(Some(rx));
-            }
-            let mut outcomes = Vec::with_capacity(answers.len());
-            for a in answers {
-                outcomes.push(match a {
-                    Some(rx) => rx.await.unwrap_or(Err(StoreError::Closed)),
-                    None => Err(StoreError::Unavailable("unreadable log entry".into())),
-                });
-            }
-            let ours = entry.origin == me;
-            for (k, o) in keys.into_iter().zip(&outcomes) {
-                match (k, o) {
-                    (Some(k), Ok(Outcome::Accepted(Accepted::New(_)))) if ours => {
-                        mine.insert(k);
-                    }
-                    (Some(k), Ok(Outcome::Completed(true))) if mine.remove(&k) => {
-                        drop(completed.send(k));
-                    }
-                    _ => {}
-                }
-            }
-            if ours && let Some(replies) = waiters.lock().expect("waiters").remove(&entry.batch) {
-                for (r, o) in replies.into_iter().zip(outcomes) {
-                    drop(r.send(o));
-                }
-            }
-            next = seq + 1;
-            applied.send_replace(seq);
-            if let Some(lane) = subjects.lane_of(&msg.subject) {
-                lanes.send_modify(|l| match l.get_mut(lane) {
-                    Some(last) => *last = seq,
-                    None => {
-                        l.insert(lane.to_string(), seq);
-                    }
-                });
-            }
-            if setting {
-                settings.send_modify(|v| *v += 1);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[async_trait::async_trait]
 impl Store for NatsStore {
     async fn accept(
@@ -1152,6 +1015,9 @@ impl Store for NatsStore {
             "# HELP interop_store_log_applied Last JetStream log entry applied to this replica's view.\n\
              # TYPE interop_store_log_applied gauge\n\
              interop_store_log_applied {}\n\
+             # HELP interop_store_log_resumed_from Last log entry this replica's view held from its file when it started (0: built from the log's start).\n\
+             # TYPE interop_store_log_resumed_from gauge\n\
+             interop_store_log_resumed_from {}\n\
              # HELP interop_store_log_appends_total Log entries this replica appended, by outcome.\n\
              # TYPE interop_store_log_appends_total counter\n\
              interop_store_log_appends_total{{outcome=\"ok\"}} {}\n\
@@ -1176,6 +1042,7 @@ impl Store for NatsStore {
              interop_store_payload_keys_purged_total{{outcome=\"ok\"}} {}\n\
              interop_store_payload_keys_purged_total{{outcome=\"failed\"}} {}\n",
             *self.applied.borrow(),
+            get(&c.resumed),
             get(&c.appended),
             get(&c.append_failures),
             get(&c.handed_out),

@@ -6,6 +6,7 @@ use super::super::conformance::{self, Open};
 use super::test_server::{NatsServer, start_server};
 use super::*;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 /// Which server each conformance test's directory uses (the suite opens by directory).
 static SERVERS: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
@@ -817,4 +818,168 @@ fn store_specs_parse_or_say_what_is_wrong() {
         let e = NatsOptions::parse(spec).expect_err(spec).to_string();
         assert!(e.contains(says), "{spec}: {e}");
     }
+}
+
+/// A replica of `name` on the stream `LOG` keeping its view in `dir`.
+async fn replica_in(server: &NatsServer, name: &str, dir: &Path) -> Arc<NatsStore> {
+    let mut o =
+        NatsOptions::parse(&format!("{}/LOG?insecure=true&replica={name}", server.url)).unwrap();
+    o.view_dir = Some(dir.to_path_buf());
+    Arc::new(NatsStore::connect(o).await.unwrap())
+}
+
+/// The submissions a view holds unfinished, sorted.
+async fn unfinished_keys(s: &NatsStore) -> Vec<String> {
+    let mut v: Vec<String> = s
+        .unfinished()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.key.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A replica with a data directory keeps its view of the log in a file: restarted, it applies
+/// only the entries the log gained meanwhile (DESIGN §3.9), its view is the one a replica
+/// building from the log's start has, and the work left in it is handed out (its bureau known
+/// from the view, though nothing new arrived for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_data_directory_resumes_its_view_and_applies_only_what_is_new() {
+    let Some(server) = start_server("a_replica_resumes_its_view") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = replica_in(&server, "a", dir.path()).await;
+    assert_eq!(a.counts.resumed.load(Ordering::Relaxed), 0, "a new file");
+    for i in 0..30 {
+        a.accept(key(&format!("T-{i:02}")), vec![i], i as i64)
+            .await
+            .unwrap();
+    }
+    for i in 0..20 {
+        assert!(
+            a.complete(key(&format!("T-{i:02}")), Completion::default())
+                .await
+                .unwrap()
+        );
+    }
+    let held = *a.applied.borrow();
+    drop(a); // a clean stop: a durable checkpoint where the view is
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Meanwhile another replica (its view in memory) writes another bureau's work.
+    let b = replica(&server, "b", "").await;
+    for i in 0..5 {
+        b.accept(of("CA", &format!("N-{i}")), vec![i], i as i64)
+            .await
+            .unwrap();
+    }
+    let last = *b.applied.borrow();
+    let again = replica_in(&server, "a", dir.path()).await;
+    assert_eq!(
+        again.counts.resumed.load(Ordering::Relaxed),
+        held,
+        "resumed from its file where it stopped, not from the log's start"
+    );
+    assert!(*again.applied.borrow() >= last);
+    let fresh = replica(&server, "c", "").await;
+    eventually("the fresh view has caught up", || async {
+        *fresh.applied.borrow() >= *again.applied.borrow()
+    })
+    .await;
+    assert_eq!(unfinished_keys(&again).await, unfinished_keys(&fresh).await);
+    assert_eq!(unfinished_keys(&again).await.len(), 15);
+    assert!(
+        again.pending(key("T-00")).await.unwrap().is_none(),
+        "completed before the stop"
+    );
+    assert!(again.pending(key("T-29")).await.unwrap().is_some());
+    // The work left in the view is handed out, both bureaus'.
+    let mut feed = again.work_feed().unwrap();
+    let got = drain(&mut feed, Duration::from_millis(1500)).await;
+    assert_eq!(got.len(), 15, "{got:?}");
+    assert!(
+        got.iter().any(|t| t == "T-29") && got.iter().any(|t| t == "N-4"),
+        "{got:?}"
+    );
+    let metrics = again.render_metrics();
+    assert!(
+        metrics.contains(&format!("interop_store_log_resumed_from {held}\n")),
+        "{metrics}"
+    );
+}
+
+/// A view file of another log of the same name (the stream deleted and made again) is
+/// discarded, and the view built from the new log's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_file_of_another_log_is_discarded_and_rebuilt() {
+    let Some(server) = start_server("a_view_file_of_another_log") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = replica_in(&server, "a", dir.path()).await;
+    a.accept(key("OLD"), vec![1], 1).await.unwrap();
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
+    js.delete_stream("LOG").await.unwrap();
+    let b = replica(&server, "b", "").await; // makes the stream again
+    b.accept(key("NEW"), vec![2], 2).await.unwrap();
+    let again = replica_in(&server, "a", dir.path()).await;
+    assert_eq!(again.counts.resumed.load(Ordering::Relaxed), 0, "rebuilt");
+    assert!(
+        again.pending(key("OLD")).await.unwrap().is_none(),
+        "nothing of the old log"
+    );
+    assert!(again.pending(key("NEW")).await.unwrap().is_some());
+}
+
+/// A view's file commits whole log entries only: an entry's ops wait for its checkpoint, and
+/// land with it, so whatever commit the file holds after a crash says which entries it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_file_commits_an_entrys_ops_together_with_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("view-LOG.redb");
+    let view = RedbStore::open_view(&path, 1 << 20).unwrap();
+    let send = |op: Op| {
+        let (reply, rx) = oneshot::channel();
+        view.writer().try_send(WriteOp { op, reply }).unwrap();
+        rx
+    };
+    let accept = |tcn: &str| Op::Accept {
+        key: key(tcn),
+        payload: vec![1],
+        now_ms: 1,
+        owner: String::new(),
+    };
+    let first = send(accept("E1-A"));
+    let second = send(accept("E1-B"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        view.pending(key("E1-A")).await.unwrap().is_none(),
+        "not committed without its checkpoint"
+    );
+    assert_eq!(view.checkpoint().await.unwrap(), None);
+    let mark = send(Op::Checkpoint {
+        log: 7,
+        applied: 1,
+        durable: false,
+    });
+    for rx in [first, second, mark] {
+        rx.await.unwrap().unwrap();
+    }
+    assert!(view.pending(key("E1-B")).await.unwrap().is_some());
+    assert_eq!(view.checkpoint().await.unwrap(), Some((7, 1)));
+    let _half = send(accept("E2-A"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(view); // the second entry's checkpoint never came
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reopened = RedbStore::open_view(&path, 1 << 20).unwrap();
+    assert_eq!(reopened.checkpoint().await.unwrap(), Some((7, 1)));
+    assert!(reopened.pending(key("E1-A")).await.unwrap().is_some());
+    assert!(
+        reopened.pending(key("E2-A")).await.unwrap().is_none(),
+        "half an entry never lands"
+    );
 }

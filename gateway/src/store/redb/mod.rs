@@ -79,6 +79,10 @@ const HEARTBEATS: TableDefinition<&str, i64> = TableDefinition::new("heartbeats"
 /// number; "next_disclosure" → next disclosure seq;
 /// "disclosures_archived_through" → the last disclosure seq pruned after archiving.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// META keys of a replica's view (see [`Op::Checkpoint`]): the log it follows, and the last of
+/// that log's entries it holds.
+const VIEW_LOG: &str = "view_log";
+const VIEW_APPLIED: &str = "view_applied";
 
 #[derive(Serialize, Deserialize)]
 struct StoredSubmission {
@@ -156,9 +160,10 @@ fn submission_key(k: &str) -> StoreResult<SubmissionKey> {
     })
 }
 
-/// How the writer commits. The gateway always uses [`CommitMode::Group`]; the other two exist
-/// so the ingest benchmark can show, in one run, what group commit buys and what durability
-/// costs.
+/// How the writer commits. The gateway's store uses [`CommitMode::Group`], and a JetStream
+/// replica's view of the log [`CommitMode::View`] (or `NoSync` in memory); `PerOp` and
+/// `NoSync` also let the ingest benchmark show, in one run, what group commit buys and what
+/// durability costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommitMode {
     /// Many queued ops per transaction, one fsync per transaction (the default).
@@ -167,6 +172,14 @@ pub enum CommitMode {
     PerOp,
     /// Group commit without fsync. **Not durable**: a receipt may be lost in a power cut.
     NoSync,
+    /// A replica's view of a replicated log, in a file of its own. Each transaction is one
+    /// log entry's ops and the [`Op::Checkpoint`] its follower sends behind them, so whatever
+    /// commit the file holds, it says which entries it holds whole. Without fsync, but for a
+    /// checkpoint marked durable: after a crash the file is as its last durable checkpoint
+    /// left it (redb rolls back to its last durable commit), and the log is applied again
+    /// from there. Only the follower may write to a view in this mode: the writer waits for
+    /// each entry's checkpoint before it commits.
+    View,
 }
 
 /// Where the database file is and how to open it.
@@ -263,6 +276,34 @@ impl RedbStore {
             faults: None,
         };
         Self::open_db(file, CommitMode::NoSync)
+    }
+
+    /// A replica's view of a replicated log kept in the file `path` (created if missing), so
+    /// a restart applies only the entries after its last checkpoint (see [`CommitMode::View`]
+    /// and `store::nats`). Not durable between checkpoints.
+    pub(crate) fn open_view(path: &Path, cache_bytes: usize) -> StoreResult<Self> {
+        if let Some(dir) = path.parent() {
+            private_dir(dir).map_err(unavailable)?;
+        }
+        let file = DbFile {
+            path: Some(path.to_path_buf()),
+            cache_bytes,
+            #[cfg(any(test, feature = "test-util"))]
+            faults: None,
+        };
+        Self::open_db(file, CommitMode::View)
+    }
+
+    /// A view's last checkpoint: (the log it follows, the last entry it holds), if it has one.
+    pub(crate) async fn checkpoint(&self) -> StoreResult<Option<(u64, u64)>> {
+        self.blocking_read(|db| {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let log = meta.get(VIEW_LOG)?.map(|v| v.value());
+            let applied = meta.get(VIEW_APPLIED)?.map(|v| v.value());
+            Ok(log.zip(applied))
+        })
+        .await
     }
 
     /// Where this store's writer takes its ops.

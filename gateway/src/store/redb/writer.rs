@@ -18,6 +18,11 @@ pub(super) struct Writer {
     pub(super) ops: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Whether a view's batch ends with its entry's checkpoint (see [`CommitMode::View`]).
+fn ends_an_entry(batch: &[WriteOp]) -> bool {
+    matches!(batch.last(), Some(w) if matches!(w.op, Op::Checkpoint { .. }))
+}
+
 /// An op's answer, held until the batch is durable.
 type Answer = (oneshot::Sender<StoreResult<Outcome>>, StoreResult<Outcome>);
 
@@ -58,7 +63,25 @@ impl Writer {
             } else {
                 MAX_BATCH
             };
-            while batch.len() < max_batch {
+            if self.mode == CommitMode::View {
+                // A view commits whole log entries: every op through the entry's checkpoint,
+                // which its follower sends right behind them (see [`CommitMode::View`]).
+                while !ends_an_entry(&batch) {
+                    match rx.blocking_recv() {
+                        Some(op) => batch.push(op),
+                        None => break,
+                    }
+                }
+                if !ends_an_entry(&batch) {
+                    // Closed mid-entry: half an entry is never committed.
+                    batch
+                        .into_iter()
+                        .map(Self::refuse)
+                        .for_each(|a| send_answer(a, None));
+                    return;
+                }
+            }
+            while batch.len() < max_batch && self.mode != CommitMode::View {
                 match rx.try_recv() {
                     Ok(op) => batch.push(op),
                     Err(_) => break,
@@ -128,9 +151,15 @@ impl Writer {
                 return Err((answers, unavailable(e)));
             }
         };
-        if self.mode == CommitMode::NoSync
-            && let Err(e) = txn.set_durability(::redb::Durability::None)
-        {
+        // A view commits without sync but for its checkpoints (see [`CommitMode::View`]).
+        let unsynced = match self.mode {
+            CommitMode::NoSync => true,
+            CommitMode::View => !batch
+                .iter()
+                .any(|w| matches!(w.op, Op::Checkpoint { durable: true, .. })),
+            CommitMode::Group | CommitMode::PerOp => false,
+        };
+        if unsynced && let Err(e) = txn.set_durability(::redb::Durability::None) {
             let answers = batch.into_iter().map(Self::refuse).collect();
             return Err((answers, unavailable(e)));
         }
@@ -292,6 +321,11 @@ impl<'t> Tables<'t> {
                 Ok(Outcome::Compacted(self.prune_disclosures(through)?))
             }
             Op::Requeue { .. } => Ok(Outcome::Done),
+            Op::Checkpoint { log, applied, .. } => {
+                self.meta.insert(VIEW_LOG, log)?;
+                self.meta.insert(VIEW_APPLIED, applied)?;
+                Ok(Outcome::Done)
+            }
         })
     }
 
