@@ -318,11 +318,19 @@ impl Cluster {
                 &[],
                 &o.dir.join(format!("pki-{name}")),
             )?;
+            // Each replica's view of the log in a file of its own, as a deployment keeps it
+            // (a restart after a kill resumes it); fresh with the fresh log.
+            let data = o.dir.join(format!("data-{name}"));
+            if data.exists() {
+                std::fs::remove_dir_all(&data)?;
+            }
             let p = spawn(
                 &name,
                 addr.clone(),
                 serve_command(&exe, "gateway", &addr, &own.0, &world)
                     .args(["--store", &store, "--replica-id", &name])
+                    .arg("--data")
+                    .arg(&data)
                     .args(["--ident-shards", &shard_spec.join(",")])
                     .arg("--no-metrics"),
             )?;

@@ -145,6 +145,13 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
         let tail: Vec<&str> = log.lines().rev().take(8).collect();
         panic!("{e:#}\n{}", tail.join("\n"));
     }
+    // Killed mid-run, it resumed its view of the log from its file (`--data`), not from the
+    // log's start: the file held whole entries up to a checkpoint.
+    let log = std::fs::read_to_string(dir.path().join("logs/gateway-0.log")).unwrap_or_default();
+    assert!(
+        log.contains("resumed from its file"),
+        "gateway-0 rebuilt its view from the log's start after the kill"
+    );
     rt.block_on(async {
         let (g0, g1) = (addr("gateway-0"), addr("gateway-1"));
         let at0 = pki::connect_client(&g0, &pki, &Principal::Admin)
