@@ -982,8 +982,8 @@ impl Store for NatsStore {
         self.write(op).await?.compacted()
     }
 
-    /// The view's figures; it is held in memory, so there is no file size, and the audit is
-    /// not archived here (see the module documentation).
+    /// The view's figures (with its file's size when it is kept in one; none in memory); the
+    /// audit is not archived here (see the module documentation).
     async fn usage(&self) -> StoreResult<StoreUsage> {
         self.view.usage().await
     }
