@@ -84,14 +84,11 @@ pub(super) async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
                 // across the checkpoint's awaits.)
                 _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
                     // A clean stop leaves the view durable where it is: nothing to apply again.
-                    if let Some(c) = &mut checkpoints
+                    if let Some(c) = &checkpoints
                         && next > from
                     {
-                        let (reply, rx) = oneshot::channel();
-                        let op = c.last(next - 1);
-                        if view.send(WriteOp { op, reply }).await.is_ok() {
-                            drop(tokio::time::timeout(Duration::from_secs(5), rx).await);
-                        }
+                        let last = submit_op(&view, c.last(next - 1));
+                        drop(tokio::time::timeout(Duration::from_secs(5), last).await);
                     }
                     return;
                 }
@@ -144,28 +141,17 @@ pub(super) async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
                     | Op::Complete { key, .. } => Some(key.clone()),
                     _ => None,
                 });
-                let (reply, rx) = oneshot::channel();
-                if view.send(WriteOp { op, reply }).await.is_err() {
+                let Some(rx) = send(&view, op).await else {
                     return;
-                }
+                };
                 answers.push(Some(rx));
             }
             // The checkpoint right behind the entry's ops: the view commits them together.
             let mark = match &mut checkpoints {
-                Some(c) => {
-                    let (reply, rx) = oneshot::channel();
-                    if view
-                        .send(WriteOp {
-                            op: c.after(seq),
-                            reply,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    Some(rx)
-                }
+                Some(c) => match send(&view, c.after(seq)).await {
+                    Some(rx) => Some(rx),
+                    None => return,
+                },
                 None => None,
             };
             let mut outcomes = Vec::with_capacity(answers.len());
@@ -217,4 +203,15 @@ pub(super) async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Queues `op` for the view's writer, without waiting for its answer (`None`: the writer is
+/// gone).
+async fn send(
+    view: &mpsc::Sender<WriteOp>,
+    op: Op,
+) -> Option<oneshot::Receiver<StoreResult<Outcome>>> {
+    let (reply, rx) = oneshot::channel();
+    view.send(WriteOp { op, reply }).await.ok()?;
+    Some(rx)
 }

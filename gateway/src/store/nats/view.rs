@@ -110,8 +110,7 @@ impl Checkpoints {
 
     /// The durable checkpoint a replica stopping cleanly leaves, holding every entry through
     /// `seq`.
-    pub(super) fn last(&mut self, seq: u64) -> Op {
-        self.durable = (seq, Some(Instant::now()));
+    pub(super) fn last(&self, seq: u64) -> Op {
         Op::Checkpoint {
             log: self.log,
             applied: seq,

@@ -58,33 +58,38 @@ impl Writer {
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
-            let max_batch = if self.mode == CommitMode::PerOp {
-                1
-            } else {
-                MAX_BATCH
-            };
-            if self.mode == CommitMode::View {
-                // A view commits whole log entries: every op through the entry's checkpoint,
-                // which its follower sends right behind them (see [`CommitMode::View`]).
-                while !ends_an_entry(&batch) {
-                    match rx.blocking_recv() {
-                        Some(op) => batch.push(op),
-                        None => break,
+            match self.mode {
+                CommitMode::View => {
+                    // A view commits whole log entries: every op through the entry's
+                    // checkpoint, which its follower sends right behind them (see
+                    // [`CommitMode::View`]).
+                    while !ends_an_entry(&batch) {
+                        match rx.blocking_recv() {
+                            Some(op) => batch.push(op),
+                            None => break,
+                        }
+                    }
+                    if !ends_an_entry(&batch) {
+                        // Closed mid-entry: half an entry is never committed.
+                        batch
+                            .into_iter()
+                            .map(Self::refuse)
+                            .for_each(|a| send_answer(a, None));
+                        return;
                     }
                 }
-                if !ends_an_entry(&batch) {
-                    // Closed mid-entry: half an entry is never committed.
-                    batch
-                        .into_iter()
-                        .map(Self::refuse)
-                        .for_each(|a| send_answer(a, None));
-                    return;
-                }
-            }
-            while batch.len() < max_batch && self.mode != CommitMode::View {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
+                mode => {
+                    let max_batch = if mode == CommitMode::PerOp {
+                        1
+                    } else {
+                        MAX_BATCH
+                    };
+                    while batch.len() < max_batch {
+                        match rx.try_recv() {
+                            Ok(op) => batch.push(op),
+                            Err(_) => break,
+                        }
+                    }
                 }
             }
             let mut new_heads: HashMap<String, u64> = HashMap::new();
