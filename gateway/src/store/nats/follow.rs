@@ -112,6 +112,17 @@ pub(super) async fn follow(f: Follow, mut stop: watch::Receiver<bool>) {
             if seq < next {
                 continue; // redelivered after a recreate
             }
+            if seq > next {
+                // Entries this view lacks are gone from the stream (see `trim.rs`): applying
+                // what follows would make a view unlike every other. Stop; a restart loads the
+                // log's snapshot.
+                tracing::error!(
+                    expected = next,
+                    delivered = seq,
+                    "the log was trimmed past this replica's view; it stops following (writes fail) until restarted, when it loads the log's snapshot"
+                );
+                return;
+            }
             let entry: Entry = match postcard::from_bytes(&msg.payload) {
                 Ok(e) => e,
                 Err(e) => {

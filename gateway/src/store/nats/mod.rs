@@ -57,23 +57,30 @@
 //! then, and is looked up or made again, while the other bureaus keep their turns. A replica
 //! with a data directory keeps its view in a file there and, restarted, applies only the
 //! entries the log gained meanwhile (see [`view`]); one without rebuilds its view in memory by
-//! replaying the stream from its start. The stream itself is never trimmed (compaction and
-//! bureau expiry are ops in the log like any other, appended by each replica's retention task
-//! and applied alike by every view: they trim the views' outbound events, not the log).
+//! replaying the stream from its start. (Compaction and bureau expiry are ops in the log like
+//! any other, appended by each replica's retention task and applied alike by every view: they
+//! trim the views' outbound events, not the log.)
+//!
+//! **The log trimmed behind a snapshot.** A replica with a data directory stores a snapshot of
+//! its view every [`SNAPSHOT_ENTRIES`] entries (an object store bucket beside the log) and
+//! removes the entries before it from the stream, sparing those a running replica or the
+//! unfinished shared work still needs; a replica started on the trimmed log loads the snapshot
+//! (see [`trim`]). So the server's disk follows what the system holds, not all it was sent.
 //!
 //! **Payloads sealed, then shredded.** A submission's payload goes into the log encrypted under
 //! a key of its own, kept in a key-value bucket beside the log; when the submission completes
-//! the key is purged, so the tenprint in the never-trimmed log can no longer be read, as the
+//! the key is purged, so the tenprint in the log, until it is trimmed, can no longer be read, as the
 //! embedded store erases a completed payload (see [`sealed`]).
 //!
 //! **No audit archive.** The disclosure audit is not archived or pruned on this store
 //! ([`Store::archive_disclosures`] refuses, and a gateway asked for `--audit-retention-days`
-//! on it does not start): the log keeps every disclosure op whatever a view prunes, so pruning
-//! would bound no disk, and a segment written by whichever replica pruned would scatter the
+//! on it does not start): every view keeps every disclosure record, and so does each snapshot
+//! the log is trimmed behind, so the audit stays whole in each replica's view; and a segment written by whichever replica pruned would scatter the
 //! evidence across machines. Export it with `interop admin disclosures` (CSV, every page).
 
 mod follow;
 mod sealed;
+mod trim;
 mod view;
 mod work;
 
@@ -86,6 +93,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio_stream::StreamExt;
+pub use trim::SNAPSHOT_ENTRIES;
 use work::{HANDED_AHEAD, HandOut, Taken, give_back, keep_taken, lane_token, release, work_lane};
 
 /// Most ops in one log entry.
@@ -132,12 +140,16 @@ pub struct NatsOptions {
     /// applies only what the log gained meanwhile; `None`: in memory, rebuilt from the log's
     /// start at every start (see `view.rs`).
     pub view_dir: Option<PathBuf>,
+    /// Log entries between two snapshots of this replica's view, behind which the log is
+    /// trimmed (`snapshot_entries=N`; 0: none; only a replica with `view_dir` makes them: see
+    /// `trim.rs`).
+    pub snapshot_entries: u64,
     /// Plaintext to the server was asked for by name (`insecure=true`); the connection warns.
     pub insecure: bool,
 }
 
 impl NatsOptions {
-    /// Parses `nats://HOST:PORT[,HOST:PORT...][/STREAM][?replicas=N&replica=NAME&stale_ms=MS&ca=F&cert=F&key=F]`
+    /// Parses `nats://HOST:PORT[,HOST:PORT...][/STREAM][?replicas=N&replica=NAME&stale_ms=MS&snapshot_entries=N&ca=F&cert=F&key=F]`
     /// (`tls://` for TLS). The stream defaults to `INTEROP`, the replica name to a random one.
     pub fn parse(spec: &str) -> anyhow::Result<Self> {
         let (scheme, rest) = spec
@@ -177,6 +189,7 @@ impl NatsOptions {
             stale_after: STALE_AFTER,
             view_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             view_dir: None,
+            snapshot_entries: SNAPSHOT_ENTRIES,
             insecure: false,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -200,6 +213,13 @@ impl NatsOptions {
                         .map(Duration::from_millis)
                         .ok_or_else(|| anyhow::anyhow!("--store: stale_ms must be at least 100"))?
                 }
+                "snapshot_entries" => {
+                    o.snapshot_entries = v.parse().map_err(|_| {
+                        anyhow::anyhow!(
+                            "--store: snapshot_entries must be a whole number of log entries (0: no snapshots), got {v:?}"
+                        )
+                    })?
+                }
                 "insecure" => {
                     o.insecure = v.parse().map_err(|_| {
                         anyhow::anyhow!("--store: insecure must be true or false, got {v:?}")
@@ -209,7 +229,7 @@ impl NatsOptions {
                 "cert" => o.cert = Some(v.into()),
                 "key" => o.key = Some(v.into()),
                 _ => anyhow::bail!(
-                    "--store {spec:?}: unknown option {k:?} (replicas, replica, stale_ms, ca, cert, key, insecure)"
+                    "--store {spec:?}: unknown option {k:?} (replicas, replica, stale_ms, snapshot_entries, ca, cert, key, insecure)"
                 ),
             }
         }
@@ -301,6 +321,13 @@ struct Counts {
     shred_failures: std::sync::atomic::AtomicU64,
     /// The last entry this replica's view held from its file when it started (gauge).
     resumed: std::sync::atomic::AtomicU64,
+    /// The last entry of the log's snapshot this replica's view was loaded from (gauge).
+    loaded: std::sync::atomic::AtomicU64,
+    /// Snapshots of the view this replica stored, the last entry of its newest, and the log's
+    /// first entry after its last trim (see `trim.rs`).
+    snapshots: std::sync::atomic::AtomicU64,
+    snapshot_applied: std::sync::atomic::AtomicU64,
+    first_kept: std::sync::atomic::AtomicU64,
 }
 
 impl Counts {
@@ -323,6 +350,8 @@ pub struct NatsStore {
     keys: Arc<sealed::Keys>,
     /// The last log entry applied to the view.
     applied: watch::Receiver<u64>,
+    /// Snapshots of the view, and the log trimmed behind them.
+    trim: Arc<trim::Trim>,
     /// Stops the background tasks when the store is dropped.
     _stop: watch::Sender<bool>,
 }
@@ -428,17 +457,21 @@ impl NatsStore {
             );
         }
         let last = info.state.last_sequence;
-        // This replica's view: its file, resumed where it stopped, or built from entry 1.
-        let (view, from) = view::open(&o, &info).await?;
+        let trim = Arc::new(trim::Trim::open(&js, &o, stream.clone(), view::log_id(&info)).await?);
+        // This replica's view: its file, resumed where it stopped, the log's snapshot where
+        // the log was trimmed past that, or built from entry 1.
+        let (view, from, loaded) = view::open(&o, &info, &trim).await?;
         let view = Arc::new(view);
-        if info.state.first_sequence > from && info.state.messages > 0 {
-            info = stream.get_info().await?;
-            anyhow::bail!(
-                "JetStream stream {} starts at entry {}: its head was removed, so no view can be rebuilt",
-                o.stream,
-                info.state.first_sequence
-            );
-        }
+        // Its position holds back trimming from here on; a trim just before it would leave a
+        // gap, which the follower refuses.
+        trim.report(from - 1).await?;
+        info = stream.get_info().await?;
+        anyhow::ensure!(
+            info.state.first_sequence <= from,
+            "JetStream stream {} was trimmed to entry {} while this replica started from {from}; start it again",
+            o.stream,
+            info.state.first_sequence
+        );
 
         let keys = Arc::new(sealed::Keys::open_bucket(&js, &o.stream, o.replicas).await?);
         // This process's entries are told apart from an earlier run under the same replica
@@ -459,9 +492,13 @@ impl NatsStore {
         }
         let (lanes_tx, lanes) = watch::channel(known);
         let counts: Arc<Counts> = Arc::default();
+        let resumed = if loaded.is_some() { 0 } else { from - 1 };
         counts
             .resumed
-            .store(from - 1, std::sync::atomic::Ordering::Relaxed);
+            .store(resumed, std::sync::atomic::Ordering::Relaxed);
+        counts
+            .loaded
+            .store(loaded.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
         let taken: Arc<Mutex<Taken>> = Arc::default();
         tokio::spawn(follow(
             Follow {
@@ -521,6 +558,7 @@ impl NatsStore {
             counts,
             keys,
             applied,
+            trim,
             _stop: stop_tx,
         };
         store.heartbeat().await?;
@@ -529,6 +567,12 @@ impl NatsStore {
         }
         store.start_upkeep(stop, o.stale_after);
         Ok(store)
+    }
+
+    /// A snapshot of this replica's view now, and the log trimmed behind it (tests).
+    #[cfg(test)]
+    async fn snapshot_now(&self) -> anyhow::Result<trim::Snapshot> {
+        self.trim.snapshot_now(&self.view, &self.counts).await
     }
 
     /// This replica's name.
@@ -623,7 +667,7 @@ impl NatsStore {
     fn start_upkeep(&self, mut stop: watch::Receiver<bool>, stale_after: Duration) {
         let every = (stale_after / 3).max(Duration::from_millis(30));
         let (keys, view, counts) = (self.keys.clone(), self.view.clone(), self.counts.clone());
-        let taken = self.taken.clone();
+        let (taken, trim, applied) = (self.taken.clone(), self.trim.clone(), self.applied.clone());
         let mut last_sweep = std::time::Instant::now();
         let mut redelivered = 0;
         tokio::spawn(async move {
@@ -633,6 +677,8 @@ impl NatsStore {
                     _ = tokio::time::sleep(every) => {}
                 }
                 keep_taken(&taken, &view).await;
+                let at = *applied.borrow();
+                trim.upkeep(&view, at, &counts).await;
                 // One line per pass, not per submission.
                 let now = counts
                     .redelivered_submissions
@@ -1040,7 +1086,19 @@ impl Store for NatsStore {
              # HELP interop_store_payload_keys_purged_total Payload keys of completed submissions purged (their sealed payloads in the log unreadable), and purges that failed (left to the sweep).\n\
              # TYPE interop_store_payload_keys_purged_total counter\n\
              interop_store_payload_keys_purged_total{{outcome=\"ok\"}} {}\n\
-             interop_store_payload_keys_purged_total{{outcome=\"failed\"}} {}\n",
+             interop_store_payload_keys_purged_total{{outcome=\"failed\"}} {}\n\
+             # HELP interop_store_log_loaded_snapshot Last log entry of the snapshot this replica's view was loaded from when it started (0: none).\n\
+             # TYPE interop_store_log_loaded_snapshot gauge\n\
+             interop_store_log_loaded_snapshot {}\n\
+             # HELP interop_store_log_snapshots_total Snapshots of its view this replica stored (the log is trimmed behind them).\n\
+             # TYPE interop_store_log_snapshots_total counter\n\
+             interop_store_log_snapshots_total {}\n\
+             # HELP interop_store_log_snapshot_entry Last log entry held by the newest snapshot this replica stored.\n\
+             # TYPE interop_store_log_snapshot_entry gauge\n\
+             interop_store_log_snapshot_entry {}\n\
+             # HELP interop_store_log_first_entry The log's first entry after this replica last trimmed it (0: not yet).\n\
+             # TYPE interop_store_log_first_entry gauge\n\
+             interop_store_log_first_entry {}\n",
             *self.applied.borrow(),
             get(&c.resumed),
             get(&c.appended),
@@ -1052,6 +1110,10 @@ impl Store for NatsStore {
             get(&c.in_hand),
             get(&c.shredded),
             get(&c.shred_failures),
+            get(&c.loaded),
+            get(&c.snapshots),
+            get(&c.snapshot_applied),
+            get(&c.first_kept),
         )
     }
 }

@@ -1,7 +1,8 @@
 //! Payloads sealed for the log, and shredded when their submission completes.
 //!
-//! JetStream's log is never trimmed (the views are rebuilt by replaying it from its start), so
-//! a tenprint appended in the clear would stay readable there for ever, while the embedded
+//! JetStream's log keeps an entry until it is trimmed behind a snapshot (see `trim.rs`), so a
+//! tenprint appended in the clear would stay readable there long after its submission
+//! completed, while the embedded
 //! store erases a payload once its submission completes (issue 27). So a payload goes into the
 //! log **sealed**: encrypted (ChaCha20-Poly1305, `ring`, the crate TLS already uses) under a
 //! key of its own, bound to its submission key as associated data. The key lives in a

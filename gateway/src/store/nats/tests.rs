@@ -983,3 +983,117 @@ async fn a_view_file_commits_an_entrys_ops_together_with_its_checkpoint() {
         "half an entry never lands"
     );
 }
+
+/// The log's first entry now.
+async fn first_entry(server: &NatsServer) -> u64 {
+    let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
+    let mut stream = js.get_stream("LOG").await.unwrap();
+    stream.info().await.unwrap().state.first_sequence
+}
+
+/// The log is trimmed behind a snapshot of a replica's view (DESIGN §3.9: retention bounds
+/// the server's disk too), but never past what is still needed: a running replica's position
+/// (here one that stopped reporting, until it is gone) and the shared work not yet finished,
+/// which a replica started afterwards still gets handed. A replica started on the trimmed log
+/// loads the snapshot, holds what a replica that saw the whole log holds, and follows what
+/// comes after; one without a data directory says why it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_trimmed_behind_a_snapshot_but_never_past_unfinished_work() {
+    let Some(server) = start_server("the_log_is_trimmed_behind_a_snapshot") else {
+        return;
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Work entries held are renewed every 100 ms, their consumer's wait 300 ms.
+    let replica = |name: &str, dir: &Path| {
+        let mut o = NatsOptions::parse(&format!(
+            "{}/LOG?insecure=true&replica={name}&stale_ms=300",
+            server.url
+        ))
+        .unwrap();
+        o.view_dir = Some(dir.to_path_buf());
+        async move { Arc::new(NatsStore::connect(o).await.unwrap()) }
+    };
+    let a = replica("a", dir_a.path()).await;
+    let mut feed = a.work_feed().unwrap();
+    for i in 0..20 {
+        a.accept(key(&format!("T-{i:02}")), vec![i], i as i64)
+            .await
+            .unwrap();
+    }
+    assert_eq!(drain(&mut feed, Duration::from_millis(800)).await.len(), 20);
+    for i in 0..15 {
+        assert!(
+            a.complete(key(&format!("T-{i:02}")), Completion::default())
+                .await
+                .unwrap()
+        );
+    }
+    // The finished work's entries are acknowledged by the replica's upkeep.
+    let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
+    let stream = js.get_stream("LOG").await.unwrap();
+    eventually("the finished work acknowledged", || async {
+        let c = stream.consumer_info("interop-work-TX").await.unwrap();
+        c.num_ack_pending == 5
+    })
+    .await;
+    // A replica that stopped reporting at entry 3 holds back the trim while its position
+    // lasts.
+    let positions = js.get_key_value("LOG_APPLIED").await.unwrap();
+    positions.put("ghost", "3".into()).await.unwrap();
+    let held = a.snapshot_now().await.unwrap();
+    assert_eq!(held.applied, *a.applied.borrow());
+    assert_eq!(held.first_kept, 4, "{held:?}");
+    assert_eq!(first_entry(&server).await, 4);
+    positions.purge("ghost").await.unwrap();
+    let trimmed = a.snapshot_now().await.unwrap();
+    let first = first_entry(&server).await;
+    assert_eq!(first, trimmed.first_kept);
+    assert!(first > 4, "trimmed behind the snapshot: {trimmed:?}");
+    // Not past the unfinished work: its entries are still in the log.
+    let c = stream.consumer_info("interop-work-TX").await.unwrap();
+    assert!(first <= c.ack_floor.stream_sequence + 1, "{c:?}");
+    assert!(
+        a.render_metrics()
+            .contains(&format!("interop_store_log_first_entry {first}\n"))
+    );
+
+    // A replica without a data directory cannot start on the trimmed log, and says why.
+    let o = NatsOptions::parse(&format!("{}/LOG?insecure=true&replica=m", server.url)).unwrap();
+    let e = NatsStore::connect(o)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("--data"), "{e}");
+
+    // A new replica with a data directory starts from the snapshot and what followed it.
+    a.accept(of("CA", "N-1"), vec![9], 99).await.unwrap();
+    let b = replica("b", dir_b.path()).await;
+    assert_eq!(
+        b.counts.loaded.load(Ordering::Relaxed),
+        trimmed.applied,
+        "loaded the snapshot"
+    );
+    eventually("b has caught up with a", || async {
+        *b.applied.borrow() >= *a.applied.borrow()
+    })
+    .await;
+    assert_eq!(unfinished_keys(&b).await, unfinished_keys(&a).await);
+    assert!(b.pending(key("T-00")).await.unwrap().is_none());
+    assert!(b.pending(of("CA", "N-1")).await.unwrap().is_some());
+    // It follows the log from there.
+    a.complete(key("T-15"), Completion::default())
+        .await
+        .unwrap();
+    eventually("b applies what follows", || async {
+        b.pending(key("T-15")).await.unwrap().is_none()
+    })
+    .await;
+    // The unfinished work a held, given back when it stops, is handed to b.
+    drop(feed);
+    drop(a);
+    let mut feed = b.work_feed().unwrap();
+    let mut got = drain(&mut feed, Duration::from_millis(2000)).await;
+    got.sort();
+    assert_eq!(got, ["N-1", "T-16", "T-17", "T-18", "T-19"]);
+}

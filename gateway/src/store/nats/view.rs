@@ -17,8 +17,10 @@
 //! claims entries the log does not have.
 
 use super::super::redb::RedbStore;
+use super::trim::Trim;
 use super::{NatsOptions, Op};
 use async_nats::jetstream::stream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A durable checkpoint at least this often while entries are applied (one fsync a second at
@@ -39,20 +41,61 @@ pub(super) fn log_id(info: &stream::Info) -> u64 {
     )
 }
 
-/// The view this replica applies the log to, and the first entry it has yet to apply: in
-/// memory from entry 1 without a data directory; else its file, from one past the file's
-/// checkpoint (a new file, or one of another log, from entry 1).
-pub(super) async fn open(o: &NatsOptions, info: &stream::Info) -> anyhow::Result<(RedbStore, u64)> {
+/// The view this replica applies the log to, the first entry it has yet to apply, and the
+/// last entry of the log's snapshot it was loaded from (if it was): in memory from entry 1
+/// without a data directory; else its file, from one past the file's checkpoint (a new file,
+/// or one of another log, from entry 1); where the log was trimmed past that, the stored
+/// snapshot (see [`super::trim`]).
+pub(super) async fn open(
+    o: &NatsOptions,
+    info: &stream::Info,
+    trim: &Trim,
+) -> anyhow::Result<(RedbStore, u64, Option<u64>)> {
+    let first = info.state.first_sequence;
     let Some(dir) = &o.view_dir else {
-        return Ok((RedbStore::open_in_memory(o.view_cache_bytes)?, 1));
+        anyhow::ensure!(
+            first <= 1,
+            "JetStream stream {} was trimmed (it starts at entry {first}): a replica without a \
+             data directory cannot load the log's snapshot; start it with --data DIR",
+            o.stream
+        );
+        return Ok((RedbStore::open_in_memory(o.view_cache_bytes)?, 1, None));
     };
     let path = dir.join(format!("view-{}.redb", o.stream));
+    let (view, from) = open_file(&path, o, info).await?;
+    if first <= from {
+        return Ok((view, from, None));
+    }
+    // The log no longer has entries this view lacks: its snapshot replaces the view.
+    drop(view);
+    let Some(applied) = trim.load(&path).await? else {
+        anyhow::bail!(
+            "JetStream stream {} starts at entry {first} and no snapshot of its view is stored: \
+             no view can be built",
+            o.stream
+        );
+    };
+    let (view, from) = open_file(&path, o, info).await?;
+    anyhow::ensure!(
+        from == applied + 1 && first <= from,
+        "the log's snapshot holds entries through {applied}, but the log starts at entry {first}"
+    );
+    Ok((view, from, Some(applied)))
+}
+
+/// The view in the file `path`, and the first entry it has yet to apply (a file of another
+/// log, or one claiming entries the log does not have, is discarded).
+async fn open_file(
+    path: &Path,
+    o: &NatsOptions,
+    info: &stream::Info,
+) -> anyhow::Result<(RedbStore, u64)> {
+    let (log, last) = (log_id(info), info.state.last_sequence);
     let open = || {
-        RedbStore::open_view(&path, o.view_cache_bytes)
+        RedbStore::open_view(path, o.view_cache_bytes)
             .map_err(|e| anyhow::anyhow!("the log's view in {}: {e}", path.display()))
     };
     let view = open()?;
-    let (log, last) = (log_id(info), info.state.last_sequence);
     match view.checkpoint().await? {
         None => Ok((view, 1)),
         Some((l, applied)) if l == log && applied <= last => {
@@ -69,7 +112,7 @@ pub(super) async fn open(o: &NatsOptions, info: &stream::Info) -> anyhow::Result
             // The writer thread lets go of the file once the store is dropped; removing it
             // meanwhile is safe (the new file is another).
             drop(view);
-            std::fs::remove_file(&path)
+            std::fs::remove_file(path)
                 .map_err(|e| anyhow::anyhow!("removing {}: {e}", path.display()))?;
             Ok((open()?, 1))
         }

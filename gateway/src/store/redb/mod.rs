@@ -25,6 +25,7 @@ use std::sync::RwLock;
 #[cfg(any(test, feature = "test-util"))]
 mod faults;
 mod retention;
+mod snapshot;
 mod writer;
 #[cfg(any(test, feature = "test-util"))]
 pub use faults::IoFaults;

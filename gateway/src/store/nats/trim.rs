@@ -1,0 +1,401 @@
+//! The log trimmed behind a snapshot of the view, so the server's disk follows what the
+//! system holds, not everything it was ever sent (DESIGN §3.9: retention bounds disk).
+//!
+//! **Snapshots.** A replica that keeps its view in a file (`--data`) writes a copy of it,
+//! every [`SNAPSHOT_ENTRIES`] log entries it applies (`snapshot_entries=N` in the store spec;
+//! 0: never), into a JetStream object store bucket beside the log (`<STREAM>_VIEW`, object
+//! `view`): every table as one read transaction of the view sees them, so whole entries and
+//! the checkpoint saying which (see `RedbStore::snapshot_to`). The view keeps serving while
+//! the copy is made. A snapshot older than the one stored is not uploaded.
+//!
+//! **Trimming.** Then the entries the snapshot holds are removed from the stream, but never
+//! one that is still needed:
+//! - by a running replica: each says which entries its view holds (`<STREAM>_APPLIED`, a
+//!   key-value bucket: replica → last entry applied), at its start, before it follows the log,
+//!   and then every third of `stale_ms`; a position not renewed for [`POSITION_TTL`] expires
+//!   (a replica stopped that long loads the snapshot when it starts again);
+//! - by the shared work: no entry at or after the first one a bureau's work consumer has not
+//!   acknowledged (its ack floor), and nothing at all while a bureau's work subject holds
+//!   entries and has no consumer yet (its first entry would be unknown to the consumer made
+//!   later).
+//!
+//! **Starting on a trimmed log.** A replica whose view (none, or its file) lacks entries the
+//! stream no longer has loads the stored snapshot into its file and follows the log from the
+//! entry after it. A replica without `--data` cannot (its view would be in memory) and says
+//! so. If the log is trimmed past a running replica's view anyway (its position expired
+//! while it was cut off from the server), its follower stops at the gap with an error rather
+//! than apply a log with entries missing: restarted, it loads the snapshot.
+//!
+//! The disclosure audit is not trimmed away: the views keep every disclosure record (this
+//! store never prunes them), and so does every snapshot.
+
+use super::super::redb::RedbStore;
+use super::{Counts, NatsOptions, Subjects, WORK_CONSUMER, lane_token};
+use async_nats::jetstream::{self, kv, object_store, stream};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio_stream::StreamExt;
+
+/// Entries applied between two snapshots of a replica's view, by default.
+pub const SNAPSHOT_ENTRIES: u64 = 100_000;
+/// How long a replica's position holds back trimming after it was last renewed.
+pub(super) const POSITION_TTL: Duration = Duration::from_secs(600);
+/// The snapshot's object in the bucket.
+const OBJECT: &str = "view";
+/// Its metadata: the log it is of (see `view::log_id`) and the last entry it holds.
+const META_LOG: &str = "log";
+const META_APPLIED: &str = "applied";
+
+/// The buckets beside the log, and what this replica knows of them.
+pub(super) struct Trim {
+    stream: stream::Stream,
+    subjects: Subjects,
+    objects: object_store::ObjectStore,
+    positions: kv::Store,
+    /// This replica's key in `positions`.
+    me: String,
+    /// The log's id (see `view::log_id`).
+    log: u64,
+    /// Entries between this replica's snapshots (0: none).
+    every: u64,
+    /// Where this replica writes its snapshot before uploading it (`None`: it makes none, its
+    /// view being in memory).
+    scratch: Option<PathBuf>,
+    /// The last entry held by the newest snapshot this replica knows of.
+    last: AtomicU64,
+    /// A snapshot is being made.
+    busy: AtomicBool,
+}
+
+/// What one snapshot did (its log line says the same; the tests read it).
+#[derive(Debug)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(super) struct Snapshot {
+    /// The last entry the snapshot holds.
+    pub(super) applied: u64,
+    /// Every entry before this one is gone from the stream (0 or 1: none).
+    pub(super) first_kept: u64,
+}
+
+/// A key-value bucket's stream, made as `sealed::Keys::open_bucket` makes its own (directly:
+/// Debian's server does not answer the account query `create_key_value` starts with).
+async fn positions_bucket(js: &jetstream::Context, o: &NatsOptions) -> anyhow::Result<kv::Store> {
+    let bucket = format!("{}_APPLIED", o.stream);
+    super::get_or_create_stream(
+        js,
+        stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some(
+                "interop: the last log entry each replica's view holds (trimming spares them)"
+                    .into(),
+            ),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_age: POSITION_TTL,
+            storage: stream::StorageType::File,
+            num_replicas: o.replicas.max(1),
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {bucket}: {e}"))?;
+    js.get_key_value(bucket.as_str())
+        .await
+        .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {bucket}: {e}"))
+}
+
+async fn objects_bucket(
+    js: &jetstream::Context,
+    o: &NatsOptions,
+) -> anyhow::Result<object_store::ObjectStore> {
+    let bucket = format!("{}_VIEW", o.stream);
+    if let Ok(b) = js.get_object_store(&bucket).await {
+        return Ok(b);
+    }
+    let made = js
+        .create_object_store(object_store::Config {
+            bucket: bucket.clone(),
+            description: Some(
+                "interop: the snapshot of the log's view it is trimmed behind".into(),
+            ),
+            storage: stream::StorageType::File,
+            num_replicas: o.replicas.max(1),
+            ..Default::default()
+        })
+        .await;
+    match made {
+        Ok(b) => Ok(b),
+        // Made meanwhile by another replica.
+        Err(e) => js
+            .get_object_store(&bucket)
+            .await
+            .map_err(|_| anyhow::anyhow!("JetStream object store {bucket}: {e}")),
+    }
+}
+
+impl Trim {
+    pub(super) async fn open(
+        js: &jetstream::Context,
+        o: &NatsOptions,
+        stream: stream::Stream,
+        log: u64,
+    ) -> anyhow::Result<Trim> {
+        let objects = objects_bucket(js, o).await?;
+        let last = match objects.info(OBJECT).await {
+            Ok(info) if !info.deleted => applied_of(&info.metadata, log).unwrap_or(0),
+            _ => 0,
+        };
+        Ok(Trim {
+            stream,
+            subjects: o.subjects(),
+            objects,
+            positions: positions_bucket(js, o).await?,
+            me: lane_token(&o.replica),
+            log,
+            every: o.snapshot_entries,
+            scratch: o
+                .view_dir
+                .as_ref()
+                .map(|d| d.join(format!("view-{}.snapshot.redb", o.stream))),
+            last: AtomicU64::new(last),
+            busy: AtomicBool::new(false),
+        })
+    }
+
+    /// The replica's upkeep pass: renews its position (its view holds every entry through
+    /// `applied`) and, if one is due, makes a snapshot in a task of its own (a large view's
+    /// copy takes a while; the upkeep's other work may not wait for it).
+    pub(super) async fn upkeep(
+        self: &Arc<Self>,
+        view: &Arc<RedbStore>,
+        applied: u64,
+        counts: &Arc<Counts>,
+    ) {
+        if let Err(e) = self.report(applied).await {
+            tracing::warn!(error = %e, "this replica's position not renewed; trying again next time");
+        }
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (me, view, counts) = (self.clone(), view.clone(), counts.clone());
+        tokio::spawn(async move {
+            if let Err(e) = me.maybe_snapshot(&view, applied, &counts).await {
+                tracing::warn!(error = %e, "snapshot of the log's view failed; trying again later");
+            }
+            me.busy.store(false, Ordering::Release);
+        });
+    }
+
+    /// Says that this replica's view holds every entry through `applied` (and needs the
+    /// ones after it).
+    pub(super) async fn report(&self, applied: u64) -> anyhow::Result<()> {
+        self.positions
+            .put(&self.me, applied.to_string().into())
+            .await
+            .map_err(|e| anyhow::anyhow!("reporting this replica's position: {e}"))?;
+        Ok(())
+    }
+
+    /// The stored snapshot, downloaded to `path` (replacing what is there); returns the last
+    /// entry it holds, or `None` if none of this log is stored.
+    pub(super) async fn load(&self, path: &Path) -> anyhow::Result<Option<u64>> {
+        let info = match self.objects.info(OBJECT).await {
+            Ok(i) if !i.deleted => i,
+            _ => return Ok(None),
+        };
+        let Some(applied) = applied_of(&info.metadata, self.log) else {
+            return Ok(None);
+        };
+        let loading = path.with_extension("loading");
+        let mut object = self
+            .objects
+            .get(OBJECT)
+            .await
+            .map_err(|e| anyhow::anyhow!("the log's snapshot: {e}"))?;
+        let mut file = tokio::fs::File::create(&loading).await?;
+        tokio::io::copy(&mut object, &mut file).await?;
+        file.sync_all().await?;
+        drop(file);
+        crate::store::private_file(&loading)?;
+        tokio::fs::rename(&loading, path).await?;
+        tracing::info!(
+            applied,
+            bytes = info.size,
+            "the log's snapshot loaded as this replica's view"
+        );
+        Ok(Some(applied))
+    }
+
+    /// Once `applied` is [`SNAPSHOT_ENTRIES`] (or as set) past the newest snapshot: writes
+    /// `view`'s, stores it, and trims the log behind it (see the module documentation).
+    /// `None`: not due, or this replica makes none.
+    pub(super) async fn maybe_snapshot(
+        &self,
+        view: &RedbStore,
+        applied: u64,
+        counts: &Counts,
+    ) -> anyhow::Result<Option<Snapshot>> {
+        let Some(scratch) = &self.scratch else {
+            return Ok(None);
+        };
+        if self.every == 0 || applied < self.last.load(Ordering::Relaxed) + self.every {
+            return Ok(None);
+        }
+        self.snapshot(view, scratch, counts).await.map(Some)
+    }
+
+    /// A snapshot now, due or not (tests).
+    #[cfg(test)]
+    pub(super) async fn snapshot_now(
+        &self,
+        view: &RedbStore,
+        counts: &Counts,
+    ) -> anyhow::Result<Snapshot> {
+        let scratch = self
+            .scratch
+            .as_ref()
+            .expect("a replica with a data directory");
+        self.snapshot(view, scratch, counts).await
+    }
+
+    async fn snapshot(
+        &self,
+        view: &RedbStore,
+        scratch: &Path,
+        counts: &Counts,
+    ) -> anyhow::Result<Snapshot> {
+        let began = std::time::Instant::now();
+        let (checkpoint, rows) = view.snapshot_to(scratch).await?;
+        let applied = match checkpoint {
+            Some((log, applied)) if log == self.log => applied,
+            _ => anyhow::bail!("the view holds no checkpoint of this log to snapshot"),
+        };
+        // Another replica's may be newer: it stands.
+        let stored = match self.objects.info(OBJECT).await {
+            Ok(i) if !i.deleted => applied_of(&i.metadata, self.log).unwrap_or(0),
+            _ => 0,
+        };
+        let bytes = std::fs::metadata(scratch).map(|m| m.len()).unwrap_or(0);
+        if stored < applied {
+            let mut file = tokio::fs::File::open(scratch).await?;
+            let meta = object_store::ObjectMetadata {
+                name: OBJECT.into(),
+                description: Some(format!("the log's view through entry {applied}")),
+                metadata: HashMap::from([
+                    (META_LOG.to_string(), self.log.to_string()),
+                    (META_APPLIED.to_string(), applied.to_string()),
+                ]),
+                ..Default::default()
+            };
+            self.objects
+                .put(meta, &mut file)
+                .await
+                .map_err(|e| anyhow::anyhow!("storing the log's snapshot: {e}"))?;
+            Counts::add(&counts.snapshots, 1);
+            counts.snapshot_applied.store(applied, Ordering::Relaxed);
+        }
+        drop(std::fs::remove_file(scratch));
+        let held = stored.max(applied);
+        self.last.fetch_max(held, Ordering::Relaxed);
+        let first_kept = self.trim(held, counts).await?;
+        tracing::info!(
+            applied,
+            rows,
+            bytes,
+            first_kept,
+            ms = began.elapsed().as_millis() as u64,
+            "snapshot of the log's view stored; the log trimmed behind it"
+        );
+        Ok(Snapshot {
+            applied,
+            first_kept,
+        })
+    }
+
+    /// Removes the entries before the first one still needed, no later than `held + 1` (the
+    /// snapshot holds every entry through `held`); returns the stream's first entry after.
+    async fn trim(&self, held: u64, counts: &Counts) -> anyhow::Result<u64> {
+        let Some(floor) = self.floor(held + 1).await? else {
+            return Ok(0);
+        };
+        let mut stream = self.stream.clone();
+        let first = stream.info().await?.state.first_sequence;
+        if floor > first {
+            self.stream
+                .purge()
+                .sequence(floor)
+                .await
+                .map_err(|e| anyhow::anyhow!("trimming the log before entry {floor}: {e}"))?;
+            counts.first_kept.store(floor, Ordering::Relaxed);
+            return Ok(floor);
+        }
+        counts.first_kept.store(first, Ordering::Relaxed);
+        Ok(first)
+    }
+
+    /// The first entry still needed, at most `ceiling`: by a running replica's view, or by the
+    /// shared work (`None`: a bureau's work has no consumer yet, so nothing is trimmed).
+    async fn floor(&self, ceiling: u64) -> anyhow::Result<Option<u64>> {
+        let mut floor = ceiling;
+        let mut keys = self
+            .positions
+            .keys()
+            .await
+            .map_err(|e| anyhow::anyhow!("replicas' positions: {e}"))?;
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| anyhow::anyhow!("replicas' positions: {e}"))?;
+            let position = self
+                .positions
+                .get(key.as_str())
+                .await
+                .map_err(|e| anyhow::anyhow!("replica {key}'s position: {e}"))?;
+            if let Some(p) =
+                position.and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
+            {
+                floor = floor.min(p + 1);
+            }
+        }
+        let stream = &self.stream;
+        let mut listed = stream
+            .info_with_subjects(format!("{}.>", self.subjects.work))
+            .await?;
+        let mut lanes = Vec::new();
+        while let Some(s) = listed.next().await {
+            lanes.push(s?.0);
+        }
+        for subject in lanes {
+            let Some(lane) = self.subjects.lane_of(&subject) else {
+                continue;
+            };
+            let name = format!("{WORK_CONSUMER}-{lane}");
+            let info = match stream.consumer_info(&name).await {
+                Ok(i) => i,
+                Err(_) => {
+                    tracing::debug!(
+                        lane,
+                        "a bureau's work has no consumer yet; the log is not trimmed this time"
+                    );
+                    return Ok(None);
+                }
+            };
+            if info.num_ack_pending > 0 || info.num_pending > 0 {
+                floor = floor.min(info.ack_floor.stream_sequence + 1);
+            }
+        }
+        Ok(Some(floor))
+    }
+}
+
+/// The last entry a stored snapshot of the log `log` holds, from its metadata.
+fn applied_of(metadata: &HashMap<String, String>, log: u64) -> Option<u64> {
+    (metadata.get(META_LOG)?.parse::<u64>().ok()? == log)
+        .then(|| metadata.get(META_APPLIED)?.parse().ok())
+        .flatten()
+}
