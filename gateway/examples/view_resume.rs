@@ -17,6 +17,13 @@
 //! connects again (resumes; each time the log has gained the new submissions once more). Each
 //! connect is timed until the view has caught up with the log and the replica is ready.
 //!
+//! Then the log is trimmed: the replica with a data directory stores a snapshot of its view
+//! and trims the log behind it (timed; the snapshot's size and the stream's bytes before and
+//! after are reported), and a new replica with an empty data directory connects, loading the
+//! snapshot and following the log from there (timed, beside the rebuild it replaces). Every
+//! submission here completes, so the bureau's work consumer is made with nothing to take (as
+//! a gateway that finished the work would leave it): the trim then goes to the snapshot.
+//!
 //! Needs `nats-server` (on PATH, in /usr/sbin, or `INTEROP_NATS_SERVER`).
 
 use clap::Parser;
@@ -139,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         "log subs", "entries", "file build s", "rebuild s", "resume s", "rebuild/resume"
     );
     let mut rows = Vec::new();
+    let mut trims = Vec::new();
     for &n in &args.sizes {
         let dir = args.dir.join(format!("n{n}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -176,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
             "{n:>10} {entries:>10} {built:>12.3} {rb:>12.3} {rs:>12.3} {:>15.1}",
             rb / rs
         );
+        trims.push(trim(&server.url, &dir, &view_dir, n, rb).await?);
         rows.push(serde_json::json!({
             "submissions": n, "entries": entries, "new_submissions": args.new,
             "file_build_s": built, "rebuild_s": rebuild, "resume_s": resume,
@@ -194,9 +203,80 @@ async fn main() -> anyhow::Result<()> {
             r["resume_median_s"].as_f64().unwrap_or(0.0) / first
         );
     }
+    println!(
+        "\n{:>10} {:>11} {:>12} {:>11} {:>14} {:>13} {:>12} {:>15}",
+        "log subs",
+        "snapshot s",
+        "snapshot MB",
+        "first kept",
+        "log MB before",
+        "log MB after",
+        "new from it s",
+        "rebuild/new"
+    );
+    for t in &trims {
+        println!(
+            "{:>10} {:>11.3} {:>12.2} {:>11} {:>14.2} {:>13.2} {:>12.3} {:>15.1}",
+            t["submissions"].as_u64().unwrap_or(0),
+            t["snapshot_s"].as_f64().unwrap_or(0.0),
+            t["snapshot_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+            t["first_kept"].as_u64().unwrap_or(0),
+            t["log_bytes_before"].as_f64().unwrap_or(0.0) / 1e6,
+            t["log_bytes_after"].as_f64().unwrap_or(0.0) / 1e6,
+            t["from_snapshot_s"].as_f64().unwrap_or(0.0),
+            t["rebuild_median_s"].as_f64().unwrap_or(0.0)
+                / t["from_snapshot_s"].as_f64().unwrap_or(1.0),
+        );
+    }
     if let Some(path) = &args.json {
+        let rows = serde_json::json!({ "resume": rows, "trim": trims });
         std::fs::write(path, serde_json::to_vec_pretty(&rows)?)?;
         println!("JSON written to {}", path.display());
     }
     Ok(())
+}
+
+/// The log's bytes on the server.
+async fn log_bytes(url: &str) -> anyhow::Result<u64> {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await?);
+    let mut stream = js.get_stream("LOG").await?;
+    Ok(stream.info().await?.state.bytes)
+}
+
+/// The snapshot and trim of one size's log (see the module documentation), beside `rebuild_s`.
+async fn trim(
+    url: &str,
+    dir: &Path,
+    view_dir: &Path,
+    n: u64,
+    rebuild_s: f64,
+) -> anyhow::Result<serde_json::Value> {
+    use async_nats::jetstream::consumer;
+    let js = async_nats::jetstream::new(async_nats::connect(url).await?);
+    let stream = js.get_stream("LOG").await?;
+    stream
+        .get_or_create_consumer(
+            "interop-work-TX",
+            consumer::pull::Config {
+                durable_name: Some("interop-work-TX".into()),
+                filter_subject: "interop.log.LOG.work.TX".into(),
+                deliver_policy: consumer::DeliverPolicy::New,
+                ack_policy: consumer::AckPolicy::Explicit,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let before = log_bytes(url).await?;
+    let snapshotter = replica(url, "resumer", Some(view_dir)).await?;
+    let s = snapshotter.snapshot_now().await?;
+    drop(snapshotter);
+    let after = log_bytes(url).await?;
+    let (from_snapshot, r) = timed(url, "newcomer", Some(&dir.join("new"))).await?;
+    drop(r);
+    Ok(serde_json::json!({
+        "submissions": n, "snapshot_s": s.seconds, "snapshot_bytes": s.bytes,
+        "snapshot_applied": s.applied, "first_kept": s.first_kept,
+        "log_bytes_before": before, "log_bytes_after": after,
+        "from_snapshot_s": from_snapshot, "rebuild_median_s": rebuild_s,
+    }))
 }

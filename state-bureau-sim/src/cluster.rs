@@ -36,6 +36,9 @@ pub struct ClusterOptions {
     pub base_port: u16,
     /// How long a silent gateway's unfinished work waits before another replica takes it.
     pub stale_ms: u64,
+    /// Log entries between two snapshots of a gateway's view, behind which the log is trimmed
+    /// (`None`: the store's default).
+    pub snapshot_entries: Option<u64>,
     /// Matcher threads per search.
     pub matcher_threads: usize,
     /// The program to run as gateways and matchers (default: this one; tests name the built
@@ -58,6 +61,7 @@ impl Default for ClusterOptions {
             identities: 5_000,
             base_port: 0,
             stale_ms: 10_000,
+            snapshot_entries: None,
             matcher_threads: 1,
             exe: None,
             embedded: false,
@@ -300,11 +304,14 @@ impl Cluster {
             cluster.procs.push(p);
         }
 
-        let store = format!(
+        let mut store = format!(
             "{}&stale_ms={}",
             pki::nats_store_spec(&pki, &nats_addr, "INTEROP")?,
             o.stale_ms
         );
+        if let Some(n) = o.snapshot_entries {
+            store.push_str(&format!("&snapshot_entries={n}"));
+        }
         let mut gateways = Vec::new();
         for (i, port) in gateway_ports.iter().enumerate() {
             let name = format!("gateway-{i}");

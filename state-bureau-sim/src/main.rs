@@ -328,6 +328,10 @@ enum ClusterCmd {
         /// How long a silent gateway's unfinished work waits before another takes it over.
         #[arg(long, default_value_t = 10_000)]
         stale_ms: u64,
+        /// Log entries between two snapshots of a gateway's view, behind which the log is
+        /// trimmed (0: never; default: the store's, 100,000).
+        #[arg(long)]
+        snapshot_entries: Option<u64>,
     },
     /// The same verified closed-loop run against several cluster shapes on this machine,
     /// beside the single-process baseline: throughput, p99s and CPU per booking by role.
@@ -569,6 +573,7 @@ fn main() -> ExitCode {
                     identities,
                     base_port,
                     stale_ms,
+                    snapshot_entries,
                 },
         } => (|| {
             let o = state_bureau_sim::cluster::ClusterOptions {
@@ -580,6 +585,7 @@ fn main() -> ExitCode {
                 identities,
                 base_port,
                 stale_ms,
+                snapshot_entries,
                 ..Default::default()
             };
             let mut cluster = state_bureau_sim::cluster::Cluster::up(&o)?;

@@ -69,7 +69,7 @@ mod nats;
 mod redb;
 #[cfg(any(test, feature = "test-util"))]
 pub use nats::test_server::{self, nats_server_for_test};
-pub use nats::{NatsOptions, NatsStore, nats_server_binary};
+pub use nats::{LogSnapshot, NatsOptions, NatsStore, SNAPSHOT_ENTRIES, nats_server_binary};
 #[cfg(any(test, feature = "test-util"))]
 pub use redb::IoFaults;
 pub use redb::{CommitMode, DEFAULT_CACHE_BYTES, RedbStore};

@@ -93,7 +93,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio_stream::StreamExt;
-pub use trim::SNAPSHOT_ENTRIES;
+pub use trim::{SNAPSHOT_ENTRIES, Snapshot as LogSnapshot};
 use work::{HANDED_AHEAD, HandOut, Taken, give_back, keep_taken, lane_token, release, work_lane};
 
 /// Most ops in one log entry.
@@ -569,9 +569,10 @@ impl NatsStore {
         Ok(store)
     }
 
-    /// A snapshot of this replica's view now, and the log trimmed behind it (tests).
-    #[cfg(test)]
-    async fn snapshot_now(&self) -> anyhow::Result<trim::Snapshot> {
+    /// A snapshot of this replica's view now, due or not, and the log trimmed behind it (see
+    /// `trim.rs`; for tests and benchmarks: a gateway makes them on its own). Needs a data
+    /// directory.
+    pub async fn snapshot_now(&self) -> anyhow::Result<LogSnapshot> {
         self.trim.snapshot_now(&self.view, &self.counts).await
     }
 
@@ -708,6 +709,7 @@ impl NatsStore {
                 }
             }
             give_back(&taken).await;
+            trim.leave().await;
         });
     }
 }

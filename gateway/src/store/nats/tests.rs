@@ -1096,4 +1096,38 @@ async fn the_log_is_trimmed_behind_a_snapshot_but_never_past_unfinished_work() {
     let mut got = drain(&mut feed, Duration::from_millis(2000)).await;
     got.sort();
     assert_eq!(got, ["N-1", "T-16", "T-17", "T-18", "T-19"]);
+
+    // b stops with its file; away longer than its position lasts (forgotten here, as is a's), the log
+    // moves on and is trimmed past its file. Restarted, it loads the snapshot over its file.
+    let held = *b.applied.borrow();
+    drop(feed);
+    drop(b);
+    let dir_c = tempfile::tempdir().unwrap();
+    let c = replica("c", dir_c.path()).await;
+    let mut feed = c.work_feed().unwrap();
+    for k in ["T-16", "T-17", "T-18", "T-19"]
+        .map(key)
+        .into_iter()
+        .chain([of("CA", "N-1")])
+    {
+        c.complete(k, Completion::default()).await.unwrap();
+    }
+    // (What c took before it completed them is acknowledged by its upkeep.)
+    drain(&mut feed, Duration::from_millis(800)).await;
+    for gone in ["a", "b"] {
+        positions.purge(gone).await.unwrap();
+    }
+    eventually("every work entry acknowledged", || async {
+        let tx = stream.consumer_info("interop-work-TX").await.unwrap();
+        let ca = stream.consumer_info("interop-work-CA").await.unwrap();
+        tx.num_ack_pending + ca.num_ack_pending == 0
+    })
+    .await;
+    let trimmed = c.snapshot_now().await.unwrap();
+    assert!(trimmed.first_kept > held + 1, "{trimmed:?}, b held {held}");
+    let b = replica("b", dir_b.path()).await;
+    assert_eq!(b.counts.loaded.load(Ordering::Relaxed), trimmed.applied);
+    assert_eq!(b.counts.resumed.load(Ordering::Relaxed), 0);
+    assert!(unfinished_keys(&b).await.is_empty());
+    assert!(b.pending(of("CA", "N-1")).await.unwrap().is_none());
 }

@@ -70,14 +70,17 @@ pub(super) struct Trim {
     busy: AtomicBool,
 }
 
-/// What one snapshot did (its log line says the same; the tests read it).
-#[derive(Debug)]
-#[cfg_attr(not(test), allow(dead_code))]
-pub(super) struct Snapshot {
+/// What one snapshot did (its log line says the same).
+#[derive(Clone, Debug)]
+pub struct Snapshot {
     /// The last entry the snapshot holds.
-    pub(super) applied: u64,
-    /// Every entry before this one is gone from the stream (0 or 1: none).
-    pub(super) first_kept: u64,
+    pub applied: u64,
+    /// The stream's first entry after the trim (0: not trimmed, a bureau's work having no
+    /// consumer yet).
+    pub first_kept: u64,
+    /// The snapshot's size, and the seconds it took to write, store and trim behind.
+    pub bytes: u64,
+    pub seconds: f64,
 }
 
 /// A key-value bucket's stream, made as `sealed::Keys::open_bucket` makes its own (directly:
@@ -251,18 +254,25 @@ impl Trim {
         self.snapshot(view, scratch, counts).await.map(Some)
     }
 
-    /// A snapshot now, due or not (tests).
-    #[cfg(test)]
+    /// A snapshot now, due or not.
     pub(super) async fn snapshot_now(
         &self,
         view: &RedbStore,
         counts: &Counts,
     ) -> anyhow::Result<Snapshot> {
-        let scratch = self
-            .scratch
-            .as_ref()
-            .expect("a replica with a data directory");
+        let Some(scratch) = &self.scratch else {
+            anyhow::bail!("a replica without a data directory makes no snapshot");
+        };
         self.snapshot(view, scratch, counts).await
+    }
+
+    /// A replica without a data directory that stops forgets its position (it cannot resume
+    /// from it); one with a file keeps it, to resume without loading the snapshot.
+    pub(super) async fn leave(&self) {
+        if self.scratch.is_none() {
+            let forget = self.positions.purge(&self.me);
+            drop(tokio::time::timeout(Duration::from_secs(1), forget).await);
+        }
     }
 
     async fn snapshot(
@@ -316,6 +326,8 @@ impl Trim {
         Ok(Snapshot {
             applied,
             first_kept,
+            bytes,
+            seconds: began.elapsed().as_secs_f64(),
         })
     }
 
