@@ -69,14 +69,14 @@
 //!
 //! **Payloads sealed, then shredded.** A submission's payload goes into the log encrypted under
 //! a key of its own, kept in a key-value bucket beside the log; when the submission completes
-//! the key is purged, so the tenprint in the log, until it is trimmed, can no longer be read, as the
-//! embedded store erases a completed payload (see [`sealed`]).
+//! the key is purged, so the tenprint left in the log until it is trimmed can no longer be
+//! read, as the embedded store erases a completed payload (see [`sealed`]).
 //!
 //! **No audit archive.** The disclosure audit is not archived or pruned on this store
 //! ([`Store::archive_disclosures`] refuses, and a gateway asked for `--audit-retention-days`
 //! on it does not start): every view keeps every disclosure record, and so does each snapshot
-//! the log is trimmed behind, so the audit stays whole in each replica's view; and a segment written by whichever replica pruned would scatter the
-//! evidence across machines. Export it with `interop admin disclosures` (CSV, every page).
+//! the log is trimmed behind, so the audit stays whole in each replica's view; and a segment
+//! written by whichever replica pruned would scatter the evidence across machines. Export it with `interop admin disclosures` (CSV, every page).
 
 mod follow;
 mod sealed;
