@@ -68,19 +68,22 @@ pub(super) async fn open(
     }
     // The log no longer has entries this view lacks: its snapshot replaces the view.
     drop(view);
-    let Some(applied) = trim.load(&path).await? else {
+    if trim.load(&path).await?.is_none() {
         anyhow::bail!(
             "JetStream stream {} starts at entry {first} and no snapshot of its view is stored: \
              no view can be built",
             o.stream
         );
-    };
+    }
+    // What the file holds is its own checkpoint's to say (a newer snapshot may have been
+    // stored between the lookup and the download).
     let (view, from) = open_file(&path, o, info).await?;
     anyhow::ensure!(
-        from == applied + 1 && first <= from,
-        "the log's snapshot holds entries through {applied}, but the log starts at entry {first}"
+        from > 1 && first <= from,
+        "the log's snapshot holds entries through {}, but the log starts at entry {first}",
+        from - 1
     );
-    Ok((view, from, Some(applied)))
+    Ok((view, from, Some(from - 1)))
 }
 
 /// The view in the file `path`, and the first entry it has yet to apply (a file of another
