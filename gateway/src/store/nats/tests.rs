@@ -1131,3 +1131,53 @@ async fn the_log_is_trimmed_behind_a_snapshot_but_never_past_unfinished_work() {
     assert!(unfinished_keys(&b).await.is_empty());
     assert!(b.pending(of("CA", "N-1")).await.unwrap().is_none());
 }
+
+/// A follower that finds entries missing before the next one it is handed (the log trimmed
+/// past its view) stops there: it applies nothing after the gap, so no view unlike the others
+/// is built, and its replica's writes fail until it is restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_stops_at_a_gap_rather_than_apply_past_it() {
+    let Some(server) = start_server("a_follower_stops_at_a_gap") else {
+        return;
+    };
+    let w = replica(&server, "w", "").await;
+    for i in 0..10 {
+        w.accept(key(&format!("G-{i}")), vec![i], i as i64)
+            .await
+            .unwrap();
+    }
+    let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
+    let stream = js.get_stream("LOG").await.unwrap();
+    stream.purge().sequence(6).await.unwrap();
+    // A view that holds entries 1 and 2 only follows from entry 3.
+    let view = RedbStore::open_in_memory(1 << 20).unwrap();
+    let (applied_tx, applied) = watch::channel(2u64);
+    let (settings, _) = watch::channel(0u64);
+    let (completed, _) = mpsc::unbounded_channel();
+    let (lanes, _) = watch::channel(HashMap::new());
+    let (_stop, stop) = watch::channel(false);
+    let follower = tokio::spawn(follow(
+        Follow {
+            stream,
+            view: view.writer(),
+            from: 3,
+            checkpoints: None,
+            me: "test#0".into(),
+            waiters: Arc::default(),
+            applied: applied_tx,
+            settings,
+            completed,
+            subjects: NatsOptions::parse(&format!("{}/LOG?insecure=true", server.url))
+                .unwrap()
+                .subjects(),
+            lanes,
+        },
+        stop,
+    ));
+    tokio::time::timeout(Duration::from_secs(5), follower)
+        .await
+        .expect("the follower stopped at the gap")
+        .unwrap();
+    assert_eq!(*applied.borrow(), 2, "nothing applied past the gap");
+    assert!(view.unfinished().await.unwrap().is_empty());
+}
