@@ -785,10 +785,11 @@ async fn the_sweep_purges_keys_nothing_needs() {
 #[test]
 fn store_specs_parse_or_say_what_is_wrong() {
     let o = NatsOptions::parse(
-        "nats://a:4222,b:4222/LOG?replicas=3&replica=gw1&stale_ms=500&insecure=true",
+        "nats://a:4222,b:4222/LOG?replicas=3&replica=gw1&stale_ms=500&snapshot_entries=0&insecure=true",
     )
     .unwrap();
     assert!(o.insecure);
+    assert_eq!(o.snapshot_entries, 0);
     assert_eq!(o.url, "nats://a:4222,nats://b:4222");
     assert_eq!(
         (o.stream.as_str(), o.replicas, o.replica.as_str()),
@@ -799,6 +800,7 @@ fn store_specs_parse_or_say_what_is_wrong() {
     assert_eq!((d.stream.as_str(), d.replicas), ("INTEROP", 1));
     assert!(d.replica.starts_with("gw-"), "a random replica name");
     assert!(!d.insecure);
+    assert_eq!(d.snapshot_entries, SNAPSHOT_ENTRIES);
     // A CA makes a nats:// link TLS.
     assert!(NatsOptions::parse("nats://x:1?ca=ca.pem").is_ok());
     for (spec, says) in [
@@ -808,6 +810,10 @@ fn store_specs_parse_or_say_what_is_wrong() {
         ("nats://x:1/a.b", "stream name"),
         ("nats://x:1?replicas=9", "replicas must be 1 to 5"),
         ("nats://x:1?stale_ms=5", "stale_ms"),
+        (
+            "nats://x:1?snapshot_entries=-1",
+            "snapshot_entries must be a whole number",
+        ),
         ("nats://x:1?cert=c.pem", "cert and key go together"),
         ("nats://x:1?colour=red", "unknown option"),
         ("nats://x:1?replicas", "KEY=VALUE"),
