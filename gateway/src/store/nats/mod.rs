@@ -731,6 +731,40 @@ async fn get_or_create_stream(
     }
 }
 
+/// The key-value bucket `bucket`, made if missing as `create_key_value` would make it, but
+/// directly: that call first asks for the account's limits in a form older servers (Debian's
+/// 2.9) do not answer in. `max_age` zero: entries kept until purged.
+async fn key_value_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    replicas: usize,
+    max_age: Duration,
+) -> anyhow::Result<jetstream::kv::Store> {
+    get_or_create_stream(
+        js,
+        stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some(description.into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_age,
+            storage: stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {bucket}: {e}"))?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {bucket}: {e}"))
+}
+
 /// `nats-server` from `INTEROP_NATS_SERVER`, the PATH or Debian's /usr/sbin (where the
 /// `nats-server` package puts it, often outside a user's PATH).
 pub fn nats_server_binary() -> Option<PathBuf> {

@@ -91,32 +91,14 @@ impl Keys {
         stream: &str,
         replicas: usize,
     ) -> anyhow::Result<Keys> {
-        let bucket = format!("{stream}_KEYS");
-        // The bucket's stream as `create_key_value` would make it, made directly: that call
-        // first asks for the account's limits in a form older servers (Debian's 2.9) do not
-        // answer in.
-        super::get_or_create_stream(
+        let kv = super::key_value_bucket(
             js,
-            jetstream::stream::Config {
-                name: format!("KV_{bucket}"),
-                description: Some("interop: keys of pending submissions' sealed payloads".into()),
-                subjects: vec![format!("$KV.{bucket}.>")],
-                max_messages_per_subject: 1,
-                storage: jetstream::stream::StorageType::File,
-                num_replicas: replicas.max(1),
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: jetstream::stream::DiscardPolicy::New,
-                ..Default::default()
-            },
+            &format!("{stream}_KEYS"),
+            "interop: keys of pending submissions' sealed payloads",
+            replicas,
+            std::time::Duration::ZERO,
         )
-        .await
-        .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {bucket}: {e}"))?;
-        let kv = js
-            .get_key_value(bucket.as_str())
-            .await
-            .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {bucket}: {e}"))?;
+        .await?;
         Ok(Keys {
             kv,
             cache: Mutex::default(),

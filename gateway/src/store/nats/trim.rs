@@ -83,37 +83,6 @@ pub struct Snapshot {
     pub seconds: f64,
 }
 
-/// A key-value bucket's stream, made as `sealed::Keys::open_bucket` makes its own (directly:
-/// Debian's server does not answer the account query `create_key_value` starts with).
-async fn positions_bucket(js: &jetstream::Context, o: &NatsOptions) -> anyhow::Result<kv::Store> {
-    let bucket = format!("{}_APPLIED", o.stream);
-    super::get_or_create_stream(
-        js,
-        stream::Config {
-            name: format!("KV_{bucket}"),
-            description: Some(
-                "interop: the last log entry each replica's view holds (trimming spares them)"
-                    .into(),
-            ),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            max_age: POSITION_TTL,
-            storage: stream::StorageType::File,
-            num_replicas: o.replicas.max(1),
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: stream::DiscardPolicy::New,
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {bucket}: {e}"))?;
-    js.get_key_value(bucket.as_str())
-        .await
-        .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {bucket}: {e}"))
-}
-
 async fn objects_bucket(
     js: &jetstream::Context,
     o: &NatsOptions,
@@ -151,15 +120,21 @@ impl Trim {
         log: u64,
     ) -> anyhow::Result<Trim> {
         let objects = objects_bucket(js, o).await?;
-        let last = match objects.info(OBJECT).await {
-            Ok(info) if !info.deleted => applied_of(&info.metadata, log).unwrap_or(0),
-            _ => 0,
-        };
+        let last = stored(&objects, log)
+            .await
+            .map_or(0, |(_, applied)| applied);
         Ok(Trim {
             stream,
             subjects: o.subjects(),
             objects,
-            positions: positions_bucket(js, o).await?,
+            positions: super::key_value_bucket(
+                js,
+                &format!("{}_APPLIED", o.stream),
+                "interop: the last log entry each replica's view holds (trimming spares them)",
+                o.replicas,
+                POSITION_TTL,
+            )
+            .await?,
             me: lane_token(&o.replica),
             log,
             every: o.snapshot_entries,
@@ -209,11 +184,7 @@ impl Trim {
     /// The stored snapshot, downloaded to `path` (replacing what is there); returns the last
     /// entry it holds, or `None` if none of this log is stored.
     pub(super) async fn load(&self, path: &Path) -> anyhow::Result<Option<u64>> {
-        let info = match self.objects.info(OBJECT).await {
-            Ok(i) if !i.deleted => i,
-            _ => return Ok(None),
-        };
-        let Some(applied) = applied_of(&info.metadata, self.log) else {
+        let Some((info, applied)) = stored(&self.objects, self.log).await else {
             return Ok(None);
         };
         let loading = path.with_extension("loading");
@@ -288,12 +259,11 @@ impl Trim {
             _ => anyhow::bail!("the view holds no checkpoint of this log to snapshot"),
         };
         // Another replica's may be newer: it stands.
-        let stored = match self.objects.info(OBJECT).await {
-            Ok(i) if !i.deleted => applied_of(&i.metadata, self.log).unwrap_or(0),
-            _ => 0,
-        };
+        let newest = stored(&self.objects, self.log)
+            .await
+            .map_or(0, |(_, applied)| applied);
         let bytes = std::fs::metadata(scratch).map(|m| m.len()).unwrap_or(0);
-        if stored < applied {
+        if newest < applied {
             let mut file = tokio::fs::File::open(scratch).await?;
             let meta = object_store::ObjectMetadata {
                 name: OBJECT.into(),
@@ -312,7 +282,7 @@ impl Trim {
             counts.snapshot_applied.store(applied, Ordering::Relaxed);
         }
         drop(std::fs::remove_file(scratch));
-        let held = stored.max(applied);
+        let held = newest.max(applied);
         self.last.fetch_max(held, Ordering::Relaxed);
         let first_kept = self.trim(held, counts).await?;
         tracing::info!(
@@ -337,8 +307,7 @@ impl Trim {
         let Some(floor) = self.floor(held + 1).await? else {
             return Ok(0);
         };
-        let mut stream = self.stream.clone();
-        let first = stream.info().await?.state.first_sequence;
+        let first = self.stream.get_info().await?.state.first_sequence;
         if floor > first {
             self.stream
                 .purge()
@@ -405,9 +374,17 @@ impl Trim {
     }
 }
 
-/// The last entry a stored snapshot of the log `log` holds, from its metadata.
-fn applied_of(metadata: &HashMap<String, String>, log: u64) -> Option<u64> {
-    (metadata.get(META_LOG)?.parse::<u64>().ok()? == log)
-        .then(|| metadata.get(META_APPLIED)?.parse().ok())
-        .flatten()
+/// The stored snapshot of the log `log`, and the last entry it holds (from its metadata), if
+/// there is one.
+async fn stored(
+    objects: &object_store::ObjectStore,
+    log: u64,
+) -> Option<(object_store::ObjectInfo, u64)> {
+    let info = objects.info(OBJECT).await.ok().filter(|i| !i.deleted)?;
+    let m = &info.metadata;
+    if m.get(META_LOG)?.parse::<u64>().ok()? != log {
+        return None;
+    }
+    let applied = m.get(META_APPLIED)?.parse().ok()?;
+    Some((info, applied))
 }

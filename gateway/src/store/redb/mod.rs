@@ -85,6 +85,30 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const VIEW_LOG: &str = "view_log";
 const VIEW_APPLIED: &str = "view_applied";
 
+/// Calls the macro `$m` with each table above: creating them, and a snapshot's copy (see
+/// `snapshot.rs`), then never miss one.
+macro_rules! every_table {
+    ($m:ident) => {
+        $m!(SUBMISSIONS);
+        $m!(PENDING);
+        $m!(LOG);
+        $m!(HEADS);
+        $m!(ACKS);
+        $m!(COUNTERS);
+        $m!(SETTINGS);
+        $m!(META);
+        $m!(ONCE);
+        $m!(ACK_TIMES);
+        $m!(APPEND_STAMPS);
+        $m!(DISCLOSURES);
+        $m!(DISCLOSURES_BY_TCN);
+        $m!(DISCLOSURES_BY_RECIPIENT);
+        $m!(OWNERS);
+        $m!(HEARTBEATS);
+    };
+}
+use every_table;
+
 #[derive(Serialize, Deserialize)]
 struct StoredSubmission {
     receipt: ReceiptRecord,
@@ -323,23 +347,12 @@ impl RedbStore {
         // Create every table up front so readers never meet a missing one.
         let txn = db.begin_write().map_err(unavailable)?;
         {
-            txn.open_table(SUBMISSIONS).map_err(unavailable)?;
-            txn.open_table(PENDING).map_err(unavailable)?;
-            txn.open_table(LOG).map_err(unavailable)?;
-            txn.open_table(HEADS).map_err(unavailable)?;
-            txn.open_table(ACKS).map_err(unavailable)?;
-            txn.open_table(COUNTERS).map_err(unavailable)?;
-            txn.open_table(SETTINGS).map_err(unavailable)?;
-            txn.open_table(META).map_err(unavailable)?;
-            txn.open_table(ONCE).map_err(unavailable)?;
-            txn.open_table(ACK_TIMES).map_err(unavailable)?;
-            txn.open_table(APPEND_STAMPS).map_err(unavailable)?;
-            txn.open_table(DISCLOSURES).map_err(unavailable)?;
-            txn.open_table(DISCLOSURES_BY_TCN).map_err(unavailable)?;
-            txn.open_table(DISCLOSURES_BY_RECIPIENT)
-                .map_err(unavailable)?;
-            txn.open_table(OWNERS).map_err(unavailable)?;
-            txn.open_table(HEARTBEATS).map_err(unavailable)?;
+            macro_rules! create {
+                ($t:ident) => {
+                    txn.open_table($t).map_err(unavailable)?;
+                };
+            }
+            every_table!(create);
         }
         txn.commit().map_err(unavailable)?;
         let heads = Arc::new(dashmap::DashMap::new());

@@ -59,22 +59,14 @@ impl RedbStore {
             let to = ::redb::Builder::new().create(&path).map_err(unavailable)?;
             private_file(&path).map_err(unavailable)?;
             let copy = || -> Result<u64, ::redb::Error> {
-                Ok(copy_table(&read, &to, SUBMISSIONS)?
-                    + copy_table(&read, &to, PENDING)?
-                    + copy_table(&read, &to, LOG)?
-                    + copy_table(&read, &to, HEADS)?
-                    + copy_table(&read, &to, ACKS)?
-                    + copy_table(&read, &to, COUNTERS)?
-                    + copy_table(&read, &to, SETTINGS)?
-                    + copy_table(&read, &to, META)?
-                    + copy_table(&read, &to, ONCE)?
-                    + copy_table(&read, &to, ACK_TIMES)?
-                    + copy_table(&read, &to, APPEND_STAMPS)?
-                    + copy_table(&read, &to, DISCLOSURES)?
-                    + copy_table(&read, &to, DISCLOSURES_BY_TCN)?
-                    + copy_table(&read, &to, DISCLOSURES_BY_RECIPIENT)?
-                    + copy_table(&read, &to, OWNERS)?
-                    + copy_table(&read, &to, HEARTBEATS)?)
+                let mut rows = 0;
+                macro_rules! copy {
+                    ($t:ident) => {
+                        rows += copy_table(&read, &to, $t)?;
+                    };
+                }
+                every_table!(copy);
+                Ok(rows)
             };
             let rows = copy().map_err(unavailable)?;
             // One synced commit makes every unsynced one before it durable.
@@ -109,22 +101,12 @@ mod tests {
         }
         let txn = db.begin_read().unwrap();
         let mut out = Vec::new();
-        rows(&txn, SUBMISSIONS, &mut out);
-        rows(&txn, PENDING, &mut out);
-        rows(&txn, LOG, &mut out);
-        rows(&txn, HEADS, &mut out);
-        rows(&txn, ACKS, &mut out);
-        rows(&txn, COUNTERS, &mut out);
-        rows(&txn, SETTINGS, &mut out);
-        rows(&txn, META, &mut out);
-        rows(&txn, ONCE, &mut out);
-        rows(&txn, ACK_TIMES, &mut out);
-        rows(&txn, APPEND_STAMPS, &mut out);
-        rows(&txn, DISCLOSURES, &mut out);
-        rows(&txn, DISCLOSURES_BY_TCN, &mut out);
-        rows(&txn, DISCLOSURES_BY_RECIPIENT, &mut out);
-        rows(&txn, OWNERS, &mut out);
-        rows(&txn, HEARTBEATS, &mut out);
+        macro_rules! dump {
+            ($t:ident) => {
+                rows(&txn, $t, &mut out);
+            };
+        }
+        every_table!(dump);
         out
     }
 
