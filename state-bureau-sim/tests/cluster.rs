@@ -30,6 +30,8 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
         dir: dir.path().to_path_buf(),
         identities: 1_500,
         stale_ms: 2_000,
+        // The log trimmed behind snapshots all through the run, kills included.
+        snapshot_entries: Some(100),
         exe: Some(env!("CARGO_BIN_EXE_state-bureau-sim").into()),
         ..Default::default()
     })
@@ -157,6 +159,20 @@ fn a_cluster_loses_a_gateway_and_a_matcher_replica_mid_run_and_every_answer_is_r
         log.contains("resumed from its file"),
         "gateway-0 rebuilt its view from the log's start after the kill"
     );
+    // Meanwhile the log was trimmed behind snapshots of a view, never past a running one.
+    let log = |name: &str| {
+        std::fs::read_to_string(dir.path().join(format!("logs/{name}.log"))).unwrap_or_default()
+    };
+    assert!(
+        log("gateway-1").contains("the log trimmed behind it"),
+        "no snapshot stored by gateway-1"
+    );
+    for g in ["gateway-0", "gateway-1"] {
+        assert!(
+            !log(g).contains("the log was trimmed past this replica's view; it stops"),
+            "{g}'s follower met a gap"
+        );
+    }
     rt.block_on(async {
         let (g0, g1) = (addr("gateway-0"), addr("gateway-1"));
         let at0 = pki::connect_client(&g0, &pki, &Principal::Admin)

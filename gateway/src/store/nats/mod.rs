@@ -360,10 +360,32 @@ fn unavailable(e: impl fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// The log was trimmed past this replica's view as it started: a trim decided from the
+/// replicas' positions read just before it said where it stands.
+#[derive(Debug, thiserror::Error)]
+#[error("the log was trimmed past this replica's view as it started")]
+struct TrimmedAsItStarted;
+
 impl NatsStore {
     /// Connects, creates the stream if it is missing, replays the log into a fresh view and
-    /// starts following it; returns once the view has caught up with the stream.
+    /// starts following it; returns once the view has caught up with the stream. A replica
+    /// whose view the log was trimmed past as it started (see [`TrimmedAsItStarted`]) starts
+    /// again from the newer snapshot, its view file discarded.
     pub async fn connect(o: NatsOptions) -> anyhow::Result<Self> {
+        let mut tries = 0;
+        loop {
+            match Self::connect_once(o.clone()).await {
+                Err(e) if e.is::<TrimmedAsItStarted>() && tries < 3 => {
+                    tries += 1;
+                    tracing::info!("{e}; it starts again from the newer snapshot");
+                    view::discard(&o)?;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn connect_once(o: NatsOptions) -> anyhow::Result<Self> {
         if !o.encrypted() {
             tracing::warn!(
                 url = %o.url,
@@ -461,17 +483,14 @@ impl NatsStore {
         // This replica's view: its file, resumed where it stopped, the log's snapshot where
         // the log was trimmed past that, or built from entry 1.
         let (view, from, loaded) = view::open(&o, &info, &trim).await?;
-        let view = Arc::new(view);
-        // Its position holds back trimming from here on; a trim just before it would leave a
-        // gap, which the follower refuses.
+        // Its position holds back trimming from here on; a trim decided from the positions
+        // read just before may still pass it (see `connect`).
         trim.report(from - 1).await?;
         info = stream.get_info().await?;
-        anyhow::ensure!(
-            info.state.first_sequence <= from,
-            "JetStream stream {} was trimmed to entry {} while this replica started from {from}; start it again",
-            o.stream,
-            info.state.first_sequence
-        );
+        if info.state.first_sequence > from {
+            return Err(TrimmedAsItStarted.into());
+        }
+        let view = Arc::new(view);
 
         let keys = Arc::new(sealed::Keys::open_bucket(&js, &o.stream, o.replicas).await?);
         // This process's entries are told apart from an earlier run under the same replica
@@ -529,10 +548,20 @@ impl NatsStore {
             counts.clone(),
         ));
         // Catch up before serving: a replica must not answer from a view behind the log.
-        tokio::time::timeout(Duration::from_secs(300), applied.wait_for(|a| *a >= last))
-            .await
-            .map_err(|_| anyhow::anyhow!("replaying the log ({last} entries) took over 5 minutes"))?
-            .map_err(|_| anyhow::anyhow!("log follower stopped"))?;
+        let caught_up =
+            tokio::time::timeout(Duration::from_secs(300), applied.wait_for(|a| *a >= last))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("replaying the log ({last} entries) took over 5 minutes")
+                })?
+                .is_ok();
+        if !caught_up {
+            // It stopped at a gap, if the log no longer starts where it began.
+            if stream.get_info().await?.state.first_sequence > from {
+                return Err(TrimmedAsItStarted.into());
+            }
+            anyhow::bail!("log follower stopped");
+        }
         // Handing out starts when the gateway takes the feed: a process that only reads or
         // writes the store (a tool, a test) takes no work from the replicas.
         let (take_tx, take) = mpsc::channel(HANDED_AHEAD);
@@ -1156,3 +1185,5 @@ impl Store for NatsStore {
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod view_tests;

@@ -22,9 +22,13 @@
 //! **Starting on a trimmed log.** A replica whose view (none, or its file) lacks entries the
 //! stream no longer has loads the stored snapshot into its file and follows the log from the
 //! entry after it. A replica without `--data` cannot (its view would be in memory) and says
-//! so. If the log is trimmed past a running replica's view anyway (its position expired
-//! while it was cut off from the server), its follower stops at the gap with an error rather
-//! than apply a log with entries missing: restarted, it loads the snapshot.
+//! so. A snapshot replaced by a newer one while it downloads is given up for the newer (its
+//! chunks are removed with it). A trim decided from the positions read just before a
+//! starting replica said where it stands can still pass its view: it then starts again, from
+//! the newer snapshot (`NatsStore::connect`). If the log is trimmed past a running replica's
+//! view (its position expired while it was cut off from the server), its follower stops at
+//! the gap with an error rather than apply a log with entries missing: restarted, it loads
+//! the snapshot.
 //!
 //! The disclosure audit is not trimmed away: the views keep every disclosure record (this
 //! store never prunes them), and so does every snapshot.
@@ -43,6 +47,12 @@ use tokio_stream::StreamExt;
 pub const SNAPSHOT_ENTRIES: u64 = 100_000;
 /// How long a replica's position holds back trimming after it was last renewed.
 pub(super) const POSITION_TTL: Duration = Duration::from_secs(600);
+/// Loads of the snapshot tried before giving up, each one replaced by a newer one meanwhile.
+const LOAD_TRIES: usize = 5;
+/// A load that reads nothing for this long looks whether the snapshot was replaced...
+const LOAD_LOOK_AFTER: Duration = Duration::from_millis(500);
+/// ...and gives up after this long without a byte.
+const LOAD_STALL: Duration = Duration::from_secs(60);
 /// The snapshot's object in the bucket.
 const OBJECT: &str = "view";
 /// Its metadata: the log it is of (see `view::log_id`) and the last entry it holds.
@@ -182,29 +192,75 @@ impl Trim {
     }
 
     /// The stored snapshot, downloaded to `path` (replacing what is there); returns the last
-    /// entry it holds, or `None` if none of this log is stored.
+    /// entry it holds, or `None` if none of this log is stored. A snapshot replaced by a newer
+    /// one while it downloads (its chunks are removed with it) is given up for the newer.
     pub(super) async fn load(&self, path: &Path) -> anyhow::Result<Option<u64>> {
-        let Some((info, applied)) = stored(&self.objects, self.log).await else {
-            return Ok(None);
-        };
         let loading = path.with_extension("loading");
+        for _ in 0..LOAD_TRIES {
+            if stored(&self.objects, self.log).await.is_none() {
+                return Ok(None);
+            }
+            let Some((bytes, applied)) = self.download(&loading).await? else {
+                tracing::info!(
+                    "the log's snapshot was replaced by a newer one while it loaded; loading that"
+                );
+                continue;
+            };
+            crate::store::private_file(&loading)?;
+            tokio::fs::rename(&loading, path).await?;
+            tracing::info!(
+                applied,
+                bytes,
+                "the log's snapshot loaded as this replica's view"
+            );
+            return Ok(Some(applied));
+        }
+        anyhow::bail!("the log's snapshot was replaced {LOAD_TRIES} times while it loaded")
+    }
+
+    /// Downloads the stored snapshot to `to`: its size and the last entry it holds, or `None`
+    /// if it was replaced meanwhile. (A read of a replaced snapshot would wait for ever for
+    /// chunks that are gone, so a read that waits is a cue to look.)
+    async fn download(&self, to: &Path) -> anyhow::Result<Option<(u64, u64)>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut object = self
             .objects
             .get(OBJECT)
             .await
             .map_err(|e| anyhow::anyhow!("the log's snapshot: {e}"))?;
-        let mut file = tokio::fs::File::create(&loading).await?;
-        tokio::io::copy(&mut object, &mut file).await?;
+        let info = object.info().clone();
+        let applied = info
+            .metadata
+            .get(META_APPLIED)
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("the log's snapshot does not say what it holds"))?;
+        let mut file = tokio::fs::File::create(to).await?;
+        let mut buf = vec![0; 256 << 10];
+        let mut waited = Duration::ZERO;
+        loop {
+            match tokio::time::timeout(LOAD_LOOK_AFTER, object.read(&mut buf)).await {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => {
+                    file.write_all(&buf[..n]).await?;
+                    waited = Duration::ZERO;
+                }
+                Ok(Err(e)) => anyhow::bail!("reading the log's snapshot: {e}"),
+                Err(_) => {
+                    let now = self.objects.info(OBJECT).await.ok();
+                    if now.is_none_or(|i| i.deleted || i.nuid != info.nuid) {
+                        return Ok(None);
+                    }
+                    waited += LOAD_LOOK_AFTER;
+                    anyhow::ensure!(
+                        waited < LOAD_STALL,
+                        "the log's snapshot: nothing read for {} s",
+                        LOAD_STALL.as_secs()
+                    );
+                }
+            }
+        }
         file.sync_all().await?;
-        drop(file);
-        crate::store::private_file(&loading)?;
-        tokio::fs::rename(&loading, path).await?;
-        tracing::info!(
-            applied,
-            bytes = info.size,
-            "the log's snapshot loaded as this replica's view"
-        );
-        Ok(Some(applied))
+        Ok(Some((info.size as u64, applied)))
     }
 
     /// Once `applied` is [`SNAPSHOT_ENTRIES`] (or as set) past the newest snapshot: writes
@@ -223,6 +279,11 @@ impl Trim {
             return Ok(None);
         }
         self.snapshot(view, scratch, counts).await.map(Some)
+    }
+
+    /// The log's stream as it is now.
+    pub(super) async fn log_info(&self) -> anyhow::Result<stream::Info> {
+        Ok(self.stream.get_info().await?)
     }
 
     /// A snapshot now, due or not.
@@ -325,23 +386,8 @@ impl Trim {
     /// shared work (`None`: a bureau's work has no consumer yet, so nothing is trimmed).
     async fn floor(&self, ceiling: u64) -> anyhow::Result<Option<u64>> {
         let mut floor = ceiling;
-        let mut keys = self
-            .positions
-            .keys()
-            .await
-            .map_err(|e| anyhow::anyhow!("replicas' positions: {e}"))?;
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| anyhow::anyhow!("replicas' positions: {e}"))?;
-            let position = self
-                .positions
-                .get(key.as_str())
-                .await
-                .map_err(|e| anyhow::anyhow!("replica {key}'s position: {e}"))?;
-            if let Some(p) =
-                position.and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
-            {
-                floor = floor.min(p + 1);
-            }
+        for p in self.positions().await? {
+            floor = floor.min(p + 1);
         }
         let stream = &self.stream;
         let mut listed = stream
@@ -371,6 +417,38 @@ impl Trim {
             }
         }
         Ok(Some(floor))
+    }
+}
+
+impl Trim {
+    /// Every running replica's position. The keys are the subjects the bucket's stream holds,
+    /// as the server counts them (rather than a listing consumer's, whose end is judged from
+    /// a pending count taken when it was made); a key whose last entry removed it has none.
+    async fn positions(&self) -> anyhow::Result<Vec<u64>> {
+        let kv = &self.positions;
+        let mut listed = kv
+            .stream
+            .info_with_subjects(format!("{}>", kv.prefix))
+            .await
+            .map_err(|e| anyhow::anyhow!("replicas' positions: {e}"))?;
+        let mut keys = Vec::new();
+        while let Some(s) = listed.next().await {
+            let (subject, _) = s.map_err(|e| anyhow::anyhow!("replicas' positions: {e}"))?;
+            if let Some(key) = subject.strip_prefix(&kv.prefix) {
+                keys.push(key.to_string());
+            }
+        }
+        let mut positions = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = kv
+                .get(key.as_str())
+                .await
+                .map_err(|e| anyhow::anyhow!("replica {key}'s position: {e}"))?;
+            if let Some(p) = value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()) {
+                positions.push(p);
+            }
+        }
+        Ok(positions)
     }
 }
 

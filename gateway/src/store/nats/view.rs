@@ -20,7 +20,7 @@ use super::super::redb::RedbStore;
 use super::trim::Trim;
 use super::{NatsOptions, Op};
 use async_nats::jetstream::stream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A durable checkpoint at least this often while entries are applied (one fsync a second at
@@ -61,7 +61,7 @@ pub(super) async fn open(
         );
         return Ok((RedbStore::open_in_memory(o.view_cache_bytes)?, 1, None));
     };
-    let path = dir.join(format!("view-{}.redb", o.stream));
+    let path = file(dir, o);
     let (view, from) = open_file(&path, o, info).await?;
     if first <= from {
         return Ok((view, from, None));
@@ -76,14 +76,35 @@ pub(super) async fn open(
         );
     }
     // What the file holds is its own checkpoint's to say (a newer snapshot may have been
-    // stored between the lookup and the download).
-    let (view, from) = open_file(&path, o, info).await?;
+    // stored between the lookup and the download), and it is checked against the log as it
+    // is now: the snapshot may hold entries appended since `info` was read.
+    let (view, from) = open_file(&path, o, &trim.log_info().await?).await?;
     anyhow::ensure!(
         from > 1 && first <= from,
         "the log's snapshot holds entries through {}, but the log starts at entry {first}",
         from - 1
     );
     Ok((view, from, Some(from - 1)))
+}
+
+/// The file of this replica's view in `dir`.
+fn file(dir: &Path, o: &NatsOptions) -> PathBuf {
+    dir.join(format!("view-{}.redb", o.stream))
+}
+
+/// Removes this replica's view file, which the log was trimmed past as it started (its
+/// writer thread may hold it a moment longer: a view opened after is another file).
+pub(super) fn discard(o: &NatsOptions) -> anyhow::Result<()> {
+    let Some(dir) = &o.view_dir else {
+        return Ok(());
+    };
+    let path = file(dir, o);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::anyhow!("removing {}: {e}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The view in the file `path`, and the first entry it has yet to apply (a file of another
