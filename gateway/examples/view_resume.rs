@@ -24,6 +24,10 @@
 //! submission here completes, so the bureau's work consumer is made with nothing to take (as
 //! a gateway that finished the work would leave it): the trim then goes to the snapshot.
 //!
+//! Last, receipt retention: the older half of the submissions are forgotten (in the
+//! retention pass's steps of `COMPACT_LIMIT`, through the log; timed), and the snapshot is
+//! made again: its size beside the one holding every receipt.
+//!
 //! Needs `nats-server` (on PATH, in /usr/sbin, or `INTEROP_NATS_SERVER`).
 
 use clap::Parser;
@@ -214,18 +218,38 @@ async fn main() -> anyhow::Result<()> {
         "new from it s",
         "rebuild/new"
     );
+    let f = |t: &serde_json::Value, k: &str| t[k].as_f64().unwrap_or(0.0);
     for t in &trims {
         println!(
             "{:>10} {:>11.3} {:>12.2} {:>11} {:>14.2} {:>13.2} {:>12.3} {:>15.1}",
             t["submissions"].as_u64().unwrap_or(0),
-            t["snapshot_s"].as_f64().unwrap_or(0.0),
-            t["snapshot_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+            f(t, "snapshot_s"),
+            f(t, "snapshot_bytes") / 1e6,
             t["first_kept"].as_u64().unwrap_or(0),
-            t["log_bytes_before"].as_f64().unwrap_or(0.0) / 1e6,
-            t["log_bytes_after"].as_f64().unwrap_or(0.0) / 1e6,
-            t["from_snapshot_s"].as_f64().unwrap_or(0.0),
-            t["rebuild_median_s"].as_f64().unwrap_or(0.0)
-                / t["from_snapshot_s"].as_f64().unwrap_or(1.0),
+            f(t, "log_bytes_before") / 1e6,
+            f(t, "log_bytes_after") / 1e6,
+            f(t, "from_snapshot_s"),
+            f(t, "rebuild_median_s") / f(t, "from_snapshot_s").max(1e-9),
+        );
+    }
+    println!(
+        "\n{:>10} {:>18} {:>10} {:>12} {:>18} {:>12}",
+        "log subs",
+        "receipts forgotten",
+        "expire s",
+        "snapshot MB",
+        "MB after expiry",
+        "after/before"
+    );
+    for t in &trims {
+        println!(
+            "{:>10} {:>18} {:>10.3} {:>12.2} {:>18.2} {:>12.2}",
+            t["submissions"].as_u64().unwrap_or(0),
+            t["receipts_forgotten"].as_u64().unwrap_or(0),
+            f(t, "expire_s"),
+            f(t, "snapshot_bytes") / 1e6,
+            f(t, "snapshot_after_expiry_bytes") / 1e6,
+            f(t, "snapshot_after_expiry_bytes") / f(t, "snapshot_bytes").max(1.0),
         );
     }
     if let Some(path) = &args.json {
@@ -269,14 +293,29 @@ async fn trim(
     let before = log_bytes(url).await?;
     let snapshotter = replica(url, "resumer", Some(view_dir)).await?;
     let s = snapshotter.snapshot_now().await?;
-    drop(snapshotter);
     let after = log_bytes(url).await?;
     let (from_snapshot, r) = timed(url, "newcomer", Some(&dir.join("new"))).await?;
     drop(r);
+    // Receipt retention: the older half of the submissions (accepted at ms 0..n/2) forgotten,
+    // in the retention pass's steps, through the log; then a snapshot of what is left.
+    let t = Instant::now();
+    let mut forgotten = 0;
+    loop {
+        let step = snapshotter.expire_receipts((n / 2) as i64).await?;
+        forgotten += step;
+        if step < interop_gateway::store::COMPACT_LIMIT as u64 {
+            break;
+        }
+    }
+    let expire_s = t.elapsed().as_secs_f64();
+    let held = snapshotter.snapshot_now().await?;
+    drop(snapshotter);
     Ok(serde_json::json!({
         "submissions": n, "snapshot_s": s.seconds, "snapshot_bytes": s.bytes,
         "snapshot_applied": s.applied, "first_kept": s.first_kept,
         "log_bytes_before": before, "log_bytes_after": after,
         "from_snapshot_s": from_snapshot, "rebuild_median_s": rebuild_s,
+        "receipts_forgotten": forgotten, "expire_s": expire_s,
+        "snapshot_after_expiry_bytes": held.bytes, "snapshot_after_expiry_s": held.seconds,
     }))
 }

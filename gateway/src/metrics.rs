@@ -341,6 +341,17 @@ pub fn render_store(u: &crate::store::StoreUsage) -> String {
         help,
         &appended,
     );
+    let help = "Submissions held (their receipts answer resends and status), pending or completed.";
+    let kept = [("", u.receipts_kept)];
+    one("interop_store_receipts_kept", "gauge", help, &kept);
+    let help = "Completed submissions forgotten by receipt retention.";
+    let expired = [("", u.receipts_expired)];
+    one(
+        "interop_store_receipts_expired_total",
+        "counter",
+        help,
+        &expired,
+    );
     let help = "Disclosure records held in the store.";
     let kept = [("", u.disclosures_kept)];
     one("interop_store_disclosures_kept", "gauge", help, &kept);

@@ -39,10 +39,10 @@ async fn bureau_responses_expire_by_age_and_cursors_stand() {
     };
     let gw = TestGateway::start_with_options(options, None).await;
     let mut b = gw.bureau("TX").await;
+    let mut receipts = vec![];
     for t in ["TX-EXPIRE-0001", "TX-EXPIRE-0002"] {
-        b.submit(booking(t, TX_RECEIVING, OVERSTAY_FELON))
-            .await
-            .unwrap();
+        let r = b.submit(booking(t, TX_RECEIVING, OVERSTAY_FELON)).await;
+        receipts.push(r.unwrap().into_inner().receipt_id);
         wait_completed(&gw, "TX", t).await;
     }
     let first = bureau_log(&gw, "TX").await;
@@ -87,6 +87,34 @@ async fn bureau_responses_expire_by_age_and_cursors_stand() {
         cursors.push(r.cursor);
     }
     assert_eq!(cursors, [5, 6]);
+
+    // A booking that is not an identification is forgotten with its responses: a resend of
+    // its TCN is a new submission. The identifications are kept (a removal, a detainer's
+    // review or a complaint names one by TCN, months later): a resend is still a repeat.
+    let no_hit = b
+        .submit(booking("TX-EXPIRE-0004", TX_RECEIVING, NOBODY))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_completed(gw, "TX", "TX-EXPIRE-0004").await;
+    until("the no-hit's receipt forgotten", || async move {
+        figure(&gw.scrape().await, "interop_store_receipts_expired_total") == 1
+    })
+    .await;
+    let again = b
+        .submit(booking("TX-EXPIRE-0004", TX_RECEIVING, NOBODY))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.duplicate);
+    assert_ne!(again.receipt_id, no_hit.receipt_id);
+    let first = b
+        .submit(booking("TX-EXPIRE-0001", TX_RECEIVING, OVERSTAY_FELON))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.duplicate);
+    assert_eq!(first.receipt_id, receipts[0]);
 }
 
 /// Every disclosure record id in the archive segments of `data`, in file order.

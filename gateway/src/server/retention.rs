@@ -13,6 +13,14 @@
 //!   counted in hours (a detainer asks the jail to hold the person for 48 hours, weekends and
 //!   holidays excluded). A bureau that asks for an older cursor gets its stream from the first
 //!   response kept; cursors and heads never change.
+//! - **Receipts** (the same period as the bureaus' responses): a completed submission that is
+//!   not an identification, accepted more than the period ago, is forgotten — its receipt and
+//!   the digest a resend is compared by ([`crate::store::Store::expire_receipts`]) — so the
+//!   store follows the bookings of the period, not every booking ever held. A receipt lasts
+//!   as long as the responses it leads to: a bureau resends a booking within minutes or hours
+//!   of a lost answer, and asks its status within days. A TCN sent again after that is a new
+//!   submission. Identifications are kept (a detainer's review, a removal or a complaint
+//!   names one by TCN, months later), and so is a pending submission, however old.
 //! - **The disclosure audit** (`--audit-retention-days`, off by default): an audit is evidence
 //!   (a complaint of a leak to a jurisdiction that does not receive results, CRCL's investigations, the quarterly review), so it is kept whole
 //!   unless an operator asks otherwise. When asked, records older than the period are first
@@ -41,6 +49,7 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 pub struct Pass {
     pub office_events: u64,
     pub bureau_events: u64,
+    pub receipts: u64,
     pub archived: Vec<Archived>,
 }
 
@@ -83,6 +92,8 @@ pub async fn pass(store: &DynStore, o: &ServeOptions, now_ms: i64) -> StoreResul
     let office_events = steps(|| store.compact(acked_before)).await?;
     let appended_before = now_ms.saturating_sub(ms(o.bureau_retention));
     let bureau_events = steps(|| store.expire(appended_before, now_ms)).await?;
+    // A receipt lasts as long as the responses it leads to.
+    let receipts = steps(|| store.expire_receipts(appended_before)).await?;
     let mut archived = Vec::new();
     if let Some(period) = o.audit_retention {
         let before = audit_cutoff(now_ms, period);
@@ -96,6 +107,7 @@ pub async fn pass(store: &DynStore, o: &ServeOptions, now_ms: i64) -> StoreResul
     Ok(Pass {
         office_events,
         bureau_events,
+        receipts,
         archived,
     })
 }
@@ -121,11 +133,12 @@ impl Gateway {
             async move {
                 match pass(&store, &o, crate::convert::now_ms()).await {
                     Ok(p) => {
-                        if p.office_events + p.bureau_events > 0 {
+                        if p.office_events + p.bureau_events + p.receipts > 0 {
                             tracing::info!(
                                 office_events = p.office_events,
                                 bureau_events = p.bureau_events,
-                                "retention removed events"
+                                receipts = p.receipts,
+                                "retention removed events and forgot receipts"
                             );
                         }
                     }

@@ -24,6 +24,7 @@ macro_rules! each_case {
             disclosures_are_append_only_ordered_and_filtered,
             expiry_removes_only_bureau_events_appended_before_the_cut_off,
             retention_works_in_bounded_steps,
+            receipts_of_completed_submissions_expire_and_pending_ones_stay,
             usage_counts_what_is_kept_and_what_was_appended
         );
     };
@@ -611,6 +612,62 @@ pub async fn retention_works_in_bounded_steps(open: Open, dir: &Path) {
     assert_eq!(*s.watch_head(&office()).borrow(), n);
     assert_eq!(*s.watch_head(&bureau("TX")).borrow(), n);
     assert_eq!(s.acked(office()).await.unwrap(), n);
+}
+
+/// Receipt retention forgets the completed submissions accepted before the cut-off: a resend
+/// of one is then a new submission, with a new receipt. A later one is still answered with
+/// its receipt; a pending one, and an identification (one with a summary), are kept however
+/// old. Reopened, the store holds the same.
+pub async fn receipts_of_completed_submissions_expire_and_pending_ones_stay(
+    open: Open,
+    dir: &Path,
+) {
+    let first;
+    {
+        let s = open(dir).await;
+        let accept = |tcn: &str, at: i64| s.accept(key(tcn), tcn.as_bytes().to_vec(), at);
+        let Accepted::New(r) = accept("OLD-1", 1_000).await.unwrap() else {
+            panic!("new")
+        };
+        first = r;
+        accept("STUCK", 1_100).await.unwrap();
+        accept("OLD-2", 1_200).await.unwrap();
+        accept("IDENTIFIED", 1_300).await.unwrap();
+        accept("LATER", 3_000).await.unwrap();
+        for tcn in ["OLD-1", "OLD-2", "IDENTIFIED", "LATER"] {
+            let c = Completion {
+                summary: (tcn == "IDENTIFIED").then(|| b"outcome".to_vec()),
+                ..Default::default()
+            };
+            assert!(s.complete(key(tcn), c).await.unwrap());
+        }
+        assert_eq!(s.expire_receipts(1_000).await.unwrap(), 0, "none before");
+        assert_eq!(s.expire_receipts(2_000).await.unwrap(), 2);
+        assert_eq!(s.expire_receipts(2_000).await.unwrap(), 0, "none left");
+        for tcn in ["OLD-1", "OLD-2"] {
+            assert!(s.submission(key(tcn)).await.unwrap().is_none(), "{tcn}");
+        }
+        assert!(s.pending(key("STUCK")).await.unwrap().is_some());
+        for tcn in ["IDENTIFIED", "LATER"] {
+            assert!(s.submission(key(tcn)).await.unwrap().is_some(), "{tcn}");
+        }
+        assert!(matches!(
+            accept("LATER", 4_000).await.unwrap(),
+            Accepted::Duplicate(_)
+        ));
+    }
+    let s = open(dir).await;
+    let Accepted::New(again) = s
+        .accept(key("OLD-1"), b"OLD-1".to_vec(), 5_000)
+        .await
+        .unwrap()
+    else {
+        panic!("a forgotten TCN is a new submission");
+    };
+    assert_ne!(again.receipt_id, first.receipt_id);
+    assert!(again.seq > first.seq);
+    let u = s.usage().await.unwrap();
+    assert_eq!((u.receipts_kept, u.receipts_expired), (4, 2));
 }
 
 /// `usage` counts the events each kind of stream holds and has ever had, and the disclosure

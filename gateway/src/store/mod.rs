@@ -303,6 +303,10 @@ pub struct StoreUsage {
     /// Disclosure records held, and moved to the archive.
     pub disclosures_kept: u64,
     pub disclosures_archived: u64,
+    /// Submissions held (pending or completed, until their receipts expire), and ever
+    /// forgotten by receipt retention.
+    pub receipts_kept: u64,
+    pub receipts_expired: u64,
 }
 
 /// The durable log. See the module documentation for the contract.
@@ -361,6 +365,13 @@ pub trait Store: Send + Sync + 'static {
     /// bureau stream's head with `now_ms` (see the contract); returns how many it removed (at
     /// most [`COMPACT_LIMIT`]).
     async fn expire(&self, appended_before_ms: i64, now_ms: i64) -> StoreResult<u64>;
+    /// Forgets completed submissions without an identification (no summary) accepted before
+    /// `accepted_before_ms` (Unix ms), oldest first: their receipts and digests. A repeat of
+    /// such a TCN is then a new submission. A pending submission, or one that is an
+    /// identification (enforcement and complaints name it by TCN, months later), is never
+    /// forgotten. Returns how many it forgot (at most [`COMPACT_LIMIT`], reading at most as
+    /// many rows: flat over history).
+    async fn expire_receipts(&self, accepted_before_ms: i64) -> StoreResult<u64>;
     /// Where [`Store::archive_disclosures`] writes its segments; `None` for a store that does
     /// not archive the audit.
     fn archive_dir(&self) -> Option<PathBuf> {
@@ -516,6 +527,10 @@ pub(crate) enum Op {
         log: u64,
         applied: u64,
         durable: bool,
+    },
+    /// Receipt retention (see [`Store::expire_receipts`]).
+    ExpireReceipts {
+        accepted_before_ms: i64,
     },
 }
 

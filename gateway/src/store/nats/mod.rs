@@ -1093,6 +1093,11 @@ impl Store for NatsStore {
         self.write(op).await?.compacted()
     }
 
+    async fn expire_receipts(&self, accepted_before_ms: i64) -> StoreResult<u64> {
+        let op = Op::ExpireReceipts { accepted_before_ms };
+        self.write(op).await?.compacted()
+    }
+
     /// The view's figures (with its file's size when it is kept in one; none in memory); the
     /// audit is not archived here (see the module documentation).
     async fn usage(&self) -> StoreResult<StoreUsage> {

@@ -46,6 +46,9 @@ pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 const SUBMISSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("submissions");
 /// acceptance seq → "bureau/tcn", for submissions not yet completed.
 const PENDING: TableDefinition<u64, &str> = TableDefinition::new("pending");
+/// acceptance seq → "bureau/tcn", for every submission held: receipts are forgotten in
+/// acceptance order (see `Store::expire_receipts`).
+const RECEIVED: TableDefinition<u64, &str> = TableDefinition::new("received");
 /// (stream, cursor) → encoded event.
 const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("log");
 /// stream → head cursor.
@@ -91,6 +94,7 @@ macro_rules! every_table {
     ($m:ident) => {
         $m!(SUBMISSIONS);
         $m!(PENDING);
+        $m!(RECEIVED);
         $m!(LOG);
         $m!(HEADS);
         $m!(ACKS);
@@ -121,6 +125,31 @@ struct StoredSubmission {
     payload: Vec<u8>,
     #[serde(with = "serde_bytes")]
     summary: Option<Vec<u8>>,
+}
+
+/// Fills the acceptance index that receipt retention reads (`RECEIVED`) for a store written
+/// before it had one: once, at open, from the submissions held.
+fn index_received(txn: &::redb::WriteTransaction) -> Result<(), ::redb::Error> {
+    use ::redb::ReadableTableMetadata;
+    let mut received = txn.open_table(RECEIVED)?;
+    let subs = txn.open_table(SUBMISSIONS)?;
+    if !received.is_empty()? || subs.is_empty()? {
+        return Ok(());
+    }
+    let mut indexed = 0u64;
+    for row in subs.iter()? {
+        let (k, v) = row?;
+        if let Ok(s) = decode::<StoredSubmission>(v.value(), || format!("submission {}", k.value()))
+        {
+            received.insert(s.receipt.seq, k.value())?;
+            indexed += 1;
+        }
+    }
+    tracing::info!(
+        submissions = indexed,
+        "receipts indexed by acceptance, for their retention"
+    );
+    Ok(())
 }
 
 pub(crate) fn digest(payload: &[u8]) -> Vec<u8> {
@@ -353,6 +382,7 @@ impl RedbStore {
                 };
             }
             every_table!(create);
+            index_received(&txn).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
         let heads = Arc::new(dashmap::DashMap::new());
@@ -592,6 +622,11 @@ impl Store for RedbStore {
             appended_before_ms,
             now_ms,
         };
+        submit_op(&self.tx, op).await?.compacted()
+    }
+
+    async fn expire_receipts(&self, accepted_before_ms: i64) -> StoreResult<u64> {
+        let op = Op::ExpireReceipts { accepted_before_ms };
         submit_op(&self.tx, op).await?.compacted()
     }
 
@@ -853,6 +888,34 @@ mod tests {
             bureau: "TX".into(),
             tcn: tcn.into(),
         }
+    }
+
+    /// A store written before receipts were indexed by acceptance (no `received` rows) is
+    /// indexed when it is opened, so its old receipts expire too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_from_before_the_acceptance_index_gets_one_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open()(dir.path()).await;
+        for (tcn, at) in [("T-1", 1_000), ("T-2", 1_100), ("T-3", 3_000)] {
+            s.accept(key(tcn), vec![1], at).await.unwrap();
+            assert!(s.complete(key(tcn), Completion::default()).await.unwrap());
+        }
+        drop(s);
+        let path = dir.path().join("interop.redb");
+        let db = (0..100)
+            .find_map(|_| {
+                // (The writer thread lets go of the file a moment after the store is dropped.)
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                Database::create(&path).ok()
+            })
+            .expect("the file reopens");
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(RECEIVED).unwrap());
+        txn.commit().unwrap();
+        drop(db);
+        let s = open()(dir.path()).await;
+        assert_eq!(s.expire_receipts(2_000).await.unwrap(), 2);
+        assert!(s.submission(key("T-3")).await.unwrap().is_some());
     }
 
     /// A full disk: nothing is acknowledged while writes fail, what was stored stays, and the

@@ -104,6 +104,11 @@ impl RedbStore {
                 }
             }
             u.disclosures_kept = txn.open_table(DISCLOSURES)?.len()?;
+            u.receipts_kept = txn.open_table(SUBMISSIONS)?.len()?;
+            u.receipts_expired = txn
+                .open_table(COUNTERS)?
+                .get("receipts_expired")?
+                .map_or(0, |v| v.value());
             u.disclosures_archived = txn
                 .open_table(META)?
                 .get(ARCHIVED_THROUGH)?

@@ -208,6 +208,7 @@ impl Writer {
 struct Tables<'t> {
     subs: ::redb::Table<'t, &'static str, &'static [u8]>,
     pending: ::redb::Table<'t, u64, &'static str>,
+    received: ::redb::Table<'t, u64, &'static str>,
     log: ::redb::Table<'t, (&'static str, u64), &'static [u8]>,
     heads: ::redb::Table<'t, &'static str, u64>,
     acks: ::redb::Table<'t, &'static str, u64>,
@@ -229,6 +230,7 @@ impl<'t> Tables<'t> {
         Ok(Tables {
             subs: txn.open_table(SUBMISSIONS)?,
             pending: txn.open_table(PENDING)?,
+            received: txn.open_table(RECEIVED)?,
             log: txn.open_table(LOG)?,
             heads: txn.open_table(HEADS)?,
             acks: txn.open_table(ACKS)?,
@@ -322,6 +324,9 @@ impl<'t> Tables<'t> {
                 appended_before_ms,
                 now_ms,
             } => Ok(Outcome::Compacted(self.expire(appended_before_ms, now_ms)?)),
+            Op::ExpireReceipts { accepted_before_ms } => Ok(Outcome::Compacted(
+                self.expire_receipts(accepted_before_ms)?,
+            )),
             Op::PruneDisclosures { through } => {
                 Ok(Outcome::Compacted(self.prune_disclosures(through)?))
             }
@@ -386,6 +391,7 @@ impl<'t> Tables<'t> {
         let bytes = postcard::to_allocvec(&stored).expect("serialisable record");
         self.subs.insert(k.as_str(), bytes.as_slice())?;
         self.pending.insert(seq, k.as_str())?;
+        self.received.insert(seq, k.as_str())?;
         if !owner.is_empty() {
             self.owners.insert(k.as_str(), owner)?;
         }
@@ -538,6 +544,42 @@ impl<'t> Tables<'t> {
             }
         }
         Ok(removed)
+    }
+
+    /// Receipt retention (see [`Store::expire_receipts`]): reads the oldest acceptances, at
+    /// most [`COMPACT_LIMIT`], stops at the first accepted at or after `accepted_before_ms`,
+    /// and forgets the completed ones without an identification; a pending one, or an
+    /// identification, stays (read again by the next call).
+    fn expire_receipts(&mut self, accepted_before_ms: i64) -> Result<u64, ::redb::Error> {
+        let mut forget = Vec::new();
+        for row in self.received.iter()?.take(COMPACT_LIMIT) {
+            let (seq, k) = row?;
+            let (seq, k) = (seq.value(), k.value().to_string());
+            let Some(v) = self.subs.get(k.as_str())? else {
+                forget.push((seq, k));
+                continue;
+            };
+            // An unreadable record is kept (and logged where it is read).
+            let Ok(s) = decode::<StoredSubmission>(v.value(), || format!("submission {k}")) else {
+                continue;
+            };
+            drop(v);
+            if s.receipt.accepted_at_ms >= accepted_before_ms {
+                break;
+            }
+            if s.completed && s.summary.is_none() {
+                forget.push((seq, k));
+            }
+        }
+        let mut forgotten = 0;
+        for (seq, k) in forget {
+            self.received.remove(seq)?;
+            forgotten += u64::from(self.subs.remove(k.as_str())?.is_some());
+        }
+        if forgotten > 0 {
+            self.add_counter("receipts_expired", forgotten)?;
+        }
+        Ok(forgotten)
     }
 
     /// Removes up to [`COMPACT_LIMIT`] of the oldest disclosure records (none above
