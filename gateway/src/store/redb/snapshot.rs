@@ -47,7 +47,7 @@ fn copy_table<K: Key + 'static, V: Value + 'static>(
 
 impl RedbStore {
     /// Writes a copy of every table to a new database file at `path` (replacing any file
-    /// there), synced before it returns, and returns the view checkpoint the copy holds (see
+    /// there), synced and compacted before it returns, and returns the view checkpoint the copy holds (see
     /// [`RedbStore::checkpoint`]) and its rows. The store keeps serving meanwhile.
     pub(crate) async fn snapshot_to(&self, path: &Path) -> StoreResult<(Option<(u64, u64)>, u64)> {
         let path = path.to_path_buf();
@@ -71,6 +71,11 @@ impl RedbStore {
             let rows = copy().map_err(unavailable)?;
             // One synced commit makes every unsynced one before it durable.
             to.begin_write()?.commit().map_err(unavailable)?;
+            // The copy's commits left free pages behind (a third of the file at 100,000
+            // submissions): compacted, the snapshot stored and loaded is that much smaller, for
+            // a few hundredths of a second.
+            let mut to = to;
+            to.compact().map_err(unavailable)?;
             let meta = read.open_table(META)?;
             let log = meta.get(VIEW_LOG)?.map(|v| v.value());
             let applied = meta.get(VIEW_APPLIED)?.map(|v| v.value());
