@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 
 /// Entries applied between two snapshots of a replica's view, by default.
@@ -53,6 +53,17 @@ const LOAD_TRIES: usize = 5;
 const LOAD_LOOK_AFTER: Duration = Duration::from_millis(500);
 /// ...and gives up after this long without a byte.
 const LOAD_STALL: Duration = Duration::from_secs(60);
+/// Most a snapshot may take (a million submissions' took 2 s) before it is given up...
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
+/// ...and a position's renewal, or a sweep of unnamed chunks.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a chunk of a snapshot no object names waits before it is removed (see
+/// `Trim::sweep_orphans`); a snapshot is named within seconds of its first chunk.
+const ORPHAN_AGE: Duration = if cfg!(test) {
+    Duration::from_millis(300)
+} else {
+    Duration::from_secs(600)
+};
 /// The snapshot's object in the bucket.
 const OBJECT: &str = "view";
 /// Its metadata: the log it is of (see `view::log_id`) and the last entry it holds.
@@ -76,8 +87,16 @@ pub(super) struct Trim {
     scratch: Option<PathBuf>,
     /// The last entry held by the newest snapshot this replica knows of.
     last: AtomicU64,
-    /// A snapshot is being made.
+    /// Entries past `every` this replica waits before its snapshot (see `maybe_snapshot`).
+    stagger: u64,
+    /// A snapshot is being made, and its step (for the warning if it does not finish).
     busy: AtomicBool,
+    step: std::sync::Mutex<&'static str>,
+    /// The stream of the snapshot's object store, and the chunks in it that no object names,
+    /// each with when this replica first saw it so (see `sweep_orphans`).
+    chunks: stream::Stream,
+    chunk_prefix: String,
+    unnamed: std::sync::Mutex<(Instant, HashMap<String, Instant>)>,
 }
 
 /// What one snapshot did (its log line says the same).
@@ -130,6 +149,13 @@ impl Trim {
         log: u64,
     ) -> anyhow::Result<Trim> {
         let objects = objects_bucket(js, o).await?;
+        let chunks = js.get_stream(format!("OBJ_{}_VIEW", o.stream)).await?;
+        let me = lane_token(&o.replica);
+        // Replicas reach an entry at about the same moment: each waits up to a quarter of
+        // `every` more, its own share (from its name), so one stores and the others see it.
+        let stagger = me.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        }) % (o.snapshot_entries / 4 + 1);
         let last = stored(&objects, log)
             .await
             .map_or(0, |(_, applied)| applied);
@@ -145,7 +171,7 @@ impl Trim {
                 POSITION_TTL,
             )
             .await?,
-            me: lane_token(&o.replica),
+            me,
             log,
             every: o.snapshot_entries,
             scratch: o
@@ -153,7 +179,12 @@ impl Trim {
                 .as_ref()
                 .map(|d| d.join(format!("view-{}.snapshot.redb", o.stream))),
             last: AtomicU64::new(last),
+            stagger,
             busy: AtomicBool::new(false),
+            step: std::sync::Mutex::new("none yet"),
+            chunks,
+            chunk_prefix: format!("$O.{}_VIEW.C.", o.stream),
+            unnamed: std::sync::Mutex::new((Instant::now(), HashMap::new())),
         })
     }
 
@@ -166,16 +197,45 @@ impl Trim {
         applied: u64,
         counts: &Arc<Counts>,
     ) {
-        if let Err(e) = self.report(applied).await {
-            tracing::warn!(error = %e, "this replica's position not renewed; trying again next time");
+        match tokio::time::timeout(STEP_TIMEOUT, self.report(applied)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "this replica's position not renewed; trying again next time")
+            }
+            Err(_) => tracing::warn!(
+                "this replica's position not renewed: the server did not answer; trying again next time"
+            ),
         }
         if self.busy.swap(true, Ordering::AcqRel) {
             return;
         }
         let (me, view, counts) = (self.clone(), view.clone(), counts.clone());
         tokio::spawn(async move {
-            if let Err(e) = me.maybe_snapshot(&view, applied, &counts).await {
-                tracing::warn!(error = %e, "snapshot of the log's view failed; trying again later");
+            // No step may hold the next snapshots back for ever: each is bounded, and the
+            // warning names the one that did not finish.
+            match tokio::time::timeout(SNAPSHOT_TIMEOUT, me.maybe_snapshot(&view, applied, &counts))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "snapshot of the log's view failed; trying again later")
+                }
+                Err(_) => tracing::warn!(
+                    step = *me.step.lock().expect("step"),
+                    minutes = SNAPSHOT_TIMEOUT.as_secs() / 60,
+                    "snapshot of the log's view did not finish; given up, trying again later"
+                ),
+            }
+            if me.scratch.is_some() {
+                match tokio::time::timeout(STEP_TIMEOUT, me.sweep_orphans()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "sweep of unnamed snapshot chunks failed; trying again later")
+                    }
+                    Err(_) => tracing::warn!(
+                        "sweep of unnamed snapshot chunks did not finish; trying again later"
+                    ),
+                }
             }
             me.busy.store(false, Ordering::Release);
         });
@@ -275,7 +335,15 @@ impl Trim {
         let Some(scratch) = &self.scratch else {
             return Ok(None);
         };
-        if self.every == 0 || applied < self.last.load(Ordering::Relaxed) + self.every {
+        let due = |last: u64| self.every > 0 && applied >= last + self.every + self.stagger;
+        if !due(self.last.load(Ordering::Relaxed)) {
+            return Ok(None);
+        }
+        // Another replica's snapshot since counts too.
+        let newest = stored(&self.objects, self.log)
+            .await
+            .map_or(0, |(_, applied)| applied);
+        if !due(self.last.fetch_max(newest, Ordering::Relaxed).max(newest)) {
             return Ok(None);
         }
         self.snapshot(view, scratch, counts).await.map(Some)
@@ -314,7 +382,10 @@ impl Trim {
         counts: &Counts,
     ) -> anyhow::Result<Snapshot> {
         let began = std::time::Instant::now();
+        let step = |name: &'static str| *self.step.lock().expect("step") = name;
+        step("copying the view");
         let (checkpoint, rows) = view.snapshot_to(scratch).await?;
+        step("reading the stored snapshot's description");
         let applied = match checkpoint {
             Some((log, applied)) if log == self.log => applied,
             _ => anyhow::bail!("the view holds no checkpoint of this log to snapshot"),
@@ -325,6 +396,7 @@ impl Trim {
             .map_or(0, |(_, applied)| applied);
         let bytes = std::fs::metadata(scratch).map(|m| m.len()).unwrap_or(0);
         if newest < applied {
+            step("storing the snapshot");
             let mut file = tokio::fs::File::open(scratch).await?;
             let meta = object_store::ObjectMetadata {
                 name: OBJECT.into(),
@@ -345,7 +417,9 @@ impl Trim {
         drop(std::fs::remove_file(scratch));
         let held = newest.max(applied);
         self.last.fetch_max(held, Ordering::Relaxed);
+        step("trimming the log (positions, the work's ack floors, the purge)");
         let first_kept = self.trim(held, counts).await?;
+        step("done");
         tracing::info!(
             applied,
             rows,
@@ -421,6 +495,62 @@ impl Trim {
 }
 
 impl Trim {
+    /// Removes the chunks of snapshots no object names, once this replica has seen them so
+    /// for [`ORPHAN_AGE`] (at most once a minute). Two replicas storing at once leave them:
+    /// the object store purges the chunks of the snapshot each one replaced, not those of the
+    /// other's, which the later one's name replaced. A snapshot being stored is named within
+    /// seconds of its first chunk, so it is never taken for one. Returns the snapshots removed.
+    pub(super) async fn sweep_orphans(&self) -> anyhow::Result<usize> {
+        {
+            let mut unnamed = self.unnamed.lock().expect("unnamed chunks");
+            if unnamed.0.elapsed() < ORPHAN_AGE.min(Duration::from_secs(60)) {
+                return Ok(0);
+            }
+            unnamed.0 = Instant::now();
+        }
+        let named = self.objects.info(OBJECT).await.ok().map(|i| i.nuid);
+        let prefix = &self.chunk_prefix;
+        let mut listed = self.chunks.info_with_subjects(format!("{prefix}>")).await?;
+        let mut seen = Vec::new();
+        while let Some(s) = listed.next().await {
+            let (subject, _) = s?;
+            if let Some(nuid) = subject.strip_prefix(prefix.as_str())
+                && Some(nuid) != named.as_deref()
+            {
+                seen.push(nuid.to_string());
+            }
+        }
+        let due: Vec<String> = {
+            let mut unnamed = self.unnamed.lock().expect("unnamed chunks");
+            let now = Instant::now();
+            unnamed.1.retain(|nuid, _| seen.contains(nuid));
+            for nuid in seen {
+                unnamed.1.entry(nuid).or_insert(now);
+            }
+            unnamed
+                .1
+                .iter()
+                .filter(|(_, since)| now.duration_since(**since) >= ORPHAN_AGE)
+                .map(|(nuid, _)| nuid.clone())
+                .collect()
+        };
+        for nuid in &due {
+            self.chunks
+                .purge()
+                .filter(format!("{prefix}{nuid}"))
+                .await
+                .map_err(|e| anyhow::anyhow!("removing unnamed snapshot chunks: {e}"))?;
+            self.unnamed.lock().expect("unnamed chunks").1.remove(nuid);
+        }
+        if !due.is_empty() {
+            tracing::info!(
+                snapshots = due.len(),
+                "chunks of snapshots no object names removed"
+            );
+        }
+        Ok(due.len())
+    }
+
     /// Every running replica's position. The keys are the subjects the bucket's stream holds,
     /// as the server counts them (rather than a listing consumer's, whose end is judged from
     /// a pending count taken when it was made); a key whose last entry removed it has none.

@@ -448,3 +448,57 @@ async fn replicas_start_while_the_log_is_trimmed_again_and_again() {
             .unwrap();
     }
 }
+
+/// Chunks of a snapshot that no object names (two replicas storing at once leave the
+/// earlier one's behind) are removed by a replica's upkeep once it has seen them so for a
+/// while; the stored snapshot's chunks stay whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_no_snapshot_names_are_swept() {
+    let Some(server) = start_server("chunks_no_snapshot_names_are_swept") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = NatsOptions::parse(&format!(
+        "{}/LOG?insecure=true&replica=a&stale_ms=300",
+        server.url
+    ))
+    .unwrap();
+    o.view_dir = Some(dir.path().to_path_buf());
+    let a = NatsStore::connect(o).await.unwrap();
+    for i in 0..5 {
+        let k = key(&format!("O-{i}"));
+        a.accept(k.clone(), vec![i], i as i64).await.unwrap();
+    }
+    a.snapshot_now().await.unwrap();
+    let js = jetstream::new(async_nats::connect(server.url.as_str()).await.unwrap());
+    let bucket = js.get_object_store("LOG_VIEW").await.unwrap();
+    bucket
+        .put(
+            "stray",
+            &mut &b"chunks of a snapshot replaced by another's"[..],
+        )
+        .await
+        .unwrap();
+    let chunks = js.get_stream("OBJ_LOG_VIEW").await.unwrap();
+    let count = || async {
+        let mut listed = chunks.info_with_subjects("$O.LOG_VIEW.C.>").await.unwrap();
+        let mut n = 0;
+        while let Some(s) = listed.next().await {
+            s.unwrap();
+            n += 1;
+        }
+        n
+    };
+    assert_eq!(count().await, 2);
+    eventually("the unnamed chunks removed", || async {
+        count().await == 1
+    })
+    .await;
+    // The snapshot's own are whole.
+    let mut view = bucket.get("view").await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut view, &mut bytes)
+        .await
+        .unwrap();
+    assert_eq!(bytes.len(), view.info().size);
+}
