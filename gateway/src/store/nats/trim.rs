@@ -471,20 +471,24 @@ impl Trim {
         while let Some(s) = listed.next().await {
             lanes.push(s?.0);
         }
+        // Every consumer's state in one listing (a page per 256), not one request a bureau:
+        // a server slow to answer made 50 lanes' requests take minutes.
+        let mut consumers = HashMap::new();
+        let mut listed = stream.consumers();
+        while let Some(c) = listed.next().await {
+            let c = c.map_err(|e| anyhow::anyhow!("the log's consumers: {e}"))?;
+            consumers.insert(c.name.clone(), c);
+        }
         for subject in lanes {
             let Some(lane) = self.subjects.lane_of(&subject) else {
                 continue;
             };
-            let name = format!("{WORK_CONSUMER}-{lane}");
-            let info = match stream.consumer_info(&name).await {
-                Ok(i) => i,
-                Err(_) => {
-                    tracing::debug!(
-                        lane,
-                        "a bureau's work has no consumer yet; the log is not trimmed this time"
-                    );
-                    return Ok(None);
-                }
+            let Some(info) = consumers.get(&format!("{WORK_CONSUMER}-{lane}")) else {
+                tracing::debug!(
+                    lane,
+                    "a bureau's work has no consumer yet; the log is not trimmed this time"
+                );
+                return Ok(None);
             };
             if info.num_ack_pending > 0 || info.num_pending > 0 {
                 floor = floor.min(info.ack_floor.stream_sequence + 1);
