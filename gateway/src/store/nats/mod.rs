@@ -485,7 +485,13 @@ impl NatsStore {
         let (view, from, loaded) = view::open(&o, &info, &trim).await?;
         // Its position holds back trimming from here on; a trim decided from the positions
         // read just before may still pass it (see `connect`).
-        trim.report(from - 1).await?;
+        // (A bucket another replica made a moment ago may not take writes yet.)
+        let mut tries = 0;
+        while let Err(e) = trim.report(from - 1).await {
+            tries += 1;
+            anyhow::ensure!(tries < 10, e);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         info = stream.get_info().await?;
         if info.state.first_sequence > from {
             return Err(TrimmedAsItStarted.into());
