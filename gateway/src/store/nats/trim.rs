@@ -464,13 +464,8 @@ impl Trim {
             floor = floor.min(p + 1);
         }
         let stream = &self.stream;
-        let mut listed = stream
-            .info_with_subjects(format!("{}.>", self.subjects.work))
-            .await?;
-        let mut lanes = Vec::new();
-        while let Some(s) = listed.next().await {
-            lanes.push(s?.0);
-        }
+        // Each bureau's work subject: `<work>.<lane>`.
+        let lanes = subjects_under(stream, &format!("{}.", self.subjects.work)).await?;
         // Every consumer's state in one listing (a page per 256), not one request a bureau:
         // a server slow to answer made 50 lanes' requests take minutes.
         let mut consumers = HashMap::new();
@@ -479,10 +474,7 @@ impl Trim {
             let c = c.map_err(|e| anyhow::anyhow!("the log's consumers: {e}"))?;
             consumers.insert(c.name.clone(), c);
         }
-        for subject in lanes {
-            let Some(lane) = self.subjects.lane_of(&subject) else {
-                continue;
-            };
+        for lane in lanes {
             let Some(info) = consumers.get(&format!("{WORK_CONSUMER}-{lane}")) else {
                 tracing::debug!(
                     lane,
@@ -496,9 +488,7 @@ impl Trim {
         }
         Ok(Some(floor))
     }
-}
 
-impl Trim {
     /// Removes the chunks of snapshots no object names, once this replica has seen them so
     /// for [`ORPHAN_AGE`] (at most once a minute). Two replicas storing at once leave them:
     /// the object store purges the chunks of the snapshot each one replaced, not those of the
@@ -514,16 +504,8 @@ impl Trim {
         }
         let named = self.objects.info(OBJECT).await.ok().map(|i| i.nuid);
         let prefix = &self.chunk_prefix;
-        let mut listed = self.chunks.info_with_subjects(format!("{prefix}>")).await?;
-        let mut seen = Vec::new();
-        while let Some(s) = listed.next().await {
-            let (subject, _) = s?;
-            if let Some(nuid) = subject.strip_prefix(prefix.as_str())
-                && Some(nuid) != named.as_deref()
-            {
-                seen.push(nuid.to_string());
-            }
-        }
+        let mut seen = subjects_under(&self.chunks, prefix).await?;
+        seen.retain(|nuid| Some(nuid) != named.as_ref());
         let due: Vec<String> = {
             let mut unnamed = self.unnamed.lock().expect("unnamed chunks");
             let now = Instant::now();
@@ -560,18 +542,9 @@ impl Trim {
     /// a pending count taken when it was made); a key whose last entry removed it has none.
     async fn positions(&self) -> anyhow::Result<Vec<u64>> {
         let kv = &self.positions;
-        let mut listed = kv
-            .stream
-            .info_with_subjects(format!("{}>", kv.prefix))
+        let keys = subjects_under(&kv.stream, &kv.prefix)
             .await
             .map_err(|e| anyhow::anyhow!("replicas' positions: {e}"))?;
-        let mut keys = Vec::new();
-        while let Some(s) = listed.next().await {
-            let (subject, _) = s.map_err(|e| anyhow::anyhow!("replicas' positions: {e}"))?;
-            if let Some(key) = subject.strip_prefix(&kv.prefix) {
-                keys.push(key.to_string());
-            }
-        }
         let mut positions = Vec::with_capacity(keys.len());
         for key in keys {
             let value = kv
@@ -584,6 +557,19 @@ impl Trim {
         }
         Ok(positions)
     }
+}
+
+/// The subjects `stream` holds under `prefix` (which ends in a dot), as the server counts
+/// them, without the prefix.
+async fn subjects_under(stream: &stream::Stream, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let mut listed = stream.info_with_subjects(format!("{prefix}>")).await?;
+    let mut tails = Vec::new();
+    while let Some(s) = listed.next().await {
+        if let Some(tail) = s?.0.strip_prefix(prefix) {
+            tails.push(tail.to_string());
+        }
+    }
+    Ok(tails)
 }
 
 /// The stored snapshot of the log `log`, and the last entry it holds (from its metadata), if
